@@ -1,1 +1,6 @@
-"""store stage."""
+"""Storage: partitioned Parquet and the query engines. Only ``mamori.governance`` imports this."""
+
+from mamori.store.engine import DuckDBEngine, Engine, Relation
+from mamori.store.parquet import Partition, SchemaMismatch
+
+__all__ = ["DuckDBEngine", "Engine", "Partition", "Relation", "SchemaMismatch"]

@@ -1,0 +1,234 @@
+"""Configuration: ``mamori.toml`` overlaid by ``MAMORI_*`` environment variables.
+
+Precedence, highest first: explicit overrides (command-line flags), environment, the TOML file,
+defaults. Nested keys use a double underscore in the environment: ``MAMORI_RETENTION__FLOWS=30``,
+``MAMORI_SMTP__HOST=mail.example.net``. ``MAMORI_STORE`` names the store directory.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+__all__ = [
+    "AddressPool",
+    "ConfigError",
+    "GovernanceConfig",
+    "MamoriConfig",
+    "RetentionConfig",
+    "SmtpConfig",
+    "WebConfig",
+    "load_config",
+]
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+MEASURE_IDS = tuple(f"M{i}" for i in range(1, 15))
+
+
+class ConfigError(Exception):
+    """The configuration is invalid. The message names each key, its value and what is allowed."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AddressPool(_Model):
+    """A block of subscriber addresses and how it is handed out."""
+
+    name: str = Field(min_length=1, max_length=64)
+    kind: Literal["dynamic", "static", "cgnat"] = Field(
+        description="dynamic: assigned per session (RADIUS/DHCP); static: fixed customer "
+        "assignments (their own servers live here); cgnat: public addresses shared by "
+        "subscribers who hold port blocks",
+    )
+    prefixes: tuple[IPNetwork, ...] = Field(min_length=1)
+
+
+class RetentionConfig(_Model):
+    """Days each dataset is kept; ``mamori purge`` deletes partitions past it."""
+
+    flows: int = Field(default=90, gt=0, le=3650)
+    dns_queries: int = Field(default=30, gt=0, le=3650)
+    allocations: int = Field(default=180, gt=0, le=3650)
+    subscribers: int = Field(default=3650, gt=0, le=36500)
+    auth_events: int = Field(default=30, gt=0, le=3650)
+    reputation: int = Field(default=365, gt=0, le=3650)
+    findings: int = Field(default=365, gt=0, le=3650)
+    matches: int = Field(default=30, gt=0, le=3650)
+    actions: int = Field(default=1825, gt=0, le=36500)
+    notifications: int = Field(default=1825, gt=0, le=36500)
+    consent: int = Field(default=3650, gt=0, le=36500)
+    # Match records made for an alert are deleted this many days after the alert was sent.
+    matches_after_alert_days: int = Field(default=7, ge=0, le=365)
+
+    def days(self, dataset: str) -> int | None:
+        """Retention of ``dataset`` in days; ``None`` for the audit log, which is never purged."""
+        if dataset == "audit":
+            return None
+        value = getattr(self, dataset, None)
+        if not isinstance(value, int):
+            raise KeyError(f"no retention configured for dataset {dataset!r}")
+        return value
+
+
+class GovernanceConfig(_Model):
+    # Addresses inside the subscriber pools that no allocation record covers cannot be checked
+    # against consent. "exclude" drops them from consent-based measures (the safe default).
+    unattributed: Literal["exclude", "include"] = "exclude"
+
+
+class SmtpConfig(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(default=2525, gt=0, lt=65536)
+    sender: str = "abuse-desk@isp.example.net"
+    starttls: bool = False
+    username: str | None = None
+    password: SecretStr | None = None
+
+
+class WebConfig(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, gt=0, lt=65536)
+    base_url: str = "http://127.0.0.1:8080"
+    secret_key: SecretStr | None = Field(
+        default=None, description="signs consent-page tokens and sessions; generated if unset"
+    )
+
+
+class MamoriConfig(BaseSettings):
+    """The effective configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MAMORI_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    store: Path = Field(default=Path("mamori-data"), description="store directory")
+    engine: Literal["duckdb", "spark"] = "duckdb"
+    isp_name: str = "Example ISP"
+    address_plan: tuple[AddressPool, ...] = ()
+    retention: RetentionConfig = RetentionConfig()
+    measures: dict[str, bool] = Field(
+        default_factory=lambda: dict.fromkeys(MEASURE_IDS, True),
+        description="measure switches: a switched-off measure refuses every access",
+    )
+    governance: GovernanceConfig = GovernanceConfig()
+    smtp: SmtpConfig = SmtpConfig()
+    web: WebConfig = WebConfig()
+
+    @field_validator("measures")
+    @classmethod
+    def _known_measures(cls, value: dict[str, bool]) -> dict[str, bool]:
+        unknown = sorted(set(value) - set(MEASURE_IDS))
+        if unknown:
+            raise ValueError(f"unknown measure(s) {unknown}; allowed: M1 … M14")
+        return {**dict.fromkeys(MEASURE_IDS, True), **value}
+
+    @model_validator(mode="after")
+    def _pools_disjoint(self) -> MamoriConfig:
+        seen: list[tuple[str, IPNetwork]] = []
+        names: set[str] = set()
+        for pool in self.address_plan:
+            if pool.name in names:
+                raise ValueError(f"address pool name {pool.name!r} is used twice")
+            names.add(pool.name)
+            for net in pool.prefixes:
+                for other_name, other in seen:
+                    if net.version == other.version and net.overlaps(other):  # type: ignore[arg-type]
+                        raise ValueError(
+                            f"prefix {net} of pool {pool.name!r} overlaps {other} of pool "
+                            f"{other_name!r}; pools must be disjoint"
+                        )
+                seen.append((pool.name, net))
+        return self
+
+    def measure_enabled(self, measure: str) -> bool:
+        return self.measures.get(measure, False)
+
+    def pools(self, kind: str | None = None) -> list[IPNetwork]:
+        return [n for p in self.address_plan if kind in (None, p.kind) for n in p.prefixes]
+
+    def public_dict(self) -> dict[str, Any]:
+        """The configuration as plain data, secrets masked, for printing."""
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file arrives through init_settings (see load_config), below the environment.
+        return env_settings, init_settings
+
+
+def _describe(err: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        value = e.get("input")
+        shown = "" if isinstance(value, dict) else f" = {value!r}"
+        lines.append(f"  {key}{shown}: {e['msg']}")
+    return "\n".join(lines)
+
+
+DEFAULT_CONFIG_FILE = Path("mamori.toml")
+
+
+def load_config(path: Path | None = None, overrides: Mapping[str, Any] | None = None) -> MamoriConfig:
+    """Read the configuration.
+
+    ``path`` defaults to ``$MAMORI_CONFIG`` or ``./mamori.toml`` when that exists. ``overrides`` (from
+    command-line flags) win over the environment; the environment wins over the file.
+    """
+    explicit = path is not None or "MAMORI_CONFIG" in os.environ
+    file = path or Path(os.environ.get("MAMORI_CONFIG", DEFAULT_CONFIG_FILE))
+    data: dict[str, Any] = {}
+    source = "defaults and environment"
+    if file.exists():
+        try:
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"invalid configuration ({file}): not valid TOML: {exc}") from None
+        source = f"{file} and environment"
+    elif explicit:
+        raise ConfigError(f"configuration file {file} does not exist")
+    try:
+        config = MamoriConfig(**data)
+        update: dict[str, Any] = {}
+        for key, value in (overrides or {}).items():
+            if value is None:
+                continue
+            if key not in MamoriConfig.model_fields:
+                raise ConfigError(f"unknown configuration key {key!r}")
+            annotation = MamoriConfig.model_fields[key].annotation
+            update[key] = TypeAdapter(annotation).validate_python(value)
+        return config.model_copy(update=update) if update else config
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None

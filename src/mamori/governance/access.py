@@ -1,0 +1,414 @@
+"""The only door to stored data.
+
+Every read names a measure, a dataset, the columns, the actor and the legal basis relied on.
+:meth:`Governance.open` checks the request against the measure catalogue, removes the rows of
+subscribers who are not in for that measure *before* anything is returned (the allocation and
+consent data are joined first, so nothing downstream can ever compare their traffic), writes one
+audit record, and returns a relation. A request outside the catalogue is refused with a clear
+error, and the refusal is audited too. Writes go through the same door.
+
+Exceptions::
+
+    GovernanceError
+     └── AccessRefused      (measure, dataset, columns, reason, audit_seq)
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mamori.config import MamoriConfig
+from mamori.governance.audit import AuditLog
+from mamori.governance.consent import ConsentRegistry
+from mamori.governance.measures import Catalogue, LegalBasis, Measure, catalogue
+from mamori.schemas import ALLOCATIONS, CONSENT, DatasetSchema, dataset
+from mamori.store import DuckDBEngine, Relation
+from mamori.store.parquet import SchemaMismatch, conform
+
+__all__ = ["AccessRefused", "Governance", "GovernanceError", "Grant"]
+
+_FOREVER = "TIMESTAMPTZ '9999-12-31 00:00:00+00'"
+
+
+class GovernanceError(Exception):
+    """Base of governance errors."""
+
+
+class AccessRefused(GovernanceError, PermissionError):
+    """A request the catalogue does not allow. It has been written to the audit log as refused."""
+
+    def __init__(
+        self, reason: str, *, measure: str, dataset: str, columns: Sequence[str], audit_seq: int
+    ) -> None:
+        self.reason = reason
+        self.measure = measure
+        self.dataset = dataset
+        self.columns = tuple(columns)
+        self.audit_seq = audit_seq
+        super().__init__(
+            f"refused: {measure} may not access {dataset}({', '.join(columns)}): {reason} "
+            f"[audit entry {audit_seq}]"
+        )
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What an allowed request returns: a relation with only the permitted rows and columns."""
+
+    relation: Relation
+    measure: str
+    dataset: str
+    columns: tuple[str, ...]
+    legal_basis: str
+    audit_seq: int
+    consent_filtered: bool
+
+    def arrow(self) -> pa.Table:
+        return self.relation.to_arrow_table()
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _in_pools(addrs: Sequence[str], pools: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]
+              ) -> list[str]:
+    """The addresses (text) that fall inside any of ``pools``; IPv4 checked with NumPy."""
+    pools = list(pools)
+    if not addrs or not pools:
+        return []
+    arr = pa.array(addrs, pa.string())
+    is_v4 = pc.invert(pc.match_substring(arr, ":")).to_numpy(zero_copy_only=False)
+    v4 = pc.filter(arr, pa.array(is_v4))
+    out: list[str] = []
+    if len(v4):
+        octets = pc.list_flatten(pc.split_pattern(v4, "."))
+        try:
+            ints = np.asarray(octets.cast(pa.uint32()).to_numpy(), dtype=np.uint64).reshape(-1, 4)
+        except (pa.ArrowInvalid, ValueError):
+            ints = None
+        if ints is not None:
+            value = (ints[:, 0] << 24) | (ints[:, 1] << 16) | (ints[:, 2] << 8) | ints[:, 3]
+            hit = np.zeros(len(value), dtype=bool)
+            for net in pools:
+                if net.version == 4:
+                    lo, hi = int(net.network_address), int(net.broadcast_address)
+                    hit |= (value >= lo) & (value <= hi)
+            out.extend(pc.filter(v4, pa.array(hit)).to_pylist())
+        else:  # malformed text among them: fall back to one-by-one
+            is_v4[:] = False
+    for text in pc.filter(arr, pa.array(~is_v4)).to_pylist():
+        try:
+            ip = ipaddress.ip_address(text)
+        except ValueError:
+            continue
+        if any(ip.version == n.version and ip in n for n in pools):
+            out.append(text)
+    return out
+
+
+class Governance:
+    """Opens the store on behalf of a measure. One per process (or per request in the web app)."""
+
+    def __init__(self, config: MamoriConfig, measures: Catalogue | None = None) -> None:
+        self.config = config
+        self.catalogue = measures or catalogue()
+        self._engine = DuckDBEngine(config.store)
+        self.audit = AuditLog(config.store / "audit")
+        self.consent = ConsentRegistry(self._engine, self.audit, self.catalogue)
+        self._names = itertools.count(1)
+
+    # ---------------------------------------------------------------- checks
+
+    def _refuse(
+        self,
+        reason: str,
+        *,
+        measure: str,
+        ds: str,
+        columns: Sequence[str],
+        actor: str,
+        case: str | None,
+        basis: str | None,
+        mode: str,
+    ) -> AccessRefused:
+        entry = self.audit.append(
+            actor=actor, event="refused", measure=measure, legal_basis=basis, dataset=ds,
+            columns=columns, case_id=case, detail={"mode": mode, "reason": reason},
+        )
+        return AccessRefused(reason, measure=measure, dataset=ds, columns=columns,
+                             audit_seq=entry.seq)
+
+    def _check(
+        self,
+        measure_id: str,
+        ds: str,
+        columns: Sequence[str] | None,
+        *,
+        actor: str,
+        case: str | None,
+        basis: str | None,
+        justification: str | None,
+        mode: str,
+    ) -> tuple[Measure, DatasetSchema, tuple[str, ...], LegalBasis]:
+        cols = tuple(columns) if columns is not None else ()
+
+        def refuse(reason: str) -> AccessRefused:
+            return self._refuse(reason, measure=measure_id, ds=ds, columns=cols, actor=actor,
+                                case=case, basis=basis, mode=mode)
+
+        measure = self.catalogue.get(measure_id)
+        if measure is None:
+            raise refuse("unknown measure; measures are M1 … M14")
+        if not self.config.measure_enabled(measure_id):
+            raise refuse(f"{measure_id} is switched off in the configuration")
+        try:
+            schema = dataset(ds)
+        except KeyError as exc:
+            raise refuse(str(exc.args[0])) from None
+        allowed = measure.may_read(ds) if mode == "read" else measure.may_write(ds)
+        if not allowed:
+            what = "read" if mode == "read" else "write"
+            raise refuse(f"the catalogue does not let {measure_id} ({measure.name}) {what} {ds}")
+        if columns is None:
+            cols = allowed
+        unknown = [c for c in cols if c not in schema]
+        if unknown:
+            raise refuse(f"{ds} has no column(s) {unknown}")
+        outside = [c for c in cols if c not in allowed]
+        if outside:
+            raise refuse(f"column(s) {outside} are outside {measure_id}'s catalogue entry")
+        if basis is None:
+            chosen = measure.legal_bases[0]
+        else:
+            try:
+                chosen = LegalBasis(basis)
+            except ValueError:
+                raise refuse(f"unknown legal basis {basis!r}") from None
+        if chosen not in measure.legal_bases:
+            allowed_bases = ", ".join(b.value for b in measure.legal_bases)
+            raise refuse(f"{measure_id} cannot rest on {chosen.value}; it rests on {allowed_bases}")
+        if measure.consent != "none" and chosen is not LegalBasis.CONSENT and not justification:
+            raise refuse(
+                f"{measure_id} normally rests on consent; relying on {chosen.value} needs a "
+                "recorded justification (the risk test that holds)"
+            )
+        return measure, schema, cols, chosen
+
+    # ---------------------------------------------------------------- consent filter
+
+    def _fresh(self, stem: str) -> str:
+        return f"{stem}_{next(self._names)}"
+
+    def _consent_filter(
+        self, measure: Measure, schema: DatasetSchema, data: Relation, out_cols: Sequence[str]
+    ) -> tuple[Relation, dict[str, Any]]:
+        """``data`` without the rows of subscribers who are out of ``measure``."""
+        eng = self._engine
+        # measure.id matched the catalogue's ^M\d+$ pattern: safe to inline.
+        consent_rows = eng.scan(CONSENT, ["subscriber_id", "changed", "measure", "state"]).filter(
+            f"measure = '{measure.id}'"
+        )
+        cr = self._reg("consent", consent_rows)
+        bs = self._reg("blocked_subs", eng.sql(self.consent.blocked_sql(measure, cr)))
+        default_out = measure.consent_default is False
+        detail: dict[str, Any] = {
+            "consent_mode": measure.consent,
+            "subscribers_out": int(
+                eng.sql(f"SELECT count(DISTINCT subscriber_id) FROM {bs}").fetchall()[0][0]
+            ),
+        }
+        d = self._reg("data", data)
+        sel = ", ".join(f"d.{_q(c)}" for c in out_cols)
+
+        if schema.subscriber_column is not None:
+            sc = _q(schema.subscriber_column)
+            cond = (
+                f"d.{sc} NOT IN (SELECT subscriber_id FROM {bs} "
+                f"WHERE e >= {_FOREVER})"
+            )
+            if default_out:
+                cond += f" AND d.{sc} IN (SELECT subscriber_id FROM {cr})"
+            return eng.sql(f"SELECT {sel} FROM {d} AS d WHERE {cond}"), detail
+
+        alloc = self._reg("alloc", eng.scan(ALLOCATIONS, [
+            "addr", "port_start", "port_end", "start", "end", "subscriber_id"]))
+        blocked_parts = [
+            f"SELECT a.addr, a.port_start, a.port_end, greatest(a.start, b.s) AS s, "
+            f"least(coalesce(a.\"end\", {_FOREVER}), b.e) AS e "
+            f"FROM {alloc} a JOIN {bs} b USING (subscriber_id) "
+            f"WHERE a.start < b.e AND b.s < coalesce(a.\"end\", {_FOREVER})"
+        ]
+        if default_out:
+            blocked_parts.append(
+                f"SELECT addr, port_start, port_end, start AS s, coalesce(\"end\", {_FOREVER}) AS e "
+                f"FROM {alloc} WHERE subscriber_id NOT IN (SELECT subscriber_id FROM {cr})"
+            )
+        blocked = self._reg("blocked", eng.sql(" UNION ALL ".join(blocked_parts)))
+        ts = f"d.{_q(schema.time_column)}"
+        conds: list[str] = []
+        for addr_col, port_col in schema.subscriber_endpoints:
+            addr = f"d.{_q(addr_col)}"
+            port = (
+                f" AND (b.port_start IS NULL OR d.{_q(port_col)} BETWEEN b.port_start AND "
+                "b.port_end)" if port_col else ""
+            )
+            conds.append(
+                f"NOT EXISTS (SELECT 1 FROM {blocked} b WHERE b.addr = {addr} AND {ts} >= b.s "
+                f"AND {ts} < b.e{port})"
+            )
+        if self.config.governance.unattributed == "exclude" and self.config.address_plan:
+            # An address in our subscriber pools that no allocation covers cannot be checked
+            # against consent: leave it out rather than risk matching an opted-out subscriber.
+            addr_union = " UNION ".join(
+                f"SELECT {_q(a)} AS addr FROM {d}" for a, _ in schema.subscriber_endpoints
+            )
+            distinct = [r[0] for r in eng.sql(f"SELECT DISTINCT addr FROM ({addr_union})").fetchall()]
+            in_pool = _in_pools(distinct, self.config.pools())
+            pool_tbl = self._reg("pool_addrs", pa.table({"addr": pa.array(in_pool, pa.string())}))
+            for addr_col, port_col in schema.subscriber_endpoints:
+                addr = f"d.{_q(addr_col)}"
+                port = (
+                    f" AND (a.port_start IS NULL OR d.{_q(port_col)} BETWEEN a.port_start AND "
+                    "a.port_end)" if port_col else ""
+                )
+                conds.append(
+                    f"({addr} NOT IN (SELECT addr FROM {pool_tbl}) OR EXISTS (SELECT 1 FROM "
+                    f"{alloc} a WHERE a.addr = {addr} AND {ts} >= a.start AND {ts} < "
+                    f"coalesce(a.\"end\", {_FOREVER}){port}))"
+                )
+            detail["pool_addresses_seen"] = len(in_pool)
+        where = " AND ".join(conds) if conds else "TRUE"
+        return eng.sql(f"SELECT {sel} FROM {d} AS d WHERE {where}"), detail
+
+    def _reg(self, stem: str, value: Relation | pa.Table) -> str:
+        name = self._fresh(stem)
+        self._engine.con.register(name, value)
+        return name
+
+    # ---------------------------------------------------------------- the door
+
+    def open(
+        self,
+        measure: str,
+        dataset: str,
+        columns: Sequence[str] | None,
+        actor: str,
+        case: str | None = None,
+        *,
+        basis: str | None = None,
+        justification: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> Grant:
+        """Read ``columns`` of ``dataset`` for ``measure`` (``None``: every column it may read)."""
+        m, schema, cols, chosen = self._check(
+            measure, dataset, columns, actor=actor, case=case, basis=basis,
+            justification=justification, mode="read",
+        )
+        filtered = chosen is LegalBasis.CONSENT and bool(
+            schema.subscriber_endpoints or schema.subscriber_column
+        )
+        if filtered:
+            need = list(dict.fromkeys([
+                *cols, schema.time_column,
+                *(c for pair in schema.subscriber_endpoints for c in pair if c),
+                *([schema.subscriber_column] if schema.subscriber_column else []),
+            ]))
+            rel, detail = self._consent_filter(m, schema, self._engine.scan(schema, need, start, end),
+                                               cols)
+        else:
+            rel, detail = self._engine.scan(schema, cols, start, end), {}
+        if start or end:
+            detail["window"] = [start.isoformat() if start else None,
+                                end.isoformat() if end else None]
+        if justification:
+            detail["justification"] = justification
+        entry = self.audit.append(
+            actor=actor, event="access", measure=measure, legal_basis=chosen.value,
+            dataset=dataset, columns=cols, case_id=case, detail=detail or None,
+        )
+        return Grant(rel, measure, dataset, cols, chosen.value, entry.seq, filtered)
+
+    def write(
+        self,
+        measure: str,
+        dataset: str,
+        table: pa.Table,
+        actor: str,
+        case: str | None = None,
+        *,
+        basis: str | None = None,
+        justification: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> list[Path]:
+        """Store ``table`` in ``dataset`` on behalf of ``measure``.
+
+        Under consent, rows of subscribers who are out are dropped before anything is stored.
+        """
+        m, schema, cols, chosen = self._check(
+            measure, dataset, table.column_names, actor=actor, case=case, basis=basis,
+            justification=justification, mode="write",
+        )
+        rows_in = table.num_rows
+        info: dict[str, Any] = {"rows_offered": rows_in, **(detail or {})}
+        try:
+            table = conform(schema, table)
+            if chosen is LegalBasis.CONSENT and (
+                schema.subscriber_endpoints or schema.subscriber_column
+            ):
+                rel, fdetail = self._consent_filter(
+                    m, schema, self._engine.con.from_arrow(table), schema.column_names
+                )
+                table = rel.to_arrow_table()
+                info.update(fdetail)
+            files = self._engine.write(schema, table)
+        except SchemaMismatch as exc:
+            raise self._refuse(str(exc), measure=measure, ds=dataset, columns=cols, actor=actor,
+                               case=case, basis=chosen.value, mode="write") from None
+        info["rows_stored"] = table.num_rows
+        info["files"] = len(files)
+        self.audit.append(
+            actor=actor, event="write", measure=measure, legal_basis=chosen.value,
+            dataset=dataset, columns=cols, case_id=case, detail=info,
+        )
+        return files
+
+    def write_registry(
+        self, dataset: str, table: pa.Table, actor: str, *, source: str
+    ) -> list[Path]:
+        """Load subscriber records (allocations, the subscriber directory) from the ISP's systems."""
+        cols = tuple(table.column_names)
+        if dataset not in self.catalogue.registry:
+            raise self._refuse(
+                f"{dataset} is not a subscriber-record dataset; data of measures is written with "
+                "write()", measure="-", ds=dataset, columns=cols, actor=actor, case=None,
+                basis=None, mode="write",
+            )
+        try:
+            files = self._engine.write(dataset_schema := self._schema(dataset), table)
+        except SchemaMismatch as exc:
+            raise self._refuse(str(exc), measure="-", ds=dataset, columns=cols, actor=actor,
+                               case=None, basis=None, mode="write") from None
+        self.audit.append(
+            actor=actor, event="write", dataset=dataset, columns=dataset_schema.column_names,
+            detail={"rows_stored": table.num_rows, "files": len(files), "source": source},
+        )
+        return files
+
+    @staticmethod
+    def _schema(name: str) -> DatasetSchema:
+        return dataset(name)
+
+    def close(self) -> None:
+        self._engine.close()

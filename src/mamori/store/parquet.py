@@ -1,0 +1,165 @@
+"""Partitioned Parquet files: ``<store>/<dataset>/date=YYYY-MM-DD/hour=HH/part-….parquet``.
+
+Writes are atomic: each file is written under a temporary name in its final directory, flushed to
+disk and renamed, so a crash leaves either the whole file or nothing that readers look at (readers
+only open ``part-*.parquet``; leftover ``*.tmp`` files are removed by :func:`clean_temporary`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from mamori.schemas import DatasetSchema
+
+__all__ = [
+    "Partition",
+    "SchemaMismatch",
+    "clean_temporary",
+    "conform",
+    "partitions",
+    "replace_file",
+    "write_partitioned",
+]
+
+_PART_RE = re.compile(r"date=(\d{4}-\d{2}-\d{2})/hour=(\d{2})$")
+
+
+class SchemaMismatch(ValueError):
+    """A table does not fit a dataset's declared schema."""
+
+
+@dataclass(frozen=True)
+class Partition:
+    dataset: str
+    start: datetime  # the hour this partition covers: [start, start + 1 h)
+    path: Path
+
+    @property
+    def end(self) -> datetime:
+        return self.start + timedelta(hours=1)
+
+    def files(self) -> list[Path]:
+        return sorted(self.path.glob("part-*.parquet"))
+
+
+def conform(schema: DatasetSchema, table: pa.Table) -> pa.Table:
+    """Return ``table`` with exactly the dataset's columns, order and types.
+
+    Missing nullable columns are filled with nulls; unknown columns, missing required columns, nulls
+    in required columns and strings longer than a column's declared maximum are refused — the last
+    is what keeps anything payload-sized out of the store.
+    """
+    extra = sorted(set(table.column_names) - set(schema.column_names))
+    if extra:
+        raise SchemaMismatch(f"{schema.name}: columns not in the schema: {extra}")
+    arrays = []
+    for col in schema.columns:
+        if col.name in table.column_names:
+            arr = table.column(col.name)
+            try:
+                arr = arr.cast(col.type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise SchemaMismatch(f"{schema.name}.{col.name}: cannot store as {col.type}: {exc}")
+        elif col.nullable:
+            arr = pa.nulls(table.num_rows, col.type)
+        else:
+            raise SchemaMismatch(f"{schema.name}: required column {col.name} is missing")
+        if not col.nullable and arr.null_count:
+            raise SchemaMismatch(f"{schema.name}.{col.name}: {arr.null_count} null value(s)")
+        if col.max_len is not None and table.num_rows:
+            longest = pc.max(pc.utf8_length(arr)).as_py()
+            if longest is not None and longest > col.max_len:
+                raise SchemaMismatch(
+                    f"{schema.name}.{col.name}: value of {longest} characters exceeds the "
+                    f"declared maximum of {col.max_len}"
+                )
+        arrays.append(arr)
+    return pa.Table.from_arrays(arrays, schema=schema.arrow)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace_file(path: Path, table: pa.Table) -> None:
+    """Write ``table`` to ``path`` atomically (temporary file, fsync, rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with tmp.open("wb") as fh:
+            pq.write_table(table, fh, compression="zstd")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+
+
+def partition_path(root: Path, dataset: str, hour: datetime) -> Path:
+    return root / dataset / f"date={hour:%Y-%m-%d}" / f"hour={hour:%H}"
+
+
+def write_partitioned(root: Path, schema: DatasetSchema, table: pa.Table) -> list[Path]:
+    """Conform ``table`` and write it as one new file per (date, hour) it covers."""
+    table = conform(schema, table)
+    if table.num_rows == 0:
+        return []
+    # Hour buckets as integers (ms since epoch // 3.6e6): one sort, then contiguous slices.
+    ms = table.column(schema.time_column).combine_chunks().cast(pa.int64()).to_numpy(
+        zero_copy_only=False
+    )
+    bucket = ms // 3_600_000
+    order = np.argsort(bucket, kind="stable")
+    table = table.take(pa.array(order))
+    bucket = bucket[order]
+    ends = np.append(np.flatnonzero(np.diff(bucket)) + 1, len(bucket))
+    written: list[Path] = []
+    start = 0
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    for end in ends:
+        hour = datetime.fromtimestamp(int(bucket[start]) * 3600, tz=UTC)
+        target = partition_path(root, schema.name, hour) / (
+            f"part-{stamp}-{uuid.uuid4().hex[:12]}.parquet"
+        )
+        replace_file(target, table.slice(start, int(end) - start))
+        written.append(target)
+        start = int(end)
+    return written
+
+
+def partitions(root: Path, dataset: str) -> Iterator[Partition]:
+    """Every ``date=/hour=`` directory of a dataset, oldest first."""
+    base = root / dataset
+    if not base.is_dir():
+        return
+    for hour_dir in sorted(base.glob("date=*/hour=*")):
+        m = _PART_RE.search(hour_dir.as_posix())
+        if not m or not hour_dir.is_dir():
+            continue
+        start = datetime.strptime(f"{m.group(1)} {m.group(2)}", "%Y-%m-%d %H").replace(tzinfo=UTC)
+        yield Partition(dataset, start, hour_dir)
+
+
+def clean_temporary(root: Path) -> int:
+    """Remove temporary files a crash left behind; returns how many."""
+    count = 0
+    for tmp in root.glob("**/.*.tmp"):
+        tmp.unlink(missing_ok=True)
+        count += 1
+    return count
