@@ -76,8 +76,8 @@ class RetentionConfig(_Model):
     reputation: int = Field(default=365, gt=0, le=3650)
     findings: int = Field(default=365, gt=0, le=3650)
     matches: int = Field(default=30, gt=0, le=3650)
-    actions: int = Field(default=1825, gt=0, le=36500)
-    notifications: int = Field(default=1825, gt=0, le=36500)
+    actions: int = Field(default=365, gt=0, le=3650)
+    notifications: int = Field(default=365, gt=0, le=3650)
     consent: int = Field(default=3650, gt=0, le=36500)
     # Match records made for an alert are deleted this many days after the alert was sent.
     matches_after_alert_days: int = Field(default=7, ge=0, le=365)
@@ -157,7 +157,7 @@ class MamoriConfig(BaseSettings):
             names.add(pool.name)
             for net in pool.prefixes:
                 for other_name, other in seen:
-                    if net.version == other.version and net.overlaps(other):  # type: ignore[arg-type]
+                    if net.version == other.version and net.overlaps(other):
                         raise ValueError(
                             f"prefix {net} of pool {pool.name!r} overlaps {other} of pool "
                             f"{other_name!r}; pools must be disjoint"
@@ -201,7 +201,9 @@ def _describe(err: ValidationError, source: str) -> str:
 DEFAULT_CONFIG_FILE = Path("mamori.toml")
 
 
-def load_config(path: Path | None = None, overrides: Mapping[str, Any] | None = None) -> MamoriConfig:
+def load_config(
+    path: Path | None = None, overrides: Mapping[str, Any] | None = None
+) -> MamoriConfig:
     """Read the configuration.
 
     ``path`` defaults to ``$MAMORI_CONFIG`` or ``./mamori.toml`` when that exists. ``overrides`` (from
@@ -227,7 +229,7 @@ def load_config(path: Path | None = None, overrides: Mapping[str, Any] | None = 
                 continue
             if key not in MamoriConfig.model_fields:
                 raise ConfigError(f"unknown configuration key {key!r}")
-            annotation = MamoriConfig.model_fields[key].annotation
+            annotation: Any = MamoriConfig.model_fields[key].annotation
             update[key] = TypeAdapter(annotation).validate_python(value)
         return config.model_copy(update=update) if update else config
     except ValidationError as exc:

@@ -161,8 +161,13 @@ ALLOCATIONS = DatasetSchema(
     columns=(
         _ts("start", S, "allocation start"),
         _ts("end", S, "allocation end; null = still held", nullable=True),
-        _str("addr", S, "allocated address (public, or CGNAT inside address)", ADDR_LEN,
-             nullable=False),
+        _str(
+            "addr",
+            S,
+            "allocated address (public, or CGNAT inside address)",
+            ADDR_LEN,
+            nullable=False,
+        ),
         Column("port_start", pa.uint16(), S, "first port of a CGNAT port block; null = all"),
         Column("port_end", pa.uint16(), S, "last port of a CGNAT port block; null = all"),
         _str("subscriber_id", S, "subscriber holding the address", ID_LEN, nullable=False),
@@ -229,8 +234,13 @@ FINDINGS = DatasetSchema(
     columns=(
         _ts("detected", N, "time the detector produced it"),
         _str("finding_id", N, "stable identifier for de-duplication", ID_LEN, nullable=False),
-        _str("kind", N, "c2 | infected | ddos | reflection | spoofing | smtp-auth …", 32,
-             nullable=False),
+        _str(
+            "kind",
+            N,
+            "c2 | infected | ddos | reflection | spoofing | smtp-auth …",
+            32,
+            nullable=False,
+        ),
         _str("method", N, "correlation | learned | reputation | beacon …", 32),
         _str("ip", C, "address the finding is about", ADDR_LEN),
         Column("port", pa.uint16(), C, "port the finding is about"),
@@ -265,12 +275,18 @@ ACTIONS = DatasetSchema(
     columns=(
         _ts("created", N, "time the action was proposed"),
         _str("action_id", N, "identifier", ID_LEN, nullable=False),
-        _str("kind", N, "rpz | acl | flowspec | rtbh | smtp-refuse | suspend …", 32,
-             nullable=False),
+        _str(
+            "kind", N, "rpz | acl | flowspec | rtbh | smtp-refuse | suspend …", 32, nullable=False
+        ),
         _str("target", N, "what it applies to (endpoint, prefix, AUTH id)", FQDN_LEN),
         _str("measure", N, "measure (M1..M14)", 4, nullable=False),
-        _str("legal_basis", N, "consent | justified-act | emergency | self-defence", 32,
-             nullable=False),
+        _str(
+            "legal_basis",
+            N,
+            "consent | justified-act | emergency | self-defence",
+            32,
+            nullable=False,
+        ),
         _str("state", N, "pending | active | rejected | ended | expired", 16, nullable=False),
         _ts("start", N, "when it took effect", nullable=True),
         _ts("end", N, "when it ended or expires", nullable=True),
@@ -307,8 +323,13 @@ CONSENT = DatasetSchema(
         _str("subscriber_id", S, "subscriber", ID_LEN, nullable=False),
         _str("measure", N, "measure (M1..M14)", 4, nullable=False),
         _str("state", N, "in | out", 3, nullable=False),
-        _str("actor", N, "who made the change (subscriber, desk account, terms)", ID_LEN,
-             nullable=False),
+        _str(
+            "actor",
+            N,
+            "who made the change (subscriber, desk account, terms)",
+            ID_LEN,
+            nullable=False,
+        ),
         _str("channel", N, "web | cli | api | terms | letter", 16, nullable=False),
         _str("note", N, "free text", TEXT_LEN),
     ),
@@ -322,8 +343,13 @@ AUDIT = DatasetSchema(
         Column("seq", pa.uint64(), N, "position in the chain, from 1", nullable=False),
         _ts("ts", N, "time of the event"),
         _str("actor", N, "who asked", ID_LEN, nullable=False),
-        _str("event", N, "access | refused | write | purge | consent | action | …", 32,
-             nullable=False),
+        _str(
+            "event",
+            N,
+            "access | refused | write | purge | consent | action | …",
+            32,
+            nullable=False,
+        ),
         _str("measure", N, "measure named (M1..M14), if any", 4),
         _str("legal_basis", N, "legal basis relied on", 32),
         _str("dataset", N, "dataset touched", 32),
@@ -338,8 +364,18 @@ AUDIT = DatasetSchema(
 DATASETS: Mapping[str, DatasetSchema] = {
     d.name: d
     for d in (
-        FLOWS, DNS_QUERIES, ALLOCATIONS, SUBSCRIBERS, AUTH_EVENTS, REPUTATION, FINDINGS, MATCHES,
-        ACTIONS, NOTIFICATIONS, CONSENT, AUDIT,
+        FLOWS,
+        DNS_QUERIES,
+        ALLOCATIONS,
+        SUBSCRIBERS,
+        AUTH_EVENTS,
+        REPUTATION,
+        FINDINGS,
+        MATCHES,
+        ACTIONS,
+        NOTIFICATIONS,
+        CONSENT,
+        AUDIT,
     )
 }
 

@@ -81,8 +81,9 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _in_pools(addrs: Sequence[str], pools: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]
-              ) -> list[str]:
+def _in_pools(
+    addrs: Sequence[str], pools: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]
+) -> list[str]:
     """The addresses (text) that fall inside any of ``pools``; IPv4 checked with NumPy."""
     pools = list(pools)
     if not addrs or not pools:
@@ -143,11 +144,18 @@ class Governance:
         mode: str,
     ) -> AccessRefused:
         entry = self.audit.append(
-            actor=actor, event="refused", measure=measure, legal_basis=basis, dataset=ds,
-            columns=columns, case_id=case, detail={"mode": mode, "reason": reason},
+            actor=actor,
+            event="refused",
+            measure=measure,
+            legal_basis=basis,
+            dataset=ds,
+            columns=columns,
+            case_id=case,
+            detail={"mode": mode, "reason": reason},
         )
-        return AccessRefused(reason, measure=measure, dataset=ds, columns=columns,
-                             audit_seq=entry.seq)
+        return AccessRefused(
+            reason, measure=measure, dataset=ds, columns=columns, audit_seq=entry.seq
+        )
 
     def _check(
         self,
@@ -164,8 +172,16 @@ class Governance:
         cols = tuple(columns) if columns is not None else ()
 
         def refuse(reason: str) -> AccessRefused:
-            return self._refuse(reason, measure=measure_id, ds=ds, columns=cols, actor=actor,
-                                case=case, basis=basis, mode=mode)
+            return self._refuse(
+                reason,
+                measure=measure_id,
+                ds=ds,
+                columns=cols,
+                actor=actor,
+                case=case,
+                basis=basis,
+                mode=mode,
+            )
 
         measure = self.catalogue.get(measure_id)
         if measure is None:
@@ -233,25 +249,26 @@ class Governance:
 
         if schema.subscriber_column is not None:
             sc = _q(schema.subscriber_column)
-            cond = (
-                f"d.{sc} NOT IN (SELECT subscriber_id FROM {bs} "
-                f"WHERE e >= {_FOREVER})"
-            )
+            cond = f"d.{sc} NOT IN (SELECT subscriber_id FROM {bs} WHERE e >= {_FOREVER})"
             if default_out:
                 cond += f" AND d.{sc} IN (SELECT subscriber_id FROM {cr})"
             return eng.sql(f"SELECT {sel} FROM {d} AS d WHERE {cond}"), detail
 
-        alloc = self._reg("alloc", eng.scan(ALLOCATIONS, [
-            "addr", "port_start", "port_end", "start", "end", "subscriber_id"]))
+        alloc = self._reg(
+            "alloc",
+            eng.scan(
+                ALLOCATIONS, ["addr", "port_start", "port_end", "start", "end", "subscriber_id"]
+            ),
+        )
         blocked_parts = [
             f"SELECT a.addr, a.port_start, a.port_end, greatest(a.start, b.s) AS s, "
-            f"least(coalesce(a.\"end\", {_FOREVER}), b.e) AS e "
+            f'least(coalesce(a."end", {_FOREVER}), b.e) AS e '
             f"FROM {alloc} a JOIN {bs} b USING (subscriber_id) "
-            f"WHERE a.start < b.e AND b.s < coalesce(a.\"end\", {_FOREVER})"
+            f'WHERE a.start < b.e AND b.s < coalesce(a."end", {_FOREVER})'
         ]
         if default_out:
             blocked_parts.append(
-                f"SELECT addr, port_start, port_end, start AS s, coalesce(\"end\", {_FOREVER}) AS e "
+                f'SELECT addr, port_start, port_end, start AS s, coalesce("end", {_FOREVER}) AS e '
                 f"FROM {alloc} WHERE subscriber_id NOT IN (SELECT subscriber_id FROM {cr})"
             )
         blocked = self._reg("blocked", eng.sql(" UNION ALL ".join(blocked_parts)))
@@ -261,7 +278,9 @@ class Governance:
             addr = f"d.{_q(addr_col)}"
             port = (
                 f" AND (b.port_start IS NULL OR d.{_q(port_col)} BETWEEN b.port_start AND "
-                "b.port_end)" if port_col else ""
+                "b.port_end)"
+                if port_col
+                else ""
             )
             conds.append(
                 f"NOT EXISTS (SELECT 1 FROM {blocked} b WHERE b.addr = {addr} AND {ts} >= b.s "
@@ -273,19 +292,23 @@ class Governance:
             addr_union = " UNION ".join(
                 f"SELECT {_q(a)} AS addr FROM {d}" for a, _ in schema.subscriber_endpoints
             )
-            distinct = [r[0] for r in eng.sql(f"SELECT DISTINCT addr FROM ({addr_union})").fetchall()]
+            distinct = [
+                r[0] for r in eng.sql(f"SELECT DISTINCT addr FROM ({addr_union})").fetchall()
+            ]
             in_pool = _in_pools(distinct, self.config.pools())
             pool_tbl = self._reg("pool_addrs", pa.table({"addr": pa.array(in_pool, pa.string())}))
             for addr_col, port_col in schema.subscriber_endpoints:
                 addr = f"d.{_q(addr_col)}"
                 port = (
                     f" AND (a.port_start IS NULL OR d.{_q(port_col)} BETWEEN a.port_start AND "
-                    "a.port_end)" if port_col else ""
+                    "a.port_end)"
+                    if port_col
+                    else ""
                 )
                 conds.append(
                     f"({addr} NOT IN (SELECT addr FROM {pool_tbl}) OR EXISTS (SELECT 1 FROM "
                     f"{alloc} a WHERE a.addr = {addr} AND {ts} >= a.start AND {ts} < "
-                    f"coalesce(a.\"end\", {_FOREVER}){port}))"
+                    f'coalesce(a."end", {_FOREVER}){port}))'
                 )
             detail["pool_addresses_seen"] = len(in_pool)
         where = " AND ".join(conds) if conds else "TRUE"
@@ -313,30 +336,50 @@ class Governance:
     ) -> Grant:
         """Read ``columns`` of ``dataset`` for ``measure`` (``None``: every column it may read)."""
         m, schema, cols, chosen = self._check(
-            measure, dataset, columns, actor=actor, case=case, basis=basis,
-            justification=justification, mode="read",
+            measure,
+            dataset,
+            columns,
+            actor=actor,
+            case=case,
+            basis=basis,
+            justification=justification,
+            mode="read",
         )
         filtered = chosen is LegalBasis.CONSENT and bool(
             schema.subscriber_endpoints or schema.subscriber_column
         )
         if filtered:
-            need = list(dict.fromkeys([
-                *cols, schema.time_column,
-                *(c for pair in schema.subscriber_endpoints for c in pair if c),
-                *([schema.subscriber_column] if schema.subscriber_column else []),
-            ]))
-            rel, detail = self._consent_filter(m, schema, self._engine.scan(schema, need, start, end),
-                                               cols)
+            need = list(
+                dict.fromkeys(
+                    [
+                        *cols,
+                        schema.time_column,
+                        *(c for pair in schema.subscriber_endpoints for c in pair if c),
+                        *([schema.subscriber_column] if schema.subscriber_column else []),
+                    ]
+                )
+            )
+            rel, detail = self._consent_filter(
+                m, schema, self._engine.scan(schema, need, start, end), cols
+            )
         else:
             rel, detail = self._engine.scan(schema, cols, start, end), {}
         if start or end:
-            detail["window"] = [start.isoformat() if start else None,
-                                end.isoformat() if end else None]
+            detail["window"] = [
+                start.isoformat() if start else None,
+                end.isoformat() if end else None,
+            ]
         if justification:
             detail["justification"] = justification
         entry = self.audit.append(
-            actor=actor, event="access", measure=measure, legal_basis=chosen.value,
-            dataset=dataset, columns=cols, case_id=case, detail=detail or None,
+            actor=actor,
+            event="access",
+            measure=measure,
+            legal_basis=chosen.value,
+            dataset=dataset,
+            columns=cols,
+            case_id=case,
+            detail=detail or None,
         )
         return Grant(rel, measure, dataset, cols, chosen.value, entry.seq, filtered)
 
@@ -357,8 +400,14 @@ class Governance:
         Under consent, rows of subscribers who are out are dropped before anything is stored.
         """
         m, schema, cols, chosen = self._check(
-            measure, dataset, table.column_names, actor=actor, case=case, basis=basis,
-            justification=justification, mode="write",
+            measure,
+            dataset,
+            table.column_names,
+            actor=actor,
+            case=case,
+            basis=basis,
+            justification=justification,
+            mode="write",
         )
         rows_in = table.num_rows
         info: dict[str, Any] = {"rows_offered": rows_in, **(detail or {})}
@@ -374,13 +423,27 @@ class Governance:
                 info.update(fdetail)
             files = self._engine.write(schema, table)
         except SchemaMismatch as exc:
-            raise self._refuse(str(exc), measure=measure, ds=dataset, columns=cols, actor=actor,
-                               case=case, basis=chosen.value, mode="write") from None
+            raise self._refuse(
+                str(exc),
+                measure=measure,
+                ds=dataset,
+                columns=cols,
+                actor=actor,
+                case=case,
+                basis=chosen.value,
+                mode="write",
+            ) from None
         info["rows_stored"] = table.num_rows
         info["files"] = len(files)
         self.audit.append(
-            actor=actor, event="write", measure=measure, legal_basis=chosen.value,
-            dataset=dataset, columns=cols, case_id=case, detail=info,
+            actor=actor,
+            event="write",
+            measure=measure,
+            legal_basis=chosen.value,
+            dataset=dataset,
+            columns=cols,
+            case_id=case,
+            detail=info,
         )
         return files
 
@@ -392,16 +455,36 @@ class Governance:
         if dataset not in self.catalogue.registry:
             raise self._refuse(
                 f"{dataset} is not a subscriber-record dataset; data of measures is written with "
-                "write()", measure="-", ds=dataset, columns=cols, actor=actor, case=None,
-                basis=None, mode="write",
+                "write()",
+                measure="-",
+                ds=dataset,
+                columns=cols,
+                actor=actor,
+                case=None,
+                basis=None,
+                mode="write",
             )
+        schema = dataset_schema = self._schema(dataset)
+        if "source" in schema and "source" not in cols:
+            table = table.append_column("source", pa.array([source] * table.num_rows, pa.string()))
         try:
-            files = self._engine.write(dataset_schema := self._schema(dataset), table)
+            files = self._engine.write(schema, table)
         except SchemaMismatch as exc:
-            raise self._refuse(str(exc), measure="-", ds=dataset, columns=cols, actor=actor,
-                               case=None, basis=None, mode="write") from None
+            raise self._refuse(
+                str(exc),
+                measure="-",
+                ds=dataset,
+                columns=cols,
+                actor=actor,
+                case=None,
+                basis=None,
+                mode="write",
+            ) from None
         self.audit.append(
-            actor=actor, event="write", dataset=dataset, columns=dataset_schema.column_names,
+            actor=actor,
+            event="write",
+            dataset=dataset,
+            columns=dataset_schema.column_names,
             detail={"rows_stored": table.num_rows, "files": len(files), "source": source},
         )
         return files
@@ -412,3 +495,9 @@ class Governance:
 
     def close(self) -> None:
         self._engine.close()
+
+    def __enter__(self) -> Governance:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -26,8 +26,17 @@ __all__ = ["GENESIS", "AuditEntry", "AuditLog", "Verification"]
 
 GENESIS = "0" * 64
 _FIELDS = (
-    "seq", "ts", "actor", "event", "measure", "legal_basis", "dataset", "columns", "case_id",
-    "detail", "prev_hash",
+    "seq",
+    "ts",
+    "actor",
+    "event",
+    "measure",
+    "legal_basis",
+    "dataset",
+    "columns",
+    "case_id",
+    "detail",
+    "prev_hash",
 )
 
 
@@ -150,7 +159,7 @@ class AuditLog:
         count = 0
         if self.path.exists():
             with self.path.open("rb") as fh:
-                for count, raw in enumerate(fh, start=1):  # noqa: B007 - count used after loop
+                for count, raw in enumerate(fh, start=1):
                     line = raw[:-1] if raw.endswith(b"\n") else raw
                     try:
                         obj = json.loads(line)
@@ -164,13 +173,17 @@ class AuditLog:
                         return Verification(False, count - 1, count, "unexpected fields")
                     if obj["seq"] != count:
                         return Verification(
-                            False, count - 1, count,
+                            False,
+                            count - 1,
+                            count,
                             f"sequence number {obj['seq']} where {count} was expected "
                             "(entries deleted, inserted or reordered)",
                         )
                     if obj["prev_hash"] != prev:
                         return Verification(
-                            False, count - 1, count,
+                            False,
+                            count - 1,
+                            count,
                             "prev_hash does not match the previous entry (chain broken)",
                         )
                     if _digest(body) != claimed or _canonical(obj) != line:
@@ -187,7 +200,9 @@ class AuditLog:
             return Verification(False, count, count + 1, "HEAD file is missing")
         if head_seq != count or head_hash != prev:
             return Verification(
-                False, count, min(head_seq, count) + 1 if head_seq > count else count,
+                False,
+                count,
+                min(head_seq, count) + 1 if head_seq > count else count,
                 f"log ends at entry {count} but HEAD records entry {head_seq} "
                 "(entries cut off the end, or HEAD altered)",
             )

@@ -110,13 +110,19 @@ class ConsentRegistry:
             .to_pylist()
         )
         self._audit.append(
-            actor=actor, event="consent-read", dataset="consent", columns=CONSENT.column_names,
+            actor=actor,
+            event="consent-read",
+            dataset="consent",
+            columns=CONSENT.column_names,
             detail={"subscriber": subscriber_id, "rows": len(rows)},
         )
         return [ConsentChange(**r) for r in rows]
 
     def current(self, subscriber_id: str, *, actor: str) -> list[ConsentState]:
-        hist = self.history(subscriber_id, actor=actor)
+        return self.current_from(self.history(subscriber_id, actor=actor))
+
+    def current_from(self, hist: list[ConsentChange]) -> list[ConsentState]:
+        """Current settings given one subscriber's history (oldest first)."""
         out: list[ConsentState] = []
         for m in self._catalogue.consent_based():
             last = [h for h in hist if h.measure == m.id]
@@ -154,4 +160,3 @@ class ConsentRegistry:
             f"FROM {source}) " + " UNION ALL ".join(parts)
         )
         return sql
-

@@ -104,10 +104,10 @@ class DuckDBEngine:
         """
         for name, value in inputs.items():
             self.con.register(name, value)
-        if params:
-            # Parameterised queries cannot stay lazy in DuckDB; materialise as Arrow.
-            return self.con.from_arrow(self.con.execute(query, list(params)).to_arrow_table())
-        return self.con.sql(query)
+        rel = self.con.sql(query, params=list(params) if params else None)
+        if rel is None:
+            raise ValueError("query returned no relation (not a SELECT?)")
+        return rel
 
     def write(self, schema: DatasetSchema, table: pa.Table) -> list[Path]:
         return parquet.write_partitioned(self.root, schema, table)

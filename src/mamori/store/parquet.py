@@ -70,7 +70,9 @@ def conform(schema: DatasetSchema, table: pa.Table) -> pa.Table:
             try:
                 arr = arr.cast(col.type)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                raise SchemaMismatch(f"{schema.name}.{col.name}: cannot store as {col.type}: {exc}")
+                raise SchemaMismatch(
+                    f"{schema.name}.{col.name}: cannot store as {col.type}: {exc}"
+                ) from None
         elif col.nullable:
             arr = pa.nulls(table.num_rows, col.type)
         else:
@@ -121,8 +123,11 @@ def write_partitioned(root: Path, schema: DatasetSchema, table: pa.Table) -> lis
     if table.num_rows == 0:
         return []
     # Hour buckets as integers (ms since epoch // 3.6e6): one sort, then contiguous slices.
-    ms = table.column(schema.time_column).combine_chunks().cast(pa.int64()).to_numpy(
-        zero_copy_only=False
+    ms = (
+        table.column(schema.time_column)
+        .combine_chunks()
+        .cast(pa.int64())
+        .to_numpy(zero_copy_only=False)
     )
     bucket = ms // 3_600_000
     order = np.argsort(bucket, kind="stable")

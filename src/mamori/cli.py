@@ -1,0 +1,558 @@
+"""The ``mamori`` command line.
+
+One sub-command group per stage (ARCHITECTURE.md). ``--store DIR`` and ``--config FILE`` are
+accepted anywhere on the line. A command whose stage is not built yet says so and exits with
+status 69 (EX_UNAVAILABLE); it never prints made-up output.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from typer.core import TyperGroup
+
+from mamori.config import ConfigError, MamoriConfig, load_config
+from mamori.governance import ConsentError, Governance, catalogue, purge, retention_status
+from mamori.schemas import DATASETS
+
+err = Console(stderr=True, soft_wrap=True)
+out = Console()
+
+EX_UNAVAILABLE = 69
+
+
+def _hoist_global_options(argv: list[str]) -> list[str]:
+    """Move --store/--config given after the sub-command to the front, where typer reads them."""
+    hoisted: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        tok = argv[i]
+        if tok in ("--store", "--config") and i + 1 < len(argv):
+            hoisted += [tok, argv[i + 1]]
+            i += 2
+            continue
+        if tok.startswith(("--store=", "--config=")):
+            hoisted.append(tok)
+        else:
+            rest.append(tok)
+        i += 1
+    return hoisted + rest
+
+
+class _Root(TyperGroup):
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, _hoist_global_options(args))
+
+
+app = typer.Typer(
+    name="mamori",
+    cls=_Root,
+    help=(
+        "Mamori defends an ISP's network and subscribers against botnets, DDoS and abuse "
+        "without breaking the secrecy of communications.\n\n"
+        "Global options --store DIR (default $MAMORI_STORE, else ./mamori-data) and "
+        "--config FILE (default $MAMORI_CONFIG, else ./mamori.toml if present) may be given "
+        "anywhere on the line."
+    ),
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@dataclass
+class State:
+    store: Path | None = None
+    config_file: Path | None = None
+    _config: MamoriConfig | None = None
+    _gov: Governance | None = field(default=None, repr=False)
+
+    def config(self) -> MamoriConfig:
+        if self._config is None:
+            try:
+                self._config = load_config(self.config_file, {"store": self.store})
+            except ConfigError as exc:
+                fail(str(exc), code=2)
+        return self._config
+
+    def close(self) -> None:
+        if self._gov is not None:
+            self._gov.close()
+            self._gov = None
+
+    def gov(self) -> Governance:
+        if self._gov is None:
+            self._gov = Governance(self.config())
+        return self._gov
+
+
+STATE = State()
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def actor_name() -> str:
+    return os.environ.get("MAMORI_ACTOR") or f"cli:{getpass.getuser()}"
+
+
+def parse_time(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        fail(f"cannot read time {value!r}; use ISO 8601, e.g. 2026-11-23T09:00:00Z", code=2)
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def not_built(what: str, issue: int) -> NoReturn:
+    err.print(
+        f"mamori {what}: not built yet — this stage arrives with issue #{issue}. Nothing was done.",
+        highlight=False,
+    )
+    raise typer.Exit(EX_UNAVAILABLE)
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    store: Annotated[
+        Path | None,
+        typer.Option("--store", envvar="MAMORI_STORE", help="store directory", show_default=False),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", envvar="MAMORI_CONFIG", help="configuration file (TOML)"),
+    ] = None,
+) -> None:
+    global STATE
+    STATE = State(store, config)
+    ctx.call_on_close(STATE.close)
+
+
+# ------------------------------------------------------------------------------------- config
+
+config_app = typer.Typer(help="Check and show the configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("check")
+def config_check(
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+) -> None:
+    """Validate mamori.toml plus MAMORI_* variables and print the effective configuration.
+
+    An invalid file is reported key by key: the key, the value given and what is allowed.
+    Exit status 2 when invalid.
+    """
+    cfg = STATE.config()
+    cat = catalogue()
+    problems = []
+    for ds in DATASETS:
+        limit = cat.retention_limit(ds)
+        days = cfg.retention.days(ds)
+        if limit is not None and days is not None and days > limit:
+            problems.append(
+                f"retention.{ds} = {days}: longer than any measure allows (at most {limit} days)"
+            )
+    data = cfg.public_dict()
+    if as_json:
+        out.print_json(json.dumps(data))
+    else:
+        _print_tree(data)
+    if problems:
+        fail("invalid configuration:\n  " + "\n  ".join(problems), code=2)
+    err.print(
+        f"configuration valid ({len(cfg.address_plan)} address pools, "
+        f"{sum(cfg.measures.values())} of 14 measures on)"
+    )
+
+
+def _print_tree(data: Any, prefix: str = "") -> None:
+    if isinstance(data, dict):
+        for key, value in data.items():
+            _print_tree(value, f"{prefix}{key}." if isinstance(value, dict) else f"{prefix}{key}")
+        return
+    out.print(f"{prefix.rstrip('.')} = {json.dumps(data)}", highlight=False, soft_wrap=True)
+
+
+# ------------------------------------------------------------------------------------ consent
+
+consent_app = typer.Typer(
+    help="A subscriber's consent setting per measure, with its full history.",
+    no_args_is_help=True,
+)
+app.add_typer(consent_app, name="consent")
+
+
+class ConsentValue(StrEnum):
+    in_ = "in"
+    out = "out"
+
+
+@consent_app.command("set")
+def consent_set(
+    subscriber: Annotated[str, typer.Option("--subscriber", "-s", help="subscriber id")],
+    measure: Annotated[str, typer.Option("--measure", "-m", help="consent-based measure, e.g. M4")],
+    state: Annotated[ConsentValue, typer.Option("--state", help="in (consents) or out (opts out)")],
+    via: Annotated[
+        str,
+        typer.Option("--via", help="how the subscriber asked: web, cli, api, terms, letter, phone"),
+    ] = "cli",
+    note: Annotated[
+        str | None, typer.Option("--note", help="free text kept with the change")
+    ] = None,
+) -> None:
+    """Change a subscriber's setting for one measure; it takes effect immediately.
+
+    Every change is kept (who, when, how) and written to the audit log.
+    """
+    try:
+        change = STATE.gov().consent.set(
+            subscriber,
+            measure.upper(),
+            state is ConsentValue.in_,
+            actor=actor_name(),
+            channel=via,
+            note=note,
+        )
+    except ConsentError as exc:
+        fail(str(exc), code=2)
+    out.print(
+        f"{change.subscriber_id} {change.measure}: {change.state} "
+        f"from {change.changed.isoformat()} (via {change.channel})",
+        highlight=False,
+    )
+
+
+@consent_app.command("show")
+def consent_show(
+    subscriber: Annotated[str, typer.Option("--subscriber", "-s", help="subscriber id")],
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Show a subscriber's current setting for every consent-based measure and the history."""
+    gov = STATE.gov()
+    history = gov.consent.history(subscriber, actor=actor_name())
+    current = gov.consent.current_from(history)
+    if as_json:
+        out.print_json(
+            json.dumps(
+                {
+                    "subscriber": subscriber,
+                    "current": [
+                        {
+                            "measure": c.measure,
+                            "consented": c.consented,
+                            "since": c.since.isoformat() if c.since else None,
+                            "explicit": c.explicit,
+                        }
+                        for c in current
+                    ],
+                    "history": [{**h.__dict__, "changed": h.changed.isoformat()} for h in history],
+                }
+            )
+        )
+        return
+    cat = gov.catalogue
+    t = Table(title=f"consent of {subscriber}")
+    for col in ("measure", "name", "setting", "since"):
+        t.add_column(col)
+    for c in current:
+        t.add_row(
+            c.measure,
+            cat[c.measure].name,
+            "in" if c.consented else "out",
+            c.since.isoformat() if c.since else "default (terms)",
+        )
+    out.print(t)
+    if history:
+        h = Table(title="history")
+        for col in ("changed", "measure", "state", "actor", "via", "note"):
+            h.add_column(col)
+        for row in history:
+            h.add_row(
+                row.changed.isoformat(),
+                row.measure,
+                row.state,
+                row.actor,
+                row.channel,
+                row.note or "",
+            )
+        out.print(h)
+    else:
+        out.print("no changes recorded: the defaults of the terms apply")
+
+
+# -------------------------------------------------------------------------------------- audit
+
+audit_app = typer.Typer(help="The append-only, hash-chained audit log.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Check the hash chain of the audit log. Exit status 1 and the first broken entry if any
+    byte was edited, or entries deleted, inserted, reordered or cut off the end."""
+    result = STATE.gov().audit.verify()
+    if result.ok:
+        out.print(str(result), highlight=False)
+        return
+    fail(str(result))
+
+
+@audit_app.command("tail")
+def audit_tail(
+    count: Annotated[int, typer.Option("--count", "-n", help="entries to show")] = 20,
+) -> None:
+    """Show the last entries of the audit log."""
+    entries = list(STATE.gov().audit.entries())[-count:]
+    t = Table()
+    for col in ("seq", "time", "actor", "event", "measure", "basis", "dataset", "detail"):
+        t.add_column(col)
+    for e in entries:
+        t.add_row(
+            str(e.seq),
+            e.ts,
+            e.actor,
+            e.event,
+            e.measure or "",
+            e.legal_basis or "",
+            e.dataset or "",
+            (e.detail or "")[:80],
+        )
+    out.print(t)
+
+
+# -------------------------------------------------------------------------------------- purge
+
+
+@app.command("purge")
+def purge_cmd(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="report, delete nothing")] = False,
+    now: Annotated[
+        str | None, typer.Option("--now", help="pretend it is this time (ISO 8601)")
+    ] = None,
+    status: Annotated[
+        bool,
+        typer.Option(
+            "--status", help="show oldest data per dataset and its limit instead of purging"
+        ),
+    ] = False,
+) -> None:
+    """Enforce retention now: delete hour partitions older than each dataset's retention, and
+    match records whose alert was sent more than the grace period ago. Audited."""
+    gov = STATE.gov()
+    when = parse_time(now)
+    if status:
+        t = Table(title="retention status")
+        for col in ("dataset", "retention (days)", "oldest partition", "partitions", "overdue"):
+            t.add_column(col)
+        for s in retention_status(gov, when):
+            t.add_row(
+                s.dataset,
+                str(s.retention_days),
+                s.oldest.isoformat() if s.oldest else "-",
+                str(s.partitions),
+                "YES" if s.overdue else "no",
+            )
+        out.print(t)
+        return
+    report = purge(gov, actor=actor_name(), now=when, dry_run=dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    for d in report.datasets:
+        out.print(
+            f"{d.dataset}: {verb} {len(d.partitions)} partition(s), {d.rows} row(s) "
+            f"older than {d.retention_days} days (before {d.cutoff.isoformat()})",
+            highlight=False,
+        )
+    if report.matches_after_alert:
+        out.print(
+            f"matches: {verb} {report.matches_after_alert} record(s) whose alert was sent",
+            highlight=False,
+        )
+    out.print(
+        f"{verb} {report.partitions_deleted} partition(s), {report.rows_deleted} row(s) in all",
+        highlight=False,
+    )
+
+
+# --------------------------------------------------------------------- stages not built yet
+
+ingest_app = typer.Typer(
+    help="Load outside data: allocations, feeds, resolver and mail logs, third-party reports.",
+    no_args_is_help=True,
+)
+app.add_typer(ingest_app, name="ingest")
+detect_app = typer.Typer(
+    help="Run a detector; findings name endpoints, never subscribers.", no_args_is_help=True
+)
+app.add_typer(detect_app, name="detect")
+share_app = typer.Typer(
+    help="Exchange C&C lists with the ISAC and trusted ISPs (M3).", no_args_is_help=True
+)
+app.add_typer(share_app, name="share")
+report_app = typer.Typer(help="Public and internal reports.", no_args_is_help=True)
+app.add_typer(report_app, name="report")
+eval_app = typer.Typer(
+    help="Score detector output against a simulated ISP's ground truth.", no_args_is_help=True
+)
+app.add_typer(eval_app, name="eval")
+
+_PENDING: list[tuple[typer.Typer, str, str, str, int]] = [
+    (
+        app,
+        "collect",
+        "collect",
+        "Run the flow collector (NetFlow v5/v9, IPFIX, sFlow) on UDP "
+        "listeners or decode a pcap of export packets (M1).",
+        3,
+    ),
+    (
+        ingest_app,
+        "allocations",
+        "ingest allocations",
+        "Load address-allocation logs: RADIUS accounting, Kea DHCP leases, CGNAT port blocks, CSV.",
+        6,
+    ),
+    (
+        ingest_app,
+        "reputation",
+        "ingest reputation",
+        "Load C&C and malware-site lists: Feodo "
+        "Tracker, URLhaus, ThreatFox, STIX 2.1, MISP, plain.",
+        5,
+    ),
+    (
+        ingest_app,
+        "dns",
+        "ingest dns",
+        "Load resolver query logs (dnstap, Unbound) of consenting subscribers.",
+        8,
+    ),
+    (ingest_app, "mail", "ingest mail", "Load Postfix / Dovecot logs (SMTP AUTH events).", 12),
+    (
+        ingest_app,
+        "report",
+        "ingest report",
+        "Load third-party reports to act on (Shadowserver, X-ARF, CSV).",
+        6,
+    ),
+    (
+        detect_app,
+        "c2",
+        "detect c2",
+        "Find C&C servers (correlation, learned model, reputation; M2).",
+        5,
+    ),
+    (
+        detect_app,
+        "infected",
+        "detect infected",
+        "Find likely-infected address+port+time by matching C&C lists (M4).",
+        5,
+    ),
+    (detect_app, "ddos", "detect ddos", "Find DDoS victims and sources (M13).", 13),
+    (
+        detect_app,
+        "reflection",
+        "detect reflection",
+        "Find reflection/amplification traffic (M10).",
+        10,
+    ),
+    (detect_app, "spoofing", "detect spoofing", "Find spoofed-source traffic (M13).", 13),
+    (
+        detect_app,
+        "smtp",
+        "detect smtp",
+        "Find SMTP AUTH brute force and compromised accounts (M11, M12).",
+        12,
+    ),
+    (app, "attribute", "attribute", "Who held an address (and port) at a time (audited).", 6),
+    (app, "act", "act", "Turn findings into actions: RPZ, filters, FlowSpec, SMTP refusals.", 8),
+    (app, "notify", "notify", "Send alert e-mails to subscribers (M5, M6, M9).", 6),
+    (share_app, "export", "share export", "Export the C&C list (STIX 2.1, MISP, CSV).", 9),
+    (share_app, "import", "share import", "Import peers' C&C lists.", 9),
+    (share_app, "peers", "share peers", "Manage TAXII peers and trust groups.", 9),
+    (
+        report_app,
+        "transparency",
+        "report transparency",
+        "The public transparency report for a month.",
+        7,
+    ),
+    (eval_app, "c2", "eval c2", "Score C&C findings against ground truth.", 5),
+    (
+        app,
+        "simulate",
+        "simulate",
+        "Write a simulated ISP's exports, logs, feeds and ground truth.",
+        4,
+    ),
+    (app, "serve", "serve", "Serve the web console.", 7),
+]
+
+
+def _register_pending() -> None:
+    for parent, name, full, help_text, issue in _PENDING:
+
+        def make(issue: int, full: str) -> Any:
+            def cmd(
+                args: Annotated[list[str] | None, typer.Argument(hidden=True)] = None,
+            ) -> None:
+                not_built(full, issue)
+
+            return cmd
+
+        parent.command(
+            name,
+            help=f"{help_text} [not built yet: issue #{issue}]",
+            context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+        )(make(issue, full))
+
+
+_register_pending()
+
+
+# --------------------------------------------------------------------------------------- demo
+
+
+@app.command("demo")
+def demo() -> None:
+    """Run every stage that exists on the simulated ISP and serve the console.
+
+    Stages not built yet are listed as such; nothing is faked.
+    """
+    gov = STATE.gov()
+    cfg = STATE.config()
+    out.print(f"[bold]Mamori demo[/] — store {cfg.store.resolve()}")
+    out.print(
+        f"measure catalogue: {len(gov.catalogue)} measures, "
+        f"{len(gov.catalogue.consent_based())} rest on consent"
+    )
+    result = gov.audit.verify()
+    out.print(str(result), highlight=False)
+    missing = [(full, issue) for _, _, full, _, issue in _PENDING]
+    out.print("stages not built yet (each arrives with its issue):")
+    for full, issue in missing:
+        out.print(f"  mamori {full:<22} issue #{issue}", highlight=False)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    app(prog_name="mamori")

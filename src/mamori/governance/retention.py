@@ -1,0 +1,156 @@
+"""Retention: delete what is past its deadline, and say what was deleted.
+
+Two rules:
+
+* every dataset keeps ``retention.<dataset>`` days (configuration, never longer than the catalogue
+  allows): an hour partition whose whole hour lies before ``now - days`` is deleted;
+* match records made for an alert (dataset ``matches``) are deleted once their alert has been sent
+  and ``retention.matches_after_alert_days`` have passed, whatever their age.
+
+Each deletion is written to the audit log with counts, so an auditor can see that it happened.
+The audit log itself is never purged.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from mamori.schemas import DATASETS, MATCHES, NOTIFICATIONS
+from mamori.store.parquet import replace_file
+
+if TYPE_CHECKING:
+    from mamori.governance.access import Governance
+
+__all__ = ["PurgeReport", "purge", "retention_status"]
+
+
+@dataclass
+class DatasetPurge:
+    dataset: str
+    retention_days: int
+    cutoff: datetime
+    partitions: list[str] = field(default_factory=list)
+    rows: int = 0
+
+
+@dataclass
+class PurgeReport:
+    now: datetime
+    dry_run: bool
+    datasets: list[DatasetPurge] = field(default_factory=list)
+    matches_after_alert: int = 0
+
+    @property
+    def partitions_deleted(self) -> int:
+        return sum(len(d.partitions) for d in self.datasets)
+
+    @property
+    def rows_deleted(self) -> int:
+        return sum(d.rows for d in self.datasets) + self.matches_after_alert
+
+
+def _rows(files: list[str]) -> int:
+    return sum(pq.read_metadata(f).num_rows for f in files)
+
+
+def purge(
+    gov: Governance, *, actor: str, now: datetime | None = None, dry_run: bool = False
+) -> PurgeReport:
+    now = now or datetime.now(UTC)
+    engine = gov._engine  # governance's own engine: retention is part of governance
+    report = PurgeReport(now, dry_run)
+    for name in DATASETS:
+        days = gov.config.retention.days(name)
+        if days is None:
+            continue
+        cutoff = now - timedelta(days=days)
+        item = DatasetPurge(name, days, cutoff)
+        for part in engine.partitions(name):
+            if part.end <= cutoff:
+                files = [str(f) for f in part.files()]
+                item.rows += _rows(files)
+                item.partitions.append(part.path.relative_to(gov.config.store).as_posix())
+                if not dry_run:
+                    shutil.rmtree(part.path)
+        if item.partitions:
+            report.datasets.append(item)
+            gov.audit.append(
+                actor=actor,
+                event="purge" if not dry_run else "purge-dry-run",
+                dataset=name,
+                detail={
+                    "retention_days": days,
+                    "cutoff": cutoff.isoformat(),
+                    "partitions": len(item.partitions),
+                    "rows": item.rows,
+                },
+            )
+    report.matches_after_alert = _purge_sent_matches(gov, actor=actor, now=now, dry_run=dry_run)
+    return report
+
+
+def _purge_sent_matches(gov: Governance, *, actor: str, now: datetime, dry_run: bool) -> int:
+    engine = gov._engine
+    grace = timedelta(days=gov.config.retention.matches_after_alert_days)
+    sent = engine.scan(NOTIFICATIONS, ["notification_id", "state", "sent"]).filter(
+        f"state = 'sent' AND sent IS NOT NULL AND sent <= TIMESTAMPTZ '{(now - grace).isoformat()}'"
+    )
+    done = pa.array(sorted({r[0] for r in sent.select("notification_id").fetchall()}), pa.string())
+    if len(done) == 0:
+        return 0
+    removed = 0
+    for part in engine.partitions(MATCHES.name):
+        for f in part.files():
+            table = pq.read_table(f)
+            drop = pc.is_in(table.column("notification_id"), value_set=done)
+            drop = pc.fill_null(drop, False)
+            n = pc.sum(drop).as_py() or 0
+            if not n:
+                continue
+            removed += n
+            if dry_run:
+                continue
+            keep = table.filter(pc.invert(drop))
+            if keep.num_rows:
+                replace_file(f, keep)
+            else:
+                f.unlink()
+    if removed:
+        gov.audit.append(
+            actor=actor,
+            event="purge" if not dry_run else "purge-dry-run",
+            dataset=MATCHES.name,
+            detail={"rule": "alert sent + grace", "grace_days": grace.days, "rows": removed},
+        )
+    return removed
+
+
+@dataclass(frozen=True)
+class RetentionStatus:
+    dataset: str
+    retention_days: int | None
+    oldest: datetime | None
+    partitions: int
+    overdue: bool
+
+
+def retention_status(gov: Governance, now: datetime | None = None) -> list[RetentionStatus]:
+    """Oldest data held per dataset against its limit (what an auditor looks at)."""
+    now = now or datetime.now(UTC)
+    out: list[RetentionStatus] = []
+    for name in DATASETS:
+        if name == "audit":
+            continue
+        parts = gov._engine.partitions(name)
+        days = gov.config.retention.days(name)
+        oldest = parts[0].start if parts else None
+        overdue = bool(parts and days is not None and parts[0].end <= now - timedelta(days=days))
+        out.append(RetentionStatus(name, days, oldest, len(parts), overdue))
+    return out
