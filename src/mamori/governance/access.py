@@ -38,6 +38,7 @@ from mamori.store.parquet import SchemaMismatch, conform
 __all__ = ["AccessRefused", "Governance", "GovernanceError", "Grant"]
 
 _FOREVER = "TIMESTAMPTZ '9999-12-31 00:00:00+00'"
+_ORIGIN = "TIMESTAMPTZ '0001-01-01 00:00:00+00'"
 
 
 class GovernanceError(Exception):
@@ -271,6 +272,40 @@ class Governance:
                 f'SELECT addr, port_start, port_end, start AS s, coalesce("end", {_FOREVER}) AS e '
                 f"FROM {alloc} WHERE subscriber_id NOT IN (SELECT subscriber_id FROM {cr})"
             )
+        if self.config.governance.unattributed == "exclude" and self.config.address_plan:
+            # An address in our subscriber pools that no allocation covers cannot be checked
+            # against consent: its uncovered time is blocked like an opted-out subscriber's.
+            # (Behind CGNAT, coverage is per address: a port outside every block while some
+            # block is allocated counts as covered — no subscriber holds it.)
+            addr_union = " UNION ".join(
+                f"SELECT {_q(a)} AS addr FROM {d}" for a, _ in schema.subscriber_endpoints
+            )
+            distinct = [
+                r[0] for r in eng.sql(f"SELECT DISTINCT addr FROM ({addr_union})").fetchall()
+            ]
+            in_pool = _in_pools(distinct, self.config.pools())
+            pool = self._reg("pool_addrs", pa.table({"addr": pa.array(in_pool, pa.string())}))
+            covered = self._reg(
+                "covered",
+                eng.sql(
+                    f'SELECT addr, start AS s, coalesce("end", {_FOREVER}) AS e, '
+                    'max(coalesce("end", ' + _FOREVER + ")) OVER (PARTITION BY addr ORDER BY start "
+                    "ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS reach "
+                    f"FROM {alloc} WHERE addr IN (SELECT addr FROM {pool})"
+                ),
+            )
+            blocked_parts += [
+                # before the first allocation and between allocations
+                f"SELECT addr, NULL::USMALLINT, NULL::USMALLINT, coalesce(reach, {_ORIGIN}), s "
+                f"FROM {covered} WHERE reach IS NULL OR reach < s",
+                # after the last allocation ended
+                f"SELECT addr, NULL::USMALLINT, NULL::USMALLINT, max(e), {_FOREVER} "
+                f"FROM {covered} GROUP BY addr HAVING max(e) < {_FOREVER}",
+                # never allocated at all
+                f"SELECT addr, NULL::USMALLINT, NULL::USMALLINT, {_ORIGIN}, {_FOREVER} "
+                f"FROM {pool} WHERE addr NOT IN (SELECT addr FROM {covered})",
+            ]
+            detail["pool_addresses_seen"] = len(in_pool)
         blocked = self._reg("blocked", eng.sql(" UNION ALL ".join(blocked_parts)))
         ts = f"d.{_q(schema.time_column)}"
         conds: list[str] = []
@@ -286,31 +321,6 @@ class Governance:
                 f"NOT EXISTS (SELECT 1 FROM {blocked} b WHERE b.addr = {addr} AND {ts} >= b.s "
                 f"AND {ts} < b.e{port})"
             )
-        if self.config.governance.unattributed == "exclude" and self.config.address_plan:
-            # An address in our subscriber pools that no allocation covers cannot be checked
-            # against consent: leave it out rather than risk matching an opted-out subscriber.
-            addr_union = " UNION ".join(
-                f"SELECT {_q(a)} AS addr FROM {d}" for a, _ in schema.subscriber_endpoints
-            )
-            distinct = [
-                r[0] for r in eng.sql(f"SELECT DISTINCT addr FROM ({addr_union})").fetchall()
-            ]
-            in_pool = _in_pools(distinct, self.config.pools())
-            pool_tbl = self._reg("pool_addrs", pa.table({"addr": pa.array(in_pool, pa.string())}))
-            for addr_col, port_col in schema.subscriber_endpoints:
-                addr = f"d.{_q(addr_col)}"
-                port = (
-                    f" AND (a.port_start IS NULL OR d.{_q(port_col)} BETWEEN a.port_start AND "
-                    "a.port_end)"
-                    if port_col
-                    else ""
-                )
-                conds.append(
-                    f"({addr} NOT IN (SELECT addr FROM {pool_tbl}) OR EXISTS (SELECT 1 FROM "
-                    f"{alloc} a WHERE a.addr = {addr} AND {ts} >= a.start AND {ts} < "
-                    f'coalesce(a."end", {_FOREVER}){port}))'
-                )
-            detail["pool_addresses_seen"] = len(in_pool)
         where = " AND ".join(conds) if conds else "TRUE"
         return eng.sql(f"SELECT {sel} FROM {d} AS d WHERE {where}"), detail
 
@@ -488,6 +498,15 @@ class Governance:
             detail={"rows_stored": table.num_rows, "files": len(files), "source": source},
         )
         return files
+
+    def state_dir(self, component: str) -> Path:
+        """A directory in the store for a component's operational state (collector templates,
+        counters) — never communications data, which only goes through :meth:`write`."""
+        if not component.isidentifier():
+            raise ValueError(f"bad component name {component!r}")
+        path = self.config.store / "_state" / component
+        path.mkdir(parents=True, exist_ok=True)
+        return path
 
     @staticmethod
     def _schema(name: str) -> DatasetSchema:
