@@ -1,0 +1,101 @@
+"""NetFlow v9 (RFC 3954): header, template / options-template / data flowsets."""
+
+from __future__ import annotations
+
+import struct
+from typing import Final
+
+from mamori.ingest.netflow.batch import Batch
+from mamori.ingest.netflow.templates import FieldSpec, Template
+
+__all__ = ["HEADER", "parse_v9"]
+
+HEADER: Final = struct.Struct("!HHIIII")
+_SET: Final = struct.Struct("!HH")
+_OPT: Final = struct.Struct("!HHH")
+
+
+def parse_v9(payload: bytes, exporter: str, received: float, batch: Batch) -> None:
+    """Walk one NetFlow v9 datagram: register templates, queue data flowsets."""
+    size = len(payload)
+    if size < HEADER.size:
+        batch.problem("errors.truncated", exporter, "v9 header")
+        return
+    _, _, uptime, secs, _, source_id = HEADER.unpack_from(payload)
+    batch.counters["packets.v9"] += 1
+    export_ms = secs * 1000
+    view = memoryview(payload)
+    pos = HEADER.size
+    while size - pos >= 4:
+        set_id, set_len = _SET.unpack_from(payload, pos)
+        if set_len < 4:
+            if set_id or set_len or any(view[pos:]):
+                batch.problem("errors.set_length", exporter, f"v9 flowset length {set_len}")
+            return
+        end = pos + set_len
+        if end > size:
+            batch.problem("errors.truncated", exporter, f"v9 flowset {set_id}")
+            end = size
+        body = view[pos + 4 : end]
+        if set_id == 0:
+            _templates(body, exporter, source_id, received, batch)
+        elif set_id == 1:
+            _options_templates(body, exporter, source_id, received, batch)
+        elif set_id >= 256:
+            batch.add_data(exporter, source_id, 9, set_id, body, export_ms, uptime, received)
+        else:
+            batch.problem("errors.reserved_set", exporter, f"v9 flowset id {set_id}")
+        pos = end
+
+
+def _templates(
+    body: memoryview, exporter: str, domain: int, received: float, batch: Batch
+) -> None:
+    size = len(body)
+    pos = 0
+    while size - pos >= 4:
+        tid, count = _SET.unpack_from(body, pos)
+        pos += 4
+        if tid == 0 and count == 0:
+            return  # padding
+        if count == 0:
+            batch.problem("templates.zero_fields", exporter, f"v9 template {tid}")
+            continue
+        if pos + 4 * count > size:
+            batch.problem("errors.truncated", exporter, f"v9 template {tid}")
+            return
+        fields = tuple(
+            FieldSpec(*_SET.unpack_from(body, pos + 4 * i)) for i in range(count)
+        )
+        pos += 4 * count
+        if tid < 256:
+            batch.problem("templates.bad_id", exporter, f"v9 template id {tid}")
+            continue
+        batch.add_template(exporter, domain, Template(9, tid, fields), received)
+
+
+def _options_templates(
+    body: memoryview, exporter: str, domain: int, received: float, batch: Batch
+) -> None:
+    size = len(body)
+    pos = 0
+    while size - pos >= _OPT.size:
+        tid, scope_len, opt_len = _OPT.unpack_from(body, pos)
+        if tid == 0 and scope_len == 0 and opt_len == 0:
+            return  # padding
+        pos += _OPT.size
+        if scope_len % 4 or opt_len % 4:
+            batch.problem("errors.bad_template", exporter, f"v9 options template {tid}")
+            return
+        if pos + scope_len + opt_len > size:
+            batch.problem("errors.truncated", exporter, f"v9 options template {tid}")
+            return
+        fields = tuple(
+            FieldSpec(*_SET.unpack_from(body, pos + i), scope=i < scope_len)
+            for i in range(0, scope_len + opt_len, 4)
+        )
+        pos += scope_len + opt_len
+        if tid < 256:
+            batch.problem("templates.bad_id", exporter, f"v9 options template id {tid}")
+            continue
+        batch.add_template(exporter, domain, Template(9, tid, fields, options=True), received)
