@@ -361,7 +361,7 @@ class Batch:
             _arrow(sport, pa.uint16(), n),
             _arrow(dport, pa.uint16(), n, dport_null),
             _arrow(protocol, pa.uint8(), n),
-            _arrow(col(F.TCP_CONTROL_BITS), pa.uint8(), n),
+            _arrow(_low_byte(col(F.TCP_CONTROL_BITS)), pa.uint8(), n),
             _arrow(col(F.IP_CLASS_OF_SERVICE), pa.uint8(), n),
             _arrow(first(F.PACKET_DELTA_COUNT, F.PACKET_TOTAL_COUNT, F.OUT_PKTS), pa.uint64(), n),
             _arrow(first(F.OCTET_DELTA_COUNT, F.OCTET_TOTAL_COUNT, F.OUT_BYTES), pa.uint64(), n),
@@ -495,7 +495,11 @@ def _address(
         a4 = _uint(rec[f"f{v4}"])
         raw6 = np.ascontiguousarray(rec[f"f{v6}"])
         nonzero6 = raw6.view(np.uint8).reshape(len(raw6), 16).any(axis=1)
-        use6 = (a4 == 0) & nonzero6
+        # Prefer the family whose field comes first in the template; the other where it is 0.
+        if offs[v4][0] < offs[v6][0]:
+            use6 = (a4 == 0) & nonzero6
+        else:
+            use6 = nonzero6 | (a4 == 0)
         return pc.if_else(pa.array(use6), _ipv6_text(raw6), _ipv4_text(a4))
     if has4:
         return _ipv4_text(_uint(rec[f"f{v4}"]))
@@ -552,6 +556,11 @@ def _time(
         ok &= (ms > 631_152_000_000) & (ms < 4_102_444_800_000)
         return ms, ~ok
     return None
+
+
+def _low_byte(values: U64 | None) -> U64 | None:
+    """tcpControlBits may be 2 bytes (RFC 7125): the classic flags are the low byte."""
+    return None if values is None else values & np.uint64(0xFF)
 
 
 def _arrow(
