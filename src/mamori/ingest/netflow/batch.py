@@ -320,7 +320,7 @@ class Batch:
         start = _time(rec, offs, export, uptime, start=True)
         end = _time(rec, offs, export, uptime, start=False)
         if start is None and end is None:
-            start = end = (export, np.zeros(n, dtype=np.bool_))
+            start = end = (export, np.ones(n, dtype=np.bool_))
         elif start is None:
             start = end
         elif end is None:

@@ -43,7 +43,8 @@ def parse_ipfix(payload: bytes, exporter: str, received: float, batch: Batch) ->
             return
         end = pos + set_len
         if end > size:
-            batch.problem("errors.truncated", exporter, f"IPFIX set {set_id}")
+            if length <= size:  # else the whole message was already counted as truncated
+                batch.problem("errors.truncated", exporter, f"IPFIX set {set_id}")
             end = size
         body = view[pos + 4 : end]
         if set_id == _TEMPLATE_SET or set_id == _OPTIONS_SET:
