@@ -20,16 +20,41 @@ def udp(payload: bytes = PAYLOAD, sport: int = 40000, dport: int = 2055) -> byte
     return struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
 
 
-def ipv4(seg: bytes, *, proto: int = 17, frag: int = 0, src: str = "192.0.2.1",
-         dst: str = "192.0.2.2") -> bytes:
-    return struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(seg), 1, frag, 64, proto, 0,
-                       ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed) + seg
+def ipv4(
+    seg: bytes, *, proto: int = 17, frag: int = 0, src: str = "192.0.2.1", dst: str = "192.0.2.2"
+) -> bytes:
+    return (
+        struct.pack(
+            "!BBHHHBBH4s4s",
+            0x45,
+            0,
+            20 + len(seg),
+            1,
+            frag,
+            64,
+            proto,
+            0,
+            ipaddress.IPv4Address(src).packed,
+            ipaddress.IPv4Address(dst).packed,
+        )
+        + seg
+    )
 
 
 def ipv6(seg: bytes, *, nxt: int = 17, ext: bytes = b"") -> bytes:
-    return struct.pack("!IHBB16s16s", 6 << 28, len(ext) + len(seg), nxt, 64,
-                       ipaddress.IPv6Address("2001:db8::1").packed,
-                       ipaddress.IPv6Address("2001:db8::2").packed) + ext + seg
+    return (
+        struct.pack(
+            "!IHBB16s16s",
+            6 << 28,
+            len(ext) + len(seg),
+            nxt,
+            64,
+            ipaddress.IPv6Address("2001:db8::1").packed,
+            ipaddress.IPv6Address("2001:db8::2").packed,
+        )
+        + ext
+        + seg
+    )
 
 
 def eth(net: bytes, *vlans: int, ethertype: int = 0x0800) -> bytes:
@@ -52,8 +77,14 @@ def block(btype: int, body: bytes, order: str = "<") -> bytes:
     return struct.pack(order + "II", btype, n) + body + struct.pack(order + "I", n)
 
 
-def pcapng(linktype: int, frames: list[bytes], *, order: str = "<", tsresol: int | None = None,
-           simple: bool = False) -> bytes:
+def pcapng(
+    linktype: int,
+    frames: list[bytes],
+    *,
+    order: str = "<",
+    tsresol: int | None = None,
+    simple: bool = False,
+) -> bytes:
     shb = block(0x0A0D0D0A, struct.pack(order + "IHHq", 0x1A2B3C4D, 1, 0, -1), order)
     opts = b""
     if tsresol is not None:
@@ -61,14 +92,17 @@ def pcapng(linktype: int, frames: list[bytes], *, order: str = "<", tsresol: int
         opts += struct.pack(order + "HH", 0, 0)
     out = shb + block(1, struct.pack(order + "HHI", linktype, 0, 65535) + opts, order)
     out += block(0x0BAD, b"custom", order)  # unknown block: skipped
-    tick = 1e-6 if tsresol is None else 10.0 ** -tsresol
+    tick = 1e-6 if tsresol is None else 10.0**-tsresol
     for i, f in enumerate(frames):
         if simple:
             out += block(3, struct.pack(order + "I", len(f)) + f, order)
         else:
             ts = round((1_700_000_000 + i + 0.5) / tick)
-            out += block(6, struct.pack(order + "IIIII", 0, ts >> 32, ts & 0xFFFFFFFF, len(f),
-                                        len(f)) + f, order)
+            out += block(
+                6,
+                struct.pack(order + "IIIII", 0, ts >> 32, ts & 0xFFFFFFFF, len(f), len(f)) + f,
+                order,
+            )
     return out
 
 
@@ -97,8 +131,9 @@ LINKS = [
 ]
 
 
-@pytest.mark.parametrize(("linktype", "frame"), [(lt, f) for _, lt, f in LINKS],
-                         ids=[n for n, _, _ in LINKS])
+@pytest.mark.parametrize(
+    ("linktype", "frame"), [(lt, f) for _, lt, f in LINKS], ids=[n for n, _, _ in LINKS]
+)
 @pytest.mark.parametrize("container", ["pcap-le", "pcap-be-ns", "pcapng-le", "pcapng-be-ns"])
 def test_link_types_and_containers(linktype: int, frame: bytes, container: str) -> None:
     if container == "pcap-le":
@@ -126,8 +161,10 @@ def test_simple_packet_block() -> None:
     [
         (eth(ipv4(udp(), frag=0x2000)), "skipped.fragment"),  # more fragments
         (eth(ipv4(udp(), frag=0x0010)), "skipped.fragment"),  # non-zero offset
-        (eth(ipv6(udp(), nxt=44, ext=bytes([17, 0, 0, 1]) + b"\0" * 4), ethertype=0x86DD),
-         "skipped.fragment"),
+        (
+            eth(ipv6(udp(), nxt=44, ext=bytes([17, 0, 0, 1]) + b"\0" * 4), ethertype=0x86DD),
+            "skipped.fragment",
+        ),
         (eth(ipv4(b"\0" * 20, proto=6)), "skipped.not_udp"),
         (eth(b"\0" * 20, ethertype=0x0806), "skipped.not_ip"),
         (eth(ipv4(udp())[:-3]), "malformed.truncated_ip"),

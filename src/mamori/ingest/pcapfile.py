@@ -195,7 +195,7 @@ class PcapReader:
                 break
             if code == 9 and olen >= 1 and pos < len(body):  # if_tsresol
                 v = body[pos]
-                tick = 2.0 ** -(v & 0x7F) if v & 0x80 else 10.0 ** -v
+                tick = 2.0 ** -(v & 0x7F) if v & 0x80 else 10.0**-v
             pos += (olen + 3) & ~3
         return (linktype, tick)
 
@@ -222,8 +222,13 @@ class PcapReader:
         net: bytes | None
         if linktype == LINKTYPE_ETHERNET:
             net = self._ethernet(data)
-        elif linktype in (LINKTYPE_RAW, LINKTYPE_RAW_12, LINKTYPE_RAW_14, LINKTYPE_IPV4,
-                          LINKTYPE_IPV6):
+        elif linktype in (
+            LINKTYPE_RAW,
+            LINKTYPE_RAW_12,
+            LINKTYPE_RAW_14,
+            LINKTYPE_IPV4,
+            LINKTYPE_IPV6,
+        ):
             net = data
         elif linktype == LINKTYPE_LINUX_SLL:
             net = self._ethertype(data, 14, 16)

@@ -19,7 +19,9 @@ def pcap_datagrams(name: str) -> list[Datagram]:
     return [Datagram(u.src, u.payload, u.ts) for u in read_udp(DATA / name)]
 
 
-def bin_datagrams(name: str, exporter: str = "127.0.0.1", received: float = 1.7e9) -> list[Datagram]:
+def bin_datagrams(
+    name: str, exporter: str = "127.0.0.1", received: float = 1.7e9
+) -> list[Datagram]:
     """[2-byte big-endian length][UDP payload] repeated, gzip-compressed."""
     raw = gzip.decompress((DATA / name).read_bytes())
     out = []
@@ -41,8 +43,11 @@ def set_(set_id: int, body: bytes, pad: bool = True) -> bytes:
 
 
 def v9_template(tid: int, fields: Sequence[Field]) -> bytes:
-    return set_(0, struct.pack("!HH", tid, len(fields)) + b"".join(
-        struct.pack("!HH", f[0], f[1]) for f in fields))
+    return set_(
+        0,
+        struct.pack("!HH", tid, len(fields))
+        + b"".join(struct.pack("!HH", f[0], f[1]) for f in fields),
+    )
 
 
 def v9_options_template(tid: int, scope: Sequence[Field], opts: Sequence[Field]) -> bytes:
@@ -51,8 +56,14 @@ def v9_options_template(tid: int, scope: Sequence[Field], opts: Sequence[Field])
     return set_(1, body)
 
 
-def v9(sets: Sequence[bytes], *, uptime: int = 100_000, secs: int = 1_700_000_000,
-       source_id: int = 0, seq: int = 0) -> bytes:
+def v9(
+    sets: Sequence[bytes],
+    *,
+    uptime: int = 100_000,
+    secs: int = 1_700_000_000,
+    source_id: int = 0,
+    seq: int = 0,
+) -> bytes:
     return struct.pack("!HHIIII", 9, len(sets), uptime, secs, seq, source_id) + b"".join(sets)
 
 
@@ -76,18 +87,57 @@ def ipfix(sets: Sequence[bytes], *, export: int = 1_700_000_000, domain: int = 0
     return struct.pack("!HHIII", 10, 16 + len(body), export, 0, domain) + body
 
 
-def v5(records: Sequence[bytes], *, uptime: int = 100_000, secs: int = 1_700_000_000,
-       nsecs: int = 0, sampling: int = 0) -> bytes:
+def v5(
+    records: Sequence[bytes],
+    *,
+    uptime: int = 100_000,
+    secs: int = 1_700_000_000,
+    nsecs: int = 0,
+    sampling: int = 0,
+) -> bytes:
     head = struct.pack("!HHIIIIBBH", 5, len(records), uptime, secs, nsecs, 0, 0, 0, sampling)
     return head + b"".join(records)
 
 
-def v5_record(src: str, dst: str, sport: int, dport: int, *, proto: int = 6, packets: int = 1,
-              octets: int = 60, first: int = 90_000, last: int = 95_000, flags: int = 0x12,
-              tos: int = 0, input_if: int = 1, output_if: int = 2) -> bytes:
+def v5_record(
+    src: str,
+    dst: str,
+    sport: int,
+    dport: int,
+    *,
+    proto: int = 6,
+    packets: int = 1,
+    octets: int = 60,
+    first: int = 90_000,
+    last: int = 95_000,
+    flags: int = 0x12,
+    tos: int = 0,
+    input_if: int = 1,
+    output_if: int = 2,
+) -> bytes:
     return struct.pack(
-        "!4s4s4sHHIIIIHHBBBBHHBBH", ip4(src), ip4(dst), b"\0" * 4, input_if, output_if, packets,
-        octets, first, last, sport, dport, 0, flags, proto, tos, 0, 0, 0, 0, 0)
+        "!4s4s4sHHIIIIHHBBBBHHBBH",
+        ip4(src),
+        ip4(dst),
+        b"\0" * 4,
+        input_if,
+        output_if,
+        packets,
+        octets,
+        first,
+        last,
+        sport,
+        dport,
+        0,
+        flags,
+        proto,
+        tos,
+        0,
+        0,
+        0,
+        0,
+        0,
+    )
 
 
 def ip4(text: str) -> bytes:

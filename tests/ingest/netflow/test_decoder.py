@@ -36,8 +36,9 @@ def test_empty_batch_has_the_flows_schema() -> None:
 
 def test_versions_told_apart_by_content() -> None:
     sflow = b"\x00\x00\x00\x05" + b"\x00" * 40
-    r = FlowDecoder().decode([Datagram("192.0.2.1", p, 0.0) for p in
-                              (sflow, b"\x00\x07garbage", b"", b"\x01")])
+    r = FlowDecoder().decode(
+        [Datagram("192.0.2.1", p, 0.0) for p in (sflow, b"\x00\x07garbage", b"", b"\x01")]
+    )
     assert r.counters["packets.sflow_unhandled"] == 1
     assert r.counters["errors.unknown_version"] == 3
 
@@ -59,8 +60,10 @@ def mutate(rng: random.Random, payload: bytes) -> bytes:
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.binary(max_size=200), max_size=5), st.sampled_from([b"", b"\0\x05", b"\0\x09",
-                                                                        b"\0\x0a"]))
+@given(
+    st.lists(st.binary(max_size=200), max_size=5),
+    st.sampled_from([b"", b"\0\x05", b"\0\x09", b"\0\x0a"]),
+)
 def test_random_bytes_never_raise(blobs: list[bytes], prefix: bytes) -> None:
     r = FlowDecoder().decode([Datagram("192.0.2.1", prefix + b, 0.0) for b in blobs])
     assert r.flows.schema == FLOWS.arrow
@@ -70,8 +73,10 @@ def test_random_bytes_never_raise(blobs: list[bytes], prefix: bytes) -> None:
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.randoms(use_true_random=False))
 def test_mutated_real_packets_never_raise(rng: random.Random) -> None:
-    dgs = [Datagram(f"192.0.2.{rng.randrange(3)}", mutate(rng, rng.choice(REAL)), 0.0)
-           for _ in range(10)]
+    dgs = [
+        Datagram(f"192.0.2.{rng.randrange(3)}", mutate(rng, rng.choice(REAL)), 0.0)
+        for _ in range(10)
+    ]
     r = FlowDecoder().decode(dgs)
     assert r.flows.schema == FLOWS.arrow
     assert r.counters["errors.internal"] == 0
@@ -81,8 +86,9 @@ def test_mutated_real_packets_never_raise(rng: random.Random) -> None:
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.randoms(use_true_random=False))
 def test_valid_packets_among_garbage_all_decode(rng: random.Random) -> None:
-    expected = FlowDecoder().decode([Datagram("127.0.0.1", p.payload, 1.7e9)
-                                     for p in SOFTFLOWD]).flows
+    expected = (
+        FlowDecoder().decode([Datagram("127.0.0.1", p.payload, 1.7e9) for p in SOFTFLOWD]).flows
+    )
     mixed: list[Datagram] = []
     for dg in SOFTFLOWD:
         mixed.append(dg)
@@ -94,7 +100,13 @@ def test_valid_packets_among_garbage_all_decode(rng: random.Random) -> None:
         noise = rng.choice([b"\0\x09", b"\0\x0a", b"\0\x05", b""]) + rng.randbytes(40)
         mixed.append(Datagram("127.0.0.1", noise, 1.7e9))
     got = FlowDecoder().decode(mixed).flows.filter(pc.field("exporter") == "127.0.0.1")
-    key = [("src_addr", "ascending"), ("dst_addr", "ascending"), ("src_port", "ascending"),
-           ("dst_port", "ascending"), ("time_start", "ascending"), ("bytes", "ascending")]
+    key = [
+        ("src_addr", "ascending"),
+        ("dst_addr", "ascending"),
+        ("src_port", "ascending"),
+        ("dst_port", "ascending"),
+        ("time_start", "ascending"),
+        ("bytes", "ascending"),
+    ]
     assert got.num_rows == expected.num_rows
     assert got.sort_by(key).equals(expected.sort_by(key))

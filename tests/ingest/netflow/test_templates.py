@@ -28,15 +28,27 @@ def restarted(dec: FlowDecoder) -> FlowDecoder:
 def test_restart_keeps_templates_sampling_and_init_time() -> None:
     exp = "192.0.2.7"
     before = FlowDecoder()
-    before.decode([Datagram(exp, ipfix([
-        ipfix_options_template(400, [(302, 4)], [(305, 4)]),
-        set_(400, struct.pack("!II", 3, 100)),
-        ipfix_options_template(401, [(149, 4)], [(160, 8)]),
-        set_(401, struct.pack("!IQ", 5, (T0 - 60) * 1000)),
-        ipfix_template(300, [(8, 4), (12, 4), (302, 4), (22, 4), (21, 4)]),
-    ], domain=5), T0)])
-    data = ipfix([set_(300, ip4("10.0.0.1") + ip4("10.0.0.2") + struct.pack("!III", 3, 0, 1000))],
-                 domain=5)
+    before.decode(
+        [
+            Datagram(
+                exp,
+                ipfix(
+                    [
+                        ipfix_options_template(400, [(302, 4)], [(305, 4)]),
+                        set_(400, struct.pack("!II", 3, 100)),
+                        ipfix_options_template(401, [(149, 4)], [(160, 8)]),
+                        set_(401, struct.pack("!IQ", 5, (T0 - 60) * 1000)),
+                        ipfix_template(300, [(8, 4), (12, 4), (302, 4), (22, 4), (21, 4)]),
+                    ],
+                    domain=5,
+                ),
+                T0,
+            )
+        ]
+    )
+    data = ipfix(
+        [set_(300, ip4("10.0.0.1") + ip4("10.0.0.2") + struct.pack("!III", 3, 0, 1000))], domain=5
+    )
     after = restarted(before)
     r = after.decode([Datagram(exp, data, T0 + 1)])
     (row,) = r.flows.to_pylist()
@@ -72,8 +84,9 @@ def test_restart_on_softflowd_stream_without_templates() -> None:
             if sid >= 256:
                 sets.append(p[pos : pos + n])
             pos += n
-        stripped.append(Datagram(dg.exporter, ipfix(sets, export=int.from_bytes(p[4:8], "big")),
-                                 dg.received))
+        stripped.append(
+            Datagram(dg.exporter, ipfix(sets, export=int.from_bytes(p[4:8], "big")), dg.received)
+        )
     r = restarted(first).decode(stripped)
     expected = FlowDecoder().decode(dgs[50:])
     assert r.counters["templates.unknown"] == 0

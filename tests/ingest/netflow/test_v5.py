@@ -16,8 +16,20 @@ def decode(payload: bytes, **kw: object) -> tuple[list[dict[str, object]], dict[
 
 
 def test_fields_and_times() -> None:
-    rec = v5_record("10.0.0.1", "203.0.113.9", 40000, 443, packets=7, octets=900,
-                    first=90_000, last=99_000, flags=0x1B, tos=0x20, input_if=3, output_if=4)
+    rec = v5_record(
+        "10.0.0.1",
+        "203.0.113.9",
+        40000,
+        443,
+        packets=7,
+        octets=900,
+        first=90_000,
+        last=99_000,
+        flags=0x1B,
+        tos=0x20,
+        input_if=3,
+        output_if=4,
+    )
     rows, counters = decode(v5([rec], uptime=100_000, secs=1_700_000_000, nsecs=250_000_000))
     assert counters["records.v5"] == 1
     (row,) = rows
@@ -25,7 +37,11 @@ def test_fields_and_times() -> None:
     assert row["time_start"] == datetime.fromtimestamp(1_699_999_990.250, UTC)
     assert row["time_end"] == datetime.fromtimestamp(1_699_999_999.250, UTC)
     assert (row["src_addr"], row["dst_addr"], row["src_port"], row["dst_port"]) == (
-        "10.0.0.1", "203.0.113.9", 40000, 443)
+        "10.0.0.1",
+        "203.0.113.9",
+        40000,
+        443,
+    )
     assert (row["protocol"], row["tcp_flags"], row["tos"]) == (6, 0x1B, 0x20)
     assert (row["packets"], row["bytes"], row["input_if"], row["output_if"]) == (7, 900, 3, 4)
     assert row["exporter"] == EXP and row["observation_domain"] is None

@@ -11,32 +11,61 @@ from tests.ingest.netflow.packets import ip4, set_, v9, v9_options_template, v9_
 
 EXP = "192.0.2.1"
 T0 = 1_700_000_000
-DATA_FIELDS = [(8, 4), (12, 4), (7, 2), (11, 2), (4, 1), (2, 4), (1, 4), (22, 4), (21, 4),
-               (48, 1)]
+DATA_FIELDS = [(8, 4), (12, 4), (7, 2), (11, 2), (4, 1), (2, 4), (1, 4), (22, 4), (21, 4), (48, 1)]
 
 
-def record(src: str, dst: str, sport: int, dport: int, *, proto: int = 17, packets: int = 1,
-           octets: int = 100, first: int = 95_000, last: int = 99_000, sampler: int = 1) -> bytes:
-    return struct.pack("!4s4sHHBIIIIB", ip4(src), ip4(dst), sport, dport, proto, packets, octets,
-                       first, last, sampler)
+def record(
+    src: str,
+    dst: str,
+    sport: int,
+    dport: int,
+    *,
+    proto: int = 17,
+    packets: int = 1,
+    octets: int = 100,
+    first: int = 95_000,
+    last: int = 99_000,
+    sampler: int = 1,
+) -> bytes:
+    return struct.pack(
+        "!4s4sHHBIIIIB",
+        ip4(src),
+        ip4(dst),
+        sport,
+        dport,
+        proto,
+        packets,
+        octets,
+        first,
+        last,
+        sampler,
+    )
 
 
 def data(*records: bytes, tid: int = 300) -> bytes:
     return set_(tid, b"".join(records))
 
 
-def decode(*payloads: bytes, dec: FlowDecoder | None = None, **kw: Any) -> tuple[
-        list[dict[str, Any]], dict[str, int]]:
+def decode(
+    *payloads: bytes, dec: FlowDecoder | None = None, **kw: Any
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
     dec = dec or FlowDecoder(**kw)
     r = dec.decode([Datagram(EXP, p, T0 + i) for i, p in enumerate(payloads)])
     return r.flows.to_pylist(), dict(r.counters)
 
 
 def test_template_and_data_in_one_packet() -> None:
-    pkt = v9([v9_template(300, DATA_FIELDS),
-              data(record("10.0.0.1", "10.0.0.2", 53, 4000, first=95_000, last=99_000),
-                   record("10.0.0.2", "10.0.0.1", 4000, 53))],
-             uptime=100_000, secs=T0)
+    pkt = v9(
+        [
+            v9_template(300, DATA_FIELDS),
+            data(
+                record("10.0.0.1", "10.0.0.2", 53, 4000, first=95_000, last=99_000),
+                record("10.0.0.2", "10.0.0.1", 4000, 53),
+            ),
+        ],
+        uptime=100_000,
+        secs=T0,
+    )
     rows, counters = decode(pkt)
     assert counters["records.v9"] == 2 and counters["templates.new"] == 1
     assert rows[0]["time_start"] == datetime.fromtimestamp(T0 - 5, UTC)
@@ -65,14 +94,17 @@ SYSTEM = [(1, 4)]  # v9 options scope "System"
         ([(34, 4)], struct.pack("!I", 0), 1, None),  # router says 0: unknown
     ],
 )
-def test_sampling_options(options: list[tuple[int, int]], values: bytes, sampler: int,
-                          rate: int | None) -> None:
-    pkt = v9([
-        v9_options_template(400, SYSTEM, options),
-        set_(400, struct.pack("!I", 0) + values),
-        v9_template(300, DATA_FIELDS),
-        data(record("10.0.0.1", "10.0.0.2", 1, 2, sampler=sampler)),
-    ])
+def test_sampling_options(
+    options: list[tuple[int, int]], values: bytes, sampler: int, rate: int | None
+) -> None:
+    pkt = v9(
+        [
+            v9_options_template(400, SYSTEM, options),
+            set_(400, struct.pack("!I", 0) + values),
+            v9_template(300, DATA_FIELDS),
+            data(record("10.0.0.1", "10.0.0.2", 1, 2, sampler=sampler)),
+        ]
+    )
     (row,), counters = decode(pkt)
     assert counters["records.options"] == 1
     assert row["sampling_rate"] == rate
@@ -81,10 +113,17 @@ def test_sampling_options(options: list[tuple[int, int]], values: bytes, sampler
 def test_sampler_rate_change_applies_from_then_on() -> None:
     opts = v9_options_template(400, SYSTEM, [(48, 1), (50, 4)])
     tpl = v9_template(300, DATA_FIELDS)
-    first = v9([opts, set_(400, struct.pack("!IBI", 0, 1, 100)), tpl,
-                data(record("10.0.0.1", "10.0.0.2", 1, 1))])
-    second = v9([set_(400, struct.pack("!IBI", 0, 1, 200)),
-                 data(record("10.0.0.1", "10.0.0.2", 1, 2))])
+    first = v9(
+        [
+            opts,
+            set_(400, struct.pack("!IBI", 0, 1, 100)),
+            tpl,
+            data(record("10.0.0.1", "10.0.0.2", 1, 1)),
+        ]
+    )
+    second = v9(
+        [set_(400, struct.pack("!IBI", 0, 1, 200)), data(record("10.0.0.1", "10.0.0.2", 1, 2))]
+    )
     rows, _ = decode(first, second)
     assert {r["dst_port"]: r["sampling_rate"] for r in rows} == {1: 100, 2: 200}
 
@@ -123,8 +162,12 @@ def test_pending_is_bounded() -> None:
 
 def test_icmp_type_code_as_destination_port() -> None:
     fields = [(8, 4), (12, 4), (4, 1), (32, 2)]
-    pkt = v9([v9_template(300, fields),
-              set_(300, ip4("10.0.0.1") + ip4("10.0.0.2") + struct.pack("!BH", 1, 0x0800))])
+    pkt = v9(
+        [
+            v9_template(300, fields),
+            set_(300, ip4("10.0.0.1") + ip4("10.0.0.2") + struct.pack("!BH", 1, 0x0800)),
+        ]
+    )
     (row,), counters = decode(pkt)
     assert row["dst_port"] == 0x0800 and row["src_port"] is None
     assert counters["records.time_fallback"] == 1  # no time fields: export time

@@ -24,7 +24,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mamori.ingest.netflow import fields as F
+from mamori.ingest.netflow import fields as ie
 from mamori.ingest.netflow.templates import (
     FieldSpec,
     HeldSet,
@@ -114,21 +114,28 @@ class Batch:
         self.counters[kind] += 1
         self.problems.warn(kind, "netflow: %s from exporter %s %s", kind, exporter, detail)
 
-    def add_template(
-        self, exporter: str, domain: int, template: Template, received: float
-    ) -> None:
+    def add_template(self, exporter: str, domain: int, template: Template, received: float) -> None:
         key = (exporter, template.version, domain, template.template_id)
         if not template.fields or template.record_length == 0:
             self.problem("templates.zero_length", exporter, f"template {template.template_id}")
             return
         if not self.registry.put(key, template, received, self.counters):
-            self.problems.warn("templates.flood_dropped", "netflow: template bound reached "
-                               "for exporter %s", exporter)
+            self.problems.warn(
+                "templates.flood_dropped",
+                "netflow: template bound reached for exporter %s",
+                exporter,
+            )
             return
         for held in self.pending.release(key):
             n = self.add_data(
-                exporter, domain, held.key[1], held.key[3], held.body, held.export_ms,
-                held.uptime_ms, held.received,
+                exporter,
+                domain,
+                held.key[1],
+                held.key[3],
+                held.body,
+                held.export_ms,
+                held.uptime_ms,
+                held.received,
             )
             self.counters["records.pending_released"] += n
 
@@ -163,7 +170,14 @@ class Batch:
         override = self.overrides.get(exporter)
         rate = override if override else (sampling.default or 0)
         return self.add_fixed(
-            template, body, exporter, domain, export_ms, uptime_ms, rate, bool(override),
+            template,
+            body,
+            exporter,
+            domain,
+            export_ms,
+            uptime_ms,
+            rate,
+            bool(override),
             sampling,
         )
 
@@ -238,7 +252,7 @@ class Batch:
             for f, raw in record:
                 if (
                     f.enterprise == 0
-                    and f.id in F.OPTION_FIELDS
+                    and f.id in ie.OPTION_FIELDS
                     and not (f.scope and template.version == 9)
                     and 1 <= len(raw) <= 8
                     and f.id not in values
@@ -249,25 +263,25 @@ class Batch:
         return 0
 
     def _apply_options(self, dkey: tuple[str, int, int], v: dict[int, int]) -> None:
-        init = v.get(F.SYSTEM_INIT_TIME_MILLISECONDS)
+        init = v.get(ie.SYSTEM_INIT_TIME_MILLISECONDS)
         if init:
             self.registry.set_init_ms(dkey, init)
         rate = 0
-        size, population = v.get(F.SAMPLING_SIZE, 0), v.get(F.SAMPLING_POPULATION, 0)
-        interval, space = v.get(F.SAMPLING_PACKET_INTERVAL, 0), v.get(F.SAMPLING_PACKET_SPACE)
+        size, population = v.get(ie.SAMPLING_SIZE, 0), v.get(ie.SAMPLING_POPULATION, 0)
+        interval, space = v.get(ie.SAMPLING_PACKET_INTERVAL, 0), v.get(ie.SAMPLING_PACKET_SPACE)
         if size and population:
             rate = population // size
-        elif v.get(F.SAMPLING_INTERVAL):
-            rate = v[F.SAMPLING_INTERVAL]
-        elif v.get(F.SAMPLER_RANDOM_INTERVAL):
-            rate = v[F.SAMPLER_RANDOM_INTERVAL]
+        elif v.get(ie.SAMPLING_INTERVAL):
+            rate = v[ie.SAMPLING_INTERVAL]
+        elif v.get(ie.SAMPLER_RANDOM_INTERVAL):
+            rate = v[ie.SAMPLER_RANDOM_INTERVAL]
         elif interval:
             # RFC 5476: interval packets selected, then space skipped. Without a space (as Cisco
             # sends it) the interval is the 1-in-N rate.
             rate = (interval + space) // interval if space is not None else interval
         if rate <= 0 or rate > 0xFFFFFFFF:
             return
-        sampler = v.get(F.SAMPLER_ID, v.get(F.SELECTOR_ID))
+        sampler = v.get(ie.SAMPLER_ID, v.get(ie.SELECTOR_ID))
         self.registry.set_sampling(dkey, sampler, rate)
         self.counters["sampling.learnt"] += 1
 
@@ -307,12 +321,13 @@ class Batch:
             return None
 
         # Addresses; records with none (e.g. MPLS- or L2-only templates) cannot be stored.
-        src = _address(rec, offs, F.SOURCE_IPV4_ADDRESS, F.SOURCE_IPV6_ADDRESS)
-        dst = _address(rec, offs, F.DESTINATION_IPV4_ADDRESS, F.DESTINATION_IPV6_ADDRESS)
+        src = _address(rec, offs, ie.SOURCE_IPV4_ADDRESS, ie.SOURCE_IPV6_ADDRESS)
+        dst = _address(rec, offs, ie.DESTINATION_IPV4_ADDRESS, ie.DESTINATION_IPV6_ADDRESS)
         if src is None or dst is None:
             self.counters["records.no_address"] += n
-            self.problems.warn("records.no_address", "netflow: template %d has no addresses",
-                               t.template_id)
+            self.problems.warn(
+                "records.no_address", "netflow: template %d has no addresses", t.template_id
+            )
             return None
 
         export = rep(g.export_ms, np.int64)
@@ -335,11 +350,12 @@ class Batch:
             s_ms = np.where(bad, export, s_ms)
             e_ms = np.where(bad, export, e_ms)
 
-        protocol = col(F.PROTOCOL_IDENTIFIER)
-        sport = first(F.SOURCE_TRANSPORT_PORT, F.UDP_SOURCE_PORT, F.TCP_SOURCE_PORT)
-        dport = first(F.DESTINATION_TRANSPORT_PORT, F.UDP_DESTINATION_PORT,
-                      F.TCP_DESTINATION_PORT)
-        icmp = first(F.ICMP_TYPE_CODE_IPV4, F.ICMP_TYPE_CODE_IPV6)
+        protocol = col(ie.PROTOCOL_IDENTIFIER)
+        sport = first(ie.SOURCE_TRANSPORT_PORT, ie.UDP_SOURCE_PORT, ie.TCP_SOURCE_PORT)
+        dport = first(
+            ie.DESTINATION_TRANSPORT_PORT, ie.UDP_DESTINATION_PORT, ie.TCP_DESTINATION_PORT
+        )
+        icmp = first(ie.ICMP_TYPE_CODE_IPV4, ie.ICMP_TYPE_CODE_IPV6)
         dport_null: Bools | None = None
         if icmp is not None and protocol is not None:
             is_icmp = (protocol == 1) | (protocol == 58)
@@ -361,13 +377,15 @@ class Batch:
             _arrow(sport, pa.uint16(), n),
             _arrow(dport, pa.uint16(), n, dport_null),
             _arrow(protocol, pa.uint8(), n),
-            _arrow(_low_byte(col(F.TCP_CONTROL_BITS)), pa.uint8(), n),
-            _arrow(col(F.IP_CLASS_OF_SERVICE), pa.uint8(), n),
-            _arrow(first(F.PACKET_DELTA_COUNT, F.PACKET_TOTAL_COUNT, F.OUT_PKTS), pa.uint64(), n),
-            _arrow(first(F.OCTET_DELTA_COUNT, F.OCTET_TOTAL_COUNT, F.OUT_BYTES), pa.uint64(), n),
+            _arrow(_low_byte(col(ie.TCP_CONTROL_BITS)), pa.uint8(), n),
+            _arrow(col(ie.IP_CLASS_OF_SERVICE), pa.uint8(), n),
+            _arrow(
+                first(ie.PACKET_DELTA_COUNT, ie.PACKET_TOTAL_COUNT, ie.OUT_PKTS), pa.uint64(), n
+            ),
+            _arrow(first(ie.OCTET_DELTA_COUNT, ie.OCTET_TOTAL_COUNT, ie.OUT_BYTES), pa.uint64(), n),
             exporters,
-            _arrow(col(F.INGRESS_INTERFACE), pa.uint32(), n),
-            _arrow(col(F.EGRESS_INTERFACE), pa.uint32(), n),
+            _arrow(col(ie.INGRESS_INTERFACE), pa.uint32(), n),
+            _arrow(col(ie.EGRESS_INTERFACE), pa.uint32(), n),
             pa.array(rate.astype(np.uint32), pa.uint32(), mask=rate == 0),
             pa.array(domain.astype(np.uint32), pa.uint32(), mask=domain < 0),
         ]
@@ -388,7 +406,7 @@ class Batch:
         if all(g.overridden):
             return rate
         free = ~np.repeat(np.asarray(g.overridden, dtype=np.bool_), counts)
-        sampler_fid = next((f for f in (F.SAMPLER_ID, F.SELECTOR_ID) if f in offs), None)
+        sampler_fid = next((f for f in (ie.SAMPLER_ID, ie.SELECTOR_ID) if f in offs), None)
         if sampler_fid is not None:
             snaps = np.asarray(g.snapshot, dtype=np.int64)
             used = [int(s) for s in np.unique(snaps) if self._snapshots[s].by_sampler]
@@ -401,12 +419,12 @@ class Batch:
                         rate[in_snap & (sid == sampler)] = r
         # A rate carried in the data record itself is the most specific.
         own: U64 | None = None
-        if F.SAMPLING_SIZE in offs and F.SAMPLING_POPULATION in offs:
-            size = _uint(rec[f"f{F.SAMPLING_SIZE}"])
-            pop = _uint(rec[f"f{F.SAMPLING_POPULATION}"])
+        if ie.SAMPLING_SIZE in offs and ie.SAMPLING_POPULATION in offs:
+            size = _uint(rec[f"f{ie.SAMPLING_SIZE}"])
+            pop = _uint(rec[f"f{ie.SAMPLING_POPULATION}"])
             own = np.where(size > 0, pop // np.maximum(size, 1), 0).astype(np.uint64)
         else:
-            for fid in (F.SAMPLING_INTERVAL, F.SAMPLER_RANDOM_INTERVAL):
+            for fid in (ie.SAMPLING_INTERVAL, ie.SAMPLER_RANDOM_INTERVAL):
                 if fid in offs:
                     own = _uint(rec[f"f{fid}"])
                     break
@@ -496,10 +514,7 @@ def _address(
         raw6 = np.ascontiguousarray(rec[f"f{v6}"])
         nonzero6 = raw6.view(np.uint8).reshape(len(raw6), 16).any(axis=1)
         # Prefer the family whose field comes first in the template; the other where it is 0.
-        if offs[v4][0] < offs[v6][0]:
-            use6 = (a4 == 0) & nonzero6
-        else:
-            use6 = nonzero6 | (a4 == 0)
+        use6 = (a4 == 0) & nonzero6 if offs[v4][0] < offs[v6][0] else nonzero6 | (a4 == 0)
         return pc.if_else(pa.array(use6), _ipv6_text(raw6), _ipv4_text(a4))
     if has4:
         return _ipv4_text(_uint(rec[f"f{v4}"]))
@@ -510,12 +525,12 @@ def _address(
 
 _TIME_FIELDS: Final = (
     # (start id, end id, kind)
-    (F.FLOW_START_MILLISECONDS, F.FLOW_END_MILLISECONDS, "ms"),
-    (F.FLOW_START_MICROSECONDS, F.FLOW_END_MICROSECONDS, "ntp"),
-    (F.FLOW_START_NANOSECONDS, F.FLOW_END_NANOSECONDS, "ntp"),
-    (F.FLOW_START_SECONDS, F.FLOW_END_SECONDS, "s"),
-    (F.FLOW_START_SYS_UP_TIME, F.FLOW_END_SYS_UP_TIME, "uptime"),
-    (F.FLOW_START_DELTA_MICROSECONDS, F.FLOW_END_DELTA_MICROSECONDS, "delta"),
+    (ie.FLOW_START_MILLISECONDS, ie.FLOW_END_MILLISECONDS, "ms"),
+    (ie.FLOW_START_MICROSECONDS, ie.FLOW_END_MICROSECONDS, "ntp"),
+    (ie.FLOW_START_NANOSECONDS, ie.FLOW_END_NANOSECONDS, "ntp"),
+    (ie.FLOW_START_SECONDS, ie.FLOW_END_SECONDS, "s"),
+    (ie.FLOW_START_SYS_UP_TIME, ie.FLOW_END_SYS_UP_TIME, "uptime"),
+    (ie.FLOW_START_DELTA_MICROSECONDS, ie.FLOW_END_DELTA_MICROSECONDS, "delta"),
 )
 
 
@@ -541,13 +556,13 @@ def _time(
         elif kind == "ntp":
             secs = (v >> np.uint64(32)).astype(np.int64)
             frac = ((v & _MASK32) * np.uint64(1000)) >> np.uint64(32)
-            ms = (secs - F.NTP_UNIX_OFFSET_S) * 1000 + frac.astype(np.int64)
+            ms = (secs - ie.NTP_UNIX_OFFSET_S) * 1000 + frac.astype(np.int64)
         elif kind == "delta":
             ms = export - (v // np.uint64(1000)).astype(np.int64)
         else:  # uptime-relative, with 32-bit wrap: the signed distance back from export time
             up = uptime
-            if F.SYSTEM_INIT_TIME_MILLISECONDS in offs:
-                init = _uint(rec[f"f{F.SYSTEM_INIT_TIME_MILLISECONDS}"]).astype(np.int64)
+            if ie.SYSTEM_INIT_TIME_MILLISECONDS in offs:
+                init = _uint(rec[f"f{ie.SYSTEM_INIT_TIME_MILLISECONDS}"]).astype(np.int64)
                 up = np.where(init > 0, np.maximum(export - init, 0), uptime)
             ok = up >= 0
             diff = ((up - v.astype(np.int64)) & 0xFFFFFFFF).astype(np.uint32).view(np.int32)
@@ -563,9 +578,7 @@ def _low_byte(values: U64 | None) -> U64 | None:
     return None if values is None else values & np.uint64(0xFF)
 
 
-def _arrow(
-    values: U64 | None, type_: pa.DataType, n: int, null: Bools | None = None
-) -> pa.Array:
+def _arrow(values: U64 | None, type_: pa.DataType, n: int, null: Bools | None = None) -> pa.Array:
     if values is None:
         return pa.nulls(n, type_)
     limit = (1 << (type_.bit_width)) - 1

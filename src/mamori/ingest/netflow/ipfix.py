@@ -47,7 +47,7 @@ def parse_ipfix(payload: bytes, exporter: str, received: float, batch: Batch) ->
                 batch.problem("errors.truncated", exporter, f"IPFIX set {set_id}")
             end = size
         body = view[pos + 4 : end]
-        if set_id == _TEMPLATE_SET or set_id == _OPTIONS_SET:
+        if set_id in (_TEMPLATE_SET, _OPTIONS_SET):
             _templates(body, exporter, domain, received, batch, set_id == _OPTIONS_SET)
         elif set_id >= 256:
             batch.add_data(exporter, domain, 10, set_id, body, export_ms, -1, received)

@@ -18,7 +18,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from mamori.ingest.netflow import fields as F
+from mamori.ingest.netflow import fields as ie
 
 __all__ = [
     "MAX_TEMPLATES_PER_EXPORTER",
@@ -45,7 +45,7 @@ class FieldSpec:
 
     @property
     def variable(self) -> bool:
-        return self.length == F.VARIABLE_LENGTH
+        return self.length == ie.VARIABLE_LENGTH
 
 
 def _uint_format(length: int) -> Any:
@@ -98,9 +98,7 @@ class Template:
     def dtype(self) -> np.dtype[Any]:
         offs = self.offsets
         names = [f"f{fid}" for fid in offs]
-        formats = [
-            ("V16" if length == 16 else _uint_format(length)) for _, length in offs.values()
-        ]
+        formats = [("V16" if length == 16 else _uint_format(length)) for _, length in offs.values()]
         return np.dtype(
             {
                 "names": names,
@@ -138,9 +136,9 @@ class Template:
 def _readable(f: FieldSpec) -> bool:
     if f.variable:
         return False
-    if f.id in F.ADDRESS_FIELDS:
-        return f.length == F.ADDRESS_FIELDS[f.id]
-    if f.id in F.UNSIGNED_FIELDS:
+    if f.id in ie.ADDRESS_FIELDS:
+        return f.length == ie.ADDRESS_FIELDS[f.id]
+    if f.id in ie.UNSIGNED_FIELDS:
         return 1 <= f.length <= 8
     return False
 
@@ -264,8 +262,12 @@ class TemplateRegistry:
             raise ValueError(f"unknown template state format {state.get('format')!r}")
         for item in state.get("templates", []):
             template = Template.from_json(item)
-            key = (str(item["exporter"]), template.version, int(item["domain"]),
-                   template.template_id)
+            key = (
+                str(item["exporter"]),
+                template.version,
+                int(item["domain"]),
+                template.template_id,
+            )
             self.put(key, template, float(item["seen"]), counters)
         for item in state.get("sampling", []):
             dkey = (str(item["exporter"]), int(item["version"]), int(item["domain"]))

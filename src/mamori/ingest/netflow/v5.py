@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 from typing import Final
 
-from mamori.ingest.netflow import fields as F
+from mamori.ingest.netflow import fields as ie
 from mamori.ingest.netflow.batch import Batch
 from mamori.ingest.netflow.templates import FieldSpec, SamplingState, Template
 
@@ -22,21 +22,21 @@ V5_TEMPLATE: Final = Template(
     fields=tuple(
         FieldSpec(fid, length)
         for fid, length in (
-            (F.SOURCE_IPV4_ADDRESS, 4),
-            (F.DESTINATION_IPV4_ADDRESS, 4),
+            (ie.SOURCE_IPV4_ADDRESS, 4),
+            (ie.DESTINATION_IPV4_ADDRESS, 4),
             (15, 4),  # ipNextHopIPv4Address
-            (F.INGRESS_INTERFACE, 2),
-            (F.EGRESS_INTERFACE, 2),
-            (F.PACKET_DELTA_COUNT, 4),
-            (F.OCTET_DELTA_COUNT, 4),
-            (F.FLOW_START_SYS_UP_TIME, 4),
-            (F.FLOW_END_SYS_UP_TIME, 4),
-            (F.SOURCE_TRANSPORT_PORT, 2),
-            (F.DESTINATION_TRANSPORT_PORT, 2),
+            (ie.INGRESS_INTERFACE, 2),
+            (ie.EGRESS_INTERFACE, 2),
+            (ie.PACKET_DELTA_COUNT, 4),
+            (ie.OCTET_DELTA_COUNT, 4),
+            (ie.FLOW_START_SYS_UP_TIME, 4),
+            (ie.FLOW_END_SYS_UP_TIME, 4),
+            (ie.SOURCE_TRANSPORT_PORT, 2),
+            (ie.DESTINATION_TRANSPORT_PORT, 2),
             (_PAD, 1),
-            (F.TCP_CONTROL_BITS, 1),
-            (F.PROTOCOL_IDENTIFIER, 1),
-            (F.IP_CLASS_OF_SERVICE, 1),
+            (ie.TCP_CONTROL_BITS, 1),
+            (ie.PROTOCOL_IDENTIFIER, 1),
+            (ie.IP_CLASS_OF_SERVICE, 1),
             (16, 2),  # bgpSourceAsNumber
             (17, 2),  # bgpDestinationAsNumber
             (9, 1),  # sourceIPv4PrefixLength

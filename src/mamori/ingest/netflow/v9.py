@@ -48,9 +48,7 @@ def parse_v9(payload: bytes, exporter: str, received: float, batch: Batch) -> No
         pos = end
 
 
-def _templates(
-    body: memoryview, exporter: str, domain: int, received: float, batch: Batch
-) -> None:
+def _templates(body: memoryview, exporter: str, domain: int, received: float, batch: Batch) -> None:
     size = len(body)
     pos = 0
     while size - pos >= 4:
@@ -64,9 +62,7 @@ def _templates(
         if pos + 4 * count > size:
             batch.problem("errors.truncated", exporter, f"v9 template {tid}")
             return
-        fields = tuple(
-            FieldSpec(*_SET.unpack_from(body, pos + 4 * i)) for i in range(count)
-        )
+        fields = tuple(FieldSpec(*_SET.unpack_from(body, pos + 4 * i)) for i in range(count))
         pos += 4 * count
         if tid < 256:
             batch.problem("templates.bad_id", exporter, f"v9 template id {tid}")
@@ -90,12 +86,14 @@ def _options_templates(
         if pos + scope_len + opt_len > size:
             batch.problem("errors.truncated", exporter, f"v9 options template {tid}")
             return
-        fields = tuple(
-            FieldSpec(*_SET.unpack_from(body, pos + i), scope=i < scope_len)
-            for i in range(0, scope_len + opt_len, 4)
-        )
+        fields = []
+        for i in range(0, scope_len + opt_len, 4):
+            fid, length = _SET.unpack_from(body, pos + i)
+            fields.append(FieldSpec(fid, length, scope=i < scope_len))
         pos += scope_len + opt_len
         if tid < 256:
             batch.problem("templates.bad_id", exporter, f"v9 options template id {tid}")
             continue
-        batch.add_template(exporter, domain, Template(9, tid, fields, options=True), received)
+        batch.add_template(
+            exporter, domain, Template(9, tid, tuple(fields), options=True), received
+        )
