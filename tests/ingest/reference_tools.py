@@ -19,7 +19,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -210,8 +210,8 @@ def mamori_key(row: dict[str, Any]) -> tuple[Any, ...]:
     sport = 0 if proto in (1, 58) else row["src_port"]
     dport = 0 if proto == 58 else row["dst_port"]
     return (
-        int(row["time_start"].timestamp() * 1000),
-        int(row["time_end"].timestamp() * 1000),
+        _epoch_ms(row["time_start"]),
+        _epoch_ms(row["time_end"]),
         row["src_addr"],
         row["dst_addr"],
         sport,
@@ -224,4 +224,8 @@ def mamori_key(row: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def _ms(text: str) -> int:
-    return round(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp() * 1000)
+    return _epoch_ms(datetime.fromisoformat(text).replace(tzinfo=UTC))
+
+
+def _epoch_ms(t: datetime) -> int:
+    return (t - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
