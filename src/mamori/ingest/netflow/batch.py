@@ -1,8 +1,9 @@
 """Collect the data sets of a batch of datagrams, then decode them template by template.
 
 The per-datagram parsers (:mod:`.v5`, :mod:`.v9`, :mod:`.ipfix`) walk headers and set headers only;
-they hand every data set to :meth:`Batch.add_data`. Data sets whose templates have the same layout
-(from any exporter) are gathered into one :class:`_Group`, and :meth:`Batch.finish` turns each group
+they hand every data set to :meth:`Batch.add_data`. Data sets of the same template are gathered
+into one :class:`_Group` (identical template sets, from any exporter, share one :class:`Template`
+object, so they share a group too), and :meth:`Batch.finish` turns each group
 into Arrow columns at once: the set bodies are joined, viewed through a NumPy structured dtype built
 from the template (big-endian fields), and every column is computed with array operations. No Python
 object is made per record, except for IPFIX variable-length fields, whose records must be walked one
@@ -28,6 +29,7 @@ from mamori.ingest.netflow import fields as ie
 from mamori.ingest.netflow.templates import (
     FieldSpec,
     HeldSet,
+    ParsedSets,
     PendingSets,
     SamplingState,
     Template,
@@ -57,7 +59,7 @@ class RateLimitedLog:
         self._last: dict[str, float] = {}
         self._suppressed: Counter[str] = Counter()
 
-    def warn(self, kind: str, message: str, *args: object) -> None:
+    def warn(self, kind: str, message: str, *args: object, exc_info: bool = False) -> None:
         now = time.monotonic()
         last = self._last.get(kind)
         if last is not None and now - last < self.interval_s:
@@ -66,12 +68,12 @@ class RateLimitedLog:
         self._last[kind] = now
         suppressed = self._suppressed.pop(kind, 0)
         suffix = f" ({suppressed} similar suppressed)" if suppressed else ""
-        log.warning(message + suffix, *args)
+        log.warning(message + suffix, *args, exc_info=exc_info)
 
 
 @dataclass
 class _Group:
-    """Data sets sharing one template layout, with per-set context in parallel lists."""
+    """Data sets sharing one template, with per-set context in parallel lists."""
 
     template: Template
     bodies: list[bytes | memoryview] = field(default_factory=list)
@@ -96,13 +98,15 @@ class Batch:
         overrides: Mapping[str, int],
         counters: Counter[str],
         problems: RateLimitedLog,
+        parsed_sets: ParsedSets | None = None,
     ) -> None:
+        self.parsed_sets = parsed_sets if parsed_sets is not None else ParsedSets()
         self.registry = registry
         self.pending = pending
         self.overrides = overrides
         self.counters = counters
         self.problems = problems
-        self._groups: dict[tuple[Any, ...], _Group] = {}
+        self._groups: dict[int, _Group] = {}  # by id() of a Template (kept alive by its group)
         self._exporters: list[str] = []
         self._exporter_index: dict[str, int] = {}
         self._snapshots: list[SamplingState] = []
@@ -200,9 +204,9 @@ class Batch:
             body = body[: n * template.record_length]
         if n == 0:
             return 0
-        group = self._groups.get(template.layout)
+        group = self._groups.get(id(template))
         if group is None:
-            group = self._groups[template.layout] = _Group(template)
+            group = self._groups[id(template)] = _Group(template)
         idx = self._exporter_index.get(exporter)
         if idx is None:
             idx = self._exporter_index[exporter] = len(self._exporters)

@@ -16,8 +16,8 @@ itself, then the rate of the sampler / selector id the record names (from option
 the exporter's default rate (v5 header, or an options record without sampler id). When none is
 known (or it is 0) the rate is stored as null and counted as ``records.sampling_unknown``.
 
-Records of one template layout are decoded together: see :mod:`mamori.ingest.netflow.batch`.
-Output rows are grouped by template layout, not in arrival order.
+Records of one template are decoded together: see :mod:`mamori.ingest.netflow.batch`.
+Output rows are grouped by template, not in arrival order.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import pyarrow as pa
 
 from mamori.ingest.netflow.batch import Batch, RateLimitedLog
 from mamori.ingest.netflow.ipfix import parse_ipfix
-from mamori.ingest.netflow.templates import PendingSets, TemplateRegistry
+from mamori.ingest.netflow.templates import ParsedSets, PendingSets, TemplateRegistry
 from mamori.ingest.netflow.v5 import parse_v5
 from mamori.ingest.netflow.v9 import parse_v9
 
@@ -67,11 +67,17 @@ class FlowDecoder:
         self.registry = TemplateRegistry(template_timeout_s)
         self.pending = PendingSets(pending_limit, template_timeout_s)
         self._problems = RateLimitedLog()
+        self._parsed_sets = ParsedSets()
 
     def decode(self, datagrams: Sequence[Datagram]) -> DecodeResult:
         counters: collections.Counter[str] = collections.Counter()
         batch = Batch(
-            self.registry, self.pending, self.sampling_overrides, counters, self._problems
+            self.registry,
+            self.pending,
+            self.sampling_overrides,
+            counters,
+            self._problems,
+            self._parsed_sets,
         )
         for dg in datagrams:
             payload = dg.payload
@@ -89,12 +95,19 @@ class FlowDecoder:
                     batch.problem("errors.unknown_version", dg.exporter, f"version {version}")
             except Exception:  # a decoder bug must not lose the rest of the batch
                 counters["errors.internal"] += 1
-                log.exception("netflow: internal error decoding a datagram from %s", dg.exporter)
+                self._problems.warn(
+                    "errors.internal",
+                    "netflow: internal error decoding a datagram from %s",
+                    dg.exporter,
+                    exc_info=True,
+                )
         try:
             flows = batch.finish()
         except Exception:
             counters["errors.internal"] += 1
-            log.exception("netflow: internal error decoding a batch")
+            self._problems.warn(
+                "errors.internal", "netflow: internal error decoding a batch", exc_info=True
+            )
             from mamori.schemas import FLOWS
 
             flows = FLOWS.arrow.empty_table()

@@ -48,7 +48,16 @@ def parse_ipfix(payload: bytes, exporter: str, received: float, batch: Batch) ->
             end = size
         body = view[pos + 4 : end]
         if set_id in (_TEMPLATE_SET, _OPTIONS_SET):
-            _templates(body, exporter, domain, received, batch, set_id == _OPTIONS_SET)
+            key = (10, set_id, bytes(body))
+            cached = batch.parsed_sets.get(key)
+            if cached is None:
+                parsed, clean = _templates(body, exporter, domain, batch, set_id == _OPTIONS_SET)
+                if clean:
+                    batch.parsed_sets.put(key, parsed)
+            else:
+                parsed = cached
+            for template in parsed:
+                batch.add_template(exporter, domain, template, received)
         elif set_id >= 256:
             batch.add_data(exporter, domain, 10, set_id, body, export_ms, -1, received)
         else:
@@ -59,16 +68,21 @@ def parse_ipfix(payload: bytes, exporter: str, received: float, batch: Batch) ->
 
 
 def _templates(
-    body: memoryview, exporter: str, domain: int, received: float, batch: Batch, options: bool
-) -> None:
+    body: memoryview, exporter: str, domain: int, batch: Batch, options: bool
+) -> tuple[tuple[Template, ...], bool]:
+    """Parse a (options) template set. Returns the templates and whether the set was clean
+    (withdrawals and problems make it not worth caching)."""
     size = len(body)
     pos = 0
+    out: list[Template] = []
+    clean = True
     while size - pos >= 4:
         tid, count = _PAIR.unpack_from(body, pos)
         if tid == 0 and count == 0:
-            return  # padding
+            break  # padding
         pos += 4
         if count == 0:
+            clean = False
             if tid == (_OPTIONS_SET if options else _TEMPLATE_SET):
                 batch.registry.withdraw_all((exporter, 10, domain), options, batch.counters)
             else:
@@ -78,29 +92,31 @@ def _templates(
         if options:
             if size - pos < 2:
                 batch.problem("errors.truncated", exporter, f"IPFIX options template {tid}")
-                return
+                return tuple(out), False
             scope = int.from_bytes(body[pos : pos + 2], "big")
             pos += 2
             if scope == 0 or scope > count:
                 batch.problem("errors.bad_template", exporter, f"IPFIX scope count {scope}")
-                return
+                return tuple(out), False
         fields = []
         for i in range(count):
             if size - pos < 4:
                 batch.problem("errors.truncated", exporter, f"IPFIX template {tid}")
-                return
+                return tuple(out), False
             fid, length = _PAIR.unpack_from(body, pos)
             pos += 4
             enterprise = 0
             if fid & 0x8000:
                 if size - pos < 4:
                     batch.problem("errors.truncated", exporter, f"IPFIX template {tid}")
-                    return
+                    return tuple(out), False
                 (enterprise,) = _U32.unpack_from(body, pos)
                 pos += 4
                 fid &= 0x7FFF
             fields.append(FieldSpec(fid, length, enterprise, scope=i < scope))
         if tid < 256:
             batch.problem("templates.bad_id", exporter, f"IPFIX template id {tid}")
+            clean = False
             continue
-        batch.add_template(exporter, domain, Template(10, tid, tuple(fields), options), received)
+        out.append(Template(10, tid, tuple(fields), options))
+    return tuple(out), clean

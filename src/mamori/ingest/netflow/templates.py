@@ -24,6 +24,7 @@ __all__ = [
     "MAX_TEMPLATES_PER_EXPORTER",
     "FieldSpec",
     "HeldSet",
+    "ParsedSets",
     "PendingSets",
     "SamplingState",
     "Template",
@@ -107,11 +108,6 @@ class Template:
                 "itemsize": self.record_length,
             }
         )
-
-    @cached_property
-    def layout(self) -> tuple[Any, ...]:
-        """Key under which sets of identical layout (any exporter) are decoded together."""
-        return (self.options, self.version == 9, self.fields)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -201,7 +197,7 @@ class TemplateRegistry:
                 return False
             self._per_exporter[key[0]] += 1
             counters["templates.new"] += 1
-        elif old[0] == template:
+        elif old[0] is template or old[0] == template:
             counters["templates.refreshed"] += 1
         else:
             counters["templates.replaced"] += 1
@@ -343,3 +339,21 @@ class PendingSets:
                 del self._by_key[key]
             self._count -= 1
             counters["sets.pending_dropped" if over else "sets.pending_expired"] += 1
+
+
+class ParsedSets:
+    """Template sets already parsed, by their exact bytes: exporters resend the same template
+    sets every few packets, and the same bytes give the same (shared) :class:`Template` objects.
+    Bounded; only sets that parsed without any problem are kept."""
+
+    def __init__(self, limit: int = 4096) -> None:
+        self.limit = limit
+        self._sets: dict[tuple[int, int, bytes], tuple[Template, ...]] = {}
+
+    def get(self, key: tuple[int, int, bytes]) -> tuple[Template, ...] | None:
+        return self._sets.get(key)
+
+    def put(self, key: tuple[int, int, bytes], templates: tuple[Template, ...]) -> None:
+        if len(self._sets) >= self.limit:
+            self._sets.clear()
+        self._sets[key] = templates

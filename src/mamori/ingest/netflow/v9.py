@@ -37,10 +37,18 @@ def parse_v9(payload: bytes, exporter: str, received: float, batch: Batch) -> No
             batch.problem("errors.truncated", exporter, f"v9 flowset {set_id}")
             end = size
         body = view[pos + 4 : end]
-        if set_id == 0:
-            _templates(body, exporter, source_id, received, batch)
-        elif set_id == 1:
-            _options_templates(body, exporter, source_id, received, batch)
+        if set_id in (0, 1):
+            key = (9, set_id, bytes(body))
+            cached = batch.parsed_sets.get(key)
+            if cached is None:
+                parse = _templates if set_id == 0 else _options_templates
+                parsed, clean = parse(body, exporter, batch)
+                if clean:
+                    batch.parsed_sets.put(key, parsed)
+            else:
+                parsed = cached
+            for template in parsed:
+                batch.add_template(exporter, source_id, template, received)
         elif set_id >= 256:
             batch.add_data(exporter, source_id, 9, set_id, body, export_ms, uptime, received)
         else:
@@ -48,44 +56,52 @@ def parse_v9(payload: bytes, exporter: str, received: float, batch: Batch) -> No
         pos = end
 
 
-def _templates(body: memoryview, exporter: str, domain: int, received: float, batch: Batch) -> None:
+Parsed = tuple[tuple[Template, ...], bool]  # templates, and whether the set had no problem
+
+
+def _templates(body: memoryview, exporter: str, batch: Batch) -> Parsed:
     size = len(body)
     pos = 0
+    out: list[Template] = []
+    clean = True
     while size - pos >= 4:
         tid, count = _SET.unpack_from(body, pos)
         pos += 4
         if tid == 0 and count == 0:
-            return  # padding
+            break  # padding
         if count == 0:
             batch.problem("templates.zero_fields", exporter, f"v9 template {tid}")
+            clean = False
             continue
         if pos + 4 * count > size:
             batch.problem("errors.truncated", exporter, f"v9 template {tid}")
-            return
+            return tuple(out), False
         fields = tuple(FieldSpec(*_SET.unpack_from(body, pos + 4 * i)) for i in range(count))
         pos += 4 * count
         if tid < 256:
             batch.problem("templates.bad_id", exporter, f"v9 template id {tid}")
+            clean = False
             continue
-        batch.add_template(exporter, domain, Template(9, tid, fields), received)
+        out.append(Template(9, tid, fields))
+    return tuple(out), clean
 
 
-def _options_templates(
-    body: memoryview, exporter: str, domain: int, received: float, batch: Batch
-) -> None:
+def _options_templates(body: memoryview, exporter: str, batch: Batch) -> Parsed:
     size = len(body)
     pos = 0
+    out: list[Template] = []
+    clean = True
     while size - pos >= _OPT.size:
         tid, scope_len, opt_len = _OPT.unpack_from(body, pos)
         if tid == 0 and scope_len == 0 and opt_len == 0:
-            return  # padding
+            break  # padding
         pos += _OPT.size
         if scope_len % 4 or opt_len % 4:
             batch.problem("errors.bad_template", exporter, f"v9 options template {tid}")
-            return
+            return tuple(out), False
         if pos + scope_len + opt_len > size:
             batch.problem("errors.truncated", exporter, f"v9 options template {tid}")
-            return
+            return tuple(out), False
         fields = []
         for i in range(0, scope_len + opt_len, 4):
             fid, length = _SET.unpack_from(body, pos + i)
@@ -93,7 +109,7 @@ def _options_templates(
         pos += scope_len + opt_len
         if tid < 256:
             batch.problem("templates.bad_id", exporter, f"v9 options template id {tid}")
+            clean = False
             continue
-        batch.add_template(
-            exporter, domain, Template(9, tid, tuple(fields), options=True), received
-        )
+        out.append(Template(9, tid, tuple(fields), options=True))
+    return tuple(out), clean
