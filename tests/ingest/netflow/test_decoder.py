@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import logging
 import random
 
 import pyarrow.compute as pc
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -110,3 +112,23 @@ def test_valid_packets_among_garbage_all_decode(rng: random.Random) -> None:
     ]
     assert got.num_rows == expected.num_rows
     assert got.sort_by(key).equals(expected.sort_by(key))
+
+
+def test_problems_are_logged_at_a_limited_rate(caplog: pytest.LogCaptureFixture) -> None:
+    junk = [Datagram("192.0.2.1", b"\x00\x07" + bytes(30), 0.0)] * 500
+    truncated = [Datagram("192.0.2.1", b"\x00\x09" + bytes(5), 0.0)] * 500
+    with caplog.at_level(logging.WARNING, logger="mamori.ingest.netflow"):
+        dec = FlowDecoder()
+        r = dec.decode(junk + truncated)
+        dec.decode(junk)
+    assert r.counters["errors.unknown_version"] == 500
+    assert r.counters["errors.truncated"] == 500
+    assert len(caplog.records) == 2  # one per kind of problem, not one per packet
+
+
+def test_records_without_addresses_are_counted_not_stored() -> None:
+    from tests.ingest.netflow.packets import ipfix, ipfix_template, set_
+
+    pkt = ipfix([ipfix_template(300, [(2, 4), (1, 4)]), set_(300, bytes(8) * 3)])
+    r = FlowDecoder().decode([Datagram("192.0.2.1", pkt, 0.0)])
+    assert r.flows.num_rows == 0 and r.counters["records.no_address"] == 3

@@ -211,3 +211,12 @@ def test_template_flood_is_bounded() -> None:
     assert counters["templates.new"] == MAX_TEMPLATES_PER_EXPORTER
     assert counters["templates.flood_dropped"] == 10
     assert len(dec.registry) == MAX_TEMPLATES_PER_EXPORTER
+
+
+def test_held_sets_expire() -> None:
+    dec = FlowDecoder(template_timeout_s=60)
+    dec.decode([Datagram(EXP, v9([data(record("10.0.0.1", "10.0.0.2", 1, 1))]), T0)])
+    r = dec.decode([Datagram(EXP, v9([data(record("10.0.0.1", "10.0.0.2", 1, 2))]), T0 + 120)])
+    assert r.counters["sets.pending_expired"] == 1
+    r = dec.decode([Datagram(EXP, v9([v9_template(300, DATA_FIELDS)]), T0 + 121)])
+    assert [row["dst_port"] for row in r.flows.to_pylist()] == [2]
