@@ -410,17 +410,20 @@ class Batch:
         if all(g.overridden):
             return rate
         free = ~np.repeat(np.asarray(g.overridden, dtype=np.bool_), counts)
-        sampler_fid = next((f for f in (ie.SAMPLER_ID, ie.SELECTOR_ID) if f in offs), None)
-        if sampler_fid is not None:
+        # Records may name their sampler by samplerId (48) and / or selectorId (302); the
+        # options records map either to a rate. Both are tried, selectorId last.
+        sampler_fids = [f for f in (ie.SAMPLER_ID, ie.SELECTOR_ID) if f in offs]
+        if sampler_fids:
             snaps = np.asarray(g.snapshot, dtype=np.int64)
             used = [int(s) for s in np.unique(snaps) if self._snapshots[s].by_sampler]
             if used:
-                sid = _uint(rec[f"f{sampler_fid}"])
                 snap = np.repeat(snaps, counts)
-                for s in used:
-                    in_snap = free & (snap == s)
-                    for sampler, r in self._snapshots[s].by_sampler.items():
-                        rate[in_snap & (sid == sampler)] = r
+                for fid in sampler_fids:
+                    sid = _uint(rec[f"f{fid}"])
+                    for s in used:
+                        in_snap = free & (snap == s)
+                        for sampler, r in self._snapshots[s].by_sampler.items():
+                            rate[in_snap & (sid == sampler)] = r
         # A rate carried in the data record itself is the most specific.
         own: U64 | None = None
         if ie.SAMPLING_SIZE in offs and ie.SAMPLING_POPULATION in offs:
