@@ -52,8 +52,10 @@ def main() -> None:
     args = ap.parse_args()
     for version, name in ((9, "NetFlow v9"), (10, "IPFIX")):
         n, dt = bench(version, args.records, args.batch)
-        print(f"{name:10s} {n:>10,d} records in {dt:6.2f} s: {n / dt / 1e6:5.2f} M records/s "
-              f"(batch {args.batch} datagrams)")
+        print(
+            f"{name:10s} {n:>10,d} records in {dt:6.2f} s: {n / dt / 1e6:5.2f} M records/s "
+            f"(batch {args.batch} datagrams)"
+        )
 
 
 if __name__ == "__main__":
