@@ -97,3 +97,32 @@ def test_restart_on_softflowd_stream_without_templates() -> None:
 def test_restore_rejects_unknown_format() -> None:
     with pytest.raises(ValueError, match="format"):
         FlowDecoder().restore({"format": 99})
+
+
+def test_registry_bounds_templates_over_all_exporters() -> None:
+    from collections import Counter
+
+    from mamori.ingest.netflow.templates import FieldSpec, Template, TemplateRegistry
+
+    reg = TemplateRegistry(max_per_exporter=10, max_total=25)
+    counters: Counter[str] = Counter()
+    t = Template(10, 256, (FieldSpec(8, 4),))
+    for exporter in range(5):
+        for tid in range(256, 268):
+            reg.put((f"192.0.2.{exporter}", 10, 0, tid), t, 0.0, counters)
+    assert len(reg) == 25
+    assert counters["templates.new"] == 25 and counters["templates.flood_dropped"] == 35
+
+
+def test_pending_bounded_in_bytes() -> None:
+    from collections import Counter
+
+    from mamori.ingest.netflow.templates import HeldSet, PendingSets
+
+    pending = PendingSets(limit=1000, max_age_s=60, max_bytes=10_000)
+    counters: Counter[str] = Counter()
+    for i in range(30):
+        pending.hold(HeldSet(("192.0.2.1", 10, 0, 256 + i), bytes(1000), 0, -1, 0.0), counters)
+    assert len(pending) == 10 and counters["sets.pending_dropped"] == 20
+    assert list(pending.release(("192.0.2.1", 10, 0, 256))) == []  # oldest went first
+    assert len(list(pending.release(("192.0.2.1", 10, 0, 285)))) == 1

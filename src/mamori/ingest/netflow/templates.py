@@ -21,7 +21,9 @@ import numpy as np
 from mamori.ingest.netflow import fields as ie
 
 __all__ = [
+    "MAX_TEMPLATES",
     "MAX_TEMPLATES_PER_EXPORTER",
+    "PENDING_MAX_BYTES",
     "FieldSpec",
     "HeldSet",
     "ParsedSets",
@@ -32,6 +34,8 @@ __all__ = [
 ]
 
 MAX_TEMPLATES_PER_EXPORTER: Final = 4096
+MAX_TEMPLATES: Final = 262_144  # over all exporters (spoofed sources cannot grow it further)
+PENDING_MAX_BYTES: Final = 64 * 1024 * 1024  # data held for missing templates, all exporters
 STATE_FORMAT: Final = 1
 
 
@@ -165,10 +169,14 @@ class TemplateRegistry:
     """Templates per exporter and observation domain, with expiry and a per-exporter bound."""
 
     def __init__(
-        self, timeout_s: float = 1800.0, max_per_exporter: int = MAX_TEMPLATES_PER_EXPORTER
+        self,
+        timeout_s: float = 1800.0,
+        max_per_exporter: int = MAX_TEMPLATES_PER_EXPORTER,
+        max_total: int = MAX_TEMPLATES,
     ) -> None:
         self.timeout_s = timeout_s
         self.max_per_exporter = max_per_exporter
+        self.max_total = max_total
         self._templates: dict[TemplateKey, tuple[Template, float]] = {}
         self._per_exporter: Counter[str] = Counter()
         self._sampling: dict[DomainKey, SamplingState] = {}
@@ -192,7 +200,10 @@ class TemplateRegistry:
         """Add or refresh a template. Returns False when the exporter's bound refused it."""
         old = self._templates.get(key)
         if old is None:
-            if self._per_exporter[key[0]] >= self.max_per_exporter:
+            if (
+                self._per_exporter[key[0]] >= self.max_per_exporter
+                or len(self._templates) >= self.max_total
+            ):
                 counters["templates.flood_dropped"] += 1
                 return False
             self._per_exporter[key[0]] += 1
@@ -288,11 +299,13 @@ class HeldSet:
 
 
 class PendingSets:
-    """Data sets held until their template arrives: bounded in number and in age."""
+    """Data sets held until their template arrives: bounded in number, bytes and age."""
 
-    def __init__(self, limit: int, max_age_s: float) -> None:
+    def __init__(self, limit: int, max_age_s: float, max_bytes: int = PENDING_MAX_BYTES) -> None:
         self.limit = limit
         self.max_age_s = max_age_s
+        self.max_bytes = max_bytes
+        self._bytes = 0
         self._by_key: dict[TemplateKey, OrderedDict[int, HeldSet]] = {}
         self._order: deque[tuple[TemplateKey, int]] = deque()
         self._seq = itertools.count()
@@ -309,6 +322,7 @@ class PendingSets:
         self._by_key.setdefault(held.key, OrderedDict())[seq] = held
         self._order.append((held.key, seq))
         self._count += 1
+        self._bytes += len(held.body)
         counters["sets.pending"] += 1
         self._evict(held.received, counters)
         if len(self._order) > 2 * self._count + 1024:  # drop entries of released sets
@@ -319,6 +333,7 @@ class PendingSets:
         if not sets:
             return iter(())
         self._count -= len(sets)
+        self._bytes -= sum(len(h.body) for h in sets.values())
         return iter(list(sets.values()))
 
     def _evict(self, now: float, counters: Counter[str]) -> None:
@@ -329,7 +344,7 @@ class PendingSets:
                 self._order.popleft()  # already released
                 continue
             held = sets[seq]
-            over = self._count > self.limit
+            over = self._count > self.limit or self._bytes > self.max_bytes
             old = now - held.received > self.max_age_s
             if not (over or old):
                 break
@@ -338,6 +353,7 @@ class PendingSets:
             if not sets:
                 del self._by_key[key]
             self._count -= 1
+            self._bytes -= len(held.body)
             counters["sets.pending_dropped" if over else "sets.pending_expired"] += 1
 
 
