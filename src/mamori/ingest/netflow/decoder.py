@@ -18,6 +18,25 @@ known (or it is 0) the rate is stored as null and counted as ``records.sampling_
 
 Records of one template are decoded together: see :mod:`mamori.ingest.netflow.batch`.
 Output rows are grouped by template, not in arrival order.
+
+Counters (all per :meth:`FlowDecoder.decode` call; absent means 0):
+
+* ``packets.v5|v9|ipfix``, ``packets.sflow_unhandled``: datagrams by version.
+* ``records.v5|v9|ipfix``: data records decoded; ``records.out``: rows in the result;
+  ``records.options``: options records read (sampling, system init time);
+  ``records.pending_released``: records decoded from data held until their template came;
+  ``records.varlen_walk``: records walked one by one (IPFIX variable-length fields);
+  ``records.sampling_unknown``: rows stored with a null sampling rate;
+  ``records.time_fallback``: rows whose times could not be computed and are the export time;
+  ``records.no_address``: records of a template without addresses (not stored).
+* ``templates.new|refreshed|replaced|withdrawn|expired``; ``templates.unknown``: data sets
+  without a template (held); ``templates.flood_dropped``: refused by the per-exporter / global
+  bound; ``templates.zero_fields|zero_length|bad_id``: unusable templates.
+* ``sets.pending``: data sets held; ``sets.pending_dropped`` (bound) / ``sets.pending_expired``
+  (age): held sets given up. ``sampling.learnt``: sampling rates learnt from options records.
+* ``errors.unknown_version|truncated|trailing|bad_length|set_length|bad_template|reserved_set|
+  bad_count|truncated_record``: malformed input, by kind; ``errors.internal``: a decoder bug
+  (logged with its traceback, rate-limited); the rest of the batch is still decoded.
 """
 
 from __future__ import annotations
