@@ -1,0 +1,594 @@
+"""Collect the data sets of a batch of datagrams, then decode them template by template.
+
+The per-datagram parsers (:mod:`.v5`, :mod:`.v9`, :mod:`.ipfix`) walk headers and set headers only;
+they hand every data set to :meth:`Batch.add_data`. Data sets of the same template are gathered
+into one :class:`_Group` (identical template sets, from any exporter, share one :class:`Template`
+object, so they share a group too), and :meth:`Batch.finish` turns each group
+into Arrow columns at once: the set bodies are joined, viewed through a NumPy structured dtype built
+from the template (big-endian fields), and every column is computed with array operations. No Python
+object is made per record, except for IPFIX variable-length fields, whose records must be walked one
+by one (counted as ``records.varlen_walk``), and options records (sampling), which are rare.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mamori.ingest.netflow import fields as ie
+from mamori.ingest.netflow.templates import (
+    FieldSpec,
+    HeldSet,
+    ParsedSets,
+    PendingSets,
+    SamplingState,
+    Template,
+    TemplateKey,
+    TemplateRegistry,
+)
+from mamori.schemas import FLOWS
+
+__all__ = ["Batch", "RateLimitedLog"]
+
+log = logging.getLogger("mamori.ingest.netflow")
+
+U64 = npt.NDArray[np.uint64]
+I64 = npt.NDArray[np.int64]
+Bools = npt.NDArray[np.bool_]
+
+_SCHEMA: Final = FLOWS.arrow
+_TS: Final = pa.timestamp("ms", tz="UTC")
+_MASK32: Final = np.uint64(0xFFFFFFFF)
+
+
+class RateLimitedLog:
+    """Log each kind of problem at most once per ``interval_s``, with the count suppressed since."""
+
+    def __init__(self, interval_s: float = 60.0) -> None:
+        self.interval_s = interval_s
+        self._last: dict[str, float] = {}
+        self._suppressed: Counter[str] = Counter()
+
+    def warn(self, kind: str, message: str, *args: object, exc_info: bool = False) -> None:
+        now = time.monotonic()
+        last = self._last.get(kind)
+        if last is not None and now - last < self.interval_s:
+            self._suppressed[kind] += 1
+            return
+        self._last[kind] = now
+        suppressed = self._suppressed.pop(kind, 0)
+        suffix = f" ({suppressed} similar suppressed)" if suppressed else ""
+        log.warning(message + suffix, *args, exc_info=exc_info)
+
+
+@dataclass
+class _Group:
+    """Data sets sharing one template, with per-set context in parallel lists."""
+
+    template: Template
+    bodies: list[bytes | memoryview] = field(default_factory=list)
+    counts: list[int] = field(default_factory=list)
+    exporter: list[int] = field(default_factory=list)
+    domain: list[int] = field(default_factory=list)  # -1: none (v5)
+    export_ms: list[int] = field(default_factory=list)
+    uptime_ms: list[int] = field(default_factory=list)  # -1: unknown
+    rate: list[int] = field(default_factory=list)  # 0: unknown
+    overridden: list[bool] = field(default_factory=list)
+    snapshot: list[int] = field(default_factory=list)
+
+
+class Batch:
+    """State of one :meth:`FlowDecoder.decode` call: groups of data sets, counters, and the
+    long-lived registry / pending store / overrides it updates."""
+
+    def __init__(
+        self,
+        registry: TemplateRegistry,
+        pending: PendingSets,
+        overrides: Mapping[str, int],
+        counters: Counter[str],
+        problems: RateLimitedLog,
+        parsed_sets: ParsedSets | None = None,
+    ) -> None:
+        self.parsed_sets = parsed_sets if parsed_sets is not None else ParsedSets()
+        self.registry = registry
+        self.pending = pending
+        self.overrides = overrides
+        self.counters = counters
+        self.problems = problems
+        self._groups: dict[int, _Group] = {}  # by id() of a Template (kept alive by its group)
+        self._exporters: list[str] = []
+        self._exporter_index: dict[str, int] = {}
+        self._snapshots: list[SamplingState] = []
+        self._snapshot_index: dict[int, int] = {}
+        self._packed: dict[Template, Template] = {}
+
+    # ----------------------------------------------------------------------------- collection
+    def problem(self, kind: str, exporter: str, detail: str = "") -> None:
+        self.counters[kind] += 1
+        self.problems.warn(kind, "netflow: %s from exporter %s %s", kind, exporter, detail)
+
+    def add_template(self, exporter: str, domain: int, template: Template, received: float) -> None:
+        key = (exporter, template.version, domain, template.template_id)
+        if not template.fields or template.record_length == 0:
+            self.problem("templates.zero_length", exporter, f"template {template.template_id}")
+            return
+        if not self.registry.put(key, template, received, self.counters):
+            self.problems.warn(
+                "templates.flood_dropped",
+                "netflow: template bound reached for exporter %s",
+                exporter,
+            )
+            return
+        for held in self.pending.release(key):
+            n = self.add_data(
+                exporter,
+                domain,
+                held.key[1],
+                held.key[3],
+                held.body,
+                held.export_ms,
+                held.uptime_ms,
+                held.received,
+            )
+            self.counters["records.pending_released"] += n
+
+    def add_data(
+        self,
+        exporter: str,
+        domain: int,
+        version: int,
+        template_id: int,
+        body: bytes | memoryview,
+        export_ms: int,
+        uptime_ms: int,
+        received: float,
+    ) -> int:
+        """Queue one data set (v9 / IPFIX). Returns the number of records queued now."""
+        key: TemplateKey = (exporter, version, domain, template_id)
+        template = self.registry.get(key, received, self.counters)
+        if template is None:
+            self.counters["templates.unknown"] += 1
+            self.pending.hold(
+                HeldSet(key, bytes(body), export_ms, uptime_ms, received), self.counters
+            )
+            return 0
+        dkey = (exporter, version, domain)
+        if template.options:
+            return self._options_records(template, body, dkey)
+        if version == 10 and uptime_ms < 0:
+            init = self.registry.init_ms(dkey)
+            if init is not None:
+                uptime_ms = max(export_ms - init, 0)
+        sampling = self.registry.sampling(dkey)
+        override = self.overrides.get(exporter)
+        rate = override if override else (sampling.default or 0)
+        return self.add_fixed(
+            template,
+            body,
+            exporter,
+            domain,
+            export_ms,
+            uptime_ms,
+            rate,
+            bool(override),
+            sampling,
+        )
+
+    def add_fixed(
+        self,
+        template: Template,
+        body: bytes | memoryview,
+        exporter: str,
+        domain: int,
+        export_ms: int,
+        uptime_ms: int,
+        rate: int,
+        overridden: bool,
+        sampling: SamplingState,
+    ) -> int:
+        if template.variable:
+            template, body, n = self._pack(template, body)
+        else:
+            n = len(body) // template.record_length
+            body = body[: n * template.record_length]
+        if n == 0:
+            return 0
+        group = self._groups.get(id(template))
+        if group is None:
+            group = self._groups[id(template)] = _Group(template)
+        idx = self._exporter_index.get(exporter)
+        if idx is None:
+            idx = self._exporter_index[exporter] = len(self._exporters)
+            self._exporters.append(exporter)
+        sidx = self._snapshot_index.get(id(sampling))
+        if sidx is None:
+            sidx = self._snapshot_index[id(sampling)] = len(self._snapshots)
+            self._snapshots.append(sampling)
+        group.bodies.append(body)
+        group.counts.append(n)
+        group.exporter.append(idx)
+        group.domain.append(domain)
+        group.export_ms.append(export_ms)
+        group.uptime_ms.append(uptime_ms)
+        group.rate.append(rate)
+        group.overridden.append(overridden)
+        group.snapshot.append(sidx)
+        self.counters[f"records.{_VERSION_NAMES.get(template.version, 'other')}"] += n
+        return n
+
+    def _pack(self, template: Template, body: bytes | memoryview) -> tuple[Template, bytes, int]:
+        """Walk records with variable-length fields; keep the fixed-length fields only."""
+        packed = self._packed.get(template)
+        if packed is None:
+            packed = Template(
+                template.version,
+                template.template_id,
+                tuple(f for f in template.fields if not f.variable),
+                template.options,
+            )
+            self._packed[template] = packed
+        out: list[bytes | memoryview] = []
+        n = 0
+        for record in _walk(template, body, self.counters):
+            out.extend(v for f, v in record if not f.variable)
+            n += 1
+        self.counters["records.varlen_walk"] += n
+        return packed, b"".join(out), n
+
+    def _options_records(
+        self, template: Template, body: bytes | memoryview, dkey: tuple[str, int, int]
+    ) -> int:
+        n = 0
+        for record in _walk(template, body, self.counters):
+            n += 1
+            values: dict[int, int] = {}
+            for f, raw in record:
+                if (
+                    f.enterprise == 0
+                    and f.id in ie.OPTION_FIELDS
+                    and not (f.scope and template.version == 9)
+                    and 1 <= len(raw) <= 8
+                    and f.id not in values
+                ):
+                    values[f.id] = int.from_bytes(raw, "big")
+            self._apply_options(dkey, values)
+        self.counters["records.options"] += n
+        return 0
+
+    def _apply_options(self, dkey: tuple[str, int, int], v: dict[int, int]) -> None:
+        init = v.get(ie.SYSTEM_INIT_TIME_MILLISECONDS)
+        if init:
+            self.registry.set_init_ms(dkey, init)
+        rate = 0
+        size, population = v.get(ie.SAMPLING_SIZE, 0), v.get(ie.SAMPLING_POPULATION, 0)
+        interval, space = v.get(ie.SAMPLING_PACKET_INTERVAL, 0), v.get(ie.SAMPLING_PACKET_SPACE)
+        if size and population:
+            rate = population // size
+        elif v.get(ie.SAMPLING_INTERVAL):
+            rate = v[ie.SAMPLING_INTERVAL]
+        elif v.get(ie.SAMPLER_RANDOM_INTERVAL):
+            rate = v[ie.SAMPLER_RANDOM_INTERVAL]
+        elif interval:
+            # RFC 5476: interval packets selected, then space skipped. Without a space (as Cisco
+            # sends it) the interval is the 1-in-N rate.
+            rate = (interval + space) // interval if space is not None else interval
+        if rate <= 0 or rate > 0xFFFFFFFF:
+            return
+        sampler = v.get(ie.SAMPLER_ID, v.get(ie.SELECTOR_ID))
+        self.registry.set_sampling(dkey, sampler, rate)
+        self.counters["sampling.learnt"] += 1
+
+    # ----------------------------------------------------------------------------- decoding
+    def finish(self) -> pa.Table:
+        batches = []
+        for group in self._groups.values():
+            rb = self._decode(group)
+            if rb is not None and rb.num_rows:
+                batches.append(rb)
+        self._groups.clear()
+        if not batches:
+            return _SCHEMA.empty_table()
+        return pa.Table.from_batches(batches, schema=_SCHEMA)
+
+    def _decode(self, g: _Group) -> pa.RecordBatch | None:
+        t = g.template
+        counts = np.asarray(g.counts, dtype=np.int64)
+        n = int(counts.sum())
+        buf = b"".join(g.bodies)
+        rec = np.frombuffer(buf, dtype=t.dtype, count=n)
+        offs = t.offsets
+
+        def rep(values: list[int], dtype: Any) -> Any:
+            return np.repeat(np.asarray(values, dtype=dtype), counts)
+
+        def col(fid: int) -> U64 | None:
+            if fid not in offs:
+                return None
+            return _uint(rec[f"f{fid}"])
+
+        def first(*fids: int) -> U64 | None:
+            for fid in fids:
+                c = col(fid)
+                if c is not None:
+                    return c
+            return None
+
+        # Addresses; records with none (e.g. MPLS- or L2-only templates) cannot be stored.
+        src = _address(rec, offs, ie.SOURCE_IPV4_ADDRESS, ie.SOURCE_IPV6_ADDRESS)
+        dst = _address(rec, offs, ie.DESTINATION_IPV4_ADDRESS, ie.DESTINATION_IPV6_ADDRESS)
+        if src is None or dst is None:
+            self.counters["records.no_address"] += n
+            self.problems.warn(
+                "records.no_address", "netflow: template %d has no addresses", t.template_id
+            )
+            return None
+
+        export = rep(g.export_ms, np.int64)
+        uptime = rep(g.uptime_ms, np.int64)
+        start = _time(rec, offs, export, uptime, start=True)
+        end = _time(rec, offs, export, uptime, start=False)
+        if start is None and end is None:
+            start = end = (export, np.ones(n, dtype=np.bool_))
+        elif start is None:
+            start = end
+        elif end is None:
+            end = start
+        assert start is not None and end is not None
+        s_ms, s_bad = start
+        e_ms, e_bad = end
+        bad = s_bad | e_bad
+        fallback = int(bad.sum())
+        if fallback:
+            self.counters["records.time_fallback"] += fallback
+            s_ms = np.where(bad, export, s_ms)
+            e_ms = np.where(bad, export, e_ms)
+
+        protocol = col(ie.PROTOCOL_IDENTIFIER)
+        sport = first(ie.SOURCE_TRANSPORT_PORT, ie.UDP_SOURCE_PORT, ie.TCP_SOURCE_PORT)
+        dport = first(
+            ie.DESTINATION_TRANSPORT_PORT, ie.UDP_DESTINATION_PORT, ie.TCP_DESTINATION_PORT
+        )
+        icmp = first(ie.ICMP_TYPE_CODE_IPV4, ie.ICMP_TYPE_CODE_IPV6)
+        dport_null: Bools | None = None
+        if icmp is not None and protocol is not None:
+            is_icmp = (protocol == 1) | (protocol == 58)
+            if dport is None:
+                dport = np.where(is_icmp, icmp, 0).astype(np.uint64)
+                dport_null = ~is_icmp
+            else:
+                dport = np.where(is_icmp & (dport == 0), icmp, dport)
+
+        rate = self._sampling(g, rec, offs, counts, n)
+
+        domain = rep(g.domain, np.int64)
+        exporters = pa.array(self._exporters, pa.string()).take(rep(g.exporter, np.int32))
+        arrays = [
+            pa.array(s_ms, _TS),
+            pa.array(e_ms, _TS),
+            src,
+            dst,
+            _arrow(sport, pa.uint16(), n),
+            _arrow(dport, pa.uint16(), n, dport_null),
+            _arrow(protocol, pa.uint8(), n),
+            _arrow(_low_byte(col(ie.TCP_CONTROL_BITS)), pa.uint8(), n),
+            _arrow(col(ie.IP_CLASS_OF_SERVICE), pa.uint8(), n),
+            _arrow(
+                first(ie.PACKET_DELTA_COUNT, ie.PACKET_TOTAL_COUNT, ie.OUT_PKTS), pa.uint64(), n
+            ),
+            _arrow(first(ie.OCTET_DELTA_COUNT, ie.OCTET_TOTAL_COUNT, ie.OUT_BYTES), pa.uint64(), n),
+            exporters,
+            _arrow(col(ie.INGRESS_INTERFACE), pa.uint32(), n),
+            _arrow(col(ie.EGRESS_INTERFACE), pa.uint32(), n),
+            pa.array(rate.astype(np.uint32), pa.uint32(), mask=rate == 0),
+            pa.array(domain.astype(np.uint32), pa.uint32(), mask=domain < 0),
+        ]
+        unknown = int((rate == 0).sum())
+        if unknown:
+            self.counters["records.sampling_unknown"] += unknown
+        return pa.RecordBatch.from_arrays(arrays, schema=_SCHEMA)
+
+    def _sampling(
+        self,
+        g: _Group,
+        rec: npt.NDArray[Any],
+        offs: Mapping[int, tuple[int, int]],
+        counts: npt.NDArray[np.int64],
+        n: int,
+    ) -> U64:
+        rate: U64 = np.repeat(np.asarray(g.rate, dtype=np.uint64), counts)
+        if all(g.overridden):
+            return rate
+        free = ~np.repeat(np.asarray(g.overridden, dtype=np.bool_), counts)
+        # Records may name their sampler by samplerId (48) and / or selectorId (302); the
+        # options records map either to a rate. Both are tried, selectorId last.
+        sampler_fids = [f for f in (ie.SAMPLER_ID, ie.SELECTOR_ID) if f in offs]
+        if sampler_fids:
+            snaps = np.asarray(g.snapshot, dtype=np.int64)
+            used = [int(s) for s in np.unique(snaps) if self._snapshots[s].by_sampler]
+            if used:
+                snap = np.repeat(snaps, counts)
+                for fid in sampler_fids:
+                    sid = _uint(rec[f"f{fid}"])
+                    for s in used:
+                        in_snap = free & (snap == s)
+                        for sampler, r in self._snapshots[s].by_sampler.items():
+                            rate[in_snap & (sid == sampler)] = r
+        # A rate carried in the data record itself is the most specific.
+        own: U64 | None = None
+        if ie.SAMPLING_SIZE in offs and ie.SAMPLING_POPULATION in offs:
+            size = _uint(rec[f"f{ie.SAMPLING_SIZE}"])
+            pop = _uint(rec[f"f{ie.SAMPLING_POPULATION}"])
+            own = np.where(size > 0, pop // np.maximum(size, 1), 0).astype(np.uint64)
+        else:
+            for fid in (ie.SAMPLING_INTERVAL, ie.SAMPLER_RANDOM_INTERVAL):
+                if fid in offs:
+                    own = _uint(rec[f"f{fid}"])
+                    break
+        if own is not None:
+            own = np.where(own > 0xFFFFFFFF, 0, own).astype(np.uint64)
+            rate = np.where(free & (own > 0), own, rate).astype(np.uint64)
+        return rate
+
+
+_VERSION_NAMES: Final = {5: "v5", 9: "v9", 10: "ipfix"}
+
+
+def _walk(
+    template: Template, body: bytes | memoryview, counters: Counter[str]
+) -> Iterator[list[tuple[FieldSpec, bytes | memoryview]]]:
+    """Yield each record of a set as (field, raw bytes) pairs; handles variable-length fields."""
+    view = memoryview(body)
+    size = len(view)
+    minimum = template.record_length
+    pos = 0
+    while size - pos >= minimum:
+        record: list[tuple[FieldSpec, bytes | memoryview]] = []
+        p = pos
+        ok = True
+        for f in template.fields:
+            length = f.length
+            if f.variable:
+                if p >= size:
+                    ok = False
+                    break
+                length = view[p]
+                p += 1
+                if length == 255:
+                    if p + 2 > size:
+                        ok = False
+                        break
+                    length = (view[p] << 8) | view[p + 1]
+                    p += 2
+            if p + length > size:
+                ok = False
+                break
+            record.append((f, view[p : p + length]))
+            p += length
+        if not ok:
+            counters["errors.truncated_record"] += 1
+            return
+        if p == pos:  # cannot happen with minimum > 0, but never loop forever
+            return
+        pos = p
+        yield record
+
+
+def _uint(col: npt.NDArray[Any]) -> U64:
+    if col.ndim == 1:
+        return col.astype(np.uint64)
+    out = np.zeros(col.shape[0], dtype=np.uint64)
+    for i in range(col.shape[1]):
+        out = (out << np.uint64(8)) | col[:, i].astype(np.uint64)
+    return out
+
+
+def _ipv4_text(values: U64) -> pa.Array:
+    encoded = pa.array(values.astype(np.uint32), pa.uint32()).dictionary_encode()
+    text = [
+        f"{v >> 24}.{(v >> 16) & 255}.{(v >> 8) & 255}.{v & 255}"
+        for v in encoded.dictionary.to_pylist()
+    ]
+    return pa.array(text, pa.string()).take(encoded.indices)
+
+
+def _ipv6_text(col: npt.NDArray[Any]) -> pa.Array:
+    raw = np.ascontiguousarray(col)
+    fixed = pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(16), len(raw), [None, pa.py_buffer(raw.tobytes())]
+    )
+    encoded = fixed.dictionary_encode()
+    text = [ipaddress.IPv6Address(b).compressed for b in encoded.dictionary.to_pylist()]
+    return pa.array(text, pa.string()).take(encoded.indices)
+
+
+def _address(
+    rec: npt.NDArray[Any], offs: Mapping[int, tuple[int, int]], v4: int, v6: int
+) -> pa.Array | None:
+    has4, has6 = v4 in offs, v6 in offs
+    if has4 and has6:
+        a4 = _uint(rec[f"f{v4}"])
+        raw6 = np.ascontiguousarray(rec[f"f{v6}"])
+        nonzero6 = raw6.view(np.uint8).reshape(len(raw6), 16).any(axis=1)
+        # Prefer the family whose field comes first in the template; the other where it is 0.
+        use6 = (a4 == 0) & nonzero6 if offs[v4][0] < offs[v6][0] else nonzero6 | (a4 == 0)
+        return pc.if_else(pa.array(use6), _ipv6_text(raw6), _ipv4_text(a4))
+    if has4:
+        return _ipv4_text(_uint(rec[f"f{v4}"]))
+    if has6:
+        return _ipv6_text(rec[f"f{v6}"])
+    return None
+
+
+_TIME_FIELDS: Final = (
+    # (start id, end id, kind)
+    (ie.FLOW_START_MILLISECONDS, ie.FLOW_END_MILLISECONDS, "ms"),
+    (ie.FLOW_START_MICROSECONDS, ie.FLOW_END_MICROSECONDS, "ntp"),
+    (ie.FLOW_START_NANOSECONDS, ie.FLOW_END_NANOSECONDS, "ntp"),
+    (ie.FLOW_START_SECONDS, ie.FLOW_END_SECONDS, "s"),
+    (ie.FLOW_START_SYS_UP_TIME, ie.FLOW_END_SYS_UP_TIME, "uptime"),
+    (ie.FLOW_START_DELTA_MICROSECONDS, ie.FLOW_END_DELTA_MICROSECONDS, "delta"),
+)
+
+
+def _time(
+    rec: npt.NDArray[Any],
+    offs: Mapping[int, tuple[int, int]],
+    export: I64,
+    uptime: I64,
+    *,
+    start: bool,
+) -> tuple[I64, Bools] | None:
+    """Flow start or end in Unix ms, and a mask of records where it could not be computed."""
+    for s_id, e_id, kind in _TIME_FIELDS:
+        fid = s_id if start else e_id
+        if fid not in offs:
+            continue
+        v = _uint(rec[f"f{fid}"])
+        ok = np.ones(len(v), dtype=np.bool_)
+        if kind == "ms":
+            ms = v.astype(np.int64)
+        elif kind == "s":
+            ms = v.astype(np.int64) * 1000
+        elif kind == "ntp":
+            secs = (v >> np.uint64(32)).astype(np.int64)
+            frac = ((v & _MASK32) * np.uint64(1000)) >> np.uint64(32)
+            ms = (secs - ie.NTP_UNIX_OFFSET_S) * 1000 + frac.astype(np.int64)
+        elif kind == "delta":
+            ms = export - (v // np.uint64(1000)).astype(np.int64)
+        else:  # uptime-relative, with 32-bit wrap: the signed distance back from export time
+            up = uptime
+            if ie.SYSTEM_INIT_TIME_MILLISECONDS in offs:
+                init = _uint(rec[f"f{ie.SYSTEM_INIT_TIME_MILLISECONDS}"]).astype(np.int64)
+                up = np.where(init > 0, np.maximum(export - init, 0), uptime)
+            ok = up >= 0
+            diff = ((up - v.astype(np.int64)) & 0xFFFFFFFF).astype(np.uint32).view(np.int32)
+            ms = export - diff.astype(np.int64)
+        # Reject zero / absurd values (before 1990 or far future) instead of storing them.
+        ok &= (ms > 631_152_000_000) & (ms < 4_102_444_800_000)
+        return ms, ~ok
+    return None
+
+
+def _low_byte(values: U64 | None) -> U64 | None:
+    """tcpControlBits may be 2 bytes (RFC 7125): the classic flags are the low byte."""
+    return None if values is None else values & np.uint64(0xFF)
+
+
+def _arrow(values: U64 | None, type_: pa.DataType, n: int, null: Bools | None = None) -> pa.Array:
+    if values is None:
+        return pa.nulls(n, type_)
+    limit = (1 << (type_.bit_width)) - 1
+    if type_.bit_width < 64:
+        values = np.minimum(values, np.uint64(limit))
+    return pa.array(values.astype(type_.to_pandas_dtype()), type_, mask=null)
