@@ -61,11 +61,22 @@ def plant(frame: bytes) -> bytes:
 
 def filler() -> bytes:
     ip = struct.pack(
-        ">BBHHHBBH4s4s", 0x45, 0, 28, 0, 0, 64, 17, 0,
-        socket.inet_aton(FILLER_SRC), socket.inet_aton(FILLER_DST),
+        ">BBHHHBBH4s4s",
+        0x45,
+        0,
+        28,
+        0,
+        0,
+        64,
+        17,
+        0,
+        socket.inet_aton(FILLER_SRC),
+        socket.inet_aton(FILLER_DST),
     )
-    return b"\x02\x00\x00\x00\x00\x02\x02\x00\x00\x00\x00\x01\x08\x00" + ip + struct.pack(
-        ">HHHH", 9, 9, 8, 0
+    return (
+        b"\x02\x00\x00\x00\x00\x02\x02\x00\x00\x00\x00\x01\x08\x00"
+        + ip
+        + struct.pack(">HHHH", 9, 9, 8, 0)
     )
 
 

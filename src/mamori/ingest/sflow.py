@@ -36,11 +36,11 @@ Everything else is counted and skipped: counter samples (formats 2 and 4), drop 
 samples (format 5), samples and records of other formats or enterprises (skipped using their
 length), extended records, flow samples without an IP header.
 
-Bad input never raises. A datagram is walked sample by sample using the lengths it declares; a sample
-whose inner structure is inconsistent is skipped with a counted reason and the walk goes on with
-the next sample; a length that runs past the end stops that datagram (``errors.truncated``) and the
-samples decoded before it are kept. Errors are logged at most once per kind per
-:data:`LOG_INTERVAL_S`.
+Bad input never raises. A datagram is walked sample by sample using the lengths it declares; a
+sample whose inner structure is inconsistent is skipped with a counted reason and the walk goes
+on with the next sample; a length that runs past the end stops that datagram
+(``errors.truncated``) and the samples decoded before it are kept. Errors are logged at most
+once per kind per :data:`LOG_INTERVAL_S`.
 
 Counters (all ``str`` keys): ``datagrams``, ``datagrams.sflow5``, ``datagrams.trailing_bytes``,
 ``samples.flow``, ``samples.expanded_flow``, ``samples.counter``, ``samples.expanded_counter``,
@@ -128,9 +128,7 @@ class _RateLimitedLog:
             return
         self._last[kind] = now
         suppressed = self._suppressed.pop(kind, 0)
-        _log.warning(
-            "sflow decode error %s: %s (%d similar suppressed)", kind, detail, suppressed
-        )
+        _log.warning("sflow decode error %s: %s (%d similar suppressed)", kind, detail, suppressed)
 
 
 _ratelog = _RateLimitedLog(LOG_INTERVAL_S)
@@ -142,8 +140,8 @@ class _Columns:
     __slots__ = (
         "addr_cache",
         "bytes_",
-        "dst",
         "dport",
+        "dst",
         "exporter",
         "flags",
         "in_if",
@@ -214,9 +212,9 @@ class _Columns:
 _L3 = tuple[bytes, bytes, int, int, int, int, int]
 
 
-def _parse_ip(h: bytes, q: int, end: int, version: int, counters: collections.Counter[str]) -> (
-    _L3 | None
-):
+def _parse_ip(
+    h: bytes, q: int, end: int, version: int, counters: collections.Counter[str]
+) -> _L3 | None:
     """Parse the IP header starting at ``h[q]`` (bytes up to ``end`` available)."""
     if q >= end or h[q] >> 4 != version:
         counters["skipped.raw_header_bad_ip_version"] += 1
@@ -376,8 +374,15 @@ def _flow_sample(
                 return
             if l3 is None:
                 ln, proto, src, dst, sport, dport, flags, tos = _SAMPLED_IPV4.unpack_from(d, p)
-                l3 = (src, dst, proto & 0xFF, tos & 0xFF, sport & 0xFFFF, dport & 0xFFFF,
-                      flags & 0xFF)
+                l3 = (
+                    src,
+                    dst,
+                    proto & 0xFF,
+                    tos & 0xFF,
+                    sport & 0xFFFF,
+                    dport & 0xFFFF,
+                    flags & 0xFF,
+                )
                 length = ln
         elif rfmt == _RECORD_SAMPLED_IPV6:
             counters["records.sampled_ipv6"] += 1
@@ -386,8 +391,15 @@ def _flow_sample(
                 return
             if l3 is None:
                 ln, proto, src, dst, sport, dport, flags, prio = _SAMPLED_IPV6.unpack_from(d, p)
-                l3 = (src, dst, proto & 0xFF, prio & 0xFF, sport & 0xFFFF, dport & 0xFFFF,
-                      flags & 0xFF)
+                l3 = (
+                    src,
+                    dst,
+                    proto & 0xFF,
+                    prio & 0xFF,
+                    sport & 0xFFFF,
+                    dport & 0xFFFF,
+                    flags & 0xFF,
+                )
                 length = ln
         elif rfmt >> 12 == 0 and 1001 <= rfmt <= 1999:
             counters["records.extended"] += 1
@@ -459,7 +471,7 @@ def _datagram(
         if end > n:
             _error(counters, "truncated", udp_source, "sample length past datagram end")
             return
-        if fmt == _SAMPLE_FLOW or fmt == _SAMPLE_EXPANDED_FLOW:
+        if fmt in (_SAMPLE_FLOW, _SAMPLE_EXPANDED_FLOW):
             expanded = fmt == _SAMPLE_EXPANDED_FLOW
             counters["samples.expanded_flow" if expanded else "samples.flow"] += 1
             _flow_sample(d, off, end, expanded, exporter, udp_source, time_ms, cols, counters)
