@@ -52,11 +52,9 @@ kind), ``flows`` (rows produced), ``flows.sampling_rate_unknown``.
 
 from __future__ import annotations
 
-import array
 import collections
 import logging
 import socket
-import struct
 import time
 from collections.abc import Sequence
 
@@ -100,9 +98,6 @@ _IPV6_EXT_GENERIC = frozenset((0, 43, 60))  # hop-by-hop, routing, destination o
 _IPV6_FRAGMENT = 44
 _IPV6_AH = 51
 
-_U32 = struct.Struct(">I")
-_U32X2 = struct.Struct(">II")
-_RAW_HEADER = struct.Struct(">IIII")  # header_protocol, frame_length, stripped, header_length
 
 _IF_UNKNOWN = 0x3FFFFFFF
 
@@ -129,303 +124,299 @@ class _RateLimitedLog:
 _ratelog = _RateLimitedLog(LOG_INTERVAL_S)
 
 
-# --- the walk: Python finds offsets, NumPy reads the fields ---------------------------------------
+# --- vectorised walk ------------------------------------------------------------------------------
 #
-# The XDR walk (samples, records, Ethernet/VLAN/MPLS, IP header length, IPv6 extension headers)
-# is a per-sample Python loop: it validates lengths and records, per row, where each field lies in
-# the batch's concatenated payloads. Every field is then read for all rows at once with NumPy
-# gathers, addresses are turned into text once per distinct address, and each Arrow array is built
-# once per batch.
+# sFlow is a variable-length format, so it is walked as a *wavefront*: step k reads the k-th
+# sample of every datagram of the batch at once (then the k-th record of every flow sample, the
+# k-th VLAN tag or IPv6 extension header of every sampled packet), with NumPy gathers over the
+# batch's concatenated payloads. The number of steps is the largest count in the batch (samples per
+# datagram, records per sample), not the number of samples. Every length is checked against the
+# end of its enclosing structure before it is used, every gather is clipped to the buffer, and
+# bad structures are dropped by mask and counted by kind. Addresses become text once per distinct
+# value, and each Arrow array is built once per batch.
 
-# Row layout: one int64 per slot, _ROW_WIDTH slots per row.
-(
-    _R_DGRAM,  # index of the datagram in the batch (time, exporter)
-    _R_SAMPLE,  # offset of the sample body (fixed-offset fields: rate, source, interfaces)
-    _R_EXPANDED,  # 1 = expanded flow sample (format 3)
-    _R_LENGTH,  # offset of the u32 packet length (frame_length or sampled length)
-    _R_ADDR,  # offset of the source address; the destination follows it
-    _R_V6,  # 1 = IPv6 addresses (16 bytes), 0 = IPv4
-    _R_PROTO,  # IP protocol (value, not offset)
-    _R_TOS,  # offset of the ToS byte (IPv4, sampled) or of the IPv6 version/class bytes
-    _R_TOS_V6,  # 1 = traffic class spans two nibbles at _R_TOS, _R_TOS + 1
-    _R_SPORT,  # offset of a big-endian u16 source port, or -1
-    _R_DPORT,  # offset of a big-endian u16 destination port (or ICMP type, code), or -1
-    _R_FLAGS,  # offset of the TCP flags byte, or -1
-) = range(12)
-_ROW_WIDTH = 12
-_PAD = bytes(64)  # appended to the batch so gathers at fixed offsets never run past the end
+I64 = npt.NDArray[np.int64]
+U32 = npt.NDArray[np.uint32]
+Mask = npt.NDArray[np.bool_]
 
-# What an IP parse gives: slots _R_ADDR … _R_FLAGS of a row
-_L3 = tuple[int, int, int, int, int, int, int, int]
-
-
-def _parse_ip(
-    h: bytes, q: int, end: int, version: int, counters: collections.Counter[str]
-) -> _L3 | None:
-    """Locate the fields of the IP header starting at ``h[q]`` (bytes up to ``end`` captured)."""
-    if q >= end or h[q] >> 4 != version:
-        counters["skipped.raw_header_bad_ip_version"] += 1
-        return None
-    nonfirst_fragment = False
-    if version == 4:
-        if q + 20 > end:
-            counters["skipped.raw_header_ip_truncated"] += 1
-            return None
-        ihl = (h[q] & 0x0F) * 4
-        if ihl < 20:
-            counters["skipped.raw_header_bad_ihl"] += 1
-            return None
-        nonfirst_fragment = ((h[q + 6] & 0x1F) << 8 | h[q + 7]) != 0
-        proto = h[q + 9]
-        addr, v6, tos, tos_v6 = q + 12, 0, q + 1, 0
-        l4 = q + ihl
-    else:
-        if q + 40 > end:
-            counters["skipped.raw_header_ip_truncated"] += 1
-            return None
-        proto = h[q + 6]
-        addr, v6, tos, tos_v6 = q + 8, 1, q, 1
-        l4 = q + 40
-        # Follow extension headers while they are in the captured bytes.
-        while l4 + 8 <= end:
-            if proto in _IPV6_EXT_GENERIC:
-                proto, l4 = h[l4], l4 + (h[l4 + 1] + 1) * 8
-            elif proto == _IPV6_FRAGMENT:
-                nonfirst_fragment = (h[l4 + 2] << 8 | h[l4 + 3]) >> 3 != 0
-                proto, l4 = h[l4], l4 + 8
-            elif proto == _IPV6_AH:
-                proto, l4 = h[l4], l4 + (h[l4 + 1] + 2) * 4
-            else:
-                break
-    sport = dport = flags = -1
-    if not nonfirst_fragment:
-        if proto in _PORT_PROTOCOLS:
-            if l4 + 4 <= end:
-                sport, dport = l4, l4 + 2
-                if proto == 6 and l4 + 14 <= end:
-                    flags = l4 + 13
-        elif proto in _ICMP_PROTOCOLS and l4 + 2 <= end:
-            dport = l4  # type*256+code, read as one big-endian u16
-    return addr, v6, proto, tos, tos_v6, sport, dport, flags
-
-
-def _parse_raw_header(
-    h: bytes, p: int, end: int, header_protocol: int, counters: collections.Counter[str]
-) -> _L3 | None:
-    """Find the IP header in a sampled packet header ``h[p:end]`` and parse it."""
-    if header_protocol == _HEADER_PROTO_IPV4:
-        return _parse_ip(h, p, end, 4, counters)
-    if header_protocol == _HEADER_PROTO_IPV6:
-        return _parse_ip(h, p, end, 6, counters)
-    if header_protocol != _HEADER_PROTO_ETHERNET:
-        counters["skipped.raw_header_unsupported_protocol"] += 1
-        return None
-    if p + 14 > end:
-        counters["skipped.raw_header_ethernet_truncated"] += 1
-        return None
-    ethertype = h[p + 12] << 8 | h[p + 13]
-    q = p + 14
-    while ethertype in _ETH_VLAN and q + 4 <= end:
-        ethertype = h[q + 2] << 8 | h[q + 3]
-        q += 4
-    if ethertype in _ETH_MPLS:
-        while q + 4 <= end:
-            bottom = h[q + 2] & 1
-            q += 4
-            if bottom:
-                break
-        ethertype = 0
-        if q < end:
-            ethertype = {4: _ETH_IPV4, 6: _ETH_IPV6}.get(h[q] >> 4, 0)
-    if ethertype == _ETH_IPV4:
-        return _parse_ip(h, q, end, 4, counters)
-    if ethertype == _ETH_IPV6:
-        return _parse_ip(h, q, end, 6, counters)
-    counters["skipped.raw_header_not_ip"] += 1
-    return None
-
-
-def _error(counters: collections.Counter[str], kind: str, exporter: str, detail: str) -> None:
-    counters["errors." + kind] += 1
-    _ratelog.warn(kind, f"exporter {exporter}: {detail}")
-
-
-def _flow_sample(
-    d: bytes, off: int, end: int, expanded: bool, source: str, counters: collections.Counter[str]
-) -> tuple[int, _L3] | None:
-    """Walk the records of one (expanded) flow sample in ``d[off:end]``.
-
-    Returns (offset of the packet length, IP field offsets), or None when the sample gives no row.
-    """
-    header = _EXPANDED_FLOW_SAMPLE_SIZE if expanded else _FLOW_SAMPLE_SIZE
-    if off + header > end:
-        _error(counters, "bad_sample_length", source, "flow sample header past sample end")
-        return None
-    (nrec,) = _U32.unpack_from(d, off + header - 4)
-    p = off + header
-    l3: _L3 | None = None
-    length_off = 0
-    for _ in range(nrec):
-        if p + 8 > end:
-            _error(counters, "bad_record_length", source, "record header past sample end")
-            return None
-        rfmt, rlen = _U32X2.unpack_from(d, p)
-        p += 8
-        rend = p + rlen
-        if rend > end:
-            _error(counters, "bad_record_length", source, "record length past sample end")
-            return None
-        if rfmt == _RECORD_RAW_HEADER:
-            counters["records.raw_header"] += 1
-            if rlen < 16:
-                _error(counters, "bad_record_length", source, "raw header record too short")
-                return None
-            hproto, _, _, hlen = _RAW_HEADER.unpack_from(d, p)
-            if hlen > rlen - 16:
-                _error(counters, "bad_record_length", source, "header length past record")
-                return None
-            if l3 is None:
-                l3 = _parse_raw_header(d, p + 16, p + 16 + hlen, hproto, counters)
-                length_off = p + 4  # frame_length
-        elif rfmt == _RECORD_SAMPLED_IPV4:
-            counters["records.sampled_ipv4"] += 1
-            if rlen < 32:
-                _error(counters, "bad_record_length", source, "sampled IPv4 too short")
-                return None
-            if l3 is None:
-                # length, protocol, src(4), dst(4), src_port, dst_port, tcp_flags, tos: u32 each
-                l3 = (p + 8, 0, d[p + 7], p + 31, 0, p + 18, p + 22, p + 27)
-                length_off = p
-        elif rfmt == _RECORD_SAMPLED_IPV6:
-            counters["records.sampled_ipv6"] += 1
-            if rlen < 56:
-                _error(counters, "bad_record_length", source, "sampled IPv6 too short")
-                return None
-            if l3 is None:
-                # length, protocol, src(16), dst(16), src_port, dst_port, tcp_flags, priority
-                l3 = (p + 8, 1, d[p + 7], p + 55, 0, p + 42, p + 46, p + 51)
-                length_off = p
-        elif 1001 <= rfmt <= 1999:
-            counters["records.extended"] += 1
-        else:
-            counters["records.unknown"] += 1
-        p = rend
-    if l3 is None:
-        counters["skipped.flow_sample_without_ip"] += 1
-        return None
-    return length_off, l3
-
-
-def _walk(
-    buf: bytes,
-    start: int,
-    stop: int,
-    dgram: int,
-    source: str,
-    rows: array.array[int],
-    counters: collections.Counter[str],
-) -> bytes | None:
-    """Walk the datagram ``buf[start:stop]``; append a row per usable flow sample.
-
-    Returns the agent address bytes (empty when unknown), or None when the header is unusable.
-    """
-    n = stop - start
-    if n < 8:
-        _error(counters, "truncated", source, f"{n}-byte datagram")
-        return None
-    version, atype = _U32X2.unpack_from(buf, start)
-    if version != 5:
-        _error(counters, "bad_version", source, f"version {version}")
-        return None
-    alen = _AGENT_LENGTH.get(atype)
-    if alen is None:
-        _error(counters, "bad_agent_address_type", source, f"address type {atype}")
-        return None
-    off = start + 8 + alen
-    if off + 16 > stop:
-        _error(counters, "truncated", source, "datagram header")
-        return None
-    agent = buf[start + 8 : off]
-    (nsamples,) = _U32.unpack_from(buf, off + 12)
-    off += 16
-    counters["datagrams.sflow5"] += 1
-    extend = rows.extend
-    for _ in range(nsamples):
-        if off + 8 > stop:
-            _error(counters, "truncated", source, "fewer samples than announced")
-            return agent
-        fmt, slen = _U32X2.unpack_from(buf, off)
-        off += 8
-        end = off + slen
-        if end > stop:
-            _error(counters, "truncated", source, "sample length past datagram end")
-            return agent
-        if fmt in (_SAMPLE_FLOW, _SAMPLE_EXPANDED_FLOW):
-            expanded = fmt == _SAMPLE_EXPANDED_FLOW
-            counters["samples.expanded_flow" if expanded else "samples.flow"] += 1
-            found = _flow_sample(buf, off, end, expanded, source, counters)
-            if found is not None:
-                extend((dgram, off, expanded, found[0], *found[1]))
-        elif fmt == _SAMPLE_COUNTER:
-            counters["samples.counter"] += 1
-        elif fmt == _SAMPLE_EXPANDED_COUNTER:
-            counters["samples.expanded_counter"] += 1
-        elif fmt == _SAMPLE_DROP:
-            counters["samples.drop"] += 1
-            counters["skipped.drop_sample"] += 1
-        else:
-            counters["samples.unknown"] += 1
-        off = end
-    if off < stop:
-        counters["datagrams.trailing_bytes"] += 1
-    return agent
-
-
-# --- NumPy gathers ------------------------------------------------------------------------------
-
-_AGENT_LENGTH = {0: 0, 1: 4, 2: 16}
+_PAD = bytes(64)  # appended to the batch so that fixed-offset gathers stay in the buffer
 _FLOW_SAMPLE_SIZE = 32  # seq, source_id, rate, pool, drops, input, output, n_records
 _EXPANDED_FLOW_SAMPLE_SIZE = 44  # seq, type, index, rate, pool, drops, in fmt/val, out fmt/val, n
+_MAX_TAGS = 8  # VLAN tags followed in a sampled Ethernet header
+_MAX_LABELS = 16  # MPLS labels followed
+_MAX_EXT = 8  # IPv6 extension headers followed
+
+_VLAN_TYPES = np.array(sorted(_ETH_VLAN), dtype=np.uint32)
+_MPLS_TYPES = np.array(sorted(_ETH_MPLS), dtype=np.uint32)
+_PORT_PROTOS = np.array(sorted(_PORT_PROTOCOLS), dtype=np.uint32)
+_ICMP_PROTOS = np.array(sorted(_ICMP_PROTOCOLS), dtype=np.uint32)
+_EXT_PROTOS = np.array([*sorted(_IPV6_EXT_GENERIC), _IPV6_FRAGMENT, _IPV6_AH], dtype=np.uint32)
 
 
-_U32_8, _U32_16 = np.uint32(8), np.uint32(16)
+class _Batch:
+    """The concatenated payloads of a batch and the sources, for gathers and error reports."""
+
+    def __init__(self, buf: bytes, sources: list[str], counters: collections.Counter[str]) -> None:
+        self.b = np.frombuffer(buf, dtype=np.uint8)
+        self.last = len(buf) - 1
+        self.sources = sources
+        self.counters = counters
+
+    def u8(self, off: I64) -> U32:
+        return self.b[np.clip(off, 0, self.last)].astype(np.uint32)
+
+    def be16(self, off: I64) -> U32:
+        return np.left_shift(self.u8(off), np.uint32(8)) | self.u8(off + 1)
+
+    def be32(self, off: I64) -> U32:
+        return np.left_shift(self.be16(off), np.uint32(16)) | self.be16(off + 2)
+
+    def count(self, key: str, mask: Mask) -> None:
+        if k := int(np.count_nonzero(mask)):
+            self.counters[key] += k
+
+    def error(self, kind: str, mask: Mask, dgram: I64, detail: str) -> None:
+        """Count the rows in ``mask`` as ``errors.<kind>``; log one line (rate-limited)."""
+        hits = np.flatnonzero(mask)
+        if hits.size:
+            self.counters["errors." + kind] += int(hits.size)
+            source = self.sources[int(dgram[hits[0]])]
+            _ratelog.warn(kind, f"{detail} ({hits.size} in batch; first from {source})")
 
 
-def _u8(b: npt.NDArray[np.uint8], off: npt.NDArray[np.int64]) -> npt.NDArray[np.uint32]:
-    return b[off].astype(np.uint32)
+def _datagram_headers(bt: _Batch, starts: I64, stops: I64) -> tuple[I64, I64, I64, I64]:
+    """Check each datagram's header: (indices of good datagrams, first sample, samples, agent)."""
+    dg = np.arange(len(starts), dtype=np.int64)
+    length = stops - starts
+    short = length < 8
+    bt.error("truncated", short, dg, "datagram shorter than 8 bytes")
+    version = bt.be32(starts)
+    bad_version = ~short & (version != 5)
+    bt.error("bad_version", bad_version, dg, "not sFlow version 5")
+    atype = bt.be32(starts + 4)
+    alen = np.where(atype == 0, 0, np.where(atype == 1, 4, np.where(atype == 2, 16, -1)))
+    bad_atype = ~short & ~bad_version & (alen < 0)
+    bt.error("bad_agent_address_type", bad_atype, dg, "agent address type not 0, 1 or 2")
+    first = starts + 8 + alen + 16
+    ok = ~short & ~bad_version & ~bad_atype
+    cut = ok & (first > stops)
+    bt.error("truncated", cut, dg, "datagram header cut")
+    ok &= ~cut
+    bt.count("datagrams.sflow5", ok)
+    nsamples = bt.be32(first - 4).astype(np.int64)
+    return dg[ok], first, nsamples, alen
 
 
-def _be16(b: npt.NDArray[np.uint8], off: npt.NDArray[np.int64]) -> npt.NDArray[np.uint32]:
-    return np.left_shift(_u8(b, off), _U32_8) | _u8(b, off + 1)
+def _samples(bt: _Batch, good: I64, first: I64, nsamples: I64, stops: I64) -> tuple[I64, ...]:
+    """Wavefront over the samples of all datagrams: (datagram, format, body offset, body end)."""
+    out_dg, out_fmt, out_off, out_end = [], [], [], []
+    dg, off, left, stop = good, first[good], nsamples[good], stops[good]
+    while True:
+        done = left == 0
+        bt.count("datagrams.trailing_bytes", done & (off < stop))
+        keep = ~done
+        dg, off, left, stop = dg[keep], off[keep], left[keep], stop[keep]
+        if not dg.size:
+            break
+        short = off + 8 > stop
+        bt.error("truncated", short, dg, "fewer samples than announced")
+        fmt = bt.be32(off).astype(np.int64)
+        end = off + 8 + bt.be32(off + 4).astype(np.int64)
+        past = ~short & (end > stop)
+        bt.error("truncated", past, dg, "sample length past datagram end")
+        ok = ~short & ~past
+        out_dg.append(dg[ok])
+        out_fmt.append(fmt[ok])
+        out_off.append(off[ok] + 8)
+        out_end.append(end[ok])
+        dg, off, left, stop = dg[ok], end[ok], left[ok] - 1, stop[ok]
+    if not out_dg:
+        return tuple(np.zeros(0, dtype=np.int64) for _ in range(4))
+    s_off = np.concatenate(out_off)
+    order = np.argsort(s_off, kind="stable")  # datagram order, then sample order
+    return (
+        np.concatenate(out_dg)[order],
+        np.concatenate(out_fmt)[order],
+        s_off[order],
+        np.concatenate(out_end)[order],
+    )
 
 
-def _be32(b: npt.NDArray[np.uint8], off: npt.NDArray[np.int64]) -> npt.NDArray[np.uint32]:
-    return np.left_shift(_be16(b, off), _U32_16) | _be16(b, off + 2)
+def _records(bt: _Batch, dg: I64, off: I64, end: I64, expanded: Mask) -> tuple[Mask, I64, I64, I64]:
+    """Wavefront over the records of all flow samples.
+
+    Returns (sample is well formed, offset of its first raw header record's data or -1, offset of
+    its first sampled IPv4/IPv6 record's data or -1, 4 or 6 for that sampled record).
+    """
+    n = len(off)
+    header = np.where(expanded, _EXPANDED_FLOW_SAMPLE_SIZE, _FLOW_SAMPLE_SIZE)
+    good = off + header <= end
+    bt.error("bad_sample_length", ~good, dg, "flow sample header past sample end")
+    raw = np.full(n, -1, dtype=np.int64)
+    sampled = np.full(n, -1, dtype=np.int64)
+    sampled_v = np.zeros(n, dtype=np.int64)
+    idx = np.flatnonzero(good)
+    p = off[idx] + header[idx]
+    left = bt.be32(p - 4).astype(np.int64)
+    while True:
+        keep = left > 0
+        idx, p, left = idx[keep], p[keep], left[keep]
+        if not idx.size:
+            break
+        e, d = end[idx], dg[idx]
+        bad = p + 8 > e
+        bt.error("bad_record_length", bad, d, "record header past sample end")
+        rfmt = bt.be32(p)
+        q = p + 8
+        rlen = bt.be32(p + 4).astype(np.int64)
+        rend = q + rlen
+        past = ~bad & (rend > e)
+        bt.error("bad_record_length", past, d, "record length past sample end")
+        bad |= past
+        live = ~bad
+        is_raw = live & (rfmt == _RECORD_RAW_HEADER)
+        is_v4 = live & (rfmt == _RECORD_SAMPLED_IPV4)
+        is_v6 = live & (rfmt == _RECORD_SAMPLED_IPV6)
+        bt.count("records.raw_header", is_raw)
+        bt.count("records.sampled_ipv4", is_v4)
+        bt.count("records.sampled_ipv6", is_v6)
+        known = is_raw | is_v4 | is_v6
+        bt.count("records.extended", live & ~known & (rfmt >= 1001) & (rfmt <= 1999))
+        bt.count("records.unknown", live & ~known & ((rfmt < 1001) | (rfmt > 1999)))
+        raw_short = is_raw & (rlen < 16)
+        bt.error("bad_record_length", raw_short, d, "raw header record too short")
+        hlen_past = is_raw & ~raw_short & (bt.be32(q + 12).astype(np.int64) > rlen - 16)
+        bt.error("bad_record_length", hlen_past, d, "header length past record")
+        v4_short = is_v4 & (rlen < 32)
+        bt.error("bad_record_length", v4_short, d, "sampled IPv4 too short")
+        v6_short = is_v6 & (rlen < 56)
+        bt.error("bad_record_length", v6_short, d, "sampled IPv6 too short")
+        bad |= raw_short | hlen_past | v4_short | v6_short
+        good[idx[bad]] = False
+        first_raw = is_raw & ~bad & (raw[idx] < 0)
+        raw[idx[first_raw]] = q[first_raw]
+        first_sampled = (is_v4 | is_v6) & ~bad & (sampled[idx] < 0)
+        sampled[idx[first_sampled]] = q[first_sampled]
+        sampled_v[idx[first_sampled]] = np.where(is_v4, 4, 6)[first_sampled]
+        ok = ~bad
+        idx, p, left = idx[ok], rend[ok], left[ok] - 1
+    return good, raw, sampled, sampled_v
 
 
-def _optional(
-    b: npt.NDArray[np.uint8], off: npt.NDArray[np.int64], width: int
-) -> npt.NDArray[np.uint32]:
-    """The u8/u16 at each offset, 0 where the offset is -1."""
-    safe = np.maximum(off, 0)
-    values = _u8(b, safe) if width == 1 else _be16(b, safe)
-    return np.where(off >= 0, values, np.uint32(0))
+class _IP:
+    """Field offsets of the rows' IP headers (−1 where a port or flag is absent)."""
+
+    def __init__(self, n: int) -> None:
+        self.ok = np.zeros(n, dtype=bool)
+        self.addr = np.zeros(n, dtype=np.int64)
+        self.v6 = np.zeros(n, dtype=bool)
+        self.proto = np.zeros(n, dtype=np.uint32)
+        self.tos = np.zeros(n, dtype=np.int64)
+        self.tos_v6 = np.zeros(n, dtype=bool)
+        self.sport = np.full(n, -1, dtype=np.int64)
+        self.dport = np.full(n, -1, dtype=np.int64)
+        self.flags = np.full(n, -1, dtype=np.int64)
 
 
-def _addresses(
-    b: npt.NDArray[np.uint8], off: npt.NDArray[np.int64], v6: npt.NDArray[np.bool_]
-) -> pa.Array:
+def _raw_headers(bt: _Batch, rec: I64, dg: I64) -> _IP:
+    """Parse the sampled packet headers whose raw header record data start at ``rec``."""
+    n = len(rec)
+    hproto = bt.be32(rec)
+    hs = rec + 16
+    he = hs + bt.be32(rec + 12).astype(np.int64)
+    q = hs.copy()
+    version = np.where(
+        hproto == _HEADER_PROTO_IPV4, 4, np.where(hproto == _HEADER_PROTO_IPV6, 6, 0)
+    )
+    eth = hproto == _HEADER_PROTO_ETHERNET
+    bt.count("skipped.raw_header_unsupported_protocol", (version == 0) & ~eth)
+    eth_short = eth & (hs + 14 > he)
+    bt.count("skipped.raw_header_ethernet_truncated", eth_short)
+    eth &= ~eth_short
+    ethertype = bt.be16(hs + 12)
+    q = np.where(eth, hs + 14, q)
+    for _ in range(_MAX_TAGS):
+        tag = eth & np.isin(ethertype, _VLAN_TYPES) & (q + 4 <= he)
+        if not tag.any():
+            break
+        ethertype = np.where(tag, bt.be16(q + 2), ethertype)
+        q = np.where(tag, q + 4, q)
+    mpls = eth & np.isin(ethertype, _MPLS_TYPES)
+    if mpls.any():
+        more = mpls.copy()
+        for _ in range(_MAX_LABELS):
+            step = more & (q + 4 <= he)
+            if not step.any():
+                break
+            bottom = (bt.u8(q + 2) & 1) == 1
+            q = np.where(step, q + 4, q)
+            more &= ~(step & bottom)
+            more &= step
+        nibble = bt.u8(q) >> 4
+        inner = np.where(nibble == 4, _ETH_IPV4, np.where(nibble == 6, _ETH_IPV6, 0))
+        ethertype = np.where(mpls, np.where(q < he, inner, 0), ethertype)
+    version = np.where(eth & (ethertype == _ETH_IPV4), 4, version)
+    version = np.where(eth & (ethertype == _ETH_IPV6), 6, version)
+    bt.count("skipped.raw_header_not_ip", eth & (ethertype != _ETH_IPV4) & (ethertype != _ETH_IPV6))
+
+    ip = _IP(n)
+    cand = version > 0
+    first = bt.u8(q)
+    bad_version = cand & ((q >= he) | ((first >> 4) != version))
+    bt.count("skipped.raw_header_bad_ip_version", bad_version)
+    cand &= ~bad_version
+    v4 = cand & (version == 4)
+    v6 = cand & (version == 6)
+    short = (v4 & (q + 20 > he)) | (v6 & (q + 40 > he))
+    bt.count("skipped.raw_header_ip_truncated", short)
+    v4 &= ~short
+    v6 &= ~short
+    ihl = (first & 0x0F).astype(np.int64) * 4
+    bad_ihl = v4 & (ihl < 20)
+    bt.count("skipped.raw_header_bad_ihl", bad_ihl)
+    v4 &= ~bad_ihl
+
+    proto = np.where(v4, bt.u8(q + 9), bt.u8(q + 6))
+    nonfirst = v4 & (((bt.u8(q + 6) & 0x1F) << np.uint32(8) | bt.u8(q + 7)) != 0)
+    l4 = np.where(v4, q + ihl, q + 40)
+    for _ in range(_MAX_EXT):  # IPv6 extension headers that are in the captured bytes
+        ext = v6 & np.isin(proto, _EXT_PROTOS) & (l4 + 8 <= he)
+        if not ext.any():
+            break
+        nxt = bt.u8(l4)
+        hdr_len = bt.u8(l4 + 1).astype(np.int64)
+        frag = ext & (proto == _IPV6_FRAGMENT)
+        nonfirst = np.where(frag, (bt.be16(l4 + 2) >> 3) != 0, nonfirst)
+        size = np.where(frag, 8, np.where(proto == _IPV6_AH, (hdr_len + 2) * 4, (hdr_len + 1) * 8))
+        l4 = np.where(ext, l4 + size, l4)
+        proto = np.where(ext, nxt, proto)
+
+    ok = v4 | v6
+    ports = ok & ~nonfirst & np.isin(proto, _PORT_PROTOS) & (l4 + 4 <= he)
+    icmp = ok & ~nonfirst & np.isin(proto, _ICMP_PROTOS) & (l4 + 2 <= he)
+    ip.ok = ok
+    ip.v6 = v6
+    ip.addr = np.where(v6, q + 8, q + 12)
+    ip.proto = proto
+    ip.tos = np.where(v6, q, q + 1)
+    ip.tos_v6 = v6
+    ip.sport = np.where(ports, l4, -1)
+    ip.dport = np.where(ports, l4 + 2, np.where(icmp, l4, -1))
+    ip.flags = np.where(ports & (proto == 6) & (l4 + 14 <= he), l4 + 13, -1)
+    return ip
+
+
+def _addresses(bt: _Batch, off: I64, v6: Mask) -> pa.Array:
     """Text of the address at each offset: one inet_ntop per distinct address, then a take."""
     index = np.zeros(len(off), dtype=np.int64)
     texts: list[str] = []
     v4 = ~v6
     if v4.any():
-        keys4 = _be32(b, off[v4])
-        uniq4, inverse4 = np.unique(keys4, return_inverse=True)
+        uniq4, inverse4 = np.unique(bt.be32(off[v4]), return_inverse=True)
         index[v4] = inverse4.reshape(-1)
         texts.extend(socket.inet_ntop(socket.AF_INET, int(k).to_bytes(4, "big")) for k in uniq4)
     if v6.any():
-        raw = b[off[v6, None] + np.arange(16)]
+        raw = bt.b[np.clip(off[v6, None] + np.arange(16), 0, bt.last)]
         keys6 = np.ascontiguousarray(raw).view("V16").reshape(-1)
         uniq6, inverse6 = np.unique(keys6, return_inverse=True)
         index[v6] = inverse6.reshape(-1) + len(texts)
@@ -433,66 +424,10 @@ def _addresses(
     return pa.array(texts, type=pa.string()).take(pa.array(index))
 
 
-def _table(
-    buf: bytes,
-    rows: array.array[int],
-    times_ms: list[int],
-    exporters: list[str],
-    counters: collections.Counter[str],
-) -> pa.Table:
-    schema = FLOWS.arrow
-    r = np.frombuffer(rows, dtype=np.int64).reshape(-1, _ROW_WIDTH)
-    b = np.frombuffer(buf, dtype=np.uint8)
-    n = len(r)
-    s = r[:, _R_SAMPLE]
-    expanded = r[:, _R_EXPANDED] != 0
-
-    rate = np.where(expanded, _be32(b, s + 12), _be32(b, s + 8))
-    observation_domain = np.where(expanded, _be32(b, s + 8), _be32(b, s + 4) & 0x00FFFFFF)
-    interfaces = []
-    for compact, fmt, value in ((20, 24, 28), (24, 32, 36)):  # input, output
-        packed = _be32(b, s + compact)  # format 1: 2-bit format, 30-bit value
-        values = np.where(expanded, _be32(b, s + value), packed)
-        ok = np.where(expanded, _be32(b, s + fmt) == 0, packed >> 30 == 0)
-        ok &= values != _IF_UNKNOWN
-        interfaces.append(pa.array(values, type=pa.uint32(), mask=~ok))
-
-    v6 = r[:, _R_V6] != 0
-    addr = r[:, _R_ADDR]
-    tos_off = r[:, _R_TOS]
-    tos = np.where(
-        r[:, _R_TOS_V6] != 0,
-        (_u8(b, tos_off) & 0x0F) << 4 | _u8(b, tos_off + 1) >> 4,
-        _u8(b, tos_off),
-    )
-    unknown_rate = rate == 0
-    if n:
-        counters["flows"] += n
-    if unknown := int(unknown_rate.sum()):
-        counters["flows.sampling_rate_unknown"] += unknown
-
-    ts = pa.array(np.asarray(times_ms, dtype=np.int64)[r[:, _R_DGRAM]]).cast(
-        schema.field("time_start").type
-    )
-    arrays = {
-        "time_start": ts,
-        "time_end": ts,
-        "src_addr": _addresses(b, addr, v6),
-        "dst_addr": _addresses(b, addr + np.where(v6, 16, 4), v6),
-        "src_port": pa.array(_optional(b, r[:, _R_SPORT], 2).astype(np.uint16)),
-        "dst_port": pa.array(_optional(b, r[:, _R_DPORT], 2).astype(np.uint16)),
-        "protocol": pa.array(r[:, _R_PROTO].astype(np.uint8)),
-        "tcp_flags": pa.array(_optional(b, r[:, _R_FLAGS], 1).astype(np.uint8)),
-        "tos": pa.array(tos.astype(np.uint8)),
-        "packets": pa.array(np.ones(n, dtype=np.uint64)),
-        "bytes": pa.array(_be32(b, r[:, _R_LENGTH]).astype(np.uint64)),
-        "exporter": pa.array(exporters, type=pa.string()).take(pa.array(r[:, _R_DGRAM])),
-        "input_if": interfaces[0],
-        "output_if": interfaces[1],
-        "sampling_rate": pa.array(rate, type=pa.uint32(), mask=unknown_rate),
-        "observation_domain": pa.array(observation_domain.astype(np.uint32)),
-    }
-    return pa.Table.from_arrays([arrays[f.name] for f in schema], schema=schema)
+def _optional(bt: _Batch, off: I64, width: int) -> U32:
+    """The u8/u16 at each offset, 0 where the offset is −1."""
+    values = bt.u8(off) if width == 1 else bt.be16(off)
+    return np.where(off >= 0, values, np.uint32(0))
 
 
 def decode_sflow(
@@ -504,30 +439,123 @@ def decode_sflow(
     Never raises on bad input: see the module docstring for what is counted.
     """
     counters: collections.Counter[str] = collections.Counter()
-    buf = b"".join([bytes(payload) for _, payload, _ in datagrams] + [_PAD])
-    rows: array.array[int] = array.array("q")
-    times_ms: list[int] = []
-    exporters: list[str] = []
-    agents: dict[bytes, str] = {}
-    start = 0
-    for dgram, (source, payload, received) in enumerate(datagrams):
-        counters["datagrams"] += 1
-        stop = start + len(payload)
-        mark = len(rows)
-        exporter, time_ms = source, 0
-        try:
-            agent = _walk(buf, start, stop, dgram, source, rows, counters)
-            if agent:
-                exporter = agents.get(agent) or agents.setdefault(
-                    agent,
-                    socket.inet_ntop(socket.AF_INET if len(agent) == 4 else socket.AF_INET6, agent),
-                )
-            time_ms = int(received * 1000)
-        except (struct.error, IndexError, ValueError, OverflowError, TypeError) as exc:
-            # Defence in depth: the walk checks every length, so this is a bug if it happens.
-            _error(counters, "internal", source, repr(exc))
-            del rows[mark:]
-        times_ms.append(time_ms)
-        exporters.append(exporter)
-        start = stop
-    return _table(buf, rows, times_ms, exporters, counters), counters
+    payloads = [bytes(payload) for _, payload, _ in datagrams]
+    sources = [source for source, _, _ in datagrams]
+    if datagrams:
+        counters["datagrams"] += len(datagrams)
+    bt = _Batch(b"".join([*payloads, _PAD]), sources, counters)
+    stops = np.cumsum(np.fromiter(map(len, payloads), dtype=np.int64, count=len(payloads)))
+    starts = stops - np.fromiter(map(len, payloads), dtype=np.int64, count=len(payloads))
+    received = np.array([r for _, _, r in datagrams], dtype=np.float64) * 1000.0
+    times_ms = np.trunc(np.nan_to_num(received, nan=0.0, posinf=0.0, neginf=0.0))
+    times_ms = np.clip(times_ms, -(2.0**62), 2.0**62).astype(np.int64)
+
+    good, first, nsamples, alen = _datagram_headers(bt, starts, stops)
+    s_dg, s_fmt, s_off, s_end = _samples(bt, good, first, nsamples, stops)
+    bt.count("samples.flow", s_fmt == _SAMPLE_FLOW)
+    bt.count("samples.counter", s_fmt == _SAMPLE_COUNTER)
+    bt.count("samples.expanded_flow", s_fmt == _SAMPLE_EXPANDED_FLOW)
+    bt.count("samples.expanded_counter", s_fmt == _SAMPLE_EXPANDED_COUNTER)
+    bt.count("samples.drop", s_fmt == _SAMPLE_DROP)
+    bt.count("skipped.drop_sample", s_fmt == _SAMPLE_DROP)
+    bt.count("samples.unknown", (s_fmt < _SAMPLE_FLOW) | (s_fmt > _SAMPLE_DROP))
+
+    flow = (s_fmt == _SAMPLE_FLOW) | (s_fmt == _SAMPLE_EXPANDED_FLOW)
+    dg, off, end = s_dg[flow], s_off[flow], s_end[flow]
+    expanded = s_fmt[flow] == _SAMPLE_EXPANDED_FLOW
+    well_formed, raw, sampled, sampled_v = _records(bt, dg, off, end, expanded)
+
+    ip = _IP(len(off))
+    has_raw = well_formed & (raw >= 0)
+    if has_raw.any():
+        parsed = _raw_headers(bt, raw[has_raw], dg[has_raw])
+        for name in ("ok", "addr", "v6", "proto", "tos", "tos_v6", "sport", "dport", "flags"):
+            getattr(ip, name)[has_raw] = getattr(parsed, name)
+    use_sampled = well_formed & ~ip.ok & (sampled >= 0)
+    bt.count("skipped.flow_sample_without_ip", well_formed & ~ip.ok & ~use_sampled)
+    if use_sampled.any():
+        p, v6 = sampled[use_sampled], sampled_v[use_sampled] == 6
+        ip.ok[use_sampled] = True
+        ip.addr[use_sampled] = p + 8
+        ip.v6[use_sampled] = v6
+        ip.proto[use_sampled] = bt.u8(p + 7)
+        ip.tos[use_sampled] = np.where(v6, p + 55, p + 31)  # low byte of tos / priority
+        ip.tos_v6[use_sampled] = False
+        ip.sport[use_sampled] = np.where(v6, p + 42, p + 18)  # low 16 bits of the u32 ports
+        ip.dport[use_sampled] = np.where(v6, p + 46, p + 22)
+        ip.flags[use_sampled] = np.where(v6, p + 51, p + 27)
+
+    rows = ip.ok
+    length_off = np.where(has_raw & rows & ~use_sampled, raw + 4, sampled)[rows]
+    table = _table(
+        bt, dg[rows], off[rows], expanded[rows], length_off, ip, rows, times_ms, starts, alen
+    )
+    return table, counters
+
+
+def _table(
+    bt: _Batch,
+    dg: I64,
+    s: I64,
+    expanded: Mask,
+    length_off: I64,
+    ip: _IP,
+    rows: Mask,
+    times_ms: I64,
+    starts: I64,
+    alen: I64,
+) -> pa.Table:
+    schema = FLOWS.arrow
+    n = len(dg)
+    rate = np.where(expanded, bt.be32(s + 12), bt.be32(s + 8))
+    observation_domain = np.where(expanded, bt.be32(s + 8), bt.be32(s + 4) & 0x00FFFFFF)
+    interfaces = []
+    for compact, fmt, value in ((20, 24, 28), (24, 32, 36)):  # input, output
+        packed = bt.be32(s + compact)  # flow sample: 2-bit format, 30-bit value
+        values = np.where(expanded, bt.be32(s + value), packed)
+        ok = np.where(expanded, bt.be32(s + fmt) == 0, packed >> 30 == 0)
+        ok &= values != _IF_UNKNOWN
+        interfaces.append(pa.array(values, type=pa.uint32(), mask=~ok))
+    unknown_rate = rate == 0
+    bt.count("flows", np.ones(n, dtype=bool))
+    bt.count("flows.sampling_rate_unknown", unknown_rate)
+
+    v6 = ip.v6[rows]
+    addr = ip.addr[rows]
+    tos_off = ip.tos[rows]
+    tos = np.where(
+        ip.tos_v6[rows],
+        (bt.u8(tos_off) & 0x0F) << np.uint32(4) | bt.u8(tos_off + 1) >> np.uint32(4),
+        bt.u8(tos_off),
+    )
+    # Exporter: the agent address when the datagram has one, else the UDP source.
+    agent_dg = np.unique(dg)
+    with_agent = agent_dg[alen[agent_dg] > 0]
+    exporter_text = {int(d): bt.sources[int(d)] for d in agent_dg}
+    if with_agent.size:
+        agent_off = starts[with_agent] + 8
+        texts = _addresses(bt, agent_off, alen[with_agent] == 16).to_pylist()
+        exporter_text.update(zip(with_agent.tolist(), texts, strict=True))
+    exporter_index = np.searchsorted(agent_dg, dg)
+    exporters = pa.array([exporter_text[int(d)] for d in agent_dg], type=pa.string())
+
+    ts = pa.array(times_ms[dg]).cast(schema.field("time_start").type)
+    arrays = {
+        "time_start": ts,
+        "time_end": ts,
+        "src_addr": _addresses(bt, addr, v6),
+        "dst_addr": _addresses(bt, addr + np.where(v6, 16, 4), v6),
+        "src_port": pa.array(_optional(bt, ip.sport[rows], 2).astype(np.uint16)),
+        "dst_port": pa.array(_optional(bt, ip.dport[rows], 2).astype(np.uint16)),
+        "protocol": pa.array(ip.proto[rows].astype(np.uint8)),
+        "tcp_flags": pa.array(_optional(bt, ip.flags[rows], 1).astype(np.uint8)),
+        "tos": pa.array(tos.astype(np.uint8)),
+        "packets": pa.array(np.ones(n, dtype=np.uint64)),
+        "bytes": pa.array(bt.be32(length_off).astype(np.uint64)),
+        "exporter": exporters.take(pa.array(exporter_index)),
+        "input_if": interfaces[0],
+        "output_if": interfaces[1],
+        "sampling_rate": pa.array(rate, type=pa.uint32(), mask=unknown_rate),
+        "observation_domain": pa.array(observation_domain.astype(np.uint32)),
+    }
+    return pa.Table.from_arrays([arrays[f.name] for f in schema], schema=schema)
