@@ -228,7 +228,10 @@ def _flow_sample(
     l3: _L3 | None = None
     length_off = 0
     raw: tuple[int, int, int] | None = None
-    for _ in range(nrec):
+    for i in range(nrec):
+        if i == 64:
+            _error(counters, "too_many_records", source, "record limit")
+            return None
         if p + 8 > end:
             _error(counters, "bad_record_length", source, "record header past sample end")
             return None
@@ -317,7 +320,10 @@ def _walk(
     off += 16
     counters["datagrams.sflow5"] += 1
     extend = rows.extend
-    for _ in range(nsamples):
+    for i in range(nsamples):
+        if i == 256:
+            _error(counters, "too_many_samples", source, "sample limit")
+            return agent
         if off + 8 > stop:
             _error(counters, "truncated", source, "fewer samples than announced")
             return agent

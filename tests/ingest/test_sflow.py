@@ -20,7 +20,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mamori.ingest.sflow import decode_sflow
+from mamori.ingest import sflow
+from mamori.ingest.sflow import MAX_RECORDS, MAX_SAMPLES, decode_sflow
 from mamori.schemas import FLOWS
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -662,6 +663,18 @@ BAD_CASES = [
         "errors.bad_record_length",
         id="sampled-ipv6-short",
     ),
+    pytest.param(
+        datagram([GOOD, GOOD, *[sample(77, b"")] * (MAX_SAMPLES + 10)]),
+        2,
+        "errors.too_many_samples",
+        id="too-many-samples",
+    ),
+    pytest.param(
+        datagram([GOOD, flow_sample([record(1001, b"")] * MAX_RECORDS + [TCP_ETH]), GOOD]),
+        2,
+        "errors.too_many_records",
+        id="too-many-records",
+    ),
 ]
 
 
@@ -675,6 +688,19 @@ def test_bad_input_counted(payload: bytes, flows: int, error: str) -> None:
     assert counters[error] == 1
     assert sum(v for k, v in counters.items() if k.startswith("errors.")) == 1
     assert counters["datagrams"] == 3
+
+
+def test_errors_logged_rate_limited(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(sflow, "_ratelog", sflow._RateLimitedLog(60.0))
+    bad = [("192.0.2.9", xdr(4, 1) + b"\0" * 40, T0)] * 5
+    with caplog.at_level("WARNING", logger="mamori.ingest.sflow"):
+        for _ in range(3):
+            _, counters = decode_sflow(bad)
+            assert counters["errors.bad_version"] == 5
+    assert len(caplog.records) == 1
+    assert "bad_version" in caplog.records[0].getMessage()
 
 
 def test_every_truncation_of_a_real_datagram() -> None:

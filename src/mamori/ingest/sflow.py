@@ -64,10 +64,17 @@ import pyarrow as pa
 
 from mamori.schemas import FLOWS
 
-__all__ = ["LOG_INTERVAL_S", "decode_sflow"]
+__all__ = ["LOG_INTERVAL_S", "MAX_RECORDS", "MAX_SAMPLES", "decode_sflow"]
 
 LOG_INTERVAL_S = 10.0
 """At most one log line per error kind per this many seconds (the counters count every one)."""
+MAX_SAMPLES = 256
+"""Samples read from one datagram; the rest is dropped (``errors.too_many_samples``). A 1,500-byte
+datagram holds about ten flow samples; the limit bounds the work a hostile 64 KiB datagram of
+empty samples can cause."""
+MAX_RECORDS = 64
+"""Records read from one flow sample; a sample with more is dropped
+(``errors.too_many_records``)."""
 
 _log = logging.getLogger(__name__)
 
@@ -211,12 +218,15 @@ def _samples(bt: _Batch, good: I64, first: I64, nsamples: I64, stops: I64) -> tu
     """Wavefront over the samples of all datagrams: (datagram, format, body offset, body end)."""
     out_dg, out_fmt, out_off, out_end = [], [], [], []
     dg, off, left, stop = good, first[good], nsamples[good], stops[good]
-    while True:
+    for step in range(MAX_SAMPLES + 1):
         done = left == 0
         bt.count("datagrams.trailing_bytes", done & (off < stop))
         keep = ~done
         dg, off, left, stop = dg[keep], off[keep], left[keep], stop[keep]
         if not dg.size:
+            break
+        if step == MAX_SAMPLES:
+            bt.error("too_many_samples", np.ones(dg.size, dtype=bool), dg, "sample limit")
             break
         short = off + 8 > stop
         bt.error("truncated", short, dg, "fewer samples than announced")
@@ -258,10 +268,14 @@ def _records(bt: _Batch, dg: I64, off: I64, end: I64, expanded: Mask) -> tuple[M
     idx = np.flatnonzero(good)
     p = off[idx] + header[idx]
     left = bt.be32(p - 4).astype(np.int64)
-    while True:
+    for step in range(MAX_RECORDS + 1):
         keep = left > 0
         idx, p, left = idx[keep], p[keep], left[keep]
         if not idx.size:
+            break
+        if step == MAX_RECORDS:
+            bt.error("too_many_records", np.ones(idx.size, dtype=bool), dg[idx], "record limit")
+            good[idx] = False
             break
         e, d = end[idx], dg[idx]
         bad = p + 8 > e
