@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import array
 import collections
+import ipaddress
 import logging
-import socket
 import struct
 import time
 from collections.abc import Sequence
@@ -388,7 +388,10 @@ def _optional(
 def _addresses(
     b: npt.NDArray[np.uint8], off: npt.NDArray[np.int64], v6: npt.NDArray[np.bool_]
 ) -> pa.Array:
-    """Text of the address at each offset: one inet_ntop per distinct address, then a take."""
+    """Text of the address at each offset, formatted once per distinct address, then a take.
+
+    Text as Python's ``ipaddress`` writes it (IPv6 compressed), like the NetFlow decoders.
+    """
     index = np.zeros(len(off), dtype=np.int64)
     texts: list[str] = []
     v4 = ~v6
@@ -396,13 +399,13 @@ def _addresses(
         keys4 = _be32(b, off[v4])
         uniq4, inverse4 = np.unique(keys4, return_inverse=True)
         index[v4] = inverse4.reshape(-1)
-        texts.extend(socket.inet_ntop(socket.AF_INET, int(k).to_bytes(4, "big")) for k in uniq4)
+        texts.extend(str(ipaddress.IPv4Address(int(k))) for k in uniq4)
     if v6.any():
         raw = b[off[v6, None] + np.arange(16)]
         keys6 = np.ascontiguousarray(raw).view("V16").reshape(-1)
         uniq6, inverse6 = np.unique(keys6, return_inverse=True)
         index[v6] = inverse6.reshape(-1) + len(texts)
-        texts.extend(socket.inet_ntop(socket.AF_INET6, k.tobytes()) for k in uniq6)
+        texts.extend(ipaddress.IPv6Address(k.tobytes()).compressed for k in uniq6)
     return pa.array(texts, type=pa.string()).take(pa.array(index))
 
 
@@ -491,7 +494,7 @@ def decode_sflow(
         if agent:
             exporter = agents.get(agent) or agents.setdefault(
                 agent,
-                socket.inet_ntop(socket.AF_INET if len(agent) == 4 else socket.AF_INET6, agent),
+                ipaddress.ip_address(agent).compressed,
             )
         times_ms.append(int(received * 1000))
         exporters.append(exporter)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import importlib.util
+import ipaddress
 import os
 import shutil
 import socket
@@ -494,6 +495,20 @@ BUILT_CASES = [
         ],
         {"flows": 1, "records.sampled_ipv6": 1},
         id="sampled-ipv6-ipv6-agent",
+    ),
+    pytest.param(
+        datagram(
+            [flow_sample([sampled_ipv6("::ffff:192.0.2.5", "2001:db8:0:0:1:0:0:1", 6, 1, 2)])]
+        ),
+        # same text as the NetFlow decoders: Python's ipaddress, compressed
+        [
+            dict(
+                src_addr=ipaddress.IPv6Address("::ffff:192.0.2.5").compressed,
+                dst_addr="2001:db8::1:0:0:1",
+            )
+        ],
+        {"flows": 1},
+        id="ipv6-text-form",
     ),
     pytest.param(
         datagram([flow_sample([TCP_ETH])], agent=b""),

@@ -6,20 +6,21 @@ exactly :data:`mamori.schemas.FLOWS` ``.arrow`` and a :class:`collections.Counte
 What becomes a row
 ------------------
 One row per *flow sample* (enterprise 0, format 1) and per *expanded flow sample* (format 3) whose
-records give an IP header, from the first of:
+records give an IP header:
 
-* a **raw packet header** record (format 1) with header protocol Ethernet (``1``; 802.1Q / QinQ
-  tags and MPLS label stacks are skipped), IPv4 (``11``) or IPv6 (``12``). The header is parsed to
-  addresses, protocol, ports, TCP flags and ToS / traffic class; IPv6 extension headers are
-  followed; non-first fragments get ports 0; ICMP and ICMPv6 store ``type*256+code`` as
-  ``dst_port`` like NetFlow. **The header bytes themselves are dropped, never stored.**
-* a **sampled IPv4** (format 3) or **sampled IPv6** (format 4) record.
+* from the sample's first **raw packet header** record (format 1) with header protocol Ethernet
+  (``1``; up to 8 802.1Q / QinQ tags and 16 MPLS labels are skipped), IPv4 (``11``) or IPv6
+  (``12``). The header is parsed to addresses, protocol, ports, TCP flags and ToS / traffic
+  class; up to 8 IPv6 extension headers are followed; non-first fragments get ports 0; ICMP and
+  ICMPv6 store ``type*256+code`` as ``dst_port`` like NetFlow; fields cut off by the agent's
+  header length are 0. **The header bytes themselves are dropped, never stored.**
+* else from its first **sampled IPv4** (format 3) or **sampled IPv6** (format 4) record.
 
 Column by column:
 
 * ``time_start`` = ``time_end`` = the time the datagram was received (the caller's
   ``received`` seconds, truncated to ms). sFlow carries only the agent's uptime, which would need a
-  boot-time estimate per agent; the receive time is what goflow2 and sfacctd use too.
+  boot-time estimate per agent.
 * ``packets`` = 1 and ``bytes`` = the sampled packet's length (raw header: ``frame_length``, which
   for Ethernet includes the link header and FCS; sampled IPv4/IPv6: the record's ``length``).
   Both unscaled: multiply by ``sampling_rate`` to estimate totals.
@@ -39,22 +40,30 @@ length), extended records, flow samples without an IP header.
 Bad input never raises. A datagram is walked sample by sample using the lengths it declares; a
 sample whose inner structure is inconsistent is skipped with a counted reason and the walk goes
 on with the next sample; a length that runs past the end stops that datagram
-(``errors.truncated``) and the samples decoded before it are kept. Errors are logged at most
-once per kind per :data:`LOG_INTERVAL_S`.
+(``errors.truncated``) and the samples decoded before it are kept. At most :data:`MAX_SAMPLES`
+samples per datagram and :data:`MAX_RECORDS` records per sample are read. Errors are logged at
+most once per kind per :data:`LOG_INTERVAL_S`.
 
 Counters (all ``str`` keys): ``datagrams``, ``datagrams.sflow5``, ``datagrams.trailing_bytes``,
 ``samples.flow``, ``samples.expanded_flow``, ``samples.counter``, ``samples.expanded_counter``,
 ``samples.drop`` (skipped: ``skipped.drop_sample``), ``samples.unknown``, ``records.raw_header``,
 ``records.sampled_ipv4``, ``records.sampled_ipv6``, ``records.extended``, ``records.unknown``,
-``skipped.*`` (named reasons a sample or record gave no row), ``errors.*`` (malformed input by
-kind), ``flows`` (rows produced), ``flows.sampling_rate_unknown``.
+``skipped.*`` (named reasons a sample or record gave no row: ``drop_sample``,
+``flow_sample_without_ip``, ``raw_header_not_ip``, ``raw_header_unsupported_protocol``,
+``raw_header_ethernet_truncated``, ``raw_header_ip_truncated``, ``raw_header_bad_ip_version``,
+``raw_header_bad_ihl``), ``errors.*`` (malformed input: ``truncated``, ``bad_version``,
+``bad_agent_address_type``, ``bad_sample_length``, ``bad_record_length``, ``too_many_samples``,
+``too_many_records``), ``flows`` (rows produced), ``flows.sampling_rate_unknown``.
+
+The walk is vectorised (see the comment above :class:`_Batch`); ``tests/ingest/sflow_reference.py``
+is a plain per-sample walk that differential tests hold it equal to.
 """
 
 from __future__ import annotations
 
 import collections
+import ipaddress
 import logging
-import socket
 import time
 from collections.abc import Sequence
 
@@ -421,20 +430,23 @@ def _raw_headers(bt: _Batch, rec: I64, dg: I64) -> _IP:
 
 
 def _addresses(bt: _Batch, off: I64, v6: Mask) -> pa.Array:
-    """Text of the address at each offset: one inet_ntop per distinct address, then a take."""
+    """Text of the address at each offset, formatted once per distinct address, then a take.
+
+    Text as Python's ``ipaddress`` writes it (IPv6 compressed), like the NetFlow decoders.
+    """
     index = np.zeros(len(off), dtype=np.int64)
     texts: list[str] = []
     v4 = ~v6
     if v4.any():
         uniq4, inverse4 = np.unique(bt.be32(off[v4]), return_inverse=True)
         index[v4] = inverse4.reshape(-1)
-        texts.extend(socket.inet_ntop(socket.AF_INET, int(k).to_bytes(4, "big")) for k in uniq4)
+        texts.extend(str(ipaddress.IPv4Address(int(k))) for k in uniq4)
     if v6.any():
         raw = bt.b[np.clip(off[v6, None] + np.arange(16), 0, bt.last)]
         keys6 = np.ascontiguousarray(raw).view("V16").reshape(-1)
         uniq6, inverse6 = np.unique(keys6, return_inverse=True)
         index[v6] = inverse6.reshape(-1) + len(texts)
-        texts.extend(socket.inet_ntop(socket.AF_INET6, k.tobytes()) for k in uniq6)
+        texts.extend(ipaddress.IPv6Address(k.tobytes()).compressed for k in uniq6)
     return pa.array(texts, type=pa.string()).take(pa.array(index))
 
 
