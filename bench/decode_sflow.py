@@ -1,6 +1,6 @@
 """Decode real sFlow v5 datagrams (pmacct sfprobe fixture) in batches; print samples/s.
 
-    python bench/decode_sflow.py [--repeat N] [--batch DATAGRAMS]
+python bench/decode_sflow.py [--repeat N] [--batch DATAGRAMS]
 """
 
 from __future__ import annotations
