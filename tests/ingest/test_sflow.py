@@ -718,6 +718,27 @@ def test_errors_logged_rate_limited(
     assert "bad_version" in caplog.records[0].getMessage()
 
 
+def test_a_decoder_bug_loses_only_the_datagram_that_triggers_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = sflow._datagram_headers
+
+    def buggy(bt: Any, starts: Any, stops: Any) -> Any:
+        if b"BOOM" in bt.b.tobytes():
+            raise RuntimeError("simulated decoder bug")
+        return real(bt, starts, stops)
+
+    monkeypatch.setattr(sflow, "_datagram_headers", buggy)
+    good = datagram([GOOD])
+    batch = [("192.0.2.9", good, T0), ("192.0.2.9", b"BOOM" + good, T0), ("192.0.2.9", good, T0)]
+    table, counters = decode_sflow(batch)
+    assert table.schema == FLOWS.arrow
+    assert table.num_rows == 2
+    assert counters["errors.internal"] == 1
+    assert counters["datagrams"] == 3
+    assert counters["flows"] == 2
+
+
 def test_every_truncation_of_a_real_datagram() -> None:
     payload = _shared(GOFLOW2 / "decoders_sflow_sflow_test__TestExpandedSFlowDecode_data_0.bin")
     data = payload.read_bytes()[:1168]  # the 5 samples, without the trailing bytes

@@ -53,7 +53,8 @@ Counters (all ``str`` keys): ``datagrams``, ``datagrams.sflow5``, ``datagrams.tr
 ``raw_header_ethernet_truncated``, ``raw_header_ip_truncated``, ``raw_header_bad_ip_version``,
 ``raw_header_bad_ihl``), ``errors.*`` (malformed input: ``truncated``, ``bad_version``,
 ``bad_agent_address_type``, ``bad_sample_length``, ``bad_record_length``, ``too_many_samples``,
-``too_many_records``), ``flows`` (rows produced), ``flows.sampling_rate_unknown``.
+``too_many_records``; ``internal`` counts datagrams lost to a decoder bug, which never takes the
+rest of the batch with it), ``flows`` (rows produced), ``flows.sampling_rate_unknown``.
 
 The walk is vectorised (see the comment above :class:`_Batch`); ``tests/ingest/sflow_reference.py``
 is a plain per-sample walk that differential tests hold it equal to.
@@ -464,6 +465,25 @@ def decode_sflow(
     The exporter address is the UDP source, used only when a datagram's agent address is unknown.
     Never raises on bad input: see the module docstring for what is counted.
     """
+    try:
+        return _decode(datagrams)
+    except Exception as exc:  # a bug, not bad input: keep every datagram that does not trigger it
+        if len(datagrams) <= 1:
+            counters: collections.Counter[str] = collections.Counter(datagrams=len(datagrams))
+            counters["errors.internal"] += len(datagrams)
+            _ratelog.warn("internal", f"decoder bug: {exc!r}")
+            return FLOWS.arrow.empty_table(), counters
+        tables, counters = [], collections.Counter()
+        for one in datagrams:
+            table, more = decode_sflow([one])
+            tables.append(table)
+            counters.update(more)
+        return pa.concat_tables(tables), counters
+
+
+def _decode(
+    datagrams: Sequence[tuple[str, bytes, float]],
+) -> tuple[pa.Table, collections.Counter[str]]:
     counters: collections.Counter[str] = collections.Counter()
     payloads = [bytes(payload) for _, payload, _ in datagrams]
     sources = [source for source, _, _ in datagrams]
