@@ -33,9 +33,9 @@ from mamori.governance.consent import ConsentRegistry
 from mamori.governance.measures import Catalogue, LegalBasis, Measure, catalogue
 from mamori.schemas import ALLOCATIONS, CONSENT, DatasetSchema, dataset
 from mamori.store import DuckDBEngine, Relation
-from mamori.store.parquet import SchemaMismatch, conform
+from mamori.store.parquet import SchemaMismatch, StreamWriter, conform
 
-__all__ = ["AccessRefused", "Governance", "GovernanceError", "Grant"]
+__all__ = ["AccessRefused", "Governance", "GovernanceError", "GovernedStream", "Grant"]
 
 _FOREVER = "TIMESTAMPTZ '9999-12-31 00:00:00+00'"
 _ORIGIN = "TIMESTAMPTZ '0001-01-01 00:00:00+00'"
@@ -117,6 +117,63 @@ def _in_pools(
         if any(ip.version == n.version and ip in n for n in pools):
             out.append(text)
     return out
+
+
+class GovernedStream:
+    """Returned by :meth:`Governance.open_stream`."""
+
+    def __init__(
+        self,
+        gov: Governance,
+        measure: str,
+        schema: DatasetSchema,
+        actor: str,
+        basis: str,
+        detail: dict[str, Any],
+    ) -> None:
+        self._gov = gov
+        self._writer = StreamWriter(gov.config.store, schema)
+        self.measure = measure
+        self.schema = schema
+        self.actor = actor
+        self.basis = basis
+        self.detail = detail
+
+    @property
+    def pending_rows(self) -> int:
+        return self._writer.rows
+
+    def write(self, table: pa.Table) -> int:
+        try:
+            return self._writer.write(table)
+        except SchemaMismatch as exc:
+            raise self._gov._refuse(
+                str(exc),
+                measure=self.measure,
+                ds=self.schema.name,
+                columns=tuple(table.column_names),
+                actor=self.actor,
+                case=None,
+                basis=self.basis,
+                mode="write",
+            ) from None
+
+    def commit(self) -> tuple[list[Path], int]:
+        files, rows = self._writer.commit()
+        if files:
+            self._gov.audit.append(
+                actor=self.actor,
+                event="write",
+                measure=self.measure,
+                legal_basis=self.basis,
+                dataset=self.schema.name,
+                columns=self.schema.column_names,
+                detail={**self.detail, "rows_stored": rows, "files": len(files)},
+            )
+        return files, rows
+
+    def abort(self) -> None:
+        self._writer.abort()
 
 
 class Governance:
@@ -456,6 +513,49 @@ class Governance:
             detail=info,
         )
         return files
+
+    def open_stream(
+        self, measure: str, dataset: str, actor: str, *, detail: Mapping[str, Any] | None = None
+    ) -> GovernedStream:
+        """A writer for a continuous source (the flow collector): batches go into hidden files,
+        :meth:`GovernedStream.commit` makes them visible and writes one audit entry.
+
+        Only for measures that do not rest on consent — a stream is not filtered per subscriber.
+        """
+        m, schema, cols, chosen = self._check(
+            measure,
+            dataset,
+            None,
+            actor=actor,
+            case=None,
+            basis=None,
+            justification=None,
+            mode="write",
+        )
+        if chosen is LegalBasis.CONSENT:
+            raise self._refuse(
+                "a stream cannot rest on consent (rows are not filtered per subscriber); use "
+                "write()",
+                measure=measure,
+                ds=dataset,
+                columns=cols,
+                actor=actor,
+                case=None,
+                basis=chosen.value,
+                mode="write",
+            )
+        if tuple(cols) != schema.column_names:
+            raise self._refuse(
+                f"{measure} may write only some columns of {dataset}; a stream writes them all",
+                measure=measure,
+                ds=dataset,
+                columns=cols,
+                actor=actor,
+                case=None,
+                basis=chosen.value,
+                mode="write",
+            )
+        return GovernedStream(self, m.id, schema, actor, chosen.value, dict(detail or {}))
 
     def write_registry(
         self, dataset: str, table: pa.Table, actor: str, *, source: str

@@ -25,6 +25,7 @@ from mamori.schemas import DatasetSchema
 __all__ = [
     "Partition",
     "SchemaMismatch",
+    "StreamWriter",
     "clean_temporary",
     "conform",
     "partitions",
@@ -117,12 +118,10 @@ def partition_path(root: Path, dataset: str, hour: datetime) -> Path:
     return root / dataset / f"date={hour:%Y-%m-%d}" / f"hour={hour:%H}"
 
 
-def write_partitioned(root: Path, schema: DatasetSchema, table: pa.Table) -> list[Path]:
-    """Conform ``table`` and write it as one new file per (date, hour) it covers."""
-    table = conform(schema, table)
+def split_by_hour(schema: DatasetSchema, table: pa.Table) -> Iterator[tuple[datetime, pa.Table]]:
+    """(hour, rows of that hour) for each hour ``table`` covers; one sort, contiguous slices."""
     if table.num_rows == 0:
-        return []
-    # Hour buckets as integers (ms since epoch // 3.6e6): one sort, then contiguous slices.
+        return
     ms = (
         table.column(schema.time_column)
         .combine_chunks()
@@ -130,22 +129,83 @@ def write_partitioned(root: Path, schema: DatasetSchema, table: pa.Table) -> lis
         .to_numpy(zero_copy_only=False)
     )
     bucket = ms // 3_600_000
+    if bucket[0] == bucket[-1] and (bucket == bucket[0]).all():
+        yield datetime.fromtimestamp(int(bucket[0]) * 3600, tz=UTC), table
+        return
     order = np.argsort(bucket, kind="stable")
     table = table.take(pa.array(order))
     bucket = bucket[order]
     ends = np.append(np.flatnonzero(np.diff(bucket)) + 1, len(bucket))
-    written: list[Path] = []
     start = 0
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     for end in ends:
         hour = datetime.fromtimestamp(int(bucket[start]) * 3600, tz=UTC)
-        target = partition_path(root, schema.name, hour) / (
-            f"part-{stamp}-{uuid.uuid4().hex[:12]}.parquet"
-        )
-        replace_file(target, table.slice(start, int(end) - start))
-        written.append(target)
+        yield hour, table.slice(start, int(end) - start)
         start = int(end)
+
+
+def _part_name() -> str:
+    return f"part-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}.parquet"
+
+
+def write_partitioned(root: Path, schema: DatasetSchema, table: pa.Table) -> list[Path]:
+    """Conform ``table`` and write it as one new file per (date, hour) it covers."""
+    written: list[Path] = []
+    for hour, rows in split_by_hour(schema, conform(schema, table)):
+        target = partition_path(root, schema.name, hour) / _part_name()
+        replace_file(target, rows)
+        written.append(target)
     return written
+
+
+class StreamWriter:
+    """Writes many batches into one file per hour partition, made visible only by :meth:`commit`.
+
+    Until then rows sit in hidden temporary files (row group by row group, so memory stays flat);
+    a crash leaves only those, which readers ignore and :func:`clean_temporary` removes.
+    """
+
+    def __init__(self, root: Path, schema: DatasetSchema) -> None:
+        self.root = root
+        self.schema = schema
+        self._open: dict[datetime, tuple[Path, pq.ParquetWriter]] = {}
+        self.rows = 0
+
+    def write(self, table: pa.Table) -> int:
+        table = conform(self.schema, table)
+        for hour, rows in split_by_hour(self.schema, table):
+            entry = self._open.get(hour)
+            if entry is None:
+                final = partition_path(self.root, self.schema.name, hour) / _part_name()
+                final.parent.mkdir(parents=True, exist_ok=True)
+                tmp = final.with_name(f".{final.name}.tmp")
+                writer = pq.ParquetWriter(tmp, self.schema.arrow, compression="zstd")
+                entry = self._open[hour] = (tmp, writer)
+            entry[1].write_table(rows)
+        n: int = table.num_rows
+        self.rows += n
+        return n
+
+    def commit(self) -> tuple[list[Path], int]:
+        """Close, fsync and rename every open file; returns (files, rows)."""
+        files: list[Path] = []
+        for tmp, writer in self._open.values():
+            writer.close()
+            final = tmp.with_name(tmp.name[1:].removesuffix(".tmp"))
+            with tmp.open("rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
+            _fsync_dir(final.parent)
+            files.append(final)
+        rows, self.rows = self.rows, 0
+        self._open.clear()
+        return files, rows
+
+    def abort(self) -> None:
+        for tmp, writer in self._open.values():
+            writer.close()
+            tmp.unlink(missing_ok=True)
+        self._open.clear()
+        self.rows = 0
 
 
 def partitions(root: Path, dataset: str) -> Iterator[Partition]:

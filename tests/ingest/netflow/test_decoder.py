@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import logging
 import random
+from pathlib import Path
 
 import pyarrow.compute as pc
 import pytest
@@ -41,8 +42,42 @@ def test_versions_told_apart_by_content() -> None:
     r = FlowDecoder().decode(
         [Datagram("192.0.2.1", p, 0.0) for p in (sflow, b"\x00\x07garbage", b"", b"\x01")]
     )
-    assert r.counters["packets.sflow_unhandled"] == 1
+    assert r.counters["packets.sflow"] == 1
     assert r.counters["errors.unknown_version"] == 3
+
+
+def test_sflow_datagrams_decode_with_netflow_in_one_batch() -> None:
+    from tests.ingest.netflow.packets import bin_datagrams
+
+    sflow = (
+        Path(__file__).resolve().parents[2] / "data" / "pmacct_sfprobe_marked.bin"
+    ).read_bytes()
+    sdgs, pos = [], 0
+    while pos < len(sflow):
+        n = int.from_bytes(sflow[pos : pos + 2], "big")
+        sdgs.append(Datagram("192.0.2.1", sflow[pos + 2 : pos + 2 + n], 1.0))
+        pos += 2 + n
+    nf = bin_datagrams("softflowd_v9_packets.bin.gz")[:50]
+    r = FlowDecoder().decode([*sdgs[:30], *nf, *sdgs[30:]])
+    assert r.counters["packets.sflow"] == len(sdgs)
+    assert r.counters["records.sflow"] == r.counters["sflow.flows"] > 300
+    assert r.flows.schema == FLOWS.arrow
+    assert r.flows.num_rows == r.counters["records.sflow"] + r.counters["records.v9"]
+    assert r.counters["records.out"] == r.flows.num_rows
+
+
+def test_sflow_rate_override_only_where_unknown() -> None:
+    from mamori.ingest.sflow import decode_sflow
+
+    sflow = (
+        Path(__file__).resolve().parents[2] / "data" / "pmacct_sfprobe_marked.bin"
+    ).read_bytes()
+    n = int.from_bytes(sflow[:2], "big")
+    dg = Datagram("192.0.2.1", sflow[2 : 2 + n], 1.0)
+    table, _ = decode_sflow([(dg.exporter, dg.payload, dg.received)])
+    exporter = table.column("exporter")[0].as_py()
+    r = FlowDecoder(sampling_overrides={exporter: 500}).decode([dg])
+    assert set(r.flows.column("sampling_rate").to_pylist()) == {1}  # pmacct sent rate 1
 
 
 def mutate(rng: random.Random, payload: bytes) -> bytes:

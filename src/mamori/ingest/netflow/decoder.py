@@ -8,7 +8,7 @@
     result.counters   # Counter: packets.v9, records.ipfix, errors.truncated, ...
 
 The version is told apart by content (the first two bytes); sFlow v5 datagrams are counted as
-``packets.sflow_unhandled`` and anything else as ``errors.unknown_version``. Decoding never
+handed to :func:`mamori.ingest.sflow.decode_sflow` (counters prefixed ``sflow.``) and anything else counted as ``errors.unknown_version``. Decoding never
 raises on bad input: every problem is counted by kind and logged at a limited rate.
 
 Sampling rate precedence for a record: the per-exporter override, then a rate carried in the record
@@ -21,7 +21,7 @@ Output rows are grouped by template, not in arrival order.
 
 Counters (all per :meth:`FlowDecoder.decode` call; absent means 0):
 
-* ``packets.v5|v9|ipfix``, ``packets.sflow_unhandled``: datagrams by version.
+* ``packets.v5|v9|ipfix|sflow``: datagrams by version; ``records.sflow``: sFlow samples decoded.
 * ``records.v5|v9|ipfix``: data records decoded; ``records.out``: rows in the result;
   ``records.options``: options records read (sampling, system init time);
   ``records.pending_released``: records decoded from data held until their template came;
@@ -43,17 +43,20 @@ from __future__ import annotations
 
 import collections
 import logging
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from mamori.ingest.netflow.batch import Batch, RateLimitedLog
 from mamori.ingest.netflow.ipfix import parse_ipfix
 from mamori.ingest.netflow.templates import ParsedSets, PendingSets, TemplateRegistry
 from mamori.ingest.netflow.v5 import parse_v5
 from mamori.ingest.netflow.v9 import parse_v9
+from mamori.ingest.sflow import decode_sflow
 
 __all__ = ["Datagram", "DecodeResult", "FlowDecoder"]
 
@@ -98,6 +101,7 @@ class FlowDecoder:
             self._problems,
             self._parsed_sets,
         )
+        sflow: list[tuple[str, bytes, float]] = []
         for dg in datagrams:
             payload = dg.payload
             version = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else -1
@@ -109,7 +113,7 @@ class FlowDecoder:
                 elif version == 5:
                     parse_v5(payload, dg.exporter, batch)
                 elif version == 0 and payload[:4] == b"\x00\x00\x00\x05":
-                    counters["packets.sflow_unhandled"] += 1
+                    sflow.append((dg.exporter, payload, dg.received))
                 else:
                     batch.problem("errors.unknown_version", dg.exporter, f"version {version}")
             except Exception:  # a decoder bug must not lose the rest of the batch
@@ -130,8 +134,30 @@ class FlowDecoder:
             from mamori.schemas import FLOWS
 
             flows = FLOWS.arrow.empty_table()
+        if sflow:
+            flows = pa.concat_tables([flows, self._sflow(sflow, counters)])
         counters["records.out"] += flows.num_rows
         return DecodeResult(flows, counters)
+
+    def _sflow(self, datagrams: list[tuple[str, bytes, float]], counters: Counter[str]) -> pa.Table:
+        """Decode sFlow v5 datagrams; counters are prefixed ``sflow.`` and the per-exporter
+        sampling override applies where the agent sent no rate."""
+        table, sc = decode_sflow(datagrams)
+        counters["packets.sflow"] += len(datagrams)
+        counters["records.sflow"] += table.num_rows
+        counters.update({f"sflow.{k}": v for k, v in sc.items()})
+        unknown = sc.get("flows.sampling_rate_unknown", 0)
+        if unknown and self.sampling_overrides:
+            rates = pa.array(
+                [self.sampling_overrides.get(e) for e in table.column("exporter").to_pylist()],
+                pa.uint32(),
+            )
+            idx = table.schema.get_field_index("sampling_rate")
+            table = table.set_column(
+                idx, "sampling_rate", pc.coalesce(table.column("sampling_rate"), rates)
+            )
+        counters["records.sampling_unknown"] += table.column("sampling_rate").null_count
+        return table
 
     def state(self) -> dict[str, Any]:
         """Templates, sampling rates and system-init times, as JSON-serialisable data."""

@@ -1,0 +1,354 @@
+"""The flow collector (measure M1): UDP listeners or a pcap in, header-only Parquet out.
+
+The receive path is dumb and fast: a child process does nothing but read the UDP sockets and pass
+the datagrams to this process in chunks of about a megabyte (a thread would fight the decoder for
+the interpreter lock and lose packets). The main loop decodes whatever has arrived in batches
+(NetFlow v5/v9, IPFIX and sFlow told apart by content) and streams the records, row group by row
+group, into hidden files that governance makes visible every ``flush_interval_s``; memory stays
+flat whatever the rate. SIGTERM/SIGINT flush everything received; a kill -9 loses at most the last
+flush interval and never leaves a half file where readers look.
+
+Templates are saved with every flush, so a restart decodes data at once instead of waiting minutes
+for the next template. Counters (packets, records, errors by kind, socket drops) are saved beside
+them for ``mamori collect stats``; they are labelled by exporter, never by subscriber address.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
+
+from mamori.governance import Governance
+from mamori.ingest.netflow.decoder import Datagram, FlowDecoder
+from mamori.ingest.pcapfile import read_udp
+from mamori.ingest.receiver import Receiver
+
+__all__ = ["Collector", "CollectorSettings", "Listen", "load_stats", "parse_listen"]
+
+log = logging.getLogger("mamori.ingest.collector")
+
+ACTOR = "collector"
+_SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+ROW_GROUP = 131_072  # decoded records held before they are written out as one row group
+_LISTEN_RE = re.compile(r"^udp://(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:/\[\]]+)):(?P<port>\d{1,5})$")
+
+
+@dataclass(frozen=True)
+class Listen:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"udp://{host}:{self.port}"
+
+
+def parse_listen(url: str) -> Listen:
+    """``udp://HOST:PORT`` (``udp://[::1]:2055`` for IPv6) → :class:`Listen`."""
+    m = _LISTEN_RE.match(url.strip())
+    if not m:
+        raise ValueError(f"cannot read listen address {url!r}; expected udp://HOST:PORT")
+    port = int(m["port"])
+    if port > 65535:  # 0 lets the system pick a free port (printed at start)
+        raise ValueError(f"port {port} in {url!r} is out of range 0-65535")
+    return Listen(m["v6"] or m["host"], port)
+
+
+class CollectorSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    flush_interval_s: float = Field(default=5.0, gt=0, le=3600)
+    batch_packets: int = Field(default=4096, gt=0, description="datagrams decoded together")
+    rcvbuf_bytes: int = Field(default=16 << 20, gt=0, description="socket receive buffer")
+    sampling_overrides: dict[str, int] = Field(default_factory=dict)
+    template_timeout_s: float = Field(default=1800.0, gt=0)
+
+
+@dataclass
+class _Socket:
+    listen: Listen
+    sock: socket.socket
+    inode: int
+
+
+@dataclass
+class Stats:
+    counters: Counter[str] = field(default_factory=Counter)
+    by_exporter: dict[str, Counter[str]] = field(default_factory=dict)
+    started: float = field(default_factory=time.time)
+    rows_written: int = 0
+    files_written: int = 0
+    flushes: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "started": self.started,
+            "updated": time.time(),
+            "rows_written": self.rows_written,
+            "files_written": self.files_written,
+            "flushes": self.flushes,
+            "counters": dict(sorted(self.counters.items())),
+            "by_exporter": {
+                k: dict(sorted(v.items())) for k, v in sorted(self.by_exporter.items())
+            },
+        }
+
+
+def _udp_drops(inodes: Iterable[int]) -> int:
+    """Datagrams the kernel dropped for these sockets (``drops`` column of /proc/net/udp[6])."""
+    wanted = set(inodes)
+    total = 0
+    for name in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            lines = Path(name).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            parts = line.split()
+            if len(parts) >= 13 and parts[9].isdigit() and int(parts[9]) in wanted:
+                total += int(parts[12])
+    return total
+
+
+class Collector:
+    """Decode export packets and store them under measure M1.
+
+    Inert until :meth:`start` (sockets) or :meth:`replay_pcap` (files); :meth:`run` flushes
+    everything on its way out.
+    """
+
+    def __init__(self, gov: Governance, settings: CollectorSettings | None = None) -> None:
+        self.gov = gov
+        self.settings = settings or CollectorSettings()
+        self.decoder = FlowDecoder(
+            sampling_overrides=self.settings.sampling_overrides,
+            template_timeout_s=self.settings.template_timeout_s,
+        )
+        self.stats = Stats()
+        self._stream = gov.open_stream("M1", "flows", ACTOR)
+        self._held: list[pa.Table] = []
+        self._held_rows = 0
+        self._sockets: list[_Socket] = []
+        self._receiver: Receiver | None = None
+        self._stop = threading.Event()
+        self._last_flush = time.monotonic()
+        self._state_dir = gov.state_dir("collector")
+        self._restore()
+
+    # ----------------------------------------------------------------- state
+
+    @property
+    def templates_path(self) -> Path:
+        return self._state_dir / "templates.json"
+
+    @property
+    def stats_path(self) -> Path:
+        return self._state_dir / "stats.json"
+
+    def _restore(self) -> None:
+        try:
+            state = json.loads(self.templates_path.read_text())
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            self.stats.counters["errors.template_state_unreadable"] += 1
+            log.warning("collector: saved templates unreadable (%s); starting without them", exc)
+            return
+        self.decoder.restore(state)
+        self.stats.counters["templates.restored"] += 1
+
+    def _save_state(self) -> None:
+        _atomic_write_json(self.templates_path, self.decoder.state())
+        if self._sockets:
+            self.stats.counters["packets.dropped_by_kernel"] = _udp_drops(
+                s.inode for s in self._sockets
+            )
+        _atomic_write_json(self.stats_path, self.stats.as_dict())
+
+    # ----------------------------------------------------------------- decode and flush
+
+    def _decode(self, datagrams: list[Datagram]) -> None:
+        if not datagrams:
+            return
+        result = self.decoder.decode(datagrams)
+        self.stats.counters.update(result.counters)
+        for exporter, n in Counter(d.exporter for d in datagrams).items():
+            self.stats.by_exporter.setdefault(exporter, Counter())["packets"] += n
+        flows = result.flows
+        if flows.num_rows:
+            counts = flows.column("exporter").value_counts()
+            for item in counts.to_pylist():
+                key = str(item["values"])
+                self.stats.by_exporter.setdefault(key, Counter())["records"] += item["counts"]
+            self._held.append(flows)
+            self._held_rows += flows.num_rows
+        if self._held_rows >= ROW_GROUP:
+            self._write_held()
+
+    def _write_held(self) -> None:
+        if self._held:
+            self._stream.write(pa.concat_tables(self._held))
+            self._held, self._held_rows = [], 0
+
+    def flush(self) -> int:
+        """Make everything decoded so far visible in the store; returns the records written."""
+        self._last_flush = time.monotonic()
+        self._write_held()
+        files, rows = self._stream.commit()
+        if files:
+            self.stats.rows_written += rows
+            self.stats.files_written += len(files)
+            self.stats.flushes += 1
+        self._save_state()
+        return rows
+
+    # ----------------------------------------------------------------- pcap
+
+    def replay_pcap(self, path: Path, progress: Callable[[Stats], None] | None = None) -> Stats:
+        """Decode the export packets captured in ``path`` (pcap or pcapng) and store them."""
+        pcap_counters: Counter[str] = Counter()
+        batch: list[Datagram] = []
+        for dg in read_udp(path, pcap_counters):
+            batch.append(Datagram(dg.src, dg.payload, dg.ts))
+            if len(batch) >= self.settings.batch_packets:
+                self._decode(batch)
+                batch = []
+                if time.monotonic() - self._last_flush >= self.settings.flush_interval_s:
+                    self.flush()
+                if progress:
+                    progress(self.stats)
+        self._decode(batch)
+        self.stats.counters.update({f"pcap.{k}": v for k, v in pcap_counters.items()})
+        self.flush()
+        return self.stats
+
+    # ----------------------------------------------------------------- sockets
+
+    def start(self, listens: Iterable[Listen]) -> None:
+        """Bind every listener (errors name the address) and start the receiver process."""
+        for listen in listens:
+            family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            _set_rcvbuf(sock, self.settings.rcvbuf_bytes)
+            self.stats.counters["socket.rcvbuf_bytes"] = (
+                sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2
+            )
+            try:
+                sock.bind((listen.host, listen.port))
+            except OSError as exc:
+                sock.close()
+                self.close_sockets()
+                raise OSError(f"cannot listen on {listen}: {exc.strerror}") from None
+            self._sockets.append(_Socket(listen, sock, os.fstat(sock.fileno()).st_ino))
+        self._receiver = Receiver([s.sock for s in self._sockets])
+        self._receiver.start()
+
+    def bound(self) -> list[Listen]:
+        """The addresses actually bound (port 0 resolved)."""
+        return [Listen(*s.sock.getsockname()[:2]) for s in self._sockets]
+
+    def run(
+        self, status: Callable[[Stats], None] | None = None, status_every_s: float = 1.0
+    ) -> None:
+        """Decode and flush until :meth:`request_stop` (or SIGTERM/SIGINT once
+        :meth:`install_signal_handlers` ran); then store everything received and return."""
+        receiver = self._receiver
+        if receiver is None:
+            raise RuntimeError("start() the collector before run()")
+        next_status = time.monotonic() + status_every_s
+        stopping = False
+        while True:
+            if self._stop.is_set() and not stopping:
+                receiver.request_stop()  # it drains the sockets, then says it is done
+                stopping = True
+            datagrams, finished = receiver.take(self.settings.batch_packets, wait_s=0.05)
+            self.stats.counters["packets.received"] += len(datagrams)
+            self._decode(datagrams)
+            now = time.monotonic()
+            if now - self._last_flush >= self.settings.flush_interval_s:
+                self.flush()
+            if status and now >= next_status:
+                status(self.stats)
+                next_status = now + status_every_s
+            if finished:
+                break
+        receiver.join()
+        self.flush()
+        self.close_sockets()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        def handler(signum: int, frame: FrameType | None) -> None:
+            log.info("collector: %s received, flushing", signal.Signals(signum).name)
+            self.request_stop()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def close_sockets(self) -> None:
+        if self._receiver is not None:
+            self._receiver.kill()
+        if self._sockets:
+            self.stats.counters["packets.dropped_by_kernel"] = _udp_drops(
+                s.inode for s in self._sockets
+            )
+            _atomic_write_json(self.stats_path, self.stats.as_dict())
+        for s in self._sockets:
+            s.sock.close()
+        self._sockets = []
+
+    def close(self) -> None:
+        """Drop what was never flushed (used after errors; :meth:`run` flushes itself)."""
+        self.close_sockets()
+        self._stream.abort()
+
+
+def _set_rcvbuf(sock: socket.socket, size: int) -> None:
+    """Ask for ``size`` bytes of receive buffer. SO_RCVBUFFORCE (root / CAP_NET_ADMIN) passes
+    net.core.rmem_max; without the privilege the kernel caps SO_RCVBUF at rmem_max."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, size)
+    except OSError:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+
+
+def _atomic_write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+def load_stats(gov: Governance) -> dict[str, Any] | None:
+    path = gov.state_dir("collector") / "stats.json"
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    return data
+
+
+def iter_stat_lines(stats: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    yield "rows written", f"{stats['rows_written']:,}"
+    yield "files written", f"{stats['files_written']:,}"
+    for key, value in stats["counters"].items():
+        yield key, f"{value:,}"
