@@ -277,9 +277,10 @@ class Collector:
             if self._stop.is_set() and not stopping:
                 receiver.request_stop()  # it drains the sockets, then says it is done
                 stopping = True
-            datagrams, finished = receiver.take(self.settings.batch_packets, wait_s=0.05)
-            self.stats.counters["packets.received"] += len(datagrams)
-            self._decode(datagrams)
+            chunks, finished = receiver.take(self.settings.batch_packets, wait_s=0.05)
+            for chunk in chunks:
+                self.stats.counters["packets.received"] += len(chunk.lengths)
+                self._decode(chunk.datagrams())
             now = time.monotonic()
             if now - self._last_flush >= self.settings.flush_interval_s:
                 self.flush()

@@ -2,16 +2,23 @@
 
 Reading sockets from a thread of the decoding process loses packets at high rates: every
 ``recvfrom`` gives the interpreter lock away and waits up to a switch interval to get it back. A
-child process has no such contention. It packs datagrams into chunks and sends each chunk through
-a pipe when it reaches ``chunk_bytes`` or is ``chunk_s`` old.
+child process has no such contention. It receives straight into a large buffer and sends the
+buffer through a pipe when it holds ``chunk_bytes`` or is ``chunk_s`` old.
 
-Chunk layout: ``f64`` receive time of the first datagram, then per datagram
-``u8 address length, u16 payload length, address (ASCII), payload``.
+A chunk is laid out for NumPy, so that the decoding side makes no Python object per datagram::
+
+    header  !dIII  receive time of the first datagram, datagram count n, exporter-list bytes,
+                   payload bytes
+    exporters      JSON list of exporter addresses (index = exporter id)
+    lengths        n × uint32, payload lengths
+    exporter ids   n × uint16
+    payloads       concatenated
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -19,17 +26,42 @@ import selectors
 import signal
 import socket
 import struct
+import sys
 import time
+from array import array
 from collections.abc import Sequence
 from multiprocessing.synchronize import Event
+from typing import NamedTuple
+
+import numpy as np
 
 from mamori.ingest.netflow.decoder import Datagram
 
-__all__ = ["Receiver"]
+__all__ = ["Chunk", "Receiver"]
 
-_HEAD = struct.Struct("!d")
-_REC = struct.Struct("!BH")
+_HEAD = struct.Struct("!dIII")
 _END = b""  # sent once the child has drained its sockets after a stop request
+_MAX_DATAGRAM = 65535
+
+
+class Chunk(NamedTuple):
+    data: bytes  # payloads concatenated
+    lengths: np.ndarray  # int64
+    exporter: np.ndarray  # int32 index into exporters
+    exporters: list[str]
+    received: float  # receive time of the first datagram
+
+    @property
+    def offsets(self) -> np.ndarray:
+        starts: np.ndarray = np.cumsum(self.lengths) - self.lengths
+        return starts
+
+    def datagrams(self) -> list[Datagram]:
+        ends = np.cumsum(self.lengths).tolist()
+        starts = [0, *ends[:-1]]
+        names = [self.exporters[i] for i in self.exporter.tolist()]
+        data, when = self.data, self.received
+        return [Datagram(n, data[a:b], when) for n, a, b in zip(names, starts, ends, strict=True)]
 
 
 def _receive_loop(
@@ -47,34 +79,49 @@ def _receive_loop(
     for s in socks:
         s.setblocking(False)
         sel.register(s, selectors.EVENT_READ)
-    buf = bytearray()
+    buf = bytearray(chunk_bytes + _MAX_DATAGRAM)
+    view = memoryview(buf)
+    pos = 0
+    lengths = array("I")
+    ids = array("H")
+    exporter_ids: dict[str, int] = {}
+    exporters: list[str] = []
+    exporters_json = b"[]"
     first = 0.0
-    pack = _REC.pack
-    addr_cache: dict[str, bytes] = {}
 
     def send() -> None:
-        nonlocal buf
-        if buf:
-            conn.send_bytes(_HEAD.pack(first) + buf)
-            buf = bytearray()
+        nonlocal pos, lengths, ids
+        if not lengths:
+            return
+        head = _HEAD.pack(first, len(lengths), len(exporters_json), pos)
+        conn.send_bytes(
+            b"".join((head, exporters_json, lengths.tobytes(), ids.tobytes(), view[:pos]))
+        )
+        pos = 0
+        lengths = array("I")
+        ids = array("H")
 
     def drain(sock: socket.socket, limit: int) -> None:
-        nonlocal first
-        recv = sock.recvfrom
+        nonlocal pos, first, exporters_json
+        recv = sock.recvfrom_into
         for _ in range(limit):
             try:
-                data, addr = recv(65535)
+                n, addr = recv(view[pos:], _MAX_DATAGRAM)
             except (BlockingIOError, InterruptedError):
                 return
-            host = addr_cache.get(addr[0])
-            if host is None:
-                host = addr_cache.setdefault(addr[0], addr[0].encode("ascii"))
-            if not buf:
+            eid = exporter_ids.get(addr[0])
+            if eid is None:
+                if len(exporters) >= 65535:  # more exporters than ids: refuse, never mix up
+                    continue
+                eid = exporter_ids[addr[0]] = len(exporters)
+                exporters.append(addr[0])
+                exporters_json = json.dumps(exporters).encode()
+            if not lengths:
                 first = time.time()
-            buf.extend(pack(len(host), len(data)))
-            buf.extend(host)
-            buf.extend(data)
-            if len(buf) >= chunk_bytes:
+            lengths.append(n)
+            ids.append(eid)
+            pos += n
+            if pos >= chunk_bytes:
                 send()
 
     while True:
@@ -85,8 +132,8 @@ def _receive_loop(
             conn.send_bytes(_END)
             return
         for key, _ in sel.select(timeout=chunk_s):
-            drain(key.fileobj, 1024)  # type: ignore[arg-type]
-        if buf and time.time() - first >= chunk_s:
+            drain(key.fileobj, 4096)  # type: ignore[arg-type]
+        if lengths and time.time() - first >= chunk_s:
             send()
         if os.getppid() != parent:  # the collector died (kill -9): nothing to hand over to
             return
@@ -115,10 +162,10 @@ class Receiver:
     def request_stop(self) -> None:
         self._stop.set()
 
-    def take(self, max_datagrams: int, wait_s: float) -> tuple[list[Datagram], bool]:
-        """Datagrams received so far (at least one chunk's worth if any arrived within
-        ``wait_s``), and whether the child has finished."""
-        out: list[Datagram] = []
+    def take(self, max_datagrams: int, wait_s: float) -> tuple[list[Chunk], bool]:
+        """Chunks received so far (waiting up to ``wait_s`` for the first), and whether the child
+        has finished."""
+        out: list[Chunk] = []
         if self._finished:
             return out, True
         conn = self._conn
@@ -126,16 +173,19 @@ class Receiver:
             if not self._proc.is_alive() and not conn.poll(0):
                 self._finished = True
             return out, self._finished
-        while len(out) < max_datagrams and conn.poll(0):
+        count = 0
+        while count < max_datagrams and conn.poll(0):
             try:
-                chunk = conn.recv_bytes()
+                raw = conn.recv_bytes()
             except EOFError:
                 self._finished = True
                 break
-            if chunk == _END:
+            if raw == _END:
                 self._finished = True
                 break
-            _unpack(chunk, out)
+            chunk = _unpack(raw)
+            count += len(chunk.lengths)
+            out.append(chunk)
         return out, self._finished
 
     def join(self, timeout: float = 10.0) -> None:
@@ -152,21 +202,18 @@ class Receiver:
             self._conn.close()
 
 
-def _unpack(chunk: bytes, out: list[Datagram]) -> None:
-    (when,) = _HEAD.unpack_from(chunk, 0)
-    view = memoryview(chunk)
+def _unpack(raw: bytes) -> Chunk:
+    when, n, exp_len, data_len = _HEAD.unpack_from(raw, 0)
     pos = _HEAD.size
-    end = len(chunk)
-    unpack = _REC.unpack_from
-    hosts: dict[bytes, str] = {}
-    append = out.append
-    while pos < end:
-        alen, plen = unpack(chunk, pos)
-        pos += 3
-        raw = bytes(view[pos : pos + alen])
-        host = hosts.get(raw)
-        if host is None:
-            host = hosts.setdefault(raw, raw.decode("ascii"))
-        pos += alen
-        append(Datagram(host, bytes(view[pos : pos + plen]), when))
-        pos += plen
+    exporters = json.loads(raw[pos : pos + exp_len])
+    pos += exp_len
+    lengths = np.frombuffer(raw, dtype="<u4" if _NATIVE_LITTLE else ">u4", count=n, offset=pos)
+    pos += 4 * n
+    ids = np.frombuffer(raw, dtype="<u2" if _NATIVE_LITTLE else ">u2", count=n, offset=pos)
+    pos += 2 * n
+    return Chunk(
+        raw[pos : pos + data_len], lengths.astype(np.int64), ids.astype(np.int32), exporters, when
+    )
+
+
+_NATIVE_LITTLE = sys.byteorder == "little"  # array("I") writes native byte order
