@@ -79,6 +79,12 @@ def test_environment_wins_over_file_and_flags_win_over_environment(
         ("colour = 1\n", ["colour", "Extra inputs are not permitted"]),
         ("[smtp]\nport = 70000\n", ["smtp.port", "70000", "less than 65536"]),
         ("store = [", ["not valid TOML"]),
+        (
+            '[collector.sampling_overrides]\n"router-1" = 100\n',
+            ["collector.sampling_overrides", "not an exporter IP address"],
+        ),
+        ('[collector.sampling_overrides]\n"192.0.2.1" = 0\n', ["must be at least 1"]),
+        ("[collector]\nflush_interval_s = 0\n", ["collector.flush_interval_s", "greater than 0"]),
     ],
 )
 def test_invalid_file_names_key_value_and_allowed(

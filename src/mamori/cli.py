@@ -25,7 +25,6 @@ from mamori.config import ConfigError, MamoriConfig, load_config
 from mamori.governance import ConsentError, Governance, catalogue, purge, retention_status
 from mamori.ingest.collector import (
     Collector,
-    CollectorSettings,
     Stats,
     iter_stat_lines,
     load_stats,
@@ -453,11 +452,13 @@ def collect(
         ),
     ] = None,
     flush_interval: Annotated[
-        float,
+        float | None,
         typer.Option(
-            "--flush-interval", help="seconds between writes; a kill -9 loses at most this much"
+            "--flush-interval",
+            help="seconds between writes; a kill -9 loses at most this much "
+            "[default: collector.flush_interval_s, 5]",
         ),
-    ] = 5.0,
+    ] = None,
     sampling: Annotated[
         list[str] | None,
         typer.Option(
@@ -470,14 +471,25 @@ def collect(
     writing everything received."""
     if ctx.invoked_subcommand:
         return
+    base = STATE.config().collector
+    listen = listen or ([] if pcap else list(base.listen))
     if not listen and not pcap:
-        fail("nothing to collect: give --listen udp://HOST:PORT and/or --pcap FILE", code=2)
+        fail(
+            "nothing to collect: give --listen udp://HOST:PORT and/or --pcap FILE "
+            "(or collector.listen in the configuration)",
+            code=2,
+        )
     try:
-        listens = [parse_listen(u) for u in listen or []]
+        listens = [parse_listen(u) for u in listen]
     except ValueError as exc:
         fail(str(exc), code=2)
-    settings = CollectorSettings(
-        flush_interval_s=flush_interval, sampling_overrides=_parse_overrides(sampling or [])
+    settings = base.model_copy(
+        update={
+            "flush_interval_s": flush_interval
+            if flush_interval is not None
+            else base.flush_interval_s,
+            "sampling_overrides": {**base.sampling_overrides, **_parse_overrides(sampling or [])},
+        }
     )
     collector = Collector(STATE.gov(), settings)
     for path in pcap or []:

@@ -32,6 +32,7 @@ from pydantic_settings import (
 
 __all__ = [
     "AddressPool",
+    "CollectorConfig",
     "ConfigError",
     "GovernanceConfig",
     "MamoriConfig",
@@ -98,6 +99,38 @@ class GovernanceConfig(_Model):
     unattributed: Literal["exclude", "include"] = "exclude"
 
 
+class CollectorConfig(_Model):
+    """The flow collector (``mamori collect``); command-line flags override these."""
+
+    listen: tuple[str, ...] = Field(default=(), description="udp://HOST:PORT listeners")
+    flush_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="seconds between writes; a kill -9 loses at most this",
+    )
+    max_file_rows: int = Field(default=5_000_000, gt=0, description="start a new file sooner")
+    batch_packets: int = Field(default=4096, gt=0, description="datagrams decoded together")
+    rcvbuf_bytes: int = Field(default=16 << 20, ge=65536, description="socket receive buffer")
+    sampling_overrides: dict[str, int] = Field(
+        default_factory=dict,
+        description="exporter address → 1-in-N rate, for routers that send none or 0",
+    )
+    template_timeout_s: float = Field(default=1800.0, gt=0)
+
+    @field_validator("sampling_overrides")
+    @classmethod
+    def _overrides(cls, value: dict[str, int]) -> dict[str, int]:
+        for exporter, rate in value.items():
+            try:
+                ipaddress.ip_address(exporter)
+            except ValueError:
+                raise ValueError(f"{exporter!r} is not an exporter IP address") from None
+            if rate < 1:
+                raise ValueError(f"rate {rate} for {exporter} must be at least 1")
+        return value
+
+
 class SmtpConfig(_Model):
     host: str = "127.0.0.1"
     port: int = Field(default=2525, gt=0, lt=65536)
@@ -136,6 +169,7 @@ class MamoriConfig(BaseSettings):
         description="measure switches: a switched-off measure refuses every access",
     )
     governance: GovernanceConfig = GovernanceConfig()
+    collector: CollectorConfig = CollectorConfig()
     smtp: SmtpConfig = SmtpConfig()
     web: WebConfig = WebConfig()
 

@@ -32,8 +32,8 @@ from types import FrameType
 from typing import Any
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field
 
+from mamori.config import CollectorConfig
 from mamori.governance import Governance
 from mamori.ingest.netflow.decoder import Datagram, FlowDecoder
 from mamori.ingest.pcapfile import read_udp
@@ -70,14 +70,7 @@ def parse_listen(url: str) -> Listen:
     return Listen(m["v6"] or m["host"], port)
 
 
-class CollectorSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    flush_interval_s: float = Field(default=5.0, gt=0, le=3600)
-    batch_packets: int = Field(default=4096, gt=0, description="datagrams decoded together")
-    rcvbuf_bytes: int = Field(default=16 << 20, gt=0, description="socket receive buffer")
-    sampling_overrides: dict[str, int] = Field(default_factory=dict)
-    template_timeout_s: float = Field(default=1800.0, gt=0)
+CollectorSettings = CollectorConfig
 
 
 @dataclass
@@ -205,6 +198,8 @@ class Collector:
         if self._held:
             self._stream.write(pa.concat_tables(self._held))
             self._held, self._held_rows = [], 0
+            if self._stream.pending_rows >= self.settings.max_file_rows:
+                self.flush()
 
     def flush(self) -> int:
         """Make everything decoded so far visible in the store; returns the records written."""
