@@ -275,6 +275,8 @@ class Collector:
             chunks, finished = receiver.take(self.settings.batch_packets, wait_s=0.05)
             for chunk in chunks:
                 self.stats.counters["packets.received"] += len(chunk.lengths)
+                if chunk.dropped:
+                    self.stats.counters["packets.dropped_by_receiver"] += chunk.dropped
                 self._decode(chunk.datagrams())
             now = time.monotonic()
             if now - self._last_flush >= self.settings.flush_interval_s:
