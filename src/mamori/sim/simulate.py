@@ -1,0 +1,186 @@
+"""``simulate()``: build the world, generate traffic, export it, write every file and the truth."""
+
+from __future__ import annotations
+
+import csv
+import heapq
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from mamori.sim import alloc_logs, sources
+from mamori.sim._net import iso, ntoa
+from mamori.sim.config import ScenarioConfig, scenario_config
+from mamori.sim.exporters import assign_routers, encode_flow_packets, encode_sflow, sample
+from mamori.sim.flows import LABEL_NAMES, FlowTable
+from mamori.sim.pcap import COLLECTOR, UdpPacket, write_pcap
+from mamori.sim.traffic import Traffic, generate
+from mamori.sim.world import CONTRACT_NAMES, EXTERNAL_NETS, MAIL_SERVER, POOLS, RESOLVERS, World
+from mamori.sim.world import build_world as _build_world
+
+
+class RouterSummary(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    protocol: str
+    sampling: int
+    exporter_ip: str
+    source_id: int
+    port: int
+    #: flows the router saw (before sampling) and flow records it exported (after)
+    flows_seen: int
+    records: int
+    #: packet and byte counts carried by the exported records (sampled, not scaled up)
+    packets: int
+    octets: int
+    export_packets: int
+    #: sFlow only: flow samples (one per sampled packet)
+    samples: int = 0
+
+
+class SimSummary(BaseModel):
+    """What ``simulate`` wrote."""
+
+    model_config = ConfigDict(frozen=True)
+
+    scenario: str
+    seed: int
+    subscribers: int
+    start: str
+    end: str
+    out: str
+    #: logical name → path (relative to ``out``)
+    files: dict[str, str]
+    counts: dict[str, int]
+    routers: list[RouterSummary]
+
+
+def _write_subscribers(world: World, path: Path) -> None:
+    t0 = world.t0
+    with path.open("w", encoding="ascii", newline="") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(["subscriber_id", "contract", "user_name", "email", "region",
+                    "contract_since"])
+        for sub in range(world.n):
+            w.writerow([sub, CONTRACT_NAMES[int(world.contract[sub])], world.user_name(sub),
+                        world.email(sub), int(world.region[sub]),
+                        iso(t0 - 86400.0 * int(world.contract_start_days[sub]))[:10]])
+
+
+def _address_plan(world: World) -> dict[str, Any]:
+    return {
+        "pools": [
+            {"name": k, "prefix": v,
+             "kind": "static" if k in ("static", "infra")
+             else "cgnat-inside" if k == "cgnat-inside" else
+             "cgnat-public" if k == "cgnat-public" else "dynamic"}
+            for k, v in POOLS.items()
+        ],
+        "external": [f"{n}/24" for n in EXTERNAL_NETS],
+        "resolvers": [ntoa(r) for r in RESOLVERS],
+        "mail_submission": ntoa(MAIL_SERVER),
+        "cgnat_block_size": world.cfg.cgnat_block_size,
+    }
+
+
+def _export(world: World, flows: FlowTable, seed: int
+            ) -> tuple[list[UdpPacket], list[RouterSummary]]:
+    cfg = world.cfg
+    router, in_if, out_if = assign_routers(flows, cfg.routers, world.region)
+    streams: list[list[UdpPacket]] = []
+    summaries: list[RouterSummary] = []
+    for ri, r in enumerate(cfg.routers):
+        sel = np.flatnonzero(router == ri)
+        rng = np.random.default_rng([seed, 10, ri])
+        seen = flows.take(sel)
+        sampled, kept_mask = sample(seen, r.sampling, rng)
+        ii, oi = in_if[sel][kept_mask], out_if[sel][kept_mask]
+        samples = 0
+        if r.protocol == "sflow5":
+            pk, samples = encode_sflow(sampled, r, ii, oi, world.t0, rng)
+        else:
+            pk = encode_flow_packets(sampled, r, ii, oi, world.t0)
+        sport = 50000 + r.source_id
+        streams.append([UdpPacket(ts + 1e-6 * (j % 1000), r.exporter_ip, sport, COLLECTOR,
+                                  r.port, payload) for j, (ts, payload) in enumerate(pk)])
+        summaries.append(RouterSummary(
+            name=r.name, protocol=r.protocol, sampling=r.sampling, exporter_ip=r.exporter_ip,
+            source_id=r.source_id, port=r.port, flows_seen=len(seen),
+            records=0 if r.protocol == "sflow5" else len(sampled),
+            packets=int(sampled.pkts.sum()), octets=int(sampled.octets.sum()),
+            export_packets=len(pk), samples=samples))
+    merged = list(heapq.merge(*streams, key=lambda p: p.ts))
+    return merged, summaries
+
+
+def _label_counts(flows: FlowTable) -> dict[str, int]:
+    lab, cnt = np.unique(flows.label, return_counts=True)
+    return {LABEL_NAMES[int(a)]: int(b) for a, b in zip(lab, cnt, strict=True)}
+
+
+def _truth(world: World, traffic: Traffic, routers: list[RouterSummary],
+           feeds_truth: dict[str, Any]) -> dict[str, Any]:
+    t = dict(traffic.truth)
+    return {
+        "scenario": world.cfg.name,
+        "seed": world.seed,
+        "window": {"from": iso(world.t0), "until": iso(world.t1)},
+        "endpoints": [{k: v for k, v in e.items() if not k.startswith("_")}
+                      for e in traffic.endpoints],
+        **t,
+        "feeds": feeds_truth,
+        "flows": {"generated": len(traffic.flows), "by_label": _label_counts(traffic.flows)},
+        "routers": [r.model_dump() for r in routers],
+    }
+
+
+def simulate(scenario: str | ScenarioConfig, out: Path, seed: int = 0,
+             **overrides: Any) -> SimSummary:
+    """Write a simulated ISP's exports, logs, feeds and ground truth under ``out``.
+
+    ``scenario`` is a name from :data:`mamori.sim.SCENARIOS` (``overrides`` replace its top-level
+    fields, e.g. ``subscribers=5000``) or a ready :class:`ScenarioConfig`. Same seed, same bytes.
+    """
+    cfg = scenario if isinstance(scenario, ScenarioConfig) else scenario_config(scenario,
+                                                                                **overrides)
+    out = Path(out)
+    for d in ("world", "alloc", "flows", "dns", "mail", "feeds", "reports"):
+        (out / d).mkdir(parents=True, exist_ok=True)
+    world = _build_world(cfg, seed)
+    traffic = generate(world, seed)
+    files: dict[str, str] = {}
+    counts: dict[str, int] = {"subscribers": world.n, "sessions": int(world.sessions.sub.size),
+                              "flows_generated": len(traffic.flows)}
+
+    def f(key: str, rel: str) -> Path:
+        files[key] = rel
+        return out / rel
+
+    _write_subscribers(world, f("subscribers", "world/subscribers.csv"))
+    f("address_plan", "world/address_plan.json").write_text(
+        json.dumps(_address_plan(world), indent=2) + "\n", encoding="ascii")
+    counts["radius_records"] = alloc_logs.write_radius_detail(
+        world, f("radius_detail", "alloc/radius-detail"))
+    counts["kea_rows"] = alloc_logs.write_kea_leases(world, f("kea_leases", "alloc/kea-leases4.csv"))
+    counts["cgnat_lines"] = alloc_logs.write_cgnat_syslog(world, f("cgnat_syslog", "alloc/cgnat.log"))
+
+    packets, routers = _export(world, traffic.flows, seed)
+    counts["export_packets"] = write_pcap(f("pcap", "flows/exports.pcap"), packets)
+    counts["flow_records"] = sum(r.records for r in routers)
+    counts["sflow_samples"] = sum(r.samples for r in routers)
+
+    src_counts, feeds_truth = sources.write_all(world, traffic, out, f)
+    counts.update(src_counts)
+    truth = _truth(world, traffic, routers, feeds_truth)
+    f("truth", "truth.json").write_text(json.dumps(truth, indent=1) + "\n", encoding="utf-8")
+    summary = SimSummary(scenario=cfg.name, seed=seed, subscribers=world.n, start=iso(world.t0),
+                         end=iso(world.t1), out=str(out), files=files, counts=counts,
+                         routers=routers)
+    (out / "summary.json").write_text(
+        summary.model_copy(update={"out": "."}).model_dump_json(indent=1) + "\n",
+        encoding="utf-8")
+    return summary
