@@ -138,7 +138,7 @@ def decode_pcap(path: Path) -> dict[tuple[str, int], ExporterStats]:
             seqs[key] = (seq + data_recs) & 0xFFFFFFFF
             st.packets += 1
         elif version == 5:
-            _, atype, agent, sub, _seq, _up, n = struct.unpack_from(">IIIIIII", b)
+            _, atype, _agent, sub, _seq, _up, n = struct.unpack_from(">IIIIIII", b)
             assert atype == 1
             key = (p.src, sub)
             st = stats.setdefault(key, ExporterStats("sflow5"))

@@ -9,10 +9,19 @@ from mamori.sim import SCENARIOS, SimSummary, scenario_config
 
 
 def test_public_surface_is_pinned() -> None:
-    assert sorted(mamori.sim.__all__) == sorted([
-        "SCENARIOS", "RouterSpec", "RouterSummary", "ScenarioConfig", "SimSummary", "read_pcap",
-        "replay", "scenario_config", "simulate",
-    ])
+    assert sorted(mamori.sim.__all__) == sorted(
+        [
+            "SCENARIOS",
+            "RouterSpec",
+            "RouterSummary",
+            "ScenarioConfig",
+            "SimSummary",
+            "read_pcap",
+            "replay",
+            "scenario_config",
+            "simulate",
+        ]
+    )
 
 
 def test_scenarios_named_and_overridable() -> None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import re
 from collections import defaultdict
 from datetime import UTC, datetime
@@ -38,14 +39,24 @@ def test_radius_detail(small: SimSummary) -> None:
     holder: dict[str, str] = {}
     last = 0
     for r in recs:
-        for k in ("Acct-Session-Id", "User-Name", "Framed-IP-Address", "Event-Timestamp",
-                  "NAS-IP-Address", "Timestamp"):
+        for k in (
+            "Acct-Session-Id",
+            "User-Name",
+            "Framed-IP-Address",
+            "Event-Timestamp",
+            "NAS-IP-Address",
+            "Timestamp",
+        ):
             assert k in r
         ts = int(r["Timestamp"])
         assert ts >= last
         last = ts
-        assert datetime.strptime(r["Event-Timestamp"], "%b %d %Y %H:%M:%S UTC").replace(
-            tzinfo=UTC).timestamp() == ts
+        assert (
+            datetime.strptime(r["Event-Timestamp"], "%b %d %Y %H:%M:%S UTC")
+            .replace(tzinfo=UTC)
+            .timestamp()
+            == ts
+        )
         sid, ip = r["Acct-Session-Id"], r["Framed-IP-Address"]
         kind = r["Acct-Status-Type"]
         if kind == "Start":
@@ -67,7 +78,8 @@ def test_kea_lease_csv(small: SimSummary) -> None:
         rows = list(csv.reader(fh))
     assert ",".join(rows[0]) == (
         "address,hwaddr,client_id,valid_lifetime,expire,subnet_id,fqdn_fwd,fqdn_rev,hostname,"
-        "state,user_context,pool_id")
+        "state,user_context,pool_id"
+    )
     assert len(rows) - 1 == small.counts["kea_rows"]
     for r in rows[1:]:
         assert len(r) == 12
@@ -80,15 +92,21 @@ def test_cgnat_port_blocks(small: SimSummary) -> None:
     pat = re.compile(
         r"^[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d cgn1 \(FPC Slot 1, PIC Slot 0\) "
         r"\{sp-1/0/0\}\[jservices-nat\]: JSERVICES_NAT_PORT_BLOCK_(ALLOC|RELEASE): "
-        r"(100\.\d+\.\d+\.\d+) -> (\d+\.\d+\.\d+\.\d+):(\d+)-(\d+) 0x([0-9a-f]+)$")
+        r"(100\.\d+\.\d+\.\d+) -> (\d+\.\d+\.\d+\.\d+):(\d+)-(\d+) 0x([0-9a-f]+)$"
+    )
     held: dict[tuple[str, int], str] = {}
     lines = path(small, "cgnat_syslog").read_text().splitlines()
     assert len(lines) == small.counts["cgnat_lines"] > 0
     for line in lines:
         m = pat.match(line)
         assert m, line
-        kind, inside, pub, lo, hi = m.group(1), m.group(2), m.group(3), int(m.group(4)), \
-            int(m.group(5))
+        kind, inside, pub, lo, hi = (
+            m.group(1),
+            m.group(2),
+            m.group(3),
+            int(m.group(4)),
+            int(m.group(5)),
+        )
         assert hi - lo + 1 == 512 and lo >= 1024
         if kind == "ALLOC":
             assert (pub, lo) not in held
@@ -116,10 +134,23 @@ def test_sampling_thins_packets_binomially(tmp_path) -> None:  # type: ignore[no
 
     routers = (
         RouterSpec(name="b1", protocol="netflow9", sampling=100, source_id=1),
-        RouterSpec(name="b2", protocol="ipfix", sampling=1000, source_id=2, port=4739,
-                   exporter_ip="127.0.1.2"),
-        RouterSpec(name="dc", role="dc", protocol="ipfix", sampling=1, source_id=3, port=4739,
-                   exporter_ip="127.0.1.3"),
+        RouterSpec(
+            name="b2",
+            protocol="ipfix",
+            sampling=1000,
+            source_id=2,
+            port=4739,
+            exporter_ip="127.0.1.2",
+        ),
+        RouterSpec(
+            name="dc",
+            role="dc",
+            protocol="ipfix",
+            sampling=1,
+            source_id=3,
+            port=4739,
+            exporter_ip="127.0.1.3",
+        ),
     )
     s = simulate(scenario_config("small", routers=routers), tmp_path, seed=5)
     stats = decode_pcap(path(s, "pcap"))
@@ -136,7 +167,7 @@ def test_pcap_is_classic_ethernet_to_loopback(tiny: SimSummary) -> None:
     assert len(pkts) == tiny.counts["export_packets"]
     assert {p.dst for p in pkts} == {"127.0.0.1"}
     assert {p.dport for p in pkts} <= {2055, 4739, 6343}
-    assert all(a.ts <= b.ts for a, b in zip(pkts, pkts[1:]))
+    assert all(a.ts <= b.ts for a, b in itertools.pairwise(pkts))
 
 
 @pytest.mark.parametrize("key", ["unbound_resolver1", "unbound_resolver2"])

@@ -30,9 +30,11 @@ def _collect(binary: str, pcap: Path, ports: list[int], tmp: Path) -> dict[str, 
     port = _free_port()
     out = tmp / binary
     out.mkdir()
-    proc = subprocess.Popen([binary, "-w", str(out), "-p", str(port), "-b", "127.0.0.1",
-                             "-t", "3600", "-B", "4000000"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [binary, "-w", str(out), "-p", str(port), "-b", "127.0.0.1", "-t", "3600", "-B", "4000000"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         time.sleep(0.7)
         replay(pcap, port=port, only_ports=ports, rate=5000)
@@ -40,26 +42,31 @@ def _collect(binary: str, pcap: Path, ports: list[int], tmp: Path) -> dict[str, 
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=20)
-    info = subprocess.run(["nfdump", "-R", str(out), "-I"], capture_output=True, text=True,
-                          check=True).stdout
+    info = subprocess.run(
+        ["nfdump", "-R", str(out), "-I"], capture_output=True, text=True, check=True
+    ).stdout
     return {k: int(v) for k, v in re.findall(r"^(Flows|Packets|Bytes): (\d+)$", info, re.M)}
 
 
 SAMPLED = (
     RouterSpec(name="b1", protocol="netflow9", sampling=10, source_id=1),
-    RouterSpec(name="b2", protocol="ipfix", sampling=4, source_id=2, port=4739,
-               exporter_ip="127.0.1.2"),
-    RouterSpec(name="b3", protocol="sflow5", sampling=8, source_id=3, port=6343,
-               exporter_ip="127.0.1.3"),
-    RouterSpec(name="dc", role="dc", protocol="netflow9", sampling=1, source_id=4,
-               exporter_ip="127.0.1.4"),
+    RouterSpec(
+        name="b2", protocol="ipfix", sampling=4, source_id=2, port=4739, exporter_ip="127.0.1.2"
+    ),
+    RouterSpec(
+        name="b3", protocol="sflow5", sampling=8, source_id=3, port=6343, exporter_ip="127.0.1.3"
+    ),
+    RouterSpec(
+        name="dc", role="dc", protocol="netflow9", sampling=1, source_id=4, exporter_ip="127.0.1.4"
+    ),
 )
 
 
 @pytest.fixture(scope="module")
 def sampled(tmp_path_factory: pytest.TempPathFactory) -> SimSummary:
-    return simulate(scenario_config("small", routers=SAMPLED),
-                    tmp_path_factory.mktemp("sampled"), seed=9)
+    return simulate(
+        scenario_config("small", routers=SAMPLED), tmp_path_factory.mktemp("sampled"), seed=9
+    )
 
 
 @pytest.mark.skipif(not shutil.which("nfcapd"), reason="nfdump not installed")
@@ -85,25 +92,46 @@ def test_sfcapd_stores_every_sflow_sample(sampled: SimSummary, tmp_path: Path) -
 @pytest.mark.skipif(not shutil.which("tshark"), reason="tshark not installed")
 def test_tshark_dissects_without_malformed_packets(sampled: SimSummary) -> None:
     pcap = str(path(sampled, "pcap"))
-    bad = subprocess.run(["tshark", "-r", pcap, "-Y", "_ws.malformed || _ws.expert.severity >= "
-                          "warning"], capture_output=True, text=True, check=True).stdout
+    bad = subprocess.run(
+        ["tshark", "-r", pcap, "-Y", "_ws.malformed || _ws.expert.severity >= warning"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert bad.strip() == ""
-    fields = subprocess.run(["tshark", "-r", pcap, "-T", "fields", "-e", "cflow.sampling_interval",
-                             "-Y", "cflow.sampling_interval"], capture_output=True, text=True,
-                            check=True).stdout.split()
+    fields = subprocess.run(
+        [
+            "tshark",
+            "-r",
+            pcap,
+            "-T",
+            "fields",
+            "-e",
+            "cflow.sampling_interval",
+            "-Y",
+            "cflow.sampling_interval",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     assert {int(x) for f in fields for x in f.split(",")} == {10, 4, 1}
-    n_sflow = subprocess.run(["tshark", "-r", pcap, "-Y", "sflow"], capture_output=True,
-                             text=True, check=True).stdout.count("\n")
+    n_sflow = subprocess.run(
+        ["tshark", "-r", pcap, "-Y", "sflow"], capture_output=True, text=True, check=True
+    ).stdout.count("\n")
     (r,) = [r for r in sampled.routers if r.protocol == "sflow5"]
     assert n_sflow == r.export_packets
 
 
 @pytest.mark.skipif(not shutil.which("fail2ban-regex"), reason="fail2ban not installed")
-@pytest.mark.parametrize(("jail", "needle"), [("postfix[mode=auth]", "SASL LOGIN authentication"),
-                                              ("dovecot", "auth failed")])
+@pytest.mark.parametrize(
+    ("jail", "needle"),
+    [("postfix[mode=auth]", "SASL LOGIN authentication"), ("dovecot", "auth failed")],
+)
 def test_fail2ban_filters_match_auth_failures(small: SimSummary, jail: str, needle: str) -> None:
     log = path(small, "mail_log")
-    out = subprocess.run(["fail2ban-regex", str(log), jail], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        ["fail2ban-regex", str(log), jail], capture_output=True, text=True, check=True
+    ).stdout
     matched = int(re.search(r"Lines: \d+ lines, \d+ ignored, (\d+) matched", out).group(1))  # type: ignore[union-attr]
     assert matched == log.read_text().count(needle) > 0

@@ -28,8 +28,11 @@ def test_every_cc_endpoint_is_contacted_in_generated_flows() -> None:
                 continue
             hit = (f.dst == ip(e["ip"])) & (f.dport == e["port"]) & (f.inbound == 0)
             assert hit.any(), e
-            label = {"iot-mirai-like": "iot-cc", "pc-emotet-like": "pc-cc",
-                     "stealth": "stealth-cc"}[e["family"]]
+            label = {
+                "iot-mirai-like": "iot-cc",
+                "pc-emotet-like": "pc-cc",
+                "stealth": "stealth-cc",
+            }[e["family"]]
             assert (f.label[hit] == LABELS[label]).all()
             ts = f.start[hit]
             assert ts.min() >= e["_from"] - 1 and ts.max() <= e["_until"] + 1
@@ -39,8 +42,9 @@ def test_cc_endpoints_visible_in_unsampled_exports(tmp_path: Path) -> None:
     routers = (
         RouterSpec(name="b1", protocol="netflow9", source_id=1),
         RouterSpec(name="b2", protocol="ipfix", source_id=2, port=4739, exporter_ip="127.0.1.2"),
-        RouterSpec(name="dc", role="dc", protocol="ipfix", source_id=3, port=4739,
-                   exporter_ip="127.0.1.3"),
+        RouterSpec(
+            name="dc", role="dc", protocol="ipfix", source_id=3, port=4739, exporter_ip="127.0.1.3"
+        ),
     )
     s = simulate(scenario_config("tiny", routers=routers), tmp_path, seed=1)
     seen = {(d, dp) for st in decode_pcap(path(s, "pcap")).values() for _, d, _, dp, _ in st.flows}
@@ -66,8 +70,19 @@ def test_infected_addresses_match_allocation_logs(small: SimSummary) -> None:
 
 def test_truth_covers_every_hostile_behaviour(small: SimSummary) -> None:
     t = _truth(small)
-    for key in ("iot_botnet", "pc_botnet", "stealth_botnet", "ddos", "reflection", "smtp",
-                "vulnerable", "feeds", "infected", "endpoints", "routers"):
+    for key in (
+        "iot_botnet",
+        "pc_botnet",
+        "stealth_botnet",
+        "ddos",
+        "reflection",
+        "smtp",
+        "vulnerable",
+        "feeds",
+        "infected",
+        "endpoints",
+        "routers",
+    ):
         assert t[key], key
     assert t["ddos"]["spoofing"]
     assert any(r["static"] for r in t["reflection"]["reflectors"])

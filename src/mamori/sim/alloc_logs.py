@@ -40,8 +40,10 @@ TERMINATE = ("User-Request", "Idle-Timeout", "Lost-Carrier", "Port-Error")
 def ctime(ts: float) -> str:
     """``Mon Nov  2 09:00:00 2026`` (UTC), as rlm_detail writes its record header."""
     t = time.gmtime(int(ts))
-    return (f"{DAYS[t.tm_wday]} {MONTHS[t.tm_mon - 1]} {t.tm_mday:2d} "
-            f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} {t.tm_year}")
+    return (
+        f"{DAYS[t.tm_wday]} {MONTHS[t.tm_mon - 1]} {t.tm_mday:2d} "
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} {t.tm_year}"
+    )
 
 
 def syslog_ts(ts: float) -> str:
@@ -52,8 +54,10 @@ def syslog_ts(ts: float) -> str:
 
 def event_ts(ts: float) -> str:
     t = time.gmtime(int(ts))
-    return (f"{MONTHS[t.tm_mon - 1]} {t.tm_mday:2d} {t.tm_year} "
-            f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} UTC")
+    return (
+        f"{MONTHS[t.tm_mon - 1]} {t.tm_mday:2d} {t.tm_year} "
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} UTC"
+    )
 
 
 def mac(sub: int) -> str:
@@ -91,17 +95,21 @@ def write_radius_detail(world: World, path: Path) -> int:
         rate = float(rng.uniform(2e3, 2e5))
 
         def rec(ts: float, kind: str, extra: str, common: str = common, uniq: str = uniq) -> str:
-            return (f"{ctime(ts)}\n\tAcct-Status-Type = {kind}\n{common}"
-                    f'\tEvent-Timestamp = "{event_ts(ts)}"\n{extra}\tAcct-Delay-Time = 0\n'
-                    f"{uniq}\tTimestamp = {int(ts)}\n\n")
+            return (
+                f"{ctime(ts)}\n\tAcct-Status-Type = {kind}\n{common}"
+                f'\tEvent-Timestamp = "{event_ts(ts)}"\n{extra}\tAcct-Delay-Time = 0\n'
+                f"{uniq}\tTimestamp = {int(ts)}\n\n"
+            )
 
         def usage(ts: float, start: float = start, rate: float = rate) -> str:
             el = int(ts - start)
             o = int(el * rate)
-            return (f"\tAcct-Session-Time = {el}\n\tAcct-Input-Octets = {o & 0xFFFFFFFF}\n"
-                    f"\tAcct-Input-Gigawords = {o >> 32}\n"
-                    f"\tAcct-Output-Octets = {(o * 7) & 0xFFFFFFFF}\n"
-                    f"\tAcct-Output-Gigawords = {(o * 7) >> 32}\n")
+            return (
+                f"\tAcct-Session-Time = {el}\n\tAcct-Input-Octets = {o & 0xFFFFFFFF}\n"
+                f"\tAcct-Input-Gigawords = {o >> 32}\n"
+                f"\tAcct-Output-Octets = {(o * 7) & 0xFFFFFFFF}\n"
+                f"\tAcct-Output-Gigawords = {(o * 7) >> 32}\n"
+            )
 
         rows.append((start, 0, rec(start, "Start", "")))
         k0 = max(1, int(np.ceil((world.t0 - start) / INTERIM_S)))
@@ -111,8 +119,9 @@ def write_radius_detail(world: World, path: Path) -> int:
             ts += INTERIM_S
         if stop < t1:
             cause = TERMINATE[i % len(TERMINATE)]
-            rows.append((stop, 2, rec(stop, "Stop", usage(stop)
-                                      + f"\tAcct-Terminate-Cause = {cause}\n")))
+            rows.append(
+                (stop, 2, rec(stop, "Stop", usage(stop) + f"\tAcct-Terminate-Cause = {cause}\n"))
+            )
     rows.sort(key=lambda r: (r[0], r[1]))
     with path.open("w", encoding="ascii", newline="\n") as fh:
         fh.writelines(r[2] for r in rows)
@@ -128,8 +137,10 @@ def write_kea_leases(world: World, path: Path) -> int:
 
     def row(ts: float, addr: int, sub: int, lifetime: int, subnet: int) -> tuple[float, str]:
         t = int(ts)
-        return (ts, f"{ntoa(addr)},{mac(sub)},,{lifetime},{t + lifetime},{subnet},0,0,"
-                    f"host-{sub:07d},0,,0")
+        return (
+            ts,
+            f"{ntoa(addr)},{mac(sub)},,{lifetime},{t + lifetime},{subnet},0,0,host-{sub:07d},0,,0",
+        )
 
     for i in np.flatnonzero(world.contract[s.sub] == IPOE).tolist():
         sub = int(s.sub[i])
@@ -146,8 +157,9 @@ def write_kea_leases(world: World, path: Path) -> int:
         if stop < t1:
             rows.append(row(stop, addr, sub, 0, 1))
     inside = np.flatnonzero(world.contract == CGNAT)
-    by_sub = {int(sub): int(a) for sub, a in zip(s.sub.tolist(), s.inside_ip.tolist(),
-                                                   strict=True) if a}
+    by_sub = {
+        int(sub): int(a) for sub, a in zip(s.sub.tolist(), s.inside_ip.tolist(), strict=True) if a
+    }
     phase = np.random.default_rng([world.seed, 4]).uniform(0, life / 2, inside.size)
     for sub, ph in zip(inside.tolist(), phase.tolist(), strict=True):
         ts = t0 - ph
@@ -169,13 +181,27 @@ def write_cgnat_syslog(world: World, path: Path, host: str = "cgn1") -> int:
         start, stop = float(s.start[i]), float(s.stop[i])
         if start >= world.t1:
             continue
-        body = (f"{ntoa(int(s.inside_ip[i]))} -> {ntoa(int(s.ip[i]))}:"
-                f"{int(s.port_lo[i])}-{int(s.port_hi[i])}")
-        rows.append((start, 1, f"{syslog_ts(start)} {host} {prefix} "
-                               f"JSERVICES_NAT_PORT_BLOCK_ALLOC: {body} 0x{int(start):x}"))
+        body = (
+            f"{ntoa(int(s.inside_ip[i]))} -> {ntoa(int(s.ip[i]))}:"
+            f"{int(s.port_lo[i])}-{int(s.port_hi[i])}"
+        )
+        rows.append(
+            (
+                start,
+                1,
+                f"{syslog_ts(start)} {host} {prefix} "
+                f"JSERVICES_NAT_PORT_BLOCK_ALLOC: {body} 0x{int(start):x}",
+            )
+        )
         if stop < world.t1:
-            rows.append((stop, 0, f"{syslog_ts(stop)} {host} {prefix} "
-                                  f"JSERVICES_NAT_PORT_BLOCK_RELEASE: {body} 0x{int(stop):x}"))
+            rows.append(
+                (
+                    stop,
+                    0,
+                    f"{syslog_ts(stop)} {host} {prefix} "
+                    f"JSERVICES_NAT_PORT_BLOCK_RELEASE: {body} 0x{int(stop):x}",
+                )
+            )
     rows.sort(key=lambda r: (r[0], r[1]))
     with path.open("w", encoding="ascii", newline="\n") as fh:
         fh.writelines(r[2] + "\n" for r in rows)

@@ -147,40 +147,115 @@ class ScenarioConfig(_Model):
     feeds: Feeds = Feeds()
     vulnerable_devices: int = 10
     routers: tuple[RouterSpec, ...] = (
-        RouterSpec(name="border1", protocol="netflow9", sampling=1, exporter_ip="127.0.1.1",
-                   source_id=1, port=2055),
-        RouterSpec(name="border2", protocol="ipfix", sampling=1, exporter_ip="127.0.1.2",
-                   source_id=2, port=4739),
-        RouterSpec(name="border3", protocol="sflow5", sampling=16, exporter_ip="127.0.1.3",
-                   source_id=3, port=6343),
-        RouterSpec(name="dc1", role="dc", protocol="ipfix", sampling=1, exporter_ip="127.0.1.4",
-                   source_id=4, port=4739),
+        RouterSpec(
+            name="border1",
+            protocol="netflow9",
+            sampling=1,
+            exporter_ip="127.0.1.1",
+            source_id=1,
+            port=2055,
+        ),
+        RouterSpec(
+            name="border2",
+            protocol="ipfix",
+            sampling=1,
+            exporter_ip="127.0.1.2",
+            source_id=2,
+            port=4739,
+        ),
+        RouterSpec(
+            name="border3",
+            protocol="sflow5",
+            sampling=16,
+            exporter_ip="127.0.1.3",
+            source_id=3,
+            port=6343,
+        ),
+        RouterSpec(
+            name="dc1",
+            role="dc",
+            protocol="ipfix",
+            sampling=1,
+            exporter_ip="127.0.1.4",
+            source_id=4,
+            port=4739,
+        ),
     )
 
 
 def _demo_routers() -> tuple[RouterSpec, ...]:
     return (
-        RouterSpec(name="border1", protocol="netflow9", sampling=10, exporter_ip="127.0.1.1",
-                   source_id=1, port=2055),
-        RouterSpec(name="border2", protocol="ipfix", sampling=4, exporter_ip="127.0.1.2",
-                   source_id=2, port=4739),
-        RouterSpec(name="border3", protocol="sflow5", sampling=256, exporter_ip="127.0.1.3",
-                   source_id=3, port=6343),
-        RouterSpec(name="dc1", role="dc", protocol="netflow9", sampling=1,
-                   exporter_ip="127.0.1.4", source_id=4, port=2055),
+        RouterSpec(
+            name="border1",
+            protocol="netflow9",
+            sampling=10,
+            exporter_ip="127.0.1.1",
+            source_id=1,
+            port=2055,
+        ),
+        RouterSpec(
+            name="border2",
+            protocol="ipfix",
+            sampling=4,
+            exporter_ip="127.0.1.2",
+            source_id=2,
+            port=4739,
+        ),
+        RouterSpec(
+            name="border3",
+            protocol="sflow5",
+            sampling=256,
+            exporter_ip="127.0.1.3",
+            source_id=3,
+            port=6343,
+        ),
+        RouterSpec(
+            name="dc1",
+            role="dc",
+            protocol="netflow9",
+            sampling=1,
+            exporter_ip="127.0.1.4",
+            source_id=4,
+            port=2055,
+        ),
     )
 
 
 def _large_routers() -> tuple[RouterSpec, ...]:
     return (
-        RouterSpec(name="border1", protocol="netflow9", sampling=1, exporter_ip="127.0.1.1",
-                   source_id=1, port=2055),
-        RouterSpec(name="border2", protocol="ipfix", sampling=1, exporter_ip="127.0.1.2",
-                   source_id=2, port=4739),
-        RouterSpec(name="border3", protocol="sflow5", sampling=10_000, exporter_ip="127.0.1.3",
-                   source_id=3, port=6343),
-        RouterSpec(name="dc1", role="dc", protocol="ipfix", sampling=1, exporter_ip="127.0.1.4",
-                   source_id=4, port=4739),
+        RouterSpec(
+            name="border1",
+            protocol="netflow9",
+            sampling=1,
+            exporter_ip="127.0.1.1",
+            source_id=1,
+            port=2055,
+        ),
+        RouterSpec(
+            name="border2",
+            protocol="ipfix",
+            sampling=1,
+            exporter_ip="127.0.1.2",
+            source_id=2,
+            port=4739,
+        ),
+        RouterSpec(
+            name="border3",
+            protocol="sflow5",
+            sampling=10_000,
+            exporter_ip="127.0.1.3",
+            source_id=3,
+            port=6343,
+        ),
+        RouterSpec(
+            name="dc1",
+            role="dc",
+            protocol="ipfix",
+            sampling=1,
+            exporter_ip="127.0.1.4",
+            source_id=4,
+            port=4739,
+        ),
     )
 
 
@@ -224,10 +299,15 @@ _PRESETS: dict[str, dict[str, Any]] = {
         "pc": PcBotnet(bots=40, cc_servers=8, active_cc=3, rotate_hours=2.0),
         "stealth": StealthBotnet(bots=4),
         "ddos": Ddos(victims=2, pps_per_bot=2000.0, spoofing_bots=4),
-        "reflection": Reflection(open_resolvers=6, ntp_reflectors=3, victims=2,
-                                 queries_per_s=200.0),
-        "smtp": Smtp(brute_force_sources=5, brute_force_attempts=2000, compromised_accounts=2,
-                     spam_messages=1500),
+        "reflection": Reflection(
+            open_resolvers=6, ntp_reflectors=3, victims=2, queries_per_s=200.0
+        ),
+        "smtp": Smtp(
+            brute_force_sources=5,
+            brute_force_attempts=2000,
+            compromised_accounts=2,
+            spam_messages=1500,
+        ),
         "vulnerable_devices": 40,
     },
     "large": {
@@ -242,8 +322,12 @@ _PRESETS: dict[str, dict[str, Any]] = {
         "stealth": StealthBotnet(bots=10),
         "ddos": Ddos(victims=3, pps_per_bot=1000.0, spoofing_bots=20),
         "reflection": Reflection(open_resolvers=60, ntp_reflectors=20, victims=3),
-        "smtp": Smtp(brute_force_sources=20, brute_force_attempts=20_000,
-                     compromised_accounts=5, spam_messages=5000),
+        "smtp": Smtp(
+            brute_force_sources=20,
+            brute_force_attempts=20_000,
+            compromised_accounts=5,
+            spam_messages=5000,
+        ),
         "vulnerable_devices": 2000,
     },
 }

@@ -61,9 +61,9 @@ class Exported:
     flows: FlowTable
 
 
-def assign_routers(flows: FlowTable, routers: tuple[RouterSpec, ...], region: npt.NDArray[np.int8]
-                   ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint32],
-                              npt.NDArray[np.uint32]]:
+def assign_routers(
+    flows: FlowTable, routers: tuple[RouterSpec, ...], region: npt.NDArray[np.int8]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint32], npt.NDArray[np.uint32]]:
     """Which router sees each flow, and its input/output ifIndex there."""
     border = [i for i, r in enumerate(routers) if r.role == "border"]
     dc = [i for i, r in enumerate(routers) if r.role == "dc"] or border
@@ -74,15 +74,17 @@ def assign_routers(flows: FlowTable, routers: tuple[RouterSpec, ...], region: np
     router = np.where(flows.path == 1, pick_d, pick_b).astype(np.int64)
     reg = np.where(flows.sub >= 0, region[np.maximum(flows.sub, 0)], 0).astype(np.uint32)
     inner = np.uint32(100) + reg
-    outer = np.where(flows.path == 1, np.uint32(200),
-                     (np.uint32(1) + (ext % np.uint64(2)).astype(np.uint32)))
+    outer = np.where(
+        flows.path == 1, np.uint32(200), (np.uint32(1) + (ext % np.uint64(2)).astype(np.uint32))
+    )
     in_if = np.where(flows.inbound == 0, inner, outer).astype(np.uint32)
     out_if = np.where(flows.inbound == 0, outer, inner).astype(np.uint32)
     return router, in_if, out_if
 
 
-def sample(flows: FlowTable, rate: int, rng: np.random.Generator
-           ) -> tuple[FlowTable, npt.NDArray[np.bool_]]:
+def sample(
+    flows: FlowTable, rate: int, rng: np.random.Generator
+) -> tuple[FlowTable, npt.NDArray[np.bool_]]:
     """1-in-``rate`` random packet sampling: binomial thinning of each flow's packets.
 
     Returns the flows that kept at least one packet (packets and bytes as sampled, the way a
@@ -99,8 +101,13 @@ def sample(flows: FlowTable, rate: int, rng: np.random.Generator
     return out, keep
 
 
-def _records(flows: FlowTable, dtype: np.dtype[np.void], in_if: npt.NDArray[np.uint32],
-             out_if: npt.NDArray[np.uint32], boot_ms: int) -> npt.NDArray[np.void]:
+def _records(
+    flows: FlowTable,
+    dtype: np.dtype[np.void],
+    in_if: npt.NDArray[np.uint32],
+    out_if: npt.NDArray[np.uint32],
+    boot_ms: int,
+) -> npt.NDArray[np.void]:
     rec = np.zeros(len(flows), dtype=dtype)
     for name in ("octets", "pkts", "proto", "tos", "flags", "sport", "src", "dport", "dst"):
         rec[name] = getattr(flows, name)
@@ -126,7 +133,9 @@ def _v9_templates(r: RouterSpec) -> tuple[bytes, int]:
         struct.pack(">HH", t, n) for t, n in V9_FIELDS
     )
     t_set = struct.pack(">HH", 0, 4 + len(tmpl)) + tmpl
-    opt = struct.pack(">HHH", OPTIONS_TEMPLATE_ID, 4, 8) + struct.pack(">HHHHHH", 1, 4, 34, 4, 35, 1)
+    opt = struct.pack(">HHH", OPTIONS_TEMPLATE_ID, 4, 8) + struct.pack(
+        ">HHHHHH", 1, 4, 34, 4, 35, 1
+    )
     opt = _pad4(opt)
     o_set = struct.pack(">HH", 1, 4 + len(opt)) + opt
     data = _pad4(struct.pack(">IIB", r.source_id, r.sampling, SAMPLING_ALGORITHM_RANDOM))
@@ -152,13 +161,18 @@ def _ipfix_templates(r: RouterSpec) -> tuple[bytes, int]:
     return t_set + o_set + d_set, 1
 
 
-def encode_flow_packets(flows: FlowTable, r: RouterSpec, in_if: npt.NDArray[np.uint32],
-                        out_if: npt.NDArray[np.uint32], t0: float) -> list[tuple[float, bytes]]:
+def encode_flow_packets(
+    flows: FlowTable,
+    r: RouterSpec,
+    in_if: npt.NDArray[np.uint32],
+    out_if: npt.NDArray[np.uint32],
+    t0: float,
+) -> list[tuple[float, bytes]]:
     """NetFlow v9 or IPFIX export packets for one router's (already sampled) flows."""
     order = np.argsort(flows.end, kind="stable")
     flows = flows.take(order)
     in_if, out_if = in_if[order], out_if[order]
-    boot_ms = int(round((t0 - BOOT_OFFSET_S) * 1000))
+    boot_ms = round((t0 - BOOT_OFFSET_S) * 1000)
     v9 = r.protocol == "netflow9"
     dtype = V9_DTYPE if v9 else IPFIX_DTYPE
     templates, tmpl_count = _v9_templates(r) if v9 else _ipfix_templates(r)
@@ -201,11 +215,33 @@ _SAMPLE_HEAD = [("tag", ">u4"), ("length", ">u4"), ("seq", ">u4"), ("source_id",
                 ("output", ">u4"), ("n_records", ">u4"), ("r_tag", ">u4"), ("r_length", ">u4"),
                 ("hproto", ">u4"), ("frame_len", ">u4"), ("stripped", ">u4"),
                 ("hlen", ">u4")]  # fmt: skip
-SFLOW_TCP = np.dtype([*_SAMPLE_HEAD, *_ETH_IP, ("sport", ">u2"), ("dport", ">u2"),
-                      ("tseq", ">u4"), ("tack", ">u4"), ("off", "u1"), ("tflags", "u1"),
-                      ("win", ">u2"), ("tcsum", ">u2"), ("urg", ">u2"), ("pad", "S2")])
-SFLOW_UDP = np.dtype([*_SAMPLE_HEAD, *_ETH_IP, ("sport", ">u2"), ("dport", ">u2"),
-                      ("ulen", ">u2"), ("ucsum", ">u2"), ("pad", "S2")])
+SFLOW_TCP = np.dtype(
+    [
+        *_SAMPLE_HEAD,
+        *_ETH_IP,
+        ("sport", ">u2"),
+        ("dport", ">u2"),
+        ("tseq", ">u4"),
+        ("tack", ">u4"),
+        ("off", "u1"),
+        ("tflags", "u1"),
+        ("win", ">u2"),
+        ("tcsum", ">u2"),
+        ("urg", ">u2"),
+        ("pad", "S2"),
+    ]
+)
+SFLOW_UDP = np.dtype(
+    [
+        *_SAMPLE_HEAD,
+        *_ETH_IP,
+        ("sport", ">u2"),
+        ("dport", ">u2"),
+        ("ulen", ">u2"),
+        ("ucsum", ">u2"),
+        ("pad", "S2"),
+    ]
+)
 SFLOW_SAMPLES_PER_DATAGRAM = 8
 
 
@@ -218,12 +254,18 @@ def _ip_checksum(rec: npt.NDArray[np.void]) -> npt.NDArray[np.uint16]:
     ).astype(np.uint32)  # fmt: skip
     words = (words & 0xFFFF) + (words >> 16)
     words = (words & 0xFFFF) + (words >> 16)
-    return (~words & 0xFFFF).astype(np.uint16)
+    out: npt.NDArray[np.uint16] = (~words & 0xFFFF).astype(np.uint16)
+    return out
 
 
-def encode_sflow(flows: FlowTable, r: RouterSpec, in_if: npt.NDArray[np.uint32],
-                 out_if: npt.NDArray[np.uint32], t0: float, rng: np.random.Generator
-                 ) -> tuple[list[tuple[float, bytes]], int]:
+def encode_sflow(
+    flows: FlowTable,
+    r: RouterSpec,
+    in_if: npt.NDArray[np.uint32],
+    out_if: npt.NDArray[np.uint32],
+    t0: float,
+    rng: np.random.Generator,
+) -> tuple[list[tuple[float, bytes]], int]:
     """sFlow v5 datagrams: ``flows`` are already thinned; each remaining packet is one sample."""
     k = flows.pkts
     idx = np.repeat(np.arange(len(flows)), k)
@@ -286,7 +328,7 @@ def encode_sflow(flows: FlowTable, r: RouterSpec, in_if: npt.NDArray[np.uint32],
         size = dtype.itemsize
         for j, s in enumerate(sel.tolist()):
             blobs[s] = raw[j * size : (j + 1) * size]
-    boot_ms = int(round((t0 - BOOT_OFFSET_S) * 1000))
+    boot_ms = round((t0 - BOOT_OFFSET_S) * 1000)
     agent = ip(r.exporter_ip)
     out: list[tuple[float, bytes]] = []
     for d, pos in enumerate(range(0, n, SFLOW_SAMPLES_PER_DATAGRAM)):

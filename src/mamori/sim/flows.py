@@ -65,9 +65,22 @@ class FlowTable:
 
     @staticmethod
     def empty() -> FlowTable:
-        return FlowTable.make(np.zeros(0), np.zeros(0), np.zeros(0, np.uint32),
-                              np.zeros(0, np.uint32), np.zeros(0), np.zeros(0), 6, 0, 0, 0, "benign",
-                              -1, 0, 0)
+        return FlowTable.make(
+            np.zeros(0),
+            np.zeros(0),
+            np.zeros(0, np.uint32),
+            np.zeros(0, np.uint32),
+            np.zeros(0),
+            np.zeros(0),
+            6,
+            0,
+            0,
+            0,
+            "benign",
+            -1,
+            0,
+            0,
+        )
 
     @staticmethod
     def make(
@@ -106,8 +119,8 @@ class FlowTable:
             proto=b(proto, np.uint8),  # type: ignore[arg-type]
             flags=b(flags, np.uint8),  # type: ignore[arg-type]
             tos=b(tos, np.uint8),  # type: ignore[arg-type]
-            pkts=np.maximum(p, 1),  # type: ignore[arg-type]
-            octets=np.maximum(b(octets, np.int64), np.maximum(p, 1) * 40),  # type: ignore[arg-type]
+            pkts=np.maximum(p, 1),
+            octets=np.maximum(b(octets, np.int64), np.maximum(p, 1) * 40),
             label=np.full(n, LABELS[label], np.int16),
             sub=b(sub, np.int32),  # type: ignore[arg-type]
             path=b(path, np.int8),  # type: ignore[arg-type]

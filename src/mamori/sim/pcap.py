@@ -30,13 +30,24 @@ def _checksum(header: bytes) -> int:
     s = sum(struct.unpack(f">{len(header) // 2}H", header))
     s = (s & 0xFFFF) + (s >> 16)
     s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
+    return int(~s & 0xFFFF)
 
 
 def frame(p: UdpPacket, ident: int) -> bytes:
     udp_len = 8 + len(p.payload)
-    iph = struct.pack(">BBHHHBBHII", 0x45, 0, 20 + udp_len, ident & 0xFFFF, 0x4000, 64, 17, 0,
-                      ip(p.src), ip(p.dst))
+    iph = struct.pack(
+        ">BBHHHBBHII",
+        0x45,
+        0,
+        20 + udp_len,
+        ident & 0xFFFF,
+        0x4000,
+        64,
+        17,
+        0,
+        ip(p.src),
+        ip(p.dst),
+    )
     iph = iph[:10] + struct.pack(">H", _checksum(iph)) + iph[12:]
     udp = struct.pack(">HHHH", p.sport, p.dport, udp_len, 0)
     eth = b"\x00\x00\x00\x00\x00\x00" + b"\x02\x00\x00\x00" + struct.pack(">H", ip(p.src) & 0xFFFF)
@@ -51,7 +62,7 @@ def write_pcap(path: Path, packets: Iterable[UdpPacket]) -> int:
         for p in packets:
             data = frame(p, n)
             sec = int(p.ts)
-            usec = int(round((p.ts - sec) * 1e6))
+            usec = round((p.ts - sec) * 1e6)
             fh.write(struct.pack("<IIII", sec, usec, len(data), len(data)))
             fh.write(data)
             n += 1
@@ -76,8 +87,9 @@ def read_pcap(path: Path) -> Iterator[UdpPacket]:
             src, dst = struct.unpack(">II", data[26:34])
             u = 14 + ihl
             sport, dport, ulen = struct.unpack(">HHH", data[u : u + 6])
-            yield UdpPacket(sec + usec / 1e6, ntoa(src), sport, ntoa(dst), dport,
-                            data[u + 8 : u + ulen])
+            yield UdpPacket(
+                sec + usec / 1e6, ntoa(src), sport, ntoa(dst), dport, data[u + 8 : u + ulen]
+            )
 
 
 def replay(

@@ -63,21 +63,34 @@ def _write_subscribers(world: World, path: Path) -> None:
     t0 = world.t0
     with path.open("w", encoding="ascii", newline="") as fh:
         w = csv.writer(fh, lineterminator="\n")
-        w.writerow(["subscriber_id", "contract", "user_name", "email", "region",
-                    "contract_since"])
+        w.writerow(["subscriber_id", "contract", "user_name", "email", "region", "contract_since"])
         for sub in range(world.n):
-            w.writerow([sub, CONTRACT_NAMES[int(world.contract[sub])], world.user_name(sub),
-                        world.email(sub), int(world.region[sub]),
-                        iso(t0 - 86400.0 * int(world.contract_start_days[sub]))[:10]])
+            w.writerow(
+                [
+                    sub,
+                    CONTRACT_NAMES[int(world.contract[sub])],
+                    world.user_name(sub),
+                    world.email(sub),
+                    int(world.region[sub]),
+                    iso(t0 - 86400.0 * int(world.contract_start_days[sub]))[:10],
+                ]
+            )
 
 
 def _address_plan(world: World) -> dict[str, Any]:
     return {
         "pools": [
-            {"name": k, "prefix": v,
-             "kind": "static" if k in ("static", "infra")
-             else "cgnat-inside" if k == "cgnat-inside" else
-             "cgnat-public" if k == "cgnat-public" else "dynamic"}
+            {
+                "name": k,
+                "prefix": v,
+                "kind": "static"
+                if k in ("static", "infra")
+                else "cgnat-inside"
+                if k == "cgnat-inside"
+                else "cgnat-public"
+                if k == "cgnat-public"
+                else "dynamic",
+            }
             for k, v in POOLS.items()
         ],
         "external": [f"{n}/24" for n in EXTERNAL_NETS],
@@ -87,8 +100,9 @@ def _address_plan(world: World) -> dict[str, Any]:
     }
 
 
-def _export(world: World, flows: FlowTable, seed: int
-            ) -> tuple[list[UdpPacket], list[RouterSummary]]:
+def _export(
+    world: World, flows: FlowTable, seed: int
+) -> tuple[list[UdpPacket], list[RouterSummary]]:
     cfg = world.cfg
     router, in_if, out_if = assign_routers(flows, cfg.routers, world.region)
     streams: list[list[UdpPacket]] = []
@@ -105,14 +119,28 @@ def _export(world: World, flows: FlowTable, seed: int
         else:
             pk = encode_flow_packets(sampled, r, ii, oi, world.t0)
         sport = 50000 + r.source_id
-        streams.append([UdpPacket(ts + 1e-6 * (j % 1000), r.exporter_ip, sport, COLLECTOR,
-                                  r.port, payload) for j, (ts, payload) in enumerate(pk)])
-        summaries.append(RouterSummary(
-            name=r.name, protocol=r.protocol, sampling=r.sampling, exporter_ip=r.exporter_ip,
-            source_id=r.source_id, port=r.port, flows_seen=len(seen),
-            records=0 if r.protocol == "sflow5" else len(sampled),
-            packets=int(sampled.pkts.sum()), octets=int(sampled.octets.sum()),
-            export_packets=len(pk), samples=samples))
+        streams.append(
+            [
+                UdpPacket(ts + 1e-6 * (j % 1000), r.exporter_ip, sport, COLLECTOR, r.port, payload)
+                for j, (ts, payload) in enumerate(pk)
+            ]
+        )
+        summaries.append(
+            RouterSummary(
+                name=r.name,
+                protocol=r.protocol,
+                sampling=r.sampling,
+                exporter_ip=r.exporter_ip,
+                source_id=r.source_id,
+                port=r.port,
+                flows_seen=len(seen),
+                records=0 if r.protocol == "sflow5" else len(sampled),
+                packets=int(sampled.pkts.sum()),
+                octets=int(sampled.octets.sum()),
+                export_packets=len(pk),
+                samples=samples,
+            )
+        )
     merged = list(heapq.merge(*streams, key=lambda p: p.ts))
     return merged, summaries
 
@@ -122,15 +150,17 @@ def _label_counts(flows: FlowTable) -> dict[str, int]:
     return {LABEL_NAMES[int(a)]: int(b) for a, b in zip(lab, cnt, strict=True)}
 
 
-def _truth(world: World, traffic: Traffic, routers: list[RouterSummary],
-           feeds_truth: dict[str, Any]) -> dict[str, Any]:
+def _truth(
+    world: World, traffic: Traffic, routers: list[RouterSummary], feeds_truth: dict[str, Any]
+) -> dict[str, Any]:
     t = dict(traffic.truth)
     return {
         "scenario": world.cfg.name,
         "seed": world.seed,
         "window": {"from": iso(world.t0), "until": iso(world.t1)},
-        "endpoints": [{k: v for k, v in e.items() if not k.startswith("_")}
-                      for e in traffic.endpoints],
+        "endpoints": [
+            {k: v for k, v in e.items() if not k.startswith("_")} for e in traffic.endpoints
+        ],
         **t,
         "feeds": feeds_truth,
         "flows": {"generated": len(traffic.flows), "by_label": _label_counts(traffic.flows)},
@@ -138,23 +168,28 @@ def _truth(world: World, traffic: Traffic, routers: list[RouterSummary],
     }
 
 
-def simulate(scenario: str | ScenarioConfig, out: Path, seed: int = 0,
-             **overrides: Any) -> SimSummary:
+def simulate(
+    scenario: str | ScenarioConfig, out: Path, seed: int = 0, **overrides: Any
+) -> SimSummary:
     """Write a simulated ISP's exports, logs, feeds and ground truth under ``out``.
 
     ``scenario`` is a name from :data:`mamori.sim.SCENARIOS` (``overrides`` replace its top-level
     fields, e.g. ``subscribers=5000``) or a ready :class:`ScenarioConfig`. Same seed, same bytes.
     """
-    cfg = scenario if isinstance(scenario, ScenarioConfig) else scenario_config(scenario,
-                                                                                **overrides)
+    cfg = (
+        scenario if isinstance(scenario, ScenarioConfig) else scenario_config(scenario, **overrides)
+    )
     out = Path(out)
     for d in ("world", "alloc", "flows", "dns", "mail", "feeds", "reports"):
         (out / d).mkdir(parents=True, exist_ok=True)
     world = _build_world(cfg, seed)
     traffic = generate(world, seed)
     files: dict[str, str] = {}
-    counts: dict[str, int] = {"subscribers": world.n, "sessions": int(world.sessions.sub.size),
-                              "flows_generated": len(traffic.flows)}
+    counts: dict[str, int] = {
+        "subscribers": world.n,
+        "sessions": int(world.sessions.sub.size),
+        "flows_generated": len(traffic.flows),
+    }
 
     def f(key: str, rel: str) -> Path:
         files[key] = rel
@@ -162,11 +197,17 @@ def simulate(scenario: str | ScenarioConfig, out: Path, seed: int = 0,
 
     _write_subscribers(world, f("subscribers", "world/subscribers.csv"))
     f("address_plan", "world/address_plan.json").write_text(
-        json.dumps(_address_plan(world), indent=2) + "\n", encoding="ascii")
+        json.dumps(_address_plan(world), indent=2) + "\n", encoding="ascii"
+    )
     counts["radius_records"] = alloc_logs.write_radius_detail(
-        world, f("radius_detail", "alloc/radius-detail"))
-    counts["kea_rows"] = alloc_logs.write_kea_leases(world, f("kea_leases", "alloc/kea-leases4.csv"))
-    counts["cgnat_lines"] = alloc_logs.write_cgnat_syslog(world, f("cgnat_syslog", "alloc/cgnat.log"))
+        world, f("radius_detail", "alloc/radius-detail")
+    )
+    counts["kea_rows"] = alloc_logs.write_kea_leases(
+        world, f("kea_leases", "alloc/kea-leases4.csv")
+    )
+    counts["cgnat_lines"] = alloc_logs.write_cgnat_syslog(
+        world, f("cgnat_syslog", "alloc/cgnat.log")
+    )
 
     packets, routers = _export(world, traffic.flows, seed)
     counts["export_packets"] = write_pcap(f("pcap", "flows/exports.pcap"), packets)
@@ -177,10 +218,18 @@ def simulate(scenario: str | ScenarioConfig, out: Path, seed: int = 0,
     counts.update(src_counts)
     truth = _truth(world, traffic, routers, feeds_truth)
     f("truth", "truth.json").write_text(json.dumps(truth, indent=1) + "\n", encoding="utf-8")
-    summary = SimSummary(scenario=cfg.name, seed=seed, subscribers=world.n, start=iso(world.t0),
-                         end=iso(world.t1), out=str(out), files=files, counts=counts,
-                         routers=routers)
+    summary = SimSummary(
+        scenario=cfg.name,
+        seed=seed,
+        subscribers=world.n,
+        start=iso(world.t0),
+        end=iso(world.t1),
+        out=str(out),
+        files=files,
+        counts=counts,
+        routers=routers,
+    )
     (out / "summary.json").write_text(
-        summary.model_copy(update={"out": "."}).model_dump_json(indent=1) + "\n",
-        encoding="utf-8")
+        summary.model_copy(update={"out": "."}).model_dump_json(indent=1) + "\n", encoding="utf-8"
+    )
     return summary

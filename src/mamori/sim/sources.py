@@ -1,4 +1,4 @@
-"""The other sources: resolver query logs, mail-server syslog, reputation feeds, third-party reports.
+"""The other sources: resolver query logs, mail syslog, reputation feeds, third-party reports.
 
 * Unbound query log (``log-queries: yes``, log file, epoch time stamps)::
 
@@ -56,8 +56,7 @@ def write_unbound(world: World, traffic: Traffic, out: Path) -> dict[str, int]:
     counts: dict[str, int] = {}
     for k, res in enumerate(RESOLVERS):
         sel = order[resolver[order] == res]
-        with (out / f"unbound-resolver{k + 1}.log").open("w", encoding="ascii",
-                                                         newline="\n") as fh:
+        with (out / f"unbound-resolver{k + 1}.log").open("w", encoding="ascii", newline="\n") as fh:
             fh.writelines(
                 f"[{int(t[i])}] unbound[{2101 + k}:0] info: {ntoa(int(client[i]))} "
                 f"{names[i]}. {qtypes[i]} IN\n"
@@ -84,43 +83,64 @@ def write_mail(world: World, traffic: Traffic, path: Path) -> int:
         pid = 3000 + (i * 37) % 60000
         sess = f"{(i * 2654435761) & 0xFFFFFFFFFFFF:012x}"
         if m.service[i] == "imap":
-            add(ts, f"dovecot: imap-login: Disconnected (auth failed, 1 attempts in 2 secs): "
-                    f"user=<{user}>, method=PLAIN, rip={client}, lip={lip}, TLS, "
-                    f"session=<{sess}>")
+            add(
+                ts,
+                f"dovecot: imap-login: Disconnected (auth failed, 1 attempts in 2 secs): "
+                f"user=<{user}>, method=PLAIN, rip={client}, lip={lip}, TLS, "
+                f"session=<{sess}>",
+            )
             continue
         smtpd = f"postfix/submission/smtpd[{pid}]"
         add(ts, f"{smtpd}: connect from unknown[{client}]")
         if not ok:
-            add(ts + 1, f"{smtpd}: warning: unknown[{client}]: SASL LOGIN authentication failed: "
-                        "UGFzc3dvcmQ6")
-            add(ts + 1, f"{smtpd}: disconnect from unknown[{client}] ehlo=1 auth=0/1 quit=1 "
-                        "commands=2/3")
+            add(
+                ts + 1,
+                f"{smtpd}: warning: unknown[{client}]: SASL LOGIN authentication failed: "
+                "UGFzc3dvcmQ6",
+            )
+            add(
+                ts + 1,
+                f"{smtpd}: disconnect from unknown[{client}] ehlo=1 auth=0/1 quit=1 commands=2/3",
+            )
             continue
         if not m.spam[i] and rng.random() < 0.3:
-            add(ts - 5, f"dovecot: imap-login: Login: user=<{user}>, method=PLAIN, rip={client}, "
-                        f"lip={lip}, mpid={pid + 1}, TLS, session=<{sess}>")
+            add(
+                ts - 5,
+                f"dovecot: imap-login: Login: user=<{user}>, method=PLAIN, rip={client}, "
+                f"lip={lip}, mpid={pid + 1}, TLS, session=<{sess}>",
+            )
         for _ in range(m.messages[i]):
             qid += 1 + int(rng.integers(1, 50))
             q = f"{qid:010X}"
             size = int(rng.integers(900, 30_000))
-            add(ts, f"{smtpd}: {q}: client=unknown[{client}], sasl_method=PLAIN, "
-                    f"sasl_username={user}")
+            add(
+                ts,
+                f"{smtpd}: {q}: client=unknown[{client}], sasl_method=PLAIN, sasl_username={user}",
+            )
             add(ts, f"postfix/cleanup[{pid + 2}]: {q}: message-id=<{q}@isp.example.jp>")
-            add(ts, f"postfix/qmgr[1187]: {q}: from=<{user}>, size={size}, nrcpt=1 "
-                    "(queue active)")
+            add(ts, f"postfix/qmgr[1187]: {q}: from=<{user}>, size={size}, nrcpt=1 (queue active)")
             relay = mx[int(rng.integers(0, len(mx)))]
             rcpt = f"r{int(rng.integers(0, 10**6)):06d}@{relay.domain.split('.', 1)[1]}"
             if m.spam[i]:
-                add(ts + 30, f"postfix/smtp[{pid + 3}]: {q}: to=<{rcpt}>, relay=none, delay=30, "
-                             f"delays=0.1/0/30/0, dsn=4.4.1, status=deferred (connect to "
-                             f"{relay.domain}[{ntoa(relay.ip)}]:25: Connection timed out)")
+                add(
+                    ts + 30,
+                    f"postfix/smtp[{pid + 3}]: {q}: to=<{rcpt}>, relay=none, delay=30, "
+                    f"delays=0.1/0/30/0, dsn=4.4.1, status=deferred (connect to "
+                    f"{relay.domain}[{ntoa(relay.ip)}]:25: Connection timed out)",
+                )
             else:
-                add(ts + 1, f"postfix/smtp[{pid + 3}]: {q}: to=<{rcpt}>, "
-                            f"relay={relay.domain}[{ntoa(relay.ip)}]:25, delay=0.9, "
-                            "delays=0.1/0/0.3/0.5, dsn=2.0.0, status=sent (250 2.0.0 Ok)")
+                add(
+                    ts + 1,
+                    f"postfix/smtp[{pid + 3}]: {q}: to=<{rcpt}>, "
+                    f"relay={relay.domain}[{ntoa(relay.ip)}]:25, delay=0.9, "
+                    "delays=0.1/0/0.3/0.5, dsn=2.0.0, status=sent (250 2.0.0 Ok)",
+                )
                 add(ts + 1, f"postfix/qmgr[1187]: {q}: removed")
-        add(ts + 2, f"{smtpd}: disconnect from unknown[{client}] ehlo=2 starttls=1 auth=1 "
-                    "mail=1 rcpt=1 data=1 quit=1 commands=8")
+        add(
+            ts + 2,
+            f"{smtpd}: disconnect from unknown[{client}] ehlo=2 starttls=1 auth=1 "
+            "mail=1 rcpt=1 data=1 quit=1 commands=8",
+        )
     lines.sort(key=lambda r: (r[0], r[1]))
     with path.open("w", encoding="ascii", newline="\n") as fh:
         fh.writelines(r[2] + "\n" for r in lines)
@@ -161,16 +181,25 @@ def _listing(world: World, traffic: Traffic) -> tuple[list[dict[str, Any]], dict
     wrong: list[dict[str, Any]] = []
     for k in range(min(c.wrong_entries, len(wrong_pool))):
         s = wrong_pool[int(rng.integers(0, len(wrong_pool)))] if k else wrong_pool[0]
-        e = {"ip": ntoa(s.ip), "port": s.port, "proto": "tcp", "family": "pc-emotet-like",
-             "role": "cc", "domain": s.domain, "listed_at": world.t0 + 600.0 * (k + 1),
-             "_from": world.t0, "wrong": True}
+        e = {
+            "ip": ntoa(s.ip),
+            "port": s.port,
+            "proto": "tcp",
+            "family": "pc-emotet-like",
+            "role": "cc",
+            "domain": s.domain,
+            "listed_at": world.t0 + 600.0 * (k + 1),
+            "_from": world.t0,
+            "wrong": True,
+        }
         listed.append(e)
         wrong.append({"ip": e["ip"], "port": s.port, "benign_role": s.role, "domain": s.domain})
     return listed, {"unlisted": unlisted, "delayed": delayed, "wrong_entries": wrong}
 
 
-def write_feeds(world: World, traffic: Traffic, out: Path, files: Callable[[str, str], Path]
-                ) -> tuple[dict[str, int], dict[str, Any]]:
+def write_feeds(
+    world: World, traffic: Traffic, out: Path, files: Callable[[str, str], Path]
+) -> tuple[dict[str, int], dict[str, Any]]:
     listed, truth = _listing(world, traffic)
     snap = world.t1
     listed.sort(key=lambda e: (e["listed_at"], e["ip"], e["port"]))
@@ -181,22 +210,32 @@ def write_feeds(world: World, traffic: Traffic, out: Path, files: Callable[[str,
 
     # Feodo Tracker: PC-botnet C&C servers
     feodo = [e for e in listed if e["family"] == "pc-emotet-like" and e["role"] == "cc"]
-    with files("feodo", "feeds/feodo-ipblocklist.csv").open("w", encoding="ascii",
-                                                           newline="\n") as fh:
-        fh.write(_ABUSE_HEAD.format(title="Feodo Tracker Botnet C2 IP Blocklist (CSV)",
-                                    updated=_dt(snap) + " UTC"))
-        fh.write(q("first_seen_utc", "dst_ip", "dst_port", "c2_status", "last_online",
-                   "malware") + "\n")
+    with files("feodo", "feeds/feodo-ipblocklist.csv").open(
+        "w", encoding="ascii", newline="\n"
+    ) as fh:
+        fh.write(
+            _ABUSE_HEAD.format(
+                title="Feodo Tracker Botnet C2 IP Blocklist (CSV)", updated=_dt(snap) + " UTC"
+            )
+        )
+        fh.write(
+            q("first_seen_utc", "dst_ip", "dst_port", "c2_status", "last_online", "malware") + "\n"
+        )
         for e in feodo:
-            fh.write(q(_dt(e["listed_at"]), e["ip"], e["port"], "online", _dt(snap)[:10],
-                       "Emotet") + "\n")
+            fh.write(
+                q(_dt(e["listed_at"]), e["ip"], e["port"], "online", _dt(snap)[:10], "Emotet")
+                + "\n"
+            )
     counts["feodo_entries"] = len(feodo)
 
     # URLhaus: loader and first-stage download URLs
     urls = [e for e in listed if e["role"] in ("loader", "infection")]
     with files("urlhaus", "feeds/urlhaus.csv").open("w", encoding="ascii", newline="\n") as fh:
-        fh.write(_ABUSE_HEAD.format(title="URLhaus Database Dump (CSV - recent URLs only)",
-                                    updated=_dt(snap) + " (UTC)"))
+        fh.write(
+            _ABUSE_HEAD.format(
+                title="URLhaus Database Dump (CSV - recent URLs only)", updated=_dt(snap) + " (UTC)"
+            )
+        )
         fh.write("# id,dateadded,url,url_status,last_online,threat,tags,urlhaus_link,reporter\n")
         for n, e in enumerate(urls):
             uid = 3_100_000 + n
@@ -204,66 +243,124 @@ def write_feeds(world: World, traffic: Traffic, out: Path, files: Callable[[str,
                 url, tags = f"http://{e['ip']}:{e['port']}/bins/arm7", "elf,mirai"
             else:
                 url, tags = f"http://{e['domain']}/invoice_{n:04d}.doc", "doc,emotet,heodo"
-            fh.write(q(uid, _dt(e["listed_at"]), url, "online", _dt(snap), "malware_download",
-                       tags, f"https://urlhaus.abuse.ch/url/{uid}/", "anonymous") + "\n")
+            fh.write(
+                q(
+                    uid,
+                    _dt(e["listed_at"]),
+                    url,
+                    "online",
+                    _dt(snap),
+                    "malware_download",
+                    tags,
+                    f"https://urlhaus.abuse.ch/url/{uid}/",
+                    "anonymous",
+                )
+                + "\n"
+            )
     counts["urlhaus_entries"] = len(urls)
 
     # ThreatFox: ip:port and domain IOCs of C&C servers
     tf_rows: list[str] = []
     for n, e in enumerate(x for x in listed if x["role"] == "cc"):
-        mal, alias, printable = (("elf.mirai", "Katana", "Mirai")
-                                 if e["family"] == "iot-mirai-like"
-                                 else ("win.emotet", "Geodo", "Emotet"))
+        mal, alias, printable = (
+            ("elf.mirai", "Katana", "Mirai")
+            if e["family"] == "iot-mirai-like"
+            else ("win.emotet", "Geodo", "Emotet")
+        )
         for value, kind in ((f"{e['ip']}:{e['port']}", "ip:port"), (e["domain"], "domain")):
             if not value:
                 continue
-            tf_rows.append(", ".join(f'"{v}"' for v in (
-                _dt(e["listed_at"]), 1_200_000 + 2 * n + (kind == "domain"), value, kind,
-                "botnet_cc", mal, alias, printable, "", 75, "None", printable, 0, "mamori-sim")))
-    with files("threatfox", "feeds/threatfox.csv").open("w", encoding="ascii",
-                                                        newline="\n") as fh:
-        fh.write(_ABUSE_HEAD.format(title="ThreatFox IOCs: CSV export", updated=_dt(snap) + " UTC")
-                 .replace("abuse.ch ThreatFox", "ThreatFox"))
-        fh.write('# "first_seen_utc","ioc_id","ioc_value","ioc_type","threat_type","fk_malware",'
-                 '"malware_alias","malware_printable","last_seen_utc","confidence_level",'
-                 '"reference","tags","anonymous","reporter"\n')
+            tf_rows.append(
+                ", ".join(
+                    f'"{v}"'
+                    for v in (
+                        _dt(e["listed_at"]),
+                        1_200_000 + 2 * n + (kind == "domain"),
+                        value,
+                        kind,
+                        "botnet_cc",
+                        mal,
+                        alias,
+                        printable,
+                        "",
+                        75,
+                        "None",
+                        printable,
+                        0,
+                        "mamori-sim",
+                    )
+                )
+            )
+    with files("threatfox", "feeds/threatfox.csv").open("w", encoding="ascii", newline="\n") as fh:
+        fh.write(
+            _ABUSE_HEAD.format(
+                title="ThreatFox IOCs: CSV export", updated=_dt(snap) + " UTC"
+            ).replace("abuse.ch ThreatFox", "ThreatFox")
+        )
+        fh.write(
+            '# "first_seen_utc","ioc_id","ioc_value","ioc_type","threat_type","fk_malware",'
+            '"malware_alias","malware_printable","last_seen_utc","confidence_level",'
+            '"reference","tags","anonymous","reporter"\n'
+        )
         fh.writelines(r + "\n" for r in tf_rows)
     counts["threatfox_entries"] = len(tf_rows)
 
     # STIX 2.1 bundle, written by hand
     ident_id = f"identity--{uuid.uuid5(STIX_NAMESPACE, 'mamori-sim-isac')}"
     created = iso_ms(world.t0 - 86400.0)
-    objects: list[dict[str, Any]] = [{
-        "type": "identity", "spec_version": "2.1", "id": ident_id, "created": created,
-        "modified": created, "name": "Simulated ISAC (example)", "identity_class": "organization",
-    }]
+    objects: list[dict[str, Any]] = [
+        {
+            "type": "identity",
+            "spec_version": "2.1",
+            "id": ident_id,
+            "created": created,
+            "modified": created,
+            "name": "Simulated ISAC (example)",
+            "identity_class": "organization",
+        }
+    ]
     for e in listed:
         if e["role"] not in ("cc", "loader", "infection"):
             continue
-        pats = [f"[network-traffic:dst_ref.type = 'ipv4-addr' AND network-traffic:dst_ref.value "
-                f"= '{e['ip']}' AND network-traffic:dst_port = {e['port']}]"]
+        pats = [
+            f"[network-traffic:dst_ref.type = 'ipv4-addr' AND network-traffic:dst_ref.value "
+            f"= '{e['ip']}' AND network-traffic:dst_port = {e['port']}]"
+        ]
         if e.get("domain"):
             pats.append(f"[domain-name:value = '{e['domain']}']")
         for p in pats:
             when = iso_ms(e["listed_at"])
-            objects.append({
-                "type": "indicator", "spec_version": "2.1",
-                "id": f"indicator--{uuid.uuid5(STIX_NAMESPACE, p)}",
-                "created_by_ref": ident_id, "created": when, "modified": when,
-                "name": f"{e['role']} server ({e['family']})",
-                "indicator_types": ["malicious-activity"], "pattern": p, "pattern_type": "stix",
-                "valid_from": when, "labels": [e["family"], e["role"]],
-            })
-    bundle = {"type": "bundle", "id": f"bundle--{uuid.uuid5(STIX_NAMESPACE, str(world.seed))}",
-              "objects": objects}
-    files("stix", "feeds/stix-bundle.json").write_text(json.dumps(bundle, indent=1) + "\n",
-                                                       encoding="ascii")
+            objects.append(
+                {
+                    "type": "indicator",
+                    "spec_version": "2.1",
+                    "id": f"indicator--{uuid.uuid5(STIX_NAMESPACE, p)}",
+                    "created_by_ref": ident_id,
+                    "created": when,
+                    "modified": when,
+                    "name": f"{e['role']} server ({e['family']})",
+                    "indicator_types": ["malicious-activity"],
+                    "pattern": p,
+                    "pattern_type": "stix",
+                    "valid_from": when,
+                    "labels": [e["family"], e["role"]],
+                }
+            )
+    bundle = {
+        "type": "bundle",
+        "id": f"bundle--{uuid.uuid5(STIX_NAMESPACE, str(world.seed))}",
+        "objects": objects,
+    }
+    files("stix", "feeds/stix-bundle.json").write_text(
+        json.dumps(bundle, indent=1) + "\n", encoding="ascii"
+    )
     counts["stix_indicators"] = len(objects) - 1
     return counts, truth
 
 
-def write_reports(world: World, traffic: Traffic, files: Callable[[str, str], Path]
-                  ) -> dict[str, int]:
+def write_reports(
+    world: World, traffic: Traffic, files: Callable[[str, str], Path]
+) -> dict[str, int]:
     fl = traffic.flows
     rng = np.random.default_rng([world.seed, 7])
     counts: dict[str, int] = {}
@@ -274,18 +371,27 @@ def write_reports(world: World, traffic: Traffic, files: Callable[[str, str], Pa
     pick = idx[first]
     pick = pick[rng.random(pick.size) < 0.7]
     with files("report_infected", "reports/infected-hosts.csv").open(
-            "w", encoding="ascii", newline="") as fh:
+        "w", encoding="ascii", newline=""
+    ) as fh:
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(["timestamp", "ip", "port", "protocol", "infection"])
         for i in pick.tolist():
-            w.writerow([iso(float(fl.start[i])), ntoa(int(fl.src[i])), int(fl.sport[i]), "tcp",
-                        "mirai" if fl.label[i] == LABELS["iot-cc"] else "emotet"])
+            w.writerow(
+                [
+                    iso(float(fl.start[i])),
+                    ntoa(int(fl.src[i])),
+                    int(fl.sport[i]),
+                    "tcp",
+                    "mirai" if fl.label[i] == LABELS["iot-cc"] else "emotet",
+                ]
+            )
     counts["report_infected"] = int(pick.size)
     # a taken-down PC C&C server's connection log
     cc_flows = np.flatnonzero((fl.label == LABELS["pc-cc"]) & (fl.inbound == 0))
     rows = 0
     with files("report_takedown", "reports/takedown-victims.csv").open(
-            "w", encoding="ascii", newline="") as fh:
+        "w", encoding="ascii", newline=""
+    ) as fh:
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(["timestamp", "ip", "port"])
         if cc_flows.size:
@@ -296,7 +402,8 @@ def write_reports(world: World, traffic: Traffic, files: Callable[[str, str], Pa
     counts["report_takedown"] = rows
     vul = traffic.truth.get("vulnerable", [])
     with files("report_vulnerable", "reports/vulnerable-devices.csv").open(
-            "w", encoding="ascii", newline="") as fh:
+        "w", encoding="ascii", newline=""
+    ) as fh:
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(["timestamp", "ip", "port", "issue"])
         for v in vul:
@@ -305,14 +412,16 @@ def write_reports(world: World, traffic: Traffic, files: Callable[[str, str], Pa
     return counts
 
 
-def write_all(world: World, traffic: Traffic, out: Path, files: Callable[[str, str], Path]
-              ) -> tuple[dict[str, int], dict[str, Any]]:
+def write_all(
+    world: World, traffic: Traffic, out: Path, files: Callable[[str, str], Path]
+) -> tuple[dict[str, int], dict[str, Any]]:
     counts = write_unbound(world, traffic, out / "dns")
     for k in range(len(RESOLVERS)):
         files(f"unbound_resolver{k + 1}", f"dns/unbound-resolver{k + 1}.log")
     counts["mail_lines"] = write_mail(world, traffic, files("mail_log", "mail/mail.log"))
-    feed_counts, feeds_truth = ({}, {}) if not world.cfg.feeds.enabled else write_feeds(
-        world, traffic, out, files)
+    feed_counts, feeds_truth = (
+        ({}, {}) if not world.cfg.feeds.enabled else write_feeds(world, traffic, out, files)
+    )
     counts.update(feed_counts)
     counts.update(write_reports(world, traffic, files))
     return counts, feeds_truth

@@ -47,7 +47,12 @@ class DnsQueries:
     index: list[npt.NDArray[np.int64]] = field(default_factory=list)
 
     def add(
-        self, t: F64, client: U32, resolver: U32, names: list[str], idx: npt.NDArray[np.int64],
+        self,
+        t: F64,
+        client: U32,
+        resolver: U32,
+        names: list[str],
+        idx: npt.NDArray[np.int64],
         qtype: str = "A",
     ) -> None:
         self.t.append(t)
@@ -178,18 +183,43 @@ class _Gen:
         dur = arr(duration, np.float64)
         tt = t[ok]
         self.parts.append(
-            FlowTable.make(tt, dur, src[ok], dst_a, port[ok], arr(dport, np.uint16), proto_a, fu,
-                           arr(up_pkts, np.int64), arr(up_bytes, np.int64), label, sub[ok], path,
-                           0)
+            FlowTable.make(
+                tt,
+                dur,
+                src[ok],
+                dst_a,
+                port[ok],
+                arr(dport, np.uint16),
+                proto_a,
+                fu,
+                arr(up_pkts, np.int64),
+                arr(up_bytes, np.int64),
+                label,
+                sub[ok],
+                path,
+                0,
+            )
         )
         dp = arr(down_pkts, np.int64)
         has = dp > 0
         if has.any():
             self.parts.append(
-                FlowTable.make(tt[has] + 0.001, dur[has], dst_a[has], src[ok][has],
-                               arr(dport, np.uint16)[has], port[ok][has], proto_a[has], fd[has],
-                               dp[has], arr(down_bytes, np.int64)[has], label, sub[ok][has], path,
-                               1)
+                FlowTable.make(
+                    tt[has] + 0.001,
+                    dur[has],
+                    dst_a[has],
+                    src[ok][has],
+                    arr(dport, np.uint16)[has],
+                    port[ok][has],
+                    proto_a[has],
+                    fd[has],
+                    dp[has],
+                    arr(down_bytes, np.int64)[has],
+                    label,
+                    sub[ok][has],
+                    path,
+                    1,
+                )
             )
         return ok, src, port
 
@@ -200,19 +230,32 @@ class _Gen:
         rng = self.rng
         res = np.array(RESOLVERS, np.uint32)[rng.integers(0, 2, sub.size)]
         tq = t - 0.02
-        ok, src, _ = self.conversation("benign", sub, tq, res, 53, 17, 1,
-                                       rng.integers(60, 90, sub.size), 1,
-                                       rng.integers(90, 400, sub.size), 0.01, path=1, inside=True)
+        ok, src, _ = self.conversation(
+            "benign",
+            sub,
+            tq,
+            res,
+            53,
+            17,
+            1,
+            rng.integers(60, 90, sub.size),
+            1,
+            rng.integers(90, 400, sub.size),
+            0.01,
+            path=1,
+            inside=True,
+        )
         idx = np.flatnonzero(ok)
         self.dns.add(tq[ok], src[ok], res[ok], names, idx, qtype)
 
-    def periodic(self, subs: I32, interval: float, jitter: float, start: F64 | None = None
-                 ) -> tuple[I32, F64]:
+    def periodic(
+        self, subs: I32, interval: float, jitter: float, start: F64 | None = None
+    ) -> tuple[I32, F64]:
         """(sub, t) for a timer firing every ``interval`` s (± jitter·interval) per subscriber."""
         w = self.w
         if subs.size == 0:
             return subs, np.zeros(0)
-        begin = (np.full(subs.size, w.t0) if start is None else np.maximum(start, w.t0))
+        begin = np.full(subs.size, w.t0) if start is None else np.maximum(start, w.t0)
         first = begin + self.rng.uniform(0, interval, subs.size)
         k = int(np.ceil((w.t1 - w.t0) / (interval * max(1e-3, 1 - jitter)))) + 1
         steps = interval * (1 + self.rng.uniform(-jitter, jitter, (subs.size, k)))
@@ -221,25 +264,50 @@ class _Gen:
         keep = t < w.t1
         return np.broadcast_to(subs[:, None], t.shape)[keep], t[keep]
 
-    def endpoint(self, ip_: int, port: int, proto: str, family: str, role: str, since: float,
-                 until: float, domain: str | None) -> None:
-        self.endpoints.append({"ip": ntoa(ip_), "port": port, "proto": proto, "family": family,
-                               "role": role, "from": iso(since), "until": iso(until),
-                               "domain": domain, "_from": since, "_until": until})
+    def endpoint(
+        self,
+        ip_: int,
+        port: int,
+        proto: str,
+        family: str,
+        role: str,
+        since: float,
+        until: float,
+        domain: str | None,
+    ) -> None:
+        self.endpoints.append(
+            {
+                "ip": ntoa(ip_),
+                "port": port,
+                "proto": proto,
+                "family": family,
+                "role": role,
+                "from": iso(since),
+                "until": iso(until),
+                "domain": domain,
+                "_from": since,
+                "_until": until,
+            }
+        )
 
     def infected_entry(self, family: str, sub: int, since: float) -> dict[str, Any]:
         s = self.w.sessions
-        rows = np.flatnonzero((s.sub == sub) & (s.stop > max(since, self.w.t0))
-                              & (s.start < self.w.t1))
+        rows = np.flatnonzero(
+            (s.sub == sub) & (s.stop > max(since, self.w.t0)) & (s.start < self.w.t1)
+        )
         return {
             "subscriber": int(sub),
             "family": family,
             "infected_at": iso(since),
             "addresses": [
-                {"ip": ntoa(int(s.ip[r])), "port_lo": int(s.port_lo[r]),
-                 "port_hi": int(s.port_hi[r]), "inside_ip": ntoa(int(s.inside_ip[r]))
-                 if s.inside_ip[r] else None, "from": iso(float(s.start[r])),
-                 "until": iso(float(s.stop[r]))}
+                {
+                    "ip": ntoa(int(s.ip[r])),
+                    "port_lo": int(s.port_lo[r]),
+                    "port_hi": int(s.port_hi[r]),
+                    "inside_ip": ntoa(int(s.inside_ip[r])) if s.inside_ip[r] else None,
+                    "from": iso(float(s.start[r])),
+                    "until": iso(float(s.stop[r])),
+                }
                 for r in rows
             ],
         }
@@ -249,7 +317,7 @@ class _Gen:
         inw = self.rng.random(n) < in_window
         before = w.t0 - self.rng.uniform(3600.0, 5 * 86400.0, n)
         during = self.rng.uniform(w.t0, w.t0 + 0.7 * (w.t1 - w.t0), n)
-        return np.round(np.where(inw, during, before), 3)
+        return np.round(np.where(inw, during, before), 3).astype(np.float64)
 
     # --- benign --------------------------------------------------------------------------
     def benign(self) -> None:
@@ -274,9 +342,7 @@ class _Gen:
         quic = (role <= 2) & (rng.random(n_conn) < 0.3)
         proto = np.where(quic, 17, 6)
         up_p = np.ceil(rng.lognormal(1.8, 1.0, n_conn)).astype(np.int64) + 2
-        down_p = (up_p * rng.uniform(1.0, 3.0, n_conn) * np.where(role == 2, 8, 1)).astype(
-            np.int64
-        )
+        down_p = (up_p * rng.uniform(1.0, 3.0, n_conn) * np.where(role == 2, 8, 1)).astype(np.int64)
         up_b = up_p * rng.integers(52, 180, n_conn) + 300
         down_b = down_p * rng.integers(900, 1450, n_conn)
         dur = np.minimum(rng.lognormal(1.2, 1.3, n_conn), 290.0)
@@ -295,10 +361,42 @@ class _Gen:
             src_ext = w.ext_pool[rng.integers(0, w.ext_pool.size, n_q)]
             ip_b = w.sessions.ip[w.lookup(bs, tq)[0]]
             sp = rng.integers(1024, 65536, n_q)
-            self.parts.append(FlowTable.make(tq, 0.01, src_ext, ip_b, sp, 53, 17, 0, 1,
-                                             rng.integers(60, 90, n_q), "benign", bs, 0, 1))
-            self.parts.append(FlowTable.make(tq + 0.001, 0.01, ip_b, src_ext, 53, sp, 17, 0, 1,
-                                             rng.integers(90, 500, n_q), "benign", bs, 0, 0))
+            self.parts.append(
+                FlowTable.make(
+                    tq,
+                    0.01,
+                    src_ext,
+                    ip_b,
+                    sp,
+                    53,
+                    17,
+                    0,
+                    1,
+                    rng.integers(60, 90, n_q),
+                    "benign",
+                    bs,
+                    0,
+                    1,
+                )
+            )
+            self.parts.append(
+                FlowTable.make(
+                    tq + 0.001,
+                    0.01,
+                    ip_b,
+                    src_ext,
+                    53,
+                    sp,
+                    17,
+                    0,
+                    1,
+                    rng.integers(90, 500, n_q),
+                    "benign",
+                    bs,
+                    0,
+                    0,
+                )
+            )
             mx = w.service_ips("mx")
             n_m = n_q // 6
             bm = biz[rng.integers(0, biz.size, n_m)]
@@ -307,10 +405,29 @@ class _Gen:
             srcm = mx[rng.integers(0, mx.size, n_m)]
             spm = rng.integers(1024, 65536, n_m)
             pk = rng.integers(8, 40, n_m)
-            self.parts.append(FlowTable.make(tm, 2.0, srcm, ip_m, spm, 25, 6, TCP_FULL, pk,
-                                             pk * 600, "benign", bm, 0, 1))
-            self.parts.append(FlowTable.make(tm + 0.001, 2.0, ip_m, srcm, 25, spm, 6, TCP_FULL,
-                                             pk, pk * 60, "benign", bm, 0, 0))
+            self.parts.append(
+                FlowTable.make(
+                    tm, 2.0, srcm, ip_m, spm, 25, 6, TCP_FULL, pk, pk * 600, "benign", bm, 0, 1
+                )
+            )
+            self.parts.append(
+                FlowTable.make(
+                    tm + 0.001,
+                    2.0,
+                    ip_m,
+                    srcm,
+                    25,
+                    spm,
+                    6,
+                    TCP_FULL,
+                    pk,
+                    pk * 60,
+                    "benign",
+                    bm,
+                    0,
+                    0,
+                )
+            )
 
         # periodic traps
         def group(share: float) -> I32:
@@ -320,16 +437,34 @@ class _Gen:
             ("ntp", cfg.ntp_share, cfg.ntp_interval_s, 0.01, 17, (1, 90), (1, 90)),
             ("update", cfg.update_share, cfg.update_interval_s, 0.05, 6, (8, 1400), (8, 5200)),
             ("iot-cloud", cfg.camera_share, cfg.camera_interval_s, 0.02, 6, (3, 330), (3, 250)),
-            ("messaging", cfg.messaging_share, cfg.messaging_interval_s, 0.1, 6, (2, 140),
-             (2, 140)),
+            (
+                "messaging",
+                cfg.messaging_share,
+                cfg.messaging_interval_s,
+                0.1,
+                6,
+                (2, 140),
+                (2, 140),
+            ),
         ):
             members = group(share)
             svcs = w.services[role_name]
             home = rng.integers(0, len(svcs), w.n)
             ps, pt = self.periodic(members, interval, jitter)
             svc = np.asarray(home[ps])
-            self.conversation("benign-periodic", ps, pt, w.service_ips(role_name)[svc],
-                              svcs[0].port, proto_, up[0], up[1], down[0], down[1], 0.3)
+            self.conversation(
+                "benign-periodic",
+                ps,
+                pt,
+                w.service_ips(role_name)[svc],
+                svcs[0].port,
+                proto_,
+                up[0],
+                up[1],
+                down[0],
+                down[1],
+                0.3,
+            )
             if role_name in ("update", "iot-cloud"):
                 pick = rng.random(ps.size) < 0.1
                 self.resolve(ps[pick], pt[pick], [svcs[int(i)].domain for i in svc[pick]])
@@ -339,14 +474,22 @@ class _Gen:
         if n_mail:
             ms = rng.choice(w.n, size=n_mail, p=activity).astype(np.int32)
             tm = self.diurnal_times(n_mail)
-            ok, src, _ = self.conversation("benign", ms, tm, MAIL_SERVER, 587, 6, 14, 6000, 12,
-                                           1400, 1.5, path=1)
-            for tt, s, sb in zip(tm[ok].tolist(), src[ok].tolist(), ms[ok].tolist(),
-                                 strict=True):
+            ok, src, _ = self.conversation(
+                "benign", ms, tm, MAIL_SERVER, 587, 6, 14, 6000, 12, 1400, 1.5, path=1
+            )
+            for tt, s, sb in zip(tm[ok].tolist(), src[ok].tolist(), ms[ok].tolist(), strict=True):
                 self._mail(tt, s, w.user_name(sb), True, 1, False)
 
-    def _mail(self, t: float, client: int, user: str, ok: bool, msgs: int, spam: bool,
-              service: str = "smtp") -> None:
+    def _mail(
+        self,
+        t: float,
+        client: int,
+        user: str,
+        ok: bool,
+        msgs: int,
+        spam: bool,
+        service: str = "smtp",
+    ) -> None:
         m = self.mail
         m.t.append(t)
         m.client.append(client)
@@ -366,11 +509,20 @@ class _Gen:
         cc = self.hostile_ips(c.cc_servers)
         loaders = self.hostile_ips(c.loader_servers)
         for i, a in enumerate(cc):
-            self.endpoint(a, c.cc_port, "tcp", "iot-mirai-like", "cc", w.t0 - 7 * 86400.0,
-                          w.t1, f"cnc{i + 1}.botnet-iot.invalid")
+            self.endpoint(
+                a,
+                c.cc_port,
+                "tcp",
+                "iot-mirai-like",
+                "cc",
+                w.t0 - 7 * 86400.0,
+                w.t1,
+                f"cnc{i + 1}.botnet-iot.invalid",
+            )
         for a in loaders:
-            self.endpoint(a, c.loader_port, "tcp", "iot-mirai-like", "loader",
-                          w.t0 - 7 * 86400.0, w.t1, None)
+            self.endpoint(
+                a, c.loader_port, "tcp", "iot-mirai-like", "loader", w.t0 - 7 * 86400.0, w.t1, None
+            )
         my_cc = np.asarray(cc, np.uint32)[np.arange(bots.size) % len(cc)]
         # C&C keep-alives on a persistent connection (same source port within a session)
         ps, pt = self.periodic(bots, c.keepalive_s, 0.05, start=since)
@@ -381,15 +533,39 @@ class _Gen:
         span = s.port_hi[idx].astype(np.int64) - lo + 1
         sport = lo + (idx * 7919 + 13) % span
         sport = np.where(w.contract[ps] == CGNAT, sport, 40000 + (idx * 7919) % 20000)
-        self.conversation("iot-cc", ps, pt, my_cc[bot_i], c.cc_port, 6, 2, 120, 2, 120, 0.2,
-                          sport=sport, flags_up=0x18, flags_down=0x18)
+        self.conversation(
+            "iot-cc",
+            ps,
+            pt,
+            my_cc[bot_i],
+            c.cc_port,
+            6,
+            2,
+            120,
+            2,
+            120,
+            0.2,
+            sport=sport,
+            flags_up=0x18,
+            flags_down=0x18,
+        )
         # bots infected in the window fetched their binary from the loader
         inw = since >= w.t0
         if inw.any():
             lb = bots[inw]
-            self.conversation("iot-loader", lb, since[inw] - 5.0,
-                              np.asarray(loaders, np.uint32)[np.arange(lb.size) % len(loaders)],
-                              c.loader_port, 6, 30, 1800, 60, 75_000, 4.0)
+            self.conversation(
+                "iot-loader",
+                lb,
+                since[inw] - 5.0,
+                np.asarray(loaders, np.uint32)[np.arange(lb.size) % len(loaders)],
+                c.loader_port,
+                6,
+                30,
+                1800,
+                60,
+                75_000,
+                4.0,
+            )
         # telnet scanning: one SYN per probe, a few RSTs back
         per_bot = rng.poisson(c.scans_per_bot_hour * self.cfg.hours, bots.size)
         sb = np.repeat(bots, per_bot)
@@ -399,15 +575,30 @@ class _Gen:
         dst = targets[rng.integers(0, targets.size, sb.size)]
         dport = np.where(rng.random(sb.size) < 0.85, 23, 2323)
         answered = rng.random(sb.size) < 0.1
-        self.conversation("iot-scan", sb, st, dst, dport, 6, 1, 40, answered.astype(np.int64),
-                          40, 0.0, flags_up=SYN, flags_down=RST_ACK)
+        self.conversation(
+            "iot-scan",
+            sb,
+            st,
+            dst,
+            dport,
+            6,
+            1,
+            40,
+            answered.astype(np.int64),
+            40,
+            0.0,
+            flags_up=SYN,
+            flags_down=RST_ACK,
+        )
         self.truth["iot_botnet"] = {
-            "cc": [ntoa(a) for a in cc], "cc_port": c.cc_port,
-            "loaders": [ntoa(a) for a in loaders], "loader_port": c.loader_port,
+            "cc": [ntoa(a) for a in cc],
+            "cc_port": c.cc_port,
+            "loaders": [ntoa(a) for a in loaders],
+            "loader_port": c.loader_port,
             "scan_ports": [23, 2323],
         }
         self._infected("iot-mirai-like", bots, since)
-        return bots.tolist()
+        return [int(b) for b in bots]
 
     def _infected(self, family: str, bots: I32, since: F64) -> None:
         lst = self.truth.setdefault("infected", [])
@@ -432,35 +623,76 @@ class _Gen:
             for m in range(active):
                 seen.setdefault((j * active + m) % len(cc), []).append(j)
         for i, a in enumerate(inf):
-            self.endpoint(a, 80, "tcp", "pc-emotet-like", "infection", w.t0 - 3 * 86400.0, w.t1,
-                          f"dl{i + 1}.first-stage.invalid")
+            self.endpoint(
+                a,
+                80,
+                "tcp",
+                "pc-emotet-like",
+                "infection",
+                w.t0 - 3 * 86400.0,
+                w.t1,
+                f"dl{i + 1}.first-stage.invalid",
+            )
         for k, a in enumerate(cc):
             slots = seen.get(k)
             if not slots:
                 continue
-            self.endpoint(a, int(ports[k]), "tcp", "pc-emotet-like", "cc",
-                          w.t0 + min(slots) * rot, min(w.t1, w.t0 + (max(slots) + 1) * rot),
-                          f"api{k + 1}.rotating-cc.invalid")
+            self.endpoint(
+                a,
+                int(ports[k]),
+                "tcp",
+                "pc-emotet-like",
+                "cc",
+                w.t0 + min(slots) * rot,
+                min(w.t1, w.t0 + (max(slots) + 1) * rot),
+                f"api{k + 1}.rotating-cc.invalid",
+            )
         inw = since >= w.t0
         if inw.any():
             ib = bots[inw]
             which = np.arange(ib.size) % len(inf)
             self.resolve(ib, since[inw] - 1.0, [f"dl{i + 1}.first-stage.invalid" for i in which])
-            self.conversation("pc-infection", ib, since[inw], np.asarray(inf, np.uint32)[which],
-                              80, 6, 60, 4000, 200, 260_000, 6.0)
+            self.conversation(
+                "pc-infection",
+                ib,
+                since[inw],
+                np.asarray(inf, np.uint32)[which],
+                80,
+                6,
+                60,
+                4000,
+                200,
+                260_000,
+                6.0,
+            )
         ps, pt = self.periodic(bots, c.beacon_s, c.jitter, start=since + 60.0)
         slot = np.floor((pt - w.t0) / rot).astype(np.int64)
-        k = (slot * active + rng.integers(0, active, ps.size)) % len(cc)
+        pick = (slot * active + rng.integers(0, active, ps.size)) % len(cc)
         req = c.request_bytes + rng.integers(-4, 5, ps.size)
-        self.conversation("pc-cc", ps, pt, np.asarray(cc, np.uint32)[k], ports[k], 6, 5,
-                          req + 5 * 40, 5, rng.integers(300, 2400, ps.size), 0.8)
+        self.conversation(
+            "pc-cc",
+            ps,
+            pt,
+            np.asarray(cc, np.uint32)[pick],
+            ports[pick],
+            6,
+            5,
+            req + 5 * 40,
+            5,
+            rng.integers(300, 2400, ps.size),
+            0.8,
+        )
         ask = rng.random(ps.size) < 0.3
-        self.resolve(ps[ask], pt[ask] - 0.5,
-                     [f"api{int(x) + 1}.rotating-cc.invalid" for x in k[ask]])
+        self.resolve(
+            ps[ask], pt[ask] - 0.5, [f"api{int(x) + 1}.rotating-cc.invalid" for x in pick[ask]]
+        )
         self.truth["pc_botnet"] = {
             "infection_servers": [ntoa(a) for a in inf],
-            "cc": [ntoa(a) for a in cc], "rotate_hours": c.rotate_hours,
-            "beacon_s": c.beacon_s, "jitter": c.jitter, "request_bytes": c.request_bytes,
+            "cc": [ntoa(a) for a in cc],
+            "rotate_hours": c.rotate_hours,
+            "beacon_s": c.beacon_s,
+            "jitter": c.jitter,
+            "request_bytes": c.request_bytes,
         }
         self._infected("pc-emotet-like", bots, since)
 
@@ -471,11 +703,30 @@ class _Gen:
         bots = self.pick_subs(c.bots)
         since = w.t0 - rng.uniform(86400.0, 20 * 86400.0, bots.size)
         (cc,) = self.hostile_ips(1)
-        self.endpoint(cc, c.cc_port, "tcp", "stealth", "cc", w.t0 - 30 * 86400.0, w.t1,
-                      "cdn-static.quiet-cc.invalid")
+        self.endpoint(
+            cc,
+            c.cc_port,
+            "tcp",
+            "stealth",
+            "cc",
+            w.t0 - 30 * 86400.0,
+            w.t1,
+            "cdn-static.quiet-cc.invalid",
+        )
         ps, pt = self.periodic(bots, c.beacon_s, c.jitter)
-        self.conversation("stealth-cc", ps, pt, cc, c.cc_port, 6, 4, c.request_bytes + 160, 4,
-                          rng.integers(200, 900, ps.size), 0.5)
+        self.conversation(
+            "stealth-cc",
+            ps,
+            pt,
+            cc,
+            c.cc_port,
+            6,
+            4,
+            c.request_bytes + 160,
+            4,
+            rng.integers(200, 900, ps.size),
+            0.5,
+        )
         self.truth["stealth_botnet"] = {"cc": [ntoa(cc)], "beacon_s": c.beacon_s}
         self._infected("stealth", bots, since)
 
@@ -494,8 +745,19 @@ class _Gen:
         mb, tb = np.meshgrid(np.arange(plain.size), minutes, indexing="ij")
         mb, tb = mb.ravel(), tb.ravel() + rng.uniform(0, 1, mb.size)
         pk = rng.poisson(c.pps_per_bot * 60.0, mb.size) + 1
-        self.conversation("ddos", plain[mb], tb, vb[mb], rng.integers(1, 65536, mb.size), 17, pk,
-                          pk * 512, 0, 0, 59.0)
+        self.conversation(
+            "ddos",
+            plain[mb],
+            tb,
+            vb[mb],
+            rng.integers(1, 65536, mb.size),
+            17,
+            pk,
+            pk * 512,
+            0,
+            0,
+            59.0,
+        )
         spoof_rows: list[dict[str, Any]] = []
         if spoofers.size:
             per = 20
@@ -505,16 +767,40 @@ class _Gen:
             dst = np.asarray(victims, np.uint32)[np.arange(sb.size) % len(victims)]
             _, ok = w.lookup(sb, st)
             pk = rng.poisson(c.pps_per_bot * 3.0, sb.size) + 1
-            self.parts.append(FlowTable.make(st[ok], 2.9, src[ok], dst[ok],
-                                             rng.integers(1024, 65536, int(ok.sum())), 80, 6,
-                                             SYN, pk[ok], pk[ok] * 40, "spoofed", sb[ok], 0, 0))
+            self.parts.append(
+                FlowTable.make(
+                    st[ok],
+                    2.9,
+                    src[ok],
+                    dst[ok],
+                    rng.integers(1024, 65536, int(ok.sum())),
+                    80,
+                    6,
+                    SYN,
+                    pk[ok],
+                    pk[ok] * 40,
+                    "spoofed",
+                    sb[ok],
+                    0,
+                    0,
+                )
+            )
             for b in spoofers.tolist():
-                spoof_rows.append({"subscriber": b, "region": int(w.region[b]),
-                                   "source_range": "198.18.0.0/15", "from": iso(a0),
-                                   "until": iso(a1)})
+                spoof_rows.append(
+                    {
+                        "subscriber": b,
+                        "region": int(w.region[b]),
+                        "source_range": "198.18.0.0/15",
+                        "from": iso(a0),
+                        "until": iso(a1),
+                    }
+                )
         self.truth["ddos"] = {
-            "victims": [ntoa(v) for v in victims], "from": iso(a0), "until": iso(a1),
-            "bots": [int(b) for b in bots], "spoofing": spoof_rows,
+            "victims": [ntoa(v) for v in victims],
+            "from": iso(a0),
+            "until": iso(a1),
+            "bots": [int(b) for b in bots],
+            "spoofing": spoof_rows,
         }
 
     def reflection(self) -> None:
@@ -530,8 +816,10 @@ class _Gen:
         a1 = a0 + max(60.0, c.duration_frac * (w.t1 - w.t0))
         minutes = np.arange(a0, a1, 60.0)
         entries: list[dict[str, Any]] = []
-        for group, port, q_bytes, amp_pkts, r_bytes in ((resolvers, 53, 64, 3, 1400),
-                                                        (ntp, 123, 234, 100, 468)):
+        for group, port, q_bytes, amp_pkts, r_bytes in (
+            (resolvers, 53, 64, 3, 1400),
+            (ntp, 123, 234, 100, 468),
+        ):
             if group.size == 0:
                 continue
             gi, tm = np.meshgrid(np.arange(group.size), minutes, indexing="ij")
@@ -542,21 +830,60 @@ class _Gen:
             vic = np.asarray(victims, np.uint32)[gi % len(victims)]
             q = rng.poisson(c.queries_per_s * 60.0, gi.size) + 1
             sp = rng.integers(1024, 65536, gi.size)
-            self.parts.append(FlowTable.make(tm[ok], 59.0, vic[ok], refl[ok], sp[ok], port, 17,
-                                             0, q[ok], q[ok] * q_bytes, "reflection-trigger",
-                                             subs[ok], 0, 1))
-            self.parts.append(FlowTable.make(tm[ok] + 0.01, 59.0, refl[ok], vic[ok], port, sp[ok],
-                                             17, 0, q[ok] * amp_pkts, q[ok] * amp_pkts * r_bytes,
-                                             "reflection-response", subs[ok], 0, 0))
+            self.parts.append(
+                FlowTable.make(
+                    tm[ok],
+                    59.0,
+                    vic[ok],
+                    refl[ok],
+                    sp[ok],
+                    port,
+                    17,
+                    0,
+                    q[ok],
+                    q[ok] * q_bytes,
+                    "reflection-trigger",
+                    subs[ok],
+                    0,
+                    1,
+                )
+            )
+            self.parts.append(
+                FlowTable.make(
+                    tm[ok] + 0.01,
+                    59.0,
+                    refl[ok],
+                    vic[ok],
+                    port,
+                    sp[ok],
+                    17,
+                    0,
+                    q[ok] * amp_pkts,
+                    q[ok] * amp_pkts * r_bytes,
+                    "reflection-response",
+                    subs[ok],
+                    0,
+                    0,
+                )
+            )
             for s in group.tolist():
-                rows = w.sessions.ip[w.lookup(np.array([s], np.int32),
-                                              np.array([a0]))[0]]
-                entries.append({"subscriber": s, "ip": ntoa(int(rows[0])), "port": port,
-                                "proto": "udp",
-                                "kind": "dns-open-resolver" if port == 53 else "ntp-monlist",
-                                "static": bool(w.contract[s] == STATIC)})
-        self.truth["reflection"] = {"reflectors": entries, "victims": [ntoa(v) for v in victims],
-                                    "from": iso(a0), "until": iso(a1)}
+                rows = w.sessions.ip[w.lookup(np.array([s], np.int32), np.array([a0]))[0]]
+                entries.append(
+                    {
+                        "subscriber": s,
+                        "ip": ntoa(int(rows[0])),
+                        "port": port,
+                        "proto": "udp",
+                        "kind": "dns-open-resolver" if port == 53 else "ntp-monlist",
+                        "static": bool(w.contract[s] == STATIC),
+                    }
+                )
+        self.truth["reflection"] = {
+            "reflectors": entries,
+            "victims": [ntoa(v) for v in victims],
+            "from": iso(a0),
+            "until": iso(a1),
+        }
 
     def smtp(self) -> None:
         c, w, rng = self.cfg.smtp, self.w, self.rng
@@ -569,10 +896,29 @@ class _Gen:
         t = np.sort(rng.uniform(b0, b1, n))
         who = np.asarray(attackers, np.uint32)[rng.integers(0, len(attackers), n)]
         sp = rng.integers(1024, 65536, n)
-        self.parts.append(FlowTable.make(t, 1.2, who, MAIL_SERVER, sp, 587, 6, TCP_FULL, 10, 900,
-                                         "smtp-bruteforce", -1, 1, 1))
-        self.parts.append(FlowTable.make(t + 0.001, 1.2, MAIL_SERVER, who, 587, sp, 6, TCP_FULL,
-                                         9, 1300, "smtp-bruteforce", -1, 1, 0))
+        self.parts.append(
+            FlowTable.make(
+                t, 1.2, who, MAIL_SERVER, sp, 587, 6, TCP_FULL, 10, 900, "smtp-bruteforce", -1, 1, 1
+            )
+        )
+        self.parts.append(
+            FlowTable.make(
+                t + 0.001,
+                1.2,
+                MAIL_SERVER,
+                who,
+                587,
+                sp,
+                6,
+                TCP_FULL,
+                9,
+                1300,
+                "smtp-bruteforce",
+                -1,
+                1,
+                0,
+            )
+        )
         guesses = ("admin", "info", "test", "sales", "webmaster", "postmaster")
         real = rng.integers(0, w.n, n)
         for i, (tt, a) in enumerate(zip(t.tolist(), who.tolist(), strict=True)):
@@ -588,18 +934,61 @@ class _Gen:
             src = abusers[j % len(abusers)]
             ts = np.sort(rng.uniform(c0, c1, per // 10 + 1))
             spp = rng.integers(1024, 65536, ts.size)
-            self.parts.append(FlowTable.make(ts, 20.0, src, MAIL_SERVER, spp, 587, 6, TCP_FULL,
-                                             200, 10 * 6000, "smtp-abuse", v, 1, 1))
-            self.parts.append(FlowTable.make(ts + 0.001, 20.0, MAIL_SERVER, src, 587, spp, 6,
-                                             TCP_FULL, 120, 12_000, "smtp-abuse", v, 1, 0))
+            self.parts.append(
+                FlowTable.make(
+                    ts,
+                    20.0,
+                    src,
+                    MAIL_SERVER,
+                    spp,
+                    587,
+                    6,
+                    TCP_FULL,
+                    200,
+                    10 * 6000,
+                    "smtp-abuse",
+                    v,
+                    1,
+                    1,
+                )
+            )
+            self.parts.append(
+                FlowTable.make(
+                    ts + 0.001,
+                    20.0,
+                    MAIL_SERVER,
+                    src,
+                    587,
+                    spp,
+                    6,
+                    TCP_FULL,
+                    120,
+                    12_000,
+                    "smtp-abuse",
+                    v,
+                    1,
+                    0,
+                )
+            )
             for tt in ts.tolist():
                 self._mail(tt, src, w.user_name(v), True, 10, True)
-            comp.append({"subscriber": v, "auth_id": w.user_name(v), "from": iso(c0),
-                         "until": iso(c1), "abuse_sources": [ntoa(src)],
-                         "messages": int(ts.size * 10)})
+            comp.append(
+                {
+                    "subscriber": v,
+                    "auth_id": w.user_name(v),
+                    "from": iso(c0),
+                    "until": iso(c1),
+                    "abuse_sources": [ntoa(src)],
+                    "messages": int(ts.size * 10),
+                }
+            )
         self.truth["smtp"] = {
-            "brute_force": {"sources": [ntoa(a) for a in attackers], "from": iso(b0),
-                            "until": iso(b1), "attempts": n},
+            "brute_force": {
+                "sources": [ntoa(a) for a in attackers],
+                "from": iso(b0),
+                "until": iso(b1),
+                "attempts": n,
+            },
             "compromised_accounts": comp,
         }
 
@@ -611,10 +1000,15 @@ class _Gen:
         t = np.round(rng.uniform(w.t0, w.t1, subs.size), 0)
         idx, ok = w.lookup(subs, t)
         self.truth["vulnerable"] = [
-            {"subscriber": int(s), "ip": ntoa(int(w.sessions.ip[i])), "port": 23,
-             "observed_at": iso(float(tt))}
-            for s, i, tt, k in zip(subs.tolist(), idx.tolist(), t.tolist(), ok.tolist(),
-                                   strict=True)
+            {
+                "subscriber": int(s),
+                "ip": ntoa(int(w.sessions.ip[i])),
+                "port": 23,
+                "observed_at": iso(float(tt)),
+            }
+            for s, i, tt, k in zip(
+                subs.tolist(), idx.tolist(), t.tolist(), ok.tolist(), strict=True
+            )
             if k
         ]
 

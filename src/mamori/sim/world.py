@@ -292,5 +292,6 @@ def build_world(cfg: ScenarioConfig, seed: int) -> World:
             for i in range(count)
         ]
         pos += count
-    return World(cfg, seed, t0, t1, contract, region, contract_start_days, sessions, services,
-                 ext[pos:])
+    return World(
+        cfg, seed, t0, t1, contract, region, contract_start_days, sessions, services, ext[pos:]
+    )
