@@ -9,19 +9,11 @@ from mamori.sim import SCENARIOS, SimSummary, scenario_config
 
 
 def test_public_surface_is_pinned() -> None:
-    assert sorted(mamori.sim.__all__) == sorted(
-        [
-            "SCENARIOS",
-            "RouterSpec",
-            "RouterSummary",
-            "ScenarioConfig",
-            "SimSummary",
-            "read_pcap",
-            "replay",
-            "scenario_config",
-            "simulate",
-        ]
-    )
+    assert sorted(mamori.sim.__all__) == [
+        "RouterSpec", "RouterSummary", "SCENARIOS", "ScenarioConfig", "Score", "SimSummary",
+        "load_findings", "read_pcap", "replay", "scenario_config", "score", "score_files",
+        "simulate",
+    ]  # fmt: skip
 
 
 def test_scenarios_named_and_overridable() -> None:

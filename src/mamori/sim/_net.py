@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from functools import lru_cache
 
 import numpy as np
 import numpy.typing as npt
@@ -13,6 +14,7 @@ I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
 
 
+@lru_cache(maxsize=4096)
 def ip(text: str) -> int:
     """Dotted quad → int."""
     a, b, c, d = (int(x) for x in text.split("."))
@@ -26,7 +28,11 @@ def ntoa(value: int) -> str:
 
 
 def ntoa_many(values: Iterable[int] | U32) -> list[str]:
-    return [ntoa(int(v)) for v in values]
+    """Dotted quads for many addresses (each distinct address formatted once)."""
+    arr = np.asarray(values if isinstance(values, np.ndarray) else list(values), np.uint32)
+    uniq, inv = np.unique(arr, return_inverse=True)
+    text = [ntoa(int(v)) for v in uniq]
+    return [text[i] for i in inv.tolist()]
 
 
 def pool_addresses(base: str, count: int) -> U32:

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from mamori.sim._net import iso, iso_ms, ntoa
+from mamori.sim._net import iso, iso_ms, ntoa, ntoa_many
 from mamori.sim.alloc_logs import syslog_ts
 from mamori.sim.flows import LABELS
 from mamori.sim.traffic import Traffic
@@ -53,12 +53,13 @@ def write_unbound(world: World, traffic: Traffic, out: Path) -> dict[str, int]:
     names = [n for chunk in d.qname for n in chunk]
     qtypes = [q for q, chunk in zip(d.qtype, d.qname, strict=True) for _ in chunk]
     order = np.argsort(t, kind="stable")
+    client_text = ntoa_many(client)
     counts: dict[str, int] = {}
     for k, res in enumerate(RESOLVERS):
         sel = order[resolver[order] == res]
         with (out / f"unbound-resolver{k + 1}.log").open("w", encoding="ascii", newline="\n") as fh:
             fh.writelines(
-                f"[{int(t[i])}] unbound[{2101 + k}:0] info: {ntoa(int(client[i]))} "
+                f"[{int(t[i])}] unbound[{2101 + k}:0] info: {client_text[i]} "
                 f"{names[i]}. {qtypes[i]} IN\n"
                 for i in sel.tolist()
             )

@@ -452,6 +452,18 @@ class _Gen:
             home = rng.integers(0, len(svcs), w.n)
             ps, pt = self.periodic(members, interval, jitter)
             svc = np.asarray(home[ps])
+            users = np.bincount(home[members], minlength=len(svcs))
+            self.truth.setdefault("benign_traps", []).extend(
+                {
+                    "ip": ntoa(s.ip),
+                    "port": s.port,
+                    "proto": "udp" if proto_ == 17 else "tcp",
+                    "role": role_name,
+                    "interval_s": interval,
+                    "subscribers": int(users[i]),
+                }
+                for i, s in enumerate(svcs)
+            )
             self.conversation(
                 "benign-periodic",
                 ps,
