@@ -135,3 +135,22 @@ def test_fail2ban_filters_match_auth_failures(small: SimSummary, jail: str, need
     ).stdout
     matched = int(re.search(r"Lines: \d+ lines, \d+ ignored, (\d+) matched", out).group(1))  # type: ignore[union-attr]
     assert matched == log.read_text().count(needle) > 0
+
+
+@pytest.mark.skipif(not shutil.which("dnstap-read"), reason="bind9-dnsutils not installed")
+@pytest.mark.parametrize("k", [1, 2])
+def test_dnstap_read_decodes_the_same_queries_as_the_unbound_log(small: SimSummary, k: int) -> None:
+    out = subprocess.run(
+        ["dnstap-read", str(path(small, f"dnstap_resolver{k}"))],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    log = path(small, f"unbound_resolver{k}").read_text().splitlines()
+    assert len(out) == len(log) == small.counts[f"dns_queries_resolver{k}"] > 0
+    for tap, line in zip(out, log, strict=True):
+        # "... CQ 10.16.0.9:50168 -> 10.0.0.53:53 UDP 39b edge2.cdn.example.net/IN/A"
+        client_port, name = tap.split()[3], tap.split()[-1]
+        _, _, _, client, qname, qtype, _ = line.split()
+        assert client_port.rsplit(":", 1)[0] == client
+        assert name == f"{qname.rstrip('.')}/IN/{qtype}"

@@ -1,5 +1,6 @@
 """The other sources: resolver query logs, mail syslog, reputation feeds, third-party reports.
 
+* dnstap CLIENT_QUERY messages in a Frame Streams file per resolver (see ``dnstap.py``).
 * Unbound query log (``log-queries: yes``, log file, epoch time stamps)::
 
       [1793610000] unbound[2101:0] info: 10.16.0.5 www1.search.example.com. A IN
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import json
+import struct
 import time
 import uuid
 from collections.abc import Callable
@@ -31,6 +33,7 @@ import numpy as np
 
 from mamori.sim._net import iso, iso_ms, ntoa, ntoa_many
 from mamori.sim.alloc_logs import syslog_ts
+from mamori.sim.dnstap import client_query, write_frame_stream
 from mamori.sim.flows import LABELS
 from mamori.sim.traffic import Traffic
 from mamori.sim.world import MAIL_SERVER, RESOLVERS, World
@@ -49,6 +52,7 @@ def write_unbound(world: World, traffic: Traffic, out: Path) -> dict[str, int]:
         return {}
     t = np.concatenate(d.t)
     client = np.concatenate(d.client)
+    port = np.concatenate(d.port)
     resolver = np.concatenate(d.resolver)
     names = [n for chunk in d.qname for n in chunk]
     qtypes = [q for q, chunk in zip(d.qtype, d.qname, strict=True) for _ in chunk]
@@ -64,6 +68,16 @@ def write_unbound(world: World, traffic: Traffic, out: Path) -> dict[str, int]:
                 for i in sel.tolist()
             )
         counts[f"dns_queries_resolver{k + 1}"] = int(sel.size)
+        ident = f"resolver{k + 1}.isp.example.jp".encode()
+        res_b = struct.pack(">I", res)
+        write_frame_stream(
+            out / f"resolver{k + 1}.dnstap",
+            (
+                client_query(float(t[i]), struct.pack(">I", int(client[i])), int(port[i]), res_b,
+                             names[i], qtypes[i], i, ident, b"mamori-sim")
+                for i in sel.tolist()
+            ),
+        )  # fmt: skip
     return counts
 
 
@@ -419,6 +433,7 @@ def write_all(
     counts = write_unbound(world, traffic, out / "dns")
     for k in range(len(RESOLVERS)):
         files(f"unbound_resolver{k + 1}", f"dns/unbound-resolver{k + 1}.log")
+        files(f"dnstap_resolver{k + 1}", f"dns/resolver{k + 1}.dnstap")
     counts["mail_lines"] = write_mail(world, traffic, files("mail_log", "mail/mail.log"))
     feed_counts, feeds_truth = (
         ({}, {}) if not world.cfg.feeds.enabled else write_feeds(world, traffic, out, files)

@@ -44,22 +44,23 @@ class DnsQueries:
     resolver: list[U32] = field(default_factory=list)
     qname: list[list[str]] = field(default_factory=list)
     qtype: list[str] = field(default_factory=list)
-    index: list[npt.NDArray[np.int64]] = field(default_factory=list)
+    port: list[npt.NDArray[np.int64]] = field(default_factory=list)
 
     def add(
         self,
         t: F64,
         client: U32,
+        port: npt.NDArray[np.int64],
         resolver: U32,
         names: list[str],
-        idx: npt.NDArray[np.int64],
         qtype: str = "A",
     ) -> None:
+        assert len(names) == t.size == client.size == port.size == resolver.size
         self.t.append(t)
         self.client.append(client)
+        self.port.append(port)
         self.resolver.append(resolver)
         self.qname.append(names)
-        self.index.append(idx)
         self.qtype.append(qtype)
 
 
@@ -230,7 +231,7 @@ class _Gen:
         rng = self.rng
         res = np.array(RESOLVERS, np.uint32)[rng.integers(0, 2, sub.size)]
         tq = t - 0.02
-        ok, src, _ = self.conversation(
+        ok, src, sport = self.conversation(
             "benign",
             sub,
             tq,
@@ -245,8 +246,8 @@ class _Gen:
             path=1,
             inside=True,
         )
-        idx = np.flatnonzero(ok)
-        self.dns.add(tq[ok], src[ok], res[ok], names, idx, qtype)
+        idx = np.flatnonzero(ok).tolist()
+        self.dns.add(tq[ok], src[ok], sport[ok], res[ok], [names[i] for i in idx], qtype)
 
     def periodic(
         self, subs: I32, interval: float, jitter: float, start: F64 | None = None
