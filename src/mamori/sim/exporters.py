@@ -180,29 +180,31 @@ def encode_flow_packets(
     blob = _records(flows, dtype, in_if, out_if, boot_ms).tobytes()
     hdr = 20 if v9 else 16
     per = (MAX_PAYLOAD - hdr - len(templates) - 4) // size
-    ends = flows.end
     n = len(flows)
+    # a packet is sent one second after the last flow it carries ended
+    last = np.minimum(np.arange(per - 1, n + per - 1, per), n - 1)
+    export_times = (np.floor(flows.end[last]).astype(np.int64) + 1).tolist()
     out: list[tuple[float, bytes]] = []
     seq = 0
-    pos = 0
-    i = 0
-    while pos < n:
+    refresh = r.template_refresh_packets
+    pack = struct.pack
+    for i, export_s in enumerate(export_times):
+        pos = i * per
         k = min(per, n - pos)
-        export_s = int(np.floor(ends[pos + k - 1])) + 1
-        with_t = i % r.template_refresh_packets == 0
-        body = _pad4(blob[pos * size : (pos + k) * size])
-        data_set = struct.pack(">HH", V9_TEMPLATE_ID, 4 + len(body)) + body
-        payload = (templates if with_t else b"") + data_set
+        with_t = i % refresh == 0
+        body = blob[pos * size : (pos + k) * size]
+        pad = b"\0" * (-len(body) % 4)
+        data_head = pack(">HH", V9_TEMPLATE_ID, 4 + len(body) + len(pad))
+        t = templates if with_t else b""
         if v9:
             uptime = (export_s * 1000 - boot_ms) & 0xFFFFFFFF
             count = k + (tmpl_count if with_t else 0)
-            head = struct.pack(">HHIIII", 9, count, uptime, export_s, i, r.source_id)
+            head = pack(">HHIIII", 9, count, uptime, export_s, i, r.source_id)
         else:
-            head = struct.pack(">HHIII", 10, 16 + len(payload), export_s, seq, r.source_id)
+            length = 16 + len(t) + 4 + len(body) + len(pad)
+            head = pack(">HHIII", 10, length, export_s, seq, r.source_id)
             seq = (seq + k + (tmpl_count if with_t else 0)) & 0xFFFFFFFF
-        out.append((float(export_s), head + payload))
-        pos += k
-        i += 1
+        out.append((float(export_s), b"".join((head, t, data_head, body, pad))))
     return out
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import heapq
 import json
+import struct
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ from pydantic import BaseModel, ConfigDict
 
 from mamori.sim import alloc_logs, sources
 from mamori.sim._net import iso, ntoa
-from mamori.sim.config import ScenarioConfig, scenario_config
+from mamori.sim.config import RouterSpec, ScenarioConfig, scenario_config
 from mamori.sim.exporters import assign_routers, encode_flow_packets, encode_sflow, sample
 from mamori.sim.flows import LABEL_NAMES, FlowTable
 from mamori.sim.pcap import COLLECTOR, UdpPacket, write_pcap
@@ -100,12 +102,30 @@ def _address_plan(world: World) -> dict[str, Any]:
     }
 
 
+def _spool(path: Path, r: RouterSpec, packets: list[tuple[float, bytes]]) -> None:
+    with path.open("wb") as fh:
+        for j, (ts, payload) in enumerate(packets):
+            fh.write(struct.pack("<dI", ts + 1e-6 * (j % 1000), len(payload)) + payload)
+
+
+def _unspool(path: Path, r: RouterSpec) -> Iterator[UdpPacket]:
+    sport = 50000 + r.source_id
+    with path.open("rb") as fh:
+        while head := fh.read(12):
+            ts, n = struct.unpack("<dI", head)
+            yield UdpPacket(ts, r.exporter_ip, sport, COLLECTOR, r.port, fh.read(n))
+
+
 def _export(
-    world: World, flows: FlowTable, seed: int
-) -> tuple[list[UdpPacket], list[RouterSummary]]:
+    world: World, flows: FlowTable, seed: int, pcap: Path
+) -> tuple[int, list[RouterSummary]]:
+    """Sample and encode per router, spool each router's packets to disk, merge them by time.
+
+    Only one router's packets are in memory at a time; the merge streams.
+    """
     cfg = world.cfg
     router, in_if, out_if = assign_routers(flows, cfg.routers, world.region)
-    streams: list[list[UdpPacket]] = []
+    spools: list[Path] = []
     summaries: list[RouterSummary] = []
     for ri, r in enumerate(cfg.routers):
         sel = np.flatnonzero(router == ri)
@@ -118,13 +138,8 @@ def _export(
             pk, samples = encode_sflow(sampled, r, ii, oi, world.t0, rng)
         else:
             pk = encode_flow_packets(sampled, r, ii, oi, world.t0)
-        sport = 50000 + r.source_id
-        streams.append(
-            [
-                UdpPacket(ts + 1e-6 * (j % 1000), r.exporter_ip, sport, COLLECTOR, r.port, payload)
-                for j, (ts, payload) in enumerate(pk)
-            ]
-        )
+        spools.append(pcap.parent / f".spool-{ri}")
+        _spool(spools[-1], r, pk)
         summaries.append(
             RouterSummary(
                 name=r.name,
@@ -141,8 +156,12 @@ def _export(
                 samples=samples,
             )
         )
-    merged = list(heapq.merge(*streams, key=lambda p: p.ts))
-    return merged, summaries
+    del pk, sampled, seen
+    streams = [_unspool(sp, r) for sp, r in zip(spools, cfg.routers, strict=True)]
+    n = write_pcap(pcap, heapq.merge(*streams, key=lambda p: p.ts))
+    for sp in spools:
+        sp.unlink()
+    return n, summaries
 
 
 def _label_counts(flows: FlowTable) -> dict[str, int]:
@@ -209,8 +228,9 @@ def simulate(
         world, f("cgnat_syslog", "alloc/cgnat.log")
     )
 
-    packets, routers = _export(world, traffic.flows, seed)
-    counts["export_packets"] = write_pcap(f("pcap", "flows/exports.pcap"), packets)
+    counts["export_packets"], routers = _export(
+        world, traffic.flows, seed, f("pcap", "flows/exports.pcap")
+    )
     counts["flow_records"] = sum(r.records for r in routers)
     counts["sflow_samples"] = sum(r.samples for r in routers)
 
