@@ -2,15 +2,17 @@ from __future__ import annotations
 
 import csv
 import itertools
+import math
 import re
 from collections import defaultdict
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from conftest import path
 from simwire import decode_pcap
 
-from mamori.sim import SimSummary, read_pcap, simulate
+from mamori.sim import RouterSpec, SimSummary, read_pcap, scenario_config, simulate
 
 CTIME = re.compile(r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun) [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \d{4}$")
 
@@ -129,35 +131,27 @@ def test_export_packets_decode_and_match_summary(small: SimSummary) -> None:
             assert st.templates >= 1 + (r.export_packets - 1) // 20
 
 
-def test_sampling_thins_packets_binomially(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from mamori.sim import RouterSpec, scenario_config
-
+def test_sampling_thins_packets_binomially(tmp_path: Path) -> None:
     routers = (
         RouterSpec(name="b1", protocol="netflow9", sampling=100, source_id=1),
-        RouterSpec(
-            name="b2",
-            protocol="ipfix",
-            sampling=1000,
-            source_id=2,
-            port=4739,
-            exporter_ip="127.0.1.2",
-        ),
-        RouterSpec(
-            name="dc",
-            role="dc",
-            protocol="ipfix",
-            sampling=1,
-            source_id=3,
-            port=4739,
-            exporter_ip="127.0.1.3",
-        ),
-    )
+        RouterSpec(name="b2", protocol="ipfix", sampling=1000, source_id=2, port=4739,
+                   exporter_ip="127.0.1.2"),
+        RouterSpec(name="b3", protocol="sflow5", sampling=10_000, source_id=3, port=6343,
+                   exporter_ip="127.0.1.3"),
+        RouterSpec(name="dc", role="dc", protocol="ipfix", sampling=1, source_id=4, port=4739,
+                   exporter_ip="127.0.1.4"),
+    )  # fmt: skip
     s = simulate(scenario_config("small", routers=routers), tmp_path, seed=5)
     stats = decode_pcap(path(s, "pcap"))
-    b1, b2 = s.routers[0], s.routers[1]
-    assert b1.records < b1.flows_seen and b2.records < b2.records + b2.flows_seen
-    assert stats[("127.0.1.1", 1)].sampling == {100}
-    assert stats[("127.0.1.2", 2)].sampling == {1000}
+    for r in s.routers:
+        st = stats[(r.exporter_ip, r.source_id)]
+        assert st.sampling == {r.sampling}
+        expected = r.packets_seen / r.sampling
+        got = st.samples if r.protocol == "sflow5" else st.pkts
+        assert abs(got - expected) <= 5 * math.sqrt(expected) + 1, (r.name, got, expected)
+        assert sum(r.by_label.values()) == (st.samples if r.protocol == "sflow5" else st.records)
+        if r.sampling > 1 and r.protocol != "sflow5":
+            assert r.records < r.flows_seen
 
 
 def test_pcap_is_classic_ethernet_to_loopback(tiny: SimSummary) -> None:

@@ -311,10 +311,10 @@ _PRESETS: dict[str, dict[str, Any]] = {
         "vulnerable_devices": 40,
     },
     "large": {
-        "description": "200,000 subscribers, 24 hours, unsampled NetFlow/IPFIX: benchmarks "
-        "(tens of millions of flow records; minutes and several GiB of memory)",
-        "subscribers": 200_000,
-        "hours": 24.0,
+        "description": "100,000 subscribers, 6 hours, unsampled NetFlow v9/IPFIX borders, sFlow "
+        "1/10,000: benchmarks (about 50M flows; minutes, about 10 GB of memory)",
+        "subscribers": 100_000,
+        "hours": 6.0,
         "routers": _large_routers(),
         "camera_interval_s": 600.0,
         "iot": IotBotnet(bots=500, cc_servers=4),

@@ -33,8 +33,9 @@ class RouterSummary(BaseModel):
     exporter_ip: str
     source_id: int
     port: int
-    #: flows the router saw (before sampling) and flow records it exported (after)
+    #: flows and packets the router saw (before sampling) and flow records it exported (after)
     flows_seen: int
+    packets_seen: int
     records: int
     #: packet and byte counts carried by the exported records (sampled, not scaled up)
     packets: int
@@ -42,6 +43,8 @@ class RouterSummary(BaseModel):
     export_packets: int
     #: sFlow only: flow samples (one per sampled packet)
     samples: int = 0
+    #: exported records (sFlow: samples) per ground-truth label
+    by_label: dict[str, int] = {}
 
 
 class SimSummary(BaseModel):
@@ -149,6 +152,8 @@ def _export(
                 source_id=r.source_id,
                 port=r.port,
                 flows_seen=len(seen),
+                packets_seen=int(seen.pkts.sum()),
+                by_label=_label_counts(sampled, weights=r.protocol == "sflow5"),
                 records=0 if r.protocol == "sflow5" else len(sampled),
                 packets=int(sampled.pkts.sum()),
                 octets=int(sampled.octets.sum()),
@@ -164,9 +169,12 @@ def _export(
     return n, summaries
 
 
-def _label_counts(flows: FlowTable) -> dict[str, int]:
-    lab, cnt = np.unique(flows.label, return_counts=True)
-    return {LABEL_NAMES[int(a)]: int(b) for a, b in zip(lab, cnt, strict=True)}
+def _label_counts(flows: FlowTable, weights: bool = False) -> dict[str, int]:
+    """Rows per label, or packets per label with ``weights``."""
+    counts = np.bincount(
+        flows.label, weights=flows.pkts if weights else None, minlength=len(LABEL_NAMES)
+    )
+    return {LABEL_NAMES[i]: int(c) for i, c in enumerate(counts.tolist()) if c}
 
 
 def _truth(
