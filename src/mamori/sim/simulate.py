@@ -64,11 +64,21 @@ class SimSummary(BaseModel):
     routers: list[RouterSummary]
 
 
+#: measures that rest on (blanket) consent, and the share of subscribers opting out of each
+OPT_OUT_MEASURES = ("M4", "M5", "M7", "M8")
+OPT_OUT_SHARE = 0.03
+
+
 def _write_subscribers(world: World, path: Path) -> None:
     t0 = world.t0
     with path.open("w", encoding="ascii", newline="") as fh:
         w = csv.writer(fh, lineterminator="\n")
-        w.writerow(["subscriber_id", "contract", "user_name", "email", "region", "contract_since"])
+        w.writerow(["subscriber_id", "contract", "user_name", "email", "region", "contract_since",
+                    "lang", "opted_out"])  # fmt: skip
+        # the contract terms carry a blanket consent; a few subscribers opted out of measures
+        rng = np.random.default_rng([world.seed, 8])
+        lang = np.where(rng.random(world.n) < 0.1, "en", "ja")
+        opt = rng.random((world.n, len(OPT_OUT_MEASURES))) < OPT_OUT_SHARE
         for sub in range(world.n):
             w.writerow(
                 [
@@ -78,6 +88,8 @@ def _write_subscribers(world: World, path: Path) -> None:
                     world.email(sub),
                     int(world.region[sub]),
                     iso(t0 - 86400.0 * int(world.contract_start_days[sub]))[:10],
+                    str(lang[sub]),
+                    ";".join(m for m, o in zip(OPT_OUT_MEASURES, opt[sub], strict=True) if o),
                 ]
             )
 
