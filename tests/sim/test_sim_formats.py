@@ -12,7 +12,7 @@ import pytest
 from conftest import path
 from simwire import decode_pcap
 
-from mamori.sim import RouterSpec, SimSummary, read_pcap, scenario_config, simulate
+from mamori.sim import RouterSpec, SimSummary, read_pcap, replay, scenario_config, simulate
 
 CTIME = re.compile(r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun) [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \d{4}$")
 
@@ -186,3 +186,26 @@ def test_feeds_formats(small: SimSummary) -> None:
         if o["type"] == "indicator":
             assert o["pattern_type"] == "stix" and o["pattern"].startswith("[")
     assert kinds["indicator"] == small.counts["stix_indicators"]
+
+
+def test_replay_sends_every_payload_to_loopback(tiny: SimSummary) -> None:
+    import socket
+    import threading
+
+    pkts = [p for p in read_pcap(path(tiny, "pcap")) if p.dport == 4739]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx:
+        rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        rx.bind(("127.0.0.1", 0))
+        rx.settimeout(5)
+        got: list[bytes] = []
+
+        def receive() -> None:
+            while len(got) < len(pkts):
+                got.append(rx.recv(65535))
+
+        t = threading.Thread(target=receive)
+        t.start()
+        sent = replay(path(tiny, "pcap"), port=rx.getsockname()[1], only_ports=[4739], rate=2000)
+        t.join(10)
+    assert sent == len(pkts) == len(got)
+    assert got == [p.payload for p in pkts]
