@@ -150,15 +150,15 @@ def decode_pcap(path: Path) -> dict[tuple[str, int], ExporterStats]:
                 (_sq, _src, rate, _pool, _drops, _i, _o, nrec) = struct.unpack_from(">8I", body)
                 assert nrec == 1
                 rtag, rlen, hproto, frame, stripped, hlen = struct.unpack_from(">6I", body, 32)
-                assert (rtag, hproto, stripped) == (1, 1, 4)
-                assert rlen == 16 + hlen + (-hlen % 4)
+                assert (rtag, hproto, stripped) == (1, 11, 0)  # raw header, IPv4
+                assert rlen == 16 + hlen and hlen % 4 == 0
                 hdr = body[56 : 56 + hlen]
-                assert hdr[12:14] == b"\x08\x00" and hdr[14] == 0x45
-                ip_len = struct.unpack_from(">H", hdr, 16)[0]
-                assert frame == ip_len + 18
-                src, dst = struct.unpack_from(">II", hdr, 26)
-                sport, dport = struct.unpack_from(">HH", hdr, 34)
-                st.flows.append((src, dst, sport, dport, hdr[23]))
+                assert hdr[0] == 0x45 and hlen == (40 if hdr[9] == 6 else 28)
+                ip_len = struct.unpack_from(">H", hdr, 2)[0]
+                assert frame == ip_len
+                src, dst = struct.unpack_from(">II", hdr, 12)
+                sport, dport = struct.unpack_from(">HH", hdr, 20)
+                st.flows.append((src, dst, sport, dport, hdr[9]))
                 st.sampling.add(rate)
                 st.samples += 1
                 pos += 8 + slen

@@ -123,3 +123,23 @@ def test_spoofed_sources_are_outside_the_isp() -> None:
     sp = f.label == LABELS["spoofed"]
     assert sp.any()
     assert ((f.src[sp] >> 17) == (ip("198.18.0.0") >> 17)).all()
+
+
+def test_addresses_are_reassigned_over_time(tmp_path: Path) -> None:
+    import re
+    from collections import defaultdict
+
+    s = simulate("small", tmp_path, seed=2, mean_session_hours=1.0)
+    users: dict[str, set[str]] = defaultdict(set)
+    for block in path(s, "radius_detail").read_text().split("\n\n"):
+        a = re.search(r"Framed-IP-Address = (\S+)", block)
+        u = re.search(r'User-Name = "(\S+)"', block)
+        if a and u:
+            users[a.group(1)].add(u.group(1))
+    assert sum(len(v) > 1 for v in users.values()) > 5
+    blocks = re.findall(r"JSERVICES_NAT_PORT_BLOCK_ALLOC: (\S+) -> (\S+)", path(s, "cgnat_syslog")
+                        .read_text())  # fmt: skip
+    holders: dict[str, set[str]] = defaultdict(set)
+    for inside, block in blocks:
+        holders[block].add(inside)
+    assert any(len(v) > 1 for v in holders.values())

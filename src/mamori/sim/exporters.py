@@ -9,7 +9,8 @@ router; Python only loops per export packet (tens of records), never per flow.
 * IPFIX: template 256 with millisecond time stamps (152/153), options template 257 (scope
   meteringProcessId 143; samplingInterval 34, samplingAlgorithm 35), same refresh policy.
 * sFlow v5: one flow sample (enterprise 0, format 1) per sampled packet, carrying a raw packet
-  header record (format 1: Ethernet + IPv4 + TCP/UDP headers built from the flow's fields).
+  header record (format 1, header protocol 11 = IPv4: IPv4 + TCP/UDP headers built from the
+  flow's fields; no link layer, so no XDR padding).
 """
 
 from __future__ import annotations
@@ -209,7 +210,7 @@ def encode_flow_packets(
 
 
 # --- sFlow v5 -------------------------------------------------------------------------------
-_ETH_IP = [("eth_dst", "S6"), ("eth_src", "S6"), ("eth_type", ">u2"), ("ver_ihl", "u1"),
+_IP = [("ver_ihl", "u1"),
            ("tos", "u1"), ("tot_len", ">u2"), ("ident", ">u2"), ("frag", ">u2"), ("ttl", "u1"),
            ("proto", "u1"), ("csum", ">u2"), ("src", ">u4"), ("dst", ">u4")]  # fmt: skip
 _SAMPLE_HEAD = [("tag", ">u4"), ("length", ">u4"), ("seq", ">u4"), ("source_id", ">u4"),
@@ -220,7 +221,7 @@ _SAMPLE_HEAD = [("tag", ">u4"), ("length", ">u4"), ("seq", ">u4"), ("source_id",
 SFLOW_TCP = np.dtype(
     [
         *_SAMPLE_HEAD,
-        *_ETH_IP,
+        *_IP,
         ("sport", ">u2"),
         ("dport", ">u2"),
         ("tseq", ">u4"),
@@ -230,21 +231,22 @@ SFLOW_TCP = np.dtype(
         ("win", ">u2"),
         ("tcsum", ">u2"),
         ("urg", ">u2"),
-        ("pad", "S2"),
     ]
 )
 SFLOW_UDP = np.dtype(
     [
         *_SAMPLE_HEAD,
-        *_ETH_IP,
+        *_IP,
         ("sport", ">u2"),
         ("dport", ">u2"),
         ("ulen", ">u2"),
         ("ucsum", ">u2"),
-        ("pad", "S2"),
     ]
 )
 SFLOW_SAMPLES_PER_DATAGRAM = 8
+#: sFlow header_protocol 11: the sampled header starts at the IPv4 header (no link layer), so
+#: TCP (40 bytes) and UDP (28 bytes) headers need no XDR padding
+SFLOW_HEADER_IPV4 = 11
 
 
 def _ip_checksum(rec: npt.NDArray[np.void]) -> npt.NDArray[np.uint16]:
@@ -284,7 +286,7 @@ def encode_sflow(
             continue
         fi = idx[sel]
         rec = np.zeros(sel.size, dtype=dtype)
-        hlen = 54 if tcp else 42
+        hlen = 40 if tcp else 28
         rec["tag"] = 1
         rec["length"] = dtype.itemsize - 8
         rec["seq"] = sel + 1
@@ -295,15 +297,12 @@ def encode_sflow(
         rec["output"] = out_if[fi]
         rec["n_records"] = 1
         rec["r_tag"] = 1
-        rec["r_length"] = dtype.itemsize - 8 - 40
-        rec["hproto"] = 1
-        tot = np.maximum(per_pkt[sel], 40 if tcp else 28).astype(np.int64)
-        rec["frame_len"] = tot + 14 + 4
-        rec["stripped"] = 4
+        rec["r_length"] = 16 + hlen
+        rec["hproto"] = SFLOW_HEADER_IPV4
+        tot = np.maximum(per_pkt[sel], hlen).astype(np.int64)
+        rec["frame_len"] = np.minimum(tot, 65535)
+        rec["stripped"] = 0
         rec["hlen"] = hlen
-        rec["eth_dst"] = b"\x02\x00\x00\x00\x00\x01"
-        rec["eth_src"] = b"\x02\x00\x00\x00\x00\x02"
-        rec["eth_type"] = 0x0800
         rec["ver_ihl"] = 0x45
         rec["tos"] = flows.tos[fi]
         rec["tot_len"] = np.minimum(tot, 65535)

@@ -239,16 +239,19 @@ def build_world(cfg: ScenarioConfig, seed: int) -> World:
     inside_of[members] = inside
     s_sub, s_start, s_stop = _session_times(rng, members, t0, t1, mean_s)
     bpa = (65536 - 1024) // cfg.cgnat_block_size
-    n_pub = max(2, int(members.size * 1.3 / 32) + 1)
-    slot = allocate_slots(s_start, s_stop, n_pub * bpa, rng)
+    # a pool of port blocks 25 % larger than the subscribers, spread over as few public
+    # addresses as the block size allows (slot s = block s // n_pub of address s % n_pub)
+    n_slots = int(members.size * 1.25) + 8
+    n_pub = max(2, -(-n_slots // bpa))
+    slot = allocate_slots(s_start, s_stop, n_slots, rng)
     pub = pool_addresses("10.64.0.0", n_pub)
-    port_lo = (1024 + (slot % bpa) * cfg.cgnat_block_size).astype(np.uint16)
+    port_lo = (1024 + (slot // n_pub) * cfg.cgnat_block_size).astype(np.uint16)
     parts.append(
         Sessions(
             s_sub,
             s_start,
             s_stop,
-            pub[slot // bpa],
+            pub[slot % n_pub],
             inside_of[s_sub],
             port_lo,
             (port_lo.astype(np.int64) + cfg.cgnat_block_size - 1).astype(np.uint16),
