@@ -54,3 +54,10 @@ def test_only_documentation_and_private_addresses(tiny: SimSummary) -> None:
     assert "@" in subs and all(
         line.split(",")[3].endswith(".example.jp") for line in subs.splitlines()[1:]
     )
+
+
+def test_presets_survive_the_smallest_world(tmp_path: Path) -> None:
+    from mamori.sim import simulate
+
+    s = simulate("demo", tmp_path, subscribers=10, hours=0.25)
+    assert s.subscribers == 10 and s.counts["flows_generated"] > 0
