@@ -48,8 +48,12 @@ def test_cc_endpoints_visible_in_unsampled_exports(tmp_path: Path) -> None:
     )
     s = simulate(scenario_config("tiny", routers=routers), tmp_path, seed=1)
     seen = {(d, dp) for st in decode_pcap(path(s, "pcap")).values() for _, d, _, dp, _ in st.flows}
-    for e in _truth(s)["endpoints"]:
-        if e["role"] == "cc":
+    endpoints = _truth(s)["endpoints"]
+    # persistent C&C connections are always seen; rotating ones may be scheduled but unused
+    assert all(e["contacts"] > 0 for e in endpoints
+               if e["role"] == "cc" and e["family"] != "pc-emotet-like")  # fmt: skip
+    for e in endpoints:
+        if e["role"] == "cc" and e["contacts"]:
             assert (ip(e["ip"]), e["port"]) in seen, e
 
 

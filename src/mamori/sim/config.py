@@ -146,6 +146,8 @@ class ScenarioConfig(_Model):
     smtp: Smtp = Smtp()
     feeds: Feeds = Feeds()
     vulnerable_devices: int = 10
+    phishing_sites: int = 2
+    phishing_visits_per_site: int = 5
     routers: tuple[RouterSpec, ...] = (
         RouterSpec(
             name="border1",

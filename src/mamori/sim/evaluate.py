@@ -7,7 +7,8 @@ named below are read, so any detector can be scored:
 kind           a finding matches when
 =============  ==========================================================================
 ``c2``         ``ip`` (and ``port`` when given) is a C&C endpoint (role ``cc``; with
-               ``include_distribution``, also loaders and first-stage servers)
+               ``include_distribution``, also loaders and first-stage servers); recall counts
+               only endpoints the traffic contacted (``contacts`` > 0 in the truth)
 ``infected``   ``ip`` (+ ``port`` behind CGNAT) and ``time``/``first_seen`` fall in an address
                interval an infected subscriber held
 ``ddos``       ``ip`` is a DDoS or reflection victim
@@ -111,7 +112,8 @@ def score(
     traps = _traps(truth)
     if kind == "c2":
         roles = {"cc", "loader", "infection"} if include_distribution else {"cc"}
-        eps = [e for e in truth["endpoints"] if e["role"] in roles]
+        eps = [e for e in truth["endpoints"]
+               if e["role"] in roles and e.get("contacts", 1) > 0]  # fmt: skip
         keys = [f"{e['ip']}:{e['port']}" for e in eps]
         matched: set[str] = set()
         spurious: list[str] = []

@@ -13,7 +13,7 @@
 * abuse.ch Feodo Tracker ``ipblocklist.csv``, URLhaus ``csv_recent``, ThreatFox CSV export, and a
   STIX 2.1 bundle (plain JSON): a snapshot at the end of the window, where C&C servers appear only
   ``listing_delay_hours`` after they start, some are never listed, and a few benign endpoints are
-  listed by mistake (recorded in the truth).
+  listed by mistake (recorded in the truth); and a phishing URL list (one URL per line).
 * Third-party reports (CSV): infected hosts (IP, port, time), a taken-down C&C server's victim
   log (IP, time), and a NOTICE-style vulnerable-device report (IP, time).
 """
@@ -182,6 +182,8 @@ def _listing(world: World, traffic: Traffic) -> tuple[list[dict[str, Any]], dict
     delayed: list[dict[str, Any]] = []
     for e in traffic.endpoints:
         pub = {k: v for k, v in e.items() if not k.startswith("_")}
+        if e["role"] == "phishing":
+            continue
         if e["family"] == "stealth" or rng.random() < c.unlisted_share:
             unlisted.append(pub)
             continue
@@ -319,6 +321,13 @@ def write_feeds(
         )
         fh.writelines(r + "\n" for r in tf_rows)
     counts["threatfox_entries"] = len(tf_rows)
+
+    # phishing URLs, one per line (the OpenPhish community feed layout)
+    phish = [e for e in traffic.endpoints if e["role"] == "phishing"]
+    files("phishing", "feeds/phishing-urls.txt").write_text(
+        "".join(f"https://{e['domain']}/login\n" for e in phish), encoding="ascii"
+    )
+    counts["phishing_urls"] = len(phish)
 
     # STIX 2.1 bundle, written by hand
     ident_id = f"identity--{uuid.uuid5(STIX_NAMESPACE, 'mamori-sim-isac')}"

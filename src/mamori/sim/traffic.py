@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from mamori.sim._net import F64, U32, iso, ntoa
+from mamori.sim._net import F64, U32, ip, iso, ntoa
 from mamori.sim.flows import FlowTable
 from mamori.sim.world import (
     CGNAT,
@@ -562,6 +562,13 @@ class _Gen:
             flags_up=0x18,
             flags_down=0x18,
         )
+        # now and then (new session, lost connection) a bot resolves its C&C name again
+        ask = np.flatnonzero(rng.random(ps.size) < 0.03)
+        self.resolve(
+            ps[ask],
+            pt[ask] - 0.5,
+            [f"cnc{int(bot_i[j]) % len(cc) + 1}.botnet-iot.invalid" for j in ask],
+        )
         # bots infected in the window fetched their binary from the loader
         inw = since >= w.t0
         if inw.any():
@@ -1005,6 +1012,33 @@ class _Gen:
             "compromised_accounts": comp,
         }
 
+    def phishing(self) -> None:
+        """A few subscribers open phishing pages (the M8 warning-page case)."""
+        c, w, rng = self.cfg, self.w, self.rng
+        if c.phishing_sites == 0:
+            return
+        sites = self.hostile_ips(c.phishing_sites)
+        rows: list[dict[str, Any]] = []
+        for i, a in enumerate(sites):
+            domain = f"secure-login{i + 1}.example-bank.invalid"
+            since = w.t0 + rng.uniform(0.0, 0.3) * (w.t1 - w.t0)
+            self.endpoint(a, 443, "tcp", "phishing", "phishing", since, w.t1, domain)
+            n = c.phishing_visits_per_site
+            subs = rng.choice(w.n, size=n).astype(np.int32)
+            t = np.sort(rng.uniform(since, w.t1, n))
+            self.resolve(subs, t - 0.3, [domain] * n)
+            self.conversation("benign", subs, t, a, 443, 6, 12, 2400, 30, 40_000, 3.0)
+            rows.append(
+                {
+                    "url": f"https://{domain}/login",
+                    "domain": domain,
+                    "ip": ntoa(a),
+                    "from": iso(since),
+                    "visits": n,
+                }
+            )
+        self.truth["phishing"] = rows
+
     def vulnerable(self, iot_bots: list[int]) -> None:
         w, rng = self.w, self.rng
         n = self.cfg.vulnerable_devices
@@ -1041,6 +1075,7 @@ def generate(world: World, seed: int) -> Traffic:
     g.ddos(iot_bots)
     g.reflection()
     g.smtp()
+    g.phishing()
     g.vulnerable(iot_bots)
     flows = FlowTable.concat(g.parts) if g.parts else FlowTable.empty()
     g.parts.clear()
@@ -1048,6 +1083,15 @@ def generate(world: World, seed: int) -> Traffic:
     idx = np.flatnonzero((flows.start >= world.t0) & (flows.start < world.t1))
     flows = flows.take(idx[np.argsort(flows.start[idx], kind="stable")])
     flows.end = np.minimum(flows.end, world.t1)
+    # what the traffic really shows of each hostile endpoint (a rotating C&C server may be
+    # scheduled but never contacted in the window)
+    for e in g.endpoints:
+        hit = np.flatnonzero(
+            (flows.dst == ip(e["ip"])) & (flows.dport == e["port"]) & (flows.inbound == 0)
+        )
+        e["contacts"] = int(hit.size)
+        e["first_contact"] = iso(float(flows.start[hit[0]])) if hit.size else None
+        e["last_contact"] = iso(float(flows.start[hit[-1]])) if hit.size else None
     g.truth.setdefault("infected", [])
     return Traffic(flows, g.dns, g.mail, g.truth, g.endpoints)
 
