@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import path
 from simwire import decode_pcap
 
@@ -18,16 +19,18 @@ def _truth(s: SimSummary) -> dict:  # type: ignore[type-arg]
     return json.loads((Path(s.out) / "truth.json").read_text())
 
 
-def test_every_cc_endpoint_is_contacted_in_generated_flows() -> None:
-    for name in ("tiny", "small"):
-        w = build_world(scenario_config(name), 0)
-        t = generate(w, 0)
-        f = t.flows
-        for e in t.endpoints:
-            if e["role"] != "cc":
-                continue
-            hit = (f.dst == ip(e["ip"])) & (f.dport == e["port"]) & (f.inbound == 0)
+@pytest.mark.parametrize(("name", "seed"), [("tiny", 0), ("tiny", 1), ("small", 0), ("small", 4)])
+def test_every_cc_endpoint_is_contacted_in_generated_flows(name: str, seed: int) -> None:
+    w = build_world(scenario_config(name), seed)
+    t = generate(w, seed)
+    f = t.flows
+    assert any(e["contacts"] for e in t.endpoints if e["family"] == "pc-emotet-like")
+    for e in t.endpoints:
+        hit = (f.dst == ip(e["ip"])) & (f.dport == e["port"]) & (f.inbound == 0)
+        assert int(hit.sum()) == e["contacts"]
+        if e["role"] == "cc" and e["family"] != "pc-emotet-like":
             assert hit.any(), e
+        if e["role"] == "cc" and hit.any():
             label = {
                 "iot-mirai-like": "iot-cc",
                 "pc-emotet-like": "pc-cc",
