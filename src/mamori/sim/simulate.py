@@ -1,4 +1,22 @@
-"""``simulate()``: build the world, generate traffic, export it, write every file and the truth."""
+"""``simulate()``: build the world, generate traffic, export it, write every file and the truth.
+
+``truth.json`` keys (times ISO 8601 UTC):
+
+* ``window``: the simulated period; ``endpoints``: every hostile server (ip, port, proto,
+  family, role = cc / loader / infection / phishing, from, until, domain, contacts,
+  first_contact, last_contact); ``benign_traps``: periodic benign services (NTP, update checks,
+  messaging, IoT camera cloud) with how many subscribers use each;
+* ``infected``: subscriber, family, infected_at and every address (ip, CGNAT port block, inside
+  ip, from, until) it held in the window; ``vulnerable``: subscriber, ip, port, observed_at;
+* ``iot_botnet``, ``pc_botnet``, ``stealth_botnet``: the families' parameters;
+  ``ddos``: victims, window, attacking bots, ``spoofing`` lines (subscriber, region);
+  ``reflection``: reflectors inside customer ranges (static or dynamic), victims, window;
+  ``smtp``: brute-force sources and window, compromised accounts (AUTH ID, abuse sources);
+  ``phishing``: URLs and visits;
+* ``feeds``: unlisted and late-listed endpoints, wrong entries (benign services listed);
+* ``flows``: generated flows per label (before sampling); ``routers``: per exporter the flows and
+  packets it saw, the records/samples it exported, their packets and bytes, and counts by label.
+"""
 
 from __future__ import annotations
 
