@@ -209,3 +209,11 @@ def test_replay_sends_every_payload_to_loopback(tiny: SimSummary) -> None:
         t.join(10)
     assert sent == len(pkts) == len(got)
     assert got == [p.payload for p in pkts]
+
+
+def test_each_exporter_sends_in_sequence_and_time_order(small: SimSummary) -> None:
+    last: dict[tuple[str, int], float] = {}
+    for p in read_pcap(path(small, "pcap")):
+        key = (p.src, p.dport)
+        assert p.ts > last.get(key, 0.0)
+        last[key] = p.ts

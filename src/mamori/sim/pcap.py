@@ -26,45 +26,57 @@ class UdpPacket:
     payload: bytes
 
 
-def write_pcap(path: Path, packets: Iterable[UdpPacket]) -> int:
-    """Write ``packets`` (already in time order) as Ethernet/IPv4/UDP frames; returns how many.
+Route = tuple[str, int, str, int]  # source ip, source port, destination ip, destination port
 
-    The IPv4 header checksum is computed incrementally from a per-flow base sum; the UDP
-    checksum is 0 ("not computed", allowed over IPv4).
+
+def write_pcap(path: Path, packets: Iterable[UdpPacket]) -> int:
+    """Write ``packets`` (already in time order) as Ethernet/IPv4/UDP frames; returns how many."""
+    return write_udp_frames(
+        path, ((p.ts, (p.src, p.sport, p.dst, p.dport), p.payload) for p in packets)
+    )
+
+
+def write_udp_frames(path: Path, frames: Iterable[tuple[float, Route, bytes]]) -> int:
+    """Write (time, route, payload) frames in order; returns how many.
+
+    The IPv4 header checksum is computed incrementally from a per-route base sum; the UDP
+    checksum is 0 ("not computed", allowed over IPv4). Frames are written in batches.
     """
-    cache: dict[tuple[str, str], tuple[bytes, int, int, int]] = {}
+    cache: dict[Route, tuple[bytes, int, int, int]] = {}
     n = 0
     pack = struct.pack
+    batch: list[bytes] = []
     with path.open("wb") as fh:
         fh.write(pack("<IHHiIII", PCAP_MAGIC, 2, 4, 0, 0, 65535, LINKTYPE_ETHERNET))
-        write = fh.write
-        for p in packets:
-            c = cache.get((p.src, p.dst))
+        for ts, route, payload in frames:
+            c = cache.get(route)
             if c is None:
-                s, d = ip(p.src), ip(p.dst)
+                s, d = ip(route[0]), ip(route[2])
                 eth = b"\0" * 6 + b"\x02\x00\x00\x00" + pack(">H", s & 0xFFFF) + b"\x08\x00"
                 base = 0x4500 + 0x4000 + (64 << 8 | 17) + (s >> 16) + (s & 0xFFFF)
                 base += (d >> 16) + (d & 0xFFFF)
-                c = cache[(p.src, p.dst)] = (eth, base, s, d)
+                c = cache[route] = (eth, base, s, d)
             eth, base, s, d = c
-            udp_len = 8 + len(p.payload)
+            udp_len = 8 + len(payload)
             ident = n & 0xFFFF
             x = base + 20 + udp_len + ident
             x = (x & 0xFFFF) + (x >> 16)
             x = (x & 0xFFFF) + (x >> 16)
-            sec = int(p.ts)
-            usec = round((p.ts - sec) * 1e6)
+            sec = int(ts)
+            usec = round((ts - sec) * 1e6)
             if usec >= 1_000_000:
                 sec, usec = sec + 1, usec - 1_000_000
-            size = 42 + len(p.payload)
-            write(
-                pack("<IIII", sec, usec, size, size)
-                + eth
-                + pack(">BBHHHBBHIIHHHH", 0x45, 0, 20 + udp_len, ident, 0x4000, 64, 17,
-                       ~x & 0xFFFF, s, d, p.sport, p.dport, udp_len, 0)
-                + p.payload
-            )  # fmt: skip
+            size = 42 + len(payload)
+            batch.append(pack("<IIII", sec, usec, size, size))
+            batch.append(eth)
+            batch.append(pack(">BBHHHBBHIIHHHH", 0x45, 0, 20 + udp_len, ident, 0x4000, 64, 17,
+                              ~x & 0xFFFF, s, d, route[1], route[3], udp_len, 0))  # fmt: skip
+            batch.append(payload)
             n += 1
+            if len(batch) >= 4096:
+                fh.write(b"".join(batch))
+                batch.clear()
+        fh.write(b"".join(batch))
     return n
 
 

@@ -21,10 +21,7 @@
 from __future__ import annotations
 
 import csv
-import heapq
 import json
-import struct
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +29,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from mamori.sim import alloc_logs, sources
-from mamori.sim._net import iso, ntoa
-from mamori.sim.config import RouterSpec, ScenarioConfig, scenario_config
+from mamori.sim._net import F64, I64, iso, ntoa
+from mamori.sim.config import ScenarioConfig, scenario_config
 from mamori.sim.exporters import assign_routers, encode_flow_packets, encode_sflow, sample
 from mamori.sim.flows import LABEL_NAMES, FlowTable
-from mamori.sim.pcap import COLLECTOR, UdpPacket, write_pcap
+from mamori.sim.pcap import COLLECTOR, write_udp_frames
 from mamori.sim.traffic import Traffic, generate
 from mamori.sim.world import CONTRACT_NAMES, EXTERNAL_NETS, MAIL_SERVER, POOLS, RESOLVERS, World
 from mamori.sim.world import build_world as _build_world
@@ -135,18 +132,19 @@ def _address_plan(world: World) -> dict[str, Any]:
     }
 
 
-def _spool(path: Path, r: RouterSpec, packets: list[tuple[float, bytes]]) -> None:
+def _spool(path: Path, packets: list[tuple[float, bytes]]) -> tuple[F64, I64]:
+    """Write one router's payloads back to back; return their capture times and lengths."""
+    # packets leaving in the same second are spaced 1 µs apart, so each router's capture
+    # times strictly increase and a stable sort by time keeps every router's packet order
+    sec = np.array([t for t, _ in packets], np.float64)
+    pos = np.arange(sec.size)
+    first = np.r_[0, np.flatnonzero(np.diff(sec)) + 1] if sec.size else np.zeros(0, np.int64)
+    start = np.repeat(first, np.diff(np.r_[first, sec.size]))
+    ts = sec + np.minimum(pos - start, 999_999) * 1e-6
+    lengths = np.array([len(p) for _, p in packets], np.int64)
     with path.open("wb") as fh:
-        for j, (ts, payload) in enumerate(packets):
-            fh.write(struct.pack("<dI", ts + 1e-6 * (j % 1000), len(payload)) + payload)
-
-
-def _unspool(path: Path, r: RouterSpec) -> Iterator[UdpPacket]:
-    sport = 50000 + r.source_id
-    with path.open("rb") as fh:
-        while head := fh.read(12):
-            ts, n = struct.unpack("<dI", head)
-            yield UdpPacket(ts, r.exporter_ip, sport, COLLECTOR, r.port, fh.read(n))
+        fh.write(b"".join(p for _, p in packets))
+    return ts, lengths
 
 
 def _export(
@@ -158,7 +156,10 @@ def _export(
     """
     cfg = world.cfg
     router, in_if, out_if = assign_routers(flows, cfg.routers, world.region)
+    routes = [(r.exporter_ip, 50000 + r.source_id, COLLECTOR, r.port) for r in cfg.routers]
     spools: list[Path] = []
+    times: list[F64] = []
+    lengths: list[I64] = []
     summaries: list[RouterSummary] = []
     for ri, r in enumerate(cfg.routers):
         sel = np.flatnonzero(router == ri)
@@ -172,7 +173,9 @@ def _export(
         else:
             pk = encode_flow_packets(sampled, r, ii, oi, world.t0)
         spools.append(pcap.parent / f".spool-{ri}")
-        _spool(spools[-1], r, pk)
+        ts, ln = _spool(spools[-1], pk)
+        times.append(ts)
+        lengths.append(ln)
         summaries.append(
             RouterSummary(
                 name=r.name,
@@ -192,10 +195,30 @@ def _export(
             )
         )
     del pk, sampled, seen
-    streams = [_unspool(sp, r) for sp, r in zip(spools, cfg.routers, strict=True)]
-    n = write_pcap(pcap, heapq.merge(*streams, key=lambda p: p.ts))
-    for sp in spools:
-        sp.unlink()
+    # time order across routers (stable: at equal times, router order), then stream the frames,
+    # reading each router's spool sequentially
+    all_ts = np.concatenate(times)
+    rid = np.concatenate([np.full(t.size, i, np.int64) for i, t in enumerate(times)])
+    order = np.argsort(all_ts, kind="stable")
+    handles = [sp.open("rb") for sp in spools]
+    try:
+        n = write_udp_frames(
+            pcap,
+            (
+                (float(all_ts[k]), routes[r], handles[r].read(int(ln)))
+                for k, r, ln in zip(
+                    order.tolist(),
+                    rid[order].tolist(),
+                    np.concatenate(lengths)[order].tolist(),
+                    strict=True,
+                )
+            ),
+        )
+    finally:
+        for h in handles:
+            h.close()
+        for sp in spools:
+            sp.unlink()
     return n, summaries
 
 
