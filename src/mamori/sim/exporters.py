@@ -16,7 +16,6 @@ router; Python only loops per export packet (tens of records), never per flow.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -46,20 +45,6 @@ assert IPFIX_DTYPE.itemsize == sum(n for _, n in IPFIX_FIELDS)
 MAX_PAYLOAD = 1400
 #: routers booted three days before the scenario (NetFlow v9 time stamps are uptime-relative)
 BOOT_OFFSET_S = 3 * 86400.0
-
-
-@dataclass
-class Exported:
-    """What one router put on the wire."""
-
-    router: RouterSpec
-    #: (export time in seconds, UDP payload) in send order
-    packets: list[tuple[float, bytes]]
-    records: int
-    pkts: int
-    octets: int
-    #: sampled-out flow rows kept for the ground truth: index into the router's flows
-    flows: FlowTable
 
 
 def assign_routers(

@@ -98,12 +98,10 @@ class _Gen:
         self.truth: dict[str, Any] = {}
         self.endpoints: list[dict[str, Any]] = []
         self.hostile_pool = list(world.ext_pool.tolist())
-        taken: set[int] = set()
         self._bot_pool = self.rng.permutation(
             np.flatnonzero(world.contract != STATIC).astype(np.int32)
         )
         self._bot_pos = 0
-        self._taken = taken
 
     # --- helpers -------------------------------------------------------------------------
     def hostile_ips(self, n: int) -> list[int]:
