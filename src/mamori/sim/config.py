@@ -313,10 +313,10 @@ _PRESETS: dict[str, dict[str, Any]] = {
         "vulnerable_devices": 40,
     },
     "large": {
-        "description": "125,000 subscribers, 6 hours, unsampled NetFlow v9/IPFIX borders, sFlow "
-        "1/10,000: benchmarks (about 60M flows, 50M exported records; about 6 minutes and "
+        "description": "135,000 subscribers, 6 hours, unsampled NetFlow v9/IPFIX borders, sFlow "
+        "1/10,000: benchmarks (about 67M flows, 50M exported records; about 5 minutes and "
         "11 GB of memory)",
-        "subscribers": 125_000,
+        "subscribers": 135_000,
         "hours": 6.0,
         "routers": _large_routers(),
         "camera_interval_s": 600.0,
