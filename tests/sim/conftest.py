@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from mamori.sim import SimSummary, simulate
@@ -15,7 +13,3 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> SimSummary:
 @pytest.fixture(scope="session")
 def small(tmp_path_factory: pytest.TempPathFactory) -> SimSummary:
     return simulate("small", tmp_path_factory.mktemp("small"), seed=3)
-
-
-def path(s: SimSummary, key: str) -> Path:
-    return Path(s.out) / s.files[key]

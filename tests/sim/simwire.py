@@ -7,7 +7,12 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mamori.sim import read_pcap
+from mamori.sim import SimSummary, read_pcap
+
+
+def path(s: SimSummary, key: str) -> Path:
+    """The file ``simulate`` wrote under the logical name ``key``."""
+    return Path(s.out) / s.files[key]
 
 
 @dataclass

@@ -9,8 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import path
-from simwire import decode_pcap
+from simwire import decode_pcap, path
 
 from mamori.sim import RouterSpec, SimSummary, read_pcap, replay, scenario_config, simulate
 

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import path
+from simwire import path
 
 from mamori.sim import RouterSpec, SimSummary, replay, scenario_config, simulate
 

@@ -5,8 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import path
-from simwire import decode_pcap
+from simwire import decode_pcap, path
 
 from mamori.sim import RouterSpec, SimSummary, scenario_config, simulate
 from mamori.sim._net import ip, ntoa
