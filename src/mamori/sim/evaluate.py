@@ -1,0 +1,196 @@
+"""Score a detector's JSON findings against a simulated ISP's ``truth.json``.
+
+Findings are the dictionaries ``mamori detect … --json`` prints (one per line); only the fields
+named below are read, so any detector can be scored:
+
+=============  ==========================================================================
+kind           a finding matches when
+=============  ==========================================================================
+``c2``         ``ip`` (and ``port`` when given) is a C&C endpoint (role ``cc``; with
+               ``include_distribution``, also loaders and first-stage servers); recall counts
+               only endpoints the traffic contacted (``contacts`` > 0 in the truth)
+``infected``   ``ip`` (+ ``port`` behind CGNAT) and ``time``/``first_seen`` fall in an address
+               interval an infected subscriber held
+``ddos``       ``ip`` is a DDoS or reflection victim
+``reflection`` ``ip`` is an open resolver / reflector inside the ISP
+``smtp``       ``auth_id`` is a compromised account, or ``ip`` a brute-force source
+=============  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+KINDS = ("c2", "infected", "ddos", "reflection", "smtp")
+
+
+class Score(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    kind: str
+    findings: int
+    true_positives: int
+    false_positives: int
+    false_negatives: int
+    precision: float
+    recall: float
+    f1: float
+    #: truth items no finding matched, and findings that matched nothing (as keys)
+    missed: list[str]
+    spurious: list[str]
+    #: spurious findings that hit a known trap (benign periodic service, wrong feed entry)
+    traps_hit: list[str]
+
+
+def _ts(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    text = str(value).replace("Z", "+00:00")
+    dt = datetime.fromisoformat(text)
+    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
+
+
+def load_findings(path: Path) -> list[dict[str, Any]]:
+    """JSON lines (``--json`` output) or one JSON array."""
+    text = path.read_text(encoding="utf-8").strip()
+    if text.startswith("["):
+        data = json.loads(text)
+        return [dict(x) for x in data]
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def _score(
+    kind: str,
+    n_findings: int,
+    truth_keys: list[str],
+    matched_truth: set[str],
+    spurious: list[str],
+    traps: set[str],
+) -> Score:
+    tp = n_findings - len(spurious)
+    fn = len([k for k in truth_keys if k not in matched_truth])
+    precision = tp / n_findings if n_findings else 0.0
+    recall = (len(truth_keys) - fn) / len(truth_keys) if truth_keys else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return Score(
+        kind=kind,
+        findings=n_findings,
+        true_positives=tp,
+        false_positives=len(spurious),
+        false_negatives=fn,
+        precision=round(precision, 6),
+        recall=round(recall, 6),
+        f1=round(f1, 6),
+        missed=sorted(k for k in truth_keys if k not in matched_truth),
+        spurious=sorted(spurious),
+        traps_hit=sorted(s for s in spurious if s.split(":")[0] in traps),
+    )
+
+
+def _traps(truth: Mapping[str, Any]) -> set[str]:
+    out = {t["ip"] for t in truth.get("benign_traps", [])}
+    out |= {w["ip"] for w in truth.get("feeds", {}).get("wrong_entries", [])}
+    return out
+
+
+def score(
+    kind: str,
+    findings: Iterable[Mapping[str, Any]],
+    truth: Mapping[str, Any],
+    include_distribution: bool = False,
+) -> Score:
+    """Precision/recall of ``findings`` of one ``kind`` against ``truth`` (a parsed truth.json)."""
+    fl = list(findings)
+    traps = _traps(truth)
+    if kind == "c2":
+        roles = {"cc", "loader", "infection"} if include_distribution else {"cc"}
+        eps = [e for e in truth["endpoints"]
+               if e["role"] in roles and e.get("contacts", 1) > 0]  # fmt: skip
+        keys = [f"{e['ip']}:{e['port']}" for e in eps]
+        matched: set[str] = set()
+        spurious: list[str] = []
+        for f in fl:
+            port = f.get("port")
+            hits = [
+                k
+                for k, e in zip(keys, eps, strict=True)
+                if e["ip"] == f["ip"] and (port is None or int(port) == e["port"])
+            ]
+            if hits:
+                matched.update(hits)
+            else:
+                spurious.append(f"{f['ip']}:{port}")
+        return _score(kind, len(fl), keys, matched, spurious, traps)
+    if kind == "infected":
+        intervals = [(inf["subscriber"], a) for inf in truth["infected"] for a in inf["addresses"]]
+        keys = sorted({str(inf["subscriber"]) for inf in truth["infected"]})
+        matched = set()
+        spurious = []
+        for f in fl:
+            t = _ts(f.get("time", f.get("first_seen", f.get("ts"))))
+            port = f.get("port")
+            hit = None
+            for sub, a in intervals:
+                if a["ip"] != f["ip"] and a.get("inside_ip") != f["ip"]:
+                    continue
+                if t is not None and not (_ts(a["from"]) or 0) <= t <= (_ts(a["until"]) or 0):
+                    continue
+                if (
+                    port is not None
+                    and a["inside_ip"]
+                    and a["ip"] == f["ip"]
+                    and not (a["port_lo"] <= int(port) <= a["port_hi"])
+                ):
+                    continue
+                hit = str(sub)
+                break
+            if hit is None:
+                spurious.append(f"{f['ip']}:{port}")
+            else:
+                matched.add(hit)
+        return _score(kind, len(fl), keys, matched, spurious, traps)
+    if kind == "ddos":
+        victims = set(truth.get("ddos", {}).get("victims", []))
+        victims |= set(truth.get("reflection", {}).get("victims", []))
+        return _simple(kind, fl, sorted(victims), "ip", traps)
+    if kind == "reflection":
+        refl = sorted({r["ip"] for r in truth.get("reflection", {}).get("reflectors", [])})
+        return _simple(kind, fl, refl, "ip", traps)
+    if kind == "smtp":
+        smtp = truth.get("smtp", {})
+        keys = [c["auth_id"] for c in smtp.get("compromised_accounts", [])]
+        keys += smtp.get("brute_force", {}).get("sources", [])
+        matched = set()
+        spurious = []
+        for f in fl:
+            k = f.get("auth_id") or f.get("ip")
+            (matched.add(k) if k in keys else spurious.append(str(k)))
+        return _score(kind, len(fl), keys, matched, spurious, traps)
+    raise ValueError(f"unknown kind {kind!r}; known: {', '.join(KINDS)}")
+
+
+def _simple(
+    kind: str, fl: list[Mapping[str, Any]], keys: list[str], field: str, traps: set[str]
+) -> Score:
+    matched = {str(f[field]) for f in fl if str(f[field]) in keys}
+    spurious = [str(f[field]) for f in fl if str(f[field]) not in keys]
+    return _score(kind, len(fl), keys, matched, spurious, traps)
+
+
+def score_files(
+    kind: str, findings: Path, truth: Path, include_distribution: bool = False
+) -> Score:
+    return score(
+        kind,
+        load_findings(findings),
+        json.loads(truth.read_text(encoding="utf-8")),
+        include_distribution=include_distribution,
+    )
