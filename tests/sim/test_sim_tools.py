@@ -1,4 +1,4 @@
-"""Independent real tools accept what the simulator writes (skipped where a tool is missing).
+"""Independent real tools accept what the simulator writes (`make test` installs them).
 
 Debian packages: nfdump (nfcapd, nfdump), nfdump-sflow (sfcapd), tshark, fail2ban.
 """
@@ -17,6 +17,12 @@ import pytest
 from simwire import path
 
 from mamori.sim import RouterSpec, SimSummary, replay, scenario_config, simulate
+
+
+def _require(binary: str, package: str) -> None:
+    """`make test` installs these from Debian; a missing tool is a failure, not a skip."""
+    if not shutil.which(binary):
+        pytest.fail(f"{binary} not installed: apt-get install -y {package}", pytrace=False)
 
 
 def _free_port() -> int:
@@ -69,9 +75,9 @@ def sampled(tmp_path_factory: pytest.TempPathFactory) -> SimSummary:
     )
 
 
-@pytest.mark.skipif(not shutil.which("nfcapd"), reason="nfdump not installed")
 @pytest.mark.slow
 def test_nfdump_reads_netflow_v9_and_ipfix(sampled: SimSummary, tmp_path: Path) -> None:
+    _require("nfcapd", "nfdump")
     got = _collect("nfcapd", path(sampled, "pcap"), [2055, 4739], tmp_path)
     flow_routers = [r for r in sampled.routers if r.protocol != "sflow5"]
     assert got["Flows"] == sum(r.records for r in flow_routers)
@@ -80,17 +86,17 @@ def test_nfdump_reads_netflow_v9_and_ipfix(sampled: SimSummary, tmp_path: Path) 
     assert got["Bytes"] == sum(r.octets for r in flow_routers)
 
 
-@pytest.mark.skipif(not shutil.which("sfcapd"), reason="nfdump-sflow not installed")
 @pytest.mark.slow
 def test_sfcapd_stores_every_sflow_sample(sampled: SimSummary, tmp_path: Path) -> None:
+    _require("sfcapd", "nfdump-sflow")
     got = _collect("sfcapd", path(sampled, "pcap"), [6343], tmp_path)
     (r,) = [r for r in sampled.routers if r.protocol == "sflow5"]
     assert got["Flows"] == r.samples
     assert got["Packets"] == r.samples * r.sampling  # sfcapd scales by the sampling rate
 
 
-@pytest.mark.skipif(not shutil.which("tshark"), reason="tshark not installed")
 def test_tshark_dissects_without_malformed_packets(sampled: SimSummary) -> None:
+    _require("tshark", "tshark")
     pcap = str(path(sampled, "pcap"))
     bad = subprocess.run(
         ["tshark", "-r", pcap, "-Y", "_ws.malformed || _ws.expert.severity >= warning"],
@@ -123,12 +129,12 @@ def test_tshark_dissects_without_malformed_packets(sampled: SimSummary) -> None:
     assert n_sflow == r.export_packets
 
 
-@pytest.mark.skipif(not shutil.which("fail2ban-regex"), reason="fail2ban not installed")
 @pytest.mark.parametrize(
     ("jail", "needle"),
     [("postfix[mode=auth]", "SASL LOGIN authentication"), ("dovecot", "auth failed")],
 )
 def test_fail2ban_filters_match_auth_failures(small: SimSummary, jail: str, needle: str) -> None:
+    _require("fail2ban-regex", "fail2ban")
     log = path(small, "mail_log")
     out = subprocess.run(
         ["fail2ban-regex", str(log), jail], capture_output=True, text=True, check=True
@@ -137,9 +143,9 @@ def test_fail2ban_filters_match_auth_failures(small: SimSummary, jail: str, need
     assert matched == log.read_text().count(needle) > 0
 
 
-@pytest.mark.skipif(not shutil.which("dnstap-read"), reason="bind9-dnsutils not installed")
 @pytest.mark.parametrize("k", [1, 2])
 def test_dnstap_read_decodes_the_same_queries_as_the_unbound_log(small: SimSummary, k: int) -> None:
+    _require("dnstap-read", "bind9-dnsutils")
     out = subprocess.run(
         ["dnstap-read", str(path(small, f"dnstap_resolver{k}"))],
         capture_output=True,

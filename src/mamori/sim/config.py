@@ -35,6 +35,9 @@ class RouterSpec(_Model):
     port: int = 2055
     #: a template (and the sampling options template) is re-sent every N export packets
     template_refresh_packets: int = Field(default=20, ge=1)
+    #: … and at least every N seconds, as real exporters do (a quiet, heavily sampled router
+    #: would otherwise outlive a collector's template timeout)
+    template_refresh_s: float = Field(default=600.0, gt=0)
 
 
 class IotBotnet(_Model):

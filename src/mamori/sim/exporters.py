@@ -5,7 +5,7 @@ router; Python only loops per export packet (tens of records), never per flow.
 
 * NetFlow v9: template 256 (13 fields) and options template 257 (scope System, options
   SAMPLING_INTERVAL 34 and SAMPLING_ALGORITHM 35) with its data record, all re-sent every
-  ``template_refresh_packets`` packets.
+  ``template_refresh_packets`` packets and at least every ``template_refresh_s`` seconds.
 * IPFIX: template 256 with millisecond time stamps (152/153), options template 257 (scope
   meteringProcessId 143; samplingInterval 34, samplingAlgorithm 35), same refresh policy.
 * sFlow v5: one flow sample (enterprise 0, format 1) per sampled packet, carrying a raw packet
@@ -173,11 +173,14 @@ def encode_flow_packets(
     out: list[tuple[float, bytes]] = []
     seq = 0
     refresh = r.template_refresh_packets
+    last_template = -np.inf
     pack = struct.pack
     for i, export_s in enumerate(export_times):
         pos = i * per
         k = min(per, n - pos)
-        with_t = i % refresh == 0
+        with_t = i % refresh == 0 or export_s - last_template >= r.template_refresh_s
+        if with_t:
+            last_template = export_s
         body = blob[pos * size : (pos + k) * size]
         pad = b"\0" * (-len(body) % 4)
         data_head = pack(">HH", V9_TEMPLATE_ID, 4 + len(body) + len(pad))
