@@ -10,8 +10,10 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from collections import Counter
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -127,9 +129,14 @@ def parse_time(value: str | None) -> datetime | None:
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
-def not_built(what: str, issue: int) -> NoReturn:
+def _arrives(issue: int | None) -> str:
+    return f"issue #{issue}" if issue else "a later issue"
+
+
+def not_built(what: str, issue: int | None) -> NoReturn:
     err.print(
-        f"mamori {what}: not built yet — this stage arrives with issue #{issue}. Nothing was done.",
+        f"mamori {what}: not built yet — this stage arrives with {_arrives(issue)}. "
+        "Nothing was done.",
         highlight=False,
     )
     raise typer.Exit(EX_UNAVAILABLE)
@@ -675,7 +682,7 @@ app.add_typer(share_app, name="share")
 report_app = typer.Typer(help="Public and internal reports.", no_args_is_help=True)
 app.add_typer(report_app, name="report")
 
-_PENDING: list[tuple[typer.Typer, str, str, str, int]] = [
+_PENDING: list[tuple[typer.Typer, str, str, str, int | None]] = [
     (
         ingest_app,
         "allocations",
@@ -698,7 +705,7 @@ _PENDING: list[tuple[typer.Typer, str, str, str, int]] = [
         "Load resolver query logs (dnstap, Unbound) of consenting subscribers.",
         8,
     ),
-    (ingest_app, "mail", "ingest mail", "Load Postfix / Dovecot logs (SMTP AUTH events).", 12),
+    (ingest_app, "mail", "ingest mail", "Load Postfix / Dovecot logs (SMTP AUTH events).", None),
     (
         ingest_app,
         "report",
@@ -720,21 +727,21 @@ _PENDING: list[tuple[typer.Typer, str, str, str, int]] = [
         "Find likely-infected address+port+time by matching C&C lists (M4).",
         5,
     ),
-    (detect_app, "ddos", "detect ddos", "Find DDoS victims and sources (M13).", 13),
+    (detect_app, "ddos", "detect ddos", "Find DDoS victims and sources (M13).", None),
     (
         detect_app,
         "reflection",
         "detect reflection",
         "Find reflection/amplification traffic (M10).",
-        10,
+        None,
     ),
-    (detect_app, "spoofing", "detect spoofing", "Find spoofed-source traffic (M13).", 13),
+    (detect_app, "spoofing", "detect spoofing", "Find spoofed-source traffic (M13).", None),
     (
         detect_app,
         "smtp",
         "detect smtp",
         "Find SMTP AUTH brute force and compromised accounts (M11, M12).",
-        12,
+        None,
     ),
     (app, "attribute", "attribute", "Who held an address (and port) at a time (audited).", 6),
     (app, "act", "act", "Turn findings into actions: RPZ, filters, FlowSpec, SMTP refusals.", 8),
@@ -756,7 +763,7 @@ _PENDING: list[tuple[typer.Typer, str, str, str, int]] = [
 def _register_pending() -> None:
     for parent, name, full, help_text, issue in _PENDING:
 
-        def make(issue: int, full: str) -> Any:
+        def make(issue: int | None, full: str) -> Any:
             def cmd(
                 args: Annotated[list[str] | None, typer.Argument(hidden=True)] = None,
             ) -> None:
@@ -766,7 +773,7 @@ def _register_pending() -> None:
 
         parent.command(
             name,
-            help=f"{help_text} [not built yet: issue #{issue}]",
+            help=f"{help_text} [not built yet: {_arrives(issue)}]",
             context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
         )(make(issue, full))
 
@@ -778,24 +785,65 @@ _register_pending()
 
 
 @app.command("demo")
-def demo() -> None:
-    """Run every stage that exists on the simulated ISP and serve the console.
+def demo(
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="where the simulated ISP's files are written")
+    ] = Path("demo-out"),
+    scenario: Annotated[str, typer.Option("--scenario", help="simulated ISP to defend")] = "demo",
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+) -> None:
+    """Run every stage that exists on the simulated ISP: simulate it, collect its routers'
+    NetFlow/IPFIX/sFlow exports over UDP on 127.0.0.1, check the audit log. Stages not built yet
+    are listed as such; nothing is faked."""
+    import threading
 
-    Stages not built yet are listed as such; nothing is faked.
-    """
+    from mamori.ingest.collector import Listen
+    from mamori.sim import replay, simulate
+
     gov = STATE.gov()
     cfg = STATE.config()
-    out.print(f"[bold]Mamori demo[/] — store {cfg.store.resolve()}")
+    out.print(f"[bold]Mamori demo[/] — store {cfg.store.resolve()}, simulated ISP in {out_dir}")
     out.print(
         f"measure catalogue: {len(gov.catalogue)} measures, "
         f"{len(gov.catalogue.consent_based())} rest on consent"
     )
+
+    out.print(f"\n[bold]1. simulate[/] scenario {scenario!r} (seed {seed})")
+    summary = simulate(scenario, out_dir, seed=seed)
+    out.print(
+        f"   {summary.counts.get('subscribers', '?')} subscribers; "
+        f"{sum(r.records + r.samples for r in summary.routers):,} flow records exported by "
+        f"{len(summary.routers)} routers",
+        highlight=False,
+    )
+
+    out.print("\n[bold]2. collect[/] the routers' exports over UDP (measure M1)")
+    collector = Collector(gov, cfg.collector.model_copy(update={"flush_interval_s": 1.0}))
+    collector.start([Listen("127.0.0.1", 0)])
+    port = collector.bound()[0].port
+    worker = threading.Thread(target=collector.run, name="collector")
+    worker.start()
+    sent = replay(out_dir / summary.files["pcap"], port=port, rate=50_000)
+    time.sleep(0.5)
+    collector.request_stop()
+    worker.join()
+    stats = collector.stats
+    t = Table(title=f"collector on udp://127.0.0.1:{port}: {sent:,} datagrams sent")
+    for col in ("router", "protocol", "sampling 1/N", "exported", "stored"):
+        t.add_column(col, justify="left" if col in ("router", "protocol") else "right")
+    for r in summary.routers:
+        exported = r.records + r.samples
+        stored = stats.by_exporter.get(r.exporter_ip, Counter())["records"]
+        t.add_row(r.name, r.protocol, str(r.sampling), f"{exported:,}", f"{stored:,}")
+    out.print(t)
+    out.print(_status_line(stats), highlight=False)
+
+    out.print("\n[bold]3. audit[/]")
     result = gov.audit.verify()
     out.print(str(result), highlight=False)
-    missing = [(full, issue) for _, _, full, _, issue in _PENDING]
-    out.print("stages not built yet (each arrives with its issue):")
-    for full, issue in missing:
-        out.print(f"  mamori {full:<22} issue #{issue}", highlight=False)
+    out.print("\nstages not built yet (each arrives with its issue):")
+    for _, _, full, _, issue in _PENDING:
+        out.print(f"  mamori {full:<22} {_arrives(issue)}", highlight=False)
     if not result.ok:
         raise typer.Exit(1)
 

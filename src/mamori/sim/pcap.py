@@ -109,24 +109,42 @@ def replay(
     port: int | None = None,
     rate: float | None = 20_000.0,
     only_ports: Iterable[int] | None = None,
+    from_exporters: bool = True,
 ) -> int:
     """Send the pcap's UDP payloads to ``host`` (127.0.0.1 by default).
 
     ``port`` overrides every packet's destination port (None: keep the captured one);
     ``only_ports`` keeps packets captured to those ports; ``rate`` caps packets per second
-    (None: as fast as possible). Returns the number of datagrams sent.
+    (None: as fast as possible). With ``from_exporters``, each packet leaves from its router's
+    own loopback address (127.0.1.x), so the collector sees every router as a separate exporter,
+    as it would in a network. Returns the number of datagrams sent.
     """
     keep = set(only_ports) if only_ports is not None else None
     sent = 0
     began = time.monotonic()
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+    socks: dict[str, socket.socket] = {}
+    default = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
         for p in read_pcap(pcap):
             if keep is not None and p.dport not in keep:
                 continue
+            sock = default
+            if from_exporters and p.src.startswith("127."):
+                sock = socks.get(p.src) or socks.setdefault(p.src, _bound(p.src))
             sock.sendto(p.payload, (host, port if port is not None else p.dport))
             sent += 1
             if rate:
                 ahead = sent / rate - (time.monotonic() - began)
                 if ahead > 0:
                     time.sleep(ahead)
+    finally:
+        default.close()
+        for s in socks.values():
+            s.close()
     return sent
+
+
+def _bound(src: str) -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((src, 0))  # every 127/8 address is local on Linux: nothing leaves the machine
+    return s
