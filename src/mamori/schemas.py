@@ -81,6 +81,11 @@ class DatasetSchema:
         object.__setattr__(self, "_by_name", by_name)
 
     @property
+    def names_subscribers(self) -> bool:
+        """Whether rows can be traced to a subscriber (so consent filtering applies)."""
+        return bool(self.subscriber_endpoints or self.subscriber_column)
+
+    @property
     def arrow(self) -> pa.Schema:
         return pa.schema([c.field() for c in self.columns])
 

@@ -412,9 +412,7 @@ class Governance:
             justification=justification,
             mode="read",
         )
-        filtered = chosen is LegalBasis.CONSENT and bool(
-            schema.subscriber_endpoints or schema.subscriber_column
-        )
+        filtered = chosen is LegalBasis.CONSENT and schema.names_subscribers
         if filtered:
             need = list(
                 dict.fromkeys(
@@ -480,9 +478,7 @@ class Governance:
         info: dict[str, Any] = {"rows_offered": rows_in, **(detail or {})}
         try:
             table = conform(schema, table)
-            if chosen is LegalBasis.CONSENT and (
-                schema.subscriber_endpoints or schema.subscriber_column
-            ):
+            if chosen is LegalBasis.CONSENT and schema.names_subscribers:
                 rel, fdetail = self._consent_filter(
                     m, schema, self._engine.con.from_arrow(table), schema.column_names
                 )
