@@ -87,11 +87,17 @@ class _Group:
     snapshot: list[int] = field(default_factory=list)
     bulk: list[Bulk] = field(default_factory=list)
 
-    def columns(self) -> tuple[bytes, dict[str, npt.NDArray[Any]]]:
+    def columns(self) -> tuple[bytes | npt.NDArray[np.uint8], dict[str, npt.NDArray[Any]]]:
         """Record bytes and per-set context arrays of the sets added one by one and in bulk."""
         names = ("counts", "exporter", "domain", "export_ms", "uptime_ms", "rate", "overridden")
         types: tuple[Any, ...] = (
-            np.int64, np.int32, np.int64, np.int64, np.int64, np.uint64, np.bool_
+            np.int64,
+            np.int32,
+            np.int64,
+            np.int64,
+            np.int64,
+            np.uint64,
+            np.bool_,
         )
         cols: dict[str, npt.NDArray[Any]] = {}
         for name, dtype in (*zip(names, types, strict=True), ("snapshot", np.int64)):
@@ -100,7 +106,9 @@ class _Group:
             cols[name] = parts[0] if len(parts) == 1 else np.concatenate(parts)
         if not self.bulk:
             return b"".join(self.bodies), cols
-        return b"".join([*self.bodies, *(b.records for b in self.bulk)]), cols
+        if not self.bodies and len(self.bulk) == 1:
+            return self.bulk[0].records, cols  # no copy
+        return b"".join([*self.bodies, *(b.records.tobytes() for b in self.bulk)]), cols
 
 
 @dataclass

@@ -200,6 +200,10 @@ class TemplateRegistry:
         """The template and the time it was last seen, without expiring it."""
         return self._templates.get(key)
 
+    def touch(self, key: TemplateKey, now: float) -> None:
+        """Mark a registered template seen at ``now`` (a refresh already counted)."""
+        self._templates[key] = (self._templates[key][0], now)
+
     def put(self, key: TemplateKey, template: Template, now: float, counters: Counter[str]) -> bool:
         """Add or refresh a template. Returns False when the exporter's bound refused it."""
         old = self._templates.get(key)

@@ -150,13 +150,20 @@ def walk(
 
     # Data keys (exporter, version, domain, template id) of the batch.
     d_pos = np.flatnonzero(is_data)
-    kcols = np.stack(
-        [e_exp[d_pos], e_ver[d_pos], e_domain[d_pos], e_id[d_pos]], axis=1
-    ).astype(np.int64)
-    if d_pos.size:
-        ukeys, kinv = np.unique(kcols, axis=0, return_inverse=True)
+    if len(exporters) < 1 << 14:  # one int64 per key: exporter, version, domain, template id
+        packed_key = (
+            ((e_exp[d_pos] * 2 + (e_ver[d_pos] == 10)) << 48)
+            | (e_domain[d_pos] << 16)
+            | e_id[d_pos]
+        )
+        uk, kinv = np.unique(packed_key, return_inverse=True)
+        ukeys = np.stack(
+            [uk >> 49, np.where((uk >> 48) & 1, 10, 9), (uk >> 16) & 0xFFFFFFFF, uk & 0xFFFF],
+            axis=1,
+        )
     else:
-        ukeys, kinv = np.zeros((0, 4), dtype=np.int64), empty
+        kcols = np.stack([e_exp[d_pos], e_ver[d_pos], e_domain[d_pos], e_id[d_pos]], axis=1)
+        ukeys, kinv = np.unique(kcols, axis=0, return_inverse=True)
     kinv = kinv.reshape(-1)
     keys: list[TemplateKey] = [
         (exporters[int(x)], int(v), int(d), int(t)) for x, v, d, t in ukeys.tolist()
@@ -219,28 +226,55 @@ def walk(
         init = registry.init_ms(dkey) if key[1] == 10 else None
         return (t, rate, bool(override), sampling, init)
 
-    def pure_refresh(i: int) -> bool:
-        """Whether template set ``i`` only refreshes templates registered as they are."""
-        version = int(e_ver[i])
-        body = bytes(data[int(e_start[i]) : int(e_end[i])])
-        parsed = batch.parsed_sets.get((version, int(e_id[i]), body))
+    def refresh_only(
+        version: int, sid: int, body: bytes, name: str, domain: int
+    ) -> tuple[Template, ...] | None:
+        """The templates of a template set that only refreshes templates registered as they
+        are (a cached parse, the same objects, nothing held for them), else None."""
+        parsed = batch.parsed_sets.get((version, sid, body))
         if parsed is None:
-            return False
-        name, domain = exporters[int(e_exp[i])], int(e_domain[i])
+            return None
         for t in parsed:
             key = (name, version, domain, t.template_id)
             entry = registry.entry(key)
             if entry is None or entry[0] is not t or pending.holds(key):
-                return False
-        return True
+                return None
+        return parsed
 
     view = memoryview(data)
     res = [resolve(key) for key in keys]
     seg_starts = [0]
     seg_res = [res]
     bad_keys = [i for i, r in enumerate(res) if r is None]
-    done = np.zeros(m, dtype=np.bool_)
-    static = np.flatnonzero(~is_data).tolist()
+    done: list[int] = []
+    events = np.flatnonzero(~is_data)
+    static = events.tolist()
+    ev = {
+        i: (dg, sid, a, b, v, d, x)
+        for i, dg, sid, a, b, v, d, x in zip(
+            static,
+            e_dg[events].tolist(),
+            e_id[events].tolist(),
+            e_start[events].tolist(),
+            e_end[events].tolist(),
+            e_ver[events].tolist(),
+            e_domain[events].tolist(),
+            e_exp[events].tolist(),
+            strict=True,
+        )
+    }
+    # Template sets known to only refresh (same exporter, domain and bytes as one that did, with
+    # no other change since): counted, and their keys' last-seen times applied before anything
+    # that reads them, without parsing them again.
+    counters = batch.counters
+    pure: dict[tuple[int, int, int, int, bytes], list[TemplateKey]] = {}
+    touched: dict[TemplateKey, float] = {}
+
+    def apply_touched() -> None:
+        for key, when in touched.items():
+            registry.touch(key, when)
+        touched.clear()
+
     si = 0
     cur = 0
     while True:
@@ -253,24 +287,43 @@ def walk(
                 nxt = plist[j]
         if nxt >= m:
             break
+        cur = nxt + 1
         changed = True
-        dg = int(e_dg[nxt])
         if nxt == nxt_static:
             si += 1
-            sid = int(e_id[nxt])
+            dg, sid, a, b, version, domain, x = ev[nxt]
             if sid < 0:
+                apply_touched()
                 slow(dg)
             else:
-                changed = not pure_refresh(nxt)
-                name = exporters[int(e_exp[nxt])]
-                body = view[int(e_start[nxt]) : int(e_end[nxt])]
-                parse = v9.template_set if e_ver[nxt] == 9 else ipfix.template_set
+                name = exporters[x]
+                rec = float(received[dg])
+                body = data[a:b]
+                known = pure.get((version, sid, x, domain, body))
+                if known is not None:  # seen in this segment: refresh without a lookup
+                    changed = False
+                    counters["templates.refreshed"] += len(known)
+                    for key in known:
+                        touched[key] = rec
+                    continue
+                apply_touched()
+                parsed = refresh_only(version, sid, body, name, domain)
+                if parsed is not None:
+                    changed = False
+                    for t in parsed:
+                        batch.add_template(name, domain, t, rec)
+                    pure[(version, sid, x, domain, body)] = [
+                        (name, version, domain, t.template_id) for t in parsed
+                    ]
+                    continue
+                parse = v9.template_set if version == 9 else ipfix.template_set
                 try:
-                    parse(body, sid, name, int(e_domain[nxt]), float(received[dg]), batch)
+                    parse(view[a:b], sid, name, domain, rec, batch)
                 except Exception:
                     batch.internal_error(name)
         else:
-            done[nxt] = True
+            apply_touched()
+            done.append(nxt)
             name = exporters[int(e_exp[nxt])]
             try:
                 batch.add_data(
@@ -281,18 +334,20 @@ def walk(
                     view[int(e_start[nxt]) : int(e_end[nxt])],
                     int(e_export[nxt]),
                     int(e_uptime[nxt]),
-                    float(received[dg]),
+                    float(received[int(e_dg[nxt])]),
                 )
             except Exception:
                 batch.internal_error(name)
-        cur = nxt + 1
         if changed:
+            if nxt == nxt_static:  # templates may have changed (data sets change sampling only)
+                pure.clear()
             new = [resolve(key) for key in keys]
             if not _same(new, res):
                 res = new
                 seg_starts.append(cur)
                 seg_res.append(res)
                 bad_keys = [i for i, r in enumerate(res) if r is None]
+    apply_touched()
 
     # ---- resolve every other data set against its segment, then gather per template
     if not keys:
@@ -309,17 +364,18 @@ def walk(
         for ki, r in enumerate(rs):
             if r is None:
                 continue
-            t, rate, over, sampling, init = r
+            t, r_rate, r_over, r_sampling, r_init = r
             ti = t_index.get(id(t))
             if ti is None:
                 ti = t_index[id(t)] = len(templates)
                 templates.append(t)
             tab_t[s, ki] = ti
-            tab_rate[s, ki] = rate
-            tab_over[s, ki] = over
-            tab_snap[s, ki] = batch.snapshot_index(sampling)
-            tab_init[s, ki] = -1 if init is None else init
-    d_pos = d_pos[~done[d_pos]]
+            tab_rate[s, ki] = r_rate
+            tab_over[s, ki] = r_over
+            tab_snap[s, ki] = batch.snapshot_index(r_sampling)
+            tab_init[s, ki] = -1 if r_init is None else r_init
+    if done:
+        d_pos = np.setdiff1d(d_pos, np.asarray(done, dtype=np.int64), assume_unique=True)
     kk = e_key[d_pos]
     seg = np.searchsorted(np.asarray(seg_starts, dtype=np.int64), d_pos, side="right") - 1
     d_t = tab_t[seg, kk]
@@ -356,7 +412,8 @@ def _exporter_map(batch: Batch, exporters: Sequence[str]) -> npt.NDArray[np.int3
 
 def _overrides(batch: Batch, exporters: Sequence[str], idx: npt.NDArray[Any]) -> I64:
     table = np.asarray([batch.overrides.get(e) or 0 for e in exporters], dtype=np.int64)
-    return table[idx]
+    out: I64 = table[idx]
+    return out
 
 
 def _emit(
