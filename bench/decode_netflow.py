@@ -34,7 +34,17 @@ def load(version: int) -> list[bytes]:
     return out
 
 
-def bench(version: int, records: int, batch: int, how: str) -> tuple[int, float]:
+def bench(version: int, records: int, batch: int, how: str, repeat: int) -> tuple[int, float]:
+    """Records decoded in one pass over the stream, and the best time of ``repeat`` passes (each
+    pass with a fresh decoder, warmed up on the first batch)."""
+    best = float("inf")
+    for _ in range(repeat):
+        n, dt = _pass(version, records, batch, how)
+        best = min(best, dt)
+    return n, best
+
+
+def _pass(version: int, records: int, batch: int, how: str) -> tuple[int, float]:
     payloads = load(version)
     per_copy = 40_568
     copies = max(1, round(records / per_copy))
@@ -62,10 +72,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--records", type=int, default=2_000_000)
     ap.add_argument("--batch", type=int, default=4096, help="datagrams per decode() call")
+    ap.add_argument("--repeat", type=int, default=3, help="passes; the best is reported")
     args = ap.parse_args()
     for version, name in ((9, "NetFlow v9"), (10, "IPFIX")):
         for how in ("decode_packed", "decode", "decode_reference"):
-            n, dt = bench(version, args.records, args.batch, how)
+            n, dt = bench(version, args.records, args.batch, how, args.repeat)
             print(
                 f"{name:10s} {how:16s} {n:>10,d} records in {dt:6.2f} s: "
                 f"{n / dt / 1e6:5.2f} M records/s (batch {args.batch} datagrams)"

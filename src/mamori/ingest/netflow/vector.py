@@ -20,6 +20,7 @@ single fancy index into one contiguous buffer, decoded by :class:`.batch.Batch` 
 from __future__ import annotations
 
 import bisect
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
@@ -269,6 +270,9 @@ def walk(
     counters = batch.counters
     pure: dict[tuple[int, int, int, int, bytes], list[TemplateKey]] = {}
     touched: dict[TemplateKey, float] = {}
+    # Per exporter / domain, the options data set last applied (key index, bytes, counters it
+    # added): applying the same options records again changes nothing but the counters.
+    last_options: dict[tuple[str, int, int], tuple[int, bytes, Counter[str]]] = {}
 
     def apply_touched() -> None:
         for key, when in touched.items():
@@ -324,23 +328,37 @@ def walk(
         else:
             apply_touched()
             done.append(nxt)
-            name = exporters[int(e_exp[nxt])]
+            ki = int(e_key[nxt])
+            key = keys[ki]
+            p0, p1 = int(e_start[nxt]), int(e_end[nxt])
+            body = data[p0:p1]
+            last = last_options.get(key[:3])
+            if last is not None and last[0] == ki and last[1] == body:
+                counters.update(last[2])  # the same options again: same (idempotent) effect
+                continue
+            entry = registry.entry(key)
+            options = entry is not None and entry[0].options
+            before = counters.copy() if options else None
             try:
                 batch.add_data(
-                    name,
-                    int(e_domain[nxt]),
-                    int(e_ver[nxt]),
-                    int(e_id[nxt]),
-                    view[int(e_start[nxt]) : int(e_end[nxt])],
+                    key[0],
+                    key[2],
+                    key[1],
+                    key[3],
+                    view[p0:p1],
                     int(e_export[nxt]),
                     int(e_uptime[nxt]),
                     float(received[int(e_dg[nxt])]),
                 )
             except Exception:
-                batch.internal_error(name)
+                batch.internal_error(key[0])
+                before = None
+            if before is not None:
+                last_options[key[:3]] = (ki, body, counters - before)
         if changed:
             if nxt == nxt_static:  # templates may have changed (data sets change sampling only)
                 pure.clear()
+                last_options.clear()
             new = [resolve(key) for key in keys]
             if not _same(new, res):
                 res = new
