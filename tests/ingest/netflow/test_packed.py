@@ -45,9 +45,7 @@ def _state(dec: FlowDecoder) -> tuple[object, int]:
     return dec.state(), len(dec.pending)
 
 
-def assert_same(
-    batches: Sequence[Sequence[Datagram]], make: type[FlowDecoder] | None = None, **kw: object
-) -> Counter[str]:
+def assert_same(batches: Sequence[Sequence[Datagram]], **kw: object) -> Counter[str]:
     """Decode the batches with both paths (each with its own decoder, state carried between
     batches) and compare every batch's rows and counters, and the final state."""
     packed = FlowDecoder(**kw)  # type: ignore[arg-type]
@@ -62,6 +60,7 @@ def assert_same(
         got.flows.validate(full=True)
         total += got.counters
     assert _state(packed) == _state(reference)
+    total.update({f"path.{k}": v for k, v in packed.path_stats.items()})
     return total
 
 
@@ -79,6 +78,12 @@ def test_softflowd_streams(name: str, size: int) -> None:
     total = assert_same([dgs[i : i + size] for i in range(0, len(dgs), size)])
     assert total["errors.internal"] == 0
     assert total["records.v9"] + total["records.ipfix"] > 100_000
+    # the common case takes the vectorised path: no datagram, and only options data sets, one
+    # by one; every template set after the first few only refreshes
+    assert total["path.datagrams.per_datagram"] == 0
+    assert total["path.datagrams.vector"] == len(dgs)
+    assert total["path.sets.data_python"] == total["records.options"]
+    assert total["path.sets.template"] - total["path.sets.template_refresh_only"] == 5
 
 
 def test_overrides_mixed_exporters_and_v5() -> None:

@@ -124,6 +124,9 @@ class FlowDecoder:
         self.pending = PendingSets(pending_limit, template_timeout_s)
         self._problems = RateLimitedLog()
         self._parsed_sets = ParsedSets()
+        # How decode_packed took its datagrams and sets (not part of any result): see
+        # mamori.ingest.netflow.vector.
+        self.path_stats: collections.Counter[str] = collections.Counter()
 
     def decode(self, datagrams: Sequence[Datagram]) -> DecodeResult:
         """Decode a batch of datagrams (packs them and calls :meth:`decode_packed`)."""
@@ -157,7 +160,9 @@ class FlowDecoder:
             payload = p.data[start : start + int(lengths[i])]
             self._one(payload, p.exporters[int(exporter[i])], float(received[i]), batch, sflow)
 
-        if not walk(p.data, offsets, lengths, exporter, p.exporters, received, batch, slow):
+        stats = self.path_stats
+        if not walk(p.data, offsets, lengths, exporter, p.exporters, received, batch, slow, stats):
+            stats["datagrams.batch_fallback"] += n
             for i in range(n):
                 slow(i)
         return self._finish(batch, sflow, counters)

@@ -61,14 +61,25 @@ def walk(
     received: npt.NDArray[np.float64],
     batch: Batch,
     slow: Callable[[int], None],
+    stats: Counter[str] | None = None,
 ) -> bool:
     """Decode a batch into ``batch``; ``slow(i)`` decodes datagram ``i`` with the per-datagram
     code (it must catch its own errors). Returns False, having changed nothing, where a
-    template could expire within the batch: the caller then decodes it datagram by datagram."""
+    template could expire within the batch: the caller then decodes it datagram by datagram.
+
+    ``stats`` (optional) counts what took which path: ``datagrams.vector`` (v5 / v9 / IPFIX
+    datagrams walked as arrays), ``datagrams.per_datagram`` (given to ``slow``),
+    ``sets.template`` / ``sets.template_refresh_only`` (template sets replayed in Python, and how
+    many of them only refreshed), ``sets.data_vector`` and ``sets.data_python`` (data sets
+    decoded in bulk, or one by one: options, unknown or variable-length templates), and
+    ``segments`` (state changes that started a new segment)."""
+    if stats is None:
+        stats = Counter()
     n = len(offsets)
     if n == 0:
         return True
     if not data:
+        stats["datagrams.per_datagram"] += n
         for i in range(n):
             slow(i)
         return True
@@ -208,6 +219,8 @@ def walk(
                 np.full(dg5.size, batch.snapshot_index(_NO_SAMPLING), dtype=np.int64),
             )
 
+    stats["datagrams.vector"] += int(good_c.sum() + ok5.sum())
+    stats["datagrams.per_datagram"] += int(odd.sum())
     batch.counters["packets.v9"] += int((good_c & (c_ver == 9)).sum())
     batch.counters["packets.ipfix"] += int((good_c & (c_ver == 10)).sum())
     if m == 0:
@@ -279,6 +292,7 @@ def walk(
             registry.touch(key, when)
         touched.clear()
 
+    changed_templates = 0
     si = 0
     cur = 0
     while True:
@@ -320,6 +334,7 @@ def walk(
                         (name, version, domain, t.template_id) for t in parsed
                     ]
                     continue
+                changed_templates += 1
                 parse = v9.template_set if version == 9 else ipfix.template_set
                 try:
                     parse(view[a:b], sid, name, domain, rec, batch)
@@ -366,6 +381,12 @@ def walk(
                 seg_res.append(res)
                 bad_keys = [i for i, r in enumerate(res) if r is None]
     apply_touched()
+    n_static = len(static) - int(odd.sum())
+    stats["sets.template"] += n_static
+    stats["sets.template_refresh_only"] += n_static - changed_templates
+    stats["sets.data_python"] += len(done)
+    stats["sets.data_vector"] += int(d_pos.size) - len(done)
+    stats["segments"] += len(seg_starts)
 
     # ---- resolve every other data set against its segment, then gather per template
     if not keys:
