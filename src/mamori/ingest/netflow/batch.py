@@ -1,7 +1,9 @@
 """Collect the data sets of a batch of datagrams, then decode them template by template.
 
 The per-datagram parsers (:mod:`.v5`, :mod:`.v9`, :mod:`.ipfix`) walk headers and set headers only;
-they hand every data set to :meth:`Batch.add_data`. Data sets of the same template are gathered
+they hand every data set to :meth:`Batch.add_data`. The vectorised walk (:mod:`.vector`) hands the
+data sets of a whole batch at once, per template, to :meth:`Batch.add_bulk` (records already
+gathered, per-set context as arrays). Data sets of the same template are gathered
 into one :class:`_Group` (identical template sets, from any exporter, share one :class:`Template`
 object, so they share a group too), and :meth:`Batch.finish` turns each group
 into Arrow columns at once: the set bodies are joined, viewed through a NumPy structured dtype built

@@ -7,6 +7,15 @@
     result.flows      # pyarrow.Table with exactly mamori.schemas.FLOWS.arrow
     result.counters   # Counter: packets.v9, records.ipfix, errors.truncated, ...
 
+    # the fast path: payloads concatenated, with per-datagram arrays (no object per datagram)
+    result = decoder.decode_packed(PackedDatagrams(data, offsets, lengths, exporter, exporters,
+                                                   received))
+
+:meth:`FlowDecoder.decode_packed` walks the whole batch with NumPy (:mod:`.vector`) and gives the
+same rows (possibly in another order), counters and state as the per-datagram Python walk,
+which stays available as :meth:`FlowDecoder.decode_reference`; :meth:`FlowDecoder.decode` packs
+its datagrams and calls ``decode_packed``.
+
 The version is told apart by content (the first two bytes); sFlow v5 datagrams are counted as
 handed to :func:`mamori.ingest.sflow.decode_sflow` (counters prefixed ``sflow.``) and anything else counted as ``errors.unknown_version``. Decoding never
 raises on bad input: every problem is counted by kind and logged at a limited rate.
@@ -19,7 +28,7 @@ known (or it is 0) the rate is stored as null and counted as ``records.sampling_
 Records of one template are decoded together: see :mod:`mamori.ingest.netflow.batch`.
 Output rows are grouped by template, not in arrival order.
 
-Counters (all per :meth:`FlowDecoder.decode` call; absent means 0):
+Counters (all per :meth:`FlowDecoder.decode` / ``decode_packed`` call; absent means 0):
 
 * ``packets.v5|v9|ipfix|sflow``: datagrams by version; ``records.sflow``: sFlow samples decoded.
 * ``records.v5|v9|ipfix``: data records decoded; ``records.out``: rows in the result;
@@ -161,7 +170,17 @@ class FlowDecoder:
             self._one(payload, p.exporters[int(exporter[i])], float(received[i]), batch, sflow)
 
         stats = self.path_stats
-        if not walk(p.data, offsets, lengths, exporter, p.exporters, received, batch, slow, stats):
+        try:
+            vectorised = walk(
+                p.data, offsets, lengths, exporter, p.exporters, received, batch, slow, stats
+            )
+        except Exception:  # a decoder bug: count it, keep what was decoded
+            vectorised = True
+            counters["errors.internal"] += 1
+            self._problems.warn(
+                "errors.internal", "netflow: internal error walking a batch", exc_info=True
+            )
+        if not vectorised:
             stats["datagrams.batch_fallback"] += n
             for i in range(n):
                 slow(i)
