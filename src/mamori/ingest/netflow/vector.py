@@ -277,11 +277,16 @@ def walk(
             strict=True,
         )
     }
-    # Template sets known to only refresh (same exporter, domain and bytes as one that did, with
-    # no other change since): counted, and their keys' last-seen times applied before anything
-    # that reads them, without parsing them again.
+    # Template sets known to only refresh (same exporter, version, domain, set id and bytes as
+    # one that did, with no template change since): counted, and their keys' last-seen times
+    # applied before anything that reads them, without parsing them again. Identical template
+    # sets share a class, found with one np.unique per set length.
+    s_cls = _classes(u8, events, e_id, e_start, e_end, e_exp, e_ver, e_domain).tolist()
+    s_rec = received[e_dg[events]].tolist()
+    ns = len(static)
     counters = batch.counters
-    pure: dict[tuple[int, int, int, int, bytes], list[TemplateKey]] = {}
+    pure: dict[int, list[TemplateKey]] = {}
+    refreshed = 0
     touched: dict[TemplateKey, float] = {}
     # Per exporter / domain, the options data set last applied (key index, bytes, counters it
     # added): applying the same options records again changes nothing but the counters.
@@ -296,13 +301,22 @@ def walk(
     si = 0
     cur = 0
     while True:
-        nxt_static = static[si] if si < len(static) else m
-        nxt = nxt_static
+        nxt_bad = m
         for ki in bad_keys:
             plist = key_pos[ki]
             j = bisect.bisect_left(plist, cur)
-            if j < len(plist) and plist[j] < nxt:
-                nxt = plist[j]
+            if j < len(plist) and plist[j] < nxt_bad:
+                nxt_bad = plist[j]
+        while si < ns and static[si] < nxt_bad:  # known refresh-only template sets
+            known = pure.get(s_cls[si])
+            if known is None:
+                break
+            refreshed += len(known)
+            for key in known:
+                touched[key] = s_rec[si]
+            si += 1
+        nxt_static = static[si] if si < ns else m
+        nxt = min(nxt_static, nxt_bad)
         if nxt >= m:
             break
         cur = nxt + 1
@@ -317,22 +331,13 @@ def walk(
                 name = exporters[x]
                 rec = float(received[dg])
                 body = data[a:b]
-                known = pure.get((version, sid, x, domain, body))
-                if known is not None:  # seen in this segment: refresh without a lookup
-                    changed = False
-                    counters["templates.refreshed"] += len(known)
-                    for key in known:
-                        touched[key] = rec
-                    continue
                 apply_touched()
                 parsed = refresh_only(version, sid, body, name, domain)
                 if parsed is not None:
                     changed = False
                     for t in parsed:
                         batch.add_template(name, domain, t, rec)
-                    pure[(version, sid, x, domain, body)] = [
-                        (name, version, domain, t.template_id) for t in parsed
-                    ]
+                    pure[s_cls[si - 1]] = [(name, version, domain, t.template_id) for t in parsed]
                     continue
                 changed_templates += 1
                 parse = v9.template_set if version == 9 else ipfix.template_set
@@ -381,6 +386,8 @@ def walk(
                 seg_res.append(res)
                 bad_keys = [i for i, r in enumerate(res) if r is None]
     apply_touched()
+    if refreshed:
+        counters["templates.refreshed"] += refreshed
     n_static = len(static) - int(odd.sum())
     stats["sets.template"] += n_static
     stats["sets.template_refresh_only"] += n_static - changed_templates
@@ -443,6 +450,54 @@ def walk(
             tab_snap[s_, k_],
         )
     return True
+
+
+def _classes(
+    u8: npt.NDArray[np.uint8],
+    events: I64,
+    e_id: I64,
+    e_start: I64,
+    e_end: I64,
+    e_exp: I64,
+    e_ver: I64,
+    e_domain: I64,
+) -> I64:
+    """For each event, a class shared by template sets with the same exporter, version, domain,
+    set id and bytes (exact comparison); -1 for events that are not template sets."""
+    out = np.full(events.size, -1, dtype=np.int64)
+    tsel = np.flatnonzero(e_id[events] >= 0)
+    if not tsel.size:
+        return out
+    tpos = events[tsel]
+    length = e_end[tpos] - e_start[tpos]
+    meta = np.stack([e_exp[tpos], e_ver[tpos], e_domain[tpos], e_id[tpos]], axis=1)
+    meta8 = np.ascontiguousarray(meta.astype("<i8")).view(np.uint8).reshape(tpos.size, 32)
+    base = 0
+    for size in np.unique(length).tolist():
+        sel = np.flatnonzero(length == size)
+        rows = u8[e_start[tpos[sel]][:, None] + np.arange(size, dtype=np.int64)]
+        pad = np.zeros((sel.size, -size % 8), dtype=np.uint8)
+        words = np.ascontiguousarray(np.hstack([meta8[sel], rows, pad])).view(np.uint64)
+        mult = _MULT[: words.shape[1]] if words.shape[1] <= _MULT.size else None
+        if mult is None:  # very long sets: no class (parsed every time)
+            out[tsel[sel]] = base + np.arange(sel.size)
+            base += sel.size
+            continue
+        with np.errstate(over="ignore"):
+            digest = (words * mult).sum(axis=1, dtype=np.uint64)
+        _, first, inv = np.unique(digest, return_index=True, return_inverse=True)
+        inv = inv.reshape(-1)
+        # exact: a row unlike its class's first row (a hash collision) gets a class of its own
+        same = (words == words[first[inv]]).all(axis=1)
+        cls = np.where(same, inv, first.size + np.arange(sel.size))
+        out[tsel[sel]] = cls + base
+        base += first.size + sel.size
+    return out
+
+
+_MULT: Final = (
+    np.random.default_rng(0x6D616D6F7269).integers(0, 2**63, 4096, dtype=np.uint64) * 2 + 1
+).astype(np.uint64)  # odd 64-bit multipliers for the template set digest
 
 
 def _exporter_map(batch: Batch, exporters: Sequence[str]) -> npt.NDArray[np.int32]:
