@@ -45,6 +45,7 @@ __all__ = ["Batch", "Bulk", "RateLimitedLog"]
 log = logging.getLogger("mamori.ingest.netflow")
 
 U64 = npt.NDArray[np.uint64]
+Uint = npt.NDArray[np.unsignedinteger[Any]]  # any width
 I64 = npt.NDArray[np.int64]
 Bools = npt.NDArray[np.bool_]
 
@@ -383,12 +384,12 @@ class Batch:
         def rep(name: str) -> Any:
             return np.repeat(cols[name], counts)
 
-        def col(fid: int) -> U64 | None:
+        def col(fid: int) -> Uint | None:
             if fid not in offs:
                 return None
-            return _uint(rec[f"f{fid}"])
+            return _native(rec[f"f{fid}"])
 
-        def first(*fids: int) -> U64 | None:
+        def first(*fids: int) -> Uint | None:
             for fid in fids:
                 c = col(fid)
                 if c is not None:
@@ -650,15 +651,25 @@ def _time(
     return None
 
 
-def _low_byte(values: U64 | None) -> U64 | None:
+def _native(col: npt.NDArray[Any]) -> Uint:
+    """A field as unsigned integers of its own width, native byte order (no widening)."""
+    if col.ndim == 1:
+        out: Uint = col.astype(col.dtype.newbyteorder("="))
+        return out
+    return _uint(col)
+
+
+def _low_byte(values: Uint | None) -> Uint | None:
     """tcpControlBits may be 2 bytes (RFC 7125): the classic flags are the low byte."""
-    return None if values is None else values & np.uint64(0xFF)
+    if values is None:
+        return None
+    low: Uint = values & values.dtype.type(0xFF)
+    return low
 
 
-def _arrow(values: U64 | None, type_: pa.DataType, n: int, null: Bools | None = None) -> pa.Array:
+def _arrow(values: Uint | None, type_: pa.DataType, n: int, null: Bools | None = None) -> pa.Array:
     if values is None:
         return pa.nulls(n, type_)
-    limit = (1 << (type_.bit_width)) - 1
-    if type_.bit_width < 64:
-        values = np.minimum(values, np.uint64(limit))
+    if type_.bit_width < values.dtype.itemsize * 8:  # wider field: saturate
+        values = np.minimum(values, values.dtype.type((1 << type_.bit_width) - 1))
     return pa.array(values.astype(type_.to_pandas_dtype()), type_, mask=null)
