@@ -444,7 +444,11 @@ class Batch:
         rate = self._sampling(cols, rec, offs, counts)
 
         domain = rep("domain")
-        exporters = pa.array(self._exporters, pa.string()).take(rep("exporter"))
+        ex = cols["exporter"]
+        if (ex == ex[0]).all():  # one exporter (the usual case): no per-row take
+            exporters = pa.repeat(pa.scalar(self._exporters[int(ex[0])], pa.string()), n)
+        else:
+            exporters = pa.array(self._exporters, pa.string()).take(rep("exporter"))
         arrays = [
             pa.array(s_ms, _TS),
             pa.array(e_ms, _TS),
@@ -564,8 +568,8 @@ def _uint(col: npt.NDArray[Any]) -> U64:
     return out
 
 
-def _ipv4_text(values: U64) -> pa.Array:
-    encoded = pa.array(values.astype(np.uint32), pa.uint32()).dictionary_encode()
+def _ipv4_text(values: Uint) -> pa.Array:
+    encoded = pa.array(values.astype(np.uint32, copy=False), pa.uint32()).dictionary_encode()
     text = [
         f"{v >> 24}.{(v >> 16) & 255}.{(v >> 8) & 255}.{v & 255}"
         for v in encoded.dictionary.to_pylist()
@@ -588,14 +592,14 @@ def _address(
 ) -> pa.Array | None:
     has4, has6 = v4 in offs, v6 in offs
     if has4 and has6:
-        a4 = _uint(rec[f"f{v4}"])
+        a4 = _native(rec[f"f{v4}"])
         raw6 = np.ascontiguousarray(rec[f"f{v6}"])
         nonzero6 = raw6.view(np.uint8).reshape(len(raw6), 16).any(axis=1)
         # Prefer the family whose field comes first in the template; the other where it is 0.
         use6 = (a4 == 0) & nonzero6 if offs[v4][0] < offs[v6][0] else nonzero6 | (a4 == 0)
         return pc.if_else(pa.array(use6), _ipv6_text(raw6), _ipv4_text(a4))
     if has4:
-        return _ipv4_text(_uint(rec[f"f{v4}"]))
+        return _ipv4_text(_native(rec[f"f{v4}"]))
     if has6:
         return _ipv6_text(rec[f"f{v6}"])
     return None
