@@ -1,7 +1,9 @@
 """Collect the data sets of a batch of datagrams, then decode them template by template.
 
 The per-datagram parsers (:mod:`.v5`, :mod:`.v9`, :mod:`.ipfix`) walk headers and set headers only;
-they hand every data set to :meth:`Batch.add_data`. Data sets of the same template are gathered
+they hand every data set to :meth:`Batch.add_data`. The vectorised walk (:mod:`.vector`) hands the
+data sets of a whole batch at once, per template, to :meth:`Batch.add_bulk` (records already
+gathered, per-set context as arrays). Data sets of the same template are gathered
 into one :class:`_Group` (identical template sets, from any exporter, share one :class:`Template`
 object, so they share a group too), and :meth:`Batch.finish` turns each group
 into Arrow columns at once: the set bodies are joined, viewed through a NumPy structured dtype built
@@ -38,11 +40,12 @@ from mamori.ingest.netflow.templates import (
 )
 from mamori.schemas import FLOWS
 
-__all__ = ["Batch", "RateLimitedLog"]
+__all__ = ["Batch", "Bulk", "RateLimitedLog"]
 
 log = logging.getLogger("mamori.ingest.netflow")
 
 U64 = npt.NDArray[np.uint64]
+Uint = npt.NDArray[np.unsignedinteger[Any]]  # any width
 I64 = npt.NDArray[np.int64]
 Bools = npt.NDArray[np.bool_]
 
@@ -85,6 +88,46 @@ class _Group:
     rate: list[int] = field(default_factory=list)  # 0: unknown
     overridden: list[bool] = field(default_factory=list)
     snapshot: list[int] = field(default_factory=list)
+    bulk: list[Bulk] = field(default_factory=list)
+
+    def columns(self) -> tuple[bytes | npt.NDArray[np.uint8], dict[str, npt.NDArray[Any]]]:
+        """Record bytes and per-set context arrays of the sets added one by one and in bulk."""
+        names = ("counts", "exporter", "domain", "export_ms", "uptime_ms", "rate", "overridden")
+        types: tuple[Any, ...] = (
+            np.int64,
+            np.int32,
+            np.int64,
+            np.int64,
+            np.int64,
+            np.uint64,
+            np.bool_,
+        )
+        cols: dict[str, npt.NDArray[Any]] = {}
+        for name, dtype in (*zip(names, types, strict=True), ("snapshot", np.int64)):
+            parts = [np.asarray(getattr(self, name), dtype=dtype)]
+            parts += [np.asarray(getattr(b, name), dtype=dtype) for b in self.bulk]
+            cols[name] = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        if not self.bulk:
+            return b"".join(self.bodies), cols
+        if not self.bodies and len(self.bulk) == 1:
+            return self.bulk[0].records, cols  # no copy
+        return b"".join([*self.bodies, *(b.records.tobytes() for b in self.bulk)]), cols
+
+
+@dataclass
+class Bulk:
+    """Data sets of one template decoded by the vectorised datagram walk: their records joined,
+    and the per-set context as arrays (see :class:`_Group`)."""
+
+    records: npt.NDArray[np.uint8]  # (records, record length), C-contiguous
+    counts: npt.NDArray[np.int64]
+    exporter: npt.NDArray[np.int32]  # Batch exporter index
+    domain: npt.NDArray[np.int64]
+    export_ms: npt.NDArray[np.int64]
+    uptime_ms: npt.NDArray[np.int64]
+    rate: npt.NDArray[np.uint64]
+    overridden: npt.NDArray[np.bool_]
+    snapshot: npt.NDArray[np.int64]  # Batch snapshot index
 
 
 class Batch:
@@ -117,6 +160,16 @@ class Batch:
     def problem(self, kind: str, exporter: str, detail: str = "") -> None:
         self.counters[kind] += 1
         self.problems.warn(kind, "netflow: %s from exporter %s %s", kind, exporter, detail)
+
+    def internal_error(self, exporter: str) -> None:
+        """A decoder bug (called from an ``except`` block): counted and logged, never raised."""
+        self.counters["errors.internal"] += 1
+        self.problems.warn(
+            "errors.internal",
+            "netflow: internal error decoding a datagram from %s",
+            exporter,
+            exc_info=True,
+        )
 
     def add_template(self, exporter: str, domain: int, template: Template, received: float) -> None:
         key = (exporter, template.version, domain, template.template_id)
@@ -185,6 +238,31 @@ class Batch:
             sampling,
         )
 
+    def exporter_index(self, exporter: str) -> int:
+        idx = self._exporter_index.get(exporter)
+        if idx is None:
+            idx = self._exporter_index[exporter] = len(self._exporters)
+            self._exporters.append(exporter)
+        return idx
+
+    def snapshot_index(self, sampling: SamplingState) -> int:
+        sidx = self._snapshot_index.get(id(sampling))
+        if sidx is None:
+            sidx = self._snapshot_index[id(sampling)] = len(self._snapshots)
+            self._snapshots.append(sampling)
+        return sidx
+
+    def add_bulk(self, template: Template, bulk: Bulk) -> None:
+        """Queue data sets of one fixed-length data template decoded in bulk."""
+        n = len(bulk.records)
+        if n == 0:
+            return
+        group = self._groups.get(id(template))
+        if group is None:
+            group = self._groups[id(template)] = _Group(template)
+        group.bulk.append(bulk)
+        self.counters[f"records.{_VERSION_NAMES.get(template.version, 'other')}"] += n
+
     def add_fixed(
         self,
         template: Template,
@@ -207,14 +285,8 @@ class Batch:
         group = self._groups.get(id(template))
         if group is None:
             group = self._groups[id(template)] = _Group(template)
-        idx = self._exporter_index.get(exporter)
-        if idx is None:
-            idx = self._exporter_index[exporter] = len(self._exporters)
-            self._exporters.append(exporter)
-        sidx = self._snapshot_index.get(id(sampling))
-        if sidx is None:
-            sidx = self._snapshot_index[id(sampling)] = len(self._snapshots)
-            self._snapshots.append(sampling)
+        idx = self.exporter_index(exporter)
+        sidx = self.snapshot_index(sampling)
         group.bodies.append(body)
         group.counts.append(n)
         group.exporter.append(idx)
@@ -303,21 +375,21 @@ class Batch:
 
     def _decode(self, g: _Group) -> pa.RecordBatch | None:
         t = g.template
-        counts = np.asarray(g.counts, dtype=np.int64)
+        buf, cols = g.columns()
+        counts = cols["counts"]
         n = int(counts.sum())
-        buf = b"".join(g.bodies)
         rec = np.frombuffer(buf, dtype=t.dtype, count=n)
         offs = t.offsets
 
-        def rep(values: list[int], dtype: Any) -> Any:
-            return np.repeat(np.asarray(values, dtype=dtype), counts)
+        def rep(name: str) -> Any:
+            return np.repeat(cols[name], counts)
 
-        def col(fid: int) -> U64 | None:
+        def col(fid: int) -> Uint | None:
             if fid not in offs:
                 return None
-            return _uint(rec[f"f{fid}"])
+            return _native(rec[f"f{fid}"])
 
-        def first(*fids: int) -> U64 | None:
+        def first(*fids: int) -> Uint | None:
             for fid in fids:
                 c = col(fid)
                 if c is not None:
@@ -334,8 +406,8 @@ class Batch:
             )
             return None
 
-        export = rep(g.export_ms, np.int64)
-        uptime = rep(g.uptime_ms, np.int64)
+        export = rep("export_ms")
+        uptime = rep("uptime_ms")
         start = _time(rec, offs, export, uptime, start=True)
         end = _time(rec, offs, export, uptime, start=False)
         if start is None and end is None:
@@ -369,10 +441,14 @@ class Batch:
             else:
                 dport = np.where(is_icmp & (dport == 0), icmp, dport)
 
-        rate = self._sampling(g, rec, offs, counts, n)
+        rate = self._sampling(cols, rec, offs, counts)
 
-        domain = rep(g.domain, np.int64)
-        exporters = pa.array(self._exporters, pa.string()).take(rep(g.exporter, np.int32))
+        domain = rep("domain")
+        ex = cols["exporter"]
+        if (ex == ex[0]).all():  # one exporter (the usual case): no per-row take
+            exporters = pa.repeat(pa.scalar(self._exporters[int(ex[0])], pa.string()), n)
+        else:
+            exporters = pa.array(self._exporters, pa.string()).take(rep("exporter"))
         arrays = [
             pa.array(s_ms, _TS),
             pa.array(e_ms, _TS),
@@ -400,21 +476,20 @@ class Batch:
 
     def _sampling(
         self,
-        g: _Group,
+        cols: Mapping[str, npt.NDArray[Any]],
         rec: npt.NDArray[Any],
         offs: Mapping[int, tuple[int, int]],
         counts: npt.NDArray[np.int64],
-        n: int,
     ) -> U64:
-        rate: U64 = np.repeat(np.asarray(g.rate, dtype=np.uint64), counts)
-        if all(g.overridden):
+        rate: U64 = np.repeat(cols["rate"], counts)
+        if cols["overridden"].all():
             return rate
-        free = ~np.repeat(np.asarray(g.overridden, dtype=np.bool_), counts)
+        free = ~np.repeat(cols["overridden"], counts)
         # Records may name their sampler by samplerId (48) and / or selectorId (302); the
         # options records map either to a rate. Both are tried, selectorId last.
         sampler_fids = [f for f in (ie.SAMPLER_ID, ie.SELECTOR_ID) if f in offs]
         if sampler_fids:
-            snaps = np.asarray(g.snapshot, dtype=np.int64)
+            snaps = cols["snapshot"]
             used = [int(s) for s in np.unique(snaps) if self._snapshots[s].by_sampler]
             if used:
                 snap = np.repeat(snaps, counts)
@@ -493,8 +568,8 @@ def _uint(col: npt.NDArray[Any]) -> U64:
     return out
 
 
-def _ipv4_text(values: U64) -> pa.Array:
-    encoded = pa.array(values.astype(np.uint32), pa.uint32()).dictionary_encode()
+def _ipv4_text(values: Uint) -> pa.Array:
+    encoded = pa.array(values.astype(np.uint32, copy=False), pa.uint32()).dictionary_encode()
     text = [
         f"{v >> 24}.{(v >> 16) & 255}.{(v >> 8) & 255}.{v & 255}"
         for v in encoded.dictionary.to_pylist()
@@ -517,14 +592,14 @@ def _address(
 ) -> pa.Array | None:
     has4, has6 = v4 in offs, v6 in offs
     if has4 and has6:
-        a4 = _uint(rec[f"f{v4}"])
+        a4 = _native(rec[f"f{v4}"])
         raw6 = np.ascontiguousarray(rec[f"f{v6}"])
         nonzero6 = raw6.view(np.uint8).reshape(len(raw6), 16).any(axis=1)
         # Prefer the family whose field comes first in the template; the other where it is 0.
         use6 = (a4 == 0) & nonzero6 if offs[v4][0] < offs[v6][0] else nonzero6 | (a4 == 0)
         return pc.if_else(pa.array(use6), _ipv6_text(raw6), _ipv4_text(a4))
     if has4:
-        return _ipv4_text(_uint(rec[f"f{v4}"]))
+        return _ipv4_text(_native(rec[f"f{v4}"]))
     if has6:
         return _ipv6_text(rec[f"f{v6}"])
     return None
@@ -580,15 +655,25 @@ def _time(
     return None
 
 
-def _low_byte(values: U64 | None) -> U64 | None:
+def _native(col: npt.NDArray[Any]) -> Uint:
+    """A field as unsigned integers of its own width, native byte order (no widening)."""
+    if col.ndim == 1:
+        out: Uint = col.astype(col.dtype.newbyteorder("="))
+        return out
+    return _uint(col)
+
+
+def _low_byte(values: Uint | None) -> Uint | None:
     """tcpControlBits may be 2 bytes (RFC 7125): the classic flags are the low byte."""
-    return None if values is None else values & np.uint64(0xFF)
+    if values is None:
+        return None
+    low: Uint = values & values.dtype.type(0xFF)
+    return low
 
 
-def _arrow(values: U64 | None, type_: pa.DataType, n: int, null: Bools | None = None) -> pa.Array:
+def _arrow(values: Uint | None, type_: pa.DataType, n: int, null: Bools | None = None) -> pa.Array:
     if values is None:
         return pa.nulls(n, type_)
-    limit = (1 << (type_.bit_width)) - 1
-    if type_.bit_width < 64:
-        values = np.minimum(values, np.uint64(limit))
+    if type_.bit_width < values.dtype.itemsize * 8:  # wider field: saturate
+        values = np.minimum(values, values.dtype.type((1 << type_.bit_width) - 1))
     return pa.array(values.astype(type_.to_pandas_dtype()), type_, mask=null)

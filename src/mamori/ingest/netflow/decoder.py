@@ -7,6 +7,15 @@
     result.flows      # pyarrow.Table with exactly mamori.schemas.FLOWS.arrow
     result.counters   # Counter: packets.v9, records.ipfix, errors.truncated, ...
 
+    # the fast path: payloads concatenated, with per-datagram arrays (no object per datagram)
+    result = decoder.decode_packed(PackedDatagrams(data, offsets, lengths, exporter, exporters,
+                                                   received))
+
+:meth:`FlowDecoder.decode_packed` walks the whole batch with NumPy (:mod:`.vector`) and gives the
+same rows (possibly in another order), counters and state as the per-datagram Python walk,
+which stays available as :meth:`FlowDecoder.decode_reference`; :meth:`FlowDecoder.decode` packs
+its datagrams and calls ``decode_packed``.
+
 The version is told apart by content (the first two bytes); sFlow v5 datagrams are counted as
 handed to :func:`mamori.ingest.sflow.decode_sflow` (counters prefixed ``sflow.``) and anything else counted as ``errors.unknown_version``. Decoding never
 raises on bad input: every problem is counted by kind and logged at a limited rate.
@@ -19,7 +28,7 @@ known (or it is 0) the rate is stored as null and counted as ``records.sampling_
 Records of one template are decoded together: see :mod:`mamori.ingest.netflow.batch`.
 Output rows are grouped by template, not in arrival order.
 
-Counters (all per :meth:`FlowDecoder.decode` call; absent means 0):
+Counters (all per :meth:`FlowDecoder.decode` / ``decode_packed`` call; absent means 0):
 
 * ``packets.v5|v9|ipfix|sflow``: datagrams by version; ``records.sflow``: sFlow samples decoded.
 * ``records.v5|v9|ipfix``: data records decoded; ``records.out``: rows in the result;
@@ -48,6 +57,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -56,9 +67,10 @@ from mamori.ingest.netflow.ipfix import parse_ipfix
 from mamori.ingest.netflow.templates import ParsedSets, PendingSets, TemplateRegistry
 from mamori.ingest.netflow.v5 import parse_v5
 from mamori.ingest.netflow.v9 import parse_v9
+from mamori.ingest.netflow.vector import walk
 from mamori.ingest.sflow import decode_sflow
 
-__all__ = ["Datagram", "DecodeResult", "FlowDecoder"]
+__all__ = ["Datagram", "DecodeResult", "FlowDecoder", "PackedDatagrams"]
 
 log = logging.getLogger("mamori.ingest.netflow")
 
@@ -68,6 +80,37 @@ class Datagram:
     exporter: str  # exporter address (text)
     payload: bytes  # UDP payload
     received: float  # unix seconds when received
+
+
+@dataclass(frozen=True)
+class PackedDatagrams:
+    """A batch of datagrams without a Python object per datagram (what the receiver hands
+    over): payloads concatenated, with per-datagram arrays."""
+
+    data: bytes  # UDP payloads concatenated
+    offsets: npt.NDArray[np.int64]  # start of each payload in data
+    lengths: npt.NDArray[np.int64]  # length of each payload
+    exporter: npt.NDArray[np.int32]  # index into exporters
+    exporters: Sequence[str]  # exporter address text
+    received: npt.NDArray[np.float64]  # unix seconds per datagram
+
+    @classmethod
+    def pack(cls, datagrams: Sequence[Datagram]) -> PackedDatagrams:
+        lengths = np.fromiter((len(d.payload) for d in datagrams), np.int64, len(datagrams))
+        index: dict[str, int] = {}
+        exporter = np.fromiter(
+            (index.setdefault(d.exporter, len(index)) for d in datagrams),
+            np.int32,
+            len(datagrams),
+        )
+        return cls(
+            b"".join(d.payload for d in datagrams),
+            np.cumsum(lengths) - lengths,
+            lengths,
+            exporter,
+            list(index),
+            np.fromiter((d.received for d in datagrams), np.float64, len(datagrams)),
+        )
 
 
 @dataclass
@@ -90,10 +133,71 @@ class FlowDecoder:
         self.pending = PendingSets(pending_limit, template_timeout_s)
         self._problems = RateLimitedLog()
         self._parsed_sets = ParsedSets()
+        # How decode_packed took its datagrams and sets (not part of any result): see
+        # mamori.ingest.netflow.vector.
+        self.path_stats: collections.Counter[str] = collections.Counter()
 
     def decode(self, datagrams: Sequence[Datagram]) -> DecodeResult:
+        """Decode a batch of datagrams (packs them and calls :meth:`decode_packed`)."""
+        return self.decode_packed(PackedDatagrams.pack(datagrams))
+
+    def decode_packed(self, p: PackedDatagrams) -> DecodeResult:
+        """Decode a batch of packed datagrams: the whole batch is walked with NumPy (see
+        :mod:`mamori.ingest.netflow.vector`); results and counters are those of
+        :meth:`decode_reference` on the same datagrams (rows may come in another order)."""
         counters: collections.Counter[str] = collections.Counter()
-        batch = Batch(
+        batch = self._batch(counters)
+        sflow: list[tuple[str, bytes, float]] = []
+        offsets = np.asarray(p.offsets, dtype=np.int64)
+        lengths = np.asarray(p.lengths, dtype=np.int64)
+        exporter = np.asarray(p.exporter, dtype=np.int32)
+        received = np.asarray(p.received, dtype=np.float64)
+        n = len(offsets)
+        if not (len(lengths) == len(exporter) == len(received) == n):
+            raise ValueError("PackedDatagrams: arrays of different lengths")
+        if n and (
+            int(offsets.min()) < 0
+            or int(lengths.min()) < 0
+            or int((offsets + lengths).max()) > len(p.data)
+            or int(exporter.min()) < 0
+            or int(exporter.max()) >= len(p.exporters)
+        ):
+            raise ValueError("PackedDatagrams: offsets, lengths or exporters out of range")
+
+        def slow(i: int) -> None:
+            start = int(offsets[i])
+            payload = p.data[start : start + int(lengths[i])]
+            self._one(payload, p.exporters[int(exporter[i])], float(received[i]), batch, sflow)
+
+        stats = self.path_stats
+        try:
+            vectorised = walk(
+                p.data, offsets, lengths, exporter, p.exporters, received, batch, slow, stats
+            )
+        except Exception:  # a decoder bug: count it, keep what was decoded
+            vectorised = True
+            counters["errors.internal"] += 1
+            self._problems.warn(
+                "errors.internal", "netflow: internal error walking a batch", exc_info=True
+            )
+        if not vectorised:
+            stats["datagrams.batch_fallback"] += n
+            for i in range(n):
+                slow(i)
+        return self._finish(batch, sflow, counters)
+
+    def decode_reference(self, datagrams: Sequence[Datagram]) -> DecodeResult:
+        """The per-datagram path (a Python walk of every datagram): the reference for
+        :meth:`decode_packed` in tests."""
+        counters: collections.Counter[str] = collections.Counter()
+        batch = self._batch(counters)
+        sflow: list[tuple[str, bytes, float]] = []
+        for dg in datagrams:
+            self._one(dg.payload, dg.exporter, dg.received, batch, sflow)
+        return self._finish(batch, sflow, counters)
+
+    def _batch(self, counters: collections.Counter[str]) -> Batch:
+        return Batch(
             self.registry,
             self.pending,
             self.sampling_overrides,
@@ -101,29 +205,36 @@ class FlowDecoder:
             self._problems,
             self._parsed_sets,
         )
-        sflow: list[tuple[str, bytes, float]] = []
-        for dg in datagrams:
-            payload = dg.payload
-            version = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else -1
-            try:
-                if version == 9:
-                    parse_v9(payload, dg.exporter, dg.received, batch)
-                elif version == 10:
-                    parse_ipfix(payload, dg.exporter, dg.received, batch)
-                elif version == 5:
-                    parse_v5(payload, dg.exporter, batch)
-                elif version == 0 and payload[:4] == b"\x00\x00\x00\x05":
-                    sflow.append((dg.exporter, payload, dg.received))
-                else:
-                    batch.problem("errors.unknown_version", dg.exporter, f"version {version}")
-            except Exception:  # a decoder bug must not lose the rest of the batch
-                counters["errors.internal"] += 1
-                self._problems.warn(
-                    "errors.internal",
-                    "netflow: internal error decoding a datagram from %s",
-                    dg.exporter,
-                    exc_info=True,
-                )
+
+    def _one(
+        self,
+        payload: bytes,
+        exporter: str,
+        received: float,
+        batch: Batch,
+        sflow: list[tuple[str, bytes, float]],
+    ) -> None:
+        version = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else -1
+        try:
+            if version == 9:
+                parse_v9(payload, exporter, received, batch)
+            elif version == 10:
+                parse_ipfix(payload, exporter, received, batch)
+            elif version == 5:
+                parse_v5(payload, exporter, batch)
+            elif version == 0 and payload[:4] == b"\x00\x00\x00\x05":
+                sflow.append((exporter, payload, received))
+            else:
+                batch.problem("errors.unknown_version", exporter, f"version {version}")
+        except Exception:  # a decoder bug must not lose the rest of the batch
+            batch.internal_error(exporter)
+
+    def _finish(
+        self,
+        batch: Batch,
+        sflow: list[tuple[str, bytes, float]],
+        counters: collections.Counter[str],
+    ) -> DecodeResult:
         try:
             flows = batch.finish()
         except Exception:

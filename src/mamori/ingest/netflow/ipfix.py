@@ -8,7 +8,7 @@ from typing import Final
 from mamori.ingest.netflow.batch import Batch
 from mamori.ingest.netflow.templates import FieldSpec, Template
 
-__all__ = ["HEADER", "parse_ipfix"]
+__all__ = ["HEADER", "parse_ipfix", "template_set"]
 
 HEADER: Final = struct.Struct("!HHIII")
 _PAIR: Final = struct.Struct("!HH")
@@ -48,16 +48,7 @@ def parse_ipfix(payload: bytes, exporter: str, received: float, batch: Batch) ->
             end = size
         body = view[pos + 4 : end]
         if set_id in (_TEMPLATE_SET, _OPTIONS_SET):
-            key = (10, set_id, bytes(body))
-            cached = batch.parsed_sets.get(key)
-            if cached is None:
-                parsed, clean = _templates(body, exporter, domain, batch, set_id == _OPTIONS_SET)
-                if clean:
-                    batch.parsed_sets.put(key, parsed)
-            else:
-                parsed = cached
-            for template in parsed:
-                batch.add_template(exporter, domain, template, received)
+            template_set(body, set_id, exporter, domain, received, batch)
         elif set_id >= 256:
             batch.add_data(exporter, domain, 10, set_id, body, export_ms, -1, received)
         else:
@@ -65,6 +56,20 @@ def parse_ipfix(payload: bytes, exporter: str, received: float, batch: Batch) ->
         pos = end
     if pos < size:
         batch.problem("errors.trailing", exporter, "IPFIX bytes after the last set")
+
+
+def template_set(
+    body: memoryview, set_id: int, exporter: str, domain: int, received: float, batch: Batch
+) -> None:
+    """Register the templates of one template (2) or options template (3) set."""
+    key = (10, set_id, bytes(body))
+    parsed = batch.parsed_sets.get(key)
+    if parsed is None:
+        parsed, clean = _templates(body, exporter, domain, batch, set_id == _OPTIONS_SET)
+        if clean:
+            batch.parsed_sets.put(key, parsed)
+    for template in parsed:
+        batch.add_template(exporter, domain, template, received)
 
 
 def _templates(

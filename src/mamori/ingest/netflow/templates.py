@@ -196,6 +196,14 @@ class TemplateRegistry:
             return None
         return template
 
+    def entry(self, key: TemplateKey) -> tuple[Template, float] | None:
+        """The template and the time it was last seen, without expiring it."""
+        return self._templates.get(key)
+
+    def touch(self, key: TemplateKey, now: float) -> None:
+        """Mark a registered template seen at ``now`` (a refresh already counted)."""
+        self._templates[key] = (self._templates[key][0], now)
+
     def put(self, key: TemplateKey, template: Template, now: float, counters: Counter[str]) -> bool:
         """Add or refresh a template. Returns False when the exporter's bound refused it."""
         old = self._templates.get(key)
@@ -327,6 +335,9 @@ class PendingSets:
         self._evict(held.received, counters)
         if len(self._order) > 2 * self._count + 1024:  # drop entries of released sets
             self._order = deque((k, s) for k, s in self._order if s in self._by_key.get(k, {}))
+
+    def holds(self, key: TemplateKey) -> bool:
+        return bool(self._by_key.get(key))
 
     def release(self, key: TemplateKey) -> Iterator[HeldSet]:
         sets = self._by_key.pop(key, None)

@@ -8,7 +8,7 @@ from typing import Final
 from mamori.ingest.netflow.batch import Batch
 from mamori.ingest.netflow.templates import FieldSpec, Template
 
-__all__ = ["HEADER", "parse_v9"]
+__all__ = ["HEADER", "parse_v9", "template_set"]
 
 HEADER: Final = struct.Struct("!HHIIII")
 _SET: Final = struct.Struct("!HH")
@@ -38,22 +38,27 @@ def parse_v9(payload: bytes, exporter: str, received: float, batch: Batch) -> No
             end = size
         body = view[pos + 4 : end]
         if set_id in (0, 1):
-            key = (9, set_id, bytes(body))
-            cached = batch.parsed_sets.get(key)
-            if cached is None:
-                parse = _templates if set_id == 0 else _options_templates
-                parsed, clean = parse(body, exporter, batch)
-                if clean:
-                    batch.parsed_sets.put(key, parsed)
-            else:
-                parsed = cached
-            for template in parsed:
-                batch.add_template(exporter, source_id, template, received)
+            template_set(body, set_id, exporter, source_id, received, batch)
         elif set_id >= 256:
             batch.add_data(exporter, source_id, 9, set_id, body, export_ms, uptime, received)
         else:
             batch.problem("errors.reserved_set", exporter, f"v9 flowset id {set_id}")
         pos = end
+
+
+def template_set(
+    body: memoryview, set_id: int, exporter: str, source_id: int, received: float, batch: Batch
+) -> None:
+    """Register the templates of one template (0) or options template (1) flowset."""
+    key = (9, set_id, bytes(body))
+    parsed = batch.parsed_sets.get(key)
+    if parsed is None:
+        parse = _templates if set_id == 0 else _options_templates
+        parsed, clean = parse(body, exporter, batch)
+        if clean:
+            batch.parsed_sets.put(key, parsed)
+    for template in parsed:
+        batch.add_template(exporter, source_id, template, received)
 
 
 Parsed = tuple[tuple[Template, ...], bool]  # templates, and whether the set had no problem
