@@ -11,9 +11,9 @@ import getpass
 import json
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from collections import Counter
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn

@@ -31,13 +31,14 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from mamori.config import CollectorConfig
 from mamori.governance import Governance
-from mamori.ingest.netflow.decoder import Datagram, FlowDecoder
+from mamori.ingest.netflow.decoder import Datagram, FlowDecoder, PackedDatagrams
 from mamori.ingest.pcapfile import read_udp
-from mamori.ingest.receiver import Receiver
+from mamori.ingest.receiver import Receiver, join_chunks
 
 __all__ = ["Collector", "CollectorSettings", "Listen", "load_stats", "parse_listen"]
 
@@ -176,13 +177,15 @@ class Collector:
 
     # ----------------------------------------------------------------- decode and flush
 
-    def _decode(self, datagrams: list[Datagram]) -> None:
-        if not datagrams:
+    def _decode(self, batch: PackedDatagrams) -> None:
+        if not len(batch.lengths):
             return
-        result = self.decoder.decode(datagrams)
+        result = self.decoder.decode_packed(batch)
         self.stats.counters.update(result.counters)
-        for exporter, n in Counter(d.exporter for d in datagrams).items():
-            self.stats.by_exporter.setdefault(exporter, Counter())["packets"] += n
+        per = np.bincount(batch.exporter, minlength=len(batch.exporters))
+        for exporter, n in zip(batch.exporters, per.tolist(), strict=True):
+            if n:
+                self.stats.by_exporter.setdefault(exporter, Counter())["packets"] += n
         flows = result.flows
         if flows.num_rows:
             counts = flows.column("exporter").value_counts()
@@ -222,13 +225,13 @@ class Collector:
         for dg in read_udp(path, pcap_counters):
             batch.append(Datagram(dg.src, dg.payload, dg.ts))
             if len(batch) >= self.settings.batch_packets:
-                self._decode(batch)
+                self._decode(PackedDatagrams.pack(batch))
                 batch = []
                 if time.monotonic() - self._last_flush >= self.settings.flush_interval_s:
                     self.flush()
                 if progress:
                     progress(self.stats)
-        self._decode(batch)
+        self._decode(PackedDatagrams.pack(batch))
         self.stats.counters.update({f"pcap.{k}": v for k, v in pcap_counters.items()})
         self.flush()
         return self.stats
@@ -273,11 +276,13 @@ class Collector:
                 receiver.request_stop()  # it drains the sockets, then says it is done
                 stopping = True
             chunks, finished = receiver.take(self.settings.batch_packets, wait_s=0.05)
-            for chunk in chunks:
-                self.stats.counters["packets.received"] += len(chunk.lengths)
-                if chunk.dropped:
-                    self.stats.counters["packets.dropped_by_receiver"] += chunk.dropped
-                self._decode(chunk.datagrams())
+            if chunks:
+                batch = join_chunks(chunks)
+                self.stats.counters["packets.received"] += len(batch.lengths)
+                dropped = sum(c.dropped for c in chunks)
+                if dropped:
+                    self.stats.counters["packets.dropped_by_receiver"] += dropped
+                self._decode(batch)
             now = time.monotonic()
             if now - self._last_flush >= self.settings.flush_interval_s:
                 self.flush()

@@ -41,9 +41,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from mamori.ingest.netflow.decoder import Datagram
+from mamori.ingest.netflow.decoder import PackedDatagrams
 
-__all__ = ["Chunk", "Receiver"]
+__all__ = ["Chunk", "Receiver", "join_chunks"]
 
 _HEAD = struct.Struct("!dIIII")
 _QUEUE_CHUNKS = 256  # chunks waiting for the decoder before the receiver drops (64 MiB)
@@ -67,17 +67,23 @@ class Chunk(NamedTuple):
     received: float  # receive time of the first datagram
     dropped: int = 0  # datagrams the receiver dropped before this chunk (decoder far behind)
 
-    @property
-    def offsets(self) -> np.ndarray:
-        starts: np.ndarray = np.cumsum(self.lengths) - self.lengths
-        return starts
 
-    def datagrams(self) -> list[Datagram]:
-        ends = np.cumsum(self.lengths).tolist()
-        starts = [0, *ends[:-1]]
-        names = [self.exporters[i] for i in self.exporter.tolist()]
-        data, when = self.data, self.received
-        return [Datagram(n, data[a:b], when) for n, a, b in zip(names, starts, ends, strict=True)]
+def join_chunks(chunks: Sequence[Chunk]) -> PackedDatagrams:
+    """Chunks from one receiver as one decoder batch. Exporter ids are stable within a receiver
+    and its exporter list only grows, so the last chunk's list names them all."""
+    if len(chunks) == 1:
+        c = chunks[0]
+        lengths, ids, data = c.lengths, c.exporter, c.data
+        received = np.full(len(lengths), c.received)
+    else:
+        lengths = np.concatenate([c.lengths for c in chunks])
+        ids = np.concatenate([c.exporter for c in chunks])
+        data = b"".join(c.data for c in chunks)
+        received = np.repeat([c.received for c in chunks], [len(c.lengths) for c in chunks])
+    offsets = np.cumsum(lengths) - lengths
+    return PackedDatagrams(
+        data, offsets, lengths, ids, chunks[-1].exporters, received.astype(np.float64)
+    )
 
 
 class _Packer:
@@ -86,7 +92,8 @@ class _Packer:
     def __init__(self, conn: multiprocessing.connection.Connection, chunk_bytes: int) -> None:
         self.conn = conn
         self.chunk_bytes = chunk_bytes
-        self.buf = bytearray(chunk_bytes + _MAX_DATAGRAM)
+        # room for a full chunk plus one recvmmsg call's worth of the largest datagrams
+        self.buf = bytearray(chunk_bytes + _MultiReader.VLEN * _MAX_DATAGRAM)
         self.view = memoryview(self.buf)
         self.pos = 0
         self.lengths = array("I")
@@ -117,6 +124,18 @@ class _Packer:
         self.lengths.append(n)
         self.ids.append(eid)
         self.pos += n
+        if self.pos >= self.chunk_bytes:
+            self.send()
+
+    def added_many(self, lengths: np.ndarray, ids: np.ndarray, pos: int) -> None:
+        """Record datagrams already copied to ``buf`` up to ``pos``."""
+        if not len(lengths):
+            return
+        if not self.lengths:
+            self.first = time.time()
+        self.lengths.frombytes(lengths.astype(np.uint32).tobytes())
+        self.ids.frombytes(ids.astype(np.uint16).tobytes())
+        self.pos = pos
         if self.pos >= self.chunk_bytes:
             self.send()
 
@@ -161,16 +180,17 @@ class _SingleReader:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
 
-    def drain(self, packer: _Packer, limit: int) -> None:
+    def drain(self, packer: _Packer, limit: int) -> int:
         recv = self.sock.recvfrom_into
-        for _ in range(limit):
+        for count in range(limit):
             try:
                 n, addr = recv(packer.view[packer.pos :], _MAX_DATAGRAM)
             except (BlockingIOError, InterruptedError):
-                return
+                return count
             eid = packer.exporter_id(addr[0], addr[0])
             if eid is not None:
                 packer.added(n, eid)
+        return limit
 
 
 class _IOVec(ctypes.Structure):
@@ -239,40 +259,59 @@ class _MultiReader:
         self.table = np.frombuffer(self.msgs, dtype=fields)  # type: ignore[call-overload]
         self.scratch_view = memoryview(self.scratch).cast("B")
 
-    def drain(self, packer: _Packer, limit: int) -> None:
+    def drain(self, packer: _Packer, limit: int) -> int:
         done = 0
         slot, name = self.SLOT, self.NAME
+        names_np = np.frombuffer(memoryview(self.names).cast("B"), np.uint8).reshape(
+            self.VLEN, name
+        )
+        scratch = self.scratch_view
         while done < limit:
             self.table["namelen"] = name
             m = self._recvmmsg(self.fd, self.msgs, self.VLEN, self.MSG_DONTWAIT, None)
             if m <= 0:
                 err = ctypes.get_errno()
                 if m == 0 or err in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR):
-                    return
+                    return done
                 raise OSError(err, os.strerror(err))
-            lens = self.table["len"][:m].tolist()
-            names = bytes(self.names)[: m * name]
-            scratch = self.scratch_view
-            for i, n in enumerate(lens):
-                key = names[i * name : i * name + name]
-                eid = packer.exporter_ids.get(key)
-                if eid is None:
-                    eid = packer.exporter_id(key, _sockaddr_text(key))
-                    if eid is None:
-                        continue
-                pos = packer.pos
-                packer.buf[pos : pos + n] = scratch[i * slot : i * slot + n]
-                packer.added(n, eid)
-            done += m
+            lens = self.table["len"][:m].astype(np.int64)
+            ids = self._exporter_ids(packer, names_np[:m])
+            keep = ids >= 0
+            if not keep.all():  # exporters beyond the id space: dropped, never mixed up
+                packer.dropped += int((~keep).sum())
+            buf, pos = packer.buf, packer.pos
+            for i in np.flatnonzero(keep).tolist():
+                n = int(lens[i])
+                buf[pos : pos + n] = scratch[i * slot : i * slot + n]
+                pos += n
+            packer.added_many(lens[keep], ids[keep], pos)
+            done += int(m)
             if m < self.VLEN:
-                return
+                break
+        return done
 
-
-def _sockaddr_text(raw: bytes) -> str:
-    family = int.from_bytes(raw[:2], sys.byteorder)
-    if family == socket.AF_INET:
-        return socket.inet_ntop(socket.AF_INET, raw[4:8])
-    return socket.inet_ntop(socket.AF_INET6, raw[8:24])
+    @staticmethod
+    def _exporter_ids(packer: _Packer, names: np.ndarray) -> np.ndarray:
+        """Exporter id per received datagram, from the raw socket addresses (port ignored)."""
+        family = np.ascontiguousarray(names[:, :2]).view(np.uint16).ravel()  # sa_family, native
+        key = np.zeros((len(names), 17), np.uint8)
+        key[:, 0] = family == socket.AF_INET6
+        v4 = family == socket.AF_INET
+        key[v4, 1:5] = names[v4, 4:8]
+        key[~v4, 1:17] = names[~v4, 8:24]
+        uniq, inverse = np.unique(key.view("V17").ravel(), return_inverse=True)
+        eids = np.empty(len(uniq), np.int64)
+        for j, u in enumerate(uniq.tolist()):
+            raw = bytes(u)
+            eid = packer.exporter_ids.get(raw)
+            if eid is None:
+                text = socket.inet_ntop(
+                    socket.AF_INET6 if raw[0] else socket.AF_INET, raw[1:17] if raw[0] else raw[1:5]
+                )
+                eid = packer.exporter_id(raw, text)
+            eids[j] = -1 if eid is None else eid
+        out: np.ndarray = eids[inverse.ravel()]
+        return out
 
 
 def _reader(sock: socket.socket) -> _SingleReader | _MultiReader:
@@ -310,8 +349,13 @@ def _receive_loop(
             packer.close()
             conn.send_bytes(_END)
             return
+        got = 0
         for key, _ in sel.select(timeout=chunk_s):
-            readers[key.fd].drain(packer, 4096)
+            got += readers[key.fd].drain(packer, 4096)
+        if 0 < got < _MultiReader.VLEN:
+            # A trickle: let datagrams gather in the socket buffer (16 MiB, far more than a
+            # millisecond holds) so the next call takes many at once instead of waking per packet.
+            time.sleep(0.001)
         if packer.lengths and time.time() - packer.first >= chunk_s:
             packer.send()
         if os.getppid() != parent:  # the collector died (kill -9): nothing to hand over to
