@@ -26,18 +26,11 @@ from mamori.ingest.sflow import MAX_RECORDS, MAX_SAMPLES, decode_sflow
 from mamori.schemas import FLOWS
 
 DATA = Path(__file__).resolve().parents[1] / "data"
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
-GOFLOW2 = SHARED / "flow-fixtures" / "goflow2"
+GOFLOW2 = DATA / "sflow"
 T0 = 1_700_000_000.123  # received time used throughout
 T0_DT = datetime(2023, 11, 14, 22, 13, 20, 123000, tzinfo=UTC)
 MARKER = b"MAMORI-PAYLOAD-MARKER-7f3a"
 FILLERS = {"198.51.100.1", "198.51.100.2"}  # see tests/data/make_pmacct_sfprobe.py
-
-
-def _shared(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"{path} not present (../shared/data is beside the project in dev and CI)")
-    return path
 
 
 def decode_one(payload: bytes, source: str = "203.0.113.9") -> tuple[list[dict[str, Any]], Any]:
@@ -323,7 +316,7 @@ GOFLOW2_CASES = [
 
 @pytest.mark.parametrize(("name", "rows", "counters"), GOFLOW2_CASES)
 def test_goflow2_datagrams(name: str, rows: list[dict[str, Any]], counters: dict[str, int]) -> None:
-    path = _shared(GOFLOW2 / f"decoders_sflow_sflow_test__{name}_data_0.bin")
+    path = GOFLOW2 / f"decoders_sflow_sflow_test__{name}_data_0.bin"
     got, got_counters = decode_one(path.read_bytes(), source="127.0.0.1")
     assert [{k: row[k] for k in want} for row, want in zip(got, rows, strict=True)] == rows
     assert dict(got_counters) == counters
@@ -740,7 +733,7 @@ def test_a_decoder_bug_loses_only_the_datagram_that_triggers_it(
 
 
 def test_every_truncation_of_a_real_datagram() -> None:
-    payload = _shared(GOFLOW2 / "decoders_sflow_sflow_test__TestExpandedSFlowDecode_data_0.bin")
+    payload = GOFLOW2 / "decoders_sflow_sflow_test__TestExpandedSFlowDecode_data_0.bin"
     data = payload.read_bytes()[:1168]  # the 5 samples, without the trailing bytes
     for cut in range(len(data) + 1):
         table, counters = decode_sflow([("127.0.0.1", data[:cut], T0)])
@@ -799,7 +792,7 @@ def test_marker_in_payload_never_decoded() -> None:
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("pmacctd") is None, reason="pmacct (Debian) not installed")
 def test_pmacct_sfprobe_live(tmp_path: Path) -> None:
-    source = _shared(SHARED / "captures" / "test7-malicious.pcap")
+    source = DATA / "captures" / "test7-malicious.pcap"
     subprocess.run(
         [sys.executable, str(DATA / "make_pmacct_sfprobe.py"), str(source), str(tmp_path)],
         check=True,
