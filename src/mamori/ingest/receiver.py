@@ -280,8 +280,9 @@ class _MultiReader:
             if not keep.all():  # exporters beyond the id space: dropped, never mixed up
                 packer.dropped += int((~keep).sum())
             buf, pos = packer.buf, packer.pos
-            for i in np.flatnonzero(keep).tolist():
-                n = int(lens[i])
+            lens_list = lens.tolist()
+            for i in range(m) if keep.all() else np.flatnonzero(keep).tolist():
+                n = lens_list[i]
                 buf[pos : pos + n] = scratch[i * slot : i * slot + n]
                 pos += n
             packer.added_many(lens[keep], ids[keep], pos)
@@ -294,24 +295,39 @@ class _MultiReader:
     def _exporter_ids(packer: _Packer, names: np.ndarray) -> np.ndarray:
         """Exporter id per received datagram, from the raw socket addresses (port ignored)."""
         family = np.ascontiguousarray(names[:, :2]).view(np.uint16).ravel()  # sa_family, native
+        if (family == socket.AF_INET).all():
+            # The common case: IPv4 exporters, often one router per burst.
+            addr = np.ascontiguousarray(names[:, 4:8]).view(np.uint32).ravel()
+            if (addr == addr[0]).all():
+                return np.full(len(addr), _v4_id(packer, int(addr[0])), np.int64)
+            uniq, inverse = np.unique(addr, return_inverse=True)
+            eids = np.array([_v4_id(packer, int(u)) for u in uniq.tolist()], np.int64)
+            out: np.ndarray = eids[inverse.ravel()]
+            return out
         key = np.zeros((len(names), 17), np.uint8)
-        key[:, 0] = family == socket.AF_INET6
         v4 = family == socket.AF_INET
+        key[~v4, 0] = 1
         key[v4, 1:5] = names[v4, 4:8]
         key[~v4, 1:17] = names[~v4, 8:24]
-        uniq, inverse = np.unique(key.view("V17").ravel(), return_inverse=True)
-        eids = np.empty(len(uniq), np.int64)
-        for j, u in enumerate(uniq.tolist()):
+        uniq_v, inverse = np.unique(key.view("V17").ravel(), return_inverse=True)
+        eids = np.empty(len(uniq_v), np.int64)
+        for j, u in enumerate(uniq_v.tolist()):
             raw = bytes(u)
-            eid = packer.exporter_ids.get(raw)
-            if eid is None:
-                text = socket.inet_ntop(
-                    socket.AF_INET6 if raw[0] else socket.AF_INET, raw[1:17] if raw[0] else raw[1:5]
-                )
-                eid = packer.exporter_id(raw, text)
+            family_ = socket.AF_INET6 if raw[0] else socket.AF_INET
+            text = socket.inet_ntop(family_, raw[1:17] if raw[0] else raw[1:5])
+            eid = packer.exporter_id(raw[:17] if raw[0] else raw[:5], text)
             eids[j] = -1 if eid is None else eid
-        out: np.ndarray = eids[inverse.ravel()]
+        out = eids[inverse.ravel()]
         return out
+
+
+def _v4_id(packer: _Packer, native: int) -> int:
+    """Exporter id of an IPv4 address given as the native-order integer of its 4 raw bytes."""
+    raw = b"\x00" + native.to_bytes(4, sys.byteorder)
+    eid = packer.exporter_ids.get(raw)
+    if eid is None:
+        eid = packer.exporter_id(raw, socket.inet_ntop(socket.AF_INET, raw[1:]))
+    return -1 if eid is None else eid
 
 
 def _reader(sock: socket.socket) -> _SingleReader | _MultiReader:
