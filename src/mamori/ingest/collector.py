@@ -38,7 +38,7 @@ from mamori.config import CollectorConfig
 from mamori.governance import Governance
 from mamori.ingest.netflow.decoder import Datagram, FlowDecoder, PackedDatagrams
 from mamori.ingest.pcapfile import read_udp
-from mamori.ingest.receiver import Receiver, join_chunks
+from mamori.ingest.receiver import Chunk, Receiver, join_chunks
 
 __all__ = ["Collector", "CollectorSettings", "Listen", "load_stats", "parse_listen"]
 
@@ -46,7 +46,8 @@ log = logging.getLogger("mamori.ingest.collector")
 
 ACTOR = "collector"
 _SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
-ROW_GROUP = 131_072  # decoded records held before they are written out as one row group
+ROW_GROUP = 131_072
+BATCH_WAIT_S = 0.02  # longest a received datagram waits for its batch to fill  # decoded records held before they are written out as one row group
 _LISTEN_RE = re.compile(r"^udp://(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:/\[\]]+)):(?P<port>\d{1,5})$")
 
 
@@ -271,12 +272,28 @@ class Collector:
             raise RuntimeError("start() the collector before run()")
         next_status = time.monotonic() + status_every_s
         stopping = False
+        pending: list[Chunk] = []
+        waiting = 0
+        first_at = 0.0
         while True:
             if self._stop.is_set() and not stopping:
                 receiver.request_stop()  # it drains the sockets, then says it is done
                 stopping = True
-            chunks, finished = receiver.take(self.settings.batch_packets, wait_s=0.05)
-            if chunks:
+            got, finished = receiver.take(
+                self.settings.batch_packets, wait_s=0.005 if pending else 0.05
+            )
+            if got:
+                if not pending:
+                    first_at = time.monotonic()
+                pending += got
+                waiting += sum(len(c.lengths) for c in got)
+            # Decode in batches of a useful size (per-batch costs are fixed), but never hold
+            # datagrams longer than BATCH_WAIT_S.
+            due = waiting >= self.settings.batch_packets // 4 or (
+                pending and time.monotonic() - first_at >= BATCH_WAIT_S
+            )
+            if pending and (due or finished or stopping):
+                chunks, pending, waiting = pending, [], 0
                 batch = join_chunks(chunks)
                 self.stats.counters["packets.received"] += len(batch.lengths)
                 dropped = sum(c.dropped for c in chunks)
