@@ -46,8 +46,8 @@ log = logging.getLogger("mamori.ingest.collector")
 
 ACTOR = "collector"
 _SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
-ROW_GROUP = 131_072
-BATCH_WAIT_S = 0.02  # longest a received datagram waits for its batch to fill  # decoded records held before they are written out as one row group
+ROW_GROUP = 131_072  # decoded records held before they are written out as one row group
+BATCH_WAIT_S = 0.02  # longest a received datagram waits for its batch to fill
 _LISTEN_RE = re.compile(r"^udp://(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:/\[\]]+)):(?P<port>\d{1,5})$")
 
 
