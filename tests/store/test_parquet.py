@@ -114,3 +114,27 @@ def test_engine_scan_window_and_columns(tmp_path: Path) -> None:
 def test_files_are_not_world_writable(tmp_path: Path) -> None:
     files = write_partitioned(tmp_path, FLOWS, table([flow("a", "b", T0)]))
     assert not os.stat(files[0]).st_mode & 0o002
+
+
+def test_length_limit_counts_characters_not_bytes_and_respects_slices(tmp_path: Path) -> None:
+    from mamori.schemas import CONSENT
+    from mamori.store.parquet import conform
+
+    note = "同意を撤回します" * 120  # 960 characters, 2,880 bytes: within the 1,024 limit
+    rows = pa.Table.from_pylist(
+        [
+            {
+                "changed": T0,
+                "subscriber_id": "s",
+                "measure": "M4",
+                "state": "out",
+                "actor": "s",
+                "channel": "web",
+                "note": n,
+            }
+            for n in ("x" * 2000, note, "ok")
+        ]
+    )
+    with pytest.raises(SchemaMismatch, match="2000 characters"):
+        conform(CONSENT, rows)
+    assert conform(CONSENT, rows.slice(1)).num_rows == 2  # the long row sliced away

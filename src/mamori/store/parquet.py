@@ -69,7 +69,8 @@ def conform(schema: DatasetSchema, table: pa.Table) -> pa.Table:
         if col.name in table.column_names:
             arr = table.column(col.name)
             try:
-                arr = arr.cast(col.type)
+                if arr.type != col.type:
+                    arr = arr.cast(col.type)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
                 raise SchemaMismatch(
                     f"{schema.name}.{col.name}: cannot store as {col.type}: {exc}"
@@ -80,7 +81,8 @@ def conform(schema: DatasetSchema, table: pa.Table) -> pa.Table:
             raise SchemaMismatch(f"{schema.name}: required column {col.name} is missing")
         if not col.nullable and arr.null_count:
             raise SchemaMismatch(f"{schema.name}.{col.name}: {arr.null_count} null value(s)")
-        if col.max_len is not None and table.num_rows:
+        if col.max_len is not None and table.num_rows and _longest_bytes(arr) > col.max_len:
+            # Bytes bound characters from above; count characters only when bytes exceed.
             longest = pc.max(pc.utf8_length(arr)).as_py()
             if longest is not None and longest > col.max_len:
                 raise SchemaMismatch(
@@ -89,6 +91,17 @@ def conform(schema: DatasetSchema, table: pa.Table) -> pa.Table:
                 )
         arrays.append(arr)
     return pa.Table.from_arrays(arrays, schema=schema.arrow)
+
+
+def _longest_bytes(arr: pa.ChunkedArray | pa.Array) -> int:
+    """Longest value of a string column in bytes, read from its offsets (no per-value work)."""
+    longest = 0
+    for chunk in arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr]:
+        if len(chunk):
+            raw = np.frombuffer(chunk.buffers()[1], dtype=np.int32)
+            offsets = raw[chunk.offset : chunk.offset + len(chunk) + 1]
+            longest = max(longest, int(np.diff(offsets).max()))
+    return longest
 
 
 def _fsync_dir(path: Path) -> None:
