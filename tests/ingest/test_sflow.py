@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mamori.ingest import sflow
+from mamori.ingest.ratelog import RateLimitedLog
 from mamori.ingest.sflow import MAX_RECORDS, MAX_SAMPLES, decode_sflow
 from mamori.schemas import FLOWS
 
@@ -701,7 +702,7 @@ def test_bad_input_counted(payload: bytes, flows: int, error: str) -> None:
 def test_errors_logged_rate_limited(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(sflow, "_ratelog", sflow._RateLimitedLog(60.0))
+    monkeypatch.setattr(sflow, "_ratelog", RateLimitedLog(sflow._log, 60.0))
     bad = [("192.0.2.9", xdr(4, 1) + b"\0" * 40, T0)] * 5
     with caplog.at_level("WARNING", logger="mamori.ingest.sflow"):
         for _ in range(3):

@@ -168,12 +168,16 @@ class Collector:
         self.decoder.restore(state)
         self.stats.counters["templates.restored"] += 1
 
-    def _save_state(self) -> None:
-        _atomic_write_json(self.templates_path, self.decoder.state())
+    def _count_kernel_drops(self) -> None:
+        """Read the kernel's drop counter while the sockets are open (it dies with them)."""
         if self._sockets:
             self.stats.counters["packets.dropped_by_kernel"] = _udp_drops(
                 s.inode for s in self._sockets
             )
+
+    def _save_state(self) -> None:
+        _atomic_write_json(self.templates_path, self.decoder.state())
+        self._count_kernel_drops()
         _atomic_write_json(self.stats_path, self.stats.as_dict())
 
     # ----------------------------------------------------------------- decode and flush
@@ -327,9 +331,7 @@ class Collector:
         if self._receiver is not None:
             self._receiver.kill()
         if self._sockets:
-            self.stats.counters["packets.dropped_by_kernel"] = _udp_drops(
-                s.inode for s in self._sockets
-            )
+            self._count_kernel_drops()
             _atomic_write_json(self.stats_path, self.stats.as_dict())
         for s in self._sockets:
             s.sock.close()

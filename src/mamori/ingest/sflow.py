@@ -65,13 +65,13 @@ from __future__ import annotations
 import collections
 import ipaddress
 import logging
-import time
 from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from mamori.ingest.ratelog import RateLimitedLog
 from mamori.schemas import FLOWS
 
 __all__ = ["LOG_INTERVAL_S", "MAX_RECORDS", "MAX_SAMPLES", "decode_sflow"]
@@ -119,26 +119,7 @@ _IPV6_AH = 51
 _IF_UNKNOWN = 0x3FFFFFFF
 
 
-class _RateLimitedLog:
-    """Logs at most one warning per kind per interval, saying how many were suppressed."""
-
-    def __init__(self, interval_s: float) -> None:
-        self.interval_s = interval_s
-        self._last: dict[str, float] = {}
-        self._suppressed: collections.Counter[str] = collections.Counter()
-
-    def warn(self, kind: str, detail: str) -> None:
-        now = time.monotonic()
-        last = self._last.get(kind)
-        if last is not None and now - last < self.interval_s:
-            self._suppressed[kind] += 1
-            return
-        self._last[kind] = now
-        suppressed = self._suppressed.pop(kind, 0)
-        _log.warning("sflow decode error %s: %s (%d similar suppressed)", kind, detail, suppressed)
-
-
-_ratelog = _RateLimitedLog(LOG_INTERVAL_S)
+_ratelog = RateLimitedLog(_log, LOG_INTERVAL_S)
 
 
 # --- vectorised walk ------------------------------------------------------------------------------
@@ -198,7 +179,14 @@ class _Batch:
         if hits.size:
             self.counters["errors." + kind] += int(hits.size)
             source = self.sources[int(dgram[hits[0]])]
-            _ratelog.warn(kind, f"{detail} ({hits.size} in batch; first from {source})")
+            _ratelog.warn(
+                kind,
+                "sflow decode error %s: %s (%d in batch; first from %s)",
+                kind,
+                detail,
+                hits.size,
+                source,
+            )
 
 
 def _datagram_headers(bt: _Batch, starts: I64, stops: I64) -> tuple[I64, I64, I64, I64]:
@@ -471,7 +459,7 @@ def decode_sflow(
         if len(datagrams) <= 1:
             counters: collections.Counter[str] = collections.Counter(datagrams=len(datagrams))
             counters["errors.internal"] += len(datagrams)
-            _ratelog.warn("internal", f"decoder bug: {exc!r}")
+            _ratelog.warn("internal", "sflow decode error internal: decoder bug: %r", exc)
             return FLOWS.arrow.empty_table(), counters
         tables, counters = [], collections.Counter()
         for one in datagrams:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -38,9 +37,10 @@ from mamori.ingest.netflow.templates import (
     TemplateKey,
     TemplateRegistry,
 )
+from mamori.ingest.ratelog import RateLimitedLog
 from mamori.schemas import FLOWS
 
-__all__ = ["Batch", "Bulk", "RateLimitedLog"]
+__all__ = ["Batch", "Bulk"]
 
 log = logging.getLogger("mamori.ingest.netflow")
 
@@ -52,26 +52,6 @@ Bools = npt.NDArray[np.bool_]
 _SCHEMA: Final = FLOWS.arrow
 _TS: Final = pa.timestamp("ms", tz="UTC")
 _MASK32: Final = np.uint64(0xFFFFFFFF)
-
-
-class RateLimitedLog:
-    """Log each kind of problem at most once per ``interval_s``, with the count suppressed since."""
-
-    def __init__(self, interval_s: float = 60.0) -> None:
-        self.interval_s = interval_s
-        self._last: dict[str, float] = {}
-        self._suppressed: Counter[str] = Counter()
-
-    def warn(self, kind: str, message: str, *args: object, exc_info: bool = False) -> None:
-        now = time.monotonic()
-        last = self._last.get(kind)
-        if last is not None and now - last < self.interval_s:
-            self._suppressed[kind] += 1
-            return
-        self._last[kind] = now
-        suppressed = self._suppressed.pop(kind, 0)
-        suffix = f" ({suppressed} similar suppressed)" if suppressed else ""
-        log.warning(message + suffix, *args, exc_info=exc_info)
 
 
 @dataclass

@@ -62,12 +62,13 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mamori.ingest.netflow.batch import Batch, RateLimitedLog
+from mamori.ingest.netflow.batch import Batch
 from mamori.ingest.netflow.ipfix import parse_ipfix
 from mamori.ingest.netflow.templates import ParsedSets, PendingSets, TemplateRegistry
 from mamori.ingest.netflow.v5 import parse_v5
 from mamori.ingest.netflow.v9 import parse_v9
 from mamori.ingest.netflow.vector import walk
+from mamori.ingest.ratelog import RateLimitedLog
 from mamori.ingest.sflow import decode_sflow
 
 __all__ = ["Datagram", "DecodeResult", "FlowDecoder", "PackedDatagrams"]
@@ -131,7 +132,7 @@ class FlowDecoder:
         self.sampling_overrides = dict(sampling_overrides or {})
         self.registry = TemplateRegistry(template_timeout_s)
         self.pending = PendingSets(pending_limit, template_timeout_s)
-        self._problems = RateLimitedLog()
+        self._problems = RateLimitedLog(log)
         self._parsed_sets = ParsedSets()
         # How decode_packed took its datagrams and sets (not part of any result): see
         # mamori.ingest.netflow.vector.
