@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from mamori.schemas import DATASETS
+from mamori.schemas import DATASETS, DataKind
 
 __all__ = ["Catalogue", "ConsentMode", "LegalBasis", "Measure", "catalogue", "load_catalogue"]
 
@@ -115,8 +115,13 @@ def load_catalogue(path: Path | None = None) -> Catalogue:
     raw = tomllib.loads(text)
     registry = tuple(raw.pop("registry", {}).get("datasets", ()))
     for name in registry:
-        if name not in DATASETS or DATASETS[name].subscriber_column is None:
-            raise ValueError(f"registry dataset {name!r} is not a subscriber-keyed dataset")
+        # Registry data is loaded without a measure, so it must never hold communications data.
+        if name not in DATASETS or any(
+            c.kind is DataKind.COMMUNICATIONS for c in DATASETS[name].columns
+        ):
+            raise ValueError(
+                f"registry dataset {name!r} is unknown or holds communications data"
+            )
     measures: dict[str, Measure] = {}
     for mid, body in raw.items():
         try:
