@@ -6,7 +6,10 @@ dataset the data held (oldest record against its limit) and deleted by retention
 
 Sources, all through governance:
 
-* actions and alerts are read under M14 (situational awareness) — only counts leave this module;
+* actions are read under M14 (situational awareness: counts, no targets); alerts are read under
+  the measure that sent them (M5, M6, M9, M13), so for a consent-based measure the alerts of
+  subscribers who have since opted out are not counted — their records are not processed at all;
+* only counts leave this module;
 * consent changes, purges and sharing are counted from the audit log, which records every one of
   them (``consent``, ``purge``, and the M3 ``share``/``export`` events, or an M3 ``access`` whose
   detail names a partner);
@@ -28,6 +31,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import BaseModel, Field
 
 from mamori.governance import AccessRefused, Governance, retention_status
@@ -125,12 +129,34 @@ def _first(detail: dict[str, Any], keys: tuple[str, ...]) -> Any:
     return None
 
 
-def _open(gov: Governance, dataset: str, actor: str, notes: list[str]) -> pa.Table | None:
-    try:
-        return gov.open("M14", dataset, None, actor).arrow()
-    except AccessRefused as exc:
-        notes.append(f"{dataset} could not be read: {exc.reason}")
+ALERT_MEASURES = ("M5", "M6", "M9", "M13")
+_ALERT_COLUMNS = ["created", "subscriber_id", "measure", "state", "sent"]
+
+
+def _open(
+    gov: Governance,
+    measure: str,
+    dataset: str,
+    columns: list[str] | None,
+    actor: str,
+    notes: list[str],
+) -> pa.Table | None:
+    if not gov.config.measure_enabled(measure) or not gov.catalogue[measure].may_read(dataset):
         return None
+    try:
+        grant = gov.open(measure, dataset, columns, actor)
+    except AccessRefused as exc:
+        notes.append(f"{measure} {dataset} could not be read: {exc.reason}")
+        return None
+    if grant.consent_filtered:
+        notes.append(
+            f"{measure}: alerts to subscribers who have since opted out are not counted "
+            "(their records are no longer processed)."
+        )
+    table = grant.arrow()
+    if measure != "M14" and "measure" in table.column_names:  # a measure reads its own rows
+        table = table.filter(pc.equal(table.column("measure"), measure))
+    return table
 
 
 def build_report(
@@ -152,10 +178,12 @@ def build_report(
     }
 
     # --- alerts
-    notes_t = _open(gov, "notifications", actor, notes)
-    if notes_t is not None:
-        subs: dict[str, set[str]] = defaultdict(set)
-        for r in notes_t.to_pylist():
+    subs: dict[str, set[str]] = defaultdict(set)
+    for mid in ALERT_MEASURES:
+        alerts = _open(gov, mid, "notifications", _ALERT_COLUMNS, actor, notes)
+        if alerts is None:
+            continue
+        for r in alerts.to_pylist():
             line = lines.get(r["measure"])
             if line is None:
                 continue
@@ -164,12 +192,12 @@ def build_report(
                 subs[r["measure"]].add(r["subscriber_id"])
             elif r["state"] == "failed" and _in(r["created"], lo, hi):
                 line.alerts_failed += 1
-        for mid, s in subs.items():
-            lines[mid].alert_subscribers = len(s)
+    for mid, who in subs.items():
+        lines[mid].alert_subscribers = len(who)
 
     # --- blocks (current version of each action that was in force during the month)
     blocks: list[Block] = []
-    acts = _open(gov, "actions", actor, notes)
+    acts = _open(gov, "M14", "actions", None, actor, notes)
     if acts is not None:
         best: dict[str, dict[str, Any]] = {}
         for r in acts.to_pylist():
