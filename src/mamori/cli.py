@@ -726,7 +726,9 @@ def web_user_list() -> None:
     for col in ("name", "role", "created", "state"):
         t.add_column(col)
     for a in Accounts(STATE.gov()).list():
-        t.add_row(a.name, a.role.value, a.created.isoformat(), "disabled" if a.disabled else "active")
+        t.add_row(
+            a.name, a.role.value, a.created.isoformat(), "disabled" if a.disabled else "active"
+        )
     out.print(t)
 
 
@@ -742,14 +744,12 @@ def serve(
     """Serve the web console (analysts, abuse desk, operators, auditors), the subscribers'
     consent pages, the public notice and the transparency report. Create the first account
     with `mamori web user add NAME --role admin`."""
-    import uvicorn
-
-    from mamori.web.app import create_app
+    from mamori.web.app import serve as serve_console
 
     cfg = STATE.config()
     h, p = host or cfg.web.host, port or cfg.web.port
     err.print(f"console on http://{h}:{p}/console  (public notice: http://{h}:{p}/)")
-    uvicorn.run(create_app(STATE.gov()), host=h, port=p, log_level="info")
+    serve_console(STATE.gov(), h, p, log_level="info")
 
 
 @report_app.command("transparency")
@@ -781,8 +781,16 @@ def report_transparency(
             typer.echo(text, nl=False)
         return
     t = Table(title=f"{report.isp}: transparency report {report.period}")
-    cols = ("measure", "alerts sent", "subscribers", "blocks", "affected", "opt-outs", "shared",
-            "partners")
+    cols = (
+        "measure",
+        "alerts sent",
+        "subscribers",
+        "blocks",
+        "affected",
+        "opt-outs",
+        "shared",
+        "partners",
+    )
     for col in cols:
         t.add_column(col, justify="left" if col == "measure" else "right")
     for m in report.measures:

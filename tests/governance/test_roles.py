@@ -18,7 +18,11 @@ from mamori.governance.roles import (
 
 @pytest.mark.parametrize(
     ("measures", "dataset"),
-    [(FINDING_MEASURES, "findings"), (ACTION_MEASURES, "actions"), (ALERT_MEASURES, "notifications")],
+    [
+        (FINDING_MEASURES, "findings"),
+        (ACTION_MEASURES, "actions"),
+        (ALERT_MEASURES, "notifications"),
+    ],
 )
 def test_view_measures_may_read_their_dataset(measures: tuple[str, ...], dataset: str) -> None:
     cat = catalogue()
@@ -46,7 +50,9 @@ def test_role_views(role: Role, sees: set[str], never: set[str]) -> None:
 def test_auditor_and_admin_read_no_measure_data() -> None:
     assert measures_for(Role.AUDITOR) == ()
     assert measures_for(Role.ADMIN) == ()
-    assert measures_for(Role.OPERATOR) == tuple(sorted({"M14", *ACTION_MEASURES}, key=lambda m: int(m[1:])))
+    assert measures_for(Role.OPERATOR) == tuple(
+        sorted({"M14", *ACTION_MEASURES}, key=lambda m: int(m[1:]))
+    )
 
 
 def test_m14_reads_aggregatable_columns_only() -> None:

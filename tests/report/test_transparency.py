@@ -66,9 +66,15 @@ def test_opt_outs_shares_and_purges_from_the_audit_log(gov: Governance) -> None:
     gov.consent.set("sub-0002", "M4", False, actor="subscriber:sub-0002", channel="web")
     gov.consent.set("sub-0002", "M4", True, actor="subscriber:sub-0002", channel="web")
     gov.consent.set("sub-0003", "M8", False, actor="desk", channel="phone")
-    gov.audit.append(actor="share", event="share", measure="M3", detail={"entries": 40, "partner": "isac"})
-    gov.audit.append(actor="share", event="taxii-read", measure="M3", detail={"objects": 12, "client": "peer-a"})
-    gov.audit.append(actor="share", event="share", measure="M3", detail={"entries": 5, "partner": "isac"})
+    gov.audit.append(
+        actor="share", event="share", measure="M3", detail={"entries": 40, "partner": "isac"}
+    )
+    gov.audit.append(
+        actor="share", event="taxii-read", measure="M3", detail={"objects": 12, "client": "peer-a"}
+    )
+    gov.audit.append(
+        actor="share", event="share", measure="M3", detail={"entries": 5, "partner": "isac"}
+    )
     gov.audit.append(actor="x", event="access", measure="M3", dataset="findings")  # not sharing
     purge(gov, actor="test", now=datetime(2027, 6, 1, tzinfo=UTC))  # flows older than 90 days
     r = build_report(gov, period, actor="test")
@@ -84,7 +90,9 @@ def test_csv_and_json_forms(gov: Governance) -> None:
     r = build_report(gov, PERIOD, actor="test")
     rows = list(csv.DictReader(io.StringIO(to_csv(r))))
     sent = [x for x in rows if x["key"] == "M5" and x["metric"] == "alerts_sent"]
-    assert sent == [{"period": PERIOD, "section": "measure", "key": "M5", "metric": "alerts_sent", "value": "3"}]
+    assert sent == [
+        {"period": PERIOD, "section": "measure", "key": "M5", "metric": "alerts_sent", "value": "3"}
+    ]
     assert {x["section"] for x in rows} == {"measure", "block", "dataset"}
     back = json.loads(r.model_dump_json())
     assert back["period"] == PERIOD and len(back["measures"]) == 14
@@ -101,7 +109,9 @@ def test_cli(gov: Governance, tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["measures"][4]["alerts_sent"] == 3
     out = tmp_path / "r.csv"
-    res = runner.invoke(app, [*store, "report", "transparency", "--period", PERIOD, "--csv", "--out", str(out)])
+    res = runner.invoke(
+        app, [*store, "report", "transparency", "--period", PERIOD, "--csv", "--out", str(out)]
+    )
     assert res.exit_code == 0 and out.read_text().startswith("period,section,key,metric,value")
     res = runner.invoke(app, [*store, "report", "transparency", "--period", PERIOD])
     assert res.exit_code == 0 and "transparency report 2026-11" in res.output

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pyarrow as pa
 import pytest
-import httpx
 
 from mamori.config import MamoriConfig
 from mamori.governance import Governance
@@ -124,7 +125,9 @@ def populate(gov: Governance) -> None:
         },
     ]
     for a in actions:
-        gov.write(str(a["measure"]), "actions", _t([a], ACTIONS.arrow), actor, basis=str(a["legal_basis"]))
+        gov.write(
+            str(a["measure"]), "actions", _t([a], ACTIONS.arrow), actor, basis=str(a["legal_basis"])
+        )
     gov.write(
         "M5",
         "notifications",
@@ -203,10 +206,8 @@ def populate(gov: Governance) -> None:
         )
     gov.write("M1", "flows", pa.Table.from_pylist(flows), actor)
     # one refusal in the log: M3 may not read flows
-    try:
+    with contextlib.suppress(PermissionError):
         gov.open("M3", "flows", ["src_addr"], actor)
-    except PermissionError:
-        pass
 
 
 @pytest.fixture(scope="module")

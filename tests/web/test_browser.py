@@ -25,8 +25,20 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium
 
 # (role, a page it opens and its heading, a page it may not open, its menu)
 ROLE_PAGES = [
-    (Role.ANALYST, "/findings", "Findings", "/auditor", {"Findings", "Actions", "Alerts", "Search", "Traffic"}),
-    (Role.ABUSE_DESK, "/alerts", "Alerts to subscribers", "/traffic", {"Findings", "Actions", "Alerts", "Search"}),
+    (
+        Role.ANALYST,
+        "/findings",
+        "Findings",
+        "/auditor",
+        {"Findings", "Actions", "Alerts", "Search", "Traffic"},
+    ),
+    (
+        Role.ABUSE_DESK,
+        "/alerts",
+        "Alerts to subscribers",
+        "/traffic",
+        {"Findings", "Actions", "Alerts", "Search"},
+    ),
     (Role.OPERATOR, "/traffic", "Traffic overview", "/findings", {"Traffic", "Actions"}),
     (Role.AUDITOR, "/auditor", "Audit", "/actions", {"Audit", "Retention"}),
     (Role.ADMIN, "/admin/users", "Console accounts", "/alerts", {"Users"}),

@@ -132,7 +132,9 @@ def test_search(
         assert a not in body.split("</form>", 1)[1], a
 
 
-def test_traffic_overview_is_aggregates(as_role: dict[Role, httpx.Client], web_gov: Governance) -> None:
+def test_traffic_overview_is_aggregates(
+    as_role: dict[Role, httpx.Client], web_gov: Governance
+) -> None:
     page = as_role[Role.OPERATOR].get("/traffic").text
     assert page.count("<svg") == 3
     assert "udp/53" in page and "tcp/443" in page
@@ -185,3 +187,22 @@ def test_public_notice_from_catalogue(base_url: str, web_gov: Governance) -> Non
         assert f"at most {m.retention_days} days" in page
     assert "All other terms are the same whether or not you consent" in page
     assert "Never payload" not in page and "payload) of communications is never recorded" in page
+
+
+def test_public_transparency_page_and_downloads(base_url: str) -> None:
+    from tests.web.conftest import PERIOD
+
+    with httpx.Client(base_url=base_url, timeout=30) as c:
+        page = c.get("/transparency", params={"period": PERIOD}).text
+        assert "Transparency report — 2026-11" in page
+        row = page.split('id="measures"')[1].split("M5 ")[1].split("</tr>")[0]
+        assert re.findall(r"<td>(\d+)</td>", row)[:2] == ["3", "2"]  # alerts, subscribers
+        j = c.get("/transparency.json", params={"period": PERIOD})
+        assert j.headers["content-type"].startswith("application/json")
+        assert j.json()["measures"][4]["alert_subscribers"] == 2
+        csv_text = c.get("/transparency.csv", params={"period": PERIOD}).text
+        assert csv_text.startswith("period,section,key,metric,value")
+        assert c.get("/transparency", params={"period": "2026-13"}).status_code == 400
+        assert c.get("/transparency.json", params={"period": "x"}).status_code == 400
+    for a in ADDRESSES:
+        assert a not in page + j.text + csv_text

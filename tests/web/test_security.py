@@ -53,9 +53,11 @@ def test_every_route_declares_its_view(app: FastAPI) -> None:
     assert undeclared == []
 
 
-def test_anonymous_sees_only_public_pages(app: FastAPI, base_url: str, web_config: MamoriConfig) -> None:
+def test_anonymous_sees_only_public_pages(
+    app: FastAPI, base_url: str, web_config: MamoriConfig
+) -> None:
     with _client(base_url) as c:
-        for path, method, view in console_routes(app):
+        for path, method, _view in console_routes(app):
             if method != "GET":
                 continue
             r = c.get(_fill(path, web_config))
@@ -84,8 +86,16 @@ def test_routes_times_roles(
                 token = csrf_of(c.get("/login").text)
                 if path in ("/logout", "/login"):
                     continue
-                r = c.post(url, data={"csrf": token, "name": "zz-new", "role": "analyst",
-                                      "measure": "M4", "state": "in"})
+                r = c.post(
+                    url,
+                    data={
+                        "csrf": token,
+                        "name": "zz-new",
+                        "role": "analyst",
+                        "measure": "M4",
+                        "state": "in",
+                    },
+                )
                 if view.allows(role):
                     assert r.status_code != 403, (path, role, r.text[:300])
                 else:
@@ -111,8 +121,14 @@ def test_every_post_needs_the_csrf_token(
                     c.get("/login")  # a session exists, with its own token
                 r = c.post(
                     _fill(path, web_config),
-                    data={**data, "name": ACCOUNTS[role], "password": PASSWORD,
-                          "measure": "M4", "state": "out", "role": "analyst"},
+                    data={
+                        **data,
+                        "name": ACCOUNTS[role],
+                        "password": PASSWORD,
+                        "measure": "M4",
+                        "state": "out",
+                        "role": "analyst",
+                    },
                 )
                 assert r.status_code == 403, (path, data)
                 assert "CSRF" in r.text
@@ -128,9 +144,9 @@ def test_consent_token_altered_or_expired_is_refused(
         def get_timestamp(self) -> int:
             return int(time.time()) - 31 * 24 * 3600
 
-    expired = URLSafeTimedSerializer(
-        secret_key(web_config), salt=_SALT_CONSENT, signer=Old
-    ).dumps({"s": "sub-0042"})
+    expired = URLSafeTimedSerializer(secret_key(web_config), salt=_SALT_CONSENT, signer=Old).dumps(
+        {"s": "sub-0042"}
+    )
     other_key = URLSafeTimedSerializer("not-our-key", salt=_SALT_CONSENT).dumps({"s": "sub-0042"})
     with _client(base_url) as c:
         assert c.get(f"/consent/{good}").status_code == 200
@@ -150,7 +166,10 @@ def test_login_audited_and_bad_password_refused(base_url: str, web_gov: Governan
     before = sum(1 for _ in web_gov.audit.entries())
     with _client(base_url) as c:
         csrf = csrf_of(c.get("/login").text)
-        r = c.post("/login", data={"csrf": csrf, "name": ACCOUNTS[Role.ANALYST], "password": "wrong-password!"})
+        r = c.post(
+            "/login",
+            data={"csrf": csrf, "name": ACCOUNTS[Role.ANALYST], "password": "wrong-password!"},
+        )
         assert r.status_code == 401
         assert c.get("/findings").status_code == 303
         login(c, ACCOUNTS[Role.ANALYST])
@@ -165,14 +184,24 @@ def test_tampered_session_cookie_is_anonymous(base_url: str) -> None:
     with _client(base_url) as c:
         login(c, ACCOUNTS[Role.ADMIN])
         cookie = c.cookies[SESSION_COOKIE]
-        c.cookies.set(SESSION_COOKIE, cookie[:-4] + ("abcd" if not cookie.endswith("abcd") else "wxyz"))
+        c.cookies.set(
+            SESSION_COOKIE, cookie[:-4] + ("abcd" if not cookie.endswith("abcd") else "wxyz")
+        )
         assert c.get("/admin/users").status_code == 303
 
 
 def test_login_never_redirects_off_site(base_url: str) -> None:
     with _client(base_url) as c:
         csrf = csrf_of(c.get("/login").text)
-        r = c.post("/login", data={"csrf": csrf, "name": ACCOUNTS[Role.AUDITOR], "password": PASSWORD, "next": "//evil.example/x"})
+        r = c.post(
+            "/login",
+            data={
+                "csrf": csrf,
+                "name": ACCOUNTS[Role.AUDITOR],
+                "password": PASSWORD,
+                "next": "//evil.example/x",
+            },
+        )
         assert r.status_code == 303
         assert r.headers["location"] == "/console"
 

@@ -33,7 +33,7 @@ from mamori.governance.roles import View, views_for
 from mamori.governance.tokens import secret_key
 from mamori.web.auth import Accounts, CsrfFailed, Forbidden, LoginRequired, Need, csrf_token
 
-__all__ = ["SESSION_COOKIE", "console_routes", "create_app", "render"]
+__all__ = ["SESSION_COOKIE", "console_routes", "create_app", "render", "serve"]
 
 SESSION_COOKIE = "mamori_session"
 SESSION_MAX_AGE_S = 8 * 3600
@@ -105,6 +105,7 @@ def create_app(
     app = FastAPI(title="Mamori console", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.gov = gov
     app.state.accounts = Accounts(gov)
+    app.state.report_cache = {}
     app.add_middleware(
         SessionMiddleware,
         secret_key=_session_key(gov),
@@ -165,6 +166,13 @@ def create_app(
     for path, sub in (mounts or {}).items():
         app.mount(path, sub)
     return app
+
+
+def serve(gov: Governance, host: str, port: int, **uvicorn_options: Any) -> None:
+    """Serve the console until stopped (what ``mamori serve`` runs)."""
+    import uvicorn
+
+    uvicorn.run(create_app(gov), host=host, port=port, **uvicorn_options)
 
 
 def console_routes(app: FastAPI) -> list[tuple[str, str, View | None]]:

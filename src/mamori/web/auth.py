@@ -19,7 +19,6 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from argon2 import PasswordHasher
@@ -236,7 +235,3 @@ def safe_next(value: Any) -> str:
     if isinstance(value, str) and value.startswith("/") and not value.startswith("//"):
         return value
     return "/console"
-
-
-def accounts_path(gov: Governance) -> Path:
-    return Accounts(gov).path

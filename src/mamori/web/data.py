@@ -51,7 +51,6 @@ def _read(
     measures: Sequence[str],
     dataset: str,
     actor: str,
-    order: str,
     columns: Sequence[str] | None = None,
 ) -> tuple[list[pa.Table], list[str]]:
     tables: list[pa.Table] = []
@@ -69,7 +68,6 @@ def _read(
         if "measure" in t.column_names:
             t = t.filter(pc.equal(t.column("measure"), m))
         tables.append(t)
-    del order
     return tables, refused
 
 
@@ -87,7 +85,7 @@ def findings(
     kind: str | None = None,
     ip: str | None = None,
 ) -> Read:
-    tables, refused = _read(gov, measures, "findings", actor, "detected")
+    tables, refused = _read(gov, measures, "findings", actor)
     if kind:
         tables = [t.filter(pc.equal(t.column("kind"), kind)) for t in tables]
     if ip:
@@ -142,7 +140,7 @@ def effective_state(row: dict[str, Any], now: datetime) -> str:
 def actions(
     gov: Governance, measures: Sequence[str], actor: str, *, target: str | None = None
 ) -> Read:
-    tables, refused = _read(gov, measures, "actions", actor, "created")
+    tables, refused = _read(gov, measures, "actions", actor)
     rows = latest_versions([r for t in tables for r in t.to_pylist()])
     now = datetime.now(UTC)
     for r in rows:
@@ -160,7 +158,7 @@ def alerts(
     *,
     case: str | None = None,
 ) -> Read:
-    tables, refused = _read(gov, measures, "notifications", actor, "created")
+    tables, refused = _read(gov, measures, "notifications", actor)
     if case:
         tables = [
             t.filter(

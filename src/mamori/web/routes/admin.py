@@ -19,8 +19,11 @@ Form = Annotated[FormData, Depends(csrf_form)]
 
 
 def _page(
-    request: Request, viewer: Viewer, created: tuple[str, str] | None = None,
-    error: str | None = None, status: int = 200,
+    request: Request,
+    viewer: Viewer,
+    created: tuple[str, str] | None = None,
+    error: str | None = None,
+    status: int = 200,
 ) -> Response:
     accounts: Accounts = request.app.state.accounts
     return render(

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from mamori.governance import AccessRefused, Governance
+from mamori.governance.roles import ACTION_MEASURES, ALERT_MEASURES, FINDING_MEASURES
 from mamori.web import charts, data
 from mamori.web.app import render
 from mamori.web.auth import Need, Viewer
@@ -53,8 +54,6 @@ async def search(request: Request, viewer: Search) -> Response:
             ip = str(ipaddress.ip_address(q))
         except ValueError:
             ip = None
-        from mamori.governance.roles import ACTION_MEASURES, ALERT_MEASURES, FINDING_MEASURES
-
         if ip is not None:
             result["findings"] = data.findings(gov, FINDING_MEASURES, viewer.actor, ip=ip)
             result["actions"] = data.actions(gov, ACTION_MEASURES, viewer.actor, target=ip)

@@ -53,6 +53,7 @@ _SHOWN = {
     "entries",
     "partner",
     "format",
+    "created",
 }
 PAGE = 200
 

@@ -9,6 +9,7 @@ from fastapi.responses import RedirectResponse, Response
 from starlette.datastructures import FormData
 
 from mamori.governance import AccessRefused, Governance
+from mamori.governance.roles import VIEWS
 from mamori.web import data
 from mamori.web.app import render
 from mamori.web.auth import Need, Viewer, csrf_form
@@ -35,7 +36,7 @@ async def actions(request: Request, viewer: Actions) -> Response:
         (state, title, [r for r in read.rows if r["effective_state"] == state])
         for state, title in GROUPS
     ]
-    may_decide = viewer.role is not None and viewer.role in data_decide_roles()
+    may_decide = VIEWS["actions.decide"].allows(viewer.role)
     return render(
         request,
         "actions.html",
@@ -47,12 +48,6 @@ async def actions(request: Request, viewer: Actions) -> Response:
             "message": request.query_params.get("msg"),
         },
     )
-
-
-def data_decide_roles() -> frozenset[object]:
-    from mamori.governance.roles import VIEWS
-
-    return frozenset(VIEWS["actions.decide"].roles)
 
 
 @router.post("/actions/{action_id}/{decision}")

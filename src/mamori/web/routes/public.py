@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -11,7 +12,13 @@ from starlette.datastructures import FormData
 
 from mamori.governance import Governance
 from mamori.governance.roles import VIEWS, Role
-from mamori.report.transparency import PeriodError, build_report, month_bounds, to_csv
+from mamori.report.transparency import (
+    PeriodError,
+    TransparencyReport,
+    build_report,
+    month_bounds,
+    to_csv,
+)
 from mamori.schemas import DATASETS, DataKind
 from mamori.web.app import render
 from mamori.web.auth import Accounts, Need, Viewer, csrf_form, safe_next
@@ -24,7 +31,10 @@ Form = Annotated[FormData, Depends(csrf_form)]
 
 CONSENT_MODE = {
     "none": ("Does not rest on consent", "同意に基づかない措置"),
-    "opt-out": ("Blanket consent in the terms; you can opt out at any time", "約款による包括同意（いつでも停止できます）"),
+    "opt-out": (
+        "Blanket consent in the terms; you can opt out at any time",
+        "約款による包括同意（いつでも停止できます）",
+    ),
     "opt-in": ("Only with your explicit consent", "個別の同意がある場合のみ"),
 }
 BASIS_TEXT = {
@@ -32,7 +42,10 @@ BASIS_TEXT = {
     "justified-act": ("Justified business act", "正当業務行為"),
     "emergency": ("Emergency", "緊急避難"),
     "self-defence": ("Self-defence", "正当防衛"),
-    "not-infringement": ("Not an infringement (aggregated data)", "通信の秘密の侵害に当たらない（集約情報）"),
+    "not-infringement": (
+        "Not an infringement (aggregated data)",
+        "通信の秘密の侵害に当たらない（集約情報）",
+    ),
 }
 
 
@@ -63,7 +76,12 @@ async def notice(request: Request, viewer: PublicPage) -> Response:
                 "consent": CONSENT_MODE[m.consent],
                 "datasets": touched,
                 "comms": sorted(
-                    {c for ds, cols in touched.items() for c, _, k in cols if k == DataKind.COMMUNICATIONS}
+                    {
+                        c
+                        for ds, cols in touched.items()
+                        for c, _, k in cols
+                        if k == DataKind.COMMUNICATIONS
+                    }
                 ),
                 "retention": {
                     ds: gov.config.retention.days(ds) for ds in m.writes if ds != "audit"
@@ -71,6 +89,22 @@ async def notice(request: Request, viewer: PublicPage) -> Response:
             }
         )
     return render(request, "notice.html", {"viewer": viewer, "rows": rows})
+
+
+# A public page must not let every visitor make governance re-read the store (and grow the audit
+# log): a month's report is rebuilt at most once a minute.
+REPORT_TTL_S = 60.0
+
+
+def _report(request: Request, period: str, actor: str) -> TransparencyReport:
+    cache: dict[str, tuple[float, TransparencyReport]] = request.app.state.report_cache
+    now = time.monotonic()
+    hit = cache.get(period)
+    if hit is not None and now - hit[0] < REPORT_TTL_S:
+        return hit[1]
+    report = build_report(_gov(request), period, actor=actor)
+    cache[period] = (now, report)
+    return report
 
 
 def _period(request: Request) -> str:
@@ -87,8 +121,13 @@ async def transparency(request: Request, viewer: PublicPage) -> Response:
     try:
         month_bounds(period)
     except PeriodError as exc:
-        return render(request, "error.html", {"viewer": viewer, "title": "Bad period", "message": str(exc)}, 400)
-    report = build_report(_gov(request), period, actor=viewer.actor)
+        return render(
+            request,
+            "error.html",
+            {"viewer": viewer, "title": "Bad period", "message": str(exc)},
+            400,
+        )
+    report = _report(request, period, viewer.actor)
     return render(request, "transparency.html", {"viewer": viewer, "r": report})
 
 
@@ -99,7 +138,7 @@ async def transparency_json(request: Request, viewer: PublicPage) -> Response:
         month_bounds(period)
     except PeriodError as exc:
         return JSONResponse({"error": str(exc)}, status_code=400)
-    report = build_report(_gov(request), period, actor=viewer.actor)
+    report = _report(request, period, viewer.actor)
     return Response(
         report.model_dump_json(indent=1),
         media_type="application/json",
@@ -114,7 +153,7 @@ async def transparency_csv(request: Request, viewer: PublicPage) -> Response:
         month_bounds(period)
     except PeriodError as exc:
         return PlainTextResponse(str(exc), status_code=400)
-    report = build_report(_gov(request), period, actor=viewer.actor)
+    report = _report(request, period, viewer.actor)
     return Response(
         to_csv(report),
         media_type="text/csv; charset=utf-8",
@@ -139,13 +178,15 @@ async def login(request: Request, viewer: LoginPage, form: Form) -> Response:
     accounts: Accounts = request.app.state.accounts
     account = accounts.verify(name, password)
     if account is None:
-        gov.audit.append(
-            actor="web:public", event="login-failed", detail={"account": name[:64]}
-        )
+        gov.audit.append(actor="web:public", event="login-failed", detail={"account": name[:64]})
         return render(
             request,
             "login.html",
-            {"viewer": viewer, "next": safe_next(form.get("next")), "error": "Wrong name or password."},
+            {
+                "viewer": viewer,
+                "next": safe_next(form.get("next")),
+                "error": "Wrong name or password.",
+            },
             status=401,
         )
     request.session.clear()  # a new session (and CSRF token) at each login

@@ -44,9 +44,7 @@ async def consent_page(request: Request, token: str, viewer: ConsentPage) -> Res
     history = gov.consent.history(sub, actor=actor)
     current = {c.measure: c for c in gov.consent.current_from(history)}
     measures = [
-        {"m": m, "state": current[m.id]}
-        for m in gov.catalogue.consent_based()
-        if m.id in current
+        {"m": m, "state": current[m.id]} for m in gov.catalogue.consent_based() if m.id in current
     ]
     changed = request.query_params.get("changed")
     return render(
@@ -65,9 +63,7 @@ async def consent_page(request: Request, token: str, viewer: ConsentPage) -> Res
 
 
 @router.post("/consent/{token}")
-async def consent_change(
-    request: Request, token: str, viewer: ConsentPage, form: Form
-) -> Response:
+async def consent_change(request: Request, token: str, viewer: ConsentPage, form: Form) -> Response:
     try:
         sub = _subscriber(request, token)
     except TokenError as exc:
@@ -84,11 +80,18 @@ async def consent_change(
         )
     try:
         gov.consent.set(
-            sub, measure, state == "in", actor=f"subscriber:{sub}", channel="web",
+            sub,
+            measure,
+            state == "in",
+            actor=f"subscriber:{sub}",
+            channel="web",
             note="consent page",
         )
     except ConsentError as exc:
         return render(
-            request, "error.html", {"viewer": viewer, "title": "Bad request", "message": str(exc)}, 400
+            request,
+            "error.html",
+            {"viewer": viewer, "title": "Bad request", "message": str(exc)},
+            400,
         )
     return RedirectResponse(f"/consent/{token}?changed={measure}", status_code=303)
