@@ -10,8 +10,10 @@ import httpx
 import pytest
 from markupsafe import escape
 
+from mamori.config import MamoriConfig
 from mamori.governance import Governance
 from mamori.governance.roles import Role
+from mamori.governance.tokens import consent_token
 from tests.web.conftest import ACCOUNTS, ADDRESSES, C2_IP, INFECTED_IP, csrf_of, login
 
 _TOKEN = re.compile(r"[0-9A-Fa-f:.]*[:.][0-9A-Fa-f:.]*")
@@ -206,3 +208,21 @@ def test_public_transparency_page_and_downloads(base_url: str) -> None:
         assert c.get("/transparency.json", params={"period": "x"}).status_code == 400
     for a in ADDRESSES:
         assert a not in page + j.text + csv_text
+
+
+@pytest.mark.parametrize(
+    ("measure", "state", "message"),
+    [
+        ("M1", "out", "does not rest on consent"),
+        ("M99", "out", "unknown measure"),
+        ("M4", "maybe", "in or out"),
+    ],
+)
+def test_consent_change_bad_input(
+    base_url: str, web_config: MamoriConfig, measure: str, state: str, message: str
+) -> None:
+    url = f"/consent/{consent_token(web_config, 'sub-0077')}"
+    with httpx.Client(base_url=base_url, timeout=30) as c:
+        csrf = csrf_of(c.get(url).text)
+        r = c.post(url, data={"csrf": csrf, "measure": measure, "state": state})
+        assert r.status_code == 400 and message in r.text
