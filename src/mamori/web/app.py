@@ -168,11 +168,20 @@ def create_app(
     return app
 
 
-def serve(gov: Governance, host: str, port: int, **uvicorn_options: Any) -> None:
+def serve(
+    gov: Governance,
+    host: str,
+    port: int,
+    *,
+    extra_routers: Sequence[APIRouter] = (),
+    mounts: Mapping[str, ASGIApp] | None = None,
+    **uvicorn_options: Any,
+) -> None:
     """Serve the console until stopped (what ``mamori serve`` runs)."""
     import uvicorn
 
-    uvicorn.run(create_app(gov), host=host, port=port, **uvicorn_options)
+    app = create_app(gov, extra_routers=extra_routers, mounts=mounts)
+    uvicorn.run(app, host=host, port=port, **uvicorn_options)
 
 
 def console_routes(app: FastAPI) -> list[tuple[str, str, View | None]]:
