@@ -683,6 +683,142 @@ app.add_typer(share_app, name="share")
 report_app = typer.Typer(help="Public and internal reports.", no_args_is_help=True)
 app.add_typer(report_app, name="report")
 
+# ---- console, transparency report (issue 7) ----
+
+web_app = typer.Typer(help="The web console's accounts.", no_args_is_help=True)
+app.add_typer(web_app, name="web")
+web_user_app = typer.Typer(
+    help="Console accounts (roles: analyst, abuse-desk, operator, auditor, admin).",
+    no_args_is_help=True,
+)
+web_app.add_typer(web_user_app, name="user")
+
+
+@web_user_app.command("add")
+def web_user_add(
+    name: Annotated[str, typer.Argument(help="account name (lower case, digits, . _ -)")],
+    role: Annotated[
+        str,
+        typer.Option("--role", "-r", help="analyst | abuse-desk | operator | auditor | admin"),
+    ],
+) -> None:
+    """Create a console account and print its generated password (shown only this once).
+
+    Run it once with --role admin on a new installation; the admin can then add accounts in the
+    console. Accounts are kept in the store (_state/web/accounts.json, argon2 hashes)."""
+    from mamori.web.auth import AccountError, Accounts
+
+    gov = STATE.gov()
+    try:
+        password = Accounts(gov).add(name, role)
+    except AccountError as exc:
+        fail(str(exc), code=2)
+    gov.audit.append(actor=actor_name(), event="account", detail={"created": name, "role": role})
+    out.print(f"account {name} ({role}) created; password: {password}", highlight=False)
+
+
+@web_user_app.command("list")
+def web_user_list() -> None:
+    """List console accounts and their roles (never passwords)."""
+    from mamori.web.auth import Accounts
+
+    t = Table()
+    for col in ("name", "role", "created", "state"):
+        t.add_column(col)
+    for a in Accounts(STATE.gov()).list():
+        t.add_row(
+            a.name, a.role.value, a.created.isoformat(), "disabled" if a.disabled else "active"
+        )
+    out.print(t)
+
+
+@app.command("serve")
+def serve(
+    host: Annotated[
+        str | None, typer.Option("--host", help="address to listen on (default: web.host)")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", help="port to listen on (default: web.port)")
+    ] = None,
+) -> None:
+    """Serve the web console (analysts, abuse desk, operators, auditors), the subscribers'
+    consent pages, the public notice and the transparency report. Create the first account
+    with `mamori web user add NAME --role admin`."""
+    from mamori.web.app import serve as serve_console
+
+    cfg = STATE.config()
+    h, p = host or cfg.web.host, port or cfg.web.port
+    err.print(f"console on http://{h}:{p}/console  (public notice: http://{h}:{p}/)")
+    serve_console(STATE.gov(), h, p, log_level="info")
+
+
+@report_app.command("transparency")
+def report_transparency(
+    period: Annotated[str, typer.Option("--period", help="month to report, YYYY-MM")],
+    as_json: Annotated[bool, typer.Option("--json", help="write JSON")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="write CSV (one metric per line)")] = False,
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="write to this file instead of the terminal")
+    ] = None,
+) -> None:
+    """The public transparency report for a month: per measure, alerts sent and to how many
+    subscribers, blocks applied (start, end, subscribers affected), opt-outs, C&C entries shared
+    and with how many partners; per dataset, data held and deleted. Aggregates only."""
+    from mamori.report.transparency import PeriodError, build_report, to_csv
+
+    if as_json and as_csv:
+        fail("choose one of --json and --csv", code=2)
+    try:
+        report = build_report(STATE.gov(), period, actor=actor_name())
+    except PeriodError as exc:
+        fail(str(exc), code=2)
+    if as_json or as_csv:
+        text = report.model_dump_json(indent=1) + "\n" if as_json else to_csv(report)
+        if out_file is not None:
+            out_file.write_text(text, encoding="utf-8")
+            err.print(f"wrote {out_file}")
+        else:
+            typer.echo(text, nl=False)
+        return
+    t = Table(title=f"{report.isp}: transparency report {report.period}")
+    cols = (
+        "measure",
+        "alerts sent",
+        "subscribers",
+        "blocks",
+        "affected",
+        "opt-outs",
+        "shared",
+        "partners",
+    )
+    for col in cols:
+        t.add_column(col, justify="left" if col == "measure" else "right")
+    for m in report.measures:
+        t.add_row(
+            f"{m.measure} {m.name}",
+            str(m.alerts_sent),
+            str(m.alert_subscribers),
+            str(m.blocks),
+            str(m.block_subscribers),
+            str(m.opt_outs),
+            str(m.cc_entries_shared),
+            str(m.share_partners),
+        )
+    console = Console(file=out_file.open("w", encoding="utf-8")) if out_file else out
+    console.print(t)
+    d = Table(title="data held and deleted")
+    for col in ("dataset", "limit (days)", "oldest held", "rows deleted"):
+        d.add_column(col)
+    for ds in report.datasets:
+        d.add_row(
+            ds.dataset,
+            str(ds.retention_days),
+            ds.oldest_held.isoformat() if ds.oldest_held else "-",
+            str(ds.rows_deleted),
+        )
+    console.print(d)
+
+
 _PENDING: list[tuple[typer.Typer, str, str, str, int | None]] = [
     (
         ingest_app,
@@ -750,14 +886,6 @@ _PENDING: list[tuple[typer.Typer, str, str, str, int | None]] = [
     (share_app, "export", "share export", "Export the C&C list (STIX 2.1, MISP, CSV).", 9),
     (share_app, "import", "share import", "Import peers' C&C lists.", 9),
     (share_app, "peers", "share peers", "Manage TAXII peers and trust groups.", 9),
-    (
-        report_app,
-        "transparency",
-        "report transparency",
-        "The public transparency report for a month.",
-        7,
-    ),
-    (app, "serve", "serve", "Serve the web console.", 7),
 ]
 
 

@@ -1,0 +1,88 @@
+"""Roles of console accounts, and which views and measures each may use.
+
+The console (``mamori.web``) declares, for every route, the :class:`View` it serves; a request is
+let in only when the account's role is among the view's roles. A view also names the measures under
+which it reads stored data, so what a role can reach is readable here in one place, without
+reading the web code. The public pages (the notice, the transparency report) and the subscriber's
+consent page need no account: the consent page is reached with a signed, expiring token instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+__all__ = ["ROLES", "VIEWS", "Role", "View", "measures_for", "views_for"]
+
+
+class Role(StrEnum):
+    ANALYST = "analyst"  # security analyst: findings, evidence, actions, traffic aggregates
+    ABUSE_DESK = "abuse-desk"  # handles alerts and cases, approves actions
+    OPERATOR = "operator"  # network operator: traffic aggregates and the filters in force
+    AUDITOR = "auditor"  # independent auditor: the audit log and retention, no communications
+    ADMIN = "admin"  # manages console accounts; sees no data
+
+
+ROLES: tuple[Role, ...] = tuple(Role)
+_A, _D, _O, _U, _M = Role.ANALYST, Role.ABUSE_DESK, Role.OPERATOR, Role.AUDITOR, Role.ADMIN
+
+
+@dataclass(frozen=True)
+class View:
+    """What a page serves: who may open it, and the measures its reads are made under."""
+
+    name: str
+    roles: frozenset[Role]
+    measures: tuple[str, ...]
+    doc: str
+    public: bool = False  # no account needed (the page is public or token-protected)
+
+    def allows(self, role: Role | None) -> bool:
+        return self.public or (role is not None and role in self.roles)
+
+
+def _v(
+    name: str, roles: set[Role], measures: tuple[str, ...], doc: str, public: bool = False
+) -> View:
+    return View(name, frozenset(roles), measures, doc, public)
+
+
+# Findings and actions are read under the measure that made them, never under another one's
+# purpose; M5 reads the infected-host findings it alerts on.
+FINDING_MEASURES = ("M2", "M4", "M10", "M11", "M12", "M13")
+ACTION_MEASURES = ("M7", "M8", "M10", "M11", "M12", "M13")
+ALERT_MEASURES = ("M5", "M6", "M9", "M13")
+
+VIEWS: dict[str, View] = {
+    v.name: v
+    for v in (
+        _v("home", {_A, _D, _O, _U, _M}, (), "start page: links to what the role may use"),
+        _v("findings", {_A, _D}, FINDING_MEASURES, "findings with evidence, method, score, basis"),
+        _v("actions", {_A, _D, _O}, ACTION_MEASURES, "actions: pending, active, ended, expired"),
+        _v("actions.decide", {_A, _D}, ACTION_MEASURES, "approve, reject or end an action"),
+        _v("alerts", {_A, _D}, ALERT_MEASURES, "alerts to subscribers and their delivery state"),
+        _v(
+            "search",
+            {_A, _D},
+            FINDING_MEASURES + ACTION_MEASURES + ALERT_MEASURES,
+            "search findings, actions and alerts by endpoint or case",
+        ),
+        _v("traffic", {_A, _O}, ("M14",), "traffic aggregates: volume, top ports, exporters"),
+        _v("audit", {_U}, (), "audit-log verification, accesses by measure, refusals"),
+        _v("retention", {_U}, (), "oldest data held per dataset against its limit"),
+        _v("users", {_M}, (), "console accounts"),
+        _v("public", set(), (), "public notice and transparency report", public=True),
+        _v("consent", set(), (), "a subscriber's consent page (signed token)", public=True),
+        _v("login", set(), (), "sign in and out", public=True),
+    )
+}
+
+
+def views_for(role: Role) -> list[View]:
+    return [v for v in VIEWS.values() if not v.public and role in v.roles]
+
+
+def measures_for(role: Role) -> tuple[str, ...]:
+    """Every measure under which a role's views read data (sorted by number)."""
+    found = {m for v in views_for(role) for m in v.measures}
+    return tuple(sorted(found, key=lambda m: int(m[1:])))

@@ -1,0 +1,309 @@
+"""The public transparency report: what the ISP did in a month, per measure (seed 004).
+
+Per measure and month: alerts sent and to how many subscribers, blocks applied (start, end,
+subscribers affected), opt-outs and opt-ins, C&C entries shared and with how many partners; and per
+dataset the data held (oldest record against its limit) and deleted by retention.
+
+Sources, all through governance:
+
+* actions are read under M14 (situational awareness: counts, no targets); alerts are read under
+  the measure that sent them (M5, M6, M9, M13), so for a consent-based measure the alerts of
+  subscribers who have since opted out are not counted — their records are not processed at all;
+* only counts leave this module;
+* consent changes, purges and sharing are counted from the audit log, which records every one of
+  them (``consent``, ``purge``, and the M3 ``share``/``export`` events, or an M3 ``access`` whose
+  detail names a partner);
+* data held comes from :func:`mamori.governance.retention_status`.
+
+Sharing events are read leniently: the number of entries is taken from the first of the detail
+keys ``entries``, ``objects``, ``indicators``, ``count`` or ``rows``, the partner from
+``partner``, ``peer``, ``recipient`` or ``client``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import BaseModel, Field
+
+from mamori.governance import AccessRefused, Governance, retention_status
+
+__all__ = [
+    "Block",
+    "DatasetLine",
+    "MeasureLine",
+    "TransparencyReport",
+    "build_report",
+    "month_bounds",
+    "to_csv",
+]
+
+PERIOD_RE = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+SHARE_EVENTS = ("share", "export", "share-export", "taxii", "taxii-read")
+_ENTRY_KEYS = ("entries", "objects", "indicators", "count", "rows")
+_PARTNER_KEYS = ("partner", "peer", "recipient", "client")
+_RANK = {"pending": 0, "active": 1, "rejected": 2, "ended": 2, "expired": 2}
+
+
+class MeasureLine(BaseModel):
+    measure: str
+    name: str
+    name_ja: str
+    legal_bases: list[str]
+    alerts_sent: int = 0
+    alert_subscribers: int = 0
+    alerts_failed: int = 0
+    blocks: int = 0
+    block_subscribers: int = 0
+    opt_outs: int = 0
+    opt_ins: int = 0
+    cc_entries_shared: int = 0
+    share_partners: int = 0
+
+
+class Block(BaseModel):
+    measure: str
+    kind: str
+    state: str
+    start: datetime | None
+    end: datetime | None
+    subscribers_affected: int | None
+
+
+class DatasetLine(BaseModel):
+    dataset: str
+    retention_days: int | None
+    oldest_held: datetime | None
+    partitions_held: int
+    overdue: bool
+    rows_deleted: int = 0
+    partitions_deleted: int = 0
+    purges: int = 0
+
+
+class TransparencyReport(BaseModel):
+    period: str
+    isp: str
+    generated: datetime
+    measures: list[MeasureLine]
+    blocks: list[Block]
+    datasets: list[DatasetLine]
+    notes: list[str] = Field(default_factory=list)
+
+
+class PeriodError(ValueError):
+    """A period that is not YYYY-MM."""
+
+
+def month_bounds(period: str) -> tuple[datetime, datetime]:
+    m = PERIOD_RE.match(period)
+    if not m:
+        raise PeriodError(f"period {period!r}: expected YYYY-MM, e.g. 2026-11")
+    year, month = int(m.group(1)), int(m.group(2))
+    start = datetime(year, month, 1, tzinfo=UTC)
+    end = datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=UTC)
+    return start, end
+
+
+def _in(ts: Any, lo: datetime, hi: datetime) -> bool:
+    return isinstance(ts, datetime) and lo <= ts < hi
+
+
+def _parse_ts(text: str) -> datetime:
+    t = datetime.fromisoformat(text)
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def _first(detail: dict[str, Any], keys: tuple[str, ...]) -> Any:
+    for k in keys:
+        if k in detail and detail[k] is not None:
+            return detail[k]
+    return None
+
+
+ALERT_MEASURES = ("M5", "M6", "M9", "M13")
+_ALERT_COLUMNS = ["created", "subscriber_id", "measure", "state", "sent"]
+
+
+def _open(
+    gov: Governance,
+    measure: str,
+    dataset: str,
+    columns: list[str] | None,
+    actor: str,
+    notes: list[str],
+) -> pa.Table | None:
+    if not gov.config.measure_enabled(measure) or not gov.catalogue[measure].may_read(dataset):
+        return None
+    try:
+        grant = gov.open(measure, dataset, columns, actor)
+    except AccessRefused as exc:
+        notes.append(f"{measure} {dataset} could not be read: {exc.reason}")
+        return None
+    if grant.consent_filtered:
+        notes.append(
+            f"{measure}: alerts to subscribers who have since opted out are not counted "
+            "(their records are no longer processed)."
+        )
+    table = grant.arrow()
+    if measure != "M14" and "measure" in table.column_names:  # a measure reads its own rows
+        table = table.filter(pc.equal(table.column("measure"), measure))
+    return table
+
+
+def build_report(
+    gov: Governance, period: str, *, actor: str, now: datetime | None = None
+) -> TransparencyReport:
+    """The report for ``period`` (YYYY-MM), built from what the store and audit log hold now."""
+    lo, hi = month_bounds(period)
+    now = now or datetime.now(UTC)
+    notes: list[str] = []
+    cat = gov.catalogue
+    lines = {
+        m.id: MeasureLine(
+            measure=m.id,
+            name=m.name,
+            name_ja=m.name_ja,
+            legal_bases=[b.value for b in m.legal_bases],
+        )
+        for m in cat.values()
+    }
+
+    # --- alerts
+    subs: dict[str, set[str]] = defaultdict(set)
+    for mid in ALERT_MEASURES:
+        alerts = _open(gov, mid, "notifications", _ALERT_COLUMNS, actor, notes)
+        if alerts is None:
+            continue
+        for r in alerts.to_pylist():
+            line = lines.get(r["measure"])
+            if line is None:
+                continue
+            if r["state"] == "sent" and _in(r["sent"], lo, hi):
+                line.alerts_sent += 1
+                subs[r["measure"]].add(r["subscriber_id"])
+            elif r["state"] == "failed" and _in(r["created"], lo, hi):
+                line.alerts_failed += 1
+    for mid, who in subs.items():
+        lines[mid].alert_subscribers = len(who)
+
+    # --- blocks (current version of each action that was in force during the month)
+    blocks: list[Block] = []
+    acts = _open(gov, "M14", "actions", None, actor, notes)
+    if acts is not None:
+        best: dict[str, dict[str, Any]] = {}
+        for r in acts.to_pylist():
+            cur = best.get(r["action_id"])
+            if cur is None or _RANK.get(r["state"], 0) > _RANK.get(cur["state"], 0):
+                best[r["action_id"]] = r
+        for r in sorted(best.values(), key=lambda r: (r["start"] or lo, r["action_id"])):
+            start, end = r["start"], r["end"]
+            if r["state"] not in ("active", "ended", "expired") or start is None:
+                continue
+            if start >= hi or (end is not None and end < lo):
+                continue
+            state = r["state"]
+            if state == "active" and end is not None and end <= now:
+                state = "expired"
+            blocks.append(
+                Block(
+                    measure=r["measure"],
+                    kind=r["kind"],
+                    state=state,
+                    start=start,
+                    end=end,
+                    subscribers_affected=r["subscribers_affected"],
+                )
+            )
+            line = lines.get(r["measure"])
+            if line is not None:
+                line.blocks += 1
+                line.block_subscribers += int(r["subscribers_affected"] or 0)
+
+    # --- the audit log: consent changes, purges, sharing
+    deleted: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    partners: dict[str, set[str]] = defaultdict(set)
+    for e in gov.audit.entries():
+        if not _in(_parse_ts(e.ts), lo, hi):
+            continue
+        detail: dict[str, Any] = {}
+        if e.detail:
+            try:
+                parsed = json.loads(e.detail)
+                detail = parsed if isinstance(parsed, dict) else {}
+            except ValueError:
+                detail = {}
+        if e.event == "consent" and e.measure in lines:
+            if detail.get("state") == "out":
+                lines[e.measure].opt_outs += 1
+            elif detail.get("state") == "in":
+                lines[e.measure].opt_ins += 1
+        elif e.event == "purge" and e.dataset:
+            d = deleted[e.dataset]
+            d[0] += int(detail.get("rows") or 0)
+            d[1] += int(detail.get("partitions") or 0)
+            d[2] += 1
+        elif e.measure == "M3" and (
+            e.event in SHARE_EVENTS
+            or (e.event == "access" and _first(detail, _PARTNER_KEYS) is not None)
+        ):
+            n = _first(detail, _ENTRY_KEYS)
+            lines["M3"].cc_entries_shared += int(n) if isinstance(n, int | float) else 0
+            who = _first(detail, _PARTNER_KEYS)
+            if who is not None:
+                partners["M3"].add(str(who))
+    for mid, p in partners.items():
+        lines[mid].share_partners = len(p)
+
+    datasets = []
+    for s in retention_status(gov, now):
+        rows, parts, runs = deleted.get(s.dataset, [0, 0, 0])
+        datasets.append(
+            DatasetLine(
+                dataset=s.dataset,
+                retention_days=s.retention_days,
+                oldest_held=s.oldest,
+                partitions_held=s.partitions,
+                overdue=s.overdue,
+                rows_deleted=rows,
+                partitions_deleted=parts,
+                purges=runs,
+            )
+        )
+    return TransparencyReport(
+        period=period,
+        isp=gov.config.isp_name,
+        generated=now,
+        measures=list(lines.values()),
+        blocks=blocks,
+        datasets=datasets,
+        notes=notes,
+    )
+
+
+def to_csv(report: TransparencyReport) -> str:
+    """Long form: one line per (section, key, metric) so the three sections share one header."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["period", "section", "key", "metric", "value"])
+    p = report.period
+    for m in report.measures:
+        for metric, value in m.model_dump(exclude={"measure", "name", "name_ja"}).items():
+            if isinstance(value, list):
+                value = " ".join(value)
+            w.writerow([p, "measure", m.measure, metric, value])
+    for i, b in enumerate(report.blocks, start=1):
+        for metric, value in b.model_dump(mode="json").items():
+            w.writerow([p, "block", i, metric, "" if value is None else value])
+    for d in report.datasets:
+        for metric, value in d.model_dump(mode="json", exclude={"dataset"}).items():
+            w.writerow([p, "dataset", d.dataset, metric, "" if value is None else value])
+    return buf.getvalue()

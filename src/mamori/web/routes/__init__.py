@@ -1,0 +1,1 @@
+"""Console routes, one module per audience; every route declares its view with ``Need``."""

@@ -1,0 +1,228 @@
+"""What each role sees on its pages (over real HTTP), and the abuse desk's decisions."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from markupsafe import escape
+
+from mamori.config import MamoriConfig
+from mamori.governance import Governance
+from mamori.governance.roles import Role
+from mamori.governance.tokens import consent_token
+from tests.web.conftest import ACCOUNTS, ADDRESSES, C2_IP, INFECTED_IP, csrf_of, login
+
+_TOKEN = re.compile(r"[0-9A-Fa-f:.]*[:.][0-9A-Fa-f:.]*")
+
+
+def addresses_in(text: str) -> list[str]:
+    """Every IPv4/IPv6 address written in ``text``."""
+    found = []
+    for tok in _TOKEN.findall(text):
+        try:
+            found.append(str(ipaddress.ip_address(tok.strip(".:"))))
+        except ValueError:
+            continue
+    return found
+
+
+@pytest.fixture(scope="module")
+def as_role(base_url: str) -> Iterator[dict[Role, httpx.Client]]:
+    out = {}
+    for role, name in ACCOUNTS.items():
+        c = httpx.Client(base_url=base_url, follow_redirects=False, timeout=30)
+        login(c, name)
+        out[role] = c
+    yield out
+    for c in out.values():
+        c.close()
+
+
+def test_address_finder_finds_both_families() -> None:
+    assert addresses_in("a 10.0.0.1, b [2001:db8::1]: at 14:03:26") == ["10.0.0.1", "2001:db8::1"]
+
+
+def test_findings_show_evidence_method_score_and_basis(as_role: dict[Role, httpx.Client]) -> None:
+    page = as_role[Role.ANALYST].get("/findings").text
+    assert C2_IP in page and INFECTED_IP in page
+    assert "correlation" in page and "0.97" in page and "converging_hosts" in page
+    assert "M2 — justified-act" in page and "M4 — consent" in page
+    only_c2 = as_role[Role.ANALYST].get("/findings", params={"kind": "c2"}).text
+    assert C2_IP + ":443" in only_c2 and INFECTED_IP not in only_c2
+
+
+@pytest.mark.parametrize(
+    ("action_id", "section"),
+    [("act-rpz-1", "pending"), ("act-acl-1", "active"), ("act-refl-1", "expired")],
+)
+def test_actions_grouped_by_state(
+    as_role: dict[Role, httpx.Client], action_id: str, section: str
+) -> None:
+    page = as_role[Role.ABUSE_DESK].get("/actions").text
+    part = page.split(f'<section id="{section}">')[1].split("</section>")[0]
+    assert f'data-action="{action_id}"' in part
+
+
+def test_operator_sees_actions_but_cannot_decide(as_role: dict[Role, httpx.Client]) -> None:
+    page = as_role[Role.OPERATOR].get("/actions").text
+    assert "act-acl-1" in page and "Approve" not in page
+    csrf = csrf_of(page)
+    r = as_role[Role.OPERATOR].post("/actions/act-rpz-1/approve", data={"csrf": csrf})
+    assert r.status_code == 403
+
+
+def test_approve_then_end_writes_versions_and_audits(
+    as_role: dict[Role, httpx.Client], web_gov: Governance
+) -> None:
+    c = as_role[Role.ABUSE_DESK]
+    before = sum(1 for _ in web_gov.audit.entries())
+    csrf = csrf_of(c.get("/actions").text)
+    r = c.post("/actions/act-rpz-1/approve", data={"csrf": csrf})
+    assert r.status_code == 303
+    page = c.get("/actions").text
+    active = page.split('<section id="active">')[1].split("</section>")[0]
+    assert 'data-action="act-rpz-1"' in active and "web:abusedesk1" in active
+    # rejecting an active action is not a thing; ending it is
+    assert c.post("/actions/act-rpz-1/reject", data={"csrf": csrf}).status_code == 409
+    assert c.post("/actions/act-rpz-1/end", data={"csrf": csrf}).status_code == 303
+    ended = c.get("/actions").text.split('<section id="ended">')[1].split("</section>")[0]
+    assert 'data-action="act-rpz-1"' in ended
+    rows = web_gov.open("M7", "actions", ["action_id", "state", "approved_by"], "test").arrow()
+    states = sorted(r["state"] for r in rows.to_pylist() if r["action_id"] == "act-rpz-1")
+    assert states == ["active", "ended", "pending"]  # every version kept
+    new = list(web_gov.audit.entries())[before:]
+    decisions = [e for e in new if e.event == "action"]
+    assert [d.detail and '"decision": "approve"' in d.detail for d in decisions] == [True, False]
+    assert all(d.measure == "M7" and d.actor == "web:abusedesk1" for d in decisions)
+    assert any(e.event == "write" and e.dataset == "actions" for e in new)
+
+
+def test_unknown_action_or_decision_refused(as_role: dict[Role, httpx.Client]) -> None:
+    c = as_role[Role.ANALYST]
+    csrf = csrf_of(c.get("/actions").text)
+    assert c.post("/actions/nope/approve", data={"csrf": csrf}).status_code == 409
+    assert c.post("/actions/act-acl-1/explode", data={"csrf": csrf}).status_code == 409
+
+
+def test_alerts_show_delivery_state(as_role: dict[Role, httpx.Client]) -> None:
+    page = as_role[Role.ABUSE_DESK].get("/alerts").text
+    assert "sent: 3" in page and "failed: 1" in page
+    assert "sub-0003" in page and "takedown-1" in page
+
+
+@pytest.mark.parametrize(
+    ("q", "present", "absent"),
+    [
+        (C2_IP, ["correlation", "act-acl-1"], ["n-1"]),
+        ("case-77", ["n-1", "n-2"], ["n-3"]),
+        ("cc.bad.example", ["act-rpz-1"], ["correlation"]),
+        ("x", ["at least 3 characters"], ["act-"]),
+    ],
+)
+def test_search(
+    as_role: dict[Role, httpx.Client], q: str, present: list[str], absent: list[str]
+) -> None:
+    page = as_role[Role.ANALYST].get("/search", params={"q": q}).text
+    body = page.split("<main>")[1]
+    for p in present:
+        assert p in body, p
+    for a in absent:
+        assert a not in body.split("</form>", 1)[1], a
+
+
+def test_traffic_overview_is_aggregates(
+    as_role: dict[Role, httpx.Client], web_gov: Governance
+) -> None:
+    page = as_role[Role.OPERATOR].get("/traffic").text
+    assert page.count("<svg") == 3
+    assert "udp/53" in page and "tcp/443" in page
+    assert "192.0.2.1" in page  # exporters are routers, named
+    assert INFECTED_IP not in page and C2_IP not in page  # no endpoint of any flow
+    last = list(web_gov.audit.entries())
+    m14 = [e for e in last if e.measure == "M14" and e.dataset == "flows" and e.event == "access"]
+    assert m14 and "src_addr" not in (m14[-1].columns or "")
+
+
+@pytest.mark.parametrize("path", ["/auditor", "/auditor/log", "/auditor/retention"])
+def test_auditor_pages_show_no_addresses(as_role: dict[Role, httpx.Client], path: str) -> None:
+    page = as_role[Role.AUDITOR].get(path).text
+    assert page.count("<tr") > 2  # not empty
+    assert addresses_in(page) == []
+    for a in ADDRESSES:
+        assert a not in page
+
+
+def test_auditor_overview_content(as_role: dict[Role, httpx.Client]) -> None:
+    page = as_role[Role.AUDITOR].get("/auditor").text
+    assert "intact" in page
+    assert "the catalogue does not let M3" in page  # the refusal
+    assert "M14" in page and "flows" in page
+    retention = as_role[Role.AUDITOR].get("/auditor/retention").text
+    assert "flows" in retention and "within limit" in retention
+
+
+def test_admin_adds_account_and_sees_password_once(
+    as_role: dict[Role, httpx.Client], base_url: str
+) -> None:
+    c = as_role[Role.ADMIN]
+    csrf = csrf_of(c.get("/admin/users").text)
+    r = c.post("/admin/users", data={"csrf": csrf, "name": "newdesk", "role": "abuse-desk"})
+    m = re.search(r'id="new-password">([^<]+)<', r.text)
+    assert r.status_code == 200 and m
+    with httpx.Client(base_url=base_url, follow_redirects=False, timeout=30) as fresh:
+        login(fresh, "newdesk", m.group(1))
+        assert fresh.get("/alerts").status_code == 200
+    assert m.group(1) not in c.get("/admin/users").text
+    dup = c.post("/admin/users", data={"csrf": csrf, "name": "newdesk", "role": "analyst"})
+    assert dup.status_code == 400 and "already exists" in dup.text
+
+
+def test_public_notice_from_catalogue(base_url: str, web_gov: Governance) -> None:
+    page = httpx.get(base_url + "/", timeout=30).text
+    for m in web_gov.catalogue.values():
+        assert str(escape(m.name_ja)) in page
+        assert str(escape(m.purpose)) in page
+        assert f"at most {m.retention_days} days" in page
+    assert "All other terms are the same whether or not you consent" in page
+    assert "Never payload" not in page and "payload) of communications is never recorded" in page
+
+
+def test_public_transparency_page_and_downloads(base_url: str) -> None:
+    from tests.web.conftest import PERIOD
+
+    with httpx.Client(base_url=base_url, timeout=30) as c:
+        page = c.get("/transparency", params={"period": PERIOD}).text
+        assert "Transparency report — 2026-11" in page
+        row = page.split('id="measures"')[1].split("M5 ")[1].split("</tr>")[0]
+        assert re.findall(r"<td>(\d+)</td>", row)[:2] == ["3", "2"]  # alerts, subscribers
+        j = c.get("/transparency.json", params={"period": PERIOD})
+        assert j.headers["content-type"].startswith("application/json")
+        assert j.json()["measures"][4]["alert_subscribers"] == 2
+        csv_text = c.get("/transparency.csv", params={"period": PERIOD}).text
+        assert csv_text.startswith("period,section,key,metric,value")
+        assert c.get("/transparency", params={"period": "2026-13"}).status_code == 400
+        assert c.get("/transparency.json", params={"period": "x"}).status_code == 400
+    for a in ADDRESSES:
+        assert a not in page + j.text + csv_text
+
+
+@pytest.mark.parametrize(
+    ("measure", "state", "message"),
+    [
+        ("M1", "out", "does not rest on consent"),
+        ("M99", "out", "unknown measure"),
+        ("M4", "maybe", "in or out"),
+    ],
+)
+def test_consent_change_bad_input(
+    base_url: str, web_config: MamoriConfig, measure: str, state: str, message: str
+) -> None:
+    url = f"/consent/{consent_token(web_config, 'sub-0077')}"
+    with httpx.Client(base_url=base_url, timeout=30) as c:
+        csrf = csrf_of(c.get(url).text)
+        r = c.post(url, data={"csrf": csrf, "measure": measure, "state": state})
+        assert r.status_code == 400 and message in r.text
