@@ -189,11 +189,17 @@ def load_feed(
 
 
 def current_reputation_grant(
-    gov: Governance, measure: str, actor: str, at: datetime | None = None
+    gov: Governance,
+    measure: str,
+    actor: str,
+    at: datetime | None = None,
+    *,
+    drop_expired: bool = True,
 ) -> Grant:
     """The reputation in force at ``at`` (default now), read for ``measure``: per source, its
-    latest load at or before ``at``, without entries that expired by then. The grant's relation
-    is lazy (DuckDB), for joining with other grants of the same governance."""
+    latest load at or before ``at``, without entries that expired by then (kept with
+    ``drop_expired=False``, for matching past traffic against each entry's own validity). The
+    grant's relation is lazy (DuckDB), for joining with other grants of the same governance."""
     when = (at or datetime.now(UTC)).astimezone(UTC)
     grant = gov.open(measure, "reputation", None, actor, end=when + timedelta(microseconds=1))
     cols = ", ".join(f'"{c}"' for c in grant.columns)
@@ -202,8 +208,8 @@ def current_reputation_grant(
     rel = grant.relation.query(
         view,
         f"SELECT {cols} FROM (SELECT *, max(loaded) OVER (PARTITION BY source) AS _last "
-        f"FROM {view} WHERE loaded <= {ts}) WHERE loaded = _last "
-        f"AND (expires IS NULL OR expires > {ts})",
+        f"FROM {view} WHERE loaded <= {ts}) WHERE loaded = _last"
+        + (f" AND (expires IS NULL OR expires > {ts})" if drop_expired else ""),
     )
     return dataclasses.replace(grant, relation=rel)
 
