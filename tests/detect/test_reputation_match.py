@@ -62,7 +62,7 @@ def _world(gov: Governance) -> None:
                     "subscriber_id": "Z",
                 },
             ]
-        ),  # fmt: skip
+        ),
         "test",
         source="csv",
     )
