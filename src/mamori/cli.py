@@ -760,6 +760,62 @@ def ingest_reputation(
         fail(f"{path}: no usable entry; nothing was stored", code=1)
 
 
+@detect_app.command("infected")
+def detect_infected(
+    since: Annotated[
+        str | None, typer.Option("--since", help="start of the window (ISO 8601, UTC)")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="end of the window, exclusive (ISO 8601)")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print one JSON object per finding (JSON lines)")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="report findings without storing them")
+    ] = False,
+) -> None:
+    """Find likely-infected devices (measure M4, consent-based): match stored flows and resolver
+    queries against the C&C lists in force (load them with `mamori ingest reputation`). Opted-out
+    subscribers' traffic is removed before matching. Each finding names an address (and port
+    behind CGNAT) and a time span, never a subscriber; matched communications are kept in
+    `matches` for the alert."""
+    from mamori.detect.reputation_match import match_reputation
+
+    report = match_reputation(
+        STATE.gov(),
+        actor=actor_name(),
+        since=parse_time(since),
+        until=parse_time(until),
+        write=not dry_run,
+    )
+    if as_json:
+        for f in report.findings:
+            print(json.dumps(f, sort_keys=True))
+        return
+    out.print(
+        f"{len(report.findings):,} findings from {report.flow_matches:,} matched flows and "
+        f"{report.dns_matches:,} matched queries against {report.indicators_ip:,} C&C addresses "
+        f"and {report.indicators_domain:,} C&C names ({report.seconds:.2f} s)",
+        highlight=False,
+    )
+    t = Table()
+    for col in ("ip", "port", "proto", "score", "first seen", "last seen", "indicators"):
+        t.add_column(col)
+    for f in report.findings[:50]:
+        t.add_row(
+            f["ip"],
+            str(f["port"] or ""),
+            f["proto"] or "",
+            f"{f['score']:.2f}",
+            f["first_seen"],
+            f["last_seen"],
+            ", ".join(f["evidence"]["indicators"][:3]),
+        )
+    if report.findings:
+        out.print(t)
+
+
 # ---- end of reputation ----
 
 _PENDING: list[tuple[typer.Typer, str, str, str, int | None]] = [
@@ -790,13 +846,6 @@ _PENDING: list[tuple[typer.Typer, str, str, str, int | None]] = [
         "c2",
         "detect c2",
         "Find C&C servers (correlation, learned model, reputation; M2).",
-        5,
-    ),
-    (
-        detect_app,
-        "infected",
-        "detect infected",
-        "Find likely-infected address+port+time by matching C&C lists (M4).",
         5,
     ),
     (detect_app, "ddos", "detect ddos", "Find DDoS victims and sources (M13).", None),

@@ -218,3 +218,58 @@ def test_matches_are_audited_under_m4(gov: Governance) -> None:
     assert ("access", "reputation") in events
     assert ("write", "matches") in events and ("write", "findings") in events
     assert isinstance(pa.table({"x": [1]}), pa.Table)
+
+
+def test_popular_listing_is_held_back(gov: Governance) -> None:
+    """A listed endpoint most active subscribers talk to (a CDN listed by mistake) gives no
+    finding; it is reported instead."""
+    cdn = "203.0.113.80"
+    subs = [f"10.0.1.{i}" for i in range(1, 7)]
+    gov.write_registry(
+        "allocations",
+        table(
+            [
+                {"start": T0 - HOUR, "end": None, "addr": a, "subscriber_id": f"S{i}"}
+                for i, a in enumerate(subs)
+            ]
+        ),
+        "test",
+        source="csv",
+    )
+    gov.write_registry(
+        "reputation", table([_rep(cdn, port=443), _rep(CC_PORT, port=443)]), "test", source="t"
+    )
+    rows = [flow(a, cdn, T0 + i * MIN, sport=40000 + i) for i, a in enumerate(subs)]
+    rows.append(flow(subs[0], CC_PORT, T0, sport=41000))
+    gov.write("M1", "flows", table(rows), "collector")
+    settings = gov.config.reputation_match.model_copy(
+        update={"popular_min_addresses": 3, "popular_share": 0.5}
+    )
+    report = match_reputation(gov, actor="test", settings=settings)
+    assert report.held_back == [{"indicator": f"{cdn}:443", "addresses": 6, "active": 6}]
+    assert [(f["ip"], f["evidence"]["indicators"]) for f in report.findings] == [
+        (subs[0], [f"{CC_PORT}:443"])
+    ]
+    # with the guard off (the default minimum of 20 addresses), all six are findings
+    report = match_reputation(gov, actor="test", write=False)
+    assert report.held_back == [] and len(report.findings) == 6
+
+
+@pytest.mark.parametrize(
+    ("block", "expected"),
+    [
+        (0, {1500, 1600, 2500}),  # block size unknown: one finding per port
+        (1024, {1500, 2500}),  # X's two ports share a block (1024-2047); Z's is another
+    ],
+)
+def test_cgnat_findings_per_port_block(gov: Governance, block: int, expected: set[int]) -> None:
+    _world(gov)
+    gov.write(
+        "M1",
+        "flows",
+        table([flow("198.51.100.1", CC_PORT, T0 + 3 * MIN, sport=1600)]),
+        "collector",
+    )
+    settings = gov.config.reputation_match.model_copy(update={"cgnat_port_block": block})
+    report = match_reputation(gov, actor="test", settings=settings, write=False)
+    assert {f["port"] for f in report.findings if f["ip"] == "198.51.100.1"} == expected

@@ -24,13 +24,14 @@ import itertools
 import json
 import time
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel
 
+from mamori.config import ReputationMatchConfig
 from mamori.governance import Governance
 from mamori.ingest.reputation import current_reputation_grant
 from mamori.schemas import FINDINGS
@@ -54,6 +55,9 @@ class MatchReport(BaseModel):
     flow_matches: int
     dns_matches: int
     matches_stored: int
+    #: listed endpoints held back as probable wrong listings: indicator, subscriber addresses
+    #: that contacted it, active subscriber addresses in the window
+    held_back: list[dict[str, Any]]
     findings: list[dict[str, Any]]
     seconds: float
 
@@ -66,19 +70,19 @@ def _v4_int(col: str) -> str:
     return f"(CASE WHEN regexp_full_match({col}, '\\d+\\.\\d+\\.\\d+\\.\\d+') THEN {parts} END)"
 
 
-def _in_nets(col: str, nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> str | None:
-    """SQL condition: ``col`` lies in one of the IPv4 ``nets`` (IPv6 ones are not checked here)."""
+def _ranges(x: str, nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> str | None:
+    """SQL condition: the IPv4 integer ``x`` lies in one of the IPv4 ``nets`` (IPv6 ones are not
+    checked here)."""
     v4 = [n for n in nets if n.version == 4]
     if not v4:
         return None
-    x = _v4_int(col)
-    return (
-        "("
-        + " OR ".join(
-            f"{x} BETWEEN {int(n.network_address)} AND {int(n.broadcast_address)}" for n in v4
-        )
-        + ")"
-    )
+    conds = [f"{x} BETWEEN {int(n.network_address)} AND {int(n.broadcast_address)}" for n in v4]
+    return "(" + " OR ".join(conds) + ")"
+
+
+def _in_nets(col: str, nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> str | None:
+    """SQL condition: the address text ``col`` lies in one of the IPv4 ``nets``."""
+    return _ranges(_v4_int(col), nets)
 
 
 def _fid(ip: str, port: int, first: datetime) -> str:
@@ -95,10 +99,15 @@ def _sql(
     pool_cond: str | None,
     cgnat_cond: str | None,
     gap_s: int,
+    port_block: int,
+    popular_share: float,
+    popular_min: int,
+    active: int,
 ) -> str:
     cats = ", ".join("'" + c.replace("'", "''") + "'" for c in categories)
     keep = pool_cond.replace("{ip}", "ip") if pool_cond else "TRUE"
     cgnat = cgnat_cond.replace("{ip}", "ip") if cgnat_cond else "FALSE"
+    block = f"port::INTEGER // {port_block} * {port_block}" if port_block else "port::INTEGER"
     return f"""
 WITH rep AS (
     SELECT indicator_type, ip, port, domain, confidence, malware, source,
@@ -149,23 +158,31 @@ dm AS (
     WHERE q.ts >= r.vf AND q.ts < r.vu
     GROUP BY q.ts, q.client_addr, q.client_port, q.qname
 ),
-m AS (
-    SELECT * FROM (SELECT * FROM fm UNION ALL BY NAME SELECT * FROM dm) WHERE {keep}
+-- MATERIALIZED: the subscriber-pool test runs on matches only, not pushed down to every flow
+mu AS MATERIALIZED (SELECT * FROM fm UNION ALL BY NAME SELECT * FROM dm),
+m AS MATERIALIZED (SELECT * FROM mu WHERE {keep}),
+pop AS (SELECT indicator, count(DISTINCT ip) AS n FROM m GROUP BY indicator),
+held AS (
+    SELECT indicator, n AS addresses, {active}::BIGINT AS active FROM pop
+    WHERE n >= {popular_min} AND n > {popular_share * active}
 ),
 k AS (
-    SELECT *, CASE WHEN {cgnat} THEN coalesce(port::INTEGER, -1) ELSE -1 END AS key_port
-    FROM m
+    SELECT *, CASE WHEN {cgnat} THEN coalesce({block}, -1) ELSE -1 END AS key_port
+    FROM m WHERE indicator NOT IN (SELECT indicator FROM held)
 ),
 s AS (
     SELECT *, CASE WHEN lag(ts) OVER w IS NULL
                      OR ts - lag(ts) OVER w > INTERVAL {gap_s} SECOND THEN 1 ELSE 0 END AS brk
     FROM k WINDOW w AS (PARTITION BY ip, key_port ORDER BY ts)
 )
-SELECT ts, ip, port, protocol, via, weight, indicator, confidence,
+SELECT 'match' AS row_kind, ts, ip, port, protocol, via, weight, indicator, confidence,
        array_to_string(list_filter(malware, x -> x IS NOT NULL), '|') AS malware,
        array_to_string(sources, '|') AS sources, key_port,
-       sum(brk) OVER (PARTITION BY ip, key_port ORDER BY ts ROWS UNBOUNDED PRECEDING) AS sess
+       sum(brk) OVER (PARTITION BY ip, key_port ORDER BY ts ROWS UNBOUNDED PRECEDING) AS sess,
+       NULL::BIGINT AS addresses, NULL::BIGINT AS active
 FROM s
+UNION ALL BY NAME
+SELECT 'held' AS row_kind, indicator, addresses, active FROM held
 """
 
 
@@ -180,6 +197,7 @@ def _findings(g: pa.Table, detected: datetime) -> tuple[pa.Table, list[dict[str,
         [
             ("ts", "min"),
             ("ts", "max"),
+            ("port", "min"),
             ("confidence", "max"),
             ("indicator", "distinct"),
             ("via", "list"),
@@ -195,7 +213,8 @@ def _findings(g: pa.Table, detected: datetime) -> tuple[pa.Table, list[dict[str,
         n = sum(vias.values())
         conf = float(r["confidence_max"] or 0.0)
         first: datetime = r["ts_min"]
-        port = None if r["key_port"] < 0 else int(r["key_port"])
+        # behind CGNAT: a port of the subscriber's block (the first seen)
+        port = None if r["key_port"] < 0 else int(r["port_min"])
         protos = Counter(p for p in r["protocol_list"] if p is not None)
         indicators = sorted(r["indicator_distinct"])
         rows.append(
@@ -238,12 +257,14 @@ def match_reputation(
     actor: str,
     since: datetime | None = None,
     until: datetime | None = None,
-    categories: tuple[str, ...] = ("c2",),
-    gap: timedelta = timedelta(hours=1),
     write: bool = True,
+    settings: ReputationMatchConfig | None = None,
 ) -> MatchReport:
     """Match M4's flows and resolver queries in [since, until) against the C&C lists in force
-    now; store the matches and the ``infected`` findings (unless ``write`` is false)."""
+    now; store the matches and the ``infected`` findings (unless ``write`` is false).
+    ``settings`` default to the configuration's ``reputation_match`` section."""
+    opts = settings or gov.config.reputation_match
+    categories = tuple(opts.categories)
     t0 = time.perf_counter()
     now = datetime.now(UTC)
     detected = now.replace(microsecond=now.microsecond // 1000 * 1000)  # the store keeps ms
@@ -278,6 +299,20 @@ def match_reputation(
         f" count(*) FILTER (WHERE domain IS NOT NULL AND indicator_type = 'domain') FROM {vrep}"
         f" WHERE category IN ({', '.join(repr(c) for c in categories)})",
     ).fetchall()[0]
+    dns.relation.create_view(vdns)
+    # subscriber addresses active in the window (the denominator of an entry's popularity); the
+    # address test runs once per distinct address
+    keep_x = _ranges("x", list(cfg.pools())) if cfg.address_plan else "TRUE"
+    active = int(
+        flows.relation.query(
+            vflows,
+            # MATERIALIZED: keeps DuckDB from pushing the costly test down to every row
+            f"WITH a AS MATERIALIZED (SELECT src_addr AS a FROM {vflows} UNION SELECT dst_addr "
+            f"FROM {vflows} UNION SELECT client_addr FROM {vdns}), "
+            f"x AS MATERIALIZED (SELECT {_v4_int('a')} AS x FROM a) "
+            f"SELECT count(*) FROM x WHERE {keep_x}",
+        ).fetchall()[0][0]
+    )
     g = dns.relation.query(
         vdns,
         _sql(
@@ -286,10 +321,20 @@ def match_reputation(
             vdns,
             categories=categories,
             pool_cond=pools,
+            active=active,
             cgnat_cond=cgnat,
-            gap_s=int(gap.total_seconds()),
+            gap_s=int(opts.session_gap_minutes * 60),
+            port_block=opts.cgnat_port_block,
+            popular_share=opts.popular_share,
+            popular_min=opts.popular_min_addresses,
         ),
     ).to_arrow_table()
+    is_held = pc.equal(g.column("row_kind"), "held")
+    held = [
+        {"indicator": r["indicator"], "addresses": r["addresses"], "active": r["active"]}
+        for r in g.filter(is_held).select(["indicator", "addresses", "active"]).to_pylist()
+    ]
+    g = g.filter(pc.invert(is_held))
     _, rows = _findings(g, detected)
     n_dns = int(pc.sum(pc.equal(g.column("via"), "dns")).as_py() or 0) if g.num_rows else 0
     stored = 0
@@ -350,6 +395,7 @@ def match_reputation(
         flow_matches=g.num_rows - n_dns,
         dns_matches=n_dns,
         matches_stored=stored,
+        held_back=sorted(held, key=lambda h: -int(h["addresses"])),
         findings=out,
         seconds=round(time.perf_counter() - t0, 3),
     )
