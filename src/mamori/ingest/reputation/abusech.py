@@ -18,13 +18,21 @@ Layouts, as abuse.ch publishes them:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from mamori.ingest.reputation.common import Rows, norm_ip, norm_port, parse_time, split_ip_port
+from mamori.ingest.reputation.common import (
+    Rows,
+    norm_domain,
+    norm_ip,
+    norm_port,
+    parse_time,
+    split_ip_port,
+)
 
 __all__ = [
     "FEODO_COLUMNS",
@@ -76,26 +84,44 @@ def _csv_records(
     path: Path, columns: Sequence[str], rows: Rows
 ) -> Iterator[tuple[int, dict[str, str]]]:
     """(line number, row) for each data line; a header (commented or not) that names the
-    columns replaces ``columns``; rows with the wrong number of fields are reported bad."""
+    columns replaces ``columns``; rows with the wrong number of fields are reported bad.
+    Feed records never span lines, so one reader runs over the data lines and their numbers are
+    kept alongside."""
     header = list(columns)
     key = columns[0]
+    numbers: list[int] = [0]
+
     with path.open(encoding="utf-8", errors="replace", newline="") as fh:
-        for no, raw in enumerate(fh, 1):
-            line = raw.strip()
-            if not line:
-                continue
-            comment = line.startswith("#")
-            body = line.lstrip("#").strip() if comment else line
+
+        def data_lines() -> Iterator[str]:
+            nonlocal header
+            for no, raw in enumerate(fh, 1):
+                line = raw.strip()
+                if not line:
+                    continue
+                if line.startswith("#"):
+                    body = line.lstrip("#").strip()
+                    if body.lstrip('"').startswith(key):
+                        with contextlib.suppress(csv.Error, StopIteration):
+                            header = [
+                                f.strip() for f in next(csv.reader([body], skipinitialspace=True))
+                            ]
+                    continue
+                numbers[0] = no
+                yield line
+
+        reader = csv.reader(data_lines(), skipinitialspace=True)
+        while True:
             try:
-                fields = next(csv.reader([body], skipinitialspace=True))
-            except (csv.Error, StopIteration) as exc:
-                if not comment:
-                    rows.bad(no, f"unreadable CSV: {exc}")
+                fields = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                rows.bad(numbers[0], f"unreadable CSV: {exc}")
                 continue
+            no = numbers[0]
             if fields and fields[0].strip() == key:
                 header = [f.strip() for f in fields]
-                continue
-            if comment:
                 continue
             if len(fields) != len(header):
                 rows.bad(no, f"{len(fields)} fields, expected {len(header)}")
@@ -191,7 +217,7 @@ def _tf_one(rows: Rows, e: dict[str, Any]) -> None:
         ip, port = split_ip_port(value)
         rows.add("ip-port", ip=ip, port=port, **kw)
     elif ioc_type == "domain":
-        rows.add_value(value, **kw)
+        rows.add("domain", domain=norm_domain(value), **kw)
     else:
         rows.add_url(value, **kw)
 

@@ -9,6 +9,7 @@ DuckDB.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections import Counter
@@ -59,16 +60,8 @@ class LoadReport(BaseModel):
     stored: bool = False
 
 
-def parse_time(text: Any) -> datetime | None:
-    """abuse.ch ``2026-11-02 00:10:00`` (optionally `` UTC``), ISO 8601, dates, epoch seconds.
-
-    Raises ValueError on text that is none of those; empty/None/"None" gives None.
-    """
-    if text is None:
-        return None
-    if isinstance(text, int | float):
-        return datetime.fromtimestamp(float(text), UTC)
-    s = str(text).strip()
+@functools.lru_cache(maxsize=4096)  # feeds repeat their time stamps a lot
+def _parse_time_text(s: str) -> datetime | None:
     if not s or s.lower() in ("none", "null", "n/a"):
         return None
     if s.isdigit():
@@ -80,8 +73,26 @@ def parse_time(text: Any) -> datetime | None:
     return dt.astimezone(UTC) if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
+def parse_time(text: Any) -> datetime | None:
+    """abuse.ch ``2026-11-02 00:10:00`` (optionally `` UTC``), ISO 8601, dates, epoch seconds.
+
+    Raises ValueError on text that is none of those; empty/None/"None" gives None.
+    """
+    if text is None:
+        return None
+    if isinstance(text, int | float):
+        return datetime.fromtimestamp(float(text), UTC)
+    return _parse_time_text(str(text).strip())
+
+
+_V4 = re.compile(r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)")
+
+
 def norm_ip(text: str) -> str:
-    return str(ipaddress.ip_address(text.strip().strip("[]")))
+    t = text.strip()
+    if _V4.fullmatch(t):  # the common case, without building an address object
+        return t
+    return str(ipaddress.ip_address(t.strip("[]")))
 
 
 def norm_port(value: Any) -> int | None:
@@ -106,11 +117,7 @@ def norm_domain(text: str) -> str:
         raise ValueError(f"not a domain name: {text!r}")
     if not all(_LABEL.match(part) for part in d.split(".")) or d.replace(".", "").isdigit():
         raise ValueError(f"not a domain name: {text!r}")
-    try:  # an address is not a name
-        ipaddress.ip_address(d)
-    except ValueError:
-        return d
-    raise ValueError(f"an address, not a domain name: {text!r}")
+    return d  # (an address never gets here: all-digit names and ':' are refused above)
 
 
 def split_host(text: str) -> tuple[str | None, str | None]:
@@ -240,6 +247,9 @@ class Rows:
         s = text.strip()
         if "://" in s:
             self.add_url(s, **kw)
+            return
+        if s[-1:].isalpha():  # a name (addresses end in a digit or ']')
+            self.add("domain", domain=norm_domain(s), **kw)
             return
         try:
             self.add("ip", ip=norm_ip(s), **kw)
