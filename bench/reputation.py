@@ -122,6 +122,9 @@ def bench_match(sim: Path, tmp: Path) -> None:
             load_feed(gov, sim / "feeds" / name, fmt, actor="bench")
         n_flows = gov.open("M1", "flows", ["time_start"], "bench").arrow().num_rows
         t0 = time.perf_counter()
+        gov.open("M4", "flows", ["time_start", "src_addr", "dst_addr"], "bench").arrow()
+        t_read = time.perf_counter() - t0
+        t0 = time.perf_counter()
         report = match_reputation(gov, actor="bench")
         t_match = time.perf_counter() - t0
     truth = json.loads((sim / "truth.json").read_text())
@@ -131,7 +134,8 @@ def bench_match(sim: Path, tmp: Path) -> None:
         f"{dq.num_rows:,} resolver queries"
     )
     print(
-        f"match_reputation: {t_match:.2f} s; {report.indicators_ip} C&C addresses, "
+        f"match_reputation: {t_match:.2f} s (for reference, reading the flows' addresses "
+        f"through M4's consent filter alone: {t_read:.2f} s); {report.indicators_ip} C&C addresses, "
         f"{report.indicators_domain} C&C names; {report.flow_matches:,} flow matches, "
         f"{report.dns_matches:,} query matches, {len(report.findings)} findings"
     )
@@ -148,10 +152,11 @@ def bench_match(sim: Path, tmp: Path) -> None:
     unlisted = {(e["ip"], e["port"]) for e in truth["feeds"]["unlisted"] if e["role"] == "cc"}
     wrong = {f"{w['ip']}:{w['port']}" for w in truth["feeds"]["wrong_entries"]}
     wrong |= {w["domain"] for w in truth["feeds"]["wrong_entries"] if w.get("domain")}
-    on_wrong = [f for f in report.findings if set(f["evidence"]["indicators"]) <= wrong]
+    by_key = {f"{f['ip']}:{f['port']}": f for f in report.findings}
+    on_wrong = [k for k in s.spurious if set(by_key[k]["evidence"]["indicators"]) <= wrong]
     print(
-        f"findings resting only on entries the feeds list by mistake (benign services): "
-        f"{len(on_wrong)} of {s.false_positives} false positives"
+        f"false positives resting only on entries the feeds list by mistake (benign services): "
+        f"{len(on_wrong)} of {s.false_positives}"
     )
     print(f"(C&C servers the feeds never list: {len(unlisted)}; their bots cannot be matched)")
 

@@ -106,3 +106,7 @@ def test_detect_infected_cli_and_eval(isp: tuple[Path, Path], tmp_path: Path) ->
         app, ["eval", "infected", "--findings", str(out), "--truth", str(sim / "truth.json")]
     )
     assert ev.exit_code == 0 and "precision" in ev.output
+    # the table for people; --dry-run stores nothing
+    table = runner.invoke(app, ["--config", str(cfg_file), "detect", "infected", "--dry-run"])
+    assert table.exit_code == 0, table.output
+    assert f"{len(findings)} findings from" in table.output

@@ -116,18 +116,23 @@ WITH rep AS (
 ),
 rep_ip AS (SELECT * FROM rep WHERE ip IS NOT NULL AND indicator_type IN ('ip', 'ip-port')),
 rep_dom AS (SELECT * FROM rep WHERE domain IS NOT NULL AND indicator_type = 'domain'),
+-- one pass over the flows keeps those with a listed address on either side
+fl AS MATERIALIZED (
+    SELECT * FROM {flows}
+    WHERE dst_addr IN (SELECT ip FROM rep_ip) OR src_addr IN (SELECT ip FROM rep_ip)
+),
 fm_raw AS (
     SELECT f.time_start AS ts, f.src_addr AS ip, f.src_port AS port, f.protocol,
            f.dst_addr AS peer, f.dst_port AS peer_port, 'to' AS via,
            coalesce(f.sampling_rate, 1) AS weight, r.ip AS rip, r.port AS rport,
            r.confidence, r.malware, r.source
-    FROM {flows} f JOIN rep_ip r
+    FROM fl f JOIN rep_ip r
       ON f.dst_addr = r.ip AND (r.port IS NULL OR f.dst_port = r.port)
     WHERE f.time_start >= r.vf AND f.time_start < r.vu
     UNION ALL
     SELECT f.time_start, f.dst_addr, f.dst_port, f.protocol, f.src_addr, f.src_port, 'from',
            coalesce(f.sampling_rate, 1), r.ip, r.port, r.confidence, r.malware, r.source
-    FROM {flows} f JOIN rep_ip r
+    FROM fl f JOIN rep_ip r
       ON f.src_addr = r.ip AND (r.port IS NULL OR f.src_port = r.port)
     WHERE f.time_start >= r.vf AND f.time_start < r.vu
 ),
@@ -307,8 +312,8 @@ def match_reputation(
         flows.relation.query(
             vflows,
             # MATERIALIZED: keeps DuckDB from pushing the costly test down to every row
-            f"WITH a AS MATERIALIZED (SELECT src_addr AS a FROM {vflows} UNION SELECT dst_addr "
-            f"FROM {vflows} UNION SELECT client_addr FROM {vdns}), "
+            f"WITH a AS MATERIALIZED (SELECT DISTINCT unnest([src_addr, dst_addr]) AS a FROM "
+            f"{vflows} UNION SELECT client_addr FROM {vdns}), "
             f"x AS MATERIALIZED (SELECT {_v4_int('a')} AS x FROM a) "
             f"SELECT count(*) FROM x WHERE {keep_x}",
         ).fetchall()[0][0]
