@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
+from mamori.config import GovernanceConfig
 from mamori.detect.reputation_match import match_reputation
 from mamori.governance import Governance
 from tests.conftest import HOUR, T0, flow, table
@@ -273,3 +275,20 @@ def test_cgnat_findings_per_port_block(gov: Governance, block: int, expected: se
     settings = gov.config.reputation_match.model_copy(update={"cgnat_port_block": block})
     report = match_reputation(gov, actor="test", settings=settings, write=False)
     assert {f["port"] for f in report.findings if f["ip"] == "198.51.100.1"} == expected
+
+
+def test_ipv6_subscriber_addresses_when_the_plan_has_ipv6_pools(tmp_path: Path) -> None:
+    from mamori.config import AddressPool
+    from tests.conftest import PLAN, make_config
+
+    v6 = AddressPool(name="v6", kind="dynamic", prefixes=("2001:db8:100::/48",))
+    for plan, expected in ((PLAN, 0), ((*PLAN, v6), 1)):
+        store = tmp_path / f"s{len(plan)}"
+        cfg = make_config(store).model_copy(
+            update={"address_plan": plan, "governance": GovernanceConfig(unattributed="include")}
+        )
+        with Governance(cfg) as gov:
+            gov.write_registry("reputation", table([_rep(CC_PORT, port=443)]), "t", source="t")
+            gov.write("M1", "flows", table([flow("2001:db8:100::5", CC_PORT, T0)]), "collector")
+            report = match_reputation(gov, actor="test", write=False)
+        assert len(report.findings) == expected

@@ -81,8 +81,13 @@ def _ranges(x: str, nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -
 
 
 def _in_nets(col: str, nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> str | None:
-    """SQL condition: the address text ``col`` lies in one of the IPv4 ``nets``."""
-    return _ranges(_v4_int(col), nets)
+    """SQL condition: the address text ``col`` lies in one of the IPv4 ``nets``; when ``nets``
+    has IPv6 prefixes, every IPv6 address passes (DuckDB has no IPv6 arithmetic without an
+    extension; governance's consent filter still applies to them)."""
+    v4 = _ranges(_v4_int(col), nets)
+    if any(n.version == 6 for n in nets):
+        return f"({v4} OR contains({col}, ':'))" if v4 else f"contains({col}, ':')"
+    return v4
 
 
 def _fid(ip: str, port: int, first: datetime) -> str:
@@ -307,7 +312,11 @@ def match_reputation(
     dns.relation.create_view(vdns)
     # subscriber addresses active in the window (the denominator of an entry's popularity); the
     # address test runs once per distinct address
-    keep_x = _ranges("x", list(cfg.pools())) if cfg.address_plan else "TRUE"
+    keep_x = "TRUE"
+    if cfg.address_plan:
+        keep_x = _ranges("x", list(cfg.pools())) or "FALSE"
+        if any(n.version == 6 for n in cfg.pools()):
+            keep_x = f"({keep_x} OR x IS NULL)"  # IPv6 (see _in_nets)
     active = int(
         flows.relation.query(
             vflows,
