@@ -32,6 +32,11 @@ __all__ = ["parse_misp"]
 _GALAXY = re.compile(r'^misp-galaxy:[a-z-]+="([^"]+)"')
 
 
+def _false(value: Any) -> bool:
+    """MISP writes booleans as true/false, and some exports as "0"/"1" strings."""
+    return str(value).strip().lower() in ("false", "0", "")
+
+
 def _tags(obj: dict[str, Any]) -> list[str]:
     return [str(t.get("name", "")) for t in obj.get("Tag", []) or [] if isinstance(t, dict)]
 
@@ -98,7 +103,8 @@ def parse_misp(path: Path, rows: Rows, fmt: str = "misp") -> None:
             try:
                 if not isinstance(a, dict):
                     raise ValueError("attribute is not an object")
-                if a.get("deleted") or not a.get("to_ids", True):
+                deleted = not _false(a.get("deleted", False))
+                if deleted or _false(a.get("to_ids", True)):
                     rows.skip()
                     continue
                 atype = str(a["type"])
