@@ -819,6 +819,141 @@ def report_transparency(
     console.print(d)
 
 
+# ---- reputation ingest and matching (issue 5) ----
+
+
+@ingest_app.command("reputation")
+def ingest_reputation(
+    path: Annotated[
+        Path, typer.Argument(help="the feed file", exists=True, dir_okay=False, readable=True)
+    ],
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            help="feodo | urlhaus | threatfox | stix | misp | plain (abuse.ch CSV or JSON is "
+            "told apart by itself); guessed from the file when omitted",
+        ),
+    ] = None,
+    source: Annotated[
+        str | None,
+        typer.Option(
+            "--source",
+            help="name of the list; a new load of a source replaces its previous list "
+            "(default: feodo/urlhaus/threatfox, else the file name)",
+        ),
+    ] = None,
+    category: Annotated[
+        str | None,
+        typer.Option(
+            "--category",
+            help="c2 | first-stage | malware-site | phishing, for every entry (default: what "
+            "the feed says, else the format's usual kind)",
+        ),
+    ] = None,
+    confidence: Annotated[
+        float | None, typer.Option("--confidence", help="0..1 for every entry")
+    ] = None,
+    expires_days: Annotated[
+        float | None,
+        typer.Option("--expires-days", help="entries stop being used this many days after loading"),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the load report as JSON")] = False,
+) -> None:
+    """Load a C&C / malware-site / phishing list into the reputation registry (audited).
+    Malformed lines are counted and listed with their line numbers; the good lines are loaded.
+    Nothing is stored when no line is good, so a broken download never empties a list."""
+    from mamori.ingest.reputation import FeedError, load_feed
+
+    try:
+        report = load_feed(
+            STATE.gov(),
+            path,
+            fmt,
+            actor=actor_name(),
+            source=source,
+            category=category,
+            confidence=confidence,
+            expires_days=expires_days,
+        )
+    except FeedError as exc:
+        fail(str(exc), code=2)
+    if as_json:
+        out.print_json(report.model_dump_json())
+    else:
+        out.print(
+            f"{report.source} ({report.format}): {report.rows_loaded:,} entries loaded, "
+            f"{report.rows_bad:,} malformed, {report.rows_skipped:,} not usable here",
+            highlight=False,
+        )
+        for cat, n in sorted(report.by_category.items()):
+            out.print(f"  {cat:<14} {n:,}", highlight=False)
+        for e in report.errors[:20]:
+            err.print(f"  line {e.line}: {escape(e.reason)}", highlight=False)
+        if report.rows_bad > 20:
+            err.print(f"  … {report.rows_bad - 20:,} more malformed lines", highlight=False)
+    if not report.stored:
+        fail(f"{path}: no usable entry; nothing was stored", code=1)
+
+
+@detect_app.command("infected")
+def detect_infected(
+    since: Annotated[
+        str | None, typer.Option("--since", help="start of the window (ISO 8601, UTC)")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="end of the window, exclusive (ISO 8601)")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print one JSON object per finding (JSON lines)")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="report findings without storing them")
+    ] = False,
+) -> None:
+    """Find likely-infected devices (measure M4, consent-based): match stored flows and resolver
+    queries against the C&C lists in force (load them with `mamori ingest reputation`). Opted-out
+    subscribers' traffic is removed before matching. Each finding names an address (and port
+    behind CGNAT) and a time span, never a subscriber; matched communications are kept in
+    `matches` for the alert."""
+    from mamori.detect.reputation_match import match_reputation
+
+    report = match_reputation(
+        STATE.gov(),
+        actor=actor_name(),
+        since=parse_time(since),
+        until=parse_time(until),
+        write=not dry_run,
+    )
+    if as_json:
+        for f in report.findings:
+            print(json.dumps(f, sort_keys=True))
+        return
+    out.print(
+        f"{len(report.findings):,} findings from {report.flow_matches:,} matched flows and "
+        f"{report.dns_matches:,} matched queries against {report.indicators_ip:,} C&C addresses "
+        f"and {report.indicators_domain:,} C&C names ({report.seconds:.2f} s)",
+        highlight=False,
+    )
+    t = Table()
+    for col in ("ip", "port", "proto", "score", "first seen", "last seen", "indicators"):
+        t.add_column(col)
+    for f in report.findings[:50]:
+        t.add_row(
+            f["ip"],
+            str(f["port"] or ""),
+            f["proto"] or "",
+            f"{f['score']:.2f}",
+            f["first_seen"],
+            f["last_seen"],
+            ", ".join(f["evidence"]["indicators"][:3]),
+        )
+    if report.findings:
+        out.print(t)
+
+
+# ---- end of reputation ----
+
 _PENDING: list[tuple[typer.Typer, str, str, str, int | None]] = [
     (
         ingest_app,
@@ -826,14 +961,6 @@ _PENDING: list[tuple[typer.Typer, str, str, str, int | None]] = [
         "ingest allocations",
         "Load address-allocation logs: RADIUS accounting, Kea DHCP leases, CGNAT port blocks, CSV.",
         6,
-    ),
-    (
-        ingest_app,
-        "reputation",
-        "ingest reputation",
-        "Load C&C and malware-site lists: Feodo "
-        "Tracker, URLhaus, ThreatFox, STIX 2.1, MISP, plain.",
-        5,
     ),
     (
         ingest_app,
@@ -855,13 +982,6 @@ _PENDING: list[tuple[typer.Typer, str, str, str, int | None]] = [
         "c2",
         "detect c2",
         "Find C&C servers (correlation, learned model, reputation; M2).",
-        5,
-    ),
-    (
-        detect_app,
-        "infected",
-        "detect infected",
-        "Find likely-infected address+port+time by matching C&C lists (M4).",
         5,
     ),
     (detect_app, "ddos", "detect ddos", "Find DDoS victims and sources (M13).", None),

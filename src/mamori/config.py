@@ -149,6 +149,34 @@ class WebConfig(_Model):
     )
 
 
+class ReputationMatchConfig(_Model):
+    """Infected-host detection by matching C&C lists (measure M4, ``mamori detect infected``)."""
+
+    categories: tuple[Literal["c2", "first-stage", "malware-site", "phishing"], ...] = Field(
+        default=("c2",), min_length=1, description="list categories a contact is matched against"
+    )
+    session_gap_minutes: float = Field(
+        default=60.0, gt=0, le=7 * 24 * 60, description="a quieter address starts a new finding"
+    )
+    cgnat_port_block: int = Field(
+        default=0,
+        ge=0,
+        le=65536,
+        description="ports per subscriber block on CGNAT addresses (aligned blocks); 0 = unknown: "
+        "one finding per address and port",
+    )
+    popular_share: float = Field(
+        default=0.1,
+        gt=0,
+        le=1.0,
+        description="an entry matched by more than this share of the active subscriber "
+        "addresses is held back as a probable wrong listing (a CDN, a cloud service)",
+    )
+    popular_min_addresses: int = Field(
+        default=20, ge=1, description="…and by at least this many addresses"
+    )
+
+
 class MamoriConfig(BaseSettings):
     """The effective configuration."""
 
@@ -172,6 +200,7 @@ class MamoriConfig(BaseSettings):
     collector: CollectorConfig = CollectorConfig()
     smtp: SmtpConfig = SmtpConfig()
     web: WebConfig = WebConfig()
+    reputation_match: ReputationMatchConfig = ReputationMatchConfig()
 
     @field_validator("measures")
     @classmethod
