@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
-import stix2
+import stix2  # type: ignore[import-untyped]
 
 from mamori.share.c2list import LIST_SCHEMA
 
