@@ -147,8 +147,6 @@ def c2_list(gov: Governance, actor: str, *, min_score: float = 0.0) -> pa.Table:
     )
     t = grant.arrow()
     t = t.filter(pc.and_(pc.equal(t["kind"], "c2"), pc.is_valid(t["ip"])))
-    if min_score > 0:
-        t = t.filter(pc.fill_null(pc.greater_equal(t["score"], min_score), False))
     first = pc.coalesce(t["first_seen"], t["last_seen"], t["detected"])
     last = pc.coalesce(t["last_seen"], t["first_seen"], t["detected"])
     t = pa.table(
@@ -170,6 +168,8 @@ def c2_list(gov: Governance, actor: str, *, min_score: float = 0.0) -> pa.Table:
             ("method", "min"),
         ]
     )
+    if min_score > 0:  # on the endpoint's best score, so its first/last seen stay whole
+        g = g.filter(pc.fill_null(pc.greater_equal(g["score_max"], min_score), False))
     conf = pc.divide(pc.round(pc.multiply(g["score_max"].cast(pa.float64()), 100.0)), 100.0)
     out = pa.table(
         {
