@@ -751,8 +751,11 @@ def share_publish(
         fail(str(exc))
     except ValueError as exc:
         fail(str(exc), code=2)
-    out.print(f"{r.endpoints} endpoint(s) in the list; {r.objects_added} new STIX object "
-              f"version(s) in collection {r.collection}", highlight=False)
+    out.print(
+        f"{r.endpoints} endpoint(s) in the list; {r.objects_added} new STIX object "
+        f"version(s) in collection {r.collection}",
+        highlight=False,
+    )
 
 
 @share_app.command("import")
@@ -791,8 +794,11 @@ def share_import(
         fail(str(exc))
     for problem in r.problems:
         err.print(f"skipped {escape(problem)}", highlight=False)
-    out.print(f"loaded {r.loaded} entr{'y' if r.loaded == 1 else 'ies'} from {r.source}; "
-              f"skipped {r.skipped}", highlight=False)
+    out.print(
+        f"loaded {r.loaded} entr{'y' if r.loaded == 1 else 'ies'} from {r.source}; "
+        f"skipped {r.skipped}",
+        highlight=False,
+    )
 
 
 @share_app.command("serve")
@@ -830,10 +836,16 @@ def peers_add(
         key = TrustStore.of(STATE.gov()).add_peer(name, group)
     except TrustError as exc:
         fail(str(exc), code=2)
-    STATE.gov().audit.append(actor=actor_name(), event="share-peer-added", measure="M3",
-                             detail={"peer": name, "group": group})
-    err.print(f"API key for {name} (shown once; give it to the peer over a secure channel):",
-              highlight=False)
+    STATE.gov().audit.append(
+        actor=actor_name(),
+        event="share-peer-added",
+        measure="M3",
+        detail={"peer": name, "group": group},
+    )
+    err.print(
+        f"API key for {name} (shown once; give it to the peer over a secure channel):",
+        highlight=False,
+    )
     typer.echo(key)
 
 
@@ -867,8 +879,9 @@ def peers_revoke(name: Annotated[str, typer.Argument(help="peer to cut off")]) -
         TrustStore.of(STATE.gov()).revoke_peer(name)
     except TrustError as exc:
         fail(str(exc), code=2)
-    STATE.gov().audit.append(actor=actor_name(), event="share-peer-revoked", measure="M3",
-                             detail={"peer": name})
+    STATE.gov().audit.append(
+        actor=actor_name(), event="share-peer-revoked", measure="M3", detail={"peer": name}
+    )
     out.print(f"revoked {name}", highlight=False)
 
 
@@ -878,8 +891,13 @@ def peers_remote(
     url: Annotated[str, typer.Option("--url", help="the peer's TAXII collection URL")],
     key: Annotated[
         str,
-        typer.Option("--key", envvar="MAMORI_PEER_KEY", prompt=True, hide_input=True,
-                     help="API key the peer gave us (prompted for if not given)"),
+        typer.Option(
+            "--key",
+            envvar="MAMORI_PEER_KEY",
+            prompt=True,
+            hide_input=True,
+            help="API key the peer gave us (prompted for if not given)",
+        ),
     ],
 ) -> None:
     """Record a peer's TAXII collection to poll with `share import --peer NAME`."""
@@ -910,8 +928,12 @@ def groups_set(
         TrustStore.of(STATE.gov()).set_group(name, list(read or []), list(write or []))
     except TrustError as exc:
         fail(str(exc), code=2)
-    STATE.gov().audit.append(actor=actor_name(), event="share-group-set", measure="M3",
-                             detail={"group": name, "read": read or [], "write": write or []})
+    STATE.gov().audit.append(
+        actor=actor_name(),
+        event="share-group-set",
+        measure="M3",
+        detail={"group": name, "read": read or [], "write": write or []},
+    )
     out.print(f"group {name}: read {read or []}, write {write or []}", highlight=False)
 
 

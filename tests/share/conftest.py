@@ -69,8 +69,9 @@ def gov_b(tmp_path: Path) -> Iterator[Governance]:
 def serving(gov: Governance) -> Iterator[str]:
     """``gov``'s TAXII server on 127.0.0.1 (a free port); yields its base URL."""
     server = uvicorn.Server(
-        uvicorn.Config(create_taxii_app(gov), host="127.0.0.1", port=0, log_level="warning",
-                       lifespan="off")
+        uvicorn.Config(
+            create_taxii_app(gov), host="127.0.0.1", port=0, log_level="warning", lifespan="off"
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

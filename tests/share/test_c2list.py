@@ -25,17 +25,24 @@ POOLS = [n for p in PLAN for n in p.prefixes]
 
 
 def test_list_aggregates_per_endpoint(gov: Governance) -> None:
-    write_findings(gov, [
-        finding("203.0.113.5", 443, score=0.5, first=T0, last=T0 + HOUR),
-        finding("203.0.113.5", 443, score=0.876, first=T0 - HOUR, last=T0, n=1,
-                method="learned"),
-        finding("203.0.113.5", 8443, score=0.4),
-        finding("203.0.113.6", 443, score=0.9, kind="infected"),  # not a C&C finding
-        finding("203.0.113.7", 443, score=0.1),
-    ])
+    write_findings(
+        gov,
+        [
+            finding("203.0.113.5", 443, score=0.5, first=T0, last=T0 + HOUR),
+            finding(
+                "203.0.113.5", 443, score=0.876, first=T0 - HOUR, last=T0, n=1, method="learned"
+            ),
+            finding("203.0.113.5", 8443, score=0.4),
+            finding("203.0.113.6", 443, score=0.9, kind="infected"),  # not a C&C finding
+            finding("203.0.113.7", 443, score=0.1),
+        ],
+    )
     rows = c2_list(gov, "test").to_pylist()
     assert [(r["ip"], r["port"]) for r in rows] == [
-        ("203.0.113.5", 443), ("203.0.113.5", 8443), ("203.0.113.7", 443)]
+        ("203.0.113.5", 443),
+        ("203.0.113.5", 8443),
+        ("203.0.113.7", 443),
+    ]
     top = rows[0]
     assert (top["first_seen"], top["last_seen"]) == (T0 - HOUR, T0 + HOUR)
     assert top["confidence"] == pytest.approx(0.88)
@@ -83,20 +90,26 @@ def test_guard_refuses_fields_beyond_the_allowed(gov: Governance) -> None:
 _pool_addr = st.sampled_from(POOLS).flatmap(
     lambda net: st.integers(0, net.num_addresses - 1).map(lambda i: str(net[i]))
 )
-_any_addr = st.one_of(
-    st.ip_addresses(v=4).map(str), st.ip_addresses(v=6).map(str), _pool_addr
-)
+_any_addr = st.one_of(st.ip_addresses(v=4).map(str), st.ip_addresses(v=6).map(str), _pool_addr)
 
 
 @settings(max_examples=300)
 @given(st.lists(_any_addr, max_size=40))
 def test_in_pools_matches_ipaddress(addrs: list[str]) -> None:
-    want = [any(ip.version == n.version and ip in n for n in POOLS)
-            or (ip.version == 6 and ip.ipv4_mapped is not None
-                and any(ip.ipv4_mapped in n for n in POOLS if n.version == 4))
-            or (ip.version == 6 and ip.sixtofour is not None
-                and any(ip.sixtofour in n for n in POOLS if n.version == 4))
-            for ip in map(ipaddress.ip_address, addrs)]
+    want = [
+        any(ip.version == n.version and ip in n for n in POOLS)
+        or (
+            ip.version == 6
+            and ip.ipv4_mapped is not None
+            and any(ip.ipv4_mapped in n for n in POOLS if n.version == 4)
+        )
+        or (
+            ip.version == 6
+            and ip.sixtofour is not None
+            and any(ip.sixtofour in n for n in POOLS if n.version == 4)
+        )
+        for ip in map(ipaddress.ip_address, addrs)
+    ]
     assert in_pools(pa.array(addrs, pa.string()), POOLS).tolist() == want
 
 
@@ -113,8 +126,11 @@ def _exported_ips(fmt: str, data: bytes) -> list[str]:
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    st.lists(st.tuples(_any_addr, st.integers(1, 65535), st.floats(0, 1, width=32)),
-             min_size=1, max_size=30),
+    st.lists(
+        st.tuples(_any_addr, st.integers(1, 65535), st.floats(0, 1, width=32)),
+        min_size=1,
+        max_size=30,
+    ),
     st.sampled_from(["stix", "misp", "csv"]),
 )
 def test_no_subscriber_pool_address_can_be_exported(
@@ -122,8 +138,7 @@ def test_no_subscriber_pool_address_can_be_exported(
 ) -> None:
     """Over random findings: an export either refuses, or holds no address of the pools."""
     with tempfile.TemporaryDirectory() as tmp, Governance(make_config(Path(tmp))) as g:
-        write_findings(g, [finding(ip, port, score=s, n=i) for i, (ip, port, s) in
-                           enumerate(rows)])
+        write_findings(g, [finding(ip, port, score=s, n=i) for i, (ip, port, s) in enumerate(rows)])
         any_inside = any(in_pools(pa.array([ip]), POOLS)[0] for ip, _, _ in rows)
         try:
             data, n = export(g, fmt, "test")  # type: ignore[arg-type]

@@ -42,8 +42,22 @@ def test_export_formats_and_refusal(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     assert "203.0.113.5" in r.stdout and "198.18.0.1" in r.stdout
     out = tmp_path / "list.json"
-    r = runner.invoke(app, [*a, "share", "export", "-f", "stix", "--out", str(out), "--tlp",
-                            "green", "--min-score", "0.5"])
+    r = runner.invoke(
+        app,
+        [
+            *a,
+            "share",
+            "export",
+            "-f",
+            "stix",
+            "--out",
+            str(out),
+            "--tlp",
+            "green",
+            "--min-score",
+            "0.5",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert validate_string(out.read_text(), ValidationOptions(version="2.1")).is_valid
     assert json.loads(out.read_text())["objects"][0]["name"] == "TLP:GREEN"
@@ -60,8 +74,24 @@ def test_peers_publish_and_poll(tmp_path: Path) -> None:
     a, b = _store(tmp_path, "isp-a"), _store(tmp_path, "isp-b")
     with _gov(a) as g:
         write_findings(g, [finding("203.0.113.5"), finding("203.0.113.6", 80)])
-    assert runner.invoke(app, [*a, "share", "peers", "groups", "set", "isac", "--read", "c2",
-                               "--write", "submissions"]).exit_code == 0
+    assert (
+        runner.invoke(
+            app,
+            [
+                *a,
+                "share",
+                "peers",
+                "groups",
+                "set",
+                "isac",
+                "--read",
+                "c2",
+                "--write",
+                "submissions",
+            ],
+        ).exit_code
+        == 0
+    )
     r = runner.invoke(app, [*a, "share", "peers", "groups", "set", "bad", "--write", "c2"])
     assert r.exit_code == 2 and "nobody may write the c2" in r.output
     r = runner.invoke(app, [*a, "share", "peers", "add", "isp-b", "--group", "isac"])
@@ -74,8 +104,9 @@ def test_peers_publish_and_poll(tmp_path: Path) -> None:
     assert "isp-b" in listing.output and key not in listing.output
     with _gov(a) as ga, serving(ga) as base:
         url = c2_url(base, ga)
-        r = runner.invoke(app, [*b, "share", "peers", "remote", "isp-a", "--url", url],
-                          input=key + "\n")
+        r = runner.invoke(
+            app, [*b, "share", "peers", "remote", "isp-a", "--url", url], input=key + "\n"
+        )
         assert r.exit_code == 0, r.output
         r = runner.invoke(app, [*b, "share", "import", "--peer", "isp-a"])
         assert r.exit_code == 0, r.output

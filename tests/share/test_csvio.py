@@ -14,7 +14,8 @@ def test_round_trip(case: str) -> None:
     table = _list(CASES[case])
     data = list_to_csv(table)
     assert data.splitlines()[0] == (
-        b'"ip","port","protocol","first_seen","last_seen","confidence","method"')
+        b'"ip","port","protocol","first_seen","last_seen","confidence","method"'
+    )
     report = ParseReport()
     assert csv_to_list(data, report).equals(table)
     assert report.skipped == 0

@@ -100,12 +100,22 @@ def test_file_round_trip(gov: Governance, gov_b: Governance, tmp_path: Path, fmt
     ("fmt", "text", "loaded", "skipped"),
     [
         ("stix", b"{not json", 0, 1),
-        ("stix", b'{"type": "bundle", "objects": [{"type": "indicator", "id": "indicator--1", '
-                 b'"pattern_type": "stix", "pattern": "[file:name = \'x\']"}, 7]}', 0, 2),
-        ("misp", b'{"Event": {"Attribute": [{"type": "ip-dst|port", "value": "203.0.113.1|x"},'
-                 b'{"type": "ip-dst", "value": "203.0.113.2"}]}}', 1, 1),
+        (
+            "stix",
+            b'{"type": "bundle", "objects": [{"type": "indicator", "id": "indicator--1", '
+            b'"pattern_type": "stix", "pattern": "[file:name = \'x\']"}, 7]}',
+            0,
+            2,
+        ),
+        (
+            "misp",
+            b'{"Event": {"Attribute": [{"type": "ip-dst|port", "value": "203.0.113.1|x"},'
+            b'{"type": "ip-dst", "value": "203.0.113.2"}]}}',
+            1,
+            1,
+        ),
         ("misp", b'{"nothing": 1}', 0, 1),
-        ("csv", b"ip,port\n203.0.113.1,80\n203.0.113.2,70000\n\"unterminated\n", 1, 2),
+        ("csv", b'ip,port\n203.0.113.1,80\n203.0.113.2,70000\n"unterminated\n', 1, 2),
     ],
 )
 def test_bad_input_is_counted_and_the_rest_loaded(
@@ -119,5 +129,12 @@ def test_bad_input_is_counted_and_the_rest_loaded(
 
 
 def test_empty_list_schema() -> None:
-    assert LIST_SCHEMA.names == ["ip", "port", "protocol", "first_seen", "last_seen",
-                                 "confidence", "method"]
+    assert LIST_SCHEMA.names == [
+        "ip",
+        "port",
+        "protocol",
+        "first_seen",
+        "last_seen",
+        "confidence",
+        "method",
+    ]

@@ -22,15 +22,26 @@ _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
 def test_event_structure(case: str) -> None:
     ev = json.loads(json.dumps(list_to_event(_list(CASES[case]), "Example ISP")))["Event"]
     assert _UUID.match(ev["uuid"]) and uuid.UUID(ev["uuid"])
-    assert {"info", "date", "timestamp", "published", "analysis", "threat_level_id",
-            "distribution", "Orgc", "Tag", "Attribute"} <= set(ev)
+    assert {
+        "info",
+        "date",
+        "timestamp",
+        "published",
+        "analysis",
+        "threat_level_id",
+        "distribution",
+        "Orgc",
+        "Tag",
+        "Attribute",
+    } <= set(ev)
     assert {"name": "tlp:amber+strict"} in ev["Tag"] and ev["distribution"] == "0"
     assert len(ev["Attribute"]) == len(CASES[case])
     for a, (ip, port, proto, conf, _m) in zip(ev["Attribute"], CASES[case], strict=True):
         assert _UUID.match(a["uuid"])
         assert a["category"] == "Network activity" and a["to_ids"] is True
         assert (a["type"], a["value"]) == (
-            ("ip-dst|port", f"{ip}|{port}") if port is not None else ("ip-dst", ip))
+            ("ip-dst|port", f"{ip}|{port}") if port is not None else ("ip-dst", ip)
+        )
         tags = {t["name"] for t in a["Tag"]}
         assert (f'mamori:protocol="{proto}"' in tags) == (proto is not None)
         assert (f'mamori:confidence="{conf}"' in tags) == (conf is not None)

@@ -76,7 +76,7 @@ def test_default_marking_is_amber_strict(gov: Governance) -> None:
     assert b["objects"][0]["name"] == "TLP:AMBER+STRICT"
     infra = [o for o in b["objects"] if o["type"] == "infrastructure"]
     assert infra[0]["infrastructure_types"] == ["command-and-control"]
-    ind = [o for o in b["objects"] if o["type"] == "indicator"][0]
+    ind = next(o for o in b["objects"] if o["type"] == "indicator")
     assert ind["pattern"] == (
         "[network-traffic:dst_ref.type = 'ipv4-addr' AND network-traffic:dst_ref.value = "
         "'203.0.113.5' AND network-traffic:dst_port = 443 AND "
@@ -91,8 +91,11 @@ def test_unknown_tlp_is_an_error() -> None:
 
 def test_ids_are_stable_and_versions_follow_last_seen() -> None:
     a = list_to_objects(_list(CASES["v4 tcp"]), "Example ISP")
-    later = _list(CASES["v4 tcp"]).set_column(4, "last_seen", pa.array(
-        [datetime(2026, 11, 5, tzinfo=T0.tzinfo)], LIST_SCHEMA.field("last_seen").type))
+    later = _list(CASES["v4 tcp"]).set_column(
+        4,
+        "last_seen",
+        pa.array([datetime(2026, 11, 5, tzinfo=T0.tzinfo)], LIST_SCHEMA.field("last_seen").type),
+    )
     b = list_to_objects(later, "Example ISP")
     assert [o["id"] for o in a] == [o["id"] for o in b]
     assert a[2]["modified"] < b[2]["modified"]
@@ -109,17 +112,28 @@ def test_reads_back(case: str) -> None:
 
 def test_reads_others_indicators_and_counts_the_rest() -> None:
     objs = [
-        {"type": "indicator", "id": "indicator--a", "pattern_type": "stix",
-         "pattern": "[ipv4-addr:value = '198.51.100.77']", "valid_from": "2026-11-01T00:00:00Z",
-         "confidence": 40},
+        {
+            "type": "indicator",
+            "id": "indicator--a",
+            "pattern_type": "stix",
+            "pattern": "[ipv4-addr:value = '198.51.100.77']",
+            "valid_from": "2026-11-01T00:00:00Z",
+            "confidence": 40,
+        },
         {"type": "indicator", "id": "indicator--b", "pattern_type": "sigma", "pattern": "x"},
-        {"type": "indicator", "id": "indicator--c", "revoked": True, "pattern_type": "stix",
-         "pattern": "[ipv4-addr:value = '198.51.100.78']"},
+        {
+            "type": "indicator",
+            "id": "indicator--c",
+            "revoked": True,
+            "pattern_type": "stix",
+            "pattern": "[ipv4-addr:value = '198.51.100.78']",
+        },
         {"type": "malware", "id": "malware--d"},
         "junk",
     ]
     report = ParseReport()
     rows = objects_to_list(objs, report).to_pylist()
     assert [(r["ip"], r["port"], r["confidence"]) for r in rows] == [
-        ("198.51.100.77", None, pytest.approx(0.4))]
+        ("198.51.100.77", None, pytest.approx(0.4))
+    ]
     assert report.skipped == 3 and len(report.problems) == 3

@@ -29,8 +29,10 @@ def server(gov: Governance) -> Iterator[tuple[str, dict[str, str]]]:
     trust.set_group("isac", read=["c2", "submissions"], write=["submissions"])
     trust.set_group("readers", read=["c2"], write=[])
     trust.set_group("droppers", read=[], write=["submissions"])
-    keys = {p: trust.add_peer(p, g) for p, g in
-            [("isac-jp", "isac"), ("isp-r", "readers"), ("isp-d", "droppers")]}
+    keys = {
+        p: trust.add_peer(p, g)
+        for p, g in [("isac-jp", "isac"), ("isp-r", "readers"), ("isp-d", "droppers")]
+    }
     with serving(gov) as base:
         yield base, keys
 
@@ -58,9 +60,11 @@ def test_discovery_api_root_and_media_type(server: tuple[str, dict[str, str]]) -
 
 @pytest.mark.parametrize(
     ("peer", "visible"),
-    [("isac-jp", {"c2": (True, False), "submissions": (True, True)}),
-     ("isp-r", {"c2": (True, False)}),
-     ("isp-d", {"submissions": (False, True)})],
+    [
+        ("isac-jp", {"c2": (True, False), "submissions": (True, True)}),
+        ("isp-r", {"c2": (True, False)}),
+        ("isp-d", {"submissions": (False, True)}),
+    ],
 )
 def test_collections_listed_by_rights(
     server: tuple[str, dict[str, str]], peer: str, visible: dict[str, tuple[bool, bool]]
@@ -71,14 +75,16 @@ def test_collections_listed_by_rights(
 
 
 @pytest.mark.parametrize("key", [None, "nonsense", "mamori_000000000000_" + "x" * 43])
-def test_no_valid_key_is_401(server: tuple[str, dict[str, str]], gov: Governance,
-                             key: str | None) -> None:
+def test_no_valid_key_is_401(
+    server: tuple[str, dict[str, str]], gov: Governance, key: str | None
+) -> None:
     base, _ = server
     r = _get(c2_url(base, gov) + "objects/", key)
     assert r.status_code == 401
     assert "objects" not in r.json()
-    assert any(e.event == "refused" and e.actor == "taxii:unauthenticated"
-               for e in gov.audit.entries())
+    assert any(
+        e.event == "refused" and e.actor == "taxii:unauthenticated" for e in gov.audit.entries()
+    )
 
 
 @pytest.mark.parametrize("path", ["", "objects/", "manifest/"])
@@ -105,7 +111,9 @@ def test_revoked_key_stops_working_at_once(
     assert _get(url, keys["isac-jp"]).status_code == 200
 
 
-def test_paging_added_after_and_filters(server: tuple[str, dict[str, str]], gov: Governance) -> None:
+def test_paging_added_after_and_filters(
+    server: tuple[str, dict[str, str]], gov: Governance
+) -> None:
     base, keys = server
     url, key = c2_url(base, gov) + "objects/", keys["isac-jp"]
     everything = _get(url, key, limit="1000").json()
@@ -131,23 +139,31 @@ def test_paging_added_after_and_filters(server: tuple[str, dict[str, str]], gov:
     assert len(inds) == 5 and {o["type"] for o in inds} == {"indicator"}
     one = _get(c2_url(base, gov) + f"objects/{inds[0]['id']}/", key).json()["objects"]
     assert one == [inds[0]]
-    reads = [json.loads(e.detail or "{}") for e in gov.audit.entries()
-             if e.event == "share-read" and e.actor == "taxii:isac-jp"]
+    reads = [
+        json.loads(e.detail or "{}")
+        for e in gov.audit.entries()
+        if e.event == "share-read" and e.actor == "taxii:isac-jp"
+    ]
     assert reads[0]["objects"] == 17 and reads[0]["ids"] == all_ids
 
 
-@pytest.mark.parametrize(("params", "status"), [({"limit": "x"}, 400), ({"next": "@@"}, 400),
-                                                ({"added_after": "yesterday"}, 400)])
-def test_bad_parameters(server: tuple[str, dict[str, str]], gov: Governance,
-                        params: dict[str, str], status: int) -> None:
+@pytest.mark.parametrize(
+    ("params", "status"),
+    [({"limit": "x"}, 400), ({"next": "@@"}, 400), ({"added_after": "yesterday"}, 400)],
+)
+def test_bad_parameters(
+    server: tuple[str, dict[str, str]], gov: Governance, params: dict[str, str], status: int
+) -> None:
     base, keys = server
     assert _get(c2_url(base, gov) + "objects/", keys["isac-jp"], **params).status_code == status
 
 
 def test_not_acceptable(server: tuple[str, dict[str, str]], gov: Governance) -> None:
     base, keys = server
-    r = httpx.get(c2_url(base, gov) + "objects/",
-                  headers={"Accept": "text/html", "Authorization": f"Bearer {keys['isac-jp']}"})
+    r = httpx.get(
+        c2_url(base, gov) + "objects/",
+        headers={"Accept": "text/html", "Authorization": f"Bearer {keys['isac-jp']}"},
+    )
     assert r.status_code == 406
 
 
@@ -155,11 +171,16 @@ def test_post_to_writable_collection_and_403_elsewhere(
     server: tuple[str, dict[str, str]], gov: Governance
 ) -> None:
     base, keys = server
-    obj = {"type": "indicator", "spec_version": "2.1",
-           "id": "indicator--8e2e2d2b-17d4-4cbf-938f-98ee46b3cd3f",
-           "created": "2026-11-01T00:00:00.000Z", "modified": "2026-11-01T00:00:00.000Z",
-           "pattern": "[ipv4-addr:value = '198.18.5.5']", "pattern_type": "stix",
-           "valid_from": "2026-11-01T00:00:00.000Z"}
+    obj = {
+        "type": "indicator",
+        "spec_version": "2.1",
+        "id": "indicator--8e2e2d2b-17d4-4cbf-938f-98ee46b3cd3f",
+        "created": "2026-11-01T00:00:00.000Z",
+        "modified": "2026-11-01T00:00:00.000Z",
+        "pattern": "[ipv4-addr:value = '198.18.5.5']",
+        "pattern_type": "stix",
+        "valid_from": "2026-11-01T00:00:00.000Z",
+    }
     bad = {"type": "indicator", "id": "malware--x", "spec_version": "2.1"}
     sub = Collection(c2_url(base, gov, "submissions"), auth=TokenAuth(keys["isp-d"]))
     status = sub.add_objects({"objects": [obj, bad]})
@@ -169,10 +190,11 @@ def test_post_to_writable_collection_and_403_elsewhere(
     assert got["objects"] == [obj]
     c2 = Collection(c2_url(base, gov), auth=TokenAuth(keys["isac-jp"]))
     with pytest.raises(Exception, match="403"):
-        c2._conn.post(c2.objects_url, headers={"Content-Type": MEDIA_TYPE, "Accept": MEDIA_TYPE},
-                      json={"objects": [obj]})
+        c2._conn.post(
+            c2.objects_url,
+            headers={"Content-Type": MEDIA_TYPE, "Accept": MEDIA_TYPE},
+            json={"objects": [obj]},
+        )
     c2.close()
-    writes = [json.loads(e.detail or "{}") for e in gov.audit.entries()
-              if e.event == "share-write"]
-    assert writes == [{"collection": "submissions", "failed": 1, "ids": [obj["id"]],
-                       "objects": 1}]
+    writes = [json.loads(e.detail or "{}") for e in gov.audit.entries() if e.event == "share-write"]
+    assert writes == [{"collection": "submissions", "failed": 1, "ids": [obj["id"]], "objects": 1}]

@@ -17,8 +17,9 @@ def test_key_shown_once_stored_hashed(gov: Governance) -> None:
     assert key.startswith("mamori_")
     assert key not in t.path.read_text()
     assert "$argon2id$" in t.path.read_text()
-    assert t.authenticate(key) == Peer("jpcert", "isac", frozenset({"c2"}),
-                                       frozenset({"submissions"}))
+    assert t.authenticate(key) == Peer(
+        "jpcert", "isac", frozenset({"c2"}), frozenset({"submissions"})
+    )
     assert t.authenticate(key[:-1] + ("A" if key[-1] != "A" else "B")) is None
     assert "key_hash" not in t.peers()["jpcert"]
 

@@ -142,7 +142,17 @@ def c2_list(gov: Governance, actor: str, *, min_score: float = 0.0) -> pa.Table:
     grant = gov.open(
         "M3",
         "findings",
-        ["detected", "kind", "method", "ip", "port", "protocol", "score", "first_seen", "last_seen"],
+        [
+            "detected",
+            "kind",
+            "method",
+            "ip",
+            "port",
+            "protocol",
+            "score",
+            "first_seen",
+            "last_seen",
+        ],
         actor,
     )
     t = grant.arrow()

@@ -69,8 +69,9 @@ def list_to_reputation(table: pa.Table, source: str, loaded: datetime | None = N
 def load_list(gov: Governance, table: pa.Table, actor: str, source: str) -> int:
     if table.num_rows == 0:
         return 0
-    gov.write("M3", "reputation", list_to_reputation(table, source), actor,
-              detail={"source": source})
+    gov.write(
+        "M3", "reputation", list_to_reputation(table, source), actor, detail={"source": source}
+    )
     return int(table.num_rows)
 
 
@@ -118,8 +119,9 @@ def poll_peer(gov: Governance, name: str, actor: str) -> ImportResult:
     collection._conn.session.hooks["response"].append(note)
     objects: list[Any] = []
     try:
-        for page in as_pages(collection.get_objects, per_request=_PAGE,
-                             added_after=remote.added_after):
+        for page in as_pages(
+            collection.get_objects, per_request=_PAGE, added_after=remote.added_after
+        ):
             objects.extend(page.get("objects", []))
     except (TAXIIServiceException, requests.RequestException) as exc:
         raise ShareError(f"polling {name} at {remote.url} failed: {exc}") from exc
@@ -130,7 +132,17 @@ def poll_peer(gov: Governance, name: str, actor: str) -> ImportResult:
     loaded = load_list(gov, table, actor, name)
     if last_added:
         trust.advance(name, max(last_added))
-    gov.audit.append(actor=actor, event="share-poll", measure="M3", dataset="reputation",
-                     detail={"peer": name, "objects": len(objects), "loaded": loaded,
-                             "skipped": report.skipped, "added_after": remote.added_after})
+    gov.audit.append(
+        actor=actor,
+        event="share-poll",
+        measure="M3",
+        dataset="reputation",
+        detail={
+            "peer": name,
+            "objects": len(objects),
+            "loaded": loaded,
+            "skipped": report.skipped,
+            "added_after": remote.added_after,
+        },
+    )
     return ImportResult(name, loaded, report.skipped, report.problems, len(objects))

@@ -87,7 +87,9 @@ def _events(doc: Any) -> list[Mapping[str, Any]]:
     if isinstance(doc, Mapping) and "response" in doc:
         doc = doc["response"]
     items = doc if isinstance(doc, list) else [doc]
-    return [e["Event"] for e in items if isinstance(e, Mapping) and isinstance(e.get("Event"), dict)]
+    return [
+        e["Event"] for e in items if isinstance(e, Mapping) and isinstance(e.get("Event"), dict)
+    ]
 
 
 def event_to_list(doc: Any, report: ParseReport) -> pa.Table:

@@ -101,7 +101,9 @@ def identity(isp_name: str) -> dict[str, Any]:
     return out
 
 
-def list_to_objects(table: pa.Table, isp_name: str, tlp: str = "amber+strict") -> list[dict[str, Any]]:
+def list_to_objects(
+    table: pa.Table, isp_name: str, tlp: str = "amber+strict"
+) -> list[dict[str, Any]]:
     """STIX objects for the C&C list ``table`` (columns of :data:`LIST_SCHEMA`)."""
     marking = tlp_marking(tlp)
     ident = identity(isp_name)
@@ -224,7 +226,10 @@ def objects_to_list(objects: Iterable[Mapping[str, Any]], report: ParseReport) -
         if not isinstance(o, Mapping):
             continue
         if o.get("type") == "infrastructure":
-            seen_by_infra[str(o.get("id"))] = (_time(o.get("first_seen")), _time(o.get("last_seen")))
+            seen_by_infra[str(o.get("id"))] = (
+                _time(o.get("first_seen")),
+                _time(o.get("last_seen")),
+            )
         elif o.get("type") == "relationship" and o.get("relationship_type") == "indicates":
             target[str(o.get("source_ref"))] = str(o.get("target_ref"))
     rows: dict[str, list[Any]] = {n: [] for n in LIST_SCHEMA.names}

@@ -45,8 +45,14 @@ from mamori.share.c2list import c2_list, guard
 from mamori.share.stix import list_to_objects
 from mamori.share.trust import COLLECTIONS, Peer, TrustStore
 
-__all__ = ["MEDIA_TYPE", "CollectionStore", "PublishResult", "collection_id", "create_taxii_app",
-           "publish"]
+__all__ = [
+    "MEDIA_TYPE",
+    "CollectionStore",
+    "PublishResult",
+    "collection_id",
+    "create_taxii_app",
+    "publish",
+]
 
 MEDIA_TYPE = "application/taxii+json;version=2.1"
 _STIX_MEDIA = "application/stix+json;version=2.1"
@@ -157,8 +163,12 @@ def publish(
         measure="M3",
         dataset="findings",
         columns=table.column_names,
-        detail={"collection": "c2", "endpoints": table.num_rows, "objects_added": len(added),
-                "tlp": tlp},
+        detail={
+            "collection": "c2",
+            "endpoints": table.num_rows,
+            "objects_added": len(added),
+            "tlp": tlp,
+        },
     )
     return PublishResult(table.num_rows, len(added), "c2")
 
@@ -173,10 +183,15 @@ class _Refusal(Exception):
         self.description = description
 
 
-def _json(body: Mapping[str, Any], status: int = 200, headers: Mapping[str, str] | None = None,
-          media: str = MEDIA_TYPE) -> Response:
-    return Response(json.dumps(body), status_code=status, media_type=media,
-                    headers=dict(headers or {}))
+def _json(
+    body: Mapping[str, Any],
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+    media: str = MEDIA_TYPE,
+) -> Response:
+    return Response(
+        json.dumps(body), status_code=status, media_type=media, headers=dict(headers or {})
+    )
 
 
 def _key_from(request: Request) -> str | None:
@@ -217,8 +232,9 @@ def _after_token(token: str) -> tuple[str, str]:
     return stamp, oid
 
 
-def _select(request: Request, entries: list[dict[str, Any]], object_id: str | None = None
-            ) -> tuple[list[dict[str, Any]], bool]:
+def _select(
+    request: Request, entries: list[dict[str, Any]], object_id: str | None = None
+) -> tuple[list[dict[str, Any]], bool]:
     q = request.query_params
     if object_id is not None:
         entries = [e for e in entries if e["object"]["id"] == object_id]
@@ -248,8 +264,9 @@ def create_taxii_app(gov: Governance, *, title: str | None = None) -> FastAPI:
     isp = gov.config.isp_name
     ids = {collection_id(isp, alias): alias for alias in COLLECTIONS}
     store = CollectionStore.of(gov)
-    app = FastAPI(title=title or f"{isp} TAXII 2.1", docs_url=None, redoc_url=None,
-                  openapi_url=None)
+    app = FastAPI(
+        title=title or f"{isp} TAXII 2.1", docs_url=None, redoc_url=None, openapi_url=None
+    )
 
     def audit(peer: str, event: str, **detail: Any) -> None:
         gov.audit.append(actor=f"taxii:{peer}", event=event, measure="M3", detail=detail)
@@ -270,8 +287,13 @@ def create_taxii_app(gov: Governance, *, title: str | None = None) -> FastAPI:
             raise _Refusal(404, "no such collection")
         allowed = {"read": peer.read, "write": peer.write, "any": peer.read | peer.write}[need]
         if alias not in allowed:
-            audit(peer.name, "refused", collection=alias, path=request.url.path,
-                  reason=f"trust group {peer.group!r} may not {need} {alias!r}")
+            audit(
+                peer.name,
+                "refused",
+                collection=alias,
+                path=request.url.path,
+                reason=f"trust group {peer.group!r} may not {need} {alias!r}",
+            )
             raise _Refusal(403, "forbidden", f"you may not {need} this collection")
         return alias
 
@@ -297,14 +319,21 @@ def create_taxii_app(gov: Governance, *, title: str | None = None) -> FastAPI:
     def discovery(request: Request) -> Response:
         authenticate(request)
         root = str(request.url_for("api_root"))
-        return _json({"title": app.title, "description": "Mamori C&C list sharing (measure M3)",
-                      "default": root, "api_roots": [root]})
+        return _json(
+            {
+                "title": app.title,
+                "description": "Mamori C&C list sharing (measure M3)",
+                "default": root,
+                "api_roots": [root],
+            }
+        )
 
     @app.get("/api/", name="api_root")
     def api_root(request: Request) -> Response:
         authenticate(request)
-        return _json({"title": app.title, "versions": [MEDIA_TYPE],
-                      "max_content_length": _MAX_POST_BYTES})
+        return _json(
+            {"title": app.title, "versions": [MEDIA_TYPE], "max_content_length": _MAX_POST_BYTES}
+        )
 
     @app.get("/api/status/{status_id}/")
     def status(request: Request, status_id: str) -> Response:
@@ -333,20 +362,32 @@ def create_taxii_app(gov: Governance, *, title: str | None = None) -> FastAPI:
         headers: dict[str, str] = {}
         body: dict[str, Any] = {"more": more}
         if page:
-            headers = {"X-TAXII-Date-Added-First": page[0]["date_added"],
-                       "X-TAXII-Date-Added-Last": page[-1]["date_added"]}
+            headers = {
+                "X-TAXII-Date-Added-First": page[0]["date_added"],
+                "X-TAXII-Date-Added-Last": page[-1]["date_added"],
+            }
             if more:
                 body["next"] = _page_token(page[-1])
             if manifest:
                 body["objects"] = [
-                    {"id": e["object"]["id"], "date_added": e["date_added"],
-                     "version": _version(e["object"]), "media_type": _STIX_MEDIA} for e in page
+                    {
+                        "id": e["object"]["id"],
+                        "date_added": e["date_added"],
+                        "version": _version(e["object"]),
+                        "media_type": _STIX_MEDIA,
+                    }
+                    for e in page
                 ]
             else:
                 body["objects"] = [e["object"] for e in page]
-        audit(peer.name, "share-read", collection=alias,
-              endpoint="manifest" if manifest else "objects", objects=len(page),
-              ids=[e["object"]["id"] for e in page])
+        audit(
+            peer.name,
+            "share-read",
+            collection=alias,
+            endpoint="manifest" if manifest else "objects",
+            objects=len(page),
+            ids=[e["object"]["id"] for e in page],
+        )
         return _json(body, headers=headers)
 
     @app.get("/api/collections/{cid}/objects/")
@@ -377,11 +418,17 @@ def create_taxii_app(gov: Governance, *, title: str | None = None) -> FastAPI:
             raise _Refusal(400, "not JSON") from None
         objects = doc.get("objects") if isinstance(doc, dict) else None
         if not isinstance(objects, list):
-            raise _Refusal(400, "not an envelope", "expected {\"objects\": [...]}")
+            raise _Refusal(400, "not an envelope", 'expected {"objects": [...]}')
         good, failures = _check_objects(objects)
         added = store.add(alias, good)
-        audit(peer.name, "share-write", collection=alias, objects=len(added),
-              ids=[a["id"] for a in added], failed=len(failures))
+        audit(
+            peer.name,
+            "share-write",
+            collection=alias,
+            objects=len(added),
+            ids=[a["id"] for a in added],
+            failed=len(failures),
+        )
         request_time = _stamp(datetime.now(UTC))
         return _json(
             {

@@ -193,7 +193,9 @@ class TrustStore:
             except (VerificationError, InvalidHashError):
                 return None
             g = data["groups"].get(p["group"], {})
-            return Peer(name, p["group"], frozenset(g.get("read", [])), frozenset(g.get("write", [])))
+            return Peer(
+                name, p["group"], frozenset(g.get("read", [])), frozenset(g.get("write", []))
+            )
         return None
 
     # ------------------------------------------------------------------ remotes
@@ -205,8 +207,11 @@ class TrustStore:
             raise TrustError(f"remote URL {url!r} must start with http:// or https://")
         with self._locked():
             data = self._read(self.remotes_path)
-            data[name] = {"url": url if url.endswith("/") else url + "/", "key": key,
-                          "added_after": None}
+            data[name] = {
+                "url": url if url.endswith("/") else url + "/",
+                "key": key,
+                "added_after": None,
+            }
             self._write(self.remotes_path, data)
 
     def remote(self, name: str) -> Remote:
@@ -216,8 +221,10 @@ class TrustStore:
         return Remote(name, r["url"], r["key"], r.get("added_after"))
 
     def remotes(self) -> list[Remote]:
-        return [Remote(n, r["url"], r["key"], r.get("added_after"))
-                for n, r in sorted(self._read(self.remotes_path).items())]
+        return [
+            Remote(n, r["url"], r["key"], r.get("added_after"))
+            for n, r in sorted(self._read(self.remotes_path).items())
+        ]
 
     def advance(self, name: str, added_after: str) -> None:
         """Remember how far polling ``name`` has got (its server's ``date_added`` clock)."""
