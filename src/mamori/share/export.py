@@ -33,9 +33,9 @@ def export(
     guard(gov, table, actor, what=f"export-{fmt}")
     isp = gov.config.isp_name
     if fmt == "stix":
-        data = json.dumps(bundle(list_to_objects(table, isp, tlp)), indent=1).encode()
+        data = json.dumps(bundle(list_to_objects(table, isp, tlp)), separators=(",", ":")).encode()
     elif fmt == "misp":
-        data = json.dumps(list_to_event(table, isp, tlp), indent=1).encode()
+        data = json.dumps(list_to_event(table, isp, tlp), separators=(",", ":")).encode()
     elif fmt == "csv":
         data = list_to_csv(table)
     else:

@@ -24,9 +24,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from mamori.share.c2list import LIST_SCHEMA
-from mamori.share.stix import TLP_LEVELS, ParseReport, _time, _ts, _uid
+from mamori.share.stix import TLP_LEVELS, ParseReport, _time, _uid, _uids
 
 __all__ = ["event_to_list", "list_to_event"]
 
@@ -43,8 +44,15 @@ def list_to_event(
     now = now or datetime.now(UTC)
     stamp = str(int(now.timestamp()))
     attrs: list[dict[str, Any]] = []
-    cols = table.select(list(LIST_SCHEMA.names)).to_pydict()
-    for ip, port, proto, first, last, conf, method in zip(*cols.values(), strict=True):
+    t = table.select(list(LIST_SCHEMA.names))
+    firsts, lasts = (
+        pc.strftime(t[c], format="%Y-%m-%dT%H:%M:%SZ", locale="C").to_pylist()
+        for c in ("first_seen", "last_seen")
+    )
+    cols = t.select(["ip", "port", "protocol", "confidence", "method"]).to_pydict()
+    for ip, port, proto, conf, method, first, last in zip(
+        *cols.values(), firsts, lasts, strict=True
+    ):
         tags = []
         if proto:
             tags.append({"name": f'mamori:protocol="{proto}"'})
@@ -52,13 +60,13 @@ def list_to_event(
             tags.append({"name": f'mamori:confidence="{round(conf, 2)}"'})
         attrs.append(
             {
-                "uuid": str(_uid(f"misp:{ip}|{port}|{proto}")),
+                "uuid": _uids(f"misp:{ip}|{port}|{proto}")[0],
                 "type": "ip-dst|port" if port is not None else "ip-dst",
                 "category": "Network activity",
                 "to_ids": True,
                 "value": f"{ip}|{port}" if port is not None else ip,
-                "first_seen": _ts(first),
-                "last_seen": _ts(last),
+                "first_seen": first,
+                "last_seen": last,
                 "timestamp": stamp,
                 "comment": f"C&C endpoint found by {method}" if method else "C&C endpoint",
                 "Tag": tags,

@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import stix2  # type: ignore[import-untyped]
 
 from mamori.share.c2list import LIST_SCHEMA
@@ -64,6 +65,16 @@ _NS = uuid.UUID("5b1b3c4e-3c1f-5d0e-9a57-6d616d6f7269")
 def _uid(name: str) -> uuid.UUID:
     """A stable id in UUIDv4 form (STIX 2.1 wants v4 for SDOs; v5 is for observables)."""
     return uuid.UUID(bytes=hashlib.sha256(_NS.bytes + name.encode()).digest()[:16], version=4)
+
+
+def _as_v4(h: str) -> str:
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:32]}"
+
+
+def _uids(key: str) -> tuple[str, str, str]:
+    """Indicator, infrastructure and relationship ids of an endpoint, from one SHA-512."""
+    h = hashlib.sha512(_NS.bytes + key.encode()).hexdigest()
+    return _as_v4(h[:32]), _as_v4(h[32:64]), _as_v4(h[64:96])
 
 
 def _ts(t: datetime) -> str:
@@ -113,8 +124,18 @@ def list_to_objects(
         "object_marking_refs": [marking["id"]],
     }
     objects: list[dict[str, Any]] = [marking, ident]
-    cols = table.select(list(LIST_SCHEMA.names)).to_pydict()
-    for ip, port, proto, first, last, conf, method in zip(*cols.values(), strict=True):
+    t = table.select(list(LIST_SCHEMA.names))
+    # Times formatted by Arrow for the whole column: ms timestamps print "…:05.123".
+    later = pc.fill_null(pc.greater(t["last_seen"], t["first_seen"]), False)
+    last_or_first = pc.if_else(later, t["last_seen"], t["first_seen"])
+    created_s, modified_s, last_s = (
+        pc.strftime(c, format="%Y-%m-%dT%H:%M:%SZ", locale="C").to_pylist()
+        for c in (t["first_seen"], last_or_first, t["last_seen"])
+    )
+    cols = t.select(["ip", "port", "protocol", "confidence", "method"]).to_pydict()
+    for ip, port, proto, conf, method, created, modified, last in zip(
+        *cols.values(), created_s, modified_s, last_s, strict=True
+    ):
         key = f"{ip}|{port}|{proto}"
         kind = "ipv6-addr" if ":" in ip else "ipv4-addr"
         clauses = [
@@ -128,9 +149,9 @@ def list_to_objects(
         if proto:
             clauses.append(f"network-traffic:protocols[*] = '{proto}'")
             where += f"/{proto}"
-        created, modified = _ts(first), _ts(max(first, last))
-        ind_id = f"indicator--{_uid('indicator:' + key)}"
-        inf_id = f"infrastructure--{_uid('infrastructure:' + key)}"
+        ind_uid, inf_uid, rel_uid = _uids(key)
+        ind_id = f"indicator--{ind_uid}"
+        inf_id = f"infrastructure--{inf_uid}"
         how = f" found by {method}" if method else ""
         ind: dict[str, Any] = {
             "type": "indicator",
@@ -159,14 +180,14 @@ def list_to_objects(
                 "name": f"C&C server {where}",
                 "infrastructure_types": ["command-and-control"],
                 "first_seen": created,
-                "last_seen": _ts(last),
+                "last_seen": last,
             }
         )
         objects.append(
             {
                 "type": "relationship",
                 **common,
-                "id": f"relationship--{_uid('indicates:' + key)}",
+                "id": f"relationship--{rel_uid}",
                 "created": created,
                 "modified": modified,
                 "relationship_type": "indicates",

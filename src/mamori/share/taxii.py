@@ -28,8 +28,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import fcntl
+import itertools
 import json
+import threading
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -80,6 +83,10 @@ class CollectionStore:
 
     def __init__(self, directory: Path) -> None:
         self.dir = directory / "collections"
+        # Parsed entries per (collection, all_versions), valid while the file is unchanged
+        # (inode, size, mtime): a page request then costs a bisect, not a parse of the file.
+        self._cache: dict[tuple[str, bool], tuple[tuple[int, int, int], Entries]] = {}
+        self._cache_lock = threading.Lock()
 
     @classmethod
     def of(cls, gov: Governance) -> CollectionStore:
@@ -103,7 +110,7 @@ class CollectionStore:
         path = self._path(alias)
         with (self.dir / f"{alias}.lock").open("a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            lines = self._lines(alias)
+            lines = self.entries(alias, all_versions=True).items
             have = {(e["object"]["id"], _version(e["object"])) for e in lines}
             last = _parse_stamp(lines[-1]["date_added"]) if lines else None
             added: list[dict[str, Any]] = []
@@ -123,8 +130,17 @@ class CollectionStore:
                     added.append({"id": obj["id"], "version": key[1], "date_added": stamp})
         return added
 
-    def entries(self, alias: str, *, all_versions: bool = False) -> list[dict[str, Any]]:
+    def entries(self, alias: str, *, all_versions: bool = False) -> Entries:
         """Stored entries in ``date_added`` order; by default only the latest version per id."""
+        try:
+            st = self._path(alias).stat()
+            stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+        except FileNotFoundError:
+            return Entries([], [])
+        with self._cache_lock:
+            hit = self._cache.get((alias, all_versions))
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
         lines = self._lines(alias)
         if not all_versions:
             latest: dict[str, dict[str, Any]] = {}
@@ -134,7 +150,16 @@ class CollectionStore:
                     latest[e["object"]["id"]] = e
             lines = list(latest.values())
         lines.sort(key=lambda e: (e["date_added"], e["object"]["id"]))
-        return lines
+        result = Entries(lines, [(e["date_added"], e["object"]["id"]) for e in lines])
+        with self._cache_lock:
+            self._cache[(alias, all_versions)] = (stamp, result)
+        return result
+
+
+@dataclass(frozen=True)
+class Entries:
+    items: list[dict[str, Any]]
+    keys: list[tuple[str, str]]  # (date_added, id) of each item, ascending
 
 
 def _version(obj: Mapping[str, Any]) -> str:
@@ -233,30 +258,37 @@ def _after_token(token: str) -> tuple[str, str]:
 
 
 def _select(
-    request: Request, entries: list[dict[str, Any]], object_id: str | None = None
+    request: Request, entries: Entries, object_id: str | None = None
 ) -> tuple[list[dict[str, Any]], bool]:
     q = request.query_params
-    if object_id is not None:
-        entries = [e for e in entries if e["object"]["id"] == object_id]
+    start = 0
     if "added_after" in q:
         try:
             after = _stamp(_parse_stamp(q["added_after"]))
         except ValueError:
             raise _Refusal(400, "bad added_after", "use an RFC 3339 timestamp") from None
-        entries = [e for e in entries if e["date_added"] > after]
-    for field, key in (("match[id]", "id"), ("match[type]", "type")):
-        if field in q:
-            wanted = set(q[field].split(","))
-            entries = [e for e in entries if e["object"].get(key) in wanted]
+        start = bisect.bisect_right(entries.keys, (after, "\U0010ffff"))
     if "next" in q:
-        pos = _after_token(q["next"])
-        entries = [e for e in entries if (e["date_added"], e["object"]["id"]) > pos]
+        start = max(start, bisect.bisect_right(entries.keys, _after_token(q["next"])))
     try:
         limit = int(q.get("limit", _DEFAULT_LIMIT))
     except ValueError:
         raise _Refusal(400, "bad limit") from None
     limit = max(1, min(limit, _MAX_LIMIT))
-    return entries[:limit], len(entries) > limit
+    wanted: list[tuple[str, set[str]]] = [
+        (key, set(q[field].split(",")))
+        for field, key in (("match[id]", "id"), ("match[type]", "type"))
+        if field in q
+    ]
+    if object_id is not None:
+        wanted.append(("id", {object_id}))
+    page: list[dict[str, Any]] = []
+    for e in itertools.islice(entries.items, start, None):
+        if all(e["object"].get(key) in values for key, values in wanted):
+            if len(page) == limit:
+                return page, True
+            page.append(e)
+    return page, False
 
 
 def create_taxii_app(gov: Governance, *, title: str | None = None) -> FastAPI:
