@@ -116,6 +116,8 @@ def poll_peer(gov: Governance, name: str, actor: str) -> ImportResult:
         if stamp:
             last_added.append(stamp)
 
+    # taxii2-client returns only the JSON body; the server's clock position is in a header, so a
+    # requests response hook on the client's session reads it.
     collection._conn.session.hooks["response"].append(note)
     objects: list[Any] = []
     try:
