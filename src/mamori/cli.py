@@ -1270,17 +1270,6 @@ _PENDING: list[tuple[typer.Typer, str, str, str, int | None]] = [
     (app, "attribute", "attribute", "Who held an address (and port) at a time (audited).", 6),
     (app, "act", "act", "Turn findings into actions: RPZ, filters, FlowSpec, SMTP refusals.", 8),
     (app, "notify", "notify", "Send alert e-mails to subscribers (M5, M6, M9).", 6),
-    (share_app, "export", "share export", "Export the C&C list (STIX 2.1, MISP, CSV).", 9),
-    (share_app, "import", "share import", "Import peers' C&C lists.", 9),
-    (share_app, "peers", "share peers", "Manage TAXII peers and trust groups.", 9),
-    (
-        report_app,
-        "transparency",
-        "report transparency",
-        "The public transparency report for a month.",
-        7,
-    ),
-    (app, "serve", "serve", "Serve the web console.", 7),
 ]
 
 
