@@ -34,6 +34,7 @@ __all__ = [
     "AddressPool",
     "CollectorConfig",
     "ConfigError",
+    "DnsConfig",
     "GovernanceConfig",
     "MamoriConfig",
     "RetentionConfig",
@@ -149,6 +150,43 @@ class WebConfig(_Model):
     )
 
 
+class DnsConfig(_Model):
+    """DNS protection (M7, M8): the RPZ zones Mamori writes and the resolver it keeps in step."""
+
+    rpz_dir: Path | None = Field(
+        default=None, description="where zone files are written; default <store>/_state/rpz"
+    )
+    c2_zone: str = Field(default="c2.rpz.mamori.", description="RPZ zone of C&C names (M7)")
+    warning_zone: str = Field(
+        default="warning.rpz.mamori.", description="RPZ zone of malware/phishing sites (M8)"
+    )
+    c2_action: Literal["nxdomain", "nodata", "drop", "cname-warning"] = "nxdomain"
+    warning_host: str = Field(
+        default="warning.mamori.invalid.",
+        description="host name serving the warning page; listed sites become a CNAME to it",
+    )
+    warning_addrs: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...] = Field(
+        default=(), description="if set, listed sites answer these A/AAAA records directly"
+    )
+    ttl: int = Field(default=300, gt=0, le=86400)
+    subdomains: bool = Field(default=True, description="also list *.name for every name")
+    url_hosts: bool = Field(
+        default=True, description="take host names of listed malware/phishing URLs"
+    )
+    never_block: tuple[str, ...] = Field(
+        default=(), description="domains (and their subdomains) never put in a zone"
+    )
+    unbound_control: tuple[str, ...] = Field(
+        default=("unbound-control",), description="command (and -c/-s options) to reach Unbound"
+    )
+    clients_file: Path | None = Field(
+        default=None,
+        description="Unbound include file of access-control-tag lines; default "
+        "<store>/_state/resolver/clients.conf",
+    )
+    sync_interval_s: float = Field(default=2.0, gt=0, le=3600)
+
+
 class MamoriConfig(BaseSettings):
     """The effective configuration."""
 
@@ -172,6 +210,7 @@ class MamoriConfig(BaseSettings):
     collector: CollectorConfig = CollectorConfig()
     smtp: SmtpConfig = SmtpConfig()
     web: WebConfig = WebConfig()
+    dns: DnsConfig = DnsConfig()
 
     @field_validator("measures")
     @classmethod
