@@ -1,0 +1,355 @@
+"""Infected-host detection by matching (measure M4): flows and resolver queries against the C&C
+lists in force.
+
+* Flows: a flow *to* a listed C&C address (and port, when the entry names one) makes the flow's
+  source the subscriber side; a flow *from* one (the C&C server's answer, often the only direction
+  a sampling router kept) makes its destination the subscriber side.
+* Resolver queries: the queried name and each of its parent domains against listed C&C names.
+* An entry counts only while valid: from the source's first-seen time (or always, when it gives
+  none) until it expires.
+
+Everything is read through governance for M4, so the rows of subscribers who opted out are gone
+before any comparison; the joins run in DuckDB on the grants' relations. Matches are grouped into
+findings per subscriber-side address (per address *and port* inside CGNAT pools, where an address
+alone names no one), split where the address was quiet for longer than ``gap``. Each finding's
+matched communications are written to ``matches`` (kept 30 days, for the alert) and the finding to
+``findings``; the evidence holds counts and indicators, never who the subscriber is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import itertools
+import json
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import BaseModel
+
+from mamori.governance import Governance
+from mamori.ingest.reputation import current_reputation_grant
+from mamori.schemas import FINDINGS
+
+__all__ = ["MatchReport", "match_reputation"]
+
+MEASURE = "M4"
+_FOREVER = "TIMESTAMPTZ '9999-12-31 00:00:00+00'"
+_ORIGIN = "TIMESTAMPTZ '0001-01-01 00:00:00+00'"
+_PROTO = {6: "tcp", 17: "udp"}
+_names = itertools.count(1)
+
+
+class MatchReport(BaseModel):
+    """What a matching run did; ``findings`` are JSON-ready (as ``detect infected --json``)."""
+
+    since: datetime | None
+    until: datetime | None
+    indicators_ip: int
+    indicators_domain: int
+    flow_matches: int
+    dns_matches: int
+    matches_stored: int
+    findings: list[dict[str, Any]]
+    seconds: float
+
+
+def _v4_int(col: str) -> str:
+    """SQL: an IPv4 text column as an integer (NULL for anything else)."""
+    parts = " + ".join(
+        f"(TRY_CAST(split_part({col}, '.', {k + 1}) AS UBIGINT) << {24 - 8 * k})" for k in range(4)
+    )
+    return f"(CASE WHEN regexp_full_match({col}, '\\d+\\.\\d+\\.\\d+\\.\\d+') THEN {parts} END)"
+
+
+def _in_nets(col: str, nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> str | None:
+    """SQL condition: ``col`` lies in one of the IPv4 ``nets`` (IPv6 ones are not checked here)."""
+    v4 = [n for n in nets if n.version == 4]
+    if not v4:
+        return None
+    x = _v4_int(col)
+    return (
+        "("
+        + " OR ".join(
+            f"{x} BETWEEN {int(n.network_address)} AND {int(n.broadcast_address)}" for n in v4
+        )
+        + ")"
+    )
+
+
+def _fid(ip: str, port: int, first: datetime) -> str:
+    key = f"{MEASURE}|reputation|{ip}|{port}|{first.isoformat()}"
+    return "inf-" + hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+def _sql(
+    rep: str,
+    flows: str,
+    dns: str,
+    *,
+    categories: tuple[str, ...],
+    pool_cond: str | None,
+    cgnat_cond: str | None,
+    gap_s: int,
+) -> str:
+    cats = ", ".join("'" + c.replace("'", "''") + "'" for c in categories)
+    keep = pool_cond.replace("{ip}", "ip") if pool_cond else "TRUE"
+    cgnat = cgnat_cond.replace("{ip}", "ip") if cgnat_cond else "FALSE"
+    return f"""
+WITH rep AS (
+    SELECT indicator_type, ip, port, domain, confidence, malware, source,
+           coalesce(first_seen, {_ORIGIN}) AS vf, coalesce(expires, {_FOREVER}) AS vu
+    FROM {rep} WHERE category IN ({cats})
+),
+rep_ip AS (SELECT * FROM rep WHERE ip IS NOT NULL AND indicator_type IN ('ip', 'ip-port')),
+rep_dom AS (SELECT * FROM rep WHERE domain IS NOT NULL AND indicator_type = 'domain'),
+fm_raw AS (
+    SELECT f.time_start AS ts, f.src_addr AS ip, f.src_port AS port, f.protocol,
+           f.dst_addr AS peer, f.dst_port AS peer_port, 'to' AS via,
+           coalesce(f.sampling_rate, 1) AS weight, r.ip AS rip, r.port AS rport,
+           r.confidence, r.malware, r.source
+    FROM {flows} f JOIN rep_ip r
+      ON f.dst_addr = r.ip AND (r.port IS NULL OR f.dst_port = r.port)
+    WHERE f.time_start >= r.vf AND f.time_start < r.vu
+    UNION ALL
+    SELECT f.time_start, f.dst_addr, f.dst_port, f.protocol, f.src_addr, f.src_port, 'from',
+           coalesce(f.sampling_rate, 1), r.ip, r.port, r.confidence, r.malware, r.source
+    FROM {flows} f JOIN rep_ip r
+      ON f.src_addr = r.ip AND (r.port IS NULL OR f.src_port = r.port)
+    WHERE f.time_start >= r.vf AND f.time_start < r.vu
+),
+-- one row per matched flow: the most specific entry (address and port over address alone)
+fm AS (
+    SELECT ts, ip, port, protocol, via, weight,
+           arg_max(rip || coalesce(':' || rport::VARCHAR, ''), (rport IS NOT NULL)::INT)
+               AS indicator,
+           max(confidence) AS confidence, list(DISTINCT malware) AS malware,
+           list(DISTINCT source) AS sources
+    FROM fm_raw GROUP BY ts, ip, port, protocol, peer, peer_port, via, weight
+),
+dq AS (
+    SELECT ts, client_addr, client_port, qname, string_split(qname, '.') AS parts
+    FROM {dns} WHERE qname IS NOT NULL
+),
+dn AS (
+    SELECT ts, client_addr, client_port, qname,
+           array_to_string(parts[i:], '.') AS name
+    FROM (SELECT *, unnest(generate_series(1, len(parts) - 1)) AS i FROM dq)
+),
+dm AS (
+    SELECT q.ts, q.client_addr AS ip, q.client_port AS port, NULL::UTINYINT AS protocol,
+           'dns' AS via, 1::BIGINT AS weight, arg_max(r.domain, length(r.domain)) AS indicator,
+           max(r.confidence) AS confidence, list(DISTINCT r.malware) AS malware,
+           list(DISTINCT r.source) AS sources
+    FROM dn q JOIN rep_dom r ON q.name = r.domain
+    WHERE q.ts >= r.vf AND q.ts < r.vu
+    GROUP BY q.ts, q.client_addr, q.client_port, q.qname
+),
+m AS (
+    SELECT * FROM (SELECT * FROM fm UNION ALL BY NAME SELECT * FROM dm) WHERE {keep}
+),
+k AS (
+    SELECT *, CASE WHEN {cgnat} THEN coalesce(port::INTEGER, -1) ELSE -1 END AS key_port
+    FROM m
+),
+s AS (
+    SELECT *, CASE WHEN lag(ts) OVER w IS NULL
+                     OR ts - lag(ts) OVER w > INTERVAL {gap_s} SECOND THEN 1 ELSE 0 END AS brk
+    FROM k WINDOW w AS (PARTITION BY ip, key_port ORDER BY ts)
+)
+SELECT ts, ip, port, protocol, via, weight, indicator, confidence,
+       array_to_string(list_filter(malware, x -> x IS NOT NULL), '|') AS malware,
+       array_to_string(sources, '|') AS sources, key_port,
+       sum(brk) OVER (PARTITION BY ip, key_port ORDER BY ts ROWS UNBOUNDED PRECEDING) AS sess
+FROM s
+"""
+
+
+def _split(joined: list[str | None]) -> list[str]:
+    return sorted({x for text in joined if text for x in text.split("|") if x})[:10]
+
+
+def _findings(g: pa.Table, detected: datetime) -> tuple[pa.Table, list[dict[str, Any]]]:
+    """Group the session-numbered matches into findings (Arrow group-by), one evidence object
+    per finding."""
+    grouped = g.group_by(["ip", "key_port", "sess"]).aggregate(
+        [
+            ("ts", "min"),
+            ("ts", "max"),
+            ("confidence", "max"),
+            ("indicator", "distinct"),
+            ("via", "list"),
+            ("weight", "sum"),
+            ("protocol", "list"),
+            ("malware", "list"),
+            ("sources", "list"),
+        ]
+    )
+    rows: list[dict[str, Any]] = []
+    for r in grouped.to_pylist():
+        vias = Counter(r["via_list"])
+        n = sum(vias.values())
+        conf = float(r["confidence_max"] or 0.0)
+        first: datetime = r["ts_min"]
+        port = None if r["key_port"] < 0 else int(r["key_port"])
+        protos = Counter(p for p in r["protocol_list"] if p is not None)
+        indicators = sorted(r["indicator_distinct"])
+        rows.append(
+            {
+                "detected": detected,
+                "finding_id": _fid(r["ip"], r["key_port"], first),
+                "kind": "infected",
+                "method": "reputation",
+                "ip": r["ip"],
+                "port": port,
+                "protocol": _PROTO.get(protos.most_common(1)[0][0]) if protos else None,
+                # repeated, independent contacts make an accidental match less likely
+                "score": round(1.0 - (1.0 - conf) ** min(n, 3), 4),
+                "first_seen": first,
+                "last_seen": r["ts_max"],
+                "measure": MEASURE,
+                "evidence": json.dumps(
+                    {
+                        "indicators": indicators[:20],
+                        "indicator_count": len(indicators),
+                        "flows_to_indicator": vias.get("to", 0),
+                        "flows_from_indicator": vias.get("from", 0),
+                        "flows_estimated": int(r["weight_sum"] or 0) - vias.get("dns", 0),
+                        "queries": vias.get("dns", 0),
+                        "malware": _split(r["malware_list"]),
+                        "sources": _split(r["sources_list"]),
+                        "max_confidence": round(conf, 4),
+                    },
+                    sort_keys=True,
+                ),
+                "_key": (r["ip"], r["key_port"], r["sess"]),
+            }
+        )
+    return grouped, rows
+
+
+def match_reputation(
+    gov: Governance,
+    *,
+    actor: str,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    categories: tuple[str, ...] = ("c2",),
+    gap: timedelta = timedelta(hours=1),
+    write: bool = True,
+) -> MatchReport:
+    """Match M4's flows and resolver queries in [since, until) against the C&C lists in force
+    now; store the matches and the ``infected`` findings (unless ``write`` is false)."""
+    t0 = time.perf_counter()
+    now = datetime.now(UTC)
+    detected = now.replace(microsecond=now.microsecond // 1000 * 1000)  # the store keeps ms
+    # the latest list of each source, each entry used only while it was valid (see _sql)
+    rep = current_reputation_grant(gov, MEASURE, actor, drop_expired=False)
+    flows = gov.open(
+        MEASURE,
+        "flows",
+        ["time_start", "src_addr", "dst_addr", "src_port", "dst_port", "protocol", "sampling_rate"],
+        actor,
+        start=since,
+        end=until,
+    )
+    dns = gov.open(
+        MEASURE,
+        "dns_queries",
+        ["ts", "client_addr", "client_port", "qname"],
+        actor,
+        start=since,
+        end=until,
+    )
+    n = next(_names)
+    vrep, vflows, vdns = f"m4_rep_{n}", f"m4_flows_{n}", f"m4_dns_{n}"
+    rep.relation.create_view(vrep)
+    flows.relation.create_view(vflows)
+    cfg = gov.config
+    pools = _in_nets("{ip}", list(cfg.pools())) if cfg.address_plan else None
+    cgnat = _in_nets("{ip}", list(cfg.pools("cgnat")))
+    counts = rep.relation.query(
+        vrep,
+        f"SELECT count(*) FILTER (WHERE ip IS NOT NULL AND indicator_type IN ('ip', 'ip-port')),"
+        f" count(*) FILTER (WHERE domain IS NOT NULL AND indicator_type = 'domain') FROM {vrep}"
+        f" WHERE category IN ({', '.join(repr(c) for c in categories)})",
+    ).fetchall()[0]
+    g = dns.relation.query(
+        vdns,
+        _sql(
+            vrep,
+            vflows,
+            vdns,
+            categories=categories,
+            pool_cond=pools,
+            cgnat_cond=cgnat,
+            gap_s=int(gap.total_seconds()),
+        ),
+    ).to_arrow_table()
+    _, rows = _findings(g, detected)
+    n_dns = int(pc.sum(pc.equal(g.column("via"), "dns")).as_py() or 0) if g.num_rows else 0
+    stored = 0
+    if rows and write:
+        ids = pa.table(
+            {
+                "ip": [r["_key"][0] for r in rows],
+                "key_port": pa.array([r["_key"][1] for r in rows], g.schema.field("key_port").type),
+                "sess": pa.array([r["_key"][2] for r in rows], g.schema.field("sess").type),
+                "finding_id": [r["finding_id"] for r in rows],
+            }
+        )
+        joined = g.join(ids, ["ip", "key_port", "sess"], join_type="inner")
+        matches = pa.table(
+            {
+                "ts": joined.column("ts"),
+                "ip": joined.column("ip"),
+                "port": joined.column("port"),
+                "indicator": joined.column("indicator"),
+                "finding_id": joined.column("finding_id"),
+            }
+        ).sort_by("ts")
+        gov.write(
+            MEASURE,
+            "matches",
+            matches,
+            actor,
+            detail={"method": "reputation", "findings": len(rows)},
+        )
+        stored = matches.num_rows
+        findings = pa.Table.from_pylist(
+            [{k: v for k, v in r.items() if k != "_key"} for r in rows], schema=FINDINGS.arrow
+        )
+        gov.write(MEASURE, "findings", findings, actor, detail={"method": "reputation"})
+    out = []
+    for r in rows:
+        out.append(
+            {
+                "finding_id": r["finding_id"],
+                "kind": "infected",
+                "ip": r["ip"],
+                "port": r["port"],
+                "proto": r["protocol"],
+                "score": r["score"],
+                "method": "reputation",
+                "first_seen": r["first_seen"].astimezone(UTC).isoformat().replace("+00:00", "Z"),
+                "last_seen": r["last_seen"].astimezone(UTC).isoformat().replace("+00:00", "Z"),
+                "evidence": json.loads(r["evidence"]),
+                "measure": MEASURE,
+            }
+        )
+    out.sort(key=lambda f: (f["first_seen"], f["ip"], f["port"] or -1))
+    return MatchReport(
+        since=since,
+        until=until,
+        indicators_ip=int(counts[0]),
+        indicators_domain=int(counts[1]),
+        flow_matches=g.num_rows - n_dns,
+        dns_matches=n_dns,
+        matches_stored=stored,
+        findings=out,
+        seconds=round(time.perf_counter() - t0, 3),
+    )

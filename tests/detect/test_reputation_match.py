@@ -1,0 +1,220 @@
+"""M4 matching: flows and resolver queries against the C&C lists in force, through governance.
+
+The address plan (tests/conftest.py): 10.0.0.0/16 dynamic, 192.0.2.0/24 static,
+198.51.100.0/28 CGNAT. C&C servers live in 203.0.113.0/24.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+
+import pyarrow as pa
+import pytest
+
+from mamori.detect.reputation_match import match_reputation
+from mamori.governance import Governance
+from tests.conftest import HOUR, T0, flow, table
+
+MIN = timedelta(minutes=1)
+CC_PORT = "203.0.113.66"  # listed with port 443
+CC_ADDR = "203.0.113.67"  # listed without port
+CC_LATE = "203.0.113.69"  # valid from T0+1h until T0+2h
+STAGE1 = "203.0.113.68"  # first-stage, not a C&C: no match
+
+
+def _rep(ind: str, *, port: int | None = None, domain: str | None = None, **kw: object) -> dict:
+    return {
+        "loaded": T0 - 24 * HOUR,
+        "indicator_type": "domain" if domain else ("ip-port" if port else "ip"),
+        "ip": None if domain else ind,
+        "port": port,
+        "domain": domain,
+        "category": kw.pop("category", "c2"),
+        "confidence": 0.9,
+        "source": kw.pop("source", "test-feed"),
+        **kw,
+    }
+
+
+def _world(gov: Governance) -> None:
+    gov.write_registry(
+        "allocations",
+        table(
+            [
+                {"start": T0 - HOUR, "end": T0 + HOUR, "addr": "10.0.0.1", "subscriber_id": "X"},
+                {"start": T0 + HOUR, "end": None, "addr": "10.0.0.1", "subscriber_id": "Y2"},
+                {"start": T0 - HOUR, "end": None, "addr": "10.0.0.2", "subscriber_id": "Y"},
+                {
+                    "start": T0 - HOUR,
+                    "end": None,
+                    "addr": "198.51.100.1",
+                    "port_start": 1024,
+                    "port_end": 2047,
+                    "subscriber_id": "X",
+                },
+                {
+                    "start": T0 - HOUR,
+                    "end": None,
+                    "addr": "198.51.100.1",
+                    "port_start": 2048,
+                    "port_end": 3071,
+                    "subscriber_id": "Z",
+                },
+            ]
+        ),
+        "test",
+        source="csv",
+    )
+    gov.write_registry(
+        "reputation",
+        table(
+            [
+                _rep(CC_PORT, port=443),
+                _rep(CC_PORT, port=443, source="other-feed"),  # listed twice: one match
+                _rep(CC_ADDR),
+                _rep(CC_LATE, first_seen=T0 + HOUR, expires=T0 + 2 * HOUR),
+                _rep(STAGE1, category="first-stage"),
+                _rep("", domain="evil.example"),
+            ]
+        ),
+        "test",
+        source="test-feed",
+    )
+    gov.write(
+        "M1",
+        "flows",
+        table(
+            [
+                flow("10.0.0.1", CC_PORT, T0, sport=40000),  # X
+                flow("10.0.0.1", CC_PORT, T0 + 10 * MIN, sport=40001),  # X, same finding
+                flow("10.0.0.2", CC_PORT, T0, sport=40002, dport=8080),  # wrong port
+                flow(CC_ADDR, "10.0.0.2", T0 + 2 * MIN, sport=80, dport=50000),  # answer to Y
+                flow("10.0.0.2", STAGE1, T0, sport=40003),  # first-stage only
+                flow("198.51.100.1", CC_PORT, T0, sport=1500),  # X behind CGNAT
+                flow("198.51.100.1", CC_PORT, T0 + MIN, sport=2500),  # Z behind CGNAT
+                flow("10.0.0.2", CC_LATE, T0, sport=40004),  # before it was listed
+                flow("10.0.0.2", CC_LATE, T0 + 90 * MIN, sport=40005),  # valid
+                flow("10.0.0.2", CC_LATE, T0 + 3 * HOUR, sport=40006),  # expired
+                flow("203.0.113.7", CC_PORT, T0),  # not a subscriber address
+                flow("10.0.0.1", CC_PORT, T0 + 2 * HOUR, sport=40007),  # Y2 (after X)
+            ]
+        ),
+        "collector",
+    )
+    queries = [
+        ("a.b.evil.example", T0 + 5 * MIN),  # parent domain listed
+        ("notevil.example", T0 + 6 * MIN),  # a suffix, not a parent: no match
+        ("evil.example.org", T0 + 7 * MIN),  # no match
+    ]
+    gov.write(
+        "M7",
+        "dns_queries",
+        table(
+            [
+                {"ts": t, "client_addr": "10.0.0.2", "client_port": 5353, "qname": q, "qtype": 1}
+                for q, t in queries
+            ]
+        ),
+        "resolver",
+    )
+
+
+def _matches(gov: Governance) -> list[dict[str, object]]:
+    rows = gov.open("M5", "matches", None, "test").arrow().to_pylist()
+    return sorted(rows, key=lambda r: (r["ts"], r["ip"], r["port"] or 0))
+
+
+def _key(f: dict[str, object]) -> tuple[object, object, str]:
+    return f["ip"], f["port"], str(f["first_seen"])
+
+
+EXPECTED = {
+    ("10.0.0.1", None, "2026-11-01T10:00:00Z"),  # X: two flows
+    ("10.0.0.2", None, "2026-11-01T10:02:00Z"),  # Y: C&C answer + DNS parent
+    ("10.0.0.2", None, "2026-11-01T11:30:00Z"),  # Y: late-listed C&C, over an hour later
+    ("198.51.100.1", 1500, "2026-11-01T10:00:00Z"),  # X behind CGNAT
+    ("198.51.100.1", 2500, "2026-11-01T10:01:00Z"),  # Z behind CGNAT
+    ("10.0.0.1", None, "2026-11-01T12:00:00Z"),  # Y2
+}
+
+
+def test_matches_flows_and_queries(gov: Governance) -> None:
+    _world(gov)
+    report = match_reputation(gov, actor="test")
+    assert {_key(f) for f in report.findings} == EXPECTED
+    assert (report.indicators_ip, report.indicators_domain) == (4, 1)
+    assert report.dns_matches == 1
+    y = next(f for f in report.findings if _key(f) == ("10.0.0.2", None, "2026-11-01T10:02:00Z"))
+    ev = y["evidence"]
+    assert ev["flows_from_indicator"] == 1 and ev["queries"] == 1
+    assert ev["indicators"] == [CC_ADDR, "evil.example"]
+    assert y["measure"] == "M4" and y["method"] == "reputation" and y["proto"] == "tcp"
+    x = next(f for f in report.findings if _key(f) == ("10.0.0.1", None, "2026-11-01T10:00:00Z"))
+    assert x["evidence"]["flows_to_indicator"] == 2
+    assert x["evidence"]["sources"] == ["other-feed", "test-feed"]
+    assert x["last_seen"] == "2026-11-01T10:10:00Z"
+    assert 0.9 <= x["score"] <= 1.0
+    # every matched communication is recorded for the alert, with its finding
+    m = _matches(gov)
+    assert len(m) == report.matches_stored == 8
+    assert {(r["ip"], r["port"], r["indicator"]) for r in m if r["ts"] == T0} == {
+        ("10.0.0.1", 40000, f"{CC_PORT}:443"),
+        ("198.51.100.1", 1500, f"{CC_PORT}:443"),
+    }
+    ids = {f["finding_id"] for f in report.findings}
+    assert {r["finding_id"] for r in m} == ids
+    stored = gov.open("M2", "findings", None, "test").arrow().to_pylist()
+    assert {r["finding_id"] for r in stored} == ids
+    # evidence never names a subscriber
+    text = json.dumps([r["evidence"] for r in stored])
+    assert not any(s in text for s in ('"X"', '"Y"', '"Z"', "subscriber"))
+
+
+def test_opted_out_subscriber_never_matches(gov: Governance) -> None:
+    _world(gov)
+    gov.consent.set("X", "M4", False, actor="X", channel="web", at=T0 - 2 * HOUR)
+    report = match_reputation(gov, actor="test")
+    # X's address before T0+1h and X's CGNAT ports are gone; Y2's later use of 10.0.0.1 stays
+    assert {_key(f) for f in report.findings} == EXPECTED - {
+        ("10.0.0.1", None, "2026-11-01T10:00:00Z"),
+        ("198.51.100.1", 1500, "2026-11-01T10:00:00Z"),
+    }
+    m = _matches(gov)
+    assert not [r for r in m if r["ip"] == "10.0.0.1" and r["ts"] < T0 + HOUR]
+    assert not [r for r in m if r["port"] == 1500]
+
+
+@pytest.mark.parametrize(
+    ("since", "until", "n"),
+    [
+        (None, None, 6),
+        (T0 + HOUR, None, 2),  # the late-listed C&C and Y2
+        (None, T0 + HOUR, 4),
+        (T0 + 4 * HOUR, None, 0),
+    ],
+)
+def test_window(gov: Governance, since: datetime | None, until: datetime | None, n: int) -> None:
+    _world(gov)
+    report = match_reputation(gov, actor="test", since=since, until=until, write=False)
+    assert len(report.findings) == n
+    assert report.matches_stored == 0
+
+
+def test_no_data_no_findings(gov: Governance) -> None:
+    report = match_reputation(gov, actor="test")
+    assert report.findings == [] and report.flow_matches == 0
+
+
+def test_matches_are_audited_under_m4(gov: Governance) -> None:
+    _world(gov)
+    match_reputation(gov, actor="detector")
+    events = [
+        (e.event, e.dataset)
+        for e in gov.audit.entries()
+        if e.actor == "detector" and e.measure == "M4"
+    ]
+    assert ("access", "flows") in events and ("access", "dns_queries") in events
+    assert ("access", "reputation") in events
+    assert ("write", "matches") in events and ("write", "findings") in events
+    assert isinstance(pa.table({"x": [1]}), pa.Table)
