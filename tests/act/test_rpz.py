@@ -159,3 +159,18 @@ def test_unbound_answers_nodata_for_c2_when_configured(dns_gov: Governance, tmp_
             [*ub.control, "list_auth_zones"], capture_output=True, text=True, check=True
         ).stdout
         assert "c2.rpz.mamori." in zones and "warning.rpz.mamori." in zones
+
+
+def test_a_name_the_feed_no_longer_lists_leaves_the_zone(dns_gov: Governance, tmp_path: Path) -> None:
+    import time
+
+    time.sleep(0.01)  # a later load of the same source
+    later = reputation_table([("domain", "new.example", None, "c2", None)])
+    later = later.set_column(0, "loaded", pa.array([datetime.now(UTC)], pa.timestamp("ms", tz="UTC")))
+    dns_gov.write_registry("reputation", later, "test", source="test")
+    c2 = generate_rpz(dns_gov, "test", out_dir=tmp_path).by_measure("M7")
+    zone = dns.zone.from_file(str(c2.path), origin=c2.zone, relativize=True)
+    assert sorted(n.to_text() for n, _ in zone.iterate_rdatasets("CNAME")) == [
+        "*.new.example",
+        "new.example",
+    ]

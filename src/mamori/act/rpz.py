@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict
 
 from mamori.config import DnsConfig, MamoriConfig
 from mamori.governance import Governance
+from mamori.ingest.reputation import current_reputation
 
 __all__ = [
     "C2_CATEGORIES",
@@ -300,7 +301,8 @@ def generate_rpz(
         ("M8", dns.warning_zone, WARNING_CATEGORIES, _warning_rdata(dns)),
     ):
         t0 = time.perf_counter()
-        rep = gov.open(measure, "reputation", _COLUMNS, actor).arrow()
+        # per source, its latest load only: a name a feed no longer lists leaves the zone
+        rep = current_reputation(gov, measure, actor, now).select(_COLUMNS)
         names, rejected = policy_names(
             rep, cats, at=now, url_hosts=dns.url_hosts, never_block=dns.never_block
         )
