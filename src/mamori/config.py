@@ -185,6 +185,11 @@ class DnsConfig(_Model):
         "<store>/_state/resolver/clients.conf",
     )
     sync_interval_s: float = Field(default=2.0, gt=0, le=3600)
+    continue_url: str | None = Field(
+        default=None,
+        description="warning page 'continue' target, with {url}: a forwarding proxy that does "
+        "not use the policy resolver; unset: the page explains how to switch the warning off",
+    )
 
 
 class MamoriConfig(BaseSettings):
