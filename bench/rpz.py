@@ -26,12 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mamori.act.resolver import (  # noqa: E402
     UnboundControl,
-    clients_file,
-    consenting_clients,
-    render_clients,
+    prepare_resolver_files,
     unbound_snippet,
 )
-from mamori.act.rpz import atomic_write, generate_rpz  # noqa: E402
 from mamori.config import DnsConfig, load_config  # noqa: E402
 from mamori.governance import Governance  # noqa: E402
 from tests.unbound_harness import DOMAIN, running_unbound  # noqa: E402
@@ -101,7 +98,7 @@ def main() -> None:
             source="csv",
         )
         t0 = time.perf_counter()
-        result = generate_rpz(gov, "bench")
+        result = prepare_resolver_files(gov, "bench")
         gen = time.perf_counter() - t0
         names = sum(z.names for z in result.zones)
         records = sum(z.records for z in result.zones)
@@ -112,7 +109,6 @@ def main() -> None:
         )
         for z in result.zones:
             print(f"  {z.measure} {z.zone}: {z.names:,} names, serial {z.serial}, {z.seconds:.2f} s")
-        atomic_write(clients_file(cfg), [render_clients(consenting_clients(gov, "bench"))])
         if args.skip_unbound:
             return
         t0 = time.perf_counter()

@@ -160,6 +160,10 @@ class DnsConfig(_Model):
     warning_zone: str = Field(
         default="warning.rpz.mamori.", description="RPZ zone of malware/phishing sites (M8)"
     )
+    optout_zone: str = Field(
+        default="optout.rpz.mamori.",
+        description="small RPZ zone of client addresses that just withdrew consent (passthru)",
+    )
     c2_action: Literal["nxdomain", "nodata", "drop", "cname-warning"] = "nxdomain"
     warning_host: str = Field(
         default="warning.mamori.invalid.",
@@ -185,6 +189,14 @@ class DnsConfig(_Model):
         "<store>/_state/resolver/clients.conf",
     )
     sync_interval_s: float = Field(default=2.0, gt=0, le=3600)
+    tag_reload_min_interval_s: float = Field(
+        default=0.0,
+        ge=0,
+        le=86400,
+        description="least time between two reloads of the client tags; a reload re-reads the "
+        "zones (seconds per million names, not answering meanwhile): raise it for large zones. "
+        "Withdrawn consent applies at once regardless (opt-out zone)",
+    )
     continue_url: str | None = Field(
         default=None,
         description="warning page 'continue' target, with {url}: a forwarding proxy that does "

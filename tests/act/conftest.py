@@ -9,8 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from mamori.act.resolver import consenting_clients, render_clients, unbound_snippet
-from mamori.act.rpz import atomic_write, generate_rpz
+from mamori.act.resolver import prepare_resolver_files, unbound_snippet
 from mamori.config import DnsConfig
 from mamori.governance import Governance
 from tests.conftest import make_config
@@ -76,11 +75,6 @@ def dns_gov(tmp_path: Path) -> Iterator[Governance]:
 @pytest.fixture
 def unbound(dns_gov: Governance, tmp_path: Path) -> Iterator[Unbound]:
     """Unbound loading the zones and client tags Mamori wrote, as an operator would set it up."""
-    from mamori.act.resolver import clients_file
-
-    generate_rpz(dns_gov, "test")
-    atomic_write(
-        clients_file(dns_gov.config), [render_clients(consenting_clients(dns_gov, "test"))]
-    )
+    prepare_resolver_files(dns_gov, "test")
     with running_unbound(tmp_path / "unbound", unbound_snippet(dns_gov.config)) as ub:
         yield ub

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+import dns.exception
 import pytest
 
 from mamori.act.resolver import (
@@ -13,6 +14,7 @@ from mamori.act.resolver import (
     UnboundControl,
     clients_file,
     consenting_clients,
+    optout_file,
     render_clients,
     sync_resolver,
     watch,
@@ -83,7 +85,7 @@ def test_consent_change_applies_without_restart(dns_gov: Governance, unbound: Un
 
     dns_gov.consent.set("sub-out", "M7", True, actor="test", channel="web")
     dns_gov.consent.set("sub-in", "M7", False, actor="test", channel="web")
-    result = sync_resolver(dns_gov, "test", control=ctl)
+    result = sync_resolver(dns_gov, "test", control=ctl, force=True)
     assert result.changed
     assert result.clients == {"M7": 1, "M8": 2}
 
@@ -122,13 +124,25 @@ def test_watch_applies_change_within_interval(dns_gov: Governance, unbound: Unbo
         dns_gov.consent.set("sub-in", "M7", False, actor="subscriber", channel="web")
         _until(lambda: unbound.answer(CC, "127.0.0.2")[0] == "NOERROR", limit_s=10.0)
         propagated = time.monotonic() - changed_at
-        print(f"consent propagation: {propagated:.2f} s")  # figure for the report
-        assert len(syncs) >= 2
+        print(f"consent withdrawal propagation: {propagated:.2f} s")  # figure for the report
+        _until(lambda: len(syncs) >= 2)
+        # and back in: the tags are reloaded (tag_reload_min_interval_s is 0 by default)
+        changed_at = time.monotonic()
+        dns_gov.consent.set("sub-in", "M7", True, actor="subscriber", channel="web")
+        _until(lambda: _rcode(unbound, CC, "127.0.0.2") == "NXDOMAIN", limit_s=10.0)
+        print(f"consent grant propagation: {time.monotonic() - changed_at:.2f} s")
         assert unbound.pid == pid and unbound.proc.poll() is None
     finally:
         stop.set()
         worker.join(timeout=30)
     assert not worker.is_alive()
+
+
+def _rcode(unbound: Unbound, name: str, client: str) -> str | None:
+    try:
+        return unbound.answer(name, client)[0]
+    except dns.exception.Timeout:  # not answering while it reloads
+        return None
 
 
 def _until(cond: object, limit_s: float = 10.0) -> None:
@@ -144,11 +158,54 @@ def test_control_failure_is_reported(dns_gov: Governance, tmp_path: object) -> N
     bad = UnboundControl(["/usr/sbin/unbound-control", "-s", "/nonexistent/control.sock"])
     with pytest.raises(ResolverError, match="failed"):
         sync_resolver(dns_gov, "test", control=bad)
-    # the tag file is written before the resolver is told, so a retry only has to reload
-    assert clients_file(dns_gov.config).exists()
+    # nothing is left looking applied, so the next sync tries again
+    assert not clients_file(dns_gov.config).exists()
+    assert not optout_file(dns_gov.config).exists()
 
 
 def test_clients_cover_every_allocated_consenting_address(dns_gov: Governance) -> None:
     text = render_clients(consenting_clients(dns_gov, "test")).decode()
     tagged = {line.split()[1].split("/")[0] for line in text.splitlines() if "tag:" in line}
     assert tagged == {a for a, s in CLIENTS.items() if s != "sub-out"}
+
+
+def test_withdrawal_applies_at_once_through_the_optout_zone(
+    dns_gov: Governance, unbound: Unbound
+) -> None:
+    """With the tag reload not yet due, a withdrawal still takes effect: the client's address goes
+    into the small opt-out zone (reloaded alone), and the next reload puts exact tags in place."""
+    ctl = UnboundControl(unbound.control)
+    pid = unbound.pid
+    dns_gov.config = dns_gov.config.model_copy(
+        update={"dns": dns_gov.config.dns.model_copy(update={"tag_reload_min_interval_s": 3600})}
+    )
+    assert sync_resolver(dns_gov, "test", control=ctl, force=True).changed
+    dns_gov.consent.set("sub-in", "M7", False, actor="subscriber", channel="web")
+    result = sync_resolver(dns_gov, "test", control=ctl)  # reload not due for an hour
+    assert (result.changed, result.pending, result.passthru) == (False, True, 1)
+    assert unbound.answer(CC, "127.0.0.2") == ("NOERROR", ["203.0.113.66"])
+    # until the reload, no policy at all for that address (RPZ stops at the first match)
+    assert unbound.answer(f"malware.{DOMAIN}", "127.0.0.2") == ("NOERROR", ["203.0.113.77"])
+    assert unbound.answer(CC, "127.0.0.4") == ("NOERROR", ["203.0.113.66"])  # others unchanged
+    assert unbound.answer(f"malware.{DOMAIN}", "127.0.0.4") == ("NOERROR", ["192.0.2.80", WARN])
+
+    done = sync_resolver(dns_gov, "test", control=ctl, force=True)
+    assert (done.changed, done.pending, done.passthru) == (True, False, 0)
+    assert unbound.answer(CC, "127.0.0.2") == ("NOERROR", ["203.0.113.66"])
+    assert unbound.answer(f"malware.{DOMAIN}", "127.0.0.2") == ("NOERROR", ["192.0.2.80", WARN])
+    assert unbound.pid == pid and unbound.proc.poll() is None
+
+
+@pytest.mark.parametrize(
+    ("prefix", "owner"),
+    [
+        ("127.0.0.2/32", "32.2.0.0.127.rpz-client-ip"),
+        ("10.1.0.0/16", "16.0.0.1.10.rpz-client-ip"),
+        ("2001:db8::1/128", "128.1.0.0.0.0.0.db8.2001.rpz-client-ip"),
+        ("2001:db8:ab00::/40", "40.0.0.0.0.0.ab00.db8.2001.rpz-client-ip"),
+    ],
+)
+def test_client_ip_trigger_names(prefix: str, owner: str) -> None:
+    from mamori.act.resolver import _rpz_client_ip
+
+    assert _rpz_client_ip([prefix]) == [owner]

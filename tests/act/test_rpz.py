@@ -145,13 +145,10 @@ def test_generation_is_recorded_as_actions(dns_gov: Governance, tmp_path: Path) 
 def test_unbound_answers_nodata_for_c2_when_configured(dns_gov: Governance, tmp_path: Path) -> None:
     import subprocess
 
-    from mamori.act.resolver import clients_file, consenting_clients, render_clients, unbound_snippet
-    from mamori.act.rpz import atomic_write
+    from mamori.act.resolver import prepare_resolver_files, unbound_snippet
 
+    prepare_resolver_files(dns_gov, "test")
     generate_rpz(dns_gov, "test", c2_action="nodata")
-    atomic_write(
-        clients_file(dns_gov.config), [render_clients(consenting_clients(dns_gov, "test"))]
-    )
     with running_unbound(tmp_path / "ub", unbound_snippet(dns_gov.config)) as ub:
         assert ub.answer(f"cc1.{DOMAIN}", "127.0.0.2") == ("NOERROR", [])
         assert ub.answer(f"cc1.{DOMAIN}", "127.0.0.3") == ("NOERROR", ["203.0.113.66"])

@@ -17,6 +17,7 @@ times only — no data is read until something changed) and re-syncs within ``sy
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import logging
 import subprocess
 import threading
@@ -29,7 +30,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict
 
-from mamori.act.rpz import RpzResult, atomic_write, generate_rpz, rpz_dir, text_bytes
+from mamori.act.rpz import (
+    RpzResult,
+    atomic_write,
+    generate_rpz,
+    next_serial,
+    rpz_dir,
+    text_bytes,
+    zone_head,
+)
 from mamori.config import MamoriConfig
 from mamori.governance import Governance
 
@@ -39,6 +48,10 @@ __all__ = [
     "SyncResult",
     "UnboundControl",
     "clients_file",
+    "optout_file",
+    "parse_clients",
+    "prepare_resolver_files",
+    "withdrawn",
     "consenting_clients",
     "render_clients",
     "sync_resolver",
@@ -64,7 +77,9 @@ class SyncResult(BaseModel):
 
     clients_file: Path
     clients: dict[str, int]  # measure -> addresses tagged
-    changed: bool  # the include file changed (and the resolver was reloaded)
+    changed: bool  # the tag file changed and the resolver was reloaded
+    passthru: int = 0  # addresses in the opt-out zone, waiting for the next reload
+    pending: bool = False  # tags differ from what the resolver applies (reload not yet due)
     zones: RpzResult | None = None
     seconds: float
 
@@ -154,6 +169,50 @@ class UnboundControl:
         return text
 
 
+def optout_file(config: MamoriConfig) -> Path:
+    return rpz_dir(config) / (config.dns.optout_zone.rstrip(".") + ".zone")
+
+
+_TAG_LINE = r'^\s*access-control-tag:\s*(?P<addr>\S+)\s+"(?P<tags>[^"]*)"'
+
+
+def parse_clients(text: bytes) -> dict[str, pa.Array]:
+    """The tag sets an include file written by :func:`render_clients` applies."""
+    lines = pa.array(text.decode("ascii", errors="replace").splitlines(), pa.string())
+    parts = pc.extract_regex(lines, _TAG_LINE)
+    parts = pc.filter(parts, pc.is_valid(parts))
+    addr, tags = pc.struct_field(parts, "addr"), pc.struct_field(parts, "tags")
+    out = {}
+    for measure, tag in TAGS.items():
+        has = pc.match_substring_regex(tags, rf"(^|\s){tag}(\s|$)")
+        out[measure] = pc.filter(addr, has)
+    return out
+
+
+def _rpz_client_ip(prefixes: list[str]) -> list[str]:
+    """RPZ client-IP trigger owner names (``<len>.<reversed address>.rpz-client-ip``)."""
+    out = []
+    for text in prefixes:
+        net = ipaddress.ip_network(text, strict=False)
+        if net.version == 4:
+            rev = ".".join(reversed(str(net.network_address).split(".")))
+        else:
+            groups = net.network_address.exploded.split(":")
+            rev = ".".join(g.lstrip("0") or "0" for g in reversed(groups))
+        out.append(f"{net.prefixlen}.{rev}.rpz-client-ip")
+    return out
+
+
+def withdrawn(applied: dict[str, pa.Array], wanted: dict[str, pa.Array]) -> list[str]:
+    """Addresses the resolver still tags for a measure whose subscriber is no longer in."""
+    gone: set[str] = set()
+    for measure in TAGS:
+        have = applied.get(measure, pa.array([], pa.string()))
+        want = wanted.get(measure, pa.array([], pa.string()))
+        gone.update(pc.filter(have, pc.invert(pc.is_in(have, value_set=want))).to_pylist())
+    return sorted(gone)
+
+
 def sync_resolver(
     gov: Governance,
     actor: str,
@@ -163,29 +222,63 @@ def sync_resolver(
     at: datetime | None = None,
     force: bool = False,
 ) -> SyncResult:
-    """Regenerate the client tag file (and, with ``zones``, the RPZ zones) and apply them.
+    """Bring the resolver's client policy (and, with ``zones``, its RPZ zones) up to date.
 
-    The resolver is reloaded only when the tag file's content changed (or ``force``); zones are
-    reloaded one by one with ``auth_zone_reload``, which keeps everything else in place.
+    Two steps, because a reload re-reads every zone (seconds for a million names):
+
+    * at once: addresses still tagged for a measure their subscriber has left go into the small
+      opt-out zone (client-IP triggers, ``rpz-passthru``, first in order), reloaded alone with
+      ``auth_zone_reload``. Consent withdrawn is honoured in well under a second. Until the next
+      step such an address gets no policy at all, even of a measure it is still in for (RPZ stops
+      at the first zone that matches a client) — erring on the side of not intervening.
+    * the tag file is rewritten and Unbound told ``reload_keep_cache`` (same process, cache kept)
+      when the tags changed and ``tag_reload_min_interval_s`` has passed since the last reload
+      (or ``force``); the opt-out zone is emptied in the same step. New consent and new
+      allocations wait for this step.
     """
     t0 = time.perf_counter()
     cfg = gov.config
     ctl = control or UnboundControl(cfg.dns.unbound_control)
-    clients = consenting_clients(gov, actor, at=at)
-    text = render_clients(clients)
+    wanted = consenting_clients(gov, actor, at=at)
+    text = render_clients(wanted)
     path = clients_file(cfg)
-    old = path.read_bytes() if path.exists() else None
-    changed = force or old != text
+    old = path.read_bytes() if path.exists() else b""
+    stale = old != text
+    state = gov.state_dir("resolver") / "last_reload"
+    last_reload = float(state.read_text()) if state.exists() else 0.0
+    due = time.time() - last_reload >= cfg.dns.tag_reload_min_interval_s
     built: RpzResult | None = None
     if zones:
         built = generate_rpz(gov, actor, at=at)
-    if changed:
+    optout = optout_file(cfg)
+    passthru = withdrawn(parse_clients(old), wanted) if stale else []
+    reloaded = False
+    # first what is quick: withdrawn consent, through the small opt-out zone
+    if _write_optout(optout, cfg.dns.optout_zone, passthru):
+        try:
+            ctl("auth_zone_reload", _fqdn(cfg.dns.optout_zone))
+        except ResolverError:
+            optout.unlink(missing_ok=True)  # so the next sync writes and reloads it again
+            raise
+    if (stale and due) or force:
+        _write_optout(optout, cfg.dns.optout_zone, [])
         atomic_write(path, [text])
-        ctl("reload_keep_cache")
+        try:
+            ctl("reload_keep_cache")
+        except ResolverError:
+            # what the resolver applies is still the old file: keep that, so a retry reloads
+            if old:
+                atomic_write(path, [old])
+            else:
+                path.unlink(missing_ok=True)
+            raise
+        state.write_text(repr(time.time()))
+        reloaded = True
+        passthru = []
     elif built is not None:
         for z in built.zones:
             ctl("auth_zone_reload", z.zone)
-    counts = {m: len(a) for m, a in clients.items()}
+    counts = {m: len(a) for m, a in wanted.items()}
     gov.audit.append(
         actor=actor,
         event="action",
@@ -194,17 +287,44 @@ def sync_resolver(
         detail={
             "action": "resolver-sync",
             "clients": counts,
-            "changed": changed,
+            "reloaded": reloaded,
+            "withdrawn_pending_reload": len(passthru),
             "digest": hashlib.sha256(text).hexdigest()[:16],
         },
     )
     return SyncResult(
         clients_file=path,
         clients=counts,
-        changed=changed,
+        changed=reloaded,
+        passthru=len(passthru),
+        pending=stale and not reloaded,
         zones=built,
         seconds=time.perf_counter() - t0,
     )
+
+
+def _fqdn(name: str) -> str:
+    return name if name.endswith(".") else name + "."
+
+
+def _write_optout(path: Path, zone: str, prefixes: list[str]) -> bool:
+    """Write the opt-out zone if its triggers differ from what is there; True if written."""
+    body = "".join(f"{o} CNAME rpz-passthru.\n" for o in _rpz_client_ip(prefixes))
+    if path.exists():
+        current = path.read_text(encoding="ascii", errors="replace")
+        if current.split("@ IN NS localhost.\n", 1)[-1] == body:
+            return False
+    atomic_write(path, [zone_head(zone, next_serial(path)), body.encode("ascii")])
+    return True
+
+
+def prepare_resolver_files(gov: Governance, actor: str) -> RpzResult:
+    """Write the zones, the client tags and an empty opt-out zone before Unbound first starts
+    (its configuration names these files; it refuses to start without them)."""
+    built = generate_rpz(gov, actor)
+    atomic_write(clients_file(gov.config), [render_clients(consenting_clients(gov, actor))])
+    _write_optout(optout_file(gov.config), gov.config.dns.optout_zone, [])
+    return built
 
 
 def _fingerprint(root: Path, datasets: Sequence[str]) -> str:
@@ -235,10 +355,13 @@ def watch(
     every = interval_s or cfg.dns.sync_interval_s
     stop = stop or threading.Event()
     seen_clients = seen_rep = None
+    pending = False
+    pending_since = 0.0
     while not stop.is_set():
         fp_clients = _fingerprint(cfg.store, ("consent", "allocations"))
         fp_rep = _fingerprint(cfg.store, ("reputation",))
-        if fp_clients != seen_clients or fp_rep != seen_rep:
+        due = pending and time.monotonic() >= pending_since + cfg.dns.tag_reload_min_interval_s
+        if fp_clients != seen_clients or fp_rep != seen_rep or due:
             try:
                 result = sync_resolver(
                     gov,
@@ -251,6 +374,9 @@ def watch(
                 log.error("resolver-sync: %s (retrying in %.1f s)", exc, every)
             else:
                 seen_clients, seen_rep = fp_clients, fp_rep
+                if result.pending and not pending:
+                    pending_since = time.monotonic()
+                pending = result.pending
                 if on_sync is not None:
                     on_sync(result)
         stop.wait(every)
@@ -264,12 +390,16 @@ def unbound_snippet(
     zdir = zone_dir or rpz_dir(config)
     inc = include or clients_file(config)
     c2 = dns.c2_zone if dns.c2_zone.endswith(".") else dns.c2_zone + "."
+    optout = _fqdn(dns.optout_zone)
     warn = dns.warning_zone if dns.warning_zone.endswith(".") else dns.warning_zone + "."
     return (
         "server:\n"
         f'  define-tag: "{TAGS["M7"]} {TAGS["M8"]}"\n'
         f'  include: "{inc}"\n'
         "  # RPZ needs the respip module, e.g. module-config: \"respip validator iterator\"\n"
+        "rpz:\n"
+        f'  name: "{optout}"\n'
+        f'  zonefile: "{zdir / (optout.rstrip(".") + ".zone")}"\n'
         "rpz:\n"
         f'  name: "{c2}"\n'
         f'  zonefile: "{zdir / (c2.rstrip(".") + ".zone")}"\n'

@@ -42,6 +42,7 @@ __all__ = [
     "policy_names",
     "rpz_dir",
     "text_bytes",
+    "zone_head",
 ]
 
 log = logging.getLogger(__name__)
@@ -228,6 +229,16 @@ def atomic_write(path: Path, chunks: Sequence[bytes | memoryview]) -> None:
         os.close(dir_fd)
 
 
+def zone_head(zone: str, serial: int, ttl: int = 300) -> bytes:
+    """$ORIGIN, $TTL, SOA and NS of a policy zone."""
+    return (
+        f"; RPZ written by Mamori at {datetime.now(UTC).isoformat(timespec='seconds')}\n"
+        f"$ORIGIN {_fqdn(zone)}\n$TTL {ttl}\n"
+        f"@ IN SOA localhost. hostmaster.localhost. {serial} 3600 600 604800 {ttl}\n"
+        "@ IN NS localhost.\n"
+    ).encode("ascii")
+
+
 def build_zone(
     path: Path,
     zone: str,
@@ -241,13 +252,7 @@ def build_zone(
     """Write an RPZ zone file listing ``names`` with the policy ``rdata`` lines (e.g. ``CNAME .``).
     Returns (serial, records)."""
     serial = serial if serial is not None else next_serial(path)
-    origin = _fqdn(zone)
-    head = (
-        f"; RPZ written by Mamori at {datetime.now(UTC).isoformat(timespec='seconds')}\n"
-        f"$ORIGIN {origin}\n$TTL {ttl}\n"
-        f"@ IN SOA localhost. hostmaster.localhost. {serial} 3600 600 604800 {ttl}\n"
-        "@ IN NS localhost.\n"
-    ).encode("ascii")
+    head = zone_head(zone, serial, ttl)
     body = _lines(names, "", rdata)
     if subdomains:
         body += _lines(names, "*.", rdata)
