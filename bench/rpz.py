@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mamori.act.resolver import (  # noqa: E402
     UnboundControl,
     prepare_resolver_files,
+    sync_resolver,
     unbound_snippet,
 )
 from mamori.config import DnsConfig, load_config  # noqa: E402
@@ -69,22 +70,19 @@ def main() -> None:
             }
         )
         gov = Governance(cfg)
-        gov.write_registry("reputation", reputation(args.names), "bench", source="bench")
-        # a listed C&C name that resolves upstream, to see when Unbound applies the zone
-        gov.write_registry(
-            "reputation",
-            pa.table(
-                {
-                    "loaded": pa.array([datetime.now(UTC)], pa.timestamp("ms", tz="UTC")),
-                    "indicator_type": ["domain"],
-                    "domain": [f"cc1.{DOMAIN}"],
-                    "category": ["c2"],
-                    "source": ["bench"],
-                }
-            ),
-            "bench",
-            source="bench",
+        # plus a listed C&C name that resolves upstream, to see when Unbound applies the zone;
+        # one load (the zones use each source's latest load)
+        listed = reputation(args.names)
+        probe = pa.table(
+            {
+                "loaded": listed.column("loaded").slice(0, 1),
+                "indicator_type": ["domain"],
+                "domain": [f"cc1.{DOMAIN}"],
+                "category": ["c2"],
+                "source": ["bench"],
+            }
         )
+        gov.write_registry("reputation", pa.concat_tables([listed, probe]), "bench", source="bench")
         gov.write_registry(
             "allocations",
             pa.table(
@@ -126,8 +124,23 @@ def main() -> None:
             t0 = time.perf_counter()
             ctl("auth_zone_reload", result.by_measure("M7").zone)
             print(f"unbound auth_zone_reload (M7 zone): {time.perf_counter() - t0:.2f} s")
+            # a subscriber withdraws consent: the opt-out zone (no big zone reload)
+            gov.config = cfg.model_copy(
+                update={"dns": cfg.dns.model_copy(update={"tag_reload_min_interval_s": 3600})}
+            )
+            gov.state_dir("resolver").joinpath("last_reload").write_text(repr(time.time()))
             t0 = time.perf_counter()
-            ctl("reload_keep_cache")
+            gov.consent.set("s1", "M7", False, actor="bench", channel="web")
+            sync = sync_resolver(gov, "bench", control=ctl)
+            while ub.answer(f"cc1.{DOMAIN}", "127.0.0.2")[0] != "NOERROR":
+                time.sleep(0.01)
+            print(
+                f"consent withdrawal applied (opt-out zone, {sync.passthru} address): "
+                f"{time.perf_counter() - t0:.2f} s"
+            )
+            gov.consent.set("s1", "M7", True, actor="bench", channel="web")
+            t0 = time.perf_counter()
+            sync_resolver(gov, "bench", control=ctl, force=True)  # empties the opt-out zone
             while True:
                 try:
                     if ub.answer(f"cc1.{DOMAIN}", "127.0.0.2", )[0] == "NXDOMAIN":
@@ -135,7 +148,10 @@ def main() -> None:
                 except Exception:  # noqa: S110 — not answering while it reloads
                     pass
                 time.sleep(0.1)
-            print(f"unbound reload_keep_cache (a consent change): {time.perf_counter() - t0:.2f} s")
+            print(
+                "unbound reload_keep_cache (tags: a grant of consent, or the exact tags after a "
+                f"withdrawal): {time.perf_counter() - t0:.2f} s"
+            )
         import dns.zone
 
         z = result.by_measure("M7")

@@ -66,7 +66,9 @@ def parse_unbound_log(data: bytes, *, resolver: str | None = None) -> tuple[pa.T
     ok = pc.is_valid(parts)
     # lines from Unbound that are not query lines are expected; a line that looks like a query
     # line but does not parse is malformed
-    looks = pc.match_substring_regex(lines, r"\] (?:info|query|reply): [0-9a-fA-F.:]+(?:@\d+)? \S+\.? ")
+    looks = pc.match_substring_regex(
+        lines, r"\] (?:info|query|reply): [0-9a-fA-F]*[.:][0-9a-fA-F.:]*(?:@\d+)? "
+    )
     bad = pc.and_(looks, pc.invert(ok))
     stats.malformed = pc.sum(bad).as_py() or 0
     if stats.malformed:
