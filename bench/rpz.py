@@ -24,15 +24,16 @@ import pyarrow.compute as pc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mamori.act.resolver import (  # noqa: E402
+from tests.unbound_harness import DOMAIN, running_unbound
+
+from mamori.act.resolver import (
     UnboundControl,
     prepare_resolver_files,
     sync_resolver,
     unbound_snippet,
 )
-from mamori.config import DnsConfig, load_config  # noqa: E402
-from mamori.governance import Governance  # noqa: E402
-from tests.unbound_harness import DOMAIN, running_unbound  # noqa: E402
+from mamori.config import DnsConfig, load_config
+from mamori.governance import Governance
 
 
 def reputation(n: int) -> pa.Table:
@@ -87,7 +88,9 @@ def main() -> None:
             "allocations",
             pa.table(
                 {
-                    "start": pa.array([datetime(2020, 1, 1, tzinfo=UTC)], pa.timestamp("ms", tz="UTC")),
+                    "start": pa.array(
+                        [datetime(2020, 1, 1, tzinfo=UTC)], pa.timestamp("ms", tz="UTC")
+                    ),
                     "addr": ["127.0.0.2"],
                     "subscriber_id": ["s1"],
                 }
@@ -106,7 +109,9 @@ def main() -> None:
             f"{size / 1e6:.1f} MB in {gen:.2f} s ({names / gen:,.0f} names/s)"
         )
         for z in result.zones:
-            print(f"  {z.measure} {z.zone}: {z.names:,} names, serial {z.serial}, {z.seconds:.2f} s")
+            print(
+                f"  {z.measure} {z.zone}: {z.names:,} names, serial {z.serial}, {z.seconds:.2f} s"
+            )
         if args.skip_unbound:
             return
         t0 = time.perf_counter()
@@ -143,9 +148,15 @@ def main() -> None:
             sync_resolver(gov, "bench", control=ctl, force=True)  # empties the opt-out zone
             while True:
                 try:
-                    if ub.answer(f"cc1.{DOMAIN}", "127.0.0.2", )[0] == "NXDOMAIN":
+                    if (
+                        ub.answer(
+                            f"cc1.{DOMAIN}",
+                            "127.0.0.2",
+                        )[0]
+                        == "NXDOMAIN"
+                    ):
                         break
-                except Exception:  # noqa: S110 — not answering while it reloads
+                except Exception:
                     pass
                 time.sleep(0.1)
             print(
@@ -158,8 +169,10 @@ def main() -> None:
         t0 = time.perf_counter()
         dns.zone.from_file(str(z.path), origin=z.zone)
         ref = time.perf_counter() - t0
-        print(f"reference: dnspython parses the M7 zone in {ref:.2f} s "
-              f"(generation of both zones is {ref / gen:.1f}x faster)")
+        print(
+            f"reference: dnspython parses the M7 zone in {ref:.2f} s "
+            f"(generation of both zones is {ref / gen:.1f}x faster)"
+        )
         gov.close()
 
 

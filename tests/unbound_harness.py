@@ -84,9 +84,7 @@ def _wait_ready(ub: Unbound, deadline_s: float = 60.0) -> None:
     while time.monotonic() < end:
         if ub.proc.poll() is not None:
             raise RuntimeError(f"unbound exited ({ub.proc.returncode}):\n{ub.log()}")
-        done = subprocess.run(
-            [*ub.control, "status"], capture_output=True, text=True, check=False
-        )
+        done = subprocess.run([*ub.control, "status"], capture_output=True, text=True, check=False)
         if done.returncode == 0 and "is running" in done.stdout:
             return
         time.sleep(0.1)

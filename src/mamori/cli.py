@@ -819,7 +819,7 @@ def act_rpz(
         gov,
         actor_name(),
         out_dir=out_dir,
-        c2_action=c2_action.value if c2_action else None,  # type: ignore[arg-type]
+        c2_action=c2_action.value if c2_action else None,
         warning_host=warning_host,
     )
     for z in result.zones:
@@ -846,7 +846,9 @@ def act_resolver_sync(
         ),
     ] = False,
     zones: Annotated[bool, typer.Option("--zones", help="also regenerate the RPZ zones")] = False,
-    force: Annotated[bool, typer.Option("--force", help="reload Unbound even if unchanged")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="reload Unbound even if unchanged")
+    ] = False,
     prepare: Annotated[
         bool,
         typer.Option(
@@ -907,7 +909,9 @@ def act_resolver_config() -> None:
 @act_app.command("warning-page")
 def act_warning_page(
     host: Annotated[str, typer.Option("--host", help="address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="port (80 behind the warning host name)")] = 8081,
+    port: Annotated[
+        int, typer.Option("--port", help="port (80 behind the warning host name)")
+    ] = 8081,
 ) -> None:
     """Serve the warning page (M8) that listed sites resolve to: every host name, every path."""
     import uvicorn

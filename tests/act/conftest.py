@@ -30,7 +30,9 @@ REPUTATION = [
 CLIENTS = {"127.0.0.2": "sub-in", "127.0.0.3": "sub-out", "127.0.0.4": "sub-m8-only"}
 
 
-def reputation_table(rows: list[tuple[str, str | None, str | None, str, datetime | None]]) -> pa.Table:
+def reputation_table(
+    rows: list[tuple[str, str | None, str | None, str, datetime | None]],
+) -> pa.Table:
     return pa.table(
         {
             "loaded": pa.array([NOW] * len(rows), TS),

@@ -43,7 +43,10 @@ def _seed(store: Path) -> None:
             source="test",
         )
         gov.write_registry(
-            "allocations", allocations_table({"127.0.0.2": "a", "127.0.0.3": "b"}), "t", source="csv"
+            "allocations",
+            allocations_table({"127.0.0.2": "a", "127.0.0.3": "b"}),
+            "t",
+            source="csv",
         )
         gov.consent.set("b", "M7", False, actor="test", channel="cli")
 
@@ -70,7 +73,9 @@ def test_rpz_and_resolver_sync_on_unbound(store: Path, tmp_path: Path) -> None:
         assert ub.answer(f"cc1.{DOMAIN}", "127.0.0.2")[0] == "NXDOMAIN"
         assert ub.answer(f"cc1.{DOMAIN}", "127.0.0.3")[0] == "NOERROR"
         ctl = " ".join(ub.control)
-        out = " ".join(_invoke(["act", "resolver-sync", "--unbound-control", ctl, "--force"]).split())
+        out = " ".join(
+            _invoke(["act", "resolver-sync", "--unbound-control", ctl, "--force"]).split()
+        )
         assert "clients M7 1, M8 2" in out and "reloaded" in out
         out = _invoke(["act", "rpz", "--reload", "--unbound-control", ctl])
         assert "M8 warning.rpz.mamori." in out
@@ -98,7 +103,15 @@ def test_ingest_dns_files(store: Path, tmp_path: Path) -> None:
         tap,
         [
             client_query(
-                1.8e9, socket.inet_aton(c), 5000, socket.inet_aton("127.0.0.1"), "x.example", "A", 1, b"i", b"v"
+                1.8e9,
+                socket.inet_aton(c),
+                5000,
+                socket.inet_aton("127.0.0.1"),
+                "x.example",
+                "A",
+                1,
+                b"i",
+                b"v",
             )
             for c in ("127.0.0.2", "127.0.0.3")
         ],

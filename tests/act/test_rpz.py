@@ -28,7 +28,11 @@ NOW = datetime.now(UTC)
         (("domain", "CC.Example.", None, "c2", None), ["c2"], ["cc.example"]),
         (("domain", "*.cc.example", None, "c2", None), ["c2"], ["cc.example"]),
         (("domain", " cc.example ", None, "c2", None), ["c2"], ["cc.example"]),
-        (("url", None, "https://u:p@Mal.example:8443/a?b", "malware-site", None), ["malware-site"], ["mal.example"]),
+        (
+            ("url", None, "https://u:p@Mal.example:8443/a?b", "malware-site", None),
+            ["malware-site"],
+            ["mal.example"],
+        ),
         (("url", None, "http://203.0.113.5/x.exe", "malware-site", None), ["malware-site"], []),
         (("domain", "cc.example", None, "c2", NOW - timedelta(seconds=1)), ["c2"], []),
         (("domain", "cc.example", None, "c2", NOW + timedelta(days=1)), ["c2"], ["cc.example"]),
@@ -158,12 +162,16 @@ def test_unbound_answers_nodata_for_c2_when_configured(dns_gov: Governance, tmp_
         assert "c2.rpz.mamori." in zones and "warning.rpz.mamori." in zones
 
 
-def test_a_name_the_feed_no_longer_lists_leaves_the_zone(dns_gov: Governance, tmp_path: Path) -> None:
+def test_a_name_the_feed_no_longer_lists_leaves_the_zone(
+    dns_gov: Governance, tmp_path: Path
+) -> None:
     import time
 
     time.sleep(0.01)  # a later load of the same source
     later = reputation_table([("domain", "new.example", None, "c2", None)])
-    later = later.set_column(0, "loaded", pa.array([datetime.now(UTC)], pa.timestamp("ms", tz="UTC")))
+    later = later.set_column(
+        0, "loaded", pa.array([datetime.now(UTC)], pa.timestamp("ms", tz="UTC"))
+    )
     dns_gov.write_registry("reputation", later, "test", source="test")
     c2 = generate_rpz(dns_gov, "test", out_dir=tmp_path).by_measure("M7")
     zone = dns.zone.from_file(str(c2.path), origin=c2.zone, relativize=True)

@@ -73,9 +73,24 @@ def warning_url(tmp_path: Path) -> Iterator[tuple[str, Governance]]:
 @pytest.mark.parametrize(
     ("host", "lang", "expected", "absent"),
     [
-        (f"malware.{DOMAIN}", "en", ["<strong>distributing malware</strong>", f"malware.{DOMAIN}"], ["phishing site</strong>"]),
-        (f"x.malware.{DOMAIN}", "en", ["<strong>distributing malware</strong>", f"x.malware.{DOMAIN}"], []),
-        (f"phish.{DOMAIN}", "en", ["<strong>phishing site</strong>"], ["distributing malware</strong>"]),
+        (
+            f"malware.{DOMAIN}",
+            "en",
+            ["<strong>distributing malware</strong>", f"malware.{DOMAIN}"],
+            ["phishing site</strong>"],
+        ),
+        (
+            f"x.malware.{DOMAIN}",
+            "en",
+            ["<strong>distributing malware</strong>", f"x.malware.{DOMAIN}"],
+            [],
+        ),
+        (
+            f"phish.{DOMAIN}",
+            "en",
+            ["<strong>phishing site</strong>"],
+            ["distributing malware</strong>"],
+        ),
         (f"phish.{DOMAIN}", "ja", ["<strong>フィッシングサイト</strong>", "設定を変更する"], []),
         (f"malware.{DOMAIN}:80", "ja", ["<strong>マルウェア配布サイト</strong>"], [":80"]),
         ("unlisted.example", "en", ["distributing malware or as a phishing site"], []),
@@ -83,7 +98,11 @@ def warning_url(tmp_path: Path) -> Iterator[tuple[str, Governance]]:
     ],
 )
 def test_page_explains_listing_reason_and_setting(
-    warning_url: tuple[str, Governance], host: str, lang: str, expected: list[str], absent: list[str]
+    warning_url: tuple[str, Governance],
+    host: str,
+    lang: str,
+    expected: list[str],
+    absent: list[str],
 ) -> None:
     url, _ = warning_url
     r = httpx.get(f"{url}/download/setup.exe?lang={lang}", headers={"Host": host})
@@ -99,9 +118,12 @@ def test_page_explains_listing_reason_and_setting(
 
 
 @pytest.mark.parametrize(
-    ("accept", "marker"), [("en-GB,en;q=0.8", "Continue anyway"), ("ja,en;q=0.5", "このまま進む"), ("", "このまま進む")]
+    ("accept", "marker"),
+    [("en-GB,en;q=0.8", "Continue anyway"), ("ja,en;q=0.5", "このまま進む"), ("", "このまま進む")],
 )
-def test_language_from_browser(warning_url: tuple[str, Governance], accept: str, marker: str) -> None:
+def test_language_from_browser(
+    warning_url: tuple[str, Governance], accept: str, marker: str
+) -> None:
     url, _ = warning_url
     r = httpx.get(url, headers={"Host": f"malware.{DOMAIN}", "Accept-Language": accept})
     assert marker in r.text

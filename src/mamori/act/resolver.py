@@ -48,15 +48,15 @@ __all__ = [
     "SyncResult",
     "UnboundControl",
     "clients_file",
+    "consenting_clients",
     "optout_file",
     "parse_clients",
     "prepare_resolver_files",
-    "withdrawn",
-    "consenting_clients",
     "render_clients",
     "sync_resolver",
     "unbound_snippet",
     "watch",
+    "withdrawn",
 ]
 
 log = logging.getLogger(__name__)
@@ -115,9 +115,7 @@ def consenting_clients(
         v4 = pc.filter(addr, is4)
         v4 = pc.if_else(pc.match_substring(v4, "/"), v4, pc.binary_join_element_wise(v4, "/32", ""))
         v6 = pc.filter(addr, is6)
-        v6 = pc.if_else(
-            pc.filter(has_len, is6), v6, pc.binary_join_element_wise(v6, "/128", "")
-        )
+        v6 = pc.if_else(pc.filter(has_len, is6), v6, pc.binary_join_element_wise(v6, "/128", ""))
         both = pa.chunked_array([v4, v6], pa.string()).combine_chunks()
         distinct = pc.unique(both)
         out[measure] = pc.take(distinct, pc.sort_indices(distinct))
@@ -126,7 +124,10 @@ def consenting_clients(
 
 def render_clients(clients: dict[str, pa.Array]) -> bytes:
     """The Unbound include file: one ``access-control-tag`` line per address."""
-    m7, m8 = clients.get("M7", pa.array([], pa.string())), clients.get("M8", pa.array([], pa.string()))
+    m7, m8 = (
+        clients.get("M7", pa.array([], pa.string())),
+        clients.get("M8", pa.array([], pa.string())),
+    )
     all_addrs = pc.unique(pa.chunked_array([m7, m8], pa.string()).combine_chunks())
     all_addrs = pc.take(all_addrs, pc.sort_indices(all_addrs))
     in7 = pc.is_in(all_addrs, value_set=m7)
@@ -396,7 +397,7 @@ def unbound_snippet(
         "server:\n"
         f'  define-tag: "{TAGS["M7"]} {TAGS["M8"]}"\n'
         f'  include: "{inc}"\n'
-        "  # RPZ needs the respip module, e.g. module-config: \"respip validator iterator\"\n"
+        '  # RPZ needs the respip module, e.g. module-config: "respip validator iterator"\n'
         "rpz:\n"
         f'  name: "{optout}"\n'
         f'  zonefile: "{zdir / (optout.rstrip(".") + ".zone")}"\n'

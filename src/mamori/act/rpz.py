@@ -204,7 +204,7 @@ def text_bytes(arrays: Sequence[pa.Array]) -> list[memoryview]:
         offsets = pa.Array.from_buffers(width, len(a) + 1, [None, a.buffers()[1]], offset=a.offset)
         lo, hi = offsets[0].as_py(), offsets[-1].as_py()
         data = a.buffers()[2]
-        chunks.append(memoryview(data)[lo:hi])  # type: ignore[arg-type]
+        chunks.append(memoryview(data)[lo:hi])
     return chunks
 
 

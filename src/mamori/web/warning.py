@@ -24,7 +24,6 @@ import time
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, FastAPI, Form, Request
@@ -169,7 +168,9 @@ def _page(
     return response
 
 
-def _continue(config: MamoriConfig, counts: WarningCounts, lookup: SiteLookup, site: str, path: str) -> Response:
+def _continue(
+    config: MamoriConfig, counts: WarningCounts, lookup: SiteLookup, site: str, path: str
+) -> Response:
     host = _clean_host(site)
     template = config.dns.continue_url
     if host is None or template is None:
@@ -190,9 +191,7 @@ def warning_router(gov: Governance, *, lookup: SiteLookup | None = None) -> APIR
     def warning_page(
         request: Request, site: str | None = None, path: str = "/", lang: str | None = None
     ) -> Response:
-        return _page(
-            request, config, sites, counts, site, path, lang, action="/warning/continue"
-        )
+        return _page(request, config, sites, counts, site, path, lang, action="/warning/continue")
 
     @router.post("/warning/continue")
     def warning_continue(site: str = Form(...), path: str = Form("/")) -> Response:

@@ -36,7 +36,15 @@ CLIENTS = {"127.0.0.2": "sub-in", "127.0.0.3": "sub-out"}
 
 def _msg(client: str, name: str, qtype: str = "A", port: int = 40000, ts: float = T) -> bytes:
     return client_query(
-        ts, socket.inet_aton(client), port, socket.inet_aton("127.0.0.1"), name, qtype, 7, b"id", b"v"
+        ts,
+        socket.inet_aton(client),
+        port,
+        socket.inet_aton("127.0.0.1"),
+        name,
+        qtype,
+        7,
+        b"id",
+        b"v",
     )
 
 
@@ -87,9 +95,13 @@ def test_question(name: str, qtype: str, expected: tuple[str, int]) -> None:
 def test_bad_messages_are_counted_not_fatal(wire: bytes, why: str) -> None:
     from mamori.sim.dnstap import _bytes, _uint
 
-    bad = _uint(15, 1) + _bytes(14, _uint(1, 5) + _bytes(4, b"\x7f\0\0\2") + _uint(8, 1) + _bytes(10, wire))
+    bad = _uint(15, 1) + _bytes(
+        14, _uint(1, 5) + _bytes(4, b"\x7f\0\0\2") + _uint(8, 1) + _bytes(10, wire)
+    )
     stats = DecodeStats()
-    batch = decode_messages([_msg("127.0.0.2", "a.example"), bad, b"\xff\xff", _msg("127.0.0.2", "b.example")], stats)
+    batch = decode_messages(
+        [_msg("127.0.0.2", "a.example"), bad, b"\xff\xff", _msg("127.0.0.2", "b.example")], stats
+    )
     assert batch.qname == ["a.example", "b.example"]
     assert stats.malformed == 2
     assert why in stats.examples[0] and "frame 2" in stats.examples[0]
@@ -114,7 +126,9 @@ def test_file_is_consent_filtered(consent_gov: Governance, tmp_path: Path) -> No
     ]
 
 
-def test_cut_file_keeps_the_queries_before_the_damage(consent_gov: Governance, tmp_path: Path) -> None:
+def test_cut_file_keeps_the_queries_before_the_damage(
+    consent_gov: Governance, tmp_path: Path
+) -> None:
     path = tmp_path / "cut.dnstap"
     write_frame_stream(path, [_msg("127.0.0.2", f"n{i}.example") for i in range(3)])
     data = path.read_bytes()

@@ -15,7 +15,6 @@ from tests.ingest.dns.test_dnstap import consent_gov  # noqa: F401  (fixture)
 from tests.unbound_harness import DOMAIN, running_unbound
 
 
-
 @pytest.fixture(scope="module")
 def sim_dns(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from mamori.sim import simulate

@@ -56,9 +56,7 @@ class DnsIngestReport:
         return dict(self.__dict__)
 
 
-def store_queries(
-    gov: Governance, table: pa.Table, actor: str, *, source: str
-) -> tuple[int, int]:
+def store_queries(gov: Governance, table: pa.Table, actor: str, *, source: str) -> tuple[int, int]:
     """Store query rows (consent-filtered by governance). Returns (stored, too_long)."""
     long_ = pc.fill_null(pc.greater(pc.utf8_length(table.column("qname")), FQDN_LEN), False)
     too_long = pc.sum(long_).as_py() or 0
@@ -242,4 +240,3 @@ class DnstapListener:
             t.join(timeout=2)
         self.flush()
         self.path.unlink(missing_ok=True)
-

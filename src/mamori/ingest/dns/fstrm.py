@@ -26,9 +26,9 @@ __all__ = [
     "STOP",
     "ControlFrame",
     "FrameError",
-    "read_frames",
-    "control_frame",
     "SocketReader",
+    "control_frame",
+    "read_frames",
 ]
 
 ACCEPT, START, STOP, READY, FINISH = 0x01, 0x02, 0x03, 0x04, 0x05
