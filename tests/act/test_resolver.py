@@ -209,3 +209,13 @@ def test_client_ip_trigger_names(prefix: str, owner: str) -> None:
     from mamori.act.resolver import _rpz_client_ip
 
     assert _rpz_client_ip([prefix]) == [owner]
+
+
+def test_bind_acls_per_combination(dns_gov: Governance) -> None:
+    from mamori.act.resolver import render_bind_acls
+
+    text = render_bind_acls(consenting_clients(dns_gov, "test")).decode()
+    assert 'acl "mamori-m7-m8" {\n  127.0.0.2/32;\n};' in text
+    assert 'acl "mamori-m7" {\n  none;\n};' in text
+    assert 'acl "mamori-m8" {\n  127.0.0.4/32;\n};' in text
+    assert "127.0.0.3" not in text

@@ -47,7 +47,9 @@ __all__ = [
     "ResolverError",
     "SyncResult",
     "UnboundControl",
+    "bind_acl_file",
     "clients_file",
+    "render_bind_acls",
     "consenting_clients",
     "optout_file",
     "parse_clients",
@@ -144,6 +146,25 @@ def render_clients(clients: dict[str, pa.Array]) -> bytes:
         "server:\n"
     )
     return head.encode("ascii") + b"".join(bytes(c) for c in text_bytes([lines]))
+
+
+def bind_acl_file(config: MamoriConfig) -> Path:
+    return clients_file(config).with_name("clients-bind.conf")
+
+
+def render_bind_acls(clients: dict[str, pa.Array]) -> bytes:
+    """BIND ``acl`` statements for the same client sets: a view applies its response-policy to
+    all its clients, so each combination of measures gets its own ACL (and view, docs/dns.md)."""
+    empty = pa.array([], pa.string())
+    m7, m8 = clients.get("M7", empty), clients.get("M8", empty)
+    both = pc.filter(m7, pc.is_in(m7, value_set=m8))
+    only7 = pc.filter(m7, pc.invert(pc.is_in(m7, value_set=m8)))
+    only8 = pc.filter(m8, pc.invert(pc.is_in(m8, value_set=m7)))
+    out = ["# Written by `mamori act resolver-sync`; apply with `rndc reconfig`. Do not edit.\n"]
+    for name, addrs in (("mamori-m7-m8", both), ("mamori-m7", only7), ("mamori-m8", only8)):
+        body = "".join(f"  {a};\n" for a in addrs.to_pylist()) or "  none;\n"
+        out.append(f'acl "{name}" {{\n{body}}};\n')
+    return "".join(out).encode("ascii")
 
 
 class UnboundControl:
@@ -263,6 +284,7 @@ def sync_resolver(
             raise
     if (stale and due) or force:
         _write_optout(optout, cfg.dns.optout_zone, [])
+        atomic_write(bind_acl_file(cfg), [render_bind_acls(wanted)])
         atomic_write(path, [text])
         try:
             ctl("reload_keep_cache")
