@@ -8,6 +8,7 @@ frame or line is counted and logged with its position, never the end of the good
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
@@ -66,20 +67,31 @@ def store_queries(gov: Governance, table: pa.Table, actor: str, *, source: str) 
         return 0, too_long
     gov.write(MEASURE, "dns_queries", table, actor, detail={"source": source[:200]})
     # governance reports what it kept in the audit entry it just wrote
-    last = _last_write(gov)
-    return last, too_long
+    return _rows_stored(gov, actor, source[:200]), too_long
 
 
-def _last_write(gov: Governance) -> int:
-    import json
-
+def _rows_stored(gov: Governance, actor: str, source: str) -> int:
+    """``rows_stored`` of the newest dns_queries write by ``actor`` for ``source`` (looking back a
+    few entries, in case another process appended in between)."""
     path = gov.audit.path
     with path.open("rb") as fh:
-        fh.seek(max(0, path.stat().st_size - (1 << 16)))
-        tail = fh.read().rstrip(b"\n").split(b"\n")[-1]
-    entry = json.loads(tail)
-    detail = json.loads(entry.get("detail") or "{}")
-    return int(detail.get("rows_stored", 0))
+        fh.seek(max(0, path.stat().st_size - (1 << 18)))
+        lines = fh.read().rstrip(b"\n").split(b"\n")[-50:]
+    for raw in reversed(lines):
+        try:
+            entry = json.loads(raw)
+            detail = json.loads(entry.get("detail") or "{}")
+        except ValueError:
+            continue
+        if (
+            entry.get("event") == "write"
+            and entry.get("dataset") == "dns_queries"
+            and entry.get("actor") == actor
+            and detail.get("source") == source
+        ):
+            return int(detail.get("rows_stored", 0))
+    log.warning("dns: could not find the audit entry of the write just made")
+    return 0
 
 
 def ingest_dnstap_file(gov: Governance, path: Path, actor: str) -> DnsIngestReport:
