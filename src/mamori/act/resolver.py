@@ -377,7 +377,11 @@ def watch(
     cfg = gov.config
     every = interval_s or cfg.dns.sync_interval_s
     stop = stop or threading.Event()
-    seen_clients = seen_rep = None
+    # the lists the zones were last built from survive restarts: a restarted watcher does not
+    # rebuild (and make Unbound reload) zones that are already current
+    rep_state = gov.state_dir("resolver") / "reputation_fingerprint"
+    seen_clients: str | None = None
+    seen_rep: str | None = rep_state.read_text() if rep_state.exists() else None
     pending = False
     pending_since = 0.0
     while not stop.is_set():
@@ -391,11 +395,12 @@ def watch(
                     actor,
                     control=control,
                     zones=fp_rep != seen_rep,
-                    force=seen_clients is None,
                 )
             except ResolverError as exc:
                 log.error("resolver-sync: %s (retrying in %.1f s)", exc, every)
             else:
+                if fp_rep != seen_rep:
+                    rep_state.write_text(fp_rep)
                 seen_clients, seen_rep = fp_clients, fp_rep
                 if result.pending and not pending:
                     pending_since = time.monotonic()
