@@ -219,3 +219,20 @@ def test_bind_acls_per_combination(dns_gov: Governance) -> None:
     assert 'acl "mamori-m7" {\n  none;\n};' in text
     assert 'acl "mamori-m8" {\n  127.0.0.4/32;\n};' in text
     assert "127.0.0.3" not in text
+
+
+def test_bad_allocation_addresses_are_left_out(dns_gov: Governance) -> None:
+    """A malformed address must never reach unbound.conf (Unbound would refuse all of it)."""
+    rows = allocations_table(
+        {
+            "999.1.1.1": "x1",
+            "....": "x2",
+            "10.9.0.0/24": "x3",
+            "2001:db8::7": "x4",
+            "2001:db8:1::/48": "x5",
+            "not an address": "x6",
+        }
+    )
+    dns_gov.write_registry("allocations", rows, "test", source="csv")
+    got = consenting_clients(dns_gov, "test")["M7"].to_pylist()
+    assert got == ["10.9.0.0/24", "127.0.0.2/32", "2001:db8:1::/48", "2001:db8::7/128"]

@@ -67,7 +67,6 @@ log = logging.getLogger(__name__)
 TAGS = {"M7": "m7", "M8": "m8"}
 _ALLOC_COLUMNS = ["start", "end", "addr", "port_start", "port_end", "subscriber_id"]
 _IPV4 = r"^[0-9]{1,3}(?:\.[0-9]{1,3}){3}$"
-_IPV6 = r"^[0-9a-fA-F:.]+(?:/[0-9]{1,3})?$"
 
 
 class ResolverError(RuntimeError):
@@ -108,20 +107,37 @@ def consenting_clients(
         addr = pc.filter(
             pc.utf8_trim_whitespace(t.column("addr")), pc.fill_null(pc.and_(current, whole), False)
         )
-        is4 = pc.match_substring_regex(addr, _IPV4)
-        is6 = pc.and_(pc.invert(is4), pc.match_substring_regex(addr, _IPV6))
-        bad = pc.sum(pc.invert(pc.or_(is4, is6))).as_py() or 0
-        if bad:
-            log.warning("resolver: %d allocation addresses of %s are not addresses", bad, measure)
-        has_len = pc.match_substring(addr, "/")
-        v4 = pc.filter(addr, is4)
-        v4 = pc.if_else(pc.match_substring(v4, "/"), v4, pc.binary_join_element_wise(v4, "/32", ""))
-        v6 = pc.filter(addr, is6)
-        v6 = pc.if_else(pc.filter(has_len, is6), v6, pc.binary_join_element_wise(v6, "/128", ""))
-        both = pa.chunked_array([v4, v6], pa.string()).combine_chunks()
+        both = _prefixes(addr, measure)
         distinct = pc.unique(both)
         out[measure] = pc.take(distinct, pc.sort_indices(distinct))
     return out
+
+
+def _prefixes(addr: pa.Array, what: str) -> pa.Array:
+    """``addr/len`` text for each valid address or prefix; anything else is counted, logged and
+    left out (a bad line would make Unbound refuse its whole configuration)."""
+    if isinstance(addr, pa.ChunkedArray):
+        addr = addr.combine_chunks()
+    is4 = pc.fill_null(pc.match_substring_regex(addr, _IPV4), False)
+    v4 = pc.filter(addr, is4)
+    if len(v4):
+        octets = pc.list_flatten(pc.split_pattern(v4, ".")).cast(pa.int32()).to_numpy()
+        ok4 = pa.array(octets.reshape(-1, 4).max(axis=1) <= 255)
+    else:
+        ok4 = pa.array([], pa.bool_())
+    bad = len(v4) - (pc.sum(ok4).as_py() or 0)
+    good = [pc.binary_join_element_wise(pc.filter(v4, ok4), "/32", "")]
+    others = pc.filter(addr, pc.invert(is4)).to_pylist()
+    rest: list[str] = []
+    for text in others:
+        try:
+            rest.append(ipaddress.ip_network(text, strict=False).with_prefixlen)
+        except (ValueError, TypeError):
+            bad += 1
+    if bad:
+        log.warning("resolver: %d allocation addresses (%s) are not addresses; left out", bad, what)
+    good.append(pa.array(rest, pa.string()))
+    return pa.chunked_array(good, pa.string()).combine_chunks()
 
 
 def render_clients(clients: dict[str, pa.Array]) -> bytes:
