@@ -1221,6 +1221,247 @@ def groups_list() -> None:
     out.print(t)
 
 
+# ---- DNS protection (issue 8: M7, M8, dns_queries) ----
+
+act_app = typer.Typer(
+    help="Turn findings and lists into actions: RPZ zones and the resolver's consent policy.",
+    no_args_is_help=True,
+)
+app.add_typer(act_app, name="act")
+
+
+class C2Action(StrEnum):
+    nxdomain = "nxdomain"
+    nodata = "nodata"
+    drop = "drop"
+    cname_warning = "cname-warning"
+
+
+def _control(command: str | None) -> Any:
+    import shlex
+
+    from mamori.act.resolver import UnboundControl
+
+    cfg = STATE.config()
+    return UnboundControl(shlex.split(command) if command else cfg.dns.unbound_control)
+
+
+@act_app.command("rpz")
+def act_rpz(
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out", help="directory for the zone files (default: dns.rpz_dir)"),
+    ] = None,
+    c2_action: Annotated[
+        C2Action | None,
+        typer.Option("--c2-action", help="answer for C&C names (default: dns.c2_action)"),
+    ] = None,
+    warning_host: Annotated[
+        str | None,
+        typer.Option("--warning-host", help="host serving the warning page (malware, phishing)"),
+    ] = None,
+    reload: Annotated[
+        bool, typer.Option("--reload", help="then tell Unbound (auth_zone_reload per zone)")
+    ] = False,
+    unbound_control: Annotated[
+        str | None, typer.Option("--unbound-control", help='e.g. "unbound-control -c FILE"')
+    ] = None,
+) -> None:
+    """Write the RPZ zones from the reputation lists in force: C&C names (M7, blocked) and
+    malware/phishing sites (M8, sent to the warning page). Serials always increase; files are
+    replaced atomically, so resolvers never read half a zone. See docs/dns.md for unbound.conf."""
+    from mamori.act.resolver import ResolverError
+    from mamori.act.rpz import generate_rpz
+
+    gov = STATE.gov()
+    result = generate_rpz(
+        gov,
+        actor_name(),
+        out_dir=out_dir,
+        c2_action=c2_action.value if c2_action else None,
+        warning_host=warning_host,
+    )
+    for z in result.zones:
+        out.print(
+            f"{z.measure} {z.zone} serial {z.serial}: {z.names:,} names ({z.records:,} records, "
+            f"{z.rejected:,} unusable entries) -> {z.path} in {z.seconds:.2f} s",
+            highlight=False,
+        )
+    if reload:
+        ctl = _control(unbound_control)
+        try:
+            for z in result.zones:
+                ctl("auth_zone_reload", z.zone)
+        except ResolverError as exc:
+            fail(str(exc))
+
+
+@act_app.command("resolver-sync")
+def act_resolver_sync(
+    watch_: Annotated[
+        bool,
+        typer.Option(
+            "--watch", help="keep running: re-sync whenever consent, allocations or lists change"
+        ),
+    ] = False,
+    zones: Annotated[bool, typer.Option("--zones", help="also regenerate the RPZ zones")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="reload Unbound even if unchanged")
+    ] = False,
+    prepare: Annotated[
+        bool,
+        typer.Option(
+            "--prepare", help="only write the files Unbound's configuration needs (first start)"
+        ),
+    ] = False,
+    interval: Annotated[
+        float | None, typer.Option("--interval", help="seconds between checks with --watch")
+    ] = None,
+    unbound_control: Annotated[
+        str | None, typer.Option("--unbound-control", help='e.g. "unbound-control -c FILE"')
+    ] = None,
+) -> None:
+    """Apply consent on the resolver: tag the addresses of subscribers who are in for M7 (C&C
+    blocking) and M8 (warning page) so Unbound applies each zone to them only. Withdrawn consent
+    applies within a second (opt-out zone); Unbound is never restarted (reload_keep_cache)."""
+    import threading
+
+    from mamori.act.resolver import ResolverError, prepare_resolver_files, sync_resolver, watch
+
+    gov = STATE.gov()
+    if prepare:
+        built = prepare_resolver_files(gov, actor_name())
+        out.print(f"zones and client tags written ({len(built.zones)} zones)", highlight=False)
+        return
+    ctl = _control(unbound_control)
+
+    def show(r: Any) -> None:
+        state = "reloaded" if r.changed else ("pending reload" if r.pending else "unchanged")
+        out.print(
+            f"{datetime.now(UTC):%H:%M:%S} clients M7 {r.clients.get('M7', 0):,}, "
+            f"M8 {r.clients.get('M8', 0):,}; opt-out zone {r.passthru}; {state} "
+            f"({r.seconds:.2f} s)",
+            highlight=False,
+        )
+
+    if not watch_:
+        try:
+            show(sync_resolver(gov, actor_name(), control=ctl, zones=zones, force=force))
+        except ResolverError as exc:
+            fail(str(exc))
+        return
+    stop = threading.Event()
+    try:
+        watch(gov, actor_name(), control=ctl, interval_s=interval, stop=stop, on_sync=show)
+    except KeyboardInterrupt:
+        stop.set()
+
+
+@act_app.command("resolver-config")
+def act_resolver_config() -> None:
+    """Print the unbound.conf lines that load Mamori's zones and client tags."""
+    from mamori.act.resolver import unbound_snippet
+
+    typer.echo(unbound_snippet(STATE.config()), nl=False)
+
+
+@act_app.command("warning-page")
+def act_warning_page(
+    host: Annotated[str, typer.Option("--host", help="address to listen on")] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option("--port", help="port (80 behind the warning host name)")
+    ] = 8081,
+) -> None:
+    """Serve the warning page (M8) that listed sites resolve to: every host name, every path."""
+    import uvicorn
+
+    from mamori.web.warning import create_warning_app
+
+    uvicorn.run(create_warning_app(STATE.config(), STATE.gov()), host=host, port=port)
+
+
+class DnsFormat(StrEnum):
+    dnstap = "dnstap"
+    unbound = "unbound"
+
+
+@ingest_app.command("dns")
+def ingest_dns(
+    files: Annotated[
+        list[Path] | None, typer.Argument(help="dnstap (Frame Streams) or Unbound log files")
+    ] = None,
+    fmt: Annotated[
+        DnsFormat | None,
+        typer.Option("--format", help="dnstap | unbound (default: from the file name)"),
+    ] = None,
+    listen: Annotated[
+        str | None,
+        typer.Option(
+            "--listen",
+            help="unix:PATH — receive dnstap from resolvers (Unbound: dnstap-socket-path)",
+        ),
+    ] = None,
+    resolver: Annotated[
+        str | None, typer.Option("--resolver", help="resolver address, for Unbound logs")
+    ] = None,
+) -> None:
+    """Load resolver query logs into dns_queries, for consenting subscribers only (M7): queries of
+    subscribers who opted out are dropped before storage. Bad frames or lines are counted and
+    reported with their position."""
+    from mamori.ingest.dns import DnstapListener, ingest_dnstap_file, ingest_unbound_log
+
+    gov = STATE.gov()
+    if listen:
+        if not listen.startswith("unix:"):
+            fail("--listen takes unix:PATH")
+        listener = DnstapListener(
+            gov,
+            Path(listen[5:]),
+            actor_name(),
+            on_flush=lambda r: out.print(
+                f"{datetime.now(UTC):%H:%M:%S} {r.queries:,} queries, {r.stored:,} stored, "
+                f"{r.malformed} malformed",
+                highlight=False,
+            ),
+        )
+        listener.start()
+        out.print(f"listening on {listen}", highlight=False)
+        try:
+            listener.run()
+        except KeyboardInterrupt:
+            listener.close()
+        return
+    if not files:
+        fail("give FILE(s) or --listen unix:PATH")
+    failed = False
+    for path in files:
+        kind = fmt or (DnsFormat.dnstap if path.suffix in (".dnstap", ".fstrm") else None)
+        if kind is None and path.suffix == ".log":
+            kind = DnsFormat.unbound
+        if kind is None:
+            fail(f"{path}: cannot tell the format; give --format dnstap|unbound")
+        if not path.is_file():
+            fail(f"{path}: no such file")
+        if kind is DnsFormat.dnstap:
+            report = ingest_dnstap_file(gov, path, actor_name())
+        else:
+            report = ingest_unbound_log(gov, path, actor_name(), resolver=resolver)
+        out.print(
+            f"{path}: {report.queries:,} queries, {report.stored:,} stored (consenting), "
+            f"{report.malformed} malformed, {report.too_long} names too long",
+            highlight=False,
+        )
+        for example in report.examples:
+            err.print(f"  {example}", highlight=False, markup=False)
+        if report.error:
+            err.print(f"  {report.error}", highlight=False, markup=False)
+            failed = True
+    if failed:
+        raise typer.Exit(1)
+
+
+# ---- end of DNS protection ----
+
 _PENDING: list[tuple[typer.Typer, str, str, str, int | None]] = [
     (
         ingest_app,
@@ -1228,13 +1469,6 @@ _PENDING: list[tuple[typer.Typer, str, str, str, int | None]] = [
         "ingest allocations",
         "Load address-allocation logs: RADIUS accounting, Kea DHCP leases, CGNAT port blocks, CSV.",
         6,
-    ),
-    (
-        ingest_app,
-        "dns",
-        "ingest dns",
-        "Load resolver query logs (dnstap, Unbound) of consenting subscribers.",
-        8,
     ),
     (ingest_app, "mail", "ingest mail", "Load Postfix / Dovecot logs (SMTP AUTH events).", None),
     (
@@ -1268,7 +1502,6 @@ _PENDING: list[tuple[typer.Typer, str, str, str, int | None]] = [
         None,
     ),
     (app, "attribute", "attribute", "Who held an address (and port) at a time (audited).", 6),
-    (app, "act", "act", "Turn findings into actions: RPZ, filters, FlowSpec, SMTP refusals.", 8),
     (app, "notify", "notify", "Send alert e-mails to subscribers (M5, M6, M9).", 6),
 ]
 

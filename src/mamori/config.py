@@ -34,6 +34,7 @@ __all__ = [
     "AddressPool",
     "CollectorConfig",
     "ConfigError",
+    "DnsConfig",
     "GovernanceConfig",
     "MamoriConfig",
     "RetentionConfig",
@@ -177,6 +178,60 @@ class ReputationMatchConfig(_Model):
     )
 
 
+class DnsConfig(_Model):
+    """DNS protection (M7, M8): the RPZ zones Mamori writes and the resolver it keeps in step."""
+
+    rpz_dir: Path | None = Field(
+        default=None, description="where zone files are written; default <store>/_state/rpz"
+    )
+    c2_zone: str = Field(default="c2.rpz.mamori.", description="RPZ zone of C&C names (M7)")
+    warning_zone: str = Field(
+        default="warning.rpz.mamori.", description="RPZ zone of malware/phishing sites (M8)"
+    )
+    optout_zone: str = Field(
+        default="optout.rpz.mamori.",
+        description="small RPZ zone of client addresses that just withdrew consent (passthru)",
+    )
+    c2_action: Literal["nxdomain", "nodata", "drop", "cname-warning"] = "nxdomain"
+    warning_host: str = Field(
+        default="warning.mamori.invalid.",
+        description="host name serving the warning page; listed sites become a CNAME to it",
+    )
+    warning_addrs: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...] = Field(
+        default=(), description="if set, listed sites answer these A/AAAA records directly"
+    )
+    ttl: int = Field(default=300, gt=0, le=86400)
+    subdomains: bool = Field(default=True, description="also list *.name for every name")
+    url_hosts: bool = Field(
+        default=True, description="take host names of listed malware/phishing URLs"
+    )
+    never_block: tuple[str, ...] = Field(
+        default=(), description="domains (and their subdomains) never put in a zone"
+    )
+    unbound_control: tuple[str, ...] = Field(
+        default=("unbound-control",), description="command (and -c/-s options) to reach Unbound"
+    )
+    clients_file: Path | None = Field(
+        default=None,
+        description="Unbound include file of access-control-tag lines; default "
+        "<store>/_state/resolver/clients.conf",
+    )
+    sync_interval_s: float = Field(default=2.0, gt=0, le=3600)
+    tag_reload_min_interval_s: float = Field(
+        default=0.0,
+        ge=0,
+        le=86400,
+        description="least time between two reloads of the client tags; a reload re-reads the "
+        "zones (seconds per million names, not answering meanwhile): raise it for large zones. "
+        "Withdrawn consent applies at once regardless (opt-out zone)",
+    )
+    continue_url: str | None = Field(
+        default=None,
+        description="warning page 'continue' target, with {url}: a forwarding proxy that does "
+        "not use the policy resolver; unset: the page explains how to switch the warning off",
+    )
+
+
 class MamoriConfig(BaseSettings):
     """The effective configuration."""
 
@@ -201,6 +256,7 @@ class MamoriConfig(BaseSettings):
     smtp: SmtpConfig = SmtpConfig()
     web: WebConfig = WebConfig()
     reputation_match: ReputationMatchConfig = ReputationMatchConfig()
+    dns: DnsConfig = DnsConfig()
 
     @field_validator("measures")
     @classmethod

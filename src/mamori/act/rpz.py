@@ -1,0 +1,350 @@
+"""RPZ zones from reputation data (M7: block C&C names; M8: send malware and phishing sites to the
+warning page).
+
+Two zones, one per measure, so a resolver can apply each only to the clients who are in for it
+(Unbound: ``rpz:`` with ``tags:``; BIND: ``response-policy`` per view). Zone files are built with
+Arrow string kernels — a million names take a few seconds — written beside the old file and renamed
+over it, and carry a serial that only ever goes up, so any resolver reading the file or
+transferring the zone sees a consistent, newer version.
+
+Policy actions (RFC draft-vixie-dnsop-dns-rpz): ``CNAME .`` is NXDOMAIN, ``CNAME *.`` is NODATA,
+``CNAME rpz-drop.`` drops the query, ``CNAME host.`` rewrites to the warning page host.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import BaseModel, ConfigDict
+
+from mamori.config import DnsConfig, MamoriConfig
+from mamori.governance import Governance
+from mamori.ingest.reputation import current_reputation
+
+__all__ = [
+    "C2_CATEGORIES",
+    "WARNING_CATEGORIES",
+    "RpzResult",
+    "ZoneBuild",
+    "atomic_write",
+    "build_zone",
+    "generate_rpz",
+    "next_serial",
+    "policy_names",
+    "rpz_dir",
+    "text_bytes",
+    "zone_head",
+]
+
+log = logging.getLogger(__name__)
+
+C2_CATEGORIES = ("c2",)
+# first-stage servers hand out malware: a browser reaching one is shown the warning page, and a
+# loader fetching from one gets HTML instead of its payload.
+WARNING_CATEGORIES = ("malware-site", "phishing", "first-stage")
+
+C2Action = Literal["nxdomain", "nodata", "drop", "cname-warning"]
+
+# Lower-case LDH labels (underscore allowed: it appears in real feeds), at least two labels, so a
+# feed entry can never list a whole top-level domain.
+_NAME_RE = (
+    r"^(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\.)+"
+    r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
+)
+_URL_HOST_RE = r"^[a-zA-Z][a-zA-Z0-9+.-]*://(?:[^/?#@]*@)?(?P<host>[^/:?#\[\]]+)"
+_IPV4_RE = r"^[0-9]+(?:\.[0-9]+){3}$"
+_SERIAL_RE = re.compile(rb"\bSOA\s+\S+\s+\S+\s+\(?\s*(\d+)", re.IGNORECASE)
+_MAX_LOGGED = 5
+
+
+class ZoneBuild(BaseModel):
+    """A zone file written for one measure."""
+
+    model_config = ConfigDict(frozen=True)
+
+    measure: str
+    zone: str
+    path: Path
+    serial: int
+    names: int  # distinct listed names
+    records: int  # policy records written (names, plus wildcards)
+    rejected: int  # feed entries that are not usable host names
+    seconds: float
+
+
+class RpzResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    zones: tuple[ZoneBuild, ...]
+
+    def by_measure(self, measure: str) -> ZoneBuild:
+        for z in self.zones:
+            if z.measure == measure:
+                return z
+        raise KeyError(measure)
+
+
+def rpz_dir(config: MamoriConfig) -> Path:
+    return config.dns.rpz_dir or config.store / "_state" / "rpz"
+
+
+def _fqdn(name: str) -> str:
+    return name if name.endswith(".") else name + "."
+
+
+def _zone_file(zone: str) -> str:
+    return _fqdn(zone).rstrip(".") + ".zone"
+
+
+def policy_names(
+    reputation: pa.Table,
+    categories: Sequence[str],
+    *,
+    at: datetime,
+    url_hosts: bool = True,
+    never_block: Sequence[str] = (),
+) -> tuple[pa.Array, int]:
+    """Distinct, valid, lower-case names (no trailing dot) of current entries in ``categories``,
+    and how many entries were rejected as unusable names. Rejections are logged (row numbers)."""
+    if reputation.num_rows == 0:
+        return pa.array([], pa.string()), 0
+    cat = reputation.column("category")
+    keep = pc.is_in(cat, value_set=pa.array(list(categories), pa.string()))
+    expires = reputation.column("expires")
+    current = pc.or_kleene(pc.is_null(expires), pc.greater(expires, pa.scalar(at, expires.type)))
+    keep = pc.and_(pc.fill_null(keep, False), pc.fill_null(current, False))
+    kind = reputation.column("indicator_type")
+    domain = reputation.column("domain")
+    from_domain = pc.and_(keep, pc.equal(kind, "domain"))
+    candidates = pc.if_else(from_domain, domain, pa.scalar(None, pa.string()))
+    if url_hosts and "url" in reputation.column_names:
+        from_url = pc.and_(keep, pc.equal(kind, "url"))
+        url = reputation.column("url")
+        host = pc.struct_field(pc.extract_regex(pc.fill_null(url, ""), _URL_HOST_RE), "host")
+        # A URL on a bare address says nothing about a name (rpz-ip triggers are a later step).
+        host = pc.if_else(pc.match_substring_regex(host, _IPV4_RE), None, host)
+        candidates = pc.if_else(pc.fill_null(from_url, False), host, candidates)
+    url_text = reputation.column("url") if "url" in reputation.column_names else domain
+    offered = pc.fill_null(
+        pc.and_(keep, pc.or_(pc.equal(kind, "domain"), pc.equal(kind, "url"))), False
+    )
+    names = pc.utf8_lower(pc.utf8_trim(candidates, " \t"))
+    names = pc.utf8_rtrim(names, ".")
+    names = pc.if_else(pc.starts_with(names, "*."), pc.utf8_slice_codeunits(names, 2), names)
+    valid = pc.and_(
+        pc.match_substring_regex(names, _NAME_RE),
+        pc.less_equal(pc.utf8_length(names), 253),
+    )
+    valid = pc.fill_null(valid, False)
+    for suffix in never_block:
+        s = suffix.lower().strip(".")
+        spared = pc.or_(pc.equal(names, s), pc.ends_with(names, "." + s))
+        valid = pc.and_(valid, pc.invert(pc.fill_null(spared, False)))
+    bad = pc.and_(offered, pc.invert(valid))
+    rejected = pc.sum(bad).as_py() or 0
+    if rejected:
+        rows = pc.indices_nonzero(bad).to_pylist()[:_MAX_LOGGED]
+        shown = ", ".join(
+            f"row {r}: {(domain[r].as_py() or url_text[r].as_py() or '')[:80]!r}" for r in rows
+        )  # at most five rows
+        log.warning("rpz: %d reputation entries are not usable names (%s …)", rejected, shown)
+    combined = pc.filter(names, valid)
+    if isinstance(combined, pa.ChunkedArray):
+        combined = combined.combine_chunks()
+    return pc.unique(combined), int(rejected)
+
+
+def next_serial(path: Path, now: float | None = None) -> int:
+    """A serial above the one in the zone file at ``path`` (if any): the current time in seconds
+    when that is larger, so serials also say when a zone was made."""
+    stamp = int(now if now is not None else time.time())
+    previous = 0
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(4096)
+        m = _SERIAL_RE.search(head)
+        if m:
+            previous = int(m.group(1))
+    except FileNotFoundError:
+        pass
+    serial = max(previous + 1, stamp)
+    if serial >= 2**32:  # RFC 1982 arithmetic would wrap; reaching this needs a broken clock
+        raise ValueError(f"serial {serial} of {path} does not fit 32 bits")
+    return serial
+
+
+def _lines(names: pa.Array, prefix: str, rdata: Sequence[str]) -> list[pa.Array]:
+    """``<prefix><name> <rdata>\\n`` for every name and every rdata line, as Arrow strings."""
+    out = []
+    for r in rdata:
+        parts: list[pa.Array | pa.Scalar] = [names, pa.scalar(f" {r}\n")]
+        if prefix:
+            parts.insert(0, pa.scalar(prefix))
+        out.append(pc.binary_join_element_wise(*parts, pa.scalar("")))
+    return out
+
+
+def text_bytes(arrays: Sequence[pa.Array]) -> list[memoryview]:
+    """The character data of string arrays: each element already ends with a newline, so the
+    data buffer between the first and last offsets is the text, no per-line Python."""
+    chunks: list[memoryview] = []
+    for a in arrays:
+        if len(a) == 0:
+            continue
+        width = pa.int64() if a.type == pa.large_string() else pa.int32()
+        offsets = pa.Array.from_buffers(width, len(a) + 1, [None, a.buffers()[1]], offset=a.offset)
+        lo, hi = offsets[0].as_py(), offsets[-1].as_py()
+        data = a.buffers()[2]
+        chunks.append(memoryview(data)[lo:hi])
+    return chunks
+
+
+def atomic_write(path: Path, chunks: Sequence[bytes | memoryview]) -> None:
+    """Write ``path`` so readers see either the old file or the whole new one, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("wb") as fh:
+            for c in chunks:
+                fh.write(c)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def zone_head(zone: str, serial: int, ttl: int = 300) -> bytes:
+    """$ORIGIN, $TTL, SOA and NS of a policy zone."""
+    return (
+        f"; RPZ written by Mamori at {datetime.now(UTC).isoformat(timespec='seconds')}\n"
+        f"$ORIGIN {_fqdn(zone)}\n$TTL {ttl}\n"
+        f"@ IN SOA localhost. hostmaster.localhost. {serial} 3600 600 604800 {ttl}\n"
+        "@ IN NS localhost.\n"
+    ).encode("ascii")
+
+
+def build_zone(
+    path: Path,
+    zone: str,
+    names: pa.Array,
+    rdata: Sequence[str],
+    *,
+    ttl: int = 300,
+    subdomains: bool = True,
+    serial: int | None = None,
+) -> tuple[int, int]:
+    """Write an RPZ zone file listing ``names`` with the policy ``rdata`` lines (e.g. ``CNAME .``).
+    Returns (serial, records)."""
+    serial = serial if serial is not None else next_serial(path)
+    head = zone_head(zone, serial, ttl)
+    body = _lines(names, "", rdata)
+    if subdomains:
+        body += _lines(names, "*.", rdata)
+    atomic_write(path, [head, *text_bytes(body)])
+    return serial, len(names) * len(rdata) * (2 if subdomains else 1)
+
+
+def _c2_rdata(dns: DnsConfig, action: C2Action) -> list[str]:
+    if action == "nxdomain":
+        return ["CNAME ."]
+    if action == "nodata":
+        return ["CNAME *."]
+    if action == "drop":
+        return ["CNAME rpz-drop."]
+    return _warning_rdata(dns)
+
+
+def _warning_rdata(dns: DnsConfig) -> list[str]:
+    if dns.warning_addrs:
+        return [f"{'A' if a.version == 4 else 'AAAA'} {a}" for a in dns.warning_addrs]
+    return [f"CNAME {_fqdn(dns.warning_host)}"]
+
+
+_COLUMNS = ["indicator_type", "domain", "url", "category", "expires"]
+
+
+def generate_rpz(
+    gov: Governance,
+    actor: str,
+    *,
+    out_dir: Path | None = None,
+    c2_action: C2Action | None = None,
+    warning_host: str | None = None,
+    at: datetime | None = None,
+    record_action: bool = True,
+) -> RpzResult:
+    """Read current reputation entries (through governance, under M7 and M8) and write both zones.
+
+    Each zone write is recorded as an ``rpz`` action of its measure and audited.
+    """
+    cfg = gov.config
+    dns = cfg.dns
+    if warning_host is not None:
+        dns = dns.model_copy(update={"warning_host": warning_host})
+    action: C2Action = c2_action or dns.c2_action
+    out = out_dir or rpz_dir(cfg)
+    now = at or datetime.now(UTC)
+    builds = []
+    for measure, zone, cats, rdata in (
+        ("M7", dns.c2_zone, C2_CATEGORIES, _c2_rdata(dns, action)),
+        ("M8", dns.warning_zone, WARNING_CATEGORIES, _warning_rdata(dns)),
+    ):
+        t0 = time.perf_counter()
+        # per source, its latest load only: a name a feed no longer lists leaves the zone
+        rep = current_reputation(gov, measure, actor, now).select(_COLUMNS)
+        names, rejected = policy_names(
+            rep, cats, at=now, url_hosts=dns.url_hosts, never_block=dns.never_block
+        )
+        path = out / _zone_file(zone)
+        serial, records = build_zone(
+            path, zone, names, rdata, ttl=dns.ttl, subdomains=dns.subdomains
+        )
+        took = time.perf_counter() - t0
+        build = ZoneBuild(
+            measure=measure,
+            zone=_fqdn(zone),
+            path=path,
+            serial=serial,
+            names=len(names),
+            records=records,
+            rejected=rejected,
+            seconds=took,
+        )
+        builds.append(build)
+        if record_action:
+            gov.write(
+                measure,
+                "actions",
+                pa.table(
+                    {
+                        "created": pa.array([now], pa.timestamp("ms", tz="UTC")),
+                        "action_id": [f"rpz-{measure}-{serial}"],
+                        "kind": ["rpz"],
+                        "target": [_fqdn(zone)],
+                        "measure": [measure],
+                        "legal_basis": ["consent"],
+                        "state": ["active"],
+                        "start": pa.array([now], pa.timestamp("ms", tz="UTC")),
+                        "approved_by": [actor],
+                    }
+                ),
+                actor,
+                detail={"names": len(names), "rejected": rejected, "serial": serial},
+            )
+    return RpzResult(zones=tuple(builds))

@@ -1,0 +1,229 @@
+"""The warning page (M8): what a consenting subscriber sees instead of a listed malware or phishing
+site.
+
+The resolver answers a listed name with the address of the host running this app (RPZ, see
+``act/rpz.py``), so the browser arrives here with the listed site in its ``Host`` header. The page
+says which list the site is on, why the ISP can show it (the subscriber's M8 setting, on unless
+they switched it off), how to change that setting at any time, and offers to continue.
+
+What is recorded is what M8 allows and no more: a count per day, category and event (shown,
+continued) in the store's state directory. No address, no site name, no time of a visit.
+
+Two ways to serve it: ``warning_router(gov)`` for the console (``/warning?site=…``), and
+``create_warning_app(config)``, a standalone app answering every path on every host name — the
+one the RPZ warning host points at.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import time
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from urllib.parse import quote
+
+from fastapi import APIRouter, FastAPI, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from mamori.act.rpz import WARNING_CATEGORIES, policy_names
+from mamori.config import MamoriConfig
+from mamori.governance import Governance
+from mamori.ingest.reputation import current_reputation
+
+__all__ = ["SiteLookup", "WarningCounts", "create_warning_app", "warning_router"]
+
+_HERE = Path(str(resources.files("mamori.web")))
+templates = Jinja2Templates(directory=str(_HERE / "templates"))
+_HOST_RE = re.compile(r"^[a-z0-9_](?:[a-z0-9_.-]{0,251}[a-z0-9])?$")
+LANGS = ("ja", "en")
+REFRESH_S = 300.0
+
+
+def _clean_host(raw: str | None) -> str | None:
+    if not raw:
+        return None
+    host = raw.strip().lower().rstrip(".")
+    if host.count(":") == 1:  # host:port
+        host = host.split(":", 1)[0]
+    return host if _HOST_RE.match(host) else None
+
+
+def _clean_path(raw: str | None) -> str:
+    path = raw or "/"
+    if not path.startswith("/") or path.startswith("//") or len(path) > 2048:
+        return "/"
+    return path
+
+
+class SiteLookup:
+    """Listed malware and phishing names and their category, read under M8 and cached."""
+
+    def __init__(self, gov: Governance, actor: str = "web:warning") -> None:
+        self._gov = gov
+        self._actor = actor
+        self._lock = threading.Lock()
+        self._names: dict[str, str] = {}
+        self._loaded = 0.0
+
+    def _refresh(self) -> None:
+        rep = current_reputation(self._gov, "M8", self._actor)
+        now = datetime.now(UTC)
+        names: dict[str, str] = {}
+        # the same names the M8 zone lists (domains and hosts of listed URLs)
+        for cat in WARNING_CATEGORIES:
+            listed, _ = policy_names(rep, [cat], at=now, url_hosts=self._gov.config.dns.url_hosts)
+            names.update(dict.fromkeys(listed.to_pylist(), cat))
+        self._names = names
+        self._loaded = time.monotonic()
+
+    def category(self, host: str) -> str | None:
+        """The category of ``host`` or of the closest listed parent domain."""
+        with self._lock:
+            if not self._loaded or time.monotonic() - self._loaded > REFRESH_S:
+                self._refresh()
+            labels = host.split(".")
+            for i in range(len(labels) - 1):
+                hit = self._names.get(".".join(labels[i:]))
+                if hit:
+                    return hit
+        return None
+
+
+class WarningCounts:
+    """Per-day counts of pages shown and continues, by category — the only record M8 keeps."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / "counts.json"
+        self._lock = threading.Lock()
+
+    def add(self, category: str | None, event: str) -> None:
+        day = datetime.now(UTC).strftime("%Y-%m-%d")
+        with self._lock:
+            data = self.read()
+            bucket = data.setdefault(day, {}).setdefault(category or "unknown", {})
+            bucket[event] = int(bucket.get(event, 0)) + 1
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(data, sort_keys=True), encoding="utf-8")
+            os.replace(tmp, self.path)
+
+    def read(self) -> dict[str, dict[str, dict[str, int]]]:
+        try:
+            data: dict[str, dict[str, dict[str, int]]] = json.loads(
+                self.path.read_text(encoding="utf-8")
+            )
+        except FileNotFoundError:
+            return {}
+        return data
+
+
+def _language(request: Request, lang: str | None) -> str:
+    if lang in LANGS:
+        return lang
+    accept = request.headers.get("accept-language", "")
+    first = accept.split(",", 1)[0].strip().lower()
+    if first.startswith("en"):
+        return "en"
+    return "ja"  # the ISP's subscribers read Japanese first
+
+
+def _page(
+    request: Request,
+    config: MamoriConfig,
+    lookup: SiteLookup,
+    counts: WarningCounts,
+    site: str | None,
+    path: str,
+    lang: str | None,
+    *,
+    action: str,
+) -> Response:
+    host = _clean_host(site)
+    category = lookup.category(host) if host else None
+    language = _language(request, lang)
+    counts.add(category, "shown")
+    base = config.web.base_url.rstrip("/")
+    response = templates.TemplateResponse(
+        request,
+        f"warning_{language}.html",
+        {
+            "isp": config.isp_name,
+            "site": host,
+            "path": _clean_path(path),
+            "category": category,
+            "consent_url": f"{base}/consent",
+            "can_continue": config.dns.continue_url is not None,
+            "continue_action": action,
+            "other_lang": "en" if language == "ja" else "ja",
+        },
+        status_code=200,
+    )
+    # the page must not be cached as if it were the site
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Robots-Tag"] = "noindex"
+    return response
+
+
+def _continue(
+    config: MamoriConfig, counts: WarningCounts, lookup: SiteLookup, site: str, path: str
+) -> Response:
+    host = _clean_host(site)
+    template = config.dns.continue_url
+    if host is None or template is None:
+        return HTMLResponse("Not available", status_code=404)
+    counts.add(lookup.category(host), "continued")
+    target = template.replace("{url}", quote(f"http://{host}{_clean_path(path)}", safe=""))
+    return RedirectResponse(target, status_code=303)
+
+
+def warning_router(gov: Governance, *, lookup: SiteLookup | None = None) -> APIRouter:
+    """``GET /warning?site=HOST&path=/x&lang=ja|en`` and ``POST /warning/continue``."""
+    config = gov.config
+    sites = lookup or SiteLookup(gov)
+    counts = WarningCounts(gov.state_dir("warning"))
+    router = APIRouter()
+
+    @router.get("/warning", response_class=HTMLResponse)
+    def warning_page(
+        request: Request, site: str | None = None, path: str = "/", lang: str | None = None
+    ) -> Response:
+        return _page(request, config, sites, counts, site, path, lang, action="/warning/continue")
+
+    @router.post("/warning/continue")
+    def warning_continue(site: str = Form(...), path: str = Form("/")) -> Response:
+        return _continue(config, counts, sites, site, path)
+
+    return router
+
+
+def create_warning_app(config: MamoriConfig, gov: Governance | None = None) -> FastAPI:
+    """The app the warning host runs: every host name, every path shows the warning page for the
+    site named in the ``Host`` header."""
+    g = gov or Governance(config)
+    sites = SiteLookup(g)
+    counts = WarningCounts(g.state_dir("warning"))
+    app = FastAPI(title="Mamori warning page", docs_url=None, redoc_url=None, openapi_url=None)
+    app.include_router(warning_router(g, lookup=sites))
+
+    @app.post("/.mamori/continue")
+    def cont(site: str = Form(...), path: str = Form("/")) -> Response:
+        return _continue(config, counts, sites, site, path)
+
+    @app.get("/{rest:path}", response_class=HTMLResponse)
+    def anything(request: Request, rest: str, lang: str | None = None) -> Response:
+        return _page(
+            request,
+            config,
+            sites,
+            counts,
+            request.headers.get("host"),
+            "/" + rest,
+            lang,
+            action="/.mamori/continue",
+        )
+
+    return app
