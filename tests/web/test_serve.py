@@ -40,6 +40,15 @@ def test_serve_cli(tmp_path: Path) -> None:
         assert page is not None, proc.stdout.read().decode() if proc.stdout else ""
         assert page.status_code == 200 and "M14" in page.text
         assert httpx.get(f"http://127.0.0.1:{port}/findings", timeout=5).status_code == 303
+        # the other stages' web parts are served by the same process
+        warn = httpx.get(f"http://127.0.0.1:{port}/warning?site=bad.example", timeout=5)
+        assert warn.status_code == 200 and "bad.example" in warn.text
+        taxii = httpx.get(
+            f"http://127.0.0.1:{port}/taxii2/",
+            headers={"Accept": "application/taxii+json;version=2.1"},
+            timeout=5,
+        )
+        assert taxii.status_code == 401  # no peer key
     finally:
         proc.terminate()
         proc.wait(timeout=20)

@@ -168,20 +168,29 @@ def create_app(
     return app
 
 
-def serve(
-    gov: Governance,
-    host: str,
-    port: int,
-    *,
-    extra_routers: Sequence[APIRouter] = (),
-    mounts: Mapping[str, ASGIApp] | None = None,
-    **uvicorn_options: Any,
-) -> None:
-    """Serve the console until stopped (what ``mamori serve`` runs)."""
+def create_full_app(gov: Governance, *, secure_cookies: bool = False) -> FastAPI:
+    """The console with the other stages' web parts: the warning page (M8) at ``/warning`` and
+    the TAXII 2.1 server (M3) under ``/taxii2/``.
+
+    The TAXII app runs synchronous handlers in worker threads, so it gets its own Governance
+    (its own DuckDB connection) rather than sharing the console's."""
+    from mamori.governance import Governance as _Governance
+    from mamori.share.taxii import create_taxii_app
+    from mamori.web.warning import warning_router
+
+    return create_app(
+        gov,
+        extra_routers=[warning_router(gov)],
+        mounts={"/taxii2": create_taxii_app(_Governance(gov.config))},
+        secure_cookies=secure_cookies,
+    )
+
+
+def serve(gov: Governance, host: str, port: int, **uvicorn_options: Any) -> None:
+    """Serve the full console until stopped (what ``mamori serve`` runs)."""
     import uvicorn
 
-    app = create_app(gov, extra_routers=extra_routers, mounts=mounts)
-    uvicorn.run(app, host=host, port=port, **uvicorn_options)
+    uvicorn.run(create_full_app(gov), host=host, port=port, **uvicorn_options)
 
 
 def console_routes(app: FastAPI) -> list[tuple[str, str, View | None]]:
