@@ -148,6 +148,11 @@ class WebConfig(_Model):
     secret_key: SecretStr | None = Field(
         default=None, description="signs consent-page tokens and sessions; generated if unset"
     )
+    mailbox_dir: Path | None = Field(
+        default=None,
+        description="a local mailbox directory (.eml files; the demo's SMTP sink) the abuse desk "
+        "may read in the console; unset in production",
+    )
 
 
 class ReputationMatchConfig(_Model):

@@ -212,7 +212,11 @@ def populate(gov: Governance) -> None:
 
 @pytest.fixture(scope="module")
 def web_config(tmp_path_factory: pytest.TempPathFactory) -> MamoriConfig:
-    return make_config(tmp_path_factory.mktemp("web") / "store")
+    base = tmp_path_factory.mktemp("web")
+    cfg = make_config(base / "store")
+    return cfg.model_copy(
+        update={"web": cfg.web.model_copy(update={"mailbox_dir": base / "mailbox"})}
+    )
 
 
 @pytest.fixture(scope="module")

@@ -226,3 +226,27 @@ def test_consent_change_bad_input(
         csrf = csrf_of(c.get(url).text)
         r = c.post(url, data={"csrf": csrf, "measure": measure, "state": state})
         assert r.status_code == 400 and message in r.text
+
+
+def test_mailbox_shows_mails_as_delivered_to_the_desk_only(
+    as_role: dict[Role, httpx.Client], web_config: MamoriConfig
+) -> None:
+    import smtplib
+
+    from mamori.sim.mailsink import MailSink
+
+    assert web_config.web.mailbox_dir is not None
+    with (
+        MailSink(web_config.web.mailbox_dir) as sink,
+        smtplib.SMTP(sink.host, sink.port, timeout=10) as smtp,
+    ):
+        smtp.sendmail(
+            "abuse@isp.example.net",
+            ["s0000042@mail.example.jp"],
+            "Subject: Mamori mailbox check\r\n\r\nconsent link inside\r\n".encode(),
+        )
+    page = as_role[Role.ABUSE_DESK].get("/mailbox")
+    assert page.status_code == 200
+    assert "Mamori mailbox check" in page.text and "s0000042@mail.example.jp" in page.text
+    for role in (Role.ANALYST, Role.OPERATOR, Role.AUDITOR, Role.ADMIN):
+        assert as_role[role].get("/mailbox").status_code == 403, role

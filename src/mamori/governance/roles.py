@@ -62,6 +62,12 @@ VIEWS: dict[str, View] = {
         _v("actions.decide", {_A, _D}, ACTION_MEASURES, "approve, reject or end an action"),
         _v("alerts", {_A, _D}, ALERT_MEASURES, "alerts to subscribers and their delivery state"),
         _v(
+            "mailbox",
+            {_D},
+            ("M5", "M6", "M9"),
+            "alert e-mails as delivered to a local mailbox (the demo's SMTP sink)",
+        ),
+        _v(
             "search",
             {_A, _D},
             FINDING_MEASURES + ACTION_MEASURES + ALERT_MEASURES,

@@ -58,6 +58,7 @@ VIEW_PATHS = {
     "findings": "/findings",
     "actions": "/actions",
     "alerts": "/alerts",
+    "mailbox": "/mailbox",
     "search": "/search",
     "traffic": "/traffic",
     "audit": "/auditor",
@@ -100,7 +101,7 @@ def create_app(
 ) -> FastAPI:
     """The console over ``gov``'s store. ``secure_cookies``: send the session only over HTTPS
     (set it when a TLS proxy sits in front)."""
-    from mamori.web.routes import admin, analyst, auditor, desk, public, subscriber
+    from mamori.web.routes import admin, analyst, auditor, desk, mailbox, public, subscriber
 
     app = FastAPI(title="Mamori console", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.gov = gov
@@ -158,7 +159,7 @@ def create_app(
         )
 
     app.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static")
-    for module in (public, subscriber, analyst, desk, auditor, admin):
+    for module in (public, subscriber, analyst, desk, mailbox, auditor, admin):
         app.include_router(module.router)
     # ---- extra routers and mounted apps from other stages (warning page, TAXII) ----
     for router in extra_routers:
