@@ -243,7 +243,7 @@ def test_mailbox_shows_mails_as_delivered_to_the_desk_only(
         smtp.sendmail(
             "abuse@isp.example.net",
             ["s0000042@mail.example.jp"],
-            "Subject: Mamori mailbox check\r\n\r\nconsent link inside\r\n".encode(),
+            b"Subject: Mamori mailbox check\r\n\r\nconsent link inside\r\n",
         )
     page = as_role[Role.ABUSE_DESK].get("/mailbox")
     assert page.status_code == 200

@@ -29,7 +29,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import stix2  # type: ignore[import-untyped]
+import stix2
 
 from mamori.share.c2list import LIST_SCHEMA
 
