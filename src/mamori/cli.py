@@ -683,6 +683,200 @@ app.add_typer(share_app, name="share")
 report_app = typer.Typer(help="Public and internal reports.", no_args_is_help=True)
 app.add_typer(report_app, name="report")
 
+# ---- alerts: report ingest and notify (issue 6) ----
+
+
+class _ReportKindOpt(StrEnum):
+    infected = "infected"
+    takedown = "takedown"
+    vulnerable = "vulnerable"
+
+
+class _ReportFormatOpt(StrEnum):
+    shadowserver = "shadowserver"
+    xarf = "xarf"
+    csv = "csv"
+    json = "json"
+
+
+@ingest_app.command("report")
+def ingest_report(
+    file: Annotated[Path, typer.Argument(help="the report file", exists=True, dir_okay=False)],
+    kind: Annotated[
+        _ReportKindOpt,
+        typer.Option(
+            "--kind",
+            help="infected: hosts talking to C&C/sinkholes (alerts under M5); takedown: a "
+            "taken-down C&C server's victim log (M6); vulnerable: vulnerable devices such as "
+            "NICT NOTICE lists or scan reports (M9)",
+        ),
+    ],
+    fmt: Annotated[
+        _ReportFormatOpt,
+        typer.Option(
+            "--format",
+            help="shadowserver: Shadowserver CSV (event4_sinkhole, scan_dns …); xarf: X-ARF v4 "
+            "JSON; csv / json: records with an address, a time and optionally a port",
+        ),
+    ] = _ReportFormatOpt.csv,
+    source: Annotated[
+        str | None,
+        typer.Option("--source", help="who sent the report (default: the format name)"),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Load a third-party report as findings, ready for `mamori notify`. Bad records are
+    counted and listed with their line numbers; the good ones around them are kept. Loading the
+    same report twice stores nothing new."""
+    from mamori.ingest.reports import load_report, parse_report
+
+    try:
+        parsed = parse_report(file, fmt.value)
+    except ValueError as exc:
+        fail(f"{file}: {exc}")
+    res = load_report(
+        STATE.gov(), parsed, kind.value, actor=actor_name(), source=source or fmt.value
+    )
+    if as_json:
+        out.print_json(
+            json.dumps(
+                {
+                    "file": str(file),
+                    "kind": res.kind,
+                    "measure": res.measure,
+                    "records": res.records,
+                    "stored": res.stored,
+                    "duplicates": res.duplicates,
+                    "bad": [{"line": b.line, "reason": b.reason} for b in res.bad],
+                }
+            )
+        )
+        return
+    out.print(
+        f"{file}: {res.records} records, {res.stored} stored as {res.kind} findings "
+        f"({res.measure}), {res.duplicates} already known, {len(res.bad)} bad",
+        highlight=False,
+    )
+    for b in res.bad[:20]:
+        err.print(f"  line {b.line}: {b.reason}", highlight=False, markup=False)
+    if len(res.bad) > 20:
+        err.print(f"  … {len(res.bad) - 20} more bad records", highlight=False)
+
+
+notify_app = typer.Typer(
+    help="Alert subscribers by e-mail (M5 infected devices, M6 takedown victims, M9 "
+    "vulnerable devices)."
+)
+app.add_typer(notify_app, name="notify")
+
+
+@notify_app.callback(invoke_without_command=True)
+def notify(
+    ctx: typer.Context,
+    send: Annotated[
+        bool, typer.Option("--send", help="also send queued alerts now through the SMTP server")
+    ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="show what would be queued; store nothing and send nothing"
+        ),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Turn new findings (own detections and loaded reports) into alerts: decide the legal basis
+    (consent; justified act when the configured risk test holds; emergency for M6), look up the
+    subscriber (opted-out subscribers are not looked up under consent), open or update the
+    abuse-desk case (one per subscriber and cause) and queue one alert per case and interval.
+    With --send, queued and failed alerts are sent (rate-limited; failures stay queued and are
+    retried on the next run). See `mamori notify status`."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from mamori.act.notify import queue_alerts, send_queued
+
+    gov = STATE.gov()
+    summaries = queue_alerts(gov, actor=actor_name(), dry_run=dry_run)
+    sent = None if dry_run or not send else send_queued(gov, actor=actor_name())
+    if as_json:
+        out.print_json(
+            json.dumps(
+                {
+                    "queued": [
+                        {
+                            "measure": q.measure,
+                            "legal_basis": q.decision.basis,
+                            "risk_test_holds": q.decision.risk_test_holds,
+                            "decision": q.decision.reason,
+                            "findings": q.findings,
+                            "events": q.events,
+                            "attribution": dict(q.attribution),
+                            "cases_opened": q.cases_opened,
+                            "cases_updated": q.cases_updated,
+                            "escalated": q.escalated,
+                            "alerts_queued": q.queued,
+                        }
+                        for q in summaries
+                    ],
+                    "sent": None
+                    if sent is None
+                    else {
+                        "attempted": sent.attempted,
+                        "states": dict(sent.states),
+                        "deferred_by_rate_limit": sent.deferred_by_rate_limit,
+                        "server_down": sent.server_down,
+                        "errors": sent.errors[:20],
+                    },
+                    "dry_run": dry_run,
+                },
+                default=str,
+            )
+        )
+        return
+    for q in summaries:
+        out.print(
+            f"{q.measure}: {q.findings} new findings, {q.events} events; attribution "
+            f"{dict(q.attribution) or '-'}; basis {q.decision.basis} ({q.decision.reason}); "
+            f"cases {q.cases_opened} opened, {q.cases_updated} updated, {q.escalated} escalated; "
+            f"{q.queued} alert(s) {'would be ' if dry_run else ''}queued",
+            highlight=False,
+        )
+    if sent is not None:
+        out.print(
+            f"sent: {sent.attempted} attempted, {dict(sent.states) or '-'}; "
+            f"{sent.deferred_by_rate_limit} deferred by the rate limit",
+            highlight=False,
+        )
+        if sent.server_down:
+            err.print(
+                "the SMTP server could not be reached; the alerts stay queued and are retried "
+                "on the next run",
+                highlight=False,
+            )
+            raise typer.Exit(75)  # EX_TEMPFAIL
+
+
+@notify_app.command("status")
+def notify_status(
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Alerts by delivery state (queued, sent, failed, bounced, suppressed) and abuse-desk cases
+    by desk status, per measure."""
+    from mamori.act.notify import notification_status
+
+    st = notification_status(STATE.gov(), actor=actor_name())
+    if as_json:
+        out.print_json(json.dumps(st))
+        return
+    t = Table(title="alerts and cases")
+    for col in ("measure", "alerts by state", "cases by desk status"):
+        t.add_column(col)
+    for m, v in st.items():
+        fmt_ = ", ".join(f"{k} {n}" for k, n in sorted(v["notifications"].items())) or "-"
+        cases_ = ", ".join(f"{k} {n}" for k, n in sorted(v["cases"].items())) or "-"
+        t.add_row(m, fmt_, cases_)
+    out.print(t)
+
+
 _PENDING: list[tuple[typer.Typer, str, str, str, int | None]] = [
     (
         ingest_app,
@@ -707,13 +901,6 @@ _PENDING: list[tuple[typer.Typer, str, str, str, int | None]] = [
         8,
     ),
     (ingest_app, "mail", "ingest mail", "Load Postfix / Dovecot logs (SMTP AUTH events).", None),
-    (
-        ingest_app,
-        "report",
-        "ingest report",
-        "Load third-party reports to act on (Shadowserver, X-ARF, CSV).",
-        6,
-    ),
     (
         detect_app,
         "c2",
@@ -746,7 +933,6 @@ _PENDING: list[tuple[typer.Typer, str, str, str, int | None]] = [
     ),
     (app, "attribute", "attribute", "Who held an address (and port) at a time (audited).", 6),
     (app, "act", "act", "Turn findings into actions: RPZ, filters, FlowSpec, SMTP refusals.", 8),
-    (app, "notify", "notify", "Send alert e-mails to subscribers (M5, M6, M9).", 6),
     (share_app, "export", "share export", "Export the C&C list (STIX 2.1, MISP, CSV).", 9),
     (share_app, "import", "share import", "Import peers' C&C lists.", 9),
     (share_app, "peers", "share peers", "Manage TAXII peers and trust groups.", 9),

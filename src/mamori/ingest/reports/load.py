@@ -74,7 +74,7 @@ def load_report(
     source = source[:24]
     ids = _ids(kind.value, source, t)
     known = (
-        gov.open(measure, "findings", ["finding_id"], actor)
+        gov.open(measure, "findings", ["finding_id", "kind"], actor)
         .relation.filter(f"kind = '{kind.value}'")
         .to_arrow_table()
         .column("finding_id")
