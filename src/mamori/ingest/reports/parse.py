@@ -299,7 +299,9 @@ def _json_objects(text: str, bad: list[BadRecord]) -> list[tuple[int, Any]]:
 
 
 def _rows_from_json(text: str, bad: list[BadRecord]) -> tuple[pa.Table, int]:
+    before = len(bad)
     objs = _json_objects(text, bad)
+    unreadable = len(bad) - before
     cols: dict[str, list[Any]] = {k: [] for k in ("line", "ip", "ts", "port", "proto", "label")}
     for line, o in objs:
         if not isinstance(o, dict):
@@ -320,13 +322,15 @@ def _rows_from_json(text: str, bad: list[BadRecord]) -> tuple[pa.Table, int]:
     table = _validate(
         cols["line"], cols["ip"], cols["ts"], cols["port"], cols["proto"], cols["label"], bad
     )
-    return table, len(objs)
+    return table, len(objs) + unreadable
 
 
 def _rows_from_xarf(text: str, bad: list[BadRecord]) -> tuple[pa.Table, int]:
     import xarf
 
+    before = len(bad)
     objs = _json_objects(text, bad)
+    unreadable = len(bad) - before
     cols: dict[str, list[Any]] = {k: [] for k in ("line", "ip", "ts", "port", "proto", "label")}
     for line, o in objs:
         if not isinstance(o, dict):
@@ -362,7 +366,7 @@ def _rows_from_xarf(text: str, bad: list[BadRecord]) -> tuple[pa.Table, int]:
     table = _validate(
         cols["line"], cols["ip"], cols["ts"], cols["port"], cols["proto"], cols["label"], bad
     )
-    return table, len(objs)
+    return table, len(objs) + unreadable
 
 
 def parse_report_text(text: str, fmt: ReportFormat | str, *, path: str = "-") -> ReportParse:
