@@ -51,6 +51,13 @@ class Case:
     legal_basis: str | None = None
 
 
+def next_version_time(now: datetime, previous: datetime | None) -> datetime:
+    """``now``, or just after ``previous``: versions must be ordered even within a millisecond."""
+    if previous is None or now > previous:
+        return now
+    return previous + timedelta(milliseconds=1)
+
+
 def _digest(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:24]
 
@@ -119,7 +126,7 @@ def attach(
         )
     case = replace(
         existing,
-        updated=now,
+        updated=next_version_time(now, existing.updated),
         events=existing.events + events,
         events_since_notice=existing.events_since_notice + events,
         last_event=max(last_event, existing.last_event or last_event),

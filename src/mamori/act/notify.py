@@ -515,10 +515,15 @@ def send_queued(
                          justification=just).arrow(),
                 "notification_id",
             )  # fmt: skip
-            t = t.filter(pc.equal(t.column("legal_basis"), basis))
+            t = t.filter(
+                pc.and_(
+                    pc.equal(t.column("legal_basis"), basis), pc.equal(t.column("measure"), measure)
+                )
+            )
+            # Every message handed to the server counts against the rate, delivered or not.
             recent = pc.and_(
-                pc.equal(t.column("state"), "sent"),
-                pc.greater_equal(t.column("sent"), pa.scalar(now - timedelta(hours=1), TS)),
+                pc.is_in(t.column("state"), value_set=pa.array(["sent", "bounced", "failed"])),
+                pc.greater_equal(t.column("updated"), pa.scalar(now - timedelta(hours=1), TS)),
             )
             sent_last_hour += int(pc.sum(recent.cast(pa.int64())).as_py() or 0)
             retry_before = pa.scalar(now - timedelta(seconds=cfg.retry_after_s), TS)
@@ -632,14 +637,17 @@ def _send_batch(
                 **row,
                 "state": delivery.state,
                 "sent": now if delivery.state == "sent" else None,
-                "updated": now,
+                "updated": cases_mod.next_version_time(now, row["updated"]),
                 "attempts": attempts,
                 "last_error": (delivery.error or None) and delivery.error[:1000],
             }
         )
         case = case_map.get(row["case_id"])
         if case is not None and case.notification_id == nid:
-            upd: dict[str, Any] = {"updated": now, "notification_state": delivery.state}
+            upd: dict[str, Any] = {
+                "updated": cases_mod.next_version_time(now, case.updated),
+                "notification_state": delivery.state,
+            }
             if delivery.state == "sent":
                 upd.update(subscriber_status="notified", last_notified=now, events_since_notice=0)
             done_c.append(replace(case, **upd))
@@ -667,18 +675,26 @@ def notification_status(
         for basis, just in _bases(gov, measure):
             n = cases_mod.latest(
                 gov.open(measure, "notifications", ["notification_id", "updated", "state",
-                                                     "legal_basis"], actor, basis=basis,
+                                                     "legal_basis", "measure"], actor, basis=basis,
                          justification=just).arrow(),
                 "notification_id",
             )  # fmt: skip
-            n = n.filter(pc.equal(n.column("legal_basis"), basis))
+            n = n.filter(
+                pc.and_(
+                    pc.equal(n.column("legal_basis"), basis), pc.equal(n.column("measure"), measure)
+                )
+            )
             states.update(n.column("state").to_pylist())
             c = cases_mod.latest(
-                gov.open(measure, "cases", ["case_id", "updated", "desk_status", "legal_basis"],
+                gov.open(measure, "cases", ["case_id", "updated", "desk_status", "legal_basis", "measure"],
                          actor, basis=basis, justification=just).arrow(),
                 "case_id",
             )  # fmt: skip
-            c = c.filter(pc.equal(c.column("legal_basis"), basis))
+            c = c.filter(
+                pc.and_(
+                    pc.equal(c.column("legal_basis"), basis), pc.equal(c.column("measure"), measure)
+                )
+            )
             desk.update(c.column("desk_status").to_pylist())
         out[measure] = {"notifications": dict(states), "cases": dict(desk)}
     return out

@@ -80,7 +80,7 @@ _IP_ALIASES = ("ip", "src_ip", "source_ip", "source", "source_identifier", "addr
 _TS_ALIASES = ("timestamp", "ts", "time", "date", "observed_at", "first_seen", "datetime")
 _PORT_ALIASES = ("src_port", "port", "source_port")
 _PROTO_ALIASES = ("protocol", "proto", "transport")
-_LABEL_ALIASES = ("infection", "malware", "family", "issue", "tag", "vulnerability", "bot_name")
+_LABEL_ALIASES = ("infection", "label", "malware", "family", "issue", "tag", "vulnerability", "bot_name")
 
 # Text forms: dotted quad (each octet 0-255) or anything with a colon that Arrow can't judge — the
 # colon forms are checked one by one (IPv6 in reports is rare).
