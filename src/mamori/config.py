@@ -32,6 +32,7 @@ from pydantic_settings import (
 
 __all__ = [
     "AddressPool",
+    "AttributionConfig",
     "CollectorConfig",
     "ConfigError",
     "GovernanceConfig",
@@ -149,6 +150,24 @@ class WebConfig(_Model):
     )
 
 
+class AttributionConfig(_Model):
+    """Who held an address when (``mamori attribute``, ``mamori ingest allocations``)."""
+
+    skew_s: float = Field(
+        default=2.0,
+        ge=0,
+        le=3600,
+        description="clock-skew tolerance: a holder within this many seconds of the time asked "
+        "about counts as a candidate (two candidates: ambiguous, never a guess)",
+    )
+    session_timeout_s: float = Field(
+        default=86400.0,
+        gt=0,
+        description="an accounting session or port block with no Stop/release is closed this long "
+        "after its last record (or earlier, by the next allocation of the same address)",
+    )
+
+
 class MamoriConfig(BaseSettings):
     """The effective configuration."""
 
@@ -172,6 +191,7 @@ class MamoriConfig(BaseSettings):
     collector: CollectorConfig = CollectorConfig()
     smtp: SmtpConfig = SmtpConfig()
     web: WebConfig = WebConfig()
+    attribution: AttributionConfig = AttributionConfig()
 
     @field_validator("measures")
     @classmethod
