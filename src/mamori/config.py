@@ -33,6 +33,7 @@ from pydantic_settings import (
 __all__ = [
     "AddressPool",
     "AlertsConfig",
+    "AttributionConfig",
     "CollectorConfig",
     "ConfigError",
     "GovernanceConfig",
@@ -151,6 +152,24 @@ class WebConfig(_Model):
     )
 
 
+class AttributionConfig(_Model):
+    """Who held an address when (``mamori attribute``, ``mamori ingest allocations``)."""
+
+    skew_s: float = Field(
+        default=2.0,
+        ge=0,
+        le=3600,
+        description="clock-skew tolerance: a holder within this many seconds of the time asked "
+        "about counts as a candidate (two candidates: ambiguous, never a guess)",
+    )
+    session_timeout_s: float = Field(
+        default=86400.0,
+        gt=0,
+        description="an accounting session or port block with no Stop/release is closed this long "
+        "after its last record (or earlier, by the next allocation of the same address)",
+    )
+
+
 class AlertsConfig(_Model):
     """Alerts to subscribers (``mamori notify``, measures M5, M6, M9) and their risk tests."""
 
@@ -164,9 +183,6 @@ class AlertsConfig(_Model):
     max_attempts: int = Field(default=20, ge=1, description="delivery attempts before giving up")
     retry_after_s: float = Field(default=300.0, ge=0, description="wait before retrying")
     smtp_timeout_s: float = Field(default=30.0, gt=0)
-    attribution_skew_s: float | None = Field(
-        default=None, ge=0, description="clock-skew tolerance for attribution (None: its default)"
-    )
     risk_window_hours: float = Field(
         default=24.0, gt=0, description="window the risk tests count devices in"
     )
@@ -212,6 +228,7 @@ class MamoriConfig(BaseSettings):
     collector: CollectorConfig = CollectorConfig()
     smtp: SmtpConfig = SmtpConfig()
     web: WebConfig = WebConfig()
+    attribution: AttributionConfig = AttributionConfig()
     alerts: AlertsConfig = AlertsConfig()
 
     @field_validator("measures")

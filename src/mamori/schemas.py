@@ -175,9 +175,23 @@ ALLOCATIONS = DatasetSchema(
         ),
         Column("port_start", pa.uint16(), S, "first port of a CGNAT port block; null = all"),
         Column("port_end", pa.uint16(), S, "last port of a CGNAT port block; null = all"),
-        _str("subscriber_id", S, "subscriber holding the address", ID_LEN, nullable=False),
+        # A CGNAT log names the inside address a public port block was given to, not a
+        # subscriber: such a row has inside_addr set and subscriber_id null, and its holder is
+        # whoever held inside_addr at the time (from RADIUS or DHCP). Every row names exactly one.
+        _str(
+            "subscriber_id",
+            S,
+            "subscriber holding the address; null on a CGNAT row that names inside_addr instead",
+            ID_LEN,
+        ),
         _str("session_id", S, "accounting session / lease identifier", ID_LEN),
         _str("source", N, "radius | kea | cgnat-syslog | csv", 32),
+        _str(
+            "inside_addr",
+            S,
+            "CGNAT inside address the public port block translated to; null otherwise",
+            ADDR_LEN,
+        ),
     ),
 )
 

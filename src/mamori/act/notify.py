@@ -40,6 +40,7 @@ import pyarrow.compute as pc
 from mamori.act import cases as cases_mod
 from mamori.act.legal import LegalDecision, RiskInputs, decide
 from mamori.act.mailer import Delivery, Mailer
+from mamori.attribute import attribute
 from mamori.config import MamoriConfig
 from mamori.governance import Governance
 from mamori.governance.tokens import consent_token
@@ -86,7 +87,7 @@ class SendSummary:
     errors: list[str] = field(default_factory=list)
 
 
-# ---------------------------------------------------------------- attribution (issue 6, other half)
+# ---------------------------------------------------------------- attribution
 
 
 def _attribute(
@@ -97,25 +98,11 @@ def _attribute(
     actor: str,
     basis: str,
     justification: str | None,
-    skew_s: float | None,
 ) -> pa.Table:
-    """``mamori.attribute.attribute`` (one row per query, in order, with ``status`` and
-    ``subscriber_id``)."""
-    import mamori.attribute as attribution
-
-    fn: Any = attribution.attribute
-    if not callable(fn):  # the package exposes the module rather than the function
-        fn = fn.attribute
-    result: pa.Table = fn(
-        gov,
-        queries,
-        measure=measure,
-        actor=actor,
-        basis=basis,
-        justification=justification,
-        skew_s=skew_s,
+    """One row per query, in order, with ``status`` and ``subscriber_id`` (only when ok)."""
+    return attribute(
+        gov, queries, measure=measure, actor=actor, basis=basis, justification=justification
     )
-    return result
 
 
 # ---------------------------------------------------------------- state
@@ -267,7 +254,7 @@ def _queue_measure(
         }
     )
     res = _attribute(gov, queries, measure=measure, actor=actor, basis=first_basis,
-                     justification=None, skew_s=cfg.attribution_skew_s)  # fmt: skip
+                     justification=None)  # fmt: skip
     summary.looked_up_under[first_basis] = queries.num_rows
     status = res.column("status")
     basis_col = pa.array([first_basis] * res.num_rows, pa.string())
@@ -279,8 +266,7 @@ def _queue_measure(
         if pc.any(again).as_py():
             q2 = queries.filter(again)
             r2 = _attribute(gov, q2, measure=measure, actor=actor, basis="justified-act",
-                            justification=decision.justification,
-                            skew_s=cfg.attribution_skew_s)  # fmt: skip
+                            justification=decision.justification)  # fmt: skip
             summary.looked_up_under["justified-act"] = q2.num_rows
             idx = pc.indices_nonzero(again)
             st = status.combine_chunks().to_pylist()
