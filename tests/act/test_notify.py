@@ -5,7 +5,9 @@ Subscribers (all with an e-mail address):
 
 * ``s1`` held 10.16.0.5 from 00:00 to 01:00, ``s2`` the same address from 01:00 (reassignment);
 * ``s3`` holds 10.16.0.9 and has opted out of M5 and M9;
-* ``s4`` holds 10.16.0.10, English.
+* ``s4`` holds 10.16.0.10, English;
+* behind CGNAT, public 10.64.0.2: ports 1024-1535 go to inside 100.64.0.29, held by ``s5``,
+  ports 1536-2047 to inside 100.64.0.30, held by ``s6``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from mamori.config import AlertsConfig, MamoriConfig, SmtpConfig, WebConfig
 from mamori.governance import Governance, purge
 from mamori.governance.tokens import verify_consent_token
 from mamori.ingest.reports import load_report, parse_report_text
-from mamori.schemas import ALLOCATIONS, SUBSCRIBERS, TS
+from mamori.schemas import ALLOCATIONS, SUBSCRIBERS
 from tests.act.conftest import SmtpServer
 
 T0 = datetime(2026, 11, 2, tzinfo=UTC)
@@ -43,6 +45,7 @@ def _config(store: Path, port: int, **alerts: Any) -> MamoriConfig:
         alerts=AlertsConfig(retry_after_s=60, smtp_timeout_s=5, **alerts),
         address_plan=[  # type: ignore[arg-type]
             {"name": "dyn", "kind": "dynamic", "prefixes": ["10.16.0.0/12"]},
+            {"name": "cgn", "kind": "cgnat", "prefixes": ["10.64.0.0/16"]},
         ],
     )
 
@@ -53,6 +56,8 @@ def _setup(gov: Governance) -> None:
         ("s2", "ja"),
         ("s3", "ja"),
         ("s4", "en"),
+        ("s5", "ja"),
+        ("s6", "en"),
     ]
     gov.write_registry(
         "subscribers",
@@ -72,19 +77,36 @@ def _setup(gov: Governance) -> None:
         ("10.16.0.5", _t(1), _t(2), "s2"),
         ("10.16.0.9", _t(-1), None, "s3"),
         ("10.16.0.10", _t(-1), None, "s4"),
+        ("100.64.0.29", _t(-1), None, "s5"),
+        ("100.64.0.30", _t(-1), None, "s6"),
     ]
     gov.write_registry(
         "allocations",
         pa.Table.from_pylist(
             [
                 {"start": s, "end": e, "addr": a, "port_start": None, "port_end": None,
-                 "subscriber_id": sub, "session_id": f"sess-{i}", "source": "csv"}
+                 "subscriber_id": sub, "session_id": f"sess-{i}", "source": "radius"}
                 for i, (a, s, e, sub) in enumerate(alloc)
             ],
             schema=ALLOCATIONS.arrow,
         ),  # fmt: skip
         ACTOR,
-        source="csv",
+        source="radius",
+    )
+    blocks = [(1024, 1535, "100.64.0.29"), (1536, 2047, "100.64.0.30")]
+    gov.write_registry(
+        "allocations",
+        pa.Table.from_pylist(
+            [
+                {"start": _t(-1), "end": None, "addr": "10.64.0.2", "port_start": lo,
+                 "port_end": hi, "subscriber_id": None, "inside_addr": inside,
+                 "session_id": f"blk-{lo}", "source": "cgnat-syslog"}
+                for lo, hi, inside in blocks
+            ],
+            schema=ALLOCATIONS.arrow,
+        ),  # fmt: skip
+        ACTOR,
+        source="cgnat-syslog",
     )
     for m in ("M5", "M9"):
         gov.consent.set("s3", m, False, actor="s3", channel="web", at=_t(-24))
@@ -173,9 +195,27 @@ def test_opted_out_not_looked_up_under_consent(gov: Governance, smtp_server: Smt
     rows = gov.open("M5", "notifications", None, ACTOR, basis="justified-act",
                     justification="test: check").arrow()  # fmt: skip
     assert "s3" not in rows.column("subscriber_id").to_pylist()
-    # every lookup was made under consent, none under justified act
-    lookups = [e for e in gov.audit.entries() if e.dataset == "allocations" and e.event == "access"]
+    # every lookup was made under consent, none under justified act, and none named s3
+    lookups = [e for e in gov.audit.entries() if e.event == "attribute"]
     assert lookups and {e.legal_basis for e in lookups} == {"consent"}
+    named = {s for e in lookups for s in json.loads(e.detail or "{}")["subscribers"]}
+    assert named == {"s4"}
+
+
+def test_behind_cgnat_the_port_decides(gov: Governance, smtp_server: SmtpServer) -> None:
+    _report(gov, "infected", [
+        ("10.64.0.2", 0.5, 1500, "mirai"),   # s5's block
+        ("10.64.0.2", 0.5, 1600, "mirai"),   # s6's block
+        ("10.64.0.2", 0.5, 3000, "mirai"),   # no block: unknown
+    ])  # fmt: skip
+    _report(gov, "vulnerable", [("10.64.0.2", 0.5, None, "telnet")])  # no port: cannot say
+    out = {q.measure: q for q in queue_alerts(gov, actor=ACTOR, measures=["M5", "M9"], now=_t(3))}
+    assert out["M5"].attribution == {"ok": 2, "unknown": 1}
+    assert out["M9"].attribution == {"port-required": 1} and out["M9"].queued == 0
+    send_queued(gov, actor=ACTOR, now=_t(3))
+    assert _to(smtp_server) == ["s5@mail.example.jp", "s6@mail.example.jp"]
+    for m in smtp_server.messages:
+        assert "10.64.0.2" in m.get_content()
 
 
 def test_justified_act_only_when_the_risk_test_holds(
@@ -288,5 +328,3 @@ def test_dry_run_stores_nothing(gov: Governance, smtp_server: SmtpServer) -> Non
     [q] = queue_alerts(gov, actor=ACTOR, measures=["M5"], now=_t(3))
     assert q.queued == 1
 
-
-_ = TS
