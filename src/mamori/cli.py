@@ -778,9 +778,7 @@ def notify(
     ] = False,
     dry_run: Annotated[
         bool,
-        typer.Option(
-            "--dry-run", help="show what would be queued; store nothing and send nothing"
-        ),
+        typer.Option("--dry-run", help="show what would be queued; store nothing and send nothing"),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:

@@ -352,7 +352,13 @@ CASES = DatasetSchema(
     columns=(
         _ts("opened", N, "time the case was opened"),
         _ts("updated", N, "time this version was recorded"),
-        _str("case_id", N, "identifier (stable per subscriber, measure and cause)", ID_LEN, nullable=False),
+        _str(
+            "case_id",
+            N,
+            "identifier (stable per subscriber, measure and cause)",
+            ID_LEN,
+            nullable=False,
+        ),
         _str("subscriber_id", S, "who it is about", ID_LEN, nullable=False),
         _str("measure", N, "measure (M5, M6, M9)", 4, nullable=False),
         _str("cause", N, "infected:<family> | takedown | vulnerable:<issue>", 64, nullable=False),

@@ -35,9 +35,12 @@ def test_lifecycle() -> None:
     assert not alert and case.events == 3 and case.notifications == 1
     # the alert is sent
     case = replace(
-        case, notification_state="sent", last_notified=T0, events_since_notice=0,
+        case,
+        notification_state="sent",
+        last_notified=T0,
+        events_since_notice=0,
         subscriber_status="notified",
-    )  # fmt: skip
+    )
     # repeated events within the interval: attached, then escalated at the third
     case, alert = _attach(case, 2, T0 + timedelta(hours=1))
     assert not alert and case.desk_status == "open"
@@ -51,8 +54,17 @@ def test_lifecycle() -> None:
 
 def test_same_subscriber_and_cause_same_case_id() -> None:
     a, _ = _attach(None, 1, T0)
-    b, _ = attach(None, subscriber_id="s1", measure="M5", cause="infected:emotet", events=1,
-                  last_event=T0, basis="consent", now=T0, cfg=CFG)  # fmt: skip
+    b, _ = attach(
+        None,
+        subscriber_id="s1",
+        measure="M5",
+        cause="infected:emotet",
+        events=1,
+        last_event=T0,
+        basis="consent",
+        now=T0,
+        cfg=CFG,
+    )
     c, _ = _attach(None, 1, T0 + timedelta(days=3))
     assert a.case_id == c.case_id != b.case_id
 

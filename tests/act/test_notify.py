@@ -63,12 +63,17 @@ def _setup(gov: Governance) -> None:
         "subscribers",
         pa.Table.from_pylist(
             [
-                {"updated": _t(-48), "subscriber_id": s, "contract": "home",
-                 "email": f"{s}@mail.example.jp", "language": lang}
+                {
+                    "updated": _t(-48),
+                    "subscriber_id": s,
+                    "contract": "home",
+                    "email": f"{s}@mail.example.jp",
+                    "language": lang,
+                }
                 for s, lang in subs
             ],
             schema=SUBSCRIBERS.arrow,
-        ),  # fmt: skip
+        ),
         ACTOR,
         source="test",
     )
@@ -84,12 +89,20 @@ def _setup(gov: Governance) -> None:
         "allocations",
         pa.Table.from_pylist(
             [
-                {"start": s, "end": e, "addr": a, "port_start": None, "port_end": None,
-                 "subscriber_id": sub, "session_id": f"sess-{i}", "source": "radius"}
+                {
+                    "start": s,
+                    "end": e,
+                    "addr": a,
+                    "port_start": None,
+                    "port_end": None,
+                    "subscriber_id": sub,
+                    "session_id": f"sess-{i}",
+                    "source": "radius",
+                }
                 for i, (a, s, e, sub) in enumerate(alloc)
             ],
             schema=ALLOCATIONS.arrow,
-        ),  # fmt: skip
+        ),
         ACTOR,
         source="radius",
     )
@@ -98,13 +111,21 @@ def _setup(gov: Governance) -> None:
         "allocations",
         pa.Table.from_pylist(
             [
-                {"start": _t(-1), "end": None, "addr": "10.64.0.2", "port_start": lo,
-                 "port_end": hi, "subscriber_id": None, "inside_addr": inside,
-                 "session_id": f"blk-{lo}", "source": "cgnat-syslog"}
+                {
+                    "start": _t(-1),
+                    "end": None,
+                    "addr": "10.64.0.2",
+                    "port_start": lo,
+                    "port_end": hi,
+                    "subscriber_id": None,
+                    "inside_addr": inside,
+                    "session_id": f"blk-{lo}",
+                    "source": "cgnat-syslog",
+                }
                 for lo, hi, inside in blocks
             ],
             schema=ALLOCATIONS.arrow,
-        ),  # fmt: skip
+        ),
         ACTOR,
         source="cgnat-syslog",
     )
@@ -116,8 +137,7 @@ def _report(gov: Governance, kind: str, rows: list[tuple[str, float, int | None,
     text = "timestamp,ip,port,label\n" + "".join(
         f"{_t(h).isoformat()},{ip},{'' if p is None else p},{label}\n" for ip, h, p, label in rows
     )
-    load_report(gov, parse_report_text(text, "csv"), kind, actor=ACTOR, source="test",
-                now=_t(3))  # fmt: skip
+    load_report(gov, parse_report_text(text, "csv"), kind, actor=ACTOR, source="test", now=_t(3))
 
 
 @pytest.fixture
@@ -134,18 +154,27 @@ def _to(server: SmtpServer) -> list[str]:
 
 def _sent_rows(gov: Governance, measure: str, basis: str = "consent") -> list[dict[str, Any]]:
     just = None if basis == "consent" else "test"
-    return gov.open(measure, "notifications", None, ACTOR, basis=basis,
-                    justification=just).arrow().to_pylist()  # fmt: skip
+    return (
+        gov.open(measure, "notifications", None, ACTOR, basis=basis, justification=just)
+        .arrow()
+        .to_pylist()
+    )
 
 
-def test_reassigned_address_goes_to_who_held_it_then(gov: Governance, smtp_server: SmtpServer) -> None:
-    _report(gov, "infected", [
-        ("10.16.0.5", 0.5, 40001, "mirai"),   # s1
-        ("10.16.0.5", 0.6, 40002, "mirai"),   # s1 again: same case, same alert
-        ("10.16.0.5", 1.5, 40003, "mirai"),   # s2
-        ("10.16.0.10", 1.5, 40004, "emotet"),  # s4
-        ("10.16.0.99", 1.5, 40005, "mirai"),  # nobody: unknown, never a guess
-    ])  # fmt: skip
+def test_reassigned_address_goes_to_who_held_it_then(
+    gov: Governance, smtp_server: SmtpServer
+) -> None:
+    _report(
+        gov,
+        "infected",
+        [
+            ("10.16.0.5", 0.5, 40001, "mirai"),  # s1
+            ("10.16.0.5", 0.6, 40002, "mirai"),  # s1 again: same case, same alert
+            ("10.16.0.5", 1.5, 40003, "mirai"),  # s2
+            ("10.16.0.10", 1.5, 40004, "emotet"),  # s4
+            ("10.16.0.99", 1.5, 40005, "mirai"),  # nobody: unknown, never a guess
+        ],
+    )
     [q] = queue_alerts(gov, actor=ACTOR, measures=["M5"], now=_t(3))
     assert q.attribution == {"ok": 4, "unknown": 1}
     assert (q.cases_opened, q.queued) == (3, 3)
@@ -173,9 +202,18 @@ def test_mail_content_languages_and_consent_link(gov: Governance, smtp_server: S
     assert "感染" in str(ja["Subject"]) and "infected" in str(en["Subject"])
     for msg, sub, words in (
         (ja, "s1", ["確認された内容", "お願いしたい対処", "理由", "設定の変更", "mirai"]),
-        (en, "s4", ["What we observed", "What to do", "Why we are contacting you",
-                    "Changing this setting", "emotet"]),
-    ):  # fmt: skip
+        (
+            en,
+            "s4",
+            [
+                "What we observed",
+                "What to do",
+                "Why we are contacting you",
+                "Changing this setting",
+                "emotet",
+            ],
+        ),
+    ):
         body = msg.get_content()
         for w in words:
             assert w in body, (sub, w)
@@ -192,8 +230,9 @@ def test_opted_out_not_looked_up_under_consent(gov: Governance, smtp_server: Smt
     assert q.attribution == {"ok": 1, "unknown": 1}
     send_queued(gov, actor=ACTOR, now=_t(3))
     assert _to(smtp_server) == ["s4@mail.example.jp"]
-    rows = gov.open("M5", "notifications", None, ACTOR, basis="justified-act",
-                    justification="test: check").arrow()  # fmt: skip
+    rows = gov.open(
+        "M5", "notifications", None, ACTOR, basis="justified-act", justification="test: check"
+    ).arrow()
     assert "s3" not in rows.column("subscriber_id").to_pylist()
     # every lookup was made under consent, none under justified act, and none named s3
     lookups = [e for e in gov.audit.entries() if e.event == "attribute"]
@@ -203,11 +242,15 @@ def test_opted_out_not_looked_up_under_consent(gov: Governance, smtp_server: Smt
 
 
 def test_behind_cgnat_the_port_decides(gov: Governance, smtp_server: SmtpServer) -> None:
-    _report(gov, "infected", [
-        ("10.64.0.2", 0.5, 1500, "mirai"),   # s5's block
-        ("10.64.0.2", 0.5, 1600, "mirai"),   # s6's block
-        ("10.64.0.2", 0.5, 3000, "mirai"),   # no block: unknown
-    ])  # fmt: skip
+    _report(
+        gov,
+        "infected",
+        [
+            ("10.64.0.2", 0.5, 1500, "mirai"),  # s5's block
+            ("10.64.0.2", 0.5, 1600, "mirai"),  # s6's block
+            ("10.64.0.2", 0.5, 3000, "mirai"),  # no block: unknown
+        ],
+    )
     _report(gov, "vulnerable", [("10.64.0.2", 0.5, None, "telnet")])  # no port: cannot say
     out = {q.measure: q for q in queue_alerts(gov, actor=ACTOR, measures=["M5", "M9"], now=_t(3))}
     assert out["M5"].attribution == {"ok": 2, "unknown": 1}
@@ -224,8 +267,13 @@ def test_justified_act_only_when_the_risk_test_holds(
     events = [("10.16.0.9", 0.5, 1, "mirai"), ("10.16.0.10", 0.5, 2, "mirai")]
     for threshold, expect in ((5, ["s4"]), (1, ["s3", "s4"])):
         smtp_server.messages.clear()
-        g = Governance(_config(tmp_path / f"store{threshold}", smtp_server.port,
-                               m5_infected_devices_threshold=threshold))  # fmt: skip
+        g = Governance(
+            _config(
+                tmp_path / f"store{threshold}",
+                smtp_server.port,
+                m5_infected_devices_threshold=threshold,
+            )
+        )
         _setup(g)
         _report(g, "infected", events)
         [q] = queue_alerts(g, actor=ACTOR, measures=["M5"], now=_t(3))
@@ -238,8 +286,11 @@ def test_justified_act_only_when_the_risk_test_holds(
         if threshold == 1:
             assert rows["s3"]["legal_basis"] == "justified-act"
             d = json.loads(rows["s3"]["decision"])
-            assert d["risk_test_holds"] and d["inputs"] == {"devices": 2, "threshold": 1,
-                                                            "window_hours": 24.0}
+            assert d["risk_test_holds"] and d["inputs"] == {
+                "devices": 2,
+                "threshold": 1,
+                "window_hours": 24.0,
+            }
             assert "justified-act" in json.loads(rows["s3"]["decision"])["basis_used"]
         g.close()
 
@@ -327,4 +378,3 @@ def test_dry_run_stores_nothing(gov: Governance, smtp_server: SmtpServer) -> Non
     assert q.queued == 1 and q.alerts[0]["basis"] == "consent"
     [q] = queue_alerts(gov, actor=ACTOR, measures=["M5"], now=_t(3))
     assert q.queued == 1
-

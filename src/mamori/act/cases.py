@@ -137,9 +137,7 @@ def attach(
     pending = case.notification_state in ("queued", "failed")
     interval = timedelta(hours=cfg.interval_hours)
     # A pending alert (queued, or failed and to be retried) already covers these events.
-    due = not pending and (
-        case.last_notified is None or now - case.last_notified >= interval
-    )
+    due = not pending and (case.last_notified is None or now - case.last_notified >= interval)
     if due:
         n = case.notifications + 1
         return (

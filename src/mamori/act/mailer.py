@@ -74,13 +74,19 @@ class Mailer:
             conn.send_message(msg)
         except smtplib.SMTPRecipientsRefused as exc:
             codes = [code for code, _ in exc.recipients.values()]
-            text = "; ".join(f"{r}: {c} {m.decode(errors='replace')}" for r, (c, m) in exc.recipients.items())
+            text = "; ".join(
+                f"{r}: {c} {m.decode(errors='replace')}" for r, (c, m) in exc.recipients.items()
+            )
             permanent = all(c >= 500 for c in codes)
             return Delivery("bounced" if permanent else "failed", f"recipient refused: {text}")
         except smtplib.SMTPSenderRefused as exc:
             return Delivery("failed", f"sender refused: {exc.smtp_code} {exc.smtp_error!r}")
         except smtplib.SMTPResponseException as exc:
-            err = exc.smtp_error.decode(errors="replace") if isinstance(exc.smtp_error, bytes) else str(exc.smtp_error)
+            err = (
+                exc.smtp_error.decode(errors="replace")
+                if isinstance(exc.smtp_error, bytes)
+                else str(exc.smtp_error)
+            )
             if exc.smtp_code >= 500:
                 return Delivery("bounced", f"refused: {exc.smtp_code} {err}")
             self._drop()

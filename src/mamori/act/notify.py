@@ -134,10 +134,19 @@ def _findings(gov: Governance, measure: str, actor: str) -> pa.Table:
     rel = gov.open(
         measure,
         "findings",
-        ["finding_id", "kind", "method", "ip", "port", "first_seen", "last_seen", "detected",
-         "evidence"],
+        [
+            "finding_id",
+            "kind",
+            "method",
+            "ip",
+            "port",
+            "first_seen",
+            "last_seen",
+            "detected",
+            "evidence",
+        ],
         actor,
-    ).relation  # fmt: skip
+    ).relation
     kind = KIND[measure]
     rel = rel.filter(f"kind = '{kind}' AND ip IS NOT NULL").project(
         "finding_id, ip, port, coalesce(last_seen, first_seen, detected) AS ts, detected, method, "
@@ -231,8 +240,9 @@ def _queue_measure(
 ) -> QueueSummary:
     cfg = gov.config.alerts
     all_f = _findings(gov, measure, actor)
-    decision = decide(cfg, RiskInputs(measure, _risk_devices(all_f, cfg.risk_window_hours),
-                                      cfg.risk_window_hours))  # fmt: skip
+    decision = decide(
+        cfg, RiskInputs(measure, _risk_devices(all_f, cfg.risk_window_hours), cfg.risk_window_hours)
+    )
     summary = QueueSummary(measure, decision)
     mark = _watermark(gov, measure)
     new = all_f
@@ -253,8 +263,9 @@ def _queue_measure(
             "ts": events.column("ts").cast(TS),
         }
     )
-    res = _attribute(gov, queries, measure=measure, actor=actor, basis=first_basis,
-                     justification=None)  # fmt: skip
+    res = _attribute(
+        gov, queries, measure=measure, actor=actor, basis=first_basis, justification=None
+    )
     summary.looked_up_under[first_basis] = queries.num_rows
     status = res.column("status")
     basis_col = pa.array([first_basis] * res.num_rows, pa.string())
@@ -265,8 +276,14 @@ def _queue_measure(
         again = pc.invert(pc.equal(status, "ok")).combine_chunks()
         if pc.any(again).as_py():
             q2 = queries.filter(again)
-            r2 = _attribute(gov, q2, measure=measure, actor=actor, basis="justified-act",
-                            justification=decision.justification)  # fmt: skip
+            r2 = _attribute(
+                gov,
+                q2,
+                measure=measure,
+                actor=actor,
+                basis="justified-act",
+                justification=decision.justification,
+            )
             summary.looked_up_under["justified-act"] = q2.num_rows
             idx = pc.indices_nonzero(again)
             st = status.combine_chunks().to_pylist()
@@ -283,9 +300,9 @@ def _queue_measure(
             )
     summary.attribution.update(Counter(status.to_pylist()))
     ok = pc.equal(status, "ok").combine_chunks()
-    attributed = events.append_column("subscriber_id", subs).append_column(
-        "basis", basis_col
-    ).filter(ok)
+    attributed = (
+        events.append_column("subscriber_id", subs).append_column("basis", basis_col).filter(ok)
+    )
     if attributed.num_rows == 0:
         if not dry_run:
             _set_watermark(gov, measure, upto)
@@ -384,13 +401,28 @@ def _queue_measure(
         c_sel = pc.equal(case_t.column("legal_basis"), basis)
         detail = {"decision": decision.reason}
         if n_sel is not None and pc.any(n_sel).as_py():
-            gov.write(measure, "notifications", notif.filter(n_sel), actor, basis=basis,
-                      justification=just, detail=detail)  # fmt: skip
+            gov.write(
+                measure,
+                "notifications",
+                notif.filter(n_sel),
+                actor,
+                basis=basis,
+                justification=just,
+                detail=detail,
+            )
         if pc.any(c_sel).as_py():
-            gov.write(measure, "cases", case_t.filter(c_sel), actor, basis=basis,
-                      justification=just, detail=detail)  # fmt: skip
-        gov.write(measure, MATCHES.name, rows, actor, basis=basis, justification=just,
-                  detail=detail)  # fmt: skip
+            gov.write(
+                measure,
+                "cases",
+                case_t.filter(c_sel),
+                actor,
+                basis=basis,
+                justification=just,
+                detail=detail,
+            )
+        gov.write(
+            measure, MATCHES.name, rows, actor, basis=basis, justification=just, detail=detail
+        )
     _set_watermark(gov, measure, upto)
     return summary
 
@@ -400,7 +432,8 @@ def _queue_measure(
 
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("mamori.act", "templates"),
-    autoescape=False,  # plain-text mail
+    # Mails are plain text (.txt: no escaping); an HTML template would be escaped.
+    autoescape=jinja2.select_autoescape(["html"]),
     undefined=jinja2.StrictUndefined,
     keep_trailing_newline=True,
 )
@@ -497,10 +530,11 @@ def send_queued(
             continue
         for basis, just in _bases(gov, measure):
             t = cases_mod.latest(
-                gov.open(measure, "notifications", None, actor, basis=basis,
-                         justification=just).arrow(),
+                gov.open(
+                    measure, "notifications", None, actor, basis=basis, justification=just
+                ).arrow(),
                 "notification_id",
-            )  # fmt: skip
+            )
             t = t.filter(
                 pc.and_(
                     pc.equal(t.column("legal_basis"), basis), pc.equal(t.column("measure"), measure)
@@ -535,8 +569,17 @@ def send_queued(
             summary.deferred_by_rate_limit += pending.num_rows - take
             allowance -= take
             if take:
-                _send_batch(gov, mailer, measure, basis, just, pending.slice(0, take),
-                            actor=actor, now=now, summary=summary)  # fmt: skip
+                _send_batch(
+                    gov,
+                    mailer,
+                    measure,
+                    basis,
+                    just,
+                    pending.slice(0, take),
+                    actor=actor,
+                    now=now,
+                    summary=summary,
+                )
     return summary
 
 
@@ -557,14 +600,26 @@ def _send_batch(
     assert m is not None
     nids = pending.column("notification_id")
     subs = cases_mod.latest(
-        gov.open(measure, "subscribers", ["updated", "subscriber_id", "email", "language"], actor,
-                 basis=basis, justification=just).arrow(),
+        gov.open(
+            measure,
+            "subscribers",
+            ["updated", "subscriber_id", "email", "language"],
+            actor,
+            basis=basis,
+            justification=just,
+        ).arrow(),
         "subscriber_id",
-    )  # fmt: skip
+    )
     directory = {r["subscriber_id"]: r for r in subs.to_pylist()}
     obs = (
-        gov.open(measure, "matches", ["ts", "ip", "port", "notification_id"], actor, basis=basis,
-                 justification=just)
+        gov.open(
+            measure,
+            "matches",
+            ["ts", "ip", "port", "notification_id"],
+            actor,
+            basis=basis,
+            justification=just,
+        )
         .relation.filter("notification_id IS NOT NULL")
         .aggregate(
             "notification_id, min(ts) AS first, max(ts) AS last, count(*) AS events, "
@@ -572,7 +627,7 @@ def _send_batch(
             "notification_id",
         )
         .to_arrow_table()
-    )  # fmt: skip
+    )
     obs = obs.filter(pc.is_in(obs.column("notification_id"), value_set=nids))
     observed = {r["notification_id"]: r for r in obs.to_pylist()}
     case_t = gov.open(measure, "cases", None, actor, basis=basis, justification=just).arrow()
@@ -583,13 +638,19 @@ def _send_batch(
 
     def flush() -> None:
         if done_n:
-            gov.write(measure, "notifications",
-                      pa.Table.from_pylist(done_n, schema=NOTIFICATIONS.arrow), actor,
-                      basis=basis, justification=just,
-                      detail={"delivery": dict(Counter(r["state"] for r in done_n))})  # fmt: skip
+            gov.write(
+                measure,
+                "notifications",
+                pa.Table.from_pylist(done_n, schema=NOTIFICATIONS.arrow),
+                actor,
+                basis=basis,
+                justification=just,
+                detail={"delivery": dict(Counter(r["state"] for r in done_n))},
+            )
         if done_c:
-            gov.write(measure, "cases", cases_mod.to_table(done_c), actor, basis=basis,
-                      justification=just)  # fmt: skip
+            gov.write(
+                measure, "cases", cases_mod.to_table(done_c), actor, basis=basis, justification=just
+            )
         done_n.clear()
         done_c.clear()
 
@@ -660,11 +721,16 @@ def notification_status(
         desk: Counter[str] = Counter()
         for basis, just in _bases(gov, measure):
             n = cases_mod.latest(
-                gov.open(measure, "notifications", ["notification_id", "updated", "state",
-                                                     "legal_basis", "measure"], actor, basis=basis,
-                         justification=just).arrow(),
+                gov.open(
+                    measure,
+                    "notifications",
+                    ["notification_id", "updated", "state", "legal_basis", "measure"],
+                    actor,
+                    basis=basis,
+                    justification=just,
+                ).arrow(),
                 "notification_id",
-            )  # fmt: skip
+            )
             n = n.filter(
                 pc.and_(
                     pc.equal(n.column("legal_basis"), basis), pc.equal(n.column("measure"), measure)
@@ -672,10 +738,16 @@ def notification_status(
             )
             states.update(n.column("state").to_pylist())
             c = cases_mod.latest(
-                gov.open(measure, "cases", ["case_id", "updated", "desk_status", "legal_basis", "measure"],
-                         actor, basis=basis, justification=just).arrow(),
+                gov.open(
+                    measure,
+                    "cases",
+                    ["case_id", "updated", "desk_status", "legal_basis", "measure"],
+                    actor,
+                    basis=basis,
+                    justification=just,
+                ).arrow(),
                 "case_id",
-            )  # fmt: skip
+            )
             c = c.filter(
                 pc.and_(
                     pc.equal(c.column("legal_basis"), basis), pc.equal(c.column("measure"), measure)

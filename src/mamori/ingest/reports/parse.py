@@ -80,7 +80,16 @@ _IP_ALIASES = ("ip", "src_ip", "source_ip", "source", "source_identifier", "addr
 _TS_ALIASES = ("timestamp", "ts", "time", "date", "observed_at", "first_seen", "datetime")
 _PORT_ALIASES = ("src_port", "port", "source_port")
 _PROTO_ALIASES = ("protocol", "proto", "transport")
-_LABEL_ALIASES = ("infection", "label", "malware", "family", "issue", "tag", "vulnerability", "bot_name")
+_LABEL_ALIASES = (
+    "infection",
+    "label",
+    "malware",
+    "family",
+    "issue",
+    "tag",
+    "vulnerability",
+    "bot_name",
+)
 
 # Text forms: dotted quad (each octet 0-255) or anything with a colon that Arrow can't judge — the
 # colon forms are checked one by one (IPv6 in reports is rare).
@@ -106,7 +115,7 @@ class ReportParse:
 
     @property
     def good(self) -> int:
-        return self.table.num_rows
+        return int(self.table.num_rows)
 
 
 def _pick(header: Sequence[str], aliases: Iterable[str]) -> str | None:
@@ -127,9 +136,10 @@ def _validate(
     bad: list[BadRecord],
 ) -> pa.Table:
     """Check whole columns at once; rows failing any check become :class:`BadRecord`."""
-    n = len(lines)
     line_arr = pa.array(lines, pa.uint32())
-    ip = pc.utf8_trim_whitespace(pa.array([None if v is None else str(v) for v in ips], pa.string()))
+    ip = pc.utf8_trim_whitespace(
+        pa.array([None if v is None else str(v) for v in ips], pa.string())
+    )
     ok_v4 = pc.fill_null(pc.match_substring_regex(ip, _V4), False)
     ok_ip = ok_v4.to_numpy(zero_copy_only=False).copy()
     has_colon = pc.fill_null(pc.match_substring(ip, ":"), False).to_numpy(zero_copy_only=False)
@@ -312,7 +322,11 @@ def _rows_from_json(text: str, bad: list[BadRecord]) -> tuple[pa.Table, int]:
         if ipk is None or tsk is None:
             bad.append(BadRecord(line, "no address or time field"))
             continue
-        pk, prk, lk = _pick(keys, _PORT_ALIASES), _pick(keys, _PROTO_ALIASES), _pick(keys, _LABEL_ALIASES)
+        pk, prk, lk = (
+            _pick(keys, _PORT_ALIASES),
+            _pick(keys, _PROTO_ALIASES),
+            _pick(keys, _LABEL_ALIASES),
+        )
         cols["line"].append(line)
         cols["ip"].append(o[ipk])
         cols["ts"].append(o[tsk])
