@@ -26,7 +26,7 @@ from mamori.config import AlertsConfig, MamoriConfig, SmtpConfig, WebConfig
 from mamori.governance import Governance, purge
 from mamori.governance.tokens import verify_consent_token
 from mamori.ingest.reports import load_report, parse_report_text
-from mamori.schemas import ALLOCATIONS, SUBSCRIBERS
+from mamori.schemas import ALLOCATIONS, FINDINGS, MATCHES, SUBSCRIBERS
 from tests.act.conftest import SmtpServer
 
 T0 = datetime(2026, 11, 2, tzinfo=UTC)
@@ -378,3 +378,40 @@ def test_dry_run_stores_nothing(gov: Governance, smtp_server: SmtpServer) -> Non
     assert q.queued == 1 and q.alerts[0]["basis"] == "consent"
     [q] = queue_alerts(gov, actor=ACTOR, measures=["M5"], now=_t(3))
     assert q.queued == 1
+
+
+def test_own_detections_use_their_match_records(gov: Governance, smtp_server: SmtpServer) -> None:
+    """M4's matching writes a finding per infected address+port and the matched communications;
+    the alert uses each match's own time (the address changed hands in between), and once the
+    alert is sent plus grace, M4's match records go as well."""
+    findings = pa.Table.from_pylist(
+        [
+            {"detected": _t(2.5), "finding_id": "F-1", "kind": "infected", "method": "reputation",
+             "ip": "10.16.0.5", "port": None, "protocol": "tcp", "score": 0.9,
+             "first_seen": _t(0.2), "last_seen": _t(1.7), "measure": "M4",
+             "evidence": '{"malware": "Emotet", "matches": 2}'},
+        ],
+        schema=FINDINGS.arrow,
+    )  # fmt: skip
+    gov.write("M4", "findings", findings, ACTOR)
+    matches = pa.Table.from_pylist(
+        [
+            {"ts": _t(0.2), "ip": "10.16.0.5", "port": 50001, "indicator": "198.51.100.7:443",
+             "finding_id": "F-1", "notification_id": None},
+            {"ts": _t(1.7), "ip": "10.16.0.5", "port": 50002, "indicator": "198.51.100.7:443",
+             "finding_id": "F-1", "notification_id": None},
+        ],
+        schema=MATCHES.arrow,
+    )  # fmt: skip
+    gov.write("M4", "matches", matches, ACTOR)
+    [q] = queue_alerts(gov, actor=ACTOR, measures=["M5"], now=_t(3))
+    assert (q.findings, q.events, q.queued) == (1, 2, 2)
+    send_queued(gov, actor=ACTOR, now=_t(3))
+    assert _to(smtp_server) == ["s1@mail.example.jp", "s2@mail.example.jp"]
+    by_to = {str(m["To"]): m.get_content() for m in smtp_server.messages}
+    assert "00:12" in by_to["s1@mail.example.jp"] and "emotet" in by_to["s1@mail.example.jp"]
+    assert "01:42" in by_to["s2@mail.example.jp"]
+    grace = gov.config.retention.matches_after_alert_days
+    purge(gov, actor=ACTOR, now=_t(3) + timedelta(days=grace, hours=1))
+    left = gov.open("M5", "matches", ["ts", "notification_id"], ACTOR).arrow()
+    assert left.num_rows == 0
