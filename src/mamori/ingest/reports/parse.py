@@ -126,6 +126,18 @@ def _pick(header: Sequence[str], aliases: Iterable[str]) -> str | None:
     return None
 
 
+def _texts(values: list[Any]) -> pa.Array:
+    """A string array from parsed values (CSV gives strings; JSON may give numbers)."""
+    try:
+        return pa.array(values, pa.string())
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.array([None if v is None else str(v) for v in values], pa.string())
+
+
+def _blank_null(arr: pa.Array) -> pa.Array:
+    return pc.if_else(pc.equal(arr, ""), pa.scalar(None, pa.string()), arr)
+
+
 def _validate(
     lines: list[int],
     ips: list[Any],
@@ -151,12 +163,10 @@ def _validate(
                 ok_ip[i] = ipaddress.ip_address(ip[i].as_py()).version == 6
             except ValueError:
                 ok_ip[i] = False
-    ts_text = pa.array([None if v is None else str(v).strip() for v in tss], pa.string())
+    ts_text = pc.utf8_trim_whitespace(_texts(tss))
     ts = _parse_times(ts_text)
     ok_ts = pc.is_valid(ts).to_numpy(zero_copy_only=False)
-    port_text = pa.array(
-        [None if v is None or str(v).strip() == "" else str(v).strip() for v in ports], pa.string()
-    )
+    port_text = _blank_null(pc.utf8_trim_whitespace(_texts(ports)))
     port_num = pc.cast(
         pc.if_else(pc.match_substring_regex(port_text, r"^[0-9]{1,5}$"), port_text, None),
         pa.int64(),
@@ -178,12 +188,11 @@ def _validate(
                 why.append(f"bad port {ports[i]!r}")
             bad.append(BadRecord(lines[i], "; ".join(why)))
     mask = pa.array(good)
-    label = pa.array(
-        [None if v in (None, "") else str(v).strip().lower()[:_LABEL_LEN] for v in labels],
-        pa.string(),
+    label = pc.utf8_slice_codeunits(
+        pc.utf8_lower(_blank_null(pc.utf8_trim_whitespace(_texts(labels)))), 0, _LABEL_LEN
     )
-    proto = pa.array(
-        [None if v in (None, "") else str(v).strip().lower()[:8] for v in protos], pa.string()
+    proto = pc.utf8_slice_codeunits(
+        pc.utf8_lower(_blank_null(pc.utf8_trim_whitespace(_texts(protos)))), 0, 8
     )
     table = pa.table(
         [line_arr, ts, ip, port_num.cast(pa.uint16(), safe=False), proto, label],
@@ -254,7 +263,8 @@ def _rows_from_csv(
     label_col = _pick(header, _LABEL_ALIASES)
     idx = {h: i for i, h in enumerate(header)}
     width = len(header)
-    cols: dict[str, list[Any]] = {k: [] for k in ("line", "ip", "ts", "port", "proto", "label")}
+    lines: list[int] = []
+    rows: list[list[str]] = []
     records = 0
     # the line a row *starts* on (quoted fields may span lines)
     start = header_line + 1
@@ -262,20 +272,32 @@ def _rows_from_csv(
         for row in reader:
             line = start
             start = reader.line_num + 1
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue
-            records += 1
             if len(row) != width:
+                if not row or (len(row) == 1 and not row[0].strip()):
+                    continue
+                records += 1
                 bad.append(BadRecord(line, f"{len(row)} fields, the header has {width}"))
                 continue
-            cols["line"].append(line)
-            cols["ip"].append(row[idx[ip_col]])
-            cols["ts"].append(row[idx[ts_col]])
-            cols["port"].append(row[idx[port_col]] if port_col else None)
-            cols["proto"].append(row[idx[proto_col]] if proto_col else None)
-            cols["label"].append(row[idx[label_col]] if label_col else None)
+            records += 1
+            lines.append(line)
+            rows.append(row)
     except csv.Error as exc:
         bad.append(BadRecord(start, f"unreadable CSV, rest of file skipped: {exc}"))
+
+    def column(name: str | None) -> list[Any]:
+        if name is None:
+            return [None] * len(rows)
+        i = idx[name]
+        return [r[i] for r in rows]
+
+    cols = {
+        "line": lines,
+        "ip": column(ip_col),
+        "ts": column(ts_col),
+        "port": column(port_col),
+        "proto": column(proto_col),
+        "label": column(label_col),
+    }
     table = _validate(
         cols["line"], cols["ip"], cols["ts"], cols["port"], cols["proto"], cols["label"], bad
     )
