@@ -683,6 +683,239 @@ app.add_typer(share_app, name="share")
 report_app = typer.Typer(help="Public and internal reports.", no_args_is_help=True)
 app.add_typer(report_app, name="report")
 
+# ---- allocation ingest and attribution (issue 6) ----
+
+
+class AllocFormat(StrEnum):
+    radius = "radius"
+    kea = "kea"
+    cgnat_syslog = "cgnat-syslog"
+    csv = "csv"
+
+
+class KeaKeyOpt(StrEnum):
+    hwaddr = "hwaddr"
+    client_id = "client_id"
+    hostname = "hostname"
+
+
+def _print_ingest_report(report: Any, as_json: bool) -> None:
+    if as_json:
+        out.print_json(report.model_dump_json())
+        return
+    data = report.model_dump()
+    examples = data.pop("examples")
+    t = Table(title=f"{data.pop('file')} ({data.pop('format')})")
+    t.add_column("what")
+    t.add_column("count", justify="right")
+    for key, value in data.items():
+        t.add_row(key.replace("_", " "), f"{value:,}")
+    out.print(t)
+    for kind, lines in examples.items():
+        err.print(f"{kind} (first {len(lines)}):", highlight=False)
+        for line in lines:
+            err.print(f"  {escape(line)}", highlight=False)
+
+
+@ingest_app.command("allocations")
+def ingest_allocations(
+    file: Annotated[Path, typer.Argument(help="the log file", exists=True, dir_okay=False)],
+    fmt: Annotated[
+        AllocFormat,
+        typer.Option(
+            "--format",
+            "-f",
+            help="radius: FreeRADIUS detail file; kea: Kea DHCPv4 lease CSV; cgnat-syslog: "
+            "Juniper port-block syslog; csv: start,end,addr,port_start,port_end,subscriber_id|"
+            "inside_addr,session_id",
+        ),
+    ],
+    subscriber_map: Annotated[
+        Path | None,
+        typer.Option(
+            "--subscriber-map",
+            help="CSV mapping the log's subscriber key to subscriber ids: a subscriber_id column "
+            "and the --map-column (e.g. the customer directory with user_name)",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    map_column: Annotated[
+        str | None,
+        typer.Option(
+            "--map-column",
+            help="column of --subscriber-map holding the key [default: user_name for radius, "
+            "the --kea-key for kea]",
+        ),
+    ] = None,
+    pattern: Annotated[
+        str | None,
+        typer.Option(
+            "--subscriber-pattern",
+            help="regular expression whose first group (or group 'id') is the subscriber id, "
+            r"applied to the key first, e.g. '^u0*(\d+)@'",
+        ),
+    ] = None,
+    kea_key: Annotated[
+        KeaKeyOpt, typer.Option("--kea-key", help="lease column naming the subscriber (kea)")
+    ] = KeaKeyOpt.hwaddr,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--session-timeout",
+            help="seconds after its last record that a session without a Stop is closed "
+            "[default: attribution.session_timeout_s]",
+        ),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="parse and report, store nothing")] = (
+        False
+    ),
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+) -> None:
+    """Load address-allocation logs (who held which address, and port block, when).
+
+    Sessions without a Stop are closed by the next allocation of the same address or the
+    timeout. Malformed lines are reported with their line numbers and skipped; the rest is kept.
+    CGNAT port blocks are stored against the inside address; load the RADIUS or Kea logs that
+    say who held the inside addresses too. Exit status 1 if nothing could be stored.
+    """
+    from mamori.ingest.allocations import SubscriberMap, load_allocations
+
+    gov = STATE.gov()
+    mapping: SubscriberMap | None = None
+    try:
+        if subscriber_map is not None:
+            column = map_column or ("user_name" if fmt is AllocFormat.radius else kea_key.value)
+            mapping = SubscriberMap.from_csv(subscriber_map, column, pattern=pattern)
+        elif pattern:
+            mapping = SubscriberMap(pattern=pattern)
+        report = load_allocations(
+            gov,
+            file,
+            fmt.value,
+            actor=actor_name(),
+            subscribers=mapping,
+            kea_key=kea_key.value,
+            timeout_s=timeout,
+            dry_run=dry_run,
+        )
+    except (ValueError, OSError) as exc:
+        fail(str(exc), code=2)
+    _print_ingest_report(report, as_json)
+    if not report.sessions and report.records:
+        fail(f"{file}: no allocation could be read ({report.malformed} malformed)")
+
+
+@ingest_app.command("subscribers")
+def ingest_subscribers(
+    file: Annotated[Path, typer.Argument(help="directory CSV", exists=True, dir_okay=False)],
+    opted_out_column: Annotated[
+        str | None,
+        typer.Option(
+            "--opted-out-column",
+            help="column listing measures each subscriber opted out of (M5;M7): recorded in the "
+            "consent registry",
+        ),
+    ] = None,
+    via: Annotated[
+        str, typer.Option("--via", help="consent channel recorded for those opt-outs")
+    ] = "api",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="parse and report, store nothing")] = (
+        False
+    ),
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+) -> None:
+    """Load the subscriber directory (subscriber_id, contract, email, language) that alerts are
+    addressed from. Other columns are not stored."""
+    from mamori.ingest.subscribers import load_subscribers
+
+    try:
+        report = load_subscribers(
+            STATE.gov(),
+            file,
+            actor=actor_name(),
+            opted_out_column=opted_out_column,
+            channel=via,
+            dry_run=dry_run,
+        )
+    except (ValueError, OSError) as exc:
+        fail(str(exc), code=2)
+    _print_ingest_report(report, as_json)
+
+
+@app.command("attribute")
+def attribute_cmd(
+    ip: Annotated[str, typer.Option("--ip", help="the address seen")],
+    at: Annotated[str, typer.Option("--at", help="when (ISO 8601; no zone means UTC)")],
+    port: Annotated[
+        int | None,
+        typer.Option("--port", help="the port seen (required behind CGNAT)", min=0, max=65535),
+    ] = None,
+    measure: Annotated[
+        str, typer.Option("--measure", "-m", help="measure the lookup is for (M5, M6, M9, M13)")
+    ] = "M5",
+    basis: Annotated[
+        str | None,
+        typer.Option(
+            "--basis",
+            help="legal basis: consent (opted-out subscribers are not looked up), "
+            "justified-act, emergency [default: the measure's first]",
+        ),
+    ] = None,
+    justification: Annotated[
+        str | None,
+        typer.Option(
+            "--justification", help="the risk test that holds (required for justified-act)"
+        ),
+    ] = None,
+    case: Annotated[str | None, typer.Option("--case", help="abuse-desk case id")] = None,
+    skew: Annotated[
+        float | None,
+        typer.Option(
+            "--skew", help="clock-skew tolerance in seconds [default: attribution.skew_s]"
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Who held an address (and port) at a time. Answers ok (with the subscriber), ambiguous
+    (more than one holder within the clock-skew tolerance), unknown, or port-required (a shared
+    CGNAT address given without --port). Every lookup is written to the audit log.
+    Exit status 3 when the answer is not ok."""
+    from mamori.attribute import attribute_one
+    from mamori.governance import AccessRefused
+
+    when = parse_time(at)
+    assert when is not None
+    try:
+        res = attribute_one(
+            STATE.gov(),
+            ip,
+            port,
+            when,
+            measure=measure.upper(),
+            actor=actor_name(),
+            case=case,
+            basis=basis,
+            justification=justification,
+            skew_s=skew,
+        )
+    except AccessRefused as exc:
+        fail(str(exc), code=2)
+    if as_json:
+        out.print_json(res.model_dump_json())
+    else:
+        where = f"{ip}:{port}" if port is not None else ip
+        line = f"{where} at {res.ts.isoformat()}: {res.status}"
+        if res.subscriber_id is not None:
+            line += f" — subscriber {res.subscriber_id}"
+            if res.inside_addr:
+                line += f" (inside address {res.inside_addr})"
+            line += f" [from {res.allocation_source}]"
+        out.print(line, highlight=False)
+    if res.status != "ok":
+        raise typer.Exit(3)
+
+
 # ---- alerts: report ingest and notify (issue 6) ----
 
 
@@ -878,13 +1111,6 @@ def notify_status(
 _PENDING: list[tuple[typer.Typer, str, str, str, int | None]] = [
     (
         ingest_app,
-        "allocations",
-        "ingest allocations",
-        "Load address-allocation logs: RADIUS accounting, Kea DHCP leases, CGNAT port blocks, CSV.",
-        6,
-    ),
-    (
-        ingest_app,
         "reputation",
         "ingest reputation",
         "Load C&C and malware-site lists: Feodo "
@@ -929,7 +1155,6 @@ _PENDING: list[tuple[typer.Typer, str, str, str, int | None]] = [
         "Find SMTP AUTH brute force and compromised accounts (M11, M12).",
         None,
     ),
-    (app, "attribute", "attribute", "Who held an address (and port) at a time (audited).", 6),
     (app, "act", "act", "Turn findings into actions: RPZ, filters, FlowSpec, SMTP refusals.", 8),
     (share_app, "export", "share export", "Export the C&C list (STIX 2.1, MISP, CSV).", 9),
     (share_app, "import", "share import", "Import peers' C&C lists.", 9),
