@@ -386,23 +386,45 @@ def test_own_detections_use_their_match_records(gov: Governance, smtp_server: Sm
     alert is sent plus grace, M4's match records go as well."""
     findings = pa.Table.from_pylist(
         [
-            {"detected": _t(2.5), "finding_id": "F-1", "kind": "infected", "method": "reputation",
-             "ip": "10.16.0.5", "port": None, "protocol": "tcp", "score": 0.9,
-             "first_seen": _t(0.2), "last_seen": _t(1.7), "measure": "M4",
-             "evidence": '{"malware": "Emotet", "matches": 2}'},
+            {
+                "detected": _t(2.5),
+                "finding_id": "F-1",
+                "kind": "infected",
+                "method": "reputation",
+                "ip": "10.16.0.5",
+                "port": None,
+                "protocol": "tcp",
+                "score": 0.9,
+                "first_seen": _t(0.2),
+                "last_seen": _t(1.7),
+                "measure": "M4",
+                "evidence": '{"malware": "Emotet", "matches": 2}',
+            },
         ],
         schema=FINDINGS.arrow,
-    )  # fmt: skip
+    )
     gov.write("M4", "findings", findings, ACTOR)
     matches = pa.Table.from_pylist(
         [
-            {"ts": _t(0.2), "ip": "10.16.0.5", "port": 50001, "indicator": "198.51.100.7:443",
-             "finding_id": "F-1", "notification_id": None},
-            {"ts": _t(1.7), "ip": "10.16.0.5", "port": 50002, "indicator": "198.51.100.7:443",
-             "finding_id": "F-1", "notification_id": None},
+            {
+                "ts": _t(0.2),
+                "ip": "10.16.0.5",
+                "port": 50001,
+                "indicator": "198.51.100.7:443",
+                "finding_id": "F-1",
+                "notification_id": None,
+            },
+            {
+                "ts": _t(1.7),
+                "ip": "10.16.0.5",
+                "port": 50002,
+                "indicator": "198.51.100.7:443",
+                "finding_id": "F-1",
+                "notification_id": None,
+            },
         ],
         schema=MATCHES.arrow,
-    )  # fmt: skip
+    )
     gov.write("M4", "matches", matches, ACTOR)
     [q] = queue_alerts(gov, actor=ACTOR, measures=["M5"], now=_t(3))
     assert (q.findings, q.events, q.queued) == (1, 2, 2)
@@ -415,3 +437,36 @@ def test_own_detections_use_their_match_records(gov: Governance, smtp_server: Sm
     purge(gov, actor=ACTOR, now=_t(3) + timedelta(days=grace, hours=1))
     left = gov.open("M5", "matches", ["ts", "notification_id"], ACTOR).arrow()
     assert left.num_rows == 0
+
+
+def test_repeated_events_escalate_without_new_mail(
+    gov: Governance, smtp_server: SmtpServer
+) -> None:
+    _report(gov, "infected", [("10.16.0.10", 0.5, 1, "mirai")])
+    queue_alerts(gov, actor=ACTOR, measures=["M5"], now=_t(3))
+    send_queued(gov, actor=ACTOR, now=_t(3))
+    for k, h in enumerate((4, 5, 6)):  # the device keeps calling home after the alert
+        text = f"timestamp,ip,port,label\n{_t(h).isoformat()},10.16.0.10,{10 + k},mirai\n"
+        load_report(
+            gov,
+            parse_report_text(text, "csv"),
+            "infected",
+            actor=ACTOR,
+            source="test",
+            now=_t(h + 0.5),
+        )
+        [q] = queue_alerts(gov, actor=ACTOR, measures=["M5"], now=_t(h + 0.5))
+        assert (q.cases_updated, q.queued, q.escalated) == (1, 0, int(k == 2))
+    assert len(smtp_server.messages) == 1
+    st = notification_status(gov, actor=ACTOR, measures=["M5"])["M5"]
+    assert st == {"notifications": {"sent": 1}, "cases": {"escalated": 1}}
+    # after the notification interval, the next event brings a reminder
+    later = _t(3) + timedelta(hours=gov.config.alerts.interval_hours + 1)
+    text = f"timestamp,ip,port,label\n{later.isoformat()},10.16.0.10,99,mirai\n"
+    load_report(
+        gov, parse_report_text(text, "csv"), "infected", actor=ACTOR, source="test", now=later
+    )
+    [q] = queue_alerts(gov, actor=ACTOR, measures=["M5"], now=later)
+    assert q.queued == 1
+    send_queued(gov, actor=ACTOR, now=later)
+    assert len(smtp_server.messages) == 2

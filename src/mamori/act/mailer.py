@@ -27,7 +27,7 @@ __all__ = ["Delivery", "Mailer"]
 
 @dataclass(frozen=True)
 class Delivery:
-    state: str  # sent | failed | bounced
+    state: str  # sent | failed | bounced | suppressed (not attempted: no address, no events)
     error: str | None = None
 
     @property
