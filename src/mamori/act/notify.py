@@ -34,6 +34,7 @@ from email.utils import format_datetime
 from typing import Any
 
 import jinja2
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -204,8 +205,8 @@ def _events(
 
 
 def _risk_devices(all_findings: pa.Table, hours: float) -> int:
-    """Distinct addresses (and ports, where given) of the kind in the window ending at the
-    newest observation."""
+    """Distinct addresses of the kind in the window ending at the newest observation (a lower
+    bound on devices: a CGNAT public address shared by several infected devices counts once)."""
     if all_findings.num_rows == 0:
         return 0
     newest = pc.max(all_findings.column("ts"))
@@ -285,19 +286,16 @@ def _queue_measure(
                 justification=decision.justification,
             )
             summary.looked_up_under["justified-act"] = q2.num_rows
-            idx = pc.indices_nonzero(again)
-            st = status.combine_chunks().to_pylist()
-            sb = subs.combine_chunks().to_pylist()
-            bs = basis_col.to_pylist()
-            for j, i in enumerate(idx.to_pylist()):
-                st[i] = r2.column("status")[j].as_py()
-                sb[i] = r2.column("subscriber_id")[j].as_py()
-                bs[i] = "justified-act"
-            status, subs, basis_col = (
-                pa.chunked_array([pa.array(st, pa.string())]),
-                pa.chunked_array([pa.array(sb, pa.string())]),
-                pa.array(bs, pa.string()),
-            )
+            idx = pc.indices_nonzero(again).to_numpy()
+            st = status.to_numpy(zero_copy_only=False).astype(object)
+            sb = subs.to_numpy(zero_copy_only=False).astype(object)
+            bs = np.full(len(st), first_basis, dtype=object)
+            st[idx] = r2.column("status").to_numpy(zero_copy_only=False)
+            sb[idx] = r2.column("subscriber_id").to_numpy(zero_copy_only=False)
+            bs[idx] = "justified-act"
+            status = pa.chunked_array([pa.array(st, pa.string())])
+            subs = pa.chunked_array([pa.array(sb, pa.string())])
+            basis_col = pa.array(bs, pa.string())
     summary.attribution.update(Counter(status.to_pylist()))
     ok = pc.equal(status, "ok").combine_chunks()
     attributed = (
