@@ -321,6 +321,7 @@ def _queue_measure(
         ).arrow()
     )
     new_cases: list[cases_mod.Case] = []
+    case_basis: list[str] = []  # the basis each case row is written under (this run's lookup)
     notif_rows: list[dict[str, Any]] = []
     event_notification: dict[tuple[str, str], str | None] = {}
     for g in groups.to_pylist():
@@ -344,6 +345,7 @@ def _queue_measure(
             if case.desk_status == "escalated" and before.desk_status != "escalated":
                 summary.escalated += 1
         new_cases.append(case)
+        case_basis.append(g["basis_min"])
         event_notification[(g["subscriber_id"], g["cause"])] = case.notification_id
         if alert:
             summary.queued += 1
@@ -396,7 +398,7 @@ def _queue_measure(
         sel = pc.equal(basis_of_row, basis)
         rows = match_rows.filter(sel)
         n_sel = pc.equal(notif.column("legal_basis"), basis) if notif.num_rows else None
-        c_sel = pc.equal(case_t.column("legal_basis"), basis)
+        c_sel = pc.equal(pa.array(case_basis, pa.string()), basis)
         detail = {"decision": decision.reason}
         if n_sel is not None and pc.any(n_sel).as_py():
             gov.write(
