@@ -1020,7 +1020,8 @@ def notify(
     subscriber (opted-out subscribers are not looked up under consent), open or update the
     abuse-desk case (one per subscriber and cause) and queue one alert per case and interval.
     With --send, queued and failed alerts are sent (rate-limited; failures stay queued and are
-    retried on the next run). See `mamori notify status`."""
+    retried on the next run; exit status 75 when the SMTP server could not be reached). See
+    `mamori notify status`."""
     if ctx.invoked_subcommand is not None:
         return
     from mamori.act.notify import queue_alerts, send_queued
@@ -1062,6 +1063,8 @@ def notify(
                 default=str,
             )
         )
+        if sent is not None and sent.server_down:
+            raise typer.Exit(75)  # EX_TEMPFAIL
         return
     for q in summaries:
         out.print(
