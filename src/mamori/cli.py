@@ -911,7 +911,7 @@ def attribute_cmd(
             if res.inside_addr:
                 line += f" (inside address {res.inside_addr})"
             line += f" [from {res.allocation_source}]"
-        out.print(line, highlight=False)
+        out.print(escape(line), highlight=False)
     if res.status != "ok":
         raise typer.Exit(3)
 

@@ -85,7 +85,7 @@ def parse_juniper_pba(path: Path, issues: Issues, *, timeout_s: float, skew_s: f
             "not a port-block line: '<inside> -> <public>:<first>-<last> 0x<time>'",
         )
     good = lo_hi_ok
-    report.records += int(good.sum())
+    report.records += int(ours.sum())
     f = parts.filter(pa.array(good))
     n = len(f)
     if not n:

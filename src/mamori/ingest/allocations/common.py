@@ -272,6 +272,7 @@ def build_sessions(
             ("ident", "min"),
             ("ident", "count_distinct"),
             ("line", "min"),
+            ("kind", "min"),
         ]
     )
     g = g.combine_chunks()
@@ -397,6 +398,14 @@ def build_sessions(
                 out, idx, "line {_line}: subscriber key {_ident!r} maps to no subscriber id"
             ),
         )
-    keep = ~(unmapped_o | neither[order])
+    # a release or reclamation with nothing before it in this file: when it began is unknown
+    only_stop = pc.and_(
+        pc.equal(gcol("kind_min"), STOP), pc.is_null(gcol("t_implied_min"))
+    ).to_numpy(zero_copy_only=False)[order]
+    if only_stop.any():
+        idx = np.flatnonzero(only_stop)
+        issues.lines("skipped", lines[order][idx], "a release without its allocation (skipped)")
+        report.closed_by_stop -= int(only_stop.sum())
+    keep = ~(unmapped_o | neither[order] | only_stop)
     report.sessions += int(keep.sum())
     return out.filter(pa.array(keep)).drop_columns(["_line", "_ident"])

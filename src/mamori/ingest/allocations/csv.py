@@ -61,7 +61,7 @@ def parse_allocations_csv(path: Path, issues: Issues) -> pa.Table:
         issues.lines("malformed", np.array(bad_lines), "wrong number of fields")
     n = table.num_rows
     report.lines += n + len(bad_lines) + 1
-    report.records += n
+    report.records += n + len(bad_lines)
     numbers = np.arange(2, n + len(bad_lines) + 2, dtype=np.int64)
     if bad_lines:
         numbers = numbers[~np.isin(numbers, np.array(bad_lines))]

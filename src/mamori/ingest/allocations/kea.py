@@ -100,7 +100,7 @@ def parse_kea_leases(path: Path, issues: Issues, *, key: KeaKey = "hwaddr") -> p
             f"{path}: not a Kea lease file (header lacks {', '.join(missing)}); expected "
             + ",".join(KEA_COLUMNS)
         )
-    report.records += table.num_rows
+    report.records += table.num_rows + int(report.malformed)  # rows with a wrong field count
     life, life_ok = _int(table.column("valid_lifetime"))
     expire, exp_ok = _int(table.column("expire"))
     state, _ = (
