@@ -18,6 +18,7 @@ EXPECTED = {
     "matches",
     "actions",
     "notifications",
+    "cases",
     "consent",
     "audit",
 }

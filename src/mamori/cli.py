@@ -1462,22 +1462,436 @@ def ingest_dns(
 
 # ---- end of DNS protection ----
 
+# ---- allocation ingest and attribution (issue 6) ----
+
+
+class AllocFormat(StrEnum):
+    radius = "radius"
+    kea = "kea"
+    cgnat_syslog = "cgnat-syslog"
+    csv = "csv"
+
+
+class KeaKeyOpt(StrEnum):
+    hwaddr = "hwaddr"
+    client_id = "client_id"
+    hostname = "hostname"
+
+
+def _print_ingest_report(report: Any, as_json: bool) -> None:
+    if as_json:
+        out.print_json(report.model_dump_json())
+        return
+    data = report.model_dump()
+    examples = data.pop("examples")
+    t = Table(title=f"{data.pop('file')} ({data.pop('format')})")
+    t.add_column("what")
+    t.add_column("count", justify="right")
+    for key, value in data.items():
+        t.add_row(key.replace("_", " "), f"{value:,}")
+    out.print(t)
+    for kind, lines in examples.items():
+        err.print(f"{kind} (first {len(lines)}):", highlight=False)
+        for line in lines:
+            err.print(f"  {escape(line)}", highlight=False)
+
+
+@ingest_app.command("allocations")
+def ingest_allocations(
+    file: Annotated[Path, typer.Argument(help="the log file", exists=True, dir_okay=False)],
+    fmt: Annotated[
+        AllocFormat,
+        typer.Option(
+            "--format",
+            "-f",
+            help="radius: FreeRADIUS detail file; kea: Kea DHCPv4 lease CSV; cgnat-syslog: "
+            "Juniper port-block syslog; csv: start,end,addr,port_start,port_end,subscriber_id|"
+            "inside_addr,session_id",
+        ),
+    ],
+    subscriber_map: Annotated[
+        Path | None,
+        typer.Option(
+            "--subscriber-map",
+            help="CSV mapping the log's subscriber key to subscriber ids: a subscriber_id column "
+            "and the --map-column (e.g. the customer directory with user_name)",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    map_column: Annotated[
+        str | None,
+        typer.Option(
+            "--map-column",
+            help="column of --subscriber-map holding the key [default: user_name for radius, "
+            "the --kea-key for kea]",
+        ),
+    ] = None,
+    pattern: Annotated[
+        str | None,
+        typer.Option(
+            "--subscriber-pattern",
+            help="regular expression whose first group (or group 'id') is the subscriber id, "
+            r"applied to the key first, e.g. '^u0*(\d+)@'",
+        ),
+    ] = None,
+    kea_key: Annotated[
+        KeaKeyOpt, typer.Option("--kea-key", help="lease column naming the subscriber (kea)")
+    ] = KeaKeyOpt.hwaddr,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--session-timeout",
+            help="seconds after its last record that a session without a Stop is closed "
+            "[default: attribution.session_timeout_s]",
+        ),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="parse and report, store nothing")] = (
+        False
+    ),
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+) -> None:
+    """Load address-allocation logs (who held which address, and port block, when).
+
+    Sessions without a Stop are closed by the next allocation of the same address or the
+    timeout. Malformed lines are reported with their line numbers and skipped; the rest is kept.
+    CGNAT port blocks are stored against the inside address; load the RADIUS or Kea logs that
+    say who held the inside addresses too. Exit status 1 if nothing could be stored.
+    """
+    from mamori.ingest.allocations import SubscriberMap, load_allocations
+
+    gov = STATE.gov()
+    mapping: SubscriberMap | None = None
+    try:
+        if subscriber_map is not None:
+            column = map_column or ("user_name" if fmt is AllocFormat.radius else kea_key.value)
+            mapping = SubscriberMap.from_csv(subscriber_map, column, pattern=pattern)
+        elif pattern:
+            mapping = SubscriberMap(pattern=pattern)
+        report = load_allocations(
+            gov,
+            file,
+            fmt.value,
+            actor=actor_name(),
+            subscribers=mapping,
+            kea_key=kea_key.value,
+            timeout_s=timeout,
+            dry_run=dry_run,
+        )
+    except (ValueError, OSError) as exc:
+        fail(str(exc), code=2)
+    _print_ingest_report(report, as_json)
+    if not report.sessions and report.records:
+        fail(f"{file}: no allocation could be read ({report.malformed} malformed)")
+
+
+@ingest_app.command("subscribers")
+def ingest_subscribers(
+    file: Annotated[Path, typer.Argument(help="directory CSV", exists=True, dir_okay=False)],
+    opted_out_column: Annotated[
+        str | None,
+        typer.Option(
+            "--opted-out-column",
+            help="column listing measures each subscriber opted out of (M5;M7): recorded in the "
+            "consent registry",
+        ),
+    ] = None,
+    via: Annotated[
+        str, typer.Option("--via", help="consent channel recorded for those opt-outs")
+    ] = "api",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="parse and report, store nothing")] = (
+        False
+    ),
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+) -> None:
+    """Load the subscriber directory (subscriber_id, contract, email, language) that alerts are
+    addressed from. Other columns are not stored."""
+    from mamori.ingest.subscribers import load_subscribers
+
+    try:
+        report = load_subscribers(
+            STATE.gov(),
+            file,
+            actor=actor_name(),
+            opted_out_column=opted_out_column,
+            channel=via,
+            dry_run=dry_run,
+        )
+    except (ValueError, OSError) as exc:
+        fail(str(exc), code=2)
+    _print_ingest_report(report, as_json)
+
+
+@app.command("attribute")
+def attribute_cmd(
+    ip: Annotated[str, typer.Option("--ip", help="the address seen")],
+    at: Annotated[str, typer.Option("--at", help="when (ISO 8601; no zone means UTC)")],
+    port: Annotated[
+        int | None,
+        typer.Option("--port", help="the port seen (required behind CGNAT)", min=0, max=65535),
+    ] = None,
+    measure: Annotated[
+        str, typer.Option("--measure", "-m", help="measure the lookup is for (M5, M6, M9, M13)")
+    ] = "M5",
+    basis: Annotated[
+        str | None,
+        typer.Option(
+            "--basis",
+            help="legal basis: consent (opted-out subscribers are not looked up), "
+            "justified-act, emergency [default: the measure's first]",
+        ),
+    ] = None,
+    justification: Annotated[
+        str | None,
+        typer.Option(
+            "--justification", help="the risk test that holds (required for justified-act)"
+        ),
+    ] = None,
+    case: Annotated[str | None, typer.Option("--case", help="abuse-desk case id")] = None,
+    skew: Annotated[
+        float | None,
+        typer.Option(
+            "--skew", help="clock-skew tolerance in seconds [default: attribution.skew_s]"
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Who held an address (and port) at a time. Answers ok (with the subscriber), ambiguous
+    (more than one holder within the clock-skew tolerance), unknown, or port-required (a shared
+    CGNAT address given without --port). Every lookup is written to the audit log.
+    Exit status 3 when the answer is not ok."""
+    from mamori.attribute import attribute_one
+    from mamori.governance import AccessRefused
+
+    when = parse_time(at)
+    assert when is not None
+    try:
+        res = attribute_one(
+            STATE.gov(),
+            ip,
+            port,
+            when,
+            measure=measure.upper(),
+            actor=actor_name(),
+            case=case,
+            basis=basis,
+            justification=justification,
+            skew_s=skew,
+        )
+    except AccessRefused as exc:
+        fail(str(exc), code=2)
+    if as_json:
+        out.print_json(res.model_dump_json())
+    else:
+        where = f"{ip}:{port}" if port is not None else ip
+        line = f"{where} at {res.ts.isoformat()}: {res.status}"
+        if res.subscriber_id is not None:
+            line += f" — subscriber {res.subscriber_id}"
+            if res.inside_addr:
+                line += f" (inside address {res.inside_addr})"
+            line += f" [from {res.allocation_source}]"
+        out.print(escape(line), highlight=False)
+    if res.status != "ok":
+        raise typer.Exit(3)
+
+
+# ---- alerts: report ingest and notify (issue 6) ----
+
+
+class _ReportKindOpt(StrEnum):
+    infected = "infected"
+    takedown = "takedown"
+    vulnerable = "vulnerable"
+
+
+class _ReportFormatOpt(StrEnum):
+    shadowserver = "shadowserver"
+    xarf = "xarf"
+    csv = "csv"
+    json = "json"
+
+
+@ingest_app.command("report")
+def ingest_report(
+    file: Annotated[Path, typer.Argument(help="the report file", exists=True, dir_okay=False)],
+    kind: Annotated[
+        _ReportKindOpt,
+        typer.Option(
+            "--kind",
+            help="infected: hosts talking to C&C/sinkholes (alerts under M5); takedown: a "
+            "taken-down C&C server's victim log (M6); vulnerable: vulnerable devices such as "
+            "NICT NOTICE lists or scan reports (M9)",
+        ),
+    ],
+    fmt: Annotated[
+        _ReportFormatOpt,
+        typer.Option(
+            "--format",
+            help="shadowserver: Shadowserver CSV (event4_sinkhole, scan_dns …); xarf: X-ARF v4 "
+            "JSON; csv / json: records with an address, a time and optionally a port",
+        ),
+    ] = _ReportFormatOpt.csv,
+    source: Annotated[
+        str | None,
+        typer.Option("--source", help="who sent the report (default: the format name)"),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Load a third-party report as findings, ready for `mamori notify`. Bad records are
+    counted and listed with their line numbers; the good ones around them are kept. Loading the
+    same report twice stores nothing new."""
+    from mamori.ingest.reports import load_report, parse_report
+
+    try:
+        parsed = parse_report(file, fmt.value)
+    except ValueError as exc:
+        fail(f"{file}: {exc}")
+    res = load_report(
+        STATE.gov(), parsed, kind.value, actor=actor_name(), source=source or fmt.value
+    )
+    if as_json:
+        out.print_json(
+            json.dumps(
+                {
+                    "file": str(file),
+                    "kind": res.kind,
+                    "measure": res.measure,
+                    "records": res.records,
+                    "stored": res.stored,
+                    "duplicates": res.duplicates,
+                    "bad": [{"line": b.line, "reason": b.reason} for b in res.bad],
+                }
+            )
+        )
+        return
+    out.print(
+        f"{file}: {res.records} records, {res.stored} stored as {res.kind} findings "
+        f"({res.measure}), {res.duplicates} already known, {len(res.bad)} bad",
+        highlight=False,
+    )
+    for b in res.bad[:20]:
+        err.print(f"  line {b.line}: {b.reason}", highlight=False, markup=False)
+    if len(res.bad) > 20:
+        err.print(f"  … {len(res.bad) - 20} more bad records", highlight=False)
+
+
+notify_app = typer.Typer(
+    help="Alert subscribers by e-mail (M5 infected devices, M6 takedown victims, M9 "
+    "vulnerable devices)."
+)
+app.add_typer(notify_app, name="notify")
+
+
+@notify_app.callback(invoke_without_command=True)
+def notify(
+    ctx: typer.Context,
+    send: Annotated[
+        bool, typer.Option("--send", help="also send queued alerts now through the SMTP server")
+    ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="show what would be queued; store nothing and send nothing"),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Turn new findings (own detections and loaded reports) into alerts: decide the legal basis
+    (consent; justified act when the configured risk test holds; emergency for M6), look up the
+    subscriber (opted-out subscribers are not looked up under consent), open or update the
+    abuse-desk case (one per subscriber and cause) and queue one alert per case and interval.
+    With --send, queued and failed alerts are sent (rate-limited; failures stay queued and are
+    retried on the next run; exit status 75 when the SMTP server could not be reached). See
+    `mamori notify status`."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from mamori.act.notify import queue_alerts, send_queued
+
+    gov = STATE.gov()
+    summaries = queue_alerts(gov, actor=actor_name(), dry_run=dry_run)
+    sent = None if dry_run or not send else send_queued(gov, actor=actor_name())
+    if as_json:
+        out.print_json(
+            json.dumps(
+                {
+                    "queued": [
+                        {
+                            "measure": q.measure,
+                            "legal_basis": q.decision.basis,
+                            "risk_test_holds": q.decision.risk_test_holds,
+                            "decision": q.decision.reason,
+                            "findings": q.findings,
+                            "events": q.events,
+                            "attribution": dict(q.attribution),
+                            "cases_opened": q.cases_opened,
+                            "cases_updated": q.cases_updated,
+                            "escalated": q.escalated,
+                            "alerts_queued": q.queued,
+                        }
+                        for q in summaries
+                    ],
+                    "sent": None
+                    if sent is None
+                    else {
+                        "attempted": sent.attempted,
+                        "states": dict(sent.states),
+                        "deferred_by_rate_limit": sent.deferred_by_rate_limit,
+                        "server_down": sent.server_down,
+                        "errors": sent.errors[:20],
+                    },
+                    "dry_run": dry_run,
+                },
+                default=str,
+            )
+        )
+        if sent is not None and sent.server_down:
+            raise typer.Exit(75)  # EX_TEMPFAIL
+        return
+    for q in summaries:
+        out.print(
+            f"{q.measure}: {q.findings} new findings, {q.events} events; attribution "
+            f"{dict(q.attribution) or '-'}; basis {q.decision.basis} ({q.decision.reason}); "
+            f"cases {q.cases_opened} opened, {q.cases_updated} updated, {q.escalated} escalated; "
+            f"{q.queued} alert(s) {'would be ' if dry_run else ''}queued",
+            highlight=False,
+        )
+    if sent is not None:
+        out.print(
+            f"sent: {sent.attempted} attempted, {dict(sent.states) or '-'}; "
+            f"{sent.deferred_by_rate_limit} deferred by the rate limit",
+            highlight=False,
+        )
+        if sent.server_down:
+            err.print(
+                "the SMTP server could not be reached; the alerts stay queued and are retried "
+                "on the next run",
+                highlight=False,
+            )
+            raise typer.Exit(75)  # EX_TEMPFAIL
+
+
+@notify_app.command("status")
+def notify_status(
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Alerts by delivery state (queued, sent, failed, bounced, suppressed) and abuse-desk cases
+    by desk status, per measure."""
+    from mamori.act.notify import notification_status
+
+    st = notification_status(STATE.gov(), actor=actor_name())
+    if as_json:
+        out.print_json(json.dumps(st))
+        return
+    t = Table(title="alerts and cases")
+    for col in ("measure", "alerts by state", "cases by desk status"):
+        t.add_column(col)
+    for m, v in st.items():
+        fmt_ = ", ".join(f"{k} {n}" for k, n in sorted(v["notifications"].items())) or "-"
+        cases_ = ", ".join(f"{k} {n}" for k, n in sorted(v["cases"].items())) or "-"
+        t.add_row(m, fmt_, cases_)
+    out.print(t)
+
+
 _PENDING: list[tuple[typer.Typer, str, str, str, int | None]] = [
-    (
-        ingest_app,
-        "allocations",
-        "ingest allocations",
-        "Load address-allocation logs: RADIUS accounting, Kea DHCP leases, CGNAT port blocks, CSV.",
-        6,
-    ),
     (ingest_app, "mail", "ingest mail", "Load Postfix / Dovecot logs (SMTP AUTH events).", None),
-    (
-        ingest_app,
-        "report",
-        "ingest report",
-        "Load third-party reports to act on (Shadowserver, X-ARF, CSV).",
-        6,
-    ),
     (
         detect_app,
         "c2",
@@ -1501,8 +1915,6 @@ _PENDING: list[tuple[typer.Typer, str, str, str, int | None]] = [
         "Find SMTP AUTH brute force and compromised accounts (M11, M12).",
         None,
     ),
-    (app, "attribute", "attribute", "Who held an address (and port) at a time (audited).", 6),
-    (app, "notify", "notify", "Send alert e-mails to subscribers (M5, M6, M9).", 6),
 ]
 
 

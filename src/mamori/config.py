@@ -32,6 +32,8 @@ from pydantic_settings import (
 
 __all__ = [
     "AddressPool",
+    "AlertsConfig",
+    "AttributionConfig",
     "CollectorConfig",
     "ConfigError",
     "DnsConfig",
@@ -81,6 +83,7 @@ class RetentionConfig(_Model):
     actions: int = Field(default=365, gt=0, le=3650)
     notifications: int = Field(default=365, gt=0, le=3650)
     consent: int = Field(default=3650, gt=0, le=36500)
+    cases: int = Field(default=365, gt=0, le=3650)
     # Match records made for an alert are deleted this many days after the alert was sent.
     matches_after_alert_days: int = Field(default=7, ge=0, le=365)
 
@@ -237,6 +240,59 @@ class DnsConfig(_Model):
     )
 
 
+class AttributionConfig(_Model):
+    """Who held an address when (``mamori attribute``, ``mamori ingest allocations``)."""
+
+    skew_s: float = Field(
+        default=2.0,
+        ge=0,
+        le=3600,
+        description="clock-skew tolerance: a holder within this many seconds of the time asked "
+        "about counts as a candidate (two candidates: ambiguous, never a guess)",
+    )
+    session_timeout_s: float = Field(
+        default=86400.0,
+        gt=0,
+        description="an accounting session or port block with no Stop/release is closed this long "
+        "after its last record (or earlier, by the next allocation of the same address)",
+    )
+
+
+class AlertsConfig(_Model):
+    """Alerts to subscribers (``mamori notify``, measures M5, M6, M9) and their risk tests."""
+
+    interval_hours: float = Field(
+        default=168.0, gt=0, description="a case is alerted at most once per interval"
+    )
+    escalate_after_events: int = Field(
+        default=3, ge=1, description="events after an alert that escalate the case to the desk"
+    )
+    rate_limit_per_hour: int = Field(default=500, ge=1, description="most alerts sent per hour")
+    max_attempts: int = Field(default=20, ge=1, description="delivery attempts before giving up")
+    retry_after_s: float = Field(default=300.0, ge=0, description="wait before retrying")
+    smtp_timeout_s: float = Field(default=30.0, gt=0)
+    risk_window_hours: float = Field(
+        default=24.0, gt=0, description="window the risk tests count devices in"
+    )
+    m5_infected_devices_threshold: int | None = Field(
+        default=None,
+        ge=0,
+        description="M5 justified act: likely-infected devices on the network above this; "
+        "None: M5 rests on consent only",
+    )
+    m9_network_capacity_bps: float | None = Field(
+        default=None,
+        gt=0,
+        description="M9 justified act: capacity of the network (bit/s); None: consent only",
+    )
+    m9_attack_bps_per_device: float = Field(
+        default=10e6, gt=0, description="expected attack traffic of one infected device (bit/s)"
+    )
+    m9_capacity_share: float = Field(
+        default=0.5, gt=0, le=1, description="share of capacity the expected attack must exceed"
+    )
+
+
 class MamoriConfig(BaseSettings):
     """The effective configuration."""
 
@@ -262,6 +318,8 @@ class MamoriConfig(BaseSettings):
     web: WebConfig = WebConfig()
     reputation_match: ReputationMatchConfig = ReputationMatchConfig()
     dns: DnsConfig = DnsConfig()
+    attribution: AttributionConfig = AttributionConfig()
+    alerts: AlertsConfig = AlertsConfig()
 
     @field_validator("measures")
     @classmethod

@@ -175,9 +175,23 @@ ALLOCATIONS = DatasetSchema(
         ),
         Column("port_start", pa.uint16(), S, "first port of a CGNAT port block; null = all"),
         Column("port_end", pa.uint16(), S, "last port of a CGNAT port block; null = all"),
-        _str("subscriber_id", S, "subscriber holding the address", ID_LEN, nullable=False),
+        # A CGNAT log names the inside address a public port block was given to, not a
+        # subscriber: such a row has inside_addr set and subscriber_id null, and its holder is
+        # whoever held inside_addr at the time (from RADIUS or DHCP). Every row names exactly one.
+        _str(
+            "subscriber_id",
+            S,
+            "subscriber holding the address; null on a CGNAT row that names inside_addr instead",
+            ID_LEN,
+        ),
         _str("session_id", S, "accounting session / lease identifier", ID_LEN),
         _str("source", N, "radius | kea | cgnat-syslog | csv", 32),
+        _str(
+            "inside_addr",
+            S,
+            "CGNAT inside address the public port block translated to; null otherwise",
+            ADDR_LEN,
+        ),
     ),
 )
 
@@ -313,8 +327,51 @@ NOTIFICATIONS = DatasetSchema(
         _str("measure", N, "measure (M5, M6, M9 …)", 4, nullable=False),
         _str("legal_basis", N, "consent | justified-act | emergency", 32, nullable=False),
         _str("case_id", N, "abuse-desk case", ID_LEN),
-        _str("state", N, "pending | sent | failed | suppressed", 16, nullable=False),
+        _str(
+            "state",
+            N,
+            "queued | sent | failed (will be retried) | bounced | suppressed",
+            16,
+            nullable=False,
+        ),
         _ts("sent", N, "time it was delivered", nullable=True),
+        # Rows are versions: a delivery attempt appends a new row; the latest `updated` wins.
+        _ts("updated", N, "time this version was recorded", nullable=True),
+        _str("cause", N, "what it is about: infected:<family> | takedown | vulnerable:<issue>", 64),
+        Column("attempts", pa.uint16(), N, "delivery attempts so far"),
+        _str("last_error", N, "last SMTP error, for the desk", TEXT_LEN),
+        _str("decision", N, "JSON: the legal-basis decision and the inputs it used", JSON_LEN),
+    ),
+)
+
+CASES = DatasetSchema(
+    name="cases",
+    time_column="opened",
+    doc="Abuse-desk cases (AbuseIO's model): one per subscriber and cause, versioned rows.",
+    subscriber_column="subscriber_id",
+    columns=(
+        _ts("opened", N, "time the case was opened"),
+        _ts("updated", N, "time this version was recorded"),
+        _str(
+            "case_id",
+            N,
+            "identifier (stable per subscriber, measure and cause)",
+            ID_LEN,
+            nullable=False,
+        ),
+        _str("subscriber_id", S, "who it is about", ID_LEN, nullable=False),
+        _str("measure", N, "measure (M5, M6, M9)", 4, nullable=False),
+        _str("cause", N, "infected:<family> | takedown | vulnerable:<issue>", 64, nullable=False),
+        _str("desk_status", N, "open | escalated | resolved | closed", 16, nullable=False),
+        _str("subscriber_status", N, "none | notified | resolved | ignored", 16, nullable=False),
+        Column("events", pa.uint32(), N, "events attached so far"),
+        Column("events_since_notice", pa.uint32(), N, "events since the last alert was sent"),
+        Column("notifications", pa.uint16(), N, "alerts made for this case"),
+        _ts("last_event", N, "time the last event was attached", nullable=True),
+        _ts("last_notified", N, "time the last alert was sent", nullable=True),
+        _str("notification_id", N, "latest alert of the case", ID_LEN),
+        _str("notification_state", N, "state of the latest alert", 16),
+        _str("legal_basis", N, "consent | justified-act | emergency", 32),
     ),
 )
 
@@ -379,6 +436,7 @@ DATASETS: Mapping[str, DatasetSchema] = {
         MATCHES,
         ACTIONS,
         NOTIFICATIONS,
+        CASES,
         CONSENT,
         AUDIT,
     )

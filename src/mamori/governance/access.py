@@ -38,6 +38,8 @@ from mamori.store.parquet import SchemaMismatch, StreamWriter, conform
 __all__ = ["AccessRefused", "Governance", "GovernanceError", "GovernedStream", "Grant"]
 
 _FOREVER = "TIMESTAMPTZ '9999-12-31 00:00:00+00'"
+# Columns the consent filter needs to place a two-stage CGNAT allocation row.
+_TWO_STAGE = ("addr", "port_start", "port_end", "start", "end", "inside_addr")
 _ORIGIN = "TIMESTAMPTZ '0001-01-01 00:00:00+00'"
 
 
@@ -73,6 +75,10 @@ class Grant:
     legal_basis: str
     audit_seq: int
     consent_filtered: bool
+    # Allocations read under consent: the (addr, port_start, port_end, start, end) of the rows
+    # withheld, without any identity, so a lookup can tell "held by someone we may not look up"
+    # from "held by nobody" and never names the wrong subscriber near a reassignment.
+    withheld: Relation | None = None
 
     def arrow(self) -> pa.Table:
         return self.relation.to_arrow_table()
@@ -284,10 +290,38 @@ class Governance:
     def _fresh(self, stem: str) -> str:
         return f"{stem}_{next(self._names)}"
 
+    def _resolved_allocations(self) -> tuple[str, str]:
+        """All allocations as (addr, port_start, port_end, start, end, subscriber_id), CGNAT rows
+        that name an inside address resolved to whoever held that address meanwhile (one row per
+        overlap, clipped to it)."""
+        alloc = self._reg(
+            "alloc_raw",
+            self._engine.scan(
+                ALLOCATIONS,
+                ["addr", "port_start", "port_end", "start", "end", "subscriber_id", "inside_addr"],
+            ),
+        )
+        return alloc, self._reg(
+            "alloc",
+            self._engine.sql(
+                'SELECT addr, port_start, port_end, start, "end", subscriber_id '
+                f"FROM {alloc} WHERE subscriber_id IS NOT NULL "
+                "UNION ALL "
+                "SELECT c.addr, c.port_start, c.port_end, greatest(c.start, i.start), "
+                f'least(coalesce(c."end", {_FOREVER}), coalesce(i."end", {_FOREVER})), '
+                "i.subscriber_id "
+                f"FROM {alloc} c JOIN {alloc} i ON i.addr = c.inside_addr "
+                "WHERE c.subscriber_id IS NULL AND i.subscriber_id IS NOT NULL "
+                f'AND c.start < coalesce(i."end", {_FOREVER}) '
+                f'AND i.start < coalesce(c."end", {_FOREVER})'
+            ),
+        )
+
     def _consent_filter(
         self, measure: Measure, schema: DatasetSchema, data: Relation, out_cols: Sequence[str]
-    ) -> tuple[Relation, dict[str, Any]]:
-        """``data`` without the rows of subscribers who are out of ``measure``."""
+    ) -> tuple[Relation, dict[str, Any], Relation | None]:
+        """``data`` without the rows of subscribers who are out of ``measure``; for allocations
+        also the rows withheld (periods only, no identity)."""
         eng = self._engine
         # measure.id matched the catalogue's ^M\d+$ pattern: safe to inline.
         consent_rows = eng.scan(CONSENT, ["subscriber_id", "changed", "measure", "state"]).filter(
@@ -307,17 +341,37 @@ class Governance:
 
         if schema.subscriber_column is not None:
             sc = _q(schema.subscriber_column)
-            cond = f"d.{sc} NOT IN (SELECT subscriber_id FROM {bs} WHERE e >= {_FOREVER})"
+            out_sql = f"SELECT subscriber_id FROM {bs} WHERE e >= {_FOREVER}"
+            cond = f"d.{sc} NOT IN ({out_sql})"
             if default_out:
                 cond += f" AND d.{sc} IN (SELECT subscriber_id FROM {cr})"
-            return eng.sql(f"SELECT {sel} FROM {d} AS d WHERE {cond}"), detail
+            if schema.name != ALLOCATIONS.name:
+                return eng.sql(f"SELECT {sel} FROM {d} AS d WHERE {cond}"), detail, None
+            # A CGNAT row naming an inside address goes with the subscribers who held that
+            # address while the port block was allocated: withheld if any of them is out.
+            inside = self._reg(
+                "inside",
+                eng.scan(ALLOCATIONS, ["addr", "start", "end", "subscriber_id"]).filter(
+                    "subscriber_id IS NOT NULL"
+                ),
+            )
+            holder_out = f"i.subscriber_id IN ({out_sql})"
+            if default_out:
+                holder_out += f" OR i.subscriber_id NOT IN (SELECT subscriber_id FROM {cr})"
+            two_stage = (
+                f"(d.{sc} IS NULL AND d.inside_addr IS NOT NULL AND NOT EXISTS (SELECT 1 FROM "
+                f"{inside} i WHERE i.addr = d.inside_addr "
+                f'AND i.start < coalesce(d."end", {_FOREVER}) '
+                f'AND d.start < coalesce(i."end", {_FOREVER}) AND ({holder_out})))'
+            )
+            keep = f"(({cond}) OR {two_stage})"
+            withheld = eng.sql(
+                f'SELECT d.addr, d.port_start, d.port_end, d.start, d."end" FROM {d} AS d '
+                f"WHERE NOT coalesce({keep}, FALSE)"
+            )
+            return eng.sql(f"SELECT {sel} FROM {d} AS d WHERE {keep}"), detail, withheld
 
-        alloc = self._reg(
-            "alloc",
-            eng.scan(
-                ALLOCATIONS, ["addr", "port_start", "port_end", "start", "end", "subscriber_id"]
-            ),
-        )
+        raw, alloc = self._resolved_allocations()
         blocked_parts = [
             f"SELECT a.addr, a.port_start, a.port_end, greatest(a.start, b.s) AS s, "
             f'least(coalesce(a."end", {_FOREVER}), b.e) AS e '
@@ -362,6 +416,14 @@ class Governance:
                 f"SELECT addr, NULL::USMALLINT, NULL::USMALLINT, {_ORIGIN}, {_FOREVER} "
                 f"FROM {pool} WHERE addr NOT IN (SELECT addr FROM {covered})",
             ]
+            # A CGNAT port block whose inside address nobody is known to have held meanwhile
+            blocked_parts.append(
+                f'SELECT c.addr, c.port_start, c.port_end, c.start, coalesce(c."end", {_FOREVER}) '
+                f"FROM {raw} c WHERE c.subscriber_id IS NULL AND NOT EXISTS (SELECT 1 FROM {raw} i "
+                "WHERE i.addr = c.inside_addr AND i.subscriber_id IS NOT NULL "
+                f'AND c.start < coalesce(i."end", {_FOREVER}) '
+                f'AND i.start < coalesce(c."end", {_FOREVER}))'
+            )
             detail["pool_addresses_seen"] = len(in_pool)
         blocked = self._reg("blocked", eng.sql(" UNION ALL ".join(blocked_parts)))
         ts = f"d.{_q(schema.time_column)}"
@@ -379,7 +441,7 @@ class Governance:
                 f"AND {ts} < b.e{port})"
             )
         where = " AND ".join(conds) if conds else "TRUE"
-        return eng.sql(f"SELECT {sel} FROM {d} AS d WHERE {where}"), detail
+        return eng.sql(f"SELECT {sel} FROM {d} AS d WHERE {where}"), detail, None
 
     def _reg(self, stem: str, value: Relation | pa.Table) -> str:
         name = self._fresh(stem)
@@ -421,14 +483,15 @@ class Governance:
                         schema.time_column,
                         *(c for pair in schema.subscriber_endpoints for c in pair if c),
                         *([schema.subscriber_column] if schema.subscriber_column else []),
+                        *(_TWO_STAGE if schema.name == ALLOCATIONS.name else ()),
                     ]
                 )
             )
-            rel, detail = self._consent_filter(
+            rel, detail, withheld = self._consent_filter(
                 m, schema, self._engine.scan(schema, need, start, end), cols
             )
         else:
-            rel, detail = self._engine.scan(schema, cols, start, end), {}
+            rel, detail, withheld = self._engine.scan(schema, cols, start, end), {}, None
         if start or end:
             detail["window"] = [
                 start.isoformat() if start else None,
@@ -446,7 +509,16 @@ class Governance:
             case_id=case,
             detail=detail or None,
         )
-        return Grant(rel, measure, dataset, cols, chosen.value, entry.seq, filtered)
+        return Grant(rel, measure, dataset, cols, chosen.value, entry.seq, filtered, withheld)
+
+    def combine(self, query: str, **inputs: Grant | pa.Table) -> Relation:
+        """SQL over grants already given and Arrow tables the caller supplies (lookup keys, not
+        stored data). ``query`` names each input as ``{name}``; it reaches nothing else, so it
+        needs no audit record of its own — the grants were audited when given."""
+        names: dict[str, str] = {}
+        for key, value in inputs.items():
+            names[key] = self._reg(key, value.relation if isinstance(value, Grant) else value)
+        return self._engine.sql(query.format_map(names))
 
     def write(
         self,
@@ -479,7 +551,7 @@ class Governance:
         try:
             table = conform(schema, table)
             if chosen is LegalBasis.CONSENT and schema.names_subscribers:
-                rel, fdetail = self._consent_filter(
+                rel, fdetail, _ = self._consent_filter(
                     m, schema, self._engine.con.from_arrow(table), schema.column_names
                 )
                 table = rel.to_arrow_table()
@@ -571,6 +643,24 @@ class Governance:
                 mode="write",
             )
         schema = dataset_schema = self._schema(dataset)
+        if dataset == ALLOCATIONS.name and table.num_rows:
+            sub = table.column("subscriber_id") if "subscriber_id" in cols else None
+            inside = table.column("inside_addr") if "inside_addr" in cols else None
+            named = [pc.is_valid(c) for c in (sub, inside) if c is not None]
+            one = pc.xor(*named) if len(named) == 2 else (named[0] if named else None)
+            bad = table.num_rows if one is None else table.num_rows - pc.sum(one).as_py()
+            if bad:
+                raise self._refuse(
+                    f"{bad} allocation row(s) name neither a subscriber nor a CGNAT inside address "
+                    "(or both); every row names exactly one",
+                    measure="-",
+                    ds=dataset,
+                    columns=cols,
+                    actor=actor,
+                    case=None,
+                    basis=None,
+                    mode="write",
+                )
         if "source" in schema and "source" not in cols:
             table = table.append_column("source", pa.array([source] * table.num_rows, pa.string()))
         try:

@@ -105,23 +105,37 @@ def _purge_sent_matches(gov: Governance, *, actor: str, now: datetime, dry_run: 
     done = pa.array(sorted({r[0] for r in sent.select("notification_id").fetchall()}), pa.string())
     if len(done) == 0:
         return 0
+    # The alert flow keeps the events behind an alert as match rows carrying its notification_id;
+    # where those events were M4's own match records (notification_id unset), the originals go
+    # with them: they are identified by the finding the alert's rows name.
+    files = [f for part in engine.partitions(MATCHES.name) for f in part.files()]
+    linked: set[str] = set()
+    for f in files:
+        t = pq.read_table(f, columns=["finding_id", "notification_id"])
+        hit = pc.fill_null(pc.is_in(t.column("notification_id"), value_set=done), False)
+        linked.update(v for v in t.column("finding_id").filter(hit).to_pylist() if v is not None)
+    findings = pa.array(sorted(linked), pa.string())
     removed = 0
-    for part in engine.partitions(MATCHES.name):
-        for f in part.files():
-            table = pq.read_table(f)
-            drop = pc.is_in(table.column("notification_id"), value_set=done)
-            drop = pc.fill_null(drop, False)
-            n = pc.sum(drop).as_py() or 0
-            if not n:
-                continue
-            removed += n
-            if dry_run:
-                continue
-            keep = table.filter(pc.invert(drop))
-            if keep.num_rows:
-                replace_file(f, keep)
-            else:
-                f.unlink()
+    for f in files:
+        table = pq.read_table(f)
+        drop = pc.is_in(table.column("notification_id"), value_set=done)
+        drop = pc.fill_null(drop, False)
+        orphan = pc.and_(
+            pc.is_null(table.column("notification_id")),
+            pc.fill_null(pc.is_in(table.column("finding_id"), value_set=findings), False),
+        )
+        drop = pc.or_(drop, orphan)
+        n = pc.sum(drop).as_py() or 0
+        if not n:
+            continue
+        removed += n
+        if dry_run:
+            continue
+        keep = table.filter(pc.invert(drop))
+        if keep.num_rows:
+            replace_file(f, keep)
+        else:
+            f.unlink()
     if removed:
         gov.audit.append(
             actor=actor,

@@ -1,0 +1,420 @@
+"""(address, port, time) → the subscriber who held it, as one vectorised join, through governance.
+
+How a lookup is answered
+------------------------
+Allocations are read with :meth:`Governance.open` for the caller's measure, so under a
+consent-based measure the rows of subscribers who are out never reach this module (they come out
+``unknown``); governance also hands over *when* the withheld rows held their addresses, without
+identity, so a lookup close to a reassignment cannot name the other holder by mistake.
+
+Each allocation row becomes an interval ``[start - skew, end + skew)`` keyed by (address, port
+block). A row without a port block covers every port of its address. A lookup with a port probes
+its address's whole-address rows and the one port block containing the port; without a port, an
+address that is shared by port blocks (or lies in a ``cgnat`` pool of the address plan) answers
+``port-required``.
+
+Per key, the number of intervals holding a time is (intervals started by then) − (intervals ended
+by then); both are cumulative counts found with an ASOF join, as is the latest-started interval.
+When exactly one interval holds the time and it is the latest-started one, that is the candidate;
+any other case (overlaps, a long session around a short one) is resolved by an explicit range join
+restricted to those few lookups. So the work is two sorts of the allocations and ASOF joins, never
+a join of every lookup with every session of its address.
+
+A CGNAT row names an inside address; the holder of that inside address at the same time (the same
+lookup again, stage two) is the subscriber. The answer is:
+
+* ``ok``: exactly one subscriber, and no withheld or unresolvable holder, within the tolerance;
+* ``ambiguous``: more than one holder (overlapping sessions, clock-skew window over a
+  reassignment), including a holder we may not or cannot name;
+* ``unknown``: nobody we may name held it;
+* ``port-required``: a shared (CGNAT) address given without a port.
+
+Every call writes one audit entry (event ``attribute``): measure, legal basis, counts per status
+and the subscriber ids resolved — never the addresses, ports or times asked about.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import BaseModel, ConfigDict
+
+from mamori.governance import Governance
+
+__all__ = [
+    "QUERY_SCHEMA",
+    "RESULT_SCHEMA",
+    "STATUSES",
+    "Attribution",
+    "attribute",
+    "attribute_one",
+]
+
+TS = pa.timestamp("ms", tz="UTC")
+STATUSES = ("ok", "ambiguous", "unknown", "port-required")
+QUERY_SCHEMA = pa.schema(
+    [pa.field("ip", pa.string()), pa.field("port", pa.uint16()), pa.field("ts", TS)]
+)
+RESULT_SCHEMA = pa.schema(
+    [
+        *QUERY_SCHEMA,
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("subscriber_id", pa.string()),
+        pa.field("inside_addr", pa.string()),
+        pa.field("allocation_source", pa.string()),
+    ]
+)
+_ALLOC_COLS = (
+    "start",
+    "end",
+    "addr",
+    "port_start",
+    "port_end",
+    "subscriber_id",
+    "inside_addr",
+    "source",
+)
+_FOREVER = "TIMESTAMPTZ '9999-12-31 00:00:00+00'"
+
+
+class Attribution(BaseModel):
+    """One answer of :func:`attribute_one`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    ip: str
+    port: int | None
+    ts: datetime
+    status: Literal["ok", "ambiguous", "unknown", "port-required"]
+    subscriber_id: str | None
+    inside_addr: str | None
+    allocation_source: str | None
+
+
+def _canonical_ips(ip: pa.ChunkedArray) -> pa.ChunkedArray:
+    """IPv6 text in the compressed form ingest stores; IPv4 text as given."""
+    arr = ip.combine_chunks()
+    v6 = pc.fill_null(pc.match_substring(arr, ":"), False)
+    if not pc.any(v6).as_py():
+        return pa.chunked_array([arr])
+    values = arr.to_pylist()
+    for i in np.flatnonzero(v6.to_numpy(zero_copy_only=False)).tolist():
+        with contextlib.suppress(ValueError):  # if not an address: matches nothing, unknown
+            values[i] = str(ipaddress.ip_address(values[i]))
+    return pa.chunked_array([pa.array(values, pa.string())])
+
+
+def _in_networks(
+    ip: pa.ChunkedArray, nets: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]
+) -> np.ndarray:
+    """Boolean mask: which addresses lie in any of ``nets`` (IPv4 in NumPy, IPv6 one by one)."""
+    n = len(ip)
+    hit = np.zeros(n, dtype=bool)
+    if not nets or not n:
+        return hit
+    arr = ip.combine_chunks()
+    is_v4 = pc.fill_null(pc.match_substring_regex(arr, r"^\d+\.\d+\.\d+\.\d+$"), False)
+    mask = is_v4.to_numpy(zero_copy_only=False)
+    if mask.any():
+        octets = pc.list_flatten(pc.split_pattern(pc.filter(arr, is_v4), "."))
+        ints = np.asarray(octets.cast(pa.uint32()).to_numpy(), dtype=np.uint64).reshape(-1, 4)
+        if (ints > 255).any():
+            ints = np.where(ints > 255, 0, ints)  # not an address: matches no pool usefully
+        value = (ints[:, 0] << 24) | (ints[:, 1] << 16) | (ints[:, 2] << 8) | ints[:, 3]
+        sub = np.zeros(len(value), dtype=bool)
+        for net in nets:
+            if net.version == 4:
+                lo, hi = int(net.network_address), int(net.broadcast_address)
+                sub |= (value >= lo) & (value <= hi)
+        hit[mask] = sub
+    other = np.flatnonzero(~mask)
+    if other.size:
+        texts = pc.take(arr, pa.array(other)).to_pylist()
+        for i, text in zip(other.tolist(), texts, strict=True):
+            if text is None:
+                continue
+            try:
+                addr = ipaddress.ip_address(text)
+            except ValueError:
+                continue
+            hit[i] = any(addr.version == net.version and addr in net for net in nets)
+    return hit
+
+
+def _normalise(queries: pa.Table) -> pa.Table:
+    missing = [c for c in ("ip", "ts") if c not in queries.column_names]
+    if missing:
+        raise ValueError(f"attribution queries need columns ip, port, ts; missing {missing}")
+    ip = queries.column("ip").cast(pa.string())
+    port = (
+        queries.column("port").cast(pa.uint16())
+        if "port" in queries.column_names
+        else pa.chunked_array([pa.nulls(queries.num_rows, pa.uint16())])
+    )
+    ts = queries.column("ts")
+    if pa.types.is_timestamp(ts.type) and ts.type.tz is None:
+        ts = pc.assume_timezone(ts, "UTC")
+    ts = ts.cast(TS)
+    out = queries
+    for name, col in (("ip", ip), ("port", port), ("ts", ts)):
+        if name in out.column_names:
+            out = out.set_column(out.column_names.index(name), name, col)
+        else:
+            out = out.append_column(name, col)
+    return out
+
+
+def _lookup_sql(skew_us: int) -> str:
+    """The whole lookup as one query over ``{q}`` (lookups), ``{alloc}`` (the grant) and
+    ``{withheld}`` (periods of rows governance withheld)."""
+    skew = f"to_microseconds({skew_us})"
+
+    def stage(p: str) -> str:
+        # Candidates for the probes in CTE ``p`` (qid, addr, kp, pe, ts).
+        return f"""
+{p}_l AS (
+    SELECT p.*, l.n_lo, l.hi AS r_hi, l.subscriber_id, l.inside_addr, l.source, l.hidden
+    FROM {p} p ASOF LEFT JOIN lo_t l
+      ON p.addr = l.addr AND p.kp = l.kp AND p.pe = l.pe AND p.ts >= l.lo
+),
+{p}_h AS (
+    SELECT x.*, coalesce(x.n_lo, 0) - coalesce(h.n_hi, 0) AS active
+    FROM {p}_l x ASOF LEFT JOIN hi_t h
+      ON x.addr = h.addr AND x.kp = h.kp AND x.pe = h.pe AND x.ts >= h.hi
+),
+{p}_c AS (
+    SELECT qid, addr, ts, subscriber_id, inside_addr, source, hidden
+    FROM {p}_h WHERE active = 1 AND r_hi > ts
+    UNION ALL
+    SELECT r.qid, r.addr, r.ts, a.subscriber_id, a.inside_addr, a.source, a.hidden
+    FROM (SELECT * FROM {p}_h WHERE active > 1 OR (active = 1 AND r_hi <= ts)) r
+    JOIN a ON a.addr = r.addr AND a.kp = r.kp AND a.pe = r.pe AND r.ts >= a.lo AND r.ts < a.hi
+)"""
+
+    return f"""
+WITH q AS (SELECT qid, ip, port::INTEGER AS port, ts, pool_cgnat FROM {{q}}),
+a AS MATERIALIZED (
+    SELECT addr, coalesce(port_start::INTEGER, -1) AS kp,
+           coalesce(port_end::INTEGER, 65535) AS pe,
+           start - {skew} AS lo, coalesce("end", {_FOREVER}) + {skew} AS hi,
+           subscriber_id, inside_addr, source, false AS hidden
+    FROM {{alloc}} WHERE coalesce("end", {_FOREVER}) >= start
+    UNION ALL
+    SELECT addr, coalesce(port_start::INTEGER, -1), coalesce(port_end::INTEGER, 65535),
+           start - {skew}, coalesce("end", {_FOREVER}) + {skew},
+           NULL, NULL, NULL, true
+    FROM {{withheld}} WHERE coalesce("end", {_FOREVER}) >= start
+),
+lo_t AS MATERIALIZED (
+    SELECT addr, kp, pe, lo, hi, subscriber_id, inside_addr, source, hidden,
+           count(*) OVER (PARTITION BY addr, kp, pe ORDER BY lo) AS n_lo
+    FROM a
+),
+hi_t AS MATERIALIZED (
+    SELECT addr, kp, pe, hi, count(*) OVER (PARTITION BY addr, kp, pe ORDER BY hi) AS n_hi
+    FROM a
+),
+blocks AS MATERIALIZED (SELECT DISTINCT addr, kp, pe FROM a WHERE kp >= 0),
+messy AS (
+    -- addresses whose port blocks overlap one another (a changed block size): probed by a range
+    -- join instead of the ASOF join, which would find only one of the blocks
+    SELECT DISTINCT addr FROM (
+        SELECT addr, kp, max(pe) OVER (PARTITION BY addr ORDER BY kp, pe
+                                       ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS reach
+        FROM blocks
+    ) WHERE reach >= kp
+),
+shared AS (SELECT DISTINCT addr FROM blocks),
+need_port AS (
+    SELECT qid FROM q WHERE port IS NULL AND (pool_cgnat OR ip IN (SELECT addr FROM shared))
+),
+pq AS (SELECT * FROM q WHERE port IS NOT NULL AND ip IN (SELECT addr FROM shared)),
+p1 AS (
+    SELECT qid, ip AS addr, -1 AS kp, 65535 AS pe, ts FROM q
+    WHERE qid NOT IN (SELECT qid FROM need_port)
+    UNION ALL
+    SELECT pq.qid, pq.ip, b.kp, b.pe, pq.ts
+    FROM pq ASOF JOIN blocks b ON pq.ip = b.addr AND pq.port >= b.kp
+    WHERE pq.port <= b.pe AND pq.ip NOT IN (SELECT addr FROM messy)
+    UNION ALL
+    SELECT pq.qid, pq.ip, b.kp, b.pe, pq.ts
+    FROM pq JOIN blocks b ON pq.ip = b.addr AND pq.port BETWEEN b.kp AND b.pe
+    WHERE pq.ip IN (SELECT addr FROM messy)
+),
+{stage("p1")},
+p2 AS (
+    SELECT DISTINCT qid, inside_addr AS addr, -1 AS kp, 65535 AS pe, ts
+    FROM p1_c WHERE inside_addr IS NOT NULL
+),
+{stage("p2")},
+holders AS (
+    SELECT qid, subscriber_id, source, NULL::VARCHAR AS inside, hidden
+    FROM p1_c WHERE inside_addr IS NULL
+    UNION ALL
+    -- a port block whose inside address nobody (we may name) held: an unnamed holder
+    SELECT c1.qid, c2.subscriber_id, c1.source || '+' || c2.source, c1.inside_addr,
+           coalesce(c2.hidden, true)
+    FROM p1_c c1 LEFT JOIN p2_c c2 ON c1.qid = c2.qid AND c1.inside_addr = c2.addr
+    WHERE c1.inside_addr IS NOT NULL
+),
+summary AS (
+    SELECT qid, count(DISTINCT subscriber_id) AS n_sub,
+           bool_or(hidden OR subscriber_id IS NULL) AS unnamed,
+           min(subscriber_id) AS sub, count(DISTINCT inside) AS n_inside, min(inside) AS inside,
+           string_agg(DISTINCT source, ',' ORDER BY source) AS src
+    FROM holders GROUP BY qid
+)
+SELECT q.qid,
+       CASE WHEN q.qid IN (SELECT qid FROM need_port) THEN 'port-required'
+            WHEN s.n_sub = 1 AND NOT s.unnamed THEN 'ok'
+            WHEN s.n_sub > 1 OR (s.n_sub = 1 AND s.unnamed) THEN 'ambiguous'
+            ELSE 'unknown' END AS status,
+       s.sub, s.n_inside, s.inside, s.src
+FROM q LEFT JOIN summary s USING (qid)
+ORDER BY q.qid
+"""
+
+
+def attribute(
+    gov: Governance,
+    queries: pa.Table,
+    *,
+    measure: str,
+    actor: str,
+    case: str | None = None,
+    basis: str | None = None,
+    justification: str | None = None,
+    skew_s: float | None = None,
+) -> pa.Table:
+    """Who held each (``ip``, ``port``, ``ts``) of ``queries``: one result row per query, in
+    order, with the query's columns plus ``status``, ``subscriber_id`` (only when ``ok``),
+    ``inside_addr`` (the CGNAT inside address, when the answer went through one) and
+    ``allocation_source``. Raises :class:`~mamori.governance.AccessRefused` when ``measure``
+    may not read allocations on ``basis``; writes one audit entry."""
+    q = _normalise(queries)
+    skew = gov.config.attribution.skew_s if skew_s is None else float(skew_s)
+    if skew < 0:
+        raise ValueError(f"clock-skew tolerance must not be negative (got {skew})")
+    skew_us = round(skew * 1e6)
+    latest = pc.max(q.column("ts")).as_py() if q.num_rows else None
+    end = latest + timedelta(microseconds=skew_us + 1000) if latest is not None else None
+    grant = gov.open(
+        measure,
+        "allocations",
+        list(_ALLOC_COLS),
+        actor,
+        case,
+        basis=basis,
+        justification=justification,
+        end=end,
+    )
+    probe = pa.table(
+        {
+            "qid": pa.array(np.arange(q.num_rows, dtype=np.int64)),
+            "ip": _canonical_ips(q.column("ip")),
+            "port": q.column("port"),
+            "ts": q.column("ts"),
+            "pool_cgnat": pa.array(
+                _in_networks(q.column("ip"), gov.config.pools("cgnat")), pa.bool_()
+            ),
+        }
+    )
+    withheld: pa.Table = (
+        grant.withheld.to_arrow_table()
+        if grant.withheld is not None
+        else pa.table(
+            {
+                "addr": pa.array([], pa.string()),
+                "port_start": pa.array([], pa.uint16()),
+                "port_end": pa.array([], pa.uint16()),
+                "start": pa.array([], TS),
+                "end": pa.array([], TS),
+            }
+        )
+    )
+    res = gov.combine(
+        _lookup_sql(skew_us), q=probe, alloc=grant, withheld=withheld
+    ).to_arrow_table()
+    status = res.column("status").cast(pa.string())
+    ok = pc.equal(status, "ok")
+    null_s = pa.nulls(len(res), pa.string())
+    sub = pc.if_else(ok, res.column("sub"), null_s)
+    inside = pc.if_else(
+        pc.and_(ok, pc.equal(res.column("n_inside"), 1)), res.column("inside"), null_s
+    )
+    source = pc.if_else(ok, res.column("src"), null_s)
+    out = q
+    for name, col in (
+        ("status", status),
+        ("subscriber_id", sub),
+        ("inside_addr", inside),
+        ("allocation_source", source),
+    ):
+        if name in out.column_names:
+            out = out.drop_columns([name])
+        out = out.append_column(name, pa.chunked_array(col.chunks, pa.string()))
+    counts = {s: 0 for s in STATUSES}
+    vc = pc.value_counts(status)
+    for item in vc.to_pylist():
+        counts[item["values"]] = int(item["counts"])
+    resolved = sorted(pc.unique(pc.drop_null(sub)).to_pylist())
+    gov.audit.append(
+        actor=actor,
+        event="attribute",
+        measure=measure,
+        legal_basis=grant.legal_basis,
+        dataset="allocations",
+        columns=list(_ALLOC_COLS),
+        case_id=case,
+        detail={
+            "lookups": q.num_rows,
+            "status": counts,
+            "subscribers": resolved,
+            "skew_s": skew,
+            "access_seq": grant.audit_seq,
+            **({"justification": justification} if justification else {}),
+        },
+    )
+    return out
+
+
+def attribute_one(
+    gov: Governance,
+    ip: str,
+    port: int | None,
+    at: datetime,
+    *,
+    measure: str,
+    actor: str,
+    case: str | None = None,
+    basis: str | None = None,
+    justification: str | None = None,
+    skew_s: float | None = None,
+) -> Attribution:
+    """:func:`attribute` for a single lookup."""
+    when = at if at.tzinfo else at.replace(tzinfo=UTC)
+    table = pa.table(
+        {
+            "ip": pa.array([ip], pa.string()),
+            "port": pa.array([port], pa.uint16()),
+            "ts": pa.array([when], TS),
+        }
+    )
+    row = attribute(
+        gov,
+        table,
+        measure=measure,
+        actor=actor,
+        case=case,
+        basis=basis,
+        justification=justification,
+        skew_s=skew_s,
+    ).to_pylist()[0]
+    return Attribution(**row)

@@ -1,0 +1,29 @@
+"""Plain CSV allocations."""
+
+from __future__ import annotations
+
+from mamori.ingest.allocations import read_allocations
+from tests.ingest.allocations.conftest import DATA, at
+
+
+def test_rows_and_bad_lines() -> None:
+    rows, report = read_allocations(DATA / "allocations.csv", "csv")
+    got = [
+        (r["addr"], r["port_start"], r["subscriber_id"], r["inside_addr"], r["start"], r["end"])
+        for r in rows.to_pylist()
+    ]
+    assert got == [
+        ("192.0.2.10", None, "S100", None, at("09:00"), at("10:00")),
+        ("192.0.2.11", None, "S101", None, at("01:00"), None),  # +09:00; still held
+        ("198.51.100.4", 1024, None, "100.64.0.60", at("09:00"), at("10:00")),  # epoch seconds
+        ("198.51.100.4", 2048, "S102", None, at("09:00"), at("11:00")),  # no zone: UTC
+    ]
+    assert (report.records, report.sessions, report.malformed) == (10, 4, 6)
+    assert report.examples["malformed"] == [
+        "line 11: wrong number of fields",
+        "line 6: start is not a time (ISO 8601 or epoch seconds)",
+        "line 8: addr is not an IP address",
+        "line 9: port_start/port_end: both or neither, 0-65535",
+        "line 7: needs exactly one of subscriber_id and inside_addr",
+        "line 10: end is before start",
+    ]
