@@ -106,27 +106,3 @@ def test_audit_verify_fails_on_tampering(tmp_path: Path) -> None:
     r = runner.invoke(app, ["audit", "verify", *store])
     assert r.exit_code == 1
     assert "BROKEN at entry 2" in r.output
-
-
-def test_demo_runs_simulation_and_collection(tmp_path: Path) -> None:
-    import json
-
-    r = runner.invoke(
-        app,
-        [
-            "demo",
-            "--store",
-            str(tmp_path / "store"),
-            "--out",
-            str(tmp_path / "sim"),
-            "--scenario",
-            "small",
-        ],
-    )
-    assert r.exit_code == 0, r.output
-    assert "audit log intact" in r.output
-    summary = json.loads((tmp_path / "sim" / "summary.json").read_text())
-    exported = sum(x["records"] + x["samples"] for x in summary["routers"])
-    stats = json.loads((tmp_path / "store" / "_state" / "collector" / "stats.json").read_text())
-    assert stats["rows_written"] == exported > 0
-    assert "errors 0" in r.output

@@ -10,8 +10,6 @@ from __future__ import annotations
 import getpass
 import json
 import os
-import time
-from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -1945,65 +1943,71 @@ _register_pending()
 @app.command("demo")
 def demo(
     out_dir: Annotated[
-        Path, typer.Option("--out", help="where the simulated ISP's files are written")
+        Path,
+        typer.Option("--out", help="directory for everything the demo writes (emptied first)"),
     ] = Path("demo-out"),
     scenario: Annotated[str, typer.Option("--scenario", help="simulated ISP to defend")] = "demo",
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    no_serve: Annotated[
+        bool, typer.Option("--no-serve", help="stop after the pipeline instead of serving")
+    ] = False,
+    host: Annotated[str | None, typer.Option("--host", help="console address")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="console port")] = None,
 ) -> None:
-    """Run every stage that exists on the simulated ISP: simulate it, collect its routers'
-    NetFlow/IPFIX/sFlow exports over UDP on 127.0.0.1, check the audit log. Stages not built yet
-    are listed as such; nothing is faked."""
-    import threading
+    """Defend a simulated ISP end to end: simulate it; load its subscriber records; collect its
+    routers' NetFlow/IPFIX/sFlow exports over UDP; load feeds, resolver logs and third-party
+    reports; discover C&C servers and infected hosts; write RPZ zones; share the C&C list; alert
+    subscribers by e-mail through a local SMTP server; build the transparency report; score the
+    detectors against the ground truth; then serve the console (logins printed and kept in
+    OUT/logins.txt). Everything goes under --out, including the store and a mamori.toml for
+    running any other command on the result (`mamori --config OUT/mamori.toml …`)."""
+    from mamori.demo import DemoError, run_demo, summary_table
 
-    from mamori.ingest.collector import Listen
-    from mamori.sim import replay, simulate
+    base = STATE.config()
+    if host or port:
+        h, p = host or base.web.host, port or base.web.port
+        base = base.model_copy(
+            update={
+                "web": base.web.model_copy(
+                    update={"host": h, "port": p, "base_url": f"http://{h}:{p}"}
+                )
+            }
+        )
+    try:
+        result = run_demo(base, out_dir, scenario=scenario, seed=seed, console=out)
+    except DemoError as exc:
+        fail(str(exc), code=2)
+    try:
+        out.print(summary_table(result))
+        if not result.audit_ok:
+            fail("the audit log does not verify")
+        cfg = result.config
+        url = f"http://{cfg.web.host}:{cfg.web.port}"
+        t = Table(title="console logins (also in " + str(out_dir / "logins.txt") + ")")
+        for col in ("account", "role", "password"):
+            t.add_column(col)
+        from mamori.demo import DEMO_ACCOUNTS
 
-    gov = STATE.gov()
-    cfg = STATE.config()
-    out.print(f"[bold]Mamori demo[/] — store {cfg.store.resolve()}, simulated ISP in {out_dir}")
-    out.print(
-        f"measure catalogue: {len(gov.catalogue)} measures, "
-        f"{len(gov.catalogue.consent_based())} rest on consent"
-    )
+        for name, pw in result.logins.items():
+            t.add_row(name, DEMO_ACCOUNTS[name], pw)
+        out.print(t)
+        out.print(
+            f"other commands on this store: mamori --config {out_dir / 'mamori.toml'} …",
+            highlight=False,
+        )
+        if no_serve:
+            return
+        from mamori.governance import Governance
+        from mamori.web.app import serve as serve_console
 
-    out.print(f"\n[bold]1. simulate[/] scenario {scenario!r} (seed {seed})")
-    summary = simulate(scenario, out_dir, seed=seed)
-    out.print(
-        f"   {summary.counts.get('subscribers', '?')} subscribers; "
-        f"{sum(r.records + r.samples for r in summary.routers):,} flow records exported by "
-        f"{len(summary.routers)} routers",
-        highlight=False,
-    )
-
-    out.print("\n[bold]2. collect[/] the routers' exports over UDP (measure M1)")
-    collector = Collector(gov, cfg.collector.model_copy(update={"flush_interval_s": 1.0}))
-    collector.start([Listen("127.0.0.1", 0)])
-    port = collector.bound()[0].port
-    worker = threading.Thread(target=collector.run, name="collector")
-    worker.start()
-    sent = replay(out_dir / summary.files["pcap"], port=port, rate=50_000)
-    time.sleep(0.5)
-    collector.request_stop()
-    worker.join()
-    stats = collector.stats
-    t = Table(title=f"collector on udp://127.0.0.1:{port}: {sent:,} datagrams sent")
-    for col in ("router", "protocol", "sampling 1/N", "exported", "stored"):
-        t.add_column(col, justify="left" if col in ("router", "protocol") else "right")
-    for r in summary.routers:
-        exported = r.records + r.samples
-        stored = stats.by_exporter.get(r.exporter_ip, Counter())["records"]
-        t.add_row(r.name, r.protocol, str(r.sampling), f"{exported:,}", f"{stored:,}")
-    out.print(t)
-    out.print(_status_line(stats), highlight=False)
-
-    out.print("\n[bold]3. audit[/]")
-    result = gov.audit.verify()
-    out.print(str(result), highlight=False)
-    out.print("\nstages not built yet (each arrives with its issue):")
-    for _, _, full, _, issue in _PENDING:
-        out.print(f"  mamori {full:<22} {_arrives(issue)}", highlight=False)
-    if not result.ok:
-        raise typer.Exit(1)
+        out.print(
+            f"\n[bold]console[/] on {url}/console — sign in as [bold]desk[/] to see the alerts "
+            f"and the mails the subscribers received; public notice {url}/ ; Ctrl-C stops.",
+            highlight=False,
+        )
+        serve_console(Governance(cfg), cfg.web.host, cfg.web.port, log_level="warning")
+    finally:
+        result.close()
 
 
 def main() -> None:
