@@ -99,3 +99,33 @@ def beacon_pairs(view: FlowView, params: BeaconParams | None = None) -> pa.Table
     p = params or BeaconParams()
     out: pa.Table = view.sql(beacon_sql(view.name, p)).to_arrow_table()
     return out
+
+
+def beacon_endpoints_sql(view: str, p: BeaconParams, max_share: float, max_hosts_min: int) -> str:
+    """Endpoints some host beacons to, with how many hosts use them at all.
+
+    A periodic service many subscribers use (NTP, update checks, messaging, camera clouds)
+    beacons too; what sets a C&C apart is that few hosts use it. An endpoint is kept when at
+    most ``max(max_hosts_min, max_share × population)`` hosts exchange with it.
+    """
+    return f"""
+    WITH bp AS ({beacon_sql(view, p)}),
+    o AS (SELECT * FROM {view} WHERE NOT server_side),
+    pop AS (SELECT count(DISTINCT host) AS n_pop FROM o),
+    hot AS (
+        SELECT ext, eport, proto, count(*) AS beaconing_hosts, max(score) AS max_score,
+               avg(score) AS mean_score, median(period_s) AS period_s, sum(n) AS sampled_flows,
+               min(first) AS first, max(last) AS last
+        FROM bp WHERE score >= {p.threshold} GROUP BY ALL
+    ),
+    ep AS (
+        SELECT o.ext, o.eport, o.proto, count(DISTINCT o.host) AS hosts,
+               max(o.rate) AS rate_max, min(o.rate) AS rate_min
+        FROM o SEMI JOIN hot USING (ext, eport, proto)
+        WHERE o.est
+        GROUP BY ALL
+    )
+    SELECT hot.*, ep.hosts, ep.rate_min, ep.rate_max, pop.n_pop
+    FROM hot JOIN ep USING (ext, eport, proto) CROSS JOIN pop
+    WHERE ep.hosts <= greatest({max_hosts_min}, {max_share} * pop.n_pop)
+    """
