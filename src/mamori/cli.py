@@ -640,8 +640,14 @@ def _make_eval(kind: str) -> Any:
         from mamori.sim import score_files
 
         result = score_files(kind, findings, truth)
+        c2_extra: dict[str, Any] = {}
+        if kind == "c2":
+            from mamori.sim import load_findings, score_c2
+
+            c2 = score_c2(load_findings(findings), json.loads(truth.read_text(encoding="utf-8")))
+            c2_extra = {"unknown_c2": c2.model_dump()}
         if as_json:
-            out.print_json(result.model_dump_json())
+            out.print_json(json.dumps({**result.model_dump(), **c2_extra}))
             return
         out.print(
             f"{kind}: {result.findings} findings; precision {result.precision:.3f}, "
@@ -653,6 +659,14 @@ def _make_eval(kind: str) -> Any:
             f"(of which known traps {len(result.traps_hit)})",
             highlight=False,
         )
+        if c2_extra:
+            u = c2_extra["unknown_c2"]
+            out.print(
+                f"C&C not listed by the window's end: {u['unknown_found']}/{u['unknown_total']} "
+                f"found (recall {u['recall_unknown']:.3f}); precision {u['precision']:.3f}; "
+                f"precision@{u['k']} {u['precision_at_k']:.3f}",
+                highlight=False,
+            )
 
     cmd.__doc__ = (
         f"Score {EVAL_KINDS[kind]} found by a detector against a simulated ISP's ground truth: "

@@ -28,7 +28,13 @@ import pyarrow as pa
 
 from mamori.detect.flowview import FlowView
 
-__all__ = ["BeaconParams", "beacon_pairs", "beacon_sql"]
+__all__ = [
+    "BeaconParams",
+    "beacon_endpoints_sql",
+    "beacon_pairs",
+    "beacon_sql",
+    "materialise_pairs",
+]
 
 
 @dataclass(frozen=True)
@@ -101,7 +107,17 @@ def beacon_pairs(view: FlowView, params: BeaconParams | None = None) -> pa.Table
     return out
 
 
-def beacon_endpoints_sql(view: str, p: BeaconParams, max_share: float, max_hosts_min: int) -> str:
+def materialise_pairs(view: FlowView, params: BeaconParams | None = None) -> str:
+    """Score the pairs once into a table of the run (dropped with the view); its name."""
+    name = view.name + "_beacon"
+    view.sql(beacon_sql(view.name, params or BeaconParams())).create(name)
+    view.tables.insert(0, name)
+    return name
+
+
+def beacon_endpoints_sql(
+    view: str, pairs: str, p: BeaconParams, max_share: float, max_hosts_min: int
+) -> str:
     """Endpoints some host beacons to, with how many hosts use them at all.
 
     A periodic service many subscribers use (NTP, update checks, messaging, camera clouds)
@@ -109,7 +125,7 @@ def beacon_endpoints_sql(view: str, p: BeaconParams, max_share: float, max_hosts
     most ``max(max_hosts_min, max_share × population)`` hosts exchange with it.
     """
     return f"""
-    WITH bp AS ({beacon_sql(view, p)}),
+    WITH bp AS (SELECT * FROM {pairs}),
     o AS (SELECT * FROM {view} WHERE NOT server_side),
     pop AS (SELECT count(DISTINCT host) AS n_pop FROM o),
     hot AS (

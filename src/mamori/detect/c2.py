@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from mamori.detect.beacon import BeaconParams, beacon_endpoints_sql, beacon_pairs
+from mamori.detect.beacon import BeaconParams, beacon_endpoints_sql, materialise_pairs
 from mamori.detect.c2_correlation import CorrelationParams, correlate
 from mamori.detect.c2_learned import (
     LearnedModel,
@@ -33,8 +33,8 @@ from mamori.detect.c2_learned import (
     load_model,
     train_model,
 )
-from mamori.detect.flowview import open_oriented
-from mamori.detect.seeds import open_seeds
+from mamori.detect.flowview import FlowView, open_oriented
+from mamori.detect.seeds import Seeds, open_seeds
 from mamori.governance import Governance
 
 __all__ = ["METHODS", "C2Params", "C2Run", "detect_c2", "run_c2"]
@@ -116,9 +116,37 @@ def run_c2(
             evidence: dict[str, Any]) -> None:  # fmt: skip
         found.setdefault(key, {})[method] = (score, first, last, evidence)
 
+    try:
+        return _run(gov, view, seeds, summary, found, add, actor=actor, since=since,
+                    until=until, methods=methods, train=train, include_known=include_known,
+                    p=p, write=write)  # fmt: skip
+    finally:
+        view.close()
+
+
+def _run(
+    gov: Governance,
+    view: FlowView,
+    seeds: Seeds,
+    summary: dict[str, Any],
+    found: dict[tuple[str, int, int], dict[str, tuple[float, float, float, dict[str, Any]]]],
+    add: Any,
+    *,
+    actor: str,
+    since: datetime | None,
+    until: datetime | None,
+    methods: Sequence[str],
+    train: bool,
+    include_known: bool,
+    p: C2Params,
+    write: bool,
+) -> C2Run:
+    pairs_table = materialise_pairs(view, p.beacon)
     periodic: dict[tuple[str, int, int], float] = {}
     if "correlation" in methods:
-        pairs = beacon_pairs(view, p.beacon)
+        pairs = view.sql(
+            f"SELECT ext, eport, proto, max(score) AS score FROM {pairs_table} GROUP BY ALL"
+        ).to_arrow_table()
         if pairs.num_rows:
             ext = pairs.column("ext").to_pylist()
             eport = pairs.column("eport").to_pylist()
@@ -134,7 +162,9 @@ def run_c2(
         summary["correlation"] = corr.num_rows
 
     if "beacon" in methods:
-        sql = beacon_endpoints_sql(view.name, p.beacon, p.beacon_max_share, p.beacon_min_hosts)
+        sql = beacon_endpoints_sql(
+            view.name, pairs_table, p.beacon, p.beacon_max_share, p.beacon_min_hosts
+        )
         rows = view.sql(sql).to_arrow_table().to_pylist()
         for r in rows:
             ev = {
@@ -153,7 +183,7 @@ def run_c2(
 
     model: LearnedModel | None = None
     if "learned" in methods or train:
-        feats = endpoint_features(view, seeds, p.beacon)
+        feats = endpoint_features(view, seeds, p.beacon, pairs_table)
         if train:
             model = train_model(gov, feats, actor=actor, window=(since, until))
             summary["trained"] = model.meta

@@ -77,7 +77,7 @@ class TrainingError(Exception):
     """Not enough labelled data to train a model."""
 
 
-def features_sql(view: str, seeds: str | None, beacon: BeaconParams) -> str:
+def features_sql(view: str, seeds: str | None, beacon: BeaconParams, pairs: str | None = None) -> str:
     suspects = (
         f"""
         sh AS (
@@ -100,13 +100,14 @@ def features_sql(view: str, seeds: str | None, beacon: BeaconParams) -> str:
         lab AS (SELECT NULL::VARCHAR AS ext, NULL::INTEGER AS eport, NULL::INTEGER AS proto
                 WHERE FALSE)"""
     )
+    pairs_sql = f"SELECT * FROM {pairs}" if pairs else beacon_sql(view, beacon)
     return f"""
     WITH o AS (SELECT * FROM {view} WHERE NOT server_side),
     pop AS (SELECT count(DISTINCT host) AS n_pop, min(ts) AS t0, max(ts) AS t1 FROM o),
     {suspects},
     b AS (
         SELECT ext, eport, proto, max(score) AS regularity
-        FROM ({beacon_sql(view, beacon)}) GROUP BY ALL
+        FROM ({pairs_sql}) GROUP BY ALL
     ),
     e AS (
         SELECT o.ext, o.eport, o.proto,
@@ -137,7 +138,7 @@ def features_sql(view: str, seeds: str | None, beacon: BeaconParams) -> str:
         e.duration_s,
         (e.last - e.first) / greatest(1, pop.t1 - pop.t0) AS span_share,
         e.hour_cos, e.hour_sin, e.in_out_ratio,
-        b.regularity,
+        coalesce(b.regularity, -1.0) AS regularity,
         CASE WHEN e.eport IN (80, 443, 8080, 8443) THEN 0 WHEN e.eport < 1024 THEN 1
              WHEN e.eport < 49152 THEN 2 ELSE 3 END AS port_class,
         CASE WHEN e.proto = 17 THEN 1 ELSE 0 END AS is_udp,
@@ -151,11 +152,17 @@ def features_sql(view: str, seeds: str | None, beacon: BeaconParams) -> str:
 
 
 def endpoint_features(
-    view: FlowView, seeds: Seeds | None, beacon: BeaconParams | None = None
+    view: FlowView,
+    seeds: Seeds | None,
+    beacon: BeaconParams | None = None,
+    pairs: str | None = None,
 ) -> pa.Table:
-    """One row per external endpoint: ip, port, proto, :data:`FEATURES`, support, ``label``."""
+    """One row per external endpoint: ip, port, proto, :data:`FEATURES`, support, ``label``.
+
+    ``pairs``: a table of scored beacon pairs (:func:`~mamori.detect.beacon.materialise_pairs`)
+    to reuse; otherwise they are scored here."""
     sql = features_sql(view.name, seeds.name if seeds and seeds.count else None,
-                       beacon or BeaconParams())  # fmt: skip
+                       beacon or BeaconParams(), pairs)  # fmt: skip
     out: pa.Table = view.sql(sql).to_arrow_table()
     return out
 

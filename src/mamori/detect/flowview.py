@@ -3,7 +3,8 @@
 Every C&C detector looks at the same thing: an internal host (an address in the ISP's address
 plan) talking to an external endpoint (address, port, protocol). :func:`open_oriented` opens the
 flows under measure M2 through governance and returns a DuckDB view with one row per flow record
-whose one end is inside the plan and the other outside; records between two outside or two inside
+whose one end is inside the plan and the other outside (materialised as a table for the run: drop
+it with :meth:`FlowView.close`); records between two outside or two inside
 addresses say nothing about a subscriber's host talking to a server and are left out.
 
 Columns of the view: ``host``, ``ext``, ``eport`` (the external end's port), ``hport``, ``proto``, ``outbound``
@@ -66,6 +67,12 @@ class FlowView:
     nets: tuple[Net, ...]
     plan_source: str  # "address_plan" | "private-ranges"
     audit_seq: int
+    tables: list[str]
+
+    def close(self) -> None:
+        """Drop the materialised tables (memory)."""
+        for t in self.tables:
+            self.relation.query(self.name + "_drop", f"DROP TABLE IF EXISTS {t}")
 
     def sql(self, query: str) -> Any:
         """Run ``query`` (which may name this view and other registered views)."""
@@ -155,8 +162,14 @@ def open_oriented(
             quoted = ", ".join("'" + a.replace("'", "") + "'" for a in inside)
             v6_name = f"[{quoted}]"
 
-    src_in = _internal_sql("src_addr", nets, v6_name)
-    dst_in = _internal_sql("dst_addr", nets, v6_name)
+    # Inside or outside is decided once per distinct address (tens of thousands), not per record.
+    addr_name = f"m2_addr_{n}"
+    rel.query(
+        raw + "_a",
+        f"SELECT a, {_internal_sql('a', nets, v6_name)} AS inside FROM (SELECT DISTINCT a FROM "
+        f"(SELECT src_addr AS a FROM {raw} WHERE {where} UNION "
+        f"SELECT dst_addr FROM {raw} WHERE {where}))",
+    ).create(addr_name)
     name = f"m2_oriented_{n}"
     view_sql = f"""
         SELECT
@@ -164,7 +177,7 @@ def open_oriented(
             CASE WHEN s_in THEN dst_addr ELSE src_addr END AS ext,
             CAST(CASE WHEN s_in THEN dst_port ELSE src_port END AS INTEGER) AS eport,
             CAST(CASE WHEN s_in THEN src_port ELSE dst_port END AS INTEGER) AS hport,
-            CAST(protocol AS INTEGER) AS proto,
+            CAST(protocol AS SMALLINT) AS proto,
             s_in AS outbound,
             epoch(time_start) AS ts,
             epoch(time_end) AS te,
@@ -177,15 +190,23 @@ def open_oriented(
             (CASE WHEN s_in THEN src_port ELSE dst_port END) < 1024
               AND (CASE WHEN s_in THEN dst_port ELSE src_port END) >= 1024 AS server_side
         FROM (
-            SELECT *, {src_in} AS s_in, {dst_in} AS d_in FROM {raw} WHERE {where}
+            SELECT f.*, s.inside AS s_in, d.inside AS d_in
+            FROM {raw} f
+            JOIN {addr_name} s ON f.src_addr = s.a
+            JOIN {addr_name} d ON f.dst_addr = d.a
+            WHERE {where}
         )
         WHERE s_in <> d_in AND protocol IN (6, 17)
     """
-    rel.query(raw + "_o", view_sql).create_view(name, replace=True)
+    # Materialised: every method reads it several times, and the Parquet scan and the joins above
+    # are the expensive part.
+    rel.query(raw + "_o", view_sql).create(name)
+    rel.query(raw + "_d", f"DROP TABLE {addr_name}")
     return FlowView(
         name=name,
         relation=rel,
         nets=nets,
         plan_source=source,
         audit_seq=grant.audit_seq,
+        tables=[name],
     )
