@@ -60,10 +60,12 @@ def build(scenario: str, rate: int, seed: int, work: Path, **over: Any) -> tuple
     sim, store = work / tag / "sim", work / tag / "store"
     if (work / tag / "done").exists():
         return sim, store
-    shutil.rmtree(work / tag, ignore_errors=True)
-    base = scenario_config(scenario, **over)
-    routers = tuple(r.model_copy(update={"sampling": rate}) for r in base.routers)
-    simulate(base.model_copy(update={"routers": routers}), sim, seed=seed)
+    shutil.rmtree(store, ignore_errors=True)
+    if not (sim / "truth.json").exists():  # a finished simulation is kept
+        shutil.rmtree(sim, ignore_errors=True)
+        base = scenario_config(scenario, **over)
+        routers = tuple(r.model_copy(update={"sampling": rate}) for r in base.routers)
+        simulate(base.model_copy(update={"routers": routers}), sim, seed=seed)
     gov = Governance(config_for(sim, store))
     try:
         Collector(gov, gov.config.collector).replay_pcap(sim / "flows" / "exports.pcap")
