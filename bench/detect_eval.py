@@ -96,7 +96,7 @@ def evaluate(scenario: str, rate: int, work: Path, **over: Any) -> list[dict[str
         assert trained.model is not None
         model_files = [trained.model.path, trained.model.path.with_suffix(".json")]
         note = f"model v{trained.model.version} {trained.model.meta['metrics']}"
-    except Exception as exc:  # noqa: BLE001 - reported in the table, the rest still runs
+    except Exception as exc:
         model_files = []
         note = f"no model: {exc}"
     finally:

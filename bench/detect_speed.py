@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -94,7 +94,9 @@ def main() -> None:
     store.mkdir(parents=True, exist_ok=True)
     conf.write_text(PLAN, encoding="ascii")
     cfg = load_config(overrides={"store": store}).model_copy(
-        update={"address_plan": (AddressPool(name="dyn", kind="dynamic", prefixes=("10.0.0.0/8",)),)}
+        update={
+            "address_plan": (AddressPool(name="dyn", kind="dynamic", prefixes=("10.0.0.0/8",)),)
+        }
     )
     rng = np.random.default_rng(5)
     t = time.perf_counter()

@@ -860,7 +860,7 @@ def detect_c2_cmd(
     for r in rows:
         ev = json.loads(r["evidence"]) if r["evidence"] else {}
         hosts = max(
-            (int(v.get("supporting_hosts", v.get("endpoint_hosts", 0))) for v in ev.values()
+            (int(v.get("supporting_hosts") or v.get("endpoint_hosts") or 0) for v in ev.values()
              if isinstance(v, dict)),
             default=0,
         )  # fmt: skip

@@ -106,8 +106,9 @@ def load_reputation(gov: Governance, entries: list[tuple[str, int, str]] | None 
                 "ip": [e[0] for e in rows],
                 "port": pa.array([e[1] for e in rows], pa.uint16()),
                 "category": [e[2] for e in rows],
-                "first_seen": pa.array([T0 - timedelta(days=1)] * len(rows),
-                                       pa.timestamp("ms", tz="UTC")),  # fmt: skip
+                "first_seen": pa.array(
+                    [T0 - timedelta(days=1)] * len(rows), pa.timestamp("ms", tz="UTC")
+                ),
             }
         ),
         "test",

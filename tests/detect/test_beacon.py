@@ -43,11 +43,19 @@ RNG = np.random.default_rng(7)
         # every 60 s, same size: a beacon
         ([60.0 * k for k in range(40)], [300] * 40, 1, "high"),
         # every 300 s with 3 s jitter, sizes within a few bytes
-        ([300.0 * k + float(RNG.normal(0, 3)) for k in range(30)],
-         [int(x) for x in RNG.integers(500, 505, 30)], 1, "high"),  # fmt: skip
+        (
+            [300.0 * k + float(RNG.normal(0, 3)) for k in range(30)],
+            [int(x) for x in RNG.integers(500, 505, 30)],
+            1,
+            "high",
+        ),
         # random (Poisson) times and sizes: not a beacon
-        (list(np.cumsum(RNG.exponential(300, 40))), [int(x) for x in RNG.integers(300, 9000, 40)],
-         1, "low"),  # fmt: skip
+        (
+            list(np.cumsum(RNG.exponential(300, 40))),
+            [int(x) for x in RNG.integers(300, 9000, 40)],
+            1,
+            "low",
+        ),
         # too few connections: not scored
         ([60.0 * k for k in range(4)], [300] * 4, 1, "none"),
         # heavily sampled link: not scored

@@ -73,8 +73,14 @@ def test_loader_counted_apart() -> None:
     ("runs", "share", "early"),
     [
         # B found at 01:00 (before its 02:00 listing), C found at 03:00: both early
-        ([("2026-11-02T01:00:00Z", [f("192.0.2.2", 8080)]),
-          ("2026-11-02T03:00:00Z", [f("192.0.2.3", 7080)])], 1.0, 2),  # fmt: skip
+        (
+            [
+                ("2026-11-02T01:00:00Z", [f("192.0.2.2", 8080)]),
+                ("2026-11-02T03:00:00Z", [f("192.0.2.3", 7080)]),
+            ],
+            1.0,
+            2,
+        ),
         # B first found at 02:00, when the feed lists it: not early
         ([("2026-11-02T02:00:00Z", [f("192.0.2.2", 8080), f("192.0.2.3", 7080)])], 0.5, 1),
         # A (listed from the start) does not count either way

@@ -45,8 +45,8 @@ _PROTO = {6: "tcp", 17: "udp"}
 
 @dataclass(frozen=True)
 class C2Params:
-    correlation: CorrelationParams = CorrelationParams()
-    beacon: BeaconParams = BeaconParams()
+    correlation: CorrelationParams = field(default_factory=CorrelationParams)
+    beacon: BeaconParams = field(default_factory=BeaconParams)
     #: beacon findings only for endpoints at most this share of hosts use (or ``beacon_min_hosts``)
     beacon_max_share: float = 0.005
     beacon_min_hosts: int = 3

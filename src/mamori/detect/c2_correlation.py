@@ -152,11 +152,12 @@ def correlate(
     idx = np.nonzero(keep)[0]
     # keep the strongest seed per endpoint
     best: dict[tuple[str, int, int], int] = {}
-    for i in idx:
+    for ii in idx:
+        i = int(ii)
         key = (str(c["ext"][i]), int(c["eport"][i]), int(c["proto"][i]))
         j = best.get(key)
         if j is None or qval[i] < qval[j] or (qval[i] == qval[j] and k[i] > k[j]):
-            best[key] = int(i)
+            best[key] = i
     rows: dict[str, list[Any]] = {f.name: [] for f in _EMPTY}
     for key, i in best.items():
         purity = float(k[i] / max(n_c[i], 1))

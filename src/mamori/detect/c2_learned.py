@@ -77,7 +77,9 @@ class TrainingError(Exception):
     """Not enough labelled data to train a model."""
 
 
-def features_sql(view: str, seeds: str | None, beacon: BeaconParams, pairs: str | None = None) -> str:
+def features_sql(
+    view: str, seeds: str | None, beacon: BeaconParams, pairs: str | None = None
+) -> str:
     suspects = (
         f"""
         sh AS (
