@@ -148,6 +148,8 @@ def evaluate(scenario: str, rate: int, work: Path, **over: Any) -> list[dict[str
     finally:
         gov.close()
     print(f"# rate 1/{rate}: build {t_build:.0f} s; {note}", file=sys.stderr)
+    for r in rows:  # as each rate finishes: a long run still shows what it has
+        print("# " + json.dumps(r), file=sys.stderr, flush=True)
     return rows
 
 
