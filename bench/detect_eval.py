@@ -110,6 +110,9 @@ def evaluate(scenario: str, rate: int, work: Path, **over: Any) -> list[dict[str
         f.unlink()
     for f in model_files:
         shutil.copy(f, mdir / f.name)
+    bots: dict[str, int] = {}
+    for inf in truth["infected"]:
+        bots[inf["family"]] = bots.get(inf["family"], 0) + 1
     rows = []
     try:
         for methods in [*((m,) for m in METHODS), METHODS]:
@@ -139,10 +142,7 @@ def evaluate(scenario: str, rate: int, work: Path, **over: Any) -> list[dict[str
                     "missed": sc.missed_unknown,
                     "seconds": round(dt, 2),
                     "seeds": final.summary.get("seeds"),
-                    "bots": {
-                        "iot": truth["iot_botnet"].get("bots"),
-                        "pc": truth["pc_botnet"].get("bots"),
-                    },
+                    "bots": bots,
                 }
             )
     finally:

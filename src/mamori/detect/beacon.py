@@ -18,6 +18,7 @@ Sampling: a 1-in-N sampled link drops most connections of a beacon, and the gaps
 survivors are multiples of the period — no longer regular. Pairs are scored only where evidence
 is enough: at least ``min_connections`` sampled records and a sampling rate of at most
 ``max_rate`` (lightly sampled or unsampled links). Elsewhere the beacon score is unknown, not low.
+Endpoints a large share of the hosts use are not scored at all (see ``max_share_scored``).
 """
 
 from __future__ import annotations
@@ -46,14 +47,27 @@ class BeaconParams:
     merge_s: float = 1.0
     #: a pair with at least this score beacons
     threshold: float = 0.8
+    #: pairs are scored only towards endpoints at most this share of hosts use (or
+    #: ``min_hosts_scored``): a service a large part of the population uses is no C&C, and
+    #: scoring every subscriber's pairs with it is most of the cost
+    max_share_scored: float = 0.05
+    min_hosts_scored: int = 10
 
 
 def beacon_sql(view: str, p: BeaconParams) -> str:
     """Per (host, ext, eport, proto): n, first, last, median interval, scores."""
     return f"""
-    WITH pc AS (
+    WITH pop AS (SELECT count(DISTINCT host) AS n_pop FROM {view}),
+    rare AS (
+        SELECT ext, eport, proto FROM {view} WHERE outbound AND rate <= {p.max_rate}
+        GROUP BY ALL
+        HAVING count(DISTINCT host) <= greatest({p.min_hosts_scored},
+                                                {p.max_share_scored} * (SELECT n_pop FROM pop))
+    ),
+    pc AS (
         SELECT host, ext, eport, proto
-        FROM {view} WHERE outbound
+        FROM {view} o SEMI JOIN rare USING (ext, eport, proto)
+        WHERE outbound
         GROUP BY ALL
         HAVING count(*) >= {p.min_connections} AND max(rate) <= {p.max_rate}
     ),

@@ -182,13 +182,12 @@ def _run(
         summary["beacon"] = len(rows)
 
     model: LearnedModel | None = None
-    if "learned" in methods or train:
+    if train or ("learned" in methods and (model := load_model(gov)) is not None):
         feats = endpoint_features(view, seeds, p.beacon, pairs_table)
         if train:
             model = train_model(gov, feats, actor=actor, window=(since, until))
             summary["trained"] = model.meta
-        else:
-            model = load_model(gov)
+    if "learned" in methods:
         if model is None:
             summary["learned"] = "no model: train one with `mamori detect c2 --train`"
         elif "learned" in methods:

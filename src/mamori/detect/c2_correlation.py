@@ -5,16 +5,20 @@ seeds, from reputation). Infected hosts of one botnet also talk to its other, no
 servers; so look at the suspects' other external peers, and report a peer on which the suspects
 of one seed converge **more than the general population does**.
 
-For seed *s* with ``K`` suspect hosts among ``N`` internal hosts seen, and a peer contacted by
-``n`` hosts of which ``k`` are suspects, the chance of ``k`` or more suspects among ``n`` random
-hosts is the hypergeometric tail ``P(X ≥ k)``. A CDN, resolver, NTP or update server is popular:
-``n`` is large, the suspects use it as often as anyone, and the tail is not small. A C&C server is
-used by (almost) nobody else. The tail is corrected for the number of (seed, peer) pairs examined
-(Bonferroni), so the expected number of chance findings stays below ``alpha``. Significance is
-not enough on its own: with hundreds of suspects a small excess is significant, so the suspects'
-share using the peer must also be ``min_lift`` times the population's (``(k/K) / (n/N)``). A
-wrongly listed benign seed (a CDN on a feed) makes a suspect group that is most of the population,
-and its lift on anything stays near 1.
+For seed *s* with ``K`` suspect hosts, a peer on which ``k`` suspects converge is compared with
+what the population does: how many suspects would use it if they used it as often as other hosts
+*of the same activity* do. Hosts are put in activity strata (quantiles of how many distinct
+endpoints they exchanged with — under sampling, and behind CGNAT, the hosts seen at all are the
+busy ones, and busy hosts use every popular service; a beacon's volume does not move a host, its
+fan-out barely does); per stratum the peer's share of hosts times the suspects in that stratum,
+summed, is the expected count ``E``. The chance of ``k`` or more is the Poisson tail
+``P(X ≥ k | E)``, corrected for the number of (seed, peer) pairs examined (Bonferroni) so the
+expected number of chance findings stays below ``alpha``. Significance is not enough on its own:
+``k`` must also be ``min_lift`` times ``E``, and at least ``min_purity`` of the peer's hosts must be
+suspects. A CDN, resolver, NTP or update server is popular: suspects use it about as often as
+anyone of their activity, and ``k/E`` stays near 1. A C&C server is used by (almost) nobody else.
+A wrongly listed benign seed (a CDN on a feed) makes a suspect group that is just a slice of the
+population, and its lift on anything stays near 1.
 
 Only *exchanges* count as contact: TCP records with ACK and no RST (a scan's SYN and the RST it
 draws are not conversations — otherwise a scanning botnet's targets would look like a shared
@@ -40,7 +44,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from scipy.stats import hypergeom  # type: ignore[import-untyped]
+from scipy.stats import poisson  # type: ignore[import-untyped]
 
 from mamori.detect.flowview import FlowView
 from mamori.detect.seeds import Seeds
@@ -58,6 +62,11 @@ class CorrelationParams:
     min_purity: float = 0.2
     #: suspects must use the peer this many times more often than the population does
     min_lift: float = 3.0
+    #: hosts are compared within this many activity strata (quantiles of how many distinct
+    #: endpoints each exchanged with) …
+    strata: int = 10
+    #: … of at least this many hosts each (fewer strata when fewer hosts are seen)
+    min_stratum_hosts: int = 100
     #: UDP peers must send back at least this share of the packets they receive
     min_udp_reply: float = 0.05
 
@@ -66,17 +75,28 @@ def candidates_sql(view: str, seeds: str, p: CorrelationParams) -> str:
     return f"""
     WITH o AS (SELECT * FROM {view} WHERE NOT server_side),
     pop AS (SELECT count(DISTINCT host) AS n_pop FROM o),
+    nst AS (
+        SELECT greatest(1, least({p.strata}, n_pop // {p.min_stratum_hosts}))::INTEGER AS n
+        FROM pop
+    ),
+    fan AS (
+        SELECT host, count(DISTINCT hash(ext, eport, proto)) AS fan_out
+        FROM o WHERE est GROUP BY host
+    ),
+    act AS (
+        SELECT host,
+               least((SELECT n FROM nst) - 1,
+                     floor(percent_rank() OVER (ORDER BY fan_out, host) * (SELECT n FROM nst)))
+                   AS st
+        FROM fan
+    ),
+    ns AS (SELECT st, count(*) AS n_s FROM act GROUP BY st),
     sh AS (
         SELECT DISTINCT s.seed_id, o.host
         FROM o JOIN {seeds} s ON o.ext = s.ip AND (s.port IS NULL OR o.eport = s.port)
     ),
     ks AS (SELECT seed_id, count(*) AS k_seed FROM sh GROUP BY seed_id),
-    ep AS (
-        SELECT ext, eport, proto, count(DISTINCT host) AS n_c,
-               sum(CASE WHEN outbound THEN packets ELSE 0 END) AS out_p,
-               sum(CASE WHEN outbound THEN 0 ELSE packets END) AS in_p
-        FROM o WHERE est GROUP BY ext, eport, proto
-    ),
+    kst AS (SELECT sh.seed_id, a.st, count(*) AS k_s FROM sh JOIN act a USING (host) GROUP BY ALL),
     pr AS (
         SELECT sh.seed_id, o.ext, o.eport, o.proto,
                count(DISTINCT o.host) AS k, count(*) AS flows, sum(o.rate) AS est_flows,
@@ -88,20 +108,43 @@ def candidates_sql(view: str, seeds: str, p: CorrelationParams) -> str:
         WHERE o.est
         GROUP BY sh.seed_id, o.ext, o.eport, o.proto
     ),
-    m AS (SELECT count(*) AS m_pairs FROM pr)
-    SELECT pr.*, ep.n_c, ep.out_p, ep.in_p, ks.k_seed, pop.n_pop, m.m_pairs,
+    m AS (SELECT count(*) AS m_pairs FROM pr),
+    cand AS (SELECT * FROM pr WHERE k >= {p.min_hosts}),
+    ep AS (
+        SELECT o.ext, o.eport, o.proto, count(DISTINCT o.host) AS n_c,
+               sum(CASE WHEN o.outbound THEN o.packets ELSE 0 END) AS out_p,
+               sum(CASE WHEN o.outbound THEN 0 ELSE o.packets END) AS in_p
+        FROM o SEMI JOIN cand USING (ext, eport, proto)
+        WHERE o.est GROUP BY ALL
+    ),
+    eps AS (
+        SELECT o.ext, o.eport, o.proto, a.st, count(DISTINCT o.host) AS n_cs
+        FROM o SEMI JOIN cand USING (ext, eport, proto) JOIN act a USING (host)
+        WHERE o.est GROUP BY ALL
+    ),
+    ex AS (
+        SELECT c.seed_id, c.ext, c.eport, c.proto,
+               sum(kst.k_s * eps.n_cs / ns.n_s) AS expected
+        FROM cand c
+        JOIN eps USING (ext, eport, proto)
+        JOIN kst ON kst.seed_id = c.seed_id AND kst.st = eps.st
+        JOIN ns ON ns.st = eps.st
+        GROUP BY ALL
+    )
+    SELECT c.*, ep.n_c, ep.out_p, ep.in_p, ks.k_seed, pop.n_pop, m.m_pairs,
+           coalesce(ex.expected, 0) AS expected,
            s.ip AS seed_ip, s.port AS seed_port, s.category AS seed_category,
            s.source AS seed_source
-    FROM pr
+    FROM cand c
     JOIN ep USING (ext, eport, proto)
     JOIN ks USING (seed_id)
     JOIN {seeds} s USING (seed_id)
+    LEFT JOIN ex USING (seed_id, ext, eport, proto)
     CROSS JOIN pop CROSS JOIN m
-    WHERE pr.k >= {p.min_hosts}
-      AND pr.k >= {p.min_purity} * ep.n_c
-      AND (pr.k * pop.n_pop) >= {p.min_lift} * ks.k_seed * ep.n_c
-      AND (pr.proto <> 17 OR ep.in_p >= {p.min_udp_reply} * ep.out_p)
-      AND NOT (pr.ext = s.ip AND (s.port IS NULL OR pr.eport = s.port))
+    WHERE c.k >= {p.min_purity} * ep.n_c
+      AND c.k >= {p.min_lift} * coalesce(ex.expected, 0)
+      AND (c.proto <> 17 OR ep.in_p >= {p.min_udp_reply} * ep.out_p)
+      AND NOT (c.ext = s.ip AND (s.port IS NULL OR c.eport = s.port))
     """
 
 
@@ -144,7 +187,9 @@ def correlate(
     k_seed = c["k_seed"].astype(np.int64)
     n_pop = c["n_pop"].astype(np.int64)
     m_pairs = max(int(c["m_pairs"][0]), 1)
-    pval = hypergeom.sf(k - 1, n_pop, k_seed, n_c)
+    expected = c["expected"].astype(np.float64)
+    # k suspects where `expected` would use it by chance (activity-matched, see above)
+    pval = poisson.sf(k - 1, np.maximum(expected, 1e-9))
     qval = np.minimum(1.0, pval * m_pairs)
     keep = qval <= p.alpha
     if not keep.any():
@@ -180,7 +225,8 @@ def correlate(
             "supporting_hosts": int(k[i]),
             "endpoint_hosts": int(n_c[i]),
             "purity": _round(purity),
-            "lift": _round(float(k[i] * n_pop[i]) / float(max(k_seed[i] * n_c[i], 1)), 2),
+            "expected_hosts": _round(float(expected[i]), 3),
+            "lift": _round(float(k[i]) / max(float(expected[i]), 1e-9), 2),
             "sampled_flows": int(c["flows"][i]),
             "estimated_flows": int(c["est_flows"][i]),
             "sampling_rates": [int(c["rate_min"][i]), int(c["rate_max"][i])],

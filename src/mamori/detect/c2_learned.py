@@ -192,7 +192,7 @@ class LearnedModel:
 def _new_estimator(n_pos: int) -> Any:
     base = HistGradientBoostingClassifier(
         max_iter=200, learning_rate=0.1, max_leaf_nodes=15, min_samples_leaf=5,
-        class_weight="balanced", random_state=0,
+        class_weight="balanced", random_state=0, early_stopping=False,
     )  # fmt: skip
     return CalibratedClassifierCV(base, method="sigmoid", cv=min(3, n_pos))
 
