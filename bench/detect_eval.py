@@ -133,6 +133,7 @@ def evaluate(scenario: str, rate: int, work: Path, **over: Any) -> list[dict[str
                     "method": "+".join(methods) if len(methods) > 1 else methods[0],
                     "findings": sc.findings,
                     "precision": sc.precision,
+                    "precision_hostile": sc.precision_hostile,
                     "recall_unknown": sc.recall_unknown,
                     "unknown": f"{sc.unknown_found}/{sc.unknown_total}",
                     "p_at_10": sc.precision_at_k,
@@ -177,7 +178,7 @@ def main() -> None:
         for r in evaluate(args.scenario, 10_000, args.work, **big):
             r["rate"] = "10000 big"
             rows.append(r)
-    head = (f"{'rate':>10} {'method':<26} {'found':>5} {'prec':>6} {'R_unk':>6} {'unk':>6} "
+    head = (f"{'rate':>10} {'method':<26} {'found':>5} {'prec':>6} {'P_hos':>6} {'R_unk':>6} {'unk':>6} "
             f"{'P@10':>5} {'lead':>6} {'lead n':>7} {'sec':>6}  target")  # fmt: skip
     print(head)
     print("-" * len(head))
@@ -185,6 +186,7 @@ def main() -> None:
         rate_key = 10000 if str(r["rate"]).startswith("10000") else int(r["rate"])
         print(
             f"{r['rate']!s:>10} {r['method']:<26} {r['findings']:>5} {r['precision']:>6.3f} "
+            f"{r['precision_hostile']:>6.3f} "
             f"{r['recall_unknown']:>6.3f} {r['unknown']:>6} {r['p_at_10']:>5.2f} "
             f"{'-' if r['lead'] is None else format(r['lead'], '.3f'):>6} {r['lead_n']:>7} "
             f"{r['seconds']:>6.2f}  "

@@ -130,13 +130,20 @@ def materialise_pairs(view: FlowView, params: BeaconParams | None = None) -> str
 
 
 def beacon_endpoints_sql(
-    view: str, pairs: str, p: BeaconParams, max_share: float, max_hosts_min: int
+    view: str,
+    pairs: str,
+    p: BeaconParams,
+    max_share: float,
+    max_hosts_min: int,
+    max_probe_share: float = 0.5,
 ) -> str:
     """Endpoints some host beacons to, with how many hosts use them at all.
 
     A periodic service many subscribers use (NTP, update checks, messaging, camera clouds)
     beacons too; what sets a C&C apart is that few hosts use it. An endpoint is kept when at
-    most ``max(max_hosts_min, max_share × population)`` hosts exchange with it.
+    most ``max(max_hosts_min, max_share × population)`` hosts exchange with it, on a port that is
+    not being scanned (most attempts on it, across all hosts, unanswered: a brute-forcing bot
+    repeating itself against a victim is regular too).
     """
     return f"""
     WITH bp AS (SELECT * FROM {pairs}),
@@ -148,6 +155,10 @@ def beacon_endpoints_sql(
                min(first) AS first, max(last) AS last
         FROM bp WHERE score >= {p.threshold} GROUP BY ALL
     ),
+    pp AS (
+        SELECT eport, proto, avg(CASE WHEN est THEN 0.0 ELSE 1.0 END) AS probe_share
+        FROM o WHERE outbound GROUP BY ALL
+    ),
     ep AS (
         SELECT o.ext, o.eport, o.proto, count(DISTINCT o.host) AS hosts,
                max(o.rate) AS rate_max, min(o.rate) AS rate_min
@@ -157,5 +168,7 @@ def beacon_endpoints_sql(
     )
     SELECT hot.*, ep.hosts, ep.rate_min, ep.rate_max, pop.n_pop
     FROM hot JOIN ep USING (ext, eport, proto) CROSS JOIN pop
+    LEFT JOIN pp USING (eport, proto)
     WHERE ep.hosts <= greatest({max_hosts_min}, {max_share} * pop.n_pop)
+      AND coalesce(pp.probe_share, 0) < {max_probe_share}
     """

@@ -163,7 +163,12 @@ def _run(
 
     if "beacon" in methods:
         sql = beacon_endpoints_sql(
-            view.name, pairs_table, p.beacon, p.beacon_max_share, p.beacon_min_hosts
+            view.name,
+            pairs_table,
+            p.beacon,
+            p.beacon_max_share,
+            p.beacon_min_hosts,
+            p.correlation.max_port_probe_share,
         )
         rows = view.sql(sql).to_arrow_table().to_pylist()
         for r in rows:
@@ -194,7 +199,10 @@ def _run(
             proba = model.predict(feats)
             hosts = np.asarray(feats.column("hosts").to_numpy(zero_copy_only=False))
             label = np.asarray(feats.column("label").to_numpy(zero_copy_only=False), dtype=bool)
+            probe = np.asarray(feats.column("port_probe_share").to_numpy(zero_copy_only=False))
+            # a scanned port's answering targets are victims (as in correlation and beacon)
             hit = (proba >= p.learned_threshold) & (hosts >= p.learned_min_hosts) & ~label
+            hit &= probe < p.correlation.max_port_probe_share
             idx = np.nonzero(hit)[0]
             sub = feats.take(pa.array(idx, pa.int64())).to_pylist()
             for r, pr_ in zip(sub, proba[idx], strict=True):

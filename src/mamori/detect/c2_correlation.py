@@ -23,7 +23,9 @@ population, and its lift on anything stays near 1.
 Only *exchanges* count as contact: TCP records with ACK and no RST (a scan's SYN and the RST it
 draws are not conversations — otherwise a scanning botnet's targets would look like a shared
 peer), UDP records where the peer also sends back. Records where our host is the server are
-skipped.
+skipped. The few scan targets that do answer (open telnet a botnet brute-forces) sit on a port
+where most attempts go unanswered across all hosts (``max_port_probe_share``): victims, not
+servers the bots are told to call.
 
 Sampling: everything is counted on the sampled records, so the test works at any rate; fewer
 sampled records mean fewer hosts seen and weaker (not wrong) evidence. The evidence of each
@@ -67,6 +69,9 @@ class CorrelationParams:
     strata: int = 10
     #: … of at least this many hosts each (fewer strata when fewer hosts are seen)
     min_stratum_hosts: int = 100
+    #: a port on which most attempts, across all hosts, go unanswered is being scanned: a
+    #: scanning or brute-forcing botnet's answering targets converge too, but are victims
+    max_port_probe_share: float = 0.5
     #: UDP peers must send back at least this share of the packets they receive
     min_udp_reply: float = 0.05
 
@@ -109,6 +114,10 @@ def candidates_sql(view: str, seeds: str, p: CorrelationParams) -> str:
         GROUP BY sh.seed_id, o.ext, o.eport, o.proto
     ),
     m AS (SELECT count(*) AS m_pairs FROM pr),
+    pp AS (
+        SELECT eport, proto, avg(CASE WHEN est THEN 0.0 ELSE 1.0 END) AS probe_share
+        FROM o WHERE outbound GROUP BY ALL
+    ),
     cand AS (SELECT * FROM pr WHERE k >= {p.min_hosts}),
     ep AS (
         SELECT o.ext, o.eport, o.proto, count(DISTINCT o.host) AS n_c,
@@ -131,7 +140,7 @@ def candidates_sql(view: str, seeds: str, p: CorrelationParams) -> str:
         JOIN ns ON ns.st = eps.st
         GROUP BY ALL
     )
-    SELECT c.*, ep.n_c, ep.out_p, ep.in_p, ks.k_seed, pop.n_pop, m.m_pairs,
+    SELECT c.*, coalesce(pp.probe_share, 0) AS probe_share, ep.n_c, ep.out_p, ep.in_p, ks.k_seed, pop.n_pop, m.m_pairs,
            coalesce(ex.expected, 0) AS expected,
            s.ip AS seed_ip, s.port AS seed_port, s.category AS seed_category,
            s.source AS seed_source
@@ -140,10 +149,12 @@ def candidates_sql(view: str, seeds: str, p: CorrelationParams) -> str:
     JOIN ks USING (seed_id)
     JOIN {seeds} s USING (seed_id)
     LEFT JOIN ex USING (seed_id, ext, eport, proto)
+    LEFT JOIN pp USING (eport, proto)
     CROSS JOIN pop CROSS JOIN m
     WHERE c.k >= {p.min_purity} * ep.n_c
       AND c.k >= {p.min_lift} * coalesce(ex.expected, 0)
       AND (c.proto <> 17 OR ep.in_p >= {p.min_udp_reply} * ep.out_p)
+      AND coalesce(pp.probe_share, 0) < {p.max_port_probe_share}
       AND NOT (c.ext = s.ip AND (s.port IS NULL OR c.eport = s.port))
     """
 

@@ -4,7 +4,8 @@ Per external endpoint (address, port, protocol) over a window, features computed
 query over the oriented flows (:data:`FEATURES`): how long and when it is used, packets and bytes,
 regularity (the best beacon score of a pair, :mod:`mamori.detect.beacon`), fan-in (distinct
 internal hosts), fan-in among suspect hosts (hosts that contacted a listed C&C or first-stage
-server), port class and novelty (how late in the window it first appears).
+server), port class, novelty (how late in the window it first appears) and how much of the
+traffic to its port, across all hosts, is unanswered attempts (a scanned port).
 
 A scikit-learn ``HistGradientBoostingClassifier`` is trained with the endpoints listed as C&C in
 reputation as positives and every other endpoint as (unlabelled, mostly benign) negatives, and
@@ -66,6 +67,7 @@ FEATURES = (
     "port_class",
     "is_udp",
     "novelty",
+    "port_probe_share",
 )
 
 #: suspect groups larger than this share of the population are not informative (a feed listing
@@ -107,6 +109,10 @@ def features_sql(
     WITH o AS (SELECT * FROM {view} WHERE NOT server_side),
     pop AS (SELECT count(DISTINCT host) AS n_pop, min(ts) AS t0, max(ts) AS t1 FROM o),
     {suspects},
+    pp AS (
+        SELECT eport, proto, avg(CASE WHEN est THEN 0.0 ELSE 1.0 END) AS port_probe_share
+        FROM o WHERE outbound GROUP BY ALL
+    ),
     b AS (
         SELECT ext, eport, proto, max(score) AS regularity
         FROM ({pairs_sql}) GROUP BY ALL
@@ -145,11 +151,13 @@ def features_sql(
              WHEN e.eport < 49152 THEN 2 ELSE 3 END AS port_class,
         CASE WHEN e.proto = 17 THEN 1 ELSE 0 END AS is_udp,
         (e.first - pop.t0) / greatest(1, pop.t1 - pop.t0) AS novelty,
+        coalesce(pp.port_probe_share, 0) AS port_probe_share,
         e.hosts, e.flows, e.est_flows, e.first, e.last, e.rate_max,
         (lab.ext IS NOT NULL) AS label
     FROM e CROSS JOIN pop
     LEFT JOIN b USING (ext, eport, proto)
     LEFT JOIN lab USING (ext, eport, proto)
+    LEFT JOIN pp USING (eport, proto)
     """
 
 

@@ -211,6 +211,8 @@ class C2Score(BaseModel):
     #: reported endpoints that are loaders / first-stage servers: hostile, but not C&C
     hostile_not_cc: int
     precision: float
+    #: precision counting loaders / first-stage servers as correct too
+    precision_hostile: float
     #: C&C contacted in the window and not listed by ``as_of`` (unlisted, or listed later)
     unknown_total: int
     unknown_found: int
@@ -305,6 +307,7 @@ def score_c2(
         true_positives=tp,
         hostile_not_cc=hostile_n,
         precision=round(tp / n, 6) if n else 0.0,
+        precision_hostile=round((tp + hostile_n) / n, 6) if n else 0.0,
         unknown_total=len(unknown),
         unknown_found=len(unk_found),
         recall_unknown=round(len(unk_found) / len(unknown), 6) if unknown else 0.0,
