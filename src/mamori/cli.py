@@ -638,8 +638,14 @@ def _make_eval(kind: str) -> Any:
         from mamori.sim import score_files
 
         result = score_files(kind, findings, truth)
+        c2_extra: dict[str, Any] = {}
+        if kind == "c2":
+            from mamori.sim import load_findings, score_c2
+
+            c2 = score_c2(load_findings(findings), json.loads(truth.read_text(encoding="utf-8")))
+            c2_extra = {"unknown_c2": c2.model_dump()}
         if as_json:
-            out.print_json(result.model_dump_json())
+            out.print_json(json.dumps({**result.model_dump(), **c2_extra}))
             return
         out.print(
             f"{kind}: {result.findings} findings; precision {result.precision:.3f}, "
@@ -651,6 +657,14 @@ def _make_eval(kind: str) -> Any:
             f"(of which known traps {len(result.traps_hit)})",
             highlight=False,
         )
+        if c2_extra:
+            u = c2_extra["unknown_c2"]
+            out.print(
+                f"C&C not listed by the window's end: {u['unknown_found']}/{u['unknown_total']} "
+                f"found (recall {u['recall_unknown']:.3f}); precision {u['precision']:.3f}; "
+                f"precision@{u['k']} {u['precision_at_k']:.3f}",
+                highlight=False,
+            )
 
     cmd.__doc__ = (
         f"Score {EVAL_KINDS[kind]} found by a detector against a simulated ISP's ground truth: "
@@ -1888,15 +1902,114 @@ def notify_status(
     out.print(t)
 
 
+# ---- C&C discovery (issue 5, M2) ----
+
+
+class C2Method(StrEnum):
+    correlation = "correlation"
+    learned = "learned"
+    beacon = "beacon"
+
+
+@detect_app.command("c2")
+def detect_c2_cmd(
+    since: Annotated[
+        str | None, typer.Option("--since", help="start of the window (ISO 8601, UTC)")
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            "--until",
+            help="end of the window; feed entries listed after it are not used as seeds",
+        ),
+    ] = None,
+    method: Annotated[
+        list[C2Method] | None,
+        typer.Option(
+            "--method",
+            help="correlation: peers that hosts of known C&C converge on more than everyone "
+            "does; learned: the trained model; beacon: regular timing and sizes to a rarely "
+            "used endpoint. Repeatable [default: all three]",
+        ),
+    ] = None,
+    train: Annotated[
+        bool,
+        typer.Option(
+            "--train",
+            help="first train a new version of the learned model on this window (listed C&C "
+            "are the positives) and store it; then detect with it",
+        ),
+    ] = False,
+    include_known: Annotated[
+        bool,
+        typer.Option(
+            "--include-known", help="also report endpoints the feeds already list (marked known)"
+        ),
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print one JSON object per finding (JSON lines)")
+    ] = False,
+) -> None:
+    """Find C&C servers the feeds do not list yet, from the flows (measure M2, justified act).
+
+    Findings name outside endpoints (address, port, protocol) with a score, the method and the
+    evidence (how many internal hosts and sampled flow records support it) — never a subscriber
+    or an internal address. They are stored as findings of kind c2."""
+    from mamori.detect.c2 import METHODS, run_c2
+    from mamori.detect.c2_learned import TrainingError
+
+    methods = tuple(m.value for m in method) if method else METHODS
+    try:
+        run = run_c2(
+            STATE.gov(),
+            actor=actor_name(),
+            since=parse_time(since),
+            until=parse_time(until),
+            methods=methods,
+            train=train,
+            include_known=include_known,
+        )
+    except TrainingError as exc:
+        fail(str(exc))
+    rows = run.findings.to_pylist()
+    if as_json:
+        for r in rows:
+            r["evidence"] = json.loads(r["evidence"]) if r["evidence"] else None
+            for k in ("detected", "first_seen", "last_seen"):
+                r[k] = r[k].isoformat() if r[k] else None
+            typer.echo(json.dumps(r, sort_keys=True))
+        err.print(json.dumps(run.summary, default=str), highlight=False)
+        return
+    t = Table(title=f"C&C findings ({len(rows)}; {run.summary.get('seeds', 0)} seeds)")
+    for col in ("ip", "port", "proto", "method", "score", "hosts", "first seen", "last seen"):
+        t.add_column(col, justify="right" if col in ("port", "score", "hosts") else "left")
+    for r in rows:
+        ev = json.loads(r["evidence"]) if r["evidence"] else {}
+        hosts = max(
+            (int(v.get("supporting_hosts") or v.get("endpoint_hosts") or 0) for v in ev.values()
+             if isinstance(v, dict)),
+            default=0,
+        )  # fmt: skip
+        t.add_row(
+            r["ip"],
+            str(r["port"]),
+            r["protocol"],
+            r["method"],
+            f"{r['score']:.3f}",
+            str(hosts),
+            r["first_seen"].isoformat() if r["first_seen"] else "",
+            r["last_seen"].isoformat() if r["last_seen"] else "",
+        )
+    out.print(t)
+    for key in ("learned", "known_endpoints_seen", "inside_plan_dropped"):
+        if key in run.summary:
+            out.print(f"{key}: {run.summary[key]}", highlight=False)
+
+
+# ---- end of C&C discovery ----
+
 _PENDING: list[tuple[typer.Typer, str, str, str, int | None]] = [
     (ingest_app, "mail", "ingest mail", "Load Postfix / Dovecot logs (SMTP AUTH events).", None),
-    (
-        detect_app,
-        "c2",
-        "detect c2",
-        "Find C&C servers (correlation, learned model, reputation; M2).",
-        5,
-    ),
     (detect_app, "ddos", "detect ddos", "Find DDoS victims and sources (M13).", None),
     (
         detect_app,

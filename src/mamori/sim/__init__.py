@@ -31,22 +31,35 @@ names a real network (addresses are 10/8, 100.64/10 and the documentation ranges
 """
 
 from mamori.sim.config import SCENARIOS, RouterSpec, ScenarioConfig, scenario_config
-from mamori.sim.evaluate import Score, load_findings, score, score_files
+from mamori.sim.evaluate import (
+    C2Score,
+    LeadTime,
+    Score,
+    lead_time,
+    load_findings,
+    score,
+    score_c2,
+    score_files,
+)
 from mamori.sim.pcap import read_pcap, replay
 from mamori.sim.simulate import RouterSummary, SimSummary, simulate
 
 __all__ = [
     "SCENARIOS",
+    "C2Score",
+    "LeadTime",
     "RouterSpec",
     "RouterSummary",
     "ScenarioConfig",
     "Score",
     "SimSummary",
+    "lead_time",
     "load_findings",
     "read_pcap",
     "replay",
     "scenario_config",
     "score",
+    "score_c2",
     "score_files",
     "simulate",
 ]

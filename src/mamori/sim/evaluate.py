@@ -194,3 +194,162 @@ def score_files(
         json.loads(truth.read_text(encoding="utf-8")),
         include_distribution=include_distribution,
     )
+
+
+# ------------------------------------------------------------------ C&C discovery, honestly
+
+
+class C2Score(BaseModel):
+    """C&C discovery against the truth, counting only what the feeds did not already give."""
+
+    model_config = ConfigDict(frozen=True)
+
+    #: endpoints reported (deduplicated on ip:port)
+    findings: int
+    #: reported endpoints that are C&C servers (any, listed or not)
+    true_positives: int
+    #: reported endpoints that are loaders / first-stage servers: hostile, but not C&C
+    hostile_not_cc: int
+    precision: float
+    #: precision counting loaders / first-stage servers as correct too
+    precision_hostile: float
+    #: C&C contacted in the window and not listed by ``as_of`` (unlisted, or listed later)
+    unknown_total: int
+    unknown_found: int
+    recall_unknown: float
+    k: int
+    precision_at_k: float
+    missed_unknown: list[str]
+    spurious: list[str]
+
+
+class LeadTime(BaseModel):
+    """Share of C&C the feeds list late or never that a detector found before the listing."""
+
+    model_config = ConfigDict(frozen=True)
+
+    late_or_unlisted: int
+    found_before_listing: int
+    share: float
+    #: per endpoint: listing time (None = never listed) and first detection time
+    detail: dict[str, dict[str, str | None]]
+
+
+def _cc(truth: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    return {f"{e['ip']}:{e['port']}": e for e in truth["endpoints"]
+            if e["role"] == "cc" and e.get("contacts", 1) > 0}  # fmt: skip
+
+
+def listing_times(truth: Mapping[str, Any]) -> dict[str, float | None]:
+    """ip:port → when the (simulated) feeds list it: -inf for C&C listed from the start, the
+    ``listed_at`` of late-listed ones, ``None`` for never-listed ones."""
+    feeds = truth.get("feeds", {})
+    out: dict[str, float | None] = {k: float("-inf") for k in _cc(truth)}
+    for e in feeds.get("delayed", []):
+        out[f"{e['ip']}:{e['port']}"] = _ts(e.get("listed_at"))
+    for e in feeds.get("unlisted", []):
+        out[f"{e['ip']}:{e['port']}"] = None
+    return out
+
+
+def _key(f: Mapping[str, Any]) -> str:
+    return f"{f['ip']}:{f.get('port')}"
+
+
+def score_c2(
+    findings: Iterable[Mapping[str, Any]],
+    truth: Mapping[str, Any],
+    *,
+    as_of: Any = None,
+    k: int = 10,
+) -> C2Score:
+    """Precision, recall on C&C unknown at ``as_of`` (default: the window's end), precision@k.
+
+    Findings are ranked by ``score`` for precision@k. A finding whose port is null matches any
+    port of its address.
+    """
+    cc = _cc(truth)
+    hostile = {f"{e['ip']}:{e['port']}" for e in truth["endpoints"]
+               if e["role"] in ("loader", "infection")}  # fmt: skip
+    cutoff = _ts(as_of) if as_of is not None else _ts(truth["window"]["until"])
+    listed = listing_times(truth)
+    unknown = sorted(
+        key for key, t in listed.items() if t is None or (cutoff is not None and t > cutoff)
+    )
+    ranked = sorted(findings, key=lambda f: -float(f.get("score") or 0.0))
+    seen: dict[str, Mapping[str, Any]] = {}
+    for f in ranked:
+        seen.setdefault(_key(f), f)
+
+    def match(key: str, pool: Iterable[str]) -> list[str]:
+        ip, _, port = key.partition(":")
+        return [p for p in pool if p.split(":")[0] == ip and (port in ("None", "") or p == key)]
+
+    tp = hostile_n = 0
+    spurious: list[str] = []
+    hits: list[bool] = []
+    found: set[str] = set()
+    for key in seen:
+        m = match(key, cc)
+        if m:
+            tp += 1
+            found.update(m)
+        elif match(key, hostile):
+            hostile_n += 1
+        else:
+            spurious.append(key)
+        hits.append(bool(m))
+    n = len(seen)
+    top = hits[:k]
+    unk_found = [u for u in unknown if u in found]
+    return C2Score(
+        findings=n,
+        true_positives=tp,
+        hostile_not_cc=hostile_n,
+        precision=round(tp / n, 6) if n else 0.0,
+        precision_hostile=round((tp + hostile_n) / n, 6) if n else 0.0,
+        unknown_total=len(unknown),
+        unknown_found=len(unk_found),
+        recall_unknown=round(len(unk_found) / len(unknown), 6) if unknown else 0.0,
+        k=k,
+        precision_at_k=round(sum(top) / len(top), 6) if top else 0.0,
+        missed_unknown=[u for u in unknown if u not in found],
+        spurious=sorted(spurious),
+    )
+
+
+def lead_time(
+    runs: Iterable[tuple[Any, Iterable[Mapping[str, Any]]]], truth: Mapping[str, Any]
+) -> LeadTime:
+    """``runs``: (cutoff time, findings of a run over data up to that time), e.g. hourly.
+
+    Counts the C&C servers the feeds list late or never (``truth.feeds``) and, of them, those a
+    run found strictly before the listing time (never-listed: found at all).
+    """
+    listed = listing_times(truth)
+    late = {k: t for k, t in listed.items() if t is None or t != float("-inf")}
+    first: dict[str, float] = {}
+    for cutoff, fl in runs:
+        t = _ts(cutoff)
+        if t is None:
+            continue
+        for f in fl:
+            ip, port = f["ip"], f.get("port")
+            for key in late:
+                kip, kport = key.split(":")
+                if kip == ip and (port is None or int(port) == int(kport)):
+                    first[key] = min(first.get(key, t), t)
+    early = [k for k, t in late.items() if k in first and (t is None or first[k] < t)]
+    detail = {
+        k: {
+            "listed": None if t is None else datetime.fromtimestamp(t, tz=UTC).isoformat(),
+            "found": datetime.fromtimestamp(first[k], tz=UTC).isoformat() if k in first else None,
+        }
+        for k, t in sorted(late.items())
+    }
+    return LeadTime(
+        late_or_unlisted=len(late),
+        found_before_listing=len(early),
+        share=round(len(early) / len(late), 6) if late else 0.0,
+        detail=detail,
+    )

@@ -1,0 +1,174 @@
+"""Beaconing: host → endpoint pairs whose connections come at regular times with regular sizes.
+
+Follows RITA's published beacon analysis (Active Countermeasures, ``pkg/beacon``): for each pair,
+over the connection start times and the bytes each connection carried,
+
+* Bowley (quartile) skewness of the inter-arrival times and of the sizes — a beacon's distribution
+  is symmetric: score ``1 - |skew|``;
+* median absolute deviation about the median (MADM) — a beacon's spread is small: for times
+  ``1 - MADM / median``, for sizes ``1 - MADM / 32`` bytes (RITA's constant);
+* a connection-count score: how many connections the pair made against what one every
+  ``count_period_s`` over the observed span would give;
+* for sizes, a smallness score ``1 - mode / 65535``.
+
+The time score and the size score are the means of their parts; the pair's score is the mean of
+the two. All of it is one DuckDB query over the oriented flows.
+
+Sampling: a 1-in-N sampled link drops most connections of a beacon, and the gaps between the
+survivors are multiples of the period — no longer regular. Pairs are scored only where evidence
+is enough: at least ``min_connections`` sampled records and a sampling rate of at most
+``max_rate`` (lightly sampled or unsampled links). Elsewhere the beacon score is unknown, not low.
+Endpoints a large share of the hosts use are not scored at all (see ``max_share_scored``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from mamori.detect.flowview import FlowView
+
+__all__ = [
+    "BeaconParams",
+    "beacon_endpoints_sql",
+    "beacon_pairs",
+    "beacon_sql",
+    "materialise_pairs",
+]
+
+
+@dataclass(frozen=True)
+class BeaconParams:
+    min_connections: int = 6
+    max_rate: int = 16
+    count_period_s: float = 1800.0
+    #: connection starts closer than this are one connection (a flow split by the exporter)
+    merge_s: float = 1.0
+    #: a pair with at least this score beacons
+    threshold: float = 0.8
+    #: pairs are scored only towards endpoints at most this share of hosts use (or
+    #: ``min_hosts_scored``): a service a large part of the population uses is no C&C, and
+    #: scoring every subscriber's pairs with it is most of the cost
+    max_share_scored: float = 0.05
+    min_hosts_scored: int = 10
+
+
+def beacon_sql(view: str, p: BeaconParams) -> str:
+    """Per (host, ext, eport, proto): n, first, last, median interval, scores."""
+    return f"""
+    WITH pop AS (SELECT count(DISTINCT host) AS n_pop FROM {view}),
+    rare AS (
+        SELECT ext, eport, proto FROM {view} WHERE outbound AND rate <= {p.max_rate}
+        GROUP BY ALL
+        HAVING count(DISTINCT host) <= greatest({p.min_hosts_scored},
+                                                {p.max_share_scored} * (SELECT n_pop FROM pop))
+    ),
+    pc AS (
+        SELECT host, ext, eport, proto
+        FROM {view} o SEMI JOIN rare USING (ext, eport, proto)
+        WHERE outbound
+        GROUP BY ALL
+        HAVING count(*) >= {p.min_connections} AND max(rate) <= {p.max_rate}
+    ),
+    ev AS (
+        SELECT o.host, o.ext, o.eport, o.proto, o.ts, o.bytes
+        FROM {view} o SEMI JOIN pc USING (host, ext, eport, proto)
+        WHERE o.outbound
+    ),
+    d AS (
+        SELECT *, ts - lag(ts) OVER (PARTITION BY host, ext, eport, proto ORDER BY ts) AS dt
+        FROM ev
+    ),
+    a AS (
+        SELECT host, ext, eport, proto,
+               count(*) AS n, min(ts) AS first, max(ts) AS last,
+               quantile_cont(CASE WHEN dt >= {p.merge_s} THEN dt END, [0.25, 0.5, 0.75]) AS tq,
+               mad(CASE WHEN dt >= {p.merge_s} THEN dt END) AS tmad,
+               count(CASE WHEN dt >= {p.merge_s} THEN dt END) AS nd,
+               quantile_cont(bytes, [0.25, 0.5, 0.75]) AS bq,
+               mad(bytes) AS bmad,
+               mode(bytes) AS bmode
+        FROM d GROUP BY ALL
+    ),
+    s AS (
+        SELECT *,
+            CASE WHEN tq[3] - tq[1] <= 0 THEN 1.0
+                 ELSE 1.0 - least(1.0, abs((tq[1] + tq[3] - 2 * tq[2]) / (tq[3] - tq[1]))) END
+                AS ts_skew,
+            CASE WHEN tq[2] <= 0 THEN 0.0 ELSE greatest(0.0, 1.0 - tmad / tq[2]) END AS ts_madm,
+            least(1.0, nd / greatest(1.0, (last - first) / {p.count_period_s})) AS ts_count,
+            CASE WHEN bq[3] - bq[1] <= 0 THEN 1.0
+                 ELSE 1.0 - least(1.0, abs((bq[1] + bq[3] - 2 * bq[2]) / (bq[3] - bq[1]))) END
+                AS ds_skew,
+            greatest(0.0, 1.0 - bmad / 32.0) AS ds_madm,
+            greatest(0.0, 1.0 - bmode / 65535.0) AS ds_small
+        FROM a WHERE nd >= {p.min_connections - 1}
+    )
+    SELECT host, ext, eport, proto, n, first, last, tq[2] AS period_s,
+           (ts_skew + ts_madm + ts_count) / 3.0 AS ts_score,
+           (ds_skew + ds_madm + ds_small) / 3.0 AS ds_score,
+           ((ts_skew + ts_madm + ts_count) / 3.0 + (ds_skew + ds_madm + ds_small) / 3.0) / 2.0
+               AS score
+    FROM s
+    """
+
+
+def beacon_pairs(view: FlowView, params: BeaconParams | None = None) -> pa.Table:
+    """Scored host → endpoint pairs (internal to the detectors: it holds host addresses)."""
+    p = params or BeaconParams()
+    out: pa.Table = view.sql(beacon_sql(view.name, p)).to_arrow_table()
+    return out
+
+
+def materialise_pairs(view: FlowView, params: BeaconParams | None = None) -> str:
+    """Score the pairs once into a table of the run (dropped with the view); its name."""
+    name = view.name + "_beacon"
+    view.sql(beacon_sql(view.name, params or BeaconParams())).create(name)
+    view.tables.insert(0, name)
+    return name
+
+
+def beacon_endpoints_sql(
+    view: str,
+    pairs: str,
+    p: BeaconParams,
+    max_share: float,
+    max_hosts_min: int,
+    max_probe_share: float = 0.5,
+) -> str:
+    """Endpoints some host beacons to, with how many hosts use them at all.
+
+    A periodic service many subscribers use (NTP, update checks, messaging, camera clouds)
+    beacons too; what sets a C&C apart is that few hosts use it. An endpoint is kept when at
+    most ``max(max_hosts_min, max_share × population)`` hosts exchange with it, on a port that is
+    not being scanned (most attempts on it, across all hosts, unanswered: a brute-forcing bot
+    repeating itself against a victim is regular too).
+    """
+    return f"""
+    WITH bp AS (SELECT * FROM {pairs}),
+    o AS (SELECT * FROM {view} WHERE NOT server_side),
+    pop AS (SELECT count(DISTINCT host) AS n_pop FROM o),
+    hot AS (
+        SELECT ext, eport, proto, count(*) AS beaconing_hosts, max(score) AS max_score,
+               avg(score) AS mean_score, median(period_s) AS period_s, sum(n) AS sampled_flows,
+               min(first) AS first, max(last) AS last
+        FROM bp WHERE score >= {p.threshold} GROUP BY ALL
+    ),
+    pp AS (
+        SELECT eport, proto, avg(CASE WHEN est THEN 0.0 ELSE 1.0 END) AS probe_share
+        FROM o WHERE outbound GROUP BY ALL
+    ),
+    ep AS (
+        SELECT o.ext, o.eport, o.proto, count(DISTINCT o.host) AS hosts,
+               max(o.rate) AS rate_max, min(o.rate) AS rate_min
+        FROM o SEMI JOIN hot USING (ext, eport, proto)
+        WHERE o.est
+        GROUP BY ALL
+    )
+    SELECT hot.*, ep.hosts, ep.rate_min, ep.rate_max, pop.n_pop
+    FROM hot JOIN ep USING (ext, eport, proto) CROSS JOIN pop
+    LEFT JOIN pp USING (eport, proto)
+    WHERE ep.hosts <= greatest({max_hosts_min}, {max_share} * pop.n_pop)
+      AND coalesce(pp.probe_share, 0) < {max_probe_share}
+    """

@@ -1,0 +1,302 @@
+"""``detect_c2``: run the C&C discovery methods over a window and store their findings (M2).
+
+Methods: ``correlation`` (:mod:`mamori.detect.c2_correlation`), ``learned``
+(:mod:`mamori.detect.c2_learned`) and ``beacon`` (:mod:`mamori.detect.beacon`). Each endpoint is
+reported once, with the methods that found it (``method`` is e.g. ``correlation+beacon``), the best
+score, and per-method evidence. Findings name endpoints only — never an internal host — and:
+
+* an endpoint inside the ISP's own address plan is never reported (our own servers are handled by
+  other measures, and reporting them would point at a subscriber);
+* an endpoint already listed in reputation (C&C or first-stage) is *known*: it is left out, or with
+  ``include_known`` kept and marked ``"known": true`` in its evidence.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from mamori.detect.beacon import BeaconParams, beacon_endpoints_sql, materialise_pairs
+from mamori.detect.c2_correlation import CorrelationParams, correlate
+from mamori.detect.c2_learned import (
+    LearnedModel,
+    endpoint_features,
+    load_model,
+    train_model,
+)
+from mamori.detect.flowview import FlowView, open_oriented
+from mamori.detect.seeds import Seeds, open_seeds
+from mamori.governance import Governance
+
+__all__ = ["METHODS", "C2Params", "C2Run", "detect_c2", "run_c2"]
+
+METHODS = ("correlation", "learned", "beacon")
+_PROTO = {6: "tcp", 17: "udp"}
+
+
+@dataclass(frozen=True)
+class C2Params:
+    correlation: CorrelationParams = field(default_factory=CorrelationParams)
+    beacon: BeaconParams = field(default_factory=BeaconParams)
+    #: beacon findings only for endpoints at most this share of hosts use (or ``beacon_min_hosts``)
+    beacon_max_share: float = 0.005
+    beacon_min_hosts: int = 3
+    #: calibrated probability from which the learned model reports an endpoint
+    learned_threshold: float = 0.5
+    #: the learned model also needs an exchange from at least this many distinct hosts
+    learned_min_hosts: int = 1
+
+
+@dataclass
+class C2Run:
+    """What a run produced: the stored findings and a summary for the operator."""
+
+    findings: pa.Table
+    known: pa.Table
+    summary: dict[str, Any] = field(default_factory=dict)
+    model: LearnedModel | None = None
+
+
+def _finding_id(ip: str, port: int, proto: str) -> str:
+    return "c2-" + hashlib.sha256(f"c2|{ip}|{port}|{proto}".encode()).hexdigest()[:24]
+
+
+def _inside(ip: str, nets: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(addr.version == n.version and addr in n for n in nets)
+
+
+def _ts(epoch: float | None) -> datetime | None:
+    if epoch is None or (isinstance(epoch, float) and math.isnan(epoch)):
+        return None
+    return datetime.fromtimestamp(epoch, tz=UTC)
+
+
+def run_c2(
+    gov: Governance,
+    *,
+    actor: str,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    methods: Sequence[str] = METHODS,
+    train: bool = False,
+    include_known: bool = False,
+    params: C2Params | None = None,
+    write: bool = True,
+) -> C2Run:
+    """Run the methods, store the findings (unless ``write`` is false) and say what happened."""
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; known: {', '.join(METHODS)}")
+    p = params or C2Params()
+    view = open_oriented(gov, actor, since=since, until=until)
+    seeds = open_seeds(gov, actor, view.relation, until=until)
+    summary: dict[str, Any] = {
+        "window": [since.isoformat() if since else None, until.isoformat() if until else None],
+        "inside": view.plan_source,
+        "seeds": seeds.count,
+        "methods": list(methods),
+    }
+    # endpoint key → method → (score, first, last, evidence)
+    found: dict[tuple[str, int, int], dict[str, tuple[float, float, float, dict[str, Any]]]] = {}
+
+    def add(key: tuple[str, int, int], method: str, score: float, first: float, last: float,
+            evidence: dict[str, Any]) -> None:  # fmt: skip
+        found.setdefault(key, {})[method] = (score, first, last, evidence)
+
+    try:
+        return _run(gov, view, seeds, summary, found, add, actor=actor, since=since,
+                    until=until, methods=methods, train=train, include_known=include_known,
+                    p=p, write=write)  # fmt: skip
+    finally:
+        view.close()
+
+
+def _run(
+    gov: Governance,
+    view: FlowView,
+    seeds: Seeds,
+    summary: dict[str, Any],
+    found: dict[tuple[str, int, int], dict[str, tuple[float, float, float, dict[str, Any]]]],
+    add: Any,
+    *,
+    actor: str,
+    since: datetime | None,
+    until: datetime | None,
+    methods: Sequence[str],
+    train: bool,
+    include_known: bool,
+    p: C2Params,
+    write: bool,
+) -> C2Run:
+    pairs_table = materialise_pairs(view, p.beacon)
+    periodic: dict[tuple[str, int, int], float] = {}
+    if "correlation" in methods:
+        pairs = view.sql(
+            f"SELECT ext, eport, proto, max(score) AS score FROM {pairs_table} GROUP BY ALL"
+        ).to_arrow_table()
+        if pairs.num_rows:
+            ext = pairs.column("ext").to_pylist()
+            eport = pairs.column("eport").to_pylist()
+            proto = pairs.column("proto").to_pylist()
+            score = pairs.column("score").to_pylist()
+            for e, po, pr, s in zip(ext, eport, proto, score, strict=True):
+                key = (e, int(po), int(pr))
+                periodic[key] = max(periodic.get(key, 0.0), float(s))
+        corr = correlate(view, seeds, p.correlation, periodic)
+        for row in corr.to_pylist():
+            add((row["ip"], row["port"], row["proto"]), "correlation", row["score"],
+                row["first"], row["last"], json.loads(row["evidence"]))  # fmt: skip
+        summary["correlation"] = corr.num_rows
+
+    if "beacon" in methods:
+        sql = beacon_endpoints_sql(
+            view.name,
+            pairs_table,
+            p.beacon,
+            p.beacon_max_share,
+            p.beacon_min_hosts,
+            p.correlation.max_port_probe_share,
+        )
+        rows = view.sql(sql).to_arrow_table().to_pylist()
+        for r in rows:
+            ev = {
+                "method": "beacon",
+                "beaconing_hosts": int(r["beaconing_hosts"]),
+                "endpoint_hosts": int(r["hosts"]),
+                "population_hosts": int(r["n_pop"]),
+                "period_s": round(float(r["period_s"]), 1) if r["period_s"] else None,
+                "max_pair_score": round(float(r["max_score"]), 4),
+                "sampled_flows": int(r["sampled_flows"]),
+                "sampling_rates": [int(r["rate_min"]), int(r["rate_max"])],
+            }
+            add((r["ext"], int(r["eport"]), int(r["proto"])), "beacon",
+                round(float(r["max_score"]), 4), r["first"], r["last"], ev)  # fmt: skip
+        summary["beacon"] = len(rows)
+
+    model: LearnedModel | None = None
+    if train or ("learned" in methods and (model := load_model(gov)) is not None):
+        feats = endpoint_features(view, seeds, p.beacon, pairs_table)
+        if train:
+            model = train_model(gov, feats, actor=actor, window=(since, until))
+            summary["trained"] = model.meta
+    if "learned" in methods:
+        if model is None:
+            summary["learned"] = "no model: train one with `mamori detect c2 --train`"
+        elif "learned" in methods:
+            proba = model.predict(feats)
+            hosts = np.asarray(feats.column("hosts").to_numpy(zero_copy_only=False))
+            label = np.asarray(feats.column("label").to_numpy(zero_copy_only=False), dtype=bool)
+            probe = np.asarray(feats.column("port_probe_share").to_numpy(zero_copy_only=False))
+            # a scanned port's answering targets are victims (as in correlation and beacon)
+            hit = (proba >= p.learned_threshold) & (hosts >= p.learned_min_hosts) & ~label
+            hit &= probe < p.correlation.max_port_probe_share
+            idx = np.nonzero(hit)[0]
+            sub = feats.take(pa.array(idx, pa.int64())).to_pylist()
+            for r, pr_ in zip(sub, proba[idx], strict=True):
+                ev = {
+                    "method": "learned",
+                    "model_version": model.version,
+                    "probability": round(float(pr_), 4),
+                    "endpoint_hosts": int(r["hosts"]),
+                    "suspect_hosts": int(r["suspect_hosts"]),
+                    "sampled_flows": int(r["flows"]),
+                    "estimated_flows": int(r["est_flows"]),
+                    "regularity": None if r["regularity"] is None else round(r["regularity"], 4),
+                }
+                add((r["ip"], int(r["port"]), int(r["proto"])), "learned",
+                    round(float(pr_), 4), r["first"], r["last"], ev)  # fmt: skip
+            summary["learned"] = len(idx)
+
+    # known endpoints (listed by `until`) and our own address plan
+    known_keys: set[tuple[str, int | None]] = set()
+    if seeds.count:
+        for ip, port in view.sql(f"SELECT ip, port FROM {seeds.name}").fetchall():
+            known_keys.add((ip, None if port is None else int(port)))
+    own = gov.config.pools()
+    detected = until or datetime.now(UTC)
+    rows_out: list[dict[str, Any]] = []
+    rows_known: list[dict[str, Any]] = []
+    dropped_inside = 0
+    for (ip, port, proto), by_method in found.items():
+        if _inside(ip, own):
+            dropped_inside += 1
+            continue
+        is_known = (ip, None) in known_keys or (ip, port) in known_keys
+        names = [m for m in METHODS if m in by_method]
+        score = max(v[0] for v in by_method.values())
+        first = min(v[1] for v in by_method.values())
+        last = max(v[2] for v in by_method.values())
+        proto_name = _PROTO.get(proto, str(proto))
+        evidence: dict[str, Any] = {m: by_method[m][3] for m in names}
+        if is_known:
+            evidence["known"] = True
+        text = json.dumps(evidence, sort_keys=True, separators=(",", ":"))
+        row = {
+            "detected": detected,
+            "finding_id": _finding_id(ip, port, proto_name),
+            "kind": "c2",
+            "method": "+".join(names),
+            "ip": ip,
+            "port": port,
+            "protocol": proto_name,
+            "score": float(score),
+            "first_seen": _ts(first),
+            "last_seen": _ts(last),
+            "measure": "M2",
+            "evidence": text[:16000],
+        }
+        (rows_known if is_known else rows_out).append(row)
+    if include_known:
+        rows_out += rows_known
+    rows_out.sort(key=lambda r: (-r["score"], r["ip"], r["port"]))
+    findings = _table(rows_out)
+    summary.update(
+        {
+            "findings": findings.num_rows,
+            "known_endpoints_seen": len(rows_known),
+            "inside_plan_dropped": dropped_inside,
+        }
+    )
+    if write and findings.num_rows:
+        gov.write(
+            "M2",
+            "findings",
+            findings,
+            actor,
+            justification="C&C discovery over flows",
+            detail={"methods": list(methods), "known_left_out": 0 if include_known else
+                    len(rows_known)},
+        )  # fmt: skip
+    return C2Run(findings=findings, known=_table(rows_known), summary=summary, model=model)
+
+
+def _table(rows: list[dict[str, Any]]) -> pa.Table:
+    from mamori.schemas import dataset
+
+    schema = dataset("findings").arrow
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def detect_c2(
+    gov: Governance,
+    *,
+    actor: str,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    methods: Sequence[str] = METHODS,
+) -> pa.Table:
+    """Find C&C endpoints in the flows of [since, until) and store them as findings."""
+    return run_c2(gov, actor=actor, since=since, until=until, methods=methods).findings

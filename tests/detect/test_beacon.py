@@ -1,0 +1,84 @@
+"""Beacon scoring (RITA's skew/MADM approach) on planted series."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from mamori.detect.beacon import BeaconParams, beacon_pairs
+from mamori.detect.c2 import run_c2
+from mamori.detect.flowview import open_oriented
+from mamori.governance import Governance
+from tests.detect.conftest import BEACON_EP, BEACON_HOST, NTP, T0, load_world
+
+
+def _series(times: list[float], sizes: list[int], rate: int = 1) -> pa.Table:
+    n = len(times)
+    return pa.table(
+        {
+            "time_start": [T0 + timedelta(milliseconds=round(t * 1000)) for t in times],
+            "time_end": [T0 + timedelta(milliseconds=round(t * 1000) + 1000) for t in times],
+            "src_addr": ["10.0.0.9"] * n,
+            "dst_addr": ["203.0.113.9"] * n,
+            "src_port": pa.array([40000 + i for i in range(n)], pa.uint16()),
+            "dst_port": pa.array([443] * n, pa.uint16()),
+            "protocol": pa.array([6] * n, pa.uint8()),
+            "tcp_flags": pa.array([0x18] * n, pa.uint8()),
+            "packets": pa.array([3] * n, pa.uint64()),
+            "bytes": pa.array(sizes, pa.uint64()),
+            "sampling_rate": pa.array([rate] * n, pa.uint32()),
+        }
+    )
+
+
+RNG = np.random.default_rng(7)
+
+
+@pytest.mark.parametrize(
+    ("times", "sizes", "rate", "expect"),
+    [
+        # every 60 s, same size: a beacon
+        ([60.0 * k for k in range(40)], [300] * 40, 1, "high"),
+        # every 300 s with 3 s jitter, sizes within a few bytes
+        (
+            [300.0 * k + float(RNG.normal(0, 3)) for k in range(30)],
+            [int(x) for x in RNG.integers(500, 505, 30)],
+            1,
+            "high",
+        ),
+        # random (Poisson) times and sizes: not a beacon
+        (
+            list(np.cumsum(RNG.exponential(300, 40))),
+            [int(x) for x in RNG.integers(300, 9000, 40)],
+            1,
+            "low",
+        ),
+        # too few connections: not scored
+        ([60.0 * k for k in range(4)], [300] * 4, 1, "none"),
+        # heavily sampled link: not scored
+        ([60.0 * k for k in range(40)], [300] * 40, 1000, "none"),
+    ],
+)
+def test_beacon_scores(
+    gov: Governance, times: list[float], sizes: list[int], rate: int, expect: str
+) -> None:
+    gov.write("M1", "flows", _series(times, sizes, rate), "collector")
+    t = beacon_pairs(open_oriented(gov, "test"), BeaconParams())
+    if expect == "none":
+        assert t.num_rows == 0
+        return
+    assert t.num_rows == 1
+    score = t.column("score")[0].as_py()
+    assert (score >= 0.8) if expect == "high" else (score < 0.7)
+
+
+def test_beacon_method_reports_rare_beacon_not_popular_periodic(gov: Governance) -> None:
+    load_world(gov)
+    run = run_c2(gov, actor="test", methods=("beacon",), write=False)
+    found = {(r["ip"], r["port"]) for r in run.findings.to_pylist()}
+    assert BEACON_EP in found
+    assert NTP not in found  # periodic, but half the hosts use it
+    assert all(BEACON_HOST not in r["evidence"] for r in run.findings.to_pylist())
