@@ -351,10 +351,21 @@ def _pipeline(
     with st.stage("score against the ground truth") as note:
         c2 = score_c2(c2_findings, truth)
         inf = score("infected", match.findings, truth)
+        wrong = {f"{w['ip']}:{w['port']}" for w in truth["feeds"].get("wrong_entries", [])}
+        wrong |= {w["domain"] for w in truth["feeds"].get("wrong_entries", []) if w.get("domain")}
+        spurious = set(inf.spurious)
+        on_wrong = sum(
+            1
+            for f in match.findings
+            if f"{f['ip']}:{f.get('port')}" in spurious
+            and set(f["evidence"].get("indicators", [])) <= wrong
+        )
         result.scores = {"c2": c2.model_dump(), "infected": inf.model_dump()}
         note(
             f"C&C: precision {c2.precision:.2f}, recall on unknown C&C {c2.recall_unknown:.2f}; "
-            f"infected (M4 matching): precision {inf.precision:.2f}, recall {inf.recall:.2f}"
+            f"infected (M4 matching): precision {inf.precision:.2f}, recall {inf.recall:.2f} "
+            f"({on_wrong:,} of {len(spurious):,} false positives rest only on entries the feeds "
+            "list by mistake)"
         )
 
     with st.stage("console accounts and audit") as note:
