@@ -13,11 +13,11 @@ its address's whole-address rows and the one port block containing the port; wit
 address that is shared by port blocks (or lies in a ``cgnat`` pool of the address plan) answers
 ``port-required``.
 
-Per key, the number of intervals holding a time is (intervals started by then) − (intervals ended
-by then); both are cumulative counts found with an ASOF join, as is the latest-started interval.
-When exactly one interval holds the time and it is the latest-started one, that is the candidate;
-any other case (overlaps, a long session around a short one) is resolved by an explicit range join
-restricted to those few lookups. So the work is two sorts of the allocations and ASOF joins, never
+Per key the intervals are sorted once by start, each with the latest end of the intervals before
+it. One ASOF join finds the last interval started by the time asked about: when it still holds
+then and nothing before it reaches that far, it is the only candidate; when something before it
+does (overlaps, a long session around a short one), an explicit range join restricted to those
+few lookups lists every holder. So the work is one sort of the allocations and an ASOF join, never
 a join of every lookup with every session of its address.
 
 A CGNAT row names an inside address; the holder of that inside address at the same time (the same
@@ -81,7 +81,6 @@ _ALLOC_COLS = (
     "inside_addr",
     "source",
 )
-_FOREVER = "TIMESTAMPTZ '9999-12-31 00:00:00+00'"
 
 
 class Attribution(BaseModel):
@@ -171,87 +170,101 @@ def _normalise(queries: pa.Table) -> pa.Table:
     return out
 
 
-def _lookup_sql(skew_us: int) -> str:
+_FOREVER_MS = 253402214400000  # 9999-12-31: "still held"
+_TIE = 1 << 20  # rows of one key starting in the same millisecond, told apart (see _lookup_sql)
+
+
+def _lookup_sql(skew_ms: int) -> str:
     """The whole lookup as one query over ``{q}`` (lookups), ``{alloc}`` (the grant) and
-    ``{withheld}`` (periods of rows governance withheld)."""
-    skew = f"to_microseconds({skew_us})"
+    ``{withheld}`` (periods of rows governance withheld). Times are epoch milliseconds.
+
+    ``w`` sorts the intervals once per key by start; ``lo_key`` is the start with the row's
+    position among rows of the same start appended (so one ASOF join picks a definite row: the
+    last started), ``reach`` the latest end of every row before it. A lookup at ``t`` has exactly
+    the ASOF row as candidate when ``hi > t`` and ``reach <= t``; none when both are ``<= t``; when
+    ``reach > t`` an earlier row also holds ``t`` and an explicit range join lists them all."""
 
     def stage(p: str) -> str:
-        # Candidates for the probes in CTE ``p`` (qid, addr, kp, pe, ts).
+        # Candidates for the probes in CTE ``p`` (qid, addr, kp, pe, t).
         return f"""
 {p}_l AS (
-    SELECT p.*, l.n_lo, l.hi AS r_hi, l.subscriber_id, l.inside_addr, l.source, l.hidden
-    FROM {p} p ASOF LEFT JOIN lo_t l
-      ON p.addr = l.addr AND p.kp = l.kp AND p.pe = l.pe AND p.ts >= l.lo
-),
-{p}_h AS (
-    SELECT x.*, coalesce(x.n_lo, 0) - coalesce(h.n_hi, 0) AS active
-    FROM {p}_l x ASOF LEFT JOIN hi_t h
-      ON x.addr = h.addr AND x.kp = h.kp AND x.pe = h.pe AND x.ts >= h.hi
+    SELECT p.*, l.hi AS r_hi, l.reach, l.subscriber_id, l.inside_addr, l.source, l.hidden
+    FROM {p} p ASOF LEFT JOIN w l
+      ON p.addr = l.addr AND p.kp = l.kp AND p.pe = l.pe AND p.tk >= l.lo_key
 ),
 {p}_c AS (
-    SELECT qid, addr, ts, subscriber_id, inside_addr, source, hidden
-    FROM {p}_h WHERE active = 1 AND r_hi > ts
+    SELECT qid, addr, t, subscriber_id, inside_addr, source, hidden
+    FROM {p}_l WHERE r_hi > t AND coalesce(reach, {-_FOREVER_MS}) <= t
     UNION ALL
-    SELECT r.qid, r.addr, r.ts, a.subscriber_id, a.inside_addr, a.source, a.hidden
-    FROM (SELECT * FROM {p}_h WHERE active > 1 OR (active = 1 AND r_hi <= ts)) r
-    JOIN a ON a.addr = r.addr AND a.kp = r.kp AND a.pe = r.pe AND r.ts >= a.lo AND r.ts < a.hi
+    SELECT r.qid, r.addr, r.t, a.subscriber_id, a.inside_addr, a.source, a.hidden
+    FROM (SELECT * FROM {p}_l WHERE reach > t) r
+    JOIN w a ON a.addr = r.addr AND a.kp = r.kp AND a.pe = r.pe AND r.t >= a.lo AND r.t < a.hi
 )"""
 
     return f"""
-WITH q AS (SELECT qid, ip, port::INTEGER AS port, ts, pool_cgnat FROM {{q}}),
-a AS MATERIALIZED (
+WITH q AS (
+    SELECT qid, ip, port::INTEGER AS port, epoch_ms(ts) AS t, pool_cgnat FROM {{q}}
+),
+a AS (
     SELECT addr, coalesce(port_start::INTEGER, -1) AS kp,
            coalesce(port_end::INTEGER, 65535) AS pe,
-           start - {skew} AS lo, coalesce("end", {_FOREVER}) + {skew} AS hi,
+           epoch_ms(start) - {skew_ms} AS lo,
+           coalesce(epoch_ms("end"), {_FOREVER_MS}) + {skew_ms} AS hi,
            subscriber_id, inside_addr, source, false AS hidden
-    FROM {{alloc}} WHERE coalesce("end", {_FOREVER}) >= start
+    FROM {{alloc}} WHERE "end" IS NULL OR "end" >= start
     UNION ALL
     SELECT addr, coalesce(port_start::INTEGER, -1), coalesce(port_end::INTEGER, 65535),
-           start - {skew}, coalesce("end", {_FOREVER}) + {skew},
+           epoch_ms(start) - {skew_ms}, coalesce(epoch_ms("end"), {_FOREVER_MS}) + {skew_ms},
            NULL, NULL, NULL, true
-    FROM {{withheld}} WHERE coalesce("end", {_FOREVER}) >= start
+    FROM {{withheld}} WHERE "end" IS NULL OR "end" >= start
 ),
-lo_t AS MATERIALIZED (
-    SELECT addr, kp, pe, lo, hi, subscriber_id, inside_addr, source, hidden,
-           count(*) OVER (PARTITION BY addr, kp, pe ORDER BY lo) AS n_lo
+w AS MATERIALIZED (
+    SELECT *,
+           lo * {_TIE} + (row_number() OVER (PARTITION BY addr, kp, pe ORDER BY lo, hi)
+                          % {_TIE}) AS lo_key,
+           max(hi) OVER (PARTITION BY addr, kp, pe ORDER BY lo, hi
+                         ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS reach
     FROM a
 ),
-hi_t AS MATERIALIZED (
-    SELECT addr, kp, pe, hi, count(*) OVER (PARTITION BY addr, kp, pe ORDER BY hi) AS n_hi
-    FROM a
+blocks AS MATERIALIZED (SELECT DISTINCT addr, kp, pe FROM w WHERE kp >= 0),
+sizes AS (
+    SELECT addr, min(kp) AS base, min(pe - kp + 1) AS size, max(pe - kp + 1) AS size_max
+    FROM blocks GROUP BY addr
 ),
-blocks AS MATERIALIZED (SELECT DISTINCT addr, kp, pe FROM a WHERE kp >= 0),
-messy AS (
-    -- addresses whose port blocks overlap one another (a changed block size): probed by a range
-    -- join instead of the ASOF join, which would find only one of the blocks
-    SELECT DISTINCT addr FROM (
-        SELECT addr, kp, max(pe) OVER (PARTITION BY addr ORDER BY kp, pe
-                                       ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS reach
-        FROM blocks
-    ) WHERE reach >= kp
+messy AS MATERIALIZED (
+    -- addresses whose blocks are not one grid of equal blocks (a changed block size): probed by
+    -- a range join; on the others the port gives its block by arithmetic
+    SELECT addr FROM sizes WHERE size <> size_max
+    UNION
+    SELECT b.addr FROM blocks b JOIN sizes s USING (addr) WHERE (b.kp - s.base) % s.size <> 0
 ),
-shared AS (SELECT DISTINCT addr FROM blocks),
+tidy AS (SELECT * FROM sizes WHERE addr NOT IN (SELECT addr FROM messy)),
+shared AS (SELECT addr FROM sizes),
 need_port AS (
     SELECT qid FROM q WHERE port IS NULL AND (pool_cgnat OR ip IN (SELECT addr FROM shared))
 ),
 pq AS (SELECT * FROM q WHERE port IS NOT NULL AND ip IN (SELECT addr FROM shared)),
 p1 AS (
-    SELECT qid, ip AS addr, -1 AS kp, 65535 AS pe, ts FROM q
-    WHERE qid NOT IN (SELECT qid FROM need_port)
-    UNION ALL
-    SELECT pq.qid, pq.ip, b.kp, b.pe, pq.ts
-    FROM pq ASOF JOIN blocks b ON pq.ip = b.addr AND pq.port >= b.kp
-    WHERE pq.port <= b.pe AND pq.ip NOT IN (SELECT addr FROM messy)
-    UNION ALL
-    SELECT pq.qid, pq.ip, b.kp, b.pe, pq.ts
-    FROM pq JOIN blocks b ON pq.ip = b.addr AND pq.port BETWEEN b.kp AND b.pe
-    WHERE pq.ip IN (SELECT addr FROM messy)
+    SELECT *, t * {_TIE} + {_TIE - 1} AS tk FROM (
+        SELECT qid, ip AS addr, -1 AS kp, 65535 AS pe, t FROM q
+        WHERE qid NOT IN (SELECT qid FROM need_port)
+        UNION ALL
+        SELECT pq.qid, pq.ip, t.base + (pq.port - t.base) // t.size * t.size,
+               t.base + (pq.port - t.base) // t.size * t.size + t.size - 1, pq.t
+        FROM pq JOIN tidy t ON pq.ip = t.addr
+        WHERE pq.port >= t.base
+        UNION ALL
+        SELECT pq.qid, pq.ip, b.kp, b.pe, pq.t
+        FROM pq JOIN blocks b ON pq.ip = b.addr AND pq.port BETWEEN b.kp AND b.pe
+        WHERE pq.ip IN (SELECT addr FROM messy)
+    )
 ),
 {stage("p1")},
 p2 AS (
-    SELECT DISTINCT qid, inside_addr AS addr, -1 AS kp, 65535 AS pe, ts
-    FROM p1_c WHERE inside_addr IS NOT NULL
+    SELECT *, t * {_TIE} + {_TIE - 1} AS tk FROM (
+        SELECT DISTINCT qid, inside_addr AS addr, -1 AS kp, 65535 AS pe, t
+        FROM p1_c WHERE inside_addr IS NOT NULL
+    )
 ),
 {stage("p2")},
 holders AS (
@@ -302,9 +315,9 @@ def attribute(
     skew = gov.config.attribution.skew_s if skew_s is None else float(skew_s)
     if skew < 0:
         raise ValueError(f"clock-skew tolerance must not be negative (got {skew})")
-    skew_us = round(skew * 1e6)
+    skew_ms = round(skew * 1000)
     latest = pc.max(q.column("ts")).as_py() if q.num_rows else None
-    end = latest + timedelta(microseconds=skew_us + 1000) if latest is not None else None
+    end = latest + timedelta(milliseconds=skew_ms + 1) if latest is not None else None
     grant = gov.open(
         measure,
         "allocations",
@@ -340,7 +353,7 @@ def attribute(
         )
     )
     res = gov.combine(
-        _lookup_sql(skew_us), q=probe, alloc=grant, withheld=withheld
+        _lookup_sql(skew_ms), q=probe, alloc=grant, withheld=withheld
     ).to_arrow_table()
     status = res.column("status").cast(pa.string())
     ok = pc.equal(status, "ok")
