@@ -171,41 +171,61 @@ def _normalise(queries: pa.Table) -> pa.Table:
 
 
 _FOREVER_MS = 253402214400000  # 9999-12-31: "still held"
-_TIE = 1 << 20  # rows of one key starting in the same millisecond, told apart (see _lookup_sql)
+_NONE = -(1 << 62)
 
 
 def _lookup_sql(skew_ms: int) -> str:
     """The whole lookup as one query over ``{q}`` (lookups), ``{alloc}`` (the grant) and
     ``{withheld}`` (periods of rows governance withheld). Times are epoch milliseconds.
 
-    ``w`` sorts the intervals once per key by start; ``lo_key`` is the start with the row's
-    position among rows of the same start appended (so one ASOF join picks a definite row: the
-    last started), ``reach`` the latest end of every row before it. A lookup at ``t`` has exactly
-    the ASOF row as candidate when ``hi > t`` and ``reach <= t``; none when both are ``<= t``; when
-    ``reach > t`` an earlier row also holds ``t`` and an explicit range join lists them all."""
+    Addresses get integer ids, so a key (address, port block) is one BIGINT. Allocation rows and
+    lookups of a stage go through *one* sort by (key, time): for every row, ``m`` is the latest
+    end among the rows before it, and for a lookup ``rs`` is the last interval started by then.
+    Joined back, ``m`` of that interval is the reach of everything started before it: when the
+    interval still holds at the lookup's time and that reach does not, it is the only candidate;
+    when the reach does, an explicit range join restricted to those few lookups lists them all."""
 
-    def stage(p: str) -> str:
-        # Candidates for the probes in CTE ``p`` (qid, addr, kp, pe, t).
+    def stage(p: str, rows: str) -> str:
+        # Candidates for the probes in CTE ``p`` (qid, key, t) among allocation rows ``rows``.
         return f"""
+{p}_w AS MATERIALIZED (
+    SELECT isq, id, t, hi,
+           max(hi) OVER o AS m,
+           last_value(CASE WHEN isq = 0 THEN id END IGNORE NULLS) OVER (
+               PARTITION BY key ORDER BY t, isq, hi
+               ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS rs
+    FROM (
+        SELECT key, lo AS t, 0 AS isq, hi, rid AS id FROM {rows}
+        UNION ALL
+        SELECT key, t, 1, NULL, qid FROM {p}
+    )
+    WINDOW o AS (PARTITION BY key ORDER BY t, isq, hi
+                 ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+),
 {p}_l AS (
-    SELECT p.*, l.hi AS r_hi, l.reach, l.subscriber_id, l.inside_addr, l.source, l.hidden
-    FROM {p} p ASOF LEFT JOIN w l
-      ON p.addr = l.addr AND p.kp = l.kp AND p.pe = l.pe AND p.tk >= l.lo_key
+    SELECT x.id AS qid, x.t, x.rs, r.m AS reach, r.hi AS r_hi
+    FROM {p}_w x LEFT JOIN {p}_w r ON r.isq = 0 AND r.id = x.rs
+    WHERE x.isq = 1
+),
+{p}_r AS (
+    SELECT qid, t, rs AS rid FROM {p}_l
+    WHERE r_hi > t AND coalesce(reach, {_NONE}) <= t
+    UNION ALL
+    SELECT r.qid, r.t, x.rid
+    FROM (SELECT l.*, p.key FROM {p}_l l JOIN {p} p ON p.qid = l.qid WHERE l.reach > l.t) r
+    JOIN {rows} x ON x.key = r.key AND r.t >= x.lo AND r.t < x.hi
 ),
 {p}_c AS (
-    SELECT qid, addr, t, subscriber_id, inside_addr, source, hidden
-    FROM {p}_l WHERE r_hi > t AND coalesce(reach, {-_FOREVER_MS}) <= t
-    UNION ALL
-    SELECT r.qid, r.addr, r.t, a.subscriber_id, a.inside_addr, a.source, a.hidden
-    FROM (SELECT * FROM {p}_l WHERE reach > t) r
-    JOIN w a ON a.addr = r.addr AND a.kp = r.kp AND a.pe = r.pe AND r.t >= a.lo AND r.t < a.hi
+    SELECT c.qid, a.addr, c.t, a.subscriber_id, a.inside_addr, a.source, a.hidden
+    FROM {p}_r c JOIN a USING (rid)
 )"""
 
     return f"""
 WITH q AS (
     SELECT qid, ip, port::INTEGER AS port, epoch_ms(ts) AS t, pool_cgnat FROM {{q}}
 ),
-a AS (
+a AS MATERIALIZED (
+    SELECT row_number() OVER () AS rid, * FROM (
     SELECT addr, coalesce(port_start::INTEGER, -1) AS kp,
            coalesce(port_end::INTEGER, 65535) AS pe,
            epoch_ms(start) - {skew_ms} AS lo,
@@ -217,16 +237,17 @@ a AS (
            epoch_ms(start) - {skew_ms}, coalesce(epoch_ms("end"), {_FOREVER_MS}) + {skew_ms},
            NULL, NULL, NULL, true
     FROM {{withheld}} WHERE "end" IS NULL OR "end" >= start
+    )
 ),
-w AS MATERIALIZED (
-    SELECT *,
-           lo * {_TIE} + (row_number() OVER (PARTITION BY addr, kp, pe ORDER BY lo, hi)
-                          % {_TIE}) AS lo_key,
-           max(hi) OVER (PARTITION BY addr, kp, pe ORDER BY lo, hi
-                         ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS reach
-    FROM a
+ids AS MATERIALIZED (
+    SELECT addr, row_number() OVER () AS aid FROM (SELECT DISTINCT addr FROM a)
 ),
-blocks AS MATERIALIZED (SELECT DISTINCT addr, kp, pe FROM w WHERE kp >= 0),
+k AS MATERIALIZED (
+    -- the narrow copy the sorts work on: integer key, times, row id
+    SELECT (i.aid << 34) | ((a.kp + 1)::BIGINT << 17) | a.pe AS key, a.lo, a.hi, a.rid
+    FROM a JOIN ids i USING (addr)
+),
+blocks AS MATERIALIZED (SELECT DISTINCT addr, kp, pe FROM a WHERE kp >= 0),
 sizes AS (
     SELECT addr, min(kp) AS base, min(pe - kp + 1) AS size, max(pe - kp + 1) AS size_max
     FROM blocks GROUP BY addr
@@ -244,8 +265,9 @@ need_port AS (
     SELECT qid FROM q WHERE port IS NULL AND (pool_cgnat OR ip IN (SELECT addr FROM shared))
 ),
 pq AS (SELECT * FROM q WHERE port IS NOT NULL AND ip IN (SELECT addr FROM shared)),
-p1 AS (
-    SELECT *, t * {_TIE} + {_TIE - 1} AS tk FROM (
+p1 AS MATERIALIZED (
+    SELECT x.qid, (i.aid << 34) | ((x.kp + 1)::BIGINT << 17) | x.pe AS key, x.t
+    FROM (
         SELECT qid, ip AS addr, -1 AS kp, 65535 AS pe, t FROM q
         WHERE qid NOT IN (SELECT qid FROM need_port)
         UNION ALL
@@ -257,16 +279,16 @@ p1 AS (
         SELECT pq.qid, pq.ip, b.kp, b.pe, pq.t
         FROM pq JOIN blocks b ON pq.ip = b.addr AND pq.port BETWEEN b.kp AND b.pe
         WHERE pq.ip IN (SELECT addr FROM messy)
-    )
+    ) x JOIN ids i USING (addr)
 ),
-{stage("p1")},
-p2 AS (
-    SELECT *, t * {_TIE} + {_TIE - 1} AS tk FROM (
-        SELECT DISTINCT qid, inside_addr AS addr, -1 AS kp, 65535 AS pe, t
-        FROM p1_c WHERE inside_addr IS NOT NULL
-    )
+{stage("p1", "k")},
+p2 AS MATERIALIZED (
+    SELECT DISTINCT c.qid, (i.aid << 34) | (0::BIGINT << 17) | 65535 AS key, c.t,
+           c.inside_addr AS addr
+    FROM p1_c c JOIN ids i ON i.addr = c.inside_addr
 ),
-{stage("p2")},
+k2 AS MATERIALIZED (SELECT * FROM k WHERE key IN (SELECT key FROM p2)),
+{stage("p2", "k2")},
 holders AS (
     SELECT qid, subscriber_id, source, NULL::VARCHAR AS inside, hidden
     FROM p1_c WHERE inside_addr IS NULL
