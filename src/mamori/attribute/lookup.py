@@ -216,8 +216,9 @@ def _lookup_sql(skew_ms: int) -> str:
     JOIN {rows} x ON x.key = r.key AND r.t >= x.lo AND r.t < x.hi
 ),
 {p}_c AS (
-    SELECT c.qid, a.addr, c.t, a.subscriber_id, a.inside_addr, a.source, a.hidden
-    FROM {p}_r c JOIN a USING (rid)
+    SELECT c.qid, x.addr, c.t, x.subscriber_id, x.inside_addr, x.source, x.hidden
+    FROM {p}_r c
+    JOIN (SELECT * FROM a WHERE rid IN (SELECT rid FROM {p}_r)) x USING (rid)
 )"""
 
     return f"""
@@ -300,18 +301,21 @@ holders AS (
     WHERE c1.inside_addr IS NOT NULL
 ),
 summary AS (
-    SELECT qid, count(DISTINCT subscriber_id) AS n_sub,
+    -- min/max instead of DISTINCT aggregates: one holder or several is all that matters
+    SELECT qid, min(subscriber_id) AS sub, max(subscriber_id) AS sub_max,
            bool_or(hidden OR subscriber_id IS NULL) AS unnamed,
-           min(subscriber_id) AS sub, count(DISTINCT inside) AS n_inside, min(inside) AS inside,
-           string_agg(DISTINCT source, ',' ORDER BY source) AS src
+           min(inside) AS inside, max(inside) AS inside_max,
+           min(source) AS src, max(source) AS src_max
     FROM holders GROUP BY qid
 )
 SELECT q.qid,
        CASE WHEN q.qid IN (SELECT qid FROM need_port) THEN 'port-required'
-            WHEN s.n_sub = 1 AND NOT s.unnamed THEN 'ok'
-            WHEN s.n_sub > 1 OR (s.n_sub = 1 AND s.unnamed) THEN 'ambiguous'
+            WHEN s.sub = s.sub_max AND NOT s.unnamed THEN 'ok'
+            WHEN s.sub IS NOT NULL THEN 'ambiguous'
             ELSE 'unknown' END AS status,
-       s.sub, s.n_inside, s.inside, s.src
+       s.sub,
+       CASE WHEN s.inside = s.inside_max THEN 1 ELSE 2 END AS n_inside, s.inside,
+       CASE WHEN s.src = s.src_max THEN s.src ELSE s.src || ',' || s.src_max END AS src
 FROM q LEFT JOIN summary s USING (qid)
 ORDER BY q.qid
 """
