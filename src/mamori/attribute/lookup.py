@@ -186,39 +186,35 @@ def _lookup_sql(skew_ms: int) -> str:
     when the reach does, an explicit range join restricted to those few lookups lists them all."""
 
     def stage(p: str, rows: str) -> str:
-        # Candidates for the probes in CTE ``p`` (qid, key, t) among allocation rows ``rows``.
+        # Candidate rows (rid) for the probes in CTE ``p`` (qid, key, t) among ``rows``; with
+        # the probe's key (pkey) and, for a CGNAT row, the key of its inside address (ikey).
         return f"""
 {p}_w AS MATERIALIZED (
-    SELECT isq, id, t, hi,
+    SELECT key, isq, id, t, hi, ikey, cg,
            max(hi) OVER o AS m,
            last_value(CASE WHEN isq = 0 THEN id END IGNORE NULLS) OVER (
                PARTITION BY key ORDER BY t, isq, hi
                ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS rs
     FROM (
-        SELECT key, lo AS t, 0 AS isq, hi, rid AS id FROM {rows}
+        SELECT key, lo AS t, 0 AS isq, hi, rid AS id, ikey, cg FROM {rows}
         UNION ALL
-        SELECT key, t, 1, NULL, qid FROM {p}
+        SELECT key, t, 1, NULL, qid, NULL, NULL FROM {p}
     )
     WINDOW o AS (PARTITION BY key ORDER BY t, isq, hi
                  ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
 ),
 {p}_l AS (
-    SELECT x.id AS qid, x.t, x.rs, r.m AS reach, r.hi AS r_hi
+    SELECT x.id AS qid, x.key AS pkey, x.t, x.rs, r.m AS reach, r.hi AS r_hi, r.ikey, r.cg
     FROM {p}_w x LEFT JOIN {p}_w r ON r.isq = 0 AND r.id = x.rs
     WHERE x.isq = 1
 ),
 {p}_r AS (
-    SELECT qid, t, rs AS rid FROM {p}_l
+    SELECT qid, pkey, t, rs AS rid, ikey, cg FROM {p}_l
     WHERE r_hi > t AND coalesce(reach, {_NONE}) <= t
     UNION ALL
-    SELECT r.qid, r.t, x.rid
-    FROM (SELECT l.*, p.key FROM {p}_l l JOIN {p} p ON p.qid = l.qid WHERE l.reach > l.t) r
-    JOIN {rows} x ON x.key = r.key AND r.t >= x.lo AND r.t < x.hi
-),
-{p}_c AS (
-    SELECT c.qid, x.addr, c.t, x.subscriber_id, x.inside_addr, x.source, x.hidden
-    FROM {p}_r c
-    JOIN (SELECT * FROM a WHERE rid IN (SELECT rid FROM {p}_r)) x USING (rid)
+    SELECT r.qid, r.pkey, r.t, x.rid, x.ikey, x.cg
+    FROM (SELECT * FROM {p}_l WHERE reach > t) r
+    JOIN {rows} x ON x.key = r.pkey AND r.t >= x.lo AND r.t < x.hi
 )"""
 
     return f"""
@@ -244,9 +240,11 @@ ids AS MATERIALIZED (
     SELECT addr, row_number() OVER () AS aid FROM (SELECT DISTINCT addr FROM a)
 ),
 k AS MATERIALIZED (
-    -- the narrow copy the sorts work on: integer key, times, row id
-    SELECT (i.aid << 34) | ((a.kp + 1)::BIGINT << 17) | a.pe AS key, a.lo, a.hi, a.rid
-    FROM a JOIN ids i USING (addr)
+    -- the narrow copy the sorts work on: integer key, times, row id, and for a CGNAT row the key
+    -- of its inside address (null when nobody is known to have held it)
+    SELECT (i.aid << 34) | ((a.kp + 1)::BIGINT << 17) | a.pe AS key, a.lo, a.hi, a.rid,
+           (j.aid << 34) | 65535 AS ikey, a.inside_addr IS NOT NULL AS cg
+    FROM a JOIN ids i USING (addr) LEFT JOIN ids j ON j.addr = a.inside_addr
 ),
 blocks AS MATERIALIZED (SELECT DISTINCT addr, kp, pe FROM a WHERE kp >= 0),
 sizes AS (
@@ -284,21 +282,31 @@ p1 AS MATERIALIZED (
 ),
 {stage("p1", "k")},
 p2 AS MATERIALIZED (
-    SELECT DISTINCT c.qid, (i.aid << 34) | (0::BIGINT << 17) | 65535 AS key, c.t,
-           c.inside_addr AS addr
-    FROM p1_c c JOIN ids i ON i.addr = c.inside_addr
+    SELECT DISTINCT qid, ikey AS key, t FROM p1_r WHERE cg AND ikey IS NOT NULL
 ),
 k2 AS MATERIALIZED (SELECT * FROM k WHERE key IN (SELECT key FROM p2)),
 {stage("p2", "k2")},
-holders AS (
-    SELECT qid, subscriber_id, source, NULL::VARCHAR AS inside, hidden
-    FROM p1_c WHERE inside_addr IS NULL
+pairs AS (
+    SELECT qid, rid AS rid1, NULL::BIGINT AS rid2, false AS cg, false AS unresolved
+    FROM p1_r WHERE NOT cg
     UNION ALL
     -- a port block whose inside address nobody (we may name) held: an unnamed holder
-    SELECT c1.qid, c2.subscriber_id, c1.source || '+' || c2.source, c1.inside_addr,
-           coalesce(c2.hidden, true)
-    FROM p1_c c1 LEFT JOIN p2_c c2 ON c1.qid = c2.qid AND c1.inside_addr = c2.addr
-    WHERE c1.inside_addr IS NOT NULL
+    SELECT c1.qid, c1.rid, c2.rid, true, c2.rid IS NULL
+    FROM p1_r c1 LEFT JOIN p2_r c2 ON c1.qid = c2.qid AND c1.ikey = c2.pkey
+    WHERE c1.cg
+),
+pay AS (
+    SELECT rid, subscriber_id, inside_addr, source, hidden FROM a
+    WHERE rid IN (SELECT rid1 FROM pairs UNION ALL SELECT rid2 FROM pairs)
+),
+holders AS (
+    SELECT h.qid,
+           CASE WHEN h.cg THEN y.subscriber_id ELSE x.subscriber_id END AS subscriber_id,
+           CASE WHEN h.cg THEN x.inside_addr END AS inside,
+           CASE WHEN h.cg THEN x.source || '+' || coalesce(y.source, '?') ELSE x.source END
+               AS source,
+           h.unresolved OR x.hidden OR coalesce(y.hidden, false) AS hidden
+    FROM pairs h JOIN pay x ON x.rid = h.rid1 LEFT JOIN pay y ON y.rid = h.rid2
 ),
 summary AS (
     -- min/max instead of DISTINCT aggregates: one holder or several is all that matters
