@@ -343,7 +343,9 @@ def attribute(
     """Who held each (``ip``, ``port``, ``ts``) of ``queries``: one result row per query, in
     order, with the query's columns plus ``status``, ``subscriber_id`` (only when ``ok``),
     ``inside_addr`` (the CGNAT inside address, when the answer went through one) and
-    ``allocation_source``. Raises :class:`~mamori.governance.AccessRefused` when ``measure``
+    ``allocation_source`` (the log it came from: ``radius``; ``cgnat-syslog+kea`` for a port
+    block and then its inside address; ``csv,radius`` when two logs agree — with more than two,
+    the first and last by name). The skew tolerance is applied in whole milliseconds. Raises :class:`~mamori.governance.AccessRefused` when ``measure``
     may not read allocations on ``basis``; writes one audit entry."""
     q = _normalise(queries)
     skew = gov.config.attribution.skew_s if skew_s is None else float(skew_s)
@@ -386,9 +388,10 @@ def attribute(
             }
         )
     )
-    res = gov.combine(
-        _lookup_sql(skew_ms), q=probe, alloc=grant, withheld=withheld
-    ).to_arrow_table()
+    with gov.memory_limit(gov.config.attribution.memory_limit_mb):
+        res = gov.combine(
+            _lookup_sql(skew_ms), q=probe, alloc=grant, withheld=withheld
+        ).to_arrow_table()
     status = res.column("status").cast(pa.string())
     ok = pc.equal(status, "ok")
     null_s = pa.nulls(len(res), pa.string())
