@@ -172,9 +172,11 @@ def _normalise(queries: pa.Table) -> pa.Table:
 
 _FOREVER_MS = 253402214400000  # 9999-12-31: "still held"
 _NONE = -(1 << 62)
+# Batches up to this many lookups first keep only the allocation rows of their addresses.
+_NARROW = 50_000
 
 
-def _lookup_sql(skew_ms: int) -> str:
+def _lookup_sql(skew_ms: int, *, narrow: bool = False) -> str:
     """The whole lookup as one query over ``{q}`` (lookups), ``{alloc}`` (the grant) and
     ``{withheld}`` (periods of rows governance withheld). Times are epoch milliseconds.
 
@@ -183,7 +185,17 @@ def _lookup_sql(skew_ms: int) -> str:
     end among the rows before it, and for a lookup ``rs`` is the last interval started by then.
     Joined back, ``m`` of that interval is the reach of everything started before it: when the
     interval still holds at the lookup's time and that reach does not, it is the only candidate;
-    when the reach does, an explicit range join restricted to those few lookups lists them all."""
+    when the reach does, an explicit range join restricted to those few lookups lists them all.
+
+    ``narrow``: first keep only the rows of the addresses asked about and of the inside
+    addresses their port blocks name — for a small batch, far less to sort than every row."""
+    relevant = (
+        """AND (addr IN (SELECT ip FROM q) OR addr IN (
+            SELECT inside_addr FROM {alloc}
+            WHERE inside_addr IS NOT NULL AND addr IN (SELECT ip FROM q)))"""
+        if narrow
+        else ""
+    )
 
     def stage(p: str, rows: str) -> str:
         # Candidate rows (rid) for the probes in CTE ``p`` (qid, key, t) among ``rows``; with
@@ -228,7 +240,7 @@ a AS MATERIALIZED (
            epoch_ms(start) - {skew_ms} AS lo,
            coalesce(epoch_ms("end"), {_FOREVER_MS}) + {skew_ms} AS hi,
            subscriber_id, inside_addr, source, false AS hidden
-    FROM {{alloc}} WHERE "end" IS NULL OR "end" >= start
+    FROM {{alloc}} WHERE ("end" IS NULL OR "end" >= start) {relevant}
     UNION ALL
     SELECT addr, coalesce(port_start::INTEGER, -1), coalesce(port_end::INTEGER, 65535),
            epoch_ms(start) - {skew_ms}, coalesce(epoch_ms("end"), {_FOREVER_MS}) + {skew_ms},
@@ -390,7 +402,10 @@ def attribute(
     )
     with gov.memory_limit(gov.config.attribution.memory_limit_mb):
         res = gov.combine(
-            _lookup_sql(skew_ms), q=probe, alloc=grant, withheld=withheld
+            _lookup_sql(skew_ms, narrow=q.num_rows <= _NARROW),
+            q=probe,
+            alloc=grant,
+            withheld=withheld,
         ).to_arrow_table()
     status = res.column("status").cast(pa.string())
     ok = pc.equal(status, "ok")
