@@ -256,6 +256,12 @@ class AttributionConfig(_Model):
         description="an accounting session or port block with no Stop/release is closed this long "
         "after its last record (or earlier, by the next allocation of the same address)",
     )
+    memory_limit_mb: int | None = Field(
+        default=3072,
+        ge=256,
+        description="memory the query engine may use for one batch of lookups; the rest spills "
+        "to disk in the store (null: the engine's default, 80% of RAM)",
+    )
 
 
 class AlertsConfig(_Model):

@@ -113,3 +113,16 @@ def test_allocations_read_withholds_cgnat_rows_of_opted_out_inside_holders(
 def test_allocation_rows_name_exactly_one_holder(gov: Governance, row: dict[str, object]) -> None:
     with pytest.raises(AccessRefused, match="exactly one"):
         gov.write_registry("allocations", table([row]), "test", source="csv")
+
+
+def test_memory_limit_is_set_for_the_block_only(gov: Governance) -> None:
+    def setting(name: str) -> str:
+        return str(gov._engine.con.execute(f"SELECT current_setting('{name}')").fetchall()[0][0])
+
+    default = setting("memory_limit")
+    with gov.memory_limit(512):
+        assert setting("memory_limit") in ("512.0 MiB", "488.2 MiB", "512.0 MB")
+        assert setting("temp_directory").startswith(str(gov.config.store))
+    assert setting("memory_limit") == default
+    with gov.memory_limit(None):
+        assert setting("memory_limit") == default

@@ -13,11 +13,11 @@ its address's whole-address rows and the one port block containing the port; wit
 address that is shared by port blocks (or lies in a ``cgnat`` pool of the address plan) answers
 ``port-required``.
 
-Per key, the number of intervals holding a time is (intervals started by then) − (intervals ended
-by then); both are cumulative counts found with an ASOF join, as is the latest-started interval.
-When exactly one interval holds the time and it is the latest-started one, that is the candidate;
-any other case (overlaps, a long session around a short one) is resolved by an explicit range join
-restricted to those few lookups. So the work is two sorts of the allocations and ASOF joins, never
+Per key the intervals are sorted once by start, each with the latest end of the intervals before
+it. One ASOF join finds the last interval started by the time asked about: when it still holds
+then and nothing before it reaches that far, it is the only candidate; when something before it
+does (overlaps, a long session around a short one), an explicit range join restricted to those
+few lookups lists every holder. So the work is one sort of the allocations and an ASOF join, never
 a join of every lookup with every session of its address.
 
 A CGNAT row names an inside address; the holder of that inside address at the same time (the same
@@ -81,7 +81,6 @@ _ALLOC_COLS = (
     "inside_addr",
     "source",
 )
-_FOREVER = "TIMESTAMPTZ '9999-12-31 00:00:00+00'"
 
 
 class Attribution(BaseModel):
@@ -171,112 +170,172 @@ def _normalise(queries: pa.Table) -> pa.Table:
     return out
 
 
-def _lookup_sql(skew_us: int) -> str:
-    """The whole lookup as one query over ``{q}`` (lookups), ``{alloc}`` (the grant) and
-    ``{withheld}`` (periods of rows governance withheld)."""
-    skew = f"to_microseconds({skew_us})"
+_FOREVER_MS = 253402214400000  # 9999-12-31: "still held"
+_NONE = -(1 << 62)
+# Batches up to this many lookups first keep only the allocation rows of their addresses.
+_NARROW = 50_000
 
-    def stage(p: str) -> str:
-        # Candidates for the probes in CTE ``p`` (qid, addr, kp, pe, ts).
+
+def _lookup_sql(skew_ms: int, *, narrow: bool = False) -> str:
+    """The whole lookup as one query over ``{q}`` (lookups), ``{alloc}`` (the grant) and
+    ``{withheld}`` (periods of rows governance withheld). Times are epoch milliseconds.
+
+    Addresses get integer ids, so a key (address, port block) is one BIGINT. Allocation rows and
+    lookups of a stage go through *one* sort by (key, time): for every row, ``m`` is the latest
+    end among the rows before it, and for a lookup ``rs`` is the last interval started by then.
+    Joined back, ``m`` of that interval is the reach of everything started before it: when the
+    interval still holds at the lookup's time and that reach does not, it is the only candidate;
+    when the reach does, an explicit range join restricted to those few lookups lists them all.
+
+    ``narrow``: first keep only the rows of the addresses asked about and of the inside
+    addresses their port blocks name — for a small batch, far less to sort than every row."""
+    relevant = (
+        """AND (addr IN (SELECT ip FROM q) OR addr IN (
+            SELECT inside_addr FROM {alloc}
+            WHERE inside_addr IS NOT NULL AND addr IN (SELECT ip FROM q)))"""
+        if narrow
+        else ""
+    )
+
+    def stage(p: str, rows: str) -> str:
+        # Candidate rows (rid) for the probes in CTE ``p`` (qid, key, t) among ``rows``; with
+        # the probe's key (pkey) and, for a CGNAT row, the key of its inside address (ikey).
         return f"""
+{p}_w AS MATERIALIZED (
+    SELECT key, isq, id, t, hi, ikey, cg,
+           max(hi) OVER o AS m,
+           last_value(CASE WHEN isq = 0 THEN id END IGNORE NULLS) OVER (
+               PARTITION BY key ORDER BY t, isq, hi
+               ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS rs
+    FROM (
+        SELECT key, lo AS t, 0 AS isq, hi, rid AS id, ikey, cg FROM {rows}
+        UNION ALL
+        SELECT key, t, 1, NULL, qid, NULL, NULL FROM {p}
+    )
+    WINDOW o AS (PARTITION BY key ORDER BY t, isq, hi
+                 ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+),
 {p}_l AS (
-    SELECT p.*, l.n_lo, l.hi AS r_hi, l.subscriber_id, l.inside_addr, l.source, l.hidden
-    FROM {p} p ASOF LEFT JOIN lo_t l
-      ON p.addr = l.addr AND p.kp = l.kp AND p.pe = l.pe AND p.ts >= l.lo
+    SELECT x.id AS qid, x.key AS pkey, x.t, x.rs, r.m AS reach, r.hi AS r_hi, r.ikey, r.cg
+    FROM {p}_w x LEFT JOIN {p}_w r ON r.isq = 0 AND r.id = x.rs
+    WHERE x.isq = 1
 ),
-{p}_h AS (
-    SELECT x.*, coalesce(x.n_lo, 0) - coalesce(h.n_hi, 0) AS active
-    FROM {p}_l x ASOF LEFT JOIN hi_t h
-      ON x.addr = h.addr AND x.kp = h.kp AND x.pe = h.pe AND x.ts >= h.hi
-),
-{p}_c AS (
-    SELECT qid, addr, ts, subscriber_id, inside_addr, source, hidden
-    FROM {p}_h WHERE active = 1 AND r_hi > ts
+{p}_r AS (
+    SELECT qid, pkey, t, rs AS rid, ikey, cg FROM {p}_l
+    WHERE r_hi > t AND coalesce(reach, {_NONE}) <= t
     UNION ALL
-    SELECT r.qid, r.addr, r.ts, a.subscriber_id, a.inside_addr, a.source, a.hidden
-    FROM (SELECT * FROM {p}_h WHERE active > 1 OR (active = 1 AND r_hi <= ts)) r
-    JOIN a ON a.addr = r.addr AND a.kp = r.kp AND a.pe = r.pe AND r.ts >= a.lo AND r.ts < a.hi
+    SELECT r.qid, r.pkey, r.t, x.rid, x.ikey, x.cg
+    FROM (SELECT * FROM {p}_l WHERE reach > t) r
+    JOIN {rows} x ON x.key = r.pkey AND r.t >= x.lo AND r.t < x.hi
 )"""
 
     return f"""
-WITH q AS (SELECT qid, ip, port::INTEGER AS port, ts, pool_cgnat FROM {{q}}),
+WITH q AS (
+    SELECT qid, ip, port::INTEGER AS port, epoch_ms(ts) AS t, pool_cgnat FROM {{q}}
+),
 a AS MATERIALIZED (
+    SELECT row_number() OVER () AS rid, * FROM (
     SELECT addr, coalesce(port_start::INTEGER, -1) AS kp,
            coalesce(port_end::INTEGER, 65535) AS pe,
-           start - {skew} AS lo, coalesce("end", {_FOREVER}) + {skew} AS hi,
+           epoch_ms(start) - {skew_ms} AS lo,
+           coalesce(epoch_ms("end"), {_FOREVER_MS}) + {skew_ms} AS hi,
            subscriber_id, inside_addr, source, false AS hidden
-    FROM {{alloc}} WHERE coalesce("end", {_FOREVER}) >= start
+    FROM {{alloc}} WHERE ("end" IS NULL OR "end" >= start) {relevant}
     UNION ALL
     SELECT addr, coalesce(port_start::INTEGER, -1), coalesce(port_end::INTEGER, 65535),
-           start - {skew}, coalesce("end", {_FOREVER}) + {skew},
+           epoch_ms(start) - {skew_ms}, coalesce(epoch_ms("end"), {_FOREVER_MS}) + {skew_ms},
            NULL, NULL, NULL, true
-    FROM {{withheld}} WHERE coalesce("end", {_FOREVER}) >= start
+    FROM {{withheld}} WHERE "end" IS NULL OR "end" >= start
+    )
 ),
-lo_t AS MATERIALIZED (
-    SELECT addr, kp, pe, lo, hi, subscriber_id, inside_addr, source, hidden,
-           count(*) OVER (PARTITION BY addr, kp, pe ORDER BY lo) AS n_lo
-    FROM a
+ids AS MATERIALIZED (
+    SELECT addr, row_number() OVER () AS aid FROM (SELECT DISTINCT addr FROM a)
 ),
-hi_t AS MATERIALIZED (
-    SELECT addr, kp, pe, hi, count(*) OVER (PARTITION BY addr, kp, pe ORDER BY hi) AS n_hi
-    FROM a
+k AS MATERIALIZED (
+    -- the narrow copy the sorts work on: integer key, times, row id, and for a CGNAT row the key
+    -- of its inside address (null when nobody is known to have held it)
+    SELECT (i.aid << 34) | ((a.kp + 1)::BIGINT << 17) | a.pe AS key, a.lo, a.hi, a.rid,
+           (j.aid << 34) | 65535 AS ikey, a.inside_addr IS NOT NULL AS cg
+    FROM a JOIN ids i USING (addr) LEFT JOIN ids j ON j.addr = a.inside_addr
 ),
 blocks AS MATERIALIZED (SELECT DISTINCT addr, kp, pe FROM a WHERE kp >= 0),
-messy AS (
-    -- addresses whose port blocks overlap one another (a changed block size): probed by a range
-    -- join instead of the ASOF join, which would find only one of the blocks
-    SELECT DISTINCT addr FROM (
-        SELECT addr, kp, max(pe) OVER (PARTITION BY addr ORDER BY kp, pe
-                                       ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS reach
-        FROM blocks
-    ) WHERE reach >= kp
+sizes AS (
+    SELECT addr, min(kp) AS base, min(pe - kp + 1) AS size, max(pe - kp + 1) AS size_max
+    FROM blocks GROUP BY addr
 ),
-shared AS (SELECT DISTINCT addr FROM blocks),
+messy AS MATERIALIZED (
+    -- addresses whose blocks are not one grid of equal blocks (a changed block size): probed by
+    -- a range join; on the others the port gives its block by arithmetic
+    SELECT addr FROM sizes WHERE size <> size_max
+    UNION
+    SELECT b.addr FROM blocks b JOIN sizes s USING (addr) WHERE (b.kp - s.base) % s.size <> 0
+),
+tidy AS (SELECT * FROM sizes WHERE addr NOT IN (SELECT addr FROM messy)),
+shared AS (SELECT addr FROM sizes),
 need_port AS (
     SELECT qid FROM q WHERE port IS NULL AND (pool_cgnat OR ip IN (SELECT addr FROM shared))
 ),
 pq AS (SELECT * FROM q WHERE port IS NOT NULL AND ip IN (SELECT addr FROM shared)),
-p1 AS (
-    SELECT qid, ip AS addr, -1 AS kp, 65535 AS pe, ts FROM q
-    WHERE qid NOT IN (SELECT qid FROM need_port)
-    UNION ALL
-    SELECT pq.qid, pq.ip, b.kp, b.pe, pq.ts
-    FROM pq ASOF JOIN blocks b ON pq.ip = b.addr AND pq.port >= b.kp
-    WHERE pq.port <= b.pe AND pq.ip NOT IN (SELECT addr FROM messy)
-    UNION ALL
-    SELECT pq.qid, pq.ip, b.kp, b.pe, pq.ts
-    FROM pq JOIN blocks b ON pq.ip = b.addr AND pq.port BETWEEN b.kp AND b.pe
-    WHERE pq.ip IN (SELECT addr FROM messy)
+p1 AS MATERIALIZED (
+    SELECT x.qid, (i.aid << 34) | ((x.kp + 1)::BIGINT << 17) | x.pe AS key, x.t
+    FROM (
+        SELECT qid, ip AS addr, -1 AS kp, 65535 AS pe, t FROM q
+        WHERE qid NOT IN (SELECT qid FROM need_port)
+        UNION ALL
+        SELECT pq.qid, pq.ip, t.base + (pq.port - t.base) // t.size * t.size,
+               t.base + (pq.port - t.base) // t.size * t.size + t.size - 1, pq.t
+        FROM pq JOIN tidy t ON pq.ip = t.addr
+        WHERE pq.port >= t.base
+        UNION ALL
+        SELECT pq.qid, pq.ip, b.kp, b.pe, pq.t
+        FROM pq JOIN blocks b ON pq.ip = b.addr AND pq.port BETWEEN b.kp AND b.pe
+        WHERE pq.ip IN (SELECT addr FROM messy)
+    ) x JOIN ids i USING (addr)
 ),
-{stage("p1")},
-p2 AS (
-    SELECT DISTINCT qid, inside_addr AS addr, -1 AS kp, 65535 AS pe, ts
-    FROM p1_c WHERE inside_addr IS NOT NULL
+{stage("p1", "k")},
+p2 AS MATERIALIZED (
+    SELECT DISTINCT qid, ikey AS key, t FROM p1_r WHERE cg AND ikey IS NOT NULL
 ),
-{stage("p2")},
-holders AS (
-    SELECT qid, subscriber_id, source, NULL::VARCHAR AS inside, hidden
-    FROM p1_c WHERE inside_addr IS NULL
+k2 AS MATERIALIZED (SELECT * FROM k WHERE key IN (SELECT key FROM p2)),
+{stage("p2", "k2")},
+pairs AS (
+    SELECT qid, rid AS rid1, NULL::BIGINT AS rid2, false AS cg, false AS unresolved
+    FROM p1_r WHERE NOT cg
     UNION ALL
     -- a port block whose inside address nobody (we may name) held: an unnamed holder
-    SELECT c1.qid, c2.subscriber_id, c1.source || '+' || c2.source, c1.inside_addr,
-           coalesce(c2.hidden, true)
-    FROM p1_c c1 LEFT JOIN p2_c c2 ON c1.qid = c2.qid AND c1.inside_addr = c2.addr
-    WHERE c1.inside_addr IS NOT NULL
+    SELECT c1.qid, c1.rid, c2.rid, true, c2.rid IS NULL
+    FROM p1_r c1 LEFT JOIN p2_r c2 ON c1.qid = c2.qid AND c1.ikey = c2.pkey
+    WHERE c1.cg
+),
+pay AS (
+    SELECT rid, subscriber_id, inside_addr, source, hidden FROM a
+    WHERE rid IN (SELECT rid1 FROM pairs UNION ALL SELECT rid2 FROM pairs)
+),
+holders AS (
+    SELECT h.qid,
+           CASE WHEN h.cg THEN y.subscriber_id ELSE x.subscriber_id END AS subscriber_id,
+           CASE WHEN h.cg THEN x.inside_addr END AS inside,
+           CASE WHEN h.cg THEN x.source || '+' || coalesce(y.source, '?') ELSE x.source END
+               AS source,
+           h.unresolved OR x.hidden OR coalesce(y.hidden, false) AS hidden
+    FROM pairs h JOIN pay x ON x.rid = h.rid1 LEFT JOIN pay y ON y.rid = h.rid2
 ),
 summary AS (
-    SELECT qid, count(DISTINCT subscriber_id) AS n_sub,
+    -- min/max instead of DISTINCT aggregates: one holder or several is all that matters
+    SELECT qid, min(subscriber_id) AS sub, max(subscriber_id) AS sub_max,
            bool_or(hidden OR subscriber_id IS NULL) AS unnamed,
-           min(subscriber_id) AS sub, count(DISTINCT inside) AS n_inside, min(inside) AS inside,
-           string_agg(DISTINCT source, ',' ORDER BY source) AS src
+           min(inside) AS inside, max(inside) AS inside_max,
+           min(source) AS src, max(source) AS src_max
     FROM holders GROUP BY qid
 )
 SELECT q.qid,
        CASE WHEN q.qid IN (SELECT qid FROM need_port) THEN 'port-required'
-            WHEN s.n_sub = 1 AND NOT s.unnamed THEN 'ok'
-            WHEN s.n_sub > 1 OR (s.n_sub = 1 AND s.unnamed) THEN 'ambiguous'
+            WHEN s.sub = s.sub_max AND NOT s.unnamed THEN 'ok'
+            WHEN s.sub IS NOT NULL THEN 'ambiguous'
             ELSE 'unknown' END AS status,
-       s.sub, s.n_inside, s.inside, s.src
+       s.sub,
+       CASE WHEN s.inside = s.inside_max THEN 1 ELSE 2 END AS n_inside, s.inside,
+       CASE WHEN s.src = s.src_max THEN s.src ELSE s.src || ',' || s.src_max END AS src
 FROM q LEFT JOIN summary s USING (qid)
 ORDER BY q.qid
 """
@@ -296,15 +355,17 @@ def attribute(
     """Who held each (``ip``, ``port``, ``ts``) of ``queries``: one result row per query, in
     order, with the query's columns plus ``status``, ``subscriber_id`` (only when ``ok``),
     ``inside_addr`` (the CGNAT inside address, when the answer went through one) and
-    ``allocation_source``. Raises :class:`~mamori.governance.AccessRefused` when ``measure``
+    ``allocation_source`` (the log it came from: ``radius``; ``cgnat-syslog+kea`` for a port
+    block and then its inside address; ``csv,radius`` when two logs agree — with more than two,
+    the first and last by name). The skew tolerance is applied in whole milliseconds. Raises :class:`~mamori.governance.AccessRefused` when ``measure``
     may not read allocations on ``basis``; writes one audit entry."""
     q = _normalise(queries)
     skew = gov.config.attribution.skew_s if skew_s is None else float(skew_s)
     if skew < 0:
         raise ValueError(f"clock-skew tolerance must not be negative (got {skew})")
-    skew_us = round(skew * 1e6)
+    skew_ms = round(skew * 1000)
     latest = pc.max(q.column("ts")).as_py() if q.num_rows else None
-    end = latest + timedelta(microseconds=skew_us + 1000) if latest is not None else None
+    end = latest + timedelta(milliseconds=skew_ms + 1) if latest is not None else None
     grant = gov.open(
         measure,
         "allocations",
@@ -339,9 +400,13 @@ def attribute(
             }
         )
     )
-    res = gov.combine(
-        _lookup_sql(skew_us), q=probe, alloc=grant, withheld=withheld
-    ).to_arrow_table()
+    with gov.memory_limit(gov.config.attribution.memory_limit_mb):
+        res = gov.combine(
+            _lookup_sql(skew_ms, narrow=q.num_rows <= _NARROW),
+            q=probe,
+            alloc=grant,
+            withheld=withheld,
+        ).to_arrow_table()
     status = res.column("status").cast(pa.string())
     ok = pc.equal(status, "ok")
     null_s = pa.nulls(len(res), pa.string())

@@ -15,9 +15,11 @@ Exceptions::
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import itertools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -519,6 +521,25 @@ class Governance:
         for key, value in inputs.items():
             names[key] = self._reg(key, value.relation if isinstance(value, Grant) else value)
         return self._engine.sql(query.format_map(names))
+
+    @contextmanager
+    def memory_limit(self, megabytes: int | None) -> Iterator[None]:
+        """Bound the engine's memory while a large query runs; what does not fit spills to a
+        directory in the store (never the working directory), emptied afterwards."""
+        if megabytes is None:
+            yield
+            return
+        spill = self.state_dir("spill")
+        con = self._engine.con
+        con.execute(f"SET temp_directory = '{spill}'")
+        con.execute(f"SET memory_limit = '{int(megabytes)}MB'")
+        try:
+            yield
+        finally:
+            con.execute("RESET memory_limit")
+            for leftover in spill.iterdir():
+                with contextlib.suppress(OSError):
+                    leftover.unlink()
 
     def write(
         self,
