@@ -42,9 +42,17 @@ DOMAIN = "test.example"  # UPSTREAM's origin
 
 
 def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port free for UDP *and* TCP on 127.0.0.1 (Unbound listens on both)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+            try:
+                t.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
 
 
 @dataclass
@@ -83,7 +91,9 @@ def _wait_ready(ub: Unbound, deadline_s: float = 60.0) -> None:
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
         if ub.proc.poll() is not None:
-            raise RuntimeError(f"unbound exited ({ub.proc.returncode}):\n{ub.log()}")
+            err = ub.directory / "unbound.stderr"
+            stderr = err.read_text(errors="replace") if err.exists() else ""
+            raise _EarlyExit(f"unbound exited ({ub.proc.returncode}):\n{ub.log()}{stderr}")
         done = subprocess.run([*ub.control, "status"], capture_output=True, text=True, check=False)
         if done.returncode == 0 and "is running" in done.stdout:
             return
@@ -93,6 +103,48 @@ def _wait_ready(ub: Unbound, deadline_s: float = 60.0) -> None:
 
 @contextmanager
 def running_unbound(
+    directory: Path,
+    mamori_snippet: str,
+    *,
+    extra_server: str = "",
+    extra: str = "",
+    checkconf: bool = True,
+    ready_timeout_s: float = 60.0,
+) -> Iterator[Unbound]:
+    """Unbound on a free port. Another process can take the port between choosing and binding
+    it (servers run side by side): an Unbound that exits at start-up is started again on a new
+    port, a few times, before giving up."""
+    for attempt in range(3):
+        cm = _running_once(
+            directory,
+            mamori_snippet,
+            extra_server=extra_server,
+            extra=extra,
+            checkconf=checkconf,
+            ready_timeout_s=ready_timeout_s,
+        )
+        try:
+            ub = cm.__enter__()
+        except _EarlyExit:
+            if attempt == 2:
+                raise
+            continue
+        try:
+            yield ub
+        except BaseException as exc:
+            if not cm.__exit__(type(exc), exc, exc.__traceback__):
+                raise
+        else:
+            cm.__exit__(None, None, None)
+        return
+
+
+class _EarlyExit(RuntimeError):
+    pass
+
+
+@contextmanager
+def _running_once(
     directory: Path,
     mamori_snippet: str,
     *,
@@ -146,12 +198,13 @@ auth-zone:
     )
     if check.returncode != 0:
         raise RuntimeError(f"unbound-checkconf: {check.stdout}{check.stderr}")
-    proc = subprocess.Popen(
-        [UNBOUND, "-d", "-c", str(conf)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    with (directory / "unbound.stderr").open("wb") as stderr:  # the child keeps its own copy
+        proc = subprocess.Popen(
+            [UNBOUND, "-d", "-c", str(conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=True,
+        )
     ub = Unbound(directory, port, conf, proc)
     try:
         _wait_ready(ub, ready_timeout_s)
