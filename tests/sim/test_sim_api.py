@@ -10,9 +10,9 @@ from mamori.sim import SCENARIOS, SimSummary, scenario_config
 
 def test_public_surface_is_pinned() -> None:
     assert sorted(mamori.sim.__all__) == [
-        "RouterSpec", "RouterSummary", "SCENARIOS", "ScenarioConfig", "Score", "SimSummary",
-        "load_findings", "read_pcap", "replay", "scenario_config", "score", "score_files",
-        "simulate",
+        "C2Score", "LeadTime", "RouterSpec", "RouterSummary", "SCENARIOS", "ScenarioConfig",
+        "Score", "SimSummary", "lead_time", "load_findings", "read_pcap", "replay",
+        "scenario_config", "score", "score_c2", "score_files", "simulate",
     ]  # fmt: skip
 
 

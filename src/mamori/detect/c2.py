@@ -54,6 +54,8 @@ class C2Params:
     learned_threshold: float = 0.5
     #: the learned model also needs an exchange from at least this many distinct hosts
     learned_min_hosts: int = 1
+    #: the engine's memory cap for the run (DuckDB spills past it); None: leave as configured
+    memory_limit: str | None = "3GB"
 
 
 @dataclass
@@ -101,7 +103,7 @@ def run_c2(
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; known: {', '.join(METHODS)}")
     p = params or C2Params()
-    view = open_oriented(gov, actor, since=since, until=until)
+    view = open_oriented(gov, actor, since=since, until=until, memory_limit=p.memory_limit)
     seeds = open_seeds(gov, actor, view.relation, until=until)
     summary: dict[str, Any] = {
         "window": [since.isoformat() if since else None, until.isoformat() if until else None],

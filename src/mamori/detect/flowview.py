@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -118,8 +119,12 @@ def open_oriented(
     since: datetime | None = None,
     until: datetime | None = None,
     purpose: str = "C&C discovery",
+    memory_limit: str | None = None,
 ) -> FlowView:
-    """Open flows under M2 (justified act) and register the oriented view."""
+    """Open flows under M2 (justified act) and register the oriented view.
+
+    ``memory_limit`` (e.g. ``"3GB"``) caps the engine's memory from here on; past it DuckDB
+    spills to disk instead of growing (its default is most of the machine's memory)."""
     grant = gov.open(
         "M2",
         "flows",
@@ -132,6 +137,10 @@ def open_oriented(
     nets, source = internal_nets(gov)
     n = next(_names)
     raw = f"m2_flows_{n}"
+    if memory_limit is not None:
+        if not re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]i?B", memory_limit):
+            raise ValueError(f"memory limit {memory_limit!r} is not like '3GB'")
+        grant.relation.query(raw + "_m", f"SET memory_limit = '{memory_limit}'")
     grant.relation.create_view(raw, replace=True)
     rel = grant.relation
     window = []
