@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import itertools
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -43,6 +44,13 @@ _FOREVER = "TIMESTAMPTZ '9999-12-31 00:00:00+00'"
 # Columns the consent filter needs to place a two-stage CGNAT allocation row.
 _TWO_STAGE = ("addr", "port_start", "port_end", "start", "end", "inside_addr")
 _ORIGIN = "TIMESTAMPTZ '0001-01-01 00:00:00+00'"
+# What a combine() query must not contain: anything that reads files or changes the engine, which
+# would reach stored data around the door.
+_COMBINE_FORBIDDEN = re.compile(
+    r"\b(read_\w+|\w+_scan|glob|copy|attach|detach|install|load|pragma|set|reset|export|"
+    r"import|call|create|insert|update|delete|drop|alter)\b",
+    re.IGNORECASE,
+)
 
 
 class GovernanceError(Exception):
@@ -517,6 +525,16 @@ class Governance:
         """SQL over grants already given and Arrow tables the caller supplies (lookup keys, not
         stored data). ``query`` names each input as ``{name}``; it reaches nothing else, so it
         needs no audit record of its own — the grants were audited when given."""
+        code = re.sub(r"--[^\n]*|/\*.*?\*/", " ", query, flags=re.DOTALL)
+        # string literals and quoted identifiers: DuckDB reads a file named by either
+        literals = re.findall(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"", code)
+        hit = _COMBINE_FORBIDDEN.search(re.sub(r"'(?:[^']|'')*'", "''", code))
+        path = next((lit for lit in literals if any(c in lit for c in "/\\.")), None)
+        if hit or path:
+            what = hit.group(0) if hit else path
+            raise GovernanceError(
+                f"combine() runs queries over its inputs only; {what!r} is not allowed"
+            )
         names: dict[str, str] = {}
         for key, value in inputs.items():
             names[key] = self._reg(key, value.relation if isinstance(value, Grant) else value)
