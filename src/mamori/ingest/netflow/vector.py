@@ -42,6 +42,9 @@ _NO_SAMPLING: Final = SamplingState()
 Resolved = tuple[Template, int, bool, SamplingState, int | None] | None
 
 
+_I64_MAX = int(np.iinfo(np.int64).max)
+
+
 def _same(a: Sequence[Resolved], b: Sequence[Resolved]) -> bool:
     for x, y in zip(a, b, strict=True):
         if x is None or y is None:
@@ -419,7 +422,9 @@ def walk(
             tab_rate[s, ki] = r_rate
             tab_over[s, ki] = r_over
             tab_snap[s, ki] = batch.snapshot_index(r_sampling)
-            tab_init[s, ki] = -1 if r_init is None else r_init
+            # A (mutated or hostile) init time past int64 is later than any export time: the
+            # clamp gives the same zero uptime the per-datagram path computes.
+            tab_init[s, ki] = -1 if r_init is None else min(r_init, _I64_MAX)
     if done:
         d_pos = np.setdiff1d(d_pos, np.asarray(done, dtype=np.int64), assume_unique=True)
     kk = e_key[d_pos]
