@@ -75,20 +75,22 @@ def test_console_left_behind_is_populated(demo_out: Path) -> None:
     assert set(logins) == {"admin", "analyst", "desk", "operator", "auditor"}
     gov = Governance(load_config(demo_out / "mamori.toml"))
     try:
-        with running(create_full_app(gov)) as url:
-            desk = httpx.Client(base_url=url, timeout=30)
+        with (
+            running(create_full_app(gov)) as url,
+            httpx.Client(base_url=url, timeout=30) as desk,
+            httpx.Client(base_url=url, timeout=30) as analyst,
+        ):
             login(desk, "desk", logins["desk"])
             alerts = desk.get("/alerts")
             assert alerts.status_code == 200 and "sent" in alerts.text
             box = desk.get("/mailbox")
             assert box.status_code == 200 and "/consent/" in box.text
-            analyst = httpx.Client(base_url=url, timeout=30)
             login(analyst, "analyst", logins["analyst"])
             findings = analyst.get("/findings")
             assert findings.status_code == 200 and "c2" in findings.text
             traffic = analyst.get("/traffic")
             assert traffic.status_code == 200 and "<svg" in traffic.text
-            public = httpx.get(f"{url}/transparency", timeout=30)
+            public = analyst.get("/transparency")
             assert public.status_code == 200
     finally:
         gov.close()

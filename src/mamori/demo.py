@@ -354,11 +354,13 @@ def _pipeline(
         wrong = {f"{w['ip']}:{w['port']}" for w in truth["feeds"].get("wrong_entries", [])}
         wrong |= {w["domain"] for w in truth["feeds"].get("wrong_entries", []) if w.get("domain")}
         spurious = set(inf.spurious)
-        on_wrong = sum(
-            1
-            for f in match.findings
-            if f"{f['ip']}:{f.get('port')}" in spurious
-            and set(f["evidence"].get("indicators", [])) <= wrong
+        on_wrong = len(
+            {
+                f"{f['ip']}:{f.get('port')}"
+                for f in match.findings
+                if f"{f['ip']}:{f.get('port')}" in spurious
+                and set(f["evidence"].get("indicators", [])) <= wrong
+            }
         )
         result.scores = {"c2": c2.model_dump(), "infected": inf.model_dump()}
         note(
