@@ -46,7 +46,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict
 
-from mamori.governance import Governance
+from mamori.governance import Governance, Grant
 
 __all__ = [
     "QUERY_SCHEMA",
@@ -171,70 +171,26 @@ def _normalise(queries: pa.Table) -> pa.Table:
 
 
 _FOREVER_MS = 253402214400000  # 9999-12-31: "still held"
-_NONE = -(1 << 62)
 # Batches up to this many lookups first keep only the allocation rows of their addresses.
 _NARROW = 50_000
 
 
-def _lookup_sql(skew_ms: int, *, narrow: bool = False) -> str:
-    """The whole lookup as one query over ``{q}`` (lookups), ``{alloc}`` (the grant) and
-    ``{withheld}`` (periods of rows governance withheld). Times are epoch milliseconds.
+def _rows_sql(skew_ms: int, *, narrow: bool = False) -> str:
+    """Every interval a lookup may hit, over ``{q}`` (lookups), ``{alloc}`` (the grant) and
+    ``{withheld}`` (periods of rows governance withheld), with a row id ``rid``; times in epoch
+    milliseconds, ``kp``/``pe`` the port block (-1/65535: the whole address).
 
-    Addresses get integer ids, so a key (address, port block) is one BIGINT. Allocation rows and
-    lookups of a stage go through *one* sort by (key, time): for every row, ``m`` is the latest
-    end among the rows before it, and for a lookup ``rs`` is the last interval started by then.
-    Joined back, ``m`` of that interval is the reach of everything started before it: when the
-    interval still holds at the lookup's time and that reach does not, it is the only candidate;
-    when the reach does, an explicit range join restricted to those few lookups lists them all.
-
-    ``narrow``: first keep only the rows of the addresses asked about and of the inside
-    addresses their port blocks name — for a small batch, far less to sort than every row."""
+    ``narrow``: keep only the rows of the addresses asked about and of the inside addresses
+    their port blocks name — for a small batch, far less to index than every row."""
     relevant = (
-        """AND (addr IN (SELECT ip FROM q) OR addr IN (
+        """AND (addr IN (SELECT ip FROM {q}) OR addr IN (
             SELECT inside_addr FROM {alloc}
-            WHERE inside_addr IS NOT NULL AND addr IN (SELECT ip FROM q)))"""
+            WHERE inside_addr IS NOT NULL AND addr IN (SELECT ip FROM {q})))"""
         if narrow
         else ""
     )
-
-    def stage(p: str, rows: str) -> str:
-        # Candidate rows (rid) for the probes in CTE ``p`` (qid, key, t) among ``rows``; with
-        # the probe's key (pkey) and, for a CGNAT row, the key of its inside address (ikey).
-        return f"""
-{p}_w AS MATERIALIZED (
-    SELECT key, isq, id, t, hi, ikey, cg,
-           max(hi) OVER o AS m,
-           last_value(CASE WHEN isq = 0 THEN id END IGNORE NULLS) OVER (
-               PARTITION BY key ORDER BY t, isq, hi
-               ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS rs
-    FROM (
-        SELECT key, lo AS t, 0 AS isq, hi, rid AS id, ikey, cg FROM {rows}
-        UNION ALL
-        SELECT key, t, 1, NULL, qid, NULL, NULL FROM {p}
-    )
-    WINDOW o AS (PARTITION BY key ORDER BY t, isq, hi
-                 ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
-),
-{p}_l AS (
-    SELECT x.id AS qid, x.key AS pkey, x.t, x.rs, r.m AS reach, r.hi AS r_hi, r.ikey, r.cg
-    FROM {p}_w x LEFT JOIN {p}_w r ON r.isq = 0 AND r.id = x.rs
-    WHERE x.isq = 1
-),
-{p}_r AS (
-    SELECT qid, pkey, t, rs AS rid, ikey, cg FROM {p}_l
-    WHERE r_hi > t AND coalesce(reach, {_NONE}) <= t
-    UNION ALL
-    SELECT r.qid, r.pkey, r.t, x.rid, x.ikey, x.cg
-    FROM (SELECT * FROM {p}_l WHERE reach > t) r
-    JOIN {rows} x ON x.key = r.pkey AND r.t >= x.lo AND r.t < x.hi
-)"""
-
     return f"""
-WITH q AS (
-    SELECT qid, ip, port::INTEGER AS port, epoch_ms(ts) AS t, pool_cgnat FROM {{q}}
-),
-a AS MATERIALIZED (
-    SELECT row_number() OVER () AS rid, * FROM (
+SELECT row_number() OVER () AS rid, * FROM (
     SELECT addr, coalesce(port_start::INTEGER, -1) AS kp,
            coalesce(port_end::INTEGER, 65535) AS pe,
            epoch_ms(start) - {skew_ms} AS lo,
@@ -246,23 +202,40 @@ a AS MATERIALIZED (
            epoch_ms(start) - {skew_ms}, coalesce(epoch_ms("end"), {_FOREVER_MS}) + {skew_ms},
            NULL, NULL, NULL, true
     FROM {{withheld}} WHERE "end" IS NULL OR "end" >= start
-    )
-),
-ids AS MATERIALIZED (
-    SELECT addr, row_number() OVER () AS aid FROM (SELECT DISTINCT addr FROM a)
-),
-k AS MATERIALIZED (
-    -- the narrow copy the sorts work on: integer key, times, row id, and for a CGNAT row the key
-    -- of its inside address (null when nobody is known to have held it)
-    SELECT (i.aid << 34) | ((a.kp + 1)::BIGINT << 17) | a.pe AS key, a.lo, a.hi, a.rid,
-           (j.aid << 34) | 65535 AS ikey, a.inside_addr IS NOT NULL AS cg
-    FROM a JOIN ids i USING (addr) LEFT JOIN ids j ON j.addr = a.inside_addr
-),
-blocks AS MATERIALIZED (SELECT DISTINCT addr, kp, pe FROM a WHERE kp >= 0),
+)"""
+
+
+# Keys (address, port block) numbered densely: one integer per key keeps the sort narrow.
+_KEYS_SQL = """
+SELECT (row_number() OVER () - 1)::BIGINT AS kid, addr, kp, pe
+FROM (SELECT DISTINCT addr, kp, pe FROM {a})
+"""
+
+# The narrow copy the index is built from: key, times, row id, and for a CGNAT row the key of its
+# inside address (null when nobody is known to have held it).
+_INDEX_SQL = """
+SELECT a.rid, k.kid AS key, a.lo, a.hi, j.kid AS ikey, a.inside_addr IS NOT NULL AS cg
+FROM {a} a JOIN {keys} k USING (addr, kp, pe)
+LEFT JOIN {keys} j ON j.addr = a.inside_addr AND j.kp = -1 AND j.pe = 65535
+"""
+
+# Shared by the probe and the answer queries: port blocks per address, and which lookups need a
+# port they were not given.
+_BLOCKS_CTES = """
+blocks AS (SELECT addr, kp, pe, kid FROM {keys} WHERE kp >= 0),
 sizes AS (
     SELECT addr, min(kp) AS base, min(pe - kp + 1) AS size, max(pe - kp + 1) AS size_max
     FROM blocks GROUP BY addr
 ),
+need_port AS (
+    SELECT qid FROM {q}
+    WHERE port IS NULL AND (pool_cgnat OR ip IN (SELECT addr FROM sizes))
+)"""
+
+# The first-stage probes (qid, key, t): a lookup without a port probes its whole-address key; one
+# with a port also the port block containing it.
+_PROBES_SQL = f"""
+WITH {_BLOCKS_CTES},
 messy AS MATERIALIZED (
     -- addresses whose blocks are not one grid of equal blocks (a changed block size): probed by
     -- a range join; on the others the port gives its block by arithmetic
@@ -271,44 +244,40 @@ messy AS MATERIALIZED (
     SELECT b.addr FROM blocks b JOIN sizes s USING (addr) WHERE (b.kp - s.base) % s.size <> 0
 ),
 tidy AS (SELECT * FROM sizes WHERE addr NOT IN (SELECT addr FROM messy)),
-shared AS (SELECT addr FROM sizes),
-need_port AS (
-    SELECT qid FROM q WHERE port IS NULL AND (pool_cgnat OR ip IN (SELECT addr FROM shared))
-),
-pq AS (SELECT * FROM q WHERE port IS NOT NULL AND ip IN (SELECT addr FROM shared)),
-p1 AS MATERIALIZED (
-    SELECT x.qid, (i.aid << 34) | ((x.kp + 1)::BIGINT << 17) | x.pe AS key, x.t
-    FROM (
-        SELECT qid, ip AS addr, -1 AS kp, 65535 AS pe, t FROM q
-        WHERE qid NOT IN (SELECT qid FROM need_port)
-        UNION ALL
-        SELECT pq.qid, pq.ip, t.base + (pq.port - t.base) // t.size * t.size,
-               t.base + (pq.port - t.base) // t.size * t.size + t.size - 1, pq.t
-        FROM pq JOIN tidy t ON pq.ip = t.addr
-        WHERE pq.port >= t.base
-        UNION ALL
-        SELECT pq.qid, pq.ip, b.kp, b.pe, pq.t
-        FROM pq JOIN blocks b ON pq.ip = b.addr AND pq.port BETWEEN b.kp AND b.pe
-        WHERE pq.ip IN (SELECT addr FROM messy)
-    ) x JOIN ids i USING (addr)
-),
-{stage("p1", "k")},
-p2 AS MATERIALIZED (
-    SELECT DISTINCT qid, ikey AS key, t FROM p1_r WHERE cg AND ikey IS NOT NULL
-),
-k2 AS MATERIALIZED (SELECT * FROM k WHERE key IN (SELECT key FROM p2)),
-{stage("p2", "k2")},
+pq AS (
+    SELECT qid, ip, port::INTEGER AS port, epoch_ms(ts) AS t FROM {{q}}
+    WHERE port IS NOT NULL AND ip IN (SELECT addr FROM sizes)
+)
+SELECT x.qid, k.kid AS key, x.t
+FROM (
+    SELECT qid, ip AS addr, -1 AS kp, 65535 AS pe, epoch_ms(ts) AS t FROM {{q}}
+    WHERE qid NOT IN (SELECT qid FROM need_port)
+    UNION ALL
+    SELECT pq.qid, pq.ip, t.base + (pq.port - t.base) // t.size * t.size,
+           t.base + (pq.port - t.base) // t.size * t.size + t.size - 1, pq.t
+    FROM pq JOIN tidy t ON pq.ip = t.addr
+    WHERE pq.port >= t.base
+    UNION ALL
+    SELECT pq.qid, pq.ip, b.kp, b.pe, pq.t
+    FROM pq JOIN blocks b ON pq.ip = b.addr AND pq.port BETWEEN b.kp AND b.pe
+    WHERE pq.ip IN (SELECT addr FROM messy)
+) x JOIN {{keys}} k USING (addr, kp, pe)
+"""
+
+# From candidate rows to one answer per lookup.
+_ANSWER_SQL = f"""
+WITH {_BLOCKS_CTES},
 pairs AS (
     SELECT qid, rid AS rid1, NULL::BIGINT AS rid2, false AS cg, false AS unresolved
-    FROM p1_r WHERE NOT cg
+    FROM {{c1}} WHERE NOT cg
     UNION ALL
     -- a port block whose inside address nobody (we may name) held: an unnamed holder
     SELECT c1.qid, c1.rid, c2.rid, true, c2.rid IS NULL
-    FROM p1_r c1 LEFT JOIN p2_r c2 ON c1.qid = c2.qid AND c1.ikey = c2.pkey
+    FROM {{c1}} c1 LEFT JOIN {{c2}} c2 ON c1.qid = c2.qid AND c1.ikey = c2.pkey
     WHERE c1.cg
 ),
 pay AS (
-    SELECT rid, subscriber_id, inside_addr, source, hidden FROM a
+    SELECT rid, subscriber_id, inside_addr, source, hidden FROM {{a}}
     WHERE rid IN (SELECT rid1 FROM pairs UNION ALL SELECT rid2 FROM pairs)
 ),
 holders AS (
@@ -336,9 +305,111 @@ SELECT q.qid,
        s.sub,
        CASE WHEN s.inside = s.inside_max THEN 1 ELSE 2 END AS n_inside, s.inside,
        CASE WHEN s.src = s.src_max THEN s.src ELSE s.src || ',' || s.src_max END AS src
-FROM q LEFT JOIN summary s USING (qid)
+FROM {{q}} q LEFT JOIN summary s USING (qid)
 ORDER BY q.qid
 """
+
+
+def _ints(table: pa.Table, name: str, null: int = -1) -> np.ndarray:
+    col = table.column(name)
+    if col.null_count:
+        col = pc.fill_null(col, null)
+    return np.asarray(col.combine_chunks().to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+class _Index:
+    """Allocation intervals sorted once by (key, start), for lookups at times in [t0, t1].
+
+    Times are clipped to [t0, t1 + 1] — nothing outside changes an answer in that window — so
+    that ``key * span + time`` is one integer: the sort is one ``argsort``, a probe one binary
+    search, and the latest end of everything started before a row (its *reach*) a running
+    maximum over the whole array (a key's values all lie above the previous key's)."""
+
+    def __init__(self, rows: pa.Table, t0: int, t1: int) -> None:
+        key = _ints(rows, "key")
+        self.t0 = t0
+        self.span = t1 - t0 + 2
+        if len(key) and (int(key.max()) + 1) * self.span >= 1 << 62:
+            raise ValueError(
+                f"attribution window of {self.span} ms over {int(key.max()) + 1} keys does not "
+                "fit one 63-bit sort key; look up fewer or closer times per call"
+            )
+        lo = np.clip(_ints(rows, "lo"), t0, t1 + 1) - t0
+        hi = np.clip(_ints(rows, "hi"), t0, t1 + 1) - t0
+        packed = key * self.span + lo
+        order = np.argsort(packed)
+        self.start = packed[order]
+        self.end = (key * self.span + hi)[order]
+        self.reach = np.maximum.accumulate(self.end)
+        self.rid = _ints(rows, "rid")[order]
+        self.ikey = _ints(rows, "ikey")[order]
+        self.cg = rows.column("cg").combine_chunks().to_numpy(zero_copy_only=False)[order]
+
+    def candidates(self, qid: np.ndarray, key: np.ndarray, t: np.ndarray) -> pa.Table:
+        """Every row holding each probe's key at its time: (qid, pkey, rid, ikey, cg)."""
+        if not len(self.start):
+            qid = key = np.zeros(0, dtype=np.int64)
+            return self._table(qid, key, key)
+        p = key * self.span + (t - self.t0)
+        last = np.searchsorted(self.start, p, side="right") - 1
+        # the last interval of the key started by then: only candidate when it still holds and
+        # nothing before it reaches that far
+        prev = np.where(last > 0, self.reach[np.maximum(last - 1, 0)], -1)
+        valid = last >= 0
+        valid[valid] = self.start[last[valid]] >= key[valid] * self.span
+        one = valid & (self.end[np.maximum(last, 0)] > p) & (prev <= p)
+        many = np.flatnonzero(valid & (prev > p))
+        # otherwise every interval from the first whose reach passes the time to the last one
+        first = np.searchsorted(self.reach, p[many], side="right")
+        counts = last[many] - first + 1
+        owner = np.repeat(many, counts)
+        offset = np.repeat(np.cumsum(counts) - counts, counts)
+        pos = np.repeat(first, counts) + (np.arange(owner.size) - offset)
+        hold = self.end[pos] > p[owner]
+        owner, pos = owner[hold], pos[hold]
+        one_i = np.flatnonzero(one)
+        who = np.concatenate([one_i, owner])
+        return self._table(qid[who], key[who], np.concatenate([last[one_i], pos]))
+
+    def _table(self, qid: np.ndarray, key: np.ndarray, at: np.ndarray) -> pa.Table:
+        return pa.table(
+            {
+                "qid": pa.array(qid, pa.int64()),
+                "pkey": pa.array(key, pa.int64()),
+                "rid": pa.array(self.rid[at], pa.int64()),
+                "ikey": pa.array(self.ikey[at], pa.int64()),
+                "cg": pa.array(self.cg[at], pa.bool_()),
+            }
+        )
+
+
+def _answer(
+    gov: Governance, probe: pa.Table, grant: Grant, withheld: pa.Table, skew_ms: int
+) -> pa.Table:
+    """One row per lookup: qid, status, sub, n_inside, inside, src."""
+    rows = gov.combine(
+        _rows_sql(skew_ms, narrow=probe.num_rows <= _NARROW), q=probe, alloc=grant,
+        withheld=withheld,
+    ).to_arrow_table()
+    keys = gov.combine(_KEYS_SQL, a=rows).to_arrow_table()
+    probes = gov.combine(_PROBES_SQL, q=probe, keys=keys).to_arrow_table()
+    t = _ints(probes, "t")
+    t0, t1 = (int(t.min()), int(t.max())) if len(t) else (0, 0)
+    index = _Index(gov.combine(_INDEX_SQL, a=rows, keys=keys).to_arrow_table(), t0, t1)
+    qid1 = _ints(probes, "qid")
+    c1 = index.candidates(qid1, _ints(probes, "key"), t)
+    # stage two: the holder of each CGNAT row's inside address at the same time
+    when = np.zeros(probe.num_rows, dtype=np.int64)
+    when[qid1] = t
+    cq = _ints(c1, "qid")
+    ck = _ints(c1, "ikey")
+    inner = (c1.column("cg").combine_chunks().to_numpy(zero_copy_only=False)) & (ck >= 0)
+    width = int(ck.max(initial=0)) + 1
+    pair = np.unique(cq[inner] * width + ck[inner])
+    qid2, key2 = pair // width, pair % width
+    c2 = index.candidates(qid2, key2, when[qid2])
+    del index
+    return gov.combine(_ANSWER_SQL, q=probe, a=rows, keys=keys, c1=c1, c2=c2).to_arrow_table()
 
 
 def attribute(
@@ -401,12 +472,7 @@ def attribute(
         )
     )
     with gov.memory_limit(gov.config.attribution.memory_limit_mb):
-        res = gov.combine(
-            _lookup_sql(skew_ms, narrow=q.num_rows <= _NARROW),
-            q=probe,
-            alloc=grant,
-            withheld=withheld,
-        ).to_arrow_table()
+        res = _answer(gov, probe, grant, withheld, skew_ms)
     status = res.column("status").cast(pa.string())
     ok = pc.equal(status, "ok")
     null_s = pa.nulls(len(res), pa.string())
