@@ -177,8 +177,8 @@ _NARROW = 50_000
 
 def _rows_sql(skew_ms: int, *, narrow: bool = False) -> str:
     """Every interval a lookup may hit, over ``{q}`` (lookups), ``{alloc}`` (the grant) and
-    ``{withheld}`` (periods of rows governance withheld), with a row id ``rid``; times in epoch
-    milliseconds, ``kp``/``pe`` the port block (-1/65535: the whole address).
+    ``{withheld}`` (periods of rows governance withheld); a row's number is its id, times are
+    epoch milliseconds, ``kp``/``pe`` the port block (-1/65535: the whole address).
 
     ``narrow``: keep only the rows of the addresses asked about and of the inside addresses
     their port blocks name — for a small batch, far less to index than every row."""
@@ -190,7 +190,7 @@ def _rows_sql(skew_ms: int, *, narrow: bool = False) -> str:
         else ""
     )
     return f"""
-SELECT row_number() OVER () AS rid, * FROM (
+SELECT * FROM (
     SELECT addr, coalesce(port_start::INTEGER, -1) AS kp,
            coalesce(port_end::INTEGER, 65535) AS pe,
            epoch_ms(start) - {skew_ms} AS lo,
@@ -204,20 +204,6 @@ SELECT row_number() OVER () AS rid, * FROM (
     FROM {{withheld}} WHERE "end" IS NULL OR "end" >= start
 )"""
 
-
-# Keys (address, port block) numbered densely: one integer per key keeps the sort narrow.
-_KEYS_SQL = """
-SELECT (row_number() OVER () - 1)::BIGINT AS kid, addr, kp, pe
-FROM (SELECT DISTINCT addr, kp, pe FROM {a})
-"""
-
-# The narrow copy the index is built from: key, times, row id, and for a CGNAT row the key of its
-# inside address (null when nobody is known to have held it).
-_INDEX_SQL = """
-SELECT a.rid, k.kid AS key, a.lo, a.hi, j.kid AS ikey, a.inside_addr IS NOT NULL AS cg
-FROM {a} a JOIN {keys} k USING (addr, kp, pe)
-LEFT JOIN {keys} j ON j.addr = a.inside_addr AND j.kp = -1 AND j.pe = 65535
-"""
 
 # Shared by the probe and the answer queries: port blocks per address, and which lookups need a
 # port they were not given.
@@ -246,12 +232,12 @@ messy AS MATERIALIZED (
 tidy AS (SELECT * FROM sizes WHERE addr NOT IN (SELECT addr FROM messy)),
 pq AS (
     SELECT qid, ip, port::INTEGER AS port, epoch_ms(ts) AS t FROM {{q}}
-    WHERE port IS NOT NULL AND ip IN (SELECT addr FROM sizes)
+    WHERE port IS NOT NULL AND ts IS NOT NULL AND ip IN (SELECT addr FROM sizes)
 )
 SELECT x.qid, k.kid AS key, x.t
 FROM (
     SELECT qid, ip AS addr, -1 AS kp, 65535 AS pe, epoch_ms(ts) AS t FROM {{q}}
-    WHERE qid NOT IN (SELECT qid FROM need_port)
+    WHERE ts IS NOT NULL AND qid NOT IN (SELECT qid FROM need_port)
     UNION ALL
     SELECT pq.qid, pq.ip, t.base + (pq.port - t.base) // t.size * t.size,
            t.base + (pq.port - t.base) // t.size * t.size + t.size - 1, pq.t
@@ -276,10 +262,6 @@ pairs AS (
     FROM {{c1}} c1 LEFT JOIN {{c2}} c2 ON c1.qid = c2.qid AND c1.ikey = c2.pkey
     WHERE c1.cg
 ),
-pay AS (
-    SELECT rid, subscriber_id, inside_addr, source, hidden FROM {{a}}
-    WHERE rid IN (SELECT rid1 FROM pairs UNION ALL SELECT rid2 FROM pairs)
-),
 holders AS (
     SELECT h.qid,
            CASE WHEN h.cg THEN y.subscriber_id ELSE x.subscriber_id END AS subscriber_id,
@@ -287,7 +269,7 @@ holders AS (
            CASE WHEN h.cg THEN x.source || '+' || coalesce(y.source, '?') ELSE x.source END
                AS source,
            h.unresolved OR x.hidden OR coalesce(y.hidden, false) AS hidden
-    FROM pairs h JOIN pay x ON x.rid = h.rid1 LEFT JOIN pay y ON y.rid = h.rid2
+    FROM pairs h JOIN {{pay}} x ON x.rid = h.rid1 LEFT JOIN {{pay}} y ON y.rid = h.rid2
 ),
 summary AS (
     -- min/max instead of DISTINCT aggregates: one holder or several is all that matters
@@ -320,30 +302,78 @@ def _ints(table: pa.Table, name: str, null: int = -1) -> np.ndarray:
 class _Index:
     """Allocation intervals sorted once by (key, start), for lookups at times in [t0, t1].
 
-    Times are clipped to [t0, t1 + 1] — nothing outside changes an answer in that window — so
-    that ``key * span + time`` is one integer: the sort is one ``argsort``, a probe one binary
-    search, and the latest end of everything started before a row (its *reach*) a running
-    maximum over the whole array (a key's values all lie above the previous key's)."""
+    A key is an (address, port block) pair, numbered densely. Times are clipped to [t0, t1 + 1]
+    — nothing outside changes an answer in that window — so that ``key * span + time`` is one
+    integer: a probe is one binary search, and the latest end of everything started before a row
+    (its *reach*) a running maximum over the whole array (a key's values all lie above the
+    previous key's). The row id of an interval is its row number in ``rows``."""
 
     def __init__(self, rows: pa.Table, t0: int, t1: int) -> None:
-        key = _ints(rows, "key")
         self.t0 = t0
         self.span = t1 - t0 + 2
-        if len(key) and (int(key.max()) + 1) * self.span >= 1 << 62:
+        enc = pc.dictionary_encode(rows.column("addr").combine_chunks())
+        self.addrs: pa.Array = enc.dictionary
+        aid = np.asarray(pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False), np.int64)
+        kept = np.flatnonzero(aid >= 0)  # a row without an address answers nothing
+        # (address, port block) in one integer: address id, then block start + 1, then block end
+        code = (aid[kept] << 34) | ((_ints(rows, "kp")[kept] + 1) << 17) | _ints(rows, "pe")[kept]
+        del aid
+        by_code = np.argsort(code)
+        code = code[by_code]
+        fresh = np.empty(code.size, dtype=bool)
+        fresh[:1] = True
+        np.not_equal(code[1:], code[:-1], out=fresh[1:])
+        self.codes = code[fresh]  # sorted: the key number of a code is its position here
+        key = np.cumsum(fresh) - 1
+        del code, fresh
+        if self.codes.size * self.span >= 1 << 62:
             raise ValueError(
-                f"attribution window of {self.span} ms over {int(key.max()) + 1} keys does not "
-                "fit one 63-bit sort key; look up fewer or closer times per call"
+                f"attribution window of {self.span} ms over {self.codes.size} keys does not fit "
+                "one 63-bit sort key; look up fewer or closer times per call"
             )
-        lo = np.clip(_ints(rows, "lo"), t0, t1 + 1) - t0
-        hi = np.clip(_ints(rows, "hi"), t0, t1 + 1) - t0
+        rid = kept[by_code]
+        del kept, by_code
+        lo = np.clip(_ints(rows, "lo")[rid], t0, t1 + 1) - t0
         packed = key * self.span + lo
+        del lo
+        # already grouped by key: this sort only orders each key's intervals by start
         order = np.argsort(packed)
         self.start = packed[order]
-        self.end = (key * self.span + hi)[order]
+        del packed
+        self.rid = rid[order]
+        key = key[order]
+        hi = np.clip(_ints(rows, "hi")[self.rid], t0, t1 + 1) - t0
+        self.end = key * self.span + hi
+        del hi, key, rid, order
         self.reach = np.maximum.accumulate(self.end)
-        self.rid = _ints(rows, "rid")[order]
-        self.ikey = _ints(rows, "ikey")[order]
-        self.cg = rows.column("cg").combine_chunks().to_numpy(zero_copy_only=False)[order]
+        self.cg = np.asarray(
+            pc.is_valid(rows.column("inside_addr")).to_numpy(zero_copy_only=False)
+        )[self.rid]
+        # for a CGNAT row, the key of its inside address's whole-address rows (-1: none)
+        inside = pc.index_in(rows.column("inside_addr"), value_set=self.addrs)
+        iaid = np.asarray(pc.fill_null(inside, -1).to_numpy(zero_copy_only=False), np.int64)
+        iaid = iaid[self.rid]
+        self.ikey = self.key_of(iaid, np.full(iaid.size, -1), np.full(iaid.size, 65535))
+
+    def key_of(self, aid: np.ndarray, kp: np.ndarray, pe: np.ndarray) -> np.ndarray:
+        """Key number of (address id, block start or -1, block end); -1 where no row has it."""
+        code = (aid << 34) | ((kp + 1) << 17) | pe
+        pos = np.minimum(np.searchsorted(self.codes, code), max(self.codes.size - 1, 0))
+        hit = (aid >= 0) & (self.codes.size > 0)
+        if self.codes.size:
+            hit &= self.codes[pos] == code
+        return np.where(hit, pos, -1)
+
+    def keys(self) -> pa.Table:
+        """The keys: number, address, block start (-1: whole address), block end."""
+        return pa.table(
+            {
+                "kid": pa.array(np.arange(self.codes.size, dtype=np.int64)),
+                "addr": self.addrs.take(pa.array(self.codes >> 34)),
+                "kp": pa.array(((self.codes >> 17) & 0x1FFFF) - 1, pa.int32()),
+                "pe": pa.array(self.codes & 0xFFFF, pa.int32()),
+            }
+        )
 
     def candidates(self, qid: np.ndarray, key: np.ndarray, t: np.ndarray) -> pa.Table:
         """Every row holding each probe's key at its time: (qid, pkey, rid, ikey, cg)."""
@@ -388,28 +418,37 @@ def _answer(
 ) -> pa.Table:
     """One row per lookup: qid, status, sub, n_inside, inside, src."""
     rows = gov.combine(
-        _rows_sql(skew_ms, narrow=probe.num_rows <= _NARROW), q=probe, alloc=grant,
+        _rows_sql(skew_ms, narrow=probe.num_rows <= _NARROW),
+        q=probe,
+        alloc=grant,
         withheld=withheld,
     ).to_arrow_table()
-    keys = gov.combine(_KEYS_SQL, a=rows).to_arrow_table()
+    ts = probe.column("ts").cast(pa.int64())
+    t0, t1 = (pc.min(ts).as_py() or 0), (pc.max(ts).as_py() or 0)
+    index = _Index(rows, t0, t1)
+    keys = index.keys()
     probes = gov.combine(_PROBES_SQL, q=probe, keys=keys).to_arrow_table()
-    t = _ints(probes, "t")
-    t0, t1 = (int(t.min()), int(t.max())) if len(t) else (0, 0)
-    index = _Index(gov.combine(_INDEX_SQL, a=rows, keys=keys).to_arrow_table(), t0, t1)
-    qid1 = _ints(probes, "qid")
+    qid1, t = _ints(probes, "qid"), _ints(probes, "t")
     c1 = index.candidates(qid1, _ints(probes, "key"), t)
     # stage two: the holder of each CGNAT row's inside address at the same time
     when = np.zeros(probe.num_rows, dtype=np.int64)
     when[qid1] = t
-    cq = _ints(c1, "qid")
-    ck = _ints(c1, "ikey")
-    inner = (c1.column("cg").combine_chunks().to_numpy(zero_copy_only=False)) & (ck >= 0)
+    cq, ck = _ints(c1, "qid"), _ints(c1, "ikey")
+    inner = c1.column("cg").combine_chunks().to_numpy(zero_copy_only=False) & (ck >= 0)
     width = int(ck.max(initial=0)) + 1
     pair = np.unique(cq[inner] * width + ck[inner])
     qid2, key2 = pair // width, pair % width
     c2 = index.candidates(qid2, key2, when[qid2])
     del index
-    return gov.combine(_ANSWER_SQL, q=probe, a=rows, keys=keys, c1=c1, c2=c2).to_arrow_table()
+    # the identities of the candidate rows only, for the answer
+    rid = np.unique(np.concatenate([_ints(c1, "rid"), _ints(c2, "rid")]))
+    pay = (
+        rows.select(["subscriber_id", "inside_addr", "source", "hidden"])
+        .take(pa.array(rid))
+        .append_column("rid", pa.array(rid))
+    )
+    del rows
+    return gov.combine(_ANSWER_SQL, q=probe, keys=keys, pay=pay, c1=c1, c2=c2).to_arrow_table()
 
 
 def attribute(
