@@ -314,12 +314,14 @@ class _Index:
         enc = pc.dictionary_encode(rows.column("addr").combine_chunks())
         self.addrs: pa.Array = enc.dictionary
         aid = np.asarray(pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False), np.int64)
-        kept = np.flatnonzero(aid >= 0)  # a row without an address answers nothing
         # (address, port block) in one integer: address id, then block start + 1, then block end
-        code = (aid[kept] << 34) | ((_ints(rows, "kp")[kept] + 1) << 17) | _ints(rows, "pe")[kept]
+        code = (aid << 34) | ((_ints(rows, "kp") + 1) << 17) | _ints(rows, "pe")
         del aid
+        code[code < 0] = -1  # a row without an address: sorted first, answers nothing
         by_code = np.argsort(code)
         code = code[by_code]
+        skip = int(np.searchsorted(code, 0))
+        by_code, code = by_code[skip:], code[skip:]
         fresh = np.empty(code.size, dtype=bool)
         fresh[:1] = True
         np.not_equal(code[1:], code[:-1], out=fresh[1:])
@@ -331,38 +333,32 @@ class _Index:
                 f"attribution window of {self.span} ms over {self.codes.size} keys does not fit "
                 "one 63-bit sort key; look up fewer or closer times per call"
             )
-        rid = kept[by_code]
-        del kept, by_code
-        lo = np.clip(_ints(rows, "lo")[rid], t0, t1 + 1) - t0
-        packed = key * self.span + lo
-        del lo
+        # for a CGNAT row, the key of its inside address's whole-address rows; -1 when there is
+        # none, -2 on a row that is not a CGNAT row
+        whole = np.full(len(self.addrs) + 1, -1, dtype=np.int64)
+        is_whole = ((self.codes >> 17) & 0x1FFFF) == 0
+        whole[self.codes[is_whole] >> 34] = np.flatnonzero(is_whole)
+        inside = rows.column("inside_addr")
+        iaid = pc.fill_null(pc.index_in(inside, value_set=self.addrs), len(self.addrs))
+        ikey = whole[np.asarray(iaid.to_numpy(zero_copy_only=False), np.int64)]
+        ikey[~np.asarray(pc.is_valid(inside).to_numpy(zero_copy_only=False))] = -2
+        del whole, iaid
+        # one pass over the rows in key order gathers start, end and the inside key together
+        lo = np.clip(_ints(rows, "lo"), t0, t1 + 1) - t0
+        hi = np.clip(_ints(rows, "hi"), t0, t1 + 1) - t0
+        cols = np.stack([lo, hi, ikey], axis=1)[by_code]
+        del lo, hi, ikey
+        packed = key * self.span + cols[:, 0]
         # already grouped by key: this sort only orders each key's intervals by start
         order = np.argsort(packed)
         self.start = packed[order]
         del packed
-        self.rid = rid[order]
-        key = key[order]
-        hi = np.clip(_ints(rows, "hi")[self.rid], t0, t1 + 1) - t0
-        self.end = key * self.span + hi
-        del hi, key, rid, order
+        self.rid = by_code[order]
+        cols = cols[order]
+        self.end = key[order] * self.span + cols[:, 1]
+        self.ikey = np.ascontiguousarray(cols[:, 2])
+        del cols, key, order, by_code
         self.reach = np.maximum.accumulate(self.end)
-        self.cg = np.asarray(
-            pc.is_valid(rows.column("inside_addr")).to_numpy(zero_copy_only=False)
-        )[self.rid]
-        # for a CGNAT row, the key of its inside address's whole-address rows (-1: none)
-        inside = pc.index_in(rows.column("inside_addr"), value_set=self.addrs)
-        iaid = np.asarray(pc.fill_null(inside, -1).to_numpy(zero_copy_only=False), np.int64)
-        iaid = iaid[self.rid]
-        self.ikey = self.key_of(iaid, np.full(iaid.size, -1), np.full(iaid.size, 65535))
-
-    def key_of(self, aid: np.ndarray, kp: np.ndarray, pe: np.ndarray) -> np.ndarray:
-        """Key number of (address id, block start or -1, block end); -1 where no row has it."""
-        code = (aid << 34) | ((kp + 1) << 17) | pe
-        pos = np.minimum(np.searchsorted(self.codes, code), max(self.codes.size - 1, 0))
-        hit = (aid >= 0) & (self.codes.size > 0)
-        if self.codes.size:
-            hit &= self.codes[pos] == code
-        return np.where(hit, pos, -1)
 
     def keys(self) -> pa.Table:
         """The keys: number, address, block start (-1: whole address), block end."""
@@ -407,8 +403,8 @@ class _Index:
                 "qid": pa.array(qid, pa.int64()),
                 "pkey": pa.array(key, pa.int64()),
                 "rid": pa.array(self.rid[at], pa.int64()),
-                "ikey": pa.array(self.ikey[at], pa.int64()),
-                "cg": pa.array(self.cg[at], pa.bool_()),
+                "ikey": pa.array(np.maximum(self.ikey[at], -1), pa.int64()),
+                "cg": pa.array(self.ikey[at] > -2, pa.bool_()),
             }
         )
 
