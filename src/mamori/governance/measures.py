@@ -119,9 +119,7 @@ def load_catalogue(path: Path | None = None) -> Catalogue:
         if name not in DATASETS or any(
             c.kind is DataKind.COMMUNICATIONS for c in DATASETS[name].columns
         ):
-            raise ValueError(
-                f"registry dataset {name!r} is unknown or holds communications data"
-            )
+            raise ValueError(f"registry dataset {name!r} is unknown or holds communications data")
     measures: dict[str, Measure] = {}
     for mid, body in raw.items():
         try:

@@ -29,8 +29,8 @@ __all__ = [
     "clean_temporary",
     "conform",
     "partitions",
-    "same_columns",
     "replace_file",
+    "same_columns",
     "write_partitioned",
 ]
 
