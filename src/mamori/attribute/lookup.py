@@ -13,15 +13,19 @@ its address's whole-address rows and the one port block containing the port; wit
 address that is shared by port blocks (or lies in a ``cgnat`` pool of the address plan) answers
 ``port-required``.
 
-Per key the intervals are sorted once by start, each with the latest end of the intervals before
-it. One ASOF join finds the last interval started by the time asked about: when it still holds
-then and nothing before it reaches that far, it is the only candidate; when something before it
-does (overlaps, a long session around a short one), an explicit range join restricted to those
-few lookups lists every holder. So the work is one sort of the allocations and an ASOF join, never
-a join of every lookup with every session of its address.
+Per key the intervals are sorted once by start (one NumPy ``argsort`` of ``key * span + start``,
+keys numbered densely, times clipped to the window asked about), each with the latest end of the
+intervals before it (a running maximum). One binary search per lookup finds the last interval
+started by the time asked about — an ASOF join: when it still holds then and nothing before it
+reaches that far, it is the only candidate; when something before it does (overlaps, a long
+session around a short one), every interval between the first whose reach passes that time and
+that last one is checked. So the work is one sort of the allocations and a binary search per
+lookup, never a join of every lookup with every session of its address. DuckDB reads the grant
+and maps lookups to keys (port arithmetic on CGNAT block grids) and gathers the answers; the
+index is NumPy, because a window sort of 10M rows in DuckDB cost several times as much.
 
 A CGNAT row names an inside address; the holder of that inside address at the same time (the same
-lookup again, stage two) is the subscriber. The answer is:
+search again on the same index, stage two) is the subscriber. The answer is:
 
 * ``ok``: exactly one subscriber, and no withheld or unresolvable holder, within the tolerance;
 * ``ambiguous``: more than one holder (overlapping sessions, clock-skew window over a
