@@ -254,45 +254,23 @@ FROM (
 ) x JOIN {{keys}} k USING (addr, kp, pe)
 """
 
-# From candidate rows to one answer per lookup.
-_ANSWER_SQL = f"""
-WITH {_BLOCKS_CTES},
-pairs AS (
-    SELECT qid, rid AS rid1, NULL::BIGINT AS rid2, false AS cg, false AS unresolved
-    FROM {{c1}} WHERE NOT cg
-    UNION ALL
-    -- a port block whose inside address nobody (we may name) held: an unnamed holder
-    SELECT c1.qid, c1.rid, c2.rid, true, c2.rid IS NULL
-    FROM {{c1}} c1 LEFT JOIN {{c2}} c2 ON c1.qid = c2.qid AND c1.ikey = c2.pkey
-    WHERE c1.cg
-),
-holders AS (
-    SELECT h.qid,
-           CASE WHEN h.cg THEN y.subscriber_id ELSE x.subscriber_id END AS subscriber_id,
-           CASE WHEN h.cg THEN x.inside_addr END AS inside,
-           CASE WHEN h.cg THEN x.source || '+' || coalesce(y.source, '?') ELSE x.source END
-               AS source,
-           h.unresolved OR x.hidden OR coalesce(y.hidden, false) AS hidden
-    FROM pairs h JOIN {{pay}} x ON x.rid = h.rid1 LEFT JOIN {{pay}} y ON y.rid = h.rid2
-),
-summary AS (
-    -- min/max instead of DISTINCT aggregates: one holder or several is all that matters
-    SELECT qid, min(subscriber_id) AS sub, max(subscriber_id) AS sub_max,
-           bool_or(hidden OR subscriber_id IS NULL) AS unnamed,
-           min(inside) AS inside, max(inside) AS inside_max,
-           min(source) AS src, max(source) AS src_max
-    FROM holders GROUP BY qid
-)
-SELECT q.qid,
-       CASE WHEN q.qid IN (SELECT qid FROM need_port) THEN 'port-required'
-            WHEN s.sub = s.sub_max AND NOT s.unnamed THEN 'ok'
-            WHEN s.sub IS NOT NULL THEN 'ambiguous'
+_NEED_PORT_SQL = f"WITH {_BLOCKS_CTES}\nSELECT qid FROM need_port"
+
+# The answer of a lookup with several holders (overlaps, skew, two logs): min/max instead of
+# DISTINCT aggregates, since one holder or several is all that matters.
+_MANY_SQL = """
+SELECT qid,
+       CASE WHEN sub = sub_max AND NOT unnamed THEN 'ok'
+            WHEN sub IS NOT NULL THEN 'ambiguous'
             ELSE 'unknown' END AS status,
-       s.sub,
-       CASE WHEN s.inside = s.inside_max THEN 1 ELSE 2 END AS n_inside, s.inside,
-       CASE WHEN s.src = s.src_max THEN s.src ELSE s.src || ',' || s.src_max END AS src
-FROM {{q}} q LEFT JOIN summary s USING (qid)
-ORDER BY q.qid
+       sub, CASE WHEN inside = inside_max THEN 1 ELSE 2 END AS n_inside, inside,
+       CASE WHEN src = src_max THEN src ELSE src || ',' || src_max END AS src
+FROM (
+    SELECT qid, min(sub) AS sub, max(sub) AS sub_max, bool_or(unnamed) AS unnamed,
+           min(inside) AS inside, max(inside) AS inside_max,
+           min(src) AS src, max(src) AS src_max
+    FROM {h} GROUP BY qid
+)
 """
 
 
@@ -440,15 +418,112 @@ def _answer(
     qid2, key2 = pair // width, pair % width
     c2 = index.candidates(qid2, key2, when[qid2])
     del index
-    # the identities of the candidate rows only, for the answer
-    rid = np.unique(np.concatenate([_ints(c1, "rid"), _ints(c2, "rid")]))
-    pay = (
-        rows.select(["subscriber_id", "inside_addr", "source", "hidden"])
-        .take(pa.array(rid))
-        .append_column("rid", pa.array(rid))
+    need_port = _ints(gov.combine(_NEED_PORT_SQL, q=probe, keys=keys).to_arrow_table(), "qid")
+    return _summarise(gov, probe.num_rows, rows, c1, c2, need_port)
+
+
+def _summarise(
+    gov: Governance, n: int, rows: pa.Table, c1: pa.Table, c2: pa.Table, need_port: np.ndarray
+) -> pa.Table:
+    """One row per lookup (qid, status, sub, n_inside, inside, src) from the candidate rows of
+    both stages: a lookup with one holder (nearly all) is answered here, in Arrow; those with
+    several go through one small aggregate."""
+    q1, r1, k1 = _ints(c1, "qid"), _ints(c1, "rid"), _ints(c1, "ikey")
+    cg1 = np.asarray(c1.column("cg").combine_chunks().to_numpy(zero_copy_only=False), bool)
+    q2, p2, r2 = _ints(c2, "qid"), _ints(c2, "pkey"), _ints(c2, "rid")
+    # holders: a plain row; a port block with each holder of its inside address then, or with
+    # none (an unnamed holder)
+    width = max(int(p2.max(initial=0)), int(k1.max(initial=0))) + 1
+    code2 = q2 * width + p2
+    by2 = np.argsort(code2)
+    code2 = code2[by2]
+    code1 = np.where(cg1 & (k1 >= 0), q1 * width + k1, -1)
+    first = np.searchsorted(code2, code1, side="left")
+    count = np.where(cg1, np.searchsorted(code2, code1, side="right") - first, 0)
+    rows_per = np.maximum(count, 1)
+    h = np.repeat(np.arange(q1.size), rows_per)
+    step = np.arange(h.size) - np.repeat(np.cumsum(rows_per) - rows_per, rows_per)
+    matched = count[h] > 0
+    rid2 = np.full(h.size, -1, dtype=np.int64)
+    rid2[matched] = r2[by2[first[h][matched] + step[matched]]]
+    hq, rid1, cg = q1[h], r1[h], cg1[h]
+    # the identities of the holders' rows only
+    rid = np.unique(np.concatenate([rid1, rid2[rid2 >= 0]]))
+    pay = rows.select(["subscriber_id", "inside_addr", "source", "hidden"]).take(pa.array(rid))
+
+    def at(col: str, pos: np.ndarray) -> pa.Array:
+        idx = np.searchsorted(rid, pos)
+        return pay.column(col).take(pa.array(idx, mask=pos < 0)).combine_chunks()
+
+    sub = pc.if_else(pa.array(cg), at("subscriber_id", rid2), at("subscriber_id", rid1))
+    inside = pc.if_else(pa.array(cg), at("inside_addr", rid1), pa.nulls(h.size, pa.string()))
+    src1 = at("source", rid1)
+    src = pc.if_else(
+        pa.array(cg),
+        pc.binary_join_element_wise(src1, pc.fill_null(at("source", rid2), "?"), "+"),
+        src1,
     )
-    del rows
-    return gov.combine(_ANSWER_SQL, q=probe, keys=keys, pay=pay, c1=c1, c2=c2).to_arrow_table()
+    hidden = np.asarray(pc.fill_null(at("hidden", rid1), False).to_numpy(zero_copy_only=False))
+    hidden2 = np.asarray(pc.fill_null(at("hidden", rid2), False).to_numpy(zero_copy_only=False))
+    unnamed = (
+        (cg & ~matched)
+        | hidden
+        | (cg & hidden2)
+        | ~np.asarray(pc.is_valid(sub).to_numpy(zero_copy_only=False))
+    )
+    holders = np.bincount(hq, minlength=n)
+    one = holders[hq] == 1
+    single = pa.table(
+        {
+            "qid": pa.array(hq[one]),
+            "status": pa.array(
+                np.where(
+                    unnamed[one],
+                    np.where(
+                        np.asarray(pc.is_valid(sub).to_numpy(zero_copy_only=False))[one],
+                        "ambiguous",
+                        "unknown",
+                    ),
+                    "ok",
+                ),
+                pa.string(),
+            ),
+            "sub": sub.filter(pa.array(one)),
+            "n_inside": pa.array(
+                np.where(inside.is_valid().to_numpy(zero_copy_only=False)[one], 1, 2)
+            ),
+            "inside": inside.filter(pa.array(one)),
+            "src": src.filter(pa.array(one)),
+        }
+    )
+    parts = [single]
+    if not one.all():
+        many = pa.table(
+            {
+                "qid": pa.array(hq[~one]),
+                "sub": sub.filter(pa.array(~one)),
+                "unnamed": pa.array(unnamed[~one]),
+                "inside": inside.filter(pa.array(~one)),
+                "src": src.filter(pa.array(~one)),
+            }
+        )
+        parts.append(gov.combine(_MANY_SQL, h=many).to_arrow_table())
+    nobody = np.flatnonzero(holders == 0)
+    status = np.where(np.isin(nobody, need_port), "port-required", "unknown")
+    parts.append(
+        pa.table(
+            {
+                "qid": pa.array(nobody),
+                "status": pa.array(status, pa.string()),
+                "sub": pa.nulls(nobody.size, pa.string()),
+                "n_inside": pa.array(np.full(nobody.size, 2)),
+                "inside": pa.nulls(nobody.size, pa.string()),
+                "src": pa.nulls(nobody.size, pa.string()),
+            }
+        )
+    )
+    res = pa.concat_tables([t.cast(parts[0].schema) for t in parts])
+    return res.take(pc.sort_indices(res.column("qid")))
 
 
 def attribute(
