@@ -447,13 +447,10 @@ def _summarise(
     rid2 = np.full(h.size, -1, dtype=np.int64)
     rid2[matched] = r2[by2[first[h][matched] + step[matched]]]
     hq, rid1, cg = q1[h], r1[h], cg1[h]
-    # the identities of the holders' rows only
-    rid = np.unique(np.concatenate([rid1, rid2[rid2 >= 0]]))
-    pay = rows.select(["subscriber_id", "inside_addr", "source", "hidden"]).take(pa.array(rid))
 
+    # the identities of the holders' rows only
     def at(col: str, pos: np.ndarray) -> pa.Array:
-        idx = np.searchsorted(rid, pos)
-        return pay.column(col).take(pa.array(idx, mask=pos < 0)).combine_chunks()
+        return rows.column(col).take(pa.array(pos, mask=pos < 0)).combine_chunks()
 
     sub = pc.if_else(pa.array(cg), at("subscriber_id", rid2), at("subscriber_id", rid1))
     inside = pc.if_else(pa.array(cg), at("inside_addr", rid1), pa.nulls(h.size, pa.string()))
