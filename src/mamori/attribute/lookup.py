@@ -325,21 +325,27 @@ class _Index:
         ikey = whole[np.asarray(iaid.to_numpy(zero_copy_only=False), np.int64)]
         ikey[~np.asarray(pc.is_valid(inside).to_numpy(zero_copy_only=False))] = -2
         del whole, iaid
-        # one pass over the rows in key order gathers start, end and the inside key together
-        lo = np.clip(_ints(rows, "lo"), t0, t1 + 1) - t0
-        hi = np.clip(_ints(rows, "hi"), t0, t1 + 1) - t0
-        cols = np.stack([lo, hi, ikey], axis=1)[by_code]
-        del lo, hi, ikey
-        packed = key * self.span + cols[:, 0]
+        lo = np.clip(_ints(rows, "lo"), t0, t1 + 1)
+        lo -= t0
+        packed = np.take(lo, by_code)
+        del lo
+        packed += key * self.span
         # already grouped by key: this sort only orders each key's intervals by start
         order = np.argsort(packed)
-        self.start = packed[order]
+        self.start = np.take(packed, order)
         del packed
-        self.rid = by_code[order]
-        cols = cols[order]
-        self.end = key[order] * self.span + cols[:, 1]
-        self.ikey = np.ascontiguousarray(cols[:, 2])
-        del cols, key, order, by_code
+        self.rid = np.take(by_code, order)
+        del by_code
+        key = np.take(key, order)
+        del order
+        hi = np.clip(_ints(rows, "hi"), t0, t1 + 1)
+        hi -= t0
+        self.end = np.take(hi, self.rid)
+        del hi
+        self.end += key * self.span
+        del key
+        self.ikey = np.take(ikey, self.rid)
+        del ikey
         self.reach = np.maximum.accumulate(self.end)
 
     def keys(self) -> pa.Table:
