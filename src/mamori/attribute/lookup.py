@@ -21,8 +21,9 @@ reaches that far, it is the only candidate; when something before it does (overl
 session around a short one), every interval between the first whose reach passes that time and
 that last one is checked. So the work is one sort of the allocations and a binary search per
 lookup, never a join of every lookup with every session of its address. DuckDB reads the grant
-and maps lookups to keys (port arithmetic on CGNAT block grids) and gathers the answers; the
-index is NumPy, because a window sort of 10M rows in DuckDB cost several times as much.
+and maps lookups to keys (port arithmetic on CGNAT block grids); the index is NumPy, because a
+window sort of 10M rows in DuckDB cost several times as much, and the answers are put together
+in Arrow (only lookups with several holders go through a DuckDB aggregate).
 
 A CGNAT row names an inside address; the holder of that inside address at the same time (the same
 search again on the same index, stage two) is the subscriber. The answer is:
