@@ -6,12 +6,13 @@ import tempfile
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mamori.attribute import attribute
+from mamori.attribute import attribute, lookup
 from mamori.governance import Governance
 from tests.conftest import T0, make_config
 
@@ -95,12 +96,14 @@ def _reference(
     st.lists(block_rows, max_size=8),
     st.lists(lookups, min_size=1, max_size=30),
     st.sampled_from((0, 2)),
+    st.booleans(),
 )
 def test_matches_brute_force(
     direct: list[dict[str, Any]],
     blocks: list[dict[str, Any]],
     asks: list[tuple[str, int | None, int]],
     skew: int,
+    narrow: bool,
 ) -> None:
     rows = direct + blocks
     with tempfile.TemporaryDirectory() as tmp:
@@ -133,7 +136,10 @@ def test_matches_brute_force(
                     "ts": pa.array([_at(a[2]) for a in asks], pa.timestamp("ms", tz="UTC")),
                 }
             )
-            out = attribute(gov, queries, measure="M5", actor="prop", skew_s=skew)
+            # small batches first keep only the rows of the addresses asked about; large ones
+            # index every row: both must give the same answers
+            with mock.patch.object(lookup, "_NARROW", len(asks) if narrow else 0):
+                out = attribute(gov, queries, measure="M5", actor="prop", skew_s=skew)
         finally:
             gov.close()
     got = list(

@@ -106,3 +106,14 @@ def test_appending_continues_the_chain_across_instances(log: AuditLog) -> None:
     assert entry.seq == ENTRIES + 1
     assert entry.prev_hash == list(log.entries())[-2].hash
     assert again.verify().ok
+
+
+@pytest.mark.parametrize("size", [0, 65_535, 65_536, 200_000])
+def test_entries_longer_than_a_read_chunk_chain_on(tmp_path: Path, size: int) -> None:
+    # an attribution entry lists every subscriber it resolved: megabytes on one line
+    log = AuditLog(tmp_path / "a")
+    first = log.append(actor="t", event="attribute", detail={"subscribers": ["x" * size]})
+    second = log.append(actor="t", event="attribute", detail={"n": 1})
+    assert (first.seq, second.seq) == (1, 2)
+    assert second.prev_hash == first.hash
+    assert log.verify().ok

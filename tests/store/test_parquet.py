@@ -138,3 +138,25 @@ def test_length_limit_counts_characters_not_bytes_and_respects_slices(tmp_path: 
     with pytest.raises(SchemaMismatch, match="2000 characters"):
         conform(CONSENT, rows)
     assert conform(CONSENT, rows.slice(1)).num_rows == 2  # the long row sliced away
+
+
+@pytest.mark.parametrize(
+    ("older_columns", "same"),
+    [
+        (None, True),  # every file written with today's schema: read without union_by_name
+        (["time_start", "src_addr", "dst_addr"], False),  # a file from before a column existed
+    ],
+)
+def test_engine_scan_reads_files_of_older_schemas(
+    tmp_path: Path, older_columns: list[str] | None, same: bool
+) -> None:
+    files = write_partitioned(tmp_path, FLOWS, table([flow("10.0.0.1", "203.0.113.1", T0)]))
+    later = write_partitioned(
+        tmp_path, FLOWS, table([flow("10.0.0.2", "203.0.113.2", T0 + 5 * HOUR)])
+    )
+    if older_columns is not None:  # rewrite the first file as an older writer left it
+        pq.write_table(pq.read_table(files[0], columns=older_columns), files[0])
+    assert store_parquet.same_columns([*files, *later]) is same
+    got = DuckDBEngine(tmp_path).scan(FLOWS, ["src_addr", "src_port"]).to_arrow_table()
+    assert sorted(got.column("src_addr").to_pylist()) == ["10.0.0.1", "10.0.0.2"]
+    assert got.column("src_port").null_count == (0 if same else 1)

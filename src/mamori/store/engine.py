@@ -81,7 +81,7 @@ class DuckDBEngine:
             schema.column(c)  # raises KeyError naming the column
         files = self.files(schema, start, end)
         if files:
-            rel = self.con.read_parquet(files, union_by_name=True)
+            rel = self.con.read_parquet(files, union_by_name=not parquet.same_columns(files))
         else:
             rel = self.con.from_arrow(schema.arrow.empty_table())
         conds: list[str] = []
