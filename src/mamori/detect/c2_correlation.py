@@ -6,19 +6,25 @@ servers; so look at the suspects' other external peers, and report a peer on whi
 of one seed converge **more than the general population does**.
 
 For seed *s* with ``K`` suspect hosts, a peer on which ``k`` suspects converge is compared with
-what the population does: how many suspects would use it if they used it as often as other hosts
-*of the same activity* do. Hosts are put in activity strata (quantiles of how many distinct
-endpoints they exchanged with — under sampling, and behind CGNAT, the hosts seen at all are the
-busy ones, and busy hosts use every popular service; a beacon's volume does not move a host, its
-fan-out barely does); per stratum the peer's share of hosts times the suspects in that stratum,
-summed, is the expected count ``E``. The chance of ``k`` or more is the Poisson tail
-``P(X ≥ k | E)``, corrected for the number of (seed, peer) pairs examined (Bonferroni) so the
-expected number of chance findings stays below ``alpha``. Significance is not enough on its own:
-``k`` must also be ``min_lift`` times ``E``, and at least ``min_purity`` of the peer's hosts must be
-suspects. A CDN, resolver, NTP or update server is popular: suspects use it about as often as
-anyone of their activity, and ``k/E`` stays near 1. A C&C server is used by (almost) nobody else.
-A wrongly listed benign seed (a CDN on a feed) makes a suspect group that is just a slice of the
-population, and its lift on anything stays near 1.
+what the population does: how many suspects would use it if each used it as often as a host *of
+its own activity* does. Activity is a host's degree in the host–endpoint graph (how many distinct
+endpoints it exchanged with, ``d_h``); a peer's popularity is its degree (``n``, distinct hosts).
+In the degree-corrected (configuration-model) null, host *h* reaches the peer with probability
+``1 − exp(−d_h·n / D)`` (``D``: all host–endpoint pairs); the sum over the seed's suspects is the
+expected count ``E``. This matters most under sampling and behind CGNAT: the hosts seen at all
+are the busy ones, a shared address carries hundreds of subscribers, and such addresses are seen
+everywhere — compared with average hosts (or even with coarse activity strata), the busiest
+hosts' peers all look like convergence. A beacon's volume does not move a host's degree, its
+fan-out barely does. The chance of ``k`` or more is the Poisson tail ``P(X ≥ k | E)``, corrected
+for the number of (seed, peer) pairs examined (Bonferroni) so the expected number of chance
+findings stays below ``alpha``. Only pairs that could be reported count as examined: a peer that
+only one host reached, or a seed with one suspect, can never show ``min_hosts`` converging
+hosts (a restriction on the margins only, as in Tarone's correction for discrete tests).
+Significance is not enough on its own: ``k`` must also be ``min_lift`` times ``E``, and at least
+``min_purity`` of the peer's hosts must be suspects. A CDN, resolver, NTP or update server is
+popular: suspects use it about as often as anyone of their activity, and ``k/E`` stays near 1. A
+C&C server is used by (almost) nobody else. A wrongly listed benign seed (a CDN on a feed) makes
+a suspect group that is just a slice of the population, and its lift on anything stays near 1.
 
 Only *exchanges* count as contact: TCP records with ACK and no RST (a scan's SYN and the RST it
 draws are not conversations — otherwise a scanning botnet's targets would look like a shared
@@ -64,11 +70,6 @@ class CorrelationParams:
     min_purity: float = 0.2
     #: suspects must use the peer this many times more often than the population does
     min_lift: float = 3.0
-    #: hosts are compared within this many activity strata (quantiles of how many distinct
-    #: endpoints each exchanged with) …
-    strata: int = 10
-    #: … of at least this many hosts each (fewer strata when fewer hosts are seen)
-    min_stratum_hosts: int = 100
     #: a port on which most attempts, across all hosts, go unanswered is being scanned: a
     #: scanning or brute-forcing botnet's answering targets converge too, but are victims
     max_port_probe_share: float = 0.5
@@ -80,28 +81,16 @@ def candidates_sql(view: str, seeds: str, p: CorrelationParams) -> str:
     return f"""
     WITH o AS (SELECT * FROM {view} WHERE NOT server_side),
     pop AS (SELECT count(DISTINCT host) AS n_pop FROM o),
-    nst AS (
-        SELECT greatest(1, least({p.strata}, n_pop // {p.min_stratum_hosts}))::INTEGER AS n
-        FROM pop
-    ),
     fan AS (
         SELECT host, count(DISTINCT hash(ext, eport, proto)) AS fan_out
         FROM o WHERE est GROUP BY host
     ),
-    act AS (
-        SELECT host,
-               least((SELECT n FROM nst) - 1,
-                     floor(percent_rank() OVER (ORDER BY fan_out, host) * (SELECT n FROM nst)))
-                   AS st
-        FROM fan
-    ),
-    ns AS (SELECT st, count(*) AS n_s FROM act GROUP BY st),
+    edges AS (SELECT greatest(sum(fan_out), 1)::DOUBLE AS n_edges FROM fan),
     sh AS (
         SELECT DISTINCT s.seed_id, o.host
         FROM o JOIN {seeds} s ON o.ext = s.ip AND (s.port IS NULL OR o.eport = s.port)
     ),
     ks AS (SELECT seed_id, count(*) AS k_seed FROM sh GROUP BY seed_id),
-    kst AS (SELECT sh.seed_id, a.st, count(*) AS k_s FROM sh JOIN act a USING (host) GROUP BY ALL),
     pr AS (
         SELECT sh.seed_id, o.ext, o.eport, o.proto,
                count(DISTINCT o.host) AS k, count(*) AS flows, sum(o.rate) AS est_flows,
@@ -113,7 +102,16 @@ def candidates_sql(view: str, seeds: str, p: CorrelationParams) -> str:
         WHERE o.est
         GROUP BY sh.seed_id, o.ext, o.eport, o.proto
     ),
-    m AS (SELECT count(*) AS m_pairs FROM pr),
+    epn AS (
+        SELECT ext, eport, proto, count(DISTINCT host) AS n_all
+        FROM o SEMI JOIN pr USING (ext, eport, proto)
+        WHERE est GROUP BY ALL
+    ),
+    m AS (
+        SELECT count(*) AS m_pairs
+        FROM pr JOIN epn USING (ext, eport, proto) JOIN ks USING (seed_id)
+        WHERE epn.n_all >= {p.min_hosts} AND ks.k_seed >= {p.min_hosts}
+    ),
     pp AS (
         SELECT eport, proto, avg(CASE WHEN est THEN 0.0 ELSE 1.0 END) AS probe_share
         FROM o WHERE outbound GROUP BY ALL
@@ -126,18 +124,14 @@ def candidates_sql(view: str, seeds: str, p: CorrelationParams) -> str:
         FROM o SEMI JOIN cand USING (ext, eport, proto)
         WHERE o.est GROUP BY ALL
     ),
-    eps AS (
-        SELECT o.ext, o.eport, o.proto, a.st, count(DISTINCT o.host) AS n_cs
-        FROM o SEMI JOIN cand USING (ext, eport, proto) JOIN act a USING (host)
-        WHERE o.est GROUP BY ALL
-    ),
     ex AS (
         SELECT c.seed_id, c.ext, c.eport, c.proto,
-               sum(kst.k_s * eps.n_cs / ns.n_s) AS expected
+               sum(1.0 - exp(-f.fan_out * ep.n_c / edges.n_edges)) AS expected
         FROM cand c
-        JOIN eps USING (ext, eport, proto)
-        JOIN kst ON kst.seed_id = c.seed_id AND kst.st = eps.st
-        JOIN ns ON ns.st = eps.st
+        JOIN ep USING (ext, eport, proto)
+        JOIN sh ON sh.seed_id = c.seed_id
+        JOIN fan f ON f.host = sh.host
+        CROSS JOIN edges
         GROUP BY ALL
     )
     SELECT c.*, coalesce(pp.probe_share, 0) AS probe_share, ep.n_c, ep.out_p, ep.in_p, ks.k_seed, pop.n_pop, m.m_pairs,
