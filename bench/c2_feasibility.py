@@ -17,11 +17,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from detect_eval import config_for  # noqa: E402
-
-from mamori.detect.flowview import open_oriented  # noqa: E402
-from mamori.detect.seeds import open_seeds  # noqa: E402
-from mamori.governance import Governance  # noqa: E402
+from detect_eval import config_for
+from mamori.detect.flowview import open_oriented
+from mamori.detect.seeds import open_seeds
+from mamori.governance import Governance
 
 
 def report(work: Path) -> None:

@@ -14,8 +14,8 @@ from mamori.detect.seeds import open_seeds
 from mamori.governance import Governance
 from tests.detect.conftest import (
     BOTS,
-    KNOWN_CC,
     CDNS,
+    KNOWN_CC,
     NTP,
     OWN_SERVER,
     RARE_SITE,
