@@ -57,7 +57,7 @@ from scipy.stats import poisson  # type: ignore[import-untyped]
 from mamori.detect.flowview import FlowView
 from mamori.detect.seeds import Seeds
 
-__all__ = ["CorrelationParams", "candidates_sql", "correlate"]
+__all__ = ["CorrelationParams", "candidates_sql", "correlate", "margins_sql", "tarone_tests"]
 
 
 @dataclass(frozen=True)
@@ -102,16 +102,6 @@ def candidates_sql(view: str, seeds: str, p: CorrelationParams) -> str:
         WHERE o.est
         GROUP BY sh.seed_id, o.ext, o.eport, o.proto
     ),
-    epn AS (
-        SELECT ext, eport, proto, count(DISTINCT host) AS n_all
-        FROM o SEMI JOIN pr USING (ext, eport, proto)
-        WHERE est GROUP BY ALL
-    ),
-    m AS (
-        SELECT count(*) AS m_pairs
-        FROM pr JOIN epn USING (ext, eport, proto) JOIN ks USING (seed_id)
-        WHERE epn.n_all >= {p.min_hosts} AND ks.k_seed >= {p.min_hosts}
-    ),
     pp AS (
         SELECT eport, proto, avg(CASE WHEN est THEN 0.0 ELSE 1.0 END) AS probe_share
         FROM o WHERE outbound GROUP BY ALL
@@ -134,7 +124,7 @@ def candidates_sql(view: str, seeds: str, p: CorrelationParams) -> str:
         CROSS JOIN edges
         GROUP BY ALL
     )
-    SELECT c.*, coalesce(pp.probe_share, 0) AS probe_share, ep.n_c, ep.out_p, ep.in_p, ks.k_seed, pop.n_pop, m.m_pairs,
+    SELECT c.*, coalesce(pp.probe_share, 0) AS probe_share, ep.n_c, ep.out_p, ep.in_p, ks.k_seed, pop.n_pop,
            coalesce(ex.expected, 0) AS expected,
            s.ip AS seed_ip, s.port AS seed_port, s.category AS seed_category,
            s.source AS seed_source
@@ -144,13 +134,71 @@ def candidates_sql(view: str, seeds: str, p: CorrelationParams) -> str:
     JOIN {seeds} s USING (seed_id)
     LEFT JOIN ex USING (seed_id, ext, eport, proto)
     LEFT JOIN pp USING (eport, proto)
-    CROSS JOIN pop CROSS JOIN m
+    CROSS JOIN pop
     WHERE c.k >= {p.min_purity} * ep.n_c
       AND c.k >= {p.min_lift} * coalesce(ex.expected, 0)
       AND (c.proto <> 17 OR ep.in_p >= {p.min_udp_reply} * ep.out_p)
       AND coalesce(pp.probe_share, 0) < {p.max_port_probe_share}
       AND NOT (c.ext = s.ip AND (s.port IS NULL OR c.eport = s.port))
     """
+
+
+def margins_sql(view: str, seeds: str, p: CorrelationParams) -> str:
+    """Per (seed, peer) pair with a suspect on it: what bounds the pair's test without looking at
+    how many suspects are on it — the most there could be (``n_max``: the fewer of the seed's
+    suspects and the peer's hosts) and a lower bound on the expected count ``e_low`` (the
+    configuration-model sum is concave in each host's term: ``1 − exp(−x) ≥ x·(1 − exp(−x_max))
+    / x_max`` for ``x ≤ x_max``, with ``x_max`` from the seed's busiest suspect)."""
+    return f"""
+    WITH o AS (SELECT * FROM {view} WHERE NOT server_side),
+    fan AS (
+        SELECT host, count(DISTINCT hash(ext, eport, proto)) AS fan_out
+        FROM o WHERE est GROUP BY host
+    ),
+    edges AS (SELECT greatest(sum(fan_out), 1)::DOUBLE AS n_edges FROM fan),
+    sh AS (
+        SELECT DISTINCT s.seed_id, o.host
+        FROM o JOIN {seeds} s ON o.ext = s.ip AND (s.port IS NULL OR o.eport = s.port)
+    ),
+    sd AS (
+        SELECT sh.seed_id, count(*) AS k_seed, coalesce(sum(f.fan_out), 0)::DOUBLE AS d_sum,
+               coalesce(max(f.fan_out), 0)::DOUBLE AS d_max
+        FROM sh LEFT JOIN fan f USING (host) GROUP BY sh.seed_id
+    ),
+    pr AS (
+        SELECT DISTINCT sh.seed_id, o.ext, o.eport, o.proto
+        FROM o JOIN sh USING (host) WHERE o.est
+    ),
+    epn AS (
+        SELECT ext, eport, proto, count(DISTINCT host) AS n_all
+        FROM o SEMI JOIN pr USING (ext, eport, proto)
+        WHERE est GROUP BY ALL
+    )
+    SELECT least(sd.k_seed, epn.n_all) AS n_max,
+           CASE WHEN sd.d_max * epn.n_all = 0 THEN 0.0
+                ELSE sd.d_sum * epn.n_all / edges.n_edges
+                     * (1.0 - exp(-sd.d_max * epn.n_all / edges.n_edges))
+                     / (sd.d_max * epn.n_all / edges.n_edges) END AS e_low
+    FROM pr JOIN epn USING (ext, eport, proto) JOIN sd USING (seed_id) CROSS JOIN edges
+    WHERE least(sd.k_seed, epn.n_all) >= {p.min_hosts}
+    """
+
+
+def tarone_tests(n_max: np.ndarray, e_low: np.ndarray, p: CorrelationParams) -> int:
+    """How many tests the family-wise correction counts (Tarone 1990): a pair whose smallest
+    attainable p-value (all ``n_max`` possible suspects on it) is above ``alpha / m``, or that
+    could not reach ``min_lift`` even then, can never be reported, so it does not dilute the
+    others. ``m`` is the smallest count for which at most ``m`` pairs remain."""
+    n_max = np.asarray(n_max, dtype=np.float64)
+    e_low = np.asarray(e_low, dtype=np.float64)
+    ok = n_max >= p.min_lift * e_low
+    p_min = np.sort(poisson.sf(n_max[ok] - 1, np.maximum(e_low[ok], 1e-12)))
+    n = p_min.size
+    if n == 0:
+        return 1
+    m = np.arange(1, n + 1)
+    counts = np.searchsorted(p_min, p.alpha / m, side="right")
+    return int(m[np.argmax(counts <= m)])
 
 
 _EMPTY = pa.schema(
@@ -191,7 +239,12 @@ def correlate(
     n_c = c["n_c"].astype(np.int64)
     k_seed = c["k_seed"].astype(np.int64)
     n_pop = c["n_pop"].astype(np.int64)
-    m_pairs = max(int(c["m_pairs"][0]), 1)
+    mg = view.sql(margins_sql(view.name, seeds.name, p)).to_arrow_table()
+    m_pairs = tarone_tests(
+        mg.column("n_max").to_numpy(zero_copy_only=False),
+        mg.column("e_low").to_numpy(zero_copy_only=False),
+        p,
+    )
     expected = c["expected"].astype(np.float64)
     # k suspects where `expected` would use it by chance (activity-matched, see above)
     pval = poisson.sf(k - 1, np.maximum(expected, 1e-9))
