@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from mamori.detect.c2_correlation import correlate
+from mamori.detect.c2_correlation import CorrelationParams, correlate, tarone_tests
 from mamori.detect.flowview import open_oriented
 from mamori.detect.seeds import open_seeds
 from mamori.governance import Governance
@@ -122,3 +122,22 @@ def test_busy_hosts_of_a_listed_popular_site_do_not_make_findings(gov: Governanc
     ev = json.loads(str(found[UNKNOWN_CC]["evidence"]))
     assert ev["supporting_hosts"] == 12
     assert ev["expected_hosts"] < 1.0
+
+
+@pytest.mark.parametrize(
+    ("n_max", "e_low", "expected"),
+    [
+        # every pair could reach any level: all count
+        ([50, 50, 50], [0.1, 0.1, 0.1], 3),
+        # two hosts at most, with 0.5 expected: p >= 0.09, never below alpha / m — none count
+        ([2, 2, 2, 2], [0.5, 0.5, 0.5, 0.5], 1),
+        # one strong pair among hopeless ones: only it counts
+        ([40, 2, 2, 2], [0.1, 0.5, 0.5, 0.5], 1),
+        # could never reach min_lift (3 × 20 > 30): does not count
+        ([30, 30], [20.0, 0.1], 1),
+    ],
+)
+def test_tarone_counts_only_pairs_that_could_be_reported(
+    n_max: list[int], e_low: list[float], expected: int
+) -> None:
+    assert tarone_tests(np.array(n_max), np.array(e_low), CorrelationParams()) == expected
