@@ -64,7 +64,8 @@ __all__ = ["CorrelationParams", "candidates_sql", "correlate", "margins_sql", "t
 class CorrelationParams:
     #: at least this many distinct suspect hosts on a peer
     min_hosts: int = 2
-    #: Bonferroni-corrected tail probability below which a peer is reported
+    #: family-wise level: tail probability times the number of testable pairs (Tarone's count,
+    #: :func:`tarone_tests`) below which a peer is reported
     alpha: float = 1e-3
     #: at least this share of the peer's hosts must be suspects
     min_purity: float = 0.2
@@ -246,7 +247,7 @@ def correlate(
         p,
     )
     expected = c["expected"].astype(np.float64)
-    # k suspects where `expected` would use it by chance (activity-matched, see above)
+    # k suspects where `expected` would use it by chance (degree-corrected, see above)
     pval = poisson.sf(k - 1, np.maximum(expected, 1e-9))
     qval = np.minimum(1.0, pval * m_pairs)
     keep = qval <= p.alpha
