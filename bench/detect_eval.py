@@ -15,7 +15,8 @@ simulated Feodo Tracker, ThreatFox and URLhaus feeds with the reputation loader,
   share of C&C that the feeds list late or never found before their listing.
 
 Every entry a feed lists is used as a seed only from the time the feed lists it. Targets (issue 5)
-are printed next to the figures. ``--big-botnet`` adds a run at 1/10,000 with botnets of 1,000 bots.
+are printed next to the figures. ``--big-botnet`` adds runs with botnets of 1,000 bots (20,000 subscribers) at the rates of
+``--big-rates`` (default 1/10,000).
 """
 
 from __future__ import annotations
@@ -163,6 +164,7 @@ def main() -> None:
     ap.add_argument("--rates", default="1,1000,10000")
     ap.add_argument("--scenario", default="demo")
     ap.add_argument("--big-botnet", action="store_true")
+    ap.add_argument("--big-rates", default="10000", help="rates of the --big-botnet runs")
     ap.add_argument("--json", type=Path, help="also write the rows here")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -175,15 +177,16 @@ def main() -> None:
             "iot": IotBotnet(bots=1000, cc_servers=2, scans_per_bot_hour=60),
             "pc": PcBotnet(bots=1000, cc_servers=8, active_cc=3, rotate_hours=2.0),
         }
-        for r in evaluate(args.scenario, 10_000, args.work, **big):
-            r["rate"] = "10000 big"
-            rows.append(r)
+        for big_rate in (int(r) for r in args.big_rates.split(",")):
+            for r in evaluate(args.scenario, big_rate, args.work, **big):
+                r["rate"] = f"{big_rate} big"
+                rows.append(r)
     head = (f"{'rate':>10} {'method':<26} {'found':>5} {'prec':>6} {'P_hos':>6} {'R_unk':>6} {'unk':>6} "
             f"{'P@10':>5} {'lead':>6} {'lead n':>7} {'sec':>6}  target")  # fmt: skip
     print(head)
     print("-" * len(head))
     for r in rows:
-        rate_key = 10000 if str(r["rate"]).startswith("10000") else int(r["rate"])
+        rate_key = int(str(r["rate"]).split()[0])
         print(
             f"{r['rate']!s:>10} {r['method']:<26} {r['findings']:>5} {r['precision']:>6.3f} "
             f"{r['precision_hostile']:>6.3f} "

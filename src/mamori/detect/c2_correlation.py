@@ -6,19 +6,25 @@ servers; so look at the suspects' other external peers, and report a peer on whi
 of one seed converge **more than the general population does**.
 
 For seed *s* with ``K`` suspect hosts, a peer on which ``k`` suspects converge is compared with
-what the population does: how many suspects would use it if they used it as often as other hosts
-*of the same activity* do. Hosts are put in activity strata (quantiles of how many distinct
-endpoints they exchanged with — under sampling, and behind CGNAT, the hosts seen at all are the
-busy ones, and busy hosts use every popular service; a beacon's volume does not move a host, its
-fan-out barely does); per stratum the peer's share of hosts times the suspects in that stratum,
-summed, is the expected count ``E``. The chance of ``k`` or more is the Poisson tail
-``P(X ≥ k | E)``, corrected for the number of (seed, peer) pairs examined (Bonferroni) so the
-expected number of chance findings stays below ``alpha``. Significance is not enough on its own:
-``k`` must also be ``min_lift`` times ``E``, and at least ``min_purity`` of the peer's hosts must be
-suspects. A CDN, resolver, NTP or update server is popular: suspects use it about as often as
-anyone of their activity, and ``k/E`` stays near 1. A C&C server is used by (almost) nobody else.
-A wrongly listed benign seed (a CDN on a feed) makes a suspect group that is just a slice of the
-population, and its lift on anything stays near 1.
+what the population does: how many suspects would use it if each used it as often as a host *of
+its own activity* does. Activity is a host's degree in the host–endpoint graph (how many distinct
+endpoints it exchanged with, ``d_h``); a peer's popularity is its degree (``n``, distinct hosts).
+In the degree-corrected (configuration-model) null, host *h* reaches the peer with probability
+``1 − exp(−d_h·n / D)`` (``D``: all host–endpoint pairs); the sum over the seed's suspects is the
+expected count ``E``. This matters most under sampling and behind CGNAT: the hosts seen at all
+are the busy ones, a shared address carries hundreds of subscribers, and such addresses are seen
+everywhere — compared with average hosts (or even with coarse activity strata), the busiest
+hosts' peers all look like convergence. A beacon's volume does not move a host's degree, its
+fan-out barely does. The chance of ``k`` or more is the Poisson tail ``P(X ≥ k | E)``, corrected
+for the number of (seed, peer) pairs examined (Bonferroni) so the expected number of chance
+findings stays below ``alpha``. Only pairs that could be reported count as examined: a peer that
+only one host reached, or a seed with one suspect, can never show ``min_hosts`` converging
+hosts (a restriction on the margins only, as in Tarone's correction for discrete tests).
+Significance is not enough on its own: ``k`` must also be ``min_lift`` times ``E``, and at least
+``min_purity`` of the peer's hosts must be suspects. A CDN, resolver, NTP or update server is
+popular: suspects use it about as often as anyone of their activity, and ``k/E`` stays near 1. A
+C&C server is used by (almost) nobody else. A wrongly listed benign seed (a CDN on a feed) makes
+a suspect group that is just a slice of the population, and its lift on anything stays near 1.
 
 Only *exchanges* count as contact: TCP records with ACK and no RST (a scan's SYN and the RST it
 draws are not conversations — otherwise a scanning botnet's targets would look like a shared
@@ -51,24 +57,20 @@ from scipy.stats import poisson  # type: ignore[import-untyped]
 from mamori.detect.flowview import FlowView
 from mamori.detect.seeds import Seeds
 
-__all__ = ["CorrelationParams", "candidates_sql", "correlate"]
+__all__ = ["CorrelationParams", "candidates_sql", "correlate", "margins_sql", "tarone_tests"]
 
 
 @dataclass(frozen=True)
 class CorrelationParams:
     #: at least this many distinct suspect hosts on a peer
     min_hosts: int = 2
-    #: Bonferroni-corrected tail probability below which a peer is reported
+    #: family-wise level: tail probability times the number of testable pairs (Tarone's count,
+    #: :func:`tarone_tests`) below which a peer is reported
     alpha: float = 1e-3
     #: at least this share of the peer's hosts must be suspects
     min_purity: float = 0.2
     #: suspects must use the peer this many times more often than the population does
     min_lift: float = 3.0
-    #: hosts are compared within this many activity strata (quantiles of how many distinct
-    #: endpoints each exchanged with) …
-    strata: int = 10
-    #: … of at least this many hosts each (fewer strata when fewer hosts are seen)
-    min_stratum_hosts: int = 100
     #: a port on which most attempts, across all hosts, go unanswered is being scanned: a
     #: scanning or brute-forcing botnet's answering targets converge too, but are victims
     max_port_probe_share: float = 0.5
@@ -80,28 +82,16 @@ def candidates_sql(view: str, seeds: str, p: CorrelationParams) -> str:
     return f"""
     WITH o AS (SELECT * FROM {view} WHERE NOT server_side),
     pop AS (SELECT count(DISTINCT host) AS n_pop FROM o),
-    nst AS (
-        SELECT greatest(1, least({p.strata}, n_pop // {p.min_stratum_hosts}))::INTEGER AS n
-        FROM pop
-    ),
     fan AS (
         SELECT host, count(DISTINCT hash(ext, eport, proto)) AS fan_out
         FROM o WHERE est GROUP BY host
     ),
-    act AS (
-        SELECT host,
-               least((SELECT n FROM nst) - 1,
-                     floor(percent_rank() OVER (ORDER BY fan_out, host) * (SELECT n FROM nst)))
-                   AS st
-        FROM fan
-    ),
-    ns AS (SELECT st, count(*) AS n_s FROM act GROUP BY st),
+    edges AS (SELECT greatest(sum(fan_out), 1)::DOUBLE AS n_edges FROM fan),
     sh AS (
         SELECT DISTINCT s.seed_id, o.host
         FROM o JOIN {seeds} s ON o.ext = s.ip AND (s.port IS NULL OR o.eport = s.port)
     ),
     ks AS (SELECT seed_id, count(*) AS k_seed FROM sh GROUP BY seed_id),
-    kst AS (SELECT sh.seed_id, a.st, count(*) AS k_s FROM sh JOIN act a USING (host) GROUP BY ALL),
     pr AS (
         SELECT sh.seed_id, o.ext, o.eport, o.proto,
                count(DISTINCT o.host) AS k, count(*) AS flows, sum(o.rate) AS est_flows,
@@ -113,7 +103,6 @@ def candidates_sql(view: str, seeds: str, p: CorrelationParams) -> str:
         WHERE o.est
         GROUP BY sh.seed_id, o.ext, o.eport, o.proto
     ),
-    m AS (SELECT count(*) AS m_pairs FROM pr),
     pp AS (
         SELECT eport, proto, avg(CASE WHEN est THEN 0.0 ELSE 1.0 END) AS probe_share
         FROM o WHERE outbound GROUP BY ALL
@@ -126,21 +115,17 @@ def candidates_sql(view: str, seeds: str, p: CorrelationParams) -> str:
         FROM o SEMI JOIN cand USING (ext, eport, proto)
         WHERE o.est GROUP BY ALL
     ),
-    eps AS (
-        SELECT o.ext, o.eport, o.proto, a.st, count(DISTINCT o.host) AS n_cs
-        FROM o SEMI JOIN cand USING (ext, eport, proto) JOIN act a USING (host)
-        WHERE o.est GROUP BY ALL
-    ),
     ex AS (
         SELECT c.seed_id, c.ext, c.eport, c.proto,
-               sum(kst.k_s * eps.n_cs / ns.n_s) AS expected
+               sum(1.0 - exp(-f.fan_out * ep.n_c / edges.n_edges)) AS expected
         FROM cand c
-        JOIN eps USING (ext, eport, proto)
-        JOIN kst ON kst.seed_id = c.seed_id AND kst.st = eps.st
-        JOIN ns ON ns.st = eps.st
+        JOIN ep USING (ext, eport, proto)
+        JOIN sh ON sh.seed_id = c.seed_id
+        JOIN fan f ON f.host = sh.host
+        CROSS JOIN edges
         GROUP BY ALL
     )
-    SELECT c.*, coalesce(pp.probe_share, 0) AS probe_share, ep.n_c, ep.out_p, ep.in_p, ks.k_seed, pop.n_pop, m.m_pairs,
+    SELECT c.*, coalesce(pp.probe_share, 0) AS probe_share, ep.n_c, ep.out_p, ep.in_p, ks.k_seed, pop.n_pop,
            coalesce(ex.expected, 0) AS expected,
            s.ip AS seed_ip, s.port AS seed_port, s.category AS seed_category,
            s.source AS seed_source
@@ -150,13 +135,71 @@ def candidates_sql(view: str, seeds: str, p: CorrelationParams) -> str:
     JOIN {seeds} s USING (seed_id)
     LEFT JOIN ex USING (seed_id, ext, eport, proto)
     LEFT JOIN pp USING (eport, proto)
-    CROSS JOIN pop CROSS JOIN m
+    CROSS JOIN pop
     WHERE c.k >= {p.min_purity} * ep.n_c
       AND c.k >= {p.min_lift} * coalesce(ex.expected, 0)
       AND (c.proto <> 17 OR ep.in_p >= {p.min_udp_reply} * ep.out_p)
       AND coalesce(pp.probe_share, 0) < {p.max_port_probe_share}
       AND NOT (c.ext = s.ip AND (s.port IS NULL OR c.eport = s.port))
     """
+
+
+def margins_sql(view: str, seeds: str, p: CorrelationParams) -> str:
+    """Per (seed, peer) pair with a suspect on it: what bounds the pair's test without looking at
+    how many suspects are on it — the most there could be (``n_max``: the fewer of the seed's
+    suspects and the peer's hosts) and a lower bound on the expected count ``e_low`` (the
+    configuration-model sum is concave in each host's term: ``1 − exp(−x) ≥ x·(1 − exp(−x_max))
+    / x_max`` for ``x ≤ x_max``, with ``x_max`` from the seed's busiest suspect)."""
+    return f"""
+    WITH o AS (SELECT * FROM {view} WHERE NOT server_side),
+    fan AS (
+        SELECT host, count(DISTINCT hash(ext, eport, proto)) AS fan_out
+        FROM o WHERE est GROUP BY host
+    ),
+    edges AS (SELECT greatest(sum(fan_out), 1)::DOUBLE AS n_edges FROM fan),
+    sh AS (
+        SELECT DISTINCT s.seed_id, o.host
+        FROM o JOIN {seeds} s ON o.ext = s.ip AND (s.port IS NULL OR o.eport = s.port)
+    ),
+    sd AS (
+        SELECT sh.seed_id, count(*) AS k_seed, coalesce(sum(f.fan_out), 0)::DOUBLE AS d_sum,
+               coalesce(max(f.fan_out), 0)::DOUBLE AS d_max
+        FROM sh LEFT JOIN fan f USING (host) GROUP BY sh.seed_id
+    ),
+    pr AS (
+        SELECT DISTINCT sh.seed_id, o.ext, o.eport, o.proto
+        FROM o JOIN sh USING (host) WHERE o.est
+    ),
+    epn AS (
+        SELECT ext, eport, proto, count(DISTINCT host) AS n_all
+        FROM o SEMI JOIN pr USING (ext, eport, proto)
+        WHERE est GROUP BY ALL
+    )
+    SELECT least(sd.k_seed, epn.n_all) AS n_max,
+           CASE WHEN sd.d_max * epn.n_all = 0 THEN 0.0
+                ELSE sd.d_sum * epn.n_all / edges.n_edges
+                     * (1.0 - exp(-sd.d_max * epn.n_all / edges.n_edges))
+                     / (sd.d_max * epn.n_all / edges.n_edges) END AS e_low
+    FROM pr JOIN epn USING (ext, eport, proto) JOIN sd USING (seed_id) CROSS JOIN edges
+    WHERE least(sd.k_seed, epn.n_all) >= {p.min_hosts}
+    """
+
+
+def tarone_tests(n_max: np.ndarray, e_low: np.ndarray, p: CorrelationParams) -> int:
+    """How many tests the family-wise correction counts (Tarone 1990): a pair whose smallest
+    attainable p-value (all ``n_max`` possible suspects on it) is above ``alpha / m``, or that
+    could not reach ``min_lift`` even then, can never be reported, so it does not dilute the
+    others. ``m`` is the smallest count for which at most ``m`` pairs remain."""
+    n_max = np.asarray(n_max, dtype=np.float64)
+    e_low = np.asarray(e_low, dtype=np.float64)
+    ok = n_max >= p.min_lift * e_low
+    p_min = np.sort(poisson.sf(n_max[ok] - 1, np.maximum(e_low[ok], 1e-12)))
+    n = p_min.size
+    if n == 0:
+        return 1
+    m = np.arange(1, n + 1)
+    counts = np.searchsorted(p_min, p.alpha / m, side="right")
+    return int(m[np.argmax(counts <= m)])
 
 
 _EMPTY = pa.schema(
@@ -197,9 +240,14 @@ def correlate(
     n_c = c["n_c"].astype(np.int64)
     k_seed = c["k_seed"].astype(np.int64)
     n_pop = c["n_pop"].astype(np.int64)
-    m_pairs = max(int(c["m_pairs"][0]), 1)
+    mg = view.sql(margins_sql(view.name, seeds.name, p)).to_arrow_table()
+    m_pairs = tarone_tests(
+        mg.column("n_max").to_numpy(zero_copy_only=False),
+        mg.column("e_low").to_numpy(zero_copy_only=False),
+        p,
+    )
     expected = c["expected"].astype(np.float64)
-    # k suspects where `expected` would use it by chance (activity-matched, see above)
+    # k suspects where `expected` would use it by chance (degree-corrected, see above)
     pval = poisson.sf(k - 1, np.maximum(expected, 1e-9))
     qval = np.minimum(1.0, pval * m_pairs)
     keep = qval <= p.alpha
