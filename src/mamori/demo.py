@@ -106,26 +106,28 @@ def demo_config(
 
 
 def _write_toml(config: MamoriConfig, path: Path) -> None:
-    """The configuration the demo ran with, so ``mamori --config`` works on its output."""
-    lines = [
-        f'store = "{config.store.resolve()}"',
-        f'isp_name = "{config.isp_name}"',
-        "",
-    ]
+    """The configuration the demo ran with, so ``mamori --config`` works on its output (strings
+    as JSON strings, which TOML basic strings accept; paths absolute)."""
+
+    def q(value: object) -> str:
+        return json.dumps(str(value), ensure_ascii=False)
+
+    mailbox = config.web.mailbox_dir.resolve() if config.web.mailbox_dir else None
+    lines = [f"store = {q(config.store.resolve())}", f"isp_name = {q(config.isp_name)}", ""]
     for p in config.address_plan:
-        prefixes = ", ".join(f'"{n}"' for n in p.prefixes)
-        lines += ["[[address_plan]]", f'name = "{p.name}"', f'kind = "{p.kind}"']
+        prefixes = ", ".join(q(n) for n in p.prefixes)
+        lines += ["[[address_plan]]", f"name = {q(p.name)}", f"kind = {q(p.kind)}"]
         lines += [f"prefixes = [{prefixes}]", ""]
     lines += [
-        "[smtp]",
-        f'host = "{config.smtp.host}"',
+        "[smtp]  # the demo's mailboxes; a server only while `mamori demo` runs",
+        f"host = {q(config.smtp.host)}",
         f"port = {config.smtp.port}",
         "",
         "[web]",
-        f'host = "{config.web.host}"',
+        f"host = {q(config.web.host)}",
         f"port = {config.web.port}",
-        f'base_url = "{config.web.base_url}"',
-        f'mailbox_dir = "{config.web.mailbox_dir}"',
+        f"base_url = {q(config.web.base_url)}",
+        *([f"mailbox_dir = {q(mailbox)}"] if mailbox else []),
         "",
     ]
     path.write_text("\n".join(lines), encoding="utf-8")
@@ -200,7 +202,7 @@ def run_demo(
     _prepare_out(out_dir)
     sim_dir = out_dir / "sim"
     result = DemoResult(out_dir=out_dir, config=base)
-    st = _Stages(console, total=12, result=result)
+    st = _Stages(console, total=13, result=result)
     with st.progress:
         with st.stage("simulate the ISP") as note:
             summary = simulate(scenario, sim_dir, seed=seed)
