@@ -163,7 +163,7 @@ class _Stages:
         self.progress.advance(self.task)
 
 
-def _collect(gov: Governance, pcap: Path) -> tuple[int, Counter[str]]:
+def _collect(gov: Governance, pcap: Path) -> tuple[int, Counter[str], int]:
     from mamori.ingest.collector import Collector, Listen
     from mamori.sim import replay
 
@@ -182,7 +182,8 @@ def _collect(gov: Governance, pcap: Path) -> tuple[int, Counter[str]]:
     stored: Counter[str] = Counter()
     for exporter, counts in collector.stats.by_exporter.items():
         stored[exporter] = counts["records"]
-    return sent, stored
+    errors = sum(v for k, v in collector.stats.counters.items() if k.startswith("errors."))
+    return sent, stored, errors
 
 
 def run_demo(
@@ -275,8 +276,13 @@ def _pipeline(
         )
 
     with st.stage("collect flows over UDP (M1)") as note:
-        sent, stored = _collect(gov, files["pcap"])
-        note(f"{sent:,} export datagrams replayed, {sum(stored.values()):,} flow records stored")
+        sent, stored, errors = _collect(gov, files["pcap"])
+        exported = sum(r.records + r.samples for r in summary.routers)
+        note(
+            f"{sent:,} export datagrams from {len(stored)} routers replayed; "
+            f"{sum(stored.values()):,} of {exported:,} exported flow records stored; "
+            f"{errors:,} decode errors"
+        )
 
     with st.stage("feeds and resolver logs") as note:
         loaded = []
