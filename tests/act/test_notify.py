@@ -217,6 +217,8 @@ def test_mail_content_languages_and_consent_link(gov: Governance, smtp_server: S
         body = msg.get_content()
         for w in words:
             assert w in body, (sub, w)
+        steps = [line for line in body.splitlines() if line.lstrip()[:2] in ("1.", "2.", "3.")]
+        assert [line[:4] for line in steps] == ["  1.", "  2.", "  3."], steps
         link = next(x for x in body.split() if x.startswith("https://portal.isp.example/consent/"))
         token = link.rsplit("/", 1)[1]
         assert verify_consent_token(gov.config, token) == sub
@@ -398,7 +400,8 @@ def test_own_detections_use_their_match_records(gov: Governance, smtp_server: Sm
                 "first_seen": _t(0.2),
                 "last_seen": _t(1.7),
                 "measure": "M4",
-                "evidence": '{"malware": "Emotet", "matches": 2}',
+                # as reputation_match writes it: every family the matched entries name
+                "evidence": '{"malware": ["Emotet", "pc-emotet-like"], "matches": 2}',
             },
         ],
         schema=FINDINGS.arrow,
@@ -431,7 +434,7 @@ def test_own_detections_use_their_match_records(gov: Governance, smtp_server: Sm
     send_queued(gov, actor=ACTOR, now=_t(3))
     assert _to(smtp_server) == ["s1@mail.example.jp", "s2@mail.example.jp"]
     by_to = {str(m["To"]): m.get_content() for m in smtp_server.messages}
-    assert "00:12" in by_to["s1@mail.example.jp"] and "emotet" in by_to["s1@mail.example.jp"]
+    assert "00:12" in by_to["s1@mail.example.jp"] and "（emotet）" in by_to["s1@mail.example.jp"]
     assert "01:42" in by_to["s2@mail.example.jp"]
     grace = gov.config.retention.matches_after_alert_days
     purge(gov, actor=ACTOR, now=_t(3) + timedelta(days=grace, hours=1))

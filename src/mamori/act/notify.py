@@ -152,7 +152,9 @@ def _findings(gov: Governance, measure: str, actor: str) -> pa.Table:
     rel = rel.filter(f"kind = '{kind}' AND ip IS NOT NULL").project(
         "finding_id, ip, port, coalesce(last_seen, first_seen, detected) AS ts, detected, method, "
         "lower(coalesce(json_extract_string(evidence, '$.label'), "
-        "json_extract_string(evidence, '$.malware'), json_extract_string(evidence, '$.family'), "
+        # M4 findings list families (an array): the first names the cause
+        "json_extract_string(evidence, '$.malware[0]'), json_extract_string(evidence, '$.malware'), "
+        "json_extract_string(evidence, '$.family'), "
         "'')) AS label"
     )
     t: pa.Table = rel.to_arrow_table()
