@@ -711,6 +711,33 @@ def _send_batch(
 # ---------------------------------------------------------------- status
 
 
+def _current(
+    gov: Governance,
+    measure: str,
+    actor: str,
+    basis: str,
+    justification: str | None,
+    dataset: str,
+    key: str,
+    state: str,
+) -> list[Any]:
+    """``state`` of the newest version of each row of ``dataset`` that ``measure`` made on
+    ``basis``."""
+    t = cases_mod.latest(
+        gov.open(
+            measure,
+            dataset,
+            [key, "updated", state, "legal_basis", "measure"],
+            actor,
+            basis=basis,
+            justification=justification,
+        ).arrow(),
+        key,
+    )
+    mine = pc.and_(pc.equal(t.column("legal_basis"), basis), pc.equal(t.column("measure"), measure))
+    return list(t.filter(mine).column(state).to_pylist())
+
+
 def notification_status(
     gov: Governance, *, actor: str, measures: Sequence[str] = ALERT_MEASURES
 ) -> dict[str, Any]:
@@ -722,39 +749,8 @@ def notification_status(
         states: Counter[str] = Counter()
         desk: Counter[str] = Counter()
         for basis, just in _bases(gov, measure):
-            n = cases_mod.latest(
-                gov.open(
-                    measure,
-                    "notifications",
-                    ["notification_id", "updated", "state", "legal_basis", "measure"],
-                    actor,
-                    basis=basis,
-                    justification=just,
-                ).arrow(),
-                "notification_id",
-            )
-            n = n.filter(
-                pc.and_(
-                    pc.equal(n.column("legal_basis"), basis), pc.equal(n.column("measure"), measure)
-                )
-            )
-            states.update(n.column("state").to_pylist())
-            c = cases_mod.latest(
-                gov.open(
-                    measure,
-                    "cases",
-                    ["case_id", "updated", "desk_status", "legal_basis", "measure"],
-                    actor,
-                    basis=basis,
-                    justification=just,
-                ).arrow(),
-                "case_id",
-            )
-            c = c.filter(
-                pc.and_(
-                    pc.equal(c.column("legal_basis"), basis), pc.equal(c.column("measure"), measure)
-                )
-            )
-            desk.update(c.column("desk_status").to_pylist())
+            read = (gov, measure, actor, basis, just)
+            states.update(_current(*read, "notifications", "notification_id", "state"))
+            desk.update(_current(*read, "cases", "case_id", "desk_status"))
         out[measure] = {"notifications": dict(states), "cases": dict(desk)}
     return out

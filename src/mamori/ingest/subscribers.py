@@ -88,7 +88,6 @@ def load_subscribers(
     upd_empty = pc.equal(upd_txt, "").to_numpy(zero_copy_only=False)
     upd, upd_bad = iso_times_ms(upd_txt)
     upd = np.where(upd_empty, int(now.timestamp() * 1000), upd)
-    bad = np.zeros(n, dtype=bool)
     checks = [
         (pc.equal(cols["subscriber_id"], "").to_numpy(zero_copy_only=False), "no subscriber_id"),
         (upd_bad & ~upd_empty, "updated is not a time"),
@@ -96,12 +95,7 @@ def load_subscribers(
     for name, limit in _LIMITS.items():
         too_long = pc.greater(pc.utf8_length(cols[name]), limit).to_numpy(zero_copy_only=False)
         checks.append((too_long, f"{name} longer than {limit} characters"))
-    for mask, why in checks:
-        mask = mask & ~bad
-        if mask.any():
-            issues.lines("malformed", numbers[mask], why)
-        bad |= mask
-    keep = pa.array(~bad)
+    keep = pa.array(~issues.malformed_rows(checks, numbers))
     null_s = pa.nulls(n, pa.string())
     out = pa.table(
         {

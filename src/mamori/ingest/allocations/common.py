@@ -111,6 +111,19 @@ class Issues:
             kept.append(text)
             log.warning("%s %s: %s", self.report.file, kind, text)
 
+    def malformed_rows(
+        self, checks: list[tuple[np.ndarray, str]], line_numbers: np.ndarray
+    ) -> np.ndarray:
+        """Rows failing any of ``checks`` (mask, reason), each reported once — under the first
+        check it fails — as malformed at its line number; returns the mask of bad rows."""
+        bad = np.zeros(len(line_numbers), dtype=bool)
+        for mask, why in checks:
+            mask = mask & ~bad
+            if mask.any():
+                self.lines("malformed", line_numbers[mask], why)
+            bad |= mask
+        return bad
+
     def lines(self, kind: str, line_numbers: np.ndarray, why: str) -> None:
         """``kind`` problems at these line numbers, all for the same reason."""
         self.add(

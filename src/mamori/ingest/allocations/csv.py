@@ -95,13 +95,7 @@ def parse_allocations_csv(path: Path, issues: Issues) -> pa.Table:
         (has_sub == has_inside, "needs exactly one of subscriber_id and inside_addr"),
         (~end_empty & ~bad_end & ~bad_start & (end < start), "end is before start"),
     ]
-    bad = np.zeros(n, dtype=bool)
-    for mask, why in checks:
-        mask = mask & ~bad
-        if mask.any():
-            issues.lines("malformed", numbers[mask], why)
-        bad |= mask
-    keep = pa.array(~bad)
+    keep = pa.array(~issues.malformed_rows(checks, numbers))
     null_s = pa.nulls(n, pa.string())
     out = pa.table(
         {
