@@ -6,7 +6,8 @@ A format parser produces *events*, one per log record, as an Arrow table:
 ====================  ==========================================================================
 ``sid``               session key (accounting session, lease, port block)
 ``ts``                event time, ms since the epoch (int64)
-``kind``              0 start / allocation, 1 interim / renewal, 2 stop / release
+``kind``              0 start / allocation, 1 interim / renewal, 2 stop / release, 3 ended by the
+                      NAS restarting (RADIUS Accounting-On/Off), an implied stop
 ``until``             how long this record vouches for the session (ms): the lease expiry for DHCP,
                       ``ts`` + the session timeout for RADIUS and CGNAT
 ``addr``              the address handed out (public address for a CGNAT port block)
@@ -50,7 +51,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 TS = pa.timestamp("ms", tz="UTC")
-START, INTERIM, STOP = 0, 1, 2
+START, INTERIM, STOP, RESET = 0, 1, 2, 3
 EXAMPLES = 10
 EVENT_SCHEMA = pa.schema(
     [
@@ -85,6 +86,9 @@ class IngestReport(BaseModel):
     closed_by_stop: int = 0
     closed_by_next: int = Field(default=0, description="no Stop: the address was given out again")
     closed_by_timeout: int = Field(default=0, description="no Stop: timeout or lease expiry")
+    closed_by_nas_restart: int = Field(
+        default=0, description="no Stop: the NAS said it restarted (Accounting-On/Off)"
+    )
     open_at_end: int = Field(
         default=0, description="of those, still within the timeout when the log ends"
     )
@@ -265,14 +269,17 @@ def build_sessions(
     kind = events.column("kind")
     ts = events.column("ts")
     null64 = pa.nulls(events.num_rows, pa.int64())
-    ev = events.append_column(
-        "t_start", pc.if_else(pc.equal(kind, START), ts, null64)
-    ).append_column("t_stop", pc.if_else(pc.equal(kind, STOP), ts, null64))
+    ev = (
+        events.append_column("t_start", pc.if_else(pc.equal(kind, START), ts, null64))
+        .append_column("t_stop", pc.if_else(pc.greater_equal(kind, STOP), ts, null64))
+        .append_column("t_reset", pc.if_else(pc.equal(kind, RESET), ts, null64))
+    )
     ev = ev.append_column("t_implied", pc.subtract(ts, events.column("elapsed")))
     g = ev.group_by("sid", use_threads=False).aggregate(
         [
             ("t_start", "min"),
             ("t_stop", "min"),
+            ("t_reset", "min"),
             ("t_implied", "min"),
             ("ts", "min"),
             ("ts", "max"),
@@ -348,7 +355,12 @@ def build_sessions(
         end_o = np.where(stop_before_start, start_o, end_o)
     file_end = int(events.column("ts").to_numpy().max())
     timed_out = ~has_stop_o & ~by_next
-    report.closed_by_stop += int(has_stop_o.sum())
+    # a NAS restart ends a session only when no real Stop came first
+    reset_col = gcol("t_reset_min")
+    by_reset = pc.fill_null(pc.equal(reset_col, stop_col), False).to_numpy(zero_copy_only=False)
+    by_reset_o = by_reset[order]
+    report.closed_by_stop += int((has_stop_o & ~by_reset_o).sum())
+    report.closed_by_nas_restart += int(by_reset_o.sum())
     report.closed_by_next += int(by_next.sum())
     report.closed_by_timeout += int(timed_out.sum())
     report.open_at_end += int((timed_out & (until_o > file_end)).sum())

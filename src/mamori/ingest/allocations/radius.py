@@ -8,8 +8,10 @@ User-Name (the subscriber key), Framed-IP-Address (IPv4) or Framed-IPv6-Address,
 The event time is Event-Timestamp (the NAS's clock) when present, else the server's ``Timestamp``
 (or the header) minus Acct-Delay-Time. When both clocks are there and disagree by more than the
 skew tolerance, the record is counted under ``clock_skew``. Acct-Session-Time on an Interim-Update
-or Stop tells when a session whose Start is missing began. Accounting-On/Off and other packet
-kinds are counted as skipped. The file is parsed column-wise (Arrow), not record by record.
+or Stop tells when a session whose Start is missing began. Accounting-On/Off (RFC 2866: the NAS
+started or is going down) ends every session of that NAS still open then — its Stops will never
+come — unless the session had already timed out; other packet kinds are counted as skipped. The
+file is parsed column-wise (Arrow), not record by record.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import pyarrow.compute as pc
 from mamori.ingest.allocations.common import (
     EVENT_SCHEMA,
     INTERIM,
+    RESET,
     START,
     STOP,
     IngestReport,
@@ -46,6 +49,9 @@ _ATTRS = (
     "Acct-Session-Time",
 )
 _KINDS = {"Start": START, "Interim-Update": INTERIM, "Alive": INTERIM, "Stop": STOP}
+_RESTARTS = ("Accounting-On", "Accounting-Off")
+#: NAS codes go above the time (ms since the epoch < 2**42, until about 2109) in one sort key
+_TIME_BITS = 42
 
 
 def _pivot(rec: np.ndarray, values: pa.Array, n: int) -> pa.Array:
@@ -111,7 +117,8 @@ def parse_radius_detail(path: Path, issues: Issues, *, timeout_s: float, skew_s:
 
     status = cols["Acct-Status-Type"]
     known = pc.is_in(status, value_set=pa.array(list(_KINDS))).to_numpy(zero_copy_only=False)
-    report.skipped += int((~known).sum())
+    restart = pc.is_in(status, value_set=pa.array(_RESTARTS)).to_numpy(zero_copy_only=False)
+    report.skipped += int((~known & ~restart).sum())
 
     # times
     header_text = _ws(pc.filter(lines, pa.array(header)))
@@ -149,6 +156,18 @@ def parse_radius_detail(path: Path, issues: Issues, *, timeout_s: float, skew_s:
             issues.lines("malformed", header_lines[bad], f"accounting record without {what}")
         missing.append(bad)
     usable = known & ~np.logical_or.reduce(missing)
+    nas = cols["NAS-IP-Address"]
+    no_nas = restart & pc.is_null(nas).to_numpy(zero_copy_only=False)
+    if no_nas.any():
+        issues.lines(
+            "malformed",
+            header_lines[no_nas],
+            "Accounting-On/Off without NAS-IP-Address: which sessions ended is unknown",
+        )
+    no_time = restart & ~no_nas & pc.is_null(ts).to_numpy(zero_copy_only=False)
+    if no_time.any():
+        issues.lines("malformed", header_lines[no_time], "Accounting-On/Off without a time")
+    restart &= ~no_nas & ~no_time
 
     both = pc.and_(pc.is_valid(event), pc.is_valid(received)).to_numpy(zero_copy_only=False)
     diff = np.abs(pc.fill_null(pc.subtract(event, received), 0).to_numpy(zero_copy_only=False))
@@ -172,7 +191,7 @@ def parse_radius_detail(path: Path, issues: Issues, *, timeout_s: float, skew_s:
     elapsed = pc.multiply(_num(cols["Acct-Session-Time"]), 1000)
     keep = pa.array(usable)
     ts_f = pc.filter(ts, keep)
-    return pa.table(
+    events = pa.table(
         {
             "sid": pc.filter(sid, keep),
             "ts": ts_f,
@@ -188,3 +207,81 @@ def parse_radius_detail(path: Path, issues: Issues, *, timeout_s: float, skew_s:
         },
         schema=EVENT_SCHEMA,
     )
+    if not restart.any():
+        return events
+    sel = pa.array(restart)
+    return _restart_stops(
+        events,
+        pc.filter(nas, keep),
+        pc.filter(nas, sel),
+        pc.filter(ts, sel).to_numpy(zero_copy_only=False),
+        header_lines[restart],
+    )
+
+
+def _restart_stops(
+    events: pa.Table,
+    event_nas: pa.Array,
+    restart_nas: pa.Array,
+    restart_ts: np.ndarray,
+    restart_lines: np.ndarray,
+) -> pa.Table:
+    """``events`` plus an implied stop for each session that a later Accounting-On/Off of its
+    NAS ended: the first restart at or after the session's last record, if that comes before
+    the session timed out and the session has no Stop."""
+    g = (
+        events.append_column("nas", event_nas)
+        .append_column("is_stop", pc.equal(events.column("kind"), STOP))
+        .group_by("sid", use_threads=False)
+        .aggregate(
+            [
+                ("ts", "max"),
+                ("until", "max"),
+                ("is_stop", "any"),
+                ("nas", "min"),
+                ("addr", "min"),
+                ("ident", "min"),
+            ]
+        )
+        .combine_chunks()
+    )
+    open_ = pc.and_(pc.invert(g.column("is_stop_any")), pc.is_valid(g.column("nas_min")))
+    g = g.filter(open_)
+    if g.num_rows == 0:
+        return events
+    # one dictionary for both sides, so equal NAS addresses get equal codes
+    both = pc.dictionary_encode(pa.concat_arrays([restart_nas, g.column("nas_min").chunk(0)]))
+    codes = both.indices.to_numpy().astype(np.int64)
+    r_code, s_code = codes[: len(restart_nas)], codes[len(restart_nas) :]
+    r_key = (r_code << _TIME_BITS) | restart_ts
+    order = np.argsort(r_key, kind="stable")
+    r_key, r_ts, r_line = r_key[order], restart_ts[order], restart_lines[order]
+    last = g.column("ts_max").to_numpy()
+    until = g.column("until_max").to_numpy()
+    at = np.searchsorted(r_key, (s_code << _TIME_BITS) | last, side="left")
+    found = at < len(r_key)
+    at_c = np.minimum(at, len(r_key) - 1)
+    ended = found & ((r_key[at_c] >> _TIME_BITS) == s_code) & (r_ts[at_c] < until)
+    if not ended.any():
+        return events
+    idx = np.flatnonzero(ended)
+    hit = at_c[idx]
+    n = int(idx.size)
+    take = pa.array(idx)
+    stops = pa.table(
+        {
+            "sid": g.column("sid").take(take),
+            "ts": pa.array(r_ts[hit], pa.int64()),
+            "kind": pa.array(np.full(n, RESET, dtype=np.int8)),
+            "until": pa.array(r_ts[hit], pa.int64()),
+            "addr": g.column("addr_min").take(take),
+            "port_start": pa.nulls(n, pa.uint16()),
+            "port_end": pa.nulls(n, pa.uint16()),
+            "inside_addr": pa.nulls(n, pa.string()),
+            "ident": g.column("ident_min").take(take),
+            "elapsed": pa.nulls(n, pa.int64()),
+            "line": pa.array(r_line[hit], pa.int64()),
+        },
+        schema=EVENT_SCHEMA,
+    )
+    return pa.concat_tables([events, stops])
