@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -39,6 +40,7 @@ __all__ = [
     "DnsConfig",
     "GovernanceConfig",
     "MamoriConfig",
+    "ReputationConfig",
     "RetentionConfig",
     "SmtpConfig",
     "WebConfig",
@@ -299,6 +301,36 @@ class AlertsConfig(_Model):
     )
 
 
+_DOMAIN = re.compile(
+    r"^(?=.{1,253}$)([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+)
+
+
+class ReputationConfig(_Model):
+    """Outside reputation lists (feeds, partners' C&C lists) and the operator's corrections.
+
+    Feeds list things by mistake (a cloud service, a CDN, the ISP's own mail relay). An entry on
+    the allowlist is dropped from every list Mamori reads: never matched against subscribers'
+    traffic (M4), never blocked or redirected at the resolver (M7, M8).
+    """
+
+    allow_prefixes: tuple[IPNetwork, ...] = Field(
+        default=(), description="addresses no feed may make Mamori act on (CIDR prefixes)"
+    )
+    allow_domains: tuple[str, ...] = Field(
+        default=(), description="domains no feed may make Mamori act on, with their subdomains"
+    )
+
+    @field_validator("allow_domains")
+    @classmethod
+    def _domains(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        out = tuple(d.strip().lower().rstrip(".") for d in value)
+        bad = [d for d in out if not _DOMAIN.match(d)]
+        if bad:
+            raise ValueError(f"not domain names: {bad}")
+        return out
+
+
 class MamoriConfig(BaseSettings):
     """The effective configuration."""
 
@@ -326,6 +358,7 @@ class MamoriConfig(BaseSettings):
     dns: DnsConfig = DnsConfig()
     attribution: AttributionConfig = AttributionConfig()
     alerts: AlertsConfig = AlertsConfig()
+    reputation: ReputationConfig = ReputationConfig()
 
     @field_validator("measures")
     @classmethod

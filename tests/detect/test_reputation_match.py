@@ -13,10 +13,10 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from mamori.config import GovernanceConfig
+from mamori.config import GovernanceConfig, ReputationConfig
 from mamori.detect.reputation_match import match_reputation
 from mamori.governance import Governance
-from tests.conftest import HOUR, T0, flow, table
+from tests.conftest import HOUR, T0, flow, make_config, table
 
 MIN = timedelta(minutes=1)
 CC_PORT = "203.0.113.66"  # listed with port 443
@@ -292,3 +292,40 @@ def test_ipv6_subscriber_addresses_when_the_plan_has_ipv6_pools(tmp_path: Path) 
             gov.write("M1", "flows", table([flow("2001:db8:100::5", CC_PORT, T0)]), "collector")
             report = match_reputation(gov, actor="test", write=False)
         assert len(report.findings) == expected
+
+
+def test_allowlisted_entry_gives_no_finding(tmp_path: Path) -> None:
+    """The operator's allowlist (a cloud service a feed lists by mistake) drops the entry before
+    matching: no finding, no match stored; the other entries still match."""
+    cloud = "203.0.113.80"
+    cfg = make_config(tmp_path / "store").model_copy(
+        update={
+            "reputation": ReputationConfig.model_validate({"allow_prefixes": ["203.0.113.80/31"]})
+        }
+    )
+    gov = Governance(cfg)
+    try:
+        gov.write_registry(
+            "allocations",
+            table([{"start": T0 - HOUR, "end": None, "addr": "10.0.0.9", "subscriber_id": "S"}]),
+            "test",
+            source="csv",
+        )
+        gov.write_registry(
+            "reputation",
+            table([_rep(cloud, port=443), _rep(CC_PORT, port=443)]),
+            "test",
+            source="t",
+        )
+        gov.write(
+            "M1",
+            "flows",
+            table([flow("10.0.0.9", cloud, T0), flow("10.0.0.9", CC_PORT, T0 + 2 * HOUR)]),
+            "collector",
+        )
+        report = match_reputation(gov, actor="test")
+        assert report.indicators_ip == 1
+        assert [f["evidence"]["indicators"] for f in report.findings] == [[f"{CC_PORT}:443"]]
+        assert {r["indicator"] for r in _matches(gov)} == {f"{CC_PORT}:443"}
+    finally:
+        gov.close()

@@ -10,6 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from mamori.config import ReputationConfig
 from mamori.governance import Governance
 from mamori.ingest.reputation import (
     FeedError,
@@ -19,6 +20,7 @@ from mamori.ingest.reputation import (
     parse_feed,
 )
 from mamori.schemas import REPUTATION
+from tests.conftest import make_config
 
 DATA = Path(__file__).parent.parent / "data" / "reputation"
 
@@ -218,3 +220,73 @@ def test_cli_loads_and_reports_line_numbers(tmp_path: Path) -> None:
     )
     assert result.exit_code == 1
     assert "line 1:" in result.output and "nothing was stored" in result.output
+
+
+ALLOW_CASES = [
+    # (allow_prefixes, allow_domains, what is left of the plain list)
+    (
+        (),
+        (),
+        {
+            "192.0.2.99",
+            "198.51.100.99",
+            "cnc.plain-list.example",
+            "phish.plain-list.example",
+            "2001:db8::99",
+        },
+    ),
+    (
+        ("192.0.2.0/24",),
+        (),
+        {"198.51.100.99", "cnc.plain-list.example", "phish.plain-list.example", "2001:db8::99"},
+    ),
+    (
+        ("2001:db8::/32", "198.51.100.99/32"),
+        (),
+        {"192.0.2.99", "cnc.plain-list.example", "phish.plain-list.example"},
+    ),
+    ((), ("plain-list.example",), {"192.0.2.99", "198.51.100.99", "2001:db8::99"}),
+    (
+        (),
+        ("CNC.Plain-List.Example.",),
+        {"192.0.2.99", "198.51.100.99", "phish.plain-list.example", "2001:db8::99"},
+    ),
+    ((), ("example",), {"192.0.2.99", "198.51.100.99", "2001:db8::99"}),
+    (
+        (),
+        ("ain-list.example",),
+        {
+            "192.0.2.99",
+            "198.51.100.99",
+            "cnc.plain-list.example",
+            "phish.plain-list.example",
+            "2001:db8::99",
+        },
+    ),
+]
+
+
+@pytest.mark.parametrize(("prefixes", "domains", "left"), ALLOW_CASES)
+def test_operator_allowlist_leaves_entries_out(
+    tmp_path: Path, prefixes: tuple[str, ...], domains: tuple[str, ...], left: set[str]
+) -> None:
+    cfg = make_config(tmp_path / "store")
+    cfg = cfg.model_copy(
+        update={
+            "reputation": ReputationConfig.model_validate(
+                {"allow_prefixes": prefixes, "allow_domains": domains}
+            )
+        }
+    )
+    g = Governance(cfg)
+    try:
+        load_feed(g, DATA / "plain-blocklist.txt", actor="test")
+        rows = current_reputation(g, "M4", "test").to_pylist()
+        assert {r["ip"] or r["domain"] for r in rows} == left
+    finally:
+        g.close()
+
+
+def test_allowlist_rejects_what_is_not_a_domain() -> None:
+    with pytest.raises(ValueError, match="not domain names"):
+        ReputationConfig.model_validate({"allow_domains": ["ok.example", "x' OR 1=1 --"]})

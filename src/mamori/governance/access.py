@@ -16,7 +16,6 @@ Exceptions::
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import itertools
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -26,11 +25,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mamori.config import MamoriConfig
+from mamori.addresses import in_networks
+from mamori.config import IPNetwork, MamoriConfig
 from mamori.governance.audit import AuditLog
 from mamori.governance.consent import ConsentRegistry
 from mamori.governance.measures import Catalogue, LegalBasis, Measure, catalogue
@@ -98,41 +97,12 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _in_pools(
-    addrs: Sequence[str], pools: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]
-) -> list[str]:
-    """The addresses (text) that fall inside any of ``pools``; IPv4 checked with NumPy."""
-    pools = list(pools)
-    if not addrs or not pools:
+def _in_pools(addrs: Sequence[str], pools: Iterable[IPNetwork]) -> list[str]:
+    """The addresses (text) that fall inside any of ``pools``."""
+    if not addrs:
         return []
-    arr = pa.array(addrs, pa.string())
-    is_v4 = pc.invert(pc.match_substring(arr, ":")).to_numpy(zero_copy_only=False)
-    v4 = pc.filter(arr, pa.array(is_v4))
-    out: list[str] = []
-    if len(v4):
-        octets = pc.list_flatten(pc.split_pattern(v4, "."))
-        try:
-            ints = np.asarray(octets.cast(pa.uint32()).to_numpy(), dtype=np.uint64).reshape(-1, 4)
-        except (pa.ArrowInvalid, ValueError):
-            ints = None
-        if ints is not None:
-            value = (ints[:, 0] << 24) | (ints[:, 1] << 16) | (ints[:, 2] << 8) | ints[:, 3]
-            hit = np.zeros(len(value), dtype=bool)
-            for net in pools:
-                if net.version == 4:
-                    lo, hi = int(net.network_address), int(net.broadcast_address)
-                    hit |= (value >= lo) & (value <= hi)
-            out.extend(pc.filter(v4, pa.array(hit)).to_pylist())
-        else:  # malformed text among them: fall back to one-by-one
-            is_v4[:] = False
-    for text in pc.filter(arr, pa.array(~is_v4)).to_pylist():
-        try:
-            ip = ipaddress.ip_address(text)
-        except ValueError:
-            continue
-        if any(ip.version == n.version and ip in n for n in pools):
-            out.append(text)
-    return out
+    mask = in_networks(addrs, pools)
+    return [a for a, inside in zip(addrs, mask.tolist(), strict=True) if inside]
 
 
 class GovernedStream:

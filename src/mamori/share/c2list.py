@@ -9,13 +9,13 @@ be checked), or when a column other than :data:`ALLOWED_FIELDS` would be include
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mamori.addresses import in_networks
 from mamori.config import IPNetwork
 from mamori.governance import Governance
 
@@ -61,50 +61,9 @@ class ExportRefused(ShareError, PermissionError):
 
 def in_pools(addrs: pa.Array | Sequence[str | None], pools: Sequence[IPNetwork]) -> np.ndarray:
     """Boolean mask: which of ``addrs`` lie in ``pools``. Unreadable addresses count as inside —
-    what cannot be checked must not leave. IPv4 is checked with NumPy, IPv6 one by one."""
-    arr = pa.array(addrs, pa.string()) if not isinstance(addrs, pa.Array) else addrs
-    n = len(arr)
-    hit = np.zeros(n, dtype=bool)
-    if n == 0:
-        return hit
-    valid = pc.fill_null(pc.is_valid(arr), False).to_numpy(zero_copy_only=False)
-    hit |= ~valid  # a missing address cannot be checked
-    text = pc.fill_null(arr, "")
-    v4_shape = pc.match_substring_regex(
-        text, r"^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$"
-    ).to_numpy(zero_copy_only=False)
-    v4_idx = np.flatnonzero(v4_shape & valid)
-    if len(v4_idx):
-        v4 = pc.take(text, pa.array(v4_idx))
-        octets = pc.list_flatten(pc.split_pattern(v4, "."))
-        ints = np.asarray(octets.cast(pa.uint32()).to_numpy(), dtype=np.uint64).reshape(-1, 4)
-        value = (ints[:, 0] << 24) | (ints[:, 1] << 16) | (ints[:, 2] << 8) | ints[:, 3]
-        sub = np.zeros(len(value), dtype=bool)
-        for net in pools:
-            if net.version == 4:
-                lo, hi = int(net.network_address), int(net.broadcast_address)
-                sub |= (value >= lo) & (value <= hi)
-        hit[v4_idx] = sub
-    other_idx = np.flatnonzero(~v4_shape & valid)
-    if len(other_idx):
-        v6_pools = [p for p in pools if p.version == 6]
-        for i, t in zip(other_idx, pc.take(text, pa.array(other_idx)).to_pylist(), strict=True):
-            try:
-                ip = ipaddress.ip_address(t)
-            except ValueError:
-                hit[i] = True
-                continue
-            if ip.version == 4:  # e.g. leading zeros the fast path does not accept
-                hit[i] = True
-            elif ip.ipv4_mapped is not None or ip.sixtofour is not None:
-                # an IPv4 address in IPv6 clothing is checked as the IPv4 address it carries
-                inner = ip.ipv4_mapped or ip.sixtofour
-                hit[i] = any(inner in p for p in pools if p.version == 4) or any(
-                    ip in p for p in v6_pools
-                )
-            else:
-                hit[i] = any(ip in p for p in v6_pools)
-    return hit
+    what cannot be checked must not leave — and an IPv4 address in IPv6 clothing (mapped, 6to4)
+    is checked as the IPv4 address it carries."""
+    return in_networks(addrs, pools, unreadable=True, embedded_v4=True)
 
 
 def guard(gov: Governance, table: pa.Table, actor: str, *, what: str) -> None:

@@ -17,7 +17,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from mamori.addresses import in_networks
+from mamori.config import ReputationConfig
 from mamori.governance import Governance, Grant
 from mamori.ingest.reputation.abusech import parse_feodo, parse_threatfox, parse_urlhaus
 from mamori.ingest.reputation.common import LoadReport, Rows
@@ -199,7 +202,8 @@ def current_reputation_grant(
     """The reputation in force at ``at`` (default now), read for ``measure``: per source, its
     latest load at or before ``at``, without entries that expired by then (kept with
     ``drop_expired=False``, for matching past traffic against each entry's own validity). The
-    grant's relation is lazy (DuckDB), for joining with other grants of the same governance."""
+    grant's relation is lazy (DuckDB), for joining with other grants of the same governance.
+    Entries the operator's allowlist (``reputation.allow_*``) covers are left out."""
     when = (at or datetime.now(UTC)).astimezone(UTC)
     grant = gov.open(measure, "reputation", None, actor, end=when + timedelta(microseconds=1))
     cols = ", ".join(f'"{c}"' for c in grant.columns)
@@ -211,7 +215,35 @@ def current_reputation_grant(
         f"FROM {view} WHERE loaded <= {ts}) WHERE loaded = _last"
         + (f" AND (expires IS NULL OR expires > {ts})" if drop_expired else ""),
     )
-    return dataclasses.replace(grant, relation=rel)
+    grant = dataclasses.replace(grant, relation=rel)
+    allow = gov.config.reputation
+    if allow.allow_prefixes or allow.allow_domains:
+        view = f"rep_cur_{next(_names)}"
+        cond = _allowed(grant, view, allow)
+        grant = dataclasses.replace(
+            grant,
+            relation=grant.relation.query(
+                view, f"SELECT * FROM {view} WHERE NOT coalesce({cond}, FALSE)"
+            ),
+        )
+    return grant
+
+
+def _allowed(grant: Grant, view: str, allow: ReputationConfig) -> str:
+    """SQL condition over ``view``: the entry is on the operator's allowlist. The address test
+    runs in NumPy over the distinct listed addresses (few), and the SQL names the hits."""
+    conds = []
+    if allow.allow_prefixes:
+        sql = f"SELECT DISTINCT ip FROM {view} WHERE ip IS NOT NULL"
+        ips = grant.relation.query(view, sql).to_arrow_table()
+        ips = ips.column(0).combine_chunks() if ips.num_rows else pa.array([], pa.string())
+        hit = pc.filter(ips, pa.array(in_networks(ips, allow.allow_prefixes))).to_pylist()
+        # the hits passed an address parser, so they hold no quote to escape
+        if hit:
+            conds.append("ip IN (" + ", ".join(f"'{ip}'" for ip in hit) + ")")
+    for d in allow.allow_domains:  # validated names: letters, digits, '-', '_', '.'
+        conds.append(f"(lower(domain) = '{d}' OR ends_with(lower(domain), '.{d}'))")
+    return " OR ".join(conds) or "FALSE"
 
 
 def current_reputation(
