@@ -7,6 +7,7 @@ import re
 import uuid
 
 import pytest
+from pymisp import MISPEvent
 
 from mamori.governance import Governance
 from mamori.share import export
@@ -67,3 +68,43 @@ def test_export_and_response_wrapper(gov: Governance) -> None:
     assert n == 2 and {"name": "tlp:red"} in doc["Event"]["Tag"]
     report = ParseReport()
     assert event_to_list({"response": [doc, doc]}, report).num_rows == 4
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_pymisp_model_accepts_the_export(case: str) -> None:
+    """PyMISP's own model (offline: no MISP server) loads every event we write; it checks
+    attribute types and categories against MISP's describeTypes, so an event it accepts is one
+    a MISP instance imports."""
+    table = _list(CASES[case])
+    ev = MISPEvent()
+    ev.load(json.dumps(list_to_event(table, "Example ISP", "amber")))
+    assert ev.info.startswith("Example ISP") and ev.distribution == 1
+    assert [t.name for t in ev.tags] == ["tlp:amber", 'kill-chain:"Command and Control"']
+    assert ev.Orgc.name == "Example ISP"
+    got = [(a.type, a.value, a.category, a.to_ids) for a in ev.attributes]
+    want = [
+        ("ip-dst|port", f"{ip}|{port}") if port is not None else ("ip-dst", ip)
+        for ip, port, *_ in CASES[case]
+    ]
+    assert got == [(t, v, "Network activity", True) for t, v in want]
+    firsts = table.column("first_seen").to_pylist()
+    assert [a.first_seen for a in ev.attributes] == firsts
+
+
+def test_reads_an_event_pymisp_wrote() -> None:
+    """A partner's event, written with PyMISP, comes back as list rows (other attribute types
+    ignored)."""
+    ev = MISPEvent()
+    ev.info = "partner C&C list"
+    ev.add_attribute("ip-dst|port", "198.51.100.7|8080", category="Network activity")
+    a = ev.add_attribute("ip-dst", "2001:db8::7", category="Network activity")
+    a.add_tag('mamori:confidence="0.5"')
+    a.first_seen = "2026-11-01T00:00:00Z"
+    ev.add_attribute("domain", "cnc.partner.example", category="Network activity")
+    report = ParseReport()
+    rows = event_to_list({"Event": json.loads(ev.to_json())}, report).to_pylist()
+    assert [(r["ip"], r["port"], r["confidence"]) for r in rows] == [
+        ("198.51.100.7", 8080, None),
+        ("2001:db8::7", None, 0.5),
+    ]
+    assert rows[1]["first_seen"] is not None and report.rows == 2

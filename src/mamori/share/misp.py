@@ -1,6 +1,8 @@
 """The C&C list as a MISP event (MISP core format JSON), and MISP events back into list rows.
 
-Written directly rather than with PyMISP (a heavy dependency for one JSON shape). One event::
+Written directly, column-wise, rather than through PyMISP's model (``bench/share_export.py``
+measures the difference); the tests load every event we write into PyMISP's ``MISPEvent``, which
+checks types and categories against MISP's own describeTypes. One event::
 
     {"Event": {"uuid", "info", "date", "timestamp", "published": false, "analysis": "2",
                "threat_level_id": "2", "distribution": "0"|"1", "Orgc": {"name", "uuid"},
