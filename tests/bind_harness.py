@@ -164,7 +164,9 @@ def running_named(
 
 
 @contextmanager
-def _running_once(directory: Path, mamori_snippet: str, *, ready_timeout_s: float) -> Iterator[Named]:
+def _running_once(
+    directory: Path, mamori_snippet: str, *, ready_timeout_s: float
+) -> Iterator[Named]:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "upstream.zone").write_text(UPSTREAM)
     port = free_udp_port()

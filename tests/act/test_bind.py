@@ -36,6 +36,7 @@ from tests.unbound_harness import DOMAIN
 
 CC = f"cc1.{DOMAIN}"
 WARN = f"warning.{DOMAIN}."
+ELSEWHERE = "cc2.elsewhere.example"
 REAL = {"cc1": "203.0.113.66", "malware": "203.0.113.77", "phish": "203.0.113.78"}
 
 
@@ -47,6 +48,10 @@ def named(dns_gov: Governance, tmp_path: Path) -> Iterator[Named]:
         "allocations", allocations_table({"127.0.0.5": "sub-m7-only"}), "test", source="csv"
     )
     dns_gov.consent.set("sub-m7-only", "M8", False, actor="test", channel="cli")
+    # a C&C name whose servers cannot be reached (the upstream refuses it)
+    dns_gov.write_registry(
+        "reputation", reputation_table([("domain", ELSEWHERE, None, "c2", None)]), "t", source="t2"
+    )
     prepare_resolver_files(dns_gov, "test")
     with running_named(tmp_path / "named", bind_snippet(dns_gov.config)) as nd:
         yield nd
@@ -65,6 +70,9 @@ def named(dns_gov: Governance, tmp_path: Path) -> Iterator[Named]:
         ("127.0.0.3", CC, "NOERROR", [REAL["cc1"]]),
         ("127.0.0.3", f"malware.{DOMAIN}", "NOERROR", [REAL["malware"]]),
         ("127.0.0.3", f"phish.{DOMAIN}", "NOERROR", [REAL["phish"]]),
+        # rewritten without resolving it first (qname-wait-recurse no); unresolvable for others
+        ("127.0.0.2", ELSEWHERE, "NXDOMAIN", []),
+        ("127.0.0.3", ELSEWHERE, "SERVFAIL", []),
         # in for M8 only (view mamori-m8)
         ("127.0.0.4", CC, "NOERROR", [REAL["cc1"]]),
         ("127.0.0.4", f"malware.{DOMAIN}", "NOERROR", ["192.0.2.80", WARN]),
@@ -79,6 +87,14 @@ def test_policy_follows_consent(
     named: Named, client: str, name: str, rcode: str, data: list[str]
 ) -> None:
     assert named.answer(name, client) == (rcode, data)
+
+
+def test_listed_name_is_not_resolved_for_a_consenting_client(named: Named) -> None:
+    """The C&C operator's name servers never see the query of a client the policy protects."""
+    assert named.answer(ELSEWHERE, "127.0.0.2") == ("NXDOMAIN", [])
+    assert f"resolving '{ELSEWHERE}" not in named.log()
+    assert named.answer(ELSEWHERE, "127.0.0.3")[0] == "SERVFAIL"  # opted out: resolved
+    assert f"resolving '{ELSEWHERE}/A/IN'" in named.log()
 
 
 def test_shared_cache_holds_only_real_answers(named: Named) -> None:
@@ -138,9 +154,7 @@ def test_named_checkzone_accepts_every_zone(
 ) -> None:
     dns_gov.config = dns_gov.config.model_copy(
         update={
-            "dns": DnsConfig(
-                warning_host=WARN, warning_addrs=warning_addrs, c2_action=c2_action
-            )
+            "dns": DnsConfig(warning_host=WARN, warning_addrs=warning_addrs, c2_action=c2_action)
         }
     )
     built = generate_rpz(dns_gov, "test", out_dir=tmp_path / "z")
@@ -288,6 +302,15 @@ def test_snippet_names_the_configured_zones(dns_gov: Governance, tmp_path: Path)
     assert text.index('view "mamori-m7-m8"') < text.index('view "default"')
 
 
+def test_docs_show_the_generated_snippet() -> None:
+    """docs/dns.md quotes exactly what resolver-config --kind bind prints (default paths)."""
+    from mamori.config import load_config
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "dns.md").read_text()
+    section = docs[docs.index("## BIND 9") : docs.index("## Warning page")]
+    assert bind_snippet(load_config(overrides={"store": Path("/var/lib/mamori")})) in section
+
+
 def _answer(named: Named, name: str, client: str) -> tuple[str, list[str]] | None:
     try:
         return named.answer(name, client)
@@ -302,4 +325,3 @@ def _until(cond: Callable[[], object], limit_s: float = 10.0) -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"condition not met within {limit_s} s")
-
