@@ -4,6 +4,7 @@ dnspython from the client addresses whose consent differs."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import threading
 import time
@@ -108,6 +109,16 @@ def test_shared_cache_holds_only_real_answers(named: Named) -> None:
         ("127.0.0.3", ("NOERROR", [REAL["cc1"]])),
     ]:
         assert named.answer(CC, client) == want, client
+    # and it is one cache: the real answer sits in the cache the policy views use
+    subprocess.run([*named.rndc, "dumpdb", "-cache"], check=True, capture_output=True)
+    dump = named.directory / "named_dump.db"
+    _until(lambda: dump.exists() and "; Dump complete" in dump.read_text())
+    text = dump.read_text()
+    for view in ("mamori-m7", "mamori-m8", "default"):
+        assert f"; Cache of view '{view}' is shared as 'mamori'" in text
+    shared = text.split("; Cache dump of view 'mamori-m7-m8' (cache mamori)")[1]
+    # (the TTL counts down from 60)
+    assert re.search(rf"^{CC}\.\t\d+\tIN A\t{REAL['cc1']}$", shared.split("; Start view")[0], re.M)
 
 
 def test_generated_config_passes_named_checkconf(named: Named, dns_gov: Governance) -> None:
