@@ -1252,10 +1252,10 @@ class C2Action(StrEnum):
 def _control(command: str | None) -> Any:
     import shlex
 
-    from mamori.act.resolver import UnboundControl
+    from mamori.act.resolver import resolver_control
 
     cfg = STATE.config()
-    return UnboundControl(shlex.split(command) if command else cfg.dns.unbound_control)
+    return resolver_control(shlex.split(command) if command else cfg.dns.unbound_control)
 
 
 @act_app.command("rpz")
@@ -1273,10 +1273,16 @@ def act_rpz(
         typer.Option("--warning-host", help="host serving the warning page (malware, phishing)"),
     ] = None,
     reload: Annotated[
-        bool, typer.Option("--reload", help="then tell Unbound (auth_zone_reload per zone)")
+        bool,
+        typer.Option(
+            "--reload", help="then tell the resolver (Unbound: auth_zone_reload; BIND: rndc reload)"
+        ),
     ] = False,
     unbound_control: Annotated[
-        str | None, typer.Option("--unbound-control", help='e.g. "unbound-control -c FILE"')
+        str | None,
+        typer.Option(
+            "--unbound-control", help='e.g. "unbound-control -c FILE"; "rndc …" for BIND 9'
+        ),
     ] = None,
 ) -> None:
     """Write the RPZ zones from the reputation lists in force: C&C names (M7, blocked) and
@@ -1303,7 +1309,7 @@ def act_rpz(
         ctl = _control(unbound_control)
         try:
             for z in result.zones:
-                ctl("auth_zone_reload", z.zone)
+                ctl.reload_zone(z.zone, z.measure)
         except ResolverError as exc:
             fail(str(exc))
 
@@ -1318,24 +1324,30 @@ def act_resolver_sync(
     ] = False,
     zones: Annotated[bool, typer.Option("--zones", help="also regenerate the RPZ zones")] = False,
     force: Annotated[
-        bool, typer.Option("--force", help="reload Unbound even if unchanged")
+        bool, typer.Option("--force", help="reload the resolver even if unchanged")
     ] = False,
     prepare: Annotated[
         bool,
         typer.Option(
-            "--prepare", help="only write the files Unbound's configuration needs (first start)"
+            "--prepare",
+            help="only write the files the resolver's configuration needs (first start)",
         ),
     ] = False,
     interval: Annotated[
         float | None, typer.Option("--interval", help="seconds between checks with --watch")
     ] = None,
     unbound_control: Annotated[
-        str | None, typer.Option("--unbound-control", help='e.g. "unbound-control -c FILE"')
+        str | None,
+        typer.Option(
+            "--unbound-control",
+            help='e.g. "unbound-control -c FILE"; "rndc -c FILE" for BIND 9 (rndc reconfig)',
+        ),
     ] = None,
 ) -> None:
     """Apply consent on the resolver: tag the addresses of subscribers who are in for M7 (C&C
     blocking) and M8 (warning page) so Unbound applies each zone to them only. Withdrawn consent
-    applies within a second (opt-out zone); Unbound is never restarted (reload_keep_cache)."""
+    applies within a second (opt-out zone); Unbound is never restarted (reload_keep_cache). With
+    an rndc command, BIND 9's client ACLs are rewritten and applied by `rndc reconfig`."""
     import threading
 
     from mamori.act.resolver import ResolverError, prepare_resolver_files, sync_resolver, watch
@@ -1369,12 +1381,24 @@ def act_resolver_sync(
         stop.set()
 
 
-@act_app.command("resolver-config")
-def act_resolver_config() -> None:
-    """Print the unbound.conf lines that load Mamori's zones and client tags."""
-    from mamori.act.resolver import unbound_snippet
+class ResolverKind(StrEnum):
+    unbound = "unbound"
+    bind = "bind"
 
-    typer.echo(unbound_snippet(STATE.config()), nl=False)
+
+@act_app.command("resolver-config")
+def act_resolver_config(
+    kind: Annotated[
+        ResolverKind,
+        typer.Option("--kind", help="unbound: unbound.conf lines; bind: named.conf views (BIND 9)"),
+    ] = ResolverKind.unbound,
+) -> None:
+    """Print the resolver configuration that loads Mamori's zones and applies consent: unbound.conf
+    lines (client tags), or with --kind bind the named.conf ACL include and views."""
+    from mamori.act.resolver import bind_snippet, unbound_snippet
+
+    snippet = bind_snippet if kind is ResolverKind.bind else unbound_snippet
+    typer.echo(snippet(STATE.config()), nl=False)
 
 
 @act_app.command("warning-page")

@@ -1,5 +1,5 @@
 """`mamori act rpz`, `act resolver-sync`, `act resolver-config` and `ingest dns` end to end,
-against a real Unbound where the resolver is involved."""
+against a real Unbound or BIND 9 where the resolver is involved."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from mamori.cli import STATE, app
 from mamori.governance import Governance
 from mamori.sim.dnstap import write_frame_stream
 from tests.act.conftest import allocations_table, reputation_table
+from tests.bind_harness import running_named
 from tests.unbound_harness import DOMAIN, running_unbound
 
 runner = CliRunner()
@@ -80,6 +81,31 @@ def test_rpz_and_resolver_sync_on_unbound(store: Path, tmp_path: Path) -> None:
         out = _invoke(["act", "rpz", "--reload", "--unbound-control", ctl])
         assert "M8 warning.rpz.mamori." in out
         assert ub.answer(f"cc1.{DOMAIN}", "127.0.0.2")[0] == "NXDOMAIN"
+
+
+def test_rpz_and_resolver_sync_on_bind(store: Path, tmp_path: Path) -> None:
+    """The operator's path with BIND 9: --prepare, resolver-config --kind bind pasted into
+    named.conf, then resolver-sync and rpz --reload through rndc."""
+    from mamori.config import load_config
+
+    _seed(store)
+    assert "zones and client tags written" in _invoke(["act", "resolver-sync", "--prepare"])
+    snippet = _invoke(["act", "resolver-config", "--kind", "bind"])
+    assert 'view "mamori-m7-m8" {' in snippet and "define-tag" not in snippet
+    with running_named(tmp_path / "named", snippet) as nd:
+        pid = nd.pid
+        assert nd.answer(f"cc1.{DOMAIN}", "127.0.0.2")[0] == "NXDOMAIN"
+        assert nd.answer(f"cc1.{DOMAIN}", "127.0.0.3")[0] == "NOERROR"
+        with Governance(load_config(overrides={"store": store})) as gov:
+            gov.consent.set("a", "M7", False, actor="test", channel="web")
+        rndc = " ".join(nd.rndc)
+        out = " ".join(_invoke(["act", "resolver-sync", "--unbound-control", rndc]).split())
+        assert "clients M7 0, M8 2" in out and "reloaded" in out
+        assert nd.answer(f"cc1.{DOMAIN}", "127.0.0.2")[0] == "NOERROR"
+        out = _invoke(["act", "rpz", "--reload", "--unbound-control", rndc])
+        assert "M8 warning.rpz.mamori." in out
+        assert nd.answer(f"cc1.{DOMAIN}", "127.0.0.2")[0] == "NOERROR"
+        assert nd.pid == pid and nd.proc.poll() is None
 
 
 def test_resolver_sync_reports_an_unreachable_resolver(store: Path) -> None:

@@ -12,6 +12,12 @@ subscriber side never sees; only whole-address allocations become tags.
 
 ``watch`` polls the store's consent, allocation and reputation directories (file names, sizes and
 times only — no data is read until something changed) and re-syncs within ``sync_interval_s``.
+
+BIND 9 applies a ``response-policy`` per view, so each combination of measures is a view whose
+``match-clients`` is an ACL Mamori writes (``clients-bind.conf``); :func:`bind_snippet` prints the
+views. ``rndc reconfig`` re-reads the ACLs without re-reading unchanged zone files (a tenth of a
+second with a million names), so with BIND (:class:`RndcControl`) every change is applied exactly
+and at once: no opt-out zone, no spacing of reloads.
 """
 
 from __future__ import annotations
@@ -43,11 +49,15 @@ from mamori.config import MamoriConfig
 from mamori.governance import Governance
 
 __all__ = [
+    "BIND_VIEWS",
     "TAGS",
+    "ResolverControl",
     "ResolverError",
+    "RndcControl",
     "SyncResult",
     "UnboundControl",
     "bind_acl_file",
+    "bind_snippet",
     "clients_file",
     "consenting_clients",
     "optout_file",
@@ -55,6 +65,7 @@ __all__ = [
     "prepare_resolver_files",
     "render_bind_acls",
     "render_clients",
+    "resolver_control",
     "sync_resolver",
     "unbound_snippet",
     "watch",
@@ -65,6 +76,9 @@ log = logging.getLogger(__name__)
 
 # Unbound tag of each measure; the names appear in the operator's unbound.conf (docs/dns.md).
 TAGS = {"M7": "m7", "M8": "m8"}
+# BIND view (and ACL) of each combination of measures, with the measures it applies, in the order
+# named matches them; the names appear in the operator's named.conf (docs/dns.md).
+BIND_VIEWS = {"mamori-m7-m8": ("M7", "M8"), "mamori-m7": ("M7",), "mamori-m8": ("M8",)}
 _ALLOC_COLUMNS = ["start", "end", "addr", "port_start", "port_end", "subscriber_id"]
 _IPV4 = r"^[0-9]{1,3}(?:\.[0-9]{1,3}){3}$"
 
@@ -177,14 +191,16 @@ def render_bind_acls(clients: dict[str, pa.Array]) -> bytes:
     only7 = pc.filter(m7, pc.invert(pc.is_in(m7, value_set=m8)))
     only8 = pc.filter(m8, pc.invert(pc.is_in(m8, value_set=m7)))
     out = ["# Written by `mamori act resolver-sync`; apply with `rndc reconfig`. Do not edit.\n"]
-    for name, addrs in (("mamori-m7-m8", both), ("mamori-m7", only7), ("mamori-m8", only8)):
+    for name, addrs in zip(BIND_VIEWS, (both, only7, only8), strict=True):
         body = "".join(f"  {a};\n" for a in addrs.to_pylist()) or "  none;\n"
         out.append(f'acl "{name}" {{\n{body}}};\n')
     return "".join(out).encode("ascii")
 
 
-class UnboundControl:
-    """``unbound-control`` with the operator's options (``-c unbound.conf``, ``-s host@port``)."""
+class _Control:
+    """A resolver's control program, run with the operator's options."""
+
+    kind = ""
 
     def __init__(self, command: Sequence[str], timeout_s: float = 60.0) -> None:
         self.command = tuple(command)
@@ -205,6 +221,47 @@ class UnboundControl:
         if done.returncode != 0 or text.startswith("error"):
             raise ResolverError(f"{' '.join(self.command)} {' '.join(args)} failed: {text}")
         return text
+
+
+class UnboundControl(_Control):
+    """``unbound-control`` with the operator's options (``-c unbound.conf``, ``-s host@port``)."""
+
+    kind = "unbound"
+
+    def reload_clients(self) -> None:
+        """Re-read the configuration (and with it the tag file and every zone), same process."""
+        self("reload_keep_cache")
+
+    def reload_zone(self, zone: str, measure: str) -> None:
+        self("auth_zone_reload", _fqdn(zone))
+
+
+class RndcControl(_Control):
+    """``rndc`` with the operator's options (``-c rndc.conf``, ``-s server``, ``-p port``): BIND 9
+    with the views of :func:`bind_snippet`."""
+
+    kind = "bind"
+
+    def reload_clients(self) -> None:
+        """Re-read named.conf and with it the ACLs; unchanged zone files are not re-read."""
+        self("reconfig")
+
+    def reload_zone(self, zone: str, measure: str) -> None:
+        # every view holds its own copy of the zone (BIND refuses a response-policy zone shared
+        # with in-view), so each copy is reloaded
+        for view, measures in BIND_VIEWS.items():
+            if measure in measures:
+                self("reload", zone.rstrip("."), "IN", view)
+
+
+ResolverControl = UnboundControl | RndcControl
+
+
+def resolver_control(command: Sequence[str], timeout_s: float = 60.0) -> ResolverControl:
+    """The control for ``command``: ``rndc …`` drives BIND 9, anything else is unbound-control."""
+    if command and Path(command[0]).name == "rndc":
+        return RndcControl(command, timeout_s)
+    return UnboundControl(command, timeout_s)
 
 
 def optout_file(config: MamoriConfig) -> Path:
@@ -255,14 +312,14 @@ def sync_resolver(
     gov: Governance,
     actor: str,
     *,
-    control: UnboundControl | None = None,
+    control: ResolverControl | None = None,
     zones: bool = False,
     at: datetime | None = None,
     force: bool = False,
 ) -> SyncResult:
     """Bring the resolver's client policy (and, with ``zones``, its RPZ zones) up to date.
 
-    Two steps, because a reload re-reads every zone (seconds for a million names):
+    Unbound: two steps, because a reload re-reads every zone (seconds for a million names):
 
     * at once: addresses still tagged for a measure their subscriber has left go into the small
       opt-out zone (client-IP triggers, ``rpz-passthru``, first in order), reloaded alone with
@@ -273,50 +330,59 @@ def sync_resolver(
       when the tags changed and ``tag_reload_min_interval_s`` has passed since the last reload
       (or ``force``); the opt-out zone is emptied in the same step. New consent and new
       allocations wait for this step.
+
+    BIND (:class:`RndcControl`): the ACL file is rewritten and ``rndc reconfig`` applies it at once
+    (zone files are not re-read), whenever the client sets changed.
     """
     t0 = time.perf_counter()
     cfg = gov.config
-    ctl = control or UnboundControl(cfg.dns.unbound_control)
+    ctl = control or resolver_control(cfg.dns.unbound_control)
+    bind = ctl.kind == "bind"
     wanted = consenting_clients(gov, actor, at=at)
     text = render_clients(wanted)
     path = clients_file(cfg)
+    acls = bind_acl_file(cfg)
     old = path.read_bytes() if path.exists() else b""
+    old_acls = acls.read_bytes() if acls.exists() else b""
     stale = old != text
     state = gov.state_dir("resolver") / "last_reload"
     last_reload = float(state.read_text()) if state.exists() else 0.0
-    due = time.time() - last_reload >= cfg.dns.tag_reload_min_interval_s
+    due = bind or time.time() - last_reload >= cfg.dns.tag_reload_min_interval_s
     built: RpzResult | None = None
     if zones:
         built = generate_rpz(gov, actor, at=at)
     optout = optout_file(cfg)
-    passthru = withdrawn(parse_clients(old), wanted) if stale else []
+    passthru = withdrawn(parse_clients(old), wanted) if stale and not bind else []
     reloaded = False
-    # first what is quick: withdrawn consent, through the small opt-out zone
-    if _write_optout(optout, cfg.dns.optout_zone, passthru):
+    # first what is quick: withdrawn consent, through the small opt-out zone (Unbound)
+    if not bind and _write_optout(optout, cfg.dns.optout_zone, passthru):
         try:
-            ctl("auth_zone_reload", _fqdn(cfg.dns.optout_zone))
+            ctl.reload_zone(cfg.dns.optout_zone, "M7")
         except ResolverError:
             optout.unlink(missing_ok=True)  # so the next sync writes and reloads it again
             raise
     if (stale and due) or force:
-        _write_optout(optout, cfg.dns.optout_zone, [])
-        atomic_write(bind_acl_file(cfg), [render_bind_acls(wanted)])
+        if not bind:
+            _write_optout(optout, cfg.dns.optout_zone, [])
+        atomic_write(acls, [render_bind_acls(wanted)])
         atomic_write(path, [text])
         try:
-            ctl("reload_keep_cache")
+            ctl.reload_clients()
         except ResolverError:
-            # what the resolver applies is still the old file: keep that, so a retry reloads
-            if old:
-                atomic_write(path, [old])
-            else:
-                path.unlink(missing_ok=True)
+            # what the resolver applies is still the old files: keep those, so a retry reloads
+            for file, before in ((path, old), (acls, old_acls)):
+                if before:
+                    atomic_write(file, [before])
+                else:
+                    file.unlink(missing_ok=True)
             raise
         state.write_text(repr(time.time()))
         reloaded = True
         passthru = []
-    elif built is not None:
+    # Unbound's reload re-read the zones; BIND's reconfig does not
+    if built is not None and (bind or not reloaded):
         for z in built.zones:
-            ctl("auth_zone_reload", z.zone)
+            ctl.reload_zone(z.zone, z.measure)
     counts = {m: len(a) for m, a in wanted.items()}
     gov.audit.append(
         actor=actor,
@@ -325,6 +391,7 @@ def sync_resolver(
         legal_basis="consent",
         detail={
             "action": "resolver-sync",
+            "resolver": ctl.kind,
             "clients": counts,
             "reloaded": reloaded,
             "withdrawn_pending_reload": len(passthru),
@@ -358,10 +425,13 @@ def _write_optout(path: Path, zone: str, prefixes: list[str]) -> bool:
 
 
 def prepare_resolver_files(gov: Governance, actor: str) -> RpzResult:
-    """Write the zones, the client tags and an empty opt-out zone before Unbound first starts
-    (its configuration names these files; it refuses to start without them)."""
+    """Write the zones, the client tags (Unbound) and ACLs (BIND) and an empty opt-out zone before
+    the resolver first starts (its configuration names these files; it refuses to start without
+    them)."""
     built = generate_rpz(gov, actor)
-    atomic_write(clients_file(gov.config), [render_clients(consenting_clients(gov, actor))])
+    clients = consenting_clients(gov, actor)
+    atomic_write(bind_acl_file(gov.config), [render_bind_acls(clients)])
+    atomic_write(clients_file(gov.config), [render_clients(clients)])
     _write_optout(optout_file(gov.config), gov.config.dns.optout_zone, [])
     return built
 
@@ -384,7 +454,7 @@ def watch(
     gov: Governance,
     actor: str,
     *,
-    control: UnboundControl | None = None,
+    control: ResolverControl | None = None,
     interval_s: float | None = None,
     stop: threading.Event | None = None,
     on_sync: Callable[[SyncResult], None] | None = None,
@@ -453,3 +523,46 @@ def unbound_snippet(
         f'  zonefile: "{zdir / (warn.rstrip(".") + ".zone")}"\n'
         f'  tags: "{TAGS["M8"]}"\n'
     )
+
+
+def bind_snippet(
+    config: MamoriConfig, *, zone_dir: Path | None = None, include: Path | None = None
+) -> str:
+    """The ``named.conf`` lines (BIND 9.16+) that load Mamori's zones and client ACLs: one view per
+    combination of measures, then a default view for everyone else (see docs/dns.md).
+
+    Each view loads its own copy of its zones: named refuses a response-policy zone taken from
+    another view with ``in-view``. The views share one cache (``attach-cache``): rewriting happens
+    after the cache, so the cache holds only real answers, and a client that moves to another view
+    when its consent changes keeps a warm cache. ``qname-wait-recurse no`` rewrites a listed name
+    without first resolving it (no query reaches a C&C operator's name servers, as with Unbound);
+    ``min-update-interval 0`` applies a reloaded zone at once instead of up to 60 s later."""
+    dns = config.dns
+    zdir = zone_dir or rpz_dir(config)
+    inc = include or bind_acl_file(config)
+    zones = {"M7": dns.c2_zone.rstrip("."), "M8": dns.warning_zone.rstrip(".")}
+    out = [
+        "# Mamori: ACLs written by `mamori act resolver-sync` (apply with `rndc reconfig`).\n",
+        "# Keep rewritten queries' client addresses out of the log (M8):\n",
+        "#   logging { category rpz { null; }; };\n",
+        f'include "{inc}";\n',
+    ]
+    for view, measures in BIND_VIEWS.items():
+        out.append(
+            f'view "{view}" {{\n  match-clients {{ {view}; }};\n  recursion yes;\n'
+            '  attach-cache "mamori";\n'
+        )
+        for m in measures:
+            out.append(
+                f'  zone "{zones[m]}" {{ type primary; file "{zdir / (zones[m] + ".zone")}"; }};\n'
+            )
+        policy = "".join(f'    zone "{zones[m]}" min-update-interval 0;\n' for m in measures)
+        out.append(
+            f"  response-policy {{\n{policy}  }} qname-wait-recurse no break-dnssec yes;\n}};\n"
+        )
+    out.append(
+        "# everyone else: opted out, or no allocation record. Zones you already serve go in here.\n"
+        'view "default" {\n  match-clients { any; };\n  recursion yes;\n'
+        '  attach-cache "mamori";\n};\n'
+    )
+    return "".join(out)
