@@ -17,5 +17,13 @@ sudo=""
 [ "$(id -u)" -ne 0 ] && sudo="sudo"
 echo "apt-install: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
+# The tests run their own unbound/named on free loopback ports: keep the packages from starting
+# system daemons (a resolver on port 53, fail2ban) — and from failing the install when one cannot
+# start — unless the machine already has a policy of its own (Docker images ship one).
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
+  $sudo chmod 755 /usr/sbin/policy-rc.d
+  trap '$sudo rm -f /usr/sbin/policy-rc.d' EXIT
+fi
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
