@@ -44,6 +44,7 @@ __all__ = [
     "SubscriberMap",
     "build_sessions",
     "iso_times_ms",
+    "port_block_events",
     "read_lines",
 ]
 
@@ -240,6 +241,58 @@ def _examples_rows(tbl: pa.Table, idx: np.ndarray, fmt: str) -> list[str]:
 
 def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
+
+
+def port_block_events(
+    ts: np.ndarray,
+    kind: np.ndarray,
+    public: pa.Array,
+    port_start: pa.Array,
+    port_end: pa.Array,
+    inside: pa.Array,
+    line: np.ndarray,
+    *,
+    timeout_ms: int,
+) -> pa.Table:
+    """CGNAT port-block records (allocation / interim / release of ``public:port_start-port_end``
+    to ``inside`` at ``ts`` ms) → events. A block's session runs from a record of its
+    (public, block, inside) slot to the next release of that slot; at one instant the allocation
+    sorts first. Shared by every CGNAT log format, so they all pair records alike."""
+    n = len(ts)
+    if not n:
+        return EVENT_SCHEMA.empty_table()
+    lo_s, hi_s = pc.cast(port_start, pa.string()), pc.cast(port_end, pa.string())
+    slot = pc.binary_join_element_wise(public, lo_s, hi_s, inside, "|")
+    if isinstance(slot, pa.ChunkedArray):
+        slot = slot.combine_chunks()
+    codes = pc.dictionary_encode(slot).indices.to_numpy()
+    order = np.lexsort((kind == STOP, ts, codes))  # at one instant: allocation first
+    c_o, k_o, t_o = codes[order], kind[order], ts[order]
+    new = np.ones(n, dtype=bool)
+    new[1:] = (c_o[1:] != c_o[:-1]) | (k_o[:-1] == STOP)
+    first = np.flatnonzero(new)
+    start_of = np.repeat(first, np.diff(np.r_[first, n]))
+    sid = pc.binary_join_element_wise(
+        pc.take(slot, pa.array(order)), pa.array(t_o // 1000).cast(pa.string()), "@"
+    )
+    sid = pc.take(sid, pa.array(start_of))
+    take = pa.array(order)
+    return pa.table(
+        {
+            "sid": sid,
+            "ts": pa.array(t_o, pa.int64()),
+            "kind": pa.array(k_o, pa.int8()),
+            "until": pa.array(t_o + timeout_ms, pa.int64()),
+            "addr": pc.take(public, take),
+            "port_start": pc.take(port_start, take).cast(pa.uint16()),
+            "port_end": pc.take(port_end, take).cast(pa.uint16()),
+            "inside_addr": pc.take(inside, take),
+            "ident": pa.nulls(n, pa.string()),
+            "elapsed": pa.nulls(n, pa.int64()),
+            "line": pa.array(np.asarray(line, dtype=np.int64)[order]),
+        },
+        schema=EVENT_SCHEMA,
+    )
 
 
 def build_sessions(
