@@ -83,8 +83,13 @@ def allocations(gov: Governance) -> list[dict[str, Any]]:
 
 def row(start: datetime, end: datetime, first: int, last: int, inside: str) -> dict[str, Any]:
     return {
-        "start": start, "end": end, "addr": PUB, "port_start": first, "port_end": last,
-        "inside_addr": inside, "source": "cgnat-ipfix",
+        "start": start,
+        "end": end,
+        "addr": PUB,
+        "port_start": first,
+        "port_end": last,
+        "inside_addr": inside,
+        "source": "cgnat-ipfix",
     }
 
 
@@ -188,9 +193,7 @@ def test_nat_events_over_udp_become_allocations(
 def test_open_block_is_kept_over_a_restart_and_closed_by_the_next(tmp_path: Path) -> None:
     """With a timeout longer than the test, an allocation stays open (not stored) across a
     restart; the next allocation of its block closes it."""
-    config = make_config(
-        tmp_path / "store", attribution=AttributionConfig(session_timeout_s=3e9)
-    )
+    config = make_config(tmp_path / "store", attribution=AttributionConfig(session_timeout_s=3e9))
     with Governance(config) as gov:
         first = collect(gov, [message(pk.set_(300, block(T0, "100.64.0.5", 1024, 2047, 16)))])
         assert allocations(gov) == [] and first["nat.blocks_open"] == 1

@@ -9,6 +9,8 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mamori.ingest.allocations.ipfix_nat import PortBlockTracker, block_records
 from mamori.ingest.netflow.batch import NAT_EVENTS
@@ -20,8 +22,14 @@ TIMEOUT_S = 3600.0
 
 
 def nat(*records: dict[str, Any]) -> pa.Table:
-    base = {"exporter": "192.0.2.9", "domain": 0, "inside": "100.64.0.5", "outside": PUB,
-            "port_start": 1024, "port_end": 2047}
+    base = {
+        "exporter": "192.0.2.9",
+        "domain": 0,
+        "inside": "100.64.0.5",
+        "outside": PUB,
+        "port_start": 1024,
+        "port_end": 2047,
+    }
     return pa.Table.from_pylist([{**base, **r} for r in records], schema=NAT_EVENTS)
 
 
@@ -38,7 +46,10 @@ def rows(table: pa.Table) -> list[tuple[int, int, str, int, int, str]]:
         (
             int(r["start"].timestamp() * 1000) - T,
             int(r["end"].timestamp() * 1000) - T,
-            r["addr"], r["port_start"], r["port_end"], r["inside_addr"],
+            r["addr"],
+            r["port_start"],
+            r["port_end"],
+            r["inside_addr"],
         )
         for r in table.to_pylist()
     ]
@@ -125,8 +136,11 @@ BAD = [
     ("no block", alloc(T, port_start=None, port_end=None), "nat.errors.missing_field"),
     ("end before start", alloc(T, port_start=3000, port_end=2047), "nat.errors.bad_range"),
     ("end past 65535", alloc(T, port_end=None, port_count=70000), "nat.errors.bad_range"),
-    ("every other port", alloc(T, port_end=None, port_count=8, port_step=2),
-     "nat.errors.stepped_block"),
+    (
+        "every other port",
+        alloc(T, port_end=None, port_count=8, port_step=2),
+        "nat.errors.stepped_block",
+    ),
     ("NAT44 session create", alloc(T, event=4), "nat.session_events_ignored"),
     ("historic translation delete", alloc(T, event=2), "nat.session_events_ignored"),
     ("ports exhausted", alloc(T, event=12), "nat.other_events_ignored"),
@@ -170,3 +184,53 @@ def test_open_blocks_survive_a_restart() -> None:
 def test_unknown_state_format_is_refused() -> None:
     with pytest.raises(ValueError, match="format"):
         PortBlockTracker(TIMEOUT_S).restore({"format": 99, "records": []})
+
+
+@st.composite
+def _streams(draw: st.DrawFn) -> tuple[list[dict[str, Any]], list[int]]:
+    """Time-ordered port-block records on a few public blocks (each block: allocations, some
+    with their de-allocation before the block's next allocation) and cut points into batches."""
+    records: list[dict[str, Any]] = []
+    for slot in range(draw(st.integers(1, 4))):
+        t = T + draw(st.integers(0, 10)) * MIN
+        for _ in range(draw(st.integers(1, 5))):
+            inside = f"100.64.0.{draw(st.integers(1, 6))}"
+            block = {
+                "inside": inside,
+                "port_start": 1024 * (slot + 1),
+                "port_end": 1024 * (slot + 2) - 1,
+                "outside": PUB if slot < 2 else "198.51.100.2",
+            }
+            records.append(alloc(t, **block))
+            t += draw(st.integers(1, 90)) * MIN
+            if draw(st.booleans()):
+                records.append(dealloc(t, **block))
+                t += draw(st.integers(0, 30)) * MIN
+    records.sort(key=lambda r: (r["ts"], r["event"]))
+    cuts = sorted(draw(st.lists(st.integers(0, len(records)), max_size=6)))
+    return records, cuts
+
+
+@given(_streams())
+@settings(max_examples=60)
+def test_batches_give_what_one_batch_gives(stream: tuple[list[dict[str, Any]], list[int]]) -> None:
+    """Pairing only the open blocks a batch can close gives the rows pairing everything at once
+    gives, however the stream is cut into batches. (Gaps stay within the timeout: a block the
+    stream already closed by its timeout is not reopened by a later record, as in a file.)"""
+    records, cuts = stream
+    counters: Counter[str] = Counter()
+    whole = PortBlockTracker(86400.0)
+    whole.add(nat(*records), counters)
+    whole.advance(T + 10**10)
+    expected = sorted(rows(whole.closed(counters)))
+    batched = PortBlockTracker(86400.0)
+    got = []
+    for lo, hi in zip([0, *cuts], [*cuts, len(records)], strict=True):
+        part = records[lo:hi]
+        if part:
+            batched.add(nat(*part), counters)
+        got += rows(batched.closed(counters))
+    batched.advance(T + 10**10)
+    got += rows(batched.closed(counters))
+    assert sorted(got) == expected
+    assert batched.open_blocks == whole.open_blocks == 0

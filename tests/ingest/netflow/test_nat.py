@@ -18,9 +18,7 @@ FLOW_FIELDS = ((8, 4), (12, 4), (7, 2), (11, 2), (4, 1), (2, 4), (1, 4), (152, 8
 
 
 def _flow(src: str, dst: str) -> bytes:
-    return struct.pack(
-        "!4s4sHHBIIQQ", pk.ip4(src), pk.ip4(dst), 40000, 443, 6, 1, 60, MS, MS + 10
-    )
+    return struct.pack("!4s4sHHBIIQQ", pk.ip4(src), pk.ip4(dst), 40000, 443, 6, 1, 60, MS, MS + 10)
 
 
 def _decode(*messages: bytes) -> list[tuple[pa.Table, pa.Table, dict[str, int]]]:
@@ -40,24 +38,46 @@ CASES = [
         "allocation",
         NAT_BLOCK_FIELDS,
         nat_block(MS, "100.64.0.5", "198.51.100.1", 1024, 2047, NAT_ALLOC),
-        {"ts": MS, "event": 16, "inside": "100.64.0.5", "outside": "198.51.100.1",
-         "port_start": 1024, "port_end": 2047, "port_count": None},
+        {
+            "ts": MS,
+            "event": 16,
+            "inside": "100.64.0.5",
+            "outside": "198.51.100.1",
+            "port_start": 1024,
+            "port_end": 2047,
+            "port_count": None,
+        },
         {"nat.records": 1},
     ),
     (
         "number of ports, pool and instance, no end",
         ((323, 8), (8, 4), (225, 4), (361, 2), (364, 2), (363, 2), (283, 4), (463, 4), (230, 1)),
-        struct.pack("!Q4s4sHHHIIB", MS, pk.ip4("100.64.0.5"), pk.ip4("198.51.100.1"), 4096,
-                    512, 1, 7, 3, 17),
-        {"event": 17, "port_start": 4096, "port_end": None, "port_count": 512, "port_step": 1,
-         "pool_id": 7, "instance_id": 3},
+        struct.pack(
+            "!Q4s4sHHHIIB", MS, pk.ip4("100.64.0.5"), pk.ip4("198.51.100.1"), 4096, 512, 1, 7, 3, 17
+        ),
+        {
+            "event": 17,
+            "port_start": 4096,
+            "port_end": None,
+            "port_count": 512,
+            "port_step": 1,
+            "pool_id": 7,
+            "instance_id": 3,
+        },
         {"nat.records": 1},
     ),
     (
         "DS-Lite: an IPv6 inside address (sourceIPv6Address)",
         ((323, 8), (27, 16), (225, 4), (361, 2), (362, 2), (230, 1)),
-        struct.pack("!Q16s4sHHB", MS, bytes.fromhex("20010db8" + "00" * 11 + "01"),
-                    pk.ip4("198.51.100.1"), 1024, 2047, 16),
+        struct.pack(
+            "!Q16s4sHHB",
+            MS,
+            bytes.fromhex("20010db8" + "00" * 11 + "01"),
+            pk.ip4("198.51.100.1"),
+            1024,
+            2047,
+            16,
+        ),
         {"inside": "2001:db8::1", "outside": "198.51.100.1"},
         {"nat.records": 1},
     ),
@@ -71,15 +91,17 @@ CASES = [
     (
         "observationTimeSeconds",
         ((322, 4), (8, 4), (225, 4), (361, 2), (362, 2), (230, 1)),
-        struct.pack("!I4s4sHHB", MS // 1000, pk.ip4("100.64.0.5"), pk.ip4("198.51.100.1"),
-                    1024, 2047, 16),
+        struct.pack(
+            "!I4s4sHHB", MS // 1000, pk.ip4("100.64.0.5"), pk.ip4("198.51.100.1"), 1024, 2047, 16
+        ),
         {"ts": MS},
         {"nat.records": 1},
     ),
     (
         "variable-length natPoolName is walked and skipped",
         ((323, 8), (284, 0xFFFF), (8, 4), (225, 4), (361, 2), (362, 2), (230, 1)),
-        struct.pack("!Q", MS) + b"\x04pool"
+        struct.pack("!Q", MS)
+        + b"\x04pool"
         + struct.pack("!4s4sHHB", pk.ip4("100.64.0.5"), pk.ip4("198.51.100.1"), 1024, 2047, 16),
         {"ts": MS, "inside": "100.64.0.5", "port_end": 2047},
         {"nat.records": 1, "records.varlen_walk": 1},
@@ -93,7 +115,9 @@ CASES = [
     ids=[c[0] for c in CASES],
 )
 def test_nat_records_become_nat_rows_not_flows(
-    fields: tuple[pk.Field, ...], record: bytes, expected: dict[str, object],
+    fields: tuple[pk.Field, ...],
+    record: bytes,
+    expected: dict[str, object],
     counts: dict[str, int],
 ) -> None:
     m = pk.ipfix([pk.ipfix_template(300, fields), pk.set_(300, record)])
@@ -149,7 +173,9 @@ def test_template_withdrawal_ends_nat_decoding_of_that_id() -> None:
             withdraw,
         ]
     )
-    again = pk.ipfix([pk.ipfix_template(300, FLOW_FIELDS), pk.set_(300, _flow("10.0.0.1", "10.0.0.2"))])
+    again = pk.ipfix(
+        [pk.ipfix_template(300, FLOW_FIELDS), pk.set_(300, _flow("10.0.0.1", "10.0.0.2"))]
+    )
     for path in ("decode", "decode_reference"):
         decoder = FlowDecoder()
         r1 = getattr(decoder, path)([Datagram("192.0.2.9", first, EXPORT)])

@@ -80,7 +80,8 @@ _KNOWN: Final = np.zeros(256, dtype=np.bool_)
 _KNOWN[list(ie.NAT_EVENT_NAMES)] = True
 _SESSION: Final = np.zeros(256, dtype=np.bool_)
 _SESSION[list(ie.NAT_SESSION_EVENTS)] = True
-_UNSPECIFIED: Final = pa.array(["0.0.0.0", "::"], pa.string())
+# the unspecified address in an address field means "not given" (a template with both families)
+_UNSPECIFIED: Final = pa.array(["0.0.0.0", "::"], pa.string())  # noqa: S104 (not a bind)
 
 
 def _count(counters: Counter[str], kind: str, n: int) -> None:
@@ -118,7 +119,9 @@ def block_records(nat: pa.Table, first_seq: int, counters: Counter[str]) -> pa.T
     )
     block = (event == ie.NAT_PORT_BLOCK_ALLOCATION) | (event == ie.NAT_PORT_BLOCK_DEALLOCATION)
     _count(counters, "nat.session_events_ignored", int(_SESSION[event].sum()))
-    _count(counters, "nat.other_events_ignored", int((_KNOWN[event] & ~_SESSION[event] & ~block).sum()))
+    _count(
+        counters, "nat.other_events_ignored", int((_KNOWN[event] & ~_SESSION[event] & ~block).sum())
+    )
     if not block.any():
         return RECORDS.empty_table()
 
@@ -131,13 +134,18 @@ def block_records(nat: pa.Table, first_seq: int, counters: Counter[str]) -> pa.T
     step = pc.coalesce(nat.column("port_step"), 1)
     # portRangeEnd, else the last port of NumPorts ports (RFC 8158 section 4.1.15)
     implied = pc.add(start, pc.multiply(pc.subtract(count, 1), step))
-    end = pc.coalesce(nat.column("port_end"), pc.if_else(pc.greater(count, 0), implied, pa.scalar(None, pa.int64())))
+    end = pc.coalesce(
+        nat.column("port_end"),
+        pc.if_else(pc.greater(count, 0), implied, pa.scalar(None, pa.int64())),
+    )
 
     def arr(x: Any) -> np.ndarray:
         return np.asarray(pc.fill_null(x, False).to_numpy(zero_copy_only=False), dtype=np.bool_)
 
     missing = block & ~(
-        arr(present("inside")) & arr(present("outside")) & arr(pc.is_valid(start))
+        arr(present("inside"))
+        & arr(present("outside"))
+        & arr(pc.is_valid(start))
         & arr(pc.is_valid(end))
     )
     _report(
@@ -151,7 +159,9 @@ def block_records(nat: pa.Table, first_seq: int, counters: Counter[str]) -> pa.T
     s = pc.fill_null(start, 0).to_numpy(zero_copy_only=False)
     e = pc.fill_null(end, 0).to_numpy(zero_copy_only=False)
     bad_range = ok & ((e < s) | (e > 65535))
-    _report(counters, "nat.errors.bad_range", bad_range, nat, "whose port block ends before it starts")
+    _report(
+        counters, "nat.errors.bad_range", bad_range, nat, "whose port block ends before it starts"
+    )
     ok &= ~bad_range
     stepped = ok & (pc.fill_null(step, 1).to_numpy(zero_copy_only=False) > 1)
     _report(
@@ -183,16 +193,20 @@ def block_records(nat: pa.Table, first_seq: int, counters: Counter[str]) -> pa.T
 class PortBlockTracker:
     """Port blocks from a stream of NAT event records: :meth:`add` records as they are decoded,
     :meth:`closed` returns the allocation rows of the blocks closed since (to store) and keeps the
-    open ones. :meth:`state` / :meth:`restore` carry the open blocks over a restart."""
+    open ones. :meth:`state` / :meth:`restore` carry the open blocks over a restart.
+
+    Only the open blocks a call can close are paired again: those of a public block that new
+    records name, and those whose timeout has passed. The others (most of them, on a large CGN)
+    stay as they are, so a flush costs what arrived, not how many blocks are open."""
 
     def __init__(self, timeout_s: float) -> None:
         self.timeout_ms = round(timeout_s * 1000)
-        self._records: list[pa.Table] = []  # open blocks' records, then new ones
-        self._open = 0
-        self._fresh = False
+        self._open_records = RECORDS.empty_table()  # the records of the open blocks
+        self._open_due = np.zeros(0, dtype=np.int64)  # per open record: its block's timeout
+        self._open = 0  # open blocks
+        self._new: list[pa.Table] = []
         self._seq = 0
         self._now = 0  # ms: the latest NAT event or receive time seen
-        self._next_due = 0  # ms: the earliest timeout of an open block (0: none open)
 
     @property
     def open_blocks(self) -> int:
@@ -210,43 +224,59 @@ class PortBlockTracker:
         self._seq += nat.num_rows
         self._now = max(self._now, int(pc.max(nat.column("ts")).as_py()))
         if records.num_rows:
-            self._records.append(records)
-            self._fresh = True
+            self._new.append(records)
 
     def closed(self, counters: Counter[str]) -> pa.Table:
         """Allocation rows (the allocations dataset's columns, without ``source``) of every block
         closed by now; open blocks stay."""
-        due = self._open and self._next_due <= self._now
-        if not (self._fresh or due):
+        touched = self._open_due <= self._now
+        if not (self._new or touched.any()):
             return _empty_rows()
-        records = pa.concat_tables(self._records).combine_chunks()
+        new = pa.concat_tables(self._new) if self._new else RECORDS.empty_table()
+        held = self._open_records
+        if new.num_rows and held.num_rows:
+            # open blocks of a public block the new records name
+            cand = np.flatnonzero(
+                pc.is_in(held.column("addr"), value_set=pc.unique(new.column("addr"))).to_numpy(
+                    zero_copy_only=False
+                )
+            )
+            if cand.size:
+                sub = held.take(pa.array(cand))
+                hit = pc.is_in(_slot(sub), value_set=pc.unique(_slot(new)))
+                touched[cand[hit.to_numpy(zero_copy_only=False)]] = True
+        mask = pa.array(touched)
+        work = pa.concat_tables([held.filter(mask), new]).combine_chunks()
+        rest = held.filter(pc.invert(mask))
+        rest_due = self._open_due[~touched]
+        reopened = int(pc.count_distinct(_slot(held.filter(mask))).as_py()) if touched.any() else 0
+
         events = port_block_events(
-            records.column("ts").to_numpy(),
-            records.column("kind").to_numpy(),
-            records.column("addr"),
-            records.column("port_start"),
-            records.column("port_end"),
-            records.column("inside_addr"),
-            records.column("seq").to_numpy(),
+            work.column("ts").to_numpy(),
+            work.column("kind").to_numpy(),
+            work.column("addr"),
+            work.column("port_start"),
+            work.column("port_end"),
+            work.column("inside_addr"),
+            work.column("seq").to_numpy(),
             timeout_ms=self.timeout_ms,
         )
         still = self._still_open(events)
         report = IngestReport(format=SOURCE, file="collector")
         rows = build_sessions(events, Issues(report))
         _count(counters, "nat.release_without_allocation", report.skipped)
-        is_open = pc.is_in(rows.column("session_id"), value_set=still)
-        done = rows.filter(pc.invert(is_open))
         _count(counters, "nat.overlaps", report.overlaps)
-        keep = pc.is_in(events.column("sid"), value_set=still)
-        kept = events.filter(keep)
-        self._records = [_records_of(kept)] if kept.num_rows else []
-        self._open = len(still)
-        self._next_due = 0
-        # a block is closed by its timeout only once its last record stops vouching for it
-        if kept.num_rows:
-            g = kept.group_by("sid").aggregate([("until", "max")])
-            self._next_due = int(pc.min(g.column("until_max")).as_py())
-        self._fresh = False
+        done = rows.filter(pc.invert(pc.is_in(rows.column("session_id"), value_set=still)))
+        kept = events.filter(pc.is_in(events.column("sid"), value_set=still))
+        # a block times out once its last record stops vouching for it
+        g = kept.group_by("sid").aggregate([("until", "max")])
+        kept_due = pc.take(
+            g.column("until_max"), pc.index_in(kept.column("sid"), value_set=g.column("sid"))
+        ).to_numpy(zero_copy_only=False)
+        self._open_records = pa.concat_tables([rest, _records_of(kept)])
+        self._open_due = np.concatenate([rest_due, np.asarray(kept_due, dtype=np.int64)])
+        self._open += len(still) - reopened
+        self._new = []
         counters["nat.blocks_open"] = self._open
         return done
 
@@ -282,7 +312,7 @@ class PortBlockTracker:
         return g.column("sid").combine_chunks().filter(pa.array(open_))
 
     def state(self) -> dict[str, Any]:
-        records = pa.concat_tables(self._records) if self._records else RECORDS.empty_table()
+        records = pa.concat_tables([self._open_records, *self._new])
         return {
             "format": STATE_FORMAT,
             "seq": self._seq,
@@ -291,14 +321,28 @@ class PortBlockTracker:
         }
 
     def restore(self, state: Mapping[str, Any]) -> None:
+        """Take back what :meth:`state` returned; the blocks are paired again at the next
+        :meth:`closed`."""
         if state.get("format") != STATE_FORMAT:
             raise ValueError(f"unknown NAT block state format {state.get('format')!r}")
         records = pa.Table.from_pylist(list(state["records"]), schema=RECORDS)
         self._seq = int(state["seq"])
         self._now = int(state["now_ms"])
-        self._records = [records] if records.num_rows else []
-        self._fresh = bool(records.num_rows)  # re-derive open blocks and their timeouts
+        self._open_records = RECORDS.empty_table()
+        self._open_due = np.zeros(0, dtype=np.int64)
         self._open = 0
+        self._new = [records] if records.num_rows else []
+
+
+def _slot(records: pa.Table) -> pa.Array:
+    """A public port block as text: address|first|last."""
+    out = pc.binary_join_element_wise(
+        records.column("addr"),
+        pc.cast(records.column("port_start"), pa.string()),
+        pc.cast(records.column("port_end"), pa.string()),
+        "|",
+    )
+    return out.combine_chunks() if isinstance(out, pa.ChunkedArray) else out
 
 
 def _records_of(events: pa.Table) -> pa.Table:
