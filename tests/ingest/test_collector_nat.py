@@ -15,6 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
+from pyarrow import ipc
 
 from mamori.attribute import attribute_one
 from mamori.config import AttributionConfig
@@ -197,8 +198,9 @@ def test_open_block_is_kept_over_a_restart_and_closed_by_the_next(tmp_path: Path
     with Governance(config) as gov:
         first = collect(gov, [message(pk.set_(300, block(T0, "100.64.0.5", 1024, 2047, 16)))])
         assert allocations(gov) == [] and first["nat.blocks_open"] == 1
-        saved = json.loads((gov.state_dir("collector") / "nat_blocks.json").read_text())
-        assert [r["inside_addr"] for r in saved["records"]] == ["100.64.0.5"]
+        with pa.OSFile(str(gov.state_dir("collector") / "nat_blocks.arrow")) as f:
+            saved = ipc.open_file(f).read_all()
+        assert saved.column("inside_addr").to_pylist() == ["100.64.0.5"]
     with Governance(config) as gov:
         second = collect(
             gov, [message(pk.set_(300, block(T0 + 7 * MIN, "100.64.0.6", 1024, 2047, 16)))]
@@ -244,3 +246,10 @@ def test_attribution_of_a_public_port_names_the_inside_address_holder(gov: Gover
         assert (got.status, got.subscriber_id, got.inside_addr) == (status, sub, inside), port
         if status == "ok":
             assert got.allocation_source == "cgnat-ipfix+radius"
+
+
+def test_unreadable_open_block_state_is_counted_and_ignored(gov: Governance) -> None:
+    (gov.state_dir("collector") / "nat_blocks.arrow").write_bytes(b"not an arrow file")
+    counters = collect(gov, [message(pk.set_(300, block(T0, "100.64.0.5", 1024, 2047, 16))), LATER])
+    assert counters["nat.errors.state_unreadable"] == 1
+    assert allocations(gov) == [row(T0, T0 + 1440 * MIN, 1024, 2047, "100.64.0.5")]

@@ -166,14 +166,14 @@ class Collector:
 
     @property
     def nat_blocks_path(self) -> Path:
-        return self._state_dir / "nat_blocks.json"
+        return self._state_dir / "nat_blocks.arrow"
 
     def _restore(self) -> None:
         try:
-            self.nat.restore(json.loads(self.nat_blocks_path.read_text()))
+            self.nat.load(self.nat_blocks_path)
         except FileNotFoundError:
             pass
-        except (OSError, ValueError, KeyError, TypeError, pa.ArrowException) as exc:
+        except (OSError, ValueError, KeyError, pa.ArrowException) as exc:
             self.stats.counters["nat.errors.state_unreadable"] += 1
             log.warning("collector: saved open NAT port blocks unreadable (%s); ignored", exc)
         try:
@@ -196,7 +196,7 @@ class Collector:
 
     def _save_state(self) -> None:
         _atomic_write_json(self.templates_path, self.decoder.state())
-        _atomic_write_json(self.nat_blocks_path, self.nat.state())
+        self.nat.save(self.nat_blocks_path)
         self._count_kernel_drops()
         _atomic_write_json(self.stats_path, self.stats.as_dict())
 

@@ -3,14 +3,15 @@ closing by de-allocation / next allocation / timeout, and the open blocks kept o
 
 from __future__ import annotations
 
-import json
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pyarrow import ipc
 
 from mamori.ingest.allocations.ipfix_nat import PortBlockTracker, block_records
 from mamori.ingest.netflow.batch import NAT_EVENTS
@@ -167,23 +168,44 @@ def test_number_of_ports_gives_the_block_end() -> None:
     assert (out.column("port_start")[0].as_py(), out.column("port_end")[0].as_py()) == (1024, 1535)
 
 
-def test_open_blocks_survive_a_restart() -> None:
+def test_open_blocks_survive_a_restart(tmp_path: Path) -> None:
     counters: Counter[str] = Counter()
     before = PortBlockTracker(TIMEOUT_S)
-    before.add(nat(alloc(T)), counters)
+    before.add(
+        nat(alloc(T), alloc(T, inside="100.64.0.6", port_start=2048, port_end=3071)), counters
+    )
     before.advance(T + MIN)
     assert before.closed(counters).num_rows == 0
-    saved = json.loads(json.dumps(before.state()))
+    before.save(tmp_path / "open.arrow")
     after = PortBlockTracker(TIMEOUT_S)
-    after.restore(saved)
+    after.load(tmp_path / "open.arrow")
     after.add(nat(dealloc(T + 10 * MIN)), counters)
     assert rows(after.closed(counters)) == [(0, 10 * MIN, PUB, 1024, 2047, "100.64.0.5")]
-    assert after.open_blocks == 0
+    assert after.open_blocks == 1
+    after.add(nat(dealloc(T + 20 * MIN, inside="100.64.0.7")), counters)  # record numbers go on
+    after.closed(counters)
+    assert counters["nat.release_without_allocation"] == 1
 
 
-def test_unknown_state_format_is_refused() -> None:
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"not arrow", b"ARROW1\x00\x00garbage"],
+    ids=["empty", "text", "truncated"],
+)
+def test_unusable_state_file_is_refused(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "open.arrow"
+    path.write_bytes(content)
+    with pytest.raises(ValueError):
+        PortBlockTracker(TIMEOUT_S).load(path)
+
+
+def test_state_of_another_format_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "open.arrow"
+    table = pa.table({"x": [1]}).replace_schema_metadata({"format": "99"})
+    with pa.OSFile(str(path), "wb") as sink, ipc.new_file(sink, table.schema) as w:
+        w.write_table(table)
     with pytest.raises(ValueError, match="format"):
-        PortBlockTracker(TIMEOUT_S).restore({"format": 99, "records": []})
+        PortBlockTracker(TIMEOUT_S).load(path)
 
 
 @st.composite

@@ -11,7 +11,7 @@ allocation opens a block, its de-allocation closes it; without one it is closed 
 allocation of the same public block or ``timeout_s`` after it was given.
 
 Unlike a log file, the stream has no end: a block still open is kept here (:class:`PortBlockTracker`,
-saved with the collector's state, at most one entry per open block) and stored once it is closed —
+saved with the collector's state as an Arrow file when it changed) and stored once it is closed —
 by its de-allocation, by the next allocation of its public block, or when the collector's clock
 (the latest NAT event or datagram receive time) passes its timeout. Attribution sees a block from
 then on.
@@ -38,13 +38,15 @@ never raised; the good records around them are kept:
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter
-from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from pyarrow import ipc
 
 from mamori.ingest.allocations.common import (
     EVENT_SCHEMA,
@@ -193,7 +195,7 @@ def block_records(nat: pa.Table, first_seq: int, counters: Counter[str]) -> pa.T
 class PortBlockTracker:
     """Port blocks from a stream of NAT event records: :meth:`add` records as they are decoded,
     :meth:`closed` returns the allocation rows of the blocks closed since (to store) and keeps the
-    open ones. :meth:`state` / :meth:`restore` carry the open blocks over a restart.
+    open ones. :meth:`save` / :meth:`load` carry the open blocks over a restart.
 
     Only the open blocks a call can close are paired again: those of a public block that new
     records name, and those whose timeout has passed. The others (most of them, on a large CGN)
@@ -207,6 +209,7 @@ class PortBlockTracker:
         self._new: list[pa.Table] = []
         self._seq = 0
         self._now = 0  # ms: the latest NAT event or receive time seen
+        self._dirty = False  # open blocks changed since the last save
 
     @property
     def open_blocks(self) -> int:
@@ -222,6 +225,7 @@ class PortBlockTracker:
             return
         records = block_records(nat, self._seq + 1, counters)
         self._seq += nat.num_rows
+        self._dirty = True
         self._now = max(self._now, int(pc.max(nat.column("ts")).as_py()))
         if records.num_rows:
             self._new.append(records)
@@ -277,6 +281,7 @@ class PortBlockTracker:
         self._open_due = np.concatenate([rest_due, np.asarray(kept_due, dtype=np.int64)])
         self._open += len(still) - reopened
         self._new = []
+        self._dirty = True
         counters["nat.blocks_open"] = self._open
         return done
 
@@ -311,27 +316,40 @@ class PortBlockTracker:
         )
         return g.column("sid").combine_chunks().filter(pa.array(open_))
 
-    def state(self) -> dict[str, Any]:
-        records = pa.concat_tables([self._open_records, *self._new])
-        return {
-            "format": STATE_FORMAT,
-            "seq": self._seq,
-            "now_ms": self._now,
-            "records": records.to_pylist(),
-        }
+    def save(self, path: Path) -> None:
+        """Write the open blocks' records to ``path`` (Arrow IPC, replaced atomically), when they
+        changed since the last save."""
+        if not self._dirty and path.exists():
+            return
+        table = pa.concat_tables([self._open_records, *self._new]).replace_schema_metadata(
+            {"format": str(STATE_FORMAT), "seq": str(self._seq), "now_ms": str(self._now)}
+        )
+        tmp = path.with_name(f".{path.name}.tmp")
+        with pa.OSFile(str(tmp), "wb") as sink, ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+        os.replace(tmp, path)
+        self._dirty = False
 
-    def restore(self, state: Mapping[str, Any]) -> None:
-        """Take back what :meth:`state` returned; the blocks are paired again at the next
-        :meth:`closed`."""
-        if state.get("format") != STATE_FORMAT:
-            raise ValueError(f"unknown NAT block state format {state.get('format')!r}")
-        records = pa.Table.from_pylist(list(state["records"]), schema=RECORDS)
-        self._seq = int(state["seq"])
-        self._now = int(state["now_ms"])
+    def load(self, path: Path) -> None:
+        """Take back what :meth:`save` wrote; the blocks are paired again at the next
+        :meth:`closed`. Raises ``ValueError`` (or ``OSError``) on a file it cannot use."""
+        try:
+            with pa.OSFile(str(path), "rb") as source:
+                table = ipc.open_file(source).read_all()
+        except pa.ArrowInvalid as exc:
+            raise ValueError(f"not an Arrow file: {exc}") from None
+        meta = table.schema.metadata or {}
+        if meta.get(b"format") != str(STATE_FORMAT).encode():
+            raise ValueError(f"unknown NAT block state format {meta.get(b'format')!r}")
+        if not table.schema.remove_metadata().equals(RECORDS):
+            raise ValueError("NAT block state has other columns than expected")
+        self._seq = int(meta[b"seq"])
+        self._now = int(meta[b"now_ms"])
         self._open_records = RECORDS.empty_table()
         self._open_due = np.zeros(0, dtype=np.int64)
         self._open = 0
-        self._new = [records] if records.num_rows else []
+        self._new = [table.replace_schema_metadata(None)] if table.num_rows else []
+        self._dirty = False
 
 
 def _slot(records: pa.Table) -> pa.Array:
