@@ -4,13 +4,17 @@ flows, on the vectorised and the per-datagram path alike."""
 from __future__ import annotations
 
 import struct
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
 from mamori.ingest.netflow import Datagram, FlowDecoder
 from tests.ingest.netflow import packets as pk
-from tests.ingest.netflow.packets import NAT_ALLOC, NAT_BLOCK_FIELDS, nat_block
+from tests.ingest.netflow.packets import NAT_ALLOC, NAT_BLOCK_FIELDS, NAT_DEALLOC, nat_block
+from tests.ingest.reference_tools import require
 
 MS = 1_790_000_000_000
 EXPORT = 1_790_000_100
@@ -182,3 +186,91 @@ def test_template_withdrawal_ends_nat_decoding_of_that_id() -> None:
         assert r1.nat.num_rows == 1 and r1.counters["templates.withdrawn"] == 1
         r2 = getattr(decoder, path)([Datagram("192.0.2.9", again, EXPORT)])
         assert r2.nat.num_rows == 0 and r2.flows.num_rows == 1
+
+
+def _pcap(payload: bytes, path: Path) -> None:
+    """One UDP datagram to the IPFIX port (4739) in a classic pcap file (Ethernet, IPv4)."""
+    udp = struct.pack("!HHHH", 40000, 4739, 8 + len(payload), 0) + payload
+    ip = struct.pack(
+        "!BBHHHBBH4s4s",
+        0x45,
+        0,
+        20 + len(udp),
+        0,
+        0,
+        64,
+        17,
+        0,
+        pk.ip4("192.0.2.9"),
+        pk.ip4("192.0.2.1"),
+    )
+    frame = b"\x00" * 12 + b"\x08\x00" + ip + udp
+    head = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
+    path.write_bytes(head + struct.pack("<IIII", EXPORT, 0, len(frame), len(frame)) + frame)
+
+
+def test_hand_built_nat_message_reads_the_same_in_tshark(tmp_path: Path) -> None:
+    """An independent dissector (Wireshark's, tshark 4.0) reads our RFC 7011/8158 bytes as the
+    same NAT events our decoder does."""
+    require("tshark")
+    records = [
+        (MS, "100.64.0.5", "198.51.100.1", 1024, 2047, NAT_ALLOC),
+        (MS + 5, "100.64.0.6", "198.51.100.2", 2048, 3071, NAT_DEALLOC),
+    ]
+    m = pk.ipfix(
+        [
+            pk.ipfix_template(300, NAT_BLOCK_FIELDS),
+            pk.set_(300, b"".join(nat_block(*r) for r in records)),
+        ]
+    )
+    _pcap(m, tmp_path / "nat.pcap")
+    names = [
+        "nat_event",
+        "srcaddr",
+        "post_natsource_ipv4_address",
+        "port_range_start",
+        "port_range_end",
+        "observation_time_milliseconds",
+    ]
+    out = (
+        subprocess.run(
+            [
+                "tshark",
+                "-r",
+                str(tmp_path / "nat.pcap"),
+                "-T",
+                "fields",
+                "-E",
+                "occurrence=a",
+                "-E",
+                "aggregator=|",
+                *(x for n in names for x in ("-e", f"cflow.{n}")),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        .stdout.rstrip("\n")
+        .split("\t")
+    )
+    cols = [c.split("|") for c in out]
+    times = [
+        int(
+            datetime.strptime(t[:-7], "%b %d, %Y %H:%M:%S.%f").replace(tzinfo=UTC).timestamp()
+            * 1000
+        )
+        for t in cols[5]  # "Sep 21, 2026 14:13:20.005000000 UTC": nanoseconds cut to micro
+    ]
+    theirs = [
+        (t, ins, out_, int(lo), int(hi), int(ev))
+        for t, ins, out_, lo, hi, ev in zip(
+            times, cols[1], cols[2], cols[3], cols[4], cols[0], strict=True
+        )
+    ]
+    (flows, nat, _), _ = _decode(m)
+    assert flows.num_rows == 0
+    ours = [
+        (r["ts"], r["inside"], r["outside"], r["port_start"], r["port_end"], r["event"])
+        for r in nat.to_pylist()
+    ]
+    assert theirs == ours == records
