@@ -20,7 +20,10 @@ from pyarrow import ipc
 from mamori.attribute import attribute_one
 from mamori.config import AttributionConfig
 from mamori.governance import Governance
+from mamori.ingest import collector as collector_module
 from mamori.ingest.collector import Collector, Listen
+from mamori.ingest.netflow import Datagram
+from mamori.ingest.netflow.decoder import PackedDatagrams
 from tests.conftest import make_config, table
 from tests.ingest.netflow import packets as pk
 from tests.ingest.netflow.packets import NAT_ALLOC, NAT_BLOCK_FIELDS, NAT_DEALLOC, nat_block
@@ -253,3 +256,31 @@ def test_unreadable_open_block_state_is_counted_and_ignored(gov: Governance) -> 
     counters = collect(gov, [message(pk.set_(300, block(T0, "100.64.0.5", 1024, 2047, 16))), LATER])
     assert counters["nat.errors.state_unreadable"] == 1
     assert allocations(gov) == [row(T0, T0 + 1440 * MIN, 1024, 2047, "100.64.0.5")]
+
+
+def test_closed_blocks_wait_in_the_saved_state_until_stored(
+    gov: Governance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between the (rare) stores, closed blocks stay in the saved state: a collector killed
+    before storing them stores them after its restart."""
+    monkeypatch.setattr(collector_module, "NAT_STORE_EVERY_S", 1e9)
+    datagrams = [
+        message(
+            pk.set_(
+                300,
+                block(T0, "100.64.0.5", 1024, 2047, NAT_ALLOC)
+                + block(T0 + MIN, "100.64.0.5", 1024, 2047, NAT_DEALLOC),
+            )
+        )
+    ]
+    first = Collector(gov)
+    first._decode(
+        PackedDatagrams.pack([Datagram("192.0.2.9", d, ms(T0) / 1000) for d in datagrams])
+    )
+    first.flush()  # a periodic flush: not stored yet
+    assert allocations(gov) == []
+    first.close()  # as if killed: nothing more is written
+    second = Collector(gov)
+    second.flush(final=True)
+    assert allocations(gov) == [row(T0, T0 + MIN, 1024, 2047, "100.64.0.5")]
+    second.close()

@@ -11,7 +11,8 @@ flush interval and never leaves a half file where readers look.
 IPFIX NAT event records (RFC 8158: templates with natEvent) are not flows: port block allocations
 and de-allocations become CGNAT allocation rows (``source`` ``cgnat-ipfix``, see
 :mod:`mamori.ingest.allocations.ipfix_nat`), stored in the ``allocations`` registry with each
-flush once the block is closed; blocks still open are saved with the collector's state.
+flush once the block is closed (at most every ``NAT_STORE_EVERY_S``, and when stopping); blocks
+still open are saved with the collector's state.
 
 Templates are saved with every flush, so a restart decodes data at once instead of waiting minutes
 for the next template. Counters (packets, records, errors by kind, socket drops) are saved beside
@@ -55,6 +56,10 @@ ACTOR = "collector"
 _SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 ROW_GROUP = 131_072  # decoded records held before they are written out as one row group
 BATCH_WAIT_S = 0.02  # longest a received datagram waits for its batch to fill
+# Closed CGNAT port blocks are stored at most this often (and when the collector stops): one
+# small registry file per flush would pile up thousands a day. Until then they stay in the saved
+# open-block state, so a kill -9 loses none.
+NAT_STORE_EVERY_S = 60.0
 _LISTEN_RE = re.compile(r"^udp://(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:/\[\]]+)):(?P<port>\d{1,5})$")
 
 
@@ -151,6 +156,7 @@ class Collector:
         self._receiver: Receiver | None = None
         self._stop = threading.Event()
         self._last_flush = time.monotonic()
+        self._last_nat_store = time.monotonic()
         self._state_dir = gov.state_dir("collector")
         self._restore()
 
@@ -235,8 +241,9 @@ class Collector:
             if self._stream.pending_rows >= self.settings.max_file_rows:
                 self.flush()
 
-    def flush(self) -> int:
-        """Make everything decoded so far visible in the store; returns the records written."""
+    def flush(self, *, final: bool = False) -> int:
+        """Make everything decoded so far visible in the store; returns the records written.
+        Closed CGNAT port blocks are stored every ``NAT_STORE_EVERY_S`` and when ``final``."""
         self._last_flush = time.monotonic()
         self._write_held()
         files, rows = self._stream.commit()
@@ -244,7 +251,9 @@ class Collector:
             self.stats.rows_written += rows
             self.stats.files_written += len(files)
             self.stats.flushes += 1
-        self._store_port_blocks()
+        if final or self._last_flush - self._last_nat_store >= NAT_STORE_EVERY_S:
+            self._last_nat_store = self._last_flush
+            self._store_port_blocks()
         self._save_state()
         return rows
 
@@ -279,7 +288,7 @@ class Collector:
                     progress(self.stats)
         self._decode(PackedDatagrams.pack(batch))
         self.stats.counters.update({f"pcap.{k}": v for k, v in pcap_counters.items()})
-        self.flush()
+        self.flush(final=True)
         return self.stats
 
     # ----------------------------------------------------------------- sockets
@@ -354,7 +363,7 @@ class Collector:
             if finished:
                 break
         receiver.join()
-        self.flush()
+        self.flush(final=True)
         self.close_sockets()
 
     def request_stop(self) -> None:

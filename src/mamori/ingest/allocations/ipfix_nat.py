@@ -134,7 +134,7 @@ def block_records(nat: pa.Table, first_seq: int, counters: Counter[str]) -> pa.T
     start = nat.column("port_start")
     count = nat.column("port_count")
     step = pc.coalesce(nat.column("port_step"), 1)
-    # portRangeEnd, else the last port of NumPorts ports (RFC 8158 section 4.1.15)
+    # portRangeEnd, else the last of NumPorts ports StepSize apart
     implied = pc.add(start, pc.multiply(pc.subtract(count, 1), step))
     end = pc.coalesce(
         nat.column("port_end"),
@@ -162,7 +162,11 @@ def block_records(nat: pa.Table, first_seq: int, counters: Counter[str]) -> pa.T
     e = pc.fill_null(end, 0).to_numpy(zero_copy_only=False)
     bad_range = ok & ((e < s) | (e > 65535))
     _report(
-        counters, "nat.errors.bad_range", bad_range, nat, "whose port block ends before it starts"
+        counters,
+        "nat.errors.bad_range",
+        bad_range,
+        nat,
+        "whose port block ends before it starts or past port 65535",
     )
     ok &= ~bad_range
     stepped = ok & (pc.fill_null(step, 1).to_numpy(zero_copy_only=False) > 1)
