@@ -185,7 +185,7 @@ ALLOCATIONS = DatasetSchema(
             ID_LEN,
         ),
         _str("session_id", S, "accounting session / lease identifier", ID_LEN),
-        _str("source", N, "radius | kea | cgnat-syslog | csv", 32),
+        _str("source", N, "radius | kea | cgnat-syslog | cgnat-ipfix | csv", 32),
         _str(
             "inside_addr",
             S,

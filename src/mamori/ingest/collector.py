@@ -8,6 +8,12 @@ group, into hidden files that governance makes visible every ``flush_interval_s`
 flat whatever the rate. SIGTERM/SIGINT flush everything received; a kill -9 loses at most the last
 flush interval and never leaves a half file where readers look.
 
+IPFIX NAT event records (RFC 8158: templates with natEvent) are not flows: port block allocations
+and de-allocations become CGNAT allocation rows (``source`` ``cgnat-ipfix``, see
+:mod:`mamori.ingest.allocations.ipfix_nat`), stored in the ``allocations`` registry with each
+flush once the block is closed (at most every ``NAT_STORE_EVERY_S``, and when stopping); blocks
+still open are saved with the collector's state.
+
 Templates are saved with every flush, so a restart decodes data at once instead of waiting minutes
 for the next template. Counters (packets, records, errors by kind, socket drops) are saved beside
 them for ``mamori collect stats``; they are labelled by exporter, never by subscriber address.
@@ -35,7 +41,9 @@ import numpy as np
 import pyarrow as pa
 
 from mamori.config import CollectorConfig
-from mamori.governance import Governance
+from mamori.governance import Governance, GovernanceError
+from mamori.ingest.allocations.ipfix_nat import SOURCE as NAT_SOURCE
+from mamori.ingest.allocations.ipfix_nat import PortBlockTracker
 from mamori.ingest.netflow.decoder import Datagram, FlowDecoder, PackedDatagrams
 from mamori.ingest.pcapfile import read_udp
 from mamori.ingest.receiver import Chunk, Receiver, join_chunks
@@ -48,6 +56,10 @@ ACTOR = "collector"
 _SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 ROW_GROUP = 131_072  # decoded records held before they are written out as one row group
 BATCH_WAIT_S = 0.02  # longest a received datagram waits for its batch to fill
+# Closed CGNAT port blocks are stored at most this often (and when the collector stops): one
+# small registry file per flush would pile up thousands a day. Until then they stay in the saved
+# open-block state, so a kill -9 loses none.
+NAT_STORE_EVERY_S = 60.0
 _LISTEN_RE = re.compile(r"^udp://(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:/\[\]]+)):(?P<port>\d{1,5})$")
 
 
@@ -136,6 +148,7 @@ class Collector:
             template_timeout_s=self.settings.template_timeout_s,
         )
         self.stats = Stats()
+        self.nat = PortBlockTracker(gov.config.attribution.session_timeout_s)
         self._stream = gov.open_stream("M1", "flows", ACTOR)
         self._held: list[pa.Table] = []
         self._held_rows = 0
@@ -143,6 +156,7 @@ class Collector:
         self._receiver: Receiver | None = None
         self._stop = threading.Event()
         self._last_flush = time.monotonic()
+        self._last_nat_store = time.monotonic()
         self._state_dir = gov.state_dir("collector")
         self._restore()
 
@@ -156,7 +170,18 @@ class Collector:
     def stats_path(self) -> Path:
         return self._state_dir / "stats.json"
 
+    @property
+    def nat_blocks_path(self) -> Path:
+        return self._state_dir / "nat_blocks.arrow"
+
     def _restore(self) -> None:
+        try:
+            self.nat.load(self.nat_blocks_path)
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, KeyError, pa.ArrowException) as exc:
+            self.stats.counters["nat.errors.state_unreadable"] += 1
+            log.warning("collector: saved open NAT port blocks unreadable (%s); ignored", exc)
         try:
             state = json.loads(self.templates_path.read_text())
         except FileNotFoundError:
@@ -177,6 +202,7 @@ class Collector:
 
     def _save_state(self) -> None:
         _atomic_write_json(self.templates_path, self.decoder.state())
+        self.nat.save(self.nat_blocks_path)
         self._count_kernel_drops()
         _atomic_write_json(self.stats_path, self.stats.as_dict())
 
@@ -187,6 +213,12 @@ class Collector:
             return
         result = self.decoder.decode_packed(batch)
         self.stats.counters.update(result.counters)
+        self.nat.advance(int(float(np.max(batch.received)) * 1000))
+        if result.nat.num_rows:
+            self.nat.add(result.nat, self.stats.counters)
+            for item in result.nat.column("exporter").value_counts().to_pylist():
+                key = str(item["values"])
+                self.stats.by_exporter.setdefault(key, Counter())["nat_records"] += item["counts"]
         per = np.bincount(batch.exporter, minlength=len(batch.exporters))
         for exporter, n in zip(batch.exporters, per.tolist(), strict=True):
             if n:
@@ -209,8 +241,9 @@ class Collector:
             if self._stream.pending_rows >= self.settings.max_file_rows:
                 self.flush()
 
-    def flush(self) -> int:
-        """Make everything decoded so far visible in the store; returns the records written."""
+    def flush(self, *, final: bool = False) -> int:
+        """Make everything decoded so far visible in the store; returns the records written.
+        Closed CGNAT port blocks are stored every ``NAT_STORE_EVERY_S`` and when ``final``."""
         self._last_flush = time.monotonic()
         self._write_held()
         files, rows = self._stream.commit()
@@ -218,8 +251,25 @@ class Collector:
             self.stats.rows_written += rows
             self.stats.files_written += len(files)
             self.stats.flushes += 1
+        if final or self._last_flush - self._last_nat_store >= NAT_STORE_EVERY_S:
+            self._last_nat_store = self._last_flush
+            self._store_port_blocks()
         self._save_state()
         return rows
+
+    def _store_port_blocks(self) -> None:
+        """Store the CGNAT port blocks closed since the last flush (IPFIX NAT events)."""
+        counters = self.stats.counters
+        blocks = self.nat.closed(counters)
+        if not blocks.num_rows:
+            return
+        try:
+            self.gov.write_registry("allocations", blocks, ACTOR, source=NAT_SOURCE)
+        except (GovernanceError, OSError) as exc:
+            counters["nat.errors.store"] += blocks.num_rows
+            log.error("collector: %d closed port block(s) not stored: %s", blocks.num_rows, exc)
+            return
+        counters["nat.blocks_stored"] += blocks.num_rows
 
     # ----------------------------------------------------------------- pcap
 
@@ -238,7 +288,7 @@ class Collector:
                     progress(self.stats)
         self._decode(PackedDatagrams.pack(batch))
         self.stats.counters.update({f"pcap.{k}": v for k, v in pcap_counters.items()})
-        self.flush()
+        self.flush(final=True)
         return self.stats
 
     # ----------------------------------------------------------------- sockets
@@ -313,7 +363,7 @@ class Collector:
             if finished:
                 break
         receiver.join()
-        self.flush()
+        self.flush(final=True)
         self.close_sockets()
 
     def request_stop(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from mamori.ingest.allocations import read_allocations
 from tests.ingest.allocations.conftest import DATA, at
 
@@ -28,3 +30,37 @@ def test_port_blocks() -> None:
         "line 8: syslog time and the CGN's time differ by 90 s"
     ]
     assert (report.closed_by_stop, report.closed_by_timeout) == (1, 3)
+
+
+def _line(hhmmss: str, event: str, inside: str, block: str) -> str:
+    epoch = int(at(hhmmss).timestamp())
+    return (
+        f"Nov  1 {hhmmss} cgn1 {{sp-1/0/0}}[jservices-nat]: JSERVICES_NAT_PORT_BLOCK_{event}: "
+        f"{inside} -> 198.51.100.2:{block} 0x{epoch:x}\n"
+    )
+
+
+def test_lost_releases_do_not_merge_or_cut_sessions(tmp_path: Path) -> None:
+    """A block given back to an inside address after another holder starts a new session (the
+    releases in between were lost); a stray release names nobody's start and closes nothing."""
+    log = tmp_path / "cgn.log"
+    log.write_text(
+        _line("09:00:00", "ALLOC", "100.64.0.44", "1024-1535")
+        + _line("09:10:00", "ALLOC", "100.64.0.46", "1024-1535")
+        + _line("09:20:00", "ALLOC", "100.64.0.44", "1024-1535")
+        + _line("09:30:00", "RELEASE", "100.64.0.44", "1024-1535")
+        + _line("09:00:00", "ALLOC", "100.64.0.48", "2048-2559")
+        + _line("09:00:00", "RELEASE", "100.64.0.47", "2048-2559")
+    )
+    rows, report = read_allocations(log, "cgnat-syslog", timeout_s=3600)
+    got = sorted(
+        (r["port_start"], r["start"], r["end"], r["inside_addr"]) for r in rows.to_pylist()
+    )
+    assert got == [
+        (1024, at("09:00"), at("09:10"), "100.64.0.44"),  # closed by the next holder
+        (1024, at("09:10"), at("09:20"), "100.64.0.46"),
+        (1024, at("09:20"), at("09:30"), "100.64.0.44"),  # released
+        (2048, at("09:00"), at("10:00"), "100.64.0.48"),  # not cut by the stray release
+    ]
+    assert (report.skipped, report.overlaps) == (1, 0)
+    assert report.examples["skipped"] == ["line 6: a release without its allocation (skipped)"]

@@ -142,3 +142,15 @@ def v5_record(
 
 def ip4(text: str) -> bytes:
     return bytes(int(x) for x in text.split("."))
+
+
+# An RFC 8158 port block allocation / de-allocation record (ids from the IANA IPFIX registry):
+# observationTimeMilliseconds, sourceIPv4Address (inside), postNATSourceIPv4Address
+# (outside), portRangeStart, portRangeEnd, natEvent.
+NAT_BLOCK_FIELDS: tuple[Field, ...] = ((323, 8), (8, 4), (225, 4), (361, 2), (362, 2), (230, 1))
+NAT_ALLOC, NAT_DEALLOC = 16, 17
+
+
+def nat_block(ms: int, inside: str, outside: str, first: int, last: int, event: int) -> bytes:
+    """One record of the NAT_BLOCK_FIELDS template."""
+    return struct.pack("!Q4s4sHHB", ms, ip4(inside), ip4(outside), first, last, event)

@@ -2,7 +2,8 @@
 
 Formats: FreeRADIUS ``detail`` files (:mod:`.radius`), Kea DHCPv4 memfile leases (:mod:`.kea`),
 Juniper CGNAT port-block syslog (:mod:`.cgnat`) and plain CSV (:mod:`.csv`). Sessions are built
-in :mod:`.common`.
+in :mod:`.common`. CGNAT port blocks also arrive as IPFIX NAT events at the flow collector
+(:mod:`.ipfix_nat`, stored by :mod:`mamori.ingest.collector`, not loaded from a file).
 
 How rows look: a RADIUS session or DHCP lease is (address, subscriber). A CGNAT port block is
 two-stage: (public address, port block, ``inside_addr``) with no subscriber — the holder of the

@@ -31,6 +31,7 @@ from mamori.ingest.allocations.common import (
     STOP,
     IngestReport,
     Issues,
+    port_block_events,
     read_lines,
 )
 
@@ -117,35 +118,13 @@ def parse_juniper_pba(path: Path, issues: Issues, *, timeout_s: float, skew_s: f
         pa.array([START, INTERIM, STOP], pa.int8()),
         pc.index_in(ev, value_set=pa.array(["ALLOC", "ACTIVE", "RELEASE"])),
     ).to_numpy(zero_copy_only=False)
-    inside = pc.struct_field(f, ["inside"])
-    pub = pc.struct_field(f, ["pub"])
-    lo_s, hi_s = pc.struct_field(f, ["lo"]), pc.struct_field(f, ["hi"])
-    slot = pc.binary_join_element_wise(pub, lo_s, hi_s, inside, "|")
-    codes = pc.dictionary_encode(slot).indices.to_numpy()
-    order = np.lexsort((kind == STOP, epoch, codes))  # at one instant: allocation first
-    c_o, k_o, t_o = codes[order], kind[order], epoch[order]
-    new = np.ones(n, dtype=bool)
-    new[1:] = (c_o[1:] != c_o[:-1]) | (k_o[:-1] == STOP)
-    first = np.flatnonzero(new)
-    start_of = np.repeat(first, np.diff(np.r_[first, n]))
-    sid = pc.binary_join_element_wise(
-        pc.take(slot, pa.array(order)), pa.array(t_o // 1000).cast(pa.string()), "@"
-    )
-    sid = pc.take(sid, pa.array(start_of))
-    take = pa.array(order)
-    return pa.table(
-        {
-            "sid": sid,
-            "ts": pa.array(t_o, pa.int64()),
-            "kind": pa.array(k_o, pa.int8()),
-            "until": pa.array(t_o + round(timeout_s * 1000), pa.int64()),
-            "addr": pc.take(pub, take),
-            "port_start": pc.take(lo_s, take).cast(pa.uint16()),
-            "port_end": pc.take(hi_s, take).cast(pa.uint16()),
-            "inside_addr": pc.take(inside, take),
-            "ident": pa.nulls(n, pa.string()),
-            "elapsed": pa.nulls(n, pa.int64()),
-            "line": pa.array(line_no[order]),
-        },
-        schema=EVENT_SCHEMA,
+    return port_block_events(
+        epoch,
+        kind,
+        pc.struct_field(f, ["pub"]),
+        pc.cast(pc.struct_field(f, ["lo"]), pa.uint16()),
+        pc.cast(pc.struct_field(f, ["hi"]), pa.uint16()),
+        pc.struct_field(f, ["inside"]),
+        line_no,
+        timeout_ms=round(timeout_s * 1000),
     )

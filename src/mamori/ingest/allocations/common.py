@@ -45,6 +45,7 @@ __all__ = [
     "SubscriberMap",
     "build_sessions",
     "iso_times_ms",
+    "port_block_events",
     "read_lines",
 ]
 
@@ -246,6 +247,82 @@ def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
 
 
+def port_block_events(
+    ts: np.ndarray,
+    kind: np.ndarray,
+    public: pa.Array,
+    port_start: pa.Array,
+    port_end: pa.Array,
+    inside: pa.Array,
+    line: np.ndarray,
+    *,
+    timeout_ms: int,
+) -> pa.Table:
+    """CGNAT port-block records (allocation / interim / release of ``public:port_start-port_end``
+    to ``inside`` at ``ts`` ms) → events. A block's session runs from a record of its
+    (public, block, inside) slot to the next release of that slot, or to an allocation of the
+    block to the same inside address again after another inside address was given it (a log that
+    lost the releases in between); at one instant the allocation sorts first. Shared by every
+    CGNAT log format, so they all pair records alike."""
+    n = len(ts)
+    if not n:
+        return EVENT_SCHEMA.empty_table()
+    lo_s, hi_s = pc.cast(port_start, pa.string()), pc.cast(port_end, pa.string())
+    block = pc.binary_join_element_wise(public, lo_s, hi_s, "|")
+    slot = pc.binary_join_element_wise(block, inside, "|")
+    if isinstance(slot, pa.ChunkedArray):
+        slot, block = slot.combine_chunks(), block.combine_chunks()
+    codes = pc.dictionary_encode(slot).indices.to_numpy()
+    holders = _holder_changes(pc.dictionary_encode(block).indices.to_numpy(), codes, kind, ts)
+    order = np.lexsort((kind == STOP, ts, codes))  # at one instant: allocation first
+    c_o, k_o, t_o, h_o = codes[order], kind[order], ts[order], holders[order]
+    new = np.ones(n, dtype=bool)
+    new[1:] = (
+        (c_o[1:] != c_o[:-1]) | (k_o[:-1] == STOP) | ((k_o[1:] == START) & (h_o[1:] != h_o[:-1]))
+    )
+    first = np.flatnonzero(new)
+    start_of = np.repeat(first, np.diff(np.r_[first, n]))
+    sid = pc.binary_join_element_wise(
+        pc.take(slot, pa.array(order)), pa.array(t_o // 1000).cast(pa.string()), "@"
+    )
+    sid = pc.take(sid, pa.array(start_of))
+    take = pa.array(order)
+    return pa.table(
+        {
+            "sid": sid,
+            "ts": pa.array(t_o, pa.int64()),
+            "kind": pa.array(k_o, pa.int8()),
+            "until": pa.array(t_o + timeout_ms, pa.int64()),
+            "addr": pc.take(public, take),
+            "port_start": pc.take(port_start, take).cast(pa.uint16()),
+            "port_end": pc.take(port_end, take).cast(pa.uint16()),
+            "inside_addr": pc.take(inside, take),
+            "ident": pa.nulls(n, pa.string()),
+            "elapsed": pa.nulls(n, pa.int64()),
+            "line": pa.array(np.asarray(line, dtype=np.int64)[order]),
+        },
+        schema=EVENT_SCHEMA,
+    )
+
+
+def _holder_changes(
+    block: np.ndarray, slot: np.ndarray, kind: np.ndarray, ts: np.ndarray
+) -> np.ndarray:
+    """Per record, how many times its public block had been allocated to a different inside
+    address than the allocation before (counted in time order over all blocks): two records of
+    one slot with different counts have another holder's allocation between them."""
+    order = np.lexsort((kind == STOP, ts, block))
+    b, s, start = block[order], slot[order], kind[order] == START
+    pos = np.arange(len(order))
+    last = np.maximum.accumulate(np.where(start, pos, -1))  # latest allocation so far
+    prev = np.r_[-1, last[:-1]]  # the allocation before each record
+    safe = np.maximum(prev, 0)
+    changed = start & (prev >= 0) & (b[safe] == b) & (s[safe] != s)
+    out = np.empty(len(order), dtype=np.int64)
+    out[order] = np.cumsum(changed)
+    return out
+
+
 def build_sessions(
     events: pa.Table, issues: Issues, *, subscribers: SubscriberMap | None = None
 ) -> pa.Table:
@@ -296,6 +373,17 @@ def build_sessions(
         ]
     )
     g = g.combine_chunks()
+    # a release or reclamation with nothing before it: when it began is unknown, and it must not
+    # close the session of whoever was given the address next either
+    only_stop = pc.and_(
+        pc.equal(g.column("kind_min"), STOP), pc.is_null(g.column("t_implied_min"))
+    ).combine_chunks()
+    if pc.any(only_stop).as_py():
+        stray = g.column("line_min").combine_chunks().filter(only_stop).to_numpy()
+        issues.lines("skipped", np.sort(stray), "a release without its allocation (skipped)")
+        g = g.filter(pc.invert(only_stop))
+        if g.num_rows == 0:
+            return empty
 
     def gcol(name: str) -> pa.Array:
         return g.column(name).combine_chunks()
@@ -423,14 +511,6 @@ def build_sessions(
                 out, idx, "line {_line}: subscriber key {_ident!r} maps to no subscriber id"
             ),
         )
-    # a release or reclamation with nothing before it in this file: when it began is unknown
-    only_stop = pc.and_(
-        pc.equal(gcol("kind_min"), STOP), pc.is_null(gcol("t_implied_min"))
-    ).to_numpy(zero_copy_only=False)[order]
-    if only_stop.any():
-        idx = np.flatnonzero(only_stop)
-        issues.lines("skipped", lines[order][idx], "a release without its allocation (skipped)")
-        report.closed_by_stop -= int(only_stop.sum())
-    keep = ~(unmapped_o | neither[order] | only_stop)
+    keep = ~(unmapped_o | neither[order])
     report.sessions += int(keep.sum())
     return out.filter(pa.array(keep)).drop_columns(["_line", "_ident"])

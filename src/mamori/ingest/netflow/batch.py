@@ -40,7 +40,7 @@ from mamori.ingest.netflow.templates import (
 from mamori.ingest.ratelog import RateLimitedLog
 from mamori.schemas import FLOWS
 
-__all__ = ["Batch", "Bulk"]
+__all__ = ["NAT_EVENTS", "Batch", "Bulk"]
 
 log = logging.getLogger("mamori.ingest.netflow")
 
@@ -52,6 +52,26 @@ Bools = npt.NDArray[np.bool_]
 _SCHEMA: Final = FLOWS.arrow
 _TS: Final = pa.timestamp("ms", tz="UTC")
 _MASK32: Final = np.uint64(0xFFFFFFFF)
+
+NAT_EVENTS: Final = pa.schema(
+    [
+        pa.field("exporter", pa.string(), nullable=False),
+        pa.field("domain", pa.uint32()),
+        pa.field("ts", pa.int64(), nullable=False),  # ms; the export time where the record has none
+        pa.field("event", pa.uint16(), nullable=False),  # natEvent
+        pa.field("inside", pa.string()),  # sourceIPv4/IPv6Address; null: not in the template
+        pa.field("outside", pa.string()),  # postNATSourceIPv4/IPv6Address
+        pa.field("port_start", pa.int64()),  # portRangeStart .. NumPorts; null: not there
+        pa.field("port_end", pa.int64()),
+        pa.field("port_step", pa.int64()),
+        pa.field("port_count", pa.int64()),
+        pa.field("pool_id", pa.uint32()),
+        pa.field("instance_id", pa.uint32()),
+    ]
+)
+"""NAT event records (RFC 8158) as the decoder hands them over, one row per record, unchecked:
+:mod:`mamori.ingest.allocations.ipfix_nat` validates them and turns port blocks into
+allocations."""
 
 
 @dataclass
@@ -135,6 +155,7 @@ class Batch:
         self._snapshots: list[SamplingState] = []
         self._snapshot_index: dict[int, int] = {}
         self._packed: dict[Template, Template] = {}
+        self._nat: list[pa.Table] = []
 
     # ----------------------------------------------------------------------------- collection
     def problem(self, kind: str, exporter: str, detail: str = "") -> None:
@@ -342,6 +363,13 @@ class Batch:
         self.counters["sampling.learnt"] += 1
 
     # ----------------------------------------------------------------------------- decoding
+    def finish_nat(self) -> pa.Table:
+        """The NAT event records decoded by :meth:`finish` (call it after)."""
+        nat, self._nat = self._nat, []
+        if not nat:
+            return NAT_EVENTS.empty_table()
+        return pa.concat_tables(nat)
+
     def finish(self) -> pa.Table:
         batches = []
         for group in self._groups.values():
@@ -360,6 +388,9 @@ class Batch:
         n = int(counts.sum())
         rec = np.frombuffer(buf, dtype=t.dtype, count=n)
         offs = t.offsets
+        if t.nat:
+            self._nat_records(g, rec, cols, n)
+            return None
 
         def rep(name: str) -> Any:
             return np.repeat(cols[name], counts)
@@ -424,11 +455,7 @@ class Batch:
         rate = self._sampling(cols, rec, offs, counts)
 
         domain = rep("domain")
-        ex = cols["exporter"]
-        if (ex == ex[0]).all():  # one exporter (the usual case): no per-row take
-            exporters = pa.repeat(pa.scalar(self._exporters[int(ex[0])], pa.string()), n)
-        else:
-            exporters = pa.array(self._exporters, pa.string()).take(rep("exporter"))
+        exporters = self._exporter_column(cols, n)
         arrays = [
             pa.array(s_ms, _TS),
             pa.array(e_ms, _TS),
@@ -453,6 +480,76 @@ class Batch:
         if unknown:
             self.counters["records.sampling_unknown"] += unknown
         return pa.RecordBatch.from_arrays(arrays, schema=_SCHEMA)
+
+    def _exporter_column(self, cols: Mapping[str, npt.NDArray[Any]], n: int) -> pa.Array:
+        ex = cols["exporter"]
+        if (ex == ex[0]).all():  # one exporter (the usual case): no per-row take
+            return pa.repeat(pa.scalar(self._exporters[int(ex[0])], pa.string()), n)
+        return pa.array(self._exporters, pa.string()).take(np.repeat(ex, cols["counts"]))
+
+    def _nat_records(
+        self, g: _Group, rec: npt.NDArray[Any], cols: Mapping[str, npt.NDArray[Any]], n: int
+    ) -> None:
+        """NAT event records of one template → rows of :data:`NAT_EVENTS` (not checked here)."""
+        t = g.template
+        offs = t.offsets
+        counts = cols["counts"]
+        if ie.NAT_EVENT not in offs:  # natEvent of a length that cannot be an unsigned8
+            self.counters["nat.errors.bad_field"] += n
+            self.problems.warn(
+                "nat.errors.bad_field",
+                "netflow: IPFIX NAT template %d has an unreadable natEvent field",
+                t.template_id,
+            )
+            return
+
+        def col(fid: int) -> pa.Array:
+            if fid not in offs:
+                return pa.nulls(n, pa.int64())
+            values = _uint(rec[f"f{fid}"])
+            return pa.array(np.minimum(values, np.uint64(_I64_MAX)).astype(np.int64))
+
+        export = np.repeat(cols["export_ms"], counts)
+        ts: I64 | None = None
+        if ie.OBSERVATION_TIME_MILLISECONDS in offs:
+            ts = _uint(rec[f"f{ie.OBSERVATION_TIME_MILLISECONDS}"]).astype(np.int64)
+        elif ie.OBSERVATION_TIME_SECONDS in offs:
+            ts = _uint(rec[f"f{ie.OBSERVATION_TIME_SECONDS}"]).astype(np.int64) * 1000
+        bad = (
+            np.ones(n, dtype=np.bool_)
+            if ts is None
+            else ~((ts > 631_152_000_000) & (ts < 4_102_444_800_000))
+        )
+        fallback = int(bad.sum())
+        if fallback:
+            self.counters["nat.time_from_export"] += fallback
+            ts = export if ts is None else np.where(bad, export, ts)
+        assert ts is not None
+        inside = _address(rec, offs, ie.SOURCE_IPV4_ADDRESS, ie.SOURCE_IPV6_ADDRESS)
+        outside = _address(
+            rec, offs, ie.POST_NAT_SOURCE_IPV4_ADDRESS, ie.POST_NAT_SOURCE_IPV6_ADDRESS
+        )
+        domain = np.repeat(cols["domain"], counts)
+        self._nat.append(
+            pa.table(
+                [
+                    self._exporter_column(cols, n),
+                    pa.array(domain.astype(np.uint32), pa.uint32(), mask=domain < 0),
+                    pa.array(ts, pa.int64()),
+                    pa.array(np.minimum(_uint(rec[f"f{ie.NAT_EVENT}"]), 0xFFFF), pa.uint16()),
+                    inside if inside is not None else pa.nulls(n, pa.string()),
+                    outside if outside is not None else pa.nulls(n, pa.string()),
+                    col(ie.PORT_RANGE_START),
+                    col(ie.PORT_RANGE_END),
+                    col(ie.PORT_RANGE_STEP_SIZE),
+                    col(ie.PORT_RANGE_NUM_PORTS),
+                    col(ie.NAT_POOL_ID).cast(pa.uint32(), safe=False),
+                    col(ie.NAT_INSTANCE_ID).cast(pa.uint32(), safe=False),
+                ],
+                schema=NAT_EVENTS,
+            )
+        )
+        self.counters["nat.records"] += n
 
     def _sampling(
         self,
@@ -497,6 +594,7 @@ class Batch:
 
 
 _VERSION_NAMES: Final = {5: "v5", 9: "v9", 10: "ipfix"}
+_I64_MAX: Final = int(np.iinfo(np.int64).max)
 
 
 def _walk(

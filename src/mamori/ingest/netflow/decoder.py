@@ -38,6 +38,10 @@ Counters (all per :meth:`FlowDecoder.decode` / ``decode_packed`` call; absent me
   ``records.sampling_unknown``: rows stored with a null sampling rate;
   ``records.time_fallback``: rows whose times could not be computed and are the export time;
   ``records.no_address``: records of a template without addresses (not stored).
+* ``nat.records``: IPFIX NAT event records (RFC 8158: templates with natEvent), handed over as
+  :attr:`DecodeResult.nat`, never as flows; ``nat.time_from_export``: of those, records without
+  a usable observationTime (the export time is used); ``nat.errors.bad_field``: records of a
+  template whose natEvent cannot be read (not kept).
 * ``templates.new|refreshed|replaced|withdrawn|expired``; ``templates.unknown``: data sets
   without a template (held); ``templates.flood_dropped``: refused by the per-exporter / global
   bound; ``templates.zero_fields|zero_length|bad_id``: unusable templates.
@@ -62,7 +66,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mamori.ingest.netflow.batch import Batch
+from mamori.ingest.netflow.batch import NAT_EVENTS, Batch
 from mamori.ingest.netflow.ipfix import parse_ipfix
 from mamori.ingest.netflow.templates import ParsedSets, PendingSets, TemplateRegistry
 from mamori.ingest.netflow.v5 import parse_v5
@@ -118,6 +122,8 @@ class PackedDatagrams:
 class DecodeResult:
     flows: pa.Table  # exactly mamori.schemas.FLOWS.arrow
     counters: collections.Counter[str] = field(default_factory=collections.Counter)
+    # IPFIX NAT event records (RFC 8158), exactly batch.NAT_EVENTS: not flows
+    nat: pa.Table = field(default_factory=NAT_EVENTS.empty_table)
 
 
 class FlowDecoder:
@@ -236,8 +242,10 @@ class FlowDecoder:
         sflow: list[tuple[str, bytes, float]],
         counters: collections.Counter[str],
     ) -> DecodeResult:
+        nat = NAT_EVENTS.empty_table()
         try:
             flows = batch.finish()
+            nat = batch.finish_nat()
         except Exception:
             counters["errors.internal"] += 1
             self._problems.warn(
@@ -249,7 +257,7 @@ class FlowDecoder:
         if sflow:
             flows = pa.concat_tables([flows, self._sflow(sflow, counters)])
         counters["records.out"] += flows.num_rows
-        return DecodeResult(flows, counters)
+        return DecodeResult(flows, counters, nat)
 
     def _sflow(self, datagrams: list[tuple[str, bytes, float]], counters: Counter[str]) -> pa.Table:
         """Decode sFlow v5 datagrams; counters are prefixed ``sflow.`` and the per-exporter

@@ -71,6 +71,45 @@ NTP_UNIX_OFFSET_S: Final = 2_208_988_800
 # Length that marks an IPFIX variable-length field (RFC 7011 section 7).
 VARIABLE_LENGTH: Final = 0xFFFF
 
+# NAT events (RFC 8158; ids and natEvent values from the IANA IPFIX registry). A template with
+# natEvent describes NAT log records, not flows: see mamori.ingest.netflow.batch.
+POST_NAT_SOURCE_IPV4_ADDRESS: Final = 225  # the public (outside) address
+POST_NAT_SOURCE_IPV6_ADDRESS: Final = 281
+NAT_EVENT: Final = 230
+NAT_POOL_ID: Final = 283
+OBSERVATION_TIME_SECONDS: Final = 322
+OBSERVATION_TIME_MILLISECONDS: Final = 323
+PORT_RANGE_START: Final = 361
+PORT_RANGE_END: Final = 362
+PORT_RANGE_STEP_SIZE: Final = 363
+PORT_RANGE_NUM_PORTS: Final = 364
+NAT_INSTANCE_ID: Final = 463
+
+# natEvent values (IANA "NAT Event Type" registry, RFC 8158 section 4.3).
+NAT_EVENT_NAMES: Final = {
+    1: "NAT translation create (historic)",
+    2: "NAT translation delete (historic)",
+    3: "NAT addresses exhausted",
+    4: "NAT44 session create",
+    5: "NAT44 session delete",
+    6: "NAT64 session create",
+    7: "NAT64 session delete",
+    8: "NAT44 BIB create",
+    9: "NAT44 BIB delete",
+    10: "NAT64 BIB create",
+    11: "NAT64 BIB delete",
+    12: "NAT ports exhausted",
+    13: "Quota exceeded",
+    14: "Address binding create",
+    15: "Address binding delete",
+    16: "Port block allocation",
+    17: "Port block de-allocation",
+    18: "Threshold reached",
+}
+NAT_PORT_BLOCK_ALLOCATION: Final = 16
+NAT_PORT_BLOCK_DEALLOCATION: Final = 17
+NAT_SESSION_EVENTS: Final = frozenset({1, 2, 4, 5, 6, 7})
+
 # NetFlow v9 options scope types (RFC 3954 section 6.1): a separate number space.
 V9_SCOPE_SYSTEM: Final = 1
 V9_SCOPE_INTERFACE: Final = 2
@@ -124,6 +163,15 @@ UNSIGNED_FIELDS: Final = frozenset(
         SAMPLING_PACKET_SPACE,
         SAMPLING_SIZE,
         SAMPLING_POPULATION,
+        NAT_EVENT,
+        NAT_POOL_ID,
+        OBSERVATION_TIME_SECONDS,
+        OBSERVATION_TIME_MILLISECONDS,
+        PORT_RANGE_START,
+        PORT_RANGE_END,
+        PORT_RANGE_STEP_SIZE,
+        PORT_RANGE_NUM_PORTS,
+        NAT_INSTANCE_ID,
     }
 )
 
@@ -133,6 +181,8 @@ ADDRESS_FIELDS: Final = {
     DESTINATION_IPV4_ADDRESS: 4,
     SOURCE_IPV6_ADDRESS: 16,
     DESTINATION_IPV6_ADDRESS: 16,
+    POST_NAT_SOURCE_IPV4_ADDRESS: 4,
+    POST_NAT_SOURCE_IPV6_ADDRESS: 16,
 }
 
 # Fields worth reading from options data records (sampling and system-init time).

@@ -75,6 +75,16 @@ class Template:
         return any(f.variable for f in self.fields)
 
     @cached_property
+    def nat(self) -> bool:
+        """An IPFIX data template of NAT event records (RFC 8158): one with natEvent. Its records
+        are NAT log entries (port blocks, sessions), never flows."""
+        return (
+            self.version == 10
+            and not self.options
+            and any(f.id == ie.NAT_EVENT and f.enterprise == 0 for f in self.fields)
+        )
+
+    @cached_property
     def record_length(self) -> int:
         """Length of one record; for variable-length templates, the minimum (1 byte per field)."""
         return sum(1 if f.variable else f.length for f in self.fields)
