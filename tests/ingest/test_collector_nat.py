@@ -284,3 +284,43 @@ def test_closed_blocks_wait_in_the_saved_state_until_stored(
     second.flush(final=True)
     assert allocations(gov) == [row(T0, T0 + MIN, 1024, 2047, "100.64.0.5")]
     second.close()
+
+
+def test_a_failed_store_is_retried_not_lost(
+    gov: Governance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store that fails (a full disk) keeps the closed blocks for the next store."""
+    real = gov.write_registry
+    calls: list[int] = []
+
+    def fail_once(*args: Any, **kw: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError(28, "No space left on device")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(gov, "write_registry", fail_once)
+    c = Collector(gov)
+    c._decode(
+        PackedDatagrams.pack(
+            [
+                Datagram(
+                    "192.0.2.9",
+                    message(
+                        pk.set_(
+                            300,
+                            block(T0, "100.64.0.5", 1024, 2047, NAT_ALLOC)
+                            + block(T0 + MIN, "100.64.0.5", 1024, 2047, NAT_DEALLOC),
+                        )
+                    ),
+                    ms(T0) / 1000,
+                )
+            ]
+        )
+    )
+    c.flush(final=True)
+    assert allocations(gov) == [] and c.stats.counters["nat.errors.store"] == 1
+    c.flush(final=True)
+    assert allocations(gov) == [row(T0, T0 + MIN, 1024, 2047, "100.64.0.5")]
+    assert c.stats.counters["nat.blocks_stored"] == 1 and len(calls) == 2
+    c.close()

@@ -149,6 +149,7 @@ class Collector:
         )
         self.stats = Stats()
         self.nat = PortBlockTracker(gov.config.attribution.session_timeout_s)
+        self._nat_unstored: pa.Table | None = None  # closed blocks a failed store left behind
         self._stream = gov.open_stream("M1", "flows", ACTOR)
         self._held: list[pa.Table] = []
         self._held_rows = 0
@@ -261,14 +262,24 @@ class Collector:
         """Store the CGNAT port blocks closed since the last flush (IPFIX NAT events)."""
         counters = self.stats.counters
         blocks = self.nat.closed(counters)
+        if self._nat_unstored is not None:
+            blocks = pa.concat_tables([self._nat_unstored, blocks])
         if not blocks.num_rows:
             return
         try:
             self.gov.write_registry("allocations", blocks, ACTOR, source=NAT_SOURCE)
         except (GovernanceError, OSError) as exc:
-            counters["nat.errors.store"] += blocks.num_rows
-            log.error("collector: %d closed port block(s) not stored: %s", blocks.num_rows, exc)
+            # kept and tried again at the next store (a full disk clears; attribution must not
+            # lose the blocks)
+            self._nat_unstored = blocks
+            counters["nat.errors.store"] += 1
+            log.error(
+                "collector: %d closed port block(s) not stored yet (will retry): %s",
+                blocks.num_rows,
+                exc,
+            )
             return
+        self._nat_unstored = None
         counters["nat.blocks_stored"] += blocks.num_rows
 
     # ----------------------------------------------------------------- pcap
