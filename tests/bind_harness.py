@@ -57,7 +57,7 @@ class Named:
 
     @property
     def rndc(self) -> tuple[str, ...]:
-        """The rndc command an operator would configure (``dns.unbound_control``)."""
+        """The rndc command an operator would configure (``dns.resolver_control``)."""
         return (RNDC, "-c", str(self.rndc_conf))
 
     @property

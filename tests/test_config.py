@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mamori.cli import app
-from mamori.config import ConfigError, load_config
+from mamori.config import ConfigError, DnsConfig, load_config
 
 GOOD = """
 store = "/srv/mamori"
@@ -119,3 +119,10 @@ def test_config_check_refuses_retention_beyond_catalogue(tmp_path: Path) -> None
     result = CliRunner().invoke(app, ["--config", str(p), "config", "check"])
     assert result.exit_code == 2
     assert "retention.matches = 400" in result.output and "at most 365 days" in result.output
+
+
+def test_resolver_control_keeps_its_old_name() -> None:
+    """``dns.unbound_control`` (its name before BIND was supported) still configures it."""
+    new = DnsConfig.model_validate({"resolver_control": ["rndc", "-c", "/etc/bind/rndc.conf"]})
+    old = DnsConfig.model_validate({"unbound_control": ["rndc", "-c", "/etc/bind/rndc.conf"]})
+    assert new.resolver_control == old.resolver_control == ("rndc", "-c", "/etc/bind/rndc.conf")

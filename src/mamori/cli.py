@@ -1255,7 +1255,7 @@ def _control(command: str | None) -> Any:
     from mamori.act.resolver import resolver_control
 
     cfg = STATE.config()
-    return resolver_control(shlex.split(command) if command else cfg.dns.unbound_control)
+    return resolver_control(shlex.split(command) if command else cfg.dns.resolver_control)
 
 
 @act_app.command("rpz")
@@ -1278,10 +1278,12 @@ def act_rpz(
             "--reload", help="then tell the resolver (Unbound: auth_zone_reload; BIND: rndc reload)"
         ),
     ] = False,
-    unbound_control: Annotated[
+    resolver_control: Annotated[
         str | None,
         typer.Option(
-            "--unbound-control", help='e.g. "unbound-control -c FILE"; "rndc …" for BIND 9'
+            "--resolver-control",
+            "--unbound-control",
+            help='e.g. "unbound-control -c FILE"; "rndc -c FILE" for BIND 9',
         ),
     ] = None,
 ) -> None:
@@ -1306,7 +1308,7 @@ def act_rpz(
             highlight=False,
         )
     if reload:
-        ctl = _control(unbound_control)
+        ctl = _control(resolver_control)
         try:
             for z in result.zones:
                 ctl.reload_zone(z.zone, z.measure)
@@ -1336,9 +1338,10 @@ def act_resolver_sync(
     interval: Annotated[
         float | None, typer.Option("--interval", help="seconds between checks with --watch")
     ] = None,
-    unbound_control: Annotated[
+    resolver_control: Annotated[
         str | None,
         typer.Option(
+            "--resolver-control",
             "--unbound-control",
             help='e.g. "unbound-control -c FILE"; "rndc -c FILE" for BIND 9 (rndc reconfig)',
         ),
@@ -1357,7 +1360,7 @@ def act_resolver_sync(
         built = prepare_resolver_files(gov, actor_name())
         out.print(f"zones and client tags written ({len(built.zones)} zones)", highlight=False)
         return
-    ctl = _control(unbound_control)
+    ctl = _control(resolver_control)
 
     def show(r: Any) -> None:
         state = "reloaded" if r.changed else ("pending reload" if r.pending else "unchanged")

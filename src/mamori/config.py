@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import (
+    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
@@ -218,8 +219,12 @@ class DnsConfig(_Model):
     never_block: tuple[str, ...] = Field(
         default=(), description="domains (and their subdomains) never put in a zone"
     )
-    unbound_control: tuple[str, ...] = Field(
-        default=("unbound-control",), description="command (and -c/-s options) to reach Unbound"
+    resolver_control: tuple[str, ...] = Field(
+        default=("unbound-control",),
+        # the first name it had, when only Unbound was supported; still read
+        validation_alias=AliasChoices("resolver_control", "unbound_control"),
+        description="command that reaches the resolver: unbound-control (with -c/-s options) "
+        "for Unbound, rndc (with -c/-s options) for BIND 9",
     )
     clients_file: Path | None = Field(
         default=None,

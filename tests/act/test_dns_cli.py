@@ -99,10 +99,10 @@ def test_rpz_and_resolver_sync_on_bind(store: Path, tmp_path: Path) -> None:
         with Governance(load_config(overrides={"store": store})) as gov:
             gov.consent.set("a", "M7", False, actor="test", channel="web")
         rndc = " ".join(nd.rndc)
-        out = " ".join(_invoke(["act", "resolver-sync", "--unbound-control", rndc]).split())
+        out = " ".join(_invoke(["act", "resolver-sync", "--resolver-control", rndc]).split())
         assert "clients M7 0, M8 2" in out and "reloaded" in out
         assert nd.answer(f"cc1.{DOMAIN}", "127.0.0.2")[0] == "NOERROR"
-        out = _invoke(["act", "rpz", "--reload", "--unbound-control", rndc])
+        out = _invoke(["act", "rpz", "--reload", "--resolver-control", rndc])
         assert "M8 warning.rpz.mamori." in out
         assert nd.answer(f"cc1.{DOMAIN}", "127.0.0.2")[0] == "NOERROR"
         assert nd.pid == pid and nd.proc.poll() is None

@@ -336,7 +336,7 @@ def sync_resolver(
     """
     t0 = time.perf_counter()
     cfg = gov.config
-    ctl = control or resolver_control(cfg.dns.unbound_control)
+    ctl = control or resolver_control(cfg.dns.resolver_control)
     bind = ctl.kind == "bind"
     wanted = consenting_clients(gov, actor, at=at)
     text = render_clients(wanted)
