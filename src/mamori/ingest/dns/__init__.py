@@ -186,22 +186,29 @@ class DnstapListener:
     def _serve(self, conn: socket.socket) -> None:
         conn.settimeout(None)
         reader = SocketReader(conn, CONTENT_TYPE)
-        batch = QueryBatch()
+        # frames are decoded in batches (the decoder works on many messages at once), at the
+        # latest every half flush interval, as long as frames keep arriving
+        frames: list[bytes] = []
         last = time.monotonic()
         try:
             for frame in reader.frames():
-                with self._lock:
-                    decode_messages([frame], self.stats, batch, where="socket ")
+                frames.append(frame)
                 now = time.monotonic()
-                if len(batch) >= 10_000 or now - last >= self.flush_interval_s / 2:
-                    self._queue.put(batch)
-                    batch, last = QueryBatch(), now
+                if len(frames) >= 10_000 or now - last >= self.flush_interval_s / 2:
+                    self._decode(frames)
+                    frames, last = [], now
         except (FrameError, OSError) as exc:
             log.warning("dnstap connection ended: %s", exc)
         finally:
-            if len(batch):
-                self._queue.put(batch)
+            if frames:
+                self._decode(frames)
             conn.close()
+
+    def _decode(self, frames: list[bytes]) -> None:
+        with self._lock:
+            batch = decode_messages(frames, self.stats, where="socket ")
+        if len(batch):
+            self._queue.put(batch)
 
     def flush(self) -> DnsIngestReport | None:
         """Store what arrived since the last flush (call from the thread that owns ``gov``)."""
@@ -215,8 +222,7 @@ class DnstapListener:
             return None
         merged = QueryBatch()
         for b in batches:
-            for name in ("ts_ns", "client", "port", "qname", "qtype", "resolver"):
-                getattr(merged, name).extend(getattr(b, name))
+            merged.extend(b)
         report = DnsIngestReport(source=self.totals.source, queries=len(merged))
         report.stored, report.too_long = store_queries(
             self.gov, merged.table(), self.actor, source=self.totals.source

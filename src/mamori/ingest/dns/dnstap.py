@@ -15,13 +15,24 @@ import logging
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import dns.name
+import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 
+from mamori.ingest.dns import pbvec
 from mamori.schemas import DNS_QUERIES
 
-__all__ = ["CONTENT_TYPE", "DecodeStats", "QueryBatch", "decode_messages", "question"]
+__all__ = [
+    "CONTENT_TYPE",
+    "DecodeStats",
+    "QueryBatch",
+    "decode_messages",
+    "decode_messages_scalar",
+    "question",
+]
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +40,9 @@ CONTENT_TYPE = b"protobuf:dnstap.Dnstap"
 CLIENT_QUERY = 5
 _DNSTAP_MESSAGE = 14
 _MAX_LOGGED = 5
+# query_time_sec below which sec * 10**9 + nsec (nsec < 2**32) surely fits in int64; above it,
+# the scalar decoder decides
+_MAX_SEC = 9_000_000_000
 
 
 class _Malformed(ValueError):
@@ -144,67 +158,234 @@ def _addr(raw: bytes | int | None) -> str | None:
     return str(ipaddress.ip_address(raw))
 
 
+# the columns of a decoded batch before :meth:`QueryBatch.table` shapes them for ``dns_queries``
+_RAW = pa.schema(
+    [
+        ("ts_ns", pa.int64()),
+        ("client", pa.string()),
+        ("port", pa.uint16()),
+        ("qname", pa.string()),
+        ("qtype", pa.uint16()),
+        ("resolver", pa.string()),
+    ]
+)
+_Row = tuple[int, str, int | None, str, int, str | None]
+
+
 @dataclass
 class QueryBatch:
-    ts_ns: list[int] = field(default_factory=list)
-    client: list[str] = field(default_factory=list)
-    port: list[int | None] = field(default_factory=list)
-    qname: list[str] = field(default_factory=list)
-    qtype: list[int] = field(default_factory=list)
-    resolver: list[str | None] = field(default_factory=list)
+    """Decoded client queries, as Arrow chunks (one per decoded batch of frames)."""
+
+    chunks: list[pa.Table] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.ts_ns)
+        return sum(c.num_rows for c in self.chunks)
+
+    def append(self, chunk: pa.Table) -> None:
+        if chunk.num_rows:
+            self.chunks.append(chunk)
+
+    def extend(self, other: QueryBatch) -> None:
+        self.chunks.extend(other.chunks)
+
+    def raw(self) -> pa.Table:
+        if not self.chunks:
+            return _RAW.empty_table()
+        return pa.concat_tables(self.chunks)
+
+    def _column(self, name: str) -> list[Any]:
+        return self.raw().column(name).to_pylist()
+
+    ts_ns = property(lambda self: self._column("ts_ns"))
+    client = property(lambda self: self._column("client"))
+    port = property(lambda self: self._column("port"))
+    qname = property(lambda self: self._column("qname"))
+    qtype = property(lambda self: self._column("qtype"))
+    resolver = property(lambda self: self._column("resolver"))
 
     def table(self) -> pa.Table:
-        schema = DNS_QUERIES.arrow
-        ts = pa.array(self.ts_ns, pa.int64()).cast(pa.timestamp("ns", tz="UTC"))
+        raw = self.raw()
+        ts = raw.column("ts_ns").cast(pa.timestamp("ns", tz="UTC"))
         return pa.table(
             {
                 "ts": ts.cast(pa.timestamp("ms", tz="UTC"), safe=False),
-                "client_addr": pa.array(self.client, pa.string()),
-                "client_port": pa.array(self.port, pa.uint16()),
-                "qname": pa.array(self.qname, pa.string()),
-                "qtype": pa.array(self.qtype, pa.uint16()),
-                "rcode": pa.array([None] * len(self), pa.uint8()),
-                "resolver": pa.array(self.resolver, pa.string()),
+                "client_addr": raw.column("client"),
+                "client_port": raw.column("port"),
+                "qname": raw.column("qname"),
+                "qtype": raw.column("qtype"),
+                "rcode": pa.nulls(raw.num_rows, pa.uint8()),
+                "resolver": raw.column("resolver"),
             },
-            schema=schema,
+            schema=DNS_QUERIES.arrow,
         )
+
+
+def _decode_one(frame: bytes) -> _Row | None:
+    """One frame, the reference decoder: its row, or None for a message that is not a client
+    query. Raises :class:`_Malformed` (with the reason that gets logged)."""
+    top = _fields(frame)
+    msg = top.get(_DNSTAP_MESSAGE)
+    if not isinstance(msg, bytes):
+        raise _Malformed("no message")
+    m = _fields(msg)
+    if m.get(1) != CLIENT_QUERY:
+        return None
+    client = _addr(m.get(4))
+    wire = m.get(10)
+    sec = m.get(8)
+    if client is None or not isinstance(wire, bytes) or not isinstance(sec, int):
+        raise _Malformed("client query without address, time or message")
+    nsec = m.get(9)
+    name, qtype = question(wire)
+    ts_ns = sec * 1_000_000_000 + (nsec if isinstance(nsec, int) else 0)
+    if ts_ns >= 1 << 63:
+        raise _Malformed("query time out of range")
+    port = m.get(6)
+    return (
+        ts_ns,
+        client,
+        port if isinstance(port, int) and port < 65536 else None,
+        name,
+        qtype,
+        _addr(m.get(5)),
+    )
+
+
+def _rows_table(rows: list[_Row]) -> pa.Table:
+    return pa.Table.from_pylist([dict(zip(_RAW.names, r, strict=True)) for r in rows], _RAW)
+
+
+def decode_messages_scalar(
+    frames: Iterable[bytes], stats: DecodeStats, batch: QueryBatch | None = None, *, where: str = ""
+) -> QueryBatch:
+    """:func:`decode_messages` one message at a time in Python: the reference the vectorised
+    decoder is tested against, and what it falls back to for unusual messages."""
+    out = batch if batch is not None else QueryBatch()
+    rows: list[_Row] = []
+    for frame in frames:
+        stats.frames += 1
+        try:
+            row = _decode_one(frame)
+        except _Malformed as exc:
+            stats.bad(f"{where}frame {stats.frames}", str(exc))
+            continue
+        if row is None:
+            stats.other += 1
+            continue
+        rows.append(row)
+        stats.queries += 1
+    out.append(_rows_table(rows))
+    return out
+
+
+CHUNK_FRAMES = 65_536  # frames decoded together: bounds the memory of one lockstep pass
 
 
 def decode_messages(
     frames: Iterable[bytes], stats: DecodeStats, batch: QueryBatch | None = None, *, where: str = ""
 ) -> QueryBatch:
-    """Append the CLIENT_QUERY messages among ``frames`` to ``batch``; count everything else."""
+    """Append the CLIENT_QUERY messages among ``frames`` to ``batch``; count everything else.
+
+    Frames are decoded in chunks, all messages of a chunk at once (:mod:`.pbvec`). If ``frames``
+    raises (a cut stream), the frames read before are decoded first, then the error propagates.
+    """
     out = batch if batch is not None else QueryBatch()
-    for frame in frames:
-        stats.frames += 1
-        try:
-            top = _fields(frame)
-            msg = top.get(_DNSTAP_MESSAGE)
-            if not isinstance(msg, bytes):
-                raise _Malformed("no message")
-            m = _fields(msg)
-            if m.get(1) != CLIENT_QUERY:
-                stats.other += 1
-                continue
-            client = _addr(m.get(4))
-            wire = m.get(10)
-            sec = m.get(8)
-            if client is None or not isinstance(wire, bytes) or not isinstance(sec, int):
-                raise _Malformed("client query without address, time or message")
-            nsec = m.get(9)
-            name, qtype = question(wire)
-        except _Malformed as exc:
-            stats.bad(f"{where}frame {stats.frames}", str(exc))
-            continue
-        port = m.get(6)
-        out.ts_ns.append(sec * 1_000_000_000 + (nsec if isinstance(nsec, int) else 0))
-        out.client.append(client)
-        out.port.append(port if isinstance(port, int) and port < 65536 else None)
-        out.qname.append(name)
-        out.qtype.append(qtype)
-        out.resolver.append(_addr(m.get(5)))
-        stats.queries += 1
+    pending: list[bytes] = []
+    try:
+        for frame in frames:
+            pending.append(frame)
+            if len(pending) >= CHUNK_FRAMES:
+                _decode_chunk(pending, stats, out, where)
+                pending = []
+    finally:
+        if pending:
+            _decode_chunk(pending, stats, out, where)
     return out
+
+
+def _combine(n: int, parts: list[tuple[npt.NDArray[np.int64], pa.Array]]) -> pa.Array:
+    """One array of ``n`` values: each part's values at its positions, null elsewhere."""
+    where_ = np.full(n, -1, dtype=np.int64)
+    base = 0
+    for pos, arr in parts:
+        where_[pos] = base + np.arange(len(pos), dtype=np.int64)
+        base += len(pos)
+    values = pa.concat_arrays([arr for _, arr in parts])
+    return values.take(pa.array(where_, mask=where_ < 0))
+
+
+def _addr_text(pk: pbvec.Packed, start: npt.NDArray[np.int64], size: npt.NDArray[np.int64]) -> pa.Array:
+    """Text of the addresses ``pk.buf[start:start+size]`` (4 or 16 bytes each)."""
+    v4 = np.flatnonzero(size == 4)
+    v6 = np.flatnonzero(size == 16)
+    parts: list[tuple[npt.NDArray[np.int64], pa.Array]] = [(v4, pbvec.ipv4_text(pk.buf, start[v4]))]
+    if v6.size:
+        # IPv6 text (zero compression, IPv4-mapped forms) is left to ipaddress, per address
+        raw = pk.raw
+        texts = [str(ipaddress.IPv6Address(raw[a : a + 16])) for a in start[v6].tolist()]
+        parts.append((v6, pa.array(texts, pa.string())))
+    return _combine(start.size, parts)
+
+
+def _decode_chunk(frames: list[bytes], stats: DecodeStats, out: QueryBatch, where: str) -> None:
+    first = stats.frames
+    stats.frames += len(frames)
+    pk = pbvec.pack(frames)
+    top = pbvec.walk(pk.buf, pk.start, pk.end, (_DNSTAP_MESSAGE,))
+    scalar = ~top.ok | (top.kind[_DNSTAP_MESSAGE] != 2)
+    cand = np.flatnonzero(~scalar)
+    ms = top.val[_DNSTAP_MESSAGE][cand].astype(np.int64)
+    m = pbvec.walk(pk.buf, ms, ms + top.size[_DNSTAP_MESSAGE][cand], (1, 4, 5, 6, 8, 9, 10))
+    k, v, sz = m.kind, m.val, m.size
+    scalar[cand[~m.ok]] = True
+    query = m.ok & (k[1] == 1) & (v[1] == CLIENT_QUERY)
+    other = int(np.count_nonzero(m.ok & ~query))
+    plain = (
+        (k[4] == 2)
+        & ((sz[4] == 4) | (sz[4] == 16))
+        & (k[10] == 2)
+        & (k[8] == 1)
+        & (v[8] < _MAX_SEC)
+        & ((k[9] != 1) | (v[9] < 1 << 32))
+    )
+    scalar[cand[query & ~plain]] = True
+    qi = np.flatnonzero(query & plain)
+    names, qtype, name_ok = pbvec.question_names(pk.buf, v[10][qi].astype(np.int64), sz[10][qi])
+    scalar[cand[qi[~name_ok]]] = True
+    qi = qi[name_ok]
+    nsec = np.where(k[9][qi] == 1, v[9][qi], np.uint64(0)).astype(np.int64)
+    port_ok = (k[6][qi] == 1) & (v[6][qi] < 65536)
+    has_res = (k[5][qi] == 2) & ((sz[5][qi] == 4) | (sz[5][qi] == 16))
+    ri = np.flatnonzero(has_res)
+    chunk = pa.table(
+        [
+            pa.array(v[8][qi].astype(np.int64) * 1_000_000_000 + nsec, pa.int64()),
+            _addr_text(pk, v[4][qi].astype(np.int64), sz[4][qi]),
+            pa.array(np.where(port_ok, v[6][qi], 0).astype(np.uint16), mask=~port_ok),
+            names.filter(pa.array(name_ok)),
+            pa.array(qtype[name_ok].astype(np.uint16)),
+            _combine(qi.size, [(ri, _addr_text(pk, v[5][qi][ri].astype(np.int64), sz[5][qi][ri]))]),
+        ],
+        schema=_RAW,
+    )
+    rows_at = cand[qi]
+    # the rest, one by one, in frame order (so the logged examples come in stream order)
+    fb_rows: list[_Row] = []
+    fb_at: list[int] = []
+    for i in np.flatnonzero(scalar).tolist():
+        try:
+            row = _decode_one(frames[i])
+        except _Malformed as exc:
+            stats.bad(f"{where}frame {first + i + 1}", str(exc))
+            continue
+        if row is None:
+            other += 1
+        else:
+            fb_rows.append(row)
+            fb_at.append(i)
+    if fb_rows:
+        at = np.concatenate([rows_at, np.array(fb_at, dtype=np.int64)])
+        chunk = pa.concat_tables([chunk, _rows_table(fb_rows)]).take(np.argsort(at, kind="stable"))
+    stats.other += other
+    stats.queries += chunk.num_rows
+    out.append(chunk)

@@ -1,0 +1,229 @@
+"""Lockstep decoding of many dnstap messages at once (NumPy), for :mod:`.dnstap`.
+
+All frames of a batch are joined into one ``uint8`` buffer; every step below advances *all*
+messages still being read by one protobuf field (or one DNS label), so the Python loop runs as
+many times as the longest message has fields (about 11), not once per message.
+
+The vectorised path only ever says "decoded", "not a client query", or "not mine": anything
+unusual (a malformed message, a varint longer than 10 bytes or above 2**64, a question name that
+dnspython would escape, an IPv4-mapped or other IPv6 address text) is left to the scalar decoder
+in :mod:`.dnstap`, which stays the reference for the exact output and error messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+__all__ = ["Packed", "Walk", "ipv4_text", "pack", "question_names", "walk"]
+
+I64 = npt.NDArray[np.int64]
+U64 = npt.NDArray[np.uint64]
+U8 = npt.NDArray[np.uint8]
+B = npt.NDArray[np.bool_]
+
+_PAD = 16  # zero bytes after the joined frames, so fixed-width gathers never index past the end
+_AR10 = np.arange(10, dtype=np.int64)
+_SHIFT10 = (7 * np.arange(10)).astype(np.uint64)
+_AR4 = np.arange(4, dtype=np.int64)
+_AR8 = np.arange(8, dtype=np.int64)
+_LE = (8 * np.arange(8)).astype(np.uint64)
+MAX_NAME_WIRE = 255  # RFC 1035 (dnspython raises NameTooLong above it)
+
+# bytes dnspython's Name.to_text writes as they are: printable ASCII except its escaped set
+_PLAIN = np.zeros(256, dtype=np.bool_)
+_PLAIN[0x21:0x7F] = True
+_PLAIN[np.frombuffer(b'"().;\\@$', dtype=np.uint8)] = False
+
+_DIGITS = np.zeros((256, 3), dtype=np.uint8)
+_NDIGITS = np.zeros(256, dtype=np.int64)
+for _i in range(256):
+    _t = str(_i).encode()
+    _DIGITS[_i, : len(_t)] = np.frombuffer(_t, dtype=np.uint8)
+    _NDIGITS[_i] = len(_t)
+# column of each octet's three digit slots (and of the dots) in a 16-wide "ddd.ddd.ddd.ddd_" row
+_DIGIT_COLS = np.array([4 * k + j for k in range(4) for j in range(3)], dtype=np.int64)
+_DOT_COLS = np.array([3, 7, 11], dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class Packed:
+    """Frames joined: frame ``i`` is ``buf[start[i]:end[i]]`` (``raw`` is the same bytes)."""
+
+    raw: bytes
+    buf: U8
+    start: I64
+    end: I64
+
+
+def pack(frames: Sequence[bytes]) -> Packed:
+    lens = np.fromiter(map(len, frames), dtype=np.int64, count=len(frames))
+    end = np.cumsum(lens)
+    raw = b"".join(frames)
+    buf = np.frombuffer(raw + bytes(_PAD), dtype=np.uint8)
+    return Packed(raw, buf, end - lens, end)
+
+
+def _varint(buf: U8, pos: I64, end: I64) -> tuple[U64, I64, B]:
+    """Varints at ``pos`` (each bounded by ``end``): value, position after it, and whether it was
+    read (False: cut by ``end``, longer than 10 bytes, or not below 2**64)."""
+    safe = np.minimum(pos, buf.size - 1)
+    first = buf[safe]
+    val = first.astype(np.uint64)
+    after = pos + 1
+    ok = pos < end
+    long_ = np.flatnonzero(ok & (first >= 0x80))
+    if long_.size:
+        p = pos[long_]
+        idx = p[:, None] + _AR10
+        b = buf[np.minimum(idx, buf.size - 1)]
+        within = idx < end[long_, None]
+        stop = (b < 0x80) | ~within
+        t = stop.argmax(axis=1)
+        rows = np.arange(long_.size)
+        good = stop[rows, t] & within[rows, t] & ~((t == 9) & (b[:, 9] > 1))
+        used = _AR10[None, :] <= t[:, None]
+        parts = (b & 0x7F).astype(np.uint64) << _SHIFT10
+        val[long_] = np.where(used, parts, np.uint64(0)).sum(axis=1, dtype=np.uint64)
+        after[long_] = p + t + 1
+        ok[long_] = good
+    return val, after, ok
+
+
+def _fixed(buf: U8, pos: I64, width: int) -> U64:
+    ar = _AR4 if width == 4 else _AR8
+    b = buf[np.minimum(pos[:, None] + ar, buf.size - 1)].astype(np.uint64)
+    out: U64 = (b << _LE[:width]).sum(axis=1, dtype=np.uint64)
+    return out
+
+
+@dataclass
+class Walk:
+    """The wanted fields of each message: ``kind`` 0 absent, 1 integer (varint / fixed32 /
+    fixed64, ``val``), 2 bytes (``val`` = start in the buffer, ``size``). ``ok`` False: the walk
+    could not read the message (malformed or unusual): the scalar decoder must."""
+
+    ok: B
+    kind: dict[int, npt.NDArray[np.int8]]
+    val: dict[int, U64]
+    size: dict[int, I64]
+
+
+def walk(buf: U8, start: I64, end: I64, fields: tuple[int, ...]) -> Walk:
+    """Protobuf fields ``fields`` of the messages ``buf[start:end]``, last value winning."""
+    n = start.size
+    ok = np.ones(n, dtype=np.bool_)
+    kind = {f: np.zeros(n, dtype=np.int8) for f in fields}
+    val = {f: np.zeros(n, dtype=np.uint64) for f in fields}
+    size = {f: np.zeros(n, dtype=np.int64) for f in fields}
+    pos = start.copy()
+    act = np.flatnonzero(pos < end)
+    while act.size:
+        p, e = pos[act], end[act]
+        key, p, good = _varint(buf, p, e)
+        wire = key & np.uint64(7)
+        num = key >> np.uint64(3)
+        w0, w2 = wire == 0, wire == 2
+        w5, w1 = wire == 5, wire == 1
+        good &= w0 | w2 | w5 | w1
+        v = np.zeros(act.size, dtype=np.uint64)
+        nxt = p.copy()
+        vi = np.flatnonzero(good & (w0 | w2))
+        if vi.size:
+            v[vi], nxt[vi], vok = _varint(buf, p[vi], e[vi])
+            good[vi] &= vok
+        room = np.maximum(e - nxt, 0).astype(np.uint64)
+        good &= ~w2 | (v <= room)
+        body = nxt.copy()  # where a length-delimited value starts
+        nxt = nxt + np.where(w2 & good, v, np.uint64(0)).astype(np.int64)
+        for width, w in ((4, w5), (8, w1)):
+            fi = np.flatnonzero(good & w)
+            if fi.size:
+                good[fi] &= p[fi] + width <= e[fi]
+                v[fi] = _fixed(buf, p[fi], width)
+                nxt[fi] = p[fi] + width
+        for f in fields:
+            hit = np.flatnonzero(good & (num == f))
+            if hit.size:
+                rows = act[hit]
+                is_bytes = w2[hit]
+                kind[f][rows] = np.where(is_bytes, 2, 1)
+                val[f][rows] = np.where(is_bytes, body[hit].astype(np.uint64), v[hit])
+                size[f][rows] = np.where(is_bytes, v[hit].astype(np.int64), 0)
+        ok[act[~good]] = False
+        pos[act] = nxt
+        act = act[good & (nxt < e)]
+    return Walk(ok, kind, val, size)
+
+
+def question_names(buf: U8, start: I64, size: I64) -> tuple[pa.StringArray, U64, B]:
+    """First question of the DNS messages ``buf[start:start+size]``: names (lower case, no final
+    dot, as dnspython writes them), qtypes, and ``ok`` (False: the scalar decoder must look — a
+    malformed question, or a name dnspython would escape)."""
+    n = start.size
+    stop = start + size
+    ok = size >= 17
+    safe = np.where(ok, start, 0)
+    ok &= ((buf[safe + 4].astype(np.int64) << 8) | buf[safe + 5]) >= 1
+    begin = start + 12
+    p = begin.copy()
+    label_at: list[I64] = []
+    act = np.flatnonzero(ok)
+    while act.size:
+        pp, ee = p[act], stop[act]
+        cut = (pp >= ee) | (pp - begin[act] >= MAX_NAME_WIRE)
+        ln = buf[np.minimum(pp, buf.size - 1)]
+        bad = cut | ((ln & 0xC0) != 0)
+        ok[act[bad]] = False
+        go = ~bad & (ln != 0)
+        label_at.append(pp[go])
+        p[act[go]] = pp[go] + 1 + ln[go]
+        act = act[go]
+    # p: the root label (0) ending each name
+    ok &= (p + 3 <= stop) & (p + 1 - begin <= MAX_NAME_WIRE)
+    p = np.where(ok, p, begin)
+    qtype = (buf[p + 1].astype(np.uint64) << np.uint64(8)) | buf[p + 2]
+    text_len = np.maximum(p - begin - 1, 0)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(text_len, out=offsets[1:])
+    total = int(offsets[-1])
+    idx = np.repeat(begin + 1 - offsets[:-1], text_len) + np.arange(total, dtype=np.int64)
+    data = buf[idx].copy()
+    is_label = np.zeros(buf.size, dtype=np.bool_)
+    if label_at:
+        is_label[np.concatenate(label_at)] = True
+    dot = is_label[idx]
+    plain = _PLAIN[data] | dot
+    if not plain.all():
+        row = np.repeat(np.arange(n), text_len)
+        ok[row[~plain]] = False
+    data[dot] = ord(".")
+    upper = (data >= ord("A")) & (data <= ord("Z"))
+    data[upper] += 32
+    names = pa.StringArray.from_buffers(
+        n, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data.tobytes())
+    )
+    return names, qtype, ok
+
+
+def ipv4_text(buf: U8, start: I64) -> pa.StringArray:
+    """Dotted-quad text of the 4-byte addresses at ``start``."""
+    n = start.size
+    octets = buf[start[:, None] + _AR4]
+    cells = np.zeros((n, 16), dtype=np.uint8)
+    keep = np.zeros((n, 16), dtype=np.bool_)
+    cells[:, _DIGIT_COLS] = _DIGITS[octets].reshape(n, 12)
+    keep[:, _DIGIT_COLS] = (np.arange(3)[None, None, :] < _NDIGITS[octets][:, :, None]).reshape(
+        n, 12
+    )
+    cells[:, _DOT_COLS] = ord(".")
+    keep[:, _DOT_COLS] = True
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(keep.sum(axis=1), out=offsets[1:])
+    return pa.StringArray.from_buffers(
+        n, pa.py_buffer(offsets), pa.py_buffer(cells[keep].tobytes())
+    )
