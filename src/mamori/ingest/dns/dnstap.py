@@ -149,7 +149,8 @@ def question(wire: bytes) -> tuple[str, int]:
         name = dns.name.Name([*labels, b""]).to_text(omit_final_dot=True)
     except dns.name.NameTooLong:
         raise _Malformed("question name too long") from None
-    return ("" if name == "@" else name.lower()), qtype
+    # the root is "" here, as in the Unbound log parser (dnspython writes it ".")
+    return ("" if name == "." else name.lower()), qtype
 
 
 def _addr(raw: bytes | int | None) -> str | None:
