@@ -27,8 +27,6 @@ U8 = npt.NDArray[np.uint8]
 B = npt.NDArray[np.bool_]
 
 _PAD = 16  # zero bytes after the joined frames, so fixed-width gathers never index past the end
-_AR10 = np.arange(10, dtype=np.int64)
-_SHIFT10 = (7 * np.arange(10)).astype(np.uint64)
 _AR4 = np.arange(4, dtype=np.int64)
 _AR8 = np.arange(8, dtype=np.int64)
 _LE = (8 * np.arange(8)).astype(np.uint64)
@@ -78,18 +76,27 @@ def _varint(buf: U8, pos: I64, end: I64) -> tuple[U64, I64, B]:
     ok = pos < end
     long_ = np.flatnonzero(ok & (first >= 0x80))
     if long_.size:
-        p = pos[long_]
-        idx = p[:, None] + _AR10
-        b = buf[np.minimum(idx, buf.size - 1)]
-        within = idx < end[long_, None]
-        stop = (b < 0x80) | ~within
-        t = stop.argmax(axis=1)
-        rows = np.arange(long_.size)
-        good = stop[rows, t] & within[rows, t] & ~((t == 9) & (b[:, 9] > 1))
-        used = _AR10[None, :] <= t[:, None]
-        parts = (b & 0x7F).astype(np.uint64) << _SHIFT10
-        val[long_] = np.where(used, parts, np.uint64(0)).sum(axis=1, dtype=np.uint64)
-        after[long_] = p + t + 1
+        # byte by byte over the varints still going: most are short (a port takes 3 bytes)
+        p, e = pos[long_], end[long_]
+        acc = val[long_] & np.uint64(0x7F)
+        stop = p + 1
+        good = np.ones(long_.size, dtype=np.bool_)
+        live = np.arange(long_.size)
+        for j in range(1, 10):
+            q = p[live] + j
+            inside = q < e[live]
+            b = buf[np.minimum(q, buf.size - 1)]
+            good[live[~inside]] = False
+            if j == 9:
+                good[live[b > 1]] = False  # the value would reach 2**64 (or go on)
+            acc[live] |= (b & 0x7F).astype(np.uint64) << np.uint64(7 * j)
+            end_here = inside & (b < 0x80)
+            stop[live[end_here]] = q[end_here] + 1
+            live = live[inside & (b >= 0x80)]
+            if not live.size:
+                break
+        val[long_] = acc
+        after[long_] = stop
         ok[long_] = good
     return val, after, ok
 
@@ -116,10 +123,14 @@ class Walk:
 def walk(buf: U8, start: I64, end: I64, fields: tuple[int, ...]) -> Walk:
     """Protobuf fields ``fields`` of the messages ``buf[start:end]``, last value winning."""
     n = start.size
+    nf = len(fields)
     ok = np.ones(n, dtype=np.bool_)
-    kind = {f: np.zeros(n, dtype=np.int8) for f in fields}
-    val = {f: np.zeros(n, dtype=np.uint64) for f in fields}
-    size = {f: np.zeros(n, dtype=np.int64) for f in fields}
+    # one row per wanted field (row nf: every other field, written and never read)
+    slot_of = np.full(max(fields) + 1, nf, dtype=np.int64)
+    slot_of[list(fields)] = np.arange(nf)
+    kind = np.zeros((nf + 1, n), dtype=np.int8)
+    val = np.zeros((nf + 1, n), dtype=np.uint64)
+    size = np.zeros((nf + 1, n), dtype=np.int64)
     pos = start.copy()
     act = np.flatnonzero(pos < end)
     while act.size:
@@ -127,12 +138,13 @@ def walk(buf: U8, start: I64, end: I64, fields: tuple[int, ...]) -> Walk:
         key, p, good = _varint(buf, p, e)
         wire = key & np.uint64(7)
         num = key >> np.uint64(3)
-        w0, w2 = wire == 0, wire == 2
+        w2 = wire == 2
         w5, w1 = wire == 5, wire == 1
-        good &= w0 | w2 | w5 | w1
+        varint = w2 | (wire == 0)
+        good &= varint | w5 | w1
         v = np.zeros(act.size, dtype=np.uint64)
         nxt = p.copy()
-        vi = np.flatnonzero(good & (w0 | w2))
+        vi = np.flatnonzero(good & varint)
         if vi.size:
             v[vi], nxt[vi], vok = _varint(buf, p[vi], e[vi])
             good[vi] &= vok
@@ -146,18 +158,20 @@ def walk(buf: U8, start: I64, end: I64, fields: tuple[int, ...]) -> Walk:
                 good[fi] &= p[fi] + width <= e[fi]
                 v[fi] = _fixed(buf, p[fi], width)
                 nxt[fi] = p[fi] + width
-        for f in fields:
-            hit = np.flatnonzero(good & (num == f))
-            if hit.size:
-                rows = act[hit]
-                is_bytes = w2[hit]
-                kind[f][rows] = np.where(is_bytes, 2, 1)
-                val[f][rows] = np.where(is_bytes, body[hit].astype(np.uint64), v[hit])
-                size[f][rows] = np.where(is_bytes, v[hit].astype(np.int64), 0)
+        slot = slot_of[np.minimum(num, np.uint64(slot_of.size - 1)).astype(np.int64)]
+        slot[num >= slot_of.size] = nf
+        kind[slot, act] = np.where(w2, 2, 1)
+        val[slot, act] = np.where(w2, body.astype(np.uint64), v)
+        size[slot, act] = np.where(w2, v, np.uint64(0)).astype(np.int64)
         ok[act[~good]] = False
         pos[act] = nxt
         act = act[good & (nxt < e)]
-    return Walk(ok, kind, val, size)
+    return Walk(
+        ok,
+        {f: kind[i] for i, f in enumerate(fields)},
+        {f: val[i] for i, f in enumerate(fields)},
+        {f: size[i] for i, f in enumerate(fields)},
+    )
 
 
 def question_names(buf: U8, start: I64, size: I64) -> tuple[pa.StringArray, U64, B]:
