@@ -178,9 +178,16 @@ DNS_WIRE = st.builds(
     st.sampled_from([1, 1, 1, 0, 2]),
     st.one_of(st.none(), st.integers(0, 60)),
 )
+# IPv6 addresses rich in zero groups (where the text compresses) and IPv4-mapped ones
+GROUP = st.one_of(st.sampled_from([0, 0, 0, 1, 0xFFFF, 0x10, 0xABC]), st.integers(0, 0xFFFF))
+IPV6 = st.one_of(
+    st.lists(GROUP, min_size=8, max_size=8).map(lambda g: struct.pack(">8H", *g)),
+    st.binary(min_size=4, max_size=4).map(lambda a: bytes(10) + b"\xff\xff" + a),
+)
 ADDR = st.one_of(
     st.binary(min_size=4, max_size=4),
     st.binary(min_size=16, max_size=16),
+    IPV6,
     st.sampled_from([ipaddress.IPv6Address(a).packed for a in V6]),
     st.binary(max_size=20),
 )
@@ -286,3 +293,10 @@ def test_usual_messages_skip_the_scalar_decoder(
     monkeypatch.setattr(dnstap, "_decode_one", counted)
     decode_messages(frames, DecodeStats())
     assert len(calls) == by_scalar
+
+
+@SETTINGS
+@given(st.lists(IPV6, min_size=1, max_size=30))
+def test_random_ipv6_clients(addrs: list[bytes]) -> None:
+    stats = _compare([_query(a) for a in addrs])
+    assert stats.queries == len(addrs)

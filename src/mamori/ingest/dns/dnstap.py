@@ -327,10 +327,13 @@ def _addr_text(pk: pbvec.Packed, start: npt.NDArray[np.int64], size: npt.NDArray
     v6 = np.flatnonzero(size == 16)
     parts: list[tuple[npt.NDArray[np.int64], pa.Array]] = [(v4, pbvec.ipv4_text(pk.buf, start[v4]))]
     if v6.size:
-        # IPv6 text (zero compression, IPv4-mapped forms) is left to ipaddress, per address
-        raw = pk.raw
-        texts = [str(ipaddress.IPv6Address(raw[a : a + 16])) for a in start[v6].tolist()]
-        parts.append((v6, pa.array(texts, pa.string())))
+        text, ok = pbvec.ipv6_text(pk.buf, start[v6])
+        parts.append((v6[ok], text.filter(pa.array(ok))))
+        if not ok.all():
+            mapped = v6[~ok]
+            raw = pk.raw
+            texts = [str(ipaddress.IPv6Address(raw[a : a + 16])) for a in start[mapped].tolist()]
+            parts.append((mapped, pa.array(texts, pa.string())))
     return _combine(start.size, parts)
 
 

@@ -6,8 +6,9 @@ many times as the longest message has fields (about 11), not once per message.
 
 The vectorised path only ever says "decoded", "not a client query", or "not mine": anything
 unusual (a malformed message, a varint longer than 10 bytes or above 2**64, a question name that
-dnspython would escape, an IPv4-mapped or other IPv6 address text) is left to the scalar decoder
-in :mod:`.dnstap`, which stays the reference for the exact output and error messages.
+dnspython would escape) is left to the scalar decoder
+in :mod:`.dnstap`, which stays the reference for the exact output and error messages; only
+IPv4-mapped IPv6 addresses get their text from :mod:`ipaddress` one by one.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-__all__ = ["Packed", "Walk", "ipv4_text", "pack", "question_names", "walk"]
+__all__ = ["Packed", "Walk", "ipv4_text", "ipv6_text", "pack", "question_names", "walk"]
 
 I64 = npt.NDArray[np.int64]
 U64 = npt.NDArray[np.uint64]
@@ -241,3 +242,52 @@ def ipv4_text(buf: U8, start: I64) -> pa.StringArray:
     return pa.StringArray.from_buffers(
         n, pa.py_buffer(offsets), pa.py_buffer(cells[keep].tobytes())
     )
+
+
+# lower-case hex of every 16-bit group without leading zeros, as ipaddress writes it
+_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+_G = np.arange(1 << 16)
+_GLEN = np.maximum(1, (np.floor(np.log2(np.maximum(_G, 1))) // 4 + 1).astype(np.int64))
+_GDIGITS = np.zeros((1 << 16, 4), dtype=np.uint8)
+for _k in range(4):
+    _GDIGITS[:, _k] = _HEX[(_G >> (4 * (_GLEN - 1 - _k)).clip(0)) & 0xF]
+_MAPPED = bytes(10) + b"\xff\xff"  # ::ffff:0:0/96, written differently by Python >= 3.13
+
+
+def ipv6_text(buf: U8, start: I64) -> tuple[pa.StringArray, B]:
+    """RFC 5952 text of the 16-byte addresses at ``start``, exactly as :mod:`ipaddress` writes
+    it (the first longest run of two or more zero groups becomes ``::``), and ``ok``: False for
+    IPv4-mapped addresses, whose text depends on the Python version (left to ipaddress)."""
+    n = start.size
+    raw = buf[start[:, None] + np.arange(16)]
+    ok = ~(raw[:, :12] == np.frombuffer(_MAPPED, dtype=np.uint8)).all(axis=1)
+    groups = (raw[:, 0::2].astype(np.int64) << 8) | raw[:, 1::2]
+    zero = groups == 0
+    run = np.zeros((n, 8), dtype=np.int64)  # length of the zero run ending at each group
+    run[:, 0] = zero[:, 0]
+    for j in range(1, 8):
+        run[:, j] = (run[:, j - 1] + 1) * zero[:, j]
+    last = run.argmax(axis=1)  # first longest run (ipaddress keeps the first of equal runs)
+    length = run[np.arange(n), last]
+    length = np.where(length > 1, length, 0)
+    first = last - length + 1
+    col = np.arange(8)[None, :]
+    inrun = (col >= first[:, None]) & (col <= last[:, None]) & (length[:, None] > 0)
+    # cells: a leading ":", then per group 4 digit cells and a ":" after it, then a trailing ":"
+    cells = np.full((n, 42), ord(":"), dtype=np.uint8)
+    keep = np.zeros((n, 42), dtype=np.bool_)
+    digit_cols = 1 + 5 * np.arange(8)[:, None] + np.arange(4)[None, :]  # (8, 4)
+    cells[:, digit_cols] = _GDIGITS[groups]
+    keep[:, digit_cols] = (np.arange(4)[None, None, :] < _GLEN[groups][:, :, None]) & ~inrun[
+        :, :, None
+    ]
+    keep[:, 1 + 5 * np.arange(7) + 4] = ~(inrun[:, :7] & inrun[:, 1:])
+    compressed = length > 0
+    keep[:, 0] = compressed & (first == 0)
+    keep[:, 41] = compressed & (last == 7)
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(keep.sum(axis=1), out=offsets[1:])
+    text = pa.StringArray.from_buffers(
+        n, pa.py_buffer(offsets), pa.py_buffer(cells[keep].tobytes())
+    )
+    return text, ok
