@@ -32,7 +32,11 @@ def _compare(frames: list[bytes], where: str = "") -> DecodeStats:
 
 
 def _wire(name_wire: bytes, qtype: int = 1, qdcount: int = 1) -> bytes:
-    return struct.pack(">HHHHHH", 7, 0x0100, qdcount, 0, 0, 0) + name_wire + struct.pack(">HH", qtype, 1)
+    return (
+        struct.pack(">HHHHHH", 7, 0x0100, qdcount, 0, 0, 0)
+        + name_wire
+        + struct.pack(">HH", qtype, 1)
+    )
 
 
 def _labels(*labels: bytes) -> bytes:

@@ -4,8 +4,12 @@ Only CLIENT_QUERY messages are kept, and from each only the client address and p
 resolver address, and the question (name, type) — the rest of the DNS message is never stored.
 
 The few protobuf fields needed are decoded by hand (wire format: varint keys, varint / 32-bit /
-length-delimited values); the PyPI ``dnstap-pb`` package would add ``protobuf`` and generated code
-to decode the same five fields.
+length-delimited values). :func:`decode_messages` decodes many frames at once, in lockstep with
+NumPy (:mod:`.pbvec`), and hands the messages it cannot take (malformed ones, names dnspython
+would escape, out-of-range values) to :func:`decode_messages_scalar`'s per-message decoder, the
+reference for the exact output and error messages. The PyPI ``dnstap-pb`` package (``protobuf``
+generated classes) parses the envelope faster but leaves the question and address text to
+per-message Python; ``bench/dnstap.py`` compares the three.
 """
 
 from __future__ import annotations
@@ -195,7 +199,8 @@ class QueryBatch:
         return pa.concat_tables(self.chunks)
 
     def _column(self, name: str) -> list[Any]:
-        return self.raw().column(name).to_pylist()
+        values: list[Any] = self.raw().column(name).to_pylist()
+        return values
 
     ts_ns = property(lambda self: self._column("ts_ns"))
     client = property(lambda self: self._column("client"))
@@ -314,14 +319,16 @@ def _combine(n: int, parts: list[tuple[npt.NDArray[np.int64], pa.Array]]) -> pa.
         return parts[0][1]  # positions are increasing: all of them, in order
     where_ = np.full(n, -1, dtype=np.int64)
     base = 0
-    for pos, arr in parts:
+    for pos, _ in parts:
         where_[pos] = base + np.arange(len(pos), dtype=np.int64)
         base += len(pos)
     values = pa.concat_arrays([arr for _, arr in parts])
     return values.take(pa.array(where_, mask=where_ < 0))
 
 
-def _addr_text(pk: pbvec.Packed, start: npt.NDArray[np.int64], size: npt.NDArray[np.int64]) -> pa.Array:
+def _addr_text(
+    pk: pbvec.Packed, start: npt.NDArray[np.int64], size: npt.NDArray[np.int64]
+) -> pa.Array:
     """Text of the addresses ``pk.buf[start:start+size]`` (4 or 16 bytes each)."""
     v4 = np.flatnonzero(size == 4)
     v6 = np.flatnonzero(size == 16)
