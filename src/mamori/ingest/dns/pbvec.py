@@ -186,6 +186,7 @@ def question_names(buf: U8, start: I64, size: I64) -> tuple[pa.StringArray, U64,
     ok &= ((buf[safe + 4].astype(np.int64) << 8) | buf[safe + 5]) >= 1
     begin = start + 12
     p = begin.copy()
+    label_row: list[I64] = []  # the label length bytes met: their row and buffer position
     label_at: list[I64] = []
     act = np.flatnonzero(ok)
     while act.size:
@@ -195,6 +196,7 @@ def question_names(buf: U8, start: I64, size: I64) -> tuple[pa.StringArray, U64,
         bad = cut | ((ln & 0xC0) != 0)
         ok[act[bad]] = False
         go = ~bad & (ln != 0)
+        label_row.append(act[go])
         label_at.append(pp[go])
         p[act[go]] = pp[go] + 1 + ln[go]
         act = act[go]
@@ -207,16 +209,18 @@ def question_names(buf: U8, start: I64, size: I64) -> tuple[pa.StringArray, U64,
     np.cumsum(text_len, out=offsets[1:])
     total = int(offsets[-1])
     idx = np.repeat(begin + 1 - offsets[:-1], text_len) + np.arange(total, dtype=np.int64)
-    data = buf[idx].copy()
-    is_label = np.zeros(buf.size, dtype=np.bool_)
-    if label_at:
-        is_label[np.concatenate(label_at)] = True
-    dot = is_label[idx]
-    plain = _PLAIN[data] | dot
+    data = buf[idx]
+    # a label length byte inside a name's text (not the first) is written as a dot
+    rows = np.concatenate(label_row) if label_row else np.zeros(0, dtype=np.int64)
+    at = np.concatenate(label_at) if label_at else np.zeros(0, dtype=np.int64)
+    inner = at > begin[rows]
+    dots = (at - begin[rows] - 1 + offsets[:-1][rows])[inner & (at < p[rows])]
+    plain = _PLAIN[data]
+    plain[dots] = True
     if not plain.all():
         row = np.repeat(np.arange(n), text_len)
         ok[row[~plain]] = False
-    data[dot] = ord(".")
+    data[dots] = ord(".")
     upper = (data >= ord("A")) & (data <= ord("Z"))
     data[upper] += 32
     names = pa.StringArray.from_buffers(
@@ -225,10 +229,17 @@ def question_names(buf: U8, start: I64, size: I64) -> tuple[pa.StringArray, U64,
     return names, qtype, ok
 
 
-def ipv4_text(buf: U8, start: I64) -> pa.StringArray:
+def ipv4_text(buf: U8, start: I64) -> pa.Array:
     """Dotted-quad text of the 4-byte addresses at ``start``."""
-    n = start.size
     octets = buf[start[:, None] + _AR4]
+    # a batch repeats addresses (a client asks many names, one resolver logs them all):
+    # the text is made once per distinct address
+    unique, inverse = np.unique(octets.view(np.uint32).ravel(), return_inverse=True)
+    return _dotted(unique.view(np.uint8).reshape(-1, 4)).take(pa.array(inverse.ravel()))
+
+
+def _dotted(octets: U8) -> pa.StringArray:
+    n = octets.shape[0]
     cells = np.zeros((n, 16), dtype=np.uint8)
     keep = np.zeros((n, 16), dtype=np.bool_)
     cells[:, _DIGIT_COLS] = _DIGITS[octets].reshape(n, 12)
