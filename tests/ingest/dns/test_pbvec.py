@@ -304,3 +304,11 @@ def test_usual_messages_skip_the_scalar_decoder(
 def test_random_ipv6_clients(addrs: list[bytes]) -> None:
     stats = _compare([_query(a) for a in addrs])
     assert stats.queries == len(addrs)
+
+
+def test_chunks_are_bounded_in_bytes_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    frames = [_query(wire=dns_query(1, f"n{i}.example")) for i in range(7)]
+    monkeypatch.setattr(dnstap, "CHUNK_BYTES", len(frames[0]) + 1)  # two frames a chunk
+    batch = decode_messages(iter(frames), DecodeStats())
+    assert [c.num_rows for c in batch.chunks] == [2, 2, 2, 1]
+    assert batch.qname == [f"n{i}.example" for i in range(7)]

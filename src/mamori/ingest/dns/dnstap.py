@@ -284,7 +284,10 @@ def decode_messages_scalar(
     return out
 
 
-CHUNK_FRAMES = 65_536  # frames decoded together: bounds the memory of one lockstep pass
+# frames decoded together: bounds the memory of one lockstep pass (a few hundred bytes of arrays
+# per frame); the byte bound applies to frames read from an iterator (a file or a socket)
+CHUNK_FRAMES = 65_536
+CHUNK_BYTES = 32 << 20
 
 
 def decode_messages(
@@ -301,12 +304,14 @@ def decode_messages(
             _decode_chunk(frames[i : i + CHUNK_FRAMES], stats, out, where)
         return out
     pending: list[bytes] = []
+    size = 0
     try:
         for frame in frames:
             pending.append(frame)
-            if len(pending) >= CHUNK_FRAMES:
+            size += len(frame)
+            if len(pending) >= CHUNK_FRAMES or size >= CHUNK_BYTES:
                 _decode_chunk(pending, stats, out, where)
-                pending = []
+                pending, size = [], 0
     finally:
         if pending:
             _decode_chunk(pending, stats, out, where)
