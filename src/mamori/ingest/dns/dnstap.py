@@ -258,7 +258,10 @@ def _decode_one(frame: bytes) -> _Row | None:
 
 
 def _rows_table(rows: list[_Row]) -> pa.Table:
-    return pa.Table.from_pylist([dict(zip(_RAW.names, r, strict=True)) for r in rows], _RAW)
+    if not rows:
+        return _RAW.empty_table()
+    columns = zip(*rows, strict=True)
+    return pa.table([pa.array(c, f.type) for c, f in zip(columns, _RAW, strict=True)], _RAW)
 
 
 def decode_messages_scalar(
