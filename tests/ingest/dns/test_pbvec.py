@@ -312,3 +312,19 @@ def test_chunks_are_bounded_in_bytes_too(monkeypatch: pytest.MonkeyPatch) -> Non
     batch = decode_messages(iter(frames), DecodeStats())
     assert [c.num_rows for c in batch.chunks] == [2, 2, 2, 1]
     assert batch.qname == [f"n{i}.example" for i in range(7)]
+
+
+def test_a_defect_of_the_vectorised_path_costs_no_data(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*args: object) -> None:
+        raise IndexError("a bug")
+
+    frames = [_query(), b"\xff", _query(wire=dns_query(1, "b.example"))]
+    expected = DecodeStats()
+    rows = decode_messages_scalar(frames, expected).raw()
+    monkeypatch.setattr(dnstap.pbvec, "walk", broken)
+    stats = DecodeStats()
+    assert decode_messages(frames, stats).raw().equals(rows)
+    assert stats == expected
+    assert "vectorised decoding failed" in caplog.text

@@ -353,8 +353,31 @@ def _addr_text(
 
 
 def _decode_chunk(frames: list[bytes], stats: DecodeStats, out: QueryBatch, where: str) -> None:
-    first = stats.frames
+    try:
+        chunk, counts = _decode_vectorised(frames, stats.frames, where)
+    except Exception:
+        # a defect of the vectorised path must not cost the data: the reference decodes it all
+        log.exception(
+            "dnstap: vectorised decoding failed; decoding %d frames one by one", len(frames)
+        )
+        decode_messages_scalar(frames, stats, out, where=where)
+        return
     stats.frames += len(frames)
+    stats.other += counts.other
+    stats.queries += chunk.num_rows
+    for where_, why in counts.bad:
+        stats.bad(where_, why)
+    out.append(chunk)
+
+
+@dataclass
+class _Counts:
+    other: int = 0
+    bad: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _decode_vectorised(frames: list[bytes], first: int, where: str) -> tuple[pa.Table, _Counts]:
+    """Rows of the client queries among ``frames`` (numbered from ``first + 1``), and counts."""
     pk = pbvec.pack(frames)
     top = pbvec.walk(pk.buf, pk.start, pk.end, (_DNSTAP_MESSAGE,))
     scalar = ~top.ok | (top.kind[_DNSTAP_MESSAGE] != 2)
@@ -395,22 +418,21 @@ def _decode_chunk(frames: list[bytes], stats: DecodeStats, out: QueryBatch, wher
     )
     rows_at = cand[qi]
     # the rest, one by one, in frame order (so the logged examples come in stream order)
+    counts = _Counts(other)
     fb_rows: list[_Row] = []
     fb_at: list[int] = []
     for i in np.flatnonzero(scalar).tolist():
         try:
             row = _decode_one(frames[i])
         except _Malformed as exc:
-            stats.bad(f"{where}frame {first + i + 1}", str(exc))
+            counts.bad.append((f"{where}frame {first + i + 1}", str(exc)))
             continue
         if row is None:
-            other += 1
+            counts.other += 1
         else:
             fb_rows.append(row)
             fb_at.append(i)
     if fb_rows:
         at = np.concatenate([rows_at, np.array(fb_at, dtype=np.int64)])
         chunk = pa.concat_tables([chunk, _rows_table(fb_rows)]).take(np.argsort(at, kind="stable"))
-    stats.other += other
-    stats.queries += chunk.num_rows
-    out.append(chunk)
+    return chunk, counts
