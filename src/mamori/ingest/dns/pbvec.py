@@ -70,8 +70,8 @@ def pack(frames: Sequence[bytes]) -> Packed:
 def _varint(buf: U8, pos: I64, end: I64) -> tuple[U64, I64, B]:
     """Varints at ``pos`` (each bounded by ``end``): value, position after it, and whether it was
     read (False: cut by ``end``, longer than 10 bytes, or not below 2**64)."""
-    safe = np.minimum(pos, buf.size - 1)
-    first = buf[safe]
+    # callers pass pos <= end <= the joined frames' length, so pos + 9 stays inside the padding
+    first = buf[pos]
     val = first.astype(np.uint64)
     after = pos + 1
     ok = pos < end
@@ -86,7 +86,7 @@ def _varint(buf: U8, pos: I64, end: I64) -> tuple[U64, I64, B]:
         for j in range(1, 10):
             q = p[live] + j
             inside = q < e[live]
-            b = buf[np.minimum(q, buf.size - 1)]
+            b = buf[q]
             good[live[~inside]] = False
             if j == 9:
                 good[live[b > 1]] = False  # the value would reach 2**64 (or go on)
@@ -104,7 +104,7 @@ def _varint(buf: U8, pos: I64, end: I64) -> tuple[U64, I64, B]:
 
 def _fixed(buf: U8, pos: I64, width: int) -> U64:
     ar = _AR4 if width == 4 else _AR8
-    b = buf[np.minimum(pos[:, None] + ar, buf.size - 1)].astype(np.uint64)
+    b = buf[pos[:, None] + ar].astype(np.uint64)  # pos <= end: inside the padding at worst
     out: U64 = (b << _LE[:width]).sum(axis=1, dtype=np.uint64)
     return out
 
@@ -143,12 +143,9 @@ def walk(buf: U8, start: I64, end: I64, fields: tuple[int, ...]) -> Walk:
         w5, w1 = wire == 5, wire == 1
         varint = w2 | (wire == 0)
         good &= varint | w5 | w1
-        v = np.zeros(act.size, dtype=np.uint64)
-        nxt = p.copy()
-        vi = np.flatnonzero(good & varint)
-        if vi.size:
-            v[vi], nxt[vi], vok = _varint(buf, p[vi], e[vi])
-            good[vi] &= vok
+        # read a varint after every key (most values are); fixed-width ones are redone below
+        v, nxt, vok = _varint(buf, p, e)
+        good &= vok | ~varint
         room = np.maximum(e - nxt, 0).astype(np.uint64)
         good &= ~w2 | (v <= room)
         body = nxt.copy()  # where a length-delimited value starts
@@ -161,9 +158,10 @@ def walk(buf: U8, start: I64, end: I64, fields: tuple[int, ...]) -> Walk:
                 nxt[fi] = p[fi] + width
         slot = slot_of[np.minimum(num, np.uint64(slot_of.size - 1)).astype(np.int64)]
         slot[num >= slot_of.size] = nf
-        kind[slot, act] = np.where(w2, 2, 1)
-        val[slot, act] = np.where(w2, body.astype(np.uint64), v)
-        size[slot, act] = np.where(w2, v, np.uint64(0)).astype(np.int64)
+        flat = slot * n + act
+        kind.ravel()[flat] = np.where(w2, 2, 1)
+        val.ravel()[flat] = np.where(w2, body.astype(np.uint64), v)
+        size.ravel()[flat] = np.where(w2, v, np.uint64(0)).astype(np.int64)
         ok[act[~good]] = False
         pos[act] = nxt
         act = act[good & (nxt < e)]
