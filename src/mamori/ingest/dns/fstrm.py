@@ -35,6 +35,7 @@ ACCEPT, START, STOP, READY, FINISH = 0x01, 0x02, 0x03, 0x04, 0x05
 FIELD_CONTENT_TYPE = 0x01
 MAX_CONTROL = 512
 MAX_FRAME = 1 << 20  # a DNS message in a dnstap envelope is far below this
+_U32 = struct.Struct(">I")
 
 
 class FrameError(ValueError):
@@ -82,13 +83,15 @@ def read_frames(fh: BinaryIO) -> Iterator[bytes | ControlFrame]:
     """Frames of a stream: ``bytes`` for data, :class:`ControlFrame` for control. Raises
     :class:`FrameError` (with the byte offset) on a truncated or impossible frame."""
     offset = 0
+    read = fh.read  # the data-frame path runs once per message: kept to plain calls
+    u32 = _U32.unpack
     while True:
-        head = _read_exact(fh, 4)
+        head = read(4)
         if not head:
             return
         if len(head) < 4:
             raise FrameError(f"stream cut inside a frame length at byte {offset}")
-        (length,) = struct.unpack(">I", head)
+        (length,) = u32(head)
         if length == 0:
             clen_b = _read_exact(fh, 4)
             if len(clen_b) < 4:
@@ -104,11 +107,11 @@ def read_frames(fh: BinaryIO) -> Iterator[bytes | ControlFrame]:
             continue
         if length > MAX_FRAME:
             raise FrameError(f"data frame of {length} bytes at byte {offset}: not Frame Streams")
-        data = _read_exact(fh, length)
-        if len(data) < length:
+        data = read(length)
+        if data is None or len(data) < length:
             raise FrameError(f"stream cut inside a data frame at byte {offset}")
         offset += 4 + length
-        yield data
+        yield data if type(data) is bytes else bytes(data)
 
 
 class _SockFile:
