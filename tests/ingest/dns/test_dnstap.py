@@ -172,6 +172,29 @@ def test_listener_handshake(consent_gov: Governance, tmp_path: Path) -> None:
     assert not path.exists()
 
 
+def test_a_quiet_connection_is_stored_at_the_next_flush(
+    consent_gov: Governance, tmp_path: Path
+) -> None:
+    """Frames of a connection that stays open but goes quiet are stored by the next flush, not
+    held until another frame arrives (they are decoded in batches)."""
+    path = tmp_path / "tap.sock"
+    listener = DnstapListener(consent_gov, path, "test", flush_interval_s=0.1)
+    listener.start()
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(str(path))
+            s.sendall(control_frame(READY, (b"protobuf:dnstap.Dnstap",)))
+            _read_control(s)
+            s.sendall(control_frame(START, (b"protobuf:dnstap.Dnstap",)))
+            m = _msg("127.0.0.2", "quiet.example")
+            s.sendall(struct.pack(">I", len(m)) + m)
+            # the connection stays open, nothing more is sent
+            _until(lambda: (listener.flush() or True) and listener.totals.stored == 1)
+            assert _stored(consent_gov) == [("127.0.0.2", "quiet.example", 1)]
+    finally:
+        listener.close()
+
+
 def _read_control(s: socket.socket) -> ControlFrame:
     frame = next(read_frames(s.makefile("rb")))
     assert isinstance(frame, ControlFrame)

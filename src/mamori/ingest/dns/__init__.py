@@ -14,7 +14,6 @@ import os
 import queue
 import socket
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,6 +125,10 @@ def ingest_unbound_log(
     return report
 
 
+#: frames a connection decodes at once when they pile up between flushes
+DECODE_BATCH = 10_000
+
+
 class DnstapListener:
     """Listens on a unix socket for resolvers' dnstap connections (Unbound:
     ``dnstap-socket-path``) and stores their client queries every ``flush_interval_s``.
@@ -155,6 +158,8 @@ class DnstapListener:
         self._sock: socket.socket | None = None
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
+        self._pending: list[bytes] = []  # frames received, not decoded yet
+        self._pending_lock = threading.Lock()
 
     def start(self) -> None:
         if self.path.exists():
@@ -186,22 +191,21 @@ class DnstapListener:
     def _serve(self, conn: socket.socket) -> None:
         conn.settimeout(None)
         reader = SocketReader(conn, CONTENT_TYPE)
-        # frames are decoded in batches (the decoder works on many messages at once), at the
-        # latest every half flush interval, as long as frames keep arriving
-        frames: list[bytes] = []
-        last = time.monotonic()
+        # frames are decoded in batches (the decoder works on many messages at once): here when
+        # many have piled up, otherwise by the next flush, so a resolver that goes quiet does not
+        # leave its last queries waiting for another frame
         try:
             for frame in reader.frames():
-                frames.append(frame)
-                now = time.monotonic()
-                if len(frames) >= 10_000 or now - last >= self.flush_interval_s / 2:
+                with self._pending_lock:
+                    self._pending.append(frame)
+                    full = len(self._pending) >= DECODE_BATCH
+                    if full:
+                        frames, self._pending = self._pending, []
+                if full:
                     self._decode(frames)
-                    frames, last = [], now
         except (FrameError, OSError) as exc:
             log.warning("dnstap connection ended: %s", exc)
         finally:
-            if frames:
-                self._decode(frames)
             conn.close()
 
     def _decode(self, frames: list[bytes]) -> None:
@@ -212,6 +216,10 @@ class DnstapListener:
 
     def flush(self) -> DnsIngestReport | None:
         """Store what arrived since the last flush (call from the thread that owns ``gov``)."""
+        with self._pending_lock:
+            frames, self._pending = self._pending, []
+        if frames:
+            self._decode(frames)
         batches: list[QueryBatch] = []
         while True:
             try:
