@@ -32,7 +32,7 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 
-from tests.unbound_harness import DOMAIN, UPSTREAM, free_udp_port
+from tests.unbound_harness import DOMAIN, UPSTREAM, EarlyExit, LocalResolver, free_udp_port
 
 NAMED = shutil.which("named") or "/usr/sbin/named"
 RNDC = shutil.which("rndc") or "/usr/sbin/rndc"
@@ -48,41 +48,15 @@ def _free_tcp_port() -> int:
 
 
 @dataclass
-class Named:
-    directory: Path
-    port: int
-    conf: Path
-    rndc_conf: Path
-    proc: subprocess.Popen[bytes]
+class Named(LocalResolver):
+    rndc_conf: Path = Path()
+
+    log_name = "named.stderr"
 
     @property
     def rndc(self) -> tuple[str, ...]:
         """The rndc command an operator would configure (``dns.resolver_control``)."""
         return (RNDC, "-c", str(self.rndc_conf))
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def query(
-        self, name: str, source: str, rdtype: str = "A", timeout: float = 2.0
-    ) -> dns.message.Message:
-        q = dns.message.make_query(name, dns.rdatatype.from_text(rdtype))
-        return dns.query.udp(q, "127.0.0.1", port=self.port, source=source, timeout=timeout)
-
-    def answer(self, name: str, source: str) -> tuple[str, list[str]]:
-        """(rcode, the A addresses and CNAME targets of the answer) for a query from ``source``."""
-        r = self.query(name, source)
-        data = sorted(rd.to_text() for rrset in r.answer for rd in rrset)
-        return dns.rcode.to_text(r.rcode()), data
-
-    def log(self) -> str:
-        path = self.directory / "named.stderr"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-
-class _EarlyExit(RuntimeError):
-    pass
 
 
 def named_conf(directory: Path, port: int, control_port: int, secret: str, snippet: str) -> str:
@@ -121,10 +95,10 @@ def _wait_ready(nd: Named, deadline_s: float) -> None:
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
         if nd.proc.poll() is not None:
-            raise _EarlyExit(f"named exited ({nd.proc.returncode}):\n{nd.log()}")
+            raise EarlyExit(f"named exited ({nd.proc.returncode}):\n{nd.log()}")
         # named keeps running when a port was taken meanwhile; start again on other ports
         if "address in use" in nd.log():
-            raise _EarlyExit(f"named could not bind its ports:\n{nd.log()}")
+            raise EarlyExit(f"named could not bind its ports:\n{nd.log()}")
         done = subprocess.run(
             [*nd.rndc, "status"], capture_output=True, text=True, check=False, timeout=30
         )
@@ -149,7 +123,7 @@ def running_named(
         cm = _running_once(directory, mamori_snippet, ready_timeout_s=ready_timeout_s)
         try:
             nd = cm.__enter__()
-        except _EarlyExit:
+        except EarlyExit:
             if attempt == 2:
                 raise
             continue
@@ -192,7 +166,7 @@ def _running_once(
             stderr=stderr,
             start_new_session=True,
         )
-    nd = Named(directory, port, conf, rndc_conf, proc)
+    nd = Named(directory, port, conf, proc, rndc_conf)
     try:
         _wait_ready(nd, ready_timeout_s)
         yield nd

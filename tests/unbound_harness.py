@@ -56,15 +56,15 @@ def free_udp_port() -> int:
 
 
 @dataclass
-class Unbound:
+class LocalResolver:
+    """A resolver process of the tests, answering on 127.0.0.1:``port``."""
+
     directory: Path
     port: int
     conf: Path
     proc: subprocess.Popen[bytes]
 
-    @property
-    def control(self) -> tuple[str, ...]:
-        return (UNBOUND_CONTROL, "-c", str(self.conf))
+    log_name = ""  # its log file in ``directory``
 
     @property
     def pid(self) -> int:
@@ -83,8 +83,21 @@ class Unbound:
         return dns.rcode.to_text(r.rcode()), data
 
     def log(self) -> str:
-        path = self.directory / "unbound.log"
+        path = self.directory / self.log_name
         return path.read_text(errors="replace") if path.exists() else ""
+
+
+class EarlyExit(RuntimeError):
+    """The resolver exited while starting (a port taken after we picked it, a bad config)."""
+
+
+@dataclass
+class Unbound(LocalResolver):
+    log_name = "unbound.log"
+
+    @property
+    def control(self) -> tuple[str, ...]:
+        return (UNBOUND_CONTROL, "-c", str(self.conf))
 
 
 def _wait_ready(ub: Unbound, deadline_s: float = 60.0) -> None:
@@ -93,7 +106,7 @@ def _wait_ready(ub: Unbound, deadline_s: float = 60.0) -> None:
         if ub.proc.poll() is not None:
             err = ub.directory / "unbound.stderr"
             stderr = err.read_text(errors="replace") if err.exists() else ""
-            raise _EarlyExit(f"unbound exited ({ub.proc.returncode}):\n{ub.log()}{stderr}")
+            raise EarlyExit(f"unbound exited ({ub.proc.returncode}):\n{ub.log()}{stderr}")
         done = subprocess.run([*ub.control, "status"], capture_output=True, text=True, check=False)
         if done.returncode == 0 and "is running" in done.stdout:
             return
@@ -125,7 +138,7 @@ def running_unbound(
         )
         try:
             ub = cm.__enter__()
-        except _EarlyExit:
+        except EarlyExit:
             if attempt == 2:
                 raise
             continue
@@ -137,10 +150,6 @@ def running_unbound(
         else:
             cm.__exit__(None, None, None)
         return
-
-
-class _EarlyExit(RuntimeError):
-    pass
 
 
 @contextmanager

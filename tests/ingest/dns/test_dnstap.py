@@ -6,6 +6,8 @@ import io
 import socket
 import struct
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -153,12 +155,7 @@ def test_listener_handshake(consent_gov: Governance, tmp_path: Path) -> None:
     listener = DnstapListener(consent_gov, path, "test", flush_interval_s=0.1)
     listener.start()
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.connect(str(path))
-            s.sendall(control_frame(READY, (b"protobuf:dnstap.Dnstap",)))
-            reply = _read_control(s)
-            assert reply == ControlFrame(ACCEPT, (b"protobuf:dnstap.Dnstap",))
-            s.sendall(control_frame(START, (b"protobuf:dnstap.Dnstap",)))
+        with _started_stream(path) as s:
             for client in ("127.0.0.2", "127.0.0.3"):
                 m = _msg(client, "x.example")
                 s.sendall(struct.pack(">I", len(m)) + m)
@@ -181,11 +178,7 @@ def test_a_quiet_connection_is_stored_at_the_next_flush(
     listener = DnstapListener(consent_gov, path, "test", flush_interval_s=0.1)
     listener.start()
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.connect(str(path))
-            s.sendall(control_frame(READY, (b"protobuf:dnstap.Dnstap",)))
-            _read_control(s)
-            s.sendall(control_frame(START, (b"protobuf:dnstap.Dnstap",)))
+        with _started_stream(path) as s:
             m = _msg("127.0.0.2", "quiet.example")
             s.sendall(struct.pack(">I", len(m)) + m)
             # the connection stays open, nothing more is sent
@@ -193,6 +186,17 @@ def test_a_quiet_connection_is_stored_at_the_next_flush(
             assert _stored(consent_gov) == [("127.0.0.2", "quiet.example", 1)]
     finally:
         listener.close()
+
+
+@contextmanager
+def _started_stream(path: Path) -> Iterator[socket.socket]:
+    """A connection that did the resolver's side of the handshake: READY → ACCEPT, START."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(str(path))
+        s.sendall(control_frame(READY, (b"protobuf:dnstap.Dnstap",)))
+        assert _read_control(s) == ControlFrame(ACCEPT, (b"protobuf:dnstap.Dnstap",))
+        s.sendall(control_frame(START, (b"protobuf:dnstap.Dnstap",)))
+        yield s
 
 
 def _read_control(s: socket.socket) -> ControlFrame:
