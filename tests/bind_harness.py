@@ -32,7 +32,14 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 
-from tests.unbound_harness import DOMAIN, UPSTREAM, EarlyExit, LocalResolver, free_udp_port
+from tests.unbound_harness import (
+    DOMAIN,
+    UPSTREAM,
+    EarlyExit,
+    LocalResolver,
+    free_udp_port,
+    retried_start,
+)
 
 NAMED = shutil.which("named") or "/usr/sbin/named"
 RNDC = shutil.which("rndc") or "/usr/sbin/rndc"
@@ -119,22 +126,10 @@ def running_named(
     """named on free ports. Another process can take a port between choosing and binding it
     (servers run side by side): a named that exits at start-up is started again on new ports, a
     few times, before giving up."""
-    for attempt in range(3):
-        cm = _running_once(directory, mamori_snippet, ready_timeout_s=ready_timeout_s)
-        try:
-            nd = cm.__enter__()
-        except EarlyExit:
-            if attempt == 2:
-                raise
-            continue
-        try:
-            yield nd
-        except BaseException as exc:
-            if not cm.__exit__(type(exc), exc, exc.__traceback__):
-                raise
-        else:
-            cm.__exit__(None, None, None)
-        return
+    with retried_start(
+        lambda: _running_once(directory, mamori_snippet, ready_timeout_s=ready_timeout_s)
+    ) as nd:
+        yield nd
 
 
 @contextmanager

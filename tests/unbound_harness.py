@@ -14,15 +14,18 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import dns.message
 import dns.query
 import dns.rcode
 import dns.rdatatype
+
+R = TypeVar("R")
 
 UNBOUND = shutil.which("unbound") or "/usr/sbin/unbound"
 UNBOUND_CONTROL = shutil.which("unbound-control") or "/usr/sbin/unbound-control"
@@ -127,8 +130,8 @@ def running_unbound(
     """Unbound on a free port. Another process can take the port between choosing and binding
     it (servers run side by side): an Unbound that exits at start-up is started again on a new
     port, a few times, before giving up."""
-    for attempt in range(3):
-        cm = _running_once(
+    with retried_start(
+        lambda: _running_once(
             directory,
             mamori_snippet,
             extra_server=extra_server,
@@ -136,14 +139,24 @@ def running_unbound(
             checkconf=checkconf,
             ready_timeout_s=ready_timeout_s,
         )
+    ) as ub:
+        yield ub
+
+
+@contextmanager
+def retried_start(start: Callable[[], AbstractContextManager[R]], attempts: int = 3) -> Iterator[R]:
+    """``start()`` entered, started again (new ports) while it raises :class:`EarlyExit`, up to
+    ``attempts`` times; the started server is stopped when the block ends."""
+    for attempt in range(attempts):
+        cm = start()
         try:
-            ub = cm.__enter__()
+            server = cm.__enter__()
         except EarlyExit:
-            if attempt == 2:
+            if attempt == attempts - 1:
                 raise
             continue
         try:
-            yield ub
+            yield server
         except BaseException as exc:
             if not cm.__exit__(type(exc), exc, exc.__traceback__):
                 raise
