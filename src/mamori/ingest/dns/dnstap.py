@@ -68,45 +68,32 @@ class DecodeStats:
             log.warning("dnstap: %s: %s", where, why)
 
 
+def _varint(buf: bytes, pos: int, end: int, what: str) -> tuple[int, int]:
+    """(value, position after it) of the varint at ``pos``; ``what`` names it if it is cut."""
+    val = shift = 0
+    while True:
+        if pos >= end:
+            raise _Malformed(f"{what} cut")
+        b = buf[pos]
+        pos += 1
+        val |= (b & 0x7F) << shift
+        if b < 0x80:
+            return val, pos
+        shift += 7
+
+
 def _fields(buf: bytes) -> dict[int, bytes | int]:
-    """Top-level fields of a protobuf message (last value wins, as protobuf says)."""
+    """Top-level fields of a protobuf message (last value wins, as protobuf says). The scalar
+    reference and fallback of :mod:`.pbvec`, which decodes the common case."""
     out: dict[int, bytes | int] = {}
     pos, end = 0, len(buf)
     while pos < end:
-        key = shift = 0
-        while True:
-            if pos >= end:
-                raise _Malformed("key cut")
-            b = buf[pos]
-            pos += 1
-            key |= (b & 0x7F) << shift
-            if b < 0x80:
-                break
-            shift += 7
+        key, pos = _varint(buf, pos, end, "key")
         num, wire = key >> 3, key & 7
         if wire == 0:
-            val = shift = 0
-            while True:
-                if pos >= end:
-                    raise _Malformed("varint cut")
-                b = buf[pos]
-                pos += 1
-                val |= (b & 0x7F) << shift
-                if b < 0x80:
-                    break
-                shift += 7
-            out[num] = val
+            out[num], pos = _varint(buf, pos, end, "varint")
         elif wire == 2:
-            n = shift = 0
-            while True:
-                if pos >= end:
-                    raise _Malformed("length cut")
-                b = buf[pos]
-                pos += 1
-                n |= (b & 0x7F) << shift
-                if b < 0x80:
-                    break
-                shift += 7
+            n, pos = _varint(buf, pos, end, "length")
             if pos + n > end:
                 raise _Malformed(f"field {num} runs past the message")
             out[num] = buf[pos : pos + n]
