@@ -28,7 +28,7 @@ def report(work: Path) -> None:
     gov = Governance(config_for(work / "sim", work / "store"))
     try:
         view = open_oriented(gov, "feasibility")
-        seeds = open_seeds(gov, "feasibility", view.relation)
+        seeds = open_seeds(gov, "feasibility", view.sandbox)
         v, s = view.name, seeds.name
         view.sql(f"""CREATE OR REPLACE TEMP TABLE sus AS
             SELECT DISTINCT s.seed_id, o.host FROM {v} o JOIN {s} s
@@ -100,7 +100,7 @@ def ranking(work: Path, top: int = 15) -> None:
     gov = Governance(config_for(work / "sim", work / "store"))
     try:
         view = open_oriented(gov, "feasibility")
-        seeds = open_seeds(gov, "feasibility", view.relation)
+        seeds = open_seeds(gov, "feasibility", view.sandbox)
         v, s = view.name, seeds.name
         rows = view.sql(f"""
             WITH o AS (SELECT * FROM {v} WHERE est AND NOT server_side),

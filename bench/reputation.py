@@ -24,7 +24,7 @@ from pathlib import Path
 import dns.rdatatype
 import pyarrow as pa
 
-from mamori.config import AddressPool, GovernanceConfig, ReputationMatchConfig, load_config
+from mamori.config import AddressPool, GovernanceConfig, load_config
 from mamori.detect.reputation_match import match_reputation
 from mamori.governance import Governance
 from mamori.ingest.collector import Collector
@@ -102,9 +102,7 @@ def bench_match(sim: Path, tmp: Path) -> None:
         update={
             "address_plan": pools,
             "governance": GovernanceConfig(unattributed="include"),
-            "reputation_match": ReputationMatchConfig(
-                cgnat_port_block=int(plan.get("cgnat_block_size", 0))
-            ),
+            "detect": {"infected": {"cgnat_port_block": int(plan.get("cgnat_block_size", 0))}},
         }
     )
     with Governance(cfg) as gov:

@@ -104,6 +104,13 @@ class GovernanceConfig(_Model):
     # Addresses inside the subscriber pools that no allocation record covers cannot be checked
     # against consent. "exclude" drops them from consent-based measures (the safe default).
     unattributed: Literal["exclude", "include"] = "exclude"
+    sandbox_memory_limit_mb: int | None = Field(
+        default=None,
+        ge=64,
+        description="memory of the sandbox a grant's holder queries (and of governance while it "
+        "fills one); past it, work spills to <store>/_state/spill. Unset: DuckDB's default (80 % "
+        "of RAM). A detector's own memory_limit_mb wins for its sandbox",
+    )
 
 
 class CollectorConfig(_Model):
@@ -158,34 +165,6 @@ class WebConfig(_Model):
         default=None,
         description="a local mailbox directory (.eml files; the demo's SMTP sink) the abuse desk "
         "may read in the console; unset in production",
-    )
-
-
-class ReputationMatchConfig(_Model):
-    """Infected-host detection by matching C&C lists (measure M4, ``mamori detect infected``)."""
-
-    categories: tuple[Literal["c2", "first-stage", "malware-site", "phishing"], ...] = Field(
-        default=("c2",), min_length=1, description="list categories a contact is matched against"
-    )
-    session_gap_minutes: float = Field(
-        default=60.0, gt=0, le=7 * 24 * 60, description="a quieter address starts a new finding"
-    )
-    cgnat_port_block: int = Field(
-        default=0,
-        ge=0,
-        le=65536,
-        description="ports per subscriber block on CGNAT addresses (aligned blocks); 0 = unknown: "
-        "one finding per address and port",
-    )
-    popular_share: float = Field(
-        default=0.1,
-        gt=0,
-        le=1.0,
-        description="an entry matched by more than this share of the active subscriber "
-        "addresses is held back as a probable wrong listing (a CDN, a cloud service)",
-    )
-    popular_min_addresses: int = Field(
-        default=20, ge=1, description="…and by at least this many addresses"
     )
 
 
@@ -359,11 +338,24 @@ class MamoriConfig(BaseSettings):
     collector: CollectorConfig = CollectorConfig()
     smtp: SmtpConfig = SmtpConfig()
     web: WebConfig = WebConfig()
-    reputation_match: ReputationMatchConfig = ReputationMatchConfig()
+    detect: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="[detect.NAME]: each detector's parameters (`mamori config check` prints "
+        "them all with their defaults)",
+    )
     dns: DnsConfig = DnsConfig()
     attribution: AttributionConfig = AttributionConfig()
     alerts: AlertsConfig = AlertsConfig()
     reputation: ReputationConfig = ReputationConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "reputation_match" in data:
+            raise ValueError(
+                "[reputation_match] is now [detect.infected] (the same keys); rename the section"
+            )
+        return data
 
     @field_validator("measures")
     @classmethod

@@ -31,7 +31,7 @@ from tests.detect.conftest import (
 
 def _run(gov: Governance) -> dict[tuple[str, int], dict[str, object]]:
     view = open_oriented(gov, "test")
-    seeds = open_seeds(gov, "test", view.relation)
+    seeds = open_seeds(gov, "test", view.sandbox)
     t = correlate(view, seeds)
     return {(r["ip"], r["port"]): r for r in t.to_pylist()}
 

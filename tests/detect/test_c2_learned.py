@@ -22,7 +22,7 @@ from tests.detect.conftest import KNOWN_CC, UNKNOWN_CC, load_reputation, load_wo
 
 def _features(gov: Governance):  # type: ignore[no-untyped-def]
     view = open_oriented(gov, "test")
-    return endpoint_features(view, open_seeds(gov, "test", view.relation))
+    return endpoint_features(view, open_seeds(gov, "test", view.sandbox))
 
 
 def test_features_label_listed_cc(gov: Governance) -> None:

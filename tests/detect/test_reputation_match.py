@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 
 from mamori.config import GovernanceConfig, ReputationConfig
-from mamori.detect.reputation_match import match_reputation
+from mamori.detect.reputation_match import InfectedParams, match_reputation
 from mamori.governance import Governance
 from tests.conftest import HOUR, T0, flow, make_config, table
 
@@ -244,7 +244,7 @@ def test_popular_listing_is_held_back(gov: Governance) -> None:
     rows = [flow(a, cdn, T0 + i * MIN, sport=40000 + i) for i, a in enumerate(subs)]
     rows.append(flow(subs[0], CC_PORT, T0, sport=41000))
     gov.write("M1", "flows", table(rows), "collector")
-    settings = gov.config.reputation_match.model_copy(
+    settings = InfectedParams().model_copy(
         update={"popular_min_addresses": 3, "popular_share": 0.5}
     )
     report = match_reputation(gov, actor="test", settings=settings)
@@ -272,7 +272,7 @@ def test_cgnat_findings_per_port_block(gov: Governance, block: int, expected: se
         table([flow("198.51.100.1", CC_PORT, T0 + 3 * MIN, sport=1600)]),
         "collector",
     )
-    settings = gov.config.reputation_match.model_copy(update={"cgnat_port_block": block})
+    settings = InfectedParams().model_copy(update={"cgnat_port_block": block})
     report = match_reputation(gov, actor="test", settings=settings, write=False)
     assert {f["port"] for f in report.findings if f["ip"] == "198.51.100.1"} == expected
 

@@ -37,7 +37,7 @@ def _config(sim: Path, store: Path) -> Path:
         ]
     # no allocation logs are loaded here (another stage), so unattributed addresses are kept
     lines += ["[governance]", 'unattributed = "include"', ""]
-    lines += ["[reputation_match]", f"cgnat_port_block = {plan['cgnat_block_size']}", ""]
+    lines += ["[detect.infected]", f"cgnat_port_block = {plan['cgnat_block_size']}", ""]
     path = store.parent / "mamori.toml"
     path.write_text("\n".join(lines))
     return path

@@ -91,7 +91,8 @@ def test_allocations_read_withholds_cgnat_rows_of_opted_out_inside_holders(
         (PUB, 3072, "100.64.0.9"),
     }
     assert grant.withheld is not None
-    withheld = grant.withheld.to_arrow_table()
+    withheld = grant.withheld_arrow()
+    assert withheld is not None
     assert set(withheld.column_names) == {"addr", "port_start", "port_end", "start", "end"}
     assert sorted((r["addr"], r["port_start"]) for r in withheld.to_pylist()) == [
         ("100.64.0.6", None),
@@ -120,9 +121,9 @@ def test_memory_limit_is_set_for_the_block_only(gov: Governance) -> None:
         return str(gov._engine.con.execute(f"SELECT current_setting('{name}')").fetchall()[0][0])
 
     default = setting("memory_limit")
-    with gov.memory_limit(512):
+    with gov._bounded(512):
         assert setting("memory_limit") in ("512.0 MiB", "488.2 MiB", "512.0 MB")
         assert setting("temp_directory").startswith(str(gov.config.store))
     assert setting("memory_limit") == default
-    with gov.memory_limit(None):
+    with gov._bounded(None):
         assert setting("memory_limit") == default

@@ -147,7 +147,7 @@ def _findings(gov: Governance, measure: str, actor: str) -> pa.Table:
             "evidence",
         ],
         actor,
-    ).relation
+    ).table()
     kind = KIND[measure]
     rel = rel.filter(f"kind = '{kind}' AND ip IS NOT NULL").project(
         "finding_id, ip, port, coalesce(last_seen, first_seen, detected) AS ts, detected, method, "
@@ -193,7 +193,7 @@ def _events(
         actor,
         basis=basis,
         justification=justification,
-    ).relation.filter("notification_id IS NULL AND finding_id IS NOT NULL")
+    ).table().filter("notification_id IS NULL AND finding_id IS NOT NULL")
     matched: pa.Table = m.to_arrow_table()
     matched = matched.filter(pc.is_in(matched.column("finding_id"), value_set=new["finding_id"]))
     if matched.num_rows == 0:
@@ -622,7 +622,8 @@ def _send_batch(
             basis=basis,
             justification=just,
         )
-        .relation.filter("notification_id IS NOT NULL")
+        .table()
+        .filter("notification_id IS NOT NULL")
         .aggregate(
             "notification_id, min(ts) AS first, max(ts) AS last, count(*) AS events, "
             "string_agg(DISTINCT ip, ', ' ORDER BY ip) AS address",

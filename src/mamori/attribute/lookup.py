@@ -564,6 +564,7 @@ def attribute(
         basis=basis,
         justification=justification,
         end=end,
+        sandbox=gov.sandbox(gov.config.attribution.memory_limit_mb, label="attribution"),
     )
     probe = pa.table(
         {
@@ -577,8 +578,8 @@ def attribute(
         }
     )
     withheld: pa.Table = (
-        grant.withheld.to_arrow_table()
-        if grant.withheld is not None
+        held
+        if (held := grant.withheld_arrow()) is not None
         else pa.table(
             {
                 "addr": pa.array([], pa.string()),
@@ -589,8 +590,10 @@ def attribute(
             }
         )
     )
-    with gov.memory_limit(gov.config.attribution.memory_limit_mb):
+    try:
         res = _answer(gov, probe, grant, withheld, skew_ms)
+    finally:
+        grant.sandbox.close()
     status = res.column("status").cast(pa.string())
     ok = pc.equal(status, "ok")
     null_s = pa.nulls(len(res), pa.string())

@@ -23,10 +23,10 @@ Endpoints a large share of the hosts use are not scored at all (see ``max_share_
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import pyarrow as pa
 
+from mamori.detect.base import DetectorParams
 from mamori.detect.flowview import FlowView
 
 __all__ = [
@@ -38,8 +38,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class BeaconParams:
+class BeaconParams(DetectorParams):
     min_connections: int = 6
     max_rate: int = 16
     count_period_s: float = 1800.0

@@ -25,6 +25,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from pydantic import Field
+
+from mamori.detect.base import DetectorParams, DetectorRun, Window
 from mamori.detect.beacon import BeaconParams, beacon_endpoints_sql, materialise_pairs
 from mamori.detect.c2_correlation import CorrelationParams, correlate
 from mamori.detect.c2_learned import (
@@ -33,29 +36,30 @@ from mamori.detect.c2_learned import (
     load_model,
     train_model,
 )
-from mamori.detect.flowview import FlowView, open_oriented
+from mamori.detect.flowview import FlowView, open_oriented, rate_value
 from mamori.detect.seeds import Seeds, open_seeds
 from mamori.governance import Governance
 
-__all__ = ["METHODS", "C2Params", "C2Run", "detect_c2", "run_c2"]
+__all__ = ["METHODS", "C2Detector", "C2Params", "C2Run", "detect_c2", "run_c2"]
 
 METHODS = ("correlation", "learned", "beacon")
 _PROTO = {6: "tcp", 17: "udp"}
 
 
-@dataclass(frozen=True)
-class C2Params:
-    correlation: CorrelationParams = field(default_factory=CorrelationParams)
-    beacon: BeaconParams = field(default_factory=BeaconParams)
+class C2Params(DetectorParams):
+    """``[detect.c2]``: C&C discovery (M2)."""
+
+    correlation: CorrelationParams = Field(default_factory=CorrelationParams)
+    beacon: BeaconParams = Field(default_factory=BeaconParams)
     #: beacon findings only for endpoints at most this share of hosts use (or ``beacon_min_hosts``)
-    beacon_max_share: float = 0.005
-    beacon_min_hosts: int = 3
+    beacon_max_share: float = Field(default=0.005, gt=0, le=1)
+    beacon_min_hosts: int = Field(default=3, ge=1)
     #: calibrated probability from which the learned model reports an endpoint
-    learned_threshold: float = 0.5
+    learned_threshold: float = Field(default=0.5, ge=0, le=1)
     #: the learned model also needs an exchange from at least this many distinct hosts
-    learned_min_hosts: int = 1
-    #: the engine's memory cap for the run (DuckDB spills past it); None: leave as configured
-    memory_limit: str | None = "3GB"
+    learned_min_hosts: int = Field(default=1, ge=1)
+    #: memory of the run's sandbox (spills to the store past it); None: the governance default
+    memory_limit_mb: int | None = Field(default=3072, ge=64)
 
 
 @dataclass
@@ -103,13 +107,15 @@ def run_c2(
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; known: {', '.join(METHODS)}")
     p = params or C2Params()
-    view = open_oriented(gov, actor, since=since, until=until, memory_limit=p.memory_limit)
-    seeds = open_seeds(gov, actor, view.relation, until=until)
+    box = gov.sandbox(p.memory_limit_mb, label="M2-c2")
+    view = open_oriented(gov, actor, since=since, until=until, sandbox=box)
+    seeds = open_seeds(gov, actor, box, until=until)
     summary: dict[str, Any] = {
         "window": [since.isoformat() if since else None, until.isoformat() if until else None],
         "inside": view.plan_source,
         "seeds": seeds.count,
         "methods": list(methods),
+        "records_unknown_rate": view.unknown_rate,
     }
     # endpoint key → method → (score, first, last, evidence)
     found: dict[tuple[str, int, int], dict[str, tuple[float, float, float, dict[str, Any]]]] = {}
@@ -124,6 +130,7 @@ def run_c2(
                     p=p, write=write)  # fmt: skip
     finally:
         view.close()
+        box.close()
 
 
 def _run(
@@ -182,7 +189,7 @@ def _run(
                 "period_s": round(float(r["period_s"]), 1) if r["period_s"] else None,
                 "max_pair_score": round(float(r["max_score"]), 4),
                 "sampled_flows": int(r["sampled_flows"]),
-                "sampling_rates": [int(r["rate_min"]), int(r["rate_max"])],
+                "sampling_rates": [rate_value(r["rate_min"]), rate_value(r["rate_max"])],
             }
             add((r["ext"], int(r["eport"]), int(r["proto"])), "beacon",
                 round(float(r["max_score"]), 4), r["first"], r["last"], ev)  # fmt: skip
@@ -302,3 +309,43 @@ def detect_c2(
 ) -> pa.Table:
     """Find C&C endpoints in the flows of [since, until) and store them as findings."""
     return run_c2(gov, actor=actor, since=since, until=until, methods=methods).findings
+
+
+class C2Detector:
+    """``mamori detect c2``: C&C discovery as a :class:`~mamori.detect.base.Detector`.
+
+    ``methods``, ``train``, ``include_known`` and ``write`` choose what this run does; the
+    thresholds are :class:`C2Params` (``[detect.c2]``)."""
+
+    name = "c2"
+    measure = "M2"
+    Params = C2Params
+
+    def __init__(
+        self,
+        params: C2Params | None = None,
+        *,
+        methods: Sequence[str] = METHODS,
+        train: bool = False,
+        include_known: bool = False,
+        write: bool = True,
+    ) -> None:
+        self.params: C2Params = params or C2Params()
+        self.methods = tuple(methods)
+        self.train = train
+        self.include_known = include_known
+        self.write = write
+
+    def run(self, gov: Governance, window: Window, *, actor: str) -> DetectorRun:
+        out = run_c2(
+            gov,
+            actor=actor,
+            since=window.since,
+            until=window.until,
+            methods=self.methods,
+            train=self.train,
+            include_known=self.include_known,
+            params=self.params,
+            write=self.write,
+        )
+        return DetectorRun(findings=out.findings, summary=out.summary)

@@ -47,21 +47,20 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 from scipy.stats import poisson  # type: ignore[import-untyped]
 
-from mamori.detect.flowview import FlowView
+from mamori.detect.base import DetectorParams
+from mamori.detect.flowview import FlowView, rate_value
 from mamori.detect.seeds import Seeds
 
 __all__ = ["CorrelationParams", "candidates_sql", "correlate", "margins_sql", "tarone_tests"]
 
 
-@dataclass(frozen=True)
-class CorrelationParams:
+class CorrelationParams(DetectorParams):
     #: at least this many distinct suspect hosts on a peer
     min_hosts: int = 2
     #: family-wise level: tail probability times the number of testable pairs (Tarone's count,
@@ -288,7 +287,7 @@ def correlate(
             "lift": _round(float(k[i]) / max(float(expected[i]), 1e-9), 2),
             "sampled_flows": int(c["flows"][i]),
             "estimated_flows": int(c["est_flows"][i]),
-            "sampling_rates": [int(c["rate_min"][i]), int(c["rate_max"][i])],
+            "sampling_rates": [rate_value(c["rate_min"][i]), rate_value(c["rate_max"][i])],
             "p_value": float(f"{pval[i]:.3g}"),
             "q_value": float(f"{qval[i]:.3g}"),
             "pairs_tested": m_pairs,

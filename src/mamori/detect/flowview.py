@@ -1,15 +1,17 @@
 """Flows seen from the ISP's side: which end is ours, which is the outside endpoint.
 
-Every C&C detector looks at the same thing: an internal host (an address in the ISP's address
+Every flow detector looks at the same thing: an internal host (an address in the ISP's address
 plan) talking to an external endpoint (address, port, protocol). :func:`open_oriented` opens the
-flows under measure M2 through governance and returns a DuckDB view with one row per flow record
-whose one end is inside the plan and the other outside (materialised as a table for the run: drop
-it with :meth:`FlowView.close`); records between two outside or two inside
-addresses say nothing about a subscriber's host talking to a server and are left out.
+flows through governance for the measure the detector declares (M2 for C&C discovery) into the
+detector's sandbox and builds there one table with a row per flow record whose one end is inside
+the plan and the other outside (dropped with :meth:`FlowView.close`); records between two outside
+or two inside addresses say nothing about a subscriber's host talking to a server and are left
+out.
 
 Columns of the view: ``host``, ``ext``, ``eport`` (the external end's port), ``hport``, ``proto``, ``outbound``
-(the host sent it), ``ts``/``te`` (epoch seconds), ``packets``, ``bytes``, ``rate`` (1-in-N,
-unknown taken as 1), ``est`` (the record shows an exchange, not a probe: for TCP an ACK without
+(the host sent it), ``ts``/``te`` (epoch seconds), ``packets``, ``bytes``, ``rate`` (1-in-N;
+null where the exporter's rate is unknown — never taken as 1, so such records count as seen but
+add nothing to rate-scaled estimates and never pass as unsampled), ``est`` (the record shows an exchange, not a probe: for TCP an ACK without
 RST — a scan's SYN or the RST it draws is not a conversation; UDP always), ``server_side``
 (the internal host answers on a service port from an ephemeral outside port: the outside end is a
 client of ours, not a server our host called).
@@ -18,16 +20,21 @@ client of ours, not a server our host called).
 from __future__ import annotations
 
 import ipaddress
-import itertools
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from mamori.governance import Governance
+from mamori.governance import Governance, Sandbox
 
-__all__ = ["FLOW_COLUMNS", "FlowView", "internal_nets", "open_oriented", "v4_range_sql"]
+__all__ = [
+    "FLOW_COLUMNS",
+    "FlowView",
+    "internal_nets",
+    "open_oriented",
+    "rate_value",
+    "v4_range_sql",
+]
 
 #: the flow columns M2 reads (all within its catalogue entry)
 FLOW_COLUMNS = (
@@ -54,30 +61,37 @@ _PRIVATE = (
     "fc00::/7",
 )
 
-_names = itertools.count(1)
-
 Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True)
 class FlowView:
-    """A registered DuckDB view of oriented flows, and what went into it."""
+    """A table of oriented flows in the detector's sandbox, and what went into it."""
 
     name: str
-    relation: Any  # DuckDB relation over the view (typed loosely: detect may not import duckdb)
+    sandbox: Sandbox
     nets: tuple[Net, ...]
     plan_source: str  # "address_plan" | "private-ranges"
     audit_seq: int
     tables: list[str]
+    #: records in the window whose sampling rate the exporter did not give (nor an override)
+    unknown_rate: int = 0
 
     def close(self) -> None:
         """Drop the materialised tables (memory)."""
         for t in self.tables:
-            self.relation.query(self.name + "_drop", f"DROP TABLE IF EXISTS {t}")
+            self.sandbox.execute(f"DROP TABLE IF EXISTS {t}")
 
     def sql(self, query: str) -> Any:
-        """Run ``query`` (which may name this view and other registered views)."""
-        return self.relation.query(self.name + "_q", query)
+        """Run ``query`` in the sandbox (it may name this table and the other inputs there)."""
+        return self.sandbox.sql(query)
+
+
+def rate_value(rate: Any) -> int | None:
+    """A sampling rate of the view as evidence: ``None`` where the exporter's rate is unknown."""
+    if rate is None or (isinstance(rate, float) and rate != rate):
+        return None
+    return int(rate)
 
 
 def internal_nets(gov: Governance) -> tuple[tuple[Net, ...], str]:
@@ -119,30 +133,24 @@ def open_oriented(
     since: datetime | None = None,
     until: datetime | None = None,
     purpose: str = "C&C discovery",
-    memory_limit: str | None = None,
+    measure: str = "M2",
+    sandbox: Sandbox | None = None,
 ) -> FlowView:
-    """Open flows under M2 (justified act) and register the oriented view.
-
-    ``memory_limit`` (e.g. ``"3GB"``) caps the engine's memory from here on; past it DuckDB
-    spills to disk instead of growing (its default is most of the machine's memory)."""
+    """Open flows under ``measure`` (justified act, ``purpose`` recorded) into ``sandbox`` (a new
+    one if none) and build the oriented table there."""
+    box = sandbox if sandbox is not None else gov.sandbox(label=f"{measure}-flows")
     grant = gov.open(
-        "M2",
+        measure,
         "flows",
         list(FLOW_COLUMNS),
         actor,
         justification=purpose,
         start=since,
         end=until,
+        sandbox=box,
     )
     nets, source = internal_nets(gov)
-    n = next(_names)
-    raw = f"m2_flows_{n}"
-    if memory_limit is not None:
-        if not re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]i?B", memory_limit):
-            raise ValueError(f"memory limit {memory_limit!r} is not like '3GB'")
-        grant.relation.query(raw + "_m", f"SET memory_limit = '{memory_limit}'")
-    grant.relation.create_view(raw, replace=True)
-    rel = grant.relation
+    raw = grant.name
     window = []
     if since is not None:
         window.append(f"time_start >= TIMESTAMPTZ '{since.isoformat()}'")
@@ -154,8 +162,7 @@ def open_oriented(
     v6_nets = [x for x in nets if x.version == 6]
     if v6_nets:
         # IPv6 membership is decided in Python on the distinct addresses (few), not per flow.
-        distinct = rel.query(
-            raw + "_v6",
+        distinct = box.sql(
             f"SELECT DISTINCT a FROM (SELECT src_addr a FROM {raw} UNION ALL "
             f"SELECT dst_addr FROM {raw}) WHERE contains(a, ':')",
         ).fetchall()
@@ -172,14 +179,13 @@ def open_oriented(
             v6_name = f"[{quoted}]"
 
     # Inside or outside is decided once per distinct address (tens of thousands), not per record.
-    addr_name = f"m2_addr_{n}"
-    rel.query(
-        raw + "_a",
-        f"SELECT a, {_internal_sql('a', nets, v6_name)} AS inside FROM (SELECT DISTINCT a FROM "
-        f"(SELECT src_addr AS a FROM {raw} WHERE {where} UNION "
+    addr_name = f"{raw}_addr"
+    box.execute(
+        f"CREATE TABLE {addr_name} AS SELECT a, {_internal_sql('a', nets, v6_name)} AS inside "
+        f"FROM (SELECT DISTINCT a FROM (SELECT src_addr AS a FROM {raw} WHERE {where} UNION "
         f"SELECT dst_addr FROM {raw} WHERE {where}))",
-    ).create(addr_name)
-    name = f"m2_oriented_{n}"
+    )
+    name = f"{raw}_oriented"
     view_sql = f"""
         SELECT
             CASE WHEN s_in THEN src_addr ELSE dst_addr END AS host,
@@ -192,7 +198,7 @@ def open_oriented(
             epoch(time_end) AS te,
             CAST(packets AS DOUBLE) AS packets,
             CAST(bytes AS DOUBLE) AS bytes,
-            CAST(coalesce(nullif(sampling_rate, 0), 1) AS DOUBLE) AS rate,
+            CAST(nullif(sampling_rate, 0) AS DOUBLE) AS rate,
             CASE WHEN protocol = 6
                  THEN (coalesce(tcp_flags, 0) & 16) > 0 AND (coalesce(tcp_flags, 0) & 4) = 0
                  ELSE protocol = 17 END AS est,
@@ -207,15 +213,20 @@ def open_oriented(
         )
         WHERE s_in <> d_in AND protocol IN (6, 17)
     """
-    # Materialised: every method reads it several times, and the Parquet scan and the joins above
-    # are the expensive part.
-    rel.query(raw + "_o", view_sql).create(name)
-    rel.query(raw + "_d", f"DROP TABLE {addr_name}")
+    unknown = box.sql(
+        f"SELECT count(*) FROM {raw} WHERE {where} AND coalesce(sampling_rate, 0) = 0"
+    ).fetchall()[0][0]
+    # Materialised: every method reads it several times, and the joins above are the expensive
+    # part. The granted rows are dropped once it is built (memory).
+    box.execute(f"CREATE TABLE {name} AS {view_sql}")
+    box.execute(f"DROP TABLE {addr_name}")
+    box.execute(f"DROP TABLE {raw}")
     return FlowView(
         name=name,
-        relation=rel,
+        sandbox=box,
         nets=nets,
         plan_source=source,
         audit_seq=grant.audit_seq,
         tables=[name],
+        unknown_rate=int(unknown),
     )

@@ -20,29 +20,61 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import itertools
 import json
 import time
 from collections import Counter
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from mamori.config import ReputationMatchConfig
-from mamori.governance import Governance
+from mamori.detect.base import DetectorParams, DetectorRun, Window, section
+from mamori.governance import Governance, Sandbox
 from mamori.ingest.reputation import current_reputation_grant
 from mamori.schemas import FINDINGS
 
-__all__ = ["MatchReport", "match_reputation"]
+__all__ = ["InfectedDetector", "InfectedParams", "MatchReport", "match_reputation"]
 
 MEASURE = "M4"
 _FOREVER = "TIMESTAMPTZ '9999-12-31 00:00:00+00'"
 _ORIGIN = "TIMESTAMPTZ '0001-01-01 00:00:00+00'"
 _PROTO = {6: "tcp", 17: "udp"}
-_names = itertools.count(1)
+
+
+class InfectedParams(DetectorParams):
+    """``[detect.infected]``: infected-host detection by matching C&C lists (M4)."""
+
+    categories: tuple[Literal["c2", "first-stage", "malware-site", "phishing"], ...] = Field(
+        default=("c2",), min_length=1, description="list categories a contact is matched against"
+    )
+    session_gap_minutes: float = Field(
+        default=60.0, gt=0, le=7 * 24 * 60, description="a quieter address starts a new finding"
+    )
+    cgnat_port_block: int = Field(
+        default=0,
+        ge=0,
+        le=65536,
+        description="ports per subscriber block on CGNAT addresses (aligned blocks); 0 = unknown: "
+        "one finding per address and port",
+    )
+    popular_share: float = Field(
+        default=0.1,
+        gt=0,
+        le=1.0,
+        description="an entry matched by more than this share of the active subscriber "
+        "addresses is held back as a probable wrong listing (a CDN, a cloud service)",
+    )
+    popular_min_addresses: int = Field(
+        default=20, ge=1, description="…and by at least this many addresses"
+    )
+    memory_limit_mb: int | None = Field(
+        default=None,
+        ge=64,
+        description="memory of the matching sandbox (spills to the store past it); unset: "
+        "[governance] sandbox_memory_limit_mb",
+    )
 
 
 class MatchReport(BaseModel):
@@ -261,25 +293,20 @@ def _findings(g: pa.Table, detected: datetime) -> tuple[pa.Table, list[dict[str,
     return grouped, rows
 
 
-def match_reputation(
+def _match(
     gov: Governance,
+    box: Sandbox,
+    opts: InfectedParams,
+    categories: tuple[str, ...],
     *,
     actor: str,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    write: bool = True,
-    settings: ReputationMatchConfig | None = None,
-) -> MatchReport:
-    """Match M4's flows and resolver queries in [since, until) against the C&C lists in force
-    now; store the matches and the ``infected`` findings (unless ``write`` is false).
-    ``settings`` default to the configuration's ``reputation_match`` section."""
-    opts = settings or gov.config.reputation_match
-    categories = tuple(opts.categories)
-    t0 = time.perf_counter()
-    now = datetime.now(UTC)
-    detected = now.replace(microsecond=now.microsecond // 1000 * 1000)  # the store keeps ms
+    since: datetime | None,
+    until: datetime | None,
+) -> tuple[pa.Table, tuple[int, int]]:
+    """The matched rows (and held-back entries) and the (ip, domain) indicator counts; every
+    input is a grant in ``box``."""
     # the latest list of each source, each entry used only while it was valid (see _sql)
-    rep = current_reputation_grant(gov, MEASURE, actor, drop_expired=False)
+    rep = current_reputation_grant(gov, MEASURE, actor, drop_expired=False, sandbox=box)
     flows = gov.open(
         MEASURE,
         "flows",
@@ -287,6 +314,7 @@ def match_reputation(
         actor,
         start=since,
         end=until,
+        sandbox=box,
     )
     dns = gov.open(
         MEASURE,
@@ -295,21 +323,17 @@ def match_reputation(
         actor,
         start=since,
         end=until,
+        sandbox=box,
     )
-    n = next(_names)
-    vrep, vflows, vdns = f"m4_rep_{n}", f"m4_flows_{n}", f"m4_dns_{n}"
-    rep.relation.create_view(vrep)
-    flows.relation.create_view(vflows)
+    vrep, vflows, vdns = rep.name, flows.name, dns.name
     cfg = gov.config
     pools = _in_nets("{ip}", list(cfg.pools())) if cfg.address_plan else None
     cgnat = _in_nets("{ip}", list(cfg.pools("cgnat")))
-    counts = rep.relation.query(
-        vrep,
+    counts = box.sql(
         f"SELECT count(*) FILTER (WHERE ip IS NOT NULL AND indicator_type IN ('ip', 'ip-port')),"
         f" count(*) FILTER (WHERE domain IS NOT NULL AND indicator_type = 'domain') FROM {vrep}"
         f" WHERE category IN ({', '.join(repr(c) for c in categories)})",
     ).fetchall()[0]
-    dns.relation.create_view(vdns)
     # subscriber addresses active in the window (the denominator of an entry's popularity); the
     # address test runs once per distinct address
     keep_x = "TRUE"
@@ -318,8 +342,7 @@ def match_reputation(
         if any(n.version == 6 for n in cfg.pools()):
             keep_x = f"({keep_x} OR x IS NULL)"  # IPv6 (see _in_nets)
     active = int(
-        flows.relation.query(
-            vflows,
+        box.sql(
             # MATERIALIZED: keeps DuckDB from pushing the costly test down to every row
             f"WITH a AS MATERIALIZED (SELECT DISTINCT unnest([src_addr, dst_addr]) AS a FROM "
             f"{vflows} UNION SELECT client_addr FROM {vdns}), "
@@ -327,8 +350,7 @@ def match_reputation(
             f"SELECT count(*) FROM x WHERE {keep_x}",
         ).fetchall()[0][0]
     )
-    g = dns.relation.query(
-        vdns,
+    g = box.sql(
         _sql(
             vrep,
             vflows,
@@ -343,6 +365,32 @@ def match_reputation(
             popular_min=opts.popular_min_addresses,
         ),
     ).to_arrow_table()
+    return g, (int(counts[0]), int(counts[1]))
+
+
+def match_reputation(
+    gov: Governance,
+    *,
+    actor: str,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    write: bool = True,
+    settings: InfectedParams | None = None,
+) -> MatchReport:
+    """Match M4's flows and resolver queries in [since, until) against the C&C lists in force
+    now; store the matches and the ``infected`` findings (unless ``write`` is false).
+    ``settings`` default to the configuration's ``[detect.infected]`` section."""
+    opts = settings or InfectedParams(**section(gov.config.detect, "infected"))
+    categories = tuple(opts.categories)
+    t0 = time.perf_counter()
+    now = datetime.now(UTC)
+    detected = now.replace(microsecond=now.microsecond // 1000 * 1000)  # the store keeps ms
+    # the latest list of each source, each entry used only while it was valid (see _sql)
+    box = gov.sandbox(opts.memory_limit_mb, label="M4-matching")
+    try:
+        g, counts = _match(gov, box, opts, categories, actor=actor, since=since, until=until)
+    finally:
+        box.close()
     is_held = pc.equal(g.column("row_kind"), "held")
     held = [
         {"indicator": r["indicator"], "addresses": r["addresses"], "active": r["active"]}
@@ -413,3 +461,49 @@ def match_reputation(
         findings=out,
         seconds=round(time.perf_counter() - t0, 3),
     )
+
+
+class InfectedDetector:
+    """``mamori detect infected``: the M4 matching run as a :class:`~mamori.detect.base.Detector`."""
+
+    name = "infected"
+    measure = MEASURE
+    Params = InfectedParams
+
+    def __init__(self, params: InfectedParams | None = None, *, write: bool = True) -> None:
+        self.params: InfectedParams = params or InfectedParams()
+        self.write = write
+
+    def run(self, gov: Governance, window: Window, *, actor: str) -> DetectorRun:
+        report = match_reputation(
+            gov,
+            actor=actor,
+            since=window.since,
+            until=window.until,
+            write=self.write,
+            settings=self.params,
+        )
+        summary = report.model_dump(mode="json", exclude={"findings"})
+        return DetectorRun(findings=_as_findings(report.findings), summary=summary)
+
+
+def _as_findings(found: list[dict[str, Any]]) -> pa.Table:
+    now = datetime.now(UTC)
+    rows = [
+        {
+            "detected": now,
+            "finding_id": f["finding_id"],
+            "kind": f["kind"],
+            "method": f["method"],
+            "ip": f["ip"],
+            "port": f["port"],
+            "protocol": f["proto"],
+            "score": f["score"],
+            "first_seen": datetime.fromisoformat(f["first_seen"]),
+            "last_seen": datetime.fromisoformat(f["last_seen"]),
+            "measure": f["measure"],
+            "evidence": json.dumps(f["evidence"], sort_keys=True),
+        }
+        for f in found
+    ]
+    return pa.Table.from_pylist(rows, schema=FINDINGS.arrow)

@@ -4,6 +4,7 @@ Everything that reads or writes stored data goes through :class:`Governance`.
 """
 
 from mamori.governance.access import AccessRefused, Governance, GovernanceError, Grant
+from mamori.governance.sandbox import Sandbox
 from mamori.governance.audit import AuditLog, Verification
 from mamori.governance.consent import ConsentChange, ConsentError, ConsentState
 from mamori.governance.measures import Catalogue, LegalBasis, Measure, catalogue
@@ -22,6 +23,7 @@ __all__ = [
     "LegalBasis",
     "Measure",
     "PurgeReport",
+    "Sandbox",
     "Verification",
     "catalogue",
     "purge",

@@ -4,8 +4,11 @@ Every read names a measure, a dataset, the columns, the actor and the legal basi
 :meth:`Governance.open` checks the request against the measure catalogue, removes the rows of
 subscribers who are not in for that measure *before* anything is returned (the allocation and
 consent data are joined first, so nothing downstream can ever compare their traffic), writes one
-audit record, and returns a relation. A request outside the catalogue is refused with a clear
-error, and the refusal is audited too. Writes go through the same door.
+audit record, and returns a :class:`Grant`: the permitted rows and columns, copied into a
+:class:`~mamori.governance.sandbox.Sandbox` that holds nothing else and cannot reach files. The
+holder queries it with :meth:`Grant.sql` or combines grants with :meth:`Governance.combine`; a query
+that tries to reach anything else is refused and audited. A request outside the catalogue is
+refused with a clear error, and the refusal is audited too. Writes go through the same door.
 
 Exceptions::
 
@@ -16,8 +19,10 @@ Exceptions::
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import re
+import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,25 +38,24 @@ from mamori.config import IPNetwork, MamoriConfig
 from mamori.governance.audit import AuditLog
 from mamori.governance.consent import ConsentRegistry
 from mamori.governance.measures import Catalogue, LegalBasis, Measure, catalogue
+from mamori.governance.sandbox import Sandbox
 from mamori.schemas import ALLOCATIONS, CONSENT, DatasetSchema, dataset
 from mamori.store import DuckDBEngine, Relation
 from mamori.store.parquet import SchemaMismatch, StreamWriter, conform
 
-__all__ = ["AccessRefused", "Governance", "GovernanceError", "GovernedStream", "Grant"]
+__all__ = [
+    "AccessRefused",
+    "Governance",
+    "GovernanceError",
+    "GovernedStream",
+    "Grant",
+    "Sandbox",
+]
 
 _FOREVER = "TIMESTAMPTZ '9999-12-31 00:00:00+00'"
 # Columns the consent filter needs to place a two-stage CGNAT allocation row.
 _TWO_STAGE = ("addr", "port_start", "port_end", "start", "end", "inside_addr")
 _ORIGIN = "TIMESTAMPTZ '0001-01-01 00:00:00+00'"
-# What a combine() query must not contain: anything that reads files or changes the engine, which
-# would reach stored data around the door.
-_COMBINE_FORBIDDEN = re.compile(
-    r"\b(read_\w+|\w+_scan|glob|copy|attach|detach|install|load|pragma|set|reset|export|"
-    r"import|call|create|insert|update|delete|drop|alter)\b",
-    re.IGNORECASE,
-)
-
-
 class GovernanceError(Exception):
     """Base of governance errors."""
 
@@ -60,7 +64,14 @@ class AccessRefused(GovernanceError, PermissionError):
     """A request the catalogue does not allow. It has been written to the audit log as refused."""
 
     def __init__(
-        self, reason: str, *, measure: str, dataset: str, columns: Sequence[str], audit_seq: int
+        self,
+        reason: str,
+        *,
+        measure: str,
+        dataset: str,
+        columns: Sequence[str],
+        audit_seq: int,
+        message: str | None = None,
     ) -> None:
         self.reason = reason
         self.measure = measure
@@ -68,29 +79,43 @@ class AccessRefused(GovernanceError, PermissionError):
         self.columns = tuple(columns)
         self.audit_seq = audit_seq
         super().__init__(
-            f"refused: {measure} may not access {dataset}({', '.join(columns)}): {reason} "
+            message
+            or f"refused: {measure} may not access {dataset}({', '.join(columns)}): {reason} "
             f"[audit entry {audit_seq}]"
         )
 
 
 @dataclass(frozen=True)
 class Grant:
-    """What an allowed request returns: a relation with only the permitted rows and columns."""
+    """What an allowed request returns: the permitted rows and columns, as table ``name`` in a
+    sandbox that holds only granted inputs (see :mod:`mamori.governance.sandbox`)."""
 
-    relation: Relation
+    name: str
+    sandbox: Sandbox
     measure: str
     dataset: str
     columns: tuple[str, ...]
     legal_basis: str
     audit_seq: int
     consent_filtered: bool
-    # Allocations read under consent: the (addr, port_start, port_end, start, end) of the rows
-    # withheld, without any identity, so a lookup can tell "held by someone we may not look up"
-    # from "held by nobody" and never names the wrong subscriber near a reassignment.
-    withheld: Relation | None = None
+    # Allocations read under consent: table of the (addr, port_start, port_end, start, end) of
+    # the rows withheld, without any identity, so a lookup can tell "held by someone we may not
+    # look up" from "held by nobody" and never names the wrong subscriber near a reassignment.
+    withheld: str | None = None
+
+    def sql(self, query: str) -> Relation:
+        """Run ``query`` in the grant's sandbox; it names the granted rows as ``self.name``."""
+        return self.sandbox.sql(query)
+
+    def table(self) -> Relation:
+        """The granted rows as a relation (in the sandbox)."""
+        return self.sandbox.table(self.name)
 
     def arrow(self) -> pa.Table:
-        return self.relation.to_arrow_table()
+        return self.table().to_arrow_table()
+
+    def withheld_arrow(self) -> pa.Table | None:
+        return None if self.withheld is None else self.sandbox.table(self.withheld).to_arrow_table()
 
 
 def _q(name: str) -> str:
@@ -172,6 +197,8 @@ class Governance:
         self.audit = AuditLog(config.store / "audit")
         self.consent = ConsentRegistry(self._engine, self.audit, self.catalogue)
         self._names = itertools.count(1)
+        # weak: a sandbox nobody holds any more (no grant, no relation) is freed with its data
+        self._sandboxes: weakref.WeakSet[Sandbox] = weakref.WeakSet()
 
     # ---------------------------------------------------------------- checks
 
@@ -442,8 +469,12 @@ class Governance:
         justification: str | None = None,
         start: datetime | None = None,
         end: datetime | None = None,
+        sandbox: Sandbox | None = None,
     ) -> Grant:
-        """Read ``columns`` of ``dataset`` for ``measure`` (``None``: every column it may read)."""
+        """Read ``columns`` of ``dataset`` for ``measure`` (``None``: every column it may read).
+
+        The rows are copied into ``sandbox`` (one made by :meth:`sandbox`, holding the other
+        inputs the caller will combine them with), else into a new sandbox of their own."""
         m, schema, cols, chosen = self._check(
             measure,
             dataset,
@@ -479,6 +510,15 @@ class Governance:
             ]
         if justification:
             detail["justification"] = justification
+        box = sandbox if sandbox is not None else self.sandbox(label=f"{measure}-{dataset}")
+        if box.closed or box not in self._sandboxes:
+            raise GovernanceError("that sandbox is closed or was not made by this governance")
+        name = self._fresh(f"{measure}_{dataset}".lower())
+        with self._bounded(box.memory_limit_mb):
+            box._load(name, rel)
+            if withheld is not None:
+                box._load(name + "_withheld", withheld)
+        box.grants.append((measure, dataset))
         entry = self.audit.append(
             actor=actor,
             event="access",
@@ -487,33 +527,100 @@ class Governance:
             dataset=dataset,
             columns=cols,
             case_id=case,
-            detail=detail or None,
+            detail={**detail, "sandbox": box.label} if detail else {"sandbox": box.label},
         )
-        return Grant(rel, measure, dataset, cols, chosen.value, entry.seq, filtered, withheld)
+        return Grant(
+            name,
+            box,
+            measure,
+            dataset,
+            cols,
+            chosen.value,
+            entry.seq,
+            filtered,
+            name + "_withheld" if withheld is not None else None,
+        )
+
+    def sandbox(self, memory_limit_mb: int | None = None, *, label: str = "sandbox") -> Sandbox:
+        """A new, empty sandbox to open several grants into and query them together.
+
+        ``memory_limit_mb`` (default ``[governance] sandbox_memory_limit_mb``) bounds its memory;
+        past it, work spills to a directory in the store that is removed when it closes. The
+        holder cannot change either. Closed with the governance object, or earlier by the
+        holder."""
+        n = next(self._names)
+        limit = memory_limit_mb or self.config.governance.sandbox_memory_limit_mb
+        spill = self.state_dir("spill") / f"sandbox-{n}" if limit else None
+        if spill is not None:
+            spill.mkdir(parents=True, exist_ok=True)
+        box = Sandbox(
+            f"{label}#{n}",
+            memory_limit_mb=limit,
+            spill_dir=spill,
+            threads=None,
+            refuse=lambda reason, message, query: self._refuse_query(box, reason, message, query),
+        )
+        self._sandboxes.add(box)
+        return box
+
+    def _refuse_query(
+        self, box: Sandbox, reason: str, message: str, query: str
+    ) -> AccessRefused:
+        """Audit a sandbox query that reached beyond its inputs. The entry keeps why, not the
+        query or the engine's message: both may hold addresses (the holder sees the message)."""
+        measures = sorted({m for m, _ in box.grants})
+        datasets = sorted({d for _, d in box.grants})
+        entry = self.audit.append(
+            actor="sandbox",
+            event="refused",
+            measure=measures[0] if len(measures) == 1 else None,
+            dataset=",".join(datasets) or None,
+            detail={
+                "mode": "query",
+                "reason": reason,
+                "sandbox": box.label,
+                "measures": measures,
+                # the query itself may hold addresses: its digest identifies it for the auditor
+                "query_sha256": hashlib.sha256(query.encode()).hexdigest(),
+            },
+        )
+        return AccessRefused(
+            reason,
+            measure=",".join(measures) or "-",
+            dataset=",".join(datasets) or "-",
+            columns=(),
+            audit_seq=entry.seq,
+            message=f"refused: a query in sandbox {box.label} reaches beyond its granted inputs: "
+            f"it {reason} ({message}) [audit entry {entry.seq}]",
+        )
 
     def combine(self, query: str, **inputs: Grant | pa.Table) -> Relation:
         """SQL over grants already given and Arrow tables the caller supplies (lookup keys, not
-        stored data). ``query`` names each input as ``{name}``; it reaches nothing else, so it
-        needs no audit record of its own — the grants were audited when given."""
-        code = re.sub(r"--[^\n]*|/\*.*?\*/", " ", query, flags=re.DOTALL)
-        # string literals and quoted identifiers: DuckDB reads a file named by either
-        literals = re.findall(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"", code)
-        hit = _COMBINE_FORBIDDEN.search(re.sub(r"'(?:[^']|'')*'", "''", code))
-        path = next((lit for lit in literals if any(c in lit for c in "/\\.")), None)
-        if hit or path:
-            what = hit.group(0) if hit else path
-            raise GovernanceError(
-                f"combine() runs queries over its inputs only; {what!r} is not allowed"
-            )
+        stored data). ``query`` names each input as ``{name}``. It runs in the grants' sandbox
+        (a new one holding copies of them when they live in different sandboxes), so it reaches
+        nothing else; the grants were audited when given, and a query that tries to reach
+        anything else is refused and audited."""
+        grants = {k: v for k, v in inputs.items() if isinstance(v, Grant)}
+        homes = {id(g.sandbox): g.sandbox for g in grants.values()}
         names: dict[str, str] = {}
+        if len(homes) == 1:
+            box = next(iter(homes.values()))
+            names.update({k: g.name for k, g in grants.items()})
+        else:
+            box = self.sandbox(label="combine")
+            for key, g in grants.items():
+                names[key] = self._fresh(key)
+                box._load(names[key], g.table())
+                box.grants.append((g.measure, g.dataset))
         for key, value in inputs.items():
-            names[key] = self._reg(key, value.relation if isinstance(value, Grant) else value)
-        return self._engine.sql(query.format_map(names))
+            if not isinstance(value, Grant):
+                names[key] = box.register(self._fresh(key), value)
+        return box.sql(query.format_map(names))
 
     @contextmanager
-    def memory_limit(self, megabytes: int | None) -> Iterator[None]:
-        """Bound the engine's memory while a large query runs; what does not fit spills to a
-        directory in the store (never the working directory), emptied afterwards."""
+    def _bounded(self, megabytes: int | None) -> Iterator[None]:
+        """Bound governance's own engine while it fills a sandbox; what does not fit spills to
+        a directory in the store (never the working directory), emptied afterwards."""
         if megabytes is None:
             yield
             return
@@ -526,8 +633,9 @@ class Governance:
         finally:
             con.execute("RESET memory_limit")
             for leftover in spill.iterdir():
-                with contextlib.suppress(OSError):
-                    leftover.unlink()
+                if leftover.is_file():
+                    with contextlib.suppress(OSError):
+                        leftover.unlink()
 
     def write(
         self,
@@ -708,6 +816,9 @@ class Governance:
         return dataset(name)
 
     def close(self) -> None:
+        for box in list(self._sandboxes):
+            box.close()
+        self._sandboxes.clear()
         self._engine.close()
 
     def __enter__(self) -> Governance:

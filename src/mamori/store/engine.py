@@ -18,7 +18,7 @@ import pyarrow as pa
 from mamori.schemas import DatasetSchema
 from mamori.store import parquet
 
-__all__ = ["DuckDBEngine", "Engine", "Relation"]
+__all__ = ["DuckDBEngine", "Engine", "Relation", "SandboxEngine", "is_refusal"]
 
 Relation = duckdb.DuckDBPyRelation
 
@@ -114,3 +114,74 @@ class DuckDBEngine:
 
     def partitions(self, dataset: str) -> list[parquet.Partition]:
         return list(parquet.partitions(self.root, dataset))
+
+
+def is_refusal(exc: BaseException) -> str | None:
+    """Why a sandbox query failed, when the failure is the sandbox doing its job (a file, an
+    extension, a setting or a name outside it); ``None`` for an ordinary query error."""
+    if isinstance(exc, duckdb.PermissionException):
+        return "reaches outside the grant (file, network or extension access is disabled)"
+    if isinstance(exc, duckdb.CatalogException):
+        return "names something that is not among the granted inputs"
+    if isinstance(exc, duckdb.InvalidInputException) and "configuration has been locked" in str(
+        exc
+    ):
+        return "changes the engine's configuration (it is locked)"
+    return None
+
+
+class SandboxEngine:
+    """An in-memory DuckDB database that holds only what is loaded into it.
+
+    Memory limit, spill directory, time zone and thread count are set when it is made; then
+    external access (files, ``ATTACH``, ``COPY``, extensions, Python replacement scans) is
+    switched off and the configuration locked, so no query run on it can read the store, change
+    its limits or turn access back on.
+    """
+
+    def __init__(
+        self, *, memory_limit_mb: int | None, spill_dir: Path | None, threads: int | None = None
+    ) -> None:
+        config: dict[str, Any] = {}
+        if memory_limit_mb is not None:
+            config["memory_limit"] = f"{int(memory_limit_mb)}MB"
+        if spill_dir is not None:
+            config["temp_directory"] = str(spill_dir)
+        if threads:
+            config["threads"] = threads
+        self.con = duckdb.connect(config=config)
+        self.con.execute("SET TimeZone = 'UTC'")
+        self.con.execute("SET python_enable_replacements = false")
+        self.con.execute("SET enable_external_access = false")
+        self.con.execute("SET lock_configuration = true")
+
+    def load(self, name: str, data: Relation | pa.Table | pa.RecordBatchReader) -> None:
+        """Copy ``data`` (a relation of another engine, streamed through Arrow, or Arrow data)
+        into table ``name``."""
+        if isinstance(data, duckdb.DuckDBPyRelation):
+            data = data.to_arrow_reader(1 << 17)
+        staging = f"__load_{name}"
+        self.con.register(staging, data)
+        try:
+            self.con.execute(f"CREATE TABLE {_quote(name)} AS SELECT * FROM {_quote(staging)}")
+        finally:
+            self.con.unregister(staging)
+
+    def register(self, name: str, table: pa.Table) -> None:
+        """Make Arrow data the caller already holds visible under ``name`` (no copy)."""
+        self.con.register(name, table)
+
+    def sql(self, query: str) -> Relation:
+        rel = self.con.sql(query)
+        if rel is None:
+            raise ValueError("query returned no relation (not a SELECT?)")
+        return rel
+
+    def execute(self, query: str) -> None:
+        self.con.execute(query)
+
+    def table(self, name: str) -> Relation:
+        return self.con.table(_quote(name))
+
+    def close(self) -> None:
+        self.con.close()

@@ -256,7 +256,8 @@ def traffic(gov: Governance, actor: str, *, hours: int = 72, top: int = 10) -> T
         ["time_start", "dst_port", "protocol", "packets", "bytes", "exporter", "sampling_rate"],
         actor,
     )
-    rel = grant.relation
+    rel = grant.table()
+    # a record whose rate the exporter did not give counts once (a floor, never a guess)
     scale = "coalesce(sampling_rate, 1)"
     by_hour = rel.aggregate(
         f"date_trunc('hour', time_start) AS h, sum(bytes * {scale})::BIGINT, "

@@ -9,7 +9,6 @@ shown.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import logging
 from collections.abc import Callable
@@ -21,7 +20,7 @@ import pyarrow.compute as pc
 
 from mamori.addresses import in_networks
 from mamori.config import ReputationConfig
-from mamori.governance import Governance, Grant
+from mamori.governance import Governance, Grant, Sandbox
 from mamori.ingest.reputation.abusech import parse_feodo, parse_threatfox, parse_urlhaus
 from mamori.ingest.reputation.common import LoadReport, Rows
 from mamori.ingest.reputation.misp import parse_misp
@@ -53,7 +52,6 @@ FORMATS: dict[str, tuple[Parser, str, float]] = {
     "plain": (parse_plain, "c2", 0.5),
 }
 
-_names = itertools.count(1)
 
 
 class FeedError(ValueError):
@@ -198,44 +196,47 @@ def current_reputation_grant(
     at: datetime | None = None,
     *,
     drop_expired: bool = True,
+    sandbox: Sandbox | None = None,
 ) -> Grant:
     """The reputation in force at ``at`` (default now), read for ``measure``: per source, its
     latest load at or before ``at``, without entries that expired by then (kept with
     ``drop_expired=False``, for matching past traffic against each entry's own validity). The
-    grant's relation is lazy (DuckDB), for joining with other grants of the same governance.
-    Entries the operator's allowlist (``reputation.allow_*``) covers are left out."""
+    grant lives in ``sandbox`` (a new one if none), next to the other inputs it is joined with;
+    its ``name`` is a view of the entries in force. Entries the operator's allowlist
+    (``reputation.allow_*``) covers are left out."""
     when = (at or datetime.now(UTC)).astimezone(UTC)
-    grant = gov.open(measure, "reputation", None, actor, end=when + timedelta(microseconds=1))
+    grant = gov.open(
+        measure, "reputation", None, actor, end=when + timedelta(microseconds=1), sandbox=sandbox
+    )
     cols = ", ".join(f'"{c}"' for c in grant.columns)
-    view = f"rep_all_{next(_names)}"
     ts = f"TIMESTAMPTZ '{when.isoformat()}'"
-    rel = grant.relation.query(
-        view,
-        f"SELECT {cols} FROM (SELECT *, max(loaded) OVER (PARTITION BY source) AS _last "
-        f"FROM {view} WHERE loaded <= {ts}) WHERE loaded = _last"
+    current = f"{grant.name}_current"
+    grant.sandbox.execute(
+        f"CREATE VIEW {current} AS SELECT {cols} FROM (SELECT *, max(loaded) OVER "
+        f"(PARTITION BY source) AS _last FROM {grant.name} WHERE loaded <= {ts}) "
+        "WHERE loaded = _last"
         + (f" AND (expires IS NULL OR expires > {ts})" if drop_expired else ""),
     )
-    grant = dataclasses.replace(grant, relation=rel)
+    grant = dataclasses.replace(grant, name=current)
     allow = gov.config.reputation
     if allow.allow_prefixes or allow.allow_domains:
-        view = f"rep_cur_{next(_names)}"
-        cond = _allowed(grant, view, allow)
-        grant = dataclasses.replace(
-            grant,
-            relation=grant.relation.query(
-                view, f"SELECT * FROM {view} WHERE NOT coalesce({cond}, FALSE)"
-            ),
+        cond = _allowed(grant, allow)
+        kept = f"{current}_allowed"
+        grant.sandbox.execute(
+            f"CREATE VIEW {kept} AS SELECT * FROM {current} WHERE NOT coalesce({cond}, FALSE)"
         )
+        grant = dataclasses.replace(grant, name=kept)
     return grant
 
 
-def _allowed(grant: Grant, view: str, allow: ReputationConfig) -> str:
-    """SQL condition over ``view``: the entry is on the operator's allowlist. The address test
-    runs in NumPy over the distinct listed addresses (few), and the SQL names the hits."""
+def _allowed(grant: Grant, allow: ReputationConfig) -> str:
+    """SQL condition over the grant's entries: the entry is on the operator's allowlist. The
+    address test runs in NumPy over the distinct listed addresses (few), and the SQL names the
+    hits."""
     conds = []
     if allow.allow_prefixes:
-        sql = f"SELECT DISTINCT ip FROM {view} WHERE ip IS NOT NULL"
-        ips = grant.relation.query(view, sql).to_arrow_table()
+        sql = f"SELECT DISTINCT ip FROM {grant.name} WHERE ip IS NOT NULL"
+        ips = grant.sql(sql).to_arrow_table()
         ips = ips.column(0).combine_chunks() if ips.num_rows else pa.array([], pa.string())
         hit = pc.filter(ips, pa.array(in_networks(ips, allow.allow_prefixes))).to_pylist()
         # the hits passed an address parser, so they hold no quote to escape

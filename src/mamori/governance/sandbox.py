@@ -1,0 +1,118 @@
+"""Where a grant's holder runs its queries: a sandbox that holds only the granted inputs.
+
+A :class:`Sandbox` is an in-memory DuckDB database of its own. Governance copies into it the rows
+and columns a grant allows (consent already applied) and nothing else; the store, the consent
+registry, the allocations and every other grant stay on governance's private engine. External
+access is switched off and the configuration locked before the holder gets the sandbox, so
+``read_parquet``, ``glob``, ``ATTACH``, ``COPY``, ``SET``, ``INSTALL``/``LOAD`` and paths in
+string literals fail however the query is written (comments, ``chr()``, catalogue lookups). A
+query that fails that way is a refusal: it is written to the audit log and raised as
+:class:`~mamori.governance.access.AccessRefused`.
+
+Memory limits come from configuration: governance sets the limit and a spill directory in the
+store when it makes the sandbox (the holder cannot change them), and empties the spill directory
+when the sandbox closes.
+"""
+
+from __future__ import annotations
+
+import shutil
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from mamori.store import Relation, SandboxEngine, is_refusal
+
+__all__ = ["Sandbox"]
+
+# (reason, engine's message, query) -> the exception to raise; governance supplies it so the
+# refusal is audited
+Refuse = Callable[[str, str, str], Exception]
+
+
+class Sandbox:
+    """A database holding only granted inputs (see the module docstring).
+
+    Made by :meth:`Governance.sandbox` (several grants a detector combines) or by
+    :meth:`Governance.open` (one grant on its own). Names in it are the grants' ``name``s and
+    whatever the holder creates from them.
+    """
+
+    def __init__(
+        self,
+        label: str,
+        *,
+        memory_limit_mb: int | None,
+        spill_dir: Path | None,
+        threads: int | None,
+        refuse: Refuse,
+    ) -> None:
+        self.label = label
+        self.memory_limit_mb = memory_limit_mb
+        self._spill = spill_dir
+        self._refuse = refuse
+        self._engine = SandboxEngine(
+            memory_limit_mb=memory_limit_mb, spill_dir=spill_dir, threads=threads
+        )
+        self.names: list[str] = []
+        # (measure, dataset) of every grant loaded: what a refusal here is audited under
+        self.grants: list[tuple[str, str]] = []
+        self.closed = False
+        # the spill directory goes when the sandbox does, closed or merely forgotten
+        self._cleanup = (
+            weakref.finalize(self, shutil.rmtree, spill_dir, True) if spill_dir is not None else None
+        )
+
+    # -------------------------------------------------------------- used by governance only
+
+    def _load(self, name: str, data: Any) -> None:
+        self._engine.load(name, data)
+        self.names.append(name)
+
+    # -------------------------------------------------------------- the holder's side
+
+    def _guard(self, query: str, run: Callable[[], Any]) -> Any:
+        if self.closed:
+            raise ValueError(f"sandbox {self.label} is closed")
+        try:
+            return run()
+        except Exception as exc:  # classified below; anything else is re-raised as it was
+            reason = is_refusal(exc)
+            if reason is None:
+                raise
+            raise self._refuse(reason, str(exc).splitlines()[0][:300], query) from None
+
+    def sql(self, query: str) -> Relation:
+        """Run a query over the granted inputs (and tables made from them)."""
+        rel: Relation = self._guard(query, lambda: self._engine.sql(query))
+        return rel
+
+    def execute(self, statement: str) -> None:
+        """Run a statement that stays inside the sandbox (``CREATE TABLE … AS``, ``DROP``)."""
+        self._guard(statement, lambda: self._engine.execute(statement))
+
+    def register(self, name: str, table: pa.Table) -> str:
+        """Make Arrow data the caller holds (lookup keys, never stored data) visible as ``name``."""
+        self._engine.register(name, table)
+        return name
+
+    def table(self, name: str) -> Relation:
+        rel: Relation = self._guard(name, lambda: self._engine.table(name))
+        return rel
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._engine.close()
+        if self._cleanup is not None:
+            self._cleanup()
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
