@@ -10,6 +10,7 @@ from rich.markup import escape
 from mamori.cli.common import STATE, actor_name, fail, out, parse_time
 
 
+# `mamori attribute`: a single command, registered on the root app in cli/__init__.py.
 def attribute_cmd(
     ip: Annotated[str, typer.Option("--ip", help="the address seen")],
     at: Annotated[str, typer.Option("--at", help="when (ISO 8601; no zone means UTC)")],

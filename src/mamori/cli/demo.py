@@ -11,6 +11,7 @@ from rich.table import Table
 from mamori.cli.common import STATE, fail, out
 
 
+# `mamori demo`: a single command, registered on the root app in cli/__init__.py.
 def demo(
     out_dir: Annotated[
         Path,

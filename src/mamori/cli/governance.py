@@ -206,6 +206,7 @@ def audit_tail(
 # -------------------------------------------------------------------------------------- purge
 
 
+# `mamori purge`: a single command, registered on the root app in cli/__init__.py.
 def purge_cmd(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="report, delete nothing")] = False,
     now: Annotated[

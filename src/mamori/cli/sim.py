@@ -16,6 +16,7 @@ eval_app = typer.Typer(
 )
 
 
+# `mamori simulate`: a single command, registered on the root app in cli/__init__.py.
 def simulate_cmd(
     out_dir: Annotated[Path, typer.Option("--out", help="directory to write into (created)")],
     scenario: Annotated[

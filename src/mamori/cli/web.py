@@ -57,6 +57,7 @@ def web_user_list() -> None:
     out.print(t)
 
 
+# `mamori serve`: a single command, registered on the root app in cli/__init__.py.
 def serve(
     host: Annotated[
         str | None, typer.Option("--host", help="address to listen on (default: web.host)")
