@@ -1,0 +1,158 @@
+"""`mamori collect`: the flow collector (M1) and its counters."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from mamori.cli.common import STATE, err, fail, out
+from mamori.ingest.collector import Collector, Stats, iter_stat_lines, load_stats, parse_listen
+
+collect_app = typer.Typer(
+    help="The flow collector (measure M1): NetFlow v5/v9, IPFIX and sFlow into header-only "
+    "Parquet. Run with --listen and/or --pcap; `mamori collect stats` shows its counters.",
+)
+
+
+def _status_line(stats: Stats) -> str:
+    c = stats.counters
+    packets = sum(v for k, v in c.items() if k.startswith("packets.") and "dropped" not in k)
+    errors = sum(v for k, v in c.items() if k.startswith("errors."))
+    return (
+        f"packets {packets:,}  records {c.get('records.out', 0):,}  written "
+        f"{stats.rows_written:,}  errors {errors:,}  awaiting templates "
+        f"{c.get('records.pending', 0):,}  kernel drops {c.get('packets.dropped_by_kernel', 0):,}"
+    )
+
+
+def _parse_overrides(values: list[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for v in values:
+        exporter, _, rate = v.partition("=")
+        if not rate.isdigit() or int(rate) < 1:
+            fail(
+                f"--sampling {v!r}: expected EXPORTER=RATE with RATE >= 1, e.g. 192.0.2.1=1000",
+                code=2,
+            )
+        out[exporter] = int(rate)
+    return out
+
+
+@collect_app.callback(invoke_without_command=True)
+def collect(
+    ctx: typer.Context,
+    listen: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--listen",
+            help="udp://HOST:PORT to receive export packets on (repeatable; versions "
+            "are told apart by content)",
+        ),
+    ] = None,
+    pcap: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--pcap",
+            help="pcap/pcapng file of export packets to decode (repeatable)",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    flush_interval: Annotated[
+        float | None,
+        typer.Option(
+            "--flush-interval",
+            help="seconds between writes; a kill -9 loses at most this much "
+            "[default: collector.flush_interval_s, 5]",
+        ),
+    ] = None,
+    sampling: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--sampling",
+            help="EXPORTER=RATE: sampling rate for a router that sends none or 0 (repeatable)",
+        ),
+    ] = None,
+) -> None:
+    """Receive or replay flow exports and store them (measure M1). Stops on SIGTERM/SIGINT after
+    writing everything received."""
+    if ctx.invoked_subcommand:
+        return
+    base = STATE.config().collector
+    listen = listen or ([] if pcap else list(base.listen))
+    if not listen and not pcap:
+        fail(
+            "nothing to collect: give --listen udp://HOST:PORT and/or --pcap FILE "
+            "(or collector.listen in the configuration)",
+            code=2,
+        )
+    try:
+        listens = [parse_listen(u) for u in listen]
+    except ValueError as exc:
+        fail(str(exc), code=2)
+    settings = base.model_copy(
+        update={
+            "flush_interval_s": flush_interval
+            if flush_interval is not None
+            else base.flush_interval_s,
+            "sampling_overrides": {**base.sampling_overrides, **_parse_overrides(sampling or [])},
+        }
+    )
+    collector = Collector(STATE.gov(), settings)
+    for path in pcap or []:
+        stats = collector.replay_pcap(path)
+        err.print(f"{path}: {_status_line(stats)}", highlight=False)
+    if not listens:
+        return
+    try:
+        collector.start(listens)
+    except OSError as exc:
+        fail(str(exc))
+    collector.install_signal_handlers()
+    err.print(
+        "listening on "
+        + ", ".join(str(b) for b in collector.bound())
+        + " — SIGTERM or Ctrl-C to stop",
+        highlight=False,
+    )
+    tty = err.is_terminal
+
+    def status(stats: Stats) -> None:
+        if tty:
+            err.print(_status_line(stats), end="\r", highlight=False)
+        else:
+            err.print(_status_line(stats), highlight=False)
+
+    collector.run(status=status, status_every_s=1.0 if tty else 10.0)
+    err.print("\nstopped; " + _status_line(collector.stats), highlight=False)
+
+
+@collect_app.command("stats")
+def collect_stats(
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Print the collector's counters as of its last flush: packets and records per exporter and
+    version, decode errors by kind, unknown templates, records awaiting templates, kernel drops."""
+    stats = load_stats(STATE.gov())
+    if stats is None:
+        fail("no collector statistics in this store yet (the collector has not run here)")
+    if as_json:
+        out.print_json(json.dumps(stats))
+        return
+    t = Table(title="collector counters")
+    t.add_column("counter")
+    t.add_column("value", justify="right")
+    for key, value in iter_stat_lines(stats):
+        t.add_row(key, value)
+    out.print(t)
+    if stats["by_exporter"]:
+        e = Table(title="per exporter")
+        for col in ("exporter", "packets", "records"):
+            e.add_column(col, justify="right" if col != "exporter" else "left")
+        for exporter, c in stats["by_exporter"].items():
+            e.add_row(exporter, f"{c.get('packets', 0):,}", f"{c.get('records', 0):,}")
+        out.print(e)

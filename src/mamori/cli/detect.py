@@ -1,0 +1,204 @@
+"""`mamori detect`: detectors; findings name endpoints, never subscribers."""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from mamori.cli.common import (
+    STATE,
+    Pending,
+    actor_name,
+    err,
+    fail,
+    out,
+    parse_time,
+    register_pending,
+)
+
+detect_app = typer.Typer(
+    help="Run a detector; findings name endpoints, never subscribers.", no_args_is_help=True
+)
+
+
+@detect_app.command("infected")
+def detect_infected(
+    since: Annotated[
+        str | None, typer.Option("--since", help="start of the window (ISO 8601, UTC)")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="end of the window, exclusive (ISO 8601)")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print one JSON object per finding (JSON lines)")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="report findings without storing them")
+    ] = False,
+) -> None:
+    """Find likely-infected devices (measure M4, consent-based): match stored flows and resolver
+    queries against the C&C lists in force (load them with `mamori ingest reputation`). Opted-out
+    subscribers' traffic is removed before matching. Each finding names an address (and port
+    behind CGNAT) and a time span, never a subscriber; matched communications are kept in
+    `matches` for the alert."""
+    from mamori.detect.reputation_match import match_reputation
+
+    report = match_reputation(
+        STATE.gov(),
+        actor=actor_name(),
+        since=parse_time(since),
+        until=parse_time(until),
+        write=not dry_run,
+    )
+    if as_json:
+        for f in report.findings:
+            print(json.dumps(f, sort_keys=True))
+        return
+    out.print(
+        f"{len(report.findings):,} findings from {report.flow_matches:,} matched flows and "
+        f"{report.dns_matches:,} matched queries against {report.indicators_ip:,} C&C addresses "
+        f"and {report.indicators_domain:,} C&C names ({report.seconds:.2f} s)",
+        highlight=False,
+    )
+    t = Table()
+    for col in ("ip", "port", "proto", "score", "first seen", "last seen", "indicators"):
+        t.add_column(col)
+    for f in report.findings[:50]:
+        t.add_row(
+            f["ip"],
+            str(f["port"] or ""),
+            f["proto"] or "",
+            f"{f['score']:.2f}",
+            f["first_seen"],
+            f["last_seen"],
+            ", ".join(f["evidence"]["indicators"][:3]),
+        )
+    if report.findings:
+        out.print(t)
+
+
+class C2Method(StrEnum):
+    correlation = "correlation"
+    learned = "learned"
+    beacon = "beacon"
+
+
+@detect_app.command("c2")
+def detect_c2_cmd(
+    since: Annotated[
+        str | None, typer.Option("--since", help="start of the window (ISO 8601, UTC)")
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            "--until",
+            help="end of the window; feed entries listed after it are not used as seeds",
+        ),
+    ] = None,
+    method: Annotated[
+        list[C2Method] | None,
+        typer.Option(
+            "--method",
+            help="correlation: peers that hosts of known C&C converge on more than everyone "
+            "does; learned: the trained model; beacon: regular timing and sizes to a rarely "
+            "used endpoint. Repeatable [default: all three]",
+        ),
+    ] = None,
+    train: Annotated[
+        bool,
+        typer.Option(
+            "--train",
+            help="first train a new version of the learned model on this window (listed C&C "
+            "are the positives) and store it; then detect with it",
+        ),
+    ] = False,
+    include_known: Annotated[
+        bool,
+        typer.Option(
+            "--include-known", help="also report endpoints the feeds already list (marked known)"
+        ),
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print one JSON object per finding (JSON lines)")
+    ] = False,
+) -> None:
+    """Find C&C servers the feeds do not list yet, from the flows (measure M2, justified act).
+
+    Findings name outside endpoints (address, port, protocol) with a score, the method and the
+    evidence (how many internal hosts and sampled flow records support it) — never a subscriber
+    or an internal address. They are stored as findings of kind c2."""
+    from mamori.detect.c2 import METHODS, run_c2
+    from mamori.detect.c2_learned import TrainingError
+
+    methods = tuple(m.value for m in method) if method else METHODS
+    try:
+        run = run_c2(
+            STATE.gov(),
+            actor=actor_name(),
+            since=parse_time(since),
+            until=parse_time(until),
+            methods=methods,
+            train=train,
+            include_known=include_known,
+        )
+    except TrainingError as exc:
+        fail(str(exc))
+    rows = run.findings.to_pylist()
+    if as_json:
+        for r in rows:
+            r["evidence"] = json.loads(r["evidence"]) if r["evidence"] else None
+            for k in ("detected", "first_seen", "last_seen"):
+                r[k] = r[k].isoformat() if r[k] else None
+            typer.echo(json.dumps(r, sort_keys=True))
+        err.print(json.dumps(run.summary, default=str), highlight=False)
+        return
+    t = Table(title=f"C&C findings ({len(rows)}; {run.summary.get('seeds', 0)} seeds)")
+    for col in ("ip", "port", "proto", "method", "score", "hosts", "first seen", "last seen"):
+        t.add_column(col, justify="right" if col in ("port", "score", "hosts") else "left")
+    for r in rows:
+        ev = json.loads(r["evidence"]) if r["evidence"] else {}
+        hosts = max(
+            (int(v.get("supporting_hosts") or v.get("endpoint_hosts") or 0) for v in ev.values()
+             if isinstance(v, dict)),
+            default=0,
+        )  # fmt: skip
+        t.add_row(
+            r["ip"],
+            str(r["port"]),
+            r["protocol"],
+            r["method"],
+            f"{r['score']:.3f}",
+            str(hosts),
+            r["first_seen"].isoformat() if r["first_seen"] else "",
+            r["last_seen"].isoformat() if r["last_seen"] else "",
+        )
+    out.print(t)
+    for key in ("learned", "known_endpoints_seen", "inside_plan_dropped"):
+        if key in run.summary:
+            out.print(f"{key}: {run.summary[key]}", highlight=False)
+
+
+PENDING: list[Pending] = [
+    (detect_app, "ddos", "detect ddos", "Find DDoS victims and sources (M13).", None),
+    (
+        detect_app,
+        "reflection",
+        "detect reflection",
+        "Find reflection/amplification traffic (M10).",
+        None,
+    ),
+    (detect_app, "spoofing", "detect spoofing", "Find spoofed-source traffic (M13).", None),
+    (
+        detect_app,
+        "smtp",
+        "detect smtp",
+        "Find SMTP AUTH brute force and compromised accounts (M11, M12).",
+        None,
+    ),
+]
+
+register_pending(PENDING)
