@@ -357,6 +357,18 @@ class MamoriConfig(BaseSettings):
             )
         return data
 
+    @field_validator("engine")
+    @classmethod
+    def _engine_built(cls, value: str) -> str:
+        # A setting that validates but does nothing would let an operator believe the store is
+        # read by Spark. Refused until the Spark engine exists.
+        if value != "duckdb":
+            raise ValueError(
+                f"engine {value!r} is not available yet (only 'duckdb' is built; the Spark engine "
+                "is planned)"
+            )
+        return value
+
     @field_validator("measures")
     @classmethod
     def _known_measures(cls, value: dict[str, bool]) -> dict[str, bool]:

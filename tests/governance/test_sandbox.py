@@ -41,8 +41,7 @@ def _x_rows(rows: list[dict[str, object]]) -> list[dict[str, object]]:
     return [
         r
         for r in rows
-        if X_ADDR in (r.get("src_addr"), r.get("dst_addr"))
-        and r["time_start"] < T0 + HOUR  # type: ignore[operator]
+        if X_ADDR in (r.get("src_addr"), r.get("dst_addr")) and r["time_start"] < T0 + HOUR  # type: ignore[operator]
     ]
 
 
@@ -120,11 +119,15 @@ def test_combine_refuses_the_same(gov: Governance, opted_out: Grant, what: str, 
 def test_the_catalogue_shows_only_filtered_rows(gov: Governance, opted_out: Grant) -> None:
     """Issue 15: the unfiltered view behind a grant was found by name in the catalogue. Now
     every table the sandbox has is the grant's own, already filtered."""
-    names = [r[0] for r in opted_out.sql("SELECT table_name FROM information_schema.tables").fetchall()]
+    names = [
+        r[0] for r in opted_out.sql("SELECT table_name FROM information_schema.tables").fetchall()
+    ]
     assert names == [opted_out.name]
     names2 = [r[0] for r in opted_out.sql("SELECT table_name FROM duckdb_tables()").fetchall()]
     assert names2 == [opted_out.name]
-    assert not [r for r in opted_out.sql("SELECT * FROM duckdb_views() WHERE NOT internal").fetchall()]
+    assert not [
+        r for r in opted_out.sql("SELECT * FROM duckdb_views() WHERE NOT internal").fetchall()
+    ]
     for name in names:
         rows = opted_out.sql(f"SELECT * FROM {name}").to_arrow_table().to_pylist()
         assert rows and not _x_rows(rows)
@@ -198,8 +201,10 @@ def test_memory_limit_from_configuration_with_spill_in_store(tmp_path: Path) -> 
         assert own != limit
         # a detector's own limit wins for its sandbox
         box = gov.sandbox(512)
-        assert box.sql("SELECT current_setting('memory_limit')").fetchall()[0][0].startswith(
-            ("488", "512")
+        assert (
+            box.sql("SELECT current_setting('memory_limit')")
+            .fetchall()[0][0]
+            .startswith(("488", "512"))
         )
         g.sandbox.close()
         assert not Path(spill).exists()

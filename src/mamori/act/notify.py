@@ -186,14 +186,18 @@ def _events(
     base = new.select(["ts", "ip", "port", "finding_id", "cause"])
     if measure != "M5" or new.num_rows == 0:
         return base
-    m = gov.open(
-        "M5",
-        "matches",
-        ["ts", "ip", "port", "finding_id", "notification_id"],
-        actor,
-        basis=basis,
-        justification=justification,
-    ).table().filter("notification_id IS NULL AND finding_id IS NOT NULL")
+    m = (
+        gov.open(
+            "M5",
+            "matches",
+            ["ts", "ip", "port", "finding_id", "notification_id"],
+            actor,
+            basis=basis,
+            justification=justification,
+        )
+        .table()
+        .filter("notification_id IS NULL AND finding_id IS NOT NULL")
+    )
     matched: pa.Table = m.to_arrow_table()
     matched = matched.filter(pc.is_in(matched.column("finding_id"), value_set=new["finding_id"]))
     if matched.num_rows == 0:

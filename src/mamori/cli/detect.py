@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from enum import StrEnum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -13,12 +13,25 @@ from mamori.cli.common import (
     STATE,
     Pending,
     actor_name,
-    err,
     fail,
     out,
     parse_time,
     register_pending,
 )
+
+if TYPE_CHECKING:
+    from mamori.detect.base import Detector
+
+
+def _build(name: str, **options: Any) -> Detector:
+    """The detector with its ``[detect.NAME]`` parameters; an invalid section exits 2."""
+    from mamori.detect.registry import DetectorConfigError, build
+
+    try:
+        return build(name, STATE.config().detect, **options)
+    except DetectorConfigError as exc:
+        fail(str(exc), code=2)
+
 
 detect_app = typer.Typer(
     help="Run a detector; findings name endpoints, never subscribers.", no_args_is_help=True
@@ -45,14 +58,13 @@ def detect_infected(
     subscribers' traffic is removed before matching. Each finding names an address (and port
     behind CGNAT) and a time span, never a subscriber; matched communications are kept in
     `matches` for the alert."""
-    from mamori.detect.reputation_match import match_reputation
+    from mamori.detect.base import Window
+    from mamori.detect.reputation_match import InfectedDetector
 
-    report = match_reputation(
-        STATE.gov(),
-        actor=actor_name(),
-        since=parse_time(since),
-        until=parse_time(until),
-        write=not dry_run,
+    detector = _build("infected", write=not dry_run)
+    assert isinstance(detector, InfectedDetector)
+    report = detector.match(
+        STATE.gov(), Window(parse_time(since), parse_time(until)), actor=actor_name()
     )
     if as_json:
         for f in report.findings:
@@ -131,19 +143,15 @@ def detect_c2_cmd(
     Findings name outside endpoints (address, port, protocol) with a score, the method and the
     evidence (how many internal hosts and sampled flow records support it) — never a subscriber
     or an internal address. They are stored as findings of kind c2."""
-    from mamori.detect.c2 import METHODS, run_c2
+    from mamori.detect.base import Window
+    from mamori.detect.c2 import METHODS
     from mamori.detect.c2_learned import TrainingError
 
     methods = tuple(m.value for m in method) if method else METHODS
+    detector = _build("c2", methods=methods, train=train, include_known=include_known)
     try:
-        run = run_c2(
-            STATE.gov(),
-            actor=actor_name(),
-            since=parse_time(since),
-            until=parse_time(until),
-            methods=methods,
-            train=train,
-            include_known=include_known,
+        run = detector.run(
+            STATE.gov(), Window(parse_time(since), parse_time(until)), actor=actor_name()
         )
     except TrainingError as exc:
         fail(str(exc))
@@ -154,7 +162,8 @@ def detect_c2_cmd(
             for k in ("detected", "first_seen", "last_seen"):
                 r[k] = r[k].isoformat() if r[k] else None
             typer.echo(json.dumps(r, sort_keys=True))
-        err.print(json.dumps(run.summary, default=str), highlight=False)
+        # plain text: a rich console would wrap the line and read [..] as markup
+        typer.echo(json.dumps(run.summary, default=str, sort_keys=True), err=True)
         return
     t = Table(title=f"C&C findings ({len(rows)}; {run.summary.get('seeds', 0)} seeds)")
     for col in ("ip", "port", "proto", "method", "score", "hosts", "first seen", "last seen"):

@@ -38,6 +38,13 @@ def config_check(
                 f"retention.{ds} = {days}: longer than any measure allows (at most {limit} days)"
             )
     data = cfg.public_dict()
+    from mamori.detect.registry import DetectorConfigError, all_params
+
+    try:
+        # every detector's effective parameters: its defaults overlaid by [detect.NAME]
+        data["detect"] = all_params(cfg.detect)
+    except DetectorConfigError as exc:
+        problems.append(str(exc))
     if as_json:
         out.print_json(json.dumps(data))
     else:

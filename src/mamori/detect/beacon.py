@@ -23,7 +23,6 @@ Endpoints a large share of the hosts use are not scored at all (see ``max_share_
 
 from __future__ import annotations
 
-
 import pyarrow as pa
 
 from mamori.detect.base import DetectorParams

@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-
 from pydantic import Field
 
 from mamori.detect.base import DetectorParams, DetectorRun, Window

@@ -474,8 +474,9 @@ class InfectedDetector:
         self.params: InfectedParams = params or InfectedParams()
         self.write = write
 
-    def run(self, gov: Governance, window: Window, *, actor: str) -> DetectorRun:
-        report = match_reputation(
+    def match(self, gov: Governance, window: Window, *, actor: str) -> MatchReport:
+        """The run, with the matching report (what ``detect infected`` prints)."""
+        return match_reputation(
             gov,
             actor=actor,
             since=window.since,
@@ -483,6 +484,9 @@ class InfectedDetector:
             write=self.write,
             settings=self.params,
         )
+
+    def run(self, gov: Governance, window: Window, *, actor: str) -> DetectorRun:
+        report = self.match(gov, window, actor=actor)
         summary = report.model_dump(mode="json", exclude={"findings"})
         return DetectorRun(findings=_as_findings(report.findings), summary=summary)
 

@@ -4,11 +4,11 @@ Everything that reads or writes stored data goes through :class:`Governance`.
 """
 
 from mamori.governance.access import AccessRefused, Governance, GovernanceError, Grant
-from mamori.governance.sandbox import Sandbox
 from mamori.governance.audit import AuditLog, Verification
 from mamori.governance.consent import ConsentChange, ConsentError, ConsentState
 from mamori.governance.measures import Catalogue, LegalBasis, Measure, catalogue
 from mamori.governance.retention import PurgeReport, purge, retention_status
+from mamori.governance.sandbox import Sandbox
 
 __all__ = [
     "AccessRefused",

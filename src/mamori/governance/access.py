@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import itertools
-import re
 import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -56,6 +55,8 @@ _FOREVER = "TIMESTAMPTZ '9999-12-31 00:00:00+00'"
 # Columns the consent filter needs to place a two-stage CGNAT allocation row.
 _TWO_STAGE = ("addr", "port_start", "port_end", "start", "end", "inside_addr")
 _ORIGIN = "TIMESTAMPTZ '0001-01-01 00:00:00+00'"
+
+
 class GovernanceError(Exception):
     """Base of governance errors."""
 
@@ -563,9 +564,7 @@ class Governance:
         self._sandboxes.add(box)
         return box
 
-    def _refuse_query(
-        self, box: Sandbox, reason: str, message: str, query: str
-    ) -> AccessRefused:
+    def _refuse_query(self, box: Sandbox, reason: str, message: str, query: str) -> AccessRefused:
         """Audit a sandbox query that reached beyond its inputs. The entry keeps why, not the
         query or the engine's message: both may hold addresses (the holder sees the message)."""
         measures = sorted({m for m, _ in box.grants})

@@ -63,7 +63,9 @@ class Sandbox:
         self.closed = False
         # the spill directory goes when the sandbox does, closed or merely forgotten
         self._cleanup = (
-            weakref.finalize(self, shutil.rmtree, spill_dir, True) if spill_dir is not None else None
+            weakref.finalize(self, shutil.rmtree, spill_dir, True)
+            if spill_dir is not None
+            else None
         )
 
     # -------------------------------------------------------------- used by governance only

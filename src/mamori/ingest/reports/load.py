@@ -75,7 +75,8 @@ def load_report(
     ids = _ids(kind.value, source, t)
     known = (
         gov.open(measure, "findings", ["finding_id", "kind"], actor)
-        .table().filter(f"kind = '{kind.value}'")
+        .table()
+        .filter(f"kind = '{kind.value}'")
         .to_arrow_table()
         .column("finding_id")
         if t.num_rows

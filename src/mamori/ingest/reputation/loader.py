@@ -53,7 +53,6 @@ FORMATS: dict[str, tuple[Parser, str, float]] = {
 }
 
 
-
 class FeedError(ValueError):
     """The file as a whole cannot be read as the format (not a line in it)."""
 
