@@ -181,7 +181,8 @@ class SandboxEngine:
         self.con.execute(query)
 
     def table(self, name: str) -> Relation:
-        return self.con.table(_quote(name))
+        # a query, not con.table(): that one does not find views by a quoted name
+        return self.sql(f"SELECT * FROM {_quote(name)}")
 
     def close(self) -> None:
         self.con.close()
