@@ -52,6 +52,7 @@ def test_public_surface_of_governance() -> None:
             "LegalBasis",
             "Measure",
             "PurgeReport",
+            "Sandbox",
             "Verification",
             "catalogue",
             "purge",
