@@ -4,6 +4,7 @@ pcap replay."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import struct
@@ -18,6 +19,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mamori.config import CollectorConfig, MamoriConfig
 from mamori.governance import Governance
@@ -121,6 +124,57 @@ def test_nothing_configured_leaves_the_table_as_it_is() -> None:
     assert c == Counter({"records.sampling_unknown": 1})
     empty = FLOWS.arrow.empty_table()
     assert SamplingPolicy({"192.0.2.1": 5}).apply(empty, c) is empty
+
+
+EXPORTERS = ["192.0.2.1", "192.0.2.2", "2001:db8::1", "2001:db8::1:0:0:1", None]
+
+
+def reference_rule(
+    exporter: str | None, said: int | None, pol: SamplingPolicy, counted: Counter[str]
+) -> int | None:
+    """The rule, one row at a time, as the module docstring states it."""
+    said = said or None
+    over = pol.overrides.get(exporter) if exporter else None
+    if over is not None:
+        counted["records.sampling_overridden"] += 1
+        counted["records.sampling_override_differs"] += said is not None and said != over
+        return over
+    if said is None and exporter and exporter in pol.defaults:
+        counted["records.sampling_defaulted"] += 1
+        return pol.defaults[exporter]
+    counted["records.sampling_unknown"] += said is None
+    return said
+
+
+@given(
+    rows=st.lists(
+        st.tuples(st.sampled_from(EXPORTERS), st.sampled_from([None, 0, 5, 100])),
+        min_size=1,
+        max_size=40,
+    ),
+    runs=st.integers(1, 8),  # long runs of one exporter: the per-batch shortcut
+    overrides=st.dictionaries(st.sampled_from(EXPORTERS[:4]), st.sampled_from([5, 1000])),
+    defaults=st.dictionaries(st.sampled_from(EXPORTERS[:4]), st.sampled_from([5, 64])),
+    cuts=st.lists(st.integers(0, 320), max_size=4),
+)
+def test_vectorised_rule_equals_the_rule_row_by_row(
+    rows: list[tuple[str | None, int | None]],
+    runs: int,
+    overrides: dict[str, int],
+    defaults: dict[str, int],
+    cuts: list[int],
+) -> None:
+    rows = [r for r in rows for _ in range(runs)]
+    pol = SamplingPolicy(overrides, defaults)
+    table = flows([e for e, _ in rows], [r for _, r in rows])
+    bounds = sorted({0, len(rows), *(c for c in cuts if c < len(rows))})
+    chunked = pa.concat_tables([table.slice(a, b - a) for a, b in itertools.pairwise(bounds)])
+    want_counted: Counter[str] = Counter()
+    want = [reference_rule(e, r, pol, want_counted) for e, r in rows]
+    counted: Counter[str] = Counter()
+    out = pol.apply(chunked, counted)
+    assert out.column("sampling_rate").to_pylist() == want
+    assert sampling_counters(counted) == {k: v for k, v in want_counted.items() if v}
 
 
 @pytest.mark.parametrize("rate", [0, -1, 1 << 32])

@@ -35,6 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -77,22 +78,11 @@ class SamplingPolicy:
         reported = flows.column(_RATE)
         rate = reported
         if _has_zero(reported):  # decoders give null already; the rule must not rely on it
-            rate = pc.if_else(pc.equal(rate, 0), pa.scalar(None, _U32), rate)
-        if self.overrides:
-            over = _lookup(flows.column(_EXPORTER), self.overrides)
-            if over.null_count < len(over):
-                hit = pc.is_valid(over)
-                counters["records.sampling_overridden"] += len(over) - over.null_count
-                differs = pc.sum(pc.and_(hit, pc.not_equal(rate, over)).cast(pa.int64())).as_py()
-                if differs:
-                    counters["records.sampling_override_differs"] += differs
-                rate = pc.coalesce(over, rate)
-        if self.defaults and rate.null_count:
-            default = _lookup(flows.column(_EXPORTER), self.defaults)
-            used = pc.sum(pc.and_(pc.is_null(rate), pc.is_valid(default)).cast(pa.int64())).as_py()
-            if used:
-                counters["records.sampling_defaulted"] += used
-                rate = pc.coalesce(rate, default)
+            rate = pc.if_else(pc.equal(rate, pa.scalar(0, _U32)), pa.scalar(None, _U32), rate)
+        if self.overrides or self.defaults:
+            pairs = pa.table({_EXPORTER: flows.column(_EXPORTER), _RATE: rate})
+            settled = [self._settle(b.column(0), b.column(1), counters) for b in pairs.to_batches()]
+            rate = pa.chunked_array(settled, _U32)
         if rate.null_count:
             counters["records.sampling_unknown"] += rate.null_count
         if rate is reported:
@@ -100,6 +90,44 @@ class SamplingPolicy:
         return flows.set_column(
             flows.schema.get_field_index(_RATE), flows.schema.field(_RATE), rate
         )
+
+    def _settle(self, exporter: pa.Array, rate: pa.Array, counters: Counter[str]) -> pa.Array:
+        """The rule on one record batch (``rate``: the exporter's, 0 already made null)."""
+        n = len(rate)
+        one = _one_value(exporter)
+        if one is not None:
+            # The usual batch: records of one exporter (per template and exporter); no per-row
+            # lookup at all.
+            over = self.overrides.get(one)
+            if over is not None:
+                same = pc.sum(pc.equal(rate, pa.scalar(over, _U32))).as_py() or 0
+                _count(counters, overridden=n, differs=n - rate.null_count - same)
+                return pa.array(np.full(n, over, np.uint32), _U32)
+            default = self.defaults.get(one)
+            if default is not None and rate.null_count:
+                _count(counters, defaulted=rate.null_count)
+                return rate.fill_null(default)
+            return rate
+        if self.overrides:
+            over = _lookup(exporter, self.overrides)
+            if over.null_count < n:
+                differs = pc.sum(pc.and_(pc.is_valid(over), pc.not_equal(rate, over))).as_py() or 0
+                _count(counters, overridden=n - over.null_count, differs=differs)
+                rate = pc.coalesce(over, rate)
+        if self.defaults and rate.null_count:
+            default = _lookup(exporter, self.defaults)
+            used = pc.sum(pc.and_(pc.is_null(rate), pc.is_valid(default))).as_py()
+            if used:
+                _count(counters, defaulted=used)
+                rate = pc.coalesce(rate, default)
+        return rate
+
+
+def _count(counters: Counter[str], **rows: int) -> None:
+    names = {"overridden": "overridden", "differs": "override_differs", "defaulted": "defaulted"}
+    for key, n in rows.items():
+        if n:
+            counters[f"records.sampling_{names[key]}"] += n
 
 
 def _canonical(exporter: str) -> str:
@@ -114,9 +142,27 @@ def _has_zero(rate: pa.ChunkedArray) -> bool:
     return low is not None and low == 0
 
 
-def _lookup(exporter: pa.ChunkedArray, table: Mapping[str, int]) -> pa.ChunkedArray:
+def _lookup(exporter: pa.Array, table: Mapping[str, int]) -> pa.Array:
     """Per row, the configured rate of the row's exporter (null: none configured)."""
     keys = pa.array(list(table), pa.string())
     rates = pa.array(list(table.values()), _U32)
-    index = pc.index_in(exporter, value_set=keys)
-    return pa.chunked_array([rates.take(chunk) for chunk in index.chunks], _U32)
+    return rates.take(pc.index_in(exporter, value_set=keys))
+
+
+def _one_value(strings: pa.Array) -> str | None:
+    """The value of a string array whose rows are all the same non-null string, else None.
+
+    Read from the Arrow buffers (lengths, then one comparison of the bytes): a few times cheaper
+    than hashing every row, which is what a lookup costs."""
+    n = len(strings)
+    if not n or strings.null_count or strings.type != pa.string():
+        return None
+    _, offsets_buf, data = strings.buffers()
+    offsets = np.frombuffer(offsets_buf, np.int32, count=n + 1, offset=strings.offset * 4)
+    start, size = int(offsets[0]), int(offsets[1] - offsets[0])
+    if not size or int(offsets[-1]) - start != size * n or (np.diff(offsets) != size).any():
+        return None
+    first = data[start : start + size].to_pybytes()
+    if data[start : start + size * n].to_pybytes() != first * n:
+        return None
+    return str(first, "utf-8")
