@@ -22,9 +22,12 @@ override), ``records.sampling_override_differs`` (of those, rows whose exporter 
 non-zero rate: the override may be stale), ``records.sampling_defaulted`` (rows whose rate is a
 configured default).
 
-The work is a few Arrow compute calls per batch (a hash lookup of the exporter column against the
-configured exporters); no Python runs per record, and a collector with nothing configured only
-counts the nulls.
+The work is a few Arrow compute calls per record batch, no Python per record. The decoder gives
+one record batch per template, so usually all rows of a batch come from one exporter (unless
+several send identical templates): such a batch is recognised from its string buffers and settled
+with one dictionary lookup; a mixed one is looked up row by row in Arrow (a hash of the text). With nothing configured only the nulls are
+counted. EXPORTER keys are matched against the stored ``exporter`` text (canonical IP form): the
+UDP source for NetFlow / IPFIX, the agent address for sFlow.
 """
 
 from __future__ import annotations
@@ -96,8 +99,7 @@ class SamplingPolicy:
         n = len(rate)
         one = _one_value(exporter)
         if one is not None:
-            # The usual batch: records of one exporter (per template and exporter); no per-row
-            # lookup at all.
+            # One exporter (the usual batch): no per-row lookup at all.
             over = self.overrides.get(one)
             if over is not None:
                 same = pc.sum(pc.equal(rate, pa.scalar(over, _U32))).as_py() or 0
