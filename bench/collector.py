@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -182,13 +183,16 @@ def run_receiver(
 def decode_rate(stream: list[bytes], records: int) -> float:
     sys.path.insert(0, str(ROOT / "src"))
     from mamori.ingest.netflow.decoder import Datagram, FlowDecoder
+    from mamori.ingest.sampling import SamplingPolicy
 
     dec = FlowDecoder()
+    sampling = SamplingPolicy()  # the collector settles sampling rates after decoding
+    counters: Counter[str] = Counter()
     dgs = [Datagram("127.0.0.1", p, 0.0) for p in stream]
     start = time.perf_counter()
     n = 0
     for i in range(0, len(dgs), 4096):
-        n += dec.decode(dgs[i : i + 4096]).flows.num_rows
+        n += sampling.apply(dec.decode(dgs[i : i + 4096]).flows, counters).num_rows
     took = time.perf_counter() - start
     assert n == records, (n, records)
     return n / took

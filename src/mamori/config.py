@@ -126,23 +126,31 @@ class CollectorConfig(_Model):
     max_file_rows: int = Field(default=5_000_000, gt=0, description="start a new file sooner")
     batch_packets: int = Field(default=4096, gt=0, description="datagrams decoded together")
     rcvbuf_bytes: int = Field(default=16 << 20, ge=65536, description="socket receive buffer")
+    # How they combine with what the exporter says: mamori.ingest.sampling.
     sampling_overrides: dict[str, int] = Field(
         default_factory=dict,
-        description="exporter address → 1-in-N rate, for routers that send none or 0",
+        description="exporter address → 1-in-N rate used instead of what the exporter reports",
+    )
+    sampling_defaults: dict[str, int] = Field(
+        default_factory=dict,
+        description="exporter address → 1-in-N rate used where the exporter reports none or 0",
     )
     template_timeout_s: float = Field(default=1800.0, gt=0)
 
-    @field_validator("sampling_overrides")
+    @field_validator("sampling_overrides", "sampling_defaults")
     @classmethod
-    def _overrides(cls, value: dict[str, int]) -> dict[str, int]:
+    def _sampling_rates(cls, value: dict[str, int]) -> dict[str, int]:
+        out: dict[str, int] = {}
         for exporter, rate in value.items():
             try:
-                ipaddress.ip_address(exporter)
+                # the collector names exporters in this canonical text form
+                canonical = ipaddress.ip_address(exporter).compressed
             except ValueError:
                 raise ValueError(f"{exporter!r} is not an exporter IP address") from None
-            if rate < 1:
-                raise ValueError(f"rate {rate} for {exporter} must be at least 1")
-        return value
+            if not 1 <= rate <= 0xFFFFFFFF:
+                raise ValueError(f"rate {rate} for {exporter} must be at least 1 (and < 2**32)")
+            out[canonical] = rate
+        return out
 
 
 class SmtpConfig(_Model):

@@ -74,7 +74,7 @@ def collect(
         list[str] | None,
         typer.Option(
             "--sampling",
-            help="EXPORTER=RATE: sampling rate for a router that sends none or 0 (repeatable)",
+            help="EXPORTER=RATE: 1-in-RATE sampling for this exporter, used instead of what it reports (repeatable)",
         ),
     ] = None,
 ) -> None:

@@ -14,6 +14,10 @@ and de-allocations become CGNAT allocation rows (``source`` ``cgnat-ipfix``, see
 flush once the block is closed (at most every ``NAT_STORE_EVERY_S``, and when stopping); blocks
 still open are saved with the collector's state.
 
+Sampling rates are settled by :class:`mamori.ingest.sampling.SamplingPolicy` (operator overrides
+and defaults against what the exporter reported), the same way for every protocol and for pcap
+replay, before records are held for writing.
+
 Templates are saved with every flush, so a restart decodes data at once instead of waiting minutes
 for the next template. Counters (packets, records, errors by kind, socket drops) are saved beside
 them for ``mamori collect stats``; they are labelled by exporter, never by subscriber address.
@@ -39,6 +43,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from mamori.config import CollectorConfig
 from mamori.governance import Governance, GovernanceError
@@ -47,6 +52,7 @@ from mamori.ingest.allocations.ipfix_nat import PortBlockTracker
 from mamori.ingest.netflow.decoder import Datagram, FlowDecoder, PackedDatagrams
 from mamori.ingest.pcapfile import read_udp
 from mamori.ingest.receiver import Chunk, Receiver, join_chunks
+from mamori.ingest.sampling import SamplingPolicy
 
 __all__ = ["Collector", "CollectorSettings", "Listen", "load_stats", "parse_listen"]
 
@@ -143,10 +149,8 @@ class Collector:
     def __init__(self, gov: Governance, settings: CollectorSettings | None = None) -> None:
         self.gov = gov
         self.settings = settings or CollectorSettings()
-        self.decoder = FlowDecoder(
-            sampling_overrides=self.settings.sampling_overrides,
-            template_timeout_s=self.settings.template_timeout_s,
-        )
+        self.decoder = FlowDecoder(template_timeout_s=self.settings.template_timeout_s)
+        self.sampling = SamplingPolicy.from_config(self.settings)
         self.stats = Stats()
         self.nat = PortBlockTracker(gov.config.attribution.session_timeout_s)
         self._nat_unstored: pa.Table | None = None  # closed blocks a failed store left behind
@@ -224,16 +228,28 @@ class Collector:
         for exporter, n in zip(batch.exporters, per.tolist(), strict=True):
             if n:
                 self.stats.by_exporter.setdefault(exporter, Counter())["packets"] += n
-        flows = result.flows
+        flows = self.sampling.apply(result.flows, self.stats.counters)
         if flows.num_rows:
             counts = flows.column("exporter").value_counts()
             for item in counts.to_pylist():
                 key = str(item["values"])
                 self.stats.by_exporter.setdefault(key, Counter())["records"] += item["counts"]
+            self._count_unknown_rates(flows)
             self._held.append(flows)
             self._held_rows += flows.num_rows
         if self._held_rows >= ROW_GROUP:
             self._write_held()
+
+    def _count_unknown_rates(self, flows: pa.Table) -> None:
+        """Per exporter, the records stored without a sampling rate: which routers need a
+        ``--sampling`` override or a default."""
+        rate = flows.column("sampling_rate")
+        if not rate.null_count:
+            return
+        unknown = flows.column("exporter").filter(pc.is_null(rate))
+        for item in unknown.value_counts().to_pylist():
+            key = str(item["values"])
+            self.stats.by_exporter.setdefault(key, Counter())["sampling_unknown"] += item["counts"]
 
     def _write_held(self) -> None:
         if self._held:

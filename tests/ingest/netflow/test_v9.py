@@ -70,8 +70,7 @@ def test_template_and_data_in_one_packet() -> None:
     assert counters["records.v9"] == 2 and counters["templates.new"] == 1
     assert rows[0]["time_start"] == datetime.fromtimestamp(T0 - 5, UTC)
     assert rows[0]["time_end"] == datetime.fromtimestamp(T0 - 1, UTC)
-    assert rows[0]["sampling_rate"] is None
-    assert counters["records.sampling_unknown"] == 2
+    assert [r["sampling_rate"] for r in rows] == [None, None]
 
 
 def test_padding_after_records_is_ignored() -> None:
@@ -126,12 +125,6 @@ def test_sampler_rate_change_applies_from_then_on() -> None:
     )
     rows, _ = decode(first, second)
     assert {r["dst_port"]: r["sampling_rate"] for r in rows} == {1: 100, 2: 200}
-
-
-def test_override_for_exporter_without_sampling() -> None:
-    pkt = v9([v9_template(300, DATA_FIELDS), data(record("10.0.0.1", "10.0.0.2", 1, 2))])
-    (row,), counters = decode(pkt, sampling_overrides={EXP: 4096})
-    assert row["sampling_rate"] == 4096 and "records.sampling_unknown" not in counters
 
 
 def test_source_ids_keep_separate_templates() -> None:

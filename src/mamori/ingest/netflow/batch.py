@@ -86,22 +86,13 @@ class _Group:
     export_ms: list[int] = field(default_factory=list)
     uptime_ms: list[int] = field(default_factory=list)  # -1: unknown
     rate: list[int] = field(default_factory=list)  # 0: unknown
-    overridden: list[bool] = field(default_factory=list)
     snapshot: list[int] = field(default_factory=list)
     bulk: list[Bulk] = field(default_factory=list)
 
     def columns(self) -> tuple[bytes | npt.NDArray[np.uint8], dict[str, npt.NDArray[Any]]]:
         """Record bytes and per-set context arrays of the sets added one by one and in bulk."""
-        names = ("counts", "exporter", "domain", "export_ms", "uptime_ms", "rate", "overridden")
-        types: tuple[Any, ...] = (
-            np.int64,
-            np.int32,
-            np.int64,
-            np.int64,
-            np.int64,
-            np.uint64,
-            np.bool_,
-        )
+        names = ("counts", "exporter", "domain", "export_ms", "uptime_ms", "rate")
+        types: tuple[Any, ...] = (np.int64, np.int32, np.int64, np.int64, np.int64, np.uint64)
         cols: dict[str, npt.NDArray[Any]] = {}
         for name, dtype in (*zip(names, types, strict=True), ("snapshot", np.int64)):
             parts = [np.asarray(getattr(self, name), dtype=dtype)]
@@ -126,19 +117,17 @@ class Bulk:
     export_ms: npt.NDArray[np.int64]
     uptime_ms: npt.NDArray[np.int64]
     rate: npt.NDArray[np.uint64]
-    overridden: npt.NDArray[np.bool_]
     snapshot: npt.NDArray[np.int64]  # Batch snapshot index
 
 
 class Batch:
     """State of one :meth:`FlowDecoder.decode` call: groups of data sets, counters, and the
-    long-lived registry / pending store / overrides it updates."""
+    long-lived registry / pending store it updates."""
 
     def __init__(
         self,
         registry: TemplateRegistry,
         pending: PendingSets,
-        overrides: Mapping[str, int],
         counters: Counter[str],
         problems: RateLimitedLog,
         parsed_sets: ParsedSets | None = None,
@@ -146,7 +135,6 @@ class Batch:
         self.parsed_sets = parsed_sets if parsed_sets is not None else ParsedSets()
         self.registry = registry
         self.pending = pending
-        self.overrides = overrides
         self.counters = counters
         self.problems = problems
         self._groups: dict[int, _Group] = {}  # by id() of a Template (kept alive by its group)
@@ -225,18 +213,8 @@ class Batch:
             if init is not None:
                 uptime_ms = max(export_ms - init, 0)
         sampling = self.registry.sampling(dkey)
-        override = self.overrides.get(exporter)
-        rate = override if override else (sampling.default or 0)
         return self.add_fixed(
-            template,
-            body,
-            exporter,
-            domain,
-            export_ms,
-            uptime_ms,
-            rate,
-            bool(override),
-            sampling,
+            template, body, exporter, domain, export_ms, uptime_ms, sampling.default or 0, sampling
         )
 
     def exporter_index(self, exporter: str) -> int:
@@ -273,7 +251,6 @@ class Batch:
         export_ms: int,
         uptime_ms: int,
         rate: int,
-        overridden: bool,
         sampling: SamplingState,
     ) -> int:
         if template.variable:
@@ -295,7 +272,6 @@ class Batch:
         group.export_ms.append(export_ms)
         group.uptime_ms.append(uptime_ms)
         group.rate.append(rate)
-        group.overridden.append(overridden)
         group.snapshot.append(sidx)
         self.counters[f"records.{_VERSION_NAMES.get(template.version, 'other')}"] += n
         return n
@@ -476,9 +452,6 @@ class Batch:
             pa.array(rate.astype(np.uint32), pa.uint32(), mask=rate == 0),
             pa.array(domain.astype(np.uint32), pa.uint32(), mask=domain < 0),
         ]
-        unknown = int((rate == 0).sum())
-        if unknown:
-            self.counters["records.sampling_unknown"] += unknown
         return pa.RecordBatch.from_arrays(arrays, schema=_SCHEMA)
 
     def _exporter_column(self, cols: Mapping[str, npt.NDArray[Any]], n: int) -> pa.Array:
@@ -558,10 +531,9 @@ class Batch:
         offs: Mapping[int, tuple[int, int]],
         counts: npt.NDArray[np.int64],
     ) -> U64:
+        """The rate the exporter reported for each record (0: none); operator overrides and
+        defaults are applied later, by mamori.ingest.sampling."""
         rate: U64 = np.repeat(cols["rate"], counts)
-        if cols["overridden"].all():
-            return rate
-        free = ~np.repeat(cols["overridden"], counts)
         # Records may name their sampler by samplerId (48) and / or selectorId (302); the
         # options records map either to a rate. Both are tried, selectorId last.
         sampler_fids = [f for f in (ie.SAMPLER_ID, ie.SELECTOR_ID) if f in offs]
@@ -573,7 +545,7 @@ class Batch:
                 for fid in sampler_fids:
                     sid = _uint(rec[f"f{fid}"])
                     for s in used:
-                        in_snap = free & (snap == s)
+                        in_snap = snap == s
                         for sampler, r in self._snapshots[s].by_sampler.items():
                             rate[in_snap & (sid == sampler)] = r
         # A rate carried in the data record itself is the most specific.
@@ -589,7 +561,7 @@ class Batch:
                     break
         if own is not None:
             own = np.where(own > 0xFFFFFFFF, 0, own).astype(np.uint64)
-            rate = np.where(free & (own > 0), own, rate).astype(np.uint64)
+            rate = np.where(own > 0, own, rate).astype(np.uint64)
         return rate
 
 

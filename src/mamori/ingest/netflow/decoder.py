@@ -2,7 +2,7 @@
 
 ::
 
-    decoder = FlowDecoder(sampling_overrides={"192.0.2.1": 1000})
+    decoder = FlowDecoder()
     result = decoder.decode([Datagram("192.0.2.1", payload, time.time()), ...])
     result.flows      # pyarrow.Table with exactly mamori.schemas.FLOWS.arrow
     result.counters   # Counter: packets.v9, records.ipfix, errors.truncated, ...
@@ -20,10 +20,12 @@ The version is told apart by content (the first two bytes); sFlow v5 datagrams a
 handed to :func:`mamori.ingest.sflow.decode_sflow` (counters prefixed ``sflow.``) and anything else counted as ``errors.unknown_version``. Decoding never
 raises on bad input: every problem is counted by kind and logged at a limited rate.
 
-Sampling rate precedence for a record: the per-exporter override, then a rate carried in the record
-itself, then the rate of the sampler / selector id the record names (from options records), then
-the exporter's default rate (v5 header, or an options record without sampler id). When none is
-known (or it is 0) the rate is stored as null and counted as ``records.sampling_unknown``.
+The ``sampling_rate`` of a row is what the exporter reported, nothing else: a rate carried in the
+record itself, else the rate of the sampler / selector id the record names (from options records),
+else the exporter's rate for the observation domain (v5 header, or an options record without
+sampler id), else null (0 counts as none). Operator overrides and defaults are applied afterwards,
+in one place for every protocol, by :class:`mamori.ingest.sampling.SamplingPolicy` (which also
+counts the rows left without a rate).
 
 Records of one template are decoded together: see :mod:`mamori.ingest.netflow.batch`.
 Output rows are grouped by template, not in arrival order.
@@ -35,7 +37,6 @@ Counters (all per :meth:`FlowDecoder.decode` / ``decode_packed`` call; absent me
   ``records.options``: options records read (sampling, system init time);
   ``records.pending_released``: records decoded from data held until their template came;
   ``records.varlen_walk``: records walked one by one (IPFIX variable-length fields);
-  ``records.sampling_unknown``: rows stored with a null sampling rate;
   ``records.time_fallback``: rows whose times could not be computed and are the export time;
   ``records.no_address``: records of a template without addresses (not stored).
 * ``nat.records``: IPFIX NAT event records (RFC 8158: templates with natEvent), handed over as
@@ -64,7 +65,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from mamori.ingest.netflow.batch import NAT_EVENTS, Batch
 from mamori.ingest.netflow.ipfix import parse_ipfix
@@ -129,13 +129,7 @@ class DecodeResult:
 class FlowDecoder:
     """Stateful decoder: keeps templates, sampling rates and held data sets between calls."""
 
-    def __init__(
-        self,
-        sampling_overrides: Mapping[str, int] | None = None,
-        template_timeout_s: float = 1800.0,
-        pending_limit: int = 100_000,
-    ) -> None:
-        self.sampling_overrides = dict(sampling_overrides or {})
+    def __init__(self, template_timeout_s: float = 1800.0, pending_limit: int = 100_000) -> None:
         self.registry = TemplateRegistry(template_timeout_s)
         self.pending = PendingSets(pending_limit, template_timeout_s)
         self._problems = RateLimitedLog(log)
@@ -207,7 +201,6 @@ class FlowDecoder:
         return Batch(
             self.registry,
             self.pending,
-            self.sampling_overrides,
             counters,
             self._problems,
             self._parsed_sets,
@@ -260,23 +253,11 @@ class FlowDecoder:
         return DecodeResult(flows, counters, nat)
 
     def _sflow(self, datagrams: list[tuple[str, bytes, float]], counters: Counter[str]) -> pa.Table:
-        """Decode sFlow v5 datagrams; counters are prefixed ``sflow.`` and the per-exporter
-        sampling override applies where the agent sent no rate."""
+        """Decode sFlow v5 datagrams; counters are prefixed ``sflow.``."""
         table, sc = decode_sflow(datagrams)
         counters["packets.sflow"] += len(datagrams)
         counters["records.sflow"] += table.num_rows
         counters.update({f"sflow.{k}": v for k, v in sc.items()})
-        unknown = sc.get("flows.sampling_rate_unknown", 0)
-        if unknown and self.sampling_overrides:
-            rates = pa.array(
-                [self.sampling_overrides.get(e) for e in table.column("exporter").to_pylist()],
-                pa.uint32(),
-            )
-            idx = table.schema.get_field_index("sampling_rate")
-            table = table.set_column(
-                idx, "sampling_rate", pc.coalesce(table.column("sampling_rate"), rates)
-            )
-        counters["records.sampling_unknown"] += table.column("sampling_rate").null_count
         return table
 
     def state(self) -> dict[str, Any]:

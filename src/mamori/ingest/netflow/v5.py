@@ -66,9 +66,6 @@ def parse_v5(payload: bytes, exporter: str, batch: Batch) -> None:
     if count == 0:
         return
     body = memoryview(payload)[HEADER.size : HEADER.size + count * RECORD_LENGTH]
-    override = batch.overrides.get(exporter)
-    rate = override if override else sampling & 0x3FFF
     export_ms = secs * 1000 + nsecs // 1_000_000
-    batch.add_fixed(
-        V5_TEMPLATE, body, exporter, -1, export_ms, uptime, rate, bool(override), _NO_SAMPLING
-    )
+    rate = sampling & 0x3FFF  # the 2-bit mode is not needed: 0 is "unknown" whatever the mode
+    batch.add_fixed(V5_TEMPLATE, body, exporter, -1, export_ms, uptime, rate, _NO_SAMPLING)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import bisect
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any, Final
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
@@ -38,8 +38,8 @@ I64 = npt.NDArray[np.int64]
 _MAX_SETS: Final = 64  # datagrams with more sets than this take the per-datagram path
 _NO_SAMPLING: Final = SamplingState()
 
-# (template, rate, overridden, sampling, init ms) of a data key, or None: handled one by one.
-Resolved = tuple[Template, int, bool, SamplingState, int | None] | None
+# (template, rate, sampling, init ms) of a data key, or None: handled one by one.
+Resolved = tuple[Template, int, SamplingState, int | None] | None
 
 
 _I64_MAX = int(np.iinfo(np.int64).max)
@@ -187,7 +187,7 @@ def walk(
     e_key[d_pos] = kinv
     key_pos = [d_pos[kinv == i].tolist() for i in range(len(keys))]
 
-    registry, pending, overrides = batch.registry, batch.pending, batch.overrides
+    registry, pending = batch.registry, batch.pending
 
     # A template could expire within the batch: the caller takes the per-datagram path, which
     # expires templates in exact datagram order. (Templates put during the batch are seen at
@@ -206,7 +206,6 @@ def walk(
         dg5 = np.flatnonzero(ok5 & (count5 > 0))
         if dg5.size:
             sampling = u16(off[dg5] + 22) & 0x3FFF
-            over = _overrides(batch, exporters, exporter[dg5])
             _emit(
                 batch,
                 u8,
@@ -217,8 +216,7 @@ def walk(
                 np.full(dg5.size, -1, dtype=np.int64),
                 h8[dg5] * 1000 + h12[dg5] // 1_000_000,
                 h4[dg5],
-                np.where(over > 0, over, sampling).astype(np.uint64),
-                over > 0,
+                sampling.astype(np.uint64),
                 np.full(dg5.size, batch.snapshot_index(_NO_SAMPLING), dtype=np.int64),
             )
 
@@ -238,10 +236,8 @@ def walk(
             return None
         dkey = key[:3]
         sampling = registry.sampling(dkey)
-        override = overrides.get(key[0])
-        rate = override if override else (sampling.default or 0)
         init = registry.init_ms(dkey) if key[1] == 10 else None
-        return (t, rate, bool(override), sampling, init)
+        return (t, sampling.default or 0, sampling, init)
 
     def refresh_only(
         version: int, sid: int, body: bytes, name: str, domain: int
@@ -406,21 +402,19 @@ def walk(
     shape = (len(seg_res), len(keys))
     tab_t = np.full(shape, -1, dtype=np.int64)
     tab_rate = np.zeros(shape, dtype=np.uint64)
-    tab_over = np.zeros(shape, dtype=np.bool_)
     tab_snap = np.zeros(shape, dtype=np.int64)
     tab_init = np.full(shape, -1, dtype=np.int64)
     for s, rs in enumerate(seg_res):
         for ki, r in enumerate(rs):
             if r is None:
                 continue
-            t, r_rate, r_over, r_sampling, r_init = r
+            t, r_rate, r_sampling, r_init = r
             ti = t_index.get(id(t))
             if ti is None:
                 ti = t_index[id(t)] = len(templates)
                 templates.append(t)
             tab_t[s, ki] = ti
             tab_rate[s, ki] = r_rate
-            tab_over[s, ki] = r_over
             tab_snap[s, ki] = batch.snapshot_index(r_sampling)
             # A (mutated or hostile) init time past int64 is later than any export time: the
             # clamp gives the same zero uptime the per-datagram path computes.
@@ -451,7 +445,6 @@ def walk(
             export,
             uptime,
             tab_rate[s_, k_],
-            tab_over[s_, k_],
             tab_snap[s_, k_],
         )
     return True
@@ -509,12 +502,6 @@ def _exporter_map(batch: Batch, exporters: Sequence[str]) -> npt.NDArray[np.int3
     return np.asarray([batch.exporter_index(e) for e in exporters], dtype=np.int32)
 
 
-def _overrides(batch: Batch, exporters: Sequence[str], idx: npt.NDArray[Any]) -> I64:
-    table = np.asarray([batch.overrides.get(e) or 0 for e in exporters], dtype=np.int64)
-    out: I64 = table[idx]
-    return out
-
-
 def _emit(
     batch: Batch,
     u8: npt.NDArray[np.uint8],
@@ -526,7 +513,6 @@ def _emit(
     export_ms: I64,
     uptime_ms: I64,
     rate: npt.NDArray[np.uint64],
-    overridden: npt.NDArray[np.bool_],
     snapshot: I64,
 ) -> None:
     """Gather the records of data sets of one fixed-length template and queue them."""
@@ -534,7 +520,7 @@ def _emit(
     if not keep.all():
         start, counts, exporter, domain = start[keep], counts[keep], exporter[keep], domain[keep]
         export_ms, uptime_ms, rate = export_ms[keep], uptime_ms[keep], rate[keep]
-        overridden, snapshot = overridden[keep], snapshot[keep]
+        snapshot = snapshot[keep]
     total = int(counts.sum())
     if total == 0:
         return
@@ -553,7 +539,6 @@ def _emit(
             export_ms.astype(np.int64),
             uptime_ms.astype(np.int64),
             rate.astype(np.uint64),
-            overridden.astype(np.bool_),
             snapshot.astype(np.int64),
         ),
     )
