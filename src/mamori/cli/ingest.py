@@ -187,6 +187,21 @@ class KeaKeyOpt(StrEnum):
     hostname = "hostname"
 
 
+# Every file loader answers alike (README, "Loading files"): exit 0 when something was stored
+# (bad lines are listed with their numbers); 1 when nothing could be — an empty file, a file that
+# is not text (binary, UTF-16), or one in which no record is usable; 2 when the file as a whole is
+# not of the format (a header without the needed columns, a JSON document that does not parse).
+
+
+def _refuse_empty(path: Path) -> None:
+    if path.is_file() and path.stat().st_size == 0:
+        fail(f"{path}: the file is empty; nothing stored", code=1)
+
+
+def _nothing_read(path: Path, what: str, bad: int) -> str:
+    return f"{path}: no {what} could be read ({bad:,} bad); nothing stored"
+
+
 def _print_ingest_report(report: Any, as_json: bool) -> None:
     if as_json:
         out.print_json(report.model_dump_json())
@@ -268,7 +283,9 @@ def ingest_allocations(
     say who held the inside addresses too. Exit status 1 if nothing could be stored.
     """
     from mamori.ingest.allocations import SubscriberMap, load_allocations
+    from mamori.ingest.textlines import NotText
 
+    _refuse_empty(file)
     gov = STATE.gov()
     mapping: SubscriberMap | None = None
     try:
@@ -287,11 +304,13 @@ def ingest_allocations(
             timeout_s=timeout,
             dry_run=dry_run,
         )
+    except NotText as exc:
+        fail(f"{exc}; nothing stored", code=1)
     except (ValueError, OSError) as exc:
         fail(str(exc), code=2)
     _print_ingest_report(report, as_json)
-    if not report.sessions and report.records:
-        fail(f"{file}: no allocation could be read ({report.malformed} malformed)")
+    if not report.sessions:
+        fail(_nothing_read(file, "allocation", report.malformed))
 
 
 @ingest_app.command("subscribers")
@@ -316,7 +335,9 @@ def ingest_subscribers(
     """Load the subscriber directory (subscriber_id, contract, email, language) that alerts are
     addressed from. Other columns are not stored."""
     from mamori.ingest.subscribers import load_subscribers
+    from mamori.ingest.textlines import NotText
 
+    _refuse_empty(file)
     try:
         report = load_subscribers(
             STATE.gov(),
@@ -326,9 +347,13 @@ def ingest_subscribers(
             channel=via,
             dry_run=dry_run,
         )
+    except NotText as exc:
+        fail(f"{exc}; nothing stored", code=1)
     except (ValueError, OSError) as exc:
         fail(str(exc), code=2)
     _print_ingest_report(report, as_json)
+    if not report.sessions:
+        fail(_nothing_read(file, "subscriber", report.malformed))
 
 
 class _ReportKindOpt(StrEnum):

@@ -19,11 +19,11 @@ def test_rows_and_bad_lines() -> None:
         ("198.51.100.4", 2048, "S102", None, at("09:00"), at("11:00")),  # no zone: UTC
     ]
     assert (report.records, report.sessions, report.malformed) == (10, 4, 6)
-    assert report.examples["malformed"] == [
-        "line 11: wrong number of fields",
+    assert report.examples["malformed"] == [  # in file order
         "line 6: start is not a time (ISO 8601 or epoch seconds)",
+        "line 7: needs exactly one of subscriber_id and inside_addr",
         "line 8: addr is not an IP address",
         "line 9: port_start/port_end: both or neither, 0-65535",
-        "line 7: needs exactly one of subscriber_id and inside_addr",
         "line 10: end is before start",
+        "line 11: wrong number of fields",
     ]
