@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import json
 import re
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
+from mamori.ingest.textlines import NotText, check_text, decode_text, file_hint, split_lines
 from mamori.schemas import FQDN_LEN, REPUTATION
 
 __all__ = [
@@ -27,7 +31,10 @@ __all__ = [
     "LineError",
     "LoadReport",
     "Rows",
+    "mangled",
     "parse_time",
+    "read_json",
+    "text_lines",
 ]
 
 CATEGORIES = ("c2", "first-stage", "malware-site", "phishing")
@@ -277,3 +284,35 @@ class Rows:
             dict(Counter(self.cols["category"])),
             dict(Counter(self.cols["indicator_type"])),
         )
+
+
+def text_lines(path: Path, rows: Rows) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each line that is text (:mod:`mamori.ingest.textlines`); the
+    others are reported bad with their numbers. Raises ``NotText`` when no line is text."""
+    data = path.read_bytes()
+    lines = split_lines(data)
+    check_text(lines, data, str(path))
+    for no, why in lines.first_bad(lines.n_bad):
+        rows.bad(no, why)
+    good, numbers = lines.good()
+    yield from zip(numbers.tolist(), good.to_pylist(), strict=True)
+
+
+def read_json(path: Path) -> tuple[Any, bool]:
+    """A JSON document (a leading byte-order mark is accepted) and whether it was clean UTF-8:
+    when it was not, the entries holding the damaged text are bad (:func:`mangled`), the others
+    are kept. Raises ``NotText`` for a file that is not text at all."""
+    data = path.read_bytes()
+    hint = file_hint(data)
+    if hint:
+        raise NotText(f"{path}: {hint}")
+    text, clean = decode_text(data)
+    return json.loads(text), clean
+
+
+def mangled(entry: Any) -> bool:
+    """Whether a JSON entry of a document that was not clean UTF-8 holds the replaced text."""
+    try:
+        return "\ufffd" in json.dumps(entry, ensure_ascii=False)
+    except (ValueError, TypeError, RecursionError):
+        return True

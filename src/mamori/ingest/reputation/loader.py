@@ -26,6 +26,7 @@ from mamori.ingest.reputation.common import LoadReport, Rows
 from mamori.ingest.reputation.misp import parse_misp
 from mamori.ingest.reputation.plain import parse_plain
 from mamori.ingest.reputation.stix import parse_stix
+from mamori.ingest.textlines import NotText, decode_text
 
 __all__ = [
     "FORMATS",
@@ -59,7 +60,7 @@ class FeedError(ValueError):
 
 def _head(path: Path, size: int = 8192) -> str:
     with path.open("rb") as fh:
-        return fh.read(size).decode("utf-8", errors="replace")
+        return decode_text(fh.read(size))[0]
 
 
 def _is_json(path: Path) -> bool:
@@ -102,7 +103,8 @@ def parse_feed(
     """Parse ``path`` into a ``reputation`` table (not stored) and a report of what was bad.
 
     Raises :class:`FeedError` when the file as a whole is unusable (unknown format, broken
-    JSON); single bad lines are counted in the report instead."""
+    JSON), :class:`~mamori.ingest.textlines.NotText` when it is not text at all (binary,
+    UTF-16); single bad lines are counted in the report instead."""
     path = Path(path)
     if not path.is_file():
         raise FeedError(f"{path}: no such file")
@@ -123,6 +125,8 @@ def parse_feed(
     variant = "json" if fmt in ("feodo", "threatfox") and _is_json(path) else "csv"
     try:
         parser(path, rows, variant)
+    except NotText:
+        raise
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise FeedError(f"{path}: not valid JSON for {fmt}: {exc}") from None
     except (ValueError, TypeError, KeyError) as exc:
@@ -141,7 +145,7 @@ def parse_feed(
         rows_loaded=table.num_rows,
         rows_bad=rows.n_bad,
         rows_skipped=rows.n_skipped,
-        errors=rows.errors,
+        errors=sorted(rows.errors, key=lambda e: e.line),
         by_category=by_cat,
         by_type=by_type,
         loaded_at=at,

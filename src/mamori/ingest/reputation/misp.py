@@ -14,16 +14,17 @@ not detection material, and are skipped. The category comes from the attribute's
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 from mamori.ingest.reputation.common import (
     Rows,
+    mangled,
     norm_domain,
     norm_ip,
     parse_time,
+    read_json,
     split_ip_port,
 )
 
@@ -78,7 +79,8 @@ def _events(data: Any) -> list[dict[str, Any]]:
 
 
 def parse_misp(path: Path, rows: Rows, fmt: str = "misp") -> None:
-    events = _events(json.loads(path.read_text(encoding="utf-8")))
+    data, clean = read_json(path)
+    events = _events(data)
     no = 0
     for ev in events:
         etags = _tags(ev)
@@ -100,6 +102,9 @@ def parse_misp(path: Path, rows: Rows, fmt: str = "misp") -> None:
                             ports[id(obj)] = int(str(a.get("value")))
         for a, obj in attrs:
             no += 1
+            if not clean and mangled(a):
+                rows.bad(no, f"attribute {no}: not UTF-8 text")
+                continue
             try:
                 if not isinstance(a, dict):
                     raise ValueError("attribute is not an object")

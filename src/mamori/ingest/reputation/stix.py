@@ -13,7 +13,6 @@ and the others are kept.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,14 @@ import stix2
 from stix2.exceptions import STIXError
 from stix2patterns.pattern import Pattern
 
-from mamori.ingest.reputation.common import Rows, norm_domain, norm_ip, parse_time
+from mamori.ingest.reputation.common import (
+    Rows,
+    mangled,
+    norm_domain,
+    norm_ip,
+    parse_time,
+    read_json,
+)
 
 __all__ = ["parse_stix"]
 
@@ -100,7 +106,7 @@ def _pattern_entries(pattern: str) -> list[tuple[str, dict[str, Any]]]:
 
 
 def parse_stix(path: Path, rows: Rows, fmt: str = "stix") -> None:
-    data = json.loads(path.read_text(encoding="utf-8"))
+    data, clean = read_json(path)
     if isinstance(data, dict) and data.get("type") == "bundle":
         objects = data.get("objects") or []
     elif isinstance(data, list):
@@ -112,6 +118,9 @@ def parse_stix(path: Path, rows: Rows, fmt: str = "stix") -> None:
     parsed: dict[str, Any] = {}
     position: dict[str, int] = {}
     for no, raw in enumerate(objects, 1):
+        if not clean and mangled(raw):
+            rows.bad(no, f"object {no}: not UTF-8 text")
+            continue
         try:
             if not isinstance(raw, dict):
                 raise ValueError("object is not a JSON object")
