@@ -60,22 +60,16 @@ def file_hint(data: bytes) -> str:
     if not data:
         return "the file is empty"
     head = data[:4096]
-    if head[:2] in (b"\xff\xfe", b"\xfe\xff") or _nul_share(head) > 0.2:
+    nul = head.count(0) / len(head)
+    if head[:2] in (b"\xff\xfe", b"\xfe\xff") or nul > 0.2:
         if head[:4] in (b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff"):
             return "the file looks like UTF-32 text: convert it to UTF-8"
         return "the file looks like UTF-16 text: convert it to UTF-8 (iconv -f UTF-16 -t UTF-8)"
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        if exc.start < len(head) - 4:  # not just a character cut by the 4 KiB window
-            return "the file looks binary, not text"
-    if b"\x00" in head:
+    # a damaged line or two is not a binary file: the share of bytes that are not text is
+    replaced = head.decode("utf-8", errors="replace").count("\ufffd") / len(head)
+    if nul > 0.01 or replaced > 0.05:
         return "the file looks binary, not text"
     return ""
-
-
-def _nul_share(head: bytes) -> float:
-    return head.count(0) / len(head) if head else 0.0
 
 
 @dataclass(frozen=True)
