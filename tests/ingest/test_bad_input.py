@@ -183,210 +183,53 @@ def _report_cmd(fmt: str) -> tuple[str, ...]:
     return ("ingest", "report", "--kind", "infected", "--format", fmt, "--json")
 
 
+# fmt: off
 FORMATS = [
-    # allocations
-    Format(
-        "radius",
-        _alloc_cmd("radius"),
-        _read("allocations/radius-detail"),
-        b"Framed-IP-Address = 10.16.0.20",
-        90,
-        7,
-        2,
-        _alloc,
-        also=frozenset({85}),  # its record, now without an address
-    ),
-    Format(
-        "kea",
-        _alloc_cmd("kea"),
-        _read("allocations/kea-leases4.csv"),
-        b"02:5a:00:00:00:0d",
-        7,
-        4,
-        2,
-        _alloc,
-    ),  # fmt: skip
-    Format(
-        "cgnat-syslog",
-        _alloc_cmd("cgnat-syslog"),
-        _read("allocations/cgnat.log"),
-        b"100.64.0.48",
-        8,
-        4,
-        2,
-        _alloc,
-    ),  # fmt: skip
-    Format(
-        "allocations-csv",
-        _alloc_cmd("csv"),
-        _read("allocations/allocations.csv"),
-        b"192.0.2.11",
-        3,
-        4,
-        6,
-        _alloc,
-    ),  # fmt: skip
+    # allocations; a RADIUS record without its address is bad too (``also``)
+    Format("radius", _alloc_cmd("radius"), _read("allocations/radius-detail"),
+           b"Framed-IP-Address = 10.16.0.20", 90, 7, 2, _alloc, also=frozenset({85})),
+    Format("kea", _alloc_cmd("kea"), _read("allocations/kea-leases4.csv"),
+           b"02:5a:00:00:00:0d", 7, 4, 2, _alloc),
+    Format("cgnat-syslog", _alloc_cmd("cgnat-syslog"), _read("allocations/cgnat.log"),
+           b"100.64.0.48", 8, 4, 2, _alloc),
+    Format("allocations-csv", _alloc_cmd("csv"), _read("allocations/allocations.csv"),
+           b"192.0.2.11", 3, 4, 6, _alloc),
     # the subscriber directory
-    Format(
-        "subscribers",
-        ("ingest", "subscribers", "--json"),
-        _read("allocations/subscribers.csv"),
-        b"u0000003@isp",
-        4,
-        3,
-        1,
-        _alloc,
-    ),  # fmt: skip
+    Format("subscribers", ("ingest", "subscribers", "--json"), _read("allocations/subscribers.csv"),
+           b"u0000003@isp", 4, 3, 1, _alloc),
     # reputation feeds
-    Format(
-        "feodo-csv",
-        _feed_cmd("feodo"),
-        _read("reputation/feodo-ipblocklist.csv"),
-        b"198.51.100.20",
-        11,
-        3,
-        3,
-        _feed,
-    ),  # fmt: skip
-    Format(
-        "feodo-json",
-        _feed_cmd("feodo"),
-        _read("reputation/feodo-ipblocklist.json"),
-        b"198.51.100.20",
-        2,
-        2,
-        2,
-        _feed,
-        document=True,
-    ),  # fmt: skip
-    Format(
-        "urlhaus",
-        _feed_cmd("urlhaus"),
-        _read("reputation/urlhaus.csv"),
-        b"dl.first-stage.example",
-        11,
-        3,
-        1,
-        _feed,
-    ),  # fmt: skip
-    Format(
-        "threatfox-csv",
-        _feed_cmd("threatfox"),
-        _read("reputation/threatfox.csv"),
-        b"cc.bad-actor.example",
-        11,
-        3,
-        2,
-        _feed,
-    ),  # fmt: skip
-    Format(
-        "threatfox-json",
-        _feed_cmd("threatfox"),
-        _read("reputation/threatfox.json"),
-        b"cc.bad-actor.example",
-        2,
-        2,
-        1,
-        _feed,
-        document=True,
-    ),  # fmt: skip
-    Format(
-        "plain",
-        _feed_cmd("plain"),
-        _read("reputation/plain-blocklist.txt"),
-        b"cnc.plain-list.example",
-        4,
-        5,
-        2,
-        _feed,
-    ),  # fmt: skip
-    Format(
-        "stix",
-        _feed_cmd("stix"),
-        _read("reputation/stix-bundle.json"),
-        b"a1000000-0000-4000-8000-000000000002",
-        5,
-        4,
-        2,
-        _feed,
-        document=True,
-    ),  # fmt: skip
-    Format(
-        "misp",
-        _feed_cmd("misp"),
-        _read("reputation/misp-event.json"),
-        b"cc.emotet-epoch5.example",
-        3,
-        6,
-        1,
-        _feed,
-        document=True,
-    ),  # fmt: skip
+    Format("feodo-csv", _feed_cmd("feodo"), _read("reputation/feodo-ipblocklist.csv"),
+           b"198.51.100.20", 11, 3, 3, _feed),
+    Format("feodo-json", _feed_cmd("feodo"), _read("reputation/feodo-ipblocklist.json"),
+           b"198.51.100.20", 2, 2, 2, _feed, document=True),
+    Format("urlhaus", _feed_cmd("urlhaus"), _read("reputation/urlhaus.csv"),
+           b"dl.first-stage.example", 11, 3, 1, _feed),
+    Format("threatfox-csv", _feed_cmd("threatfox"), _read("reputation/threatfox.csv"),
+           b"cc.bad-actor.example", 11, 3, 2, _feed),
+    Format("threatfox-json", _feed_cmd("threatfox"), _read("reputation/threatfox.json"),
+           b"cc.bad-actor.example", 2, 2, 1, _feed, document=True),
+    Format("plain", _feed_cmd("plain"), _read("reputation/plain-blocklist.txt"),
+           b"cnc.plain-list.example", 4, 5, 2, _feed),
+    Format("stix", _feed_cmd("stix"), _read("reputation/stix-bundle.json"),
+           b"a1000000-0000-4000-8000-000000000002", 5, 4, 2, _feed, document=True),
+    Format("misp", _feed_cmd("misp"), _read("reputation/misp-event.json"),
+           b"cc.emotet-epoch5.example", 3, 6, 1, _feed, document=True),
     # third-party reports
-    Format(
-        "shadowserver",
-        _report_cmd("shadowserver"),
-        _read("reports/event4_sinkhole.csv"),
-        b"10.16.0.94",
-        3,
-        3,
-        3,
-        _report,
-    ),  # fmt: skip
-    Format(
-        "report-csv",
-        _report_cmd("csv"),
-        _read("reports/scan_dns.csv"),
-        b"10.48.0.11",
-        3,
-        2,
-        1,
-        _report,
-    ),  # fmt: skip
-    Format(
-        "report-json",
-        _report_cmd("json"),
-        _read("reports/plain.json"),
-        b"10.16.0.94",
-        2,
-        3,
-        3,
-        _report,
-    ),  # fmt: skip
-    Format(
-        "xarf",
-        _report_cmd("xarf"),
-        _read("reports/xarf.jsonl"),
-        b"2b0a5b1e-8f0c-4b7e-9d39-1f6a1c0b6e01",
-        1,
-        2,
-        1,
-        _report,
-    ),  # fmt: skip
+    Format("shadowserver", _report_cmd("shadowserver"), _read("reports/event4_sinkhole.csv"),
+           b"10.16.0.94", 3, 3, 3, _report),
+    Format("report-csv", _report_cmd("csv"), _read("reports/scan_dns.csv"),
+           b"10.48.0.11", 3, 2, 1, _report),
+    Format("report-json", _report_cmd("json"), _read("reports/plain.json"),
+           b"10.16.0.94", 2, 3, 3, _report),
+    Format("xarf", _report_cmd("xarf"), _read("reports/xarf.jsonl"),
+           b"2b0a5b1e-8f0c-4b7e-9d39-1f6a1c0b6e01", 1, 2, 1, _report),
     # resolver logs
-    Format(
-        "unbound",
-        ("ingest", "dns", "--format", "unbound", "--json"),
-        _unbound_log,
-        b"c.example",
-        4,
-        4,
-        1,
-        _dns,
-    ),  # fmt: skip
-    Format(
-        "dnstap",
-        ("ingest", "dns", "--format", "dnstap", "--json"),
-        _dnstap,
-        b"q2",
-        3,
-        4,
-        0,
-        _dns,
-        binary=True,
-        damage=_damage_dnstap,
-    ),  # fmt: skip
+    Format("unbound", ("ingest", "dns", "--format", "unbound", "--json"), _unbound_log,
+           b"c.example", 4, 4, 1, _dns),
+    Format("dnstap", ("ingest", "dns", "--format", "dnstap", "--json"), _dnstap,
+           b"q2", 3, 4, 0, _dns, binary=True, damage=_damage_dnstap),
 ]
+# fmt: on
 
 
 # --------------------------------------------------------------------------- the damage
