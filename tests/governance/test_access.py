@@ -189,6 +189,18 @@ def test_other_basis_needs_justification_and_skips_consent(gov: Governance) -> N
     assert entry.legal_basis == "justified-act" and risk in (entry.detail or "")
 
 
+@pytest.mark.parametrize("blank", ["", " ", "\t\n "])
+def test_blank_justification_is_refused_and_audited(gov: Governance, blank: str) -> None:
+    _load_world(gov)
+    with pytest.raises(AccessRefused, match="blank justification"):
+        gov.open("M5", "allocations", None, "desk", basis="justified-act", justification=blank)
+    # refused even where none is needed: whitespace is never a reason on record
+    with pytest.raises(AccessRefused, match="blank justification"):
+        gov.open("M13", "allocations", None, "desk", justification=blank)
+    entry = list(gov.audit.entries())[-1]
+    assert entry.event == "refused" and "blank justification" in (entry.detail or "")
+
+
 def test_opt_in_measure_defaults_out(gov: Governance, request: pytest.FixtureRequest) -> None:
     """An opt-in measure sees nobody until they say yes (catalogue variant with M4 opt-in)."""
     from mamori.governance.measures import Catalogue, catalogue

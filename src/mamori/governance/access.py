@@ -286,6 +286,9 @@ class Governance:
         if chosen not in measure.legal_bases:
             allowed_bases = ", ".join(b.value for b in measure.legal_bases)
             raise refuse(f"{measure_id} cannot rest on {chosen.value}; it rests on {allowed_bases}")
+        if justification is not None and not justification.strip():
+            # whitespace is not a risk test: refused wherever one is given, needed or not
+            raise refuse("a blank justification is none; say which risk test holds")
         if measure.consent != "none" and chosen is not LegalBasis.CONSENT and not justification:
             raise refuse(
                 f"{measure_id} normally rests on consent; relying on {chosen.value} needs a "
@@ -510,7 +513,7 @@ class Governance:
                 end.isoformat() if end else None,
             ]
         if justification:
-            detail["justification"] = justification
+            detail["justification"] = justification.strip()
         box = sandbox if sandbox is not None else self.sandbox(label=f"{measure}-{dataset}")
         if box.closed or box not in self._sandboxes:
             raise GovernanceError("that sandbox is closed or was not made by this governance")
