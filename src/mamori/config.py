@@ -426,14 +426,113 @@ class MamoriConfig(BaseSettings):
         return env_settings, init_settings
 
 
-def _describe(err: ValidationError, source: str) -> str:
-    lines = [f"invalid configuration ({source}):"]
+# Parts of a pydantic error location that name its schema (a union branch, a validator), not a
+# key the operator wrote: they are left out of the key shown.
+_SCHEMA_TAG = re.compile(
+    r"[\[\](),=]|^(?:function-(?:after|before|plain|wrap)|lax-or-strict|json-or-python|"
+    r"is-instance|union|tagged-union|chain|nullable|default|model|literal|str|int|float|bool|"
+    r"bytes|list|tuple|dict|set|frozenset|none|enum|url|uuid|date|datetime|time|timedelta|"
+    r"decimal|[A-Z][A-Za-z0-9]*[a-z][A-Za-z0-9]*)$"
+)
+_NETWORK = "expected an IP network in CIDR form, e.g. 192.0.2.0/24 or 2001:db8::/32"
+_ADDRESS = "expected an IP address, e.g. 192.0.2.1 or 2001:db8::1"
+_INTERFACE = "expected an address with its prefix length, e.g. 192.0.2.1/24"
+_PROBLEM = {
+    "ip_v4_network": _NETWORK,
+    "ip_v6_network": _NETWORK,
+    "ip_any_network": _NETWORK,
+    "ip_v4_address": _ADDRESS,
+    "ip_v6_address": _ADDRESS,
+    "ip_any_address": _ADDRESS,
+    "ip_v4_interface": _INTERFACE,
+    "ip_v6_interface": _INTERFACE,
+    "ip_any_interface": _INTERFACE,
+    "missing": "required, but not given",
+    "extra_forbidden": "not a setting (check its spelling and its [section])",
+}
+
+
+def _key(loc: tuple[int | str, ...], data: Mapping[str, Any]) -> str:
+    """The key an error is about, as the operator wrote it (``address_plan.0.prefixes.0``)."""
+    parts: list[str] = []
+    node: Any = data
+    for part in loc:
+        if isinstance(part, int):
+            parts.append(str(part))
+            node = node[part] if isinstance(node, list | tuple) and part < len(node) else None
+        elif isinstance(node, Mapping) and part in node:
+            parts.append(part)
+            node = node[part]
+        elif part == "[key]":
+            parts[-1:] = [f"{parts[-1]} (the key)"] if parts else []
+        elif not _SCHEMA_TAG.search(part):
+            parts.append(part)
+            node = None
+    return ".".join(parts) or "(top level)"
+
+
+def _problem(error: Mapping[str, Any]) -> str:
+    known = _PROBLEM.get(str(error["type"]))
+    if known:
+        return known
+    msg = str(error["msg"])
+    for prefix, now in (("Input should be ", "expected "), ("Value error, ", "")):
+        if msg.startswith(prefix):
+            return now + msg[len(prefix) :]
+    return msg
+
+
+def _merged(problems: list[str]) -> str:
+    """A union's branches as one problem: "expected A or B"."""
+    if len(problems) > 1 and all(p.startswith("expected ") for p in problems):
+        return "expected " + " or ".join(p.removeprefix("expected ") for p in problems)
+    return "; ".join(problems)
+
+
+def _where(key: str, file: Path | None, data: Mapping[str, Any]) -> str:
+    """Where a key's value came from: the environment variable that set it (which wins over the
+    file), the file, or else the command line."""
+    names = []
+    for part in key.split(" ", 1)[0].split("."):
+        if part.isdigit():
+            break
+        names.append(part.upper())
+    for n in range(len(names), 0, -1):
+        env = "MAMORI_" + "__".join(names[:n])
+        if env in os.environ:
+            return f"environment {env}"
+    if file is not None and key.split(".", 1)[0] in data:
+        return str(file)
+    return "command line or defaults"
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}…"
+
+
+def _describe(err: ValidationError, file: Path | None, data: Mapping[str, Any]) -> str:
+    """One line per problem: where the value came from, the key, the value given and what is
+    expected. A union's branches (an IPv4 or an IPv6 network) are merged into one line."""
+    merged: dict[str, tuple[Any, list[str]]] = {}
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        value = e.get("input")
-        shown = "" if isinstance(value, dict) else f" = {value!r}"
-        lines.append(f"  {key}{shown}: {e['msg']}")
-    return "\n".join(lines)
+        key = _key(tuple(e["loc"]), data)
+        value = e.get("input") if e["type"] not in ("missing",) else None
+        _, wants = merged.setdefault(key, (value, []))
+        want = _problem(e)
+        if want not in wants:
+            wants.append(want)
+    lines = []
+    for key, (value, wants) in merged.items():
+        shown = "" if value is None or isinstance(value, Mapping) else f" = {_shown(value)}"
+        hint = ""
+        if isinstance(value, str) and value.lstrip().startswith("#"):
+            hint = " (a '#' inside quotes is part of the value, not a comment)"
+        where = _where(key, file, data)
+        lines.append(f"{where}: {key}{shown}: {_merged(wants)}{hint}")
+    if len(lines) == 1:
+        return f"invalid configuration: {lines[0]}"
+    return "invalid configuration:\n  " + "\n  ".join(lines)
 
 
 DEFAULT_CONFIG_FILE = Path("mamori.toml")
@@ -450,13 +549,13 @@ def load_config(
     explicit = path is not None or "MAMORI_CONFIG" in os.environ
     file = path or Path(os.environ.get("MAMORI_CONFIG", DEFAULT_CONFIG_FILE))
     data: dict[str, Any] = {}
-    source = "defaults and environment"
+    read: Path | None = None
     if file.exists():
         try:
             data = tomllib.loads(file.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"invalid configuration ({file}): not valid TOML: {exc}") from None
-        source = f"{file} and environment"
+        read = file
     elif explicit:
         raise ConfigError(f"configuration file {file} does not exist")
     try:
@@ -471,4 +570,4 @@ def load_config(
             update[key] = TypeAdapter(annotation).validate_python(value)
         return config.model_copy(update=update) if update else config
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, source)) from None
+        raise ConfigError(_describe(exc, read, data)) from None
