@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from mamori.ingest.allocations import read_allocations
 from tests.ingest.allocations.conftest import DATA, at
 
@@ -26,4 +28,28 @@ def test_rows_and_bad_lines() -> None:
         "line 9: port_start/port_end: both or neither, 0-65535",
         "line 10: end is before start",
         "line 11: wrong number of fields",
+    ]
+
+
+def test_header_naming_a_column_twice_is_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "a.csv"
+    path.write_bytes(b"start,start,addr,subscriber_id\n1,1,192.0.2.1,S\n")
+    with pytest.raises(ValueError, match="names 'start' twice"):
+        read_allocations(path, "csv")
+
+
+def test_carriage_return_inside_a_line_is_that_line_only(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "a.csv"
+    path.write_bytes(
+        b"start,addr,subscriber_id\r\n"
+        b"1793523600,192.0.2.1,S1\r\n"
+        b"1793523600,192.0.2.2\r,S2\r\n"
+        b"1793523600,192.0.2.3,S3,extra\r\n"
+        b"1793523600,192.0.2.4,S4\r\n"
+    )
+    rows, report = read_allocations(path, "csv")
+    assert rows.column("subscriber_id").to_pylist() == ["S1", "S4"]
+    assert report.examples["malformed"] == [
+        "line 3: a carriage return inside the line",
+        "line 4: wrong number of fields",
     ]

@@ -169,12 +169,23 @@ def read_csv_text(path: Path, issues: Issues) -> tuple[pa.Table, np.ndarray]:
     lines in these formats (a quoted line break ends the row too)."""
     lines = read_text(path, issues)
     good, numbers = lines.good()
-    nonblank = pc.not_equal(pc.utf8_trim_whitespace(good), "")
-    good, numbers = pc.filter(good, nonblank), numbers[_np_mask(nonblank)]
+    # a carriage return inside a line ends a row for the CSV reader: the line numbers of every
+    # row after it would be wrong
+    cr = _np_mask(pc.match_substring(good, "\r"))
+    if cr.any():
+        issues.lines("malformed", numbers[cr], "a carriage return inside the line")
+    nonblank = _np_mask(pc.not_equal(pc.utf8_trim_whitespace(good), "")) & ~cr
+    good, numbers = pc.filter(good, pa.array(nonblank)), numbers[nonblank]
     if not len(good):
         return pa.table({}), np.zeros(0, dtype=np.int64)
-    header = next(csv.reader([good[0].as_py()]), [])
+    try:
+        header = next(csv.reader([good[0].as_py()]), [])
+    except csv.Error as exc:
+        raise ValueError(f"{path}: line {numbers[0]}, the header, is not CSV: {exc}") from None
     names = [c.strip() for c in header]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"{path}: the header names {', '.join(map(repr, twice))} twice")
     bad_rows: list[int] = []
 
     def invalid(row: pacsv.InvalidRow) -> str:
@@ -186,16 +197,19 @@ def read_csv_text(path: Path, issues: Issues) -> tuple[pa.Table, np.ndarray]:
         pa.LargeListArray.from_arrays(pa.array([0, len(good)], pa.int64()), good),
         pa.scalar("\n", pa.large_string()),
     )
-    table = pacsv.read_csv(
-        pa.BufferReader(whole[0].as_buffer()),
-        read_options=pacsv.ReadOptions(
-            use_threads=False, column_names=names, skip_rows=1, block_size=4 * MAX_LINE
-        ),
-        parse_options=pacsv.ParseOptions(invalid_row_handler=invalid),
-        convert_options=pacsv.ConvertOptions(
-            column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=False
-        ),
-    )
+    try:
+        table = pacsv.read_csv(
+            pa.BufferReader(whole[0].as_buffer()),
+            read_options=pacsv.ReadOptions(
+                use_threads=False, column_names=names, skip_rows=1, block_size=4 * MAX_LINE
+            ),
+            parse_options=pacsv.ParseOptions(invalid_row_handler=invalid),
+            convert_options=pacsv.ConvertOptions(
+                column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=False
+            ),
+        )
+    except pa.ArrowInvalid as exc:  # every line is checked before: a reader limit, not a row
+        raise ValueError(f"{path}: cannot read as CSV: {exc}") from None
     rows = numbers[1:]
     if bad_rows:
         bad = numbers[np.asarray(bad_rows, dtype=np.int64) - 1]

@@ -236,12 +236,15 @@ def _rows_from_csv(
     reader = csv.reader(io.StringIO(text))
     header: list[str] | None = None
     header_line = 0
-    for row in reader:
-        if not row or (row[0].startswith("#") and header is None):
-            continue
-        header = [h.strip() for h in row]
-        header_line = reader.line_num
-        break
+    try:
+        for row in reader:
+            if not row or (row[0].startswith("#") and header is None):
+                continue
+            header = [h.strip() for h in row]
+            header_line = reader.line_num
+            break
+    except csv.Error as exc:
+        raise ValueError(f"line {reader.line_num}, the header, is not CSV: {exc}") from None
     if header is None:
         return None, 0
     if fmt is ReportFormat.SHADOWSERVER:
@@ -276,21 +279,27 @@ def _rows_from_csv(
     records = 0
     # the line a row *starts* on (quoted fields may span lines)
     start = header_line + 1
-    try:
-        for row in reader:
-            line = start
+    while True:
+        line = start
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:  # the reader starts afresh on the next line
             start = reader.line_num + 1
-            if len(row) != width:
-                if not row or (len(row) == 1 and not row[0].strip()):
-                    continue
-                records += 1
-                bad.append(BadRecord(line, f"{len(row)} fields, the header has {width}"))
+            records += 1
+            bad.append(BadRecord(line, f"unreadable CSV: {exc}"))
+            continue
+        start = reader.line_num + 1
+        if len(row) != width:
+            if not row or (len(row) == 1 and not row[0].strip()):
                 continue
             records += 1
-            lines.append(line)
-            rows.append(row)
-    except csv.Error as exc:
-        bad.append(BadRecord(start, f"unreadable CSV, rest of file skipped: {exc}"))
+            bad.append(BadRecord(line, f"{len(row)} fields, the header has {width}"))
+            continue
+        records += 1
+        lines.append(line)
+        rows.append(row)
 
     def column(name: str | None) -> list[Any]:
         if name is None:
