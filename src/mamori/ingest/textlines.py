@@ -107,20 +107,37 @@ class Lines:
 
 def split_lines(data: bytes, *, max_line: int = MAX_LINE) -> Lines:
     """Split a file's bytes into :class:`Lines`, marking the bad ones."""
-    text, clean = decode_text(data)
-    if text.endswith("\n"):
-        text = text[:-1]
-    if not text:
-        empty = pa.array([], pa.string())
-        return Lines(empty, np.zeros(0, dtype=bool), ())
-    lines = pc.split_pattern(pa.array([text], pa.large_string()), "\n").values
-    lines = pc.replace_substring_regex(lines, r"\r$", "")
+    body = data[len(UTF8_BOM) :] if data.startswith(UTF8_BOM) else data
+    try:
+        body.decode("utf-8")
+        text, clean = body, True
+    except UnicodeDecodeError:
+        # a replacement never swallows a line feed: line i of both is the same line
+        text, clean = body.decode("utf-8", errors="replace").encode("utf-8"), False
+    buf = np.frombuffer(text, dtype=np.uint8)
+    size = len(buf) - 1 if text.endswith(b"\n") else len(buf)
+    if not size:
+        return Lines(pa.array([], pa.string()), np.zeros(0, dtype=bool), ())
+    buf = buf[:size]
+    nl = np.flatnonzero(buf == 0x0A)
+    starts = np.concatenate(([0], nl + 1))
+    ends = np.concatenate((nl, [size]))
+    cr = (ends > starts) & (buf[np.maximum(ends - 1, 0)] == 0x0D)  # a CRLF line end
+    ends = ends - cr
+    keep = np.ones(size, dtype=bool)
+    keep[nl] = False
+    keep[ends[cr]] = False
+    lengths = ends - starts
+    offsets = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
+    lines: pa.Array = pa.LargeStringArray.from_buffers(
+        len(starts), pa.py_buffer(offsets), pa.py_buffer(np.ascontiguousarray(buf[keep]))
+    )
     n = len(lines)
-    nul = _mask(pc.match_substring(lines, "\x00"))
+    nul = _lines_holding(buf, nl, b"\x00", n)
     not_utf8 = np.zeros(n, dtype=bool)
     if not clean:
-        not_utf8 = _corrupt_lines(data, lines)
-    long_ = _mask(pc.greater(pc.binary_length(lines), max_line)) & ~not_utf8 & ~nul
+        not_utf8 = _corrupt_lines(body, _lines_holding(buf, nl, "\ufffd".encode(), n))
+    long_ = (lengths > max_line) & ~not_utf8 & ~nul
     reasons: list[tuple[npt.NDArray[np.int64], str]] = []
     numbers = np.arange(1, n + 1, dtype=np.int64)
     if not_utf8.any():
@@ -132,28 +149,32 @@ def split_lines(data: bytes, *, max_line: int = MAX_LINE) -> Lines:
         reasons.append((numbers[long_], f"longer than {max_line:,} bytes"))
         cut = pc.utf8_slice_codeunits(lines, 0, _KEPT_OF_LONG)
         lines = pc.if_else(pa.array(long_), cut, lines)
-    if len(text) < _SMALL_OFFSETS:  # the parsers' kernels and regular expressions want string
+    if size < _SMALL_OFFSETS:  # the parsers' kernels and regular expressions want string
         lines = lines.cast(pa.string())
     return Lines(lines, not_utf8 | nul | long_, tuple(reasons))
 
 
-def _mask(arr: pa.Array | pa.ChunkedArray) -> npt.NDArray[np.bool_]:
-    return np.asarray(pc.fill_null(arr, False).to_numpy(zero_copy_only=False), dtype=bool)
+def _lines_holding(
+    buf: npt.NDArray[np.uint8], nl: npt.NDArray[np.intp], needle: bytes, n: int
+) -> npt.NDArray[np.bool_]:
+    """Per line (split at ``nl``), whether it holds ``needle`` (one to three bytes)."""
+    hit = buf[: len(buf) - len(needle) + 1] == needle[0]
+    for k, b in enumerate(needle[1:], 1):
+        hit &= buf[k : len(buf) - len(needle) + 1 + k] == b
+    out = np.zeros(n, dtype=bool)
+    out[np.searchsorted(nl, np.flatnonzero(hit))] = True
+    return out
 
 
-def _corrupt_lines(data: bytes, lines: pa.Array) -> npt.NDArray[np.bool_]:
-    """Lines whose bytes are not valid UTF-8 (``lines`` is the replacement-decoded split of
-    ``data``; a replacement never swallows a line feed, so line i of both is the same line)."""
-    n = len(lines)
+def _corrupt_lines(body: bytes, candidates: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+    """Of the lines holding U+FFFD after decoding, those whose bytes are not valid UTF-8 (the
+    rest hold a real U+FFFD); looked at one by one, as they are few in text worth loading."""
+    n = len(candidates)
     bad = np.zeros(n, dtype=bool)
-    candidates = np.flatnonzero(_mask(pc.match_substring(lines, "\ufffd")))
-    if not candidates.size:
-        return bad
-    body = data[len(UTF8_BOM) :] if data.startswith(UTF8_BOM) else data
     ends = np.flatnonzero(np.frombuffer(body, dtype=np.uint8) == 0x0A)
     ends = np.append(ends, len(body))[:n]
     starts = np.concatenate(([0], ends[:-1] + 1))
-    for i in candidates.tolist():
+    for i in np.flatnonzero(candidates).tolist():
         try:
             body[int(starts[i]) : int(ends[i])].decode("utf-8")
         except UnicodeDecodeError:
