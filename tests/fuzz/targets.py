@@ -17,9 +17,11 @@ one wants). Seeds: ``tests/data/fuzz`` and the fixtures of each format's own tes
 
 from __future__ import annotations
 
+import atexit
 import collections
 import io
 import re
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -130,7 +132,8 @@ def pcap(data: bytes) -> None:
 
 # --------------------------------------------------------------------------- log parsers
 
-_WORK = Path(tempfile.mkdtemp(prefix="mamori-fuzz-"))
+_WORK = Path(tempfile.mkdtemp(prefix="mamori-fuzz-"))  # the parsers read files: one, rewritten
+atexit.register(shutil.rmtree, _WORK, True)
 
 
 def _file(data: bytes) -> Path:
