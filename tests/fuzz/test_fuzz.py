@@ -43,6 +43,13 @@ REGRESSIONS: list[tuple[str, bytes, str]] = [
         "kea-carriage-return",
     ),
     ("allocations-csv", b"start,addr,subscriber_id\r1,192.0.2.1,S\r", "csv-header-carriage-return"),
+    # a quote left open: Arrow ran the row on to the end of the file, so the rows and their line
+    # numbers no longer matched: IndexError (found by atheris; now that line is malformed)
+    (
+        "kea",
+        b'address,hwaddr,valid_lifetime,expire\n1.2.3.4,aa,1,2\n1.2.3.5,"bb,1,2\n1.2.3.6,cc,1,2\n',
+        "kea-open-quote",
+    ),
     # the same in a report's header: csv.Error out of the parser (now a whole-file ValueError)
     ("report-csv", b'"timestamp","ip","asn","geo","region"\r"', "report-header-carriage-return"),
 ]

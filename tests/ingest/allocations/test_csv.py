@@ -53,3 +53,14 @@ def test_carriage_return_inside_a_line_is_that_line_only(tmp_path) -> None:  # t
         "line 3: a carriage return inside the line",
         "line 4: wrong number of fields",
     ]
+
+
+def test_a_quote_left_open_is_that_line_only(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "a.csv"
+    path.write_bytes(
+        b'start,addr,subscriber_id\n1793523600,192.0.2.1,"S1"\n1793523600,"192.0.2.2,S2\n'
+        b'1793523600,192.0.2.3,"S,3"\n'
+    )
+    rows, report = read_allocations(path, "csv")
+    assert rows.column("subscriber_id").to_pylist() == ["S1", "S,3"]
+    assert report.examples["malformed"] == ["line 3: a quote left open"]

@@ -169,12 +169,15 @@ def read_csv_text(path: Path, issues: Issues) -> tuple[pa.Table, np.ndarray]:
     lines in these formats (a quoted line break ends the row too)."""
     lines = read_text(path, issues)
     good, numbers = lines.good()
-    # a carriage return inside a line ends a row for the CSV reader: the line numbers of every
-    # row after it would be wrong
+    # a carriage return inside a line ends a row for the CSV reader, and a quote left open runs
+    # a row on over the lines after it: either would take other lines with it
     cr = _np_mask(pc.match_substring(good, "\r"))
     if cr.any():
         issues.lines("malformed", numbers[cr], "a carriage return inside the line")
-    nonblank = _np_mask(pc.not_equal(pc.utf8_trim_whitespace(good), "")) & ~cr
+    quote = _np_mask(pc.equal(pc.bit_wise_and(pc.count_substring(good, '"'), 1), 1)) & ~cr
+    if quote.any():
+        issues.lines("malformed", numbers[quote], "a quote left open")
+    nonblank = _np_mask(pc.not_equal(pc.utf8_trim_whitespace(good), "")) & ~cr & ~quote
     good, numbers = pc.filter(good, pa.array(nonblank)), numbers[nonblank]
     if not len(good):
         return pa.table({}), np.zeros(0, dtype=np.int64)
@@ -215,6 +218,8 @@ def read_csv_text(path: Path, issues: Issues) -> tuple[pa.Table, np.ndarray]:
         bad = numbers[np.asarray(bad_rows, dtype=np.int64) - 1]
         issues.lines("malformed", bad, "wrong number of fields")
         rows = rows[~np.isin(rows, bad)]
+    if len(rows) != table.num_rows:  # a line the checks above let through spanned rows
+        raise ValueError(f"{path}: cannot read as CSV: its rows do not follow its lines")
     return table, rows
 
 
