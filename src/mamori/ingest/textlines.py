@@ -3,12 +3,13 @@
 The rules (README, "Loading files"): a UTF-8 byte-order mark is accepted; a line that is not
 UTF-8 text (invalid bytes, or a NUL byte — binary data) or is longer than :data:`MAX_LINE` bytes
 is bad: it is counted with its line number and skipped, and the lines around it are kept. Line
-ends are ``\\n`` or ``\\r\\n``. Whether a file with no usable line is an error is the loader's
-call (it always is): :func:`file_hint` says what the file looks like, for that message.
+ends are ``\\n`` or ``\\r\\n``. A file with no usable line at all is :class:`NotText`, and
+:func:`file_hint` says what it looks like (UTF-16, binary) for the message.
 
-The file is decoded once and split with Arrow, without a Python object per line; only lines that
-hold a replacement character are looked at one by one (to tell corrupt bytes from a U+FFFD that
-really is in the text), and those are rare in text worth loading.
+The file is validated once and split with NumPy over its bytes into one Arrow array, without a
+Python object per line; only lines that hold a replacement character are looked at one by one (to
+tell corrupt bytes from a U+FFFD that really is in the text), and those are rare in text worth
+loading.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def file_hint(data: bytes) -> str:
         if head[:4] in (b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff"):
             return "the file looks like UTF-32 text: convert it to UTF-8"
         return "the file looks like UTF-16 text: convert it to UTF-8 (iconv -f UTF-16 -t UTF-8)"
-    # a damaged line or two is not a binary file: the share of bytes that are not text is
+    # a damaged line or two does not make a binary file: the share of bytes that are not text does
     replaced = head.decode("utf-8", errors="replace").count("\ufffd") / len(head)
     if nul > 0.01 or replaced > 0.05:
         return "the file looks binary, not text"
