@@ -8,8 +8,8 @@ Life cycle (:data:`TRANSITIONS`)::
        ├──reject──▶ rejected └──expire──┐        └──expire──▶ expired
        └──expire────────────────────────┴────────────────────▶ expired
 
-An action expires only once its expiry has passed, and can no longer be approved or applied from
-then on: every action ends. Each step is a new version of the action's row in the ``actions``
+An action expires only once its expiry has passed, and from then on expiring is its only step:
+every action ends, and a record never says it was approved, applied or ended after it expired. Each step is a new version of the action's row in the ``actions``
 dataset, written by :func:`propose`, :func:`approve`, :func:`reject`, :func:`apply`, :func:`end` or
 :func:`expire` through governance — the write is the audit entry (measure, legal basis, actor, the
 step and the action ids). There is no other path: the console, ``act rpz``, the alert sender and the
@@ -46,6 +46,8 @@ from mamori.schemas import ACTIONS, FQDN_LEN, ID_LEN, TEXT_LEN
 __all__ = [
     "LEGACY_KINDS",
     "LEGACY_STATES",
+    "OPEN",
+    "RANK",
     "TRANSITIONS",
     "Action",
     "ActionKind",
@@ -224,12 +226,12 @@ def check_transition(action: Action, to: ActionState, now: datetime) -> None:
             to,
             f"expires at {action.expires.isoformat()}, not yet; end or reject it instead",
         )
-    if to in (ActionState.APPROVED, ActionState.APPLIED) and action.expires <= now:
+    if to is not ActionState.EXPIRED and action.expires <= now:
         raise InvalidTransition(
             action.action_id,
             action.state,
             to,
-            f"expired at {action.expires.isoformat()}; it can no longer be {to}",
+            f"expired at {action.expires.isoformat()}; it can only be recorded as expired now",
         )
 
 

@@ -463,6 +463,7 @@ def _apply_zone(
     [proposed] = act.propose(gov, [proposal], actor, now=now, detail=detail)
     [approved] = act.approve(gov, [proposed], actor, now=now)
     [applied] = act.apply(gov, [approved], actor, backend=backend, now=now, detail=detail)
-    if earlier:
-        # replaced, not withdrawn: the new zone is in force (no back end)
-        act.end(gov, earlier, actor, now=now, detail={"superseded_by": applied.action_id})
+    # replaced, not withdrawn: the new zone is in force (no back end)
+    replaced = {"superseded_by": applied.action_id}
+    act.end(gov, [a for a in earlier if not a.due(now)], actor, now=now, detail=replaced)
+    act.expire(gov, [a for a in earlier if a.due(now)], actor, now=now, detail=replaced)
