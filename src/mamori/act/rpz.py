@@ -370,8 +370,8 @@ class RpzBackend:
 
     def withdraw(self, actions: Sequence[Action]) -> None:
         for p in self.render(actions):
-            if _serial_in_force(p.path) not in (p.serial, None):
-                continue  # a newer zone replaced this one
+            if _serial_in_force(p.path) != p.serial:
+                continue  # a newer zone replaced this one (or it is gone): nothing of it is left
             build_zone(p.path, p.zone, pa.array([], pa.string()), p.rdata, ttl=self.dns.ttl)
 
 
