@@ -14,11 +14,12 @@ the notification id — never a subscriber or an address.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from mamori.act import base as act
 from mamori.act.base import Action, ActionKind, ActionState
@@ -71,12 +72,14 @@ def decided(
     )
 
 
-def known(
-    gov: Governance, measure: str, notification_ids: Iterable[str], actor: str
-) -> dict[str, Action]:
-    """The current alert actions of these notifications (read once per batch sent)."""
-    ids = [action_id(n) for n in notification_ids]
-    return act.current(gov, actor, [measure], ids=ids) if ids else {}
+def known(gov: Governance, measure: str, notifications: pa.Table, actor: str) -> dict[str, Action]:
+    """The current alert actions of these notifications (read once per batch sent, from the
+    oldest one's queueing on: the alert and its action were made together)."""
+    if notifications.num_rows == 0:
+        return {}
+    ids = [action_id(n) for n in notifications.column("notification_id").to_pylist()]
+    since = pc.min(notifications.column("created")).as_py()
+    return act.current(gov, actor, [measure], ids=ids, since=since)
 
 
 def sent(

@@ -645,7 +645,7 @@ def _send_batch(
     observed = {r["notification_id"]: r for r in obs.to_pylist()}
     case_t = gov.open(measure, "cases", None, actor, basis=basis, justification=just).arrow()
     case_map = cases_mod.from_table(case_t)
-    actions = alert_actions.known(gov, measure, nids.to_pylist(), actor)
+    actions = alert_actions.known(gov, measure, pending, actor)
 
     done_n: list[dict[str, Any]] = []
     done_c: list[cases_mod.Case] = []
