@@ -282,7 +282,7 @@ def _warning_rdata(dns: DnsConfig) -> list[str]:
 
 
 _COLUMNS = ["indicator_type", "domain", "url", "category", "expires"]
-_MEASURE_OF_ZONE = {"M7": C2_CATEGORIES, "M8": WARNING_CATEGORIES}
+_CATEGORIES_OF = {"M7": C2_CATEGORIES, "M8": WARNING_CATEGORIES}
 
 
 def _rdata(dns: DnsConfig, measure: str, c2_action: C2Action) -> list[str]:
@@ -406,7 +406,7 @@ def generate_rpz(
         rep = current_reputation(gov, measure, actor, now).select(_COLUMNS)
         names, rejected = policy_names(
             rep,
-            _MEASURE_OF_ZONE[measure],
+            _CATEGORIES_OF[measure],
             at=now,
             url_hosts=dns.url_hosts,
             never_block=dns.never_block,
