@@ -83,6 +83,12 @@ def test_console_left_behind_is_populated(demo_out: Path) -> None:
             login(desk, "desk", logins["desk"])
             alerts = desk.get("/alerts")
             assert alerts.status_code == 200 and "sent" in alerts.text
+            # the zones and the alerts sent, each through the action life cycle
+            acts = desk.get("/actions").text
+            applied = acts.split('<section id="applied">')[1].split("</section>")[0]
+            ended = acts.split('<section id="ended">')[1].split("</section>")[0]
+            assert 'data-action="rpz-M7-' in applied and 'data-action="rpz-M8-' in applied
+            assert 'data-action="alert-N-' in ended
             box = desk.get("/mailbox")
             assert box.status_code == 200 and "/consent/" in box.text
             login(analyst, "analyst", logins["analyst"])

@@ -232,6 +232,14 @@ class DnsConfig(_Model):
         description="warning page 'continue' target, with {url}: a forwarding proxy that does "
         "not use the policy resolver; unset: the page explains how to switch the warning off",
     )
+    zone_expiry_days: float = Field(
+        default=7.0,
+        gt=0,
+        le=365,
+        description="a zone not rebuilt within this long expires (every action ends): "
+        "`mamori act expire` then empties it, as a zone is only as current as the lists it was "
+        "built from",
+    )
 
 
 class AttributionConfig(_Model):

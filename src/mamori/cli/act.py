@@ -92,6 +92,20 @@ def act_rpz(
             fail(str(exc))
 
 
+@act_app.command("expire")
+def act_expire() -> None:
+    """Record every action past its expiry as expired (every action ends): what is still in force
+    is withdrawn by its kind's back end first (an RPZ zone not rebuilt in time is emptied)."""
+    from mamori.act.backends import default_backends
+    from mamori.act.base import expire_due
+
+    gov = STATE.gov()
+    done = expire_due(gov, actor_name(), backends=default_backends(gov.config))
+    for a in done:
+        out.print(f"{a.measure} {a.kind} {a.action_id}: expired at {a.expires}", highlight=False)
+    out.print(f"{len(done):,} actions expired", highlight=False)
+
+
 @act_app.command("resolver-sync")
 def act_resolver_sync(
     watch_: Annotated[

@@ -34,6 +34,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, Field
 
+from mamori.act import base as act
+from mamori.act.base import ActionKind
 from mamori.governance import AccessRefused, Governance, retention_status
 
 __all__ = [
@@ -50,7 +52,9 @@ PERIOD_RE = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 SHARE_EVENTS = ("share", "export", "share-export", "taxii", "taxii-read")
 _ENTRY_KEYS = ("entries", "objects", "indicators", "count", "rows")
 _PARTNER_KEYS = ("partner", "peer", "recipient", "client")
-_RANK = {"pending": 0, "active": 1, "rejected": 2, "ended": 2, "expired": 2}
+# states of actions that took effect (a rejected action, or one that expired before it was
+# applied, has no start)
+IN_FORCE_OR_OVER = ("applied", "ended", "expired")
 
 
 class MeasureLine(BaseModel):
@@ -195,24 +199,21 @@ def build_report(
     for mid, who in subs.items():
         lines[mid].alert_subscribers = len(who)
 
-    # --- blocks (current version of each action that was in force during the month)
+    # --- blocks (current version of each action that was in force during the month; alerts are
+    # actions too, counted above)
     blocks: list[Block] = []
     acts = _open(gov, "M14", "actions", None, actor, notes)
     if acts is not None:
-        best: dict[str, dict[str, Any]] = {}
-        for r in acts.to_pylist():
-            cur = best.get(r["action_id"])
-            if cur is None or _RANK.get(r["state"], 0) > _RANK.get(cur["state"], 0):
-                best[r["action_id"]] = r
-        for r in sorted(best.values(), key=lambda r: (r["start"] or lo, r["action_id"])):
-            start, end = r["start"], r["end"]
-            if r["state"] not in ("active", "ended", "expired") or start is None:
+        current = act.latest_table(acts)
+        current = current.filter(pc.not_equal(current.column("kind"), ActionKind.ALERT.value))
+        for r in sorted(current.to_pylist(), key=lambda r: (r["start"] or lo, r["action_id"])):
+            # over: when it ended; in force: when it expires
+            start, end = r["start"], r["end"] or r.get("expires")
+            if r["state"] not in IN_FORCE_OR_OVER or start is None:
                 continue
             if start >= hi or (end is not None and end < lo):
                 continue
-            state = r["state"]
-            if state == "active" and end is not None and end <= now:
-                state = "expired"
+            state = act.effective_state(r, now)
             blocks.append(
                 Block(
                     measure=r["measure"],

@@ -92,7 +92,17 @@ class DuckDBEngine:
             conds.append(f"{ts} < TIMESTAMPTZ '{end.isoformat()}'")
         if conds:
             rel = rel.filter(" AND ".join(conds))
-        return rel.select(", ".join(_quote(c) for c in cols))
+        have = set(rel.columns)
+        missing = [c for c in cols if c not in have]
+        if not missing:
+            return rel.select(", ".join(_quote(c) for c in cols))
+        # a column added after every file read was written: nulls of its type, as union_by_name
+        # gives for some of the files
+        types = self.con.from_arrow(
+            pa.schema([schema.column(c).field() for c in missing]).empty_table()
+        ).types
+        null = {c: f"CAST(NULL AS {t}) AS {_quote(c)}" for c, t in zip(missing, types, strict=True)}
+        return rel.select(", ".join(null.get(c, _quote(c)) for c in cols))
 
     def sql(
         self, query: str, params: Sequence[Any] | None = None, **inputs: Relation | pa.Table
