@@ -342,7 +342,7 @@ def _pipeline(
     with st.stage("alert subscribers by e-mail (M5, M6, M9)") as note:
         queued = queue_alerts(gov, actor=ACTOR)
         sent_summary = send_queued(gov, actor=ACTOR)
-        mails = len(result.sink.mails())
+        mails = result.sink.count()
         per = ", ".join(f"{q.measure} {q.queued}" for q in queued)
         note(
             f"queued {per}; {sent_summary.states.get('sent', 0):,} sent, {mails:,} in the mailboxes"
