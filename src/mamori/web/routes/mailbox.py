@@ -1,4 +1,4 @@
-"""The demo mailbox: alert e-mails as the subscribers received them.
+"""The mailbox page: alert e-mails as the subscribers received them.
 
 ``web.mailbox_dir`` names a local Maildir or folder of ``.eml`` files (in the demo, the one the
 simulated subscribers' SMTP server delivers to), so the abuse desk can see exactly what went out.
@@ -13,9 +13,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from mamori.governance import Governance
-from mamori.web.app import render
 from mamori.web.auth import Need, Viewer
 from mamori.web.maildir import read_mailbox
+from mamori.web.render import render
 
 router = APIRouter()
 Mailbox = Annotated[Viewer, Depends(Need("mailbox"))]
