@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from pyarrow import ipc
 
 from mamori.ingest.allocations.ipfix_nat import PortBlockTracker, block_records
-from mamori.ingest.netflow.batch import NAT_EVENTS
+from mamori.ingest.allocations.nat_events import NAT_EVENTS
 
 MIN = 60_000
 T = 1_790_000_000_000
