@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from simwire import path
+from tests.conftest import free_port
 
 from mamori.sim import RouterSpec, SimSummary, replay, scenario_config, simulate
 
@@ -25,15 +26,9 @@ def _require(binary: str, package: str) -> None:
         pytest.fail(f"{binary} not installed: apt-get install -y {package}", pytrace=False)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _collect(binary: str, pcap: Path, ports: list[int], tmp: Path) -> dict[str, int]:
     """Run nfcapd/sfcapd on 127.0.0.1, replay the pcap to it, stop it, read `nfdump -I`."""
-    port = _free_port()
+    port = free_port(socket.SOCK_DGRAM)
     out = tmp / binary
     out.mkdir()
     proc = subprocess.Popen(
