@@ -36,6 +36,8 @@ from tests.bind_harness import NAMED_CHECKZONE, Named, checkconf, running_named
 from tests.conftest import until
 from tests.unbound_harness import DOMAIN
 
+pytestmark = pytest.mark.slow  # runs BIND
+
 CC = f"cc1.{DOMAIN}"
 WARN = f"warning.{DOMAIN}."
 ELSEWHERE = "cc2.elsewhere.example"

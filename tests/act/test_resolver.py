@@ -24,6 +24,8 @@ from tests.act.conftest import CLIENTS, allocations_table
 from tests.conftest import until
 from tests.unbound_harness import DOMAIN, Unbound
 
+pytestmark = pytest.mark.slow  # runs Unbound
+
 CC = f"cc1.{DOMAIN}"
 WARN = f"warning.{DOMAIN}."
 

@@ -18,6 +18,8 @@ from mamori.detect.reputation_match import match_reputation
 from mamori.governance import Governance
 from tests.conftest import HOUR, T0, flow, make_config, table, xyz_allocations
 
+pytestmark = pytest.mark.slow  # a store per test
+
 MIN = timedelta(minutes=1)
 CC_PORT = "203.0.113.66"  # listed with port 443
 CC_ADDR = "203.0.113.67"  # listed without port

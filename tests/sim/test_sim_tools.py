@@ -19,6 +19,8 @@ from tests.conftest import free_port
 
 from mamori.sim import RouterSpec, SimSummary, replay, scenario_config, simulate
 
+pytestmark = pytest.mark.slow  # runs tshark, nfdump, sfcapd and fail2ban on simulated files
+
 
 def _require(binary: str, package: str) -> None:
     """`make test` installs these from Debian; a missing tool is a failure, not a skip."""
@@ -70,7 +72,6 @@ def sampled(tmp_path_factory: pytest.TempPathFactory) -> SimSummary:
     )
 
 
-@pytest.mark.slow
 def test_nfdump_reads_netflow_v9_and_ipfix(sampled: SimSummary, tmp_path: Path) -> None:
     _require("nfcapd", "nfdump")
     got = _collect("nfcapd", path(sampled, "pcap"), [2055, 4739], tmp_path)
@@ -81,7 +82,6 @@ def test_nfdump_reads_netflow_v9_and_ipfix(sampled: SimSummary, tmp_path: Path) 
     assert got["Bytes"] == sum(r.octets for r in flow_routers)
 
 
-@pytest.mark.slow
 def test_sfcapd_stores_every_sflow_sample(sampled: SimSummary, tmp_path: Path) -> None:
     _require("sfcapd", "nfdump-sflow")
     got = _collect("sfcapd", path(sampled, "pcap"), [6343], tmp_path)

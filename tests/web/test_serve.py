@@ -9,8 +9,11 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.conftest import free_port
+
+pytestmark = pytest.mark.slow  # starts the console server
 
 
 def test_serve_cli(tmp_path: Path) -> None:

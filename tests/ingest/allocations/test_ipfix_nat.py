@@ -233,6 +233,7 @@ def _streams(draw: st.DrawFn) -> tuple[list[dict[str, Any]], list[int]]:
     return records, cuts
 
 
+@pytest.mark.slow
 @given(_streams())
 @settings(max_examples=60)
 def test_batches_give_what_one_batch_gives(stream: tuple[list[dict[str, Any]], list[int]]) -> None:
