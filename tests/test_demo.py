@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from mamori.cli import app
 from mamori.config import load_config
 from mamori.governance import Governance
-from mamori.sim.mailsink import read_mailbox
+from mamori.web.maildir import read_mailbox
 from tests.web.conftest import login
 from tests.web.server import running
 

@@ -171,8 +171,8 @@ class WebConfig(_Model):
     )
     mailbox_dir: Path | None = Field(
         default=None,
-        description="a local mailbox directory (.eml files; the demo's SMTP sink) the abuse desk "
-        "may read in the console; unset in production",
+        description="a local mailbox (a Maildir or a folder of .eml files; in the demo, the SMTP "
+        "sink's) the abuse desk may read in the console; unset in production",
     )
 
 

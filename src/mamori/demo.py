@@ -32,7 +32,22 @@ from rich.table import Table
 from mamori.config import AddressPool, MamoriConfig
 from mamori.governance import Governance
 
-__all__ = ["DEMO_ACCOUNTS", "DemoError", "DemoResult", "demo_config", "run_demo"]
+# Nothing outside the simulator and the demo imports the simulator (an import-linter contract):
+# `mamori simulate` and `mamori eval` reach it through these.
+from mamori.sim import SCENARIOS, load_findings, score_c2, score_files, simulate
+
+__all__ = [
+    "DEMO_ACCOUNTS",
+    "SCENARIOS",
+    "DemoError",
+    "DemoResult",
+    "demo_config",
+    "load_findings",
+    "run_demo",
+    "score_c2",
+    "score_files",
+    "simulate",
+]
 
 ACTOR = "demo"
 MARKER = ".mamori-demo"
@@ -195,7 +210,6 @@ def run_demo(
     console: Console | None = None,
 ) -> DemoResult:
     """Simulate an ISP and run every stage on it; returns what each stage did."""
-    from mamori.sim import simulate
     from mamori.sim.mailsink import MailSink
 
     console = console or Console()
@@ -342,7 +356,7 @@ def _pipeline(
     with st.stage("alert subscribers by e-mail (M5, M6, M9)") as note:
         queued = queue_alerts(gov, actor=ACTOR)
         sent_summary = send_queued(gov, actor=ACTOR)
-        mails = len(result.sink.mails())
+        mails = result.sink.count()
         per = ", ".join(f"{q.measure} {q.queued}" for q in queued)
         note(
             f"queued {per}; {sent_summary.states.get('sent', 0):,} sent, {mails:,} in the mailboxes"

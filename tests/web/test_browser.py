@@ -21,7 +21,10 @@ from tests.web.conftest import ACCOUNTS, PASSWORD, artifacts_dir
 from tests.web.test_pages import addresses_in
 
 CHROMIUM = Path("/usr/bin/chromium")
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed")
+pytestmark = [
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed"),
+    pytest.mark.slow,  # drives a browser
+]
 
 # (role, a page it opens and its heading, a page it may not open, its menu)
 ROLE_PAGES = [

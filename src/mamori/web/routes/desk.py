@@ -12,8 +12,8 @@ from starlette.datastructures import FormData
 from mamori.governance import AccessRefused, Governance
 from mamori.governance.roles import VIEWS
 from mamori.web import data
-from mamori.web.app import render
 from mamori.web.auth import Need, Viewer, csrf_form
+from mamori.web.render import render
 
 router = APIRouter()
 Actions = Annotated[Viewer, Depends(Need("actions"))]
