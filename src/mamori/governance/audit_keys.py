@@ -182,15 +182,16 @@ def load_signer(path: Path, *, store: Path) -> HeadSigner:
             f"audit signing key {path} is inside the store {store}; keep it outside the store"
         )
     try:
-        mode = path.stat().st_mode
-        if stat.S_IMODE(mode) & 0o077:
-            raise AuditKeyError(
-                f"audit signing key {path} may be read by others (mode "
-                f"{stat.S_IMODE(mode):04o}); chmod 600 it"
-            )
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        mode = stat.S_IMODE(path.stat().st_mode)
+        pem = path.read_bytes()
     except OSError as exc:
         raise AuditKeyError(f"cannot read the audit signing key {path}: {exc.strerror}") from None
+    if mode & 0o077:
+        raise AuditKeyError(
+            f"audit signing key {path} may be read by others (mode {mode:04o}); chmod 600 it"
+        )
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
     except (ValueError, TypeError):
         raise AuditKeyError(f"{path} is not an unencrypted PEM private key") from None
     if not isinstance(key, Ed25519PrivateKey):
