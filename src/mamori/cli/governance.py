@@ -197,7 +197,9 @@ audit_app = typer.Typer(
 def audit_keygen(
     out_path: Annotated[
         Path,
-        typer.Option("--out", help="where to write the private key (outside the store)"),
+        typer.Option(
+            "--out", metavar="PATH", help="where to write the private key (outside the store)"
+        ),
     ],
 ) -> None:
     """Create the audit role's Ed25519 key: the private key goes to --out (mode 0600, never over
@@ -214,6 +216,7 @@ def audit_keygen(
         f'mamori.toml:\n  [audit]\n  signing_key = "{out_path.resolve()}"\n'
         f'  public_key = "{public}"',
         highlight=False,
+        markup=False,
         soft_wrap=True,
     )
 
@@ -224,6 +227,7 @@ def audit_publish(
         list[str] | None,
         typer.Option(
             "--to",
+            metavar="SINK",
             help="syslog://HOST:PORT or file:PATH (repeatable); default [audit] publish_to",
         ),
     ] = None,
@@ -242,6 +246,7 @@ def audit_publish(
         f"published the head of entry {head.seq} ({head.hash[:16]}…, signed {head.ts}) to "
         + ", ".join(sinks),
         highlight=False,
+        markup=False,
         soft_wrap=True,
     )
 
@@ -252,6 +257,7 @@ def audit_verify(
         list[Path] | None,
         typer.Option(
             "--published",
+            metavar="FILE",
             help="a file of published heads: a file sink, a syslog collector's file, a saved "
             "transparency report in JSON (repeatable); the configured file sinks are read anyway",
         ),
@@ -271,7 +277,7 @@ def audit_verify(
             fail(f"cannot read published heads from {path}: {exc}", code=2)
     result = STATE.gov().audit.verify(given)
     if result.ok:
-        out.print(str(result), highlight=False, soft_wrap=True)
+        out.print(str(result), highlight=False, markup=False, soft_wrap=True)
         return
     fail(str(result))
 

@@ -283,18 +283,22 @@ class AuditLog:
             if kept:
                 notes.append("published heads kept in the store not checked (no public key)")
             return [], notes, None
-        heads = []
+        heads: list[tuple[str, SignedHead]] = []
+        seen: set[SignedHead] = set()  # the store's copy of a head also in a sink counts once
         for where, head in outside:
             problem = self.verifier.problem(head)
             if problem:
                 return [], notes, f"published head of entry {head.seq} ({where}): {problem}"
-            heads.append((where, head))
+            if head not in seen:
+                seen.add(head)
+                heads.append((where, head))
         for where, head in kept:
-            if not head.sig:
+            if not head.sig or head in seen:
                 continue
             problem = self.verifier.problem(head)
             if problem:
                 return [], notes, f"head of entry {head.seq} kept in {where}: {problem}"
+            seen.add(head)
             heads.append((where, head))
         return heads, notes, None
 
@@ -398,7 +402,14 @@ class AuditLog:
                     False,
                     count,
                     count,
-                    f"HEAD (entry {head_seq}) {problem}: HEAD was rewritten without the audit key",
+                    f"HEAD (entry {head_seq}) {problem}: HEAD was rewritten without the audit "
+                    "key"
+                    + (
+                        " (or written before [audit] signing_key was set: the next audited "
+                        "action signs it)"
+                        if not head.sig
+                        else ""
+                    ),
                 )
             signed = True
         elif head.sig:
