@@ -10,7 +10,7 @@ The chain alone protects against everyone but the store's owner, who can cut the
 ``HEAD``, delete both files, or delete an entry and recompute every hash after it. Against the owner:
 
 * with ``[audit] signing_key`` (the audit role's Ed25519 key, kept outside the store) every append
-  signs ``HEAD`` (tens of microseconds, next to the fsync of the entry), so a rewritten ``HEAD``
+  signs ``HEAD`` (about 0.1 ms, next to the entry's fsync of milliseconds), so a rewritten ``HEAD``
   fails its signature. A signed ``HEAD`` saved earlier can still be put back after cutting the
   entries written since; only a head kept outside the store shows that;
 * ``mamori audit publish`` (``audit_publish``) sends a signed head to a sink the owner cannot

@@ -112,7 +112,7 @@ class SignedHead:
 
 
 class HeadSigner:
-    """Signs heads with the audit role's private key (microseconds each: cheap at every append)."""
+    """Signs heads with the audit role's private key (about 0.1 ms each: cheap at every append)."""
 
     def __init__(self, key: Ed25519PrivateKey) -> None:
         self._key = key
