@@ -36,6 +36,7 @@ __all__ = [
     "AddressPool",
     "AlertsConfig",
     "AttributionConfig",
+    "AuditConfig",
     "CollectorConfig",
     "ConfigError",
     "DnsConfig",
@@ -111,6 +112,49 @@ class GovernanceConfig(_Model):
         "fills one); past it, work spills to <store>/_state/spill. Unset: DuckDB's default (80 % "
         "of RAM). A detector's own memory_limit_mb wins for its sandbox",
     )
+
+
+_SINK = re.compile(r"^(syslog://(\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+):\d{1,5}|file:\S.*)$")
+
+
+class AuditConfig(_Model):
+    """Making the audit log evident to those who do not own the store (``mamori audit --help``).
+
+    The key is the audit role's: outside the store, so that whoever can rewrite the store's files
+    cannot sign a rewritten log.
+    """
+
+    signing_key: Path | None = Field(
+        default=None,
+        description="the audit role's Ed25519 private key (`mamori audit keygen`), outside the "
+        "store: signs HEAD at every append, published heads and the transparency report's head",
+    )
+    public_key: str | list[str] | None = Field(
+        default=None,
+        description="public key(s) HEAD and published heads must be signed with: ed25519:<base64> "
+        "or a file holding it; a list during a key rotation. Default: the signing key's",
+    )
+    publish_to: tuple[str, ...] = Field(
+        default=(),
+        description="where `mamori audit publish` sends the signed head: syslog://HOST:PORT "
+        "(RFC 5424 over TCP) or file:PATH (another mount); verify reads the file sinks back",
+    )
+
+    @field_validator("publish_to")
+    @classmethod
+    def _sinks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [s for s in value if not _SINK.match(s)]
+        if bad:
+            raise ValueError(f"{bad}: expected syslog://HOST:PORT or file:PATH")
+        return value
+
+    def public_keys(self) -> tuple[str, ...]:
+        if self.public_key is None:
+            return ()
+        return (self.public_key,) if isinstance(self.public_key, str) else tuple(self.public_key)
+
+    def file_sinks(self) -> tuple[Path, ...]:
+        return tuple(Path(s[len("file:") :]) for s in self.publish_to if s.startswith("file:"))
 
 
 class CollectorConfig(_Model):
@@ -363,6 +407,7 @@ class MamoriConfig(BaseSettings):
     attribution: AttributionConfig = AttributionConfig()
     alerts: AlertsConfig = AlertsConfig()
     reputation: ReputationConfig = ReputationConfig()
+    audit: AuditConfig = AuditConfig()
 
     @model_validator(mode="before")
     @classmethod
@@ -409,6 +454,28 @@ class MamoriConfig(BaseSettings):
                             f"{other_name!r}; pools must be disjoint"
                         )
                 seen.append((pool.name, net))
+        return self
+
+    @model_validator(mode="after")
+    def _audit_outside_store(self) -> MamoriConfig:
+        # A key or published copy the store's owner can rewrite proves nothing against that owner.
+        store = self.store.expanduser().resolve()
+
+        def inside(path: Path) -> bool:
+            p = path.expanduser().resolve()
+            return p == store or store in p.parents
+
+        if self.audit.signing_key is not None and inside(self.audit.signing_key):
+            raise ValueError(
+                f"audit.signing_key {str(self.audit.signing_key)!r} is inside the store "
+                f"{str(self.store)!r}; keep the audit key outside the store"
+            )
+        for path in self.audit.file_sinks():
+            if inside(path):
+                raise ValueError(
+                    f"audit.publish_to file:{path} is inside the store {str(self.store)!r}; "
+                    "publish to another mount"
+                )
         return self
 
     def measure_enabled(self, measure: str) -> bool:

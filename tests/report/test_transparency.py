@@ -100,7 +100,7 @@ def test_csv_and_json_forms(gov: Governance) -> None:
     assert sent == [
         {"period": PERIOD, "section": "measure", "key": "M5", "metric": "alerts_sent", "value": "3"}
     ]
-    assert {x["section"] for x in rows} == {"measure", "block", "dataset"}
+    assert {x["section"] for x in rows} == {"measure", "block", "dataset", "audit_head"}
     back = json.loads(r.model_dump_json())
     assert back["period"] == PERIOD and len(back["measures"]) == 14
     # aggregates only: no subscriber, no target of a block

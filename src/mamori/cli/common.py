@@ -17,6 +17,7 @@ from typer.core import TyperGroup
 
 from mamori.config import ConfigError, MamoriConfig, load_config
 from mamori.governance import Governance
+from mamori.governance.audit_keys import AuditKeyError
 
 err = Console(stderr=True, soft_wrap=True)
 out = Console()
@@ -76,7 +77,10 @@ class State:
 
     def gov(self) -> Governance:
         if self._gov is None:
-            self._gov = Governance(self.config())
+            try:
+                self._gov = Governance(self.config())
+            except AuditKeyError as exc:
+                fail(str(exc), code=2)
         return self._gov
 
 

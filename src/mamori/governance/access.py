@@ -195,7 +195,7 @@ class Governance:
         self.config = config
         self.catalogue = measures or catalogue()
         self._engine = DuckDBEngine(config.store)
-        self.audit = AuditLog(config.store / "audit")
+        self.audit = AuditLog.for_config(config)
         self.consent = ConsentRegistry(self._engine, self.audit, self.catalogue)
         self._names = itertools.count(1)
         # weak: a sandbox nobody holds any more (no grant, no relation) is freed with its data

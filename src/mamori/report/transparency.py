@@ -13,7 +13,10 @@ Sources, all through governance:
 * consent changes, purges and sharing are counted from the audit log, which records every one of
   them (``consent``, ``purge``, and the M3 ``share``/``export`` events, or an M3 ``access`` whose
   detail names a partner);
-* data held comes from :func:`mamori.governance.retention_status`.
+* data held comes from :func:`mamori.governance.retention_status`;
+* the audit log's head at the end of the month (its last entry's number and hash), signed with
+  the audit key when the builder holds ``[audit] signing_key``: a published report pins the log,
+  and ``mamori audit verify --published REPORT.json`` holds the store to it.
 
 Sharing events are read leniently: the number of entries is taken from the first of the detail
 keys ``entries``, ``objects``, ``indicators``, ``count`` or ``rows``, the partner from
@@ -39,6 +42,7 @@ from mamori.act.base import ActionKind
 from mamori.governance import AccessRefused, Governance, retention_status
 
 __all__ = [
+    "AuditHead",
     "Block",
     "DatasetLine",
     "MeasureLine",
@@ -93,6 +97,16 @@ class DatasetLine(BaseModel):
     purges: int = 0
 
 
+class AuditHead(BaseModel):
+    """Entry ``seq`` of the audit log has ``hash``; ``sig`` by ``key`` at ``ts`` (None: unsigned)."""
+
+    seq: int
+    hash: str
+    ts: str | None = None
+    key: str | None = None
+    sig: str | None = None
+
+
 class TransparencyReport(BaseModel):
     period: str
     isp: str
@@ -101,6 +115,7 @@ class TransparencyReport(BaseModel):
     blocks: list[Block]
     datasets: list[DatasetLine]
     notes: list[str] = Field(default_factory=list)
+    audit_head: AuditHead | None = None
 
 
 class PeriodError(ValueError):
@@ -279,6 +294,7 @@ def build_report(
                 purges=runs,
             )
         )
+    audit_head = _audit_head(gov, hi, notes)
     return TransparencyReport(
         period=period,
         isp=gov.config.isp_name,
@@ -287,7 +303,19 @@ def build_report(
         blocks=blocks,
         datasets=datasets,
         notes=notes,
+        audit_head=audit_head,
     )
+
+
+def _audit_head(gov: Governance, end: datetime, notes: list[str]) -> AuditHead:
+    """The audit log's head at the end of the period (now, for the current month), signed when
+    the audit key is at hand."""
+    seq, digest = gov.audit.head_before(end)
+    head = gov.audit.sign_head(seq, digest)
+    if not head.sig:
+        notes.append("The audit log head is not signed ([audit] signing_key not configured).")
+        return AuditHead(seq=seq, hash=digest)
+    return AuditHead(seq=seq, hash=digest, ts=head.ts, key=head.key, sig=head.sig)
 
 
 def to_csv(report: TransparencyReport) -> str:
@@ -307,4 +335,7 @@ def to_csv(report: TransparencyReport) -> str:
     for d in report.datasets:
         for metric, value in d.model_dump(mode="json", exclude={"dataset"}).items():
             w.writerow([p, "dataset", d.dataset, metric, "" if value is None else value])
+    if report.audit_head is not None:
+        for metric, value in report.audit_head.model_dump().items():
+            w.writerow([p, "audit_head", "", metric, "" if value is None else value])
     return buf.getvalue()
