@@ -23,7 +23,15 @@ import numpy as np
 
 from mamori.config import InputLimitsConfig
 
-__all__ = ["TOO_DEEP", "check_pattern", "deep_line", "load_json", "prune_deep"]
+__all__ = [
+    "TOO_DEEP",
+    "as_utf8",
+    "check_pattern",
+    "deep_line",
+    "deep_message",
+    "load_json",
+    "prune_deep",
+]
 
 #: key of the marker object that replaces a subtree nested too deep; its value is the line the
 #: subtree started on. A document may carry the key itself: its record is then refused, no more.
@@ -97,18 +105,23 @@ def prune_deep(data: bytes, max_depth: int) -> tuple[bytes, list[int]]:
     return b"".join(pieces), kept
 
 
+def as_utf8(data: bytes | str) -> bytes:
+    """JSON text as UTF-8 bytes, whatever JSON encoding (UTF-8/16/32, BOM) it came in: the scan
+    reads bytes, and only in UTF-8 is every ``[`` byte a bracket."""
+    if isinstance(data, str):
+        return data.encode("utf-8", errors="surrogatepass")
+    raw = bytes(data)
+    encoding = json.detect_encoding(raw)
+    if encoding == "utf-8":
+        return raw
+    return raw.decode(encoding).encode("utf-8", errors="surrogatepass")
+
+
 def load_json(data: bytes | str, max_depth: int) -> tuple[Any, list[int]]:
     """``json.loads`` that cannot recurse past ``max_depth``: the parsed document (deeper
     subtrees replaced by markers, see :func:`deep_line`) and the lines where that happened.
     Raises ``ValueError`` (``JSONDecodeError``, ``UnicodeDecodeError``) like ``json.loads``."""
-    if isinstance(data, str):
-        raw = data.encode("utf-8", errors="surrogatepass")
-    else:
-        raw = bytes(data)
-        encoding = json.detect_encoding(raw)
-        if encoding != "utf-8":  # the scan reads bytes: give it UTF-8, whatever came in
-            raw = raw.decode(encoding).encode("utf-8", errors="surrogatepass")
-    pruned, lines = prune_deep(raw, max_depth)
+    pruned, lines = prune_deep(as_utf8(data), max_depth)
     return json.loads(pruned), lines
 
 
@@ -127,6 +140,10 @@ def deep_line(value: Any) -> int | None:
         elif isinstance(v, list):
             stack.extend(v)
     return None
+
+
+def deep_message(line: int, max_depth: int) -> str:
+    return f"nested deeper than {max_depth} levels (from line {line})"
 
 
 _QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'", re.DOTALL)

@@ -64,7 +64,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 from stix2validator import ValidationOptions, validate_instance  # type: ignore[import-untyped]
 
-from mamori.bounds import check_pattern, deep_line, load_json
+from mamori.bounds import check_pattern, deep_line, deep_message, load_json
 from mamori.config import InputLimitsConfig
 from mamori.governance import Governance
 from mamori.share.c2list import c2_list, guard
@@ -688,8 +688,7 @@ def _check_objects(
             failures.append(
                 {
                     "id": oid,
-                    "message": f"object {i}: nested deeper than {limits.max_json_depth} levels "
-                    f"(line {line})",
+                    "message": f"object {i}: {deep_message(line, limits.max_json_depth)}",
                 }
             )
         elif not isinstance(kind, str) or not oid.startswith(kind + "--"):
