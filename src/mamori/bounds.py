@@ -88,9 +88,10 @@ def prune_deep(data: bytes, max_depth: int) -> tuple[bytes, list[int]]:
     if not len(depth) or int(depth.max()) <= max_depth:
         return data, []
     starts = pos[(step == 1) & (depth == max_depth + 1)]
-    ends = pos[(step == -1) & (depth == max_depth)]
+    # a sentinel past the end: a subtree never closed is cut to the end of the text
+    ends = np.append(pos[(step == -1) & (depth == max_depth)], len(data) - 1)
     k = np.searchsorted(ends, starts)
-    stops = np.where(k < len(ends), ends[np.minimum(k, len(ends) - 1)] + 1, len(data))
+    stops = ends[k] + 1
     lines = (np.searchsorted(np.flatnonzero(b == ord("\n")), starts) + 1).tolist()
     pieces: list[bytes] = []
     kept: list[int] = []

@@ -342,7 +342,7 @@ def create_taxii_app(
 
     summary = RefusalSummary(
         cfg.unauthenticated_summary_s,
-        lambda detail: audit("unauthenticated", "refused-summary", **detail),
+        lambda detail: audit("summary", "refused-summary", **detail),
         clock,
     )
 
