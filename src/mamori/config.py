@@ -382,12 +382,13 @@ class ShareConfig(_Model):
         default=120, ge=1, description="requests one peer may make per rate window"
     )
     rate_window_s: float = Field(default=60.0, gt=0, le=86400)
-    unauthenticated_summary_s: float = Field(
+    refusal_summary_s: float = Field(
         default=60.0,
         gt=0,
         le=86400,
-        description="requests without a valid key are counted and written to the audit log as "
-        "one summary per interval (by route and source prefix), not one entry each",
+        description="requests without a valid key, and a peer's refusals past a limit after the "
+        "first of its window, are counted and written to the audit log as one refused-summary "
+        "per interval (by route, source prefix, peer and limit), not one entry each",
     )
 
 

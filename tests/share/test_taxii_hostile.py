@@ -72,7 +72,7 @@ def taxii(tmp_path: Path, **share: Any) -> Iterator[Taxii]:
     cfg = make_config(
         tmp_path / "store",
         address_plan=(*PLAN, V6_POOL),
-        share=ShareConfig(unauthenticated_summary_s=3600, **share),
+        share=ShareConfig(refusal_summary_s=3600, **share),
     )
     gov = Governance(cfg)
     trust = TrustStore.of(gov)

@@ -17,7 +17,7 @@ Every request needs a peer's API key (HTTP Basic with the key as password, or
 afresh each time. A peer whose trust group may not read (or write) a collection gets 403 and an
 error body, nothing more. Every read and write, and every refusal of a peer, is audited: which
 peer, which collection, how many objects and their ids. Requests without a valid key are counted
-and audited as one summary per ``share.unauthenticated_summary_s`` (:mod:`.quota`).
+and audited as one summary per ``share.refusal_summary_s`` (:mod:`.quota`).
 
 Hostile or careless peers (``[share]`` and ``[input_limits]`` settings):
 
@@ -341,7 +341,7 @@ def create_taxii_app(
         gov.audit.append(actor=f"taxii:{peer}", event=event, measure="M3", detail=detail)
 
     summary = RefusalSummary(
-        cfg.unauthenticated_summary_s,
+        cfg.refusal_summary_s,
         lambda detail: audit("summary", "refused-summary", **detail),
         clock,
     )
@@ -497,8 +497,9 @@ def create_taxii_app(
         selected, more = _select(
             request, store.entries(alias, all_versions=all_versions), object_id
         )
-        page = [e for e in selected if not withheld(alias, e)]
-        held = [e["object"].get("id") for e in selected if withheld(alias, e)]
+        hold = [withheld(alias, e) for e in selected]
+        page = [e for e, h in zip(selected, hold, strict=True) if not h]
+        held = [e["object"].get("id") for e, h in zip(selected, hold, strict=True) if h]
         if object_id is not None and not page and "next" not in request.query_params:
             raise _Refusal(404, "no such object")
         headers: dict[str, str] = {}
