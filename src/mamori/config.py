@@ -41,9 +41,11 @@ __all__ = [
     "ConfigError",
     "DnsConfig",
     "GovernanceConfig",
+    "InputLimitsConfig",
     "MamoriConfig",
     "ReputationConfig",
     "RetentionConfig",
+    "ShareConfig",
     "SmtpConfig",
     "WebConfig",
     "load_config",
@@ -375,6 +377,73 @@ class ReputationConfig(_Model):
         return out
 
 
+class InputLimitsConfig(_Model):
+    """Bounds on what outsiders' files and messages may make the parsers do.
+
+    ``json.loads`` and the STIX pattern grammar recurse once per level: a document nested a few
+    thousand levels deep, or a pattern of thousands of ``OR``, ends in ``RecursionError``. Nesting
+    is measured on the raw text before parsing; the one object that exceeds a bound is refused
+    with its position and the rest of the file is kept.
+    """
+
+    max_json_depth: int = Field(
+        default=64,
+        ge=8,
+        le=256,
+        description="deepest nesting of JSON arrays and objects read from a feed, a report or a "
+        "TAXII peer (STIX and MISP need about 10)",
+    )
+    max_pattern_length: int = Field(
+        default=16384, ge=256, le=1_000_000, description="longest STIX pattern, in characters"
+    )
+    max_pattern_operators: int = Field(
+        default=128,
+        ge=1,
+        le=256,
+        description="most operators (AND, OR, FOLLOWEDBY) and qualifiers (WITHIN, REPEATS, "
+        "START … STOP) in one STIX pattern",
+    )
+    max_pattern_nesting: int = Field(
+        default=32, ge=1, le=64, description="deepest nesting of ( and [ in one STIX pattern"
+    )
+
+
+class ShareConfig(_Model):
+    """The TAXII server's limits per peer (``mamori share serve``, ``/taxii2/``).
+
+    Counted per peer: objects and request-body bytes it posted in the current UTC day, and its
+    requests (any route) in a fixed window of ``rate_window_s``. Past a limit the server answers
+    429 with ``Retry-After`` and audits the first refusal of each window.
+    """
+
+    max_content_length: int = Field(
+        default=10 * 1024 * 1024,
+        ge=1024,
+        description="largest request body in bytes (413 past it, checked before it is read)",
+    )
+    max_objects_per_request: int = Field(
+        default=1000, ge=1, description="most STIX objects in one posted envelope"
+    )
+    quota_objects_per_day: int = Field(
+        default=10_000, ge=0, description="objects one peer may post per UTC day"
+    )
+    quota_bytes_per_day: int = Field(
+        default=50 * 1024 * 1024, ge=0, description="request-body bytes one peer may post per day"
+    )
+    rate_requests: int = Field(
+        default=120, ge=1, description="requests one peer may make per rate window"
+    )
+    rate_window_s: float = Field(default=60.0, gt=0, le=86400)
+    refusal_summary_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=86400,
+        description="requests without a valid key, and a peer's refusals past a limit after the "
+        "first of its window, are counted and written to the audit log as one refused-summary "
+        "per interval (by route, source prefix, peer and limit), not one entry each",
+    )
+
+
 class MamoriConfig(BaseSettings):
     """The effective configuration."""
 
@@ -408,6 +477,8 @@ class MamoriConfig(BaseSettings):
     alerts: AlertsConfig = AlertsConfig()
     reputation: ReputationConfig = ReputationConfig()
     audit: AuditConfig = AuditConfig()
+    input_limits: InputLimitsConfig = InputLimitsConfig()
+    share: ShareConfig = ShareConfig()
 
     @model_validator(mode="before")
     @classmethod

@@ -376,7 +376,7 @@ def ingest_report(
     from mamori.ingest.reports import load_report, parse_report
 
     try:
-        parsed = parse_report(file, fmt.value)
+        parsed = parse_report(file, fmt.value, limits=STATE.gov().config.input_limits)
     except ValueError as exc:
         fail(f"{file}: {exc}")
     res = load_report(

@@ -19,6 +19,8 @@ Formats:
 
 Every record is checked (address, time, port) with Arrow compute over whole columns; a bad record
 is counted and reported with its line number and reason, and the good records around it are kept.
+JSON nesting past ``input_limits.max_json_depth`` is cut before parsing (:mod:`mamori.bounds`):
+the record that held it is refused, the others are kept.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mamori.bounds import TOO_DEEP, deep_line, deep_message, load_json
+from mamori.config import InputLimitsConfig
 from mamori.schemas import TS
 
 __all__ = [
@@ -304,19 +308,21 @@ def _rows_from_csv(
     return table, records
 
 
-def _json_objects(text: str, bad: list[BadRecord]) -> list[tuple[int, Any]]:
-    """(line, object) pairs from a JSON array, a single object, or JSON lines."""
+def _json_objects(text: str, bad: list[BadRecord], max_depth: int) -> list[tuple[int, Any]]:
+    """(line, object) pairs from a JSON array, a single object, or JSON lines. Nesting past
+    ``max_depth`` is cut (:func:`_too_deep` finds the records that held it)."""
     stripped = text.lstrip()
     if stripped.startswith("["):
         try:
-            data = json.loads(text)
+            data, _ = load_json(text, max_depth)
         except json.JSONDecodeError as exc:
             bad.append(BadRecord(exc.lineno, f"not valid JSON: {exc.msg}"))
             return []
         # Records of a pretty-printed array have no line of their own: number them from 1.
-        return [(i + 1, o) for i, o in enumerate(data)]
+        items = data if isinstance(data, list) else [data]
+        return [(i + 1, o) for i, o in enumerate(items)]
     try:
-        return [(1, json.loads(text))]
+        return [(1, load_json(text, max_depth)[0])]
     except json.JSONDecodeError:
         pass
     out: list[tuple[int, Any]] = []
@@ -324,18 +330,32 @@ def _json_objects(text: str, bad: list[BadRecord]) -> list[tuple[int, Any]]:
         if not line.strip():
             continue
         try:
-            out.append((no, json.loads(line)))
+            obj, cut = load_json(line, max_depth)
         except json.JSONDecodeError as exc:
             bad.append(BadRecord(no, f"not valid JSON: {exc.msg}"))
+            continue
+        # the marker holds the line within this one-line text: make it the file's line
+        out.append((no, {TOO_DEEP: no} if cut else obj))
     return out
 
 
-def _rows_from_json(text: str, bad: list[BadRecord]) -> tuple[pa.Table, int]:
+def _too_deep(o: Any, line: int, max_depth: int, bad: list[BadRecord]) -> bool:
+    """Refuse (as a bad record) a record whose nesting was cut."""
+    at = deep_line(o)
+    if at is None:
+        return False
+    bad.append(BadRecord(line, deep_message(at, max_depth)))
+    return True
+
+
+def _rows_from_json(text: str, bad: list[BadRecord], max_depth: int) -> tuple[pa.Table, int]:
     before = len(bad)
-    objs = _json_objects(text, bad)
+    objs = _json_objects(text, bad, max_depth)
     unreadable = len(bad) - before
     cols: dict[str, list[Any]] = {k: [] for k in ("line", "ip", "ts", "port", "proto", "label")}
     for line, o in objs:
+        if _too_deep(o, line, max_depth, bad):
+            continue
         if not isinstance(o, dict):
             bad.append(BadRecord(line, "not a JSON object"))
             continue
@@ -361,14 +381,16 @@ def _rows_from_json(text: str, bad: list[BadRecord]) -> tuple[pa.Table, int]:
     return table, len(objs) + unreadable
 
 
-def _rows_from_xarf(text: str, bad: list[BadRecord]) -> tuple[pa.Table, int]:
+def _rows_from_xarf(text: str, bad: list[BadRecord], max_depth: int) -> tuple[pa.Table, int]:
     import xarf
 
     before = len(bad)
-    objs = _json_objects(text, bad)
+    objs = _json_objects(text, bad, max_depth)
     unreadable = len(bad) - before
     cols: dict[str, list[Any]] = {k: [] for k in ("line", "ip", "ts", "port", "proto", "label")}
     for line, o in objs:
+        if _too_deep(o, line, max_depth, bad):
+            continue
         if not isinstance(o, dict):
             bad.append(BadRecord(line, "not a JSON object"))
             continue
@@ -405,16 +427,23 @@ def _rows_from_xarf(text: str, bad: list[BadRecord]) -> tuple[pa.Table, int]:
     return table, len(objs) + unreadable
 
 
-def parse_report_text(text: str, fmt: ReportFormat | str, *, path: str = "-") -> ReportParse:
+def parse_report_text(
+    text: str,
+    fmt: ReportFormat | str,
+    *,
+    path: str = "-",
+    limits: InputLimitsConfig | None = None,
+) -> ReportParse:
     """Parse a report held in memory (see :func:`parse_report`)."""
     fmt = ReportFormat(fmt)
+    depth = (limits or InputLimitsConfig()).max_json_depth
     bad: list[BadRecord] = []
     if fmt in (ReportFormat.CSV, ReportFormat.SHADOWSERVER):
         table, records = _rows_from_csv(text, fmt, bad)
     elif fmt is ReportFormat.JSON:
-        table, records = _rows_from_json(text, bad)
+        table, records = _rows_from_json(text, bad, depth)
     else:
-        table, records = _rows_from_xarf(text, bad)
+        table, records = _rows_from_xarf(text, bad, depth)
     if table is None:
         table = REPORT_SCHEMA.empty_table()
     bad.sort(key=lambda b: b.line)
@@ -425,9 +454,11 @@ def parse_report_text(text: str, fmt: ReportFormat | str, *, path: str = "-") ->
     return ReportParse(path, fmt, table, bad, records)
 
 
-def parse_report(path: Path, fmt: ReportFormat | str) -> ReportParse:
+def parse_report(
+    path: Path, fmt: ReportFormat | str, *, limits: InputLimitsConfig | None = None
+) -> ReportParse:
     """Read a report file. Raises ``ValueError`` when the file as a whole is not of ``fmt``
     (a missing header column); bad records inside are counted in :attr:`ReportParse.bad`."""
     raw = path.read_bytes()
     text = raw.decode("utf-8-sig", errors="replace")
-    return parse_report_text(text, fmt, path=str(path))
+    return parse_report_text(text, fmt, path=str(path), limits=limits)

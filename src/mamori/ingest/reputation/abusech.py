@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -129,16 +128,15 @@ def _csv_records(
             yield no, dict(zip(header, fields, strict=True))
 
 
-def _json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
 def parse_feodo(path: Path, rows: Rows, fmt: str = "csv") -> None:
     if fmt == "json":
-        data = _json(path)
+        data = rows.read_json(path)
         if not isinstance(data, list):
             raise ValueError("Feodo Tracker JSON is a list of objects")
         for no, e in enumerate(data, 1):
+            if (deep := rows.too_deep(e)) is not None:
+                rows.bad(no, f"entry {no}: {deep}")
+                continue
             try:
                 if not isinstance(e, dict):
                     raise ValueError("entry is not an object")
@@ -224,7 +222,7 @@ def _tf_one(rows: Rows, e: dict[str, Any]) -> None:
 
 def parse_threatfox(path: Path, rows: Rows, fmt: str = "csv") -> None:
     if fmt == "json":
-        data = _json(path)
+        data = rows.read_json(path)
         if isinstance(data, dict) and "data" in data:  # the API's answer
             entries = data["data"] if isinstance(data["data"], list) else []
         elif isinstance(data, dict):  # the export: id → [entry]
@@ -234,6 +232,9 @@ def parse_threatfox(path: Path, rows: Rows, fmt: str = "csv") -> None:
         else:
             raise ValueError("ThreatFox JSON is an object of id → entries, or an API answer")
         for no, e in enumerate(entries, 1):
+            if (deep := rows.too_deep(e)) is not None:
+                rows.bad(no, f"entry {no}: {deep}")
+                continue
             try:
                 if not isinstance(e, dict):
                     raise ValueError("entry is not an object")

@@ -14,12 +14,15 @@ import ipaddress
 import re
 from collections import Counter
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
+from mamori.bounds import deep_line, deep_message, load_json
+from mamori.config import InputLimitsConfig
 from mamori.schemas import FQDN_LEN, REPUTATION
 
 __all__ = [
@@ -152,6 +155,7 @@ class Rows:
         confidence: float | None,
         default_category: str,
         default_confidence: float,
+        limits: InputLimitsConfig | None = None,
     ) -> None:
         if category is not None and category not in CATEGORIES:
             raise ValueError(f"unknown category {category!r}; known: {', '.join(CATEGORIES)}")
@@ -161,6 +165,8 @@ class Rows:
         self.confidence = confidence
         self.default_category = default_category
         self.default_confidence = default_confidence
+        self.limits = limits or InputLimitsConfig()
+        self._cut = False  # the last JSON read had nesting cut (see read_json)
         self.cols: dict[str, list[Any]] = {
             c: []
             for c in (
@@ -192,6 +198,19 @@ class Rows:
 
     def skip(self) -> None:
         self.n_skipped += 1
+
+    def read_json(self, path: Path) -> Any:
+        """The file's JSON with nesting past ``limits.max_json_depth`` cut before parsing
+        (:mod:`mamori.bounds`); :meth:`too_deep` then finds the entries that held it."""
+        data, cut = load_json(path.read_bytes(), self.limits.max_json_depth)
+        self._cut = bool(cut)
+        return data
+
+    def too_deep(self, value: Any) -> str | None:
+        """Why ``value`` (an entry of the last :meth:`read_json`) must be refused for its
+        nesting, or ``None``."""
+        line = deep_line(value) if self._cut else None
+        return None if line is None else deep_message(line, self.limits.max_json_depth)
 
     def add(
         self,
