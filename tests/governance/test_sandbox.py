@@ -230,3 +230,21 @@ def test_a_spilling_query_stays_within_the_store(tmp_path: Path) -> None:
     finally:
         gov.close()
     assert not list((tmp_path / "store" / "_state" / "spill").glob("sandbox-*"))
+
+
+def test_rows_read_straight_from_files_are_locked_in_as_well(gov: Governance) -> None:
+    """A grant with no consent filter is copied by the sandbox itself from the store's files
+    (before its holder's first query); the holder's first query locks it all the same."""
+    _load_world(gov)
+    box = gov.sandbox(label="detector")
+    g = gov.open("M2", "flows", ["time_start", "src_addr"], "d", justification="t", sandbox=box)
+    store = _store(gov)
+    for _, query in BYPASSES[:6]:
+        with pytest.raises(AccessRefused):
+            g.sql(query.format(store=store, store_rel=str(store)[1:], grant=g.name)).fetchall()
+    tables = [r[0] for r in g.sql("SELECT table_name FROM duckdb_tables()").fetchall()]
+    assert tables == [g.name]
+    # a grant opened after the holder's first query arrives through Arrow, with the same rows
+    late = gov.open("M2", "flows", ["time_start", "src_addr"], "d", justification="t", sandbox=box)
+    order = [("time_start", "ascending"), ("src_addr", "ascending")]
+    assert late.arrow().sort_by(order).equals(g.arrow().sort_by(order))

@@ -515,8 +515,11 @@ class Governance:
         if box.closed or box not in self._sandboxes:
             raise GovernanceError("that sandbox is closed or was not made by this governance")
         name = self._fresh(f"{measure}_{dataset}".lower())
+        # Rows that need no consent filter are a plain scan of the store's files: the sandbox
+        # reads them itself (before its holder's first query locks it), which saves a copy.
+        direct = None if filtered or not self._engine.files(schema, start, end) else rel.sql_query()
         with self._bounded(box.memory_limit_mb):
-            box._load(name, rel)
+            box._load(name, rel, files_query=direct)
             if withheld is not None:
                 box._load(name + "_withheld", withheld)
         box.grants.append((measure, dataset))

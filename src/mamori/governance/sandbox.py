@@ -70,8 +70,13 @@ class Sandbox:
 
     # -------------------------------------------------------------- used by governance only
 
-    def _load(self, name: str, data: Any) -> None:
-        self._engine.load(name, data)
+    def _load(self, name: str, data: Any, *, files_query: str | None = None) -> None:
+        """Copy granted rows in: straight from the store's files when ``files_query`` is given
+        and the holder has not queried yet (the sandbox still reads files), else through Arrow."""
+        if files_query is not None and not self._engine.locked:
+            self._engine.load_query(name, files_query)
+        else:
+            self._engine.load(name, data)
         self.names.append(name)
 
     # -------------------------------------------------------------- the holder's side

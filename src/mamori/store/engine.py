@@ -143,10 +143,12 @@ def is_refusal(exc: BaseException) -> str | None:
 class SandboxEngine:
     """An in-memory DuckDB database that holds only what is loaded into it.
 
-    Memory limit, spill directory, time zone and thread count are set when it is made; then
-    external access (files, ``ATTACH``, ``COPY``, extensions, Python replacement scans) is
-    switched off and the configuration locked, so no query run on it can read the store, change
-    its limits or turn access back on.
+    Memory limit, spill directory, time zone and thread count are set when it is made. Before
+    the first query of its holder (:meth:`lock`), external access (files, ``ATTACH``, ``COPY``,
+    extensions, Python replacement scans) is switched off and the configuration locked, so no
+    query run on it can read the store, change its limits or turn access back on. Until then only
+    its owner (governance) runs statements on it: :meth:`load_query` copies granted rows straight
+    from the store's files, the cheapest way in.
     """
 
     def __init__(
@@ -162,8 +164,20 @@ class SandboxEngine:
         self.con = duckdb.connect(config=config)
         self.con.execute("SET TimeZone = 'UTC'")
         self.con.execute("SET python_enable_replacements = false")
-        self.con.execute("SET enable_external_access = false")
-        self.con.execute("SET lock_configuration = true")
+        self.locked = False
+
+    def lock(self) -> None:
+        """Switch external access off and lock the configuration, for good."""
+        if not self.locked:
+            self.con.execute("SET enable_external_access = false")
+            self.con.execute("SET lock_configuration = true")
+            self.locked = True
+
+    def load_query(self, name: str, query: str) -> None:
+        """Table ``name`` from ``query`` over the store's files (only before :meth:`lock`)."""
+        if self.locked:
+            raise RuntimeError("the sandbox is locked: it reads no files any more")
+        self.con.execute(f"CREATE TABLE {_quote(name)} AS {query}")
 
     def load(self, name: str, data: Relation | pa.Table | pa.RecordBatchReader) -> None:
         """Copy ``data`` (a relation of another engine, streamed through Arrow, or Arrow data)
@@ -179,15 +193,18 @@ class SandboxEngine:
 
     def register(self, name: str, table: pa.Table) -> None:
         """Make Arrow data the caller already holds visible under ``name`` (no copy)."""
+        self.lock()
         self.con.register(name, table)
 
     def sql(self, query: str) -> Relation:
+        self.lock()
         rel = self.con.sql(query)
         if rel is None:
             raise ValueError("query returned no relation (not a SELECT?)")
         return rel
 
     def execute(self, query: str) -> None:
+        self.lock()
         self.con.execute(query)
 
     def table(self, name: str) -> Relation:
