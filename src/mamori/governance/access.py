@@ -471,11 +471,14 @@ class Governance:
         start: datetime | None = None,
         end: datetime | None = None,
         sandbox: Sandbox | None = None,
+        stream: bool = False,
     ) -> Grant:
         """Read ``columns`` of ``dataset`` for ``measure`` (``None``: every column it may read).
 
         The rows are copied into ``sandbox`` (one made by :meth:`sandbox`, holding the other
-        inputs the caller will combine them with), else into a new sandbox of their own."""
+        inputs the caller will combine them with), else into a new sandbox of their own. With
+        ``stream``, nothing is copied: the rows stream into the one query that reads them (a
+        large input read by a single query); reading the grant again is refused."""
         m, schema, cols, chosen = self._check(
             measure,
             dataset,
@@ -519,7 +522,11 @@ class Governance:
         # reads them itself (before its holder's first query locks it), which saves a copy.
         direct = None if filtered or not self._engine.files(schema, start, end) else rel.sql_query()
         with self._bounded(box.memory_limit_mb):
-            box._load(name, rel, files_query=direct)
+            if stream and direct is not None:
+                # its own cursor: a stream dies when its connection runs another statement
+                box._stream(name, self._engine.stream(direct))
+            else:
+                box._load(name, rel, files_query=direct)
             if withheld is not None:
                 box._load(name + "_withheld", withheld)
         box.grants.append((measure, dataset))

@@ -119,6 +119,14 @@ class DuckDBEngine:
             raise ValueError("query returned no relation (not a SELECT?)")
         return rel
 
+    def stream(self, query: str) -> pa.RecordBatchReader:
+        """``query``'s rows as an Arrow stream on a cursor of its own (a streaming result ends
+        when its connection runs another statement). The reader keeps the cursor alive."""
+        cursor = self.con.cursor()
+        cursor.execute("SET TimeZone = 'UTC'")
+        reader: pa.RecordBatchReader = cursor.sql(query).to_arrow_reader(1 << 17)
+        return reader
+
     def write(self, schema: DatasetSchema, table: pa.Table) -> list[Path]:
         return parquet.write_partitioned(self.root, schema, table)
 
@@ -190,6 +198,10 @@ class SandboxEngine:
             self.con.execute(f"CREATE TABLE {_quote(name)} AS SELECT * FROM {_quote(staging)}")
         finally:
             self.con.unregister(staging)
+
+    def register_stream(self, name: str, data: pa.RecordBatchReader) -> None:
+        """``name`` reads ``data`` as it streams: nothing is copied, and it can be read once."""
+        self.con.register(name, data)
 
     def register(self, name: str, table: pa.Table) -> None:
         """Make Arrow data the caller already holds visible under ``name`` (no copy)."""
