@@ -55,7 +55,15 @@ from mamori.ingest.receiver import Chunk, Receiver, join_chunks
 from mamori.ingest.sampling import SamplingPolicy
 from mamori.ingest.template_state import TemplateState
 
-__all__ = ["Collector", "CollectorSettings", "Listen", "decoder_for", "load_stats", "parse_listen"]
+__all__ = [
+    "Collector",
+    "CollectorSettings",
+    "Listen",
+    "decoder_for",
+    "load_stats",
+    "parse_listen",
+    "replaying",
+]
 
 log = logging.getLogger("mamori.ingest.collector")
 
@@ -460,6 +468,22 @@ class Collector:
         """Drop what was never flushed (used after errors; :meth:`run` flushes itself)."""
         self.close_sockets()
         self._stream.abort()
+
+
+ANY_TIME_S = 100 * 366 * 86400.0  # wider than any clock error: the time checks never refuse
+
+
+def replaying(settings: CollectorSettings) -> CollectorSettings:
+    """``settings`` for exports sent long after they were made (a simulated day, softflowd run
+    on an old capture, a benchmark's recorded stream): their times are years from today's and
+    from each other, which is right for them and would be refused as broken clocks otherwise."""
+    return settings.model_copy(
+        update={
+            "record_before_export_s": ANY_TIME_S,
+            "record_after_export_s": ANY_TIME_S,
+            "export_clock_skew_s": ANY_TIME_S,
+        }
+    )
 
 
 def decoder_for(settings: CollectorSettings) -> FlowDecoder:
