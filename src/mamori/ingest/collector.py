@@ -216,14 +216,17 @@ class Collector:
                 s.inode for s in self._sockets
             )
 
-    def _save_state(self) -> None:
+    def _save_state(self, *, final: bool = False) -> None:
         registry = self.decoder.registry
         if self._latest_received:
             registry.expire(self._latest_received, self.stats.counters)
         # Templates only announced again are rewritten a few times per timeout: often enough
         # that a restart finds them fresh, rarely enough to cost nothing.
         self.templates.save(
-            registry, time.monotonic(), refresh_every_s=self.settings.template_timeout_s / 4
+            registry,
+            time.monotonic(),
+            refresh_every_s=self.settings.template_timeout_s / 4,
+            final=final,
         )
         self.stats.counters.update(self.templates.counters)
         self.templates.counters.clear()
@@ -296,7 +299,7 @@ class Collector:
         if final or self._last_flush - self._last_nat_store >= NAT_STORE_EVERY_S:
             self._last_nat_store = self._last_flush
             self._store_port_blocks()
-        self._save_state()
+        self._save_state(final=final)
         return rows
 
     def _store_port_blocks(self) -> None:

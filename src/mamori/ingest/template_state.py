@@ -7,8 +7,9 @@ read whole before the collector listened again. Here:
 * ``<state>/templates/<exporter>.json`` holds one exporter's templates, sampling rates and init
   times (:meth:`TemplateRegistry.state` of that exporter), written atomically;
 * a flush writes only the exporters whose templates changed (new, replaced, withdrawn, evicted,
-  expired; sampling learnt), and the ones whose templates were only announced again at most every
-  ``refresh_every_s`` (their last-seen times, so that a restart does not expire them);
+  expired; sampling learnt), each at most every ``MIN_INTERVAL_S``, and the ones whose templates
+  were only announced again at most every ``refresh_every_s`` (their last-seen times, so that a
+  restart does not expire them); the stop writes everything pending;
 * a start lists the directory and reads nothing: an exporter's file is read when its first packet
   asks for its templates (:meth:`TemplateRegistry.defer`), so the time to listen does not depend
   on how many templates were saved.
@@ -36,6 +37,7 @@ __all__ = ["TemplateState"]
 log = logging.getLogger("mamori.ingest.collector")
 
 _SUFFIX = ".json"
+MIN_INTERVAL_S = 30.0  # an exporter's file is written at most this often (but at the stop)
 
 
 class TemplateState:
@@ -83,15 +85,35 @@ class TemplateState:
         self.counters["templates.restored"] += 1
         return data
 
-    def save(self, registry: TemplateRegistry, now: float, refresh_every_s: float) -> int:
-        """Write the exporters whose state changed, and those only refreshed once their file is
-        ``refresh_every_s`` old; remove the files of exporters with nothing left. Returns the
-        files written or removed."""
+    def save(
+        self,
+        registry: TemplateRegistry,
+        now: float,
+        *,
+        refresh_every_s: float,
+        min_interval_s: float = MIN_INTERVAL_S,
+        final: bool = False,
+    ) -> int:
+        """Write the exporters whose state changed once their file is ``min_interval_s`` old,
+        and those only refreshed once it is ``refresh_every_s`` old (everything pending when
+        ``final``); remove the files of exporters with nothing left. Returns the files written or
+        removed. ``now``: a monotonic clock."""
         changed, refreshed = registry.take_changes()
-        due = {e for e in refreshed if now - self._saved_at.get(e, -1e18) >= refresh_every_s}
-        registry.keep_changes(refreshed=refreshed - due)
+
+        def age(exporter: str) -> float:
+            return now - self._saved_at.get(exporter, -1e18)
+
+        if not final:
+            # Under a flood every exporter changes at every flush: each file is written at
+            # most every min_interval_s whatever arrives (a kill -9 loses at most that much;
+            # exporters announce their templates again anyway).
+            waiting = {e for e in changed if age(e) < min_interval_s}
+            stale = {e for e in refreshed if age(e) < refresh_every_s}
+            registry.keep_changes(changed=waiting, refreshed=stale)
+            changed -= waiting
+            refreshed -= stale
         done = 0
-        for exporter in sorted(changed | due):
+        for exporter in sorted(changed | refreshed):
             state = registry.state(exporter)
             path = self.path(exporter)
             try:

@@ -25,6 +25,7 @@ __all__ = [
     "MAX_TEMPLATES",
     "MAX_TEMPLATES_PER_EXPORTER",
     "PENDING_MAX_BYTES",
+    "V9_FIELDS",
     "FieldSpec",
     "HeldSet",
     "ParsedSets",
@@ -55,22 +56,30 @@ class FieldSpec:
         return self.length == ie.VARIABLE_LENGTH
 
 
-_FIELD_SPECS: dict[tuple[int, int, int, bool], FieldSpec] = {}
 _FIELD_SPECS_MAX: Final = 1 << 16
 
 
+class _Shared(dict[tuple[int, ...], FieldSpec]):
+    """The shared :class:`FieldSpec` per field values: templates repeat the same few hundred
+    fields, and thousands of templates then hold pointers instead of objects (a flood of 20,000
+    templates of 358 fields took a GiB without). Bounded: past it, new ones are not shared."""
+
+    def __missing__(self, key: tuple[int, ...]) -> FieldSpec:
+        spec = FieldSpec(*key)  # type: ignore[arg-type]
+        if len(self) < _FIELD_SPECS_MAX:
+            self[key] = spec
+        return spec
+
+
+_FIELD_SPECS = _Shared()  # (id, length, enterprise, scope)
+V9_FIELDS: Final = _Shared()
+"""(id, length) → the shared FieldSpec of a NetFlow v9 data template field; looked up with
+``map(V9_FIELDS.__getitem__, struct.iter_unpack(...))``, no Python call per field."""
+
+
 def field_spec(fid: int, length: int, enterprise: int = 0, scope: bool = False) -> FieldSpec:
-    """The shared :class:`FieldSpec` for these values: templates repeat the same few hundred
-    fields, and thousands of templates then hold pointers instead of objects (a flood of
-    20,000 templates of 358 fields took a GiB without). Bounded: past it, new ones are not
-    shared."""
-    key = (fid, length, enterprise, scope)
-    spec = _FIELD_SPECS.get(key)
-    if spec is None:
-        spec = FieldSpec(fid, length, enterprise, scope)
-        if len(_FIELD_SPECS) < _FIELD_SPECS_MAX:
-            _FIELD_SPECS[key] = spec
-    return spec
+    """The shared :class:`FieldSpec` for these values (see :class:`_Shared`)."""
+    return _FIELD_SPECS[(fid, length, enterprise, scope)]
 
 
 def _uint_format(length: int) -> Any:

@@ -6,7 +6,7 @@ import struct
 from typing import Final
 
 from mamori.ingest.netflow.batch import Batch
-from mamori.ingest.netflow.templates import Template, field_spec
+from mamori.ingest.netflow.templates import V9_FIELDS, Template, field_spec
 
 __all__ = ["HEADER", "parse_v9", "template_set"]
 
@@ -81,7 +81,7 @@ def _templates(body: memoryview, exporter: str, batch: Batch) -> Parsed:
         if pos + 4 * count > size:
             batch.problem("errors.truncated", exporter, f"v9 template {tid}")
             return tuple(out), False
-        fields = tuple(field_spec(f, n) for f, n in _SET.iter_unpack(body[pos : pos + 4 * count]))
+        fields = tuple(map(V9_FIELDS.__getitem__, _SET.iter_unpack(body[pos : pos + 4 * count])))
         pos += 4 * count
         if tid < 256:
             batch.problem("templates.bad_id", exporter, f"v9 template id {tid}")
