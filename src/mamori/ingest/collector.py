@@ -18,9 +18,16 @@ Sampling rates are settled by :class:`mamori.ingest.sampling.SamplingPolicy` (op
 and defaults against what the exporter reported), the same way for every protocol and for pcap
 replay, before records are held for writing.
 
-Templates are saved with every flush, so a restart decodes data at once instead of waiting minutes
-for the next template. Counters (packets, records, errors by kind, socket drops) are saved beside
-them for ``mamori collect stats``; they are labelled by exporter, never by subscriber address.
+Templates are saved per exporter as they change (:mod:`mamori.ingest.template_state`), so a
+restart decodes data at once instead of waiting minutes for the next template, without reading
+them all before it listens. Counters (packets, records, errors by kind, socket drops) are saved
+beside them for ``mamori collect stats``; they are labelled by exporter, never by subscriber
+address.
+
+Hostile input must not stop it: record times far from the exporter's clock, or an exporter clock
+far from ours, are refused (:class:`TimeBounds`); templates and open files are bounded; SIGTERM
+ends the receiver child within ``stop_timeout_s`` whatever state it is in, and an error ends it
+at once; what a killed collector was writing is removed at the next start.
 """
 
 from __future__ import annotations
