@@ -520,11 +520,20 @@ class Batch:
         kind, the first that applies: ``records.refused.export_clock`` (the packet's export time
         is far from its receive time), ``.before_export``, ``.after_export``."""
         counts = cols["counts"]
-        clock = np.abs(cols["export_ms"] - cols["received_ms"]) > bounds.export_skew_ms
-        lo = np.minimum(s_ms, e_ms)
-        hi = np.maximum(s_ms, e_ms)
-        old = lo < export - bounds.before_export_ms
-        ahead = hi > export + bounds.after_export_ms
+        set_export = cols["export_ms"]
+        clock = np.abs(set_export - cols["received_ms"]) > bounds.export_skew_ms
+        if not clock.any():
+            # The usual batch: every record within the bounds of every export time of the batch
+            # (a few seconds apart) — four reductions instead of a pass per condition.
+            lo = min(int(s_ms.min()), int(e_ms.min()))
+            hi = max(int(s_ms.max()), int(e_ms.max()))
+            if (
+                lo >= int(set_export.max()) - bounds.before_export_ms
+                and hi <= int(set_export.min()) + bounds.after_export_ms
+            ):
+                return None
+        old = (s_ms < export - bounds.before_export_ms) | (e_ms < export - bounds.before_export_ms)
+        ahead = (s_ms > export + bounds.after_export_ms) | (e_ms > export + bounds.after_export_ms)
         if not (clock.any() or old.any() or ahead.any()):
             return None
         clock_r = np.repeat(clock, counts)
