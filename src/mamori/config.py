@@ -92,6 +92,9 @@ class RetentionConfig(_Model):
     cases: int = Field(default=365, gt=0, le=3650)
     # Match records made for an alert are deleted this many days after the alert was sent.
     matches_after_alert_days: int = Field(default=7, ge=0, le=365)
+    # Nothing true is dated in the future: an hour partition starting more than this many hours
+    # after now holds garbage (a bad exporter clock) and is deleted by every purge.
+    future_tolerance_hours: int = Field(default=48, ge=1, le=8760)
 
     def days(self, dataset: str) -> int | None:
         """Retention of ``dataset`` in days; ``None`` for the audit log, which is never purged."""
@@ -182,6 +185,50 @@ class CollectorConfig(_Model):
         description="exporter address → 1-in-N rate used where the exporter reports none or 0",
     )
     template_timeout_s: float = Field(default=1800.0, gt=0)
+    # Hostile or broken input must not stop the collector (mamori.ingest.collector).
+    max_open_partitions: int = Field(
+        default=32,
+        ge=1,
+        le=4096,
+        description="hour partitions with a file open at once; past it the least recently "
+        "written is closed early (rows still become visible at the next flush)",
+    )
+    stop_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="on SIGTERM, how long the receiver may take to hand over what it holds "
+        "before it is killed",
+    )
+    record_before_export_s: float = Field(
+        default=86_400.0,
+        gt=0,
+        description="a record that started or ended more than this before its export time is "
+        "refused (counted as records.refused.before_export)",
+    )
+    record_after_export_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="a record that ends more than this after its export time is refused "
+        "(records.refused.after_export)",
+    )
+    export_clock_skew_s: float = Field(
+        default=86_400.0,
+        gt=0,
+        description="the records of a packet whose export time is further than this from the "
+        "time it was received are refused (records.refused.export_clock)",
+    )
+    templates_per_exporter: int = Field(
+        default=1024,
+        ge=1,
+        description="templates kept per exporter address; past it the least recently "
+        "announced is evicted (templates.evicted)",
+    )
+    templates_total: int = Field(
+        default=32_768,
+        ge=1,
+        description="templates kept over all exporters (the same eviction)",
+    )
 
     @field_validator("sampling_overrides", "sampling_defaults")
     @classmethod

@@ -179,10 +179,12 @@ class _Stages:
 
 
 def _collect(gov: Governance, pcap: Path) -> tuple[int, Counter[str], int]:
-    from mamori.ingest.collector import Collector, Listen
+    from mamori.ingest.collector import Collector, Listen, replaying
     from mamori.sim import replay
 
-    collector = Collector(gov, gov.config.collector.model_copy(update={"flush_interval_s": 1.0}))
+    # the simulated day is not today: its export times are not a broken clock
+    settings = replaying(gov.config.collector.model_copy(update={"flush_interval_s": 1.0}))
+    collector = Collector(gov, settings)
     collector.start([Listen("127.0.0.1", 0)])
     port = collector.bound()[0].port
     worker = threading.Thread(target=collector.run, name="collector")

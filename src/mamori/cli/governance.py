@@ -321,8 +321,9 @@ def purge_cmd(
         ),
     ] = False,
 ) -> None:
-    """Enforce retention now: delete hour partitions older than each dataset's retention, and
-    match records whose alert was sent more than the grace period ago. Audited."""
+    """Enforce retention now: delete hour partitions older than each dataset's retention, match
+    records whose alert was sent more than the grace period ago, and partitions of observed
+    events dated in the future (retention.future_tolerance_hours). Audited."""
     gov = STATE.gov()
     when = parse_time(now)
     if status:
@@ -342,9 +343,13 @@ def purge_cmd(
     report = purge(gov, actor=actor_name(), now=when, dry_run=dry_run)
     verb = "would delete" if dry_run else "deleted"
     for d in report.datasets:
+        why = (
+            f"dated in the future (from {d.cutoff.isoformat()}: broken exporter clocks, garbage)"
+            if d.rule == "future"
+            else f"older than {d.retention_days} days (before {d.cutoff.isoformat()})"
+        )
         out.print(
-            f"{d.dataset}: {verb} {len(d.partitions)} partition(s), {d.rows} row(s) "
-            f"older than {d.retention_days} days (before {d.cutoff.isoformat()})",
+            f"{d.dataset}: {verb} {len(d.partitions)} partition(s), {d.rows} row(s) {why}",
             highlight=False,
         )
     if report.matches_after_alert:

@@ -40,7 +40,7 @@ from mamori.governance.measures import Catalogue, LegalBasis, Measure, catalogue
 from mamori.governance.sandbox import Sandbox
 from mamori.schemas import ALLOCATIONS, CONSENT, DatasetSchema, dataset
 from mamori.store import DuckDBEngine, Relation
-from mamori.store.parquet import SchemaMismatch, StreamWriter, conform
+from mamori.store.parquet import SchemaMismatch, StreamWriter, conform, remove_stale_streams
 
 __all__ = [
     "AccessRefused",
@@ -142,9 +142,10 @@ class GovernedStream:
         actor: str,
         basis: str,
         detail: dict[str, Any],
+        max_open: int = 64,
     ) -> None:
         self._gov = gov
-        self._writer = StreamWriter(gov.config.store, schema)
+        self._writer = StreamWriter(gov.config.store, schema, max_open)
         self.measure = measure
         self.schema = schema
         self.actor = actor
@@ -154,6 +155,16 @@ class GovernedStream:
     @property
     def pending_rows(self) -> int:
         return self._writer.rows
+
+    @property
+    def closed_early(self) -> int:
+        """Files closed before their commit to keep at most ``max_open`` open."""
+        return self._writer.closed_early
+
+    def remove_stale(self) -> int:
+        """Remove the hidden files that crashed writers of this dataset left behind (never a
+        running writer's); returns how many."""
+        return remove_stale_streams(self._gov.config.store, self.schema.name)
 
     def write(self, table: pa.Table) -> int:
         try:
@@ -709,10 +720,17 @@ class Governance:
         return files
 
     def open_stream(
-        self, measure: str, dataset: str, actor: str, *, detail: Mapping[str, Any] | None = None
+        self,
+        measure: str,
+        dataset: str,
+        actor: str,
+        *,
+        detail: Mapping[str, Any] | None = None,
+        max_open: int = 64,
     ) -> GovernedStream:
         """A writer for a continuous source (the flow collector): batches go into hidden files,
-        :meth:`GovernedStream.commit` makes them visible and writes one audit entry.
+        :meth:`GovernedStream.commit` makes them visible and writes one audit entry. At most
+        ``max_open`` hour partitions have a file open at once.
 
         Only for measures that do not rest on consent — a stream is not filtered per subscriber.
         """
@@ -749,7 +767,7 @@ class Governance:
                 basis=chosen.value,
                 mode="write",
             )
-        return GovernedStream(self, m.id, schema, actor, chosen.value, dict(detail or {}))
+        return GovernedStream(self, m.id, schema, actor, chosen.value, dict(detail or {}), max_open)
 
     def write_registry(
         self, dataset: str, table: pa.Table, actor: str, *, source: str
