@@ -77,12 +77,29 @@ def collect(
             help="EXPORTER=RATE: 1-in-RATE sampling for this exporter, used instead of what it reports (repeatable)",
         ),
     ] = None,
+    group: Annotated[
+        str | None,
+        typer.Option(
+            "--group",
+            help="run the listener group NAME of the configuration ([collector.groups.NAME]; "
+            "default: collector.listen): what the unit mamori-collect@NAME runs",
+        ),
+    ] = None,
 ) -> None:
     """Receive or replay flow exports and store them (measure M1). Stops on SIGTERM/SIGINT after
     writing everything received."""
     if ctx.invoked_subcommand:
         return
     base = STATE.config().collector
+    if group is not None:
+        groups = base.listen_groups()
+        if group not in groups:
+            fail(
+                f"no listener group {group!r} in the configuration (configured: "
+                f"{', '.join(groups) or 'none'})",
+                code=2,
+            )
+        listen = [*groups[group], *(listen or [])]
     listen = listen or ([] if pcap else list(base.listen))
     if not listen and not pcap:
         fail(
@@ -102,7 +119,7 @@ def collect(
             "sampling_overrides": {**base.sampling_overrides, **_parse_overrides(sampling or [])},
         }
     )
-    collector = Collector(STATE.gov(), settings)
+    collector = Collector(STATE.gov(), settings, group=group or "default")
     for path in pcap or []:
         stats = collector.replay_pcap(path)
         err.print(f"{path}: {_status_line(stats)}", highlight=False)

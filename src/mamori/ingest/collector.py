@@ -146,7 +146,9 @@ class Collector:
     everything on its way out.
     """
 
-    def __init__(self, gov: Governance, settings: CollectorSettings | None = None) -> None:
+    def __init__(
+        self, gov: Governance, settings: CollectorSettings | None = None, group: str = "default"
+    ) -> None:
         self.gov = gov
         self.settings = settings or CollectorSettings()
         self.decoder = FlowDecoder(template_timeout_s=self.settings.template_timeout_s)
@@ -162,7 +164,7 @@ class Collector:
         self._stop = threading.Event()
         self._last_flush = time.monotonic()
         self._last_nat_store = time.monotonic()
-        self._state_dir = gov.state_dir("collector")
+        self._state_dir = gov.state_dir(_state_name(group))
         self._restore()
 
     # ----------------------------------------------------------------- state
@@ -437,8 +439,14 @@ def _atomic_write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def load_stats(gov: Governance) -> dict[str, Any] | None:
-    path = gov.state_dir("collector") / "stats.json"
+def _state_name(group: str) -> str:
+    """Each listener group (a process of its own) keeps its templates and counters apart;
+    ``default`` keeps the name it always had."""
+    return "collector" if group == "default" else f"collector_{group}"
+
+
+def load_stats(gov: Governance, group: str = "default") -> dict[str, Any] | None:
+    path = gov.state_dir(_state_name(group)) / "stats.json"
     try:
         data: dict[str, Any] = json.loads(path.read_text())
     except FileNotFoundError:
