@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from mamori.cli.common import STATE, err, fail, out
+from mamori.cli.common import STATE, err, fail
 from mamori.config import DEFAULT_CONFIG_FILE
 
 DEFAULT_CONFIG_PATH = Path("/etc/mamori/mamori.toml")
@@ -85,7 +85,7 @@ def install_units_cmd(
     except (OSError, ValueError) as exc:
         fail(f"cannot write the units under {prefix}: {exc}")
     for path in written:
-        out.print(f"wrote {path}", highlight=False)
+        typer.echo(f"wrote {path}")  # one line per file, never wrapped: scripts read it
     groups = list(cfg.collector.listen_groups())
     timers = sorted(u.path.name for u in units if u.path.name.endswith(".timer"))
     enable = [
