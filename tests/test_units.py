@@ -91,7 +91,11 @@ def installed(tmp_path: Path) -> tuple[Path, Path, str]:
 def test_every_unit_passes_systemd_analyze_verify(installed: tuple[Path, Path, str]) -> None:
     prefix, _, output = installed
     system = prefix / "etc" / "systemd" / "system"
-    written = {Path(line.removeprefix("wrote ")) for line in output.splitlines() if line.startswith("wrote ")}
+    written = {
+        Path(line.removeprefix("wrote "))
+        for line in output.splitlines()
+        if line.startswith("wrote ")
+    }
     on_disk = {p for p in prefix.rglob("*") if p.is_file()}
     assert written == on_disk  # it prints every file it wrote, and writes nothing else
     to_check = [
@@ -163,7 +167,10 @@ def test_timers_follow_the_schedule(installed: tuple[Path, Path, str]) -> None:
     assert "detect infected --since -30m\n" in infected and "Type=oneshot" in infected
     assert "notify --send\n" in (system / "mamori-notify.service").read_text()
     report = (system / "mamori-report-transparency.service").read_text()
-    assert f"--period previous --json --out {store}/_state/reports/transparency-{{period}}.json" in report
+    assert (
+        f"--period previous --json --out {store}/_state/reports/transparency-{{period}}.json"
+        in report
+    )
     defaults = load_config(overrides={"store": store}).schedule
     for name, (job, _, _) in JOBS.items():
         expr = getattr(defaults, job).on_calendar
@@ -176,7 +183,14 @@ def test_timers_follow_the_schedule(installed: tuple[Path, Path, str]) -> None:
 def test_a_schedule_cannot_inject_directives() -> None:
     with pytest.raises(ValueError, match="printable"):
         MamoriConfig.model_validate(
-            {"schedule": {"purge": {"on_calendar": "daily\nExecStartPre=/bin/sh", "overdue_after_hours": 1}}}
+            {
+                "schedule": {
+                    "purge": {
+                        "on_calendar": "daily\nExecStartPre=/bin/sh",
+                        "overdue_after_hours": 1,
+                    }
+                }
+            }
         )
 
 
@@ -186,7 +200,11 @@ def _packaged() -> dict[str, str]:
     out = {}
     for u in units:
         parts = u.path.parts
-        rel = "/".join(parts[3:]) if parts[:3] == ("etc", "systemd", "system") else "/".join(parts[1:])
+        rel = (
+            "/".join(parts[3:])
+            if parts[:3] == ("etc", "systemd", "system")
+            else "/".join(parts[1:])
+        )
         out[rel] = u.text
     return out
 
