@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +12,9 @@ from rich.table import Table
 
 from mamori.cli.common import STATE, err, fail, out
 from mamori.ingest.collector import Collector, Stats, iter_stat_lines, load_stats, parse_listen
+from mamori.logs import configured
+
+log = logging.getLogger("mamori.ingest.collector")
 
 collect_app = typer.Typer(
     help="The flow collector (measure M1): NetFlow v5/v9, IPFIX and sFlow into header-only "
@@ -27,6 +31,18 @@ def _status_line(stats: Stats) -> str:
         f"{stats.rows_written:,}  errors {errors:,}  awaiting templates "
         f"{c.get('records.pending', 0):,}  kernel drops {c.get('packets.dropped_by_kernel', 0):,}"
     )
+
+
+def _status_counts(stats: Stats) -> dict[str, int]:
+    c = stats.counters
+    return {
+        "packets": c.get("packets.received", 0),
+        "records": c.get("records.out", 0),
+        "written": stats.rows_written,
+        "errors": sum(v for k, v in c.items() if k.startswith("errors.")),
+        "kernel_drops": c.get("packets.dropped_by_kernel", 0),
+        "receiver_drops": c.get("packets.dropped_by_receiver", 0),
+    }
 
 
 def _parse_overrides(values: list[str]) -> dict[str, int]:
@@ -137,24 +153,41 @@ def collect(
         highlight=False,
     )
     tty = err.is_terminal
+    as_log = configured()  # --log-format: status lines go to the log (the journal), with counts
 
     def status(stats: Stats) -> None:
-        if tty:
+        if as_log:
+            log.info(
+                "collector: %s",
+                _status_line(stats),
+                extra={"event": "collector.status", "counts": _status_counts(stats)},
+            )
+        elif tty:
             err.print(_status_line(stats), end="\r", highlight=False)
         else:
             err.print(_status_line(stats), highlight=False)
 
-    collector.run(status=status, status_every_s=1.0 if tty else 10.0)
-    err.print("\nstopped; " + _status_line(collector.stats), highlight=False)
+    collector.run(status=status, status_every_s=1.0 if tty and not as_log else 10.0)
+    if as_log:
+        log.info(
+            "collector: stopped; %s",
+            _status_line(collector.stats),
+            extra={"event": "collector.stopped", "counts": _status_counts(collector.stats)},
+        )
+    else:
+        err.print("\nstopped; " + _status_line(collector.stats), highlight=False)
 
 
 @collect_app.command("stats")
 def collect_stats(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    group: Annotated[
+        str, typer.Option("--group", help="the listener group whose counters to show")
+    ] = "default",
 ) -> None:
     """Print the collector's counters as of its last flush: packets and records per exporter and
     version, decode errors by kind, unknown templates, records awaiting templates, kernel drops."""
-    stats = load_stats(STATE.gov())
+    stats = load_stats(STATE.gov(), group)
     if stats is None:
         fail("no collector statistics in this store yet (the collector has not run here)")
     if as_json:
