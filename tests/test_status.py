@@ -168,3 +168,29 @@ def test_relative_times_for_the_timers(when: str) -> None:
     n, unit = int(when[1:-1]), when[-1]
     want = datetime.now(UTC) - timedelta(**{{"m": "minutes", "h": "hours", "d": "days"}[unit]: n})
     assert abs((got - want).total_seconds()) < 60
+
+
+def test_each_listener_group_keeps_its_own_counters(tmp_path: Path) -> None:
+    from mamori.ingest.collector import Collector
+
+    pcap = Path(__file__).parent / "data" / "netflow" / "100-IPFIXv10-CISCO__traffic-00.pcap"
+    config = _config(tmp_path, '[collector.groups.edge]\nlisten = ["udp://127.0.0.1:0"]')
+    with Governance(load_config(config)) as gov:
+        collector = Collector(gov, gov.config.collector, group="edge")
+        stats = collector.replay_pcap(pcap)
+        collector.close()
+    assert stats.rows_written > 0
+    assert (tmp_path / "store" / "_state" / "collector_edge" / "stats.json").exists()
+    assert not (tmp_path / "store" / "_state" / "collector" / "stats.json").exists()
+    _, st = _status(config)
+    # the capture is from 2023: its flows are past retention, the collector itself is fine
+    assert not [a for a in st["attention"] if "collector" in a], st["attention"]
+    (edge,) = st["collectors"]
+    assert edge["state"] == "ok" and edge["configured"] is True
+    assert edge["group"] == "edge" and edge["records_stored"] == stats.rows_written
+    r = runner.invoke(
+        app, ["--config", str(config), "collect", "stats", "--group", "edge", "--json"]
+    )
+    assert r.exit_code == 0 and json.loads(r.stdout)["rows_written"] == stats.rows_written
+    r = runner.invoke(app, ["--config", str(config), "collect", "--group", "core"])
+    assert r.exit_code == 2 and "no listener group 'core'" in r.output
