@@ -122,6 +122,9 @@ class CollectorGroup(_Model):
     """One collector process (``mamori collect --group NAME``, unit ``mamori-collect@NAME``)."""
 
     listen: tuple[str, ...] = Field(min_length=1, description="udp://HOST:PORT listeners")
+    metrics: str | None = Field(
+        default=None, description="HOST:PORT to serve this group's Prometheus metrics on"
+    )
 
 
 class CollectorConfig(_Model):
@@ -147,6 +150,11 @@ class CollectorConfig(_Model):
         description="exporter address → 1-in-N rate used where the exporter reports none or 0",
     )
     template_timeout_s: float = Field(default=1800.0, gt=0)
+    metrics: str | None = Field(
+        default=None,
+        description="HOST:PORT to serve the collector's Prometheus metrics on, e.g. "
+        "127.0.0.1:9465 (the group default; each group has its own)",
+    )
     groups: dict[str, CollectorGroup] = Field(
         default_factory=dict,
         description="[collector.groups.NAME]: listener groups, one collector process each "
@@ -169,6 +177,10 @@ class CollectorConfig(_Model):
         """Every listener group by name; ``default`` is ``collector.listen`` when set."""
         out = {"default": self.listen} if self.listen else {}
         return out | {name: g.listen for name, g in self.groups.items()}
+
+    def metrics_for(self, group: str) -> str | None:
+        """Where the group's metrics are served (None: not served)."""
+        return self.metrics if group == "default" else self.groups[group].metrics
 
     @field_validator("sampling_overrides", "sampling_defaults")
     @classmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -43,6 +43,22 @@ def _status_counts(stats: Stats) -> dict[str, int]:
         "kernel_drops": c.get("packets.dropped_by_kernel", 0),
         "receiver_drops": c.get("packets.dropped_by_receiver", 0),
     }
+
+
+def _serve_metrics(collector: Collector, group: str, address: str | None) -> Any:
+    from mamori.ingest.metrics import CollectorMetrics, serve_metrics
+
+    address = address or STATE.config().collector.metrics_for(group)
+    if address is None:
+        return None
+    metrics = CollectorMetrics(collector, group, STATE.config().pools())
+    try:
+        server, _ = serve_metrics(metrics, address)
+    except (OSError, ValueError) as exc:
+        collector.close()
+        fail(f"cannot serve metrics on {address}: {exc}", code=2)
+    err.print(f"metrics on http://{address}/metrics", highlight=False)
+    return server
 
 
 def _parse_overrides(values: list[str]) -> dict[str, int]:
@@ -91,6 +107,14 @@ def collect(
         typer.Option(
             "--sampling",
             help="EXPORTER=RATE: 1-in-RATE sampling for this exporter, used instead of what it reports (repeatable)",
+        ),
+    ] = None,
+    metrics: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics",
+            help="HOST:PORT to serve Prometheus metrics on while listening, e.g. "
+            "127.0.0.1:9465 [default: the group's metrics setting]",
         ),
     ] = None,
     group: Annotated[
@@ -152,6 +176,8 @@ def collect(
         + " — SIGTERM or Ctrl-C to stop",
         highlight=False,
     )
+    # after start(): the receiver process is forked without the metrics server's socket
+    server = _serve_metrics(collector, group or "default", metrics)
     tty = err.is_terminal
     as_log = configured()  # --log-format: status lines go to the log (the journal), with counts
 
@@ -167,7 +193,11 @@ def collect(
         else:
             err.print(_status_line(stats), highlight=False)
 
-    collector.run(status=status, status_every_s=1.0 if tty and not as_log else 10.0)
+    try:
+        collector.run(status=status, status_every_s=1.0 if tty and not as_log else 10.0)
+    finally:
+        if server is not None:
+            server.shutdown()
     if as_log:
         log.info(
             "collector: stopped; %s",

@@ -165,6 +165,8 @@ class Collector:
         self._last_flush = time.monotonic()
         self._last_nat_store = time.monotonic()
         self._state_dir = gov.state_dir(_state_name(group))
+        # called after each flush with its duration and the files it made visible (metrics)
+        self.on_flush: Callable[[float, list[Path]], None] | None = None
         self._restore()
 
     # ----------------------------------------------------------------- state
@@ -206,6 +208,14 @@ class Collector:
             self.stats.counters["packets.dropped_by_kernel"] = _udp_drops(
                 s.inode for s in self._sockets
             )
+
+    def kernel_drops(self) -> int:
+        """Datagrams the kernel has dropped for the open sockets, read now (the saved count once
+        they are closed)."""
+        sockets = list(self._sockets)
+        if not sockets:
+            return int(self.stats.counters.get("packets.dropped_by_kernel", 0))
+        return _udp_drops(s.inode for s in sockets)
 
     def _save_state(self) -> None:
         _atomic_write_json(self.templates_path, self.decoder.state())
@@ -274,6 +284,8 @@ class Collector:
             self._last_nat_store = self._last_flush
             self._store_port_blocks()
         self._save_state()
+        if self.on_flush is not None:
+            self.on_flush(time.monotonic() - self._last_flush, files)
         return rows
 
     def _store_port_blocks(self) -> None:
