@@ -219,6 +219,26 @@ class WebConfig(_Model):
         description="a local mailbox directory (.eml files; the demo's SMTP sink) the abuse desk "
         "may read in the console; unset in production",
     )
+    metrics_listen: str | None = Field(
+        default=None,
+        description="loopback HOST:PORT on which `mamori serve` also serves /metrics without a "
+        "login, for a Prometheus on the same host, e.g. 127.0.0.1:9466",
+    )
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _loopback(cls, value: str | None) -> str | None:
+        # no login on this listener: it must not be reachable from elsewhere
+        if value is None:
+            return None
+        host = value.rpartition(":")[0].strip("[]")
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback or not value.rpartition(":")[2].isdigit():
+            raise ValueError("a loopback address and port, e.g. 127.0.0.1:9466 or [::1]:9466")
+        return value
 
 
 class DnsConfig(_Model):

@@ -198,6 +198,7 @@ def collect(
     finally:
         if server is not None:
             server.shutdown()
+            server.server_close()
     if as_log:
         log.info(
             "collector: stopped; %s",

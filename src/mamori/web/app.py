@@ -64,6 +64,7 @@ VIEW_PATHS = {
     "audit": "/auditor",
     "retention": "/auditor/retention",
     "users": "/admin/users",
+    "metrics": "/metrics",
 }
 
 templates.env.globals["view_paths"] = VIEW_PATHS
@@ -101,7 +102,16 @@ def create_app(
 ) -> FastAPI:
     """The console over ``gov``'s store. ``secure_cookies``: send the session only over HTTPS
     (set it when a TLS proxy sits in front)."""
-    from mamori.web.routes import admin, analyst, auditor, desk, mailbox, public, subscriber
+    from mamori.web.routes import (
+        admin,
+        analyst,
+        auditor,
+        desk,
+        mailbox,
+        metrics,
+        public,
+        subscriber,
+    )
 
     app = FastAPI(title="Mamori console", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.gov = gov
@@ -159,7 +169,7 @@ def create_app(
         )
 
     app.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static")
-    for module in (public, subscriber, analyst, desk, mailbox, auditor, admin):
+    for module in (public, subscriber, analyst, desk, mailbox, auditor, admin, metrics):
         app.include_router(module.router)
     # ---- extra routers and mounted apps from other stages (warning page, TAXII) ----
     for router in extra_routers:

@@ -77,6 +77,7 @@ class Health:
     datasets: list[DatasetHealth]
     audit: dict[str, Any]
     approvals_pending: int | None
+    actions: dict[str, int]  # by state (an active action past its end counts as expired)
     alerts: dict[str, int]
     attention: list[str]
     notes: list[str]
@@ -210,7 +211,7 @@ def _datasets(gov: Governance, now: datetime) -> list[DatasetHealth]:
     ]
 
 
-def _approvals(gov: Governance, actor: str, refused: list[str]) -> int | None:
+def _actions(gov: Governance, actor: str, refused: list[str]) -> dict[str, int] | None:
     from mamori.web.data import actions
 
     try:
@@ -219,7 +220,10 @@ def _approvals(gov: Governance, actor: str, refused: list[str]) -> int | None:
         refused.append(exc.reason)
         return None
     refused.extend(read.refused)
-    return sum(1 for r in read.rows if r["effective_state"] == "pending")
+    out: dict[str, int] = {}
+    for r in read.rows:
+        out[r["effective_state"]] = out.get(r["effective_state"], 0) + 1
+    return dict(sorted(out.items()))
 
 
 def _alerts(gov: Governance, actor: str) -> dict[str, int]:
@@ -240,7 +244,8 @@ def gather(gov: Governance, *, actor: str, now: datetime | None = None) -> Healt
     datasets = _datasets(gov, now)
     verification = gov.audit.verify()
     refused: list[str] = []
-    pending = _approvals(gov, actor, refused)
+    by_state = _actions(gov, actor, refused)
+    pending = None if by_state is None else by_state.get("pending", 0)
     alerts = _alerts(gov, actor)
     attention: list[str] = []
     notes: list[str] = []
@@ -281,6 +286,7 @@ def gather(gov: Governance, *, actor: str, now: datetime | None = None) -> Healt
             "reason": verification.reason,
         },
         approvals_pending=pending,
+        actions=by_state or {},
         alerts=alerts,
         attention=attention,
         notes=notes,
