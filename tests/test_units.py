@@ -180,6 +180,18 @@ def test_timers_follow_the_schedule(installed: tuple[Path, Path, str]) -> None:
         assert r.returncode == 0, (name, expr, r.stderr)
 
 
+def test_paths_a_unit_cannot_hold_are_refused(tmp_path: Path) -> None:
+    exe = tmp_path / "bin" / "mamori"
+    r = runner.invoke(
+        app,
+        ["--store", str(tmp_path / "my store"), "install-units", "--prefix", str(tmp_path / "r"), "--mamori", str(exe)],
+    )
+    assert r.exit_code == 1 and "cannot be written into a unit" in r.output
+    assert not (tmp_path / "r").exists()
+    r = runner.invoke(app, ["--store", str(tmp_path), "install-units", "--user", "x y"])
+    assert r.exit_code == 1 and "not a system user name" in r.output
+
+
 def test_a_schedule_cannot_inject_directives() -> None:
     with pytest.raises(ValueError, match="printable"):
         MamoriConfig.model_validate(

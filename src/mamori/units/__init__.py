@@ -66,13 +66,11 @@ def _template(name: str) -> str:
 _PLACEHOLDER = re.compile(r"@([A-Z_]+)@")
 
 
-def _fill(text: str, values: dict[str, str], *, partial: bool = False) -> str:
+def _fill(text: str, values: dict[str, str]) -> str:
     def sub(m: re.Match[str]) -> str:
-        if m[1] in values:
-            return values[m[1]]
-        if partial:
-            return m[0]
-        raise ValueError(f"template placeholder {m[0]} has no value")
+        if m[1] not in values:
+            raise ValueError(f"template placeholder {m[0]} has no value")
+        return values[m[1]]
 
     # an empty value (no capability needed) leaves no blank lines behind
     return re.sub(r"\n{3,}", "\n\n", _PLACEHOLDER.sub(sub, text))
@@ -96,15 +94,28 @@ def _rw_paths(config: MamoriConfig, store: PurePosixPath, *, dns: bool = False) 
     outside it (dns.rpz_dir, dns.clients_file)."""
     paths = [store]
     if dns:
-        for extra in (
-            config.dns.rpz_dir,
-            config.dns.clients_file and config.dns.clients_file.parent,
-        ):
+        extras = [config.dns.rpz_dir]
+        if config.dns.clients_file is not None:
+            extras.append(config.dns.clients_file.parent)
+        for extra in extras:
             if extra is not None:
                 p = PurePosixPath(Path(extra).absolute())
                 if p != store and store not in p.parents:
-                    paths.append(p)
+                    paths.append(_plain(p))
     return " ".join(str(p) for p in paths)
+
+
+_UNSAFE = set(" \t\n\"'\\%$;")
+
+
+def _plain(path: PurePosixPath) -> PurePosixPath:
+    """A path as a unit file can hold it: no spaces, quotes, specifiers or variables."""
+    if _UNSAFE & set(str(path)):
+        raise ValueError(
+            f"{path}: a path with spaces, quotes, % or $ cannot be written into a unit; "
+            "use a plain one (a symbolic link will do)"
+        )
+    return path
 
 
 def _job_command(command: str, job: ScheduledJob) -> str:
@@ -113,10 +124,12 @@ def _job_command(command: str, job: ScheduledJob) -> str:
 
 def render_units(config: MamoriConfig, inst: Installation) -> list[Unit]:
     """Every unit, timer, drop-in and system configuration file, rendered."""
+    if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", inst.user):
+        raise ValueError(f"{inst.user!r} is not a system user name")
     base = {
-        "MAMORI": str(inst.mamori),
-        "CONFIG": str(inst.config),
-        "STORE": str(inst.store),
+        "MAMORI": str(_plain(inst.mamori)),
+        "CONFIG": str(_plain(inst.config)),
+        "STORE": str(_plain(inst.store)),
         "USER": inst.user,
     }
     system = PurePosixPath("etc/systemd/system")
