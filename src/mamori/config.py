@@ -45,6 +45,8 @@ __all__ = [
     "MamoriConfig",
     "ReputationConfig",
     "RetentionConfig",
+    "ScheduleConfig",
+    "ScheduledJob",
     "ShareConfig",
     "SmtpConfig",
     "WebConfig",
@@ -162,6 +164,18 @@ class AuditConfig(_Model):
         return tuple(Path(s[len("file:") :]) for s in self.publish_to if s.startswith("file:"))
 
 
+_INSTANCE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+
+
+class CollectorGroup(_Model):
+    """One collector process (``mamori collect --group NAME``, unit ``mamori-collect@NAME``)."""
+
+    listen: tuple[str, ...] = Field(min_length=1, description="udp://HOST:PORT listeners")
+    metrics: str | None = Field(
+        default=None, description="HOST:PORT to serve this group's Prometheus metrics on"
+    )
+
+
 class CollectorConfig(_Model):
     """The flow collector (``mamori collect``); command-line flags override these."""
 
@@ -185,6 +199,38 @@ class CollectorConfig(_Model):
         description="exporter address → 1-in-N rate used where the exporter reports none or 0",
     )
     template_timeout_s: float = Field(default=1800.0, gt=0)
+    metrics: str | None = Field(
+        default=None,
+        description="HOST:PORT to serve the collector's Prometheus metrics on, e.g. "
+        "127.0.0.1:9465 (the group default; each group has its own)",
+    )
+    groups: dict[str, CollectorGroup] = Field(
+        default_factory=dict,
+        description="[collector.groups.NAME]: listener groups, one collector process each "
+        "(systemd unit mamori-collect@NAME); `listen` above is the group named default",
+    )
+
+    @field_validator("groups")
+    @classmethod
+    def _group_names(cls, value: dict[str, CollectorGroup]) -> dict[str, CollectorGroup]:
+        # the name becomes a systemd instance name and a state directory: keep it plain
+        bad = [n for n in value if not _INSTANCE.match(n) or n == "default"]
+        if bad:
+            raise ValueError(
+                f"group names {bad}: a lower-case letter, then letters, digits and _, at most "
+                "32 in all, not 'default' (that is collector.listen)"
+            )
+        return value
+
+    def listen_groups(self) -> dict[str, tuple[str, ...]]:
+        """Every listener group by name; ``default`` is ``collector.listen`` when set."""
+        out = {"default": self.listen} if self.listen else {}
+        return out | {name: g.listen for name, g in self.groups.items()}
+
+    def metrics_for(self, group: str) -> str | None:
+        """Where the group's metrics are served (None: not served)."""
+        return self.metrics if group == "default" else self.groups[group].metrics
+
     # Hostile or broken input must not stop the collector (mamori.ingest.collector).
     max_open_partitions: int = Field(
         default=32,
@@ -267,6 +313,26 @@ class WebConfig(_Model):
         description="a local mailbox (a Maildir or a folder of .eml files; in the demo, the SMTP "
         "sink's) the abuse desk may read in the console; unset in production",
     )
+    metrics_listen: str | None = Field(
+        default=None,
+        description="loopback HOST:PORT on which `mamori serve` also serves /metrics without a "
+        "login, for a Prometheus on the same host, e.g. 127.0.0.1:9466",
+    )
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _loopback(cls, value: str | None) -> str | None:
+        # no login on this listener: it must not be reachable from elsewhere
+        if value is None:
+            return None
+        host = value.rpartition(":")[0].strip("[]")
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback or not value.rpartition(":")[2].isdigit():
+            raise ValueError("a loopback address and port, e.g. 127.0.0.1:9466 or [::1]:9466")
+        return value
 
 
 class DnsConfig(_Model):
@@ -491,6 +557,60 @@ class ShareConfig(_Model):
     )
 
 
+_RELATIVE = re.compile(r"^-\d{1,5}[mhd]$")
+
+
+class ScheduledJob(_Model):
+    """A stage run by a systemd timer (``mamori install-units``) and watched by ``mamori status``."""
+
+    on_calendar: str = Field(
+        min_length=1,
+        max_length=200,
+        description="when the timer fires: a systemd OnCalendar expression (man systemd.time)",
+    )
+    since: str | None = Field(
+        default=None,
+        description="window start given to the stage, relative to the run: -15m, -24h, -7d",
+    )
+    overdue_after_hours: float = Field(
+        gt=0,
+        description="`mamori status` reports the stage overdue when its last successful run is "
+        "older than this",
+    )
+
+    @field_validator("on_calendar")
+    @classmethod
+    def _one_line(cls, value: str) -> str:
+        # written into a unit file as is: a newline would add directives of its own
+        if any(not c.isprintable() for c in value) or "%" in value:
+            raise ValueError("one line of printable text without %, e.g. '*-*-* 03:30:00'")
+        return value.strip()
+
+    @field_validator("since")
+    @classmethod
+    def _relative(cls, value: str | None) -> str | None:
+        if value is not None and not _RELATIVE.match(value):
+            raise ValueError("a time relative to the run: -NNm, -NNh or -NNd, e.g. -24h")
+        return value
+
+
+class ScheduleConfig(_Model):
+    """When the timers run each batch stage (they are written into the units by
+    ``mamori install-units``; rerun it after a change)."""
+
+    detect_c2: ScheduledJob = ScheduledJob(
+        on_calendar="*-*-* *:10:00", since="-24h", overdue_after_hours=3
+    )
+    detect_infected: ScheduledJob = ScheduledJob(
+        on_calendar="*-*-* *:00/15:00", since="-1h", overdue_after_hours=1
+    )
+    notify: ScheduledJob = ScheduledJob(on_calendar="*-*-* *:05/15:00", overdue_after_hours=1)
+    purge: ScheduledJob = ScheduledJob(on_calendar="*-*-* 03:30:00", overdue_after_hours=36)
+    transparency: ScheduledJob = ScheduledJob(
+        on_calendar="*-*-02 06:00:00", overdue_after_hours=24 * 33
+    )
+
+
 class MamoriConfig(BaseSettings):
     """The effective configuration."""
 
@@ -523,6 +643,7 @@ class MamoriConfig(BaseSettings):
     attribution: AttributionConfig = AttributionConfig()
     alerts: AlertsConfig = AlertsConfig()
     reputation: ReputationConfig = ReputationConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
     audit: AuditConfig = AuditConfig()
     input_limits: InputLimitsConfig = InputLimitsConfig()
     share: ShareConfig = ShareConfig()

@@ -10,7 +10,16 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from mamori.cli.common import STATE, actor_name, err, fail, out, parse_time
+from mamori.cli.common import (
+    STATE,
+    actor_name,
+    err,
+    fail,
+    out,
+    parse_time,
+    records_run,
+    run_count,
+)
 from mamori.governance import ConsentError, catalogue, purge, retention_status
 from mamori.schemas import DATASETS
 
@@ -309,6 +318,7 @@ def audit_tail(
 
 
 # `mamori purge`: a single command, registered on the root app in cli/__init__.py.
+@records_run("purge", unless=("dry_run", "status"))
 def purge_cmd(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="report, delete nothing")] = False,
     now: Annotated[
@@ -341,6 +351,7 @@ def purge_cmd(
         out.print(t)
         return
     report = purge(gov, actor=actor_name(), now=when, dry_run=dry_run)
+    run_count(partitions_deleted=report.partitions_deleted, rows_deleted=report.rows_deleted)
     verb = "would delete" if dry_run else "deleted"
     for d in report.datasets:
         why = (

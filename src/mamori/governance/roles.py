@@ -82,6 +82,12 @@ VIEWS: dict[str, View] = {
         _v("audit", {_U}, (), "audit-log verification, accesses by measure, refusals"),
         _v("retention", {_U}, (), "oldest data held per dataset against its limit"),
         _v("users", {_M}, (), "console accounts"),
+        _v(
+            "metrics",
+            {_M},
+            (),
+            "Prometheus metrics: stages' runs, alerts and actions by state, audit, retention",
+        ),
         _v("public", set(), (), "public notice and transparency report", public=True),
         _v("consent", set(), (), "a subscriber's consent page (signed token)", public=True),
         _v("login", set(), (), "sign in and out", public=True),

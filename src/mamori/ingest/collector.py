@@ -162,7 +162,9 @@ class Collector:
     everything on its way out.
     """
 
-    def __init__(self, gov: Governance, settings: CollectorSettings | None = None) -> None:
+    def __init__(
+        self, gov: Governance, settings: CollectorSettings | None = None, group: str = "default"
+    ) -> None:
         self.gov = gov
         self.settings = settings or CollectorSettings()
         self.decoder = decoder_for(self.settings)
@@ -186,8 +188,10 @@ class Collector:
         self._last_flush = time.monotonic()
         self._last_nat_store = time.monotonic()
         self._latest_received = 0.0  # receive time of the newest datagram decoded
-        self._state_dir = gov.state_dir("collector")
+        self._state_dir = gov.state_dir(_state_name(group))
         self.templates = TemplateState(self._state_dir / "templates", legacy=self.templates_path)
+        # called after each flush with its duration and the files it made visible (metrics)
+        self.on_flush: Callable[[float, list[Path]], None] | None = None
         self._restore()
 
     # ----------------------------------------------------------------- state
@@ -222,6 +226,14 @@ class Collector:
             self.stats.counters["packets.dropped_by_kernel"] = _udp_drops(
                 s.inode for s in self._sockets
             )
+
+    def kernel_drops(self) -> int:
+        """Datagrams the kernel has dropped for the open sockets, read now (the saved count once
+        they are closed)."""
+        sockets = list(self._sockets)
+        if not sockets:
+            return int(self.stats.counters.get("packets.dropped_by_kernel", 0))
+        return _udp_drops(s.inode for s in sockets)
 
     def _save_state(self, *, final: bool = False) -> None:
         registry = self.decoder.registry
@@ -307,6 +319,8 @@ class Collector:
             self._last_nat_store = self._last_flush
             self._store_port_blocks()
         self._save_state(final=final)
+        if self.on_flush is not None:
+            self.on_flush(time.monotonic() - self._last_flush, files)
         return rows
 
     def _store_port_blocks(self) -> None:
@@ -528,8 +542,14 @@ def _atomic_write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def load_stats(gov: Governance) -> dict[str, Any] | None:
-    path = gov.state_dir("collector") / "stats.json"
+def _state_name(group: str) -> str:
+    """Each listener group (a process of its own) keeps its templates and counters apart;
+    ``default`` keeps the name it always had."""
+    return "collector" if group == "default" else f"collector_{group}"
+
+
+def load_stats(gov: Governance, group: str = "default") -> dict[str, Any] | None:
+    path = gov.state_dir(_state_name(group)) / "stats.json"
     try:
         data: dict[str, Any] = json.loads(path.read_text())
     except FileNotFoundError:

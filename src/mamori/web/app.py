@@ -29,7 +29,7 @@ from mamori.governance.roles import View
 from mamori.governance.tokens import secret_key
 from mamori.web.auth import Accounts, CsrfFailed, Forbidden, LoginRequired, Need
 from mamori.web.render import WEB_DIR, render
-from mamori.web.routes import admin, analyst, auditor, desk, mailbox, public, subscriber
+from mamori.web.routes import admin, analyst, auditor, desk, mailbox, metrics, public, subscriber
 
 __all__ = ["SESSION_COOKIE", "console_routes", "create_app", "create_full_app", "serve"]
 
@@ -107,7 +107,7 @@ def create_app(
         )
 
     app.mount("/static", StaticFiles(directory=str(WEB_DIR / "static")), name="static")
-    for module in (public, subscriber, analyst, desk, mailbox, auditor, admin):
+    for module in (public, subscriber, analyst, desk, mailbox, auditor, admin, metrics):
         app.include_router(module.router)
     # ---- extra routers and mounted apps from other stages (warning page, TAXII) ----
     for router in extra_routers:

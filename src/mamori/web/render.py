@@ -47,6 +47,7 @@ VIEW_PATHS = {
     "audit": "/auditor",
     "retention": "/auditor/retention",
     "users": "/admin/users",
+    "metrics": "/metrics",
 }
 
 templates.env.globals["view_paths"] = VIEW_PATHS
