@@ -171,12 +171,13 @@ def test_relative_times_for_the_timers(when: str) -> None:
 
 
 def test_each_listener_group_keeps_its_own_counters(tmp_path: Path) -> None:
-    from mamori.ingest.collector import Collector
+    from mamori.ingest.collector import Collector, replaying
 
     pcap = Path(__file__).parent / "data" / "netflow" / "100-IPFIXv10-CISCO__traffic-00.pcap"
     config = _config(tmp_path, '[collector.groups.edge]\nlisten = ["udp://127.0.0.1:0"]')
     with Governance(load_config(config)) as gov:
-        collector = Collector(gov, gov.config.collector, group="edge")
+        # an old capture: its export times are far from ours (the clock checks widened)
+        collector = Collector(gov, replaying(gov.config.collector), group="edge")
         stats = collector.replay_pcap(pcap)
         collector.close()
     assert stats.rows_written > 0
