@@ -26,7 +26,7 @@ from pathlib import Path
 from mamori.config import AddressPool, load_config
 from mamori.detect.c2 import run_c2
 from mamori.governance import Governance
-from mamori.ingest.collector import Collector, Listen
+from mamori.ingest.collector import Collector, Listen, replaying
 
 CAPTURES = {
     "test-cc-capture-1.pcap": ("147.32.80.0/24", "141.193.213.21 (HTTPS beacon every 2 s)"),
@@ -72,7 +72,9 @@ def run_one(pcap: Path, plan: str, model: Path | None) -> tuple[int, list[dict[s
             }
         )
         with Governance(cfg) as gov:
-            collector = Collector(gov, cfg.collector.model_copy(update={"flush_interval_s": 0.5}))
+            # softflowd dates the records by the (old) capture: not broken clocks
+            settings = replaying(cfg.collector.model_copy(update={"flush_interval_s": 0.5}))
+            collector = Collector(gov, settings)
             collector.start([Listen("127.0.0.1", 0)])
             port = collector.bound()[0].port
             worker = threading.Thread(target=collector.run, name="collector")

@@ -36,13 +36,18 @@ __all__ = [
     "AddressPool",
     "AlertsConfig",
     "AttributionConfig",
+    "AuditConfig",
     "CollectorConfig",
     "ConfigError",
     "DnsConfig",
     "GovernanceConfig",
+    "InputLimitsConfig",
     "MamoriConfig",
     "ReputationConfig",
     "RetentionConfig",
+    "ScheduleConfig",
+    "ScheduledJob",
+    "ShareConfig",
     "SmtpConfig",
     "WebConfig",
     "load_config",
@@ -89,6 +94,9 @@ class RetentionConfig(_Model):
     cases: int = Field(default=365, gt=0, le=3650)
     # Match records made for an alert are deleted this many days after the alert was sent.
     matches_after_alert_days: int = Field(default=7, ge=0, le=365)
+    # Nothing true is dated in the future: an hour partition starting more than this many hours
+    # after now holds garbage (a bad exporter clock) and is deleted by every purge.
+    future_tolerance_hours: int = Field(default=48, ge=1, le=8760)
 
     def days(self, dataset: str) -> int | None:
         """Retention of ``dataset`` in days; ``None`` for the audit log, which is never purged."""
@@ -110,6 +118,61 @@ class GovernanceConfig(_Model):
         description="memory of the sandbox a grant's holder queries (and of governance while it "
         "fills one); past it, work spills to <store>/_state/spill. Unset: DuckDB's default (80 % "
         "of RAM). A detector's own memory_limit_mb wins for its sandbox",
+    )
+
+
+_SINK = re.compile(r"^(syslog://(\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+):\d{1,5}|file:\S.*)$")
+
+
+class AuditConfig(_Model):
+    """Making the audit log evident to those who do not own the store (``mamori audit --help``).
+
+    The key is the audit role's: outside the store, so that whoever can rewrite the store's files
+    cannot sign a rewritten log.
+    """
+
+    signing_key: Path | None = Field(
+        default=None,
+        description="the audit role's Ed25519 private key (`mamori audit keygen`), outside the "
+        "store: signs HEAD at every append, published heads and the transparency report's head",
+    )
+    public_key: str | list[str] | None = Field(
+        default=None,
+        description="public key(s) HEAD and published heads must be signed with: ed25519:<base64> "
+        "or a file holding it; a list during a key rotation. Default: the signing key's",
+    )
+    publish_to: tuple[str, ...] = Field(
+        default=(),
+        description="where `mamori audit publish` sends the signed head: syslog://HOST:PORT "
+        "(RFC 5424 over TCP) or file:PATH (another mount); verify reads the file sinks back",
+    )
+
+    @field_validator("publish_to")
+    @classmethod
+    def _sinks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [s for s in value if not _SINK.match(s)]
+        if bad:
+            raise ValueError(f"{bad}: expected syslog://HOST:PORT or file:PATH")
+        return value
+
+    def public_keys(self) -> tuple[str, ...]:
+        if self.public_key is None:
+            return ()
+        return (self.public_key,) if isinstance(self.public_key, str) else tuple(self.public_key)
+
+    def file_sinks(self) -> tuple[Path, ...]:
+        return tuple(Path(s[len("file:") :]) for s in self.publish_to if s.startswith("file:"))
+
+
+_INSTANCE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+
+
+class CollectorGroup(_Model):
+    """One collector process (``mamori collect --group NAME``, unit ``mamori-collect@NAME``)."""
+
+    listen: tuple[str, ...] = Field(min_length=1, description="udp://HOST:PORT listeners")
+    metrics: str | None = Field(
+        default=None, description="HOST:PORT to serve this group's Prometheus metrics on"
     )
 
 
@@ -136,6 +199,82 @@ class CollectorConfig(_Model):
         description="exporter address → 1-in-N rate used where the exporter reports none or 0",
     )
     template_timeout_s: float = Field(default=1800.0, gt=0)
+    metrics: str | None = Field(
+        default=None,
+        description="HOST:PORT to serve the collector's Prometheus metrics on, e.g. "
+        "127.0.0.1:9465 (the group default; each group has its own)",
+    )
+    groups: dict[str, CollectorGroup] = Field(
+        default_factory=dict,
+        description="[collector.groups.NAME]: listener groups, one collector process each "
+        "(systemd unit mamori-collect@NAME); `listen` above is the group named default",
+    )
+
+    @field_validator("groups")
+    @classmethod
+    def _group_names(cls, value: dict[str, CollectorGroup]) -> dict[str, CollectorGroup]:
+        # the name becomes a systemd instance name and a state directory: keep it plain
+        bad = [n for n in value if not _INSTANCE.match(n) or n == "default"]
+        if bad:
+            raise ValueError(
+                f"group names {bad}: a lower-case letter, then letters, digits and _, at most "
+                "32 in all, not 'default' (that is collector.listen)"
+            )
+        return value
+
+    def listen_groups(self) -> dict[str, tuple[str, ...]]:
+        """Every listener group by name; ``default`` is ``collector.listen`` when set."""
+        out = {"default": self.listen} if self.listen else {}
+        return out | {name: g.listen for name, g in self.groups.items()}
+
+    def metrics_for(self, group: str) -> str | None:
+        """Where the group's metrics are served (None: not served)."""
+        return self.metrics if group == "default" else self.groups[group].metrics
+
+    # Hostile or broken input must not stop the collector (mamori.ingest.collector).
+    max_open_partitions: int = Field(
+        default=32,
+        ge=1,
+        le=4096,
+        description="hour partitions with a file open at once; past it the least recently "
+        "written is closed early (rows still become visible at the next flush)",
+    )
+    stop_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="on SIGTERM, how long the receiver may take to hand over what it holds "
+        "before it is killed",
+    )
+    record_before_export_s: float = Field(
+        default=86_400.0,
+        gt=0,
+        description="a record that started or ended more than this before its export time is "
+        "refused (counted as records.refused.before_export)",
+    )
+    record_after_export_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="a record that ends more than this after its export time is refused "
+        "(records.refused.after_export)",
+    )
+    export_clock_skew_s: float = Field(
+        default=86_400.0,
+        gt=0,
+        description="the records of a packet whose export time is further than this from the "
+        "time it was received are refused (records.refused.export_clock)",
+    )
+    templates_per_exporter: int = Field(
+        default=1024,
+        ge=1,
+        description="templates kept per exporter address; past it the least recently "
+        "announced is evicted (templates.evicted)",
+    )
+    templates_total: int = Field(
+        default=32_768,
+        ge=1,
+        description="templates kept over all exporters (the same eviction)",
+    )
 
     @field_validator("sampling_overrides", "sampling_defaults")
     @classmethod
@@ -171,9 +310,29 @@ class WebConfig(_Model):
     )
     mailbox_dir: Path | None = Field(
         default=None,
-        description="a local mailbox directory (.eml files; the demo's SMTP sink) the abuse desk "
-        "may read in the console; unset in production",
+        description="a local mailbox (a Maildir or a folder of .eml files; in the demo, the SMTP "
+        "sink's) the abuse desk may read in the console; unset in production",
     )
+    metrics_listen: str | None = Field(
+        default=None,
+        description="loopback HOST:PORT on which `mamori serve` also serves /metrics without a "
+        "login, for a Prometheus on the same host, e.g. 127.0.0.1:9466",
+    )
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _loopback(cls, value: str | None) -> str | None:
+        # no login on this listener: it must not be reachable from elsewhere
+        if value is None:
+            return None
+        host = value.rpartition(":")[0].strip("[]")
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback or not value.rpartition(":")[2].isdigit():
+            raise ValueError("a loopback address and port, e.g. 127.0.0.1:9466 or [::1]:9466")
+        return value
 
 
 class DnsConfig(_Model):
@@ -231,6 +390,14 @@ class DnsConfig(_Model):
         default=None,
         description="warning page 'continue' target, with {url}: a forwarding proxy that does "
         "not use the policy resolver; unset: the page explains how to switch the warning off",
+    )
+    zone_expiry_days: float = Field(
+        default=7.0,
+        gt=0,
+        le=365,
+        description="a zone not rebuilt within this long expires (every action ends): "
+        "`mamori act expire` then empties it, as a zone is only as current as the lists it was "
+        "built from",
     )
 
 
@@ -323,6 +490,127 @@ class ReputationConfig(_Model):
         return out
 
 
+class InputLimitsConfig(_Model):
+    """Bounds on what outsiders' files and messages may make the parsers do.
+
+    ``json.loads`` and the STIX pattern grammar recurse once per level: a document nested a few
+    thousand levels deep, or a pattern of thousands of ``OR``, ends in ``RecursionError``. Nesting
+    is measured on the raw text before parsing; the one object that exceeds a bound is refused
+    with its position and the rest of the file is kept.
+    """
+
+    max_json_depth: int = Field(
+        default=64,
+        ge=8,
+        le=256,
+        description="deepest nesting of JSON arrays and objects read from a feed, a report or a "
+        "TAXII peer (STIX and MISP need about 10)",
+    )
+    max_pattern_length: int = Field(
+        default=16384, ge=256, le=1_000_000, description="longest STIX pattern, in characters"
+    )
+    max_pattern_operators: int = Field(
+        default=128,
+        ge=1,
+        le=256,
+        description="most operators (AND, OR, FOLLOWEDBY) and qualifiers (WITHIN, REPEATS, "
+        "START … STOP) in one STIX pattern",
+    )
+    max_pattern_nesting: int = Field(
+        default=32, ge=1, le=64, description="deepest nesting of ( and [ in one STIX pattern"
+    )
+
+
+class ShareConfig(_Model):
+    """The TAXII server's limits per peer (``mamori share serve``, ``/taxii2/``).
+
+    Counted per peer: objects and request-body bytes it posted in the current UTC day, and its
+    requests (any route) in a fixed window of ``rate_window_s``. Past a limit the server answers
+    429 with ``Retry-After`` and audits the first refusal of each window.
+    """
+
+    max_content_length: int = Field(
+        default=10 * 1024 * 1024,
+        ge=1024,
+        description="largest request body in bytes (413 past it, checked before it is read)",
+    )
+    max_objects_per_request: int = Field(
+        default=1000, ge=1, description="most STIX objects in one posted envelope"
+    )
+    quota_objects_per_day: int = Field(
+        default=10_000, ge=0, description="objects one peer may post per UTC day"
+    )
+    quota_bytes_per_day: int = Field(
+        default=50 * 1024 * 1024, ge=0, description="request-body bytes one peer may post per day"
+    )
+    rate_requests: int = Field(
+        default=120, ge=1, description="requests one peer may make per rate window"
+    )
+    rate_window_s: float = Field(default=60.0, gt=0, le=86400)
+    refusal_summary_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=86400,
+        description="requests without a valid key, and a peer's refusals past a limit after the "
+        "first of its window, are counted and written to the audit log as one refused-summary "
+        "per interval (by route, source prefix, peer and limit), not one entry each",
+    )
+
+
+_RELATIVE = re.compile(r"^-\d{1,5}[mhd]$")
+
+
+class ScheduledJob(_Model):
+    """A stage run by a systemd timer (``mamori install-units``) and watched by ``mamori status``."""
+
+    on_calendar: str = Field(
+        min_length=1,
+        max_length=200,
+        description="when the timer fires: a systemd OnCalendar expression (man systemd.time)",
+    )
+    since: str | None = Field(
+        default=None,
+        description="window start given to the stage, relative to the run: -15m, -24h, -7d",
+    )
+    overdue_after_hours: float = Field(
+        gt=0,
+        description="`mamori status` reports the stage overdue when its last successful run is "
+        "older than this",
+    )
+
+    @field_validator("on_calendar")
+    @classmethod
+    def _one_line(cls, value: str) -> str:
+        # written into a unit file as is: a newline would add directives of its own
+        if any(not c.isprintable() for c in value) or "%" in value:
+            raise ValueError("one line of printable text without %, e.g. '*-*-* 03:30:00'")
+        return value.strip()
+
+    @field_validator("since")
+    @classmethod
+    def _relative(cls, value: str | None) -> str | None:
+        if value is not None and not _RELATIVE.match(value):
+            raise ValueError("a time relative to the run: -NNm, -NNh or -NNd, e.g. -24h")
+        return value
+
+
+class ScheduleConfig(_Model):
+    """When the timers run each batch stage (they are written into the units by
+    ``mamori install-units``; rerun it after a change)."""
+
+    detect_c2: ScheduledJob = ScheduledJob(
+        on_calendar="*-*-* *:10:00", since="-24h", overdue_after_hours=3
+    )
+    detect_infected: ScheduledJob = ScheduledJob(
+        on_calendar="*-*-* *:00/15:00", since="-1h", overdue_after_hours=1
+    )
+    notify: ScheduledJob = ScheduledJob(on_calendar="*-*-* *:05/15:00", overdue_after_hours=1)
+    purge: ScheduledJob = ScheduledJob(on_calendar="*-*-* 03:30:00", overdue_after_hours=36)
+    transparency: ScheduledJob = ScheduledJob(
+        on_calendar="*-*-02 06:00:00", overdue_after_hours=24 * 33
+    )
+
+
 class MamoriConfig(BaseSettings):
     """The effective configuration."""
 
@@ -355,6 +643,10 @@ class MamoriConfig(BaseSettings):
     attribution: AttributionConfig = AttributionConfig()
     alerts: AlertsConfig = AlertsConfig()
     reputation: ReputationConfig = ReputationConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    audit: AuditConfig = AuditConfig()
+    input_limits: InputLimitsConfig = InputLimitsConfig()
+    share: ShareConfig = ShareConfig()
 
     @model_validator(mode="before")
     @classmethod
@@ -401,6 +693,28 @@ class MamoriConfig(BaseSettings):
                             f"{other_name!r}; pools must be disjoint"
                         )
                 seen.append((pool.name, net))
+        return self
+
+    @model_validator(mode="after")
+    def _audit_outside_store(self) -> MamoriConfig:
+        # A key or published copy the store's owner can rewrite proves nothing against that owner.
+        store = self.store.expanduser().resolve()
+
+        def inside(path: Path) -> bool:
+            p = path.expanduser().resolve()
+            return p == store or store in p.parents
+
+        if self.audit.signing_key is not None and inside(self.audit.signing_key):
+            raise ValueError(
+                f"audit.signing_key {str(self.audit.signing_key)!r} is inside the store "
+                f"{str(self.store)!r}; keep the audit key outside the store"
+            )
+        for path in self.audit.file_sinks():
+            if inside(path):
+                raise ValueError(
+                    f"audit.publish_to file:{path} is inside the store {str(self.store)!r}; "
+                    "publish to another mount"
+                )
         return self
 
     def measure_enabled(self, measure: str) -> bool:

@@ -135,3 +135,48 @@ def test_purge_command(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "flows: deleted 1 partition(s), 1 row(s) older than 90 days" in result.output
     assert not list((store / "flows").rglob("*.parquet"))
+
+
+def test_purge_removes_observed_partitions_dated_in_the_future(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Garbage taken for flows was dated up to 2105: no retention rule ever reaches it. Past the
+    tolerance, future partitions of observed events go, audited like every purge; other datasets
+    (a planned allocation) and hours within the tolerance (a fast exporter clock) stay."""
+    cfg = make_config(tmp_path / "s", retention=RetentionConfig(future_tolerance_hours=48))
+    gov = Governance(cfg)
+    request.addfinalizer(gov.close)
+    hours = {
+        "now": NOW,
+        "within the tolerance": NOW + timedelta(hours=47),
+        "past it": NOW + timedelta(hours=49),
+        "2105": datetime(2105, 3, 1, 7, tzinfo=UTC),
+    }
+    gov.write(
+        "M1",
+        "flows",
+        table([flow("10.0.0.1", "203.0.113.1", at) for at in hours.values()]),
+        "collector",
+    )
+    planned = NOW + timedelta(days=30)
+    gov.write_registry(
+        "allocations",
+        table([{"start": planned, "addr": "10.0.0.7", "subscriber_id": "S1"}]),
+        "ops",
+        source="static",
+    )
+
+    report = purge(gov, actor="ops", now=NOW)
+
+    def hour(t: datetime) -> datetime:
+        return t.replace(minute=0, second=0, microsecond=0)
+
+    assert set(_hours_present(gov, "flows")) == {
+        hour(hours["now"]),
+        hour(hours["within the tolerance"]),
+    }
+    assert _hours_present(gov, "allocations") == [hour(planned)]
+    assert report.partitions_deleted == 2 and report.rows_deleted == 2
+    (entry,) = [e for e in gov.audit.entries() if e.event == "purge"]
+    assert entry.dataset == "flows" and entry.detail and "dated in the future" in entry.detail
+    assert gov.audit.verify().ok

@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -51,13 +52,31 @@ class Running:
                     time.sleep(0.002)
 
 
+# softflowd made these exports from captures years old: the records are dated by the capture, the
+# export times by softflowd's clock (or the capture's). Sent live they would be refused as garbage
+# (collector.record_before_export_s, collector.export_clock_skew_s): widen both, as an operator
+# replaying old exports would.
+_YEARS = str(20 * 365 * 86400)
+REPLAYING_OLD_EXPORTS = {
+    "MAMORI_COLLECTOR__EXPORT_CLOCK_SKEW_S": _YEARS,
+    "MAMORI_COLLECTOR__RECORD_BEFORE_EXPORT_S": _YEARS,
+}
+
+
 @contextmanager
-def collector(store: Path, *extra: str) -> Iterator[Running]:
+def collector(
+    store: Path, *extra: str, env: dict[str, str] | None = None, **popen: Any
+) -> Iterator[Running]:
     proc = subprocess.Popen(
         [*MAMORI, "collect", "--listen", "udp://127.0.0.1:0", "--store", str(store), *extra],
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            **(REPLAYING_OLD_EXPORTS if env is None else env),
+        },
+        **popen,
     )
     assert proc.stderr is not None
     line = proc.stderr.readline().decode()

@@ -343,6 +343,8 @@ def write_exports_pcap(path: Path) -> None:
 @pytest.mark.slow
 def test_udp_collector_applies_one_rule_to_netflow_and_sflow(config: MamoriConfig) -> None:
     settings, want = renamed(UDP_NAMES)
+    # the packets are dated 2023 whatever today is: not a broken exporter clock here
+    settings = settings.model_copy(update={"export_clock_skew_s": 20 * 365 * 86400.0})
     gov = Governance(config)
     try:
         c = Collector(gov, settings)

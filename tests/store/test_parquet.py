@@ -160,3 +160,80 @@ def test_engine_scan_reads_files_of_older_schemas(
     got = DuckDBEngine(tmp_path).scan(FLOWS, ["src_addr", "src_port"]).to_arrow_table()
     assert sorted(got.column("src_addr").to_pylist()) == ["10.0.0.1", "10.0.0.2"]
     assert got.column("src_port").null_count == (0 if same else 1)
+
+
+def test_engine_scan_reads_a_column_no_file_has_yet_as_nulls(tmp_path: Path) -> None:
+    files = write_partitioned(tmp_path, FLOWS, table([flow("10.0.0.1", "203.0.113.1", T0)]))
+    pq.write_table(pq.read_table(files[0], columns=["time_start", "src_addr"]), files[0])
+    got = DuckDBEngine(tmp_path).scan(FLOWS, ["src_addr", "src_port", "time_end"]).to_arrow_table()
+    assert got.column("src_addr").to_pylist() == ["10.0.0.1"]
+    assert got.column("src_port").to_pylist() == [None]
+    # the type a file that has the column reads as
+    full = write_partitioned(tmp_path / "b", FLOWS, table([flow("10.0.0.2", "203.0.113.2", T0)]))
+    assert full
+    want = DuckDBEngine(tmp_path / "b").scan(FLOWS, ["time_end"]).to_arrow_table()
+    assert got.schema.field("time_end").type == want.schema.field("time_end").type
+
+
+def test_stream_writer_keeps_at_most_max_open_files_open(tmp_path: Path) -> None:
+    writer = store_parquet.StreamWriter(tmp_path, FLOWS, max_open=3)
+    hours = [T0 + timedelta(hours=h) for h in range(10)]
+    for h in hours:
+        writer.write(table([flow("10.0.0.1", "203.0.113.1", h)]))
+        assert writer.open_files <= 3
+    writer.write(table([flow("10.0.0.1", "203.0.113.1", hours[0])]))  # closed early: a new file
+    assert writer.closed_early == 8
+    assert list(tmp_path.rglob("part-*.parquet")) == []  # nothing visible before the commit
+    files, rows = writer.commit()
+    assert rows == 11 and len(files) == 11
+    assert sorted(f.parent.name for f in files).count("hour=10") == 2
+    assert sum(pq.read_metadata(f).num_rows for f in files) == 11
+    assert list(tmp_path.rglob("*.tmp")) == [] and list(tmp_path.rglob(".writer-*")) == []
+
+
+def test_remove_stale_streams_spares_running_writers_and_other_files(tmp_path: Path) -> None:
+    script = textwrap.dedent(f"""
+        import os, sys
+        from datetime import datetime, UTC
+        import pyarrow as pa
+        from mamori.schemas import FLOWS
+        from mamori.store.parquet import StreamWriter
+        w = StreamWriter(__import__("pathlib").Path({str(tmp_path)!r}), FLOWS)
+        t0 = datetime(2026, 11, 1, 10, tzinfo=UTC)
+        w.write(pa.Table.from_pylist([dict(time_start=t0, time_end=t0, src_addr="a",
+                                           dst_addr="b")]))
+        print("written", flush=True)
+        sys.stdin.read()  # until told to go
+        if sys.argv[1:] == ["commit"]:
+            w.commit()
+        else:
+            os._exit(0)  # as if killed: the hidden file stays
+    """)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+
+    def writer(*args: str) -> subprocess.Popen[str]:
+        p = subprocess.Popen(
+            [sys.executable, "-c", script, *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        assert p.stdout is not None and p.stdout.readline() == "written\n"
+        return p
+
+    dead = writer()
+    assert dead.communicate("") is not None and dead.returncode == 0
+    (stale,) = tmp_path.rglob(".part-*.tmp")
+    live = writer("commit")
+    other = stale.parent / ".someone-elses.tmp"
+    other.write_text("x")
+    assert store_parquet.remove_stale_streams(tmp_path, "flows") == 1
+    assert not stale.exists() and other.exists()
+    assert len(list(tmp_path.rglob(".part-*.tmp"))) == 1  # the live writer's
+    live.communicate("")
+    assert live.returncode == 0
+    assert list(tmp_path.rglob(".part-*.tmp")) == []
+    assert len(list(tmp_path.rglob("part-*.parquet"))) == 1
+    assert store_parquet.remove_stale_streams(tmp_path, "flows") == 0
+    assert list(tmp_path.rglob(".writer-*")) == []

@@ -17,8 +17,8 @@ import logging
 import os
 import re
 import time
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -26,15 +26,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict
 
+from mamori.act import base as act
+from mamori.act.base import Action, ActionKind, ActionState
 from mamori.config import DnsConfig, MamoriConfig
-from mamori.governance import Governance
+from mamori.governance import Governance, LegalBasis
 from mamori.ingest.reputation import current_reputation
 
 __all__ = [
     "C2_CATEGORIES",
     "WARNING_CATEGORIES",
+    "RpzBackend",
     "RpzResult",
     "ZoneBuild",
+    "ZonePlan",
+    "action_serial",
     "atomic_write",
     "build_zone",
     "generate_rpz",
@@ -277,6 +282,97 @@ def _warning_rdata(dns: DnsConfig) -> list[str]:
 
 
 _COLUMNS = ["indicator_type", "domain", "url", "category", "expires"]
+_CATEGORIES_OF = {"M7": C2_CATEGORIES, "M8": WARNING_CATEGORIES}
+
+
+def _rdata(dns: DnsConfig, measure: str, c2_action: C2Action) -> list[str]:
+    return _c2_rdata(dns, c2_action) if measure == "M7" else _warning_rdata(dns)
+
+
+class ZonePlan(BaseModel):
+    """What applying one ``rpz`` action writes: its zone, with these names, at this serial."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    action_id: str
+    zone: str
+    path: Path
+    serial: int
+    names: pa.Array
+    rdata: tuple[str, ...]
+
+
+def action_serial(action: Action) -> int:
+    """The zone serial an ``rpz`` action put in force (its id is ``rpz-<measure>-<serial>``)."""
+    return int(action.action_id.rsplit("-", 1)[1])
+
+
+def _serial_in_force(path: Path) -> int | None:
+    try:
+        with path.open("rb") as fh:
+            m = _SERIAL_RE.search(fh.read(4096))
+    except FileNotFoundError:
+        return None
+    return int(m.group(1)) if m else None
+
+
+class RpzBackend:
+    """The RPZ back end: an ``rpz`` action is one zone (its target) at one serial.
+
+    ``apply`` writes the zone with the names the action was proposed with (``lists``, per
+    measure); ``withdraw`` empties the zone, at a new serial, unless a newer zone has replaced the
+    action's already (then there is nothing of it left to withdraw).
+    """
+
+    kind = ActionKind.RPZ
+
+    def __init__(
+        self,
+        config: MamoriConfig,
+        *,
+        out_dir: Path | None = None,
+        dns: DnsConfig | None = None,
+        c2_action: C2Action | None = None,
+        lists: Mapping[str, pa.Array] | None = None,
+    ) -> None:
+        self.dns = dns or config.dns
+        self.out = out_dir or rpz_dir(config)
+        self.c2_action: C2Action = c2_action or self.dns.c2_action
+        self.lists = dict(lists or {})
+        self.written: dict[str, int] = {}  # action id -> policy records written
+
+    def render(self, actions: Sequence[Action]) -> list[ZonePlan]:
+        empty = pa.array([], pa.string())
+        return [
+            ZonePlan(
+                action_id=a.action_id,
+                zone=_fqdn(a.target),
+                path=self.out / _zone_file(a.target),
+                serial=action_serial(a),
+                names=self.lists.get(a.measure, empty),
+                rdata=tuple(_rdata(self.dns, a.measure, self.c2_action)),
+            )
+            for a in actions
+        ]
+
+    def apply(self, actions: Sequence[Action]) -> None:
+        for p in self.render(actions):
+            _, records = build_zone(
+                p.path,
+                p.zone,
+                p.names,
+                p.rdata,
+                ttl=self.dns.ttl,
+                subdomains=self.dns.subdomains,
+                serial=p.serial,
+            )
+            self.written[p.action_id] = records
+
+    def withdraw(self, actions: Sequence[Action]) -> None:
+        for p in self.render(actions):
+            if _serial_in_force(p.path) != p.serial:
+                continue  # a newer zone replaced this one (or it is gone): nothing of it is left
+            build_zone(p.path, p.zone, pa.array([], pa.string()), p.rdata, ttl=self.dns.ttl)
 
 
 def generate_rpz(
@@ -291,7 +387,10 @@ def generate_rpz(
 ) -> RpzResult:
     """Read current reputation entries (through governance, under M7 and M8) and write both zones.
 
-    Each zone write is recorded as an ``rpz`` action of its measure and audited.
+    Each zone is an ``rpz`` action of its measure (:mod:`mamori.act.base`): proposed, approved by
+    the actor who runs this (running it is the operator's decision, as before the contract), and
+    applied by writing the zone; it expires after ``dns.zone_expiry_days`` unless a newer zone
+    ends it first.
     """
     cfg = gov.config
     dns = cfg.dns
@@ -301,20 +400,33 @@ def generate_rpz(
     out = out_dir or rpz_dir(cfg)
     now = at or datetime.now(UTC)
     builds = []
-    for measure, zone, cats, rdata in (
-        ("M7", dns.c2_zone, C2_CATEGORIES, _c2_rdata(dns, action)),
-        ("M8", dns.warning_zone, WARNING_CATEGORIES, _warning_rdata(dns)),
-    ):
+    for measure, zone in (("M7", dns.c2_zone), ("M8", dns.warning_zone)):
         t0 = time.perf_counter()
         # per source, its latest load only: a name a feed no longer lists leaves the zone
         rep = current_reputation(gov, measure, actor, now).select(_COLUMNS)
         names, rejected = policy_names(
-            rep, cats, at=now, url_hosts=dns.url_hosts, never_block=dns.never_block
+            rep,
+            _CATEGORIES_OF[measure],
+            at=now,
+            url_hosts=dns.url_hosts,
+            never_block=dns.never_block,
         )
         path = out / _zone_file(zone)
-        serial, records = build_zone(
-            path, zone, names, rdata, ttl=dns.ttl, subdomains=dns.subdomains
+        backend = RpzBackend(cfg, out_dir=out, dns=dns, c2_action=action, lists={measure: names})
+        proposal = Action(
+            action_id=f"rpz-{measure}-{next_serial(path)}",
+            kind=ActionKind.RPZ,
+            target=_fqdn(zone),
+            measure=measure,
+            legal_basis=LegalBasis.CONSENT,
+            created=now,
+            expires=now + timedelta(days=dns.zone_expiry_days),
         )
+        if record_action:
+            _apply_zone(gov, actor, backend, proposal, now, len(names), rejected)
+        else:
+            backend.apply([proposal])
+        serial = action_serial(proposal)
         took = time.perf_counter() - t0
         build = ZoneBuild(
             measure=measure,
@@ -322,29 +434,36 @@ def generate_rpz(
             path=path,
             serial=serial,
             names=len(names),
-            records=records,
+            records=backend.written[proposal.action_id],
             rejected=rejected,
             seconds=took,
         )
         builds.append(build)
-        if record_action:
-            gov.write(
-                measure,
-                "actions",
-                pa.table(
-                    {
-                        "created": pa.array([now], pa.timestamp("ms", tz="UTC")),
-                        "action_id": [f"rpz-{measure}-{serial}"],
-                        "kind": ["rpz"],
-                        "target": [_fqdn(zone)],
-                        "measure": [measure],
-                        "legal_basis": ["consent"],
-                        "state": ["active"],
-                        "start": pa.array([now], pa.timestamp("ms", tz="UTC")),
-                        "approved_by": [actor],
-                    }
-                ),
-                actor,
-                detail={"names": len(names), "rejected": rejected, "serial": serial},
-            )
     return RpzResult(zones=tuple(builds))
+
+
+def _apply_zone(
+    gov: Governance,
+    actor: str,
+    backend: RpzBackend,
+    proposal: Action,
+    now: datetime,
+    names: int,
+    rejected: int,
+) -> None:
+    """propose → approve → apply (write the zone) → end the zone it replaced."""
+    detail = {"names": names, "rejected": rejected, "serial": action_serial(proposal)}
+    earlier = [
+        a
+        for a in act.current(gov, actor, [proposal.measure]).values()
+        if a.kind is ActionKind.RPZ
+        and a.state is ActionState.APPLIED
+        and a.target == proposal.target
+    ]
+    [proposed] = act.propose(gov, [proposal], actor, now=now, detail=detail)
+    [approved] = act.approve(gov, [proposed], actor, now=now)
+    [applied] = act.apply(gov, [approved], actor, backend=backend, now=now, detail=detail)
+    # replaced, not withdrawn: the new zone is in force (no back end)
+    replaced = {"superseded_by": applied.action_id}
+    act.end(gov, [a for a in earlier if not a.due(now)], actor, now=now, detail=replaced)
+    act.expire(gov, [a for a in earlier if a.due(now)], actor, now=now, detail=replaced)

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from mamori.cli.common import STATE, actor_name, fail, out
+from mamori.cli.common import STATE, actor_name, fail, note_run, out, records_run, run_count
 
 act_app = typer.Typer(
     help="Turn findings and lists into actions: RPZ zones and the resolver's consent policy.",
@@ -35,6 +35,7 @@ def _control(command: str | None) -> Any:
 
 
 @act_app.command("rpz")
+@records_run("rpz")
 def act_rpz(
     out_dir: Annotated[
         Path | None,
@@ -77,6 +78,7 @@ def act_rpz(
         c2_action=c2_action.value if c2_action else None,
         warning_host=warning_host,
     )
+    run_count(**{f"names_{z.measure}": z.names for z in result.zones})
     for z in result.zones:
         out.print(
             f"{z.measure} {z.zone} serial {z.serial}: {z.names:,} names ({z.records:,} records, "
@@ -90,6 +92,20 @@ def act_rpz(
                 ctl.reload_zone(z.zone, z.measure)
         except ResolverError as exc:
             fail(str(exc))
+
+
+@act_app.command("expire")
+def act_expire() -> None:
+    """Record every action past its expiry as expired (every action ends): what is still in force
+    is withdrawn by its kind's back end first (an RPZ zone not rebuilt in time is emptied)."""
+    from mamori.act.backends import default_backends
+    from mamori.act.base import expire_due
+
+    gov = STATE.gov()
+    done = expire_due(gov, actor_name(), backends=default_backends(gov.config))
+    for a in done:
+        out.print(f"{a.measure} {a.kind} {a.action_id}: expired at {a.expires}", highlight=False)
+    out.print(f"{len(done):,} actions expired", highlight=False)
 
 
 @act_app.command("resolver-sync")
@@ -139,6 +155,15 @@ def act_resolver_sync(
     ctl = _control(resolver_control)
 
     def show(r: Any) -> None:
+        note_run(
+            "resolver-sync",
+            r.seconds,
+            {
+                "clients_M7": r.clients.get("M7", 0),
+                "clients_M8": r.clients.get("M8", 0),
+                "reloaded": int(bool(r.changed)),
+            },
+        )
         state = "reloaded" if r.changed else ("pending reload" if r.pending else "unchanged")
         out.print(
             f"{datetime.now(UTC):%H:%M:%S} clients M7 {r.clients.get('M7', 0):,}, "
@@ -151,6 +176,7 @@ def act_resolver_sync(
         try:
             show(sync_resolver(gov, actor_name(), control=ctl, zones=zones, force=force))
         except ResolverError as exc:
+            note_run("resolver-sync", 0.0, {}, ok=False)
             fail(str(exc))
         return
     stop = threading.Event()

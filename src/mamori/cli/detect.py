@@ -16,7 +16,9 @@ from mamori.cli.common import (
     fail,
     out,
     parse_time,
+    records_run,
     register_pending,
+    run_count,
 )
 
 if TYPE_CHECKING:
@@ -39,6 +41,7 @@ detect_app = typer.Typer(
 
 
 @detect_app.command("infected")
+@records_run("detect-infected", unless=("dry_run",))
 def detect_infected(
     since: Annotated[
         str | None, typer.Option("--since", help="start of the window (ISO 8601, UTC)")
@@ -65,6 +68,11 @@ def detect_infected(
     assert isinstance(detector, InfectedDetector)
     report = detector.match(
         STATE.gov(), Window(parse_time(since), parse_time(until)), actor=actor_name()
+    )
+    run_count(
+        findings=len(report.findings),
+        flow_matches=report.flow_matches,
+        dns_matches=report.dns_matches,
     )
     if as_json:
         for f in report.findings:
@@ -100,6 +108,7 @@ class C2Method(StrEnum):
 
 
 @detect_app.command("c2")
+@records_run("detect-c2")
 def detect_c2_cmd(
     since: Annotated[
         str | None, typer.Option("--since", help="start of the window (ISO 8601, UTC)")
@@ -156,6 +165,7 @@ def detect_c2_cmd(
     except TrainingError as exc:
         fail(str(exc))
     rows = run.findings.to_pylist()
+    run_count(findings=len(rows))
     if as_json:
         for r in rows:
             r["evidence"] = json.loads(r["evidence"]) if r["evidence"] else None

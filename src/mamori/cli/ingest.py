@@ -435,7 +435,7 @@ def ingest_report(
 
     _refuse_empty(file)
     try:
-        parsed = parse_report(file, fmt.value)
+        parsed = parse_report(file, fmt.value, limits=STATE.gov().config.input_limits)
     except NotText as exc:
         fail(f"{exc}; nothing stored", code=1)
     except ValueError as exc:

@@ -40,7 +40,7 @@ from mamori.governance.measures import Catalogue, LegalBasis, Measure, catalogue
 from mamori.governance.sandbox import Sandbox
 from mamori.schemas import ALLOCATIONS, CONSENT, DatasetSchema, dataset
 from mamori.store import DuckDBEngine, Relation
-from mamori.store.parquet import SchemaMismatch, StreamWriter, conform
+from mamori.store.parquet import SchemaMismatch, StreamWriter, conform, remove_stale_streams
 
 __all__ = [
     "AccessRefused",
@@ -142,9 +142,10 @@ class GovernedStream:
         actor: str,
         basis: str,
         detail: dict[str, Any],
+        max_open: int = 64,
     ) -> None:
         self._gov = gov
-        self._writer = StreamWriter(gov.config.store, schema)
+        self._writer = StreamWriter(gov.config.store, schema, max_open)
         self.measure = measure
         self.schema = schema
         self.actor = actor
@@ -154,6 +155,16 @@ class GovernedStream:
     @property
     def pending_rows(self) -> int:
         return self._writer.rows
+
+    @property
+    def closed_early(self) -> int:
+        """Files closed before their commit to keep at most ``max_open`` open."""
+        return self._writer.closed_early
+
+    def remove_stale(self) -> int:
+        """Remove the hidden files that crashed writers of this dataset left behind (never a
+        running writer's); returns how many."""
+        return remove_stale_streams(self._gov.config.store, self.schema.name)
 
     def write(self, table: pa.Table) -> int:
         try:
@@ -195,7 +206,7 @@ class Governance:
         self.config = config
         self.catalogue = measures or catalogue()
         self._engine = DuckDBEngine(config.store)
-        self.audit = AuditLog(config.store / "audit")
+        self.audit = AuditLog.for_config(config)
         self.consent = ConsentRegistry(self._engine, self.audit, self.catalogue)
         self._names = itertools.count(1)
         # weak: a sandbox nobody holds any more (no grant, no relation) is freed with its data
@@ -474,11 +485,14 @@ class Governance:
         start: datetime | None = None,
         end: datetime | None = None,
         sandbox: Sandbox | None = None,
+        stream: bool = False,
     ) -> Grant:
         """Read ``columns`` of ``dataset`` for ``measure`` (``None``: every column it may read).
 
         The rows are copied into ``sandbox`` (one made by :meth:`sandbox`, holding the other
-        inputs the caller will combine them with), else into a new sandbox of their own."""
+        inputs the caller will combine them with), else into a new sandbox of their own. With
+        ``stream``, nothing is copied: the rows stream into the one query that reads them (a
+        large input read by a single query); reading the grant again is refused."""
         m, schema, cols, chosen = self._check(
             measure,
             dataset,
@@ -518,8 +532,15 @@ class Governance:
         if box.closed or box not in self._sandboxes:
             raise GovernanceError("that sandbox is closed or was not made by this governance")
         name = self._fresh(f"{measure}_{dataset}".lower())
+        # Rows that need no consent filter are a plain scan of the store's files: the sandbox
+        # reads them itself (before its holder's first query locks it), which saves a copy.
+        direct = None if filtered or not self._engine.files(schema, start, end) else rel.sql_query()
         with self._bounded(box.memory_limit_mb):
-            box._load(name, rel)
+            if stream and direct is not None:
+                # its own cursor: a stream dies when its connection runs another statement
+                box._stream(name, self._engine.stream(direct))
+            else:
+                box._load(name, rel, files_query=direct)
             if withheld is not None:
                 box._load(name + "_withheld", withheld)
         box.grants.append((measure, dataset))
@@ -702,10 +723,17 @@ class Governance:
         return files
 
     def open_stream(
-        self, measure: str, dataset: str, actor: str, *, detail: Mapping[str, Any] | None = None
+        self,
+        measure: str,
+        dataset: str,
+        actor: str,
+        *,
+        detail: Mapping[str, Any] | None = None,
+        max_open: int = 64,
     ) -> GovernedStream:
         """A writer for a continuous source (the flow collector): batches go into hidden files,
-        :meth:`GovernedStream.commit` makes them visible and writes one audit entry.
+        :meth:`GovernedStream.commit` makes them visible and writes one audit entry. At most
+        ``max_open`` hour partitions have a file open at once.
 
         Only for measures that do not rest on consent — a stream is not filtered per subscriber.
         """
@@ -742,7 +770,7 @@ class Governance:
                 basis=chosen.value,
                 mode="write",
             )
-        return GovernedStream(self, m.id, schema, actor, chosen.value, dict(detail or {}))
+        return GovernedStream(self, m.id, schema, actor, chosen.value, dict(detail or {}), max_open)
 
     def write_registry(
         self, dataset: str, table: pa.Table, actor: str, *, source: str

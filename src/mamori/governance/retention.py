@@ -1,11 +1,15 @@
 """Retention: delete what is past its deadline, and say what was deleted.
 
-Two rules:
+Three rules:
 
 * every dataset keeps ``retention.<dataset>`` days (configuration, never longer than the catalogue
   allows): an hour partition whose whole hour lies before ``now - days`` is deleted;
 * match records made for an alert (dataset ``matches``) are deleted once their alert has been sent
-  and ``retention.matches_after_alert_days`` have passed, whatever their age.
+  and ``retention.matches_after_alert_days`` have passed, whatever their age;
+* records of what was observed on the network (:data:`OBSERVED`: flows, DNS queries, auth
+  events) cannot be dated in the future: an hour partition starting more than
+  ``retention.future_tolerance_hours`` after ``now`` holds garbage (an exporter with a broken
+  clock, random bytes taken for records) and is deleted. No retention rule would ever reach it.
 
 Each deletion is written to the audit log with counts, so an auditor can see that it happened.
 The audit log itself is never purged.
@@ -16,6 +20,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -28,16 +33,21 @@ from mamori.store.parquet import replace_file
 if TYPE_CHECKING:
     from mamori.governance.access import Governance
 
-__all__ = ["PurgeReport", "purge", "retention_status"]
+__all__ = ["OBSERVED", "PurgeReport", "purge", "retention_status"]
+
+OBSERVED = ("flows", "dns_queries", "auth_events")
+"""Datasets of observed events: nothing in them is true that is dated after now (other datasets
+may hold planned times, such as an allocation that starts next month)."""
 
 
 @dataclass
 class DatasetPurge:
     dataset: str
     retention_days: int
-    cutoff: datetime
+    cutoff: datetime  # rule "retention": partitions ending before it; "future": starting after it
     partitions: list[str] = field(default_factory=list)
     rows: int = 0
+    rule: str = "retention"
 
 
 @dataclass
@@ -72,13 +82,20 @@ def purge(
             continue
         cutoff = now - timedelta(days=days)
         item = DatasetPurge(name, days, cutoff)
+        ahead = now + timedelta(hours=gov.config.retention.future_tolerance_hours)
+        future = DatasetPurge(name, days, ahead, rule="future")
         for part in engine.partitions(name):
             if part.end <= cutoff:
-                files = [str(f) for f in part.files()]
-                item.rows += _rows(files)
-                item.partitions.append(part.path.relative_to(gov.config.store).as_posix())
-                if not dry_run:
-                    shutil.rmtree(part.path)
+                target = item
+            elif name in OBSERVED and part.start >= ahead:
+                target = future
+            else:
+                continue
+            files = [str(f) for f in part.files()]
+            target.rows += _rows(files)
+            target.partitions.append(part.path.relative_to(gov.config.store).as_posix())
+            if not dry_run:
+                shutil.rmtree(part.path)
         if item.partitions:
             report.datasets.append(item)
             gov.audit.append(
@@ -90,6 +107,20 @@ def purge(
                     "cutoff": cutoff.isoformat(),
                     "partitions": len(item.partitions),
                     "rows": item.rows,
+                },
+            )
+        if future.partitions:
+            report.datasets.append(future)
+            gov.audit.append(
+                actor=actor,
+                event="purge" if not dry_run else "purge-dry-run",
+                dataset=name,
+                detail={
+                    "rule": "dated in the future",
+                    "tolerance_hours": gov.config.retention.future_tolerance_hours,
+                    "cutoff": ahead.isoformat(),
+                    "partitions": len(future.partitions),
+                    "rows": future.rows,
                 },
             )
     report.matches_after_alert = _purge_sent_matches(gov, actor=actor, now=now, dry_run=dry_run)
@@ -153,6 +184,14 @@ class RetentionStatus:
     oldest: datetime | None
     partitions: int
     overdue: bool
+    bytes: int = 0  # on disk, for sizing and `mamori status`
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:  # purged meanwhile
+        return 0
 
 
 def retention_status(gov: Governance, now: datetime | None = None) -> list[RetentionStatus]:
@@ -166,5 +205,6 @@ def retention_status(gov: Governance, now: datetime | None = None) -> list[Reten
         days = gov.config.retention.days(name)
         oldest = parts[0].start if parts else None
         overdue = bool(parts and days is not None and parts[0].end <= now - timedelta(days=days))
-        out.append(RetentionStatus(name, days, oldest, len(parts), overdue))
+        size = sum(_size(f) for p in parts for f in p.files())
+        out.append(RetentionStatus(name, days, oldest, len(parts), overdue, size))
     return out

@@ -18,9 +18,16 @@ Sampling rates are settled by :class:`mamori.ingest.sampling.SamplingPolicy` (op
 and defaults against what the exporter reported), the same way for every protocol and for pcap
 replay, before records are held for writing.
 
-Templates are saved with every flush, so a restart decodes data at once instead of waiting minutes
-for the next template. Counters (packets, records, errors by kind, socket drops) are saved beside
-them for ``mamori collect stats``; they are labelled by exporter, never by subscriber address.
+Templates are saved per exporter as they change (:mod:`mamori.ingest.template_state`), so a
+restart decodes data at once instead of waiting minutes for the next template, without reading
+them all before it listens. Counters (packets, records, errors by kind, socket drops) are saved
+beside them for ``mamori collect stats``; they are labelled by exporter, never by subscriber
+address.
+
+Hostile input must not stop it: record times far from the exporter's clock, or an exporter clock
+far from ours, are refused (:class:`TimeBounds`); templates and open files are bounded; SIGTERM
+ends the receiver child within ``stop_timeout_s`` whatever state it is in, and an error ends it
+at once; what a killed collector was writing is removed at the next start.
 """
 
 from __future__ import annotations
@@ -49,12 +56,21 @@ from mamori.config import CollectorConfig
 from mamori.governance import Governance, GovernanceError
 from mamori.ingest.allocations.ipfix_nat import SOURCE as NAT_SOURCE
 from mamori.ingest.allocations.ipfix_nat import PortBlockTracker
-from mamori.ingest.netflow.decoder import Datagram, FlowDecoder, PackedDatagrams
+from mamori.ingest.netflow.decoder import Datagram, FlowDecoder, PackedDatagrams, TimeBounds
 from mamori.ingest.pcapfile import read_udp
 from mamori.ingest.receiver import Chunk, Receiver, join_chunks
 from mamori.ingest.sampling import SamplingPolicy
+from mamori.ingest.template_state import TemplateState
 
-__all__ = ["Collector", "CollectorSettings", "Listen", "load_stats", "parse_listen"]
+__all__ = [
+    "Collector",
+    "CollectorSettings",
+    "Listen",
+    "decoder_for",
+    "load_stats",
+    "parse_listen",
+    "replaying",
+]
 
 log = logging.getLogger("mamori.ingest.collector")
 
@@ -146,15 +162,24 @@ class Collector:
     everything on its way out.
     """
 
-    def __init__(self, gov: Governance, settings: CollectorSettings | None = None) -> None:
+    def __init__(
+        self, gov: Governance, settings: CollectorSettings | None = None, group: str = "default"
+    ) -> None:
         self.gov = gov
         self.settings = settings or CollectorSettings()
-        self.decoder = FlowDecoder(template_timeout_s=self.settings.template_timeout_s)
+        self.decoder = decoder_for(self.settings)
         self.sampling = SamplingPolicy.from_config(self.settings)
         self.stats = Stats()
         self.nat = PortBlockTracker(gov.config.attribution.session_timeout_s)
         self._nat_unstored: pa.Table | None = None  # closed blocks a failed store left behind
-        self._stream = gov.open_stream("M1", "flows", ACTOR)
+        self._stream = gov.open_stream(
+            "M1", "flows", ACTOR, max_open=self.settings.max_open_partitions
+        )
+        # What a crashed collector was writing (never what a running one is).
+        stale = self._stream.remove_stale()
+        if stale:
+            self.stats.counters["store.stale_temporary_removed"] += stale
+            log.info("collector: removed %d temporary file(s) a stopped collector left", stale)
         self._held: list[pa.Table] = []
         self._held_rows = 0
         self._sockets: list[_Socket] = []
@@ -162,13 +187,18 @@ class Collector:
         self._stop = threading.Event()
         self._last_flush = time.monotonic()
         self._last_nat_store = time.monotonic()
-        self._state_dir = gov.state_dir("collector")
+        self._latest_received = 0.0  # receive time of the newest datagram decoded
+        self._state_dir = gov.state_dir(_state_name(group))
+        self.templates = TemplateState(self._state_dir / "templates", legacy=self.templates_path)
+        # called after each flush with its duration and the files it made visible (metrics)
+        self.on_flush: Callable[[float, list[Path]], None] | None = None
         self._restore()
 
     # ----------------------------------------------------------------- state
 
     @property
     def templates_path(self) -> Path:
+        """The single template file of earlier versions (read once, then removed)."""
         return self._state_dir / "templates.json"
 
     @property
@@ -187,16 +217,8 @@ class Collector:
         except (OSError, ValueError, KeyError, pa.ArrowException) as exc:
             self.stats.counters["nat.errors.state_unreadable"] += 1
             log.warning("collector: saved open NAT port blocks unreadable (%s); ignored", exc)
-        try:
-            state = json.loads(self.templates_path.read_text())
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError) as exc:
-            self.stats.counters["errors.template_state_unreadable"] += 1
-            log.warning("collector: saved templates unreadable (%s); starting without them", exc)
-            return
-        self.decoder.restore(state)
-        self.stats.counters["templates.restored"] += 1
+        # Lists the saved exporters, reads none of them: each is read at its first packet.
+        self.templates.attach(self.decoder.registry)
 
     def _count_kernel_drops(self) -> None:
         """Read the kernel's drop counter while the sockets are open (it dies with them)."""
@@ -205,8 +227,29 @@ class Collector:
                 s.inode for s in self._sockets
             )
 
-    def _save_state(self) -> None:
-        _atomic_write_json(self.templates_path, self.decoder.state())
+    def kernel_drops(self) -> int:
+        """Datagrams the kernel has dropped for the open sockets, read now (the saved count once
+        they are closed)."""
+        sockets = list(self._sockets)
+        if not sockets:
+            return int(self.stats.counters.get("packets.dropped_by_kernel", 0))
+        return _udp_drops(s.inode for s in sockets)
+
+    def _save_state(self, *, final: bool = False) -> None:
+        registry = self.decoder.registry
+        if self._latest_received:
+            registry.expire(self._latest_received, self.stats.counters)
+        # Templates only announced again are rewritten a few times per timeout: often enough
+        # that a restart finds them fresh, rarely enough to cost nothing.
+        self.templates.save(
+            registry,
+            time.monotonic(),
+            refresh_every_s=self.settings.template_timeout_s / 4,
+            final=final,
+        )
+        self.stats.counters.update(self.templates.counters)
+        self.templates.counters.clear()
+        self.stats.counters["templates.held"] = len(registry)
         self.nat.save(self.nat_blocks_path)
         self._count_kernel_drops()
         _atomic_write_json(self.stats_path, self.stats.as_dict())
@@ -218,7 +261,9 @@ class Collector:
             return
         result = self.decoder.decode_packed(batch)
         self.stats.counters.update(result.counters)
-        self.nat.advance(int(float(np.max(batch.received)) * 1000))
+        latest = float(np.max(batch.received))
+        self._latest_received = max(self._latest_received, latest)
+        self.nat.advance(int(latest * 1000))
         if result.nat.num_rows:
             self.nat.add(result.nat, self.stats.counters)
             for item in result.nat.column("exporter").value_counts().to_pylist():
@@ -264,6 +309,8 @@ class Collector:
         self._last_flush = time.monotonic()
         self._write_held()
         files, rows = self._stream.commit()
+        if self._stream.closed_early:
+            self.stats.counters["store.files_closed_early"] = self._stream.closed_early
         if files:
             self.stats.rows_written += rows
             self.stats.files_written += len(files)
@@ -271,7 +318,9 @@ class Collector:
         if final or self._last_flush - self._last_nat_store >= NAT_STORE_EVERY_S:
             self._last_nat_store = self._last_flush
             self._store_port_blocks()
-        self._save_state()
+        self._save_state(final=final)
+        if self.on_flush is not None:
+            self.on_flush(time.monotonic() - self._last_flush, files)
         return rows
 
     def _store_port_blocks(self) -> None:
@@ -351,15 +400,32 @@ class Collector:
         receiver = self._receiver
         if receiver is None:
             raise RuntimeError("start() the collector before run()")
+        try:
+            self._loop(receiver, status, status_every_s)
+            self.flush(final=True)
+        except BaseException:
+            # Whatever went wrong (a full disk, a bug), the receiver child goes and the ports
+            # are released now, not when somebody finds a hung process.
+            receiver.kill(0.0)
+            self.close_sockets()
+            raise
+        self.close_sockets()
+
+    def _loop(
+        self,
+        receiver: Receiver,
+        status: Callable[[Stats], None] | None,
+        status_every_s: float,
+    ) -> None:
         next_status = time.monotonic() + status_every_s
-        stopping = False
+        stop_by = 0.0  # once stopping: when the receiver is killed if it has not handed over
         pending: list[Chunk] = []
         waiting = 0
         first_at = 0.0
         while True:
-            if self._stop.is_set() and not stopping:
+            if self._stop.is_set() and not stop_by:
                 receiver.request_stop()  # it drains the sockets, then says it is done
-                stopping = True
+                stop_by = time.monotonic() + self.settings.stop_timeout_s
             got, finished = receiver.take(
                 self.settings.batch_packets, wait_s=0.005 if pending else 0.05
             )
@@ -368,12 +434,21 @@ class Collector:
                     first_at = time.monotonic()
                 pending += got
                 waiting += sum(len(c.lengths) for c in got)
+            if stop_by and not finished and time.monotonic() > stop_by:
+                log.error(
+                    "collector: the receiver did not hand over within %.0f s of the stop; "
+                    "killed (what it still held is lost)",
+                    self.settings.stop_timeout_s,
+                )
+                self.stats.counters["receiver.killed_on_stop"] += 1
+                receiver.kill(0.0)
+                finished = True
             # Decode in batches of a useful size (per-batch costs are fixed), but never hold
             # datagrams longer than BATCH_WAIT_S.
             due = waiting >= self.settings.batch_packets // 4 or (
                 pending and time.monotonic() - first_at >= BATCH_WAIT_S
             )
-            if pending and (due or finished or stopping):
+            if pending and (due or finished or stop_by):
                 chunks, pending, waiting = pending, [], 0
                 batch = join_chunks(chunks)
                 self.stats.counters["packets.received"] += len(batch.lengths)
@@ -389,9 +464,7 @@ class Collector:
                 next_status = now + status_every_s
             if finished:
                 break
-        receiver.join()
-        self.flush(final=True)
-        self.close_sockets()
+        receiver.join(max(0.0, stop_by - time.monotonic()) if stop_by else 10.0)
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -405,11 +478,12 @@ class Collector:
         signal.signal(signal.SIGINT, handler)
 
     def close_sockets(self) -> None:
-        if self._receiver is not None:
-            self._receiver.kill()
+        if self._receiver is not None and self._receiver.kill(self.settings.stop_timeout_s):
+            self.stats.counters["receiver.killed_on_stop"] += 1
         if self._sockets:
             self._count_kernel_drops()
-            _atomic_write_json(self.stats_path, self.stats.as_dict())
+            with contextlib.suppress(OSError):  # closing must not fail on a full disk
+                _atomic_write_json(self.stats_path, self.stats.as_dict())
         for s in self._sockets:
             s.sock.close()
         self._sockets = []
@@ -418,6 +492,37 @@ class Collector:
         """Drop what was never flushed (used after errors; :meth:`run` flushes itself)."""
         self.close_sockets()
         self._stream.abort()
+
+
+ANY_TIME_S = 100 * 366 * 86400.0  # wider than any clock error: the time checks never refuse
+
+
+def replaying(settings: CollectorSettings) -> CollectorSettings:
+    """``settings`` for exports sent long after they were made (a simulated day, softflowd run
+    on an old capture, a benchmark's recorded stream): their times are years from today's and
+    from each other, which is right for them and would be refused as broken clocks otherwise."""
+    return settings.model_copy(
+        update={
+            "record_before_export_s": ANY_TIME_S,
+            "record_after_export_s": ANY_TIME_S,
+            "export_clock_skew_s": ANY_TIME_S,
+        }
+    )
+
+
+def decoder_for(settings: CollectorSettings) -> FlowDecoder:
+    """The decoder the collector runs with these settings: template bounds, and record times
+    checked against the exporter's clock and ours."""
+    return FlowDecoder(
+        template_timeout_s=settings.template_timeout_s,
+        time_bounds=TimeBounds.from_seconds(
+            settings.record_before_export_s,
+            settings.record_after_export_s,
+            settings.export_clock_skew_s,
+        ),
+        max_templates_per_exporter=settings.templates_per_exporter,
+        max_templates=settings.templates_total,
+    )
 
 
 def _set_rcvbuf(sock: socket.socket, size: int) -> None:
@@ -437,8 +542,14 @@ def _atomic_write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def load_stats(gov: Governance) -> dict[str, Any] | None:
-    path = gov.state_dir("collector") / "stats.json"
+def _state_name(group: str) -> str:
+    """Each listener group (a process of its own) keeps its templates and counters apart;
+    ``default`` keeps the name it always had."""
+    return "collector" if group == "default" else f"collector_{group}"
+
+
+def load_stats(gov: Governance, group: str = "default") -> dict[str, Any] | None:
+    path = gov.state_dir(_state_name(group)) / "stats.json"
     try:
         data: dict[str, Any] = json.loads(path.read_text())
     except FileNotFoundError:

@@ -17,6 +17,7 @@ A chunk is laid out for NumPy, so that the decoding side makes no Python object 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import errno
@@ -400,6 +401,9 @@ class Receiver:
             fcntl.fcntl(self._conn.fileno(), _F_SETPIPE_SZ, _pipe_max())
         self._proc.start()
         self._child_conn.close()
+        # However this process ends: multiprocessing's own exit hook (registered earlier, so run
+        # later) would only SIGTERM the child, which ignores it, and then wait for it forever.
+        atexit.register(self.kill)
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -433,15 +437,26 @@ class Receiver:
     def join(self, timeout: float = 10.0) -> None:
         self._proc.join(timeout)
 
-    def kill(self) -> None:
-        if self._proc.is_alive():
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid
+
+    def kill(self, timeout: float = 2.0) -> bool:
+        """Stop the child: asked first (``timeout`` seconds to drain), then SIGKILL. Returns
+        whether it had to be killed. Bounded in time whatever state the child is in (a child
+        whose parent stopped reading waits on the pipe for ever)."""
+        killed = False
+        if self._proc.pid is not None and self._proc.is_alive():
             self._stop.set()
-            self._proc.join(2.0)
-        if self._proc.is_alive():
-            self._proc.kill()
-            self._proc.join(2.0)
+            self._proc.join(timeout)
+            if self._proc.is_alive():
+                self._proc.kill()
+                self._proc.join(5.0)
+                killed = True
         with contextlib.suppress(OSError):
             self._conn.close()
+        atexit.unregister(self.kill)
+        return killed
 
 
 def _unpack(raw: bytes) -> Chunk:

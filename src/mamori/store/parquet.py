@@ -2,14 +2,17 @@
 
 Writes are atomic: each file is written under a temporary name in its final directory, flushed to
 disk and renamed, so a crash leaves either the whole file or nothing that readers look at (readers
-only open ``part-*.parquet``; leftover ``*.tmp`` files are removed by :func:`clean_temporary`).
+only open ``part-*.parquet``; leftover ``*.tmp`` files are removed by :func:`clean_temporary`, and
+a stream's by :func:`remove_stale_streams`).
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,6 +32,7 @@ __all__ = [
     "clean_temporary",
     "conform",
     "partitions",
+    "remove_stale_streams",
     "replace_file",
     "same_columns",
     "write_partitioned",
@@ -189,12 +193,24 @@ class StreamWriter:
     """Writes many batches into one file per hour partition, made visible only by :meth:`commit`.
 
     Until then rows sit in hidden temporary files (row group by row group, so memory stays flat);
-    a crash leaves only those, which readers ignore and :func:`clean_temporary` removes.
+    a crash leaves only those, which readers ignore and :func:`remove_stale_streams` removes.
+
+    At most ``max_open`` files are open at once: records spread over many hours (a late exporter,
+    or garbage that got past the decoder) would otherwise hold one file descriptor per hour until
+    the commit. Past the bound the least recently written file is closed early; it still becomes
+    visible only at the commit, and later rows of its hour go into a new file.
+
+    While it holds temporary files the writer holds a lock (``flock``) on a hidden file of the
+    dataset named for them: that is how :func:`remove_stale_streams` tells a crashed writer's
+    leftovers from a running writer's files (process ids repeat across container restarts).
     """
 
-    def __init__(self, root: Path, schema: DatasetSchema) -> None:
+    def __init__(self, root: Path, schema: DatasetSchema, max_open: int = 64) -> None:
+        if max_open < 1:
+            raise ValueError("max_open must be at least 1")
         self.root = root
         self.schema = schema
+        self.max_open = max_open
         # The hot path of continuous ingest: LZ4, dictionaries only for text columns, statistics
         # only for the time column (what readers prune on). About 1.7x faster to write than the
         # defaults (zstd, everything), at ~1.5x the size.
@@ -203,45 +219,157 @@ class StreamWriter:
             "use_dictionary": [c.name for c in schema.columns if c.max_len is not None],
             "write_statistics": [schema.time_column],
         }
-        self._open: dict[datetime, tuple[Path, pq.ParquetWriter]] = {}
+        self._open: OrderedDict[datetime, tuple[Path, pq.ParquetWriter]] = OrderedDict()
+        self._closed: list[Path] = []  # closed early (the bound), renamed at the commit
+        self._lock: _WriterLock | None = None
         self.rows = 0
+        self.closed_early = 0  # files closed before their commit to respect max_open
 
     def write(self, table: pa.Table) -> int:
         table = conform(self.schema, table)
         for hour, rows in split_by_hour(self.schema, table):
             entry = self._open.get(hour)
             if entry is None:
+                while len(self._open) >= self.max_open:
+                    _, (old_tmp, old_writer) = self._open.popitem(last=False)
+                    old_writer.close()
+                    self._closed.append(old_tmp)
+                    self.closed_early += 1
+                if self._lock is None:
+                    self._lock = _WriterLock.acquire(self.root / self.schema.name)
                 final = partition_path(self.root, self.schema.name, hour) / _part_name()
                 final.parent.mkdir(parents=True, exist_ok=True)
-                tmp = final.with_name(f".{final.name}.tmp")
+                tmp = final.with_name(f".{final.name}.w{self._lock.token}.tmp")
                 writer = pq.ParquetWriter(tmp, self.schema.arrow, **self._options)
                 entry = self._open[hour] = (tmp, writer)
+            else:
+                self._open.move_to_end(hour)
             entry[1].write_table(rows)
         n: int = table.num_rows
         self.rows += n
         return n
 
+    @property
+    def open_files(self) -> int:
+        return len(self._open)
+
     def commit(self) -> tuple[list[Path], int]:
-        """Close, fsync and rename every open file; returns (files, rows)."""
-        files: list[Path] = []
-        for tmp, writer in self._open.values():
+        """Close, fsync and rename every file written since the last commit; returns (files,
+        rows)."""
+        for _, writer in self._open.values():
             writer.close()
-            final = tmp.with_name(tmp.name[1:].removesuffix(".tmp"))
+        pending = [*self._closed, *(tmp for tmp, _ in self._open.values())]
+        self._closed = []
+        self._open.clear()
+        files: list[Path] = []
+        for tmp in pending:
+            final = tmp.with_name(_STREAM_TMP_RE.sub(r"\1", tmp.name))
             with tmp.open("rb+") as fh:
                 os.fsync(fh.fileno())
             os.replace(tmp, final)
             _fsync_dir(final.parent)
             files.append(final)
         rows, self.rows = self.rows, 0
-        self._open.clear()
+        self._release()
         return files, rows
 
     def abort(self) -> None:
         for tmp, writer in self._open.values():
             writer.close()
             tmp.unlink(missing_ok=True)
+        for tmp in self._closed:
+            tmp.unlink(missing_ok=True)
         self._open.clear()
+        self._closed = []
         self.rows = 0
+        self._release()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+
+# A stream's temporary file: ".part-….parquet.w<token>.tmp", where <token> names the lock its
+# writer holds; before locks: ".part-….parquet.tmp".
+_STREAM_TMP_RE = re.compile(r"^\.(part-.+\.parquet)(?:\.w([0-9a-f]{16}))?\.tmp$")
+_LOCK_PREFIX = ".writer-"
+
+
+@dataclass
+class _WriterLock:
+    """An exclusive ``flock`` on ``<dataset>/.writer-<token>.lock``, held while files named for
+    ``token`` exist. A new token for every acquisition: a token whose lock can be taken (or whose
+    lock file is gone) belongs to no running writer."""
+
+    path: Path
+    token: str
+    fd: int
+
+    @classmethod
+    def acquire(cls, base: Path) -> _WriterLock:
+        base.mkdir(parents=True, exist_ok=True)
+        token = uuid.uuid4().hex[:16]
+        path = base / f"{_LOCK_PREFIX}{token}.lock"
+        # Locked under another name, then renamed: a lock file is never seen unlocked while its
+        # writer lives.
+        fresh = path.with_name(f"{path.name}.new")
+        fd = os.open(fresh, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.replace(fresh, path)
+        except BaseException:
+            os.close(fd)
+            fresh.unlink(missing_ok=True)
+            raise
+        return cls(path, token, fd)
+
+    def release(self) -> None:
+        # Unlinked before it is unlocked: nobody can take a lock on it and find files to remove.
+        self.path.unlink(missing_ok=True)
+        os.close(self.fd)
+
+
+def _token_alive(base: Path, token: str) -> bool:
+    try:
+        fd = os.open(base / f"{_LOCK_PREFIX}{token}.lock", os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def remove_stale_streams(root: Path, dataset: str) -> int:
+    """Remove the temporary files :class:`StreamWriter` s of ``dataset`` left behind (a crash, a
+    kill -9); returns how many. Files of a writer still running (another collector, a pcap
+    replay) are left alone, and so is anything that is not a stream's temporary file."""
+    base = root / dataset
+    if not base.is_dir():
+        return 0
+    count = 0
+    alive: dict[str, bool] = {}
+    for tmp in base.glob("date=*/hour=*/.part-*.tmp"):
+        m = _STREAM_TMP_RE.match(tmp.name)
+        if m is None:
+            continue
+        token = m.group(2)
+        if token is not None:
+            if token not in alive:
+                alive[token] = _token_alive(base, token)
+            if alive[token]:
+                continue
+        tmp.unlink(missing_ok=True)
+        count += 1
+    for lock in base.glob(f"{_LOCK_PREFIX}*.lock"):
+        token = lock.name.removeprefix(_LOCK_PREFIX).removesuffix(".lock")
+        if not alive.get(token, False) and not _token_alive(base, token):
+            lock.unlink(missing_ok=True)
+    return count
 
 
 def partitions(root: Path, dataset: str) -> Iterator[Partition]:

@@ -99,7 +99,7 @@ def test_restore_rejects_unknown_format() -> None:
         FlowDecoder().restore({"format": 99})
 
 
-def test_registry_bounds_templates_over_all_exporters() -> None:
+def test_registry_bounds_templates_evicting_the_least_recently_announced() -> None:
     from collections import Counter
 
     from mamori.ingest.netflow.templates import FieldSpec, Template, TemplateRegistry
@@ -109,9 +109,38 @@ def test_registry_bounds_templates_over_all_exporters() -> None:
     t = Template(10, 256, (FieldSpec(8, 4),))
     for exporter in range(5):
         for tid in range(256, 268):
-            reg.put((f"192.0.2.{exporter}", 10, 0, tid), t, 0.0, counters)
+            reg.put((f"192.0.2.{exporter}", 10, 0, tid), t, float(exporter), counters)
     assert len(reg) == 25
-    assert counters["templates.new"] == 25 and counters["templates.flood_dropped"] == 35
+    assert counters["templates.new"] == 60 and counters["templates.evicted"] == 35
+    held = {
+        (f"192.0.2.{e}", tid)
+        for e in range(5)
+        for tid in range(256, 268)
+        if reg.entry((f"192.0.2.{e}", 10, 0, tid)) is not None
+    }
+    expected = {(f"192.0.2.{e}", tid) for e in (3, 4) for tid in range(258, 268)}
+    expected |= {("192.0.2.2", tid) for tid in range(263, 268)}
+    assert held == expected
+    # A refresh makes a template recent again: the next new one evicts another.
+    reg.put(("192.0.2.2", 10, 0, 263), t, 9.0, counters)
+    reg.put(("192.0.2.9", 10, 0, 256), t, 9.0, counters)
+    assert reg.entry(("192.0.2.2", 10, 0, 263)) is not None
+    assert reg.entry(("192.0.2.2", 10, 0, 264)) is None
+
+
+def test_sampling_state_goes_with_the_last_template_of_its_domain() -> None:
+    from collections import Counter
+
+    from mamori.ingest.netflow.templates import FieldSpec, Template, TemplateRegistry
+
+    reg = TemplateRegistry(max_per_exporter=1)
+    counters: Counter[str] = Counter()
+    t = Template(10, 256, (FieldSpec(8, 4),))
+    reg.put(("192.0.2.1", 10, 1, 256), t, 0.0, counters)
+    reg.set_sampling(("192.0.2.1", 10, 1), None, 100)
+    assert reg.sampling(("192.0.2.1", 10, 1)).default == 100
+    reg.put(("192.0.2.1", 10, 2, 256), t, 0.0, counters)  # evicts domain 1's only template
+    assert reg.sampling(("192.0.2.1", 10, 1)).default is None
 
 
 def test_pending_bounded_in_bytes() -> None:

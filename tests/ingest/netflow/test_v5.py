@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import struct
 from datetime import UTC, datetime
 
 import pytest
@@ -79,3 +80,16 @@ def test_truncated_packet_keeps_complete_records() -> None:
     assert counters["errors.truncated"] == 1
     _, counters = decode(payload[:20])
     assert counters["errors.truncated"] == 1
+
+
+def test_random_bytes_behind_a_5_are_refused_not_decoded() -> None:
+    """A count beyond what v5 allows (30) in a length that does not fit it either: 1.4 KB of
+    random bytes would otherwise give 28 garbage records."""
+    payload = struct.pack("!HH", 5, 40_000) + bytes(range(256)) * 5 + bytes(116)
+    assert len(payload) == 1400
+    rows, counters = decode(payload)
+    assert rows == [] and counters["errors.bad_count"] == 1
+    # A count beyond 30 that the length agrees with is an exporter ignoring the limit: decoded.
+    recs = [v5_record("10.0.0.1", "10.0.0.2", 1, i) for i in range(31)]
+    rows, counters = decode(v5(recs))
+    assert len(rows) == 31 and counters["errors.bad_count"] == 1

@@ -201,9 +201,11 @@ def test_template_flood_is_bounded() -> None:
     pkts = [v9(sets[i : i + 100]) for i in range(0, n, 100)]
     dec = FlowDecoder()
     _, counters = decode(*pkts, dec=dec)
-    assert counters["templates.new"] == MAX_TEMPLATES_PER_EXPORTER
-    assert counters["templates.flood_dropped"] == 10
+    assert counters["templates.new"] == n
+    assert counters["templates.evicted"] == 10  # the least recently announced: the first ten
     assert len(dec.registry) == MAX_TEMPLATES_PER_EXPORTER
+    assert dec.registry.entry((EXP, 9, 0, 256 + 9)) is None
+    assert dec.registry.entry((EXP, 9, 0, 256 + 10)) is not None
 
 
 def test_held_sets_expire() -> None:

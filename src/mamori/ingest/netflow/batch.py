@@ -26,6 +26,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mamori.ingest.allocations.nat_events import NAT_EVENTS, NAT_FIELDS, nat_event_rows
 from mamori.ingest.netflow import fields as ie
 from mamori.ingest.netflow.templates import (
     FieldSpec,
@@ -40,7 +41,7 @@ from mamori.ingest.netflow.templates import (
 from mamori.ingest.ratelog import RateLimitedLog
 from mamori.schemas import FLOWS
 
-__all__ = ["NAT_EVENTS", "Batch", "Bulk"]
+__all__ = ["NAT_EVENTS", "Batch", "Bulk", "TimeBounds"]
 
 log = logging.getLogger("mamori.ingest.netflow")
 
@@ -53,25 +54,21 @@ _SCHEMA: Final = FLOWS.arrow
 _TS: Final = pa.timestamp("ms", tz="UTC")
 _MASK32: Final = np.uint64(0xFFFFFFFF)
 
-NAT_EVENTS: Final = pa.schema(
-    [
-        pa.field("exporter", pa.string(), nullable=False),
-        pa.field("domain", pa.uint32()),
-        pa.field("ts", pa.int64(), nullable=False),  # ms; the export time where the record has none
-        pa.field("event", pa.uint16(), nullable=False),  # natEvent
-        pa.field("inside", pa.string()),  # sourceIPv4/IPv6Address; null: not in the template
-        pa.field("outside", pa.string()),  # postNATSourceIPv4/IPv6Address
-        pa.field("port_start", pa.int64()),  # portRangeStart .. NumPorts; null: not there
-        pa.field("port_end", pa.int64()),
-        pa.field("port_step", pa.int64()),
-        pa.field("port_count", pa.int64()),
-        pa.field("pool_id", pa.uint32()),
-        pa.field("instance_id", pa.uint32()),
-    ]
-)
-"""NAT event records (RFC 8158) as the decoder hands them over, one row per record, unchecked:
-:mod:`mamori.ingest.allocations.ipfix_nat` validates them and turns port blocks into
-allocations."""
+
+@dataclass(frozen=True)
+class TimeBounds:
+    """How far a flow record's times may lie from its exporter's clock (the export time of its
+    packet), and that clock from ours (the receive time), before the record is refused as
+    garbage: random bytes and broken clocks give times from 1970 to 2106, which would be stored
+    in thousands of hour partitions. All in milliseconds."""
+
+    before_export_ms: int = 86_400_000  # start or end earlier than export time - this
+    after_export_ms: int = 300_000  # start or end later than export time + this
+    export_skew_ms: int = 86_400_000  # |export time - receive time| larger than this
+
+    @classmethod
+    def from_seconds(cls, before: float, after: float, skew: float) -> TimeBounds:
+        return cls(round(before * 1000), round(after * 1000), round(skew * 1000))
 
 
 @dataclass
@@ -86,13 +83,22 @@ class _Group:
     export_ms: list[int] = field(default_factory=list)
     uptime_ms: list[int] = field(default_factory=list)  # -1: unknown
     rate: list[int] = field(default_factory=list)  # 0: unknown
+    received_ms: list[int] = field(default_factory=list)
     snapshot: list[int] = field(default_factory=list)
     bulk: list[Bulk] = field(default_factory=list)
 
     def columns(self) -> tuple[bytes | npt.NDArray[np.uint8], dict[str, npt.NDArray[Any]]]:
         """Record bytes and per-set context arrays of the sets added one by one and in bulk."""
-        names = ("counts", "exporter", "domain", "export_ms", "uptime_ms", "rate")
-        types: tuple[Any, ...] = (np.int64, np.int32, np.int64, np.int64, np.int64, np.uint64)
+        names = ("counts", "exporter", "domain", "export_ms", "uptime_ms", "rate", "received_ms")
+        types: tuple[Any, ...] = (
+            np.int64,
+            np.int32,
+            np.int64,
+            np.int64,
+            np.int64,
+            np.uint64,
+            np.int64,
+        )
         cols: dict[str, npt.NDArray[Any]] = {}
         for name, dtype in (*zip(names, types, strict=True), ("snapshot", np.int64)):
             parts = [np.asarray(getattr(self, name), dtype=dtype)]
@@ -117,6 +123,7 @@ class Bulk:
     export_ms: npt.NDArray[np.int64]
     uptime_ms: npt.NDArray[np.int64]
     rate: npt.NDArray[np.uint64]
+    received_ms: npt.NDArray[np.int64]
     snapshot: npt.NDArray[np.int64]  # Batch snapshot index
 
 
@@ -131,8 +138,10 @@ class Batch:
         counters: Counter[str],
         problems: RateLimitedLog,
         parsed_sets: ParsedSets | None = None,
+        time_bounds: TimeBounds | None = None,
     ) -> None:
         self.parsed_sets = parsed_sets if parsed_sets is not None else ParsedSets()
+        self.time_bounds = time_bounds
         self.registry = registry
         self.pending = pending
         self.counters = counters
@@ -165,13 +174,14 @@ class Batch:
         if not template.fields or template.record_length == 0:
             self.problem("templates.zero_length", exporter, f"template {template.template_id}")
             return
-        if not self.registry.put(key, template, received, self.counters):
+        evicted = self.counters["templates.evicted"]
+        self.registry.put(key, template, received, self.counters)
+        if self.counters["templates.evicted"] > evicted:
             self.problems.warn(
-                "templates.flood_dropped",
-                "netflow: template bound reached for exporter %s",
+                "templates.evicted",
+                "netflow: template bound reached (exporter %s): least recently announced evicted",
                 exporter,
             )
-            return
         for held in self.pending.release(key):
             n = self.add_data(
                 exporter,
@@ -214,7 +224,15 @@ class Batch:
                 uptime_ms = max(export_ms - init, 0)
         sampling = self.registry.sampling(dkey)
         return self.add_fixed(
-            template, body, exporter, domain, export_ms, uptime_ms, sampling.default or 0, sampling
+            template,
+            body,
+            exporter,
+            domain,
+            export_ms,
+            uptime_ms,
+            sampling.default or 0,
+            sampling,
+            received,
         )
 
     def exporter_index(self, exporter: str) -> int:
@@ -252,6 +270,7 @@ class Batch:
         uptime_ms: int,
         rate: int,
         sampling: SamplingState,
+        received: float,
     ) -> int:
         if template.variable:
             template, body, n = self._pack(template, body)
@@ -272,6 +291,7 @@ class Batch:
         group.export_ms.append(export_ms)
         group.uptime_ms.append(uptime_ms)
         group.rate.append(rate)
+        group.received_ms.append(int(received * 1000))
         group.snapshot.append(sidx)
         self.counters[f"records.{_VERSION_NAMES.get(template.version, 'other')}"] += n
         return n
@@ -383,10 +403,11 @@ class Batch:
                     return c
             return None
 
-        # Addresses; records with none (e.g. MPLS- or L2-only templates) cannot be stored.
-        src = _address(rec, offs, ie.SOURCE_IPV4_ADDRESS, ie.SOURCE_IPV6_ADDRESS)
-        dst = _address(rec, offs, ie.DESTINATION_IPV4_ADDRESS, ie.DESTINATION_IPV6_ADDRESS)
-        if src is None or dst is None:
+        # Records without addresses (e.g. MPLS- or L2-only templates) cannot be stored.
+        if not (
+            _has(offs, ie.SOURCE_IPV4_ADDRESS, ie.SOURCE_IPV6_ADDRESS)
+            and _has(offs, ie.DESTINATION_IPV4_ADDRESS, ie.DESTINATION_IPV6_ADDRESS)
+        ):
             self.counters["records.no_address"] += n
             self.problems.warn(
                 "records.no_address", "netflow: template %d has no addresses", t.template_id
@@ -412,7 +433,21 @@ class Batch:
             self.counters["records.time_fallback"] += fallback
             s_ms = np.where(bad, export, s_ms)
             e_ms = np.where(bad, export, e_ms)
+        if self.time_bounds is not None:
+            keep = self._sane_times(self.time_bounds, cols, export, s_ms, e_ms)
+            if keep is not None:
+                # Per-set context stays per set: only the counts of the sets change.
+                set_of = np.repeat(np.arange(len(counts)), counts)
+                counts = np.bincount(set_of[keep], minlength=len(counts)).astype(np.int64)
+                cols = {**cols, "counts": counts}
+                rec, s_ms, e_ms = rec[keep], s_ms[keep], e_ms[keep]
+                n = len(rec)
+                if n == 0:
+                    return None
 
+        src = _address(rec, offs, ie.SOURCE_IPV4_ADDRESS, ie.SOURCE_IPV6_ADDRESS)
+        dst = _address(rec, offs, ie.DESTINATION_IPV4_ADDRESS, ie.DESTINATION_IPV6_ADDRESS)
+        assert src is not None and dst is not None
         protocol = col(ie.PROTOCOL_IDENTIFIER)
         sport = first(ie.SOURCE_TRANSPORT_PORT, ie.UDP_SOURCE_PORT, ie.TCP_SOURCE_PORT)
         dport = first(
@@ -454,6 +489,56 @@ class Batch:
         ]
         return pa.RecordBatch.from_arrays(arrays, schema=_SCHEMA)
 
+    def _sane_times(
+        self,
+        bounds: TimeBounds,
+        cols: Mapping[str, npt.NDArray[Any]],
+        export: I64,
+        s_ms: I64,
+        e_ms: I64,
+    ) -> Bools | None:
+        """Which records to keep (None: all) by :class:`TimeBounds`; the others are counted by
+        kind, the first that applies: ``records.refused.export_clock`` (the packet's export time
+        is far from its receive time), ``.before_export``, ``.after_export``."""
+        counts = cols["counts"]
+        set_export = cols["export_ms"]
+        clock = np.abs(set_export - cols["received_ms"]) > bounds.export_skew_ms
+        if not clock.any():
+            # The usual batch: every record within the bounds of every export time of the batch
+            # (a few seconds apart) — four reductions instead of a pass per condition.
+            lo = min(int(s_ms.min()), int(e_ms.min()))
+            hi = max(int(s_ms.max()), int(e_ms.max()))
+            if (
+                lo >= int(set_export.max()) - bounds.before_export_ms
+                and hi <= int(set_export.min()) + bounds.after_export_ms
+            ):
+                return None
+        old = (s_ms < export - bounds.before_export_ms) | (e_ms < export - bounds.before_export_ms)
+        ahead = (s_ms > export + bounds.after_export_ms) | (e_ms > export + bounds.after_export_ms)
+        if not (clock.any() or old.any() or ahead.any()):
+            return None
+        clock_r = np.repeat(clock, counts)
+        old &= ~clock_r
+        ahead &= ~(clock_r | old)
+        c = self.counters
+        for kind, mask in (
+            ("export_clock", clock_r),
+            ("before_export", old),
+            ("after_export", ahead),
+        ):
+            refused = int(mask.sum())
+            if refused:
+                c[f"records.refused.{kind}"] += refused
+                self.problems.warn(
+                    f"records.refused.{kind}",
+                    "netflow: %d record(s) refused (records.refused.%s): times far from the "
+                    "exporter's clock or its clock far from ours",
+                    refused,
+                    kind,
+                )
+        keep: Bools = ~(clock_r | old | ahead)
+        return keep
+
     def _exporter_column(self, cols: Mapping[str, npt.NDArray[Any]], n: int) -> pa.Array:
         ex = cols["exporter"]
         if (ex == ex[0]).all():  # one exporter (the usual case): no per-row take
@@ -475,54 +560,19 @@ class Batch:
                 t.template_id,
             )
             return
-
-        def col(fid: int) -> pa.Array:
-            if fid not in offs:
-                return pa.nulls(n, pa.int64())
-            values = _uint(rec[f"f{fid}"])
-            return pa.array(np.minimum(values, np.uint64(_I64_MAX)).astype(np.int64))
-
-        export = np.repeat(cols["export_ms"], counts)
-        ts: I64 | None = None
-        if ie.OBSERVATION_TIME_MILLISECONDS in offs:
-            ts = _uint(rec[f"f{ie.OBSERVATION_TIME_MILLISECONDS}"]).astype(np.int64)
-        elif ie.OBSERVATION_TIME_SECONDS in offs:
-            ts = _uint(rec[f"f{ie.OBSERVATION_TIME_SECONDS}"]).astype(np.int64) * 1000
-        bad = (
-            np.ones(n, dtype=np.bool_)
-            if ts is None
-            else ~((ts > 631_152_000_000) & (ts < 4_102_444_800_000))
-        )
-        fallback = int(bad.sum())
-        if fallback:
-            self.counters["nat.time_from_export"] += fallback
-            ts = export if ts is None else np.where(bad, export, ts)
-        assert ts is not None
-        inside = _address(rec, offs, ie.SOURCE_IPV4_ADDRESS, ie.SOURCE_IPV6_ADDRESS)
-        outside = _address(
-            rec, offs, ie.POST_NAT_SOURCE_IPV4_ADDRESS, ie.POST_NAT_SOURCE_IPV6_ADDRESS
-        )
-        domain = np.repeat(cols["domain"], counts)
         self._nat.append(
-            pa.table(
-                [
-                    self._exporter_column(cols, n),
-                    pa.array(domain.astype(np.uint32), pa.uint32(), mask=domain < 0),
-                    pa.array(ts, pa.int64()),
-                    pa.array(np.minimum(_uint(rec[f"f{ie.NAT_EVENT}"]), 0xFFFF), pa.uint16()),
-                    inside if inside is not None else pa.nulls(n, pa.string()),
-                    outside if outside is not None else pa.nulls(n, pa.string()),
-                    col(ie.PORT_RANGE_START),
-                    col(ie.PORT_RANGE_END),
-                    col(ie.PORT_RANGE_STEP_SIZE),
-                    col(ie.PORT_RANGE_NUM_PORTS),
-                    col(ie.NAT_POOL_ID).cast(pa.uint32(), safe=False),
-                    col(ie.NAT_INSTANCE_ID).cast(pa.uint32(), safe=False),
-                ],
-                schema=NAT_EVENTS,
+            nat_event_rows(
+                {fid: _uint(rec[f"f{fid}"]) for fid in NAT_FIELDS if fid in offs},
+                exporter=self._exporter_column(cols, n),
+                domain=np.repeat(cols["domain"], counts),
+                export_ms=np.repeat(cols["export_ms"], counts),
+                inside=_address(rec, offs, ie.SOURCE_IPV4_ADDRESS, ie.SOURCE_IPV6_ADDRESS),
+                outside=_address(
+                    rec, offs, ie.POST_NAT_SOURCE_IPV4_ADDRESS, ie.POST_NAT_SOURCE_IPV6_ADDRESS
+                ),
+                counters=self.counters,
             )
         )
-        self.counters["nat.records"] += n
 
     def _sampling(
         self,
@@ -566,7 +616,6 @@ class Batch:
 
 
 _VERSION_NAMES: Final = {5: "v5", 9: "v9", 10: "ipfix"}
-_I64_MAX: Final = int(np.iinfo(np.int64).max)
 
 
 def _walk(
@@ -635,6 +684,10 @@ def _ipv6_text(col: npt.NDArray[Any]) -> pa.Array:
     encoded = fixed.dictionary_encode()
     text = [ipaddress.IPv6Address(b).compressed for b in encoded.dictionary.to_pylist()]
     return pa.array(text, pa.string()).take(encoded.indices)
+
+
+def _has(offs: Mapping[int, tuple[int, int]], v4: int, v6: int) -> bool:
+    return v4 in offs or v6 in offs
 
 
 def _address(

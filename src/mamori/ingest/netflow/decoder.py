@@ -44,8 +44,12 @@ Counters (all per :meth:`FlowDecoder.decode` / ``decode_packed`` call; absent me
   a usable observationTime (the export time is used); ``nat.errors.bad_field``: records of a
   template whose natEvent cannot be read (not kept).
 * ``templates.new|refreshed|replaced|withdrawn|expired``; ``templates.unknown``: data sets
-  without a template (held); ``templates.flood_dropped``: refused by the per-exporter / global
-  bound; ``templates.zero_fields|zero_length|bad_id``: unusable templates.
+  without a template (held); ``templates.evicted``: the least recently announced, dropped for a
+  new one past the per-exporter / global bound; ``templates.zero_fields|zero_length|bad_id``:
+  unusable templates.
+* ``records.refused.export_clock|before_export|after_export``: flow records refused by the
+  decoder's :class:`TimeBounds` (set by the collector): the packet's export time far from its
+  receive time, or the record's times far before / after its export time.
 * ``sets.pending``: data sets held; ``sets.pending_dropped`` (bound) / ``sets.pending_expired``
   (age): held sets given up. ``sampling.learnt``: sampling rates learnt from options records.
 * ``errors.unknown_version|truncated|trailing|bad_length|set_length|bad_template|reserved_set|
@@ -66,16 +70,22 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from mamori.ingest.netflow.batch import NAT_EVENTS, Batch
+from mamori.ingest.netflow.batch import NAT_EVENTS, Batch, TimeBounds
 from mamori.ingest.netflow.ipfix import parse_ipfix
-from mamori.ingest.netflow.templates import ParsedSets, PendingSets, TemplateRegistry
+from mamori.ingest.netflow.templates import (
+    MAX_TEMPLATES,
+    MAX_TEMPLATES_PER_EXPORTER,
+    ParsedSets,
+    PendingSets,
+    TemplateRegistry,
+)
 from mamori.ingest.netflow.v5 import parse_v5
 from mamori.ingest.netflow.v9 import parse_v9
 from mamori.ingest.netflow.vector import walk
 from mamori.ingest.ratelog import RateLimitedLog
 from mamori.ingest.sflow import decode_sflow
 
-__all__ = ["Datagram", "DecodeResult", "FlowDecoder", "PackedDatagrams"]
+__all__ = ["Datagram", "DecodeResult", "FlowDecoder", "PackedDatagrams", "TimeBounds"]
 
 log = logging.getLogger("mamori.ingest.netflow")
 
@@ -129,9 +139,22 @@ class DecodeResult:
 class FlowDecoder:
     """Stateful decoder: keeps templates, sampling rates and held data sets between calls."""
 
-    def __init__(self, template_timeout_s: float = 1800.0, pending_limit: int = 100_000) -> None:
-        self.registry = TemplateRegistry(template_timeout_s)
+    def __init__(
+        self,
+        template_timeout_s: float = 1800.0,
+        pending_limit: int = 100_000,
+        *,
+        time_bounds: TimeBounds | None = None,
+        max_templates_per_exporter: int = MAX_TEMPLATES_PER_EXPORTER,
+        max_templates: int = MAX_TEMPLATES,
+    ) -> None:
+        """``time_bounds``: refuse flow records whose times are implausible (see
+        :class:`TimeBounds`); None keeps every record (a replayed capture of any age, tests)."""
+        self.registry = TemplateRegistry(
+            template_timeout_s, max_templates_per_exporter, max_templates
+        )
         self.pending = PendingSets(pending_limit, template_timeout_s)
+        self.time_bounds = time_bounds
         self._problems = RateLimitedLog(log)
         self._parsed_sets = ParsedSets()
         # How decode_packed took its datagrams and sets (not part of any result): see
@@ -204,6 +227,7 @@ class FlowDecoder:
             counters,
             self._problems,
             self._parsed_sets,
+            self.time_bounds,
         )
 
     def _one(
@@ -221,7 +245,7 @@ class FlowDecoder:
             elif version == 10:
                 parse_ipfix(payload, exporter, received, batch)
             elif version == 5:
-                parse_v5(payload, exporter, batch)
+                parse_v5(payload, exporter, received, batch)
             elif version == 0 and payload[:4] == b"\x00\x00\x00\x05":
                 sflow.append((exporter, payload, received))
             else:

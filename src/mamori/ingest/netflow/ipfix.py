@@ -6,7 +6,7 @@ import struct
 from typing import Final
 
 from mamori.ingest.netflow.batch import Batch
-from mamori.ingest.netflow.templates import FieldSpec, Template
+from mamori.ingest.netflow.templates import Template, field_spec
 
 __all__ = ["HEADER", "parse_ipfix", "template_set"]
 
@@ -118,7 +118,7 @@ def _templates(
                 (enterprise,) = _U32.unpack_from(body, pos)
                 pos += 4
                 fid &= 0x7FFF
-            fields.append(FieldSpec(fid, length, enterprise, scope=i < scope))
+            fields.append(field_spec(fid, length, enterprise, i < scope))
         if tid < 256:
             batch.problem("templates.bad_id", exporter, f"IPFIX template id {tid}")
             clean = False

@@ -2,16 +2,17 @@
 
 Templates are kept per (exporter address, version, observation domain / source id, template id),
 expire when not refreshed for ``timeout_s`` (measured on the datagrams' receive times, so a replayed
-capture behaves like the live stream), and are bounded per exporter so a template flood cannot grow
-memory without limit. :meth:`TemplateRegistry.state` returns plain JSON-serialisable data and
-:meth:`TemplateRegistry.restore` takes it back, so a collector restart keeps its templates.
+capture behaves like the live stream), and are bounded per exporter and in all, the least recently
+announced evicted first, so a template flood cannot grow memory without limit.
+:meth:`TemplateRegistry.state` returns plain JSON-serialisable data (all of it, or one exporter's)
+and :meth:`TemplateRegistry.restore` takes it back, so a collector restart keeps its templates.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections import Counter, OrderedDict, deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Final
@@ -24,6 +25,7 @@ __all__ = [
     "MAX_TEMPLATES",
     "MAX_TEMPLATES_PER_EXPORTER",
     "PENDING_MAX_BYTES",
+    "V9_FIELDS",
     "FieldSpec",
     "HeldSet",
     "ParsedSets",
@@ -31,6 +33,7 @@ __all__ = [
     "SamplingState",
     "Template",
     "TemplateRegistry",
+    "field_spec",
 ]
 
 MAX_TEMPLATES_PER_EXPORTER: Final = 4096
@@ -39,7 +42,7 @@ PENDING_MAX_BYTES: Final = 64 * 1024 * 1024  # data held for missing templates, 
 STATE_FORMAT: Final = 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FieldSpec:
     """One field of a template: IE id, length in bytes (65535 = variable), enterprise number."""
 
@@ -51,6 +54,32 @@ class FieldSpec:
     @property
     def variable(self) -> bool:
         return self.length == ie.VARIABLE_LENGTH
+
+
+_FIELD_SPECS_MAX: Final = 1 << 16
+
+
+class _Shared(dict[tuple[int, ...], FieldSpec]):
+    """The shared :class:`FieldSpec` per field values: templates repeat the same few hundred
+    fields, and thousands of templates then hold pointers instead of objects (a flood of 20,000
+    templates of 358 fields took a GiB without). Bounded: past it, new ones are not shared."""
+
+    def __missing__(self, key: tuple[int, ...]) -> FieldSpec:
+        spec = FieldSpec(*key)  # type: ignore[arg-type]
+        if len(self) < _FIELD_SPECS_MAX:
+            self[key] = spec
+        return spec
+
+
+_FIELD_SPECS = _Shared()  # (id, length, enterprise, scope)
+V9_FIELDS: Final = _Shared()
+"""(id, length) → the shared FieldSpec of a NetFlow v9 data template field; looked up with
+``map(V9_FIELDS.__getitem__, struct.iter_unpack(...))``, no Python call per field."""
+
+
+def field_spec(fid: int, length: int, enterprise: int = 0, scope: bool = False) -> FieldSpec:
+    """The shared :class:`FieldSpec` for these values (see :class:`_Shared`)."""
+    return _FIELD_SPECS[(fid, length, enterprise, scope)]
 
 
 def _uint_format(length: int) -> Any:
@@ -138,7 +167,7 @@ class Template:
             template_id=int(data["id"]),
             options=bool(data["options"]),
             fields=tuple(
-                FieldSpec(int(i), int(n), int(e), bool(s)) for i, n, e, s in data["fields"]
+                field_spec(int(i), int(n), int(e), bool(s)) for i, n, e, s in data["fields"]
             ),
         )
 
@@ -176,7 +205,19 @@ DomainKey = tuple[str, int, int]  # exporter, version, domain
 
 
 class TemplateRegistry:
-    """Templates per exporter and observation domain, with expiry and a per-exporter bound."""
+    """Templates per exporter and observation domain, with expiry and bounds.
+
+    At most ``max_per_exporter`` templates per exporter address and ``max_total`` in all: past
+    either bound the least recently announced template (of that exporter, or of any) is evicted
+    (``templates.evicted``), so a flood, even from many spoofed sources, cannot grow memory.
+    The sampling rates and init times of an observation domain go with its last template.
+
+    Persistence is per exporter, so that it costs what changed and not what is held:
+    :meth:`take_changes` names the exporters whose state changed (or was only refreshed) since
+    the last call, :meth:`state` ``(exporter)`` gives one exporter's state, and :meth:`defer`
+    registers exporters whose saved state is loaded only when something first asks about them
+    (a restart does not read every template before it listens).
+    """
 
     def __init__(
         self,
@@ -185,17 +226,52 @@ class TemplateRegistry:
         max_total: int = MAX_TEMPLATES,
     ) -> None:
         self.timeout_s = timeout_s
-        self.max_per_exporter = max_per_exporter
-        self.max_total = max_total
-        self._templates: dict[TemplateKey, tuple[Template, float]] = {}
-        self._per_exporter: Counter[str] = Counter()
+        self.max_per_exporter = max(1, max_per_exporter)
+        self.max_total = max(1, max_total)
+        # least recently announced first (puts and refreshes move a template to the end)
+        self._templates: OrderedDict[TemplateKey, tuple[Template, float]] = OrderedDict()
+        self._by_exporter: dict[str, OrderedDict[TemplateKey, None]] = {}
+        self._per_domain: Counter[DomainKey] = Counter()
         self._sampling: dict[DomainKey, SamplingState] = {}
         self._init_ms: dict[DomainKey, int] = {}
+        self._changed: set[str] = set()  # exporters whose saved state is out of date
+        self._refreshed: set[str] = set()  # exporters whose templates were only re-announced
+        self._unloaded: set[str] = set()
+        self._loader: Callable[[str], Mapping[str, Any] | None] | None = None
+        self.loaded = 0  # exporters whose deferred state was loaded
+        self.evicted = 0
 
     def __len__(self) -> int:
         return len(self._templates)
 
+    # ------------------------------------------------------------------ deferred loading
+    def defer(
+        self, exporters: Iterable[str], loader: Callable[[str], Mapping[str, Any] | None]
+    ) -> None:
+        """Load the state of ``exporters`` with ``loader`` (a :meth:`state` of one exporter, or
+        None) when each is first asked about."""
+        self._loader = loader
+        self._unloaded.update(exporters)
+
+    def _ensure(self, exporter: str) -> None:
+        if exporter in self._unloaded:
+            self._unloaded.discard(exporter)
+            assert self._loader is not None
+            state = self._loader(exporter)
+            if state:
+                had = exporter in self._changed
+                self.restore(state, Counter())
+                if not had:  # what was just read needs no writing back
+                    self._changed.discard(exporter)
+                self.loaded += 1
+
+    def load_all(self) -> None:
+        for exporter in list(self._unloaded):
+            self._ensure(exporter)
+
+    # ------------------------------------------------------------------ templates
     def get(self, key: TemplateKey, now: float, counters: Counter[str]) -> Template | None:
+        self._ensure(key[0])
         entry = self._templates.get(key)
         if entry is None:
             return None
@@ -208,66 +284,155 @@ class TemplateRegistry:
 
     def entry(self, key: TemplateKey) -> tuple[Template, float] | None:
         """The template and the time it was last seen, without expiring it."""
+        self._ensure(key[0])
         return self._templates.get(key)
 
     def touch(self, key: TemplateKey, now: float) -> None:
         """Mark a registered template seen at ``now`` (a refresh already counted)."""
         self._templates[key] = (self._templates[key][0], now)
+        self._templates.move_to_end(key)
+        self._by_exporter[key[0]].move_to_end(key)
+        self._refreshed.add(key[0])
 
     def put(self, key: TemplateKey, template: Template, now: float, counters: Counter[str]) -> bool:
-        """Add or refresh a template. Returns False when the exporter's bound refused it."""
+        """Add or refresh a template (evicting the least recently announced past a bound).
+        Returns True (kept for callers that once handled a refusal)."""
+        exporter = key[0]
+        self._ensure(exporter)
         old = self._templates.get(key)
         if old is None:
-            if (
-                self._per_exporter[key[0]] >= self.max_per_exporter
-                or len(self._templates) >= self.max_total
-            ):
-                counters["templates.flood_dropped"] += 1
-                return False
-            self._per_exporter[key[0]] += 1
+            mine = self._by_exporter.get(exporter)
+            if mine is not None and len(mine) >= self.max_per_exporter:
+                self._evict(next(iter(mine)), counters)
+            while len(self._templates) >= self.max_total:
+                self._evict(next(iter(self._templates)), counters)
+            self._by_exporter.setdefault(exporter, OrderedDict())[key] = None
+            self._per_domain[key[:3]] += 1
             counters["templates.new"] += 1
+            self._changed.add(exporter)
         elif old[0] is template or old[0] == template:
             counters["templates.refreshed"] += 1
+            self._by_exporter[exporter].move_to_end(key)
+            self._refreshed.add(exporter)
         else:
             counters["templates.replaced"] += 1
+            self._by_exporter[exporter].move_to_end(key)
+            self._changed.add(exporter)
         self._templates[key] = (template, now)
+        self._templates.move_to_end(key)
         return True
 
+    def _evict(self, key: TemplateKey, counters: Counter[str]) -> None:
+        self._drop(key)
+        self.evicted += 1
+        counters["templates.evicted"] += 1
+
     def withdraw(self, key: TemplateKey, counters: Counter[str]) -> None:
+        self._ensure(key[0])
         if key in self._templates:
             self._drop(key)
             counters["templates.withdrawn"] += 1
 
     def withdraw_all(self, domain: DomainKey, options: bool, counters: Counter[str]) -> None:
-        for key in [k for k, (t, _) in self._templates.items() if k[:3] == domain]:
+        self._ensure(domain[0])
+        mine = self._by_exporter.get(domain[0])
+        for key in [k for k in mine or () if k[:3] == domain]:
             if self._templates[key][0].options == options:
                 self.withdraw(key, counters)
 
+    def expire(self, now: float, counters: Counter[str]) -> int:
+        """Drop the templates not announced for ``timeout_s`` before ``now`` (they would expire
+        at their next use anyway; this frees them). Returns how many."""
+        n = 0
+        # Announcement order is (nearly) time order: stop at the first template still fresh.
+        while self._templates:
+            key, (_, seen) = next(iter(self._templates.items()))
+            if now - seen <= self.timeout_s:
+                break
+            self._drop(key)
+            n += 1
+        if n:
+            counters["templates.expired"] += n
+        return n
+
     def _drop(self, key: TemplateKey) -> None:
+        exporter = key[0]
         del self._templates[key]
-        self._per_exporter[key[0]] -= 1
-        if self._per_exporter[key[0]] <= 0:
-            del self._per_exporter[key[0]]
+        mine = self._by_exporter[exporter]
+        del mine[key]
+        if not mine:
+            del self._by_exporter[exporter]
+        dkey = key[:3]
+        self._per_domain[dkey] -= 1
+        if self._per_domain[dkey] <= 0:
+            # A domain without templates cannot decode anything its options said.
+            del self._per_domain[dkey]
+            self._sampling.pop(dkey, None)
+            self._init_ms.pop(dkey, None)
+        self._changed.add(exporter)
 
     # Sampling and system-init time, learnt from options records.
     def sampling(self, domain: DomainKey) -> SamplingState:
+        self._ensure(domain[0])
         return self._sampling.get(domain, _NO_SAMPLING)
 
     def set_sampling(self, domain: DomainKey, sampler: int | None, rate: int) -> None:
-        self._sampling[domain] = self.sampling(domain).with_rate(sampler, rate)
+        new = self.sampling(domain).with_rate(sampler, rate)
+        if self._sampling.get(domain) != new:
+            self._sampling[domain] = new
+            self._changed.add(domain[0])
 
     def init_ms(self, domain: DomainKey) -> int | None:
+        self._ensure(domain[0])
         return self._init_ms.get(domain)
 
     def set_init_ms(self, domain: DomainKey, value: int) -> None:
-        self._init_ms[domain] = value
+        self._ensure(domain[0])
+        if self._init_ms.get(domain) != value:
+            self._init_ms[domain] = value
+            self._changed.add(domain[0])
 
-    def state(self) -> dict[str, Any]:
+    # ------------------------------------------------------------------ state
+    def take_changes(self) -> tuple[set[str], set[str]]:
+        """(exporters whose state changed, exporters whose templates were only announced again:
+        their last-seen times moved) since the last call."""
+        changed, refreshed = self._changed, self._refreshed - self._changed
+        self._changed, self._refreshed = set(), set()
+        return changed, refreshed
+
+    def has_changes(self) -> bool:
+        return bool(self._changed)
+
+    def keep_changes(self, changed: Iterable[str] = (), refreshed: Iterable[str] = ()) -> None:
+        """Give back what :meth:`take_changes` returned and was not saved."""
+        self._changed.update(changed)
+        self._refreshed.update(refreshed)
+
+    def exporters(self) -> set[str]:
+        """Exporters with state held (loaded or not)."""
+        held = set(self._by_exporter) | self._unloaded
+        held.update(k[0] for k in self._sampling)
+        held.update(k[0] for k in self._init_ms)
+        return held
+
+    def state(self, exporter: str | None = None) -> dict[str, Any]:
+        """Everything (or one exporter's state, loading it if deferred) as plain JSON data."""
+        if exporter is None:
+            self.load_all()
+            keys: Iterable[TemplateKey] = self._templates
+        else:
+            self._ensure(exporter)
+            keys = self._by_exporter.get(exporter, {})
+
+        def mine(k: DomainKey) -> bool:
+            return exporter is None or k[0] == exporter
+
         return {
             "format": STATE_FORMAT,
             "templates": [
                 {"exporter": k[0], "domain": k[2], "seen": seen, **t.to_json()}
-                for k, (t, seen) in self._templates.items()
+                for k in keys
+                for t, seen in (self._templates[k],)
             ],
             "sampling": [
                 {
@@ -278,14 +443,17 @@ class TemplateRegistry:
                     "by_sampler": [[sid, r] for sid, r in s.by_sampler.items()],
                 }
                 for k, s in self._sampling.items()
+                if mine(k)
             ],
-            "init_ms": [[k[0], k[1], k[2], v] for k, v in self._init_ms.items()],
+            "init_ms": [[k[0], k[1], k[2], v] for k, v in self._init_ms.items() if mine(k)],
         }
 
     def restore(self, state: Mapping[str, Any], counters: Counter[str]) -> None:
         if state.get("format") != STATE_FORMAT:
             raise ValueError(f"unknown template state format {state.get('format')!r}")
-        for item in state.get("templates", []):
+        # Oldest first, so that announcement order stays time order.
+        items = sorted(state.get("templates", []), key=lambda item: float(item["seen"]))
+        for item in items:
             template = Template.from_json(item)
             key = (
                 str(item["exporter"]),
@@ -293,16 +461,21 @@ class TemplateRegistry:
                 int(item["domain"]),
                 template.template_id,
             )
+            self._unloaded.discard(key[0])  # never loaded twice
             self.put(key, template, float(item["seen"]), counters)
         for item in state.get("sampling", []):
             dkey = (str(item["exporter"]), int(item["version"]), int(item["domain"]))
+            if dkey not in self._per_domain:
+                continue  # no template left to decode what it says
             default = item.get("default")
             self._sampling[dkey] = SamplingState(
                 None if default is None else int(default),
                 {int(sid): int(r) for sid, r in item.get("by_sampler", [])},
             )
         for exporter, version, domain, value in state.get("init_ms", []):
-            self._init_ms[(str(exporter), int(version), int(domain))] = int(value)
+            dkey = (str(exporter), int(version), int(domain))
+            if dkey in self._per_domain:
+                self._init_ms[dkey] = int(value)
 
 
 @dataclass(frozen=True)

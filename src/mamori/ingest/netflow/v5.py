@@ -50,7 +50,7 @@ assert V5_TEMPLATE.record_length == RECORD_LENGTH
 _NO_SAMPLING: Final = SamplingState()
 
 
-def parse_v5(payload: bytes, exporter: str, batch: Batch) -> None:
+def parse_v5(payload: bytes, exporter: str, received: float, batch: Batch) -> None:
     """Queue the records of one NetFlow v5 datagram."""
     if len(payload) < HEADER.size:
         batch.problem("errors.truncated", exporter, "v5 header")
@@ -58,7 +58,14 @@ def parse_v5(payload: bytes, exporter: str, batch: Batch) -> None:
     _, count, uptime, secs, nsecs, _, _, _, sampling = HEADER.unpack_from(payload)
     batch.counters["packets.v5"] += 1
     available = (len(payload) - HEADER.size) // RECORD_LENGTH
-    if count > available:
+    if count > MAX_RECORDS and len(payload) != HEADER.size + count * RECORD_LENGTH:
+        # More records than v5 allows and a length that does not fit them either: not a v5
+        # packet (random bytes behind a 5), whose "records" would be stored as garbage flows.
+        batch.problem(
+            "errors.bad_count", exporter, f"v5 count {count} in {len(payload)} bytes: refused"
+        )
+        return
+    if count > available:  # cut short (a capture's snap length): the whole records are kept
         batch.problem("errors.truncated", exporter, f"v5 count {count} > {available} records")
         count = available
     if count > MAX_RECORDS:
@@ -68,4 +75,6 @@ def parse_v5(payload: bytes, exporter: str, batch: Batch) -> None:
     body = memoryview(payload)[HEADER.size : HEADER.size + count * RECORD_LENGTH]
     export_ms = secs * 1000 + nsecs // 1_000_000
     rate = sampling & 0x3FFF  # the 2-bit mode is not needed: 0 is "unknown" whatever the mode
-    batch.add_fixed(V5_TEMPLATE, body, exporter, -1, export_ms, uptime, rate, _NO_SAMPLING)
+    batch.add_fixed(
+        V5_TEMPLATE, body, exporter, -1, export_ms, uptime, rate, _NO_SAMPLING, received
+    )

@@ -6,7 +6,7 @@ import struct
 from typing import Final
 
 from mamori.ingest.netflow.batch import Batch
-from mamori.ingest.netflow.templates import FieldSpec, Template
+from mamori.ingest.netflow.templates import V9_FIELDS, Template, field_spec
 
 __all__ = ["HEADER", "parse_v9", "template_set"]
 
@@ -81,7 +81,7 @@ def _templates(body: memoryview, exporter: str, batch: Batch) -> Parsed:
         if pos + 4 * count > size:
             batch.problem("errors.truncated", exporter, f"v9 template {tid}")
             return tuple(out), False
-        fields = tuple(FieldSpec(*_SET.unpack_from(body, pos + 4 * i)) for i in range(count))
+        fields = tuple(map(V9_FIELDS.__getitem__, _SET.iter_unpack(body[pos : pos + 4 * count])))
         pos += 4 * count
         if tid < 256:
             batch.problem("templates.bad_id", exporter, f"v9 template id {tid}")
@@ -110,7 +110,7 @@ def _options_templates(body: memoryview, exporter: str, batch: Batch) -> Parsed:
         fields = []
         for i in range(0, scope_len + opt_len, 4):
             fid, length = _SET.unpack_from(body, pos + i)
-            fields.append(FieldSpec(fid, length, scope=i < scope_len))
+            fields.append(field_spec(fid, length, scope=i < scope_len))
         pos += scope_len + opt_len
         if tid < 256:
             batch.problem("templates.bad_id", exporter, f"v9 options template id {tid}")

@@ -88,6 +88,7 @@ def walk(
         return True
     u8 = np.frombuffer(data, dtype=np.uint8)
     off, ln = offsets, lengths
+    received_ms = (received * 1000).astype(np.int64)  # as Batch.add_fixed rounds it
 
     def u16(pos: I64) -> I64:
         # mode="clip": fields past the end are garbage, only used where the datagram has them
@@ -218,6 +219,7 @@ def walk(
                 h4[dg5],
                 sampling.astype(np.uint64),
                 np.full(dg5.size, batch.snapshot_index(_NO_SAMPLING), dtype=np.int64),
+                received_ms[dg5],
             )
 
     stats["datagrams.vector"] += int(good_c.sum() + ok5.sum())
@@ -446,6 +448,7 @@ def walk(
             uptime,
             tab_rate[s_, k_],
             tab_snap[s_, k_],
+            received_ms[e_dg[p]],
         )
     return True
 
@@ -514,13 +517,14 @@ def _emit(
     uptime_ms: I64,
     rate: npt.NDArray[np.uint64],
     snapshot: I64,
+    received_ms: I64,
 ) -> None:
     """Gather the records of data sets of one fixed-length template and queue them."""
     keep = counts > 0
     if not keep.all():
         start, counts, exporter, domain = start[keep], counts[keep], exporter[keep], domain[keep]
         export_ms, uptime_ms, rate = export_ms[keep], uptime_ms[keep], rate[keep]
-        snapshot = snapshot[keep]
+        snapshot, received_ms = snapshot[keep], received_ms[keep]
     total = int(counts.sum())
     if total == 0:
         return
@@ -539,6 +543,7 @@ def _emit(
             export_ms.astype(np.int64),
             uptime_ms.astype(np.int64),
             rate.astype(np.uint64),
+            received_ms.astype(np.int64),
             snapshot.astype(np.int64),
         ),
     )

@@ -19,6 +19,8 @@ Formats:
 
 Every record is checked (address, time, port) with Arrow compute over whole columns; a bad record
 is counted and reported with its line number and reason, and the good records around it are kept.
+JSON nesting past ``input_limits.max_json_depth`` is cut before parsing (:mod:`mamori.bounds`):
+the record that held it is refused, the others are kept.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mamori.bounds import TOO_DEEP, deep_line, deep_message, load_json
+from mamori.config import InputLimitsConfig
 from mamori.ingest.textlines import Lines, NotText, decode_text, file_hint, split_lines
 from mamori.schemas import TS
 
@@ -321,29 +325,32 @@ def _rows_from_csv(
     return table, records
 
 
-def _json_objects(src: _Source, bad: list[BadRecord]) -> list[tuple[int, Any]]:
-    """(line, object) pairs from a JSON array, a single object, or JSON lines. In a document
+def _json_objects(src: _Source, bad: list[BadRecord], max_depth: int) -> list[tuple[int, Any]]:
+    """(line, object) pairs from a JSON array, a single object, or JSON lines. Nesting past
+    ``max_depth`` is cut (:func:`_too_deep` finds the records that held it). In a document
     that was not clean UTF-8, the records holding the damaged text are bad."""
     text = src.text
     stripped = text.lstrip()
     whole: list[tuple[int, Any]] | None = None
     if stripped.startswith("["):
         try:
-            data = json.loads(text)
+            data, _ = load_json(text, max_depth)
         except json.JSONDecodeError as exc:
             bad.append(BadRecord(exc.lineno, f"not valid JSON: {exc.msg}"))
             return []
         # Records of a pretty-printed array have no line of their own: number them from 1.
-        whole = [(i + 1, o) for i, o in enumerate(data)]
+        items = data if isinstance(data, list) else [data]
+        whole = [(i + 1, o) for i, o in enumerate(items)]
     else:
         with contextlib.suppress(json.JSONDecodeError):
-            whole = [(1, json.loads(text))]
+            whole = [(1, load_json(text, max_depth)[0])]
     if whole is not None:
         if src.clean:
             return whole
         kept = []
         for no, o in whole:
-            if _mangled(o):
+            # a record cut for its nesting is refused for that (_too_deep), not for its text
+            if deep_line(o) is None and _mangled(o):
                 bad.append(BadRecord(no, "not UTF-8 text"))
             else:
                 kept.append((no, o))
@@ -357,9 +364,12 @@ def _json_objects(src: _Source, bad: list[BadRecord]) -> list[tuple[int, Any]]:
         if not line.strip():
             continue
         try:
-            out.append((no, json.loads(line)))
+            obj, cut = load_json(line, max_depth)
         except json.JSONDecodeError as exc:
             bad.append(BadRecord(no, f"not valid JSON: {exc.msg}"))
+            continue
+        # the marker holds the line within this one-line text: make it the file's line
+        out.append((no, {TOO_DEEP: no} if cut else obj))
     return out
 
 
@@ -370,12 +380,23 @@ def _mangled(entry: Any) -> bool:
         return True
 
 
-def _rows_from_json(src: _Source, bad: list[BadRecord]) -> tuple[pa.Table, int]:
+def _too_deep(o: Any, line: int, max_depth: int, bad: list[BadRecord]) -> bool:
+    """Refuse (as a bad record) a record whose nesting was cut."""
+    at = deep_line(o)
+    if at is None:
+        return False
+    bad.append(BadRecord(line, deep_message(at, max_depth)))
+    return True
+
+
+def _rows_from_json(src: _Source, bad: list[BadRecord], max_depth: int) -> tuple[pa.Table, int]:
     before = len(bad)
-    objs = _json_objects(src, bad)
+    objs = _json_objects(src, bad, max_depth)
     unreadable = len(bad) - before
     cols: dict[str, list[Any]] = {k: [] for k in ("line", "ip", "ts", "port", "proto", "label")}
     for line, o in objs:
+        if _too_deep(o, line, max_depth, bad):
+            continue
         if not isinstance(o, dict):
             bad.append(BadRecord(line, "not a JSON object"))
             continue
@@ -401,14 +422,16 @@ def _rows_from_json(src: _Source, bad: list[BadRecord]) -> tuple[pa.Table, int]:
     return table, len(objs) + unreadable
 
 
-def _rows_from_xarf(src: _Source, bad: list[BadRecord]) -> tuple[pa.Table, int]:
+def _rows_from_xarf(src: _Source, bad: list[BadRecord], max_depth: int) -> tuple[pa.Table, int]:
     import xarf
 
     before = len(bad)
-    objs = _json_objects(src, bad)
+    objs = _json_objects(src, bad, max_depth)
     unreadable = len(bad) - before
     cols: dict[str, list[Any]] = {k: [] for k in ("line", "ip", "ts", "port", "proto", "label")}
     for line, o in objs:
+        if _too_deep(o, line, max_depth, bad):
+            continue
         if not isinstance(o, dict):
             bad.append(BadRecord(line, "not a JSON object"))
             continue
@@ -481,21 +504,31 @@ def _csv_text(src: _Source, bad: list[BadRecord]) -> tuple[str, int]:
     return str(joined[0].as_py()), lines.n_bad
 
 
-def parse_report_text(text: str, fmt: ReportFormat | str, *, path: str = "-") -> ReportParse:
+def parse_report_text(
+    text: str,
+    fmt: ReportFormat | str,
+    *,
+    path: str = "-",
+    limits: InputLimitsConfig | None = None,
+) -> ReportParse:
     """Parse a report held in memory (see :func:`parse_report`)."""
-    return _parse(_Source(text.encode("utf-8"), text, True), ReportFormat(fmt), path)
+    src = _Source(text.encode("utf-8", errors="surrogatepass"), text, True)
+    return _parse(src, ReportFormat(fmt), path, limits)
 
 
-def _parse(src: _Source, fmt: ReportFormat, path: str) -> ReportParse:
+def _parse(
+    src: _Source, fmt: ReportFormat, path: str, limits: InputLimitsConfig | None
+) -> ReportParse:
+    depth = (limits or InputLimitsConfig()).max_json_depth
     bad: list[BadRecord] = []
     if fmt in (ReportFormat.CSV, ReportFormat.SHADOWSERVER):
         text, n_bad = _csv_text(src, bad)
         table, records = _rows_from_csv(text, fmt, bad)
         records += n_bad
     elif fmt is ReportFormat.JSON:
-        table, records = _rows_from_json(src, bad)
+        table, records = _rows_from_json(src, bad, depth)
     else:
-        table, records = _rows_from_xarf(src, bad)
+        table, records = _rows_from_xarf(src, bad, depth)
     if table is None:
         table = REPORT_SCHEMA.empty_table()
     bad.sort(key=lambda b: b.line)
@@ -506,7 +539,9 @@ def _parse(src: _Source, fmt: ReportFormat, path: str) -> ReportParse:
     return ReportParse(path, fmt, table, bad, records)
 
 
-def parse_report(path: Path, fmt: ReportFormat | str) -> ReportParse:
+def parse_report(
+    path: Path, fmt: ReportFormat | str, *, limits: InputLimitsConfig | None = None
+) -> ReportParse:
     """Read a report file. Raises ``ValueError`` when the file as a whole is not of ``fmt``
     (a missing header column), :class:`~mamori.ingest.textlines.NotText` when it is not text
     (binary, UTF-16); bad records inside are counted in :attr:`ReportParse.bad`. A line that
@@ -515,4 +550,4 @@ def parse_report(path: Path, fmt: ReportFormat | str) -> ReportParse:
     hint = file_hint(raw) if raw else ""
     if hint:
         raise NotText(f"{path}: {hint}")
-    return _parse(_Source.of(raw), ReportFormat(fmt), str(path))
+    return _parse(_Source.of(raw), ReportFormat(fmt), str(path), limits)

@@ -31,7 +31,6 @@ from mamori.ingest.reputation.common import (
     norm_ip,
     norm_port,
     parse_time,
-    read_json,
     split_ip_port,
     text_lines,
 )
@@ -131,10 +130,13 @@ def _csv_records(
 
 def parse_feodo(path: Path, rows: Rows, fmt: str = "csv") -> None:
     if fmt == "json":
-        data, clean = read_json(path)
+        data, clean = rows.read_json(path)
         if not isinstance(data, list):
             raise ValueError("Feodo Tracker JSON is a list of objects")
         for no, e in enumerate(data, 1):
+            if (deep := rows.too_deep(e)) is not None:
+                rows.bad(no, f"entry {no}: {deep}")
+                continue
             if not clean and mangled(e):
                 rows.bad(no, f"entry {no}: not UTF-8 text")
                 continue
@@ -223,7 +225,7 @@ def _tf_one(rows: Rows, e: dict[str, Any]) -> None:
 
 def parse_threatfox(path: Path, rows: Rows, fmt: str = "csv") -> None:
     if fmt == "json":
-        data, clean = read_json(path)
+        data, clean = rows.read_json(path)
         if isinstance(data, dict) and "data" in data:  # the API's answer
             entries = data["data"] if isinstance(data["data"], list) else []
         elif isinstance(data, dict):  # the export: id → [entry]
@@ -233,6 +235,9 @@ def parse_threatfox(path: Path, rows: Rows, fmt: str = "csv") -> None:
         else:
             raise ValueError("ThreatFox JSON is an object of id → entries, or an API answer")
         for no, e in enumerate(entries, 1):
+            if (deep := rows.too_deep(e)) is not None:
+                rows.bad(no, f"entry {no}: {deep}")
+                continue
             if not clean and mangled(e):
                 rows.bad(no, f"entry {no}: not UTF-8 text")
                 continue

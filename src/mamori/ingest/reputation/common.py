@@ -23,6 +23,8 @@ from urllib.parse import urlsplit
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
+from mamori.bounds import deep_line, deep_message, load_json
+from mamori.config import InputLimitsConfig
 from mamori.ingest.textlines import NotText, check_text, decode_text, file_hint, split_lines
 from mamori.schemas import FQDN_LEN, REPUTATION
 
@@ -159,6 +161,7 @@ class Rows:
         confidence: float | None,
         default_category: str,
         default_confidence: float,
+        limits: InputLimitsConfig | None = None,
     ) -> None:
         if category is not None and category not in CATEGORIES:
             raise ValueError(f"unknown category {category!r}; known: {', '.join(CATEGORIES)}")
@@ -168,6 +171,8 @@ class Rows:
         self.confidence = confidence
         self.default_category = default_category
         self.default_confidence = default_confidence
+        self.limits = limits or InputLimitsConfig()
+        self._cut = False  # the last JSON read had nesting cut (see read_json)
         self.cols: dict[str, list[Any]] = {
             c: []
             for c in (
@@ -199,6 +204,21 @@ class Rows:
 
     def skip(self) -> None:
         self.n_skipped += 1
+
+    def read_json(self, path: Path) -> tuple[Any, bool]:
+        """The file's JSON (:func:`read_json`'s text rules) with nesting past
+        ``limits.max_json_depth`` cut before parsing (:mod:`mamori.bounds`), and whether it was
+        clean UTF-8. :meth:`too_deep` then finds the entries that held deep nesting, and
+        :func:`mangled` (when not clean) those that held damaged text."""
+        data, clean, cut = read_json(path, self.limits.max_json_depth)
+        self._cut = bool(cut)
+        return data, clean
+
+    def too_deep(self, value: Any) -> str | None:
+        """Why ``value`` (an entry of the last :meth:`read_json`) must be refused for its
+        nesting, or ``None``."""
+        line = deep_line(value) if self._cut else None
+        return None if line is None else deep_message(line, self.limits.max_json_depth)
 
     def add(
         self,
@@ -298,16 +318,18 @@ def text_lines(path: Path, rows: Rows) -> Iterator[tuple[int, str]]:
     yield from zip(numbers.tolist(), good.to_pylist(), strict=True)
 
 
-def read_json(path: Path) -> tuple[Any, bool]:
-    """A JSON document (a leading byte-order mark is accepted) and whether it was clean UTF-8:
-    when it was not, the entries holding the damaged text are bad (:func:`mangled`), the others
+def read_json(path: Path, max_depth: int) -> tuple[Any, bool, list[int]]:
+    """A JSON document (a leading byte-order mark is accepted), whether it was clean UTF-8, and
+    the lines where nesting past ``max_depth`` was cut (:func:`mamori.bounds.load_json`). When
+    it was not clean, the entries holding the damaged text are bad (:func:`mangled`), the others
     are kept. Raises ``NotText`` for a file that is not text at all."""
     data = path.read_bytes()
     hint = file_hint(data)
     if hint:
         raise NotText(f"{path}: {hint}")
     text, clean = decode_text(data)
-    return json.loads(text), clean
+    parsed, cut = load_json(text, max_depth)
+    return parsed, clean, cut
 
 
 def mangled(entry: Any) -> bool:

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mamori.addresses import in_networks
-from mamori.config import ReputationConfig
+from mamori.config import InputLimitsConfig, ReputationConfig
 from mamori.governance import Governance, Grant, Sandbox
 from mamori.ingest.reputation.abusech import parse_feodo, parse_threatfox, parse_urlhaus
 from mamori.ingest.reputation.common import LoadReport, Rows
@@ -99,12 +99,14 @@ def parse_feed(
     confidence: float | None = None,
     expires_days: float | None = None,
     loaded: datetime | None = None,
+    limits: InputLimitsConfig | None = None,
 ) -> tuple[pa.Table, LoadReport]:
     """Parse ``path`` into a ``reputation`` table (not stored) and a report of what was bad.
 
     Raises :class:`FeedError` when the file as a whole is unusable (unknown format, broken
     JSON), :class:`~mamori.ingest.textlines.NotText` when it is not text at all (binary,
-    UTF-16); single bad lines are counted in the report instead."""
+    UTF-16); single bad lines are counted in the report instead — so is an entry past
+    ``limits`` (nested too deep, a STIX pattern too large)."""
     path = Path(path)
     if not path.is_file():
         raise FeedError(f"{path}: no such file")
@@ -119,6 +121,7 @@ def parse_feed(
             confidence=confidence,
             default_category=default_cat,
             default_confidence=default_conf,
+            limits=limits,
         )
     except ValueError as exc:
         raise FeedError(str(exc)) from None
@@ -185,6 +188,7 @@ def load_feed(
         category=category,
         confidence=confidence,
         expires_days=expires_days,
+        limits=gov.config.input_limits,
     )
     if table.num_rows:
         gov.write_registry("reputation", table, actor, source=report.source)
