@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from mamori.cli.common import STATE, actor_name, fail, out
+from mamori.cli.common import STATE, actor_name, err, fail, out
 
 act_app = typer.Typer(
     help="Turn findings and lists into actions: RPZ zones and the resolver's consent policy.",
@@ -90,6 +90,93 @@ def act_rpz(
                 ctl.reload_zone(z.zone, z.measure)
         except ResolverError as exc:
             fail(str(exc))
+
+
+class FilterKind(StrEnum):
+    reflection = "reflection"
+
+
+class FilterRender(StrEnum):
+    nftables = "nftables"
+    junos = "junos"
+    iosxr = "iosxr"
+    flowspec = "flowspec"
+
+
+def render_filter(kind: FilterKind, target: FilterRender, action_id: str) -> str:
+    """The configuration text of a standing filter for one target (no side effects)."""
+    from mamori.act.flowspec import flowspec_reflection
+    from mamori.act.nft import render_reflection
+    from mamori.act.reflection import reflection_plan
+    from mamori.act.routers import iosxr_reflection, junos_reflection
+
+    cfg = STATE.config()
+    plan = reflection_plan(cfg)
+    if not plan.prefixes:
+        fail("the address plan has no dynamic pool: nothing to filter (seeds/001: dynamic only)")
+    if target is FilterRender.nftables:
+        return render_reflection(plan, cfg.network.nft, action_id).text
+    if target is FilterRender.junos:
+        return junos_reflection(plan, action_id, cfg.network.nft.table_prefix)
+    if target is FilterRender.iosxr:
+        return iosxr_reflection(plan, action_id, cfg.network.nft.table_prefix)
+    return flowspec_reflection(plan, action_id)
+
+
+@act_app.command("filters")
+def act_filters(
+    kind: Annotated[
+        FilterKind,
+        typer.Option(
+            "--kind",
+            help="reflection (M10): inbound UDP to the reflection ports of dynamic pools only",
+        ),
+    ] = FilterKind.reflection,
+    render: Annotated[
+        FilterRender | None,
+        typer.Option("--render", help="print the configuration for this target"),
+    ] = None,
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="write the rendering here instead of stdout")
+    ] = None,
+    apply_: Annotated[
+        bool,
+        typer.Option(
+            "--apply",
+            help="put it in force on the Linux router ([network.nft] command) as an M10 action "
+            "(proposed, approved by you, applied; ends the filter it replaces)",
+        ),
+    ] = False,
+) -> None:
+    """Standing filters built from the address plan. Reflection: requests from outside to the
+    reflection ports ([network.reflection] protocols, each with its reason) of dynamic pools are
+    dropped; static pools and the ISP's resolvers ([network] resolvers) never are (seeds/001).
+    Junos, IOS-XR and FlowSpec renderings are for the operator to load; --apply drives nftables
+    and records the action with its legal basis (justified act)."""
+    from mamori.act.nft import NftBackend, NftError
+    from mamori.act.reflection import apply_reflection
+
+    if render is None and not apply_:
+        fail("say what to do: --render nftables|junos|iosxr|flowspec, or --apply", code=2)
+    if render is not None:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        text = render_filter(kind, render, f"(rendered {stamp}, not applied by Mamori)")
+        if out_file is None:
+            typer.echo(text, nl=False)
+        else:
+            out_file.write_text(text, encoding="utf-8")
+            err.print(f"{render.value} rendering written to {out_file}", highlight=False)
+    if apply_:
+        gov = STATE.gov()
+        try:
+            action = apply_reflection(gov, actor_name(), NftBackend(gov.config))
+        except (NftError, ValueError) as exc:
+            fail(str(exc))
+        err.print(
+            f"{action.measure} {action.kind} {action.action_id} applied to {action.target} "
+            f"until {action.expires:%Y-%m-%d %H:%M} UTC ({action.legal_basis})",
+            highlight=False,
+        )
 
 
 @act_app.command("expire")
