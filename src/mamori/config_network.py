@@ -148,3 +148,10 @@ class NetworkConfig(_Model):
     )
     reflection: ReflectionConfig = ReflectionConfig()
     nft: NftConfig = NftConfig()
+    c2_block_expiry_days: float = Field(
+        default=7.0,
+        gt=0,
+        le=365,
+        description="M7 IP-level C&C blocking: a list version not renewed by `act c2-block` "
+        "within this long expires and its table is withdrawn (every action ends)",
+    )

@@ -23,17 +23,30 @@ from mamori.config import MamoriConfig
 from mamori.config_network import NftConfig
 
 __all__ = [
+    "TABLES",
     "NftBackend",
     "NftError",
     "NftRuleset",
     "elements",
     "render_reflection",
     "run_nft",
+    "table_for",
     "table_owner",
 ]
 
 log = logging.getLogger(__name__)
 _COMMENT = re.compile(r'^\s*comment "mamori ([^"]+)"', re.MULTILINE)
+
+
+# target prefix of an action -> the table (after [network.nft] table_prefix) that puts it in force
+TABLES = {"reflection:": "reflection", "c2-ip:": "c2"}
+
+
+def table_for(nft: NftConfig, target: str) -> str | None:
+    for prefix, suffix in TABLES.items():
+        if target.startswith(prefix):
+            return f"{nft.table_prefix}_{suffix}"
+    return None
 
 
 class NftError(RuntimeError):
@@ -156,11 +169,11 @@ class NftBackend:
 
     def withdraw(self, actions: Sequence[Action]) -> None:
         for a in actions:
-            if not a.target.startswith("reflection:"):
+            table = table_for(self.nft, a.target)
+            if table is None:
                 # not one this back end applies (a row from before it existed): nothing of it
                 # is in force here to take away
                 log.warning("nftables: %s (%s) was not applied by Mamori", a.action_id, a.target)
                 continue
-            table = f"{self.nft.table_prefix}_reflection"
             if table_owner(self.command, "inet", table) == a.action_id:
                 run_nft(self.command, ["delete", "table", "inet", table])

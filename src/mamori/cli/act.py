@@ -79,7 +79,8 @@ def act_rpz(
     )
     for z in result.zones:
         out.print(
-            f"{z.measure} {z.zone} serial {z.serial}: {z.names:,} names ({z.records:,} records, "
+            f"{z.measure} {z.zone} serial {z.serial}: {z.names:,} names, {z.ips:,} addresses "
+            f"(rpz-ip) ({z.records:,} records, "
             f"{z.rejected:,} unusable entries) -> {z.path} in {z.seconds:.2f} s",
             highlight=False,
         )
@@ -177,6 +178,53 @@ def act_filters(
             f"until {action.expires:%Y-%m-%d %H:%M} UTC ({action.legal_basis})",
             highlight=False,
         )
+
+
+@act_app.command("c2-block")
+def act_c2_block(
+    watch_: Annotated[
+        bool,
+        typer.Option(
+            "--watch", help="keep running: re-sync whenever consent, allocations or lists change"
+        ),
+    ] = False,
+    interval: Annotated[
+        float | None, typer.Option("--interval", help="seconds between checks with --watch")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="apply a new version of the C&C list even if unchanged")
+    ] = False,
+) -> None:
+    """Block traffic between consenting subscribers (M7) and the C&C endpoints the lists name,
+    on a Linux BNG's nftables ([network.nft] command): one set of consenting subscriber addresses
+    (opted-out subscribers never in it), one of C&C address.protocol.port. A withdrawn consent
+    applies at the next poll. Each new version of the C&C list is an M7 action (consent)."""
+    import threading
+
+    from mamori.act.c2_block import C2SyncResult, sync_c2_block, watch_c2_block
+    from mamori.act.nft import NftError
+
+    gov = STATE.gov()
+
+    def show(r: C2SyncResult) -> None:
+        what = "new list version" if r.renewed else "subscribers updated"
+        out.print(
+            f"{datetime.now(UTC):%H:%M:%S} {r.endpoints:,} C&C endpoints, {r.subscribers:,} "
+            f"consenting addresses; {what} ({r.action_id}, {r.seconds:.2f} s)",
+            highlight=False,
+        )
+
+    if not watch_:
+        try:
+            show(sync_c2_block(gov, actor_name(), force=force))
+        except NftError as exc:
+            fail(str(exc))
+        return
+    stop = threading.Event()
+    try:
+        watch_c2_block(gov, actor_name(), interval_s=interval, stop=stop, on_sync=show)
+    except KeyboardInterrupt:
+        stop.set()
 
 
 @act_app.command("expire")
