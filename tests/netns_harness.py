@@ -64,8 +64,10 @@ class Lab:
         self.sub, self.bng, self.net = (f"mm{tag}{r}" for r in ("sub", "bng", "net"))
         self.procs: list[subprocess.Popen[str]] = []
 
-    def ns(self, ns: str, *cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return _sh("ip", "netns", "exec", ns, *cmd, check=check)
+    def ns(
+        self, ns: str, *cmd: str, check: bool = True, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return _sh("ip", "netns", "exec", ns, *cmd, check=check, stdin=stdin)
 
     def nft_command(self) -> list[str]:
         return ["ip", "netns", "exec", self.bng, "nft"]

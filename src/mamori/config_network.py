@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
     "DEFAULT_REFLECTION_PROTOCOLS",
+    "CustomerInterface",
     "NetworkConfig",
     "NftConfig",
     "ReflectionConfig",
@@ -138,6 +139,27 @@ class NftConfig(_Model):
     table_prefix: str = Field(default="mamori", pattern=r"^[a-z][a-z0-9_]{0,40}$")
 
 
+class CustomerInterface(_Model):
+    """A customer-facing interface (BCP 38): traffic entering on it must come from the
+    addresses behind it."""
+
+    exporter: ipaddress.IPv4Address | ipaddress.IPv6Address = Field(
+        description="the router, as its flow records name it"
+    )
+    ifindex: int = Field(ge=0, lt=2**32, description="SNMP index (the flows' input_if)")
+    name: str = Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_./:-]+$",
+        description="the interface's name on the router (ge-0/0/1.100, Bundle-Ether1.100, "
+        "ppp0), used in the uRPF/ACL renderings",
+    )
+    pools: tuple[str, ...] = Field(default=(), description="address-plan pools behind it")
+    prefixes: tuple[IPNetwork, ...] = Field(
+        default=(), description="other addresses behind it (a customer's own space, link nets)"
+    )
+
+
 class NetworkConfig(_Model):
     """``[network]``: the ISP's own network, for the measures that protect it."""
 
@@ -148,6 +170,10 @@ class NetworkConfig(_Model):
     )
     reflection: ReflectionConfig = ReflectionConfig()
     nft: NftConfig = NftConfig()
+    customer_interfaces: tuple[CustomerInterface, ...] = Field(
+        default=(),
+        description="customer-facing interfaces and the addresses behind each (spoofing, BCP 38)",
+    )
     c2_block_expiry_days: float = Field(
         default=7.0,
         gt=0,

@@ -92,6 +92,12 @@ ENTRY_POINTS: list[tuple[str, Callable[[Governance], Any], str, set[str]]] = [
         "M4",
         {"flows", "dns_queries", "reputation"},
     ),
+    (
+        "SpoofingDetector.run",
+        lambda g: build("spoofing", {}, write=False).run(g, Window(), actor="t"),
+        "M13",
+        {"flows"},
+    ),
     ("run_c2", lambda g: run_c2(g, actor="t", write=False), "M2", {"flows", "reputation"}),
     (
         "match_reputation",

@@ -13,12 +13,12 @@ from collections.abc import Iterable, Sequence
 
 from mamori.act.reflection import ReflectionPlan, basis_text
 
-__all__ = ["iosxr_reflection", "junos_reflection"]
+__all__ = ["iosxr_reflection", "junos_comment", "junos_reflection", "wrap"]
 
 _STEP = 10
 
 
-def _wrap(text: str, width: int = 96) -> list[str]:
+def wrap(text: str, width: int = 96) -> list[str]:
     words, lines, cur = text.split(), [], ""
     for w in words:
         if cur and len(cur) + 1 + len(w) > width:
@@ -31,7 +31,7 @@ def _wrap(text: str, width: int = 96) -> list[str]:
     return lines
 
 
-def _junos_comment(lines: Iterable[str]) -> str:
+def junos_comment(lines: Iterable[str]) -> str:
     body = "".join(f" * {line.replace('*/', '* /')}\n" for line in lines)
     return f"/*\n{body} */\n"
 
@@ -50,13 +50,13 @@ def junos_reflection(plan: ReflectionPlan, action_id: str, prefix: str = "mamori
         ("inet6", "v6", plan.v6, plan.resolvers6, "next-header"),
     ]
     families = [f for f in families if f[2]]
-    head = [f"Mamori standing reflection filter, action {action_id}.", *_wrap(basis_text(plan))]
+    head = [f"Mamori standing reflection filter, action {action_id}.", *wrap(basis_text(plan))]
     head += ["Apply inbound on the edge (transit, peering) interfaces, e.g.:"]
     head += [
         f"  set interfaces IF unit 0 family {fam} filter input {prefix}-reflection-{v}"
         for fam, v, *_ in families
     ]
-    out = [_junos_comment(head), "policy-options {\n"]
+    out = [junos_comment(head), "policy-options {\n"]
     for _, v, prefixes, resolvers, _kw in families:
         out.append(_junos_prefix_list(f"{prefix}-dynamic-{v}", prefixes))
         if src and resolvers:
@@ -108,7 +108,7 @@ def iosxr_reflection(plan: ReflectionPlan, action_id: str, prefix: str = "mamori
         ("ipv6", "v6", plan.v6, plan.resolvers6),
     ]
     families = [f for f in families if f[2]]
-    head = [f"Mamori standing reflection filter, action {action_id}.", *_wrap(basis_text(plan))]
+    head = [f"Mamori standing reflection filter, action {action_id}.", *wrap(basis_text(plan))]
     head += ["Apply inbound on the edge (transit, peering) interfaces, e.g.:"]
     head += [
         f"  interface IF {fam} access-group {prefix}-reflection-{v} ingress"

@@ -95,6 +95,7 @@ def act_rpz(
 
 class FilterKind(StrEnum):
     reflection = "reflection"
+    spoofing = "spoofing"
 
 
 class FilterRender(StrEnum):
@@ -112,6 +113,20 @@ def render_filter(kind: FilterKind, target: FilterRender, action_id: str) -> str
     from mamori.act.routers import iosxr_reflection, junos_reflection
 
     cfg = STATE.config()
+    if kind is FilterKind.spoofing:
+        from mamori.act.antispoof import iosxr_antispoof, junos_antispoof, nft_antispoof
+
+        renders = {
+            FilterRender.nftables: nft_antispoof,
+            FilterRender.junos: junos_antispoof,
+            FilterRender.iosxr: iosxr_antispoof,
+        }
+        if target not in renders:
+            fail("spoofing: uRPF and ACLs are rendered for nftables, junos and iosxr", code=2)
+        try:
+            return renders[target](cfg, action_id)
+        except ValueError as exc:
+            fail(str(exc))
     plan = reflection_plan(cfg)
     if not plan.prefixes:
         fail("the address plan has no dynamic pool: nothing to filter (seeds/001: dynamic only)")
@@ -130,7 +145,8 @@ def act_filters(
         FilterKind,
         typer.Option(
             "--kind",
-            help="reflection (M10): inbound UDP to the reflection ports of dynamic pools only",
+            help="reflection (M10): inbound UDP to the reflection ports of dynamic pools only; "
+            "spoofing (M13, BCP 38): uRPF and ACLs of customer-facing interfaces",
         ),
     ] = FilterKind.reflection,
     render: Annotated[
@@ -159,6 +175,8 @@ def act_filters(
 
     if render is None and not apply_:
         fail("say what to do: --render nftables|junos|iosxr|flowspec, or --apply", code=2)
+    if apply_ and kind is not FilterKind.reflection:
+        fail("--apply drives reflection filters only; load the spoofing rendering", code=2)
     if render is not None:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         text = render_filter(kind, render, f"(rendered {stamp}, not applied by Mamori)")

@@ -191,6 +191,67 @@ def detect_c2_cmd(
             out.print(f"{key}: {run.summary[key]}", highlight=False)
 
 
+def _print_run(title: str, run: Any, as_json: bool, columns: dict[str, str]) -> None:
+    """A detector run as JSON lines (findings; the summary on stderr) or a table: ``columns``
+    maps a heading to an evidence key."""
+    rows = run.findings.to_pylist()
+    if as_json:
+        for r in rows:
+            r["evidence"] = json.loads(r["evidence"]) if r["evidence"] else None
+            for k in ("detected", "first_seen", "last_seen"):
+                r[k] = r[k].isoformat() if r[k] else None
+            typer.echo(json.dumps(r, sort_keys=True))
+        typer.echo(json.dumps(run.summary, default=str, sort_keys=True), err=True)
+        return
+    t = Table(title=f"{title} ({len(rows)})")
+    for col in ("ip", *columns, "score", "first seen", "last seen"):
+        t.add_column(col)
+    for r in rows:
+        ev = json.loads(r["evidence"]) if r["evidence"] else {}
+        t.add_row(
+            r["ip"] or "",
+            *(str(ev.get(k, "")) for k in columns.values()),
+            f"{r['score']:.3f}",
+            r["first_seen"].isoformat() if r["first_seen"] else "",
+            r["last_seen"].isoformat() if r["last_seen"] else "",
+        )
+    out.print(t)
+    out.print(json.dumps(run.summary, default=str, sort_keys=True), highlight=False)
+
+
+@detect_app.command("spoofing")
+def detect_spoofing(
+    since: Annotated[
+        str | None, typer.Option("--since", help="start of the window (ISO 8601, UTC)")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="end of the window, exclusive (ISO 8601)")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print one JSON object per finding (JSON lines)")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="report findings without storing them")
+    ] = False,
+) -> None:
+    """Find spoofed sources (BCP 38, M13): flows entering on a customer-facing interface
+    ([[network.customer_interfaces]]) from addresses that are not behind it. One finding per
+    interface (its exporter, index and name; counts and estimated packets), never a subscriber.
+    `mamori act filters --kind spoofing` renders the uRPF and ACL configuration."""
+    from mamori.detect.base import Window
+
+    detector = _build("spoofing", write=not dry_run)
+    try:
+        run = detector.run(
+            STATE.gov(), Window(parse_time(since), parse_time(until)), actor=actor_name()
+        )
+    except ValueError as exc:
+        fail(str(exc), code=2)
+    columns = {"interface": "interface", "input_if": "input_if", "records": "records",
+               "est. packets": "estimated_packets", "share": "share"}  # fmt: skip
+    _print_run("Spoofed sources per customer interface", run, as_json, columns)
+
+
 PENDING: list[Pending] = [
     (detect_app, "ddos", "detect ddos", "Find DDoS victims and sources (M13).", None),
     (
@@ -200,7 +261,6 @@ PENDING: list[Pending] = [
         "Find reflection/amplification traffic (M10).",
         None,
     ),
-    (detect_app, "spoofing", "detect spoofing", "Find spoofed-source traffic (M13).", None),
     (
         detect_app,
         "smtp",
