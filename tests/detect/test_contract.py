@@ -93,6 +93,12 @@ ENTRY_POINTS: list[tuple[str, Callable[[Governance], Any], str, set[str]]] = [
         {"flows", "dns_queries", "reputation"},
     ),
     (
+        "ReflectionDetector.run",
+        lambda g: build("reflection", {}, write=False).run(g, Window(), actor="t"),
+        "M13",
+        {"flows"},
+    ),
+    (
         "SpoofingDetector.run",
         lambda g: build("spoofing", {}, write=False).run(g, Window(), actor="t"),
         "M13",

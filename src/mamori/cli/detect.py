@@ -204,19 +204,22 @@ def _print_run(title: str, run: Any, as_json: bool, columns: dict[str, str]) -> 
         typer.echo(json.dumps(run.summary, default=str, sort_keys=True), err=True)
         return
     t = Table(title=f"{title} ({len(rows)})")
-    for col in ("ip", *columns, "score", "first seen", "last seen"):
-        t.add_column(col)
+    for col in ("ip", "port", "method", *columns, "score", "first seen", "last seen"):
+        t.add_column(col, no_wrap=col == "ip")
     for r in rows:
         ev = json.loads(r["evidence"]) if r["evidence"] else {}
         t.add_row(
             r["ip"] or "",
+            "" if r["port"] is None else str(r["port"]),
+            r["method"] or "",
             *(str(ev.get(k, "")) for k in columns.values()),
             f"{r['score']:.3f}",
             r["first_seen"].isoformat() if r["first_seen"] else "",
             r["last_seen"].isoformat() if r["last_seen"] else "",
         )
     out.print(t)
-    out.print(json.dumps(run.summary, default=str, sort_keys=True), highlight=False)
+    # plain text: a rich console would wrap the line and read [..] as markup
+    typer.echo(json.dumps(run.summary, default=str, sort_keys=True))
 
 
 @detect_app.command("spoofing")
@@ -252,15 +255,38 @@ def detect_spoofing(
     _print_run("Spoofed sources per customer interface", run, as_json, columns)
 
 
+@detect_app.command("reflection")
+def detect_reflection(
+    since: Annotated[
+        str | None, typer.Option("--since", help="start of the window (ISO 8601, UTC)")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="end of the window, exclusive (ISO 8601)")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print one JSON object per finding (JSON lines)")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="report findings without storing them")
+    ] = False,
+) -> None:
+    """Find reflection/amplification in the flows (M13): victims (an inside host receiving UDP
+    from many sources on reflection ports, rate corrected for sampling) and open reflectors (an
+    inside host answering many outside hosts on 53/123/1900/11211; the ISP's resolvers never).
+    Thresholds: [detect.reflection]."""
+    from mamori.detect.base import Window
+
+    detector = _build("reflection", write=not dry_run)
+    run = detector.run(
+        STATE.gov(), Window(parse_time(since), parse_time(until)), actor=actor_name()
+    )
+    columns = {"sources": "sources", "clients": "clients", "est. pps": "est_pps",
+               "est. bit/s": "est_bps"}  # fmt: skip
+    _print_run("Reflection victims and open reflectors", run, as_json, columns)
+
+
 PENDING: list[Pending] = [
     (detect_app, "ddos", "detect ddos", "Find DDoS victims and sources (M13).", None),
-    (
-        detect_app,
-        "reflection",
-        "detect reflection",
-        "Find reflection/amplification traffic (M10).",
-        None,
-    ),
     (
         detect_app,
         "smtp",
