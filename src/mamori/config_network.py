@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
     "DEFAULT_REFLECTION_PROTOCOLS",
+    "BgpConfig",
     "CustomerInterface",
     "NetworkConfig",
     "NftConfig",
@@ -160,6 +162,34 @@ class CustomerInterface(_Model):
     )
 
 
+class BgpConfig(_Model):
+    """FlowSpec (RFC 8955) and RTBH (RFC 7999) announcements through ExaBGP."""
+
+    api_socket: Path | None = Field(
+        default=None,
+        description="the unix socket of the relay ExaBGP runs (`mamori act bgp exabgp-config`); "
+        "unset: the dry-run back end, which only writes the commands to "
+        "<store>/_state/bgp/dry-run.log",
+    )
+    rtbh_next_hop: ipaddress.IPv4Address = Field(
+        default=ipaddress.IPv4Address("192.0.2.1"),
+        description="next hop of RTBH routes; the routers route it to a discard interface",
+    )
+    rtbh_communities: tuple[str, ...] = Field(
+        default=("65535:666", "no-export"), description="BLACKHOLE (RFC 7999), kept in the AS"
+    )
+    rtbh_max_addresses: int = Field(
+        default=1, ge=1, le=256, description="largest RTBH prefix, in addresses (1: hosts only)"
+    )
+    default_expiry_minutes: float = Field(default=60.0, gt=0, le=7 * 24 * 60)
+    auto_approve: tuple[str, ...] = Field(
+        default=(),
+        description="attack types whose mitigations a policy approves without an operator "
+        "(e.g. udp-amplification); approved_by then names the policy",
+    )
+    timeout_s: float = Field(default=10.0, gt=0, le=300)
+
+
 class NetworkConfig(_Model):
     """``[network]``: the ISP's own network, for the measures that protect it."""
 
@@ -174,6 +204,7 @@ class NetworkConfig(_Model):
         default=(),
         description="customer-facing interfaces and the addresses behind each (spoofing, BCP 38)",
     )
+    bgp: BgpConfig = BgpConfig()
     c2_block_expiry_days: float = Field(
         default=7.0,
         gt=0,

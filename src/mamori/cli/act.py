@@ -360,3 +360,203 @@ def act_warning_page(
     from mamori.web.warning import create_warning_app
 
     uvicorn.run(create_warning_app(STATE.config(), STATE.gov()), host=host, port=port)
+
+
+bgp_app = typer.Typer(
+    help="Mitigation through BGP: FlowSpec and RTBH routes announced with ExaBGP, each an action "
+    "(proposed, approved, announced, withdrawn at its expiry or by hand).",
+    no_args_is_help=True,
+)
+act_app.add_typer(bgp_app, name="bgp")
+
+
+class BgpKind(StrEnum):
+    flowspec = "flowspec"
+    rtbh = "rtbh"
+
+
+def _bgp_actions(measure: str) -> dict[str, Any]:
+    from mamori.act.base import ActionKind, current
+
+    gov = STATE.gov()
+    return {
+        k: a
+        for k, a in current(gov, actor_name(), [measure]).items()
+        if a.kind in (ActionKind.FLOWSPEC, ActionKind.RTBH)
+    }
+
+
+def _announce(actions: list[Any]) -> None:
+    from mamori.act.backends import default_backends
+    from mamori.act.base import apply
+    from mamori.act.bgp import BgpError
+
+    gov = STATE.gov()
+    backends = default_backends(gov.config)
+    for a in actions:
+        backend = backends[a.kind]
+        detail = {"dry_run": True} if getattr(backend, "dry_run", False) else None
+        try:
+            [done] = apply(gov, [a], actor_name(), backend=backend, detail=detail)
+        except BgpError as exc:
+            fail(str(exc))
+        dry = " (dry run: written to the log, not announced)" if detail else ""
+        out.print(f"{done.kind} {done.action_id} announced: {done.target}{dry}", highlight=False)
+
+
+@bgp_app.command("propose")
+def bgp_propose(
+    kind: Annotated[BgpKind, typer.Option("--kind", help="flowspec or rtbh")],
+    target: Annotated[
+        str,
+        typer.Option(
+            "--target",
+            help="rtbh: a prefix (203.0.113.5/32); flowspec: "
+            "dst=PREFIX[;src=PREFIX][;proto=udp|tcp|icmp][;sport=P,..][;dport=P,..];then=discard",
+        ),
+    ],
+    minutes: Annotated[
+        float | None,
+        typer.Option("--minutes", help="expiry (default [network.bgp] default_expiry_minutes)"),
+    ] = None,
+    measure: Annotated[str, typer.Option("--measure", help="measure it rests on")] = "M13",
+    basis: Annotated[
+        str, typer.Option("--basis", help="self-defence | emergency | justified-act")
+    ] = "self-defence",
+    justification: Annotated[
+        str | None, typer.Option("--justification", help="why the basis holds")
+    ] = None,
+    finding: Annotated[str | None, typer.Option("--finding", help="the finding behind it")] = None,
+    attack_type: Annotated[
+        str | None,
+        typer.Option(
+            "--attack-type",
+            help="e.g. udp-amplification: when [network.bgp] auto_approve lists it, a policy "
+            "approves and it is announced at once",
+        ),
+    ] = None,
+) -> None:
+    """Propose a FlowSpec or RTBH route; an operator approves it (`act bgp approve`) unless a
+    policy does."""
+    from datetime import timedelta
+
+    from mamori.act.base import ActionKind, approve, propose
+    from mamori.act.bgp import bgp_action
+    from mamori.governance import LegalBasis
+
+    gov = STATE.gov()
+    cfg = gov.config.network.bgp
+    try:
+        proposal = bgp_action(
+            ActionKind(kind.value),
+            target,
+            measure=measure,
+            basis=LegalBasis(basis),
+            justification=justification,
+            finding_id=finding,
+            expires_in=timedelta(minutes=minutes or cfg.default_expiry_minutes),
+        )
+        if kind is BgpKind.rtbh:
+            from mamori.act.bgp import render_command
+
+            render_command(proposal, cfg, "announce")  # refuses a prefix too large to blackhole
+    except ValueError as exc:
+        fail(str(exc), code=2)
+    detail = {"attack_type": attack_type} if attack_type else None
+    [a] = propose(gov, [proposal], actor_name(), detail=detail)
+    out.print(f"{a.kind} {a.action_id} proposed until {a.expires:%Y-%m-%d %H:%M} UTC: {a.target}",
+              highlight=False)  # fmt: skip
+    if attack_type and attack_type in cfg.auto_approve:
+        policy = f"policy:auto_approve:{attack_type}"
+        [a] = approve(gov, [a], actor_name(), approved_by=policy, detail={"policy": policy})
+        _announce([a])
+
+
+@bgp_app.command("approve")
+def bgp_approve(
+    action_id: Annotated[str, typer.Argument(help="the proposed action")],
+    announce: Annotated[bool, typer.Option("--announce", help="and announce it now")] = True,
+    measure: Annotated[str, typer.Option("--measure")] = "M13",
+) -> None:
+    """Approve a proposed route (you are recorded as the approver) and announce it."""
+    from mamori.act.base import InvalidTransition, approve
+
+    a = _bgp_actions(measure).get(action_id)
+    if a is None:
+        fail(f"no FlowSpec/RTBH action {action_id!r} under {measure}")
+    try:
+        [done] = approve(STATE.gov(), [a], actor_name())
+    except InvalidTransition as exc:
+        fail(str(exc))
+    out.print(f"{done.kind} {done.action_id} approved by {done.approved_by}", highlight=False)
+    if announce:
+        _announce([done])
+
+
+@bgp_app.command("apply")
+def bgp_apply(measure: Annotated[str, typer.Option("--measure")] = "M13") -> None:
+    """Announce every approved FlowSpec/RTBH route not announced yet."""
+    from mamori.act.base import ActionState
+
+    _announce([a for a in _bgp_actions(measure).values() if a.state is ActionState.APPROVED])
+
+
+@bgp_app.command("end")
+def bgp_end(
+    action_id: Annotated[str, typer.Argument(help="the announced action")],
+    measure: Annotated[str, typer.Option("--measure")] = "M13",
+) -> None:
+    """Withdraw a route by hand (before its expiry; `act expire` withdraws the expired ones)."""
+    from mamori.act.backends import default_backends
+    from mamori.act.base import InvalidTransition, end
+    from mamori.act.bgp import BgpError
+
+    gov = STATE.gov()
+    a = _bgp_actions(measure).get(action_id)
+    if a is None:
+        fail(f"no FlowSpec/RTBH action {action_id!r} under {measure}")
+    try:
+        [done] = end(gov, [a], actor_name(), backend=default_backends(gov.config)[a.kind])
+    except (InvalidTransition, BgpError) as exc:
+        fail(str(exc))
+    out.print(f"{done.kind} {done.action_id} withdrawn: {done.target}", highlight=False)
+
+
+@bgp_app.command("list")
+def bgp_list(measure: Annotated[str, typer.Option("--measure")] = "M13") -> None:
+    """FlowSpec and RTBH actions with their state (an expired one shows as expired)."""
+    from mamori.act.base import effective_state
+
+    now = datetime.now(UTC)
+    for a in sorted(_bgp_actions(measure).values(), key=lambda a: a.created):
+        state = effective_state({"state": a.state.value, "expires": a.expires}, now)
+        typer.echo(f"{a.action_id}\t{a.kind}\t{state}\t{a.expires:%Y-%m-%d %H:%M}\t{a.target}")
+
+
+@bgp_app.command("exabgp-config")
+def bgp_exabgp_config(
+    peer: Annotated[str, typer.Option("--peer", help="the router's address")],
+    peer_as: Annotated[int, typer.Option("--peer-as")],
+    local: Annotated[str, typer.Option("--local", help="ExaBGP's address")],
+    local_as: Annotated[int, typer.Option("--local-as")],
+) -> None:
+    """Print an exabgp.conf that runs Mamori's relay ([network.bgp] api_socket) and speaks
+    FlowSpec and unicast (RTBH) to one router."""
+    import sys
+
+    from mamori.act.bgp import exabgp_config
+
+    sock = STATE.config().network.bgp.api_socket
+    if sock is None:
+        fail("set [network.bgp] api_socket first (the relay's socket)", code=2)
+    typer.echo(
+        exabgp_config(
+            socket_path=sock,
+            python=sys.executable,
+            local_address=local,
+            local_as=local_as,
+            peer_address=peer,
+            peer_as=peer_as,
+        ),
+        nl=False,
+    )
