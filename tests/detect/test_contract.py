@@ -93,6 +93,12 @@ ENTRY_POINTS: list[tuple[str, Callable[[Governance], Any], str, set[str]]] = [
         {"flows", "dns_queries", "reputation"},
     ),
     (
+        "DdosDetector.run",
+        lambda g: build("ddos", {}, write=False).run(g, Window(), actor="t"),
+        "M13",
+        {"flows"},
+    ),
+    (
         "ReflectionDetector.run",
         lambda g: build("reflection", {}, write=False).run(g, Window(), actor="t"),
         "M13",

@@ -77,6 +77,14 @@ def collect(
             help="EXPORTER=RATE: 1-in-RATE sampling for this exporter, used instead of what it reports (repeatable)",
         ),
     ] = None,
+    detect_ddos: Annotated[
+        bool,
+        typer.Option(
+            "--detect-ddos",
+            help="also detect DDoS (M13) on each decoded batch as it arrives ([detect.ddos]); "
+            "attacks are printed and stored as findings at once",
+        ),
+    ] = False,
 ) -> None:
     """Receive or replay flow exports and store them (measure M1). Stops on SIGTERM/SIGINT after
     writing everything received."""
@@ -103,6 +111,24 @@ def collect(
         }
     )
     collector = Collector(STATE.gov(), settings)
+    if detect_ddos:
+        from mamori.detect.ddos import Attack, DdosParams, DdosStream
+        from mamori.detect.registry import DetectorConfigError, params_for
+
+        try:
+            params = params_for(STATE.config().detect, "ddos")
+        except DetectorConfigError as exc:
+            fail(str(exc), code=2)
+        assert isinstance(params, DdosParams)
+
+        def show(a: Attack) -> None:
+            err.print(
+                f"DDoS {a.direction} {a.kind} {a.target}: {a.pps:,.0f} pps, "
+                f"{a.bps / 1e6:,.1f} Mbit/s ({a.metric} over threshold)",
+                highlight=False,
+            )
+
+        collector.observers.append(DdosStream(STATE.gov(), "collector", params, on_attack=show))
     for path in pcap or []:
         stats = collector.replay_pcap(path)
         err.print(f"{path}: {_status_line(stats)}", highlight=False)

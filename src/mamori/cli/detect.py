@@ -285,8 +285,38 @@ def detect_reflection(
     _print_run("Reflection victims and open reflectors", run, as_json, columns)
 
 
+@detect_app.command("ddos")
+def detect_ddos(
+    since: Annotated[
+        str | None, typer.Option("--since", help="start of the window (ISO 8601, UTC)")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="end of the window, exclusive (ISO 8601)")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print one JSON object per finding (JSON lines)")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="report findings without storing them")
+    ] = False,
+) -> None:
+    """Find DDoS attacks (M13) in stored flows: victims and inside sources flooding others, per
+    address and per prefix (carpet bombing), SYN/UDP/ICMP floods and amplification; packets,
+    bits and flows per second corrected for sampling, each record spread over its duration.
+    The same engine runs live on the collector: `mamori collect --detect-ddos`. Thresholds:
+    [detect.ddos] (FastNetMon's defaults: 20,000 pps, 1,000 Mbit/s, 3,500 flows/s)."""
+    from mamori.detect.base import Window
+
+    detector = _build("ddos", write=not dry_run)
+    run = detector.run(
+        STATE.gov(), Window(parse_time(since), parse_time(until)), actor=actor_name()
+    )
+    columns = {"scope": "scope", "direction": "direction", "pps": "pps", "bit/s": "bps",
+               "flows/s": "flows"}  # fmt: skip
+    _print_run("DDoS attacks", run, as_json, columns)
+
+
 PENDING: list[Pending] = [
-    (detect_app, "ddos", "detect ddos", "Find DDoS victims and sources (M13).", None),
     (
         detect_app,
         "smtp",

@@ -163,6 +163,9 @@ class Collector:
         self._last_flush = time.monotonic()
         self._last_nat_store = time.monotonic()
         self._state_dir = gov.state_dir("collector")
+        # called with each decoded batch, before it is stored (streaming detection, M13 — each
+        # observer is authorised by governance when it is made: Governance.open_stream_read)
+        self.observers: list[Callable[[pa.Table], None]] = []
         self._restore()
 
     # ----------------------------------------------------------------- state
@@ -230,6 +233,8 @@ class Collector:
                 self.stats.by_exporter.setdefault(exporter, Counter())["packets"] += n
         flows = self.sampling.apply(result.flows, self.stats.counters)
         if flows.num_rows:
+            for observe in self.observers:
+                observe(flows)
             counts = flows.column("exporter").value_counts()
             for item in counts.to_pylist():
                 key = str(item["values"])
