@@ -184,3 +184,54 @@ def test_reflection_flowspec_rendering_is_accepted_by_the_peer(peer: Peer) -> No
     lines = [x for x in golden.read_text().splitlines() if not x.startswith("#")]
     assert all(relay(x) == "done" for x in lines)
     until(lambda: peer.flows().count("dport 19,53,161,389,3283,3702,5683") == 9, limit_s=5)
+
+
+def _finding(method: str, *, direction: str = "inbound", scope: str = "host",
+             ip: str = VICTIM) -> dict[str, object]:  # fmt: skip
+    return {
+        "finding_id": f"ddos-{method}-{direction}",
+        "kind": "ddos",
+        "method": method,
+        "ip": ip,
+        "evidence": json.dumps({"direction": direction, "scope": scope, "types": {"udp": 1.0}}),
+    }
+
+
+def test_mitigation_for_each_attack_type() -> None:
+    from mamori.act.mitigation import mitigation_for
+
+    assert mitigation_for(_finding("amplification")) == (
+        ActionKind.FLOWSPEC,
+        f"dst={VICTIM}/32;proto=udp;sport=19,53,123,161,389,1900,3283,3702,5683,11211;then=discard",
+    )
+    assert mitigation_for(_finding("icmp")) == (
+        ActionKind.FLOWSPEC, f"dst={VICTIM}/32;proto=icmp;then=discard",
+    )  # fmt: skip
+    assert mitigation_for(_finding("syn")) == (ActionKind.RTBH, f"{VICTIM}/32")
+    carpet = _finding("carpet", scope="prefix", ip="10.0.7.0/24")
+    assert mitigation_for(carpet) == (ActionKind.FLOWSPEC, "dst=10.0.7.0/24;proto=udp;then=discard")
+    assert mitigation_for(_finding("udp", direction="outbound")) is None  # an alert, not a route
+
+
+def test_policy_approves_well_known_types_and_the_finding_is_traceable(tmp_path: Path) -> None:
+    from mamori.act.mitigation import propose_mitigation
+
+    cfg = make_config(tmp_path / "s",
+                      network=NetworkConfig(bgp=BgpConfig(auto_approve=("amplification",))))  # fmt: skip
+    with Governance(cfg) as gov:
+        backends = default_backends(cfg)
+        amp = propose_mitigation(gov, _finding("amplification"), "collector", backends=backends)
+        syn = propose_mitigation(gov, _finding("syn"), "collector", backends=backends)
+        assert amp is not None and syn is not None
+        assert (amp.state, amp.approved_by) == (
+            ActionState.APPLIED,
+            "policy:auto_approve:amplification",
+        )
+        assert amp.finding_id == "ddos-amplification-inbound"
+        assert (syn.kind, syn.state) == (ActionKind.RTBH, ActionState.PROPOSED)  # a person decides
+        steps = [(json.loads(e.detail or "{}")["step"], json.loads(e.detail or "{}").get("policy"))
+                 for e in gov.audit.entries() if e.dataset == "actions" and e.event == "write"]  # fmt: skip
+        assert steps == [("proposed", None), ("approved", "policy:auto_approve:amplification"),
+                         ("applied", None), ("proposed", None)]  # fmt: skip
+        log = (cfg.store / "_state" / "bgp" / "dry-run.log").read_text()
+        assert "announce flow route" in log and "announce route" not in log
