@@ -61,6 +61,7 @@ def test_alerts_blocks_per_measure(gov: Governance) -> None:
     accesses = [e for e in gov.audit.entries() if e.event == "access" and e.actor == "test"]
     assert {(e.measure, e.dataset) for e in accesses} == {
         ("M14", "actions"),
+        ("M14", "findings"),  # counted per kind (spoofing …), no targets
         *((m, "notifications") for m in ("M5", "M6", "M9", "M13")),
     }
 
@@ -100,7 +101,7 @@ def test_csv_and_json_forms(gov: Governance) -> None:
     assert sent == [
         {"period": PERIOD, "section": "measure", "key": "M5", "metric": "alerts_sent", "value": "3"}
     ]
-    assert {x["section"] for x in rows} == {"measure", "block", "dataset", "audit_head"}
+    assert {x["section"] for x in rows} == {"measure", "block", "dataset", "findings", "audit_head"}
     back = json.loads(r.model_dump_json())
     assert back["period"] == PERIOD and len(back["measures"]) == 14
     # aggregates only: no subscriber, no target of a block

@@ -6,6 +6,8 @@ recorded only."""
 from __future__ import annotations
 
 from mamori.act.base import ActionKind, Backend
+from mamori.act.bgp import BgpBackend
+from mamori.act.nft import NftBackend
 from mamori.act.rpz import RpzBackend
 from mamori.config import MamoriConfig
 
@@ -13,4 +15,10 @@ __all__ = ["default_backends"]
 
 
 def default_backends(config: MamoriConfig) -> dict[ActionKind, Backend[object]]:
-    return {ActionKind.RPZ: RpzBackend(config)}
+    return {
+        ActionKind.RPZ: RpzBackend(config),
+        ActionKind.NFTABLES: NftBackend(config),
+        # ExaBGP through its relay, or the dry run when [network.bgp] api_socket is unset
+        ActionKind.FLOWSPEC: BgpBackend(config, ActionKind.FLOWSPEC),
+        ActionKind.RTBH: BgpBackend(config, ActionKind.RTBH),
+    }

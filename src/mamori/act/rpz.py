@@ -13,6 +13,7 @@ Policy actions (RFC draft-vixie-dnsop-dns-rpz): ``CNAME .`` is NXDOMAIN, ``CNAME
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import re
@@ -44,8 +45,10 @@ __all__ = [
     "build_zone",
     "generate_rpz",
     "next_serial",
+    "policy_ips",
     "policy_names",
     "rpz_dir",
+    "rpz_ip_owner",
     "text_bytes",
     "zone_head",
 ]
@@ -81,6 +84,7 @@ class ZoneBuild(BaseModel):
     path: Path
     serial: int
     names: int  # distinct listed names
+    ips: int = 0  # distinct listed addresses (rpz-ip triggers: names that resolve to them)
     records: int  # policy records written (names, plus wildcards)
     rejected: int  # feed entries that are not usable host names
     seconds: float
@@ -168,6 +172,39 @@ def policy_names(
     return pc.unique(combined), int(rejected)
 
 
+def rpz_ip_owner(address: str) -> str:
+    """The rpz-ip trigger name of one address (draft-vixie-dnsop-dns-rpz §4.3): the prefix length,
+    then the address reversed — IPv4 octets, IPv6 16-bit words with ``zz`` for the ``::`` run."""
+    ip = ipaddress.ip_address(address)
+    if ip.version == 4:
+        return f"32.{'.'.join(reversed(str(ip).split('.')))}.rpz-ip"
+    words = ip.compressed.split(":")
+    if "" in words:  # the :: run, once; leading/trailing "::" leave two empty parts
+        i = words.index("")
+        words = [w for w in words[:i] if w] + ["zz"] + [w for w in words[i + 1 :] if w]
+    return f"128.{'.'.join(reversed(words))}.rpz-ip"
+
+
+def policy_ips(reputation: pa.Table, categories: Sequence[str], *, at: datetime) -> pa.Array:
+    """rpz-ip trigger names of the current entries in ``categories`` that give an address, so a
+    name the lists do not know but that resolves to a listed address is caught too. Distinct,
+    sorted; unusable addresses are left out."""
+    if reputation.num_rows == 0 or "ip" not in reputation.column_names:
+        return pa.array([], pa.string())
+    keep = pc.is_in(reputation.column("category"), value_set=pa.array(list(categories)))
+    expires = reputation.column("expires")
+    current = pc.or_kleene(pc.is_null(expires), pc.greater(expires, pa.scalar(at, expires.type)))
+    keep = pc.and_(pc.fill_null(keep, False), pc.fill_null(current, False))
+    ips = pc.unique(pc.drop_null(pc.filter(reputation.column("ip"), keep)).combine_chunks())
+    owners = set()
+    for text in ips.to_pylist():  # distinct addresses of a feed: thousands, not millions
+        try:
+            owners.add(rpz_ip_owner(str(text).strip()))
+        except ValueError:
+            continue
+    return pa.array(sorted(owners), pa.string())
+
+
 def next_serial(path: Path, now: float | None = None) -> int:
     """A serial above the one in the zone file at ``path`` (if any): the current time in seconds
     when that is larger, so serials also say when a zone was made."""
@@ -253,16 +290,20 @@ def build_zone(
     ttl: int = 300,
     subdomains: bool = True,
     serial: int | None = None,
+    ip_triggers: pa.Array | None = None,
 ) -> tuple[int, int]:
-    """Write an RPZ zone file listing ``names`` with the policy ``rdata`` lines (e.g. ``CNAME .``).
+    """Write an RPZ zone file listing ``names`` with the policy ``rdata`` lines (e.g. ``CNAME .``),
+    and the ``ip_triggers`` (rpz-ip owner names, :func:`policy_ips`) with the same policy.
     Returns (serial, records)."""
     serial = serial if serial is not None else next_serial(path)
     head = zone_head(zone, serial, ttl)
     body = _lines(names, "", rdata)
     if subdomains:
         body += _lines(names, "*.", rdata)
+    triggers = ip_triggers if ip_triggers is not None else pa.array([], pa.string())
+    body += _lines(triggers, "", rdata)
     atomic_write(path, [head, *text_bytes(body)])
-    return serial, len(names) * len(rdata) * (2 if subdomains else 1)
+    return serial, (len(names) * (2 if subdomains else 1) + len(triggers)) * len(rdata)
 
 
 def _c2_rdata(dns: DnsConfig, action: C2Action) -> list[str]:
@@ -281,7 +322,7 @@ def _warning_rdata(dns: DnsConfig) -> list[str]:
     return [f"CNAME {_fqdn(dns.warning_host)}"]
 
 
-_COLUMNS = ["indicator_type", "domain", "url", "category", "expires"]
+_COLUMNS = ["indicator_type", "domain", "url", "ip", "category", "expires"]
 _CATEGORIES_OF = {"M7": C2_CATEGORIES, "M8": WARNING_CATEGORIES}
 
 
@@ -300,6 +341,7 @@ class ZonePlan(BaseModel):
     serial: int
     names: pa.Array
     rdata: tuple[str, ...]
+    ips: pa.Array | None = None
 
 
 def action_serial(action: Action) -> int:
@@ -334,11 +376,13 @@ class RpzBackend:
         dns: DnsConfig | None = None,
         c2_action: C2Action | None = None,
         lists: Mapping[str, pa.Array] | None = None,
+        ip_lists: Mapping[str, pa.Array] | None = None,
     ) -> None:
         self.dns = dns or config.dns
         self.out = out_dir or rpz_dir(config)
         self.c2_action: C2Action = c2_action or self.dns.c2_action
         self.lists = dict(lists or {})
+        self.ip_lists = dict(ip_lists or {})
         self.written: dict[str, int] = {}  # action id -> policy records written
 
     def render(self, actions: Sequence[Action]) -> list[ZonePlan]:
@@ -351,6 +395,7 @@ class RpzBackend:
                 serial=action_serial(a),
                 names=self.lists.get(a.measure, empty),
                 rdata=tuple(_rdata(self.dns, a.measure, self.c2_action)),
+                ips=self.ip_lists.get(a.measure),
             )
             for a in actions
         ]
@@ -365,6 +410,7 @@ class RpzBackend:
                 ttl=self.dns.ttl,
                 subdomains=self.dns.subdomains,
                 serial=p.serial,
+                ip_triggers=p.ips,
             )
             self.written[p.action_id] = records
 
@@ -411,8 +457,17 @@ def generate_rpz(
             url_hosts=dns.url_hosts,
             never_block=dns.never_block,
         )
+        # C&C addresses (M7): names that resolve to them are caught by rpz-ip triggers
+        ips = policy_ips(rep, C2_CATEGORIES, at=now) if measure == "M7" else None
         path = out / _zone_file(zone)
-        backend = RpzBackend(cfg, out_dir=out, dns=dns, c2_action=action, lists={measure: names})
+        backend = RpzBackend(
+            cfg,
+            out_dir=out,
+            dns=dns,
+            c2_action=action,
+            lists={measure: names},
+            ip_lists={measure: ips} if ips is not None else None,
+        )
         proposal = Action(
             action_id=f"rpz-{measure}-{next_serial(path)}",
             kind=ActionKind.RPZ,
@@ -423,7 +478,7 @@ def generate_rpz(
             expires=now + timedelta(days=dns.zone_expiry_days),
         )
         if record_action:
-            _apply_zone(gov, actor, backend, proposal, now, len(names), rejected)
+            _apply_zone(gov, actor, backend, proposal, now, len(names), rejected, len(ips or []))
         else:
             backend.apply([proposal])
         serial = action_serial(proposal)
@@ -434,6 +489,7 @@ def generate_rpz(
             path=path,
             serial=serial,
             names=len(names),
+            ips=len(ips or []),
             records=backend.written[proposal.action_id],
             rejected=rejected,
             seconds=took,
@@ -450,9 +506,12 @@ def _apply_zone(
     now: datetime,
     names: int,
     rejected: int,
+    ips: int = 0,
 ) -> None:
     """propose → approve → apply (write the zone) → end the zone it replaced."""
     detail = {"names": names, "rejected": rejected, "serial": action_serial(proposal)}
+    if ips:
+        detail["ips"] = ips
     earlier = [
         a
         for a in act.current(gov, actor, [proposal.measure]).values()

@@ -125,6 +125,22 @@ def collect(
             "default: collector.listen): what the unit mamori-collect@NAME runs",
         ),
     ] = None,
+    detect_ddos: Annotated[
+        bool,
+        typer.Option(
+            "--detect-ddos",
+            help="also detect DDoS (M13) on each decoded batch as it arrives ([detect.ddos]); "
+            "attacks are printed and stored as findings at once",
+        ),
+    ] = False,
+    mitigate: Annotated[
+        bool,
+        typer.Option(
+            "--mitigate",
+            help="with --detect-ddos: propose a FlowSpec/RTBH route for each inbound attack "
+            "(approved and announced at once only for [network.bgp] auto_approve types)",
+        ),
+    ] = False,
 ) -> None:
     """Receive or replay flow exports and store them (measure M1). Stops on SIGTERM/SIGINT after
     writing everything received."""
@@ -160,6 +176,43 @@ def collect(
         }
     )
     collector = Collector(STATE.gov(), settings, group=group or "default")
+    if detect_ddos:
+        from mamori.detect.ddos import Attack, DdosParams, DdosStream
+        from mamori.detect.registry import DetectorConfigError, params_for
+
+        try:
+            params = params_for(STATE.config().detect, "ddos")
+        except DetectorConfigError as exc:
+            fail(str(exc), code=2)
+        assert isinstance(params, DdosParams)
+
+        def show(a: Attack) -> None:
+            err.print(
+                f"DDoS {a.direction} {a.kind} {a.target}: {a.pps:,.0f} pps, "
+                f"{a.bps / 1e6:,.1f} Mbit/s ({a.metric} over threshold)",
+                highlight=False,
+            )
+            if mitigate:
+                from mamori.act.backends import default_backends
+                from mamori.act.mitigation import propose_mitigation
+                from mamori.detect.ddos import attack_findings
+
+                gov = STATE.gov()
+                [row] = attack_findings([a]).to_pylist()
+                try:
+                    action = propose_mitigation(
+                        gov, row, "collector", backends=default_backends(gov.config)
+                    )
+                except Exception as exc:  # a failed announcement must not stop collection
+                    err.print(f"mitigation of {a.target} failed: {exc}", highlight=False)
+                    return
+                if action is not None:
+                    err.print(
+                        f"  {action.kind} {action.action_id} {action.state}: {action.target}",
+                        highlight=False,
+                    )
+
+        collector.observers.append(DdosStream(STATE.gov(), "collector", params, on_attack=show))
     for path in pcap or []:
         stats = collector.replay_pcap(path)
         err.print(f"{path}: {_status_line(stats)}", highlight=False)

@@ -102,3 +102,10 @@ def report_transparency(
             str(ds.rows_deleted),
         )
     console.print(d)
+    if report.findings:
+        f = Table(title="findings (network protection and detection), counts only")
+        for col in ("measure", "kind", "method", "findings"):
+            f.add_column(col)
+        for fc in report.findings:
+            f.add_row(fc.measure, fc.kind, fc.method or "-", str(fc.findings))
+        console.print(f)

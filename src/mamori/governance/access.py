@@ -772,6 +772,38 @@ class Governance:
             )
         return GovernedStream(self, m.id, schema, actor, chosen.value, dict(detail or {}), max_open)
 
+    def open_stream_read(
+        self,
+        measure: str,
+        dataset: str,
+        columns: Sequence[str],
+        actor: str,
+        *,
+        justification: str | None = None,
+    ) -> tuple[str, ...]:
+        """Authorise ``measure`` to look at ``columns`` of a continuous source as it arrives (the
+        collector's decoded batches, for streaming detection), with one audit entry now; the
+        holder must keep to the columns returned. Like :meth:`open_stream`, only for measures
+        that do not rest on consent — a stream is not filtered per subscriber."""
+        _, _, cols, chosen = self._check(
+            measure, dataset, columns, actor=actor, case=None, basis=None,
+            justification=justification, mode="read",
+        )  # fmt: skip
+        if chosen is LegalBasis.CONSENT:
+            raise self._refuse(
+                "a stream cannot rest on consent (rows are not filtered per subscriber)",
+                measure=measure, ds=dataset, columns=cols, actor=actor, case=None,
+                basis=chosen.value, mode="read",
+            )  # fmt: skip
+        detail: dict[str, Any] = {"stream": True}
+        if justification:
+            detail["justification"] = justification
+        self.audit.append(
+            actor=actor, event="access", measure=measure, legal_basis=chosen.value,
+            dataset=dataset, columns=cols, detail=detail,
+        )  # fmt: skip
+        return cols
+
     def write_registry(
         self, dataset: str, table: pa.Table, actor: str, *, source: str
     ) -> list[Path]:

@@ -192,6 +192,9 @@ class Collector:
         self.templates = TemplateState(self._state_dir / "templates", legacy=self.templates_path)
         # called after each flush with its duration and the files it made visible (metrics)
         self.on_flush: Callable[[float, list[Path]], None] | None = None
+        # called with each decoded batch, before it is stored (streaming detection, M13 — each
+        # observer is authorised by governance when it is made: Governance.open_stream_read)
+        self.observers: list[Callable[[pa.Table], None]] = []
         self._restore()
 
     # ----------------------------------------------------------------- state
@@ -275,6 +278,8 @@ class Collector:
                 self.stats.by_exporter.setdefault(exporter, Counter())["packets"] += n
         flows = self.sampling.apply(result.flows, self.stats.counters)
         if flows.num_rows:
+            for observe in self.observers:
+                observe(flows)
             counts = flows.column("exporter").value_counts()
             for item in counts.to_pylist():
                 key = str(item["values"])

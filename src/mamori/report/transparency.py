@@ -1,8 +1,9 @@
 """The public transparency report: what the ISP did in a month, per measure (seed 004).
 
 Per measure and month: alerts sent and to how many subscribers, blocks applied (start, end,
-subscribers affected), opt-outs and opt-ins, C&C entries shared and with how many partners; and per
-dataset the data held (oldest record against its limit) and deleted by retention.
+subscribers affected), opt-outs and opt-ins, C&C entries shared and with how many partners,
+findings per kind (spoofed sources per interface, reflection, DDoS …); and per dataset the data
+held (oldest record against its limit) and deleted by retention.
 
 Sources, all through governance:
 
@@ -45,6 +46,7 @@ __all__ = [
     "AuditHead",
     "Block",
     "DatasetLine",
+    "FindingCount",
     "MeasureLine",
     "TransparencyReport",
     "build_report",
@@ -86,6 +88,16 @@ class Block(BaseModel):
     subscribers_affected: int | None
 
 
+class FindingCount(BaseModel):
+    """Findings a measure's detectors made in the month, per kind and method (counts only: M14
+    reads no finding's target or evidence)."""
+
+    measure: str
+    kind: str
+    method: str | None
+    findings: int
+
+
 class DatasetLine(BaseModel):
     dataset: str
     retention_days: int | None
@@ -114,6 +126,7 @@ class TransparencyReport(BaseModel):
     measures: list[MeasureLine]
     blocks: list[Block]
     datasets: list[DatasetLine]
+    findings: list[FindingCount] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
     audit_head: AuditHead | None = None
 
@@ -244,6 +257,25 @@ def build_report(
                 line.blocks += 1
                 line.block_subscribers += int(r["subscribers_affected"] or 0)
 
+    # --- findings of the network-protection detectors (spoofing, reflection, DDoS …), counted
+    findings: list[FindingCount] = []
+    found = _open(gov, "M14", "findings", ["detected", "kind", "method", "measure"], actor, notes)
+    if found is not None and found.num_rows:
+        ts = pa.timestamp("ms", tz="UTC")
+        det = found.column("detected").cast(ts)
+        inside = pc.and_(pc.greater_equal(det, pa.scalar(lo, ts)), pc.less(det, pa.scalar(hi, ts)))
+        month = found.filter(pc.fill_null(inside, False))
+        counts = month.group_by(["measure", "kind", "method"]).aggregate([("kind", "count")])
+        for r in sorted(
+            counts.to_pylist(), key=lambda r: (r["measure"], r["kind"], r["method"] or "")
+        ):
+            findings.append(
+                FindingCount(
+                    measure=r["measure"], kind=r["kind"], method=r["method"],
+                    findings=r["kind_count"],
+                )
+            )  # fmt: skip
+
     # --- the audit log: consent changes, purges, sharing
     deleted: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
     partners: dict[str, set[str]] = defaultdict(set)
@@ -302,6 +334,7 @@ def build_report(
         measures=list(lines.values()),
         blocks=blocks,
         datasets=datasets,
+        findings=findings,
         notes=notes,
         audit_head=audit_head,
     )
@@ -335,6 +368,9 @@ def to_csv(report: TransparencyReport) -> str:
     for d in report.datasets:
         for metric, value in d.model_dump(mode="json", exclude={"dataset"}).items():
             w.writerow([p, "dataset", d.dataset, metric, "" if value is None else value])
+    for f in report.findings:
+        key = f"{f.measure}:{f.kind}:{f.method or ''}"
+        w.writerow([p, "findings", key, "findings", f.findings])
     if report.audit_head is not None:
         for metric, value in report.audit_head.model_dump().items():
             w.writerow([p, "audit_head", "", metric, "" if value is None else value])
