@@ -46,7 +46,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -107,6 +107,15 @@ def parse_listen(url: str) -> Listen:
 
 
 CollectorSettings = CollectorConfig
+
+
+class StreamObserver(Protocol):
+    """Streaming detection on the decoded batches: ``columns`` are those governance authorised
+    it to see (:meth:`Governance.open_stream_read`); the collector hands it nothing else."""
+
+    columns: tuple[str, ...]
+
+    def __call__(self, flows: pa.Table) -> None: ...
 
 
 @dataclass
@@ -194,7 +203,7 @@ class Collector:
         self.on_flush: Callable[[float, list[Path]], None] | None = None
         # called with each decoded batch, before it is stored (streaming detection, M13 — each
         # observer is authorised by governance when it is made: Governance.open_stream_read)
-        self.observers: list[Callable[[pa.Table], None]] = []
+        self.observers: list[StreamObserver] = []
         self._restore()
 
     # ----------------------------------------------------------------- state
@@ -279,7 +288,8 @@ class Collector:
         flows = self.sampling.apply(result.flows, self.stats.counters)
         if flows.num_rows:
             for observe in self.observers:
-                observe(flows)
+                # only the columns governance authorised it for (Governance.open_stream_read)
+                observe(flows.select(list(observe.columns)))
             counts = flows.column("exporter").value_counts()
             for item in counts.to_pylist():
                 key = str(item["values"])
