@@ -50,6 +50,14 @@ REGRESSIONS: list[tuple[str, bytes, str]] = [
         b'address,hwaddr,valid_lifetime,expire\n1.2.3.4,aa,1,2\n1.2.3.5,"bb,1,2\n1.2.3.6,cc,1,2\n',
         "kea-open-quote",
     ),
+    # an epoch time past what the platform holds: OverflowError out of the whole load (found by
+    # atheris; now that attribute is bad)
+    (
+        "misp",
+        b'{"Event": {"Attribute": [{"type": "ip-dst", "value": "192.0.2.1", "to_ids": true, '
+        b'"timestamp": "99999999999999999999"}]}}',
+        "misp-epoch-overflow",
+    ),
     # the same in a report's header: csv.Error out of the parser (now a whole-file ValueError)
     ("report-csv", b'"timestamp","ip","asn","geo","region"\r"', "report-header-carriage-return"),
 ]

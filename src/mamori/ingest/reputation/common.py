@@ -74,7 +74,7 @@ def _parse_time_text(s: str) -> datetime | None:
     if not s or s.lower() in ("none", "null", "n/a"):
         return None
     if s.isdigit():
-        return datetime.fromtimestamp(int(s), UTC)
+        return _epoch(int(s))
     if s.endswith(" UTC"):
         s = s[:-4]
     s = s.replace("Z", "+00:00")
@@ -90,8 +90,15 @@ def parse_time(text: Any) -> datetime | None:
     if text is None:
         return None
     if isinstance(text, int | float):
-        return datetime.fromtimestamp(float(text), UTC)
+        return _epoch(float(text))
     return _parse_time_text(str(text).strip())
+
+
+def _epoch(seconds: float | int) -> datetime:
+    try:
+        return datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, OSError):  # not a ValueError: a feed's bad time must not end the load
+        raise ValueError(f"time {seconds} is out of range") from None
 
 
 _V4 = re.compile(r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)")
