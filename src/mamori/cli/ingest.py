@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from datetime import UTC, datetime
@@ -519,10 +520,8 @@ def ingest_mail(
                 )
 
         out.print(f"following {files[0]} ({fmt.value})", highlight=False)
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             follower.run(on_batch=show)
-        except KeyboardInterrupt:
-            pass
         return
     reference = datetime(year, 12, 31, 23, 59, tzinfo=UTC) if year else None
     reports: list[MailIngestReport] = []

@@ -124,8 +124,8 @@ def _heads(text: pa.Array, width: int) -> np.ndarray:
 
 def _digits(mat: np.ndarray, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
     part = mat[:, start : start + count].astype(np.int64) - 48
-    ok = ((part >= 0) & (part <= 9)).all(axis=1)
-    value = (part * (10 ** np.arange(count - 1, -1, -1))[None, :]).sum(axis=1)
+    ok = np.asarray(((part >= 0) & (part <= 9)).all(axis=1), dtype=bool)
+    value = np.asarray((part * (10 ** np.arange(count - 1, -1, -1))[None, :]).sum(axis=1))
     return value, ok
 
 
@@ -218,7 +218,8 @@ def _parsed(head: pa.StructArray, tz: str, reference: datetime) -> tuple[np.ndar
              ("mon", "day", "hms", "date", "hms2", "zone", "tai")}  # fmt: skip
 
     def present(name: str) -> np.ndarray:
-        return valid & pc.not_equal(field[name], "").to_numpy(zero_copy_only=False)
+        there = pc.not_equal(field[name], "").to_numpy(zero_copy_only=False)
+        return np.asarray(valid & there, dtype=bool)
 
     syslog, iso, tai = present("mon"), present("date"), present("tai")
     if syslog.any():

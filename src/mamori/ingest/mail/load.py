@@ -106,7 +106,7 @@ def store_events(gov: Governance, events: pa.Table, *, actor: str, server: str |
             "successes": int(pc.sum(events.column("success")).as_py() or 0),
         },
     )
-    return table.num_rows
+    return int(table.num_rows)
 
 
 def ingest_mail_file(
