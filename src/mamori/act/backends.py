@@ -7,10 +7,15 @@ from __future__ import annotations
 
 from mamori.act.base import ActionKind, Backend
 from mamori.act.rpz import RpzBackend
+from mamori.act.smtp_backends import DovecotDenyFile, SmtpRefusalBackend
 from mamori.config import MamoriConfig
 
 __all__ = ["default_backends"]
 
 
 def default_backends(config: MamoriConfig) -> dict[ActionKind, Backend[object]]:
-    return {ActionKind.RPZ: RpzBackend(config)}
+    return {
+        ActionKind.RPZ: RpzBackend(config),
+        ActionKind.SMTP_AUTH_REFUSAL: SmtpRefusalBackend(config),
+        ActionKind.ACCOUNT_SUSPENSION: DovecotDenyFile(config),
+    }
