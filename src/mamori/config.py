@@ -337,7 +337,7 @@ class MailConfig(_Model):
         default=("postmap",), description="postmap, with -c DIR for a Postfix instance"
     )
     postfix_reject: str = Field(
-        default="REJECT 4.7.1 too many failed logins from your address; try again later",
+        default="450 4.7.1 too many failed logins from your address; try again later",
         min_length=1,
         description="access(5) action for a refused address",
     )

@@ -185,8 +185,12 @@ class SmtpGuard:
         try:
             while not stop():
                 t0 = time.monotonic()
-                s = self.step()
-                if on_step is not None:
+                try:
+                    s = self.step()
+                except Exception:  # a live guard keeps guarding: the next step retries
+                    log.exception("smtp guard: step failed")
+                    s = None
+                if on_step is not None and s is not None:
                     on_step(s)
                 time.sleep(max(0.0, every - (time.monotonic() - t0)))
         finally:

@@ -258,23 +258,30 @@ def act_smtp(
     expiry and is withdrawn by itself; with --follow, Mamori follows the live logs, detects and
     acts within seconds (see docs/smtp.md for main.cf and dovecot.conf)."""
     from mamori.act.smtp import act_on_findings, smtp_backends, withdraw_expired
+    from mamori.act.smtp_backends import BackendError
 
     gov = STATE.gov()
     if prepare:
-        for backend in smtp_backends(gov.config).values():
-            backend.prepare()  # type: ignore[attr-defined]
+        try:
+            for backend in smtp_backends(gov.config).values():
+                backend.prepare()  # type: ignore[attr-defined]
+        except BackendError as exc:
+            fail(str(exc))
         out.print("access map, nftables table and deny file written", highlight=False)
         return
     if follow:
         from mamori.act.smtp_guard import SmtpGuard
 
-        guard = SmtpGuard(
-            gov,
-            _smtp_logs(follow),
-            actor=actor_name(),
-            from_start=from_start,
-            queue_every_s=queue_every,
-        )
+        try:
+            guard = SmtpGuard(
+                gov,
+                _smtp_logs(follow),
+                actor=actor_name(),
+                from_start=from_start,
+                queue_every_s=queue_every,
+            )
+        except BackendError as exc:
+            fail(str(exc))
 
         def show(step: Any) -> None:
             acted = step.acted
@@ -289,6 +296,13 @@ def act_smtp(
                 parts.append(f"{a.kind} {a.target} {a.state} until {a.expires:%H:%M:%S}")
             out.print(f"{step.at:%H:%M:%S} " + "; ".join(parts), highlight=False, markup=False)
 
+        out.print(
+            "following "
+            + ", ".join(follow)
+            + f"; refusals via {', '.join(gov.config.mail.refusal_backends)}",
+            highlight=False,
+            markup=False,
+        )
         with contextlib.suppress(KeyboardInterrupt):
             guard.run(on_step=show)
         return

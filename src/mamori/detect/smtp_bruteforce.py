@@ -223,10 +223,11 @@ slow AS (
                SELECT 1 FROM ok WHERE ok.ip = s.ip AND ok.name = s.one_name) AS held
     FROM slow_agg s WHERE s.ip NOT IN (SELECT ip FROM fast)
 )
-SELECT ip, first, last, failures, names, lines, median_interval_s, method, trigger, rules,
-       slow, held FROM fast
+SELECT ip, first, last, failures::BIGINT AS failures, names, lines, median_interval_s, method,
+       trigger, rules, slow, held FROM fast
 UNION ALL BY NAME
-SELECT ip, first, last, failures, names, lines, NULL::DOUBLE AS median_interval_s, method,
+SELECT ip, first, last, failures::BIGINT AS failures, names, lines,
+       NULL::DOUBLE AS median_interval_s, method,
        trigger, [{{'rule': 'slow', 't': trigger}}] AS rules, slow, held FROM slow
 """
 

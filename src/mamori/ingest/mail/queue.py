@@ -74,7 +74,8 @@ def sample_queue(
 ) -> QueueSample:
     """Run the queue command once and store the counts in ``mail_queue`` (under M11)."""
     cmd = list(command or gov.config.mail.queue_command)
-    now = datetime.now(UTC)
+    at = datetime.now(UTC)
+    now = at.replace(microsecond=at.microsecond // 1000 * 1000)  # the store keeps ms
     try:
         proc = subprocess.run(cmd, capture_output=True, timeout=timeout_s, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
