@@ -20,9 +20,10 @@ no sender and no recipient counts), and one SQL pass in the detector's sandbox f
 Failures from one address are grouped into attacks (a quiet spell of ``episode_gap_s`` starts a
 new one); an attack is a finding (kind ``smtp-brute-force``, the method the rule that fired
 first) when a rule fired inside the window asked about. Two patterns of an account's owner are
-held back, and counted in the summary: a few failures on one AUTH ID followed by a success on it
-from the same address (a mistyped password, up to ``typo_max_failures``), and slow failures on
-one AUTH ID from an address that also logged in as it (a device with an old password).
+held back, and counted in the summary: failures on AUTH IDs that each logged in from the same
+address soon after (mistyped passwords, up to ``typo_max_failures`` each — several users behind
+one NAT address included), and slow failures on one AUTH ID from an address that also logged in
+as it (a device with an old password).
 
 Findings name the address and the attack's span; the evidence holds counts (failures, AUTH IDs
 tried, the median interval) and the rules' times — never an AUTH ID.
@@ -62,8 +63,8 @@ class BruteForceParams(DetectorParams):
     typo_max_failures: int = Field(
         default=10,
         ge=0,
-        description="failures on one AUTH ID then a success on it from the same address: its "
-        "owner mistyping, up to this many (0: never held back)",
+        description="an attack whose every AUTH ID logged in from the same address soon after, "
+        "each after at most this many failures, is its owners mistyping (0: never held back)",
     )
     enum_min_names: int = Field(
         default=5, ge=2, description="AUTH IDs failing from one address within enum_window_s"
@@ -185,12 +186,20 @@ rule_times AS (
     ) h JOIN episodes e ON h.ip = e.ip AND h.t BETWEEN e.first AND e.last
     GROUP BY e.ip, e.ep, h.rule
 ),
-typo AS (
-    SELECT e.ip, e.ep FROM episodes e
-    WHERE e.names = 1 AND e.failures <= {p.typo_max_failures} AND EXISTS (
-        SELECT 1 FROM ok WHERE ok.ip = e.ip AND ok.name = e.one_name AND ok.ts >= e.first
-        AND ok.ts <= e.last + {_iv(p.find_time_s)})
+-- owners mistyping: every AUTH ID that failed logged in from the address soon after, each
+-- after a few failures only (several users behind one NAT address mistype too)
+name_fails AS (
+    SELECT f.ip, f.ep, f.name, sum(f.n) AS n, any_value(e.first) AS first,
+           any_value(e.last) AS last
+    FROM fe f JOIN episodes e USING (ip, ep) GROUP BY f.ip, f.ep, f.name
 ),
+owners AS (
+    SELECT nf.ip, nf.ep, nf.name IS NOT NULL AND nf.n <= {p.typo_max_failures} AND EXISTS (
+        SELECT 1 FROM ok WHERE ok.ip = nf.ip AND ok.name = nf.name AND ok.ts >= nf.first
+        AND ok.ts <= nf.last + {_iv(p.find_time_s)}) AS owner
+    FROM name_fails nf
+),
+typo AS (SELECT ip, ep FROM owners GROUP BY ip, ep HAVING bool_and(owner)),
 fast AS (
     SELECT e.ip, e.first, e.last, e.failures, e.names, e.lines, e.median_interval_s,
            arg_min(r.rule, r.t) AS method, min(r.t) AS trigger,
