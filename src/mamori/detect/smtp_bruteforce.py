@@ -145,8 +145,9 @@ episodes AS MATERIALIZED (
            median(gap_s) FILTER (WHERE brk = 0) AS median_interval_s
     FROM fe GROUP BY ip, ep
 ),
+-- each rule's hits: the failure (at) that puts the address's attack in, and when it fired (t)
 burst AS (
-    SELECT ip, ts AS t, 'burst' AS rule FROM (
+    SELECT ip, ts AS at, ts AS t, 'burst' AS rule FROM (
         SELECT ip, ts, sum(n) OVER (PARTITION BY ip ORDER BY ts RANGE BETWEEN
                {_iv(p.find_time_s)} PRECEDING AND CURRENT ROW) AS win
         FROM fe) WHERE win >= {p.max_failures} AND {on("burst")}
@@ -155,7 +156,7 @@ first_names AS (
     SELECT ip, ep, name, min(ts) AS t FROM fe WHERE name IS NOT NULL GROUP BY ip, ep, name
 ),
 enumeration AS (
-    SELECT ip, t, 'enumeration' AS rule FROM (
+    SELECT ip, t AS at, t, 'enumeration' AS rule FROM (
         SELECT ip, t, count(*) OVER (PARTITION BY ip, ep ORDER BY t RANGE BETWEEN
                {_iv(p.enum_window_s)} PRECEDING AND CURRENT ROW) AS k
         FROM first_names) WHERE k >= {p.enum_min_names} AND {on("enumeration")}
@@ -172,7 +173,7 @@ per_name_win AS (
                  {_iv(p.dist_window_s)} PRECEDING AND CURRENT ROW)
 ),
 distributed AS (
-    SELECT ip, greatest(t, crossed) AS t, 'distributed' AS rule FROM (
+    SELECT ip, t AS at, greatest(t, crossed) AS t, 'distributed' AS rule FROM (
         SELECT ip, t, min(t) FILTER (WHERE sources >= {p.dist_min_sources}
                                       AND fails >= {p.dist_min_failures}) OVER (
                PARTITION BY name ORDER BY t RANGE BETWEEN CURRENT ROW AND
@@ -183,7 +184,7 @@ distributed AS (
 rule_times AS (
     SELECT e.ip, e.ep, h.rule, min(h.t) AS t FROM (
         SELECT * FROM burst UNION ALL SELECT * FROM enumeration UNION ALL SELECT * FROM distributed
-    ) h JOIN episodes e ON h.ip = e.ip AND h.t BETWEEN e.first AND e.last
+    ) h JOIN episodes e ON h.ip = e.ip AND h.at BETWEEN e.first AND e.last
     GROUP BY e.ip, e.ep, h.rule
 ),
 -- owners mistyping: every AUTH ID that failed logged in from the address soon after, each

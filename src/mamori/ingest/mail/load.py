@@ -223,9 +223,10 @@ class MailFollower:
         cut = data.rfind(b"\n") + 1
         data, self._carry = data[:cut], data[cut:]
         lines = split_lines(data)
-        # successes wait for their qmgr line at most hold_s (by the log's own clock)
-        self.parser.reference = datetime.now(UTC)
-        events = self.parser.feed(lines, self._line)
+        # successes wait for their qmgr line at most hold_s
+        now = datetime.now(UTC)
+        self.parser.reference = now
+        events = self.parser.feed(lines, self._line, now=now)
         self._line += len(lines)
         stored = store_events(
             self.gov, events.drop_columns(["line"]), actor=self.actor, server=self.server

@@ -190,6 +190,7 @@ class MailParser:
         self.hold_ms = int(hold_s * 1000)
         self.counts = ParseCounts()
         self._pending = _CLIENTS.empty_table()
+        self._clock = 0  # the latest time (ms) any line parsed so far carried
 
     # ------------------------------------------------------------------ kinds of line
 
@@ -214,9 +215,19 @@ class MailParser:
 
     # ------------------------------------------------------------------ formats
 
-    def feed(self, lines: pa.Array, first_line: int = 1, *, final: bool = False) -> pa.Table:
+    def feed(
+        self,
+        lines: pa.Array,
+        first_line: int = 1,
+        *,
+        final: bool = False,
+        now: datetime | None = None,
+    ) -> pa.Table:
         """Events of ``lines`` (numbered from ``first_line``); with ``final``, also whatever was
-        held back waiting for a later line."""
+        held back waiting for a later line. Held-back lines wait ``hold_s`` by the log's clock,
+        or by ``now`` when it is later (a quiet live log)."""
+        if now is not None:
+            self._clock = max(self._clock, int(now.timestamp() * 1000))
         self.counts.lines += len(lines)
         # which marker each line holds (the leftmost), in the same pass that finds candidates
         found = pc.extract_regex(lines, "(?P<k>" + _CANDIDATES[self.fmt] + ")")
@@ -281,8 +292,10 @@ class MailParser:
         joined = pending.join(q, "qid", join_type="left outer")
         matched = _mask(pc.is_valid(joined.column("n")))
         ts = np.asarray(joined.column("ts").to_numpy(), np.int64)
-        newest = int(ts.max()) if ts.size else 0
-        ripe = matched | final | (ts < newest - self.hold_ms)
+        for seen in (ts, fail.ms, qmgr.ms):
+            if len(seen):
+                self._clock = max(self._clock, int(np.max(seen)))
+        ripe = matched | final | (ts < self._clock - self.hold_ms)
         done = joined.filter(pa.array(ripe))
         self._pending = joined.filter(pa.array(~ripe)).select(_CLIENTS.names)
         self.counts.successes += done.num_rows
