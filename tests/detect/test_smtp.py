@@ -20,6 +20,7 @@ from tests.conftest import T0, table
 S = timedelta(seconds=1)
 MIN = timedelta(minutes=1)
 H = timedelta(hours=1)
+ALL = Window()
 
 
 def ev(
@@ -48,7 +49,7 @@ def _store(gov: Governance, rows: list[dict[str, object]]) -> None:
     gov.write("M11", "auth_events", table(rows), "test")
 
 
-def _bf(gov: Governance, window: Window = Window(), **params: Any) -> list[dict[str, Any]]:
+def _bf(gov: Governance, window: Window = ALL, **params: Any) -> list[dict[str, Any]]:
     run = BruteForceDetector(BruteForceParams(**params), write=False).run(gov, window, actor="t")
     return run.findings.to_pylist()
 
@@ -159,7 +160,7 @@ def test_slow_brute_force_over_hours_and_a_stale_device_held_back(gov: Governanc
 
 
 def _acc(
-    gov: Governance, window: Window = Window(), **params: Any
+    gov: Governance, window: Window = ALL, **params: Any
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     run = CompromisedDetector(CompromisedParams(**params), write=False).run(gov, window, actor="t")
     return run.findings.to_pylist(), run.summary

@@ -143,7 +143,7 @@ def test_a_success_waits_for_its_qmgr_line_in_a_later_block() -> None:
 def test_a_success_without_its_qmgr_line_is_kept_after_the_hold() -> None:
     p = MailParser("postfix", reference=datetime(2026, 11, 30, tzinfo=UTC), hold_s=30)
     line = SIM.splitlines()[2] + "\n"
-    later = "Nov  2 09:05:00 mail postfix/submission/smtpd[3001]: warning: unknown[203.0.113.9]: SASL LOGIN authentication failed: x\n"  # noqa: E501
+    later = "Nov  2 09:05:00 mail postfix/submission/smtpd[3001]: warning: unknown[203.0.113.9]: SASL LOGIN authentication failed: x\n"
     assert p.feed(split_lines(line.encode())).num_rows == 0
     rows = p.feed(split_lines(later.encode()), 2).to_pylist()
     assert [(r["success"], r["recipients"]) for r in rows] == [(True, None), (False, None)]
