@@ -93,9 +93,8 @@ def test_a_finding_is_reported_by_the_window_its_rule_fired_in(gov: Governance) 
 
 
 def test_an_owner_mistyping_is_held_back(gov: Governance) -> None:
-    rows = _fails("10.0.0.8", "me@x.jp", T0, 6, 10 * S) + [
-        ev(T0 + MIN, "10.0.0.8", "me@x.jp", True)
-    ]
+    rows = _fails("10.0.0.8", "me@x.jp", T0, 6, 10 * S)
+    rows.append(ev(T0 + MIN, "10.0.0.8", "me@x.jp", True))
     # two users behind one NAT address, each mistyping then logging in
     rows += _fails("198.51.100.1", "u1@x.jp", T0, 3, 10 * S)
     rows += _fails("198.51.100.1", "u2@x.jp", T0 + 40 * S, 3, 10 * S)
