@@ -334,7 +334,9 @@ class MailConfig(_Model):
         "default <store>/_state/mail/client_access",
     )
     postmap_command: tuple[str, ...] = Field(
-        default=("postmap",), description="postmap, with -c DIR for a Postfix instance"
+        default=("postmap",),
+        description="postmap, with -c DIR for a Postfix instance; empty: write the source file "
+        "only",
     )
     postfix_reject: str = Field(
         default="450 4.7.1 too many failed logins from your address; try again later",

@@ -144,7 +144,8 @@ class PostfixAccessMap:
 
     def _write(self, entries: dict[str, dict[str, str]]) -> None:
         _atomic_write(self.path, self.text(entries))
-        _run([*self.postmap, f"hash:{self.path}"])
+        if self.postmap:  # empty: the source file only (no Postfix here; the demo)
+            _run([*self.postmap, f"hash:{self.path}"])
 
     def prepare(self) -> None:
         """An empty map (and its .db) where none is yet, so Postfix can start with it."""
