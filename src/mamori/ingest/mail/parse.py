@@ -46,7 +46,7 @@ import pyarrow.compute as pc
 
 from mamori.ingest.mail.lines import head_times
 
-__all__ = ["EVENTS", "FORMATS", "MailFormat", "MailParser", "ParseCounts"]
+__all__ = ["EVENTS", "FORMATS", "Extracted", "MailFormat", "MailParser", "ParseCounts"]
 
 MailFormat = Literal["postfix", "dovecot", "exim"]
 FORMATS: tuple[MailFormat, ...] = ("postfix", "dovecot", "exim")
@@ -134,6 +134,13 @@ class ParseCounts:
     def other(self) -> int:
         return self.lines - self.failures - self.successes - self.skipped - self.malformed
 
+    def merge(self, other: ParseCounts) -> None:
+        for name in ("lines", "failures", "successes", "messages", "skipped", "malformed"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for kind, examples in other.examples.items():
+            kept = self.examples.setdefault(kind, [])
+            kept.extend(examples[: max(0, EXAMPLES - len(kept))])
+
     def note(self, kind: str, line_numbers: np.ndarray, why: str) -> None:
         if not line_numbers.size:
             return
@@ -170,9 +177,26 @@ class _Kind:
     text: pa.Array
 
 
+@dataclass
+class Extracted:
+    """What one block's lines hold, before the parser's state is applied: complete events,
+    Postfix ``client=`` and ``qmgr`` rows still to be joined, the latest time seen, and the
+    block's counts. Blocks can be extracted in parallel; :meth:`MailParser.combine` takes them in
+    order."""
+
+    events: pa.Table
+    clients: pa.Table
+    qmgr: pa.Table
+    latest_ms: int
+    counts: ParseCounts
+
+
 class MailParser:
     """Turns blocks of lines of one format into AUTH events (:data:`EVENTS`), keeping what must
-    wait for a later block: Postfix successes whose ``qmgr`` line has not been seen yet."""
+    wait for a later block: Postfix successes whose ``qmgr`` line has not been seen yet.
+
+    :meth:`feed` is :meth:`extract` (no state: safe to run on several blocks at once, and Arrow's
+    kernels release the GIL) followed by :meth:`combine` (in order)."""
 
     def __init__(
         self,
@@ -192,29 +216,6 @@ class MailParser:
         self._pending = _CLIENTS.empty_table()
         self._clock = 0  # the latest time (ms) any line parsed so far carried
 
-    # ------------------------------------------------------------------ kinds of line
-
-    def _kind(self, cand: _Lines, sel: np.ndarray, pattern: str, what: str) -> _Kind:
-        """The selected candidate lines that have the shape ``pattern`` and a time stamp; the
-        others are counted as malformed."""
-        text = _pick(cand.text, sel)
-        nums = cand.numbers[sel]
-        parts = pc.extract_regex(text, pattern)
-        ok = _mask(pc.is_valid(parts))
-        self.counts.note("malformed", nums[~ok], f"not a {what} line")
-        ms, timed = head_times(
-            _pick(text, ok),
-            tz=self.tz,
-            reference=self.reference or datetime.now(UTC),
-        )
-        self.counts.note("malformed", nums[ok][~timed], "no time stamp that can be read")
-        keep = ok.copy()
-        keep[ok] = timed
-        k = pa.array(keep)
-        return _Kind(_pick(parts, k), nums[keep], ms[timed], _pick(text, k))
-
-    # ------------------------------------------------------------------ formats
-
     def feed(
         self,
         lines: pa.Array,
@@ -226,50 +227,69 @@ class MailParser:
         """Events of ``lines`` (numbered from ``first_line``); with ``final``, also whatever was
         held back waiting for a later line. Held-back lines wait ``hold_s`` by the log's clock,
         or by ``now`` when it is later (a quiet live log)."""
-        if now is not None:
-            self._clock = max(self._clock, int(now.timestamp() * 1000))
-        self.counts.lines += len(lines)
+        return self.combine(self.extract(lines, first_line), final=final, now=now)
+
+    # ------------------------------------------------------------------ extract (no state)
+
+    def extract(self, lines: pa.Array, first_line: int = 1) -> Extracted:
+        c = ParseCounts(lines=len(lines))
         # which marker each line holds (the leftmost), in the same pass that finds candidates
         found = pc.extract_regex(lines, "(?P<k>" + _CANDIDATES[self.fmt] + ")")
         sel = _mask(pc.is_valid(found))
-        keep = pa.array(sel)
         cand = _Lines(
-            pc.utf8_rtrim_whitespace(_pick(lines, keep)),
+            pc.utf8_rtrim_whitespace(_pick(lines, sel)),
             np.flatnonzero(sel).astype(np.int64) + first_line,
-            pc.struct_field(_pick(found, keep), "k"),
+            pc.struct_field(_pick(found, sel), "k"),
         )
         if self.fmt == "postfix":
-            out = self._postfix(cand, final)
-        elif self.fmt == "dovecot":
-            out = self._dovecot(cand)
-        else:
-            out = self._exim(cand)
-        return out.sort_by([("ts", "ascending"), ("line", "ascending")])
+            return self._postfix(cand, c)
+        events = self._dovecot(cand, c) if self.fmt == "dovecot" else self._exim(cand, c)
+        ts = events.column("ts").cast(pa.int64())
+        latest = int(pc.max(ts).as_py() or 0) if events.num_rows else 0
+        return Extracted(events, _CLIENTS.empty_table(), _QMGR.empty_table(), latest, c)
 
-    def _postfix(self, cand: _Lines, final: bool) -> pa.Table:
-        is_fail = cand.marked("authentication failed:")
-        fail = self._kind(cand, is_fail, _PF_FAIL, "Postfix SASL failure")
+    def _kind(
+        self, c: ParseCounts, cand: _Lines, sel: np.ndarray, pattern: str, what: str
+    ) -> _Kind:
+        """The selected candidate lines that have the shape ``pattern`` and a time stamp; the
+        others are counted as malformed."""
+        text = _pick(cand.text, sel)
+        nums = cand.numbers[sel]
+        parts = pc.extract_regex(text, pattern)
+        ok = _mask(pc.is_valid(parts))
+        c.note("malformed", nums[~ok], f"not a {what} line")
+        ms, timed = head_times(
+            _pick(text, ok),
+            tz=self.tz,
+            reference=self.reference or datetime.now(UTC),
+        )
+        c.note("malformed", nums[ok][~timed], "no time stamp that can be read")
+        keep = ok.copy()
+        keep[ok] = timed
+        return _Kind(_pick(parts, keep), nums[keep], ms[timed], _pick(text, keep))
+
+    def _postfix(self, cand: _Lines, c: ParseCounts) -> Extracted:
+        fail = self._kind(c, cand, cand.marked("authentication failed:"), _PF_FAIL,
+                          "Postfix SASL failure")  # fmt: skip
         # the server lost its authentication service, or the client named no mechanism it
         # offers: not a password guess (fail2ban's auth mode skips them too)
         guess = ~_mask(pc.match_substring_regex(fail.text, _PF_NOT_GUESS))
-        self.counts.note("skipped", fail.numbers[~guess], "not a password guess")
-        self.counts.skipped += int((~guess).sum())
-        self.counts.failures += int(guess.sum())
-        g = pa.array(guess)
+        c.note("skipped", fail.numbers[~guess], "not a password guess")
+        c.skipped += int((~guess).sum())
+        c.failures += int(guess.sum())
         # Postfix 3.x names the user a failure was for
         user = pc.struct_field(pc.extract_regex(fail.text, _PF_USER), "user")
         failures = _events(
             fail.ms[guess],
-            _pick(_str(fail.parts, "ip"), g),
-            _pick(user, g),
+            _pick(_str(fail.parts, "ip"), guess),
+            _pick(user, guess),
             success=False,
             service="smtp",
             numbers=fail.numbers[guess],
         )
-        is_client = cand.marked("sasl_method=")
-        client = self._kind(cand, is_client, _PF_CLIENT, "Postfix client=")
-        qmgr = self._kind(cand, cand.marked("nrcpt="), _PF_QMGR, "Postfix qmgr")
-        new = pa.table(
+        client = self._kind(c, cand, cand.marked("sasl_method="), _PF_CLIENT, "Postfix client=")
+        qmgr = self._kind(c, cand, cand.marked("nrcpt="), _PF_QMGR, "Postfix qmgr")
+        clients = pa.table(
             {
                 "qid": _str(client.parts, "qid"),
                 "ts": pa.array(client.ms, pa.int64()),
@@ -279,44 +299,22 @@ class MailParser:
             },
             schema=_CLIENTS,
         )
-        pending = pa.concat_tables([self._pending, new])
         q = pa.table(
             {
                 "qid": _str(qmgr.parts, "qid"),
                 "sender": _str(qmgr.parts, "from"),
                 "n": pc.cast(_str(qmgr.parts, "n"), pa.uint32()),
-            }
+            },
+            schema=_QMGR,
         )
-        if q.num_rows:  # a queue id's first qmgr line is the one that counts its recipients
-            q = q.filter(pa.array(_first_of(q.column("qid"))))
-        joined = pending.join(q, "qid", join_type="left outer")
-        matched = _mask(pc.is_valid(joined.column("n")))
-        ts = np.asarray(joined.column("ts").to_numpy(), np.int64)
-        for seen in (ts, fail.ms, qmgr.ms):
-            if len(seen):
-                self._clock = max(self._clock, int(np.max(seen)))
-        ripe = matched | final | (ts < self._clock - self.hold_ms)
-        done = joined.filter(pa.array(ripe))
-        self._pending = joined.filter(pa.array(~ripe)).select(_CLIENTS.names)
-        self.counts.successes += done.num_rows
-        self.counts.messages += done.num_rows
-        queued = _events(
-            np.asarray(done.column("ts").to_numpy(), np.int64),
-            done.column("client_addr"),
-            done.column("auth_id"),
-            success=True,
-            service="smtp",
-            numbers=np.asarray(done.column("line").to_numpy(), np.int64),
-            sender=done.column("sender"),
-            recipients=done.column("n"),
-        )
-        return pa.concat_tables([failures, queued])
+        latest = max((int(np.max(x)) for x in (fail.ms, client.ms, qmgr.ms) if len(x)), default=0)
+        return Extracted(failures, clients, q, latest, c)
 
-    def _dovecot(self, cand: _Lines) -> pa.Table:
+    def _dovecot(self, cand: _Lines, c: ParseCounts) -> pa.Table:
         tables = []
         # "-login:" lines without a remote address (start-up, fatal errors) are not AUTH lines
         is_login = cand.marked("-login: ") & cand.has("rip=")
-        login = self._kind(cand, is_login, _DC_LOGIN, "Dovecot login")
+        login = self._kind(c, cand, is_login, _DC_LOGIN, "Dovecot login")
         head = pc.struct_field(login.parts, "head")
         ok = _mask(pc.equal(head, "Login"))
         # proxy dest auth failed, tried to use disabled plaintext auth: failures too; "no auth
@@ -326,22 +324,21 @@ class MailParser:
         attempts = pc.fill_null(pc.cast(pc.if_else(pc.equal(n, ""), None, n), pa.uint16()), 1)
         svc = pc.struct_field(login.parts, "svc")
         for mask, success in ((ok, True), (failed, False)):
-            m = pa.array(mask)
             tables.append(
                 _events(
                     login.ms[mask],
-                    _pick(_str(login.parts, "ip"), m),
-                    _pick(_str(login.parts, "user"), m),
+                    _pick(_str(login.parts, "ip"), mask),
+                    _pick(_str(login.parts, "user"), mask),
                     success=success,
-                    service=_pick(svc, m),
+                    service=_pick(svc, mask),
                     numbers=login.numbers[mask],
-                    attempts=None if success else _pick(attempts, m),
+                    attempts=None if success else _pick(attempts, mask),
                 )
             )
-        self.counts.successes += int(ok.sum())
-        self.counts.failures += int(failed.sum())
+        c.successes += int(ok.sum())
+        c.failures += int(failed.sum())
         is_auth = ~cand.marked("-login: ") & cand.matches(_DC_AUTH_MARK)
-        auth = self._kind(cand, is_auth, _DC_AUTH, "Dovecot auth")
+        auth = self._kind(c, cand, is_auth, _DC_AUTH, "Dovecot auth")
         times = _str(auth.parts, "times")
         tables.append(
             _events(
@@ -355,7 +352,7 @@ class MailParser:
             )
         )
         is_pam = ~cand.marked("-login: ") & cand.has(_DC_PAM_MARK)
-        pam = self._kind(cand, is_pam, _DC_PAM, "Dovecot pam_unix")
+        pam = self._kind(c, cand, is_pam, _DC_PAM, "Dovecot pam_unix")
         tables.append(
             _events(
                 pam.ms,
@@ -366,25 +363,66 @@ class MailParser:
                 numbers=pam.numbers,
             )
         )
-        self.counts.failures += len(auth.parts) + len(pam.parts)
+        c.failures += len(auth.parts) + len(pam.parts)
         return pa.concat_tables(tables)
 
-    def _exim(self, cand: _Lines) -> pa.Table:
-        fail = self._kind(cand, cand.marked(_EX_FAIL_MARK), _EX_FAIL, "Exim authenticator")
-        self.counts.failures += len(fail.parts)
+    def _exim(self, cand: _Lines, c: ParseCounts) -> pa.Table:
+        fail = self._kind(c, cand, cand.marked(_EX_FAIL_MARK), _EX_FAIL, "Exim authenticator")
+        c.failures += len(fail.parts)
         failures = _events(
             fail.ms, _str(fail.parts, "ip"), _str(fail.parts, "user"), success=False,
             service="smtp", numbers=fail.numbers,
         )  # fmt: skip
         # received lines of mail that was not submitted with AUTH have no A=: not ours
-        recv = self._kind(cand, cand.marked(" <= ") & cand.has(" A="), _EX_RECV, "Exim <=")
-        self.counts.successes += len(recv.parts)
-        self.counts.messages += len(recv.parts)
+        is_recv = cand.marked(" <= ") & cand.has(" A=")
+        recv = self._kind(c, cand, is_recv, _EX_RECV, "Exim <=")
+        c.successes += len(recv.parts)
+        c.messages += len(recv.parts)
         received = _events(
             recv.ms, _str(recv.parts, "ip"), _str(recv.parts, "user"), success=True,
             service="smtp", numbers=recv.numbers, sender=_str(recv.parts, "from"),
         )  # fmt: skip
         return pa.concat_tables([failures, received])
+
+    # ------------------------------------------------------------------ combine (in order)
+
+    def combine(
+        self, x: Extracted, *, final: bool = False, now: datetime | None = None
+    ) -> pa.Table:
+        """The events of an extracted block, with the Postfix successes that its ``qmgr`` lines
+        complete (or that waited long enough); blocks must come in order."""
+        self.counts.merge(x.counts)
+        self._clock = max(self._clock, x.latest_ms)
+        if now is not None:
+            self._clock = max(self._clock, int(now.timestamp() * 1000))
+        out = [x.events]
+        if self.fmt == "postfix":
+            out.append(self._join(x, final))
+        return pa.concat_tables(out).sort_by([("ts", "ascending"), ("line", "ascending")])
+
+    def _join(self, x: Extracted, final: bool) -> pa.Table:
+        pending = pa.concat_tables([self._pending, x.clients])
+        q = x.qmgr
+        if q.num_rows:  # a queue id's first qmgr line is the one that counts its recipients
+            q = q.filter(pa.array(_first_of(q.column("qid"))))
+        joined = pending.join(q, "qid", join_type="left outer")
+        matched = _mask(pc.is_valid(joined.column("n")))
+        ts = np.asarray(joined.column("ts").to_numpy(), np.int64)
+        ripe = matched | final | (ts < self._clock - self.hold_ms)
+        done = joined.filter(pa.array(ripe))
+        self._pending = joined.filter(pa.array(~ripe)).select(_CLIENTS.names)
+        self.counts.successes += done.num_rows
+        self.counts.messages += done.num_rows
+        return _events(
+            np.asarray(done.column("ts").to_numpy(), np.int64),
+            done.column("client_addr"),
+            done.column("auth_id"),
+            success=True,
+            service="smtp",
+            numbers=np.asarray(done.column("line").to_numpy(), np.int64),
+            sender=done.column("sender"),
+            recipients=done.column("n"),
+        )
 
 
 @dataclass
@@ -414,6 +452,7 @@ _CLIENTS = pa.schema(
         ("line", pa.int64()),
     ]
 )
+_QMGR = pa.schema([("qid", pa.string()), ("sender", pa.string()), ("n", pa.uint32())])
 
 
 def _first_of(keys: pa.ChunkedArray | pa.Array) -> np.ndarray:
