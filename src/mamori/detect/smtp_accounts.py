@@ -66,6 +66,12 @@ class CompromisedParams(DetectorParams):
     spike_factor: float = Field(
         default=5.0, ge=1, description="…and this many times the median bucket of the baseline"
     )
+    spike_history_min: int = Field(
+        default=6,
+        ge=1,
+        description="a spike is judged against at least this many samples or buckets before it "
+        "(at the start of the data there is no usual to compare with)",
+    )
     spike_pad_s: float = Field(
         default=3600.0, gt=0, description="queue sample: accounts sending this long before it"
     )
@@ -155,15 +161,15 @@ WITH m AS MATERIALIZED (
 q AS (SELECT ts, messages FROM {queue}),
 -- the trigger: queue samples where a sampler runs, else recipients per bucket
 qs AS (
-    SELECT ts, messages, median(messages) OVER (ORDER BY ts RANGE BETWEEN
-           {_iv(p.baseline_days * 86400)} PRECEDING AND {_iv(0.001)} PRECEDING) AS usual
-    FROM q
+    SELECT ts, messages, median(messages) OVER w AS usual, count(*) OVER w AS history
+    FROM q WINDOW w AS (ORDER BY ts RANGE BETWEEN {_iv(p.baseline_days * 86400)} PRECEDING
+                        AND {_iv(0.001)} PRECEDING)
 ),
 q_spikes AS (
     SELECT ts - {_iv(p.spike_pad_s)} AS s_from, ts AS s_to, ts AS t, 'queue-samples' AS via,
            messages AS size, usual
-    FROM qs WHERE messages >= {p.queue_min_messages}
-      AND messages >= {p.queue_factor} * coalesce(usual, 0)
+    FROM qs WHERE messages >= {p.queue_min_messages} AND history >= {p.spike_history_min}
+      AND messages >= {p.queue_factor} * usual
 ),
 b AS (
     SELECT time_bucket(INTERVAL '{bucket} seconds', ts) AS b, sum(r) AS r FROM m GROUP BY 1
@@ -172,36 +178,47 @@ grid AS (
     SELECT unnest(generate_series(min(b), max(b), INTERVAL '{bucket} seconds')) AS b FROM b
 ),
 bs AS (
-    SELECT g.b, coalesce(b.r, 0) AS r,
-           median(coalesce(b.r, 0)) OVER (ORDER BY g.b ROWS BETWEEN {base_buckets} PRECEDING
-                                          AND 1 PRECEDING) AS usual
+    SELECT g.b, coalesce(b.r, 0) AS r, median(coalesce(b.r, 0)) OVER w AS usual,
+           count(*) OVER w AS history
     FROM grid g LEFT JOIN b USING (b)
+    WINDOW w AS (ORDER BY g.b ROWS BETWEEN {base_buckets} PRECEDING AND 1 PRECEDING)
 ),
 r_spikes AS (
     SELECT b AS s_from, b + INTERVAL '{bucket} seconds' AS s_to, b AS t,
            'recipient-counts' AS via, r AS size, usual
-    FROM bs WHERE r >= {p.spike_min_recipients} AND r >= {p.spike_factor} * coalesce(usual, 0)
+    FROM bs WHERE r >= {p.spike_min_recipients} AND history >= {p.spike_history_min}
+      AND r >= {p.spike_factor} * usual
       AND (SELECT count(*) FROM q) = 0
 ),
+spikes0 AS (
+    SELECT *, CASE WHEN t - lag(t) OVER (ORDER BY t) <= CASE via
+                   WHEN 'queue-samples' THEN {_iv(p.spike_pad_s)}
+                   ELSE INTERVAL '{bucket} seconds' END THEN 0 ELSE 1 END AS brk
+    FROM (SELECT * FROM q_spikes UNION ALL SELECT * FROM r_spikes)
+),
+-- consecutive spikes are one: the account's usual is taken from before the first of them
 spikes AS MATERIALIZED (
-    SELECT * FROM q_spikes UNION ALL SELECT * FROM r_spikes
+    SELECT *, min(s_from) OVER (PARTITION BY run) AS run_from FROM (
+        SELECT *, sum(brk) OVER (ORDER BY t ROWS UNBOUNDED PRECEDING) AS run FROM spikes0)
 ),
 cand AS (
-    SELECT DISTINCT m.auth_id, s.t AS spike, s.via, s.size, s.usual, s.s_from, s.s_to
+    SELECT DISTINCT m.auth_id, s.t AS spike, s.via, s.size, s.usual, s.s_from, s.s_to,
+           s.run_from
     FROM m JOIN spikes s ON m.ts >= s.s_from AND m.ts < s.s_to
     WHERE s.t >= {spike_from}
 ),
 -- each candidate's busiest hour around its spike
 rate AS (
-    SELECT c.auth_id, c.spike, c.via, c.size, c.usual, m.ts,
+    SELECT c.auth_id, c.spike, c.via, c.size, c.usual, c.run_from, m.ts,
            sum(m.r) OVER (PARTITION BY c.auth_id, c.spike ORDER BY m.ts RANGE BETWEEN
-                          INTERVAL 1 HOUR PRECEDING AND CURRENT ROW) AS per_hour
+                          {_iv(3599.999)} PRECEDING AND CURRENT ROW) AS per_hour
     FROM cand c JOIN m ON m.auth_id = c.auth_id
       AND m.ts >= c.s_from - INTERVAL 1 HOUR AND m.ts < c.s_to + INTERVAL 1 HOUR
 ),
 peak AS (
     SELECT auth_id, spike, any_value(via) AS via, any_value(size) AS size,
-           any_value(usual) AS usual, arg_max(ts, per_hour) AS peak, max(per_hour) AS per_hour
+           any_value(usual) AS usual, any_value(run_from) AS run_from,
+           arg_max(ts, per_hour) AS peak, max(per_hour) AS per_hour
     FROM rate GROUP BY auth_id, spike
 ),
 -- one row per account: its strongest spike
@@ -223,11 +240,13 @@ hour_stats AS (
            list(DISTINCT net) AS nets
     FROM hour_rows GROUP BY auth_id
 ),
+-- the account's usual: before the run of spikes (less the pad), so the attack's own start is
+-- never part of it
 history AS (
-    SELECT p.auth_id, m.ts, m.r, {_network("m.client_addr")} AS net
-    FROM best p JOIN m ON m.auth_id = p.auth_id
-      AND m.ts >= p.peak - {_iv(p.baseline_days * 86400)}
-      AND m.ts <= p.peak - INTERVAL 1 HOUR
+    SELECT b.auth_id, m.ts, m.r, {_network("m.client_addr")} AS net
+    FROM best b JOIN m ON m.auth_id = b.auth_id
+      AND m.ts >= b.run_from - {_iv(p.baseline_days * 86400)}
+      AND m.ts < b.run_from - {_iv(p.spike_pad_s)}
 ),
 baseline AS (
     SELECT auth_id, max(r) AS busiest_hour, list(DISTINCT net) AS nets FROM (

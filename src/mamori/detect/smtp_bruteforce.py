@@ -20,10 +20,10 @@ no sender and no recipient counts), and one SQL pass in the detector's sandbox f
 Failures from one address are grouped into attacks (a quiet spell of ``episode_gap_s`` starts a
 new one); an attack is a finding (kind ``smtp-brute-force``, the method the rule that fired
 first) when a rule fired inside the window asked about. Two patterns of an account's owner are
-held back, and counted in the summary: failures on AUTH IDs that each logged in from the same
-address soon after (mistyped passwords, up to ``typo_max_failures`` each — several users behind
-one NAT address included), and slow failures on one AUTH ID from an address that also logged in
-as it (a device with an old password).
+held back, and counted in the summary: a rule's hit is its users' own, not an attack, when every
+AUTH ID whose failures it counted logs in from that address, each after at most
+``typo_max_failures`` failures — mistyped passwords, a phone with an old password, several users
+behind one NAT address.
 
 Findings name the address and the attack's span; the evidence holds counts (failures, AUTH IDs
 tried, the median interval) and the rules' times — never an AUTH ID.
@@ -63,8 +63,8 @@ class BruteForceParams(DetectorParams):
     typo_max_failures: int = Field(
         default=10,
         ge=0,
-        description="an attack whose every AUTH ID logged in from the same address soon after, "
-        "each after at most this many failures, is its owners mistyping (0: never held back)",
+        description="a hit whose every AUTH ID logs in from the same address, each after at most "
+        "this many failures, is its users mistyping (0: never held back)",
     )
     enum_min_names: int = Field(
         default=5, ge=2, description="AUTH IDs failing from one address within enum_window_s"
@@ -129,6 +129,8 @@ WITH f AS (
     FROM {ev} WHERE NOT success AND coalesce(service, 'smtp') IN ({_q(p.services)})
 ),
 ok AS (SELECT DISTINCT client_addr AS ip, auth_id AS name, ts FROM {ev} WHERE success),
+-- AUTH IDs that log in from an address: its users (behind a NAT address, several)
+users AS (SELECT DISTINCT ip, name FROM ok WHERE name IS NOT NULL),
 gaps AS (
     SELECT *, CASE WHEN ts - lag(ts) OVER w IS NULL OR ts - lag(ts) OVER w
                    > {_iv(p.episode_gap_s)} THEN 1 ELSE 0 END AS brk,
@@ -146,8 +148,8 @@ episodes AS MATERIALIZED (
     FROM fe GROUP BY ip, ep
 ),
 -- each rule's hits: the failure (at) that puts the address's attack in, and when it fired (t)
-burst AS (
-    SELECT ip, ts AS at, ts AS t, 'burst' AS rule FROM (
+burst_raw AS (
+    SELECT ip, ts AS t FROM (
         SELECT ip, ts, sum(n) OVER (PARTITION BY ip ORDER BY ts RANGE BETWEEN
                {_iv(p.find_time_s)} PRECEDING AND CURRENT ROW) AS win
         FROM fe) WHERE win >= {p.max_failures} AND {on("burst")}
@@ -155,11 +157,38 @@ burst AS (
 first_names AS (
     SELECT ip, ep, name, min(ts) AS t FROM fe WHERE name IS NOT NULL GROUP BY ip, ep, name
 ),
-enumeration AS (
-    SELECT ip, t AS at, t, 'enumeration' AS rule FROM (
+enum_raw AS (
+    SELECT ip, t FROM (
         SELECT ip, t, count(*) OVER (PARTITION BY ip, ep ORDER BY t RANGE BETWEEN
                {_iv(p.enum_window_s)} PRECEDING AND CURRENT ROW) AS k
         FROM first_names) WHERE k >= {p.enum_min_names} AND {on("enumeration")}
+),
+-- the failures a hit counted, per AUTH ID: all by users of the address, each a few times only
+-- (a mistyped password, an old one on a phone, several users behind one NAT address), and the
+-- hit is the users', not an attack
+hit_names AS (
+    SELECT h.ip, h.t, 'burst' AS rule, f.name, sum(f.n) AS n
+    FROM burst_raw h JOIN fe f ON f.ip = h.ip AND f.ts <= h.t
+     AND f.ts >= h.t - {_iv(p.find_time_s)}
+    GROUP BY h.ip, h.t, f.name
+    UNION ALL
+    SELECT h.ip, h.t, 'enumeration' AS rule, f.name, sum(f.n) AS n
+    FROM enum_raw h JOIN fe f ON f.ip = h.ip AND f.ts <= h.t
+     AND f.ts >= h.t - {_iv(p.enum_window_s)}
+    GROUP BY h.ip, h.t, f.name
+),
+hits_owned AS (
+    SELECT hn.ip, hn.t, hn.rule,
+           bool_and(hn.name IS NOT NULL AND hn.n <= {p.typo_max_failures}
+                    AND u.name IS NOT NULL) AS owned
+    FROM hit_names hn LEFT JOIN users u ON u.ip = hn.ip AND u.name = hn.name
+    GROUP BY hn.ip, hn.t, hn.rule
+),
+burst AS (
+    SELECT ip, t AS at, t, rule FROM hits_owned WHERE rule = 'burst' AND NOT owned
+),
+enumeration AS (
+    SELECT ip, t AS at, t, rule FROM hits_owned WHERE rule = 'enumeration' AND NOT owned
 ),
 per_name AS (
     SELECT name, ip, min(ts) AS t, sum(n) AS n FROM f WHERE name IS NOT NULL
@@ -187,27 +216,25 @@ rule_times AS (
     ) h JOIN episodes e ON h.ip = e.ip AND h.at BETWEEN e.first AND e.last
     GROUP BY e.ip, e.ep, h.rule
 ),
--- owners mistyping: every AUTH ID that failed logged in from the address soon after, each
--- after a few failures only (several users behind one NAT address mistype too)
-name_fails AS (
-    SELECT f.ip, f.ep, f.name, sum(f.n) AS n, any_value(e.first) AS first,
-           any_value(e.last) AS last
-    FROM fe f JOIN episodes e USING (ip, ep) GROUP BY f.ip, f.ep, f.name
+-- attacks whose every hit was its users' (counted in the summary)
+typo AS (
+    SELECT DISTINCT e.ip, e.ep FROM hits_owned h JOIN episodes e
+      ON h.ip = e.ip AND h.t BETWEEN e.first AND e.last
+    WHERE h.owned AND NOT EXISTS (
+        SELECT 1 FROM rule_times r WHERE r.ip = e.ip AND r.ep = e.ep)
 ),
-owners AS (
-    SELECT nf.ip, nf.ep, nf.name IS NOT NULL AND nf.n <= {p.typo_max_failures} AND EXISTS (
-        SELECT 1 FROM ok WHERE ok.ip = nf.ip AND ok.name = nf.name AND ok.ts >= nf.first
-        AND ok.ts <= nf.last + {_iv(p.find_time_s)}) AS owner
-    FROM name_fails nf
-),
-typo AS (SELECT ip, ep FROM owners GROUP BY ip, ep HAVING bool_and(owner)),
 fast AS (
     SELECT e.ip, e.first, e.last, e.failures, e.names, e.lines, e.median_interval_s,
            arg_min(r.rule, r.t) AS method, min(r.t) AS trigger,
            list({{'rule': r.rule, 't': r.t}} ORDER BY r.t) AS rules, FALSE AS slow,
-           any_value(ty.ip IS NOT NULL) AS held
-    FROM rule_times r JOIN episodes e USING (ip, ep) LEFT JOIN typo ty USING (ip, ep)
+           FALSE AS held
+    FROM rule_times r JOIN episodes e USING (ip, ep)
     GROUP BY e.ip, e.ep, e.first, e.last, e.failures, e.names, e.lines, e.median_interval_s
+),
+held_fast AS (
+    SELECT e.ip, e.first, e.last, e.failures, e.names, e.lines, e.median_interval_s,
+           'burst' AS method, e.last AS trigger, [] AS rules, FALSE AS slow, TRUE AS held
+    FROM typo JOIN episodes e USING (ip, ep)
 ),
 sl0 AS (
     SELECT ip, ts, name, n,
@@ -226,15 +253,20 @@ slow_agg AS (
                AS trigger
     FROM sl GROUP BY ip HAVING trigger IS NOT NULL
 ),
+slow_owned AS (
+    SELECT sl.ip, bool_and(sl.name IS NOT NULL AND u.name IS NOT NULL) AS owned
+    FROM sl LEFT JOIN users u ON u.ip = sl.ip AND u.name = sl.name GROUP BY sl.ip
+),
 slow AS (
-    SELECT s.*, 'slow' AS method, TRUE AS slow,
-           -- one AUTH ID, also logged into from this address: a device with an old password
-           s.names = 1 AND EXISTS (
-               SELECT 1 FROM ok WHERE ok.ip = s.ip AND ok.name = s.one_name) AS held
-    FROM slow_agg s WHERE s.ip NOT IN (SELECT ip FROM fast)
+    -- only AUTH IDs that log in from this address: devices with an old password
+    SELECT s.*, 'slow' AS method, TRUE AS slow, o.owned AS held
+    FROM slow_agg s JOIN slow_owned o USING (ip) WHERE s.ip NOT IN (SELECT ip FROM fast)
 )
 SELECT ip, first, last, failures::BIGINT AS failures, names, lines, median_interval_s, method,
        trigger, rules, slow, held FROM fast
+UNION ALL BY NAME
+SELECT ip, first, last, failures::BIGINT AS failures, names, lines, median_interval_s, method,
+       trigger, rules, slow, held FROM held_fast
 UNION ALL BY NAME
 SELECT ip, first, last, failures::BIGINT AS failures, names, lines,
        NULL::DOUBLE AS median_interval_s, method,
