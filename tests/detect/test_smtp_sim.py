@@ -17,9 +17,12 @@ from mamori.sim import simulate
 def test_ingest_detect_and_eval_from_the_command_line(tmp_path: Path) -> None:
     sim = tmp_path / "sim"
     simulate("tiny", sim, seed=7)
-    # the tiny world's spam (30 messages) is below the default hourly volume: its own threshold
+    # the tiny world (one hour, 30 spam messages) is below the default hourly volume and has
+    # less queue history than a spike is normally judged against: its own thresholds
     toml = tmp_path / "mamori.toml"
-    toml.write_text("[detect.smtp-compromised]\nmin_recipients_per_hour = 20\n")
+    toml.write_text(
+        "[detect.smtp-compromised]\nmin_recipients_per_hour = 20\nspike_history_min = 2\n"
+    )
     base = ["--store", str(tmp_path / "store"), "--config", str(toml)]
     run = CliRunner().invoke
     for fmt in ("postfix", "dovecot"):

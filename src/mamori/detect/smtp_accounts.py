@@ -174,8 +174,11 @@ q_spikes AS (
 b AS (
     SELECT time_bucket(INTERVAL '{bucket} seconds', ts) AS b, sum(r) AS r FROM m GROUP BY 1
 ),
+-- every bucket since the server's log begins (quiet ones are part of the usual too)
 grid AS (
-    SELECT unnest(generate_series(min(b), max(b), INTERVAL '{bucket} seconds')) AS b FROM b
+    SELECT unnest(generate_series(
+        (SELECT time_bucket(INTERVAL '{bucket} seconds', min(ts)) FROM {ev}),
+        max(b), INTERVAL '{bucket} seconds')) AS b FROM b
 ),
 bs AS (
     SELECT g.b, coalesce(b.r, 0) AS r, median(coalesce(b.r, 0)) OVER w AS usual,

@@ -214,3 +214,27 @@ def test_split_lines_keeps_a_last_line_without_its_end_out() -> None:
 def test_unknown_format_is_refused() -> None:
     with pytest.raises(ValueError, match="postfix, dovecot, exim"):
         MailParser("sendmail")  # type: ignore[arg-type]
+
+
+def test_the_simulators_whole_log(tmp_path: Path) -> None:
+    from mamori.sim import simulate
+
+    simulate("tiny", tmp_path / "sim", seed=7)
+    log = tmp_path / "sim" / "mail" / "mail.log"
+    text = log.read_text()
+    ref = datetime(2026, 12, 31, tzinfo=UTC)
+    pf = MailParser("postfix", reference=ref)
+    rows = pf.feed(split_lines(log.read_bytes()), final=True).to_pylist()
+    assert pf.counts.malformed == 0
+    assert pf.counts.failures == text.count("SASL LOGIN authentication failed") > 0
+    queued = [r for r in rows if r["success"]]
+    assert len(queued) == text.count("sasl_method=PLAIN") > 0
+    # every queued message found its qmgr line: its sender and recipient count
+    assert all(r["recipients"] == 1 and r["sender"] == r["auth_id"] for r in queued)
+    dc = MailParser("dovecot", reference=ref)
+    dc.feed(split_lines(log.read_bytes()), final=True)
+    assert (dc.counts.failures, dc.counts.successes, dc.counts.malformed) == (
+        text.count("(auth failed"),
+        text.count("imap-login: Login:"),
+        0,
+    )
