@@ -25,5 +25,11 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
   $sudo chmod 755 /usr/sbin/policy-rc.d
   trap '$sudo rm -f /usr/sbin/policy-rc.d' EXIT
 fi
+# Answers to install-time questions (postfix asks how to configure itself): PRESEED, default
+# packaging/debconf-preseed.txt next to the list.
+preseed=${PRESEED:-$(dirname "$list")/debconf-preseed.txt}
+if [ -f "$preseed" ] && command -v debconf-set-selections >/dev/null; then
+  sed -e '/^#/d' -e '/^[[:space:]]*$/d' "$preseed" | $sudo debconf-set-selections
+fi
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

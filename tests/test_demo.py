@@ -44,6 +44,7 @@ def test_every_stage_ran_and_the_collector_lost_nothing(demo_out: Path) -> None:
         "detect C&C servers (M2)",
         "detect infected hosts (M4)",
         "block and warn: RPZ (M7, M8)",
+        "SMTP AUTH abuse: refuse and suspend (M11, M12)",
         "share the C&C list (M3)",
         "alert subscribers by e-mail (M5, M6, M9)",
         "transparency report",
@@ -61,7 +62,13 @@ def test_every_stage_ran_and_the_collector_lost_nothing(demo_out: Path) -> None:
     )
     mails = read_mailbox(demo_out / "mailboxes")
     assert mails, "no alert reached the mailboxes"
-    assert all("/consent/" in m.body for m in mails)
+    # subscribers' alerts link their consent page; a suspended account's owner is told how to
+    # restore sending instead (M11 does not rest on consent)
+    owners = [m for m in mails if "SMTP" in m.subject]
+    assert owners and all("/consent/" in m.body for m in mails if m not in owners)
+    refused = (demo_out / "mail" / "client_access").read_text().splitlines()
+    assert [line for line in refused if line and not line.startswith("#")]
+    assert (demo_out / "mail" / "dovecot-deny.smtp").read_text().strip()
 
 
 @pytest.mark.slow

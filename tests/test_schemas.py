@@ -13,6 +13,7 @@ EXPECTED = {
     "allocations",
     "subscribers",
     "auth_events",
+    "mail_queue",
     "reputation",
     "findings",
     "matches",

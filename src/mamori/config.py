@@ -45,6 +45,7 @@ __all__ = [
     "DnsConfig",
     "GovernanceConfig",
     "InputLimitsConfig",
+    "MailConfig",
     "MamoriConfig",
     "ReputationConfig",
     "RetentionConfig",
@@ -88,6 +89,7 @@ class RetentionConfig(_Model):
     allocations: int = Field(default=180, gt=0, le=3650)
     subscribers: int = Field(default=3650, gt=0, le=36500)
     auth_events: int = Field(default=30, gt=0, le=3650)
+    mail_queue: int = Field(default=30, gt=0, le=3650)
     reputation: int = Field(default=365, gt=0, le=3650)
     findings: int = Field(default=365, gt=0, le=3650)
     matches: int = Field(default=30, gt=0, le=3650)
@@ -463,6 +465,105 @@ class AlertsConfig(_Model):
     )
 
 
+class MailConfig(_Model):
+    """SMTP AUTH abuse (M11, M12): how mail-server logs are read (``mamori ingest mail``) and how
+    refusals and suspensions reach Postfix, nftables and Dovecot (``mamori act smtp``)."""
+
+    server: str | None = Field(
+        default=None, description="mail server name recorded with each row; unset: this host's"
+    )
+    timezone: str = Field(
+        default="UTC",
+        description="IANA zone of log time stamps that carry none (syslog, Exim, Dovecot)",
+    )
+    queue_command: tuple[str, ...] = Field(
+        default=("postqueue", "-j"),
+        description="prints the queue as JSON lines (Postfix postqueue -j; add -c DIR for an "
+        "instance)",
+    )
+    follow_interval_s: float = Field(
+        default=1.0, gt=0, le=60, description="--follow: seconds between reads of a live log"
+    )
+    refusal_backends: tuple[Literal["postfix", "nftables"], ...] = Field(
+        default=("postfix",),
+        min_length=1,
+        description="where AUTH refusals go: a Postfix check_client_access hash map, an "
+        "nftables set on the submission ports, or both",
+    )
+    postfix_access_map: Path | None = Field(
+        default=None,
+        description="source file of the check_client_access hash map (postmap makes the .db); "
+        "default <store>/_state/mail/client_access",
+    )
+    postmap_command: tuple[str, ...] = Field(
+        default=("postmap",),
+        description="postmap, with -c DIR for a Postfix instance; empty: write the source file "
+        "only",
+    )
+    postfix_reject: str = Field(
+        default="450 4.7.1 too many failed logins from your address; try again later",
+        min_length=1,
+        description="access(5) action for a refused address",
+    )
+    nft_command: tuple[str, ...] = Field(default=("nft",), description="nft, with its options")
+    nft_table: str = Field(
+        default="mamori_smtp", pattern=r"^[A-Za-z][A-Za-z0-9_]{0,30}$", description="inet table"
+    )
+    submission_ports: tuple[int, ...] = Field(
+        default=(25, 465, 587), min_length=1, description="ports the nftables refusal covers"
+    )
+    dovecot_deny_file: Path | None = Field(
+        default=None,
+        description="passwd-file of a Dovecot passdb with deny = yes (one AUTH ID a line); "
+        "default <store>/_state/mail/dovecot-deny",
+    )
+    refusal_margin_s: float = Field(
+        default=3600.0, ge=0, description="a refusal lasts the attack so far plus this margin"
+    )
+    refusal_min_s: float = Field(default=600.0, gt=0, description="shortest refusal")
+    refusal_max_s: float = Field(default=7 * 86400.0, gt=0, description="longest refusal")
+    suspension_hours: float = Field(
+        default=24.0, gt=0, le=24 * 90, description="how long an AUTH ID stays suspended"
+    )
+    auto_refuse: bool = Field(
+        default=True,
+        description="refusals are approved by policy and applied at once; false: proposed for "
+        "the abuse desk to approve",
+    )
+    auto_suspend: bool = Field(
+        default=True,
+        description="suspensions are approved by policy and applied at once; false: proposed for "
+        "the abuse desk to approve",
+    )
+    owner_address: str = Field(
+        default="{auth_id}",
+        description="where a suspended account's owner is told ({auth_id} is replaced); the "
+        "suspension covers SMTP AUTH only, so the owner can still read the mailbox",
+    )
+    alert_languages: tuple[Literal["ja", "en"], ...] = Field(
+        default=("ja", "en"), min_length=1, description="languages of the owner's alert, in order"
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r} (an IANA name such as Asia/Tokyo)"
+            ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _refusal_bounds(self) -> MailConfig:
+        if self.refusal_min_s > self.refusal_max_s:
+            raise ValueError("refusal_min_s is longer than refusal_max_s")
+        return self
+
+
 _DOMAIN = re.compile(
     r"^(?=.{1,253}$)([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 )
@@ -651,6 +752,7 @@ class MamoriConfig(BaseSettings):
     input_limits: InputLimitsConfig = InputLimitsConfig()
     share: ShareConfig = ShareConfig()
     network: NetworkConfig = NetworkConfig()
+    mail: MailConfig = MailConfig()
 
     @model_validator(mode="before")
     @classmethod

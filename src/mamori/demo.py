@@ -116,6 +116,16 @@ def demo_config(
             "address_plan": pools,
             "smtp": base.smtp.model_copy(update={"host": smtp_host, "port": smtp_port}),
             "web": base.web.model_copy(update={"mailbox_dir": out_dir / "mailboxes"}),
+            # the maps a Postfix and a Dovecot would read; the demo runs neither (no postmap),
+            # and never touches this machine's firewall (no nftables)
+            "mail": base.mail.model_copy(
+                update={
+                    "refusal_backends": ("postfix",),
+                    "postmap_command": (),
+                    "postfix_access_map": out_dir / "mail" / "client_access",
+                    "dovecot_deny_file": out_dir / "mail" / "dovecot-deny.smtp",
+                }
+            ),
         }
     )
 
@@ -143,6 +153,20 @@ def _write_toml(config: MamoriConfig, path: Path) -> None:
         f"port = {config.web.port}",
         f"base_url = {q(config.web.base_url)}",
         *([f"mailbox_dir = {q(mailbox)}"] if mailbox else []),
+        "",
+        "[mail]  # the SMTP AUTH maps the demo writes (no Postfix runs: no postmap)",
+        f"refusal_backends = {json.dumps(list(config.mail.refusal_backends))}",
+        f"postmap_command = {json.dumps(list(config.mail.postmap_command))}",
+        *(
+            [f"postfix_access_map = {q(config.mail.postfix_access_map.resolve())}"]
+            if config.mail.postfix_access_map
+            else []
+        ),
+        *(
+            [f"dovecot_deny_file = {q(config.mail.dovecot_deny_file.resolve())}"]
+            if config.mail.dovecot_deny_file
+            else []
+        ),
         "",
     ]
     path.write_text("\n".join(lines), encoding="utf-8")
@@ -219,7 +243,7 @@ def run_demo(
     _prepare_out(out_dir)
     sim_dir = out_dir / "sim"
     result = DemoResult(out_dir=out_dir, config=base)
-    st = _Stages(console, total=13, result=result)
+    st = _Stages(console, total=14, result=result)
     with st.progress:
         with st.stage("simulate the ISP") as note:
             summary = simulate(scenario, sim_dir, seed=seed)
@@ -349,6 +373,9 @@ def _pipeline(
         rpz = generate_rpz(gov, ACTOR)
         note(", ".join(f"{z.zone} {z.names:,} names" for z in rpz.zones))
 
+    with st.stage("SMTP AUTH abuse: refuse and suspend (M11, M12)") as note:
+        smtp_found = _smtp_stage(gov, files["mail_log"], note)
+
     with st.stage("share the C&C list (M3)") as note:
         share_dir = out_dir / "share"
         share_dir.mkdir(exist_ok=True)
@@ -394,12 +421,17 @@ def _pipeline(
                 and set(f["evidence"].get("indicators", [])) <= wrong
             }
         )
-        result.scores = {"c2": c2.model_dump(), "infected": inf.model_dump()}
+        sm = score("smtp", smtp_found, truth)
+        result.scores = {
+            "c2": c2.model_dump(),
+            "infected": inf.model_dump(),
+            "smtp": sm.model_dump(),
+        }
         note(
             f"C&C: precision {c2.precision:.2f}, recall on unknown C&C {c2.recall_unknown:.2f}; "
             f"infected (M4 matching): precision {inf.precision:.2f}, recall {inf.recall:.2f} "
             f"({on_wrong:,} of {len(spurious):,} false positives rest only on entries the feeds "
-            "list by mistake)"
+            f"list by mistake); SMTP AUTH: precision {sm.precision:.2f}, recall {sm.recall:.2f}"
         )
 
     with st.stage("console accounts and audit") as note:
@@ -416,6 +448,35 @@ def _pipeline(
         result.audit_ok = verification.ok
         note(f"{len(result.logins)} accounts (logins.txt); audit log: {verification}")
     _write_toml(gov.config, out_dir / "mamori.toml")
+
+
+def _smtp_stage(
+    gov: Governance, mail_log: Path, note: Callable[[str], None]
+) -> list[dict[str, Any]]:
+    """Load the mail log, detect brute force and compromised accounts, refuse and suspend (the
+    owners' alerts go to the demo's mailboxes)."""
+    import pyarrow as pa
+
+    from mamori.act.smtp import act_on_findings
+    from mamori.demo_smtp import finding_json, load_mail
+    from mamori.detect.base import Window
+    from mamori.detect.registry import build
+
+    loaded = load_mail(gov, mail_log, ACTOR)
+    tables = [
+        build(name, gov.config.detect).run(gov, Window(), actor=ACTOR).findings
+        for name in ("smtp-brute-force", "smtp-compromised")
+    ]
+    found = pa.concat_tables(tables)
+    report = act_on_findings(gov, found, actor=ACTOR)
+    kinds = [a.kind.value for a in report.applied]
+    note(
+        f"{loaded['failures']:,} AUTH failures, {loaded['messages']:,} queued messages; "
+        f"{kinds.count('smtp-auth-refusal')} addresses refused (M12), "
+        f"{kinds.count('account-suspension')} AUTH IDs suspended (M11), "
+        f"{list(report.alerts.values()).count('sent')} owners alerted"
+    )
+    return [finding_json(r) for r in found.to_pylist()]
 
 
 def summary_table(result: DemoResult) -> Table:

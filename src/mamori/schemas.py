@@ -212,15 +212,44 @@ SUBSCRIBERS = DatasetSchema(
 AUTH_EVENTS = DatasetSchema(
     name="auth_events",
     time_column="ts",
-    doc="SMTP AUTH successes and failures from mail-server logs (measures M11, M12).",
+    doc="SMTP AUTH successes and failures, and mail queued after a successful AUTH, from "
+    "mail-server logs (measures M11, M12). Only address, time, mail address and AUTH ID are "
+    "kept — never a subject, a body or a recipient list.",
     subscriber_endpoints=(("client_addr", None),),
     columns=(
-        _ts("ts", C, "time of the AUTH attempt"),
+        _ts("ts", C, "time of the AUTH attempt (or of the message queued after it)"),
         _str("client_addr", C, "address the AUTH came from", ADDR_LEN, nullable=False),
         _str("auth_id", C, "SASL user name", 254),
         _str("sender", C, "envelope sender of queued mail", 254),
         Column("success", pa.bool_(), C, "whether the AUTH succeeded"),
         _str("server", N, "mail server that logged it", 253),
+        Column(
+            "recipients",
+            pa.uint32(),
+            C,
+            "number of recipients of the message queued (Postfix qmgr nrcpt); null: no message "
+            "or not known",
+        ),
+        _str("service", N, "smtp | imap | pop3 | submission | managesieve | auth", 16),
+        Column(
+            "attempts",
+            pa.uint16(),
+            N,
+            "AUTH attempts the log line stands for (Dovecot counts several per connection)",
+        ),
+    ),
+)
+
+MAIL_QUEUE = DatasetSchema(
+    name="mail_queue",
+    time_column="ts",
+    doc="Mail queue size sampled at the mail server (postqueue -j): the M11 trigger. Counts only.",
+    columns=(
+        _ts("ts", N, "time of the sample"),
+        _str("server", N, "mail server sampled", 253),
+        Column("messages", pa.uint32(), N, "messages in the queue", nullable=False),
+        Column("recipients", pa.uint32(), N, "recipients still to be delivered"),
+        Column("deferred", pa.uint32(), N, "messages in the deferred queue"),
     ),
 )
 
@@ -256,7 +285,7 @@ FINDINGS = DatasetSchema(
         _str(
             "kind",
             N,
-            "c2 | infected | ddos | reflection | spoofing | smtp-auth …",
+            "c2 | infected | ddos | reflection | spoofing | smtp-brute-force | smtp-compromised …",
             32,
             nullable=False,
         ),
@@ -269,6 +298,8 @@ FINDINGS = DatasetSchema(
         _ts("last_seen", C, "last evidence", nullable=True),
         _str("measure", N, "measure it was produced under (M1..M14)", 4, nullable=False),
         _str("evidence", N, "JSON evidence (aggregates, never subscriber identity)", JSON_LEN),
+        # M11 is about a mail account, not an address: its findings name the account to suspend
+        _str("auth_id", C, "SMTP AUTH ID a finding is about (M11 compromised accounts)", 254),
     ),
 )
 
@@ -444,6 +475,7 @@ DATASETS: Mapping[str, DatasetSchema] = {
         ALLOCATIONS,
         SUBSCRIBERS,
         AUTH_EVENTS,
+        MAIL_QUEUE,
         REPUTATION,
         FINDINGS,
         MATCHES,

@@ -110,6 +110,18 @@ ENTRY_POINTS: list[tuple[str, Callable[[Governance], Any], str, set[str]]] = [
         "M13",
         {"flows"},
     ),
+    (
+        "BruteForceDetector.run",
+        lambda g: build("smtp-brute-force", {}, write=False).run(g, Window(), actor="t"),
+        "M12",
+        {"auth_events"},
+    ),
+    (
+        "CompromisedDetector.run",
+        lambda g: build("smtp-compromised", {}, write=False).run(g, Window(), actor="t"),
+        "M11",
+        {"auth_events", "mail_queue"},
+    ),
     ("run_c2", lambda g: run_c2(g, actor="t", write=False), "M2", {"flows", "reputation"}),
     (
         "match_reputation",

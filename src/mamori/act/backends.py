@@ -9,6 +9,7 @@ from mamori.act.base import ActionKind, Backend
 from mamori.act.bgp import BgpBackend
 from mamori.act.nft import NftBackend
 from mamori.act.rpz import RpzBackend
+from mamori.act.smtp_backends import DovecotDenyFile, SmtpRefusalBackend
 from mamori.config import MamoriConfig
 
 __all__ = ["default_backends"]
@@ -21,4 +22,6 @@ def default_backends(config: MamoriConfig) -> dict[ActionKind, Backend[object]]:
         # ExaBGP through its relay, or the dry run when [network.bgp] api_socket is unset
         ActionKind.FLOWSPEC: BgpBackend(config, ActionKind.FLOWSPEC),
         ActionKind.RTBH: BgpBackend(config, ActionKind.RTBH),
+        ActionKind.SMTP_AUTH_REFUSAL: SmtpRefusalBackend(config),
+        ActionKind.ACCOUNT_SUSPENSION: DovecotDenyFile(config),
     }

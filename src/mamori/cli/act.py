@@ -1,9 +1,10 @@
 """`mamori act`: turn findings and lists into actions (RPZ zones, the resolver's consent policy,
-the warning page)."""
+the warning page, router filters, BGP, SMTP AUTH refusals and suspensions)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import contextlib
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -572,3 +573,148 @@ def bgp_exabgp_config(
         ),
         nl=False,
     )
+
+
+def _smtp_logs(specs: list[str]) -> list[tuple[Path, Any]]:
+    from mamori.ingest.mail import FORMATS
+
+    logs: list[tuple[Path, Any]] = []
+    for spec in specs:
+        fmt, sep, path = spec.partition(":")
+        if not sep or fmt not in FORMATS or not path:
+            fail(f"--follow takes FORMAT:PATH with FORMAT one of {', '.join(FORMATS)}", code=2)
+        logs.append((Path(path), fmt))
+    return logs
+
+
+@act_app.command("smtp")
+def act_smtp(
+    follow: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--follow",
+            help="FORMAT:PATH of a live mail log to follow (postfix, dovecot, exim); repeatable. "
+            "Without it: one pass over the stored findings",
+        ),
+    ] = None,
+    from_start: Annotated[
+        bool, typer.Option("--from-start", help="--follow: read what the logs hold first")
+    ] = False,
+    queue_every: Annotated[
+        float | None,
+        typer.Option("--queue-every", help="--follow: sample the mail queue every S seconds"),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="one pass: findings detected from then on [default: 24 h]"),
+    ] = None,
+    prepare: Annotated[
+        bool,
+        typer.Option(
+            "--prepare",
+            help="only write the (empty) access map, nftables table and Dovecot deny file that "
+            "the servers' configuration names, then exit",
+        ),
+    ] = False,
+) -> None:
+    """Refuse SMTP AUTH from brute-forcing addresses (M12: Postfix check_client_access map and/or
+    an nftables set on the submission ports) and suspend compromised AUTH IDs (M11: Dovecot
+    passdb deny file), telling the account's owner in Japanese and English. Every action has an
+    expiry and is withdrawn by itself; with --follow, Mamori follows the live logs, detects and
+    acts within seconds (see docs/smtp.md for main.cf and dovecot.conf)."""
+    from mamori.act.smtp import act_on_findings, smtp_backends, withdraw_expired
+    from mamori.act.smtp_backends import BackendError
+
+    gov = STATE.gov()
+    if prepare:
+        try:
+            for backend in smtp_backends(gov.config).values():
+                backend.prepare()  # type: ignore[attr-defined]
+        except BackendError as exc:
+            fail(str(exc))
+        out.print("access map, nftables table and deny file written", highlight=False)
+        return
+    if follow:
+        from mamori.act.smtp_guard import SmtpGuard
+
+        try:
+            guard = SmtpGuard(
+                gov,
+                _smtp_logs(follow),
+                actor=actor_name(),
+                from_start=from_start,
+                queue_every_s=queue_every,
+            )
+        except BackendError as exc:
+            fail(str(exc))
+
+        def show(step: Any) -> None:
+            acted = step.acted
+            if not (step.findings or step.expired or (acted and acted.applied)):
+                return
+            parts = [f"{len(step.findings)} new findings"]
+            if acted is not None:
+                parts += [f"{len(acted.applied)} applied", f"{len(acted.proposed)} proposed"]
+                parts += [f"alert {k}: {v}" for k, v in acted.alerts.items()]
+            parts.append(f"{len(step.expired)} expired")
+            for a in [*(acted.applied if acted else []), *step.expired]:
+                parts.append(f"{a.kind} {a.target} {a.state} until {a.expires:%H:%M:%S}")
+            out.print(f"{step.at:%H:%M:%S} " + "; ".join(parts), highlight=False, markup=False)
+
+        out.print(
+            "following "
+            + ", ".join(follow)
+            + f"; refusals via {', '.join(gov.config.mail.refusal_backends)}",
+            highlight=False,
+            markup=False,
+        )
+        with contextlib.suppress(KeyboardInterrupt):
+            guard.run(on_step=show)
+        return
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from mamori.cli.common import parse_time
+
+    start = parse_time(since) or datetime.now(UTC) - timedelta(hours=24)
+    tables = []
+    for measure in ("M12", "M11"):
+        t = gov.open(measure, "findings", None, actor_name(), start=start).arrow()
+        kinds = pa.array(["smtp-brute-force", "smtp-compromised"])
+        tables.append(
+            t.filter(
+                pc.and_(pc.is_in(t.column("kind"), kinds), pc.equal(t.column("measure"), measure))
+            )
+        )
+    report = act_on_findings(gov, pa.concat_tables(tables), actor=actor_name())
+    for a in report.applied:
+        out.print(f"{a.measure} {a.kind} {a.target}: applied until {a.expires}", highlight=False)
+    for a in report.proposed:
+        if a not in report.applied and a.state.value == "proposed":
+            out.print(f"{a.measure} {a.kind} {a.target}: proposed", highlight=False)
+    for k, v in report.alerts.items():
+        out.print(f"owner alert {k}: {v}", highlight=False)
+    expired = withdraw_expired(gov, actor_name())
+    out.print(
+        f"{len(report.applied)} applied, {len(report.proposed)} proposed, "
+        f"{report.already_open} already answered, {len(expired)} expired",
+        highlight=False,
+    )
+
+
+@act_app.command("smtp-restore")
+def act_smtp_restore(
+    target: Annotated[str, typer.Argument(help="the refused address or the suspended AUTH ID")],
+    reason: Annotated[
+        str, typer.Option("--reason", help="why it is restored (recorded in the audit log)")
+    ],
+) -> None:
+    """End a refusal or suspension before its expiry (e.g. the owner changed the password): the
+    back end withdraws it and the step is recorded with the reason and its legal basis."""
+    from mamori.act.smtp import restore
+
+    done = restore(STATE.gov(), target, actor=actor_name(), reason=reason)
+    if not done:
+        fail(f"{target}: no open refusal or suspension")
+    for a in done:
+        out.print(f"{a.measure} {a.kind} {a.target}: {a.state}", highlight=False)

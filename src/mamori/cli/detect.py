@@ -326,14 +326,93 @@ def detect_ddos(
     _print_run("DDoS attacks", run, as_json, columns)
 
 
-PENDING: list[Pending] = [
-    (
-        detect_app,
-        "smtp",
-        "detect smtp",
-        "Find SMTP AUTH brute force and compromised accounts (M11, M12).",
-        None,
-    ),
-]
+class SmtpPart(StrEnum):
+    brute_force = "brute-force"
+    compromised = "compromised"
+
+
+def smtp_finding_json(row: dict[str, Any]) -> dict[str, Any]:
+    """A finding of ``detect smtp`` as printed with --json (and scored by ``eval smtp``)."""
+    out = {
+        k: row[k]
+        for k in ("finding_id", "kind", "method", "ip", "score", "measure")
+        if row.get(k) is not None
+    }
+    for k in ("first_seen", "last_seen"):
+        out[k] = row[k].isoformat() if row[k] else None
+    if row.get("auth_id"):
+        out["auth_id"] = row["auth_id"]
+    out["evidence"] = json.loads(row["evidence"]) if row["evidence"] else None
+    return out
+
+
+@detect_app.command("smtp")
+def detect_smtp(
+    since: Annotated[
+        str | None, typer.Option("--since", help="start of the window (ISO 8601, UTC)")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="end of the window, exclusive (ISO 8601)")
+    ] = None,
+    only: Annotated[
+        list[SmtpPart] | None,
+        typer.Option(
+            "--only",
+            help="brute-force: addresses guessing passwords (M12); compromised: AUTH IDs whose "
+            "credentials send spam (M11). Repeatable [default: both]",
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print one JSON object per finding (JSON lines)")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="report findings without storing them")
+    ] = False,
+) -> None:
+    """Find SMTP AUTH abuse in the mail-server logs loaded with `mamori ingest mail`.
+
+    Brute force (M12, detector smtp-brute-force): failures per address in a window (fail2ban's
+    5 in 10 minutes to start from), slow guessing over days, user-name enumeration, and one
+    account tried from many addresses. Compromised accounts (M11, detector smtp-compromised): a
+    queue spike (queue samples, else the qmgr recipient counts) and, per AUTH ID sending in it,
+    its recipients per hour against its own baseline, the addresses, networks and ASNs it sent
+    from, and failures just before a success. Thresholds: [detect.smtp-brute-force] and
+    [detect.smtp-compromised]. Findings are stored for `mamori act smtp`."""
+    from mamori.detect.base import Window
+
+    parts = only or [SmtpPart.brute_force, SmtpPart.compromised]
+    names = {SmtpPart.brute_force: "smtp-brute-force", SmtpPart.compromised: "smtp-compromised"}
+    window = Window(parse_time(since), parse_time(until))
+    gov = STATE.gov()
+    rows: list[dict[str, Any]] = []
+    summaries: dict[str, Any] = {}
+    for part in dict.fromkeys(parts):
+        run = _build(names[part], write=not dry_run).run(gov, window, actor=actor_name())
+        rows += run.findings.to_pylist()
+        summaries[names[part]] = run.summary
+    if as_json:
+        for r in rows:
+            typer.echo(json.dumps(smtp_finding_json(r), sort_keys=True, default=str))
+        typer.echo(json.dumps(summaries, default=str, sort_keys=True), err=True)
+        return
+    t = Table(title=f"SMTP AUTH findings ({len(rows)})")
+    for col in ("kind", "method", "address", "AUTH ID", "score", "first seen", "last seen"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(
+            r["kind"],
+            r["method"],
+            r["ip"] or "",
+            r["auth_id"] or "",
+            f"{r['score']:.2f}",
+            r["first_seen"].isoformat() if r["first_seen"] else "",
+            r["last_seen"].isoformat() if r["last_seen"] else "",
+        )
+    out.print(t)
+    for name, summary in summaries.items():
+        out.print(f"{name}: {json.dumps(summary, default=str)}", highlight=False, markup=False)
+
+
+PENDING: list[Pending] = []
 
 register_pending(PENDING)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -475,7 +477,155 @@ def _print_report_result(file: Path, res: LoadResult, as_json: bool) -> None:
         err.print(f"  … {len(res.bad) - 20} more bad records", highlight=False)
 
 
-PENDING: list[Pending] = [
-    (ingest_app, "mail", "ingest mail", "Load Postfix / Dovecot logs (SMTP AUTH events).", None),
-]
+class MailFormatOpt(StrEnum):
+    postfix = "postfix"
+    dovecot = "dovecot"
+    exim = "exim"
+
+
+@ingest_app.command("mail")
+def ingest_mail(
+    files: Annotated[
+        list[Path] | None, typer.Argument(help="mail-server log files (syslog, Exim main log)")
+    ] = None,
+    fmt: Annotated[
+        MailFormatOpt | None,
+        typer.Option(
+            "--format",
+            help="postfix: smtpd SASL failures, client= … sasl_username= and qmgr nrcpt lines; "
+            "dovecot: login and auth-process lines; exim: authenticator failures and <= lines "
+            "with A=. A log holding several servers' lines is loaded once per format",
+        ),
+    ] = None,
+    follow: Annotated[
+        bool,
+        typer.Option("--follow", help="keep reading the one FILE as it grows (tail -F)"),
+    ] = False,
+    from_start: Annotated[
+        bool, typer.Option("--from-start", help="--follow: read what the file holds first")
+    ] = False,
+    queue: Annotated[
+        bool,
+        typer.Option(
+            "--queue",
+            help="sample the mail queue's size instead ([mail] queue_command, postqueue -j): "
+            "the M11 trigger",
+        ),
+    ] = False,
+    every: Annotated[
+        float | None,
+        typer.Option("--every", help="--queue: keep sampling every this many seconds"),
+    ] = None,
+    year: Annotated[
+        int | None,
+        typer.Option(
+            "--year",
+            help="year of the log's syslog time stamps, which have none [default: from the "
+            "file's last change]",
+        ),
+    ] = None,
+    server: Annotated[
+        str | None, typer.Option("--server", help="mail server name recorded [default: [mail]]")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="parse and report, store nothing")] = (
+        False
+    ),
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+) -> None:
+    """Load mail-server logs: SMTP AUTH failures and successes, and mail queued after a
+    successful AUTH (M11, M12). Only address, time, mail address, AUTH ID and counts are kept —
+    never a subject, a body or a recipient list. Bad lines are counted and listed with their
+    line numbers; the good lines around them are kept. Times without a zone are read in
+    [mail] timezone."""
+    from mamori.ingest.mail import (
+        MailFollower,
+        MailIngestReport,
+        QueueError,
+        ingest_mail_file,
+        sample_queue,
+    )
+
+    gov = STATE.gov()
+    if queue:
+        if files or follow:
+            fail("--queue samples the queue; give no FILE and no --follow", code=2)
+        while True:
+            try:
+                sample = sample_queue(gov, actor=actor_name(), server=server, dry_run=dry_run)
+            except QueueError as exc:
+                fail(str(exc))
+            if as_json:
+                typer.echo(sample.model_dump_json())
+            else:
+                out.print(
+                    f"{sample.ts:%H:%M:%S} {sample.server}: {sample.messages:,} messages "
+                    f"({sample.deferred:,} deferred), {sample.recipients:,} recipients",
+                    highlight=False,
+                )
+            if every is None:
+                return
+            time.sleep(every)
+    if not files:
+        fail("give FILE(s), FILE with --follow, or --queue", code=2)
+    if fmt is None:
+        fail("give --format postfix|dovecot|exim", code=2)
+    if follow:
+        if len(files) != 1:
+            fail("--follow reads one FILE", code=2)
+        follower = MailFollower(
+            gov, files[0], fmt.value, actor=actor_name(), from_start=from_start, server=server
+        )
+
+        def show(batch: Any) -> None:
+            if batch.events.num_rows or batch.rotated:
+                n_fail = batch.events.num_rows - sum(batch.events.column("success").to_pylist())
+                out.print(
+                    f"{datetime.now(UTC):%H:%M:%S} {batch.lines:,} lines, {n_fail:,} failures, "
+                    f"{batch.events.num_rows - n_fail:,} successes, {batch.stored:,} stored"
+                    + (" (rotated)" if batch.rotated else ""),
+                    highlight=False,
+                )
+
+        out.print(f"following {files[0]} ({fmt.value})", highlight=False)
+        with contextlib.suppress(KeyboardInterrupt):
+            follower.run(on_batch=show)
+        return
+    reference = datetime(year, 12, 31, 23, 59, tzinfo=UTC) if year else None
+    reports: list[MailIngestReport] = []
+    for path in files:
+        if not path.is_file():
+            fail(f"{path}: no such file", code=2)
+        try:
+            reports.append(
+                ingest_mail_file(
+                    gov,
+                    path,
+                    fmt.value,
+                    actor=actor_name(),
+                    reference=reference,
+                    server=server,
+                    dry_run=dry_run,
+                )
+            )
+        except (OSError, ValueError) as exc:
+            fail(f"{path}: {exc}")
+    for report in reports:
+        if as_json:
+            typer.echo(report.model_dump_json())
+            continue
+        out.print(
+            f"{report.file} ({report.format}): {report.lines:,} lines, {report.failures:,} AUTH "
+            f"failures, {report.successes:,} successes ({report.messages:,} queued messages), "
+            f"{report.skipped:,} not password guesses, {report.malformed:,} malformed; "
+            f"{report.rows_stored:,} rows stored"
+            + (f" under {report.measure}" if report.measure else "")
+            + f" in {report.seconds:.2f} s",
+            highlight=False,
+        )
+        for kind, lines in report.examples.items():
+            for line in lines:
+                err.print(f"  {kind} {line}", highlight=False, markup=False)
+
+
+PENDING: list[Pending] = []
 register_pending(PENDING)

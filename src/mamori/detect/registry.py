@@ -13,16 +13,26 @@ from mamori.detect.c2 import C2Detector
 from mamori.detect.ddos import DdosDetector
 from mamori.detect.reflection import ReflectionDetector
 from mamori.detect.reputation_match import InfectedDetector
+from mamori.detect.smtp_accounts import CompromisedDetector
+from mamori.detect.smtp_bruteforce import BruteForceDetector
 from mamori.detect.spoofing import SpoofingDetector
 
 __all__ = ["DETECTORS", "NOT_BUILT", "DetectorConfigError", "all_params", "build", "params_for"]
 
 DETECTORS: dict[str, type[Any]] = {
     cls.name: cls
-    for cls in (C2Detector, DdosDetector, InfectedDetector, ReflectionDetector, SpoofingDetector)
+    for cls in (
+        C2Detector,
+        DdosDetector,
+        InfectedDetector,
+        ReflectionDetector,
+        SpoofingDetector,
+        BruteForceDetector,
+        CompromisedDetector,
+    )
 }
 #: detectors the command line names but that are not built yet (they exit 69)
-NOT_BUILT = ("smtp",)
+NOT_BUILT: tuple[str, ...] = ()
 
 
 class DetectorConfigError(ValueError):

@@ -73,6 +73,9 @@ class MeasureLine(BaseModel):
     alerts_failed: int = 0
     blocks: int = 0
     block_subscribers: int = 0
+    #: of the blocks: SMTP AUTH refusals (M12) and account suspensions (M11)
+    auth_refusals: int = 0
+    account_suspensions: int = 0
     opt_outs: int = 0
     opt_ins: int = 0
     cc_entries_shared: int = 0
@@ -256,6 +259,10 @@ def build_report(
             if line is not None:
                 line.blocks += 1
                 line.block_subscribers += int(r["subscribers_affected"] or 0)
+                if r["kind"] == ActionKind.SMTP_AUTH_REFUSAL.value:
+                    line.auth_refusals += 1
+                elif r["kind"] == ActionKind.ACCOUNT_SUSPENSION.value:
+                    line.account_suspensions += 1
 
     # --- findings of the network-protection detectors (spoofing, reflection, DDoS …), counted
     findings: list[FindingCount] = []

@@ -105,6 +105,10 @@ class Smtp(_Model):
     compromised_accounts: int = 1
     spam_messages: int = 300
     benign_mail_per_sub_day: float = 2.0
+    #: share of honest submissions preceded by one to three mistyped passwords
+    typo_share: float = 0.05
+    #: devices per 1,000 subscribers still trying an old password every 15–40 minutes
+    stale_devices_per_1000: float = 3.0
 
 
 class Feeds(_Model):

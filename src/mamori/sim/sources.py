@@ -7,7 +7,8 @@
 
 * Postfix (submission service) and Dovecot lines in one ``mail.log`` (RFC 3164 time stamps):
   SASL successes (``client=…, sasl_method=PLAIN, sasl_username=…``), SASL failures
-  (``warning: unknown[IP]: SASL LOGIN authentication failed: …``, the line fail2ban's
+  (``warning: unknown[IP]: SASL LOGIN authentication failed: …, sasl_username=…``, as Postfix
+  3.x writes them, the line fail2ban's
   ``postfix`` filter matches), Dovecot ``imap-login: Disconnected (auth failed, …)`` lines (the
   ``dovecot`` filter), and queue growth: spam relayed through a compromised account is deferred.
 * abuse.ch Feodo Tracker ``ipblocklist.csv``, URLhaus ``csv_recent``, ThreatFox CSV export, and a
@@ -110,8 +111,9 @@ def write_mail(world: World, traffic: Traffic, path: Path) -> int:
         if not ok:
             add(
                 ts + 1,
+                # Postfix 3.x names the user a failure was for
                 f"{smtpd}: warning: unknown[{client}]: SASL LOGIN authentication failed: "
-                "UGFzc3dvcmQ6",
+                f"(reason unavailable), sasl_username={user}",
             )
             add(
                 ts + 1,

@@ -1,5 +1,7 @@
 """Mail abuse at the ISP's submission server: password guessing (SMTP AUTH / IMAP logins) from
-outside, and compromised subscriber accounts sending spam.
+outside, and compromised subscriber accounts sending spam — and the failures honest users make,
+which a detector must not take for either: a mistyped password corrected at once, and a device
+still trying an old password every so often (recorded in the truth as ``benign_failures``).
 """
 
 from __future__ import annotations
@@ -113,7 +115,9 @@ def smtp(g: Gen) -> None:
                 "messages": int(ts.size * 10),
             }
         )
+    benign = _benign_failures(g)
     g.truth["smtp"] = {
+        "benign_failures": benign,
         "brute_force": {
             "sources": [ntoa(a) for a in attackers],
             "from": iso(b0),
@@ -122,3 +126,27 @@ def smtp(g: Gen) -> None:
         },
         "compromised_accounts": comp,
     }
+
+
+def _benign_failures(g: Gen) -> dict[str, Any]:
+    """Typos and stale passwords of honest users, drawn from a random stream of their own so the
+    rest of the world stays as it was for a seed."""
+    c, w = g.cfg.smtp, g.w
+    rng = np.random.default_rng([w.seed, 11])
+    m = g.mail
+    honest = [i for i in range(len(m.t)) if m.ok[i] and not m.spam[i] and m.service[i] == "smtp"]
+    typos = 0
+    for i in honest:
+        if rng.random() < c.typo_share:
+            for k in range(int(rng.integers(1, 4))):  # one to three tries before the right one
+                m.add(m.t[i] - 20.0 * (k + 1), m.client[i], m.user[i], False, 0, False)
+                typos += 1
+    stale: list[dict[str, Any]] = []
+    n_stale = max(1, round(w.n * c.stale_devices_per_1000 / 1000)) if honest else 0
+    for i in rng.choice(honest, size=min(n_stale, len(honest)), replace=False).tolist():
+        every = float(rng.uniform(900.0, 2400.0))
+        times = np.arange(w.t0 + float(rng.uniform(0, every)), w.t1, every)
+        for t in times.tolist():
+            m.add(t, m.client[i], m.user[i], False, 0, False, service="imap")
+        stale.append({"ip": ntoa(m.client[i]), "auth_id": m.user[i], "failures": int(times.size)})
+    return {"typo_failures": typos, "stale_devices": stale}
