@@ -21,7 +21,7 @@ from tests.web.conftest import ACCOUNTS, PASSWORD, csrf_of, login
 pytestmark = pytest.mark.slow  # walks every route of the console for every role
 
 # Pages anyone may open; everything else needs an account (the consent page needs its token).
-PUBLIC = {"/", "/transparency", "/transparency.json", "/transparency.csv", "/login"}
+PUBLIC = {"/", "/transparency", "/transparency.json", "/transparency.csv", "/login", "/consent"}
 
 
 def _client(base_url: str) -> httpx.Client:

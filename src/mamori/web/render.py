@@ -7,27 +7,45 @@ Its own module so the routes need not import the application that includes them.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
+from jinja2 import pass_context
 
 from mamori.governance.roles import views_for
 from mamori.web.auth import csrf_token
 
-__all__ = ["VIEW_PATHS", "WEB_DIR", "render", "templates"]
+__all__ = ["VIEW_PATHS", "WEB_DIR", "render", "templates", "to_local"]
 
 WEB_DIR = Path(str(resources.files("mamori.web")))
 templates = Jinja2Templates(directory=str(WEB_DIR / "templates"))
 
 
-def _fmt_ts(value: Any) -> str:
+@lru_cache(maxsize=16)
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+def to_local(value: datetime, zone: str) -> str:
+    """``value`` in the ISP's time zone, with the zone named (``2026-11-02 21:28 JST``)."""
+    if value.tzinfo is None:  # stored times are UTC
+        value = value.replace(tzinfo=UTC)
+    local = value.astimezone(_zone(zone))
+    return f"{local:%Y-%m-%d %H:%M} {local.tzname() or zone}"
+
+
+@pass_context
+def _fmt_ts(ctx: Any, value: Any) -> str:
     if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M UTC")
+        zone = ctx.get("time_zone") or "UTC"
+        return to_local(value, zone)
     return "" if value is None else str(value)
 
 
@@ -65,6 +83,7 @@ def render(
         "csrf": csrf_token(request),
         "menu": views_for(role) if role is not None else [],
         "isp": request.app.state.gov.config.isp_name,
+        "time_zone": request.app.state.gov.config.web.time_zone,
         **(context or {}),
     }
     return templates.TemplateResponse(request, name, ctx, status_code=status)
