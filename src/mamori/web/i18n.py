@@ -1,0 +1,149 @@
+"""The console's chrome in Japanese and English.
+
+Templates write ``{{ _("Findings") }}``; the English text is the key, and :data:`JA` gives the
+Japanese. The language is, in order: ``?lang=`` (remembered in the session), the account's
+setting, the browser's ``Accept-Language`` (every browser sends one), else English (what a script
+without the header gets). Data (measure names aside) is shown as stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi import Request
+
+__all__ = ["JA", "LANGS", "language", "translator"]
+
+LANGS = ("ja", "en")
+
+JA: dict[str, str] = {
+    # menu and chrome
+    "Home": "ホーム",
+    "Findings": "検知結果",
+    "Actions": "措置",
+    "Approvals": "承認待ち",
+    "Alerts": "注意喚起",
+    "Cases": "案件",
+    "Mailbox": "送信メール",
+    "Search": "検索",
+    "Traffic": "トラフィック",
+    "Audit": "監査",
+    "Retention": "保存期間",
+    "Users": "アカウント",
+    "Account": "アカウント設定",
+    "Sign out": "サインアウト",
+    "Staff sign in": "職員サインイン",
+    "Public notice": "公表事項",
+    "Transparency report": "透明性レポート",
+    "Trends": "推移",
+    "Console": "コンソール",
+    "Signed in as": "サインイン中",
+    "What this role may use": "このロールで使える画面",
+    "Measures this role works under": "このロールが扱う措置",
+    "measure": "措置",
+    "name": "名称",
+    "legal basis": "法的根拠",
+    # tables
+    "Filter": "絞り込み",
+    "Search text": "文字列検索",
+    "Address or prefix": "アドレスまたはプレフィックス",
+    "From": "開始",
+    "To": "終了",
+    "Rows per page": "表示件数",
+    "Apply": "適用",
+    "Clear": "解除",
+    "Download CSV": "CSVダウンロード",
+    "rows": "件",
+    "of": "／",
+    "Previous": "前へ",
+    "Next": "次へ",
+    "all": "すべて",
+    "No rows match.": "該当する行はありません。",
+    "detected": "検知日時",
+    "kind": "種別",
+    "endpoint": "エンドポイント",
+    "method": "手法",
+    "score": "スコア",
+    "status": "状態",
+    "evidence": "根拠",
+    "created": "作成",
+    "alert": "注意喚起",
+    "subscriber": "契約者",
+    "case": "案件",
+    "state": "状態",
+    "sent": "送信",
+    "cause": "原因",
+    "attempts": "試行",
+    "target": "対象",
+    "expires": "期限",
+    "start": "開始",
+    "end": "終了",
+    "approved by": "承認者",
+    "proposed by": "提案者",
+    "subscribers": "影響契約者数",
+    "decide": "判断",
+    "received": "受信",
+    "to": "宛先",
+    "subject": "件名",
+    "time": "日時",
+    "actor": "実行者",
+    "event": "イベント",
+    "dataset": "データセット",
+    "detail": "詳細",
+    "opened": "開始",
+    "updated": "更新",
+    "assignee": "担当者",
+    "notes": "メモ",
+    "timeline": "経過",
+    # actions
+    "Approve": "承認",
+    "Reject": "却下",
+    "Apply now": "適用",
+    "End": "終了",
+    "Propose": "提案",
+    "False positive": "誤検知",
+    "Confirm": "確定",
+    "What will change": "変更内容",
+    # cases
+    "open": "対応中",
+    "acknowledged": "受付済",
+    "resolved": "解決",
+    "escalated": "エスカレーション",
+    "closed": "完了",
+    "Add a note": "メモを追加",
+    "Save": "保存",
+    "Assign to": "担当者",
+    "Set status": "状態を変更",
+    # errors
+    "Page not found": "ページが見つかりません",
+    "Not for your role": "このロールでは利用できません",
+    "Form expired": "フォームの有効期限切れ",
+    "Not done": "実行できませんでした",
+    "Refused": "拒否されました",
+}
+
+
+def language(request: Request, account_language: str | None = None) -> str:
+    """The language of the page for this request (see the module docstring)."""
+    asked = request.query_params.get("lang")
+    if asked in LANGS:
+        request.session["lang"] = asked
+        return asked
+    kept = request.session.get("lang")
+    if kept in LANGS:
+        return str(kept)
+    if account_language in LANGS:
+        return str(account_language)
+    for part in request.headers.get("accept-language", "").split(","):
+        tag = part.split(";", 1)[0].strip().lower()
+        if tag.startswith("en"):
+            return "en"
+        if tag.startswith("ja"):
+            return "ja"
+    return "en"
+
+
+def translator(lang: str) -> Callable[[str], str]:
+    if lang == "ja":
+        return lambda text: JA.get(text, text)
+    return lambda text: text
