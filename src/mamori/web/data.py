@@ -301,7 +301,8 @@ def cases_table(gov: Governance, measures: Sequence[str], actor: str) -> Loaded:
         for name in CASE_SCHEMA.names
         if name in t.column_names and name not in ("updated", "status", "assignee")
     }
-    cols["updated"] = pc.max_element_wise(updated, desk_updated, skip_nulls=True)
+    later = pc.fill_null(pc.greater(desk_updated, updated), False)
+    cols["updated"] = pc.if_else(later, desk_updated, updated)
     cols["status"] = pc.fill_null(pc.take(book.column("status"), idx), "open")
     cols["assignee"] = pc.take(book.column("assignee"), idx)
     cols["withheld"] = pa.array([False] * t.num_rows, pa.bool_())

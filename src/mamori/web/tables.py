@@ -317,7 +317,8 @@ def csv_bytes(table: pa.Table, query: TableQuery) -> bytes:
     ]
     t = t.select(cols).slice(0, MAX_CSV_ROWS)
     buf = io.BytesIO()
-    pacsv.write_csv(t, buf)
+    buf.write((",".join(cols) + "\n").encode())  # column names need no quoting
+    pacsv.write_csv(t, buf, pacsv.WriteOptions(include_header=False, quoting_style="needed"))
     return buf.getvalue()
 
 

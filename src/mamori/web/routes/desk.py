@@ -234,7 +234,12 @@ def _timeline(
         matches = _read_one(gov, measure, "matches", viewer.actor)
         alerts = data.alerts_table(gov, [measure], viewer.actor).table
         versions = _read_one(gov, measure, "notifications", viewer.actor)
-        versions = versions.filter(pc.equal(versions.column("case_id"), case["case_id"]))
+        ours = pc.equal(versions.column("case_id"), case["case_id"])
+        if case.get("notification_id"):
+            ours = pc.or_kleene(
+                ours, pc.equal(versions.column("notification_id"), case["notification_id"])
+            )
+        versions = versions.filter(pc.fill_null(ours, False))
         nids = pc.unique(versions.column("notification_id"))
         if matches.num_rows:
             m = matches.filter(pc.is_in(matches.column("notification_id"), value_set=nids))
