@@ -275,3 +275,131 @@ def test_not_found_is_a_page(fresh_app: FastAPI) -> None:
         assert r.status_code == 404
         assert r.headers["content-type"].startswith("text/html")
         assert "<h1>" in r.text and "/no/such/page" in r.text
+
+
+def test_password_change_ends_the_session_on_the_server(
+    fresh_app: FastAPI, web_gov: Governance
+) -> None:
+    Accounts(web_gov).add("selfchange", Role.OPERATOR, PASSWORD)
+    with running(fresh_app) as url:
+        with httpx.Client(base_url=url, follow_redirects=False, timeout=30) as c:
+            assert _login(c, "selfchange") == 303
+            captured = c.cookies[SESSION_COOKIE]
+            csrf = csrf_of(c.get("/account").text)
+            wrong = c.post(
+                "/account/password", data={"csrf": csrf, "current": WRONG, "new": "x" * 14}
+            )
+            assert wrong.status_code == 400
+            r = c.post(
+                "/account/password",
+                data={"csrf": csrf, "current": PASSWORD, "new": "a brand new passphrase"},
+            )
+            assert r.status_code == 303 and r.headers["location"] == "/login"
+        with httpx.Client(base_url=url, follow_redirects=False, timeout=30) as old:
+            old.cookies.set(SESSION_COOKIE, captured)
+            assert old.get("/traffic").status_code == 303
+            assert _login(old, "selfchange", "a brand new passphrase") == 303
+
+
+def test_admin_disables_resets_and_changes_roles(fresh_app: FastAPI, web_gov: Governance) -> None:
+    import re
+
+    Accounts(web_gov).add("managed", Role.ANALYST, PASSWORD)
+    with (
+        running(fresh_app) as url,
+        httpx.Client(base_url=url, follow_redirects=False, timeout=30) as admin,
+        httpx.Client(base_url=url, follow_redirects=False, timeout=30) as user,
+    ):
+        assert _login(admin, ACCOUNTS[Role.ADMIN]) == 303
+        assert _login(user, "managed") == 303
+        page = admin.get("/admin/users").text
+        row = page.split('data-account="managed"')[1].split("</tr>")[0]
+        assert "<td>1</td>" in row  # one open session, and its last sign-in shown
+        csrf = csrf_of(page)
+        assert admin.post("/admin/users/managed/disable", data={"csrf": csrf}).status_code == 200
+        assert user.get("/findings").status_code == 303  # its session ended at once
+        assert _login(user, "managed") == 401
+        admin.post("/admin/users/managed/enable", data={"csrf": csrf})
+        reset = admin.post("/admin/users/managed/reset", data={"csrf": csrf}).text
+        m = re.search(r'id="new-password">([^<]+)<', reset)
+        assert m and _login(user, "managed", PASSWORD) == 401
+        assert _login(user, "managed", m.group(1)) == 303
+        admin.post("/admin/users/managed/role", data={"csrf": csrf, "role": "operator"})
+        assert user.get("/findings").status_code == 303  # the role change ended it too
+        assert _login(user, "managed", m.group(1)) == 303
+        assert user.get("/traffic").status_code == 200
+        assert user.get("/findings").status_code == 403
+    changes = [e.detail or "" for e in web_gov.audit.entries() if e.event == "account"]
+    assert any('"change": "disable"' in d for d in changes)
+    assert any('"change": "role"' in d and "operator" in d for d in changes)
+
+
+def test_second_factor_set_up_from_the_account_page(
+    fresh_app: FastAPI, web_gov: Governance
+) -> None:
+    import re
+    import time
+
+    Accounts(web_gov).add("settotp", Role.AUDITOR, PASSWORD)
+    with _client(fresh_app) as c:
+        assert _login(c, "settotp") == 303
+        csrf = csrf_of(c.get("/account").text)
+        page = c.post("/account/totp", data={"csrf": csrf, "step": "start"}).text
+        m = re.search(r'id="totp-secret">([A-Z2-7]+)<', page)
+        assert m
+        code = totp_at(m.group(1), time.time())
+        assert (
+            c.post(
+                "/account/totp", data={"csrf": csrf, "step": "confirm", "code": code}
+            ).status_code
+            == 200
+        )
+    assert Accounts(web_gov).find("settotp").totp_secret == m.group(1)  # type: ignore[union-attr]
+    with _client(fresh_app) as c:
+        assert _login(c, "settotp") == 401
+        assert _login(c, "settotp", code=totp_at(m.group(1), time.time())) == 303
+
+
+@pytest.mark.parametrize(
+    ("accept", "heading", "menu"),
+    [("ja-JP,ja;q=0.9", "コンソール", "検知結果"), ("en-US,en;q=0.9", "Console", "Findings")],
+)
+def test_chrome_follows_the_browser_language(
+    fresh_app: FastAPI, accept: str, heading: str, menu: str
+) -> None:
+    with _client(fresh_app) as c:
+        c.headers["Accept-Language"] = accept
+        assert _login(c, ACCOUNTS[Role.ANALYST]) == 303
+        page = c.get("/console").text
+        assert f"<h1>{heading}" in page and f">{menu}</a>" in page
+        assert f'lang="{accept[:2]}"' in page
+        forbidden = c.get("/auditor")
+        assert forbidden.status_code == 403
+        assert (
+            "このロールでは利用できません" if accept.startswith("ja") else "Not for your role"
+        ) in forbidden.text
+        missing = c.get("/nowhere")
+        assert (
+            "ページが見つかりません" if accept.startswith("ja") else "Page not found"
+        ) in missing.text
+
+
+def test_the_accounts_language_wins_over_the_browser(
+    fresh_app: FastAPI, web_gov: Governance
+) -> None:
+    Accounts(web_gov).add("speaksen", Role.OPERATOR, PASSWORD)
+    with _client(fresh_app) as c:
+        c.headers["Accept-Language"] = "ja"
+        assert _login(c, "speaksen") == 303
+        csrf = csrf_of(c.get("/account").text)
+        c.post("/account/language", data={"csrf": csrf, "language": "en"})
+        assert ">Traffic</a>" in c.get("/console").text
+        assert ">トラフィック</a>" in c.get("/console", params={"lang": "ja"}).text
+
+
+def test_trends_are_counts_on_a_time_axis(fresh_app: FastAPI) -> None:
+    with _client(fresh_app) as c:
+        assert _login(c, ACCOUNTS[Role.OPERATOR]) == 303
+        page = c.get("/trends").text
+        assert page.count("<svg") == 3
+        assert "Findings per day" in page and "Opt-outs per day" in page

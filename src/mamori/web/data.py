@@ -581,3 +581,57 @@ def _marks(
     except AccessRefused:
         pass
     return sorted(out)[:200]
+
+
+def trends(gov: Governance, actor: str) -> dict[str, list[tuple[datetime, int]]]:
+    """Counts per UTC day: findings (read under M14, kind and time only), alerts sent and
+    opt-outs (from the audit log's action steps and consent changes: counts, never who)."""
+    from mamori.web.auditindex import audit_index
+
+    out: dict[str, list[tuple[datetime, int]]] = {}
+    try:
+        g = gov.open("M14", "findings", ["detected"], actor)
+        try:
+            rows = g.sql(
+                f"SELECT date_trunc('day', detected) AS d, count(*) FROM {g.name} GROUP BY d"
+            ).fetchall()
+        finally:
+            g.sandbox.close()
+        out["findings"] = sorted((_utc(d), int(n)) for d, n in rows if d is not None)
+    except AccessRefused:
+        out["findings"] = []
+    t = audit_index(gov).table()
+    alerts: dict[datetime, int] = {}
+    opt_outs: dict[datetime, int] = {}
+    interesting = t.filter(
+        pc.or_(
+            pc.and_(
+                pc.equal(t.column("event"), "write"),
+                pc.fill_null(pc.match_substring(t.column("detail"), '"step": "applied"'), False),
+            ),
+            pc.and_(
+                pc.equal(t.column("event"), "consent"),
+                pc.fill_null(pc.match_substring(t.column("detail"), '"state": "out"'), False),
+            ),
+        )
+    )
+    for ts, event, detail in zip(
+        interesting.column("ts").to_pylist(),
+        interesting.column("event").to_pylist(),
+        interesting.column("detail").to_pylist(),
+        strict=True,
+    ):
+        day = ts.replace(hour=0, minute=0, second=0, microsecond=0)
+        if event == "consent":
+            opt_outs[day] = opt_outs.get(day, 0) + 1
+            continue
+        d = json.loads(detail or "{}")
+        if d.get("kinds") == ["alert"]:
+            alerts[day] = alerts.get(day, 0) + len(d.get("action_ids", []))
+    out["alerts"] = sorted(alerts.items())
+    out["opt_outs"] = sorted(opt_outs.items())
+    return out
+
+
+def _utc(t: datetime) -> datetime:
+    return t if t.tzinfo else t.replace(tzinfo=UTC)

@@ -294,3 +294,45 @@ async def traffic(request: Request, viewer: Traffic) -> Response:
             "params": dict(params),
         },
     )
+
+
+Trends = Annotated[Viewer, Depends(Need("trends"))]
+
+
+@router.get("/trends")
+async def trends(request: Request, viewer: Trends) -> Response:
+    """Findings per day (read under M14: kind and time only), alerts sent and opt-outs per day
+    (counted from the audit log: no subscriber, no address)."""
+    gov = _gov(request)
+    zone = gov.config.web.time_zone
+    days = {"30d": 30, "90d": 90, "365d": 365}.get(request.query_params.get("range", "90d"), 90)
+    per_day = data.trends(gov, viewer.actor)
+    charts_out = []
+    for key, title in (
+        ("findings", "Findings per day"),
+        ("alerts", "Alerts sent per day"),
+        ("opt_outs", "Opt-outs per day"),
+    ):
+        series = per_day[key]
+        last = max((d for d, _ in series), default=None)
+        until = (last or datetime.now(UTC)) + timedelta(days=1)
+        charts_out.append(
+            charts.timeseries(
+                series,
+                title=title,
+                since=until - timedelta(days=days),
+                until=until,
+                step=timedelta(days=1),
+                zone=zone,
+            )
+        )
+    return render(
+        request,
+        "trends.html",
+        {
+            "viewer": viewer,
+            "charts": charts_out,
+            "range": f"{days}d",
+            "totals": {k: sum(v for _, v in s) for k, s in per_day.items()},
+        },
+    )
