@@ -106,6 +106,10 @@ def propose_from_finding(
     return proposed
 
 
+def _when(t: Any) -> str:
+    return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if isinstance(t, datetime) else str(t)
+
+
 def preview(row: Mapping[str, Any]) -> str:
     """What applying the action would change, as the back end would write it."""
     kind, target = str(row.get("kind")), str(row.get("target") or "")
@@ -113,7 +117,7 @@ def preview(row: Mapping[str, Any]) -> str:
         family = "ipv6" if ":" in target else "ipv4"
         return (
             f"nft add element inet mamori blocked_{family} {{ {target.split('/')[0]} }}\n"
-            f"# until {row.get('expires')}: drops traffic to and from it at the border"
+            f"# until {_when(row.get('expires'))}: drops traffic to and from it at the border"
         )
     if kind == ActionKind.FLOWSPEC:
         parts = target.split()

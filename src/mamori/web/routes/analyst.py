@@ -26,6 +26,7 @@ from mamori.governance.roles import (
 from mamori.web import charts, data
 from mamori.web.auth import Need, Viewer, csrf_form
 from mamori.web.evidence import summarise
+from mamori.web.i18n import language, translator
 from mamori.web.proposals import EXPIRY_HOURS, PROPOSALS, ProposalError, propose_from_finding
 from mamori.web.render import render, table_response
 from mamori.web.specs import ACTIONS_TABLE, ALERTS_TABLE, CASES_TABLE, FINDINGS_TABLE
@@ -307,6 +308,7 @@ async def trends(request: Request, viewer: Trends) -> Response:
     zone = gov.config.web.time_zone
     days = {"30d": 30, "90d": 90, "365d": 365}.get(request.query_params.get("range", "90d"), 90)
     per_day = data.trends(gov, viewer.actor)
+    words = translator(language(request, viewer.account.language if viewer.account else None))
     charts_out = []
     for key, title in (
         ("findings", "Findings per day"),
@@ -319,7 +321,7 @@ async def trends(request: Request, viewer: Trends) -> Response:
         charts_out.append(
             charts.timeseries(
                 series,
-                title=title,
+                title=words(title),
                 since=until - timedelta(days=days),
                 until=until,
                 step=timedelta(days=1),

@@ -25,7 +25,7 @@ from mamori.web.auditindex import proposers
 from mamori.web.auth import Need, Viewer, csrf_form
 from mamori.web.maildir import read_mailbox
 from mamori.web.proposals import preview
-from mamori.web.render import render, table_response
+from mamori.web.render import render, table_response, to_local
 from mamori.web.specs import ACTIONS_TABLE, ALERTS_TABLE, CASES_TABLE
 
 router = APIRouter()
@@ -257,7 +257,8 @@ def _timeline(
                     (
                         pc.min(ts).as_py(),
                         "match",
-                        f"{m.num_rows} matched communication(s) until {pc.max(ts).as_py():%Y-%m-%d %H:%M} UTC",
+                        f"{m.num_rows} matched communication(s) until "
+                        + to_local(pc.max(ts).as_py(), gov.config.web.time_zone),
                     )
                 )
         items.append((case["opened"], "attribution", f"attributed to {sub}; case opened"))
