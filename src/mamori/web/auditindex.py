@@ -49,46 +49,95 @@ SCHEMA = pa.schema(
 )
 
 
+# Events that change no stored rows and no one's consent: everything else (a write, a consent
+# change, a purge, a registry load, and any event this list does not know) may change what a
+# read returns, and so ends what the console keeps of earlier reads (:mod:`mamori.web.grantcache`).
+READ_ONLY_EVENTS = frozenset(
+    {
+        "access",
+        "refused",
+        "consent-read",
+        "consent-contact",
+        "consent-code",
+        "consent-sso",
+        "consent-sign-in",
+        "login",
+        "login-failed",
+        "login-throttled",
+        "login-refused",
+        "logout",
+        "account",
+        "account-locked",
+        "review",
+        "case",
+        "share-export",
+        "share-publish",
+        "model-trained",
+    }
+)
+
+
 class AuditIndex:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
-        self._offset = 0
-        self._cols: dict[str, list[Any]] = {f: [] for f in FIELDS}
-        self._table: pa.Table | None = None
+        self._reset()
 
     def _reset(self) -> None:
         self._offset = 0
-        self._cols = {f: [] for f in FIELDS}
-        self._table = None
+        self._pending: dict[str, list[Any]] = {f: [] for f in FIELDS}
+        self._chunks: list[pa.Table] = []
+        self._table: pa.Table | None = None
+        self._changes = 0
+
+    def _read_new(self) -> None:
+        """Parse what was appended since the last look (whole lines only); the lock is held."""
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            return
+        if size < self._offset:
+            self._reset()
+        if size == self._offset:
+            return
+        with self.path.open("rb") as fh:
+            fh.seek(self._offset)
+            chunk = fh.read(size - self._offset)
+        end = chunk.rfind(b"\n") + 1  # a writer may be mid-line
+        for line in chunk[:end].splitlines():
+            if not line.strip():
+                continue
+            obj = json.loads(line)
+            for f in FIELDS:
+                v = obj.get(f)
+                self._pending[f].append(datetime.fromisoformat(v) if f == "ts" else v)
+            if obj.get("event") not in READ_ONLY_EVENTS:
+                self._changes += 1
+        self._offset += end
+
+    def changes(self) -> int:
+        """How many entries so far may have changed what a read returns (a version number of
+        the store as governance serves it)."""
+        with self._lock:
+            self._read_new()
+            return self._changes
 
     def table(self) -> pa.Table:
-        """Every entry so far (oldest first)."""
+        """Every entry so far (oldest first). New entries are added as a chunk of their own,
+        so a page view does not rebuild the whole log."""
         with self._lock:
-            try:
-                size = self.path.stat().st_size
-            except FileNotFoundError:
-                return SCHEMA.empty_table()
-            if size < self._offset:
-                self._reset()
-            if size > self._offset:
-                with self.path.open("rb") as fh:
-                    fh.seek(self._offset)
-                    chunk = fh.read(size - self._offset)
-                end = chunk.rfind(b"\n") + 1  # only whole lines: a writer may be mid-line
-                for line in chunk[:end].splitlines():
-                    if not line.strip():
-                        continue
-                    obj = json.loads(line)
-                    for f in FIELDS:
-                        v = obj.get(f)
-                        self._cols[f].append(datetime.fromisoformat(v) if f == "ts" else v)
-                self._offset += end
-                if end:
-                    self._table = None
+            self._read_new()
+            if self._pending["seq"]:
+                self._chunks.append(
+                    pa.table({f: pa.array(self._pending[f], SCHEMA.field(f).type) for f in FIELDS})
+                )
+                self._pending = {f: [] for f in FIELDS}
+                if len(self._chunks) > 64:
+                    self._chunks = [pa.concat_tables(self._chunks).combine_chunks()]
+                self._table = None
             if self._table is None:
-                self._table = pa.table(
-                    {f: pa.array(self._cols[f], SCHEMA.field(f).type) for f in FIELDS}
+                self._table = (
+                    pa.concat_tables(self._chunks) if self._chunks else SCHEMA.empty_table()
                 )
             return self._table
 

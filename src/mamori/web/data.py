@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,6 +25,7 @@ from mamori.act.reviews import Reviews
 from mamori.governance import AccessRefused, Governance
 from mamori.governance.roles import NETWORK_KINDS, Role, may_decide
 from mamori.schemas import ACTIONS, CASES, FINDINGS, NOTIFICATIONS
+from mamori.web import grantcache
 from mamori.web.auditindex import proposers
 
 __all__ = [
@@ -75,20 +76,35 @@ def _read(
         if not gov.config.measure_enabled(m) or not measure.may_read(dataset):
             continue
         try:
-            grant = gov.open(m, dataset, columns, actor)
+            kept = grantcache.read(gov, m, dataset, columns, actor)
         except AccessRefused as exc:
             refused.append(exc.reason)
             continue
-        try:
-            t = grant.arrow()
-        finally:
-            grant.sandbox.close()  # the rows are out; the page's sandbox need not wait for GC
-        if consent is not None and grant.consent_filtered:
+        if consent is not None and kept.consent_filtered:
             consent.append(True)
-        if "measure" in t.column_names:
-            t = t.filter(pc.equal(t.column("measure"), m))
-        tables.append(t)
+        tables.append(kept.table)
     return tables, refused
+
+
+_DERIVED: dict[tuple[str, ...], tuple[tuple[pa.Table, ...], pa.Table]] = {}
+
+
+def _derive(
+    gov: Governance, name: str, inputs: list[pa.Table], make: Callable[[], pa.Table]
+) -> pa.Table:
+    """``make()``, reused while its inputs are the very tables it was made from (the kept
+    reads of :mod:`mamori.web.grantcache`: the same objects until the store changes)."""
+    key = (str(gov.audit.path), name)
+    hit = _DERIVED.get(key)
+    if (
+        hit is not None
+        and len(hit[0]) == len(inputs)
+        and all(a is b for a, b in zip(hit[0], inputs, strict=True))
+    ):
+        return hit[1]
+    out = make()
+    _DERIVED[key] = (tuple(inputs), out)
+    return out
 
 
 def _concat(tables: list[pa.Table], empty: pa.Schema) -> pa.Table:
@@ -120,8 +136,12 @@ def endpoint_column(t: pa.Table) -> pa.Array | pa.ChunkedArray:
 def findings_table(gov: Governance, measures: Sequence[str], actor: str) -> Loaded:
     """Every finding of ``measures`` with its review state (``review``) and ``endpoint``."""
     tables, refused = _read(gov, measures, "findings", actor)
-    t = _concat(tables, FINDINGS.arrow)
-    t = t.append_column("endpoint", endpoint_column(t))
+
+    def make() -> pa.Table:
+        t = _concat(tables, FINDINGS.arrow)
+        return t.append_column("endpoint", endpoint_column(t))
+
+    t = _derive(gov, f"findings:{','.join(measures)}", tables, make)
     t = t.append_column("review", Reviews(gov).column(t.column("finding_id")))
     return Loaded(t, refused)
 
@@ -168,7 +188,12 @@ def actions_table(gov: Governance, measures: Sequence[str], actor: str) -> Loade
     ``status`` (the effective state: past its expiry is expired, written or not) and whether it
     is still open (``is_open``)."""
     tables, refused = _read(gov, measures, "actions", actor)
-    t = act.latest_table(_concat(tables, ACTIONS.arrow))
+    t = _derive(
+        gov,
+        f"actions:{','.join(measures)}",
+        tables,
+        lambda: act.latest_table(_concat(tables, ACTIONS.arrow)),
+    )
     now = pa.scalar(datetime.now(UTC), pa.timestamp("ms", "UTC"))
     is_open = pc.is_in(t.column("state"), value_set=pa.array([s.value for s in act.OPEN]))
     past = pc.fill_null(pc.less_equal(pc.cast(t.column("expires"), now.type), now), False)
@@ -220,7 +245,12 @@ def alerts_table(gov: Governance, measures: Sequence[str], actor: str) -> Loaded
     """One row per alert: the latest version of each notification (its current state)."""
     consent: list[bool] = []
     tables, refused = _read(gov, measures, "notifications", actor, consent=consent)
-    t = _latest(_concat(tables, NOTIFICATIONS.arrow), "notification_id")
+    t = _derive(
+        gov,
+        f"alerts:{','.join(measures)}",
+        tables,
+        lambda: _latest(_concat(tables, NOTIFICATIONS.arrow), "notification_id"),
+    )
     return Loaded(t, refused, bool(consent))
 
 
@@ -289,7 +319,12 @@ def cases_table(gov: Governance, measures: Sequence[str], actor: str) -> Loaded:
     out) is still listed from the book, with its number, measure, dates and status only."""
     consent: list[bool] = []
     tables, refused = _read(gov, measures, "cases", actor, consent=consent)
-    t = cases_mod.latest(_concat(tables, CASES.arrow), "case_id")
+    t = _derive(
+        gov,
+        f"cases:{','.join(measures)}",
+        tables,
+        lambda: cases_mod.latest(_concat(tables, CASES.arrow), "case_id"),
+    )
     book = _book_table(CaseBook(gov).cases())
     ids = t.column("case_id")
     idx = pc.index_in(ids, value_set=book.column("case_id"))

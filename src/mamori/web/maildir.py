@@ -32,8 +32,27 @@ class Mail:
     message_id: str | None = None
 
 
+_LISTED: dict[Path, tuple[tuple[int, ...], list[Mail]]] = {}
+
+
 def read_mailbox(directory: Path) -> list[Mail]:
-    """Every message in ``directory`` (a Maildir or a folder of ``.eml`` files), oldest first."""
+    """Every message in ``directory`` (a Maildir or a folder of ``.eml`` files), oldest first.
+    The same list object is returned while the folders are unchanged (a delivery, a move or a
+    deletion changes a folder's modification time), so callers can keep what they derive."""
+    stamp = tuple(
+        p.stat().st_mtime_ns
+        for p in (directory, directory / "new", directory / "cur")
+        if p.is_dir()
+    )
+    hit = _LISTED.get(directory)
+    if hit is not None and hit[0] == stamp:
+        return hit[1]
+    mails = _read_all(directory)
+    _LISTED[directory] = (stamp, mails)
+    return mails
+
+
+def _read_all(directory: Path) -> list[Mail]:
     if (directory / "new").is_dir() or (directory / "cur").is_dir():
         # Maildir file names are unique, not ordered: the delivery time is the file's mtime.
         files = [

@@ -24,6 +24,7 @@ from typing import Any, Literal
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -224,11 +225,13 @@ def _net_mask(column: pa.ChunkedArray, text: str) -> tuple[Any, str | None]:
             # the start of an address, as typed ("10.16.", "2001:db8:")
             return pc.fill_null(pc.starts_with(_as_text(column), text.lower()), False), None
         return None, f"not an address or prefix: {text!r}"
-    # Compare each distinct address once (there are far fewer than rows), then select by value.
+    if network.version == 4:
+        return _in_v4(column, network), None
+    # IPv6: compare each distinct address once (far fewer than rows), then select by value
     uniques = pc.unique(column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column)
     inside = []
     for v in uniques.to_pylist():
-        if v is None:
+        if v is None or ":" not in str(v):
             continue
         try:
             if ipaddress.ip_address(str(v).split("/")[0]) in network:
@@ -236,6 +239,23 @@ def _net_mask(column: pa.ChunkedArray, text: str) -> tuple[Any, str | None]:
         except ValueError:
             continue
     return pc.is_in(column, value_set=pa.array(inside, uniques.type)), None
+
+
+_V4 = r"^\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}$"
+
+
+def _in_v4(column: pa.ChunkedArray | pa.Array, network: ipaddress.IPv4Network) -> Any:
+    """Rows whose dotted-quad address lies in ``network`` — in NumPy, not address by address."""
+    text = _as_text(column)
+    text = text.combine_chunks() if isinstance(text, pa.ChunkedArray) else text
+    ok = pc.fill_null(pc.match_substring_regex(text, _V4), False)
+    quads = pc.if_else(ok, text, "0.0.0.0")  # noqa: S104 - a filler for non-addresses, masked by ok
+    parts = pc.list_flatten(pc.split_pattern(quads, ".")).cast(pa.uint32())
+    octets = parts.to_numpy(zero_copy_only=False).reshape(-1, 4).astype(np.uint64)
+    value = (octets[:, 0] << 24) | (octets[:, 1] << 16) | (octets[:, 2] << 8) | octets[:, 3]
+    mask = int(network.netmask)
+    hit = (value & mask) == int(network.network_address)
+    return pc.and_(ok, pa.array(hit))
 
 
 def matching(table: pa.Table, query: TableQuery) -> pa.Table:

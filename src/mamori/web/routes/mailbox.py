@@ -25,7 +25,21 @@ router = APIRouter()
 Mailbox = Annotated[Viewer, Depends(Need("mailbox"))]
 
 
+_TABLES: dict[int, tuple[list[Mail], pa.Table]] = {}
+
+
 def mail_table(mails: list[Mail]) -> pa.Table:
+    """The messages as a table (kept while :func:`read_mailbox` returns the same list)."""
+    hit = _TABLES.get(id(mails))
+    if hit is not None and hit[0] is mails:
+        return hit[1]
+    table = _mail_table(mails)
+    _TABLES.clear()
+    _TABLES[id(mails)] = (mails, table)
+    return table
+
+
+def _mail_table(mails: list[Mail]) -> pa.Table:
     return pa.table(
         {
             "i": pa.array(range(len(mails)), pa.int64()),
