@@ -339,6 +339,41 @@ class WebConfig(_Model):
             raise ValueError("a loopback address and port, e.g. 127.0.0.1:9466 or [::1]:9466")
         return value
 
+    time_zone: str = Field(
+        default="Asia/Tokyo", description="the ISP's time zone: every time the console shows"
+    )
+    secure_cookies: bool | None = Field(
+        default=None,
+        description="send the session cookie over HTTPS only; default: yes unless the console "
+        "is served on loopback",
+    )
+    login_failures_per_minute: int = Field(
+        default=10,
+        ge=1,
+        description="wrong passwords per account and per source in a minute; more are refused "
+        "before they are checked",
+    )
+    lock_after_failures: int = Field(
+        default=20, ge=1, description="wrong passwords in a row that lock an account"
+    )
+    lock_minutes: float = Field(default=15.0, gt=0, description="how long an account stays locked")
+    subscriber_sso_header: str | None = Field(
+        default=None,
+        description="header the ISP's single sign-on proxy sets to the signed-in subscriber's "
+        "id; when set and present, /consent opens that subscriber's settings",
+    )
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (an IANA name, e.g. Asia/Tokyo)") from None
+        return v
+
 
 class DnsConfig(_Model):
     """DNS protection (M7, M8): the RPZ zones Mamori writes and the resolver it keeps in step."""

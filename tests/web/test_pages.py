@@ -50,34 +50,44 @@ def test_address_finder_finds_both_families() -> None:
 def test_findings_show_evidence_method_score_and_basis(as_role: dict[Role, httpx.Client]) -> None:
     page = as_role[Role.ANALYST].get("/findings").text
     assert C2_IP in page and INFECTED_IP in page
-    assert "correlation" in page and "0.97" in page and "converging_hosts" in page
+    assert "correlation" in page and "0.97" in page
+    # evidence as words, not JSON
+    assert "hosts converging on it" in page and "beacon period (seconds)" in page
+    assert "converging_hosts" not in page and "{&#34;" not in page
     assert "M2 — justified-act" in page and "M4 — consent" in page
     only_c2 = as_role[Role.ANALYST].get("/findings", params={"kind": "c2"}).text
-    assert C2_IP + ":443" in only_c2 and INFECTED_IP not in only_c2
+    assert C2_IP + ":443/tcp" in only_c2 and INFECTED_IP not in only_c2
 
 
 @pytest.mark.parametrize(
-    ("action_id", "section"),
+    ("action_id", "status"),
     [("act-rpz-1", "proposed"), ("act-acl-1", "applied"), ("act-refl-1", "expired")],
 )
-def test_actions_grouped_by_state(
-    as_role: dict[Role, httpx.Client], action_id: str, section: str
+def test_actions_table_shows_each_actions_status(
+    as_role: dict[Role, httpx.Client], action_id: str, status: str
 ) -> None:
-    page = as_role[Role.ABUSE_DESK].get("/actions").text
-    part = page.split(f'<section id="{section}">')[1].split("</section>")[0]
-    assert f'data-action="{action_id}"' in part
+    page = as_role[Role.ABUSE_DESK].get("/actions", params={"f.status": status}).text
+    assert f'data-action="{action_id}" data-status="{status}"' in page
+    assert page.count("<tr data-action=") == 1
 
 
-def test_operator_sees_actions_but_cannot_decide(as_role: dict[Role, httpx.Client]) -> None:
+def test_operator_decides_network_actions_only(as_role: dict[Role, httpx.Client]) -> None:
     page = as_role[Role.OPERATOR].get("/actions").text
-    assert "act-acl-1" in page and ">Approve</button>" not in page
+    row = page.split('data-action="act-rpz-1"')[1].split("</tr>")[0]
+    assert "act-acl-1" in page and "</button>" not in row  # an RPZ zone: not the operator's
     csrf = csrf_of(page)
     r = as_role[Role.OPERATOR].post("/actions/act-rpz-1/approve", data={"csrf": csrf})
-    assert r.status_code == 403
+    assert r.status_code == 403 and "decided by analysts and the desk" in r.text
+    r = as_role[Role.ABUSE_DESK].post(
+        "/actions/act-acl-1/end",
+        data={"csrf": csrf_of(as_role[Role.ABUSE_DESK].get("/actions").text)},
+    )
+    assert r.status_code == 403 and "decided by operators" in r.text
 
 
-def _section(page: str, state: str) -> str:
-    return page.split(f'<section id="{state}">')[1].split("</section>")[0]
+def _status(c: httpx.Client, action_id: str) -> str:
+    page = c.get("/actions").text
+    return page.split(f'data-action="{action_id}" data-status="')[1].split('"')[0]
 
 
 def test_decisions_go_through_the_action_contract(
@@ -87,17 +97,19 @@ def test_decisions_go_through_the_action_contract(
     before = sum(1 for _ in web_gov.audit.entries())
     csrf = csrf_of(c.get("/actions").text)
     assert c.post("/actions/act-rpz-1/approve", data={"csrf": csrf}).status_code == 303
-    approved = _section(c.get("/actions").text, "approved")
-    assert 'data-action="act-rpz-1"' in approved and "web:abusedesk1" in approved
+    assert _status(c, "act-rpz-1") == "approved"
+    assert "web:abusedesk1" in c.get("/actions/act-rpz-1").text
     # neither rejecting nor ending an approved action is a step of its life cycle
     for refused in ("reject", "end", "approve"):
         r = c.post(f"/actions/act-rpz-1/{refused}", data={"csrf": csrf})
         assert r.status_code == 409 and "not a step of the life cycle" in r.text
-    # an applied action (no back end for its kind yet) is ended
-    assert c.post("/actions/act-acl-1/end", data={"csrf": csrf}).status_code == 303
-    assert 'data-action="act-acl-1"' in _section(c.get("/actions").text, "ended")
+    # an applied network action (no back end for its kind yet) is ended by an operator
+    op = as_role[Role.OPERATOR]
+    op_csrf = csrf_of(op.get("/actions").text)
+    assert op.post("/actions/act-acl-1/end", data={"csrf": op_csrf}).status_code == 303
+    assert _status(c, "act-acl-1") == "ended"
     # past its expiry: shown expired, and it can no longer be ended, only recorded as expired
-    r = c.post("/actions/act-refl-1/end", data={"csrf": csrf})
+    r = op.post("/actions/act-refl-1/end", data={"csrf": op_csrf})
     assert r.status_code == 409 and "only be recorded as expired" in r.text
     rows = web_gov.open("M7", "actions", ["action_id", "state", "approved_by"], "test").arrow()
     states = sorted(r["state"] for r in rows.to_pylist() if r["action_id"] == "act-rpz-1")
@@ -109,7 +121,7 @@ def test_decisions_go_through_the_action_contract(
     ]
     assert [(e.measure, e.actor) for e in writes] == [
         ("M7", "web:abusedesk1"),
-        ("M13", "web:abusedesk1"),
+        ("M13", "web:operator1"),
     ]
     assert [json.loads(e.detail or "{}")["step"] for e in writes] == ["approved", "ended"]
     assert all(json.loads(e.detail or "{}")["decision"] for e in writes)

@@ -21,7 +21,7 @@ from tests.web.conftest import ACCOUNTS, PASSWORD, csrf_of, login
 pytestmark = pytest.mark.slow  # walks every route of the console for every role
 
 # Pages anyone may open; everything else needs an account (the consent page needs its token).
-PUBLIC = {"/", "/transparency", "/transparency.json", "/transparency.csv", "/login"}
+PUBLIC = {"/", "/transparency", "/transparency.json", "/transparency.csv", "/login", "/consent"}
 
 
 def _client(base_url: str) -> httpx.Client:
@@ -45,7 +45,16 @@ def _fill(path: str, config: MamoriConfig) -> str:
         path.replace("{token}", consent_token(config, "sub-0009"))
         .replace("{action_id}", "no-such-action")
         .replace("{decision}", "approve")
+        .replace("{finding_id}", "f-c2-1")
+        .replace("{case_id}", "no-such-case")
+        .replace("{name}", "zz-nobody")
+        .replace("{op}", "unlock")
     )
+
+
+def _ok(path: str, status: int) -> bool:
+    # a page about one thing (an action, a case) that does not exist is a 404 page
+    return status == 200 or ("{" in path and status == 404)
 
 
 def test_every_route_declares_its_view(app: FastAPI) -> None:
@@ -64,7 +73,7 @@ def test_anonymous_sees_only_public_pages(
                 continue
             r = c.get(_fill(path, web_config))
             if path in PUBLIC or path == "/consent/{token}":
-                assert r.status_code == 200, path
+                assert _ok(path, r.status_code), path
             else:
                 assert r.status_code == 303, path
                 assert r.headers["location"].startswith("/login?next=")
@@ -80,8 +89,10 @@ def test_routes_times_roles(
             url = _fill(path, web_config)
             if method == "GET":
                 r = c.get(url)
-                expected = 200 if view.allows(role) else 403
-                assert r.status_code == expected, (path, role)
+                if view.allows(role):
+                    assert _ok(path, r.status_code), (path, role, r.status_code)
+                else:
+                    assert r.status_code == 403, (path, role)
             else:
                 # with a valid CSRF token: a role the view does not allow is refused before
                 # anything is done; an allowed role gets past the check (any status but 403)

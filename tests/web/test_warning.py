@@ -86,7 +86,9 @@ def warning_url(tmp_path: Path) -> Iterator[tuple[str, Governance]]:
         ),
         (f"phish.{DOMAIN}", "ja", ["<strong>フィッシングサイト</strong>", "設定を変更する"], []),
         (f"malware.{DOMAIN}:80", "ja", ["<strong>マルウェア配布サイト</strong>"], [":80"]),
-        ("unlisted.example", "en", ["distributing malware or as a phishing site"], []),
+        # an unlisted name is never named: the ISP's page must not call any site dangerous
+        ("mybank.example", "en", ["The site you tried to open"], ["mybank.example"]),
+        ("mybank.example", "ja", ["アクセスしようとしたサイトは"], ["mybank.example"]),
         ("<script>alert(1)</script>", "en", ["The site you tried to open"], ["<script>alert"]),
     ],
 )
@@ -161,3 +163,40 @@ def test_router_for_the_console(tmp_path: Path) -> None:
         r = httpx.get(f"{url}/warning", params={"site": f"phish.{DOMAIN}", "lang": "en"})
         assert r.status_code == 200 and "<strong>phishing site</strong>" in r.text
     gov.close()
+
+
+def test_no_inline_style_and_the_stylesheet_is_served(warning_url: tuple[str, Governance]) -> None:
+    url, _ = warning_url
+    r = httpx.get(f"{url}/x", headers={"Host": f"malware.{DOMAIN}"})
+    csp = r.headers["content-security-policy"]
+    assert "style-src 'self'" in csp and "unsafe-inline" not in csp
+    assert "<style" not in r.text and "style=" not in r.text
+    assert '<link rel="stylesheet" href="/.mamori/warning.css">' in r.text
+    css = httpx.get(f"{url}/.mamori/warning.css", headers={"Host": f"malware.{DOMAIN}"})
+    assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
+    assert "#c0392b" in css.text
+
+
+def test_in_the_console_the_settings_link_works_and_the_style_is_served(tmp_path: Path) -> None:
+    from mamori.web import create_app
+
+    gov = _gov(tmp_path)
+    app = create_app(gov, extra_routers=[warning_router(gov)])
+    with serving(app) as url:
+        page = httpx.get(f"{url}/warning", params={"site": f"phish.{DOMAIN}", "lang": "ja"})
+        assert 'href="https://my.isp.example/consent"' in page.text
+        assert "style-src 'self'" in page.headers["content-security-policy"]
+        assert "<style" not in page.text
+        assert httpx.get(f"{url}/warning.css").headers["content-type"].startswith("text/css")
+        # what the link names, served: the self-service door to the settings
+        settings = httpx.get(f"{url}/consent")
+        assert settings.status_code == 200 and 'name="contract"' in settings.text
+        named = httpx.get(f"{url}/warning", params={"site": "mybank.example", "lang": "en"})
+        assert "mybank.example" not in named.text
+    gov.close()
+
+
+def test_continue_only_to_a_listed_site(warning_url: tuple[str, Governance]) -> None:
+    url, _ = warning_url
+    r = httpx.post(url + "/.mamori/continue", data={"site": "mybank.example", "path": "/"})
+    assert r.status_code == 404

@@ -40,6 +40,7 @@ import pyarrow.compute as pc
 
 from mamori.act import alert_actions
 from mamori.act import cases as cases_mod
+from mamori.act.casebook import CaseBook
 from mamori.act.legal import LegalDecision, RiskInputs, decide
 from mamori.act.mailer import Delivery, Mailer
 from mamori.attribute import attribute
@@ -440,6 +441,8 @@ def _queue_measure(
         gov.write(
             measure, MATCHES.name, rows, actor, basis=basis, justification=just, detail=detail
         )
+    # the desk's book keeps the case number and dates even after the subscriber opts out
+    CaseBook(gov).opened(((c.case_id, measure, c.opened) for c in new_cases), actor)
     _set_watermark(gov, measure, upto)
     return summary
 

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict
 from mamori.act import base as act
 from mamori.act.base import Action, ActionKind, ActionState
 from mamori.config import DnsConfig, MamoriConfig
-from mamori.governance import Governance, LegalBasis
+from mamori.governance import AccessRefused, Governance, LegalBasis
 from mamori.ingest.reputation import current_reputation
 
 __all__ = [
@@ -476,6 +476,9 @@ def generate_rpz(
             legal_basis=LegalBasis.CONSENT,
             created=now,
             expires=now + timedelta(days=dns.zone_expiry_days),
+            subscribers_affected=_subscribers_protected(gov, measure, actor)
+            if record_action
+            else None,
         )
         if record_action:
             _apply_zone(gov, actor, backend, proposal, now, len(names), rejected, len(ips or []))
@@ -498,6 +501,21 @@ def generate_rpz(
     return RpzResult(zones=tuple(builds))
 
 
+def _subscribers_protected(gov: Governance, measure: str, actor: str) -> int | None:
+    """How many subscribers the zone applies to: those with an address on record who have not
+    opted out of ``measure`` (governance leaves the others out of the read). For the
+    transparency report's "subscribers affected"."""
+    try:
+        grant = gov.open(measure, "allocations", ["subscriber_id"], actor)
+    except AccessRefused:
+        return None
+    try:
+        n = grant.sql(f"SELECT count(DISTINCT subscriber_id) FROM {grant.name}").fetchall()[0][0]
+    finally:
+        grant.sandbox.close()
+    return int(n or 0)
+
+
 def _apply_zone(
     gov: Governance,
     actor: str,
@@ -509,7 +527,12 @@ def _apply_zone(
     ips: int = 0,
 ) -> None:
     """propose → approve → apply (write the zone) → end the zone it replaced."""
-    detail = {"names": names, "rejected": rejected, "serial": action_serial(proposal)}
+    detail = {
+        "names": names,
+        "rejected": rejected,
+        "serial": action_serial(proposal),
+        "subscribers": proposal.subscribers_affected,
+    }
     if ips:
         detail["ips"] = ips
     earlier = [

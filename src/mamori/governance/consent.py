@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from mamori.governance.measures import Catalogue, Measure
-from mamori.schemas import CONSENT
+from mamori.schemas import CONSENT, SUBSCRIBERS
 
 if TYPE_CHECKING:
     from mamori.governance.audit import AuditLog
@@ -131,6 +131,33 @@ class ConsentRegistry:
             else:
                 out.append(ConsentState(m.id, bool(m.consent_default), None, False))
         return out
+
+    def contact(self, subscriber_id: str, *, actor: str) -> tuple[str, str | None] | None:
+        """Where to reach a subscriber about their own settings — the contact address and the
+        language of the latest directory entry — so the self-service page can send them a
+        one-time code. Only the consent registry reads it for this (no measure's purpose), and
+        every look-up is audited whether or not the subscriber exists."""
+        rows = (
+            self._engine.sql(
+                "SELECT email, language FROM directory WHERE subscriber_id = ? "
+                "ORDER BY updated DESC LIMIT 1",
+                [subscriber_id],
+                directory=self._engine.scan(
+                    SUBSCRIBERS, ["updated", "subscriber_id", "email", "language"]
+                ),
+            )
+            .to_arrow_table()
+            .to_pylist()
+        )
+        found = rows[0] if rows and rows[0]["email"] else None
+        self._audit.append(
+            actor=actor,
+            event="consent-contact",
+            dataset="subscribers",
+            columns=["subscriber_id", "email", "language"],
+            detail={"subscriber": subscriber_id, "found": found is not None},
+        )
+        return (str(found["email"]), found["language"]) if found else None
 
     def blocked_sql(self, measure: Measure, source: str) -> str:
         """SQL over ``source`` (this measure's consent rows) giving (subscriber_id, s, e): periods the subscriber is out.

@@ -12,7 +12,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-__all__ = ["ROLES", "VIEWS", "Role", "View", "measures_for", "views_for"]
+__all__ = [
+    "ACTION_MEASURES",
+    "ALERT_MEASURES",
+    "CASE_MEASURES",
+    "FINDING_MEASURES",
+    "NETWORK_KINDS",
+    "ROLES",
+    "VIEWS",
+    "Role",
+    "View",
+    "may_decide",
+    "measures_for",
+    "views_for",
+]
 
 
 class Role(StrEnum):
@@ -52,6 +65,9 @@ def _v(
 FINDING_MEASURES = ("M2", "M4", "M10", "M11", "M12", "M13")
 ACTION_MEASURES = ("M5", "M6", "M7", "M8", "M9", "M10", "M11", "M12", "M13")
 ALERT_MEASURES = ("M5", "M6", "M9", "M13")
+CASE_MEASURES = ("M5", "M6", "M9")
+# Actions on the network itself: operators approve, apply and end them.
+NETWORK_KINDS = frozenset({"nftables", "flowspec", "rtbh"})
 
 VIEWS: dict[str, View] = {
     v.name: v
@@ -64,8 +80,42 @@ VIEWS: dict[str, View] = {
             ACTION_MEASURES,
             "actions: proposed, approved, applied, ended, expired",
         ),
-        _v("actions.decide", {_A, _D}, ACTION_MEASURES, "approve, reject or end an action"),
+        _v(
+            "findings.review",
+            {_A},
+            FINDING_MEASURES,
+            "confirm or reject a finding, or mark it a false positive",
+        ),
+        _v(
+            "actions.propose",
+            {_A, _D},
+            ACTION_MEASURES,
+            "propose an action (block, filter) from a finding; someone else approves it",
+        ),
+        _v(
+            "actions.decide",
+            {_A, _D, _O},
+            ACTION_MEASURES,
+            "approve, reject, apply or end an action (network actions: operators only; never "
+            "one's own proposal)",
+        ),
+        _v(
+            "approvals",
+            {_A, _D, _O},
+            ACTION_MEASURES,
+            "actions waiting for approval, with what each would change",
+        ),
         _v("alerts", {_A, _D}, ALERT_MEASURES, "alerts to subscribers and their delivery state"),
+        _v(
+            "cases",
+            {_D},
+            CASE_MEASURES,
+            "abuse-desk cases: status, assignee, notes and timeline; kept by number after an "
+            "opt-out",
+        ),
+        _v("cases.edit", {_D}, CASE_MEASURES, "change a case's status, assignee or notes"),
+        _v("trends", {_A, _D, _O}, ("M14",), "trends of findings, alerts and opt-outs (counts)"),
+        _v("account", {_A, _D, _O, _U, _M}, (), "one's own account: password, second factor"),
         _v(
             "mailbox",
             {_D},
@@ -103,3 +153,13 @@ def measures_for(role: Role) -> tuple[str, ...]:
     """Every measure under which a role's views read data (sorted by number)."""
     found = {m for v in views_for(role) for m in v.measures}
     return tuple(sorted(found, key=lambda m: int(m[1:])))
+
+
+def may_decide(role: Role | None, kind: str) -> bool:
+    """Whether ``role`` may approve, apply or end an action of ``kind``: network actions are the
+    operators', the others the analysts' and the abuse desk's."""
+    if role is None:
+        return False
+    if kind in NETWORK_KINDS:
+        return role is Role.OPERATOR
+    return role in (Role.ANALYST, Role.ABUSE_DESK)

@@ -55,8 +55,18 @@ __all__ = [
 ]
 
 PERIOD_RE = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
-SHARE_EVENTS = ("share", "export", "share-export", "taxii", "taxii-read")
-_ENTRY_KEYS = ("entries", "objects", "indicators", "count", "rows")
+SHARE_EVENTS = ("share", "export", "share-export", "share-publish", "taxii", "taxii-read")
+# what one sharing event put out: a publish counts the objects it added to the collection, an
+# export the endpoints it wrote
+_ENTRY_KEYS = (
+    "entries",
+    "objects_added",
+    "endpoints",
+    "objects",
+    "indicators",
+    "count",
+    "rows",
+)
 _PARTNER_KEYS = ("partner", "peer", "recipient", "client")
 # states of actions that took effect (a rejected action, or one that expired before it was
 # applied, has no start)
@@ -80,6 +90,8 @@ class MeasureLine(BaseModel):
     opt_ins: int = 0
     cc_entries_shared: int = 0
     share_partners: int = 0
+    findings_rejected: int = 0
+    refusals: int = 0
 
 
 class Block(BaseModel):
@@ -132,6 +144,8 @@ class TransparencyReport(BaseModel):
     findings: list[FindingCount] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
     audit_head: AuditHead | None = None
+    # warning pages shown (M8), by category: the only thing the warning page records
+    warnings_shown: dict[str, int] = Field(default_factory=dict)
 
 
 class PeriodError(ValueError):
@@ -165,7 +179,16 @@ def _first(detail: dict[str, Any], keys: tuple[str, ...]) -> Any:
 
 
 ALERT_MEASURES = ("M5", "M6", "M9", "M13")
-_ALERT_COLUMNS = ["created", "subscriber_id", "measure", "state", "sent"]
+_ALERT_COLUMNS = [
+    "created",
+    "subscriber_id",
+    "measure",
+    "state",
+    "sent",
+    "notification_id",
+    "updated",
+]
+FAILED_STATES = ("failed", "bounced")
 
 
 def _open(
@@ -212,20 +235,24 @@ def build_report(
         for m in cat.values()
     }
 
-    # --- alerts
+    # --- alerts: each in its current state (the latest version), filed under the period of the
+    # events it reports (when they were seen, from its case), not the day the mail went out
     subs: dict[str, set[str]] = defaultdict(set)
     for mid in ALERT_MEASURES:
         alerts = _open(gov, mid, "notifications", _ALERT_COLUMNS, actor, notes)
         if alerts is None:
             continue
-        for r in alerts.to_pylist():
+        seen = _event_times(gov, mid, actor)
+        for r in _latest_alerts(alerts).to_pylist():
             line = lines.get(r["measure"])
             if line is None:
                 continue
-            if r["state"] == "sent" and _in(r["sent"], lo, hi):
+            if not _in(seen.get(r["notification_id"]) or r["created"], lo, hi):
+                continue
+            if r["state"] == "sent":
                 line.alerts_sent += 1
                 subs[r["measure"]].add(r["subscriber_id"])
-            elif r["state"] == "failed" and _in(r["created"], lo, hi):
+            elif r["state"] in FAILED_STATES:
                 line.alerts_failed += 1
     for mid, who in subs.items():
         lines[mid].alert_subscribers = len(who)
@@ -233,6 +260,7 @@ def build_report(
     # --- blocks (current version of each action that was in force during the month; alerts are
     # actions too, counted above)
     blocks: list[Block] = []
+    widest: dict[tuple[str, str], int] = {}
     acts = _open(gov, "M14", "actions", None, actor, notes)
     if acts is not None:
         current = act.latest_table(acts)
@@ -258,11 +286,17 @@ def build_report(
             line = lines.get(r["measure"])
             if line is not None:
                 line.blocks += 1
-                line.block_subscribers += int(r["subscribers_affected"] or 0)
                 if r["kind"] == ActionKind.SMTP_AUTH_REFUSAL.value:
                     line.auth_refusals += 1
                 elif r["kind"] == ActionKind.ACCOUNT_SUSPENSION.value:
                     line.account_suspensions += 1
+            # a zone replaced by its next version protects the same subscribers again: per
+            # target the largest count, summed over targets (never one subscriber per version)
+            key = (r["measure"], "rpz" if r["kind"] == ActionKind.RPZ else r["action_id"])
+            widest[key] = max(widest.get(key, 0), int(r["subscribers_affected"] or 0))
+    for (mid, _), n in widest.items():
+        if mid in lines:
+            lines[mid].block_subscribers += n
 
     # --- findings of the network-protection detectors (spoofing, reflection, DDoS …), counted
     findings: list[FindingCount] = []
@@ -301,6 +335,14 @@ def build_report(
                 lines[e.measure].opt_outs += 1
             elif detail.get("state") == "in":
                 lines[e.measure].opt_ins += 1
+        elif e.event == "refused" and e.measure in lines:
+            lines[e.measure].refusals += 1
+        elif (
+            e.event == "review"
+            and e.measure in lines
+            and detail.get("decision") in ("rejected", "false-positive")
+        ):
+            lines[e.measure].findings_rejected += 1
         elif e.event == "purge" and e.dataset:
             d = deleted[e.dataset]
             d[0] += int(detail.get("rows") or 0)
@@ -344,6 +386,7 @@ def build_report(
         findings=findings,
         notes=notes,
         audit_head=audit_head,
+        warnings_shown=_warnings_shown(gov, lo, hi),
     )
 
 
@@ -356,6 +399,71 @@ def _audit_head(gov: Governance, end: datetime, notes: list[str]) -> AuditHead:
         notes.append("The audit log head is not signed ([audit] signing_key not configured).")
         return AuditHead(seq=seq, hash=digest)
     return AuditHead(seq=seq, hash=digest, ts=head.ts, key=head.key, sig=head.sig)
+
+
+def _latest_alerts(alerts: pa.Table) -> pa.Table:
+    """One row per alert: its latest version (``updated``, else ``created``)."""
+    if alerts.num_rows == 0:
+        return alerts
+    when = pc.coalesce(
+        alerts.column("updated"), alerts.column("created").cast(alerts.schema.field("updated").type)
+    )
+    t = alerts.append_column("_when", when).sort_by(
+        [("notification_id", "ascending"), ("_when", "descending")]
+    )
+    ids = t.column("notification_id").to_pylist()
+    keep = [i == 0 or ids[i] != ids[i - 1] for i in range(len(ids))]
+    return t.filter(pa.array(keep)).drop_columns(["_when"])
+
+
+def _event_times(gov: Governance, measure: str, actor: str) -> dict[str, datetime]:
+    """When the events behind each alert were seen: the case's last event when the alert was
+    made (the first version of the case naming it). Read under the alert's own measure."""
+    if not gov.config.measure_enabled(measure) or not gov.catalogue[measure].may_read("cases"):
+        return {}
+    try:
+        grant = gov.open(measure, "cases", ["notification_id", "last_event", "measure"], actor)
+    except AccessRefused:
+        return {}
+    try:
+        t = grant.arrow()
+    finally:
+        grant.sandbox.close()
+    t = t.filter(
+        pc.and_(pc.equal(t.column("measure"), measure), pc.is_valid(t.column("notification_id")))
+    )
+    if t.num_rows == 0:
+        return {}
+    g = t.group_by("notification_id", use_threads=False).aggregate([("last_event", "min")])
+    return {
+        n: when
+        for n, when in zip(
+            g.column("notification_id").to_pylist(),
+            g.column("last_event_min").to_pylist(),
+            strict=True,
+        )
+        if when is not None
+    }
+
+
+def _warnings_shown(gov: Governance, lo: datetime, hi: datetime) -> dict[str, int]:
+    """Warning pages shown in the period, per category, from the page's own daily counts (M8
+    keeps nothing else: no address, no site, no time of a visit)."""
+    path = gov.state_dir("warning") / "counts.json"
+    try:
+        days: dict[str, dict[str, dict[str, int]]] = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return {}
+    out: dict[str, int] = defaultdict(int)
+    for day, cats in days.items():
+        try:
+            d = datetime.fromisoformat(day).replace(tzinfo=UTC)
+        except ValueError:
+            continue
+        if lo <= d < hi:
+            for cat, events in cats.items():
+                out[cat] += int(events.get("shown", 0))
+    return dict(sorted(out.items()))
 
 
 def to_csv(report: TransparencyReport) -> str:
@@ -381,4 +489,6 @@ def to_csv(report: TransparencyReport) -> str:
     if report.audit_head is not None:
         for metric, value in report.audit_head.model_dump().items():
             w.writerow([p, "audit_head", "", metric, "" if value is None else value])
+    for category, shown in report.warnings_shown.items():
+        w.writerow([p, "warnings", category, "shown", shown])
     return buf.getvalue()

@@ -16,22 +16,43 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
+from ipaddress import ip_address
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp
 
 from mamori.governance import Governance
-from mamori.governance.roles import View
+from mamori.governance.roles import VIEWS, View
 from mamori.governance.tokens import secret_key
-from mamori.web.auth import Accounts, CsrfFailed, Forbidden, LoginRequired, Need
+from mamori.web.auth import (
+    Accounts,
+    CsrfFailed,
+    Forbidden,
+    LoginRequired,
+    Need,
+    Viewer,
+    current_account,
+)
 from mamori.web.render import WEB_DIR, render
 from mamori.web.routes import admin, analyst, auditor, desk, mailbox, metrics, public, subscriber
+from mamori.web.selfservice import CodeBook
+from mamori.web.sessions import SessionRegistry
+from mamori.web.throttle import Window
 
-__all__ = ["SESSION_COOKIE", "console_routes", "create_app", "create_full_app", "serve"]
+__all__ = [
+    "SESSION_COOKIE",
+    "console_routes",
+    "create_app",
+    "create_full_app",
+    "on_loopback",
+    "serve",
+]
 
 SESSION_COOKIE = "mamori_session"
 SESSION_MAX_AGE_S = 8 * 3600
@@ -42,19 +63,40 @@ def _session_key(gov: Governance) -> str:
     return hashlib.sha256(b"mamori-session:" + secret_key(gov.config).encode()).hexdigest()
 
 
+def on_loopback(base_url: str) -> bool:
+    """Whether ``base_url`` names this machine only (where a cookie never crosses a network)."""
+    host = urlsplit(base_url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def create_app(
     gov: Governance,
     *,
     extra_routers: Sequence[APIRouter] = (),
     mounts: Mapping[str, ASGIApp] | None = None,
-    secure_cookies: bool = False,
+    secure_cookies: bool | None = None,
 ) -> FastAPI:
-    """The console over ``gov``'s store. ``secure_cookies``: send the session only over HTTPS
-    (set it when a TLS proxy sits in front)."""
+    """The console over ``gov``'s store. ``secure_cookies``: send the session only over HTTPS;
+    by default ``web.secure_cookies``, else on unless ``web.base_url`` is on loopback."""
+    web = gov.config.web
+    if secure_cookies is None:
+        secure_cookies = (
+            web.secure_cookies if web.secure_cookies is not None else not on_loopback(web.base_url)
+        )
     app = FastAPI(title="Mamori console", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.gov = gov
     app.state.accounts = Accounts(gov)
+    app.state.sessions = SessionRegistry(gov.state_dir("web"), SESSION_MAX_AGE_S)
+    app.state.login_by_account = Window(web.login_failures_per_minute, 60.0)
+    app.state.login_by_source = Window(web.login_failures_per_minute, 60.0)
+    app.state.consent_codes = CodeBook()
     app.state.report_cache = {}
+    app.state.secure_cookies = secure_cookies
     app.add_middleware(
         SessionMiddleware,
         secret_key=_session_key(gov),
@@ -75,6 +117,33 @@ def create_app(
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
         response.headers.setdefault("Cache-Control", "no-store")
+        if request.url.scheme == "https":
+            # behind TLS (directly, or a proxy uvicorn trusts for X-Forwarded-Proto)
+            response.headers.setdefault(
+                "Strict-Transport-Security", "max-age=31536000; includeSubDomains"
+            )
+        return response
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # a page, not JSON: people reach these by following or typing a link
+        title = {404: "Page not found", 405: "Not allowed"}.get(exc.status_code, "Error")
+        message = {
+            404: f"There is no page at {request.url.path}.",
+            405: "This page cannot be used that way.",
+        }.get(exc.status_code, str(exc.detail))
+        try:
+            viewer = Viewer(current_account(request), VIEWS["public"])
+        except Exception:  # the error page must render even when the session cannot be read
+            viewer = Viewer(None, VIEWS["public"])
+        response = render(
+            request,
+            "error.html",
+            {"viewer": viewer, "title": title, "message": message, "code": exc.status_code},
+            status=exc.status_code,
+        )
+        for k, v in (exc.headers or {}).items():
+            response.headers[k] = v
         return response
 
     @app.exception_handler(LoginRequired)
@@ -117,7 +186,7 @@ def create_app(
     return app
 
 
-def create_full_app(gov: Governance, *, secure_cookies: bool = False) -> FastAPI:
+def create_full_app(gov: Governance, *, secure_cookies: bool | None = None) -> FastAPI:
     """The console with the other stages' web parts: the warning page (M8) at ``/warning`` and
     the TAXII 2.1 server (M3) under ``/taxii2/``.
 

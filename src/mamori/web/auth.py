@@ -2,8 +2,10 @@
 
 Accounts live in ``accounts.json`` in the store's ``web`` state directory, with argon2 password
 hashes. A session is a signed cookie (Starlette's ``SessionMiddleware``, itsdangerous) naming the
-account and holding the CSRF token; the account is looked up again on every request, so removing
-or disabling it ends its sessions at once. Every POST form carries the session's CSRF token.
+account, a session id and the CSRF token; the id must still be open in the server's registry
+(:mod:`mamori.web.sessions`), so signing out or changing the password ends a session for good, and
+the account is looked up again on every request, so disabling it ends its sessions at once. Every
+POST form carries the session's CSRF token.
 
 Every route depends on a :class:`Need` naming the :class:`~mamori.governance.roles.View` it
 serves; ``Need`` lets the request in or answers 303 (to the login page) or 403, and the test suite
@@ -18,7 +20,7 @@ import os
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from argon2 import PasswordHasher
@@ -29,6 +31,7 @@ from starlette.datastructures import FormData
 
 from mamori.governance import Governance
 from mamori.governance.roles import VIEWS, Role, View
+from mamori.web.sessions import SessionRegistry
 
 __all__ = [
     "Account",
@@ -62,6 +65,17 @@ class Account(BaseModel):
     password_hash: str
     created: datetime
     disabled: bool = False
+    last_login: datetime | None = None
+    # wrong passwords since the last sign-in, and until when the account is locked by them
+    failures: int = 0
+    locked_until: datetime | None = None
+    password_changed: datetime | None = None
+    # base32 secret of the second factor (TOTP, RFC 6238); None: password only
+    totp_secret: str | None = None
+    language: str | None = Field(default=None, pattern=r"^(ja|en)$")
+
+    def locked(self, now: datetime) -> bool:
+        return self.locked_until is not None and self.locked_until > now
 
     @property
     def actor(self) -> str:
@@ -122,8 +136,13 @@ class Accounts:
         return sorted(self._load().values(), key=lambda a: a.name)
 
     def get(self, name: str) -> Account | None:
+        """The account, unless it does not exist or is disabled."""
         acc = self._load().get(name)
         return acc if acc is not None and not acc.disabled else None
+
+    def find(self, name: str) -> Account | None:
+        """The account even when disabled (for administration)."""
+        return self._load().get(name)
 
     def verify(self, name: str, password: str) -> Account | None:
         acc = self.get(name)
@@ -132,6 +151,51 @@ class Accounts:
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return None
         return acc
+
+    def update(self, name: str, **changes: Any) -> Account:
+        """Change fields of an account (under the lock); raises AccountError if it is gone."""
+        lock = self._dir / ".accounts.lock"
+        with lock.open("a") as lh:
+            fcntl.flock(lh, fcntl.LOCK_EX)
+            accounts = self._load()
+            acc = accounts.get(name)
+            if acc is None:
+                raise AccountError(f"no account {name!r}")
+            # validated again: a change cannot store what an account may not hold
+            new = Account.model_validate({**acc.model_dump(), **changes})
+            accounts[name] = new
+            self._save(accounts)
+        return new
+
+    def set_password(self, name: str, password: str | None = None) -> str:
+        """A new password (generated when not given); returns it. Clears a lock."""
+        password = password or secrets.token_urlsafe(15)
+        if len(password) < 12:
+            raise AccountError("a password needs at least 12 characters")
+        self.update(
+            name,
+            password_hash=_hasher.hash(password),
+            password_changed=_now(),
+            failures=0,
+            locked_until=None,
+        )
+        return password
+
+    def failed(self, name: str, lock_after: int, lock_minutes: float) -> Account | None:
+        """Count a wrong password for an existing account; lock it after ``lock_after`` in a
+        row. Returns the account as it is now (None: no such account)."""
+        acc = self.find(name)
+        if acc is None:
+            return None
+        failures = acc.failures + 1
+        locked = acc.locked_until
+        if failures >= lock_after:
+            locked = _now() + timedelta(minutes=lock_minutes)
+            failures = 0
+        return self.update(name, failures=failures, locked_until=locked)
+
+    def signed_in(self, name: str) -> Account:
+        return self.update(name, failures=0, locked_until=None, last_login=_now())
 
 
 def _now() -> datetime:
@@ -197,8 +261,16 @@ class Viewer:
 
 
 def current_account(request: Request) -> Account | None:
+    """The signed-in account: its session must still be open on the server (see
+    :mod:`mamori.web.sessions`) and the account neither disabled nor locked."""
     name = request.session.get("user")
     if not isinstance(name, str):
+        return None
+    sessions: SessionRegistry = request.app.state.sessions
+    if not sessions.valid(request.session.get("sid"), name):
+        # signed out, password changed, or expired: the cookie names a session that is over
+        request.session.pop("user", None)
+        request.session.pop("sid", None)
         return None
     accounts: Accounts = request.app.state.accounts
     return accounts.get(name)

@@ -1,13 +1,16 @@
-"""Bar charts drawn on the server as SVG (no JavaScript, nothing fetched from elsewhere)."""
+"""Charts drawn on the server as SVG (no JavaScript, nothing fetched from elsewhere): bars, top-N
+bars, and bars on a true time axis."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from html import escape
+from zoneinfo import ZoneInfo
 
 from markupsafe import Markup
 
-__all__ = ["bars", "hbars", "human"]
+__all__ = ["bars", "hbars", "human", "timeseries"]
 
 
 def _safe(html: str) -> Markup:
@@ -93,5 +96,86 @@ def hbars(
             f'fill="#3b6ea5"/><text x="{left + w + 6:.1f}" y="{y + 14}" class="axis">'
             f"{escape(human(v, unit))}</text>"
         )
+    out.append("</svg>")
+    return _safe("".join(out))
+
+
+def timeseries(
+    points: Sequence[tuple[datetime, int]],
+    *,
+    title: str,
+    since: datetime,
+    until: datetime,
+    step: timedelta = timedelta(hours=1),
+    unit: str = "",
+    zone: str = "UTC",
+    marks: Sequence[tuple[datetime, str, str]] = (),
+    width: int = 900,
+    height: int = 240,
+) -> Markup:
+    """Bars on a true time axis from ``since`` to ``until``: a bar sits where its time is (a
+    missing hour is a gap, not the next bar), ticks fall on whole hours or days in ``zone``.
+    ``marks``: (time, label, class) drawn as vertical lines (attacks, actions)."""
+    if until <= since:
+        until = since + step
+    left, right, bottom, top_pad = 70, 10, 44, 24
+    plot_w, plot_h = width - left - right, height - bottom - top_pad
+    span = (until - since).total_seconds()
+
+    def x(t: datetime) -> float:
+        return left + plot_w * (t - since).total_seconds() / span
+
+    peak = max((v for _, v in points), default=0) or 1
+    tz = ZoneInfo(zone)
+    out = [
+        f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="{escape(title)}" xmlns="http://www.w3.org/2000/svg">',
+        f'<text x="{left}" y="14" class="title">{escape(title)}</text>',
+        f'<text x="{left - 6}" y="{top_pad + 4}" text-anchor="end" class="axis">'
+        f"{escape(human(peak, unit))}</text>",
+        f'<line x1="{left}" y1="{height - bottom}" x2="{width - right}" y2="{height - bottom}" '
+        'stroke="#888"/>',
+    ]
+    # ticks: whole hours or days in the ISP's zone, at most about ten
+    local0 = since.astimezone(tz)
+    hours = span / 3600
+    tick_h = next((h for h in (1, 2, 3, 6, 12, 24, 48, 168) if hours / h <= 10), 336)
+    if tick_h >= 24:
+        t = local0.replace(hour=0, minute=0, second=0, microsecond=0)
+    else:
+        t = local0.replace(minute=0, second=0, microsecond=0)
+    while t <= until:
+        if t >= since:
+            xt = x(t)
+            label = t.strftime("%m-%d") if tick_h >= 24 else t.strftime("%m-%d %H:%M")
+            out.append(
+                f'<line x1="{xt:.1f}" y1="{height - bottom}" x2="{xt:.1f}" '
+                f'y2="{height - bottom + 4}" stroke="#888"/>'
+                f'<text x="{xt:.1f}" y="{height - bottom + 16}" text-anchor="middle" '
+                f'class="axis">{escape(label)}</text>'
+            )
+        t = (t + timedelta(hours=tick_h)).astimezone(tz)
+    out.append(
+        f'<text x="{width - right}" y="{height - 4}" text-anchor="end" class="axis">'
+        f"{escape(local0.tzname() or zone)}</text>"
+    )
+    bar_w = max(plot_w * step.total_seconds() / span - 1, 1)
+    for when, v in points:
+        if when < since or when >= until:
+            continue
+        h = plot_h * v / peak
+        label = when.astimezone(tz).strftime("%Y-%m-%d %H:%M")
+        out.append(
+            f'<rect x="{x(when):.1f}" y="{height - bottom - h:.1f}" width="{bar_w:.1f}" '
+            f'height="{h:.1f}" class="bar"><title>{escape(label)}: '
+            f"{escape(human(v, unit))}</title></rect>"
+        )
+    for when, label, cls in marks:
+        if since <= when <= until:
+            xm = x(when)
+            out.append(
+                f'<line x1="{xm:.1f}" y1="{top_pad}" x2="{xm:.1f}" y2="{height - bottom}" '
+                f'class="mark {escape(cls)}"><title>{escape(label)}</title></line>'
+            )
     out.append("</svg>")
     return _safe("".join(out))

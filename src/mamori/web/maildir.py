@@ -27,10 +27,32 @@ class Mail:
     recipients: tuple[str, ...]
     subject: str
     body: str
+    # the case and alert an alert mail is about (``X-Mamori-Case``, ``Message-ID``)
+    case_id: str | None = None
+    message_id: str | None = None
+
+
+_LISTED: dict[Path, tuple[tuple[int, ...], list[Mail]]] = {}
 
 
 def read_mailbox(directory: Path) -> list[Mail]:
-    """Every message in ``directory`` (a Maildir or a folder of ``.eml`` files), oldest first."""
+    """Every message in ``directory`` (a Maildir or a folder of ``.eml`` files), oldest first.
+    The same list object is returned while the folders are unchanged (a delivery, a move or a
+    deletion changes a folder's modification time), so callers can keep what they derive."""
+    stamp = tuple(
+        p.stat().st_mtime_ns
+        for p in (directory, directory / "new", directory / "cur")
+        if p.is_dir()
+    )
+    hit = _LISTED.get(directory)
+    if hit is not None and hit[0] == stamp:
+        return hit[1]
+    mails = _read_all(directory)
+    _LISTED[directory] = (stamp, mails)
+    return mails
+
+
+def _read_all(directory: Path) -> list[Mail]:
     if (directory / "new").is_dir() or (directory / "cur").is_dir():
         # Maildir file names are unique, not ordered: the delivery time is the file's mtime.
         files = [
@@ -43,7 +65,24 @@ def read_mailbox(directory: Path) -> list[Mail]:
         files.sort(key=lambda p: (p.stat().st_mtime_ns, p.name))
     else:
         files = sorted(directory.glob("*.eml"))
-    return [_read(path) for path in files]
+    return [_cached(path) for path in files]
+
+
+# Parsed messages by file, kept while the file is unchanged: a mailbox page reads the folder again
+# on every request, and parsing a hundred thousand messages each time would take seconds.
+_PARSED: dict[Path, tuple[int, int, Mail]] = {}
+
+
+def _cached(path: Path) -> Mail:
+    st = path.stat()
+    hit = _PARSED.get(path)
+    if hit is not None and hit[:2] == (st.st_mtime_ns, st.st_size):
+        return hit[2]
+    mail = _read(path)
+    if len(_PARSED) > 500_000:
+        _PARSED.clear()
+    _PARSED[path] = (st.st_mtime_ns, st.st_size, mail)
+    return mail
 
 
 def _read(path: Path) -> Mail:
@@ -65,4 +104,6 @@ def _read(path: Path) -> Mail:
         recipients=recipients,
         subject=str(msg.get("Subject", "")),
         body=str(body),
+        case_id=str(msg["X-Mamori-Case"]) if msg.get("X-Mamori-Case") else None,
+        message_id=str(msg["Message-ID"]).strip("<>") if msg.get("Message-ID") else None,
     )

@@ -41,6 +41,10 @@ _HERE = Path(str(resources.files("mamori.web")))
 templates = Jinja2Templates(directory=str(_HERE / "templates"))
 _HOST_RE = re.compile(r"^[a-z0-9_](?:[a-z0-9_.-]{0,251}[a-z0-9])?$")
 LANGS = ("ja", "en")
+# The page is self-contained: its stylesheet from its own host, no script, no inline style.
+CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
 REFRESH_S = 300.0
 
 
@@ -141,6 +145,7 @@ def _page(
     lang: str | None,
     *,
     action: str,
+    css_url: str,
 ) -> Response:
     host = _clean_host(site)
     category = lookup.category(host) if host else None
@@ -152,19 +157,38 @@ def _page(
         f"warning_{language}.html",
         {
             "isp": config.isp_name,
-            "site": host,
+            # Only a name on the lists in force is named: otherwise anyone could make the ISP's
+            # page call any site (a bank, a rival) dangerous with a link. Unlisted: a neutral page.
+            "site": host if category is not None else None,
             "path": _clean_path(path),
             "category": category,
             "consent_url": f"{base}/consent",
             "can_continue": config.dns.continue_url is not None,
             "continue_action": action,
+            "css_url": css_url,
             "other_lang": "en" if language == "ja" else "ja",
         },
         status_code=200,
     )
-    # the page must not be cached as if it were the site
+    _headers(response)
+    return response
+
+
+def _headers(response: Response) -> None:
+    # the page must not be cached as if it were the site, and nothing inline may run or style it
     response.headers["Cache-Control"] = "no-store"
     response.headers["X-Robots-Tag"] = "noindex"
+    response.headers["Content-Security-Policy"] = CSP
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+
+
+def _stylesheet() -> Response:
+    response = Response(
+        (_HERE / "static" / "warning.css").read_bytes(), media_type="text/css; charset=utf-8"
+    )
+    response.headers["Content-Security-Policy"] = CSP
+    response.headers["X-Content-Type-Options"] = "nosniff"
     return response
 
 
@@ -173,9 +197,11 @@ def _continue(
 ) -> Response:
     host = _clean_host(site)
     template = config.dns.continue_url
-    if host is None or template is None:
+    category = lookup.category(host) if host is not None else None
+    if host is None or template is None or category is None:
+        # only to a listed site: the bypass must not become an open redirector for any name
         return HTMLResponse("Not available", status_code=404)
-    counts.add(lookup.category(host), "continued")
+    counts.add(category, "continued")
     target = template.replace("{url}", quote(f"http://{host}{_clean_path(path)}", safe=""))
     return RedirectResponse(target, status_code=303)
 
@@ -191,7 +217,21 @@ def warning_router(gov: Governance, *, lookup: SiteLookup | None = None) -> APIR
     def warning_page(
         request: Request, site: str | None = None, path: str = "/", lang: str | None = None
     ) -> Response:
-        return _page(request, config, sites, counts, site, path, lang, action="/warning/continue")
+        return _page(
+            request,
+            config,
+            sites,
+            counts,
+            site,
+            path,
+            lang,
+            action="/warning/continue",
+            css_url="/warning.css",
+        )
+
+    @router.get("/warning.css")
+    def warning_css() -> Response:
+        return _stylesheet()
 
     @router.post("/warning/continue")
     def warning_continue(site: str = Form(...), path: str = Form("/")) -> Response:
@@ -213,6 +253,11 @@ def create_warning_app(config: MamoriConfig, gov: Governance | None = None) -> F
     def cont(site: str = Form(...), path: str = Form("/")) -> Response:
         return _continue(config, counts, sites, site, path)
 
+    # under a path no site uses, since every other path of every host shows the page
+    @app.get("/.mamori/warning.css")
+    def css() -> Response:
+        return _stylesheet()
+
     @app.get("/{rest:path}", response_class=HTMLResponse)
     def anything(request: Request, rest: str, lang: str | None = None) -> Response:
         return _page(
@@ -224,6 +269,7 @@ def create_warning_app(config: MamoriConfig, gov: Governance | None = None) -> F
             "/" + rest,
             lang,
             action="/.mamori/continue",
+            css_url="/.mamori/warning.css",
         )
 
     return app

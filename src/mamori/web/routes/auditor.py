@@ -10,13 +10,17 @@ from collections import Counter
 from ipaddress import ip_address
 from typing import Annotated, Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from mamori.governance import Governance, retention_status
 from mamori.governance.audit import AuditEntry
+from mamori.web.auditindex import audit_index
 from mamori.web.auth import Need, Viewer
-from mamori.web.render import render
+from mamori.web.render import render, table_response
+from mamori.web.specs import AUDIT_TABLE
 
 router = APIRouter()
 Audit = Annotated[Viewer, Depends(Need("audit"))]
@@ -140,15 +144,42 @@ async def overview(request: Request, viewer: Audit) -> Response:
     )
 
 
+def _masked(column: pa.ChunkedArray) -> pa.Array:
+    """``column`` with addresses masked, computed once per distinct value."""
+    values = pc.unique(column.combine_chunks())
+    masked = pa.array([None if v is None else mask_addresses(v) for v in values.to_pylist()])
+    return pc.take(masked, pc.index_in(column, value_set=values))
+
+
+def _shown(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    for r in rows:
+        r["detail"] = summarise(r["detail"])
+        r["case_id"] = mask_addresses(r["case_id"] or "")
+    return rows
+
+
 @router.get("/auditor/log")
 async def log(request: Request, viewer: Audit) -> Response:
+    """Every entry, newest first, filterable by actor, event, measure, basis, dataset and date.
+    Filters see what the page shows: addresses are masked before any filter runs, and details
+    are not searchable (they could be probed for an address)."""
     gov: Governance = request.app.state.gov
-    event = request.query_params.get("event") or None
-    rows = [_row(e) for e in gov.audit.entries() if event is None or e.event == event]
-    return render(
+    t = audit_index(gov).table()
+    t = t.set_column(t.schema.get_field_index("actor"), "actor", _masked(t.column("actor")))
+    params = dict(request.query_params)
+    if "event" in params and "f.event" not in params:  # the overview's links
+        params["f.event"] = params.pop("event")
+    csv_t = t.drop_columns(["detail", "columns"])
+    return table_response(
         request,
+        AUDIT_TABLE,
+        csv_t.append_column("detail", t.column("detail"))
+        if request.query_params.get("format") != "csv"
+        else csv_t,
         "auditor_log.html",
-        {"viewer": viewer, "rows": list(reversed(rows))[:PAGE], "event": event, "total": len(rows)},
+        {"viewer": viewer},
+        params=params,
+        rows=_shown,
     )
 
 

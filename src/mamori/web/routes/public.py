@@ -21,7 +21,10 @@ from mamori.report.transparency import (
 )
 from mamori.schemas import DATASETS, DataKind
 from mamori.web.auth import Accounts, Need, Viewer, csrf_form, safe_next
-from mamori.web.render import render
+from mamori.web.render import render, to_local
+from mamori.web.sessions import SessionRegistry
+from mamori.web.throttle import Window
+from mamori.web.totp import totp_ok
 
 router = APIRouter()
 PublicPage = Annotated[Viewer, Depends(Need("public"))]
@@ -170,27 +173,87 @@ async def login_page(request: Request, viewer: LoginPage) -> Response:
     )
 
 
+def _login_refused(
+    request: Request, viewer: Viewer, form: FormData, error: str, status: int, **headers: str
+) -> Response:
+    response = render(
+        request,
+        "login.html",
+        {"viewer": viewer, "next": safe_next(form.get("next")), "error": error},
+        status=status,
+    )
+    response.headers.update(headers)
+    return response
+
+
 @router.post("/login")
 async def login(request: Request, viewer: LoginPage, form: Form) -> Response:
     gov = _gov(request)
-    name = str(form.get("name") or "")
+    web = gov.config.web
+    name = str(form.get("name") or "")[:64]
     password = str(form.get("password") or "")
+    source = request.client.host if request.client else "unknown"
     accounts: Accounts = request.app.state.accounts
-    account = accounts.verify(name, password)
-    if account is None:
-        gov.audit.append(actor="web:public", event="login-failed", detail={"account": name[:64]})
-        return render(
-            request,
-            "login.html",
-            {
-                "viewer": viewer,
-                "next": safe_next(form.get("next")),
-                "error": "Wrong name or password.",
-            },
-            status=401,
+    by_account: Window = request.app.state.login_by_account
+    by_source: Window = request.app.state.login_by_source
+    # Refused before the password is checked: a guesser gets a handful of tries a minute and
+    # never makes the server hash for them.
+    wait = max(by_account.retry_after(name), by_source.retry_after(source))
+    if wait:
+        gov.audit.append(
+            actor="web:public",
+            event="login-throttled",
+            detail={"account": name, "reason": "too many wrong passwords", "wait_s": wait},
         )
+        return _login_refused(
+            request,
+            viewer,
+            form,
+            f"Too many wrong passwords. Wait {wait} seconds, then try again.",
+            429,
+            **{"Retry-After": str(wait)},
+        )
+    now = datetime.now(UTC)
+    known = accounts.find(name)
+    if known is not None and known.locked(now) and known.locked_until is not None:
+        gov.audit.append(
+            actor="web:public",
+            event="login-refused",
+            detail={"account": name, "reason": "locked"},
+        )
+        until = to_local(known.locked_until, web.time_zone)
+        return _login_refused(
+            request,
+            viewer,
+            form,
+            f"This account is locked until {until} after {web.lock_after_failures} wrong "
+            "passwords in a row. Wait, or ask an administrator to unlock it.",
+            423,
+        )
+    account = accounts.verify(name, password)
+    if (
+        account is not None
+        and account.totp_secret
+        and not totp_ok(account.totp_secret, str(form.get("code") or ""))
+    ):
+        account = None  # the second factor is missing or wrong: a failure like any other
+    if account is None:
+        by_account.add(name)
+        by_source.add(source)
+        after = accounts.failed(name, web.lock_after_failures, web.lock_minutes)
+        gov.audit.append(actor="web:public", event="login-failed", detail={"account": name})
+        if after is not None and after.locked(now) and not (known and known.locked(now)):
+            gov.audit.append(
+                actor="web:public",
+                event="account-locked",
+                detail={"account": name, "reason": f"{web.lock_after_failures} wrong passwords"},
+            )
+        return _login_refused(request, viewer, form, "Wrong name, password or code.", 401)
+    sessions: SessionRegistry = request.app.state.sessions
     request.session.clear()  # a new session (and CSRF token) at each login
     request.session["user"] = account.name
+    request.session["sid"] = sessions.start(account.name)
+    accounts.signed_in(account.name)
     gov.audit.append(actor=account.actor, event="login", detail={"role": account.role.value})
     return RedirectResponse(safe_next(form.get("next")), status_code=303)
 
@@ -199,6 +262,9 @@ async def login(request: Request, viewer: LoginPage, form: Form) -> Response:
 async def logout(request: Request, viewer: LoginPage, form: Form) -> Response:
     if viewer.account is not None:
         _gov(request).audit.append(actor=viewer.actor, event="logout")
+    sessions: SessionRegistry = request.app.state.sessions
+    # ended on the server: a copy of the cookie taken before is refused from now on
+    sessions.end(request.session.get("sid"))
     request.session.clear()
     return RedirectResponse("/login", status_code=303)
 

@@ -1,4 +1,6 @@
-"""The subscriber's consent page, reached from the link in an alert e-mail.
+"""The subscriber's consent page, reached from the link in an alert e-mail, or from ``/consent``
+with the contract id and a one-time code mailed to the contact address on file (or the ISP's
+single sign-on), see :mod:`mamori.web.selfservice`.
 
 No password: the link carries a signed, expiring token naming the subscriber
 (:mod:`mamori.governance.tokens`). Each consent-based measure is explained in Japanese and English
@@ -8,20 +10,24 @@ says that the terms are the same whatever the choice, and offers the two choices
 
 from __future__ import annotations
 
-from typing import Annotated
+import re
+import secrets
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.datastructures import FormData
 
 from mamori.governance import ConsentError, Governance
-from mamori.governance.tokens import TokenError, verify_consent_token
+from mamori.governance.tokens import TokenError, consent_token, verify_consent_token
 from mamori.web.auth import Need, Viewer, csrf_form
 from mamori.web.render import render
+from mamori.web.selfservice import CodeBook, request_code
 
 router = APIRouter()
 ConsentPage = Annotated[Viewer, Depends(Need("consent"))]
 Form = Annotated[FormData, Depends(csrf_form)]
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}$")
 
 
 def _subscriber(request: Request, token: str) -> str:
@@ -31,6 +37,62 @@ def _subscriber(request: Request, token: str) -> str:
 
 def _refused(request: Request, viewer: Viewer, exc: TokenError) -> Response:
     return render(request, "consent_error.html", {"viewer": viewer, "reason": str(exc)}, 403)
+
+
+def _nonce(request: Request) -> str:
+    nonce = request.session.get("ss")
+    if not isinstance(nonce, str):
+        nonce = secrets.token_urlsafe(16)
+        request.session["ss"] = nonce
+    return nonce
+
+
+def _signin(request: Request, viewer: Viewer, step: str, status: int = 200, **ctx: Any) -> Response:
+    return render(request, "consent_signin.html", {"viewer": viewer, "step": step, **ctx}, status)
+
+
+@router.get("/consent")
+async def self_service(request: Request, viewer: ConsentPage) -> Response:
+    """The settings page's front door for a subscriber without an alert e-mail at hand."""
+    gov: Governance = request.app.state.gov
+    header = gov.config.web.subscriber_sso_header
+    sub = request.headers.get(header, "").strip() if header else ""
+    if sub and _ID_RE.match(sub):
+        # the ISP's single sign-on proxy vouches for the subscriber (see web.subscriber_sso_header)
+        gov.audit.append(actor=f"subscriber:{sub}", event="consent-sso", detail={"subscriber": sub})
+        return RedirectResponse(f"/consent/{consent_token(gov.config, sub)}", status_code=303)
+    return _signin(request, viewer, "ask")
+
+
+@router.post("/consent")
+async def send_code(request: Request, viewer: ConsentPage, form: Form) -> Response:
+    gov: Governance = request.app.state.gov
+    sub = str(form.get("contract") or "").strip()
+    if not _ID_RE.match(sub):
+        return _signin(request, viewer, "ask", 400, error=True)
+    source = request.client.host if request.client else "unknown"
+    book: CodeBook = request.app.state.consent_codes
+    request_code(gov, book, _nonce(request), sub, source)
+    request.session["ss_sub"] = sub
+    # the same answer whether or not the contract exists or a mail went out
+    return _signin(request, viewer, "code")
+
+
+@router.post("/consent/sign-in")
+async def check_code(request: Request, viewer: ConsentPage, form: Form) -> Response:
+    gov: Governance = request.app.state.gov
+    sub = request.session.get("ss_sub")
+    book: CodeBook = request.app.state.consent_codes
+    code = str(form.get("code") or "")
+    if not isinstance(sub, str) or not book.check(_nonce(request), sub, code):
+        return _signin(request, viewer, "code", 401, wrong=True)
+    request.session.pop("ss_sub", None)
+    gov.audit.append(
+        actor=f"subscriber:{sub}",
+        event="consent-sign-in",
+        detail={"subscriber": sub, "channel": "web"},
+    )
+    return RedirectResponse(f"/consent/{consent_token(gov.config, sub)}", status_code=303)
 
 
 @router.get("/consent/{token}")

@@ -1,0 +1,95 @@
+"""People's verdicts on findings: a finding is a candidate until an analyst confirms it, rejects
+it, or marks it a false positive.
+
+Verdicts are appended to ``<store>/_state/reviews/reviews.jsonl`` (finding id, measure, verdict,
+who, when — never the address the finding is about) and audited as ``review`` events under the
+finding's measure, which is where the transparency report counts findings rejected. The latest
+verdict on a finding is its review state.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mamori.governance import Governance
+
+__all__ = ["VERDICTS", "Review", "Reviews"]
+
+VERDICTS = ("confirmed", "rejected", "false-positive")
+
+
+@dataclass(frozen=True)
+class Review:
+    ts: datetime
+    finding_id: str
+    measure: str
+    verdict: str
+    actor: str
+
+
+class Reviews:
+    def __init__(self, gov: Governance) -> None:
+        self._gov = gov
+        d = gov.state_dir("reviews")
+        self.path = d / "reviews.jsonl"
+        self._lock = d / ".reviews.lock"
+        self._cache: tuple[int, int, dict[str, Review]] | None = None
+
+    def record(self, finding_id: str, measure: str, verdict: str, actor: str) -> Review:
+        if verdict not in VERDICTS:
+            raise ValueError(f"verdict {verdict!r}: one of {', '.join(VERDICTS)}")
+        r = Review(datetime.now(UTC), finding_id, measure, verdict, actor)
+        line = json.dumps({**r.__dict__, "ts": r.ts.isoformat()}, sort_keys=True) + "\n"
+        with self._lock.open("a") as lh:
+            fcntl.flock(lh, fcntl.LOCK_EX)
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            with os.fdopen(fd, "a", encoding="utf-8") as fh:
+                fh.write(line)
+        self._gov.audit.append(
+            actor=actor,
+            event="review",
+            measure=measure,
+            dataset="findings",
+            detail={"finding": finding_id, "decision": verdict},
+        )
+        return r
+
+    def latest(self) -> dict[str, Review]:
+        """The latest verdict per finding id."""
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return {}
+        if self._cache is not None and self._cache[:2] == (st.st_size, st.st_mtime_ns):
+            return self._cache[2]
+        out: dict[str, Review] = {}
+        with self.path.open(encoding="utf-8") as fh:
+            for line in fh:
+                if line.strip():
+                    raw = json.loads(line)
+                    out[raw["finding_id"]] = Review(
+                        datetime.fromisoformat(raw["ts"]),
+                        raw["finding_id"],
+                        raw["measure"],
+                        raw["verdict"],
+                        raw["actor"],
+                    )
+        self._cache = (st.st_size, st.st_mtime_ns, out)
+        return out
+
+    def column(self, finding_ids: pa.ChunkedArray | pa.Array) -> pa.Array | pa.ChunkedArray:
+        """The review state of each finding id (``candidate`` where nobody has reviewed it)."""
+        latest = self.latest()
+        if not latest:
+            return pa.array(["candidate"] * len(finding_ids), pa.string())
+        keys = pa.array(list(latest), pa.string())
+        values = pa.array([r.verdict for r in latest.values()], pa.string())
+        idx = pc.index_in(finding_ids, value_set=keys)
+        return pc.fill_null(pc.take(values, idx), "candidate")

@@ -1,0 +1,180 @@
+"""The audit log as a table the console can filter and page through — every entry, not the last
+few hundred.
+
+The log is append-only, so the index reads only what was appended since it last looked (from the
+byte offset it reached) and keeps the columns in memory; a log rewritten under it (shorter than
+before) is read again from the start. Verification of the hash chain stays with
+:meth:`mamori.governance.audit.AuditLog.verify`.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from mamori.governance import Governance
+
+__all__ = ["AuditIndex", "audit_index"]
+
+FIELDS = (
+    "seq",
+    "ts",
+    "actor",
+    "event",
+    "measure",
+    "legal_basis",
+    "dataset",
+    "columns",
+    "case_id",
+    "detail",
+)
+SCHEMA = pa.schema(
+    [
+        ("seq", pa.int64()),
+        ("ts", pa.timestamp("us", "UTC")),
+        ("actor", pa.string()),
+        ("event", pa.string()),
+        ("measure", pa.string()),
+        ("legal_basis", pa.string()),
+        ("dataset", pa.string()),
+        ("columns", pa.string()),
+        ("case_id", pa.string()),
+        ("detail", pa.string()),
+    ]
+)
+
+
+# Events that change no stored rows and no one's consent: everything else (a write, a consent
+# change, a purge, a registry load, and any event this list does not know) may change what a
+# read returns, and so ends what the console keeps of earlier reads (:mod:`mamori.web.grantcache`).
+READ_ONLY_EVENTS = frozenset(
+    {
+        "access",
+        "refused",
+        "consent-read",
+        "consent-contact",
+        "consent-code",
+        "consent-sso",
+        "consent-sign-in",
+        "login",
+        "login-failed",
+        "login-throttled",
+        "login-refused",
+        "logout",
+        "account",
+        "account-locked",
+        "review",
+        "case",
+        "share-export",
+        "share-publish",
+        "model-trained",
+    }
+)
+
+
+class AuditIndex:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._reset()
+
+    def _reset(self) -> None:
+        self._offset = 0
+        self._pending: dict[str, list[Any]] = {f: [] for f in FIELDS}
+        self._chunks: list[pa.Table] = []
+        self._table: pa.Table | None = None
+        self._changes = 0
+
+    def _read_new(self) -> None:
+        """Parse what was appended since the last look (whole lines only); the lock is held."""
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            return
+        if size < self._offset:
+            self._reset()
+        if size == self._offset:
+            return
+        with self.path.open("rb") as fh:
+            fh.seek(self._offset)
+            chunk = fh.read(size - self._offset)
+        end = chunk.rfind(b"\n") + 1  # a writer may be mid-line
+        for line in chunk[:end].splitlines():
+            if not line.strip():
+                continue
+            obj = json.loads(line)
+            for f in FIELDS:
+                v = obj.get(f)
+                self._pending[f].append(datetime.fromisoformat(v) if f == "ts" else v)
+            if obj.get("event") not in READ_ONLY_EVENTS:
+                self._changes += 1
+        self._offset += end
+
+    def changes(self) -> int:
+        """How many entries so far may have changed what a read returns (a version number of
+        the store as governance serves it)."""
+        with self._lock:
+            self._read_new()
+            return self._changes
+
+    def table(self) -> pa.Table:
+        """Every entry so far (oldest first). New entries are added as a chunk of their own,
+        so a page view does not rebuild the whole log."""
+        with self._lock:
+            self._read_new()
+            if self._pending["seq"]:
+                self._chunks.append(
+                    pa.table({f: pa.array(self._pending[f], SCHEMA.field(f).type) for f in FIELDS})
+                )
+                self._pending = {f: [] for f in FIELDS}
+                if len(self._chunks) > 64:
+                    self._chunks = [pa.concat_tables(self._chunks).combine_chunks()]
+                self._table = None
+            if self._table is None:
+                self._table = (
+                    pa.concat_tables(self._chunks) if self._chunks else SCHEMA.empty_table()
+                )
+            return self._table
+
+
+_INDEXES: dict[Path, AuditIndex] = {}
+_GUARD = threading.Lock()
+
+
+def audit_index(gov: Governance) -> AuditIndex:
+    """The index of ``gov``'s audit log (one per log file in this process)."""
+    path = gov.audit.path
+    with _GUARD:
+        idx = _INDEXES.get(path)
+        if idx is None:
+            idx = _INDEXES[path] = AuditIndex(path)
+        return idx
+
+
+def proposers(gov: Governance) -> dict[str, str]:
+    """Who proposed each action (from the audit entries of its ``proposed`` step)."""
+    t = audit_index(gov).table()
+    import pyarrow.compute as pc
+
+    sel = t.filter(
+        pc.and_(
+            pc.and_(pc.equal(t.column("event"), "write"), pc.equal(t.column("dataset"), "actions")),
+            pc.fill_null(pc.match_substring(t.column("detail"), '"step": "proposed"'), False),
+        )
+    )
+    out: dict[str, str] = {}
+    for actor, detail in zip(
+        sel.column("actor").to_pylist(), sel.column("detail").to_pylist(), strict=True
+    ):
+        try:
+            ids = json.loads(detail or "{}").get("action_ids", [])
+        except ValueError:
+            continue
+        for i in ids:
+            out.setdefault(str(i), str(actor))
+    return out

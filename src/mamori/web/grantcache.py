@@ -1,0 +1,73 @@
+"""What the console keeps of its reads through governance, so a table of 100,000 rows is paged,
+sorted and filtered without reading it all again for every click.
+
+A page reads a dataset under each of its view's measures (:func:`gov.open <mamori.governance.
+Governance.open>`: the catalogue checked, consent applied, the access audited). The rows a grant
+returned are kept here, in this process, with the version of the store they were read at: the
+number of audit entries so far that may change what a read returns (a write, a consent change, a
+purge, a registry load — see :data:`mamori.web.auditindex.READ_ONLY_EVENTS`). The audit log is the
+change feed: once it shows any such entry, the rows are read again through governance. Until then
+a page that uses them still writes its own ``access`` entry — same actor, measure, basis, dataset
+and columns, ``"cached": true`` in the detail — so the log holds every page view's access as
+before.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mamori.governance import Governance
+from mamori.web.auditindex import audit_index
+
+__all__ = ["Kept", "read"]
+
+
+@dataclass(frozen=True)
+class Kept:
+    table: pa.Table
+    consent_filtered: bool
+    legal_basis: str
+    columns: tuple[str, ...]
+    version: int
+
+
+_KEPT: dict[tuple[str, str, str, tuple[str, ...] | None], Kept] = {}
+_LOCK = threading.Lock()
+
+
+def read(
+    gov: Governance, measure: str, dataset: str, columns: Sequence[str] | None, actor: str
+) -> Kept:
+    """The rows of ``dataset`` ``measure`` may read (only its own rows where the dataset names a
+    measure), through governance or kept from an earlier read at the same version."""
+    key = (str(gov.audit.path), measure, dataset, tuple(columns) if columns else None)
+    version = audit_index(gov).changes()
+    with _LOCK:
+        kept = _KEPT.get(key)
+    if kept is not None and kept.version == version:
+        gov.audit.append(
+            actor=actor,
+            event="access",
+            measure=measure,
+            legal_basis=kept.legal_basis,
+            dataset=dataset,
+            columns=kept.columns,
+            detail={"cached": True, "rows": kept.table.num_rows},
+        )
+        return kept
+    grant = gov.open(measure, dataset, columns, actor)  # raises AccessRefused (audited)
+    try:
+        t = grant.arrow()
+    finally:
+        grant.sandbox.close()
+    if "measure" in t.column_names:
+        t = t.filter(pc.equal(t.column("measure"), measure))
+    kept = Kept(t, grant.consent_filtered, grant.legal_basis, grant.columns, version)
+    with _LOCK:
+        _KEPT[key] = kept
+    return kept

@@ -1,0 +1,249 @@
+"""The desk's cases (status, assignee, notes, timeline; kept by number after an opt-out), the
+analyst's review of findings, and actions proposed by one person and decided by another — over
+real HTTP."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+
+import httpx
+import pytest
+
+from mamori.act import cases as cases_mod
+from mamori.act.casebook import CaseBook
+from mamori.governance import Governance
+from mamori.governance.roles import Role
+from mamori.schemas import MATCHES
+from mamori.web.app import create_app
+from mamori.web.auth import Accounts
+from tests.conftest import make_config, table
+from tests.web.conftest import ACCOUNTS, C2_IP, PASSWORD, T0, _t, csrf_of, login, populate
+from tests.web.server import running
+
+
+def _case(sub: str, cause: str, nid: str) -> cases_mod.Case:
+    cid = cases_mod.case_id(sub, "M5", cause)
+    return cases_mod.Case(
+        opened=T0,
+        updated=T0 + timedelta(minutes=2),
+        case_id=cid,
+        subscriber_id=sub,
+        measure="M5",
+        cause=cause,
+        events=3,
+        events_since_notice=0,
+        notifications=1,
+        last_event=T0,
+        notification_id=nid,
+        notification_state="sent",
+        legal_basis="consent",
+        subscriber_status="notified",
+    )
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Governance]]:
+    gov = Governance(make_config(tmp_path_factory.mktemp("cases") / "store"))
+    populate(gov)
+    kept, gone = (
+        _case("sub-0001", "infected:mirai", "n-1"),
+        _case("sub-0002", "infected:emotet", "n-2"),
+    )
+    gov.write("M5", "cases", cases_mod.to_table([kept, gone]), "test", basis="consent")
+    CaseBook(gov).opened([(c.case_id, "M5", c.opened) for c in (kept, gone)], "notify")
+    # the infected device's address is sub-0001's, so its matched communication may be kept
+    gov.write_registry(
+        "allocations",
+        table(
+            [
+                {
+                    "start": T0 - timedelta(days=1),
+                    "end": None,
+                    "addr": "10.0.1.2",
+                    "subscriber_id": "sub-0001",
+                }
+            ]
+        ),
+        "test",
+        source="test",
+    )
+    gov.write(
+        "M5",
+        "matches",
+        _t(
+            [
+                {
+                    "ts": T0 - timedelta(hours=1),
+                    "ip": "10.0.1.2",
+                    "port": 51234,
+                    "indicator": "infected:mirai",
+                    "finding_id": "f-inf-1",
+                    "notification_id": "n-1",
+                }
+            ],
+            MATCHES.arrow,
+        ),
+        "test",
+        basis="consent",
+    )
+    accounts = Accounts(gov)
+    for role, name in ACCOUNTS.items():
+        accounts.add(name, role, PASSWORD)
+    accounts.add("analyst2", Role.ANALYST, PASSWORD)
+    with running(create_app(gov)) as url:
+        yield url, gov
+    gov.close()
+
+
+@contextmanager
+def _as(url: str, name: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=url, follow_redirects=False, timeout=30) as c:
+        login(c, name)
+        yield c
+
+
+def test_desk_works_a_case_to_closure(store: tuple[str, Governance]) -> None:
+    url, gov = store
+    cid = cases_mod.case_id("sub-0001", "M5", "infected:mirai")
+    with _as(url, ACCOUNTS[Role.ABUSE_DESK]) as c:
+        listing = c.get("/cases").text
+        assert f'data-case="{cid}"' in listing
+        page = c.get(f"/cases/{cid}").text
+        assert 'id="status">open<' in page
+        steps = [
+            s for s in ("finding", "match", "attribution", "mail") if f'data-step="{s}"' in page
+        ]
+        assert steps == ["finding", "match", "attribution", "mail"]
+        assert "f-inf-1" in page and "sub-0001" in page
+        csrf = csrf_of(page)
+        r = c.post(
+            f"/cases/{cid}",
+            data={
+                "csrf": csrf,
+                "status": "acknowledged",
+                "assignee": "desk-tanaka",
+                "note": "called back",
+            },
+        )
+        assert r.status_code == 303
+        page = c.get(f"/cases/{cid}").text
+        assert 'id="status">acknowledged<' in page and "desk-tanaka" in page
+        assert "called back" in page
+        c.post(
+            f"/cases/{cid}", data={"csrf": csrf, "status": "resolved", "assignee": "desk-tanaka"}
+        )
+        page = c.get(f"/cases/{cid}").text
+        assert 'id="status">resolved<' in page and 'data-step="closure"' in page
+    events = [e for e in gov.audit.entries() if e.event == "case" and e.case_id == cid]
+    assert [json.loads(e.detail or "{}")["step"] for e in events] == [
+        "opened",
+        "status",
+        "assign",
+        "note",
+        "status",
+    ]
+    assert all("called back" not in (e.detail or "") for e in events)  # notes stay in the book
+
+
+def test_case_kept_by_number_after_opt_out(store: tuple[str, Governance]) -> None:
+    url, gov = store
+    cid = cases_mod.case_id("sub-0002", "M5", "infected:emotet")
+    with _as(url, ACCOUNTS[Role.ABUSE_DESK]) as c:
+        csrf = csrf_of(c.get(f"/cases/{cid}").text)
+        c.post(
+            f"/cases/{cid}",
+            data={"csrf": csrf, "note": "device is a camera", "status": "acknowledged"},
+        )
+        gov.consent.set("sub-0002", "M5", False, actor="subscriber:sub-0002", channel="web")
+        # the subscriber phones in with the case number
+        found = c.get("/search", params={"q": cid}).text
+        assert f'href="/cases/{cid}"' in found
+        page = c.get(f"/cases/{cid}").text
+        assert page.count('id="withheld"') == 1
+        assert 'id="status">acknowledged<' in page and "M5" in page
+        for gone in ("sub-0002", "infected:emotet", "device is a camera", "10.0.1.2"):
+            assert gone not in page, gone
+        listing = c.get("/cases", params={"q": cid[:10]}).text
+        assert f'data-case="{cid}"' in listing and "withheld" in listing
+
+
+def test_cases_are_the_desks(store: tuple[str, Governance]) -> None:
+    url, _ = store
+    with _as(url, ACCOUNTS[Role.ANALYST]) as c:
+        assert c.get("/cases").status_code == 403
+
+
+def test_analyst_confirms_one_finding_and_rejects_another(store: tuple[str, Governance]) -> None:
+    url, gov = store
+    with _as(url, ACCOUNTS[Role.ANALYST]) as c:
+        page = c.get("/findings/f-c2-1").text
+        assert "hosts converging on it" in page
+        csrf = csrf_of(page)
+        assert (
+            c.post(
+                "/findings/f-c2-1/review", data={"csrf": csrf, "verdict": "confirmed"}
+            ).status_code
+            == 303
+        )
+        assert (
+            c.post(
+                "/findings/f-inf-1/review", data={"csrf": csrf, "verdict": "rejected"}
+            ).status_code
+            == 303
+        )
+        listing = c.get("/findings", params={"f.review": "confirmed"}).text
+        assert 'data-finding="f-c2-1"' in listing and 'data-finding="f-inf-1"' not in listing
+        assert 'id="review">' in c.get("/findings/f-inf-1").text
+    reviews = [json.loads(e.detail or "{}") for e in gov.audit.entries() if e.event == "review"]
+    assert {"finding": "f-c2-1", "decision": "confirmed"} in reviews
+    assert {"finding": "f-inf-1", "decision": "rejected"} in reviews
+    with _as(url, ACCOUNTS[Role.ABUSE_DESK]) as desk:
+        csrf = csrf_of(desk.get("/findings").text)
+        r = desk.post("/findings/f-c2-1/review", data={"csrf": csrf, "verdict": "rejected"})
+        assert r.status_code == 403
+
+
+def test_proposed_by_one_approved_by_another_operator_applies_and_ends(
+    store: tuple[str, Governance],
+) -> None:
+    url, gov = store
+    with _as(url, ACCOUNTS[Role.ANALYST]) as a:
+        csrf = csrf_of(a.get("/findings/f-c2-1").text)
+        r = a.post("/findings/f-c2-1/propose", data={"csrf": csrf, "what": "block", "hours": "24"})
+        assert r.status_code == 303
+        action_id = r.headers["location"].split("+")[-1]
+        queue = a.get("/approvals").text
+        mine = queue.split("Waiting for others")[1]
+        assert action_id in mine  # not in "For you": nobody approves their own proposal
+        r = a.post(f"/actions/{action_id}/approve", data={"csrf": csrf})
+        assert r.status_code == 403
+    with _as(url, "analyst2") as other:
+        r = other.post(
+            f"/actions/{action_id}/approve", data={"csrf": csrf_of(other.get("/approvals").text)}
+        )
+        assert r.status_code == 403 and "operators" in r.text  # a network action
+    with _as(url, ACCOUNTS[Role.OPERATOR]) as op:
+        queue = op.get("/approvals").text
+        card = queue.split(f'id="q-{action_id}"')[1].split("</section>")[0]
+        assert f"nft add element inet mamori blocked_ipv4 {{ {C2_IP} }}" in card
+        assert "web:analyst1" in card and ">Approve</button>" in card
+        csrf = csrf_of(queue)
+        for step in ("approve", "apply", "end"):
+            r = op.post(f"/actions/{action_id}/{step}", data={"csrf": csrf, "back": "/approvals"})
+            assert r.status_code == 303, (step, r.text[:300])
+        detail = op.get(f"/actions/{action_id}").text
+        assert ">ended<" in detail
+    writes = [
+        (e.actor, json.loads(e.detail or "{}")["step"])
+        for e in gov.audit.entries()
+        if e.event == "write" and e.dataset == "actions" and action_id in (e.detail or "")
+    ]
+    assert writes == [
+        ("web:analyst1", "proposed"),
+        ("web:operator1", "approved"),
+        ("web:operator1", "applied"),
+        ("web:operator1", "ended"),
+    ]
