@@ -10,7 +10,10 @@ and :meth:`TemplateRegistry.restore` takes it back, so a collector restart keeps
 
 from __future__ import annotations
 
+import base64
 import itertools
+import operator
+import struct
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -39,7 +42,10 @@ __all__ = [
 MAX_TEMPLATES_PER_EXPORTER: Final = 4096
 MAX_TEMPLATES: Final = 262_144  # over all exporters (spoofed sources cannot grow it further)
 PENDING_MAX_BYTES: Final = 64 * 1024 * 1024  # data held for missing templates, all exporters
-STATE_FORMAT: Final = 1
+STATE_FORMAT: Final = 2  # 1: fields as lists (still read)
+
+
+_PACKED: Final = struct.Struct("!HHIB")  # a field as saved: id, length, enterprise, scope
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +56,16 @@ class FieldSpec:
     length: int
     enterprise: int = 0
     scope: bool = False
+    # Derived once per (shared) field, so that per-template work runs in C (map, join, sum):
+    # the smallest length a record gives it, and its saved form.
+    size: int = field(init=False, repr=False, compare=False, hash=False)
+    packed: bytes = field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "size", 1 if self.variable else self.length)
+        object.__setattr__(
+            self, "packed", _PACKED.pack(self.id, self.length, self.enterprise, self.scope)
+        )
 
     @property
     def variable(self) -> bool:
@@ -65,7 +81,8 @@ class _Shared(dict[tuple[int, ...], FieldSpec]):
     templates of 358 fields took a GiB without). Bounded: past it, new ones are not shared."""
 
     def __missing__(self, key: tuple[int, ...]) -> FieldSpec:
-        spec = FieldSpec(*key)  # type: ignore[arg-type]
+        extra = len(key) > 2  # (id, length) of a v9 field, or (id, length, enterprise, scope)
+        spec = FieldSpec(key[0], key[1], key[2] if extra else 0, bool(extra and key[3]))
         if len(self) < _FIELD_SPECS_MAX:
             self[key] = spec
         return spec
@@ -101,7 +118,7 @@ class Template:
 
     @cached_property
     def variable(self) -> bool:
-        return any(f.variable for f in self.fields)
+        return ie.VARIABLE_LENGTH in map(_LENGTH, self.fields)
 
     @cached_property
     def nat(self) -> bool:
@@ -116,7 +133,7 @@ class Template:
     @cached_property
     def record_length(self) -> int:
         """Length of one record; for variable-length templates, the minimum (1 byte per field)."""
-        return sum(1 if f.variable else f.length for f in self.fields)
+        return sum(map(_SIZE, self.fields))
 
     @cached_property
     def offsets(self) -> dict[int, tuple[int, int]]:
@@ -153,23 +170,36 @@ class Template:
         )
 
     def to_json(self) -> dict[str, Any]:
+        """``packed``: the fields as base64 of (id, length, enterprise, scope) ``!HHIB`` each —
+        a flood's thousands of templates of hundreds of fields are saved and read back without a
+        Python object per field."""
         return {
             "version": self.version,
             "id": self.template_id,
             "options": self.options,
-            "fields": [[f.id, f.length, f.enterprise, int(f.scope)] for f in self.fields],
+            "packed": base64.b64encode(b"".join(map(_PACKED_OF, self.fields))).decode(),
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Template:
+        if "packed" in data:
+            raw = base64.b64decode(data["packed"], validate=True)
+            fields = tuple(map(_FIELD_SPECS.__getitem__, _PACKED.iter_unpack(raw)))
+        else:  # saved by an earlier version
+            fields = tuple(
+                field_spec(int(i), int(n), int(e), bool(s)) for i, n, e, s in data["fields"]
+            )
         return cls(
             version=int(data["version"]),
             template_id=int(data["id"]),
             options=bool(data["options"]),
-            fields=tuple(
-                field_spec(int(i), int(n), int(e), bool(s)) for i, n, e, s in data["fields"]
-            ),
+            fields=fields,
         )
+
+
+_LENGTH: Final = operator.attrgetter("length")
+_SIZE: Final = operator.attrgetter("size")
+_PACKED_OF: Final = operator.attrgetter("packed")
 
 
 def _readable(f: FieldSpec) -> bool:
@@ -449,7 +479,7 @@ class TemplateRegistry:
         }
 
     def restore(self, state: Mapping[str, Any], counters: Counter[str]) -> None:
-        if state.get("format") != STATE_FORMAT:
+        if state.get("format") not in (1, STATE_FORMAT):
             raise ValueError(f"unknown template state format {state.get('format')!r}")
         # Oldest first, so that announcement order stays time order.
         items = sorted(state.get("templates", []), key=lambda item: float(item["seen"]))
