@@ -115,3 +115,17 @@ def test_an_unreadable_file_is_counted_and_ignored(tmp_path: Path) -> None:
     state.attach(reg)
     assert reg.entry(("192.0.2.1", 9, 0, 256)) is None
     assert state.counters["errors.template_state_unreadable"] == 1
+
+
+def test_saved_templates_read_back_equal() -> None:
+    plain = Template(9, 256, tuple(field_spec(i, 4) for i in (8, 12, 7)))
+    options = Template(
+        10,
+        300,
+        (field_spec(149, 4, scope=True), field_spec(305, 4), field_spec(1, 65535, 29305)),
+        options=True,
+    )
+    for t in (plain, options):
+        saved = json.loads(json.dumps(t.to_json()))
+        assert Template.from_json(saved) == t
+    assert "enterprise" not in plain.to_json() and options.to_json()["scopes"] == 1

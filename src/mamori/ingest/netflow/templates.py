@@ -45,7 +45,8 @@ PENDING_MAX_BYTES: Final = 64 * 1024 * 1024  # data held for missing templates, 
 STATE_FORMAT: Final = 2  # 1: fields as lists (still read)
 
 
-_PACKED: Final = struct.Struct("!HHIB")  # a field as saved: id, length, enterprise, scope
+_PACKED: Final = struct.Struct("!HH")  # a field as saved: id, length
+_ENTERPRISE: Final = struct.Struct("!I")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,9 +64,7 @@ class FieldSpec:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "size", 1 if self.variable else self.length)
-        object.__setattr__(
-            self, "packed", _PACKED.pack(self.id, self.length, self.enterprise, self.scope)
-        )
+        object.__setattr__(self, "packed", _PACKED.pack(self.id, self.length))
 
     @property
     def variable(self) -> bool:
@@ -170,25 +169,46 @@ class Template:
         )
 
     def to_json(self) -> dict[str, Any]:
-        """``packed``: the fields as base64 of (id, length, enterprise, scope) ``!HHIB`` each —
-        a flood's thousands of templates of hundreds of fields are saved and read back without a
-        Python object per field."""
-        return {
+        """``packed``: base64 of (id, length) ``!HH`` per field; ``enterprise``: base64 of
+        ``!I`` per field, only where one has an enterprise number; ``scopes``: how many leading
+        fields are scope fields (options templates). A flood's thousands of templates of
+        hundreds of fields are saved and read back without a Python object per field."""
+        fields = self.fields
+        out: dict[str, Any] = {
             "version": self.version,
             "id": self.template_id,
             "options": self.options,
-            "packed": base64.b64encode(b"".join(map(_PACKED_OF, self.fields))).decode(),
+            "packed": base64.b64encode(b"".join(map(_PACKED_OF, fields))).decode(),
         }
+        if any(map(_ENTERPRISE_OF, fields)):
+            raw = b"".join(_ENTERPRISE.pack(f.enterprise) for f in fields)
+            out["enterprise"] = base64.b64encode(raw).decode()
+        scopes = sum(map(_SCOPE_OF, fields))
+        if scopes:
+            out["scopes"] = scopes
+        return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Template:
-        if "packed" in data:
-            raw = base64.b64decode(data["packed"], validate=True)
-            fields = tuple(map(_FIELD_SPECS.__getitem__, _PACKED.iter_unpack(raw)))
-        else:  # saved by an earlier version
+        fields: tuple[FieldSpec, ...]
+        if "packed" not in data:  # saved by an earlier version
             fields = tuple(
                 field_spec(int(i), int(n), int(e), bool(s)) for i, n, e, s in data["fields"]
             )
+        else:
+            pairs = list(_PACKED.iter_unpack(base64.b64decode(data["packed"], validate=True)))
+            scopes = int(data.get("scopes", 0))
+            if "enterprise" in data or scopes:
+                raw = base64.b64decode(data.get("enterprise", ""), validate=True)
+                ents = [e for (e,) in _ENTERPRISE.iter_unpack(raw)] or [0] * len(pairs)
+                if len(ents) != len(pairs):
+                    raise ValueError("saved template: enterprise numbers do not match fields")
+                fields = tuple(
+                    field_spec(i, n, e, k < scopes)
+                    for k, ((i, n), e) in enumerate(zip(pairs, ents, strict=True))
+                )
+            else:
+                fields = tuple(map(V9_FIELDS.__getitem__, pairs))
         return cls(
             version=int(data["version"]),
             template_id=int(data["id"]),
@@ -200,6 +220,8 @@ class Template:
 _LENGTH: Final = operator.attrgetter("length")
 _SIZE: Final = operator.attrgetter("size")
 _PACKED_OF: Final = operator.attrgetter("packed")
+_ENTERPRISE_OF: Final = operator.attrgetter("enterprise")
+_SCOPE_OF: Final = operator.attrgetter("scope")
 
 
 def _readable(f: FieldSpec) -> bool:
