@@ -290,8 +290,6 @@ class TemplateRegistry:
         self._refreshed: set[str] = set()  # exporters whose templates were only re-announced
         self._unloaded: set[str] = set()
         self._loader: Callable[[str], Mapping[str, Any] | None] | None = None
-        self.loaded = 0  # exporters whose deferred state was loaded
-        self.evicted = 0
 
     def __len__(self) -> int:
         return len(self._templates)
@@ -315,7 +313,6 @@ class TemplateRegistry:
                 self.restore(state, Counter())
                 if not had:  # what was just read needs no writing back
                     self._changed.discard(exporter)
-                self.loaded += 1
 
     def load_all(self) -> None:
         for exporter in list(self._unloaded):
@@ -341,14 +338,16 @@ class TemplateRegistry:
 
     def touch(self, key: TemplateKey, now: float) -> None:
         """Mark a registered template seen at ``now`` (a refresh already counted)."""
-        self._templates[key] = (self._templates[key][0], now)
+        entry = self._templates.get(key)
+        if entry is None:  # evicted meanwhile
+            return
+        self._templates[key] = (entry[0], now)
         self._templates.move_to_end(key)
         self._by_exporter[key[0]].move_to_end(key)
         self._refreshed.add(key[0])
 
-    def put(self, key: TemplateKey, template: Template, now: float, counters: Counter[str]) -> bool:
-        """Add or refresh a template (evicting the least recently announced past a bound).
-        Returns True (kept for callers that once handled a refusal)."""
+    def put(self, key: TemplateKey, template: Template, now: float, counters: Counter[str]) -> None:
+        """Add or refresh a template (evicting the least recently announced past a bound)."""
         exporter = key[0]
         self._ensure(exporter)
         old = self._templates.get(key)
@@ -372,11 +371,9 @@ class TemplateRegistry:
             self._changed.add(exporter)
         self._templates[key] = (template, now)
         self._templates.move_to_end(key)
-        return True
 
     def _evict(self, key: TemplateKey, counters: Counter[str]) -> None:
         self._drop(key)
-        self.evicted += 1
         counters["templates.evicted"] += 1
 
     def withdraw(self, key: TemplateKey, counters: Counter[str]) -> None:
