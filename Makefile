@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test check apt venv clean
+.PHONY: demo test test-fast check apt venv clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ apt:
 
 test: $(STAMP) apt
 	$(BIN)/python -m pytest
+
+# The quick part (under two minutes on two cores): everything but the tests marked `slow` (servers,
+# browsers, reference tools, long property runs); `make test` still runs them all.
+test-fast: $(STAMP) apt
+	$(BIN)/python -m pytest -m "not slow"
 
 demo: $(STAMP) apt
 	$(BIN)/mamori demo

@@ -18,7 +18,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 
+from tests.conftest import free_port
 from tests.unbound_harness import (
     DOMAIN,
     UPSTREAM,
@@ -45,13 +45,6 @@ NAMED = shutil.which("named") or "/usr/sbin/named"
 RNDC = shutil.which("rndc") or "/usr/sbin/rndc"
 NAMED_CHECKCONF = shutil.which("named-checkconf") or "/usr/bin/named-checkconf"
 NAMED_CHECKZONE = shutil.which("named-checkzone") or "/usr/bin/named-checkzone"
-
-
-def _free_tcp_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -139,7 +132,7 @@ def _running_once(
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "upstream.zone").write_text(UPSTREAM)
     port = free_udp_port()
-    control_port = _free_tcp_port()
+    control_port = free_port()
     secret = base64.b64encode(secrets.token_bytes(32)).decode("ascii")
     conf = directory / "named.conf"
     conf.write_text(named_conf(directory, port, control_port, secret, mamori_snippet))

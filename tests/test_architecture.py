@@ -59,3 +59,23 @@ def test_public_surface_of_governance() -> None:
             "retention_status",
         ]
     )
+
+
+# Governance's own engine and the sandbox's loading hook are the door's inside: no stage may reach
+# them from Python (SQL cannot: the sandbox has no files and no other grant to reach).
+PRIVATE_DOOR = {"_engine", "_load", "_bounded", "_consent_filter", "_resolved_allocations"}
+
+
+def test_no_stage_reaches_governance_internals() -> None:
+    offenders = []
+    for path in SRC.rglob("*.py"):
+        top = path.relative_to(SRC).parts[0]
+        if top in ALLOWED:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Attribute) and node.attr in PRIVATE_DOOR:
+                # a class's own private helper of the same name (self._load) is not the door
+                if isinstance(node.value, ast.Name) and node.value.id in {"self", "cls"}:
+                    continue
+                offenders.append(f"{path.relative_to(SRC)}:{node.lineno} uses .{node.attr}")
+    assert offenders == []

@@ -35,6 +35,8 @@ def test_tree_has_every_group_in_order() -> None:
         "serve",
         "attribute",
         "demo",
+        "status",
+        "install-units",
         "config",
         "consent",
         "audit",

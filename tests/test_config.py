@@ -76,7 +76,7 @@ def test_environment_wins_over_file_and_flags_win_over_environment(
             '[[address_plan]]\nname = "b"\nkind = "static"\nprefixes = ["10.1.0.0/16"]\n',
             ["overlaps", "10.1.0.0/16", "pools must be disjoint"],
         ),
-        ("colour = 1\n", ["colour", "Extra inputs are not permitted"]),
+        ("colour = 1\n", ["colour", "not a setting"]),
         ("[smtp]\nport = 70000\n", ["smtp.port", "70000", "less than 65536"]),
         ("store = [", ["not valid TOML"]),
         (
@@ -95,6 +95,43 @@ def test_invalid_file_names_key_value_and_allowed(
     message = str(info.value)
     for needle in needles:
         assert needle in message, (needle, message)
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        (  # a comment left inside the list's quotes
+            '[[address_plan]]\nname = "a"\nkind = "dynamic"\nprefixes = ["# home", "10.0.0.0/8"]\n',
+            "address_plan.0.prefixes.0 = '# home': expected an IP network in CIDR form, e.g. "
+            "192.0.2.0/24 or 2001:db8::/32 (a '#' inside quotes is part of the value, not a "
+            "comment)",
+        ),
+        (
+            '[dns]\nwarning_addrs = ["192.0.2"]\n',
+            "dns.warning_addrs.0 = '192.0.2': expected an IP address, e.g. 192.0.2.1 or 2001:db8::1",
+        ),
+        ("[smtp]\nport = 70000\n", "smtp.port = 70000: expected less than 65536"),
+    ],
+)
+def test_error_is_one_line_naming_file_key_value_and_expected(
+    tmp_path: Path, text: str, line: str
+) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"invalid configuration: {path}: {line}"
+
+
+def test_error_names_the_environment_variable_that_set_the_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAMORI_RETENTION__FLOWS", "-1")
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, GOOD))
+    assert str(info.value) == (
+        "invalid configuration: environment MAMORI_RETENTION__FLOWS: retention.flows = '-1': "
+        "expected greater than 0"
+    )
 
 
 def test_missing_explicit_file(tmp_path: Path) -> None:

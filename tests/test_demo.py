@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from mamori.cli import app
 from mamori.config import load_config
 from mamori.governance import Governance
-from mamori.sim.mailsink import read_mailbox
+from mamori.web.maildir import read_mailbox
 from tests.web.conftest import login
 from tests.web.server import running
 
@@ -83,6 +83,12 @@ def test_console_left_behind_is_populated(demo_out: Path) -> None:
             login(desk, "desk", logins["desk"])
             alerts = desk.get("/alerts")
             assert alerts.status_code == 200 and "sent" in alerts.text
+            # the zones and the alerts sent, each through the action life cycle
+            acts = desk.get("/actions").text
+            applied = acts.split('<section id="applied">')[1].split("</section>")[0]
+            ended = acts.split('<section id="ended">')[1].split("</section>")[0]
+            assert 'data-action="rpz-M7-' in applied and 'data-action="rpz-M8-' in applied
+            assert 'data-action="alert-N-' in ended
             box = desk.get("/mailbox")
             assert box.status_code == 200 and "/consent/" in box.text
             login(analyst, "analyst", logins["analyst"])
@@ -94,6 +100,50 @@ def test_console_left_behind_is_populated(demo_out: Path) -> None:
             assert public.status_code == 200
     finally:
         gov.close()
+
+
+@pytest.mark.slow
+def test_status_on_the_demo_store_shows_every_stage(demo_out: Path) -> None:
+    """`mamori status` on what the demo left, judged on the simulated day (the simulator's
+    clock is fixed; today, its data would be past some retentions): every stage with its run,
+    the collector, the store, nothing that needs attention. Then purge is made overdue (flows
+    kept one day, judged three days later) and it exits 1. Read-only: the other tests share
+    this store."""
+    from datetime import datetime, timedelta
+
+    from mamori.runs import STAGES
+
+    config = str(demo_out / "mamori.toml")
+    summary = json.loads((demo_out / "sim" / "summary.json").read_text())
+    sim_end = datetime.fromisoformat(summary["end"])
+    r = runner.invoke(
+        app, ["--config", config, "status", "--json", "--now", f"{sim_end + timedelta(hours=1)}"]
+    )
+    assert r.exit_code == 0, r.output
+    st = json.loads(r.stdout)
+    stages = {s["stage"]: s for s in st["stages"]}
+    assert list(stages) == list(STAGES)
+    for ran in ("collect", "detect-c2", "detect-infected", "rpz", "notify", "transparency"):
+        assert stages[ran]["last_outcome"] == "ok" and stages[ran]["state"] == "ok", ran
+    assert stages["detect-infected"]["counts"]["findings"] > 0
+    exported = sum(x["records"] + x["samples"] for x in summary["routers"])
+    assert st["collectors"][0]["records_stored"] == exported
+    flows = next(d for d in st["datasets"] if d["dataset"] == "flows")
+    assert flows["bytes"] > 0 and flows["oldest"] and not flows["overdue"]
+    assert st["audit"]["ok"] and st["alerts"].get("sent", 0) > 0
+
+    later = f"{sim_end + timedelta(days=3)}"
+    r = runner.invoke(app, ["--config", config, "status", "--json", "--now", later])
+    assert r.exit_code == 0, r.output
+    overdue = {"MAMORI_RETENTION__FLOWS": "1"}
+    r = runner.invoke(app, ["--config", config, "status", "--json", "--now", later], env=overdue)
+    assert r.exit_code == 1
+    attention = json.loads(r.stdout)["attention"]
+    assert [a for a in attention if a.startswith("purge overdue")] == [
+        f"purge overdue: flows holds data from {flows['oldest']}, past its 1-day retention"
+    ], attention
+    table = runner.invoke(app, ["--config", config, "status", "--now", later], env=overdue)
+    assert table.exit_code == 1 and "OVERDUE" in table.output
 
 
 def test_demo_never_deletes_a_foreign_directory(tmp_path: Path) -> None:

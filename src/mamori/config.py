@@ -8,6 +8,7 @@ defaults. Nested keys use a double underscore in the environment: ``MAMORI_RETEN
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import os
 import re
 import tomllib
@@ -32,17 +33,24 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from mamori.config_network import NetworkConfig
+
 __all__ = [
     "AddressPool",
     "AlertsConfig",
     "AttributionConfig",
+    "AuditConfig",
     "CollectorConfig",
     "ConfigError",
     "DnsConfig",
     "GovernanceConfig",
+    "InputLimitsConfig",
     "MamoriConfig",
     "ReputationConfig",
     "RetentionConfig",
+    "ScheduleConfig",
+    "ScheduledJob",
+    "ShareConfig",
     "SmtpConfig",
     "WebConfig",
     "load_config",
@@ -116,6 +124,61 @@ class GovernanceConfig(_Model):
     )
 
 
+_SINK = re.compile(r"^(syslog://(\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+):\d{1,5}|file:\S.*)$")
+
+
+class AuditConfig(_Model):
+    """Making the audit log evident to those who do not own the store (``mamori audit --help``).
+
+    The key is the audit role's: outside the store, so that whoever can rewrite the store's files
+    cannot sign a rewritten log.
+    """
+
+    signing_key: Path | None = Field(
+        default=None,
+        description="the audit role's Ed25519 private key (`mamori audit keygen`), outside the "
+        "store: signs HEAD at every append, published heads and the transparency report's head",
+    )
+    public_key: str | list[str] | None = Field(
+        default=None,
+        description="public key(s) HEAD and published heads must be signed with: ed25519:<base64> "
+        "or a file holding it; a list during a key rotation. Default: the signing key's",
+    )
+    publish_to: tuple[str, ...] = Field(
+        default=(),
+        description="where `mamori audit publish` sends the signed head: syslog://HOST:PORT "
+        "(RFC 5424 over TCP) or file:PATH (another mount); verify reads the file sinks back",
+    )
+
+    @field_validator("publish_to")
+    @classmethod
+    def _sinks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [s for s in value if not _SINK.match(s)]
+        if bad:
+            raise ValueError(f"{bad}: expected syslog://HOST:PORT or file:PATH")
+        return value
+
+    def public_keys(self) -> tuple[str, ...]:
+        if self.public_key is None:
+            return ()
+        return (self.public_key,) if isinstance(self.public_key, str) else tuple(self.public_key)
+
+    def file_sinks(self) -> tuple[Path, ...]:
+        return tuple(Path(s[len("file:") :]) for s in self.publish_to if s.startswith("file:"))
+
+
+_INSTANCE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+
+
+class CollectorGroup(_Model):
+    """One collector process (``mamori collect --group NAME``, unit ``mamori-collect@NAME``)."""
+
+    listen: tuple[str, ...] = Field(min_length=1, description="udp://HOST:PORT listeners")
+    metrics: str | None = Field(
+        default=None, description="HOST:PORT to serve this group's Prometheus metrics on"
+    )
+
+
 class CollectorConfig(_Model):
     """The flow collector (``mamori collect``); command-line flags override these."""
 
@@ -139,6 +202,38 @@ class CollectorConfig(_Model):
         description="exporter address → 1-in-N rate used where the exporter reports none or 0",
     )
     template_timeout_s: float = Field(default=1800.0, gt=0)
+    metrics: str | None = Field(
+        default=None,
+        description="HOST:PORT to serve the collector's Prometheus metrics on, e.g. "
+        "127.0.0.1:9465 (the group default; each group has its own)",
+    )
+    groups: dict[str, CollectorGroup] = Field(
+        default_factory=dict,
+        description="[collector.groups.NAME]: listener groups, one collector process each "
+        "(systemd unit mamori-collect@NAME); `listen` above is the group named default",
+    )
+
+    @field_validator("groups")
+    @classmethod
+    def _group_names(cls, value: dict[str, CollectorGroup]) -> dict[str, CollectorGroup]:
+        # the name becomes a systemd instance name and a state directory: keep it plain
+        bad = [n for n in value if not _INSTANCE.match(n) or n == "default"]
+        if bad:
+            raise ValueError(
+                f"group names {bad}: a lower-case letter, then letters, digits and _, at most "
+                "32 in all, not 'default' (that is collector.listen)"
+            )
+        return value
+
+    def listen_groups(self) -> dict[str, tuple[str, ...]]:
+        """Every listener group by name; ``default`` is ``collector.listen`` when set."""
+        out = {"default": self.listen} if self.listen else {}
+        return out | {name: g.listen for name, g in self.groups.items()}
+
+    def metrics_for(self, group: str) -> str | None:
+        """Where the group's metrics are served (None: not served)."""
+        return self.metrics if group == "default" else self.groups[group].metrics
+
     # Hostile or broken input must not stop the collector (mamori.ingest.collector).
     max_open_partitions: int = Field(
         default=32,
@@ -218,9 +313,29 @@ class WebConfig(_Model):
     )
     mailbox_dir: Path | None = Field(
         default=None,
-        description="a local mailbox directory (.eml files; the demo's SMTP sink) the abuse desk "
-        "may read in the console; unset in production",
+        description="a local mailbox (a Maildir or a folder of .eml files; in the demo, the SMTP "
+        "sink's) the abuse desk may read in the console; unset in production",
     )
+    metrics_listen: str | None = Field(
+        default=None,
+        description="loopback HOST:PORT on which `mamori serve` also serves /metrics without a "
+        "login, for a Prometheus on the same host, e.g. 127.0.0.1:9466",
+    )
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _loopback(cls, value: str | None) -> str | None:
+        # no login on this listener: it must not be reachable from elsewhere
+        if value is None:
+            return None
+        host = value.rpartition(":")[0].strip("[]")
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback or not value.rpartition(":")[2].isdigit():
+            raise ValueError("a loopback address and port, e.g. 127.0.0.1:9466 or [::1]:9466")
+        return value
 
 
 class DnsConfig(_Model):
@@ -278,6 +393,14 @@ class DnsConfig(_Model):
         default=None,
         description="warning page 'continue' target, with {url}: a forwarding proxy that does "
         "not use the policy resolver; unset: the page explains how to switch the warning off",
+    )
+    zone_expiry_days: float = Field(
+        default=7.0,
+        gt=0,
+        le=365,
+        description="a zone not rebuilt within this long expires (every action ends): "
+        "`mamori act expire` then empties it, as a zone is only as current as the lists it was "
+        "built from",
     )
 
 
@@ -370,6 +493,127 @@ class ReputationConfig(_Model):
         return out
 
 
+class InputLimitsConfig(_Model):
+    """Bounds on what outsiders' files and messages may make the parsers do.
+
+    ``json.loads`` and the STIX pattern grammar recurse once per level: a document nested a few
+    thousand levels deep, or a pattern of thousands of ``OR``, ends in ``RecursionError``. Nesting
+    is measured on the raw text before parsing; the one object that exceeds a bound is refused
+    with its position and the rest of the file is kept.
+    """
+
+    max_json_depth: int = Field(
+        default=64,
+        ge=8,
+        le=256,
+        description="deepest nesting of JSON arrays and objects read from a feed, a report or a "
+        "TAXII peer (STIX and MISP need about 10)",
+    )
+    max_pattern_length: int = Field(
+        default=16384, ge=256, le=1_000_000, description="longest STIX pattern, in characters"
+    )
+    max_pattern_operators: int = Field(
+        default=128,
+        ge=1,
+        le=256,
+        description="most operators (AND, OR, FOLLOWEDBY) and qualifiers (WITHIN, REPEATS, "
+        "START … STOP) in one STIX pattern",
+    )
+    max_pattern_nesting: int = Field(
+        default=32, ge=1, le=64, description="deepest nesting of ( and [ in one STIX pattern"
+    )
+
+
+class ShareConfig(_Model):
+    """The TAXII server's limits per peer (``mamori share serve``, ``/taxii2/``).
+
+    Counted per peer: objects and request-body bytes it posted in the current UTC day, and its
+    requests (any route) in a fixed window of ``rate_window_s``. Past a limit the server answers
+    429 with ``Retry-After`` and audits the first refusal of each window.
+    """
+
+    max_content_length: int = Field(
+        default=10 * 1024 * 1024,
+        ge=1024,
+        description="largest request body in bytes (413 past it, checked before it is read)",
+    )
+    max_objects_per_request: int = Field(
+        default=1000, ge=1, description="most STIX objects in one posted envelope"
+    )
+    quota_objects_per_day: int = Field(
+        default=10_000, ge=0, description="objects one peer may post per UTC day"
+    )
+    quota_bytes_per_day: int = Field(
+        default=50 * 1024 * 1024, ge=0, description="request-body bytes one peer may post per day"
+    )
+    rate_requests: int = Field(
+        default=120, ge=1, description="requests one peer may make per rate window"
+    )
+    rate_window_s: float = Field(default=60.0, gt=0, le=86400)
+    refusal_summary_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=86400,
+        description="requests without a valid key, and a peer's refusals past a limit after the "
+        "first of its window, are counted and written to the audit log as one refused-summary "
+        "per interval (by route, source prefix, peer and limit), not one entry each",
+    )
+
+
+_RELATIVE = re.compile(r"^-\d{1,5}[mhd]$")
+
+
+class ScheduledJob(_Model):
+    """A stage run by a systemd timer (``mamori install-units``) and watched by ``mamori status``."""
+
+    on_calendar: str = Field(
+        min_length=1,
+        max_length=200,
+        description="when the timer fires: a systemd OnCalendar expression (man systemd.time)",
+    )
+    since: str | None = Field(
+        default=None,
+        description="window start given to the stage, relative to the run: -15m, -24h, -7d",
+    )
+    overdue_after_hours: float = Field(
+        gt=0,
+        description="`mamori status` reports the stage overdue when its last successful run is "
+        "older than this",
+    )
+
+    @field_validator("on_calendar")
+    @classmethod
+    def _one_line(cls, value: str) -> str:
+        # written into a unit file as is: a newline would add directives of its own
+        if any(not c.isprintable() for c in value) or "%" in value:
+            raise ValueError("one line of printable text without %, e.g. '*-*-* 03:30:00'")
+        return value.strip()
+
+    @field_validator("since")
+    @classmethod
+    def _relative(cls, value: str | None) -> str | None:
+        if value is not None and not _RELATIVE.match(value):
+            raise ValueError("a time relative to the run: -NNm, -NNh or -NNd, e.g. -24h")
+        return value
+
+
+class ScheduleConfig(_Model):
+    """When the timers run each batch stage (they are written into the units by
+    ``mamori install-units``; rerun it after a change)."""
+
+    detect_c2: ScheduledJob = ScheduledJob(
+        on_calendar="*-*-* *:10:00", since="-24h", overdue_after_hours=3
+    )
+    detect_infected: ScheduledJob = ScheduledJob(
+        on_calendar="*-*-* *:00/15:00", since="-1h", overdue_after_hours=1
+    )
+    notify: ScheduledJob = ScheduledJob(on_calendar="*-*-* *:05/15:00", overdue_after_hours=1)
+    purge: ScheduledJob = ScheduledJob(on_calendar="*-*-* 03:30:00", overdue_after_hours=36)
+    transparency: ScheduledJob = ScheduledJob(
+        on_calendar="*-*-02 06:00:00", overdue_after_hours=24 * 33
+    )
+
+
 class MamoriConfig(BaseSettings):
     """The effective configuration."""
 
@@ -402,6 +646,11 @@ class MamoriConfig(BaseSettings):
     attribution: AttributionConfig = AttributionConfig()
     alerts: AlertsConfig = AlertsConfig()
     reputation: ReputationConfig = ReputationConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    audit: AuditConfig = AuditConfig()
+    input_limits: InputLimitsConfig = InputLimitsConfig()
+    share: ShareConfig = ShareConfig()
+    network: NetworkConfig = NetworkConfig()
 
     @model_validator(mode="before")
     @classmethod
@@ -434,20 +683,47 @@ class MamoriConfig(BaseSettings):
 
     @model_validator(mode="after")
     def _pools_disjoint(self) -> MamoriConfig:
-        seen: list[tuple[str, IPNetwork]] = []
         names: set[str] = set()
+        spans: list[tuple[int, int, int, str, IPNetwork]] = []
         for pool in self.address_plan:
             if pool.name in names:
                 raise ValueError(f"address pool name {pool.name!r} is used twice")
             names.add(pool.name)
-            for net in pool.prefixes:
-                for other_name, other in seen:
-                    if net.version == other.version and net.overlaps(other):
-                        raise ValueError(
-                            f"prefix {net} of pool {pool.name!r} overlaps {other} of pool "
-                            f"{other_name!r}; pools must be disjoint"
-                        )
-                seen.append((pool.name, net))
+            spans += [
+                (n.version, int(n.network_address), int(n.broadcast_address), pool.name, n)
+                for n in pool.prefixes
+            ]
+        # Sorted by start, prefixes overlap only where one starts before its predecessor ends:
+        # a plan of 100,000 prefixes is checked in n log n, not n².
+        spans.sort(key=lambda s: (s[0], s[1], s[2]))
+        for prev, cur in itertools.pairwise(spans):
+            if cur[0] == prev[0] and cur[1] <= prev[2]:
+                raise ValueError(
+                    f"prefix {cur[4]} of pool {cur[3]!r} overlaps {prev[4]} of pool "
+                    f"{prev[3]!r}; pools must be disjoint"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _audit_outside_store(self) -> MamoriConfig:
+        # A key or published copy the store's owner can rewrite proves nothing against that owner.
+        store = self.store.expanduser().resolve()
+
+        def inside(path: Path) -> bool:
+            p = path.expanduser().resolve()
+            return p == store or store in p.parents
+
+        if self.audit.signing_key is not None and inside(self.audit.signing_key):
+            raise ValueError(
+                f"audit.signing_key {str(self.audit.signing_key)!r} is inside the store "
+                f"{str(self.store)!r}; keep the audit key outside the store"
+            )
+        for path in self.audit.file_sinks():
+            if inside(path):
+                raise ValueError(
+                    f"audit.publish_to file:{path} is inside the store {str(self.store)!r}; "
+                    "publish to another mount"
+                )
         return self
 
     def measure_enabled(self, measure: str) -> bool:
@@ -473,14 +749,113 @@ class MamoriConfig(BaseSettings):
         return env_settings, init_settings
 
 
-def _describe(err: ValidationError, source: str) -> str:
-    lines = [f"invalid configuration ({source}):"]
+# Parts of a pydantic error location that name its schema (a union branch, a validator), not a
+# key the operator wrote: they are left out of the key shown.
+_SCHEMA_TAG = re.compile(
+    r"[\[\](),=]|^(?:function-(?:after|before|plain|wrap)|lax-or-strict|json-or-python|"
+    r"is-instance|union|tagged-union|chain|nullable|default|model|literal|str|int|float|bool|"
+    r"bytes|list|tuple|dict|set|frozenset|none|enum|url|uuid|date|datetime|time|timedelta|"
+    r"decimal|[A-Z][A-Za-z0-9]*[a-z][A-Za-z0-9]*)$"
+)
+_NETWORK = "expected an IP network in CIDR form, e.g. 192.0.2.0/24 or 2001:db8::/32"
+_ADDRESS = "expected an IP address, e.g. 192.0.2.1 or 2001:db8::1"
+_INTERFACE = "expected an address with its prefix length, e.g. 192.0.2.1/24"
+_PROBLEM = {
+    "ip_v4_network": _NETWORK,
+    "ip_v6_network": _NETWORK,
+    "ip_any_network": _NETWORK,
+    "ip_v4_address": _ADDRESS,
+    "ip_v6_address": _ADDRESS,
+    "ip_any_address": _ADDRESS,
+    "ip_v4_interface": _INTERFACE,
+    "ip_v6_interface": _INTERFACE,
+    "ip_any_interface": _INTERFACE,
+    "missing": "required, but not given",
+    "extra_forbidden": "not a setting (check its spelling and its [section])",
+}
+
+
+def _key(loc: tuple[int | str, ...], data: Mapping[str, Any]) -> str:
+    """The key an error is about, as the operator wrote it (``address_plan.0.prefixes.0``)."""
+    parts: list[str] = []
+    node: Any = data
+    for part in loc:
+        if isinstance(part, int):
+            parts.append(str(part))
+            node = node[part] if isinstance(node, list | tuple) and part < len(node) else None
+        elif isinstance(node, Mapping) and part in node:
+            parts.append(part)
+            node = node[part]
+        elif part == "[key]":
+            parts[-1:] = [f"{parts[-1]} (the key)"] if parts else []
+        elif not _SCHEMA_TAG.search(part):
+            parts.append(part)
+            node = None
+    return ".".join(parts) or "(top level)"
+
+
+def _problem(error: Mapping[str, Any]) -> str:
+    known = _PROBLEM.get(str(error["type"]))
+    if known:
+        return known
+    msg = str(error["msg"])
+    for prefix, now in (("Input should be ", "expected "), ("Value error, ", "")):
+        if msg.startswith(prefix):
+            return now + msg[len(prefix) :]
+    return msg
+
+
+def _merged(problems: list[str]) -> str:
+    """A union's branches as one problem: "expected A or B"."""
+    if len(problems) > 1 and all(p.startswith("expected ") for p in problems):
+        return "expected " + " or ".join(p.removeprefix("expected ") for p in problems)
+    return "; ".join(problems)
+
+
+def _where(key: str, file: Path | None, data: Mapping[str, Any]) -> str:
+    """Where a key's value came from: the environment variable that set it (which wins over the
+    file), the file, or else the command line."""
+    names = []
+    for part in key.split(" ", 1)[0].split("."):
+        if part.isdigit():
+            break
+        names.append(part.upper())
+    for n in range(len(names), 0, -1):
+        env = "MAMORI_" + "__".join(names[:n])
+        if env in os.environ:
+            return f"environment {env}"
+    if file is not None and key.split(".", 1)[0] in data:
+        return str(file)
+    return "command line or defaults"
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}…"
+
+
+def _describe(err: ValidationError, file: Path | None, data: Mapping[str, Any]) -> str:
+    """One line per problem: where the value came from, the key, the value given and what is
+    expected. A union's branches (an IPv4 or an IPv6 network) are merged into one line."""
+    merged: dict[str, tuple[Any, list[str]]] = {}
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        value = e.get("input")
-        shown = "" if isinstance(value, dict) else f" = {value!r}"
-        lines.append(f"  {key}{shown}: {e['msg']}")
-    return "\n".join(lines)
+        key = _key(tuple(e["loc"]), data)
+        value = e.get("input") if e["type"] not in ("missing",) else None
+        _, wants = merged.setdefault(key, (value, []))
+        want = _problem(e)
+        if want not in wants:
+            wants.append(want)
+    lines = []
+    for key, (value, wants) in merged.items():
+        shown = "" if value is None or isinstance(value, Mapping) else f" = {_shown(value)}"
+        hint = ""
+        if isinstance(value, str) and value.lstrip().startswith("#"):
+            hint = " (a '#' inside quotes is part of the value, not a comment)"
+        where = _where(key, file, data)
+        lines.append(f"{where}: {key}{shown}: {_merged(wants)}{hint}")
+    if len(lines) == 1:
+        return f"invalid configuration: {lines[0]}"
+    return "invalid configuration:\n  " + "\n  ".join(lines)
 
 
 DEFAULT_CONFIG_FILE = Path("mamori.toml")
@@ -497,13 +872,13 @@ def load_config(
     explicit = path is not None or "MAMORI_CONFIG" in os.environ
     file = path or Path(os.environ.get("MAMORI_CONFIG", DEFAULT_CONFIG_FILE))
     data: dict[str, Any] = {}
-    source = "defaults and environment"
+    read: Path | None = None
     if file.exists():
         try:
             data = tomllib.loads(file.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"invalid configuration ({file}): not valid TOML: {exc}") from None
-        source = f"{file} and environment"
+        read = file
     elif explicit:
         raise ConfigError(f"configuration file {file} does not exist")
     try:
@@ -518,4 +893,4 @@ def load_config(
             update[key] = TypeAdapter(annotation).validate_python(value)
         return config.model_copy(update=update) if update else config
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, source)) from None
+        raise ConfigError(_describe(exc, read, data)) from None

@@ -32,7 +32,22 @@ from rich.table import Table
 from mamori.config import AddressPool, MamoriConfig
 from mamori.governance import Governance
 
-__all__ = ["DEMO_ACCOUNTS", "DemoError", "DemoResult", "demo_config", "run_demo"]
+# Nothing outside the simulator and the demo imports the simulator (an import-linter contract):
+# `mamori simulate` and `mamori eval` reach it through these.
+from mamori.sim import SCENARIOS, load_findings, score_c2, score_files, simulate
+
+__all__ = [
+    "DEMO_ACCOUNTS",
+    "SCENARIOS",
+    "DemoError",
+    "DemoResult",
+    "demo_config",
+    "load_findings",
+    "run_demo",
+    "score_c2",
+    "score_files",
+    "simulate",
+]
 
 ACTOR = "demo"
 MARKER = ".mamori-demo"
@@ -197,7 +212,6 @@ def run_demo(
     console: Console | None = None,
 ) -> DemoResult:
     """Simulate an ISP and run every stage on it; returns what each stage did."""
-    from mamori.sim import simulate
     from mamori.sim.mailsink import MailSink
 
     console = console or Console()
@@ -247,12 +261,14 @@ def _pipeline(
     from mamori.ingest.reputation import load_feed
     from mamori.ingest.subscribers import load_subscribers
     from mamori.report.transparency import build_report
+    from mamori.runs import stage_run
     from mamori.share import export, publish
     from mamori.sim.evaluate import score, score_c2
     from mamori.web.auth import Accounts
 
     out_dir = result.out_dir
     truth = json.loads(files["truth"].read_text(encoding="utf-8"))
+    runs = gov.state_dir("runs")  # the stages' runs, as the timers would record them
 
     with st.stage("subscriber records") as note:
         subs = load_subscribers(
@@ -315,19 +331,21 @@ def _pipeline(
             parts.append(f"{kind} {loaded_r.stored:,}")
         note(", ".join(parts))
 
-    with st.stage("detect C&C servers (M2)") as note:
+    with st.stage("detect C&C servers (M2)") as note, stage_run(runs, "detect-c2") as rec:
         run = run_c2(gov, actor=ACTOR, train=True)
         c2_findings = run.findings.to_pylist()
+        rec.count(findings=len(c2_findings))
         note(f"{len(c2_findings):,} candidate C&C endpoints not yet in any feed")
 
-    with st.stage("detect infected hosts (M4)") as note:
+    with st.stage("detect infected hosts (M4)") as note, stage_run(runs, "detect-infected") as rec:
         match = match_reputation(gov, actor=ACTOR)
+        rec.count(findings=len(match.findings))
         note(
             f"{match.flow_matches:,} flows and {match.dns_matches:,} queries matched; "
             f"{len(match.findings):,} findings"
         )
 
-    with st.stage("block and warn: RPZ (M7, M8)") as note:
+    with st.stage("block and warn: RPZ (M7, M8)") as note, stage_run(runs, "rpz"):
         rpz = generate_rpz(gov, ACTOR)
         note(", ".join(f"{z.zone} {z.names:,} names" for z in rpz.zones))
 
@@ -341,16 +359,20 @@ def _pipeline(
             f"{n:,} endpoints exported (STIX 2.1, TLP:AMBER+STRICT); TAXII collection +{pub.objects_added:,} objects"
         )
 
-    with st.stage("alert subscribers by e-mail (M5, M6, M9)") as note:
+    with (
+        st.stage("alert subscribers by e-mail (M5, M6, M9)") as note,
+        stage_run(runs, "notify") as rec,
+    ):
         queued = queue_alerts(gov, actor=ACTOR)
         sent_summary = send_queued(gov, actor=ACTOR)
-        mails = len(result.sink.mails())
+        rec.count(queued=sum(q.queued for q in queued), attempted=sent_summary.attempted)
+        mails = result.sink.count()
         per = ", ".join(f"{q.measure} {q.queued}" for q in queued)
         note(
             f"queued {per}; {sent_summary.states.get('sent', 0):,} sent, {mails:,} in the mailboxes"
         )
 
-    with st.stage("transparency report") as note:
+    with st.stage("transparency report") as note, stage_run(runs, "transparency"):
         period = str(summary.start)[:7]
         report = build_report(gov, period, actor=ACTOR)
         (out_dir / f"transparency-{period}.json").write_text(

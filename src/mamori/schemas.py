@@ -290,14 +290,19 @@ MATCHES = DatasetSchema(
 ACTIONS = DatasetSchema(
     name="actions",
     time_column="created",
-    doc="Actions taken: blocks, filters, suspensions; each with start, end and approval.",
+    doc="Actions (blocks, filters, refusals, suspensions, alerts), one row per step of their life "
+    "cycle (mamori.act.base): proposed -> approved -> applied -> ended | expired, or rejected.",
     columns=(
-        _ts("created", N, "time the action was proposed"),
+        _ts("created", N, "time the action was proposed (the same in every version)"),
         _str("action_id", N, "identifier", ID_LEN, nullable=False),
         _str(
-            "kind", N, "rpz | acl | flowspec | rtbh | smtp-refuse | suspend …", 32, nullable=False
+            "kind",
+            N,
+            "rpz | nftables | flowspec | rtbh | smtp-auth-refusal | account-suspension | alert",
+            32,
+            nullable=False,
         ),
-        _str("target", N, "what it applies to (endpoint, prefix, AUTH id)", FQDN_LEN),
+        _str("target", N, "what it applies to (zone, prefix, AUTH id, case or alert id)", FQDN_LEN),
         _str("measure", N, "measure (M1..M14)", 4, nullable=False),
         _str(
             "legal_basis",
@@ -306,11 +311,19 @@ ACTIONS = DatasetSchema(
             32,
             nullable=False,
         ),
-        _str("state", N, "pending | active | rejected | ended | expired", 16, nullable=False),
-        _ts("start", N, "when it took effect", nullable=True),
-        _ts("end", N, "when it ended or expires", nullable=True),
+        _str("justification", N, "why a basis other than consent holds (risk test)", TEXT_LEN),
+        _str(
+            "state",
+            N,
+            "proposed | approved | applied | rejected | ended | expired",
+            16,
+            nullable=False,
+        ),
+        _ts("expires", N, "when it ends unless ended sooner (every action ends)", nullable=True),
+        _ts("start", N, "when it was applied", nullable=True),
+        _ts("end", N, "when it ended, expired or was rejected", nullable=True),
         Column("subscribers_affected", pa.uint32(), N, "number of subscribers it applies to"),
-        _str("approved_by", N, "who approved it", ID_LEN),
+        _str("approved_by", N, "who approved it (an account, or policy:<rule>)", ID_LEN),
         _str("finding_id", N, "finding that led to it", ID_LEN),
     ),
 )

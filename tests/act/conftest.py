@@ -4,7 +4,6 @@ recipients permanently, and can be stopped and restarted on the same port (an ou
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -20,7 +19,7 @@ from aiosmtpd.controller import Controller
 from mamori.act.resolver import prepare_resolver_files, unbound_snippet
 from mamori.config import DnsConfig
 from mamori.governance import Governance
-from tests.conftest import make_config
+from tests.conftest import free_port, make_config
 from tests.unbound_harness import DOMAIN, Unbound, running_unbound
 
 TS = pa.timestamp("ms", tz="UTC")
@@ -110,17 +109,10 @@ class Recorder:
         return "250 OK"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 class SmtpServer:
     def __init__(self) -> None:
         self.recorder = Recorder()
-        self.port = _free_port()
+        self.port = free_port()
         self._ctl: Controller | None = None
 
     @property

@@ -8,7 +8,7 @@ import re
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import dns.exception
@@ -33,7 +33,10 @@ from mamori.config import DnsConfig
 from mamori.governance import Governance
 from tests.act.conftest import allocations_table, reputation_table
 from tests.bind_harness import NAMED_CHECKZONE, Named, checkconf, running_named
+from tests.conftest import until
 from tests.unbound_harness import DOMAIN
+
+pytestmark = pytest.mark.slow  # runs BIND
 
 CC = f"cc1.{DOMAIN}"
 WARN = f"warning.{DOMAIN}."
@@ -112,7 +115,7 @@ def test_shared_cache_holds_only_real_answers(named: Named) -> None:
     # and it is one cache: the real answer sits in the cache the policy views use
     subprocess.run([*named.rndc, "dumpdb", "-cache"], check=True, capture_output=True)
     dump = named.directory / "named_dump.db"
-    _until(lambda: dump.exists() and "; Dump complete" in dump.read_text())
+    until(lambda: dump.exists() and "; Dump complete" in dump.read_text())
     text = dump.read_text()
     for view in ("mamori-m7", "mamori-m8", "default"):
         assert f"; Cache of view '{view}' is shared as 'mamori'" in text
@@ -198,7 +201,7 @@ def test_consent_change_applies_without_restart(dns_gov: Governance, named: Name
     dns_gov.consent.set("sub-in", "M7", False, actor="subscriber", channel="web")
     t0 = time.monotonic()
     result = sync_resolver(dns_gov, "test", control=ctl)
-    _until(lambda: _answer(named, CC, "127.0.0.2") == ("NOERROR", [REAL["cc1"]]))
+    until(lambda: _answer(named, CC, "127.0.0.2") == ("NOERROR", [REAL["cc1"]]))
     print(f"BIND consent withdrawal (sync + reconfig + answer): {time.monotonic() - t0:.2f} s")
     assert (result.changed, result.pending, result.passthru) == (True, False, 0)
     assert result.clients == {"M7": 1, "M8": 2}
@@ -234,15 +237,15 @@ def test_watch_applies_change_within_10_s(dns_gov: Governance, named: Named) -> 
     )
     worker.start()
     try:
-        _until(lambda: len(syncs) >= 1)
+        until(lambda: len(syncs) >= 1)
         assert named.answer(CC, "127.0.0.2")[0] == "NXDOMAIN"
         changed_at = time.monotonic()
         dns_gov.consent.set("sub-in", "M7", False, actor="subscriber", channel="web")
-        _until(lambda: _answer(named, CC, "127.0.0.2") == ("NOERROR", [REAL["cc1"]]), 10.0)
+        until(lambda: _answer(named, CC, "127.0.0.2") == ("NOERROR", [REAL["cc1"]]), 10.0)
         print(f"BIND consent withdrawal propagation: {time.monotonic() - changed_at:.2f} s")
         changed_at = time.monotonic()
         dns_gov.consent.set("sub-in", "M7", True, actor="subscriber", channel="web")
-        _until(lambda: _answer(named, CC, "127.0.0.2") == ("NXDOMAIN", []), 10.0)
+        until(lambda: _answer(named, CC, "127.0.0.2") == ("NXDOMAIN", []), 10.0)
         print(f"BIND consent grant propagation: {time.monotonic() - changed_at:.2f} s")
         assert named.pid == pid and named.proc.poll() is None
     finally:
@@ -277,7 +280,7 @@ def test_new_list_entries_reach_every_view(dns_gov: Governance, named: Named) ->
         ("127.0.0.2", f"benign.{DOMAIN}", ("NOERROR", ["192.0.2.80", WARN])),
         ("127.0.0.3", f"benign.{DOMAIN}", ("NOERROR", ["203.0.113.10"])),  # default
     ]:
-        _until(lambda c=client, n=name, w=want: _answer(named, n, c) == w)  # type: ignore[misc]
+        until(lambda c=client, n=name, w=want: _answer(named, n, c) == w)  # type: ignore[misc]
     assert named.pid == pid
 
 
@@ -329,12 +332,3 @@ def _answer(named: Named, name: str, client: str) -> tuple[str, list[str]] | Non
         return named.answer(name, client)
     except dns.exception.Timeout:
         return None
-
-
-def _until(cond: Callable[[], object], limit_s: float = 10.0) -> None:
-    end = time.monotonic() + limit_s
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"condition not met within {limit_s} s")

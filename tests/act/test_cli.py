@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from mamori.cli import app
@@ -12,6 +13,8 @@ from mamori.config import load_config
 from mamori.governance import Governance
 from tests.act.conftest import SmtpServer
 from tests.act.test_notify import _setup
+
+pytestmark = pytest.mark.slow  # the whole report-then-notify path from the command line
 
 runner = CliRunner()
 

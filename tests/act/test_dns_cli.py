@@ -15,6 +15,8 @@ from tests.act.conftest import allocations_table, reputation_table
 from tests.bind_harness import running_named
 from tests.unbound_harness import DOMAIN, running_unbound
 
+pytestmark = pytest.mark.slow  # runs Unbound and BIND
+
 runner = CliRunner()
 
 

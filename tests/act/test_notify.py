@@ -29,6 +29,8 @@ from mamori.ingest.reports import load_report, parse_report_text
 from mamori.schemas import ALLOCATIONS, FINDINGS, MATCHES, SUBSCRIBERS
 from tests.act.conftest import SmtpServer
 
+pytestmark = pytest.mark.slow  # a store and a live SMTP server per test
+
 T0 = datetime(2026, 11, 2, tzinfo=UTC)
 ACTOR = "test:desk"
 

@@ -21,7 +21,10 @@ from mamori.act.resolver import (
 )
 from mamori.governance import Governance
 from tests.act.conftest import CLIENTS, allocations_table
+from tests.conftest import until
 from tests.unbound_harness import DOMAIN, Unbound
+
+pytestmark = pytest.mark.slow  # runs Unbound
 
 CC = f"cc1.{DOMAIN}"
 WARN = f"warning.{DOMAIN}."
@@ -118,18 +121,18 @@ def test_watch_applies_change_within_interval(dns_gov: Governance, unbound: Unbo
     )
     worker.start()
     try:
-        _until(lambda: len(syncs) >= 1)
+        until(lambda: len(syncs) >= 1)
         assert unbound.answer(CC, "127.0.0.2")[0] == "NXDOMAIN"
         changed_at = time.monotonic()
         dns_gov.consent.set("sub-in", "M7", False, actor="subscriber", channel="web")
-        _until(lambda: unbound.answer(CC, "127.0.0.2")[0] == "NOERROR", limit_s=10.0)
+        until(lambda: unbound.answer(CC, "127.0.0.2")[0] == "NOERROR", limit_s=10.0)
         propagated = time.monotonic() - changed_at
         print(f"consent withdrawal propagation: {propagated:.2f} s")  # figure for the report
-        _until(lambda: len(syncs) >= 2)
+        until(lambda: len(syncs) >= 2)
         # and back in: the tags are reloaded (tag_reload_min_interval_s is 0 by default)
         changed_at = time.monotonic()
         dns_gov.consent.set("sub-in", "M7", True, actor="subscriber", channel="web")
-        _until(lambda: _rcode(unbound, CC, "127.0.0.2") == "NXDOMAIN", limit_s=10.0)
+        until(lambda: _rcode(unbound, CC, "127.0.0.2") == "NXDOMAIN", limit_s=10.0)
         print(f"consent grant propagation: {time.monotonic() - changed_at:.2f} s")
         assert unbound.pid == pid and unbound.proc.poll() is None
     finally:
@@ -143,15 +146,6 @@ def _rcode(unbound: Unbound, name: str, client: str) -> str | None:
         return unbound.answer(name, client)[0]
     except dns.exception.Timeout:  # not answering while it reloads
         return None
-
-
-def _until(cond: object, limit_s: float = 10.0) -> None:
-    end = time.monotonic() + limit_s
-    while time.monotonic() < end:
-        if cond():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"condition not met within {limit_s} s")
 
 
 def test_control_failure_is_reported(dns_gov: Governance, tmp_path: object) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,6 +13,7 @@ import dns.zone
 import pyarrow as pa
 import pytest
 
+from mamori.act.base import current
 from mamori.act.rpz import build_zone, generate_rpz, next_serial, policy_names
 from mamori.config import DnsConfig
 from mamori.governance import Governance
@@ -140,10 +142,23 @@ def test_serials_increase_and_replace_is_atomic(tmp_path: Path) -> None:
 
 
 def test_generation_is_recorded_as_actions(dns_gov: Governance, tmp_path: Path) -> None:
-    generate_rpz(dns_gov, "test", out_dir=tmp_path)
-    entries = [e for e in dns_gov.audit.entries() if e.dataset == "actions"]
-    assert sorted(e.measure or "" for e in entries) == ["M7", "M8"]
-    assert all(e.event == "write" and e.legal_basis == "consent" for e in entries)
+    first = generate_rpz(dns_gov, "test", out_dir=tmp_path)
+    writes = [e for e in dns_gov.audit.entries() if e.dataset == "actions" and e.event == "write"]
+    steps = [(e.measure, json.loads(e.detail or "{}")["step"]) for e in writes]
+    assert steps == [(m, s) for m in ("M7", "M8") for s in ("proposed", "approved", "applied")]
+    assert all(e.legal_basis == "consent" and e.actor == "test" for e in writes)
+    now = current(dns_gov, "test")
+    for z in first.zones:
+        a = now[f"rpz-{z.measure}-{z.serial}"]
+        assert (a.kind, a.state, a.target, a.approved_by) == ("rpz", "applied", z.zone, "test")
+        assert a.expires > a.start  # type: ignore[operator]
+    # a rebuild replaces the zone: the earlier action ends (superseded), the new one is applied
+    second = generate_rpz(dns_gov, "test", out_dir=tmp_path)
+    now = current(dns_gov, "test")
+    for z1, z2 in zip(first.zones, second.zones, strict=True):
+        assert now[f"rpz-{z1.measure}-{z1.serial}"].state == "ended"
+        assert now[f"rpz-{z2.measure}-{z2.serial}"].state == "applied"
+    assert z2.path.stat().st_size > 200  # not withdrawn: the new zone is in force
 
 
 def test_unbound_answers_nodata_for_c2_when_configured(dns_gov: Governance, tmp_path: Path) -> None:

@@ -13,6 +13,8 @@ from mamori.detect.c2 import detect_c2, run_c2
 from mamori.governance import Governance
 from tests.detect.conftest import BEACON_EP, HOSTS, KNOWN_CC, OWN_SERVER, UNKNOWN_CC, load_world
 
+pytestmark = pytest.mark.slow  # detection on a simulated ISP
+
 
 def test_findings_stored_under_m2(gov: Governance) -> None:
     load_world(gov)

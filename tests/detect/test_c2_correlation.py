@@ -28,6 +28,8 @@ from tests.detect.conftest import (
     synthetic_flows,
 )
 
+pytestmark = pytest.mark.slow  # a store per test
+
 
 def _run(gov: Governance) -> dict[tuple[str, int], dict[str, object]]:
     view = open_oriented(gov, "test")

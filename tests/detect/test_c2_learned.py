@@ -19,6 +19,8 @@ from mamori.detect.seeds import open_seeds
 from mamori.governance import Governance
 from tests.detect.conftest import KNOWN_CC, UNKNOWN_CC, load_reputation, load_world, synthetic_flows
 
+pytestmark = pytest.mark.slow  # trains a model on a simulated ISP
+
 
 def _features(gov: Governance):  # type: ignore[no-untyped-def]
     view = open_oriented(gov, "test")

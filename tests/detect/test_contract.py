@@ -92,6 +92,24 @@ ENTRY_POINTS: list[tuple[str, Callable[[Governance], Any], str, set[str]]] = [
         "M4",
         {"flows", "dns_queries", "reputation"},
     ),
+    (
+        "DdosDetector.run",
+        lambda g: build("ddos", {}, write=False).run(g, Window(), actor="t"),
+        "M13",
+        {"flows"},
+    ),
+    (
+        "ReflectionDetector.run",
+        lambda g: build("reflection", {}, write=False).run(g, Window(), actor="t"),
+        "M13",
+        {"flows"},
+    ),
+    (
+        "SpoofingDetector.run",
+        lambda g: build("spoofing", {}, write=False).run(g, Window(), actor="t"),
+        "M13",
+        {"flows"},
+    ),
     ("run_c2", lambda g: run_c2(g, actor="t", write=False), "M2", {"flows", "reputation"}),
     (
         "match_reputation",

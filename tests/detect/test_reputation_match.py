@@ -16,7 +16,9 @@ import pytest
 from mamori.config import GovernanceConfig, ReputationConfig
 from mamori.detect.reputation_match import InfectedParams, match_reputation
 from mamori.governance import Governance
-from tests.conftest import HOUR, T0, flow, make_config, table
+from tests.conftest import HOUR, T0, flow, make_config, table, xyz_allocations
+
+pytestmark = pytest.mark.slow  # a store per test
 
 MIN = timedelta(minutes=1)
 CC_PORT = "203.0.113.66"  # listed with port 443
@@ -40,34 +42,7 @@ def _rep(ind: str, *, port: int | None = None, domain: str | None = None, **kw: 
 
 
 def _world(gov: Governance) -> None:
-    gov.write_registry(
-        "allocations",
-        table(
-            [
-                {"start": T0 - HOUR, "end": T0 + HOUR, "addr": "10.0.0.1", "subscriber_id": "X"},
-                {"start": T0 + HOUR, "end": None, "addr": "10.0.0.1", "subscriber_id": "Y2"},
-                {"start": T0 - HOUR, "end": None, "addr": "10.0.0.2", "subscriber_id": "Y"},
-                {
-                    "start": T0 - HOUR,
-                    "end": None,
-                    "addr": "198.51.100.1",
-                    "port_start": 1024,
-                    "port_end": 2047,
-                    "subscriber_id": "X",
-                },
-                {
-                    "start": T0 - HOUR,
-                    "end": None,
-                    "addr": "198.51.100.1",
-                    "port_start": 2048,
-                    "port_end": 3071,
-                    "subscriber_id": "Z",
-                },
-            ]
-        ),
-        "test",
-        source="csv",
-    )
+    gov.write_registry("allocations", xyz_allocations(later="Y2"), "test", source="csv")
     gov.write_registry(
         "reputation",
         table(

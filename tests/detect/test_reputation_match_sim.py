@@ -19,6 +19,8 @@ from mamori.governance import Governance
 from mamori.ingest.collector import Collector
 from mamori.sim import score, simulate
 
+pytestmark = pytest.mark.slow  # detection on a simulated ISP
+
 runner = CliRunner()
 _UNBOUND = re.compile(r"^\[(\d+)\] unbound\[[^\]]*\] info: (\S+) (\S+?)\.? (\S+) IN$")
 _KIND = {"cgnat-public": "cgnat", "cgnat-inside": "dynamic"}

@@ -9,42 +9,15 @@ import pyarrow as pa
 import pytest
 
 from mamori.governance import AccessRefused, Governance
-from tests.conftest import HOUR, T0, flow, table
+from tests.conftest import HOUR, T0, flow, table, xyz_allocations
 
 EXT = "203.0.113.50"  # an outside server both subscribers talk to
 
 
 def _load_world(gov: Governance) -> None:
-    """10.0.0.1 is held by X for an hour, then by Y; 10.0.0.2 is Y's all along; a CGNAT address
-    is shared by X (ports 1024-2047) and Z (2048-3071)."""
-    gov.write_registry(
-        "allocations",
-        table(
-            [
-                {"start": T0 - HOUR, "end": T0 + HOUR, "addr": "10.0.0.1", "subscriber_id": "X"},
-                {"start": T0 + HOUR, "end": None, "addr": "10.0.0.1", "subscriber_id": "Y"},
-                {"start": T0 - HOUR, "end": None, "addr": "10.0.0.2", "subscriber_id": "Y"},
-                {
-                    "start": T0 - HOUR,
-                    "end": None,
-                    "addr": "198.51.100.1",
-                    "port_start": 1024,
-                    "port_end": 2047,
-                    "subscriber_id": "X",
-                },
-                {
-                    "start": T0 - HOUR,
-                    "end": None,
-                    "addr": "198.51.100.1",
-                    "port_start": 2048,
-                    "port_end": 3071,
-                    "subscriber_id": "Z",
-                },
-            ]
-        ),
-        "test",
-        source="csv",
-    )
+    """The :func:`~tests.conftest.xyz_allocations` world, and flows from both addresses and the
+    CGNAT address to one outside server."""
+    gov.write_registry("allocations", xyz_allocations(), "test", source="csv")
     rows = []
     for minute in range(0, 120, 10):
         at = T0 + timedelta(minutes=minute)
@@ -187,6 +160,18 @@ def test_other_basis_needs_justification_and_skips_consent(gov: Governance) -> N
     assert "X" in justified.column("subscriber_id").to_pylist()
     entry = list(gov.audit.entries())[-1]
     assert entry.legal_basis == "justified-act" and risk in (entry.detail or "")
+
+
+@pytest.mark.parametrize("blank", ["", " ", "\t\n "])
+def test_blank_justification_is_refused_and_audited(gov: Governance, blank: str) -> None:
+    _load_world(gov)
+    with pytest.raises(AccessRefused, match="blank justification"):
+        gov.open("M5", "allocations", None, "desk", basis="justified-act", justification=blank)
+    # refused even where none is needed: whitespace is never a reason on record
+    with pytest.raises(AccessRefused, match="blank justification"):
+        gov.open("M13", "allocations", None, "desk", justification=blank)
+    entry = list(gov.audit.entries())[-1]
+    assert entry.event == "refused" and "blank justification" in (entry.detail or "")
 
 
 def test_opt_in_measure_defaults_out(gov: Governance, request: pytest.FixtureRequest) -> None:

@@ -42,6 +42,7 @@ def test_empty_log_verifies(tmp_path: Path) -> None:
     assert AuditLog(tmp_path / "a").verify().ok
 
 
+@pytest.mark.slow
 def test_every_single_byte_edit_is_detected_at_its_entry(log: AuditLog) -> None:
     original = log.path.read_bytes()
     line_of = []

@@ -230,3 +230,40 @@ def test_a_spilling_query_stays_within_the_store(tmp_path: Path) -> None:
     finally:
         gov.close()
     assert not list((tmp_path / "store" / "_state" / "spill").glob("sandbox-*"))
+
+
+def test_rows_read_straight_from_files_are_locked_in_as_well(gov: Governance) -> None:
+    """A grant with no consent filter is copied by the sandbox itself from the store's files
+    (before its holder's first query); the holder's first query locks it all the same."""
+    _load_world(gov)
+    box = gov.sandbox(label="detector")
+    g = gov.open("M2", "flows", ["time_start", "src_addr"], "d", justification="t", sandbox=box)
+    store = _store(gov)
+    for _, query in BYPASSES[:6]:
+        with pytest.raises(AccessRefused):
+            g.sql(query.format(store=store, store_rel=str(store)[1:], grant=g.name)).fetchall()
+    tables = [r[0] for r in g.sql("SELECT table_name FROM duckdb_tables()").fetchall()]
+    assert tables == [g.name]
+    # a grant opened after the holder's first query arrives through Arrow, with the same rows
+    late = gov.open("M2", "flows", ["time_start", "src_addr"], "d", justification="t", sandbox=box)
+    order = [("time_start", "ascending"), ("src_addr", "ascending")]
+    assert late.arrow().sort_by(order).equals(g.arrow().sort_by(order))
+
+
+def test_a_streamed_grant_is_read_once(gov: Governance) -> None:
+    _load_world(gov)
+    copied = gov.open("M2", "flows", ["time_start", "src_addr"], "d", justification="t").arrow()
+    g = gov.open("M2", "flows", ["time_start", "src_addr"], "d", justification="t", stream=True)
+    assert g.sql(f"SELECT count(*) FROM {g.name}").fetchall()[0][0] == copied.num_rows
+    # a stream read again would be silently empty: refused instead
+    with pytest.raises(ValueError, match="read once"):
+        g.sql(f"SELECT count(*) FROM {g.name}")
+    g2 = gov.open("M2", "flows", ["src_addr"], "d", justification="t", stream=True)
+    with pytest.raises(ValueError, match="one reference"):
+        g2.sql(f"SELECT * FROM {g2.name} UNION ALL SELECT * FROM {g2.name}")
+    # under a consent filter the rows are copied as usual (and readable again)
+    gov.consent.set("X", "M4", False, actor="X", channel="web", at=T0 - 2 * HOUR)
+    g3 = gov.open("M4", "flows", ["time_start", "src_addr", "dst_addr"], "d", stream=True)
+    first = g3.arrow()
+    assert first.num_rows and not _x_rows(first.to_pylist())
+    assert g3.arrow().num_rows == first.num_rows

@@ -25,6 +25,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import free_port
+
 PACKAGES = {
     "softflowd": "softflowd",
     "softflowctl": "softflowd",
@@ -42,12 +44,6 @@ def require(*binaries: str) -> None:
             f"apt-get install -y {' '.join(pkgs)}",
             pytrace=False,
         )
-
-
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def softflowd_export(pcap: Path, version: int, timeout_s: float = 60.0) -> list[bytes]:
@@ -126,7 +122,7 @@ def nfdump_decode(datagrams: Sequence[bytes], timeout_s: float = 30.0) -> list[d
     """Replay datagrams to nfcapd on loopback and read the records back with nfdump -o json."""
     require("nfcapd", "nfdump")
     work = Path(tempfile.mkdtemp(prefix="nf", dir="/tmp"))
-    port = _free_udp_port()
+    port = free_port(socket.SOCK_DGRAM)
     env = {**os.environ, "TZ": "UTC"}
     log = open(work / "log", "w")  # noqa: SIM115 - closed below
     flows = work / "flows"

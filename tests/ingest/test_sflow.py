@@ -733,6 +733,7 @@ def test_a_decoder_bug_loses_only_the_datagram_that_triggers_it(
     assert counters["flows"] == 2
 
 
+@pytest.mark.slow
 def test_every_truncation_of_a_real_datagram() -> None:
     payload = GOFLOW2 / "decoders_sflow_sflow_test__TestExpandedSFlowDecode_data_0.bin"
     data = payload.read_bytes()[:1168]  # the 5 samples, without the trailing bytes
@@ -823,6 +824,7 @@ FUZZ = settings(
 )
 
 
+@pytest.mark.slow
 @FUZZ
 @given(st.binary(max_size=2000))
 def test_random_bytes_never_raise(data: bytes) -> None:
@@ -831,6 +833,7 @@ def test_random_bytes_never_raise(data: bytes) -> None:
         assert table.schema == FLOWS.arrow
 
 
+@pytest.mark.slow
 @FUZZ
 @given(
     st.lists(st.tuples(st.integers(0, len(VALID) - 1), st.integers(0, 255)), max_size=8),
@@ -846,6 +849,7 @@ def test_mutated_datagrams_never_raise(flips: list[tuple[int, int]], cut: int) -
         assert counters["datagrams"] == 1
 
 
+@pytest.mark.slow
 @FUZZ
 @given(
     st.lists(st.binary(max_size=300).filter(lambda b: not b.startswith(xdr(5))), max_size=6),
@@ -920,6 +924,7 @@ def test_reference_agrees_on_every_seed() -> None:
         assert_same([("192.0.2.9", s, T0 + i)])
 
 
+@pytest.mark.slow
 @FUZZ
 @given(
     st.lists(

@@ -5,16 +5,20 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
+from mamori.act import base as act
+from mamori.act.base import Action, ActionKind
 from mamori.cli import app
-from mamori.governance import Governance, purge
+from mamori.governance import Governance, LegalBasis, purge
 from mamori.report.transparency import PeriodError, build_report, month_bounds, to_csv
-from tests.web.conftest import PERIOD, populate
+from mamori.schemas import ACTIONS
+from tests.web.conftest import PERIOD, T0, populate
 
 runner = CliRunner()
 
@@ -43,10 +47,13 @@ def test_alerts_blocks_per_measure(gov: Governance) -> None:
     assert len(by) == 14
     assert (by["M5"].alerts_sent, by["M5"].alert_subscribers) == (3, 2)
     assert (by["M6"].alerts_sent, by["M6"].alerts_failed) == (0, 1)
-    # the pending RPZ action was never in force; the ACL and the expired FlowSpec rule were
+    # the proposed RPZ action was never in force; the nft rule and the expired FlowSpec rule were
     assert (by["M7"].blocks, by["M13"].blocks, by["M10"].blocks) == (0, 1, 1)
     assert by["M13"].block_subscribers == 3
-    assert sorted((b.measure, b.state) for b in r.blocks) == [("M10", "expired"), ("M13", "active")]
+    assert sorted((b.measure, b.state) for b in r.blocks) == [
+        ("M10", "expired"),
+        ("M13", "applied"),
+    ]
     # nothing of it in another month
     other = build_report(gov, "2026-10", actor="test")
     assert sum(m.alerts_sent + m.blocks for m in other.measures) == 0
@@ -54,6 +61,7 @@ def test_alerts_blocks_per_measure(gov: Governance) -> None:
     accesses = [e for e in gov.audit.entries() if e.event == "access" and e.actor == "test"]
     assert {(e.measure, e.dataset) for e in accesses} == {
         ("M14", "actions"),
+        ("M14", "findings"),  # counted per kind (spoofing …), no targets
         *((m, "notifications") for m in ("M5", "M6", "M9", "M13")),
     }
 
@@ -93,7 +101,7 @@ def test_csv_and_json_forms(gov: Governance) -> None:
     assert sent == [
         {"period": PERIOD, "section": "measure", "key": "M5", "metric": "alerts_sent", "value": "3"}
     ]
-    assert {x["section"] for x in rows} == {"measure", "block", "dataset"}
+    assert {x["section"] for x in rows} == {"measure", "block", "dataset", "findings", "audit_head"}
     back = json.loads(r.model_dump_json())
     assert back["period"] == PERIOD and len(back["measures"]) == 14
     # aggregates only: no subscriber, no target of a block
@@ -118,3 +126,46 @@ def test_cli(gov: Governance, tmp_path: Path) -> None:
     assert "M5" in res.output and "flows" in res.output
     res = runner.invoke(app, [*store, "report", "transparency", "--period", "2026/11"])
     assert res.exit_code == 2 and "YYYY-MM" in res.output
+
+
+def _action_row(**kw: object) -> pa.Table:
+    row = {"created": T0, "target": "x", "legal_basis": "justified-act", **kw}
+    return pa.Table.from_pylist([row], schema=ACTIONS.arrow)
+
+
+def test_alert_actions_are_not_blocks_and_legacy_rows_still_count(gov: Governance) -> None:
+    populate(gov)
+    # an alert's life cycle (applied, then ended) is counted as an alert, not a block
+    alert = Action(
+        action_id="alert-n-1",
+        kind=ActionKind.ALERT,
+        target="n-1",
+        measure="M5",
+        legal_basis=LegalBasis.CONSENT,
+        created=T0,
+        expires=T0 + timedelta(days=7),
+    )
+    now = T0 + timedelta(minutes=1)
+    [a] = act.approve(gov, act.propose(gov, [alert], "test", now=now), "test", now=now)
+    act.end(gov, act.apply(gov, [a], "test", now=now), "test", now=now)
+    # a row written before the action contract: "active", kind "acl", the expiry kept in "end"
+    gov.write(
+        "M10",
+        "actions",
+        _action_row(
+            action_id="old-1",
+            kind="acl",
+            measure="M10",
+            state="active",
+            start=T0,
+            end=T0 + timedelta(days=1),
+            subscribers_affected=5,
+            expires=None,
+        ),
+        "test",
+    )
+    r = build_report(gov, PERIOD, actor="test")
+    by = {m.measure: m for m in r.measures}
+    assert (by["M5"].blocks, by["M10"].blocks, by["M10"].block_subscribers) == (0, 2, 5)
+    old = next(b for b in r.blocks if b.subscribers_affected == 5)
+    assert (old.kind, old.state, old.end) == ("nftables", "expired", T0 + timedelta(days=1))

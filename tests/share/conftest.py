@@ -13,6 +13,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 import uvicorn
+from fastapi import FastAPI
 
 from mamori.config import MamoriConfig
 from mamori.governance import Governance
@@ -66,11 +67,15 @@ def gov_b(tmp_path: Path) -> Iterator[Governance]:
 
 
 @contextmanager
-def serving(gov: Governance) -> Iterator[str]:
-    """``gov``'s TAXII server on 127.0.0.1 (a free port); yields its base URL."""
+def serving(gov: Governance, app: FastAPI | None = None) -> Iterator[str]:
+    """``gov``'s TAXII server (or ``app``) on 127.0.0.1 (a free port); yields its base URL."""
     server = uvicorn.Server(
         uvicorn.Config(
-            create_taxii_app(gov), host="127.0.0.1", port=0, log_level="warning", lifespan="off"
+            app or create_taxii_app(gov),
+            host="127.0.0.1",
+            port=0,
+            log_level="warning",
+            lifespan="off",
         )
     )
     thread = threading.Thread(target=server.run, daemon=True)

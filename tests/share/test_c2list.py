@@ -93,6 +93,7 @@ _pool_addr = st.sampled_from(POOLS).flatmap(
 _any_addr = st.one_of(st.ip_addresses(v=4).map(str), st.ip_addresses(v=6).map(str), _pool_addr)
 
 
+@pytest.mark.slow
 @settings(max_examples=300)
 @given(st.lists(_any_addr, max_size=40))
 def test_in_pools_matches_ipaddress(addrs: list[str]) -> None:
@@ -124,6 +125,7 @@ def _exported_ips(fmt: str, data: bytes) -> list[str]:
     return t["ip"].to_pylist()
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(

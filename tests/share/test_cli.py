@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from stix2validator import ValidationOptions, validate_string
 from typer.testing import CliRunner
 
@@ -12,6 +13,8 @@ from mamori.cli import app
 from mamori.config import load_config
 from mamori.governance import Governance
 from tests.share.conftest import c2_url, finding, serving, write_findings
+
+pytestmark = pytest.mark.slow  # TAXII peers from the command line
 
 runner = CliRunner()
 

@@ -7,12 +7,13 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from taxii2client.common import TokenAuth
 from taxii2client.v21 import Collection, Server
 
 from mamori.governance import Governance
 from mamori.share import publish
-from mamori.share.taxii import MEDIA_TYPE
+from mamori.share.taxii import MEDIA_TYPE, create_taxii_app
 from mamori.share.trust import TrustStore
 from tests.share.conftest import c2_url, finding, serving, write_findings
 
@@ -20,7 +21,12 @@ ACCEPT = {"Accept": MEDIA_TYPE}
 
 
 @pytest.fixture
-def server(gov: Governance) -> Iterator[tuple[str, dict[str, str]]]:
+def taxii_app(gov: Governance) -> FastAPI:
+    return create_taxii_app(gov)
+
+
+@pytest.fixture
+def server(gov: Governance, taxii_app: FastAPI) -> Iterator[tuple[str, dict[str, str]]]:
     """Store A with 5 published endpoints (17 objects), groups and three peers; yields the base
     URL and each peer's key."""
     write_findings(gov, [finding(f"203.0.113.{i}", 443 + i) for i in range(1, 6)])
@@ -33,7 +39,7 @@ def server(gov: Governance) -> Iterator[tuple[str, dict[str, str]]]:
         p: trust.add_peer(p, g)
         for p, g in [("isac-jp", "isac"), ("isp-r", "readers"), ("isp-d", "droppers")]
     }
-    with serving(gov) as base:
+    with serving(gov, taxii_app) as base:
         yield base, keys
 
 
@@ -76,15 +82,17 @@ def test_collections_listed_by_rights(
 
 @pytest.mark.parametrize("key", [None, "nonsense", "mamori_000000000000_" + "x" * 43])
 def test_no_valid_key_is_401(
-    server: tuple[str, dict[str, str]], gov: Governance, key: str | None
+    server: tuple[str, dict[str, str]], gov: Governance, taxii_app: FastAPI, key: str | None
 ) -> None:
     base, _ = server
     r = _get(c2_url(base, gov) + "objects/", key)
     assert r.status_code == 401
     assert "objects" not in r.json()
-    assert any(
-        e.event == "refused" and e.actor == "taxii:unauthenticated" for e in gov.audit.entries()
-    )
+    taxii_app.state.refusal_summary.flush()
+    assert not [e for e in gov.audit.entries() if e.actor == "taxii:unauthenticated"]
+    summaries = [e for e in gov.audit.entries() if e.actor == "taxii:summary"]
+    assert [e.event for e in summaries] == ["refused-summary"]
+    assert json.loads(summaries[0].detail or "{}")["unauthenticated"] == 1
 
 
 @pytest.mark.parametrize("path", ["", "objects/", "manifest/"])

@@ -15,8 +15,11 @@ from pathlib import Path
 
 import pytest
 from simwire import path
+from tests.conftest import free_port
 
 from mamori.sim import RouterSpec, SimSummary, replay, scenario_config, simulate
+
+pytestmark = pytest.mark.slow  # runs tshark, nfdump, sfcapd and fail2ban on simulated files
 
 
 def _require(binary: str, package: str) -> None:
@@ -25,15 +28,9 @@ def _require(binary: str, package: str) -> None:
         pytest.fail(f"{binary} not installed: apt-get install -y {package}", pytrace=False)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _collect(binary: str, pcap: Path, ports: list[int], tmp: Path) -> dict[str, int]:
     """Run nfcapd/sfcapd on 127.0.0.1, replay the pcap to it, stop it, read `nfdump -I`."""
-    port = _free_port()
+    port = free_port(socket.SOCK_DGRAM)
     out = tmp / binary
     out.mkdir()
     proc = subprocess.Popen(
@@ -75,7 +72,6 @@ def sampled(tmp_path_factory: pytest.TempPathFactory) -> SimSummary:
     )
 
 
-@pytest.mark.slow
 def test_nfdump_reads_netflow_v9_and_ipfix(sampled: SimSummary, tmp_path: Path) -> None:
     _require("nfcapd", "nfdump")
     got = _collect("nfcapd", path(sampled, "pcap"), [2055, 4739], tmp_path)
@@ -86,7 +82,6 @@ def test_nfdump_reads_netflow_v9_and_ipfix(sampled: SimSummary, tmp_path: Path) 
     assert got["Bytes"] == sum(r.octets for r in flow_routers)
 
 
-@pytest.mark.slow
 def test_sfcapd_stores_every_sflow_sample(sampled: SimSummary, tmp_path: Path) -> None:
     _require("sfcapd", "nfdump-sflow")
     got = _collect("sfcapd", path(sampled, "pcap"), [6343], tmp_path)

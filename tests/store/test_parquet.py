@@ -162,6 +162,19 @@ def test_engine_scan_reads_files_of_older_schemas(
     assert got.column("src_port").null_count == (0 if same else 1)
 
 
+def test_engine_scan_reads_a_column_no_file_has_yet_as_nulls(tmp_path: Path) -> None:
+    files = write_partitioned(tmp_path, FLOWS, table([flow("10.0.0.1", "203.0.113.1", T0)]))
+    pq.write_table(pq.read_table(files[0], columns=["time_start", "src_addr"]), files[0])
+    got = DuckDBEngine(tmp_path).scan(FLOWS, ["src_addr", "src_port", "time_end"]).to_arrow_table()
+    assert got.column("src_addr").to_pylist() == ["10.0.0.1"]
+    assert got.column("src_port").to_pylist() == [None]
+    # the type a file that has the column reads as
+    full = write_partitioned(tmp_path / "b", FLOWS, table([flow("10.0.0.2", "203.0.113.2", T0)]))
+    assert full
+    want = DuckDBEngine(tmp_path / "b").scan(FLOWS, ["time_end"]).to_arrow_table()
+    assert got.schema.field("time_end").type == want.schema.field("time_end").type
+
+
 def test_stream_writer_keeps_at_most_max_open_files_open(tmp_path: Path) -> None:
     writer = store_parquet.StreamWriter(tmp_path, FLOWS, max_open=3)
     hours = [T0 + timedelta(hours=h) for h in range(10)]

@@ -21,7 +21,10 @@ from tests.web.conftest import ACCOUNTS, PASSWORD, artifacts_dir
 from tests.web.test_pages import addresses_in
 
 CHROMIUM = Path("/usr/bin/chromium")
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed")
+pytestmark = [
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed"),
+    pytest.mark.slow,  # drives a browser
+]
 
 # (role, a page it opens and its heading, a page it may not open, its menu)
 ROLE_PAGES = [
@@ -100,10 +103,10 @@ def test_each_role_sees_its_pages_only(
 def test_desk_approves_an_action(page: Page) -> None:
     sign_in(page, Role.ABUSE_DESK)
     page.goto("/actions")
-    row = page.locator('#pending tr[data-action="act-rpz-1"]')
+    row = page.locator('#proposed tr[data-action="act-rpz-1"]')
     expect(row).to_be_visible()
     row.get_by_role("button", name="Approve").click()
-    expect(page.locator('#active tr[data-action="act-rpz-1"]')).to_contain_text("web:abusedesk1")
+    expect(page.locator('#approved tr[data-action="act-rpz-1"]')).to_contain_text("web:abusedesk1")
     expect(page.locator("p.ok")).to_contain_text("approve act-rpz-1")
     shot(page, "desk-approved")
 

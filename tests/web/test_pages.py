@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from collections.abc import Iterator
 
@@ -57,7 +58,7 @@ def test_findings_show_evidence_method_score_and_basis(as_role: dict[Role, httpx
 
 @pytest.mark.parametrize(
     ("action_id", "section"),
-    [("act-rpz-1", "pending"), ("act-acl-1", "active"), ("act-refl-1", "expired")],
+    [("act-rpz-1", "proposed"), ("act-acl-1", "applied"), ("act-refl-1", "expired")],
 )
 def test_actions_grouped_by_state(
     as_role: dict[Role, httpx.Client], action_id: str, section: str
@@ -69,36 +70,49 @@ def test_actions_grouped_by_state(
 
 def test_operator_sees_actions_but_cannot_decide(as_role: dict[Role, httpx.Client]) -> None:
     page = as_role[Role.OPERATOR].get("/actions").text
-    assert "act-acl-1" in page and "Approve" not in page
+    assert "act-acl-1" in page and ">Approve</button>" not in page
     csrf = csrf_of(page)
     r = as_role[Role.OPERATOR].post("/actions/act-rpz-1/approve", data={"csrf": csrf})
     assert r.status_code == 403
 
 
-def test_approve_then_end_writes_versions_and_audits(
+def _section(page: str, state: str) -> str:
+    return page.split(f'<section id="{state}">')[1].split("</section>")[0]
+
+
+def test_decisions_go_through_the_action_contract(
     as_role: dict[Role, httpx.Client], web_gov: Governance
 ) -> None:
     c = as_role[Role.ABUSE_DESK]
     before = sum(1 for _ in web_gov.audit.entries())
     csrf = csrf_of(c.get("/actions").text)
-    r = c.post("/actions/act-rpz-1/approve", data={"csrf": csrf})
-    assert r.status_code == 303
-    page = c.get("/actions").text
-    active = page.split('<section id="active">')[1].split("</section>")[0]
-    assert 'data-action="act-rpz-1"' in active and "web:abusedesk1" in active
-    # rejecting an active action is not a thing; ending it is
-    assert c.post("/actions/act-rpz-1/reject", data={"csrf": csrf}).status_code == 409
-    assert c.post("/actions/act-rpz-1/end", data={"csrf": csrf}).status_code == 303
-    ended = c.get("/actions").text.split('<section id="ended">')[1].split("</section>")[0]
-    assert 'data-action="act-rpz-1"' in ended
+    assert c.post("/actions/act-rpz-1/approve", data={"csrf": csrf}).status_code == 303
+    approved = _section(c.get("/actions").text, "approved")
+    assert 'data-action="act-rpz-1"' in approved and "web:abusedesk1" in approved
+    # neither rejecting nor ending an approved action is a step of its life cycle
+    for refused in ("reject", "end", "approve"):
+        r = c.post(f"/actions/act-rpz-1/{refused}", data={"csrf": csrf})
+        assert r.status_code == 409 and "not a step of the life cycle" in r.text
+    # an applied action (no back end for its kind yet) is ended
+    assert c.post("/actions/act-acl-1/end", data={"csrf": csrf}).status_code == 303
+    assert 'data-action="act-acl-1"' in _section(c.get("/actions").text, "ended")
+    # past its expiry: shown expired, and it can no longer be ended, only recorded as expired
+    r = c.post("/actions/act-refl-1/end", data={"csrf": csrf})
+    assert r.status_code == 409 and "only be recorded as expired" in r.text
     rows = web_gov.open("M7", "actions", ["action_id", "state", "approved_by"], "test").arrow()
     states = sorted(r["state"] for r in rows.to_pylist() if r["action_id"] == "act-rpz-1")
-    assert states == ["active", "ended", "pending"]  # every version kept
-    new = list(web_gov.audit.entries())[before:]
-    decisions = [e for e in new if e.event == "action"]
-    assert [d.detail and '"decision": "approve"' in d.detail for d in decisions] == [True, False]
-    assert all(d.measure == "M7" and d.actor == "web:abusedesk1" for d in decisions)
-    assert any(e.event == "write" and e.dataset == "actions" for e in new)
+    assert states == ["approved", "proposed"]  # every version kept
+    writes = [
+        e
+        for e in list(web_gov.audit.entries())[before:]
+        if e.event == "write" and e.dataset == "actions"
+    ]
+    assert [(e.measure, e.actor) for e in writes] == [
+        ("M7", "web:abusedesk1"),
+        ("M13", "web:abusedesk1"),
+    ]
+    assert [json.loads(e.detail or "{}")["step"] for e in writes] == ["approved", "ended"]
+    assert all(json.loads(e.detail or "{}")["decision"] for e in writes)
 
 
 def test_unknown_action_or_decision_refused(as_role: dict[Role, httpx.Client]) -> None:

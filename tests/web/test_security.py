@@ -18,6 +18,8 @@ from mamori.governance.tokens import _SALT_CONSENT, consent_token, secret_key
 from mamori.web.app import SESSION_COOKIE, console_routes
 from tests.web.conftest import ACCOUNTS, PASSWORD, csrf_of, login
 
+pytestmark = pytest.mark.slow  # walks every route of the console for every role
+
 # Pages anyone may open; everything else needs an account (the consent page needs its token).
 PUBLIC = {"/", "/transparency", "/transparency.json", "/transparency.csv", "/login"}
 

@@ -4,7 +4,6 @@ records (counts only), continuing, and the router the console mounts."""
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -20,19 +19,13 @@ from mamori.config import DnsConfig, WebConfig
 from mamori.governance import Governance
 from mamori.web.warning import create_warning_app, warning_router
 from tests.act.conftest import REPUTATION, reputation_table
-from tests.conftest import make_config
+from tests.conftest import free_port, make_config
 from tests.unbound_harness import DOMAIN
-
-
-def _free_tcp_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
 def serving(app: FastAPI) -> Iterator[str]:
-    port = _free_tcp_port()
+    port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
     )

@@ -38,6 +38,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mamori.act import alert_actions
 from mamori.act import cases as cases_mod
 from mamori.act.legal import LegalDecision, RiskInputs, decide
 from mamori.act.mailer import Delivery, Mailer
@@ -416,6 +417,16 @@ def _queue_measure(
                 justification=just,
                 detail=detail,
             )
+            alert_actions.decided(
+                gov,
+                measure,
+                notif.filter(n_sel),
+                basis=basis,
+                justification=just,
+                reason=decision.reason,
+                actor=actor,
+                now=now,
+            )
         if pc.any(c_sel).as_py():
             gov.write(
                 measure,
@@ -639,6 +650,7 @@ def _send_batch(
     observed = {r["notification_id"]: r for r in obs.to_pylist()}
     case_t = gov.open(measure, "cases", None, actor, basis=basis, justification=just).arrow()
     case_map = cases_mod.from_table(case_t)
+    actions = alert_actions.known(gov, measure, pending, actor)
 
     done_n: list[dict[str, Any]] = []
     done_c: list[cases_mod.Case] = []
@@ -654,6 +666,7 @@ def _send_batch(
                 justification=just,
                 detail={"delivery": dict(Counter(r["state"] for r in done_n))},
             )
+            alert_actions.sent(gov, done_n, actions, actor=actor, now=now)
         if done_c:
             gov.write(
                 measure, "cases", cases_mod.to_table(done_c), actor, basis=basis, justification=just

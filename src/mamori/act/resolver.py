@@ -104,13 +104,17 @@ def clients_file(config: MamoriConfig) -> Path:
 
 
 def consenting_clients(
-    gov: Governance, actor: str, *, at: datetime | None = None
+    gov: Governance,
+    actor: str,
+    *,
+    at: datetime | None = None,
+    measures: Sequence[str] = tuple(TAGS),
 ) -> dict[str, pa.Array]:
     """Per measure (M7, M8): sorted distinct client addresses (text, with a /prefix) whose current
     allocation belongs to a subscriber who is in for that measure."""
     now = at or datetime.now(UTC)
     out: dict[str, pa.Array] = {}
-    for measure in TAGS:
+    for measure in measures:
         t = gov.open(measure, "allocations", _ALLOC_COLUMNS, actor).arrow()
         ts = pa.scalar(now, pa.timestamp("ms", tz="UTC"))
         current = pc.and_(

@@ -13,12 +13,13 @@ Policy actions (RFC draft-vixie-dnsop-dns-rpz): ``CNAME .`` is NXDOMAIN, ``CNAME
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import re
 import time
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -26,21 +27,28 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict
 
+from mamori.act import base as act
+from mamori.act.base import Action, ActionKind, ActionState
 from mamori.config import DnsConfig, MamoriConfig
-from mamori.governance import Governance
+from mamori.governance import Governance, LegalBasis
 from mamori.ingest.reputation import current_reputation
 
 __all__ = [
     "C2_CATEGORIES",
     "WARNING_CATEGORIES",
+    "RpzBackend",
     "RpzResult",
     "ZoneBuild",
+    "ZonePlan",
+    "action_serial",
     "atomic_write",
     "build_zone",
     "generate_rpz",
     "next_serial",
+    "policy_ips",
     "policy_names",
     "rpz_dir",
+    "rpz_ip_owner",
     "text_bytes",
     "zone_head",
 ]
@@ -76,6 +84,7 @@ class ZoneBuild(BaseModel):
     path: Path
     serial: int
     names: int  # distinct listed names
+    ips: int = 0  # distinct listed addresses (rpz-ip triggers: names that resolve to them)
     records: int  # policy records written (names, plus wildcards)
     rejected: int  # feed entries that are not usable host names
     seconds: float
@@ -163,6 +172,39 @@ def policy_names(
     return pc.unique(combined), int(rejected)
 
 
+def rpz_ip_owner(address: str) -> str:
+    """The rpz-ip trigger name of one address (draft-vixie-dnsop-dns-rpz §4.3): the prefix length,
+    then the address reversed — IPv4 octets, IPv6 16-bit words with ``zz`` for the ``::`` run."""
+    ip = ipaddress.ip_address(address)
+    if ip.version == 4:
+        return f"32.{'.'.join(reversed(str(ip).split('.')))}.rpz-ip"
+    words = ip.compressed.split(":")
+    if "" in words:  # the :: run, once; leading/trailing "::" leave two empty parts
+        i = words.index("")
+        words = [w for w in words[:i] if w] + ["zz"] + [w for w in words[i + 1 :] if w]
+    return f"128.{'.'.join(reversed(words))}.rpz-ip"
+
+
+def policy_ips(reputation: pa.Table, categories: Sequence[str], *, at: datetime) -> pa.Array:
+    """rpz-ip trigger names of the current entries in ``categories`` that give an address, so a
+    name the lists do not know but that resolves to a listed address is caught too. Distinct,
+    sorted; unusable addresses are left out."""
+    if reputation.num_rows == 0 or "ip" not in reputation.column_names:
+        return pa.array([], pa.string())
+    keep = pc.is_in(reputation.column("category"), value_set=pa.array(list(categories)))
+    expires = reputation.column("expires")
+    current = pc.or_kleene(pc.is_null(expires), pc.greater(expires, pa.scalar(at, expires.type)))
+    keep = pc.and_(pc.fill_null(keep, False), pc.fill_null(current, False))
+    ips = pc.unique(pc.drop_null(pc.filter(reputation.column("ip"), keep)).combine_chunks())
+    owners = set()
+    for text in ips.to_pylist():  # distinct addresses of a feed: thousands, not millions
+        try:
+            owners.add(rpz_ip_owner(str(text).strip()))
+        except ValueError:
+            continue
+    return pa.array(sorted(owners), pa.string())
+
+
 def next_serial(path: Path, now: float | None = None) -> int:
     """A serial above the one in the zone file at ``path`` (if any): the current time in seconds
     when that is larger, so serials also say when a zone was made."""
@@ -248,16 +290,20 @@ def build_zone(
     ttl: int = 300,
     subdomains: bool = True,
     serial: int | None = None,
+    ip_triggers: pa.Array | None = None,
 ) -> tuple[int, int]:
-    """Write an RPZ zone file listing ``names`` with the policy ``rdata`` lines (e.g. ``CNAME .``).
+    """Write an RPZ zone file listing ``names`` with the policy ``rdata`` lines (e.g. ``CNAME .``),
+    and the ``ip_triggers`` (rpz-ip owner names, :func:`policy_ips`) with the same policy.
     Returns (serial, records)."""
     serial = serial if serial is not None else next_serial(path)
     head = zone_head(zone, serial, ttl)
     body = _lines(names, "", rdata)
     if subdomains:
         body += _lines(names, "*.", rdata)
+    triggers = ip_triggers if ip_triggers is not None else pa.array([], pa.string())
+    body += _lines(triggers, "", rdata)
     atomic_write(path, [head, *text_bytes(body)])
-    return serial, len(names) * len(rdata) * (2 if subdomains else 1)
+    return serial, (len(names) * (2 if subdomains else 1) + len(triggers)) * len(rdata)
 
 
 def _c2_rdata(dns: DnsConfig, action: C2Action) -> list[str]:
@@ -276,7 +322,103 @@ def _warning_rdata(dns: DnsConfig) -> list[str]:
     return [f"CNAME {_fqdn(dns.warning_host)}"]
 
 
-_COLUMNS = ["indicator_type", "domain", "url", "category", "expires"]
+_COLUMNS = ["indicator_type", "domain", "url", "ip", "category", "expires"]
+_CATEGORIES_OF = {"M7": C2_CATEGORIES, "M8": WARNING_CATEGORIES}
+
+
+def _rdata(dns: DnsConfig, measure: str, c2_action: C2Action) -> list[str]:
+    return _c2_rdata(dns, c2_action) if measure == "M7" else _warning_rdata(dns)
+
+
+class ZonePlan(BaseModel):
+    """What applying one ``rpz`` action writes: its zone, with these names, at this serial."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    action_id: str
+    zone: str
+    path: Path
+    serial: int
+    names: pa.Array
+    rdata: tuple[str, ...]
+    ips: pa.Array | None = None
+
+
+def action_serial(action: Action) -> int:
+    """The zone serial an ``rpz`` action put in force (its id is ``rpz-<measure>-<serial>``)."""
+    return int(action.action_id.rsplit("-", 1)[1])
+
+
+def _serial_in_force(path: Path) -> int | None:
+    try:
+        with path.open("rb") as fh:
+            m = _SERIAL_RE.search(fh.read(4096))
+    except FileNotFoundError:
+        return None
+    return int(m.group(1)) if m else None
+
+
+class RpzBackend:
+    """The RPZ back end: an ``rpz`` action is one zone (its target) at one serial.
+
+    ``apply`` writes the zone with the names the action was proposed with (``lists``, per
+    measure); ``withdraw`` empties the zone, at a new serial, unless a newer zone has replaced the
+    action's already (then there is nothing of it left to withdraw).
+    """
+
+    kind = ActionKind.RPZ
+
+    def __init__(
+        self,
+        config: MamoriConfig,
+        *,
+        out_dir: Path | None = None,
+        dns: DnsConfig | None = None,
+        c2_action: C2Action | None = None,
+        lists: Mapping[str, pa.Array] | None = None,
+        ip_lists: Mapping[str, pa.Array] | None = None,
+    ) -> None:
+        self.dns = dns or config.dns
+        self.out = out_dir or rpz_dir(config)
+        self.c2_action: C2Action = c2_action or self.dns.c2_action
+        self.lists = dict(lists or {})
+        self.ip_lists = dict(ip_lists or {})
+        self.written: dict[str, int] = {}  # action id -> policy records written
+
+    def render(self, actions: Sequence[Action]) -> list[ZonePlan]:
+        empty = pa.array([], pa.string())
+        return [
+            ZonePlan(
+                action_id=a.action_id,
+                zone=_fqdn(a.target),
+                path=self.out / _zone_file(a.target),
+                serial=action_serial(a),
+                names=self.lists.get(a.measure, empty),
+                rdata=tuple(_rdata(self.dns, a.measure, self.c2_action)),
+                ips=self.ip_lists.get(a.measure),
+            )
+            for a in actions
+        ]
+
+    def apply(self, actions: Sequence[Action]) -> None:
+        for p in self.render(actions):
+            _, records = build_zone(
+                p.path,
+                p.zone,
+                p.names,
+                p.rdata,
+                ttl=self.dns.ttl,
+                subdomains=self.dns.subdomains,
+                serial=p.serial,
+                ip_triggers=p.ips,
+            )
+            self.written[p.action_id] = records
+
+    def withdraw(self, actions: Sequence[Action]) -> None:
+        for p in self.render(actions):
+            if _serial_in_force(p.path) != p.serial:
+                continue  # a newer zone replaced this one (or it is gone): nothing of it is left
+            build_zone(p.path, p.zone, pa.array([], pa.string()), p.rdata, ttl=self.dns.ttl)
 
 
 def generate_rpz(
@@ -291,7 +433,10 @@ def generate_rpz(
 ) -> RpzResult:
     """Read current reputation entries (through governance, under M7 and M8) and write both zones.
 
-    Each zone write is recorded as an ``rpz`` action of its measure and audited.
+    Each zone is an ``rpz`` action of its measure (:mod:`mamori.act.base`): proposed, approved by
+    the actor who runs this (running it is the operator's decision, as before the contract), and
+    applied by writing the zone; it expires after ``dns.zone_expiry_days`` unless a newer zone
+    ends it first.
     """
     cfg = gov.config
     dns = cfg.dns
@@ -301,20 +446,42 @@ def generate_rpz(
     out = out_dir or rpz_dir(cfg)
     now = at or datetime.now(UTC)
     builds = []
-    for measure, zone, cats, rdata in (
-        ("M7", dns.c2_zone, C2_CATEGORIES, _c2_rdata(dns, action)),
-        ("M8", dns.warning_zone, WARNING_CATEGORIES, _warning_rdata(dns)),
-    ):
+    for measure, zone in (("M7", dns.c2_zone), ("M8", dns.warning_zone)):
         t0 = time.perf_counter()
         # per source, its latest load only: a name a feed no longer lists leaves the zone
         rep = current_reputation(gov, measure, actor, now).select(_COLUMNS)
         names, rejected = policy_names(
-            rep, cats, at=now, url_hosts=dns.url_hosts, never_block=dns.never_block
+            rep,
+            _CATEGORIES_OF[measure],
+            at=now,
+            url_hosts=dns.url_hosts,
+            never_block=dns.never_block,
         )
+        # C&C addresses (M7): names that resolve to them are caught by rpz-ip triggers
+        ips = policy_ips(rep, C2_CATEGORIES, at=now) if measure == "M7" else None
         path = out / _zone_file(zone)
-        serial, records = build_zone(
-            path, zone, names, rdata, ttl=dns.ttl, subdomains=dns.subdomains
+        backend = RpzBackend(
+            cfg,
+            out_dir=out,
+            dns=dns,
+            c2_action=action,
+            lists={measure: names},
+            ip_lists={measure: ips} if ips is not None else None,
         )
+        proposal = Action(
+            action_id=f"rpz-{measure}-{next_serial(path)}",
+            kind=ActionKind.RPZ,
+            target=_fqdn(zone),
+            measure=measure,
+            legal_basis=LegalBasis.CONSENT,
+            created=now,
+            expires=now + timedelta(days=dns.zone_expiry_days),
+        )
+        if record_action:
+            _apply_zone(gov, actor, backend, proposal, now, len(names), rejected, len(ips or []))
+        else:
+            backend.apply([proposal])
+        serial = action_serial(proposal)
         took = time.perf_counter() - t0
         build = ZoneBuild(
             measure=measure,
@@ -322,29 +489,40 @@ def generate_rpz(
             path=path,
             serial=serial,
             names=len(names),
-            records=records,
+            ips=len(ips or []),
+            records=backend.written[proposal.action_id],
             rejected=rejected,
             seconds=took,
         )
         builds.append(build)
-        if record_action:
-            gov.write(
-                measure,
-                "actions",
-                pa.table(
-                    {
-                        "created": pa.array([now], pa.timestamp("ms", tz="UTC")),
-                        "action_id": [f"rpz-{measure}-{serial}"],
-                        "kind": ["rpz"],
-                        "target": [_fqdn(zone)],
-                        "measure": [measure],
-                        "legal_basis": ["consent"],
-                        "state": ["active"],
-                        "start": pa.array([now], pa.timestamp("ms", tz="UTC")),
-                        "approved_by": [actor],
-                    }
-                ),
-                actor,
-                detail={"names": len(names), "rejected": rejected, "serial": serial},
-            )
     return RpzResult(zones=tuple(builds))
+
+
+def _apply_zone(
+    gov: Governance,
+    actor: str,
+    backend: RpzBackend,
+    proposal: Action,
+    now: datetime,
+    names: int,
+    rejected: int,
+    ips: int = 0,
+) -> None:
+    """propose → approve → apply (write the zone) → end the zone it replaced."""
+    detail = {"names": names, "rejected": rejected, "serial": action_serial(proposal)}
+    if ips:
+        detail["ips"] = ips
+    earlier = [
+        a
+        for a in act.current(gov, actor, [proposal.measure]).values()
+        if a.kind is ActionKind.RPZ
+        and a.state is ActionState.APPLIED
+        and a.target == proposal.target
+    ]
+    [proposed] = act.propose(gov, [proposal], actor, now=now, detail=detail)
+    [approved] = act.approve(gov, [proposed], actor, now=now)
+    [applied] = act.apply(gov, [approved], actor, backend=backend, now=now, detail=detail)
+    # replaced, not withdrawn: the new zone is in force (no back end)
+    replaced = {"superseded_by": applied.action_id}
+    act.end(gov, [a for a in earlier if not a.due(now)], actor, now=now, detail=replaced)
+    act.expire(gov, [a for a in earlier if a.due(now)], actor, now=now, detail=replaced)

@@ -565,6 +565,8 @@ def attribute(
         justification=justification,
         end=end,
         sandbox=gov.sandbox(gov.config.attribution.memory_limit_mb, label="attribution"),
+        # a large batch reads the allocations once (see _rows_sql): streamed, not copied
+        stream=q.num_rows > _NARROW,
     )
     probe = pa.table(
         {

@@ -22,6 +22,8 @@ from mamori.cli import (
     report,
     share,
     sim,
+    status,
+    units,
     web,
 )
 from mamori.cli.common import EX_UNAVAILABLE, STATE, Pending, RootGroup, global_options
@@ -51,6 +53,8 @@ app.command("simulate")(sim.simulate_cmd)
 app.command("serve")(web.serve)
 app.command("attribute")(attribute.attribute_cmd)
 app.command("demo")(demo.demo)
+app.command("status")(status.status_cmd)
+app.command("install-units")(units.install_units_cmd)
 for _group, _name in (
     (governance.config_app, "config"),
     (governance.consent_app, "consent"),

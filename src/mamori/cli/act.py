@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from mamori.cli.common import STATE, actor_name, fail, out
+from mamori.cli.common import STATE, actor_name, err, fail, note_run, out, records_run, run_count
 
 act_app = typer.Typer(
     help="Turn findings and lists into actions: RPZ zones and the resolver's consent policy.",
@@ -35,6 +35,7 @@ def _control(command: str | None) -> Any:
 
 
 @act_app.command("rpz")
+@records_run("rpz")
 def act_rpz(
     out_dir: Annotated[
         Path | None,
@@ -77,9 +78,11 @@ def act_rpz(
         c2_action=c2_action.value if c2_action else None,
         warning_host=warning_host,
     )
+    run_count(**{f"names_{z.measure}": z.names for z in result.zones})
     for z in result.zones:
         out.print(
-            f"{z.measure} {z.zone} serial {z.serial}: {z.names:,} names ({z.records:,} records, "
+            f"{z.measure} {z.zone} serial {z.serial}: {z.names:,} names, {z.ips:,} addresses "
+            f"(rpz-ip) ({z.records:,} records, "
             f"{z.rejected:,} unusable entries) -> {z.path} in {z.seconds:.2f} s",
             highlight=False,
         )
@@ -90,6 +93,172 @@ def act_rpz(
                 ctl.reload_zone(z.zone, z.measure)
         except ResolverError as exc:
             fail(str(exc))
+
+
+class FilterKind(StrEnum):
+    reflection = "reflection"
+    spoofing = "spoofing"
+
+
+class FilterRender(StrEnum):
+    nftables = "nftables"
+    junos = "junos"
+    iosxr = "iosxr"
+    flowspec = "flowspec"
+
+
+def render_filter(kind: FilterKind, target: FilterRender, action_id: str) -> str:
+    """The configuration text of a standing filter for one target (no side effects)."""
+    from mamori.act.flowspec import flowspec_reflection
+    from mamori.act.nft import render_reflection
+    from mamori.act.reflection import reflection_plan
+    from mamori.act.routers import iosxr_reflection, junos_reflection
+
+    cfg = STATE.config()
+    if kind is FilterKind.spoofing:
+        from mamori.act.antispoof import iosxr_antispoof, junos_antispoof, nft_antispoof
+
+        renders = {
+            FilterRender.nftables: nft_antispoof,
+            FilterRender.junos: junos_antispoof,
+            FilterRender.iosxr: iosxr_antispoof,
+        }
+        if target not in renders:
+            fail("spoofing: uRPF and ACLs are rendered for nftables, junos and iosxr", code=2)
+        try:
+            return renders[target](cfg, action_id)
+        except ValueError as exc:
+            fail(str(exc))
+    plan = reflection_plan(cfg)
+    if not plan.prefixes:
+        fail("the address plan has no dynamic pool: nothing to filter (seeds/001: dynamic only)")
+    if target is FilterRender.nftables:
+        return render_reflection(plan, cfg.network.nft, action_id).text
+    if target is FilterRender.junos:
+        return junos_reflection(plan, action_id, cfg.network.nft.table_prefix)
+    if target is FilterRender.iosxr:
+        return iosxr_reflection(plan, action_id, cfg.network.nft.table_prefix)
+    return flowspec_reflection(plan, action_id)
+
+
+@act_app.command("filters")
+def act_filters(
+    kind: Annotated[
+        FilterKind,
+        typer.Option(
+            "--kind",
+            help="reflection (M10): inbound UDP to the reflection ports of dynamic pools only; "
+            "spoofing (M13, BCP 38): uRPF and ACLs of customer-facing interfaces",
+        ),
+    ] = FilterKind.reflection,
+    render: Annotated[
+        FilterRender | None,
+        typer.Option("--render", help="print the configuration for this target"),
+    ] = None,
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="write the rendering here instead of stdout")
+    ] = None,
+    apply_: Annotated[
+        bool,
+        typer.Option(
+            "--apply",
+            help="put it in force on the Linux router ([network.nft] command) as an M10 action "
+            "(proposed, approved by you, applied; ends the filter it replaces)",
+        ),
+    ] = False,
+) -> None:
+    """Standing filters built from the address plan. Reflection: requests from outside to the
+    reflection ports ([network.reflection] protocols, each with its reason) of dynamic pools are
+    dropped; static pools and the ISP's resolvers ([network] resolvers) never are (seeds/001).
+    Junos, IOS-XR and FlowSpec renderings are for the operator to load; --apply drives nftables
+    and records the action with its legal basis (justified act)."""
+    from mamori.act.nft import NftBackend, NftError
+    from mamori.act.reflection import apply_reflection
+
+    if render is None and not apply_:
+        fail("say what to do: --render nftables|junos|iosxr|flowspec, or --apply", code=2)
+    if apply_ and kind is not FilterKind.reflection:
+        fail("--apply drives reflection filters only; load the spoofing rendering", code=2)
+    if render is not None:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        text = render_filter(kind, render, f"(rendered {stamp}, not applied by Mamori)")
+        if out_file is None:
+            typer.echo(text, nl=False)
+        else:
+            out_file.write_text(text, encoding="utf-8")
+            err.print(f"{render.value} rendering written to {out_file}", highlight=False)
+    if apply_:
+        gov = STATE.gov()
+        try:
+            action = apply_reflection(gov, actor_name(), NftBackend(gov.config))
+        except (NftError, ValueError) as exc:
+            fail(str(exc))
+        err.print(
+            f"{action.measure} {action.kind} {action.action_id} applied to {action.target} "
+            f"until {action.expires:%Y-%m-%d %H:%M} UTC ({action.legal_basis})",
+            highlight=False,
+        )
+
+
+@act_app.command("c2-block")
+def act_c2_block(
+    watch_: Annotated[
+        bool,
+        typer.Option(
+            "--watch", help="keep running: re-sync whenever consent, allocations or lists change"
+        ),
+    ] = False,
+    interval: Annotated[
+        float | None, typer.Option("--interval", help="seconds between checks with --watch")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="apply a new version of the C&C list even if unchanged")
+    ] = False,
+) -> None:
+    """Block traffic between consenting subscribers (M7) and the C&C endpoints the lists name,
+    on a Linux BNG's nftables ([network.nft] command): one set of consenting subscriber addresses
+    (opted-out subscribers never in it), one of C&C address.protocol.port. A withdrawn consent
+    applies at the next poll. Each new version of the C&C list is an M7 action (consent)."""
+    import threading
+
+    from mamori.act.c2_block import C2SyncResult, sync_c2_block, watch_c2_block
+    from mamori.act.nft import NftError
+
+    gov = STATE.gov()
+
+    def show(r: C2SyncResult) -> None:
+        what = "new list version" if r.renewed else "subscribers updated"
+        out.print(
+            f"{datetime.now(UTC):%H:%M:%S} {r.endpoints:,} C&C endpoints, {r.subscribers:,} "
+            f"consenting addresses; {what} ({r.action_id}, {r.seconds:.2f} s)",
+            highlight=False,
+        )
+
+    if not watch_:
+        try:
+            show(sync_c2_block(gov, actor_name(), force=force))
+        except NftError as exc:
+            fail(str(exc))
+        return
+    stop = threading.Event()
+    try:
+        watch_c2_block(gov, actor_name(), interval_s=interval, stop=stop, on_sync=show)
+    except KeyboardInterrupt:
+        stop.set()
+
+
+@act_app.command("expire")
+def act_expire() -> None:
+    """Record every action past its expiry as expired (every action ends): what is still in force
+    is withdrawn by its kind's back end first (an RPZ zone not rebuilt in time is emptied)."""
+    from mamori.act.backends import default_backends
+    from mamori.act.base import expire_due
+
+    gov = STATE.gov()
+    done = expire_due(gov, actor_name(), backends=default_backends(gov.config))
+    for a in done:
+        out.print(f"{a.measure} {a.kind} {a.action_id}: expired at {a.expires}", highlight=False)
+    out.print(f"{len(done):,} actions expired", highlight=False)
 
 
 @act_app.command("resolver-sync")
@@ -139,6 +308,15 @@ def act_resolver_sync(
     ctl = _control(resolver_control)
 
     def show(r: Any) -> None:
+        note_run(
+            "resolver-sync",
+            r.seconds,
+            {
+                "clients_M7": r.clients.get("M7", 0),
+                "clients_M8": r.clients.get("M8", 0),
+                "reloaded": int(bool(r.changed)),
+            },
+        )
         state = "reloaded" if r.changed else ("pending reload" if r.pending else "unchanged")
         out.print(
             f"{datetime.now(UTC):%H:%M:%S} clients M7 {r.clients.get('M7', 0):,}, "
@@ -151,6 +329,7 @@ def act_resolver_sync(
         try:
             show(sync_resolver(gov, actor_name(), control=ctl, zones=zones, force=force))
         except ResolverError as exc:
+            note_run("resolver-sync", 0.0, {}, ok=False)
             fail(str(exc))
         return
     stop = threading.Event()
@@ -193,3 +372,203 @@ def act_warning_page(
     from mamori.web.warning import create_warning_app
 
     uvicorn.run(create_warning_app(STATE.config(), STATE.gov()), host=host, port=port)
+
+
+bgp_app = typer.Typer(
+    help="Mitigation through BGP: FlowSpec and RTBH routes announced with ExaBGP, each an action "
+    "(proposed, approved, announced, withdrawn at its expiry or by hand).",
+    no_args_is_help=True,
+)
+act_app.add_typer(bgp_app, name="bgp")
+
+
+class BgpKind(StrEnum):
+    flowspec = "flowspec"
+    rtbh = "rtbh"
+
+
+def _bgp_actions(measure: str) -> dict[str, Any]:
+    from mamori.act.base import ActionKind, current
+
+    gov = STATE.gov()
+    return {
+        k: a
+        for k, a in current(gov, actor_name(), [measure]).items()
+        if a.kind in (ActionKind.FLOWSPEC, ActionKind.RTBH)
+    }
+
+
+def _announce(actions: list[Any]) -> None:
+    from mamori.act.backends import default_backends
+    from mamori.act.base import apply
+    from mamori.act.bgp import BgpError
+
+    gov = STATE.gov()
+    backends = default_backends(gov.config)
+    for a in actions:
+        backend = backends[a.kind]
+        detail = {"dry_run": True} if getattr(backend, "dry_run", False) else None
+        try:
+            [done] = apply(gov, [a], actor_name(), backend=backend, detail=detail)
+        except BgpError as exc:
+            fail(str(exc))
+        dry = " (dry run: written to the log, not announced)" if detail else ""
+        out.print(f"{done.kind} {done.action_id} announced: {done.target}{dry}", highlight=False)
+
+
+@bgp_app.command("propose")
+def bgp_propose(
+    kind: Annotated[BgpKind, typer.Option("--kind", help="flowspec or rtbh")],
+    target: Annotated[
+        str,
+        typer.Option(
+            "--target",
+            help="rtbh: a prefix (203.0.113.5/32); flowspec: "
+            "dst=PREFIX[;src=PREFIX][;proto=udp|tcp|icmp][;sport=P,..][;dport=P,..];then=discard",
+        ),
+    ],
+    minutes: Annotated[
+        float | None,
+        typer.Option("--minutes", help="expiry (default [network.bgp] default_expiry_minutes)"),
+    ] = None,
+    measure: Annotated[str, typer.Option("--measure", help="measure it rests on")] = "M13",
+    basis: Annotated[
+        str, typer.Option("--basis", help="self-defence | emergency | justified-act")
+    ] = "self-defence",
+    justification: Annotated[
+        str | None, typer.Option("--justification", help="why the basis holds")
+    ] = None,
+    finding: Annotated[str | None, typer.Option("--finding", help="the finding behind it")] = None,
+    attack_type: Annotated[
+        str | None,
+        typer.Option(
+            "--attack-type",
+            help="e.g. udp-amplification: when [network.bgp] auto_approve lists it, a policy "
+            "approves and it is announced at once",
+        ),
+    ] = None,
+) -> None:
+    """Propose a FlowSpec or RTBH route; an operator approves it (`act bgp approve`) unless a
+    policy does."""
+    from datetime import timedelta
+
+    from mamori.act.base import ActionKind, approve, propose
+    from mamori.act.bgp import bgp_action
+    from mamori.governance import LegalBasis
+
+    gov = STATE.gov()
+    cfg = gov.config.network.bgp
+    try:
+        proposal = bgp_action(
+            ActionKind(kind.value),
+            target,
+            measure=measure,
+            basis=LegalBasis(basis),
+            justification=justification,
+            finding_id=finding,
+            expires_in=timedelta(minutes=minutes or cfg.default_expiry_minutes),
+        )
+        if kind is BgpKind.rtbh:
+            from mamori.act.bgp import render_command
+
+            render_command(proposal, cfg, "announce")  # refuses a prefix too large to blackhole
+    except ValueError as exc:
+        fail(str(exc), code=2)
+    detail = {"attack_type": attack_type} if attack_type else None
+    [a] = propose(gov, [proposal], actor_name(), detail=detail)
+    out.print(f"{a.kind} {a.action_id} proposed until {a.expires:%Y-%m-%d %H:%M} UTC: {a.target}",
+              highlight=False)  # fmt: skip
+    if attack_type and attack_type in cfg.auto_approve:
+        policy = f"policy:auto_approve:{attack_type}"
+        [a] = approve(gov, [a], actor_name(), approved_by=policy, detail={"policy": policy})
+        _announce([a])
+
+
+@bgp_app.command("approve")
+def bgp_approve(
+    action_id: Annotated[str, typer.Argument(help="the proposed action")],
+    announce: Annotated[bool, typer.Option("--announce", help="and announce it now")] = True,
+    measure: Annotated[str, typer.Option("--measure")] = "M13",
+) -> None:
+    """Approve a proposed route (you are recorded as the approver) and announce it."""
+    from mamori.act.base import InvalidTransition, approve
+
+    a = _bgp_actions(measure).get(action_id)
+    if a is None:
+        fail(f"no FlowSpec/RTBH action {action_id!r} under {measure}")
+    try:
+        [done] = approve(STATE.gov(), [a], actor_name())
+    except InvalidTransition as exc:
+        fail(str(exc))
+    out.print(f"{done.kind} {done.action_id} approved by {done.approved_by}", highlight=False)
+    if announce:
+        _announce([done])
+
+
+@bgp_app.command("apply")
+def bgp_apply(measure: Annotated[str, typer.Option("--measure")] = "M13") -> None:
+    """Announce every approved FlowSpec/RTBH route not announced yet."""
+    from mamori.act.base import ActionState
+
+    _announce([a for a in _bgp_actions(measure).values() if a.state is ActionState.APPROVED])
+
+
+@bgp_app.command("end")
+def bgp_end(
+    action_id: Annotated[str, typer.Argument(help="the announced action")],
+    measure: Annotated[str, typer.Option("--measure")] = "M13",
+) -> None:
+    """Withdraw a route by hand (before its expiry; `act expire` withdraws the expired ones)."""
+    from mamori.act.backends import default_backends
+    from mamori.act.base import InvalidTransition, end
+    from mamori.act.bgp import BgpError
+
+    gov = STATE.gov()
+    a = _bgp_actions(measure).get(action_id)
+    if a is None:
+        fail(f"no FlowSpec/RTBH action {action_id!r} under {measure}")
+    try:
+        [done] = end(gov, [a], actor_name(), backend=default_backends(gov.config)[a.kind])
+    except (InvalidTransition, BgpError) as exc:
+        fail(str(exc))
+    out.print(f"{done.kind} {done.action_id} withdrawn: {done.target}", highlight=False)
+
+
+@bgp_app.command("list")
+def bgp_list(measure: Annotated[str, typer.Option("--measure")] = "M13") -> None:
+    """FlowSpec and RTBH actions with their state (an expired one shows as expired)."""
+    from mamori.act.base import effective_state
+
+    now = datetime.now(UTC)
+    for a in sorted(_bgp_actions(measure).values(), key=lambda a: a.created):
+        state = effective_state({"state": a.state.value, "expires": a.expires}, now)
+        typer.echo(f"{a.action_id}\t{a.kind}\t{state}\t{a.expires:%Y-%m-%d %H:%M}\t{a.target}")
+
+
+@bgp_app.command("exabgp-config")
+def bgp_exabgp_config(
+    peer: Annotated[str, typer.Option("--peer", help="the router's address")],
+    peer_as: Annotated[int, typer.Option("--peer-as")],
+    local: Annotated[str, typer.Option("--local", help="ExaBGP's address")],
+    local_as: Annotated[int, typer.Option("--local-as")],
+) -> None:
+    """Print an exabgp.conf that runs Mamori's relay ([network.bgp] api_socket) and speaks
+    FlowSpec and unicast (RTBH) to one router."""
+    import sys
+
+    from mamori.act.bgp import exabgp_config
+
+    sock = STATE.config().network.bgp.api_socket
+    if sock is None:
+        fail("set [network.bgp] api_socket first (the relay's socket)", code=2)
+    typer.echo(
+        exabgp_config(
+            socket_path=sock,
+            python=sys.executable,
+            local_address=local,
+            local_as=local_as,
+            peer_address=peer,
+            peer_as=peer_as,
+        ),
+        nl=False,
+    )

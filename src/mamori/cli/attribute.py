@@ -10,6 +10,12 @@ from rich.markup import escape
 from mamori.cli.common import STATE, actor_name, fail, out, parse_time
 
 
+def _not_blank(value: str | None) -> str | None:
+    if value is not None and not value.strip():
+        raise typer.BadParameter("a blank justification is none; say which risk test holds")
+    return value.strip() if value is not None else None
+
+
 # `mamori attribute`: a single command, registered on the root app in cli/__init__.py.
 def attribute_cmd(
     ip: Annotated[str, typer.Option("--ip", help="the address seen")],
@@ -32,7 +38,9 @@ def attribute_cmd(
     justification: Annotated[
         str | None,
         typer.Option(
-            "--justification", help="the risk test that holds (required for justified-act)"
+            "--justification",
+            help="the risk test that holds (required for justified-act; not blank)",
+            callback=_not_blank,
         ),
     ] = None,
     case: Annotated[str | None, typer.Option("--case", help="abuse-desk case id")] = None,

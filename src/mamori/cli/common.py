@@ -3,20 +3,33 @@ the state they open, the "not built yet" placeholder (exit status 69) and error 
 
 from __future__ import annotations
 
+import functools
 import getpass
 import os
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from mamori.config import ConfigError, MamoriConfig, load_config
+from mamori.config import ConfigError, IPNetwork, MamoriConfig, load_config
 from mamori.governance import Governance
+from mamori.governance.audit_keys import AuditKeyError
+from mamori.logs import setup_logging
+from mamori.runs import RunRecord, StageRun, record_run, stage_run
+
+
+class LogFormatChoice(StrEnum):
+    text = "text"
+    json = "json"
+
 
 err = Console(stderr=True, soft_wrap=True)
 out = Console()
@@ -24,18 +37,22 @@ out = Console()
 EX_UNAVAILABLE = 69
 
 
+_GLOBAL_OPTIONS = ("--store", "--config", "--log-format", "--log-level")
+
+
 def _hoist_global_options(argv: list[str]) -> list[str]:
-    """Move --store/--config given after the sub-command to the front, where typer reads them."""
+    """Move the global options given after the sub-command to the front, where typer reads
+    them."""
     hoisted: list[str] = []
     rest: list[str] = []
     i = 0
     while i < len(argv):
         tok = argv[i]
-        if tok in ("--store", "--config") and i + 1 < len(argv):
+        if tok in _GLOBAL_OPTIONS and i + 1 < len(argv):
             hoisted += [tok, argv[i + 1]]
             i += 2
             continue
-        if tok.startswith(("--store=", "--config=")):
+        if tok.startswith(tuple(f"{o}=" for o in _GLOBAL_OPTIONS)):
             hoisted.append(tok)
         else:
             rest.append(tok)
@@ -74,9 +91,17 @@ class State:
             self._gov.close()
             self._gov = None
 
+    def pools(self) -> list[IPNetwork] | None:
+        """The subscriber pools once the configuration is read (None before: the log then
+        hides every address)."""
+        return self._config.pools() if self._config is not None else None
+
     def gov(self) -> Governance:
         if self._gov is None:
-            self._gov = Governance(self.config())
+            try:
+                self._gov = Governance(self.config())
+            except AuditKeyError as exc:
+                fail(str(exc), code=2)
         return self._gov
 
 
@@ -93,10 +118,31 @@ def global_options(
         Path | None,
         typer.Option("--config", envvar="MAMORI_CONFIG", help="configuration file (TOML)"),
     ] = None,
+    log_format: Annotated[
+        LogFormatChoice | None,
+        typer.Option(
+            "--log-format",
+            envvar="MAMORI_LOG_FORMAT",
+            help="log lines to stderr as text or JSON lines (what the systemd units use); "
+            "subscriber addresses are never logged at info level [default: warnings only, "
+            "as plain text]",
+        ),
+    ] = None,
+    log_level: Annotated[
+        str | None,
+        typer.Option(
+            "--log-level", envvar="MAMORI_LOG_LEVEL", help="debug, info, warning or error"
+        ),
+    ] = None,
 ) -> None:
-    """The root callback: --store and --config, for whichever command runs."""
+    """The root callback: --store, --config and logging, for whichever command runs."""
     STATE.reset(store, config)
     ctx.call_on_close(STATE.close)
+    if log_format is not None or log_level is not None:
+        level = (log_level or "info").upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            fail(f"--log-level {log_level!r}: expected debug, info, warning or error", code=2)
+        setup_logging((log_format or LogFormatChoice.text).value, level, STATE.pools)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -108,14 +154,74 @@ def actor_name() -> str:
     return os.environ.get("MAMORI_ACTOR") or f"cli:{getpass.getuser()}"
 
 
+_RELATIVE = re.compile(r"^-(\d{1,5})([mhd])$")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days"}
+
+
 def parse_time(value: str | None) -> datetime | None:
+    """ISO 8601, or a time relative to now: ``-15m``, ``-24h``, ``-7d`` (what the timers pass)."""
     if value is None:
         return None
+    rel = _RELATIVE.match(value.strip())
+    if rel:
+        return datetime.now(UTC) - timedelta(**{_UNITS[rel[2]]: int(rel[1])})
     try:
         t = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         fail(f"cannot read time {value!r}; use ISO 8601, e.g. 2026-11-23T09:00:00Z", code=2)
     return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+# ------------------------------------------------------------------------------ stage runs
+
+F = TypeVar("F", bound=Callable[..., Any])
+_CURRENT: list[StageRun] = []
+
+
+def records_run(stage: str, *, unless: tuple[str, ...] = ()) -> Callable[[F], F]:
+    """Record the command's run as ``stage``'s last run (mamori.runs), except when one of the
+    ``unless`` flags is set (a dry run is not a run) or a sub-command was invoked instead."""
+
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            ctx = kwargs.get("ctx")
+            if any(kwargs.get(flag) for flag in unless) or (
+                isinstance(ctx, typer.Context) and ctx.invoked_subcommand
+            ):
+                return fn(*args, **kwargs)
+            with stage_run(STATE.gov().state_dir("runs"), stage) as run:
+                _CURRENT.append(run)
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    _CURRENT.pop()
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def run_count(**counts: int) -> None:
+    """Counts for the run being recorded (findings, alerts sent, rows deleted): no addresses."""
+    if _CURRENT:
+        _CURRENT[-1].count(**counts)
+
+
+def note_run(stage: str, seconds: float, counts: dict[str, int], *, ok: bool = True) -> None:
+    """Record one pass of a long-running stage (each resolver sync) as its last run."""
+    started = datetime.now(UTC) - timedelta(seconds=seconds)
+    record_run(
+        STATE.gov().state_dir("runs"),
+        RunRecord(
+            stage=stage,
+            started=started.isoformat(),
+            seconds=round(seconds, 3),
+            outcome="ok" if ok else "failed",
+            exit_code=0 if ok else 1,
+            counts=counts,
+        ),
+    )
 
 
 def _arrives(issue: int | None) -> str:

@@ -16,7 +16,9 @@ from mamori.cli.common import (
     fail,
     out,
     parse_time,
+    records_run,
     register_pending,
+    run_count,
 )
 
 if TYPE_CHECKING:
@@ -39,6 +41,7 @@ detect_app = typer.Typer(
 
 
 @detect_app.command("infected")
+@records_run("detect-infected", unless=("dry_run",))
 def detect_infected(
     since: Annotated[
         str | None, typer.Option("--since", help="start of the window (ISO 8601, UTC)")
@@ -65,6 +68,11 @@ def detect_infected(
     assert isinstance(detector, InfectedDetector)
     report = detector.match(
         STATE.gov(), Window(parse_time(since), parse_time(until)), actor=actor_name()
+    )
+    run_count(
+        findings=len(report.findings),
+        flow_matches=report.flow_matches,
+        dns_matches=report.dns_matches,
     )
     if as_json:
         for f in report.findings:
@@ -100,6 +108,7 @@ class C2Method(StrEnum):
 
 
 @detect_app.command("c2")
+@records_run("detect-c2")
 def detect_c2_cmd(
     since: Annotated[
         str | None, typer.Option("--since", help="start of the window (ISO 8601, UTC)")
@@ -156,6 +165,7 @@ def detect_c2_cmd(
     except TrainingError as exc:
         fail(str(exc))
     rows = run.findings.to_pylist()
+    run_count(findings=len(rows))
     if as_json:
         for r in rows:
             r["evidence"] = json.loads(r["evidence"]) if r["evidence"] else None
@@ -191,16 +201,132 @@ def detect_c2_cmd(
             out.print(f"{key}: {run.summary[key]}", highlight=False)
 
 
+def _print_run(title: str, run: Any, as_json: bool, columns: dict[str, str]) -> None:
+    """A detector run as JSON lines (findings; the summary on stderr) or a table: ``columns``
+    maps a heading to an evidence key."""
+    rows = run.findings.to_pylist()
+    if as_json:
+        for r in rows:
+            r["evidence"] = json.loads(r["evidence"]) if r["evidence"] else None
+            for k in ("detected", "first_seen", "last_seen"):
+                r[k] = r[k].isoformat() if r[k] else None
+            typer.echo(json.dumps(r, sort_keys=True))
+        typer.echo(json.dumps(run.summary, default=str, sort_keys=True), err=True)
+        return
+    t = Table(title=f"{title} ({len(rows)})")
+    for col in ("ip", "port", "method", *columns, "score", "first seen", "last seen"):
+        t.add_column(col, no_wrap=col == "ip")
+    for r in rows:
+        ev = json.loads(r["evidence"]) if r["evidence"] else {}
+        t.add_row(
+            r["ip"] or "",
+            "" if r["port"] is None else str(r["port"]),
+            r["method"] or "",
+            *(str(ev.get(k, "")) for k in columns.values()),
+            f"{r['score']:.3f}",
+            r["first_seen"].isoformat() if r["first_seen"] else "",
+            r["last_seen"].isoformat() if r["last_seen"] else "",
+        )
+    out.print(t)
+    # plain text: a rich console would wrap the line and read [..] as markup
+    typer.echo(json.dumps(run.summary, default=str, sort_keys=True))
+
+
+@detect_app.command("spoofing")
+def detect_spoofing(
+    since: Annotated[
+        str | None, typer.Option("--since", help="start of the window (ISO 8601, UTC)")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="end of the window, exclusive (ISO 8601)")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print one JSON object per finding (JSON lines)")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="report findings without storing them")
+    ] = False,
+) -> None:
+    """Find spoofed sources (BCP 38, M13): flows entering on a customer-facing interface
+    ([[network.customer_interfaces]]) from addresses that are not behind it. One finding per
+    interface (its exporter, index and name; counts and estimated packets), never a subscriber.
+    `mamori act filters --kind spoofing` renders the uRPF and ACL configuration."""
+    from mamori.detect.base import Window
+
+    detector = _build("spoofing", write=not dry_run)
+    try:
+        run = detector.run(
+            STATE.gov(), Window(parse_time(since), parse_time(until)), actor=actor_name()
+        )
+    except ValueError as exc:
+        fail(str(exc), code=2)
+    columns = {"interface": "interface", "input_if": "input_if", "records": "records",
+               "est. packets": "estimated_packets", "share": "share"}  # fmt: skip
+    _print_run("Spoofed sources per customer interface", run, as_json, columns)
+
+
+@detect_app.command("reflection")
+def detect_reflection(
+    since: Annotated[
+        str | None, typer.Option("--since", help="start of the window (ISO 8601, UTC)")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="end of the window, exclusive (ISO 8601)")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print one JSON object per finding (JSON lines)")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="report findings without storing them")
+    ] = False,
+) -> None:
+    """Find reflection/amplification in the flows (M13): victims (an inside host receiving UDP
+    from many sources on reflection ports, rate corrected for sampling) and open reflectors (an
+    inside host answering many outside hosts on 53/123/1900/11211; the ISP's resolvers never).
+    Thresholds: [detect.reflection]."""
+    from mamori.detect.base import Window
+
+    detector = _build("reflection", write=not dry_run)
+    run = detector.run(
+        STATE.gov(), Window(parse_time(since), parse_time(until)), actor=actor_name()
+    )
+    columns = {"sources": "sources", "clients": "clients", "est. pps": "est_pps",
+               "est. bit/s": "est_bps"}  # fmt: skip
+    _print_run("Reflection victims and open reflectors", run, as_json, columns)
+
+
+@detect_app.command("ddos")
+def detect_ddos(
+    since: Annotated[
+        str | None, typer.Option("--since", help="start of the window (ISO 8601, UTC)")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="end of the window, exclusive (ISO 8601)")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print one JSON object per finding (JSON lines)")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="report findings without storing them")
+    ] = False,
+) -> None:
+    """Find DDoS attacks (M13) in stored flows: victims and inside sources flooding others, per
+    address and per prefix (carpet bombing), SYN/UDP/ICMP floods and amplification; packets,
+    bits and flows per second corrected for sampling, each record spread over its duration.
+    The same engine runs live on the collector: `mamori collect --detect-ddos`. Thresholds:
+    [detect.ddos] (FastNetMon's defaults: 20,000 pps, 1,000 Mbit/s, 3,500 flows/s)."""
+    from mamori.detect.base import Window
+
+    detector = _build("ddos", write=not dry_run)
+    run = detector.run(
+        STATE.gov(), Window(parse_time(since), parse_time(until)), actor=actor_name()
+    )
+    columns = {"scope": "scope", "direction": "direction", "pps": "pps", "bit/s": "bps",
+               "flows/s": "flows"}  # fmt: skip
+    _print_run("DDoS attacks", run, as_json, columns)
+
+
 PENDING: list[Pending] = [
-    (detect_app, "ddos", "detect ddos", "Find DDoS victims and sources (M13).", None),
-    (
-        detect_app,
-        "reflection",
-        "detect reflection",
-        "Find reflection/amplification traffic (M10).",
-        None,
-    ),
-    (detect_app, "spoofing", "detect spoofing", "Find spoofed-source traffic (M13).", None),
     (
         detect_app,
         "smtp",

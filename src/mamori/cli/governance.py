@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import json
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from mamori.cli.common import STATE, actor_name, err, fail, out, parse_time
+from mamori.cli.common import (
+    STATE,
+    actor_name,
+    err,
+    fail,
+    out,
+    parse_time,
+    records_run,
+    run_count,
+)
 from mamori.governance import ConsentError, catalogue, purge, retention_status
 from mamori.schemas import DATASETS
 
@@ -173,16 +183,110 @@ def consent_show(
 
 # -------------------------------------------------------------------------------------- audit
 
-audit_app = typer.Typer(help="The append-only, hash-chained audit log.", no_args_is_help=True)
+audit_app = typer.Typer(
+    help=(
+        "The append-only, hash-chained audit log, evident to those who do not own the store.\n\n"
+        "Every entry hashes the one before it and HEAD records the last. With [audit] "
+        "signing_key (the audit role's Ed25519 key from `audit keygen`, kept outside the store) "
+        "every append signs HEAD, so HEAD cannot be rewritten without the key. `audit publish` "
+        "(run it periodically, e.g. hourly from a timer) sends the signed head to a sink the "
+        "store's owner cannot rewrite: syslog://HOST:PORT (RFC 5424 over TCP, octet counting) "
+        "or file:PATH on another mount; the monthly transparency report carries the signed "
+        "head too. `audit verify` checks the log against HEAD and every published head: fewer "
+        "entries than a published head, or another hash at its entry, means the log was cut, "
+        "deleted, or edited and its chain recomputed.\n\n"
+        "Configuration: [audit] signing_key = PATH, public_key = 'ed25519:…' (or a file, or a "
+        "list during a rotation; default: the signing key's), publish_to = [SINK, …]."
+    ),
+    no_args_is_help=True,
+)
+
+
+@audit_app.command("keygen")
+def audit_keygen(
+    out_path: Annotated[
+        Path,
+        typer.Option(
+            "--out", metavar="PATH", help="where to write the private key (outside the store)"
+        ),
+    ],
+) -> None:
+    """Create the audit role's Ed25519 key: the private key goes to --out (mode 0600, never over
+    an existing file), the public key to OUT.pub and the terminal. Refused inside the store."""
+    from mamori.governance.audit_keys import AuditKeyError, generate_key
+
+    try:
+        public = generate_key(out_path, store=STATE.config().store)
+    except (AuditKeyError, OSError) as exc:
+        fail(str(exc), code=2)
+    out.print(public, highlight=False, soft_wrap=True)
+    err.print(
+        f"private key: {out_path} (keep it with the audit role); public key: {out_path}.pub\n"
+        f'mamori.toml:\n  [audit]\n  signing_key = "{out_path.resolve()}"\n'
+        f'  public_key = "{public}"',
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+@audit_app.command("publish")
+def audit_publish(
+    to: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--to",
+            metavar="SINK",
+            help="syslog://HOST:PORT or file:PATH (repeatable); default [audit] publish_to",
+        ),
+    ] = None,
+) -> None:
+    """Verify the log, sign its head with [audit] signing_key and send it to each sink (a copy
+    stays in the store). Refused without a key or when the log does not verify (exit 1)."""
+    from mamori.governance.audit_publish import PublishError, publish_head
+
+    cfg = STATE.config()
+    sinks = list(to) if to else list(cfg.audit.publish_to)
+    try:
+        head = publish_head(STATE.gov().audit, sinks, store=cfg.store)
+    except PublishError as exc:
+        fail(str(exc))
+    out.print(
+        f"published the head of entry {head.seq} ({head.hash[:16]}…, signed {head.ts}) to "
+        + ", ".join(sinks),
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
 
 
 @audit_app.command("verify")
-def audit_verify() -> None:
-    """Check the hash chain of the audit log. Exit status 1 and the first broken entry if any
-    byte was edited, or entries deleted, inserted, reordered or cut off the end."""
-    result = STATE.gov().audit.verify()
+def audit_verify(
+    published: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--published",
+            metavar="FILE",
+            help="a file of published heads: a file sink, a syslog collector's file, a saved "
+            "transparency report in JSON (repeatable); the configured file sinks are read anyway",
+        ),
+    ] = None,
+) -> None:
+    """Check the hash chain, HEAD's signature and the log against every published head. Exit
+    status 1 and the first broken entry if any byte was edited, or entries deleted, inserted,
+    reordered or cut off the end; if HEAD was rewritten without the key; if the log lacks an
+    entry that was published, or has another hash there (an empty or missing log included)."""
+    from mamori.governance.audit_keys import read_heads
+
+    given = []
+    for path in published or ():
+        try:
+            given += read_heads(path)
+        except (OSError, ValueError) as exc:
+            fail(f"cannot read published heads from {path}: {exc}", code=2)
+    result = STATE.gov().audit.verify(given)
     if result.ok:
-        out.print(str(result), highlight=False)
+        out.print(str(result), highlight=False, markup=False, soft_wrap=True)
         return
     fail(str(result))
 
@@ -214,6 +318,7 @@ def audit_tail(
 
 
 # `mamori purge`: a single command, registered on the root app in cli/__init__.py.
+@records_run("purge", unless=("dry_run", "status"))
 def purge_cmd(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="report, delete nothing")] = False,
     now: Annotated[
@@ -246,6 +351,7 @@ def purge_cmd(
         out.print(t)
         return
     report = purge(gov, actor=actor_name(), now=when, dry_run=dry_run)
+    run_count(partitions_deleted=report.partitions_deleted, rows_deleted=report.rows_deleted)
     verb = "would delete" if dry_run else "deleted"
     for d in report.datasets:
         why = (

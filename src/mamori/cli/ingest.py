@@ -6,13 +6,16 @@ import json
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from mamori.cli.common import STATE, Pending, actor_name, err, fail, out, register_pending
+
+if TYPE_CHECKING:
+    from mamori.ingest.reports import LoadResult
 
 ingest_app = typer.Typer(
     help="Load outside data: allocations, feeds, resolver and mail logs, third-party reports.",
@@ -62,7 +65,9 @@ def ingest_reputation(
     Malformed lines are counted and listed with their line numbers; the good lines are loaded.
     Nothing is stored when no line is good, so a broken download never empties a list."""
     from mamori.ingest.reputation import FeedError, load_feed
+    from mamori.ingest.textlines import NotText
 
+    _refuse_empty(path)
     try:
         report = load_feed(
             STATE.gov(),
@@ -74,6 +79,8 @@ def ingest_reputation(
             confidence=confidence,
             expires_days=expires_days,
         )
+    except NotText as exc:
+        fail(f"{exc}; nothing stored", code=1)
     except FeedError as exc:
         fail(str(exc), code=2)
     if as_json:
@@ -118,11 +125,16 @@ def ingest_dns(
     resolver: Annotated[
         str | None, typer.Option("--resolver", help="resolver address, for Unbound logs")
     ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print one JSON report per file, one per line")
+    ] = False,
 ) -> None:
     """Load resolver query logs into dns_queries, for consenting subscribers only (M7): queries of
     subscribers who opted out are dropped before storage. Bad frames or lines are counted and
-    reported with their position."""
+    reported with their position. Exit status 1 if a file yields no client query (empty, not
+    text, cut before any frame, or every line bad)."""
     from mamori.ingest.dns import DnstapListener, ingest_dnstap_file, ingest_unbound_log
+    from mamori.ingest.textlines import NotText
 
     gov = STATE.gov()
     if listen:
@@ -156,19 +168,39 @@ def ingest_dns(
             fail(f"{path}: cannot tell the format; give --format dnstap|unbound")
         if not path.is_file():
             fail(f"{path}: no such file")
-        if kind is DnsFormat.dnstap:
-            report = ingest_dnstap_file(gov, path, actor_name())
+        if path.stat().st_size == 0:
+            err.print(f"{path}: the file is empty; nothing stored", highlight=False, markup=False)
+            failed = True
+            continue
+        try:
+            if kind is DnsFormat.dnstap:
+                report = ingest_dnstap_file(gov, path, actor_name())
+            else:
+                report = ingest_unbound_log(gov, path, actor_name(), resolver=resolver)
+        except NotText as exc:
+            err.print(f"{exc}; nothing stored", highlight=False, markup=False)
+            failed = True
+            continue
+        if as_json:
+            out.print(json.dumps(report.as_dict()), highlight=False, markup=False, soft_wrap=True)
         else:
-            report = ingest_unbound_log(gov, path, actor_name(), resolver=resolver)
-        out.print(
-            f"{path}: {report.queries:,} queries, {report.stored:,} stored (consenting), "
-            f"{report.malformed} malformed, {report.too_long} names too long",
-            highlight=False,
-        )
+            out.print(
+                f"{path}: {report.queries:,} queries, {report.stored:,} stored (consenting), "
+                f"{report.malformed} malformed, {report.too_long} names too long",
+                highlight=False,
+            )
         for example in report.examples:
             err.print(f"  {example}", highlight=False, markup=False)
         if report.error:
             err.print(f"  {report.error}", highlight=False, markup=False)
+            failed = True
+        elif not report.queries:
+            err.print(
+                f"{path}: no client query could be read ({report.malformed:,} malformed); "
+                "nothing stored",
+                highlight=False,
+                markup=False,
+            )
             failed = True
     if failed:
         raise typer.Exit(1)
@@ -185,6 +217,21 @@ class KeaKeyOpt(StrEnum):
     hwaddr = "hwaddr"
     client_id = "client_id"
     hostname = "hostname"
+
+
+# Every file loader answers alike (README, "Loading files"): exit 0 when something was stored
+# (bad lines are listed with their numbers); 1 when nothing could be — an empty file, a file that
+# is not text (binary, UTF-16), or one in which no record is usable; 2 when the file as a whole is
+# not of the format (a header without the needed columns, a JSON document that does not parse).
+
+
+def _refuse_empty(path: Path) -> None:
+    if path.is_file() and path.stat().st_size == 0:
+        fail(f"{path}: the file is empty; nothing stored", code=1)
+
+
+def _nothing_read(path: Path, what: str, bad: int) -> str:
+    return f"{path}: no {what} could be read ({bad:,} bad); nothing stored"
 
 
 def _print_ingest_report(report: Any, as_json: bool) -> None:
@@ -268,7 +315,9 @@ def ingest_allocations(
     say who held the inside addresses too. Exit status 1 if nothing could be stored.
     """
     from mamori.ingest.allocations import SubscriberMap, load_allocations
+    from mamori.ingest.textlines import NotText
 
+    _refuse_empty(file)
     gov = STATE.gov()
     mapping: SubscriberMap | None = None
     try:
@@ -287,11 +336,13 @@ def ingest_allocations(
             timeout_s=timeout,
             dry_run=dry_run,
         )
+    except NotText as exc:
+        fail(f"{exc}; nothing stored", code=1)
     except (ValueError, OSError) as exc:
         fail(str(exc), code=2)
     _print_ingest_report(report, as_json)
-    if not report.sessions and report.records:
-        fail(f"{file}: no allocation could be read ({report.malformed} malformed)")
+    if not report.sessions:
+        fail(_nothing_read(file, "allocation", report.malformed))
 
 
 @ingest_app.command("subscribers")
@@ -316,7 +367,9 @@ def ingest_subscribers(
     """Load the subscriber directory (subscriber_id, contract, email, language) that alerts are
     addressed from. Other columns are not stored."""
     from mamori.ingest.subscribers import load_subscribers
+    from mamori.ingest.textlines import NotText
 
+    _refuse_empty(file)
     try:
         report = load_subscribers(
             STATE.gov(),
@@ -326,9 +379,13 @@ def ingest_subscribers(
             channel=via,
             dry_run=dry_run,
         )
+    except NotText as exc:
+        fail(f"{exc}; nothing stored", code=1)
     except (ValueError, OSError) as exc:
         fail(str(exc), code=2)
     _print_ingest_report(report, as_json)
+    if not report.sessions:
+        fail(_nothing_read(file, "subscriber", report.malformed))
 
 
 class _ReportKindOpt(StrEnum):
@@ -374,14 +431,24 @@ def ingest_report(
     counted and listed with their line numbers; the good ones around them are kept. Loading the
     same report twice stores nothing new."""
     from mamori.ingest.reports import load_report, parse_report
+    from mamori.ingest.textlines import NotText
 
+    _refuse_empty(file)
     try:
-        parsed = parse_report(file, fmt.value)
+        parsed = parse_report(file, fmt.value, limits=STATE.gov().config.input_limits)
+    except NotText as exc:
+        fail(f"{exc}; nothing stored", code=1)
     except ValueError as exc:
-        fail(f"{file}: {exc}")
+        fail(f"{file}: {exc}", code=2)
     res = load_report(
         STATE.gov(), parsed, kind.value, actor=actor_name(), source=source or fmt.value
     )
+    _print_report_result(file, res, as_json)
+    if not parsed.good:
+        fail(_nothing_read(file, "record", len(res.bad)))
+
+
+def _print_report_result(file: Path, res: LoadResult, as_json: bool) -> None:
     if as_json:
         out.print_json(
             json.dumps(

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from mamori.cli.common import STATE, actor_name, err, out
+from mamori.cli.common import STATE, actor_name, err, out, records_run, run_count
 
 notify_app = typer.Typer(
     help="Alert subscribers by e-mail (M5 infected devices, M6 takedown victims, M9 "
@@ -17,6 +17,7 @@ notify_app = typer.Typer(
 
 
 @notify_app.callback(invoke_without_command=True)
+@records_run("notify", unless=("dry_run",))
 def notify(
     ctx: typer.Context,
     send: Annotated[
@@ -42,6 +43,13 @@ def notify(
     gov = STATE.gov()
     summaries = queue_alerts(gov, actor=actor_name(), dry_run=dry_run)
     sent = None if dry_run or not send else send_queued(gov, actor=actor_name())
+    run_count(queued=sum(q.queued for q in summaries))
+    if sent is not None:
+        run_count(
+            attempted=sent.attempted,
+            **{f"state_{k}": v for k, v in sent.states.items()},
+            server_down=int(bool(sent.server_down)),
+        )
     if as_json:
         out.print_json(
             json.dumps(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -9,18 +10,34 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mamori.cli.common import STATE, actor_name, err, fail, out
+from mamori.cli.common import STATE, actor_name, err, fail, out, records_run, run_count
 
 report_app = typer.Typer(help="Public and internal reports.", no_args_is_help=True)
 
 
+def _previous_month() -> str:
+    first = datetime.now(UTC).replace(day=1)
+    return f"{first - timedelta(days=1):%Y-%m}"
+
+
 @report_app.command("transparency")
+@records_run("transparency")
 def report_transparency(
-    period: Annotated[str, typer.Option("--period", help="month to report, YYYY-MM")],
+    period: Annotated[
+        str,
+        typer.Option(
+            "--period", help="month to report, YYYY-MM, or 'previous' (the last whole month)"
+        ),
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="write JSON")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="write CSV (one metric per line)")] = False,
     out_file: Annotated[
-        Path | None, typer.Option("--out", help="write to this file instead of the terminal")
+        Path | None,
+        typer.Option(
+            "--out",
+            help="write to this file instead of the terminal; {period} in the name becomes the "
+            "month (what the monthly timer uses)",
+        ),
     ] = None,
 ) -> None:
     """The public transparency report for a month: per measure, alerts sent and to how many
@@ -30,10 +47,16 @@ def report_transparency(
 
     if as_json and as_csv:
         fail("choose one of --json and --csv", code=2)
+    if period == "previous":
+        period = _previous_month()
+    if out_file is not None and "{period}" in str(out_file):
+        out_file = Path(str(out_file).replace("{period}", period))
+        out_file.parent.mkdir(parents=True, exist_ok=True)
     try:
         report = build_report(STATE.gov(), period, actor=actor_name())
     except PeriodError as exc:
         fail(str(exc), code=2)
+    run_count(measures=len(report.measures))
     if as_json or as_csv:
         text = report.model_dump_json(indent=1) + "\n" if as_json else to_csv(report)
         if out_file is not None:
@@ -79,3 +102,10 @@ def report_transparency(
             str(ds.rows_deleted),
         )
     console.print(d)
+    if report.findings:
+        f = Table(title="findings (network protection and detection), counts only")
+        for col in ("measure", "kind", "method", "findings"):
+            f.add_column(col)
+        for fc in report.findings:
+            f.add_row(fc.measure, fc.kind, fc.method or "-", str(fc.findings))
+        console.print(f)

@@ -36,7 +36,7 @@ def simulate_cmd(
     """Write a simulated ISP: routers' NetFlow v9 / IPFIX / sFlow exports (a pcap), allocation
     logs (RADIUS, Kea, CGNAT), resolver and mail logs, reputation feeds, third-party reports and
     the ground truth (truth.json). A client of Mamori: it only writes what real equipment writes."""
-    from mamori.sim import SCENARIOS, simulate
+    from mamori.demo import SCENARIOS, simulate
 
     if scenario not in SCENARIOS:
         fail(
@@ -89,12 +89,12 @@ def _make_eval(kind: str) -> Any:
         ],
         as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     ) -> None:
-        from mamori.sim import score_files
+        from mamori.demo import score_files
 
         result = score_files(kind, findings, truth)
         c2_extra: dict[str, Any] = {}
         if kind == "c2":
-            from mamori.sim import load_findings, score_c2
+            from mamori.demo import load_findings, score_c2
 
             c2 = score_c2(load_findings(findings), json.loads(truth.read_text(encoding="utf-8")))
             c2_extra = {"unknown_c2": c2.model_dump()}

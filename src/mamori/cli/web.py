@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -74,4 +74,18 @@ def serve(
     cfg = STATE.config()
     h, p = host or cfg.web.host, port or cfg.web.port
     err.print(f"console on http://{h}:{p}/console  (public notice: http://{h}:{p}/)")
-    serve_console(STATE.gov(), h, p, log_level="info")
+    listener = None
+    if cfg.web.metrics_listen:
+        from mamori.web.metrics import serve_loopback
+
+        listener = serve_loopback(STATE.gov(), cfg.web.metrics_listen)
+        err.print(f"metrics on http://{cfg.web.metrics_listen}/metrics", highlight=False)
+    from mamori.logs import configured
+
+    # with --log-format, uvicorn's lines go through Mamori's handler (JSON, addresses hidden)
+    options: dict[str, Any] = {"log_config": None} if configured() else {}
+    try:
+        serve_console(STATE.gov(), h, p, log_level="info", **options)
+    finally:
+        if listener is not None:
+            listener.close()

@@ -10,13 +10,19 @@ from pydantic import ValidationError
 
 from mamori.detect.base import Detector, DetectorParams, section
 from mamori.detect.c2 import C2Detector
+from mamori.detect.ddos import DdosDetector
+from mamori.detect.reflection import ReflectionDetector
 from mamori.detect.reputation_match import InfectedDetector
+from mamori.detect.spoofing import SpoofingDetector
 
 __all__ = ["DETECTORS", "NOT_BUILT", "DetectorConfigError", "all_params", "build", "params_for"]
 
-DETECTORS: dict[str, type[Any]] = {cls.name: cls for cls in (C2Detector, InfectedDetector)}
+DETECTORS: dict[str, type[Any]] = {
+    cls.name: cls
+    for cls in (C2Detector, DdosDetector, InfectedDetector, ReflectionDetector, SpoofingDetector)
+}
 #: detectors the command line names but that are not built yet (they exit 69)
-NOT_BUILT = ("ddos", "reflection", "spoofing", "smtp")
+NOT_BUILT = ("smtp",)
 
 
 class DetectorConfigError(ValueError):

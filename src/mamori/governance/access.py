@@ -206,7 +206,7 @@ class Governance:
         self.config = config
         self.catalogue = measures or catalogue()
         self._engine = DuckDBEngine(config.store)
-        self.audit = AuditLog(config.store / "audit")
+        self.audit = AuditLog.for_config(config)
         self.consent = ConsentRegistry(self._engine, self.audit, self.catalogue)
         self._names = itertools.count(1)
         # weak: a sandbox nobody holds any more (no grant, no relation) is freed with its data
@@ -297,6 +297,9 @@ class Governance:
         if chosen not in measure.legal_bases:
             allowed_bases = ", ".join(b.value for b in measure.legal_bases)
             raise refuse(f"{measure_id} cannot rest on {chosen.value}; it rests on {allowed_bases}")
+        if justification is not None and not justification.strip():
+            # whitespace is not a risk test: refused wherever one is given, needed or not
+            raise refuse("a blank justification is none; say which risk test holds")
         if measure.consent != "none" and chosen is not LegalBasis.CONSENT and not justification:
             raise refuse(
                 f"{measure_id} normally rests on consent; relying on {chosen.value} needs a "
@@ -482,11 +485,14 @@ class Governance:
         start: datetime | None = None,
         end: datetime | None = None,
         sandbox: Sandbox | None = None,
+        stream: bool = False,
     ) -> Grant:
         """Read ``columns`` of ``dataset`` for ``measure`` (``None``: every column it may read).
 
         The rows are copied into ``sandbox`` (one made by :meth:`sandbox`, holding the other
-        inputs the caller will combine them with), else into a new sandbox of their own."""
+        inputs the caller will combine them with), else into a new sandbox of their own. With
+        ``stream``, nothing is copied: the rows stream into the one query that reads them (a
+        large input read by a single query); reading the grant again is refused."""
         m, schema, cols, chosen = self._check(
             measure,
             dataset,
@@ -521,13 +527,20 @@ class Governance:
                 end.isoformat() if end else None,
             ]
         if justification:
-            detail["justification"] = justification
+            detail["justification"] = justification.strip()
         box = sandbox if sandbox is not None else self.sandbox(label=f"{measure}-{dataset}")
         if box.closed or box not in self._sandboxes:
             raise GovernanceError("that sandbox is closed or was not made by this governance")
         name = self._fresh(f"{measure}_{dataset}".lower())
+        # Rows that need no consent filter are a plain scan of the store's files: the sandbox
+        # reads them itself (before its holder's first query locks it), which saves a copy.
+        direct = None if filtered or not self._engine.files(schema, start, end) else rel.sql_query()
         with self._bounded(box.memory_limit_mb):
-            box._load(name, rel)
+            if stream and direct is not None:
+                # its own cursor: a stream dies when its connection runs another statement
+                box._stream(name, self._engine.stream(direct))
+            else:
+                box._load(name, rel, files_query=direct)
             if withheld is not None:
                 box._load(name + "_withheld", withheld)
         box.grants.append((measure, dataset))
@@ -758,6 +771,38 @@ class Governance:
                 mode="write",
             )
         return GovernedStream(self, m.id, schema, actor, chosen.value, dict(detail or {}), max_open)
+
+    def open_stream_read(
+        self,
+        measure: str,
+        dataset: str,
+        columns: Sequence[str],
+        actor: str,
+        *,
+        justification: str | None = None,
+    ) -> tuple[str, ...]:
+        """Authorise ``measure`` to look at ``columns`` of a continuous source as it arrives (the
+        collector's decoded batches, for streaming detection), with one audit entry now; the
+        holder must keep to the columns returned. Like :meth:`open_stream`, only for measures
+        that do not rest on consent — a stream is not filtered per subscriber."""
+        _, _, cols, chosen = self._check(
+            measure, dataset, columns, actor=actor, case=None, basis=None,
+            justification=justification, mode="read",
+        )  # fmt: skip
+        if chosen is LegalBasis.CONSENT:
+            raise self._refuse(
+                "a stream cannot rest on consent (rows are not filtered per subscriber)",
+                measure=measure, ds=dataset, columns=cols, actor=actor, case=None,
+                basis=chosen.value, mode="read",
+            )  # fmt: skip
+        detail: dict[str, Any] = {"stream": True}
+        if justification:
+            detail["justification"] = justification
+        self.audit.append(
+            actor=actor, event="access", measure=measure, legal_basis=chosen.value,
+            dataset=dataset, columns=cols, detail=detail,
+        )  # fmt: skip
+        return cols
 
     def write_registry(
         self, dataset: str, table: pa.Table, actor: str, *, source: str

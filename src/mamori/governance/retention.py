@@ -20,6 +20,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -183,6 +184,14 @@ class RetentionStatus:
     oldest: datetime | None
     partitions: int
     overdue: bool
+    bytes: int = 0  # on disk, for sizing and `mamori status`
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:  # purged meanwhile
+        return 0
 
 
 def retention_status(gov: Governance, now: datetime | None = None) -> list[RetentionStatus]:
@@ -196,5 +205,6 @@ def retention_status(gov: Governance, now: datetime | None = None) -> list[Reten
         days = gov.config.retention.days(name)
         oldest = parts[0].start if parts else None
         overdue = bool(parts and days is not None and parts[0].end <= now - timedelta(days=days))
-        out.append(RetentionStatus(name, days, oldest, len(parts), overdue))
+        size = sum(_size(f) for p in parts for f in p.files())
+        out.append(RetentionStatus(name, days, oldest, len(parts), overdue, size))
     return out

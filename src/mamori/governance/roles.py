@@ -48,9 +48,9 @@ def _v(
 
 
 # Findings and actions are read under the measure that made them, never under another one's
-# purpose; M5 reads the infected-host findings it alerts on.
+# purpose; M5 reads the infected-host findings it alerts on. Alerts (M5, M6, M9) are actions too.
 FINDING_MEASURES = ("M2", "M4", "M10", "M11", "M12", "M13")
-ACTION_MEASURES = ("M7", "M8", "M10", "M11", "M12", "M13")
+ACTION_MEASURES = ("M5", "M6", "M7", "M8", "M9", "M10", "M11", "M12", "M13")
 ALERT_MEASURES = ("M5", "M6", "M9", "M13")
 
 VIEWS: dict[str, View] = {
@@ -58,7 +58,12 @@ VIEWS: dict[str, View] = {
     for v in (
         _v("home", {_A, _D, _O, _U, _M}, (), "start page: links to what the role may use"),
         _v("findings", {_A, _D}, FINDING_MEASURES, "findings with evidence, method, score, basis"),
-        _v("actions", {_A, _D, _O}, ACTION_MEASURES, "actions: pending, active, ended, expired"),
+        _v(
+            "actions",
+            {_A, _D, _O},
+            ACTION_MEASURES,
+            "actions: proposed, approved, applied, ended, expired",
+        ),
         _v("actions.decide", {_A, _D}, ACTION_MEASURES, "approve, reject or end an action"),
         _v("alerts", {_A, _D}, ALERT_MEASURES, "alerts to subscribers and their delivery state"),
         _v(
@@ -77,6 +82,12 @@ VIEWS: dict[str, View] = {
         _v("audit", {_U}, (), "audit-log verification, accesses by measure, refusals"),
         _v("retention", {_U}, (), "oldest data held per dataset against its limit"),
         _v("users", {_M}, (), "console accounts"),
+        _v(
+            "metrics",
+            {_M},
+            (),
+            "Prometheus metrics: stages' runs, alerts and actions by state, audit, retention",
+        ),
         _v("public", set(), (), "public notice and transparency report", public=True),
         _v("consent", set(), (), "a subscriber's consent page (signed token)", public=True),
         _v("login", set(), (), "sign in and out", public=True),

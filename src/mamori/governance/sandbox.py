@@ -16,6 +16,7 @@ when the sandbox closes.
 
 from __future__ import annotations
 
+import re
 import shutil
 import weakref
 from collections.abc import Callable
@@ -60,6 +61,8 @@ class Sandbox:
         self.names: list[str] = []
         # (measure, dataset) of every grant loaded: what a refusal here is audited under
         self.grants: list[tuple[str, str]] = []
+        # streamed grants (read once): name -> already read
+        self._once: dict[str, bool] = {}
         self.closed = False
         # the spill directory goes when the sandbox does, closed or merely forgotten
         self._cleanup = (
@@ -70,8 +73,19 @@ class Sandbox:
 
     # -------------------------------------------------------------- used by governance only
 
-    def _load(self, name: str, data: Any) -> None:
-        self._engine.load(name, data)
+    def _stream(self, name: str, data: Any) -> None:
+        """Make granted rows readable once, as they stream from governance (no copy kept)."""
+        self._engine.register_stream(name, data)
+        self._once[name] = False
+        self.names.append(name)
+
+    def _load(self, name: str, data: Any, *, files_query: str | None = None) -> None:
+        """Copy granted rows in: straight from the store's files when ``files_query`` is given
+        and the holder has not queried yet (the sandbox still reads files), else through Arrow."""
+        if files_query is not None and not self._engine.locked:
+            self._engine.load_query(name, files_query)
+        else:
+            self._engine.load(name, data)
         self.names.append(name)
 
     # -------------------------------------------------------------- the holder's side
@@ -79,6 +93,15 @@ class Sandbox:
     def _guard(self, query: str, run: Callable[[], Any]) -> Any:
         if self.closed:
             raise ValueError(f"sandbox {self.label} is closed")
+        for name, read in self._once.items():
+            # a stream read a second time is silently empty: refuse instead of answering wrong
+            uses = len(re.findall(rf"\b{re.escape(name)}\b", query))
+            if uses and (read or uses > 1):
+                raise ValueError(
+                    f"{name} was granted as a stream: it can be read once, by one reference"
+                )
+            if uses:
+                self._once[name] = True
         try:
             return run()
         except Exception as exc:  # classified below; anything else is re-raised as it was

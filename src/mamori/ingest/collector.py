@@ -46,7 +46,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -109,6 +109,15 @@ def parse_listen(url: str) -> Listen:
 CollectorSettings = CollectorConfig
 
 
+class StreamObserver(Protocol):
+    """Streaming detection on the decoded batches: ``columns`` are those governance authorised
+    it to see (:meth:`Governance.open_stream_read`); the collector hands it nothing else."""
+
+    columns: tuple[str, ...]
+
+    def __call__(self, flows: pa.Table) -> None: ...
+
+
 @dataclass
 class _Socket:
     listen: Listen
@@ -162,7 +171,9 @@ class Collector:
     everything on its way out.
     """
 
-    def __init__(self, gov: Governance, settings: CollectorSettings | None = None) -> None:
+    def __init__(
+        self, gov: Governance, settings: CollectorSettings | None = None, group: str = "default"
+    ) -> None:
         self.gov = gov
         self.settings = settings or CollectorSettings()
         self.decoder = decoder_for(self.settings)
@@ -186,8 +197,13 @@ class Collector:
         self._last_flush = time.monotonic()
         self._last_nat_store = time.monotonic()
         self._latest_received = 0.0  # receive time of the newest datagram decoded
-        self._state_dir = gov.state_dir("collector")
+        self._state_dir = gov.state_dir(_state_name(group))
         self.templates = TemplateState(self._state_dir / "templates", legacy=self.templates_path)
+        # called after each flush with its duration and the files it made visible (metrics)
+        self.on_flush: Callable[[float, list[Path]], None] | None = None
+        # called with each decoded batch, before it is stored (streaming detection, M13 — each
+        # observer is authorised by governance when it is made: Governance.open_stream_read)
+        self.observers: list[StreamObserver] = []
         self._restore()
 
     # ----------------------------------------------------------------- state
@@ -222,6 +238,14 @@ class Collector:
             self.stats.counters["packets.dropped_by_kernel"] = _udp_drops(
                 s.inode for s in self._sockets
             )
+
+    def kernel_drops(self) -> int:
+        """Datagrams the kernel has dropped for the open sockets, read now (the saved count once
+        they are closed)."""
+        sockets = list(self._sockets)
+        if not sockets:
+            return int(self.stats.counters.get("packets.dropped_by_kernel", 0))
+        return _udp_drops(s.inode for s in sockets)
 
     def _save_state(self, *, final: bool = False) -> None:
         registry = self.decoder.registry
@@ -263,6 +287,9 @@ class Collector:
                 self.stats.by_exporter.setdefault(exporter, Counter())["packets"] += n
         flows = self.sampling.apply(result.flows, self.stats.counters)
         if flows.num_rows:
+            for observe in self.observers:
+                # only the columns governance authorised it for (Governance.open_stream_read)
+                observe(flows.select(list(observe.columns)))
             counts = flows.column("exporter").value_counts()
             for item in counts.to_pylist():
                 key = str(item["values"])
@@ -307,6 +334,8 @@ class Collector:
             self._last_nat_store = self._last_flush
             self._store_port_blocks()
         self._save_state(final=final)
+        if self.on_flush is not None:
+            self.on_flush(time.monotonic() - self._last_flush, files)
         return rows
 
     def _store_port_blocks(self) -> None:
@@ -528,8 +557,14 @@ def _atomic_write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def load_stats(gov: Governance) -> dict[str, Any] | None:
-    path = gov.state_dir("collector") / "stats.json"
+def _state_name(group: str) -> str:
+    """Each listener group (a process of its own) keeps its templates and counters apart;
+    ``default`` keeps the name it always had."""
+    return "collector" if group == "default" else f"collector_{group}"
+
+
+def load_stats(gov: Governance, group: str = "default") -> dict[str, Any] | None:
+    path = gov.state_dir(_state_name(group)) / "stats.json"
     try:
         data: dict[str, Any] = json.loads(path.read_text())
     except FileNotFoundError:

@@ -28,4 +28,9 @@ class RateLimitedLog:
         self._last[kind] = now
         suppressed = self._suppressed.pop(kind, 0)
         suffix = f" ({suppressed} similar suppressed)" if suppressed else ""
-        self.logger.warning(message + suffix, *args, exc_info=exc_info)
+        self.logger.warning(
+            message + suffix,
+            *args,
+            exc_info=exc_info,
+            extra={"event": kind, "counts": {"suppressed": suppressed}},
+        )

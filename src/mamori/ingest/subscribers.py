@@ -15,11 +15,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 from pydantic import Field
 
 from mamori.governance import ConsentError, Governance
-from mamori.ingest.allocations.common import TS, IngestReport, Issues, iso_times_ms
+from mamori.ingest.allocations.common import TS, IngestReport, Issues, iso_times_ms, read_csv_text
 
 __all__ = ["SubscribersReport", "load_subscribers"]
 
@@ -42,34 +41,14 @@ def load_subscribers(
 ) -> SubscribersReport:
     report = SubscribersReport(format="subscribers", file=str(path))
     issues = Issues(report)
-    bad_lines: list[int] = []
-
-    def invalid(row: pacsv.InvalidRow) -> str:
-        bad_lines.append(row.number or 0)
-        return "skip"
-
-    with path.open("rb") as fh:
-        names = [c.strip() for c in fh.readline().decode("utf-8", errors="replace").split(",")]
-    if "subscriber_id" not in names:
+    table, numbers = read_csv_text(path, issues)
+    names = table.column_names
+    if names and "subscriber_id" not in names:
         raise ValueError(f"{path}: the directory needs a subscriber_id column (has {names})")
-    if opted_out_column and opted_out_column not in names:
+    if names and opted_out_column and opted_out_column not in names:
         raise ValueError(f"{path}: no column {opted_out_column!r} (has {', '.join(names)})")
-    table = pacsv.read_csv(
-        path,
-        read_options=pacsv.ReadOptions(use_threads=False),
-        parse_options=pacsv.ParseOptions(invalid_row_handler=invalid),
-        convert_options=pacsv.ConvertOptions(
-            column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=False
-        ),
-    )
-    if bad_lines:
-        issues.lines("malformed", np.array(bad_lines), "wrong number of fields")
     n = table.num_rows
-    report.lines = n + len(bad_lines) + 1
-    report.records = n
-    numbers = np.arange(2, n + len(bad_lines) + 2, dtype=np.int64)
-    if bad_lines:
-        numbers = numbers[~np.isin(numbers, np.array(bad_lines))]
+    report.records = len(numbers) + report.malformed  # the bad lines were records too
 
     def col(*candidates: str) -> pa.Array:
         for name in candidates:

@@ -1,8 +1,9 @@
 """The public transparency report: what the ISP did in a month, per measure (seed 004).
 
 Per measure and month: alerts sent and to how many subscribers, blocks applied (start, end,
-subscribers affected), opt-outs and opt-ins, C&C entries shared and with how many partners; and per
-dataset the data held (oldest record against its limit) and deleted by retention.
+subscribers affected), opt-outs and opt-ins, C&C entries shared and with how many partners,
+findings per kind (spoofed sources per interface, reflection, DDoS …); and per dataset the data
+held (oldest record against its limit) and deleted by retention.
 
 Sources, all through governance:
 
@@ -13,7 +14,10 @@ Sources, all through governance:
 * consent changes, purges and sharing are counted from the audit log, which records every one of
   them (``consent``, ``purge``, and the M3 ``share``/``export`` events, or an M3 ``access`` whose
   detail names a partner);
-* data held comes from :func:`mamori.governance.retention_status`.
+* data held comes from :func:`mamori.governance.retention_status`;
+* the audit log's head at the end of the month (its last entry's number and hash), signed with
+  the audit key when the builder holds ``[audit] signing_key``: a published report pins the log,
+  and ``mamori audit verify --published REPORT.json`` holds the store to it.
 
 Sharing events are read leniently: the number of entries is taken from the first of the detail
 keys ``entries``, ``objects``, ``indicators``, ``count`` or ``rows``, the partner from
@@ -34,11 +38,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, Field
 
+from mamori.act import base as act
+from mamori.act.base import ActionKind
 from mamori.governance import AccessRefused, Governance, retention_status
 
 __all__ = [
+    "AuditHead",
     "Block",
     "DatasetLine",
+    "FindingCount",
     "MeasureLine",
     "TransparencyReport",
     "build_report",
@@ -50,7 +58,9 @@ PERIOD_RE = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 SHARE_EVENTS = ("share", "export", "share-export", "taxii", "taxii-read")
 _ENTRY_KEYS = ("entries", "objects", "indicators", "count", "rows")
 _PARTNER_KEYS = ("partner", "peer", "recipient", "client")
-_RANK = {"pending": 0, "active": 1, "rejected": 2, "ended": 2, "expired": 2}
+# states of actions that took effect (a rejected action, or one that expired before it was
+# applied, has no start)
+IN_FORCE_OR_OVER = ("applied", "ended", "expired")
 
 
 class MeasureLine(BaseModel):
@@ -78,6 +88,16 @@ class Block(BaseModel):
     subscribers_affected: int | None
 
 
+class FindingCount(BaseModel):
+    """Findings a measure's detectors made in the month, per kind and method (counts only: M14
+    reads no finding's target or evidence)."""
+
+    measure: str
+    kind: str
+    method: str | None
+    findings: int
+
+
 class DatasetLine(BaseModel):
     dataset: str
     retention_days: int | None
@@ -89,6 +109,16 @@ class DatasetLine(BaseModel):
     purges: int = 0
 
 
+class AuditHead(BaseModel):
+    """Entry ``seq`` of the audit log has ``hash``; ``sig`` by ``key`` at ``ts`` (None: unsigned)."""
+
+    seq: int
+    hash: str
+    ts: str | None = None
+    key: str | None = None
+    sig: str | None = None
+
+
 class TransparencyReport(BaseModel):
     period: str
     isp: str
@@ -96,7 +126,9 @@ class TransparencyReport(BaseModel):
     measures: list[MeasureLine]
     blocks: list[Block]
     datasets: list[DatasetLine]
+    findings: list[FindingCount] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
+    audit_head: AuditHead | None = None
 
 
 class PeriodError(ValueError):
@@ -195,24 +227,21 @@ def build_report(
     for mid, who in subs.items():
         lines[mid].alert_subscribers = len(who)
 
-    # --- blocks (current version of each action that was in force during the month)
+    # --- blocks (current version of each action that was in force during the month; alerts are
+    # actions too, counted above)
     blocks: list[Block] = []
     acts = _open(gov, "M14", "actions", None, actor, notes)
     if acts is not None:
-        best: dict[str, dict[str, Any]] = {}
-        for r in acts.to_pylist():
-            cur = best.get(r["action_id"])
-            if cur is None or _RANK.get(r["state"], 0) > _RANK.get(cur["state"], 0):
-                best[r["action_id"]] = r
-        for r in sorted(best.values(), key=lambda r: (r["start"] or lo, r["action_id"])):
-            start, end = r["start"], r["end"]
-            if r["state"] not in ("active", "ended", "expired") or start is None:
+        current = act.latest_table(acts)
+        current = current.filter(pc.not_equal(current.column("kind"), ActionKind.ALERT.value))
+        for r in sorted(current.to_pylist(), key=lambda r: (r["start"] or lo, r["action_id"])):
+            # over: when it ended; in force: when it expires
+            start, end = r["start"], r["end"] or r.get("expires")
+            if r["state"] not in IN_FORCE_OR_OVER or start is None:
                 continue
             if start >= hi or (end is not None and end < lo):
                 continue
-            state = r["state"]
-            if state == "active" and end is not None and end <= now:
-                state = "expired"
+            state = act.effective_state(r, now)
             blocks.append(
                 Block(
                     measure=r["measure"],
@@ -227,6 +256,25 @@ def build_report(
             if line is not None:
                 line.blocks += 1
                 line.block_subscribers += int(r["subscribers_affected"] or 0)
+
+    # --- findings of the network-protection detectors (spoofing, reflection, DDoS …), counted
+    findings: list[FindingCount] = []
+    found = _open(gov, "M14", "findings", ["detected", "kind", "method", "measure"], actor, notes)
+    if found is not None and found.num_rows:
+        ts = pa.timestamp("ms", tz="UTC")
+        det = found.column("detected").cast(ts)
+        inside = pc.and_(pc.greater_equal(det, pa.scalar(lo, ts)), pc.less(det, pa.scalar(hi, ts)))
+        month = found.filter(pc.fill_null(inside, False))
+        counts = month.group_by(["measure", "kind", "method"]).aggregate([("kind", "count")])
+        for r in sorted(
+            counts.to_pylist(), key=lambda r: (r["measure"], r["kind"], r["method"] or "")
+        ):
+            findings.append(
+                FindingCount(
+                    measure=r["measure"], kind=r["kind"], method=r["method"],
+                    findings=r["kind_count"],
+                )
+            )  # fmt: skip
 
     # --- the audit log: consent changes, purges, sharing
     deleted: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
@@ -278,6 +326,7 @@ def build_report(
                 purges=runs,
             )
         )
+    audit_head = _audit_head(gov, hi, notes)
     return TransparencyReport(
         period=period,
         isp=gov.config.isp_name,
@@ -285,8 +334,21 @@ def build_report(
         measures=list(lines.values()),
         blocks=blocks,
         datasets=datasets,
+        findings=findings,
         notes=notes,
+        audit_head=audit_head,
     )
+
+
+def _audit_head(gov: Governance, end: datetime, notes: list[str]) -> AuditHead:
+    """The audit log's head at the end of the period (now, for the current month), signed when
+    the audit key is at hand."""
+    seq, digest = gov.audit.head_before(end)
+    head = gov.audit.sign_head(seq, digest)
+    if not head.sig:
+        notes.append("The audit log head is not signed ([audit] signing_key not configured).")
+        return AuditHead(seq=seq, hash=digest)
+    return AuditHead(seq=seq, hash=digest, ts=head.ts, key=head.key, sig=head.sig)
 
 
 def to_csv(report: TransparencyReport) -> str:
@@ -306,4 +368,10 @@ def to_csv(report: TransparencyReport) -> str:
     for d in report.datasets:
         for metric, value in d.model_dump(mode="json", exclude={"dataset"}).items():
             w.writerow([p, "dataset", d.dataset, metric, "" if value is None else value])
+    for f in report.findings:
+        key = f"{f.measure}:{f.kind}:{f.method or ''}"
+        w.writerow([p, "findings", key, "findings", f.findings])
+    if report.audit_head is not None:
+        for metric, value in report.audit_head.model_dump().items():
+            w.writerow([p, "audit_head", "", metric, "" if value is None else value])
     return buf.getvalue()

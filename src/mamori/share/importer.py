@@ -2,12 +2,13 @@
 
 Every entry is written as a ``reputation`` row (category ``c2``) with the peer's name as ``source``
 and its confidence, through ``gov.write("M3", "reputation", …)``. Bad entries are counted and
-reported with their position; the good ones around them are loaded.
+reported with their position; the good ones around them are loaded. That includes entries past
+``input_limits``: JSON nesting is cut before it is parsed (files, and each page a peer's TAXII
+server answers), so one object nested 100,000 deep costs that object, not the file or the poll.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,6 +22,8 @@ from taxii2client.common import TokenAuth  # type: ignore[import-untyped]
 from taxii2client.exceptions import TAXIIServiceException  # type: ignore[import-untyped]
 from taxii2client.v21 import Collection, as_pages  # type: ignore[import-untyped]
 
+from mamori.bounds import as_utf8, load_json, prune_deep
+from mamori.config import InputLimitsConfig
 from mamori.governance import Governance
 from mamori.share.c2list import LIST_SCHEMA, ShareError
 from mamori.share.csvio import csv_to_list
@@ -75,27 +78,27 @@ def load_list(gov: Governance, table: pa.Table, actor: str, source: str) -> int:
     return int(table.num_rows)
 
 
-def _parse(fmt: Format, data: bytes, report: ParseReport) -> pa.Table:
+def _parse(fmt: Format, data: bytes, report: ParseReport, limits: InputLimitsConfig) -> pa.Table:
     if fmt == "csv":
         return csv_to_list(data, report)
     try:
-        doc: Any = json.loads(data)
+        doc, cut = load_json(data, limits.max_json_depth)
     except ValueError as exc:
         report.skip("file", f"not JSON: {exc}")
         return LIST_SCHEMA.empty_table()
     if fmt == "misp":
-        return event_to_list(doc, report)
+        return event_to_list(doc, report, limits, deep=bool(cut))
     objects = doc.get("objects") if isinstance(doc, dict) else doc
     if not isinstance(objects, list):
         report.skip("file", "neither a STIX bundle nor a list of STIX objects")
         return LIST_SCHEMA.empty_table()
-    return objects_to_list(objects, report)
+    return objects_to_list(objects, report, limits, deep=bool(cut))
 
 
 def import_file(gov: Governance, path: Path, fmt: Format, actor: str, source: str) -> ImportResult:
     """Load a C&C list file (our own export formats, or STIX/MISP from others) into reputation."""
     report = ParseReport()
-    table = _parse(fmt, path.read_bytes(), report)
+    table = _parse(fmt, path.read_bytes(), report, gov.config.input_limits)
     loaded = load_list(gov, table, actor, source)
     return ImportResult(source, loaded, report.skipped, report.problems)
 
@@ -109,15 +112,27 @@ def poll_peer(gov: Governance, name: str, actor: str) -> ImportResult:
     trust = TrustStore.of(gov)
     remote = trust.remote(name)
     collection = Collection(remote.url, auth=TokenAuth(remote.key))
+    limits = gov.config.input_limits
     last_added: list[str] = []
+    cut: list[int] = []
 
     def note(resp: requests.Response, *args: Any, **kwargs: Any) -> None:
         stamp = resp.headers.get("X-TAXII-Date-Added-Last")
         if stamp:
             last_added.append(stamp)
+        if resp.content:
+            # the client parses the body with json.loads: cut its nesting first
+            try:
+                pruned, lines = prune_deep(as_utf8(resp.content), limits.max_json_depth)
+            except ValueError:  # not text: the client's own parse reports it
+                return
+            if lines:
+                cut.extend(lines)
+                resp._content = pruned
+                resp.encoding = "utf-8"
 
     # taxii2-client returns only the JSON body; the server's clock position is in a header, so a
-    # requests response hook on the client's session reads it.
+    # requests response hook on the client's session reads it (and bounds the body's nesting).
     collection._conn.session.hooks["response"].append(note)
     objects: list[Any] = []
     try:
@@ -130,7 +145,7 @@ def poll_peer(gov: Governance, name: str, actor: str) -> ImportResult:
     finally:
         collection.close()
     report = ParseReport()
-    table = objects_to_list(objects, report)
+    table = objects_to_list(objects, report, limits, deep=bool(cut))
     loaded = load_list(gov, table, actor, name)
     if last_added:
         trust.advance(name, max(last_added))

@@ -28,6 +28,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mamori.bounds import deep_line, deep_message
+from mamori.config import InputLimitsConfig
 from mamori.share.c2list import LIST_SCHEMA
 from mamori.share.stix import TLP_LEVELS, ParseReport, _time, _uid, _uids
 
@@ -102,8 +104,13 @@ def _events(doc: Any) -> list[Mapping[str, Any]]:
     ]
 
 
-def event_to_list(doc: Any, report: ParseReport) -> pa.Table:
-    """C&C list rows from the ``ip-dst`` / ``ip-dst|port`` attributes of MISP event(s)."""
+def event_to_list(
+    doc: Any, report: ParseReport, limits: InputLimitsConfig | None = None, *, deep: bool = False
+) -> pa.Table:
+    """C&C list rows from the ``ip-dst`` / ``ip-dst|port`` attributes of MISP event(s).
+    ``deep``: the JSON had nesting cut (:func:`mamori.bounds.load_json`); the attributes that
+    held it are reported and skipped."""
+    depth = (limits or InputLimitsConfig()).max_json_depth
     rows: dict[str, list[Any]] = {n: [] for n in LIST_SCHEMA.names}
     events = _events(doc)
     if not events:
@@ -112,6 +119,10 @@ def event_to_list(doc: Any, report: ParseReport) -> pa.Table:
         attrs = ev.get("Attribute") or []
         for a_no, a in enumerate(attrs if isinstance(attrs, list) else []):
             where = f"event {e_no} attribute {a_no}"
+            line = deep_line(a) if deep else None
+            if line is not None:
+                report.skip(where, deep_message(line, depth))
+                continue
             if not isinstance(a, Mapping):
                 report.skip(where, "not a JSON object")
                 continue

@@ -31,6 +31,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import stix2
 
+from mamori.bounds import check_pattern, deep_line, deep_message
+from mamori.config import InputLimitsConfig
 from mamori.share.c2list import LIST_SCHEMA
 
 __all__ = [
@@ -224,6 +226,10 @@ class ParseReport:
         log.warning("skipped %s: %s", where, why)
 
 
+def _id_of(o: Any) -> Any:
+    return o.get("id") if isinstance(o, Mapping) else None
+
+
 def _time(value: Any) -> datetime | None:
     if not isinstance(value, str):
         return None
@@ -234,13 +240,29 @@ def _time(value: Any) -> datetime | None:
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
-def objects_to_list(objects: Iterable[Mapping[str, Any]], report: ParseReport) -> pa.Table:
+def objects_to_list(
+    objects: Iterable[Mapping[str, Any]],
+    report: ParseReport,
+    limits: InputLimitsConfig | None = None,
+    *,
+    deep: bool = False,
+) -> pa.Table:
     """C&C list rows (:data:`LIST_SCHEMA`) from STIX indicators of IP endpoints.
 
     First/last seen come from the Infrastructure an indicator ``indicates``, else ``valid_from``;
-    confidence is the indicator's 0–100 ``confidence`` over 100. Revoked objects are skipped.
+    confidence is the indicator's 0–100 ``confidence`` over 100. Revoked objects are skipped, and
+    so are (reported) objects past ``limits``: nested too deep (``deep``: the JSON they came in
+    had nesting cut, :func:`mamori.bounds.load_json`) or with a pattern too large.
     """
-    objs = list(objects)
+    limits = limits or InputLimitsConfig()
+    objs: list[Any] = []
+    for i, o in enumerate(objects):
+        line = deep_line(o) if deep else None
+        if line is None:
+            objs.append(o)
+        else:
+            report.skip(f"object {i} ({_id_of(o)})", deep_message(line, limits.max_json_depth))
+            objs.append(None)  # keeps the positions of the others
     seen_by_infra: dict[str, tuple[datetime | None, datetime | None]] = {}
     target: dict[str, str] = {}
     for o in objs:
@@ -255,6 +277,8 @@ def objects_to_list(objects: Iterable[Mapping[str, Any]], report: ParseReport) -
             target[str(o.get("source_ref"))] = str(o.get("target_ref"))
     rows: dict[str, list[Any]] = {n: [] for n in LIST_SCHEMA.names}
     for i, o in enumerate(objs):
+        if o is None:  # refused above
+            continue
         if not isinstance(o, Mapping):
             report.skip(f"object {i}", "not a JSON object")
             continue
@@ -267,6 +291,11 @@ def objects_to_list(objects: Iterable[Mapping[str, Any]], report: ParseReport) -
         pattern = o.get("pattern")
         if o.get("pattern_type") != "stix" or not isinstance(pattern, str):
             report.skip(where, "not a STIX pattern")
+            continue
+        try:
+            check_pattern(pattern, limits)
+        except ValueError as exc:
+            report.skip(where, str(exc))
             continue
         ip_m = _IP.search(pattern)
         if not ip_m:

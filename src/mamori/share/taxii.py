@@ -15,8 +15,24 @@
 Every request needs a peer's API key (HTTP Basic with the key as password, or
 ``Authorization: Bearer|Token <key>``), checked against :class:`~mamori.share.trust.TrustStore`
 afresh each time. A peer whose trust group may not read (or write) a collection gets 403 and an
-error body, nothing more. Every read and write, and every refusal, is audited: which peer, which
-collection, how many objects and their ids.
+error body, nothing more. Every read and write, and every refusal of a peer, is audited: which
+peer, which collection, how many objects and their ids. Requests without a valid key are counted
+and audited as one summary per ``share.refusal_summary_s`` (:mod:`.quota`).
+
+Hostile or careless peers (``[share]`` and ``[input_limits]`` settings):
+
+- each peer has a request rate and a daily quota of posted objects and bytes: 429 with
+  ``Retry-After`` past one, the first refusal per window audited;
+- a body larger than ``max_content_length`` is refused (413) from its ``Content-Length`` before
+  it is read, or, when chunked, as soon as the bytes read pass it;
+- nesting deeper than ``max_json_depth`` is cut before parsing; the object that held it, a STIX
+  pattern past its bounds, and an object ``stix2-validator`` finds invalid are each refused as a
+  failure in the status, and the other objects are added;
+- an envelope in which any object names an address in this ISP's subscriber pools, in any field
+  (:mod:`.objectguard`), is refused as a whole (422) and the refusal audited: a peer that sends
+  one is misconfigured, and the objects around it (relationships, sightings) point at it. On the
+  way out the same check withholds any stored object that names one (stored before the check, or
+  before the address plan grew), in every collection.
 
 Collections live in ``gov.state_dir("share")/collections/<alias>.jsonl``: one line per object
 version, ``{"date_added": …, "object": …}``, appended under a lock with strictly increasing
@@ -32,9 +48,12 @@ import bisect
 import fcntl
 import itertools
 import json
+import logging
 import threading
+import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -42,9 +61,15 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+from stix2validator import ValidationOptions, validate_instance  # type: ignore[import-untyped]
 
+from mamori.bounds import check_pattern, deep_line, deep_message, load_json
+from mamori.config import InputLimitsConfig
 from mamori.governance import Governance
 from mamori.share.c2list import c2_list, guard
+from mamori.share.objectguard import subscriber_address
+from mamori.share.quota import Limited, PeerQuota, RefusalSummary, source_prefix
 from mamori.share.stix import list_to_objects
 from mamori.share.trust import COLLECTIONS, Peer, TrustStore
 
@@ -61,7 +86,9 @@ MEDIA_TYPE = "application/taxii+json;version=2.1"
 _STIX_MEDIA = "application/stix+json;version=2.1"
 _DEFAULT_LIMIT = 100
 _MAX_LIMIT = 1000
-_MAX_POST_BYTES = 10 * 1024 * 1024
+_VALIDATION = ValidationOptions(version="2.1")
+
+log = logging.getLogger(__name__)
 _NS = uuid.UUID("0c7b8a31-2f56-4b7e-8d1e-6d616d6f7269")
 
 
@@ -202,10 +229,17 @@ def publish(
 
 
 class _Refusal(Exception):
-    def __init__(self, status: int, title: str, description: str = "") -> None:
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        description: str = "",
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         self.status = status
         self.title = title
         self.description = description
+        self.headers = dict(headers or {})
 
 
 def _json(
@@ -291,24 +325,77 @@ def _select(
     return page, False
 
 
-def create_taxii_app(gov: Governance, *, title: str | None = None) -> FastAPI:
-    """The TAXII 2.1 server over ``gov``'s collections, peers and trust groups."""
+def create_taxii_app(
+    gov: Governance, *, title: str | None = None, clock: Callable[[], float] = time.time
+) -> FastAPI:
+    """The TAXII 2.1 server over ``gov``'s collections, peers and trust groups. ``clock``
+    (seconds since the epoch) times quotas and summaries; tests pass their own."""
     isp = gov.config.isp_name
+    cfg, limits = gov.config.share, gov.config.input_limits
+    pools = gov.config.pools()
     ids = {collection_id(isp, alias): alias for alias in COLLECTIONS}
     store = CollectionStore.of(gov)
-    app = FastAPI(
-        title=title or f"{isp} TAXII 2.1", docs_url=None, redoc_url=None, openapi_url=None
-    )
+    quota = PeerQuota(cfg, gov.state_dir("share"), clock)
 
     def audit(peer: str, event: str, **detail: Any) -> None:
         gov.audit.append(actor=f"taxii:{peer}", event=event, measure="M3", detail=detail)
+
+    summary = RefusalSummary(
+        cfg.refusal_summary_s,
+        lambda detail: audit("summary", "refused-summary", **detail),
+        clock,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        summary.flush()
+
+    app = FastAPI(
+        title=title or f"{isp} TAXII 2.1",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        lifespan=lifespan,
+    )
+    # the web console mounts this app (sub-apps get no lifespan): it flushes through here
+    app.state.refusal_summary = summary
+
+    def over_limit(peer: Peer, exc: Limited, request: Request) -> _Refusal:
+        if exc.first:
+            audit(
+                peer.name,
+                "refused",
+                path=request.url.path,
+                limit=exc.limit,
+                allowed=exc.allowed,
+                retry_after=exc.retry_after,
+                reason=f"{exc.limit} limit reached; further refusals in this window are counted "
+                "in the refused-summary",
+            )
+        else:
+            summary.limited(peer.name, exc.limit)
+        return _Refusal(
+            429,
+            "too many requests",
+            f"{exc.limit} limit of {exc.allowed} reached",
+            {"Retry-After": str(exc.retry_after)},
+        )
 
     def authenticate(request: Request) -> Peer:
         key = _key_from(request)
         peer = TrustStore.of(gov).authenticate(key) if key else None
         if peer is None:
-            audit("unauthenticated", "refused", path=request.url.path, reason="no valid API key")
+            route = request.scope.get("route")
+            summary.unauthenticated(
+                getattr(route, "path", "other"),
+                source_prefix(request.client.host if request.client else None),
+            )
             raise _Refusal(401, "authentication required", "send a valid, unrevoked API key")
+        try:
+            quota.request(peer.name)
+        except Limited as exc:
+            raise over_limit(peer, exc, request) from None
         if not _acceptable(request, accept_stix=True):
             raise _Refusal(406, "not acceptable", f"this server speaks {MEDIA_TYPE}")
         return peer
@@ -341,7 +428,9 @@ def create_taxii_app(gov: Governance, *, title: str | None = None) -> FastAPI:
 
     @app.exception_handler(_Refusal)
     async def _refusal(request: Request, exc: _Refusal) -> Response:
-        headers = {"WWW-Authenticate": 'Basic realm="mamori-taxii"'} if exc.status == 401 else {}
+        headers = dict(exc.headers)
+        if exc.status == 401:
+            headers["WWW-Authenticate"] = 'Basic realm="mamori-taxii"'
         body = {"title": exc.title, "http_status": str(exc.status)}
         if exc.description:
             body["description"] = exc.description
@@ -364,7 +453,11 @@ def create_taxii_app(gov: Governance, *, title: str | None = None) -> FastAPI:
     def api_root(request: Request) -> Response:
         authenticate(request)
         return _json(
-            {"title": app.title, "versions": [MEDIA_TYPE], "max_content_length": _MAX_POST_BYTES}
+            {
+                "title": app.title,
+                "versions": [MEDIA_TYPE],
+                "max_content_length": cfg.max_content_length,
+            }
         )
 
     @app.get("/api/status/{status_id}/")
@@ -384,22 +477,41 @@ def create_taxii_app(gov: Governance, *, title: str | None = None) -> FastAPI:
         peer = authenticate(request)
         return _json(describe(peer, collection(peer, cid, "any", request)))
 
+    # (collection, date_added, id) → does the stored object name a subscriber address; the store
+    # is append-only, so a verdict holds until the address plan changes (a new app)
+    names_pool: dict[tuple[str, str, str], bool] = {}
+
+    def withheld(alias: str, entry: Mapping[str, Any]) -> bool:
+        key = (alias, str(entry["date_added"]), str(entry["object"].get("id")))
+        verdict = names_pool.get(key)
+        if verdict is None:
+            if len(names_pool) > 200_000:
+                names_pool.clear()
+            verdict = names_pool[key] = subscriber_address(entry["object"], pools) is not None
+        return verdict
+
     def envelope(request: Request, cid: str, object_id: str | None, manifest: bool) -> Response:
         peer = authenticate(request)
         alias = collection(peer, cid, "read", request)
         all_versions = request.query_params.get("match[version]", "last") == "all"
-        page, more = _select(request, store.entries(alias, all_versions=all_versions), object_id)
+        selected, more = _select(
+            request, store.entries(alias, all_versions=all_versions), object_id
+        )
+        hold = [withheld(alias, e) for e in selected]
+        page = [e for e, h in zip(selected, hold, strict=True) if not h]
+        held = [e["object"].get("id") for e, h in zip(selected, hold, strict=True) if h]
         if object_id is not None and not page and "next" not in request.query_params:
             raise _Refusal(404, "no such object")
         headers: dict[str, str] = {}
         body: dict[str, Any] = {"more": more}
-        if page:
+        if selected:
             headers = {
-                "X-TAXII-Date-Added-First": page[0]["date_added"],
-                "X-TAXII-Date-Added-Last": page[-1]["date_added"],
+                "X-TAXII-Date-Added-First": selected[0]["date_added"],
+                "X-TAXII-Date-Added-Last": selected[-1]["date_added"],
             }
             if more:
-                body["next"] = _page_token(page[-1])
+                body["next"] = _page_token(selected[-1])
+        if page:
             if manifest:
                 body["objects"] = [
                     {
@@ -412,6 +524,10 @@ def create_taxii_app(gov: Governance, *, title: str | None = None) -> FastAPI:
                 ]
             else:
                 body["objects"] = [e["object"] for e in page]
+        extra: dict[str, Any] = {}
+        if held:
+            log.warning("%s: withheld %d object(s) naming a subscriber address", alias, len(held))
+            extra = {"withheld": len(held), "withheld_ids": held}
         audit(
             peer.name,
             "share-read",
@@ -419,6 +535,7 @@ def create_taxii_app(gov: Governance, *, title: str | None = None) -> FastAPI:
             endpoint="manifest" if manifest else "objects",
             objects=len(page),
             ids=[e["object"]["id"] for e in page],
+            **extra,
         )
         return _json(body, headers=headers)
 
@@ -434,24 +551,76 @@ def create_taxii_app(gov: Governance, *, title: str | None = None) -> FastAPI:
     def get_manifest(request: Request, cid: str) -> Response:
         return envelope(request, cid, None, manifest=True)
 
-    @app.post("/api/collections/{cid}/objects/")
-    async def add_objects(request: Request, cid: str) -> Response:
-        peer = authenticate(request)
-        alias = collection(peer, cid, "write", request)
-        ctype = request.headers.get("content-type", "").replace(" ", "").lower()
-        if not ctype.startswith("application/taxii+json"):
-            raise _Refusal(415, "unsupported media type", f"post {MEDIA_TYPE}")
-        raw = await request.body()
-        if len(raw) > _MAX_POST_BYTES:
-            raise _Refusal(413, "too large", f"at most {_MAX_POST_BYTES} bytes")
+    async def read_body(request: Request, peer: Peer) -> bytes:
+        """The request body, refused (413, or 429 past the day's byte quota) as soon as it is
+        known to be too large: from ``Content-Length`` before a byte is read, else while the
+        chunks arrive. What was read counts against the quota."""
+        cap = cfg.max_content_length
+        room = quota.bytes_left(peer.name)
+        declared = request.headers.get("content-length")
         try:
-            doc = json.loads(raw)
+            if declared is not None:
+                if not declared.strip().isdigit():
+                    raise _Refusal(400, "bad Content-Length")
+                if int(declared) > cap:
+                    raise _Refusal(413, "too large", f"at most {cap} bytes")
+                quota.check(peer.name, nbytes=int(declared))
+            buf = bytearray()
+            try:
+                async for chunk in request.stream():
+                    buf += chunk
+                    if len(buf) > cap or len(buf) > room:
+                        break
+            finally:
+                quota.charge(peer.name, nbytes=len(buf))
+            if len(buf) > cap:
+                raise _Refusal(413, "too large", f"at most {cap} bytes")
+            if len(buf) > room:
+                quota.check(peer.name, nbytes=len(buf))
+        except Limited as exc:
+            raise over_limit(peer, exc, request) from None
+        return bytes(buf)
+
+    def add(peer: Peer, alias: str, raw: bytes, request: Request) -> Response:
+        try:
+            doc, cut = load_json(raw, limits.max_json_depth)
         except ValueError:
             raise _Refusal(400, "not JSON") from None
         objects = doc.get("objects") if isinstance(doc, dict) else None
         if not isinstance(objects, list):
             raise _Refusal(400, "not an envelope", 'expected {"objects": [...]}')
-        good, failures = _check_objects(objects)
+        if len(objects) > cfg.max_objects_per_request:
+            raise _Refusal(
+                413, "too many objects", f"at most {cfg.max_objects_per_request} per request"
+            )
+        try:
+            quota.check(peer.name, objects=len(objects))
+        except Limited as exc:
+            raise over_limit(peer, exc, request) from None
+        quota.charge(peer.name, objects=len(objects))
+        leaks = [
+            {"index": i, "id": o.get("id") if isinstance(o, dict) else None, "field": where}
+            for i, o in enumerate(objects)
+            if (where := subscriber_address(o, pools)) is not None
+        ]
+        if leaks:
+            audit(
+                peer.name,
+                "refused",
+                collection=alias,
+                path=request.url.path,
+                reason="the envelope names an address in this ISP's subscriber pools; nothing "
+                "from it was stored",
+                objects=len(objects),
+                naming=leaks[:100],
+            )
+            raise _Refusal(
+                422,
+                "subscriber address",
+                f"object(s) {[x['index'] for x in leaks[:20]]} name an address in this ISP's "
+                "subscriber pools; nothing from this envelope was stored",
+            )
+        good, failures = _check_objects(objects, limits, deep=bool(cut))
         added = store.add(alias, good)
         audit(
             peer.name,
@@ -477,11 +646,35 @@ def create_taxii_app(gov: Governance, *, title: str | None = None) -> FastAPI:
             202,
         )
 
+    @app.post("/api/collections/{cid}/objects/")
+    async def add_objects(request: Request, cid: str) -> Response:
+        peer = authenticate(request)
+        alias = collection(peer, cid, "write", request)
+        ctype = request.headers.get("content-type", "").replace(" ", "").lower()
+        if not ctype.startswith("application/taxii+json"):
+            raise _Refusal(415, "unsupported media type", f"post {MEDIA_TYPE}")
+        raw = await read_body(request, peer)
+        # parsing, validation and the store's lock are blocking work: off the event loop
+        response: Response = await run_in_threadpool(add, peer, alias, raw, request)
+        return response
+
     return app
 
 
-def _check_objects(objects: Sequence[Any]) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
-    """Objects that look like STIX 2.1 (type, id, spec_version); the rest as TAXII failures."""
+def _stix_errors(obj: Mapping[str, Any]) -> list[str]:
+    """What ``stix2-validator`` says a STIX 2.1 object MUST NOT be (its SHOULDs are not errors)."""
+    try:
+        result = validate_instance(dict(obj), _VALIDATION)
+    except Exception as exc:  # it raises its own error types on input it cannot read
+        return [f"cannot be validated: {type(exc).__name__}: {str(exc)[:200]}"]
+    return [] if result.is_valid else [str(e)[:300] for e in result.errors]
+
+
+def _check_objects(
+    objects: Sequence[Any], limits: InputLimitsConfig, *, deep: bool = False
+) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """Valid STIX 2.1 objects, and the rest as TAXII failures (each with why). ``deep``: the
+    body had nesting cut (:func:`mamori.bounds.load_json`), so objects are searched for it."""
     good: list[dict[str, Any]] = []
     failures: list[dict[str, str]] = []
     for i, o in enumerate(objects):
@@ -490,10 +683,29 @@ def _check_objects(objects: Sequence[Any]) -> tuple[list[dict[str, Any]], list[d
             failures.append({"id": f"object {i}", "message": "not a STIX object with an id"})
             continue
         kind = o.get("type")
-        if not isinstance(kind, str) or not oid.startswith(kind + "--"):
+        line = deep_line(o) if deep else None
+        pattern = o.get("pattern")
+        if line is not None:
+            failures.append(
+                {
+                    "id": oid,
+                    "message": f"object {i}: {deep_message(line, limits.max_json_depth)}",
+                }
+            )
+        elif not isinstance(kind, str) or not oid.startswith(kind + "--"):
             failures.append({"id": oid, "message": "id does not match type"})
         elif o.get("spec_version") != "2.1":
             failures.append({"id": oid, "message": "spec_version must be 2.1"})
         else:
-            good.append(o)
+            why: list[str] = []
+            if isinstance(pattern, str):
+                try:
+                    check_pattern(pattern, limits)
+                except ValueError as exc:
+                    why = [str(exc)]
+            why = why or _stix_errors(o)
+            if why:
+                failures.append({"id": oid, "message": f"object {i}: " + "; ".join(why[:3])})
+            else:
+                good.append(o)
     return good, failures

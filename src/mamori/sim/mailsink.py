@@ -1,36 +1,22 @@
 """The simulated subscribers' mailboxes: a real SMTP server (aiosmtpd) on 127.0.0.1.
 
 The demo points Mamori's alert mailer at it, so alerts travel over SMTP exactly as they would to
-the ISP's outbound relay; each accepted message is kept as an ``.eml`` file in a directory that the
-console's demo mailbox page lists. Tests use it as their SMTP server too.
+the ISP's outbound relay; each accepted message is kept as an ``.eml`` file, with the envelope in
+the headers a delivery agent adds (``Return-Path``, ``Delivered-To``), in a directory that the
+console's mailbox page reads (:mod:`mamori.web.maildir`). Tests use it as their SMTP server too.
 """
 
 from __future__ import annotations
 
-import email
-import email.policy
 import os
 import threading
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-__all__ = ["Mail", "MailSink", "read_mailbox"]
-
-
-@dataclass(frozen=True)
-class Mail:
-    path: Path
-    received: datetime
-    sender: str
-    recipients: tuple[str, ...]
-    subject: str
-    body: str
+__all__ = ["MailSink"]
 
 
 class _Store:
@@ -44,8 +30,8 @@ class _Store:
         if isinstance(raw, str):
             raw = raw.encode("utf-8")
         header = (
-            f"X-Mamori-Sink-From: {envelope.mail_from}\r\n"
-            f"X-Mamori-Sink-To: {', '.join(envelope.rcpt_tos)}\r\n"
+            f"Return-Path: <{envelope.mail_from}>\r\n"
+            + "".join(f"Delivered-To: {rcpt}\r\n" for rcpt in envelope.rcpt_tos)
         ).encode()
         with self._lock:
             self._seq += 1
@@ -93,29 +79,6 @@ class MailSink:
     def __exit__(self, *exc: Any) -> None:
         self.stop()
 
-    def mails(self) -> list[Mail]:
-        return read_mailbox(self.directory)
-
-
-def read_mailbox(directory: Path) -> list[Mail]:
-    """Every message the sink accepted, oldest first."""
-    mails: list[Mail] = []
-    for path in sorted(directory.glob("*.eml")):
-        # SMTP carries CRLF line ends; readers want the text as it was written.
-        raw = path.read_bytes().replace(b"\r\n", b"\n")
-        msg = email.message_from_bytes(raw, policy=email.policy.default)
-        assert isinstance(msg, EmailMessage)
-        part = msg.get_body(preferencelist=("plain", "html"))
-        body = part.get_content() if part is not None else ""
-        rcpts = tuple(r.strip() for r in str(msg.get("X-Mamori-Sink-To", "")).split(",") if r)
-        mails.append(
-            Mail(
-                path=path,
-                received=datetime.fromtimestamp(path.stat().st_mtime, UTC),
-                sender=str(msg.get("X-Mamori-Sink-From", "")),
-                recipients=rcpts,
-                subject=str(msg.get("Subject", "")),
-                body=str(body),
-            )
-        )
-    return mails
+    def count(self) -> int:
+        """Messages kept so far."""
+        return sum(1 for _ in self.directory.glob("*.eml"))

@@ -92,7 +92,17 @@ class DuckDBEngine:
             conds.append(f"{ts} < TIMESTAMPTZ '{end.isoformat()}'")
         if conds:
             rel = rel.filter(" AND ".join(conds))
-        return rel.select(", ".join(_quote(c) for c in cols))
+        have = set(rel.columns)
+        missing = [c for c in cols if c not in have]
+        if not missing:
+            return rel.select(", ".join(_quote(c) for c in cols))
+        # a column added after every file read was written: nulls of its type, as union_by_name
+        # gives for some of the files
+        types = self.con.from_arrow(
+            pa.schema([schema.column(c).field() for c in missing]).empty_table()
+        ).types
+        null = {c: f"CAST(NULL AS {t}) AS {_quote(c)}" for c, t in zip(missing, types, strict=True)}
+        return rel.select(", ".join(null.get(c, _quote(c)) for c in cols))
 
     def sql(
         self, query: str, params: Sequence[Any] | None = None, **inputs: Relation | pa.Table
@@ -108,6 +118,14 @@ class DuckDBEngine:
         if rel is None:
             raise ValueError("query returned no relation (not a SELECT?)")
         return rel
+
+    def stream(self, query: str) -> pa.RecordBatchReader:
+        """``query``'s rows as an Arrow stream on a cursor of its own (a streaming result ends
+        when its connection runs another statement). The reader keeps the cursor alive."""
+        cursor = self.con.cursor()
+        cursor.execute("SET TimeZone = 'UTC'")
+        reader: pa.RecordBatchReader = cursor.sql(query).to_arrow_reader(1 << 17)
+        return reader
 
     def write(self, schema: DatasetSchema, table: pa.Table) -> list[Path]:
         return parquet.write_partitioned(self.root, schema, table)
@@ -133,10 +151,12 @@ def is_refusal(exc: BaseException) -> str | None:
 class SandboxEngine:
     """An in-memory DuckDB database that holds only what is loaded into it.
 
-    Memory limit, spill directory, time zone and thread count are set when it is made; then
-    external access (files, ``ATTACH``, ``COPY``, extensions, Python replacement scans) is
-    switched off and the configuration locked, so no query run on it can read the store, change
-    its limits or turn access back on.
+    Memory limit, spill directory, time zone and thread count are set when it is made. Before
+    the first query of its holder (:meth:`lock`), external access (files, ``ATTACH``, ``COPY``,
+    extensions, Python replacement scans) is switched off and the configuration locked, so no
+    query run on it can read the store, change its limits or turn access back on. Until then only
+    its owner (governance) runs statements on it: :meth:`load_query` copies granted rows straight
+    from the store's files, the cheapest way in.
     """
 
     def __init__(
@@ -152,8 +172,20 @@ class SandboxEngine:
         self.con = duckdb.connect(config=config)
         self.con.execute("SET TimeZone = 'UTC'")
         self.con.execute("SET python_enable_replacements = false")
-        self.con.execute("SET enable_external_access = false")
-        self.con.execute("SET lock_configuration = true")
+        self.locked = False
+
+    def lock(self) -> None:
+        """Switch external access off and lock the configuration, for good."""
+        if not self.locked:
+            self.con.execute("SET enable_external_access = false")
+            self.con.execute("SET lock_configuration = true")
+            self.locked = True
+
+    def load_query(self, name: str, query: str) -> None:
+        """Table ``name`` from ``query`` over the store's files (only before :meth:`lock`)."""
+        if self.locked:
+            raise RuntimeError("the sandbox is locked: it reads no files any more")
+        self.con.execute(f"CREATE TABLE {_quote(name)} AS {query}")
 
     def load(self, name: str, data: Relation | pa.Table | pa.RecordBatchReader) -> None:
         """Copy ``data`` (a relation of another engine, streamed through Arrow, or Arrow data)
@@ -167,17 +199,24 @@ class SandboxEngine:
         finally:
             self.con.unregister(staging)
 
+    def register_stream(self, name: str, data: pa.RecordBatchReader) -> None:
+        """``name`` reads ``data`` as it streams: nothing is copied, and it can be read once."""
+        self.con.register(name, data)
+
     def register(self, name: str, table: pa.Table) -> None:
         """Make Arrow data the caller already holds visible under ``name`` (no copy)."""
+        self.lock()
         self.con.register(name, table)
 
     def sql(self, query: str) -> Relation:
+        self.lock()
         rel = self.con.sql(query)
         if rel is None:
             raise ValueError("query returned no relation (not a SELECT?)")
         return rel
 
     def execute(self, query: str) -> None:
+        self.lock()
         self.con.execute(query)
 
     def table(self, name: str) -> Relation:

@@ -16,75 +16,25 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from datetime import datetime
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from fastapi.templating import Jinja2Templates
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp
 
 from mamori.governance import Governance
-from mamori.governance.roles import View, views_for
+from mamori.governance.roles import View
 from mamori.governance.tokens import secret_key
-from mamori.web.auth import Accounts, CsrfFailed, Forbidden, LoginRequired, Need, csrf_token
+from mamori.web.auth import Accounts, CsrfFailed, Forbidden, LoginRequired, Need
+from mamori.web.render import WEB_DIR, render
+from mamori.web.routes import admin, analyst, auditor, desk, mailbox, metrics, public, subscriber
 
-__all__ = ["SESSION_COOKIE", "console_routes", "create_app", "render", "serve"]
+__all__ = ["SESSION_COOKIE", "console_routes", "create_app", "create_full_app", "serve"]
 
 SESSION_COOKIE = "mamori_session"
 SESSION_MAX_AGE_S = 8 * 3600
-
-_HERE = Path(str(resources.files("mamori.web")))
-templates = Jinja2Templates(directory=str(_HERE / "templates"))
-
-
-def _fmt_ts(value: Any) -> str:
-    if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M UTC")
-    return "" if value is None else str(value)
-
-
-def _fmt_int(value: Any) -> str:
-    return f"{int(value):,}" if isinstance(value, int | float) else ""
-
-
-# Where each view's page is (views without a page, like actions.decide, are left out of menus).
-VIEW_PATHS = {
-    "home": "/console",
-    "findings": "/findings",
-    "actions": "/actions",
-    "alerts": "/alerts",
-    "mailbox": "/mailbox",
-    "search": "/search",
-    "traffic": "/traffic",
-    "audit": "/auditor",
-    "retention": "/auditor/retention",
-    "users": "/admin/users",
-}
-
-templates.env.globals["view_paths"] = VIEW_PATHS
-templates.env.filters["ts"] = _fmt_ts
-templates.env.filters["num"] = _fmt_int
-
-
-def render(
-    request: Request, name: str, context: Mapping[str, Any] | None = None, status: int = 200
-) -> HTMLResponse:
-    """Render a page with what every page needs: the viewer, the CSRF token, the menu."""
-    viewer = (context or {}).get("viewer")
-    role = viewer.role if viewer is not None else None
-    ctx: dict[str, Any] = {
-        "request": request,
-        "csrf": csrf_token(request),
-        "menu": views_for(role) if role is not None else [],
-        "isp": request.app.state.gov.config.isp_name,
-        **(context or {}),
-    }
-    return templates.TemplateResponse(request, name, ctx, status_code=status)
 
 
 def _session_key(gov: Governance) -> str:
@@ -101,8 +51,6 @@ def create_app(
 ) -> FastAPI:
     """The console over ``gov``'s store. ``secure_cookies``: send the session only over HTTPS
     (set it when a TLS proxy sits in front)."""
-    from mamori.web.routes import admin, analyst, auditor, desk, mailbox, public, subscriber
-
     app = FastAPI(title="Mamori console", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.gov = gov
     app.state.accounts = Accounts(gov)
@@ -158,8 +106,8 @@ def create_app(
             status=403,
         )
 
-    app.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static")
-    for module in (public, subscriber, analyst, desk, mailbox, auditor, admin):
+    app.mount("/static", StaticFiles(directory=str(WEB_DIR / "static")), name="static")
+    for module in (public, subscriber, analyst, desk, mailbox, auditor, admin, metrics):
         app.include_router(module.router)
     # ---- extra routers and mounted apps from other stages (warning page, TAXII) ----
     for router in extra_routers:

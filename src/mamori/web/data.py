@@ -16,24 +16,20 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mamori.act import base as act
+from mamori.act.backends import default_backends
 from mamori.governance import AccessRefused, Governance
-from mamori.schemas import ACTIONS
 
 __all__ = [
-    "STATE_RANK",
     "ActionDecisionError",
     "Read",
     "actions",
     "alerts",
     "decide_action",
     "findings",
-    "latest_versions",
     "traffic",
 ]
 
-# Action rows are versioned: a decision writes a new row. States only move forward, so the row
-# with the highest rank is the current one (ties: the later start/end wins).
-STATE_RANK = {"pending": 0, "active": 1, "rejected": 2, "ended": 2, "expired": 2}
 ROW_LIMIT = 2000
 
 
@@ -114,41 +110,26 @@ def _pretty(text: Any) -> str:
         return text
 
 
-def latest_versions(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The current version of each action (see :data:`STATE_RANK`)."""
-    best: dict[str, dict[str, Any]] = {}
-
-    def key(r: dict[str, Any]) -> tuple[int, datetime, datetime]:
-        lo = datetime.min.replace(tzinfo=UTC)
-        return (STATE_RANK.get(r["state"], 0), r.get("end") or lo, r.get("start") or lo)
-
-    for r in rows:
-        cur = best.get(r["action_id"])
-        if cur is None or key(r) > key(cur):
-            best[r["action_id"]] = r
-    return list(best.values())
-
-
-def effective_state(row: dict[str, Any], now: datetime) -> str:
-    """An active action whose end has passed is shown as expired (no write needed)."""
-    end = row.get("end")
-    if row["state"] == "active" and end is not None and end <= now:
-        return "expired"
-    return str(row["state"])
-
-
 def actions(
     gov: Governance, measures: Sequence[str], actor: str, *, target: str | None = None
 ) -> Read:
+    """The current version of each action (:func:`mamori.act.base.latest_table`), those not over
+    yet first, then the newest."""
     tables, refused = _read(gov, measures, "actions", actor)
-    rows = latest_versions([r for t in tables for r in t.to_pylist()])
+    if not tables:
+        return Read([], refused)
+    t = act.latest_table(pa.concat_tables(tables, promote_options="permissive"))
+    if target:
+        t = t.filter(pc.fill_null(pc.match_substring(t.column("target"), target), False))
+    is_open = pc.is_in(t.column("state"), value_set=pa.array([s.value for s in act.OPEN]))
+    t = t.append_column("_open", is_open).sort_by(
+        [("_open", "descending"), ("created", "descending")]
+    )
+    rows = t.slice(0, ROW_LIMIT).drop_columns(["_open"]).to_pylist()
     now = datetime.now(UTC)
     for r in rows:
-        r["effective_state"] = effective_state(r, now)
-    if target:
-        rows = [r for r in rows if target in (r.get("target") or "")]
-    rows.sort(key=lambda r: r["created"], reverse=True)
-    return Read(rows[:ROW_LIMIT], refused, len(rows) > ROW_LIMIT)
+        r["effective_state"] = act.effective_state(r, now)
+    return Read(rows, refused, t.num_rows > ROW_LIMIT)
 
 
 def alerts(
@@ -174,66 +155,43 @@ def alerts(
 
 
 class ActionDecisionError(ValueError):
-    """A decision that does not apply to the action's current state."""
-
-
-# decision -> (states it applies to, new state)
-DECISIONS = {
-    "approve": (("pending",), "active"),
-    "reject": (("pending",), "rejected"),
-    "end": (("active",), "ended"),
-}
+    """A decision that does not apply to the action (unknown, not this viewer's, or not a step of
+    its life cycle from where it is)."""
 
 
 def decide_action(
     gov: Governance, measures: Sequence[str], action_id: str, decision: str, actor: str
-) -> dict[str, Any]:
-    """Approve, reject or end an action: a new version of its row, written under its measure."""
-    if decision not in DECISIONS:
+) -> act.Action:
+    """Approve, reject or end an action through the action contract (:mod:`mamori.act.base`):
+    a new version of its row, written under its measure and audited by the write; ending one
+    withdraws it through its kind's back end first."""
+    step = DECISIONS.get(decision)
+    if step is None:
         raise ActionDecisionError(f"unknown decision {decision!r}")
-    current = [r for r in actions(gov, measures, actor).rows if r["action_id"] == action_id]
-    if not current:
+    readable = [m for m in measures if gov.config.measure_enabled(m)]
+    found = act.current(gov, actor, readable, ids=[action_id])
+    action = found.get(action_id)
+    if action is None:
         raise ActionDecisionError(f"no action {action_id!r} that you may decide on")
-    row = dict(current[0])
-    state = row["effective_state"]
-    allowed, new_state = DECISIONS[decision]
-    if state not in allowed:
-        raise ActionDecisionError(
-            f"action {action_id} is {state}; {decision} applies only to {', '.join(allowed)}"
-        )
-    now = datetime.now(UTC)
-    version = {c: row.get(c) for c in ACTIONS.column_names}
-    version["state"] = new_state
-    if decision == "approve":
-        version["start"] = now
-        version["approved_by"] = actor
-        if version["end"] is not None and version["end"] <= now:
-            version["end"] = None  # a stale expiry from the proposal would end it at once
-    else:
-        version["end"] = now
-    gov.write(
-        row["measure"],
-        "actions",
-        pa.Table.from_pylist([version], schema=ACTIONS.arrow),
-        actor,
-        basis=row["legal_basis"],
-        detail={"action_id": action_id, "decision": decision},
-    )
-    gov.audit.append(
-        actor=actor,
-        event="action",
-        measure=row["measure"],
-        legal_basis=row["legal_basis"],
-        dataset="actions",
-        detail={
-            "action_id": action_id,
-            "decision": decision,
-            "from": state,
-            "to": new_state,
-            "kind": row["kind"],
-        },
-    )
-    return version
+    backend = default_backends(gov.config).get(action.kind)
+    detail = {"decision": decision}
+    try:
+        if step is act.ActionState.APPROVED:
+            [done] = act.approve(gov, [action], actor, detail=detail)
+        elif step is act.ActionState.REJECTED:
+            [done] = act.reject(gov, [action], actor, detail=detail)
+        else:
+            [done] = act.end(gov, [action], actor, backend=backend, detail=detail)
+    except act.InvalidTransition as exc:
+        raise ActionDecisionError(str(exc)) from None
+    return done
+
+
+DECISIONS = {
+    "approve": act.ActionState.APPROVED,
+    "reject": act.ActionState.REJECTED,
+    "end": act.ActionState.ENDED,
+}
 
 
 # ------------------------------------------------------------------------------ M14

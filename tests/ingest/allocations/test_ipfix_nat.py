@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from pyarrow import ipc
 
 from mamori.ingest.allocations.ipfix_nat import PortBlockTracker, block_records
-from mamori.ingest.netflow.batch import NAT_EVENTS
+from mamori.ingest.allocations.nat_events import NAT_EVENTS
 
 MIN = 60_000
 T = 1_790_000_000_000
@@ -233,6 +233,7 @@ def _streams(draw: st.DrawFn) -> tuple[list[dict[str, Any]], list[int]]:
     return records, cuts
 
 
+@pytest.mark.slow
 @given(_streams())
 @settings(max_examples=60)
 def test_batches_give_what_one_batch_gives(stream: tuple[list[dict[str, Any]], list[int]]) -> None:

@@ -19,9 +19,9 @@ def test_sessions_and_report() -> None:
     ]
     assert (report.records, report.sessions, report.malformed, report.skipped) == (10, 4, 2, 2)
     assert (report.closed_by_stop, report.closed_by_timeout, report.open_at_end) == (1, 3, 2)
-    assert report.examples["malformed"] == [
-        "line 10: wrong number of fields",
+    assert report.examples["malformed"] == [  # in file order
         "line 9: valid_lifetime or expire is not a number",
+        "line 10: wrong number of fields",
     ]
     assert report.examples["skipped"] == ["line 11: a release without its allocation (skipped)"]
 

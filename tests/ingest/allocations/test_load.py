@@ -85,6 +85,15 @@ def test_cli_ingest_and_attribute(tmp_path: Path) -> None:
     assert code == 2 and "refused" in out
 
 
+@pytest.mark.parametrize("blank", ["", " ", "\t"])
+def test_cli_refuses_a_blank_justification(tmp_path: Path, blank: str) -> None:
+    code, out = _cli(
+        tmp_path, "attribute", "--ip", "10.16.0.5", "--at", "2026-11-01T10:00:00Z",
+        "--basis", "justified-act", "--justification", blank,
+    )  # fmt: skip
+    assert code == 2 and "blank justification" in out
+
+
 def test_cli_bad_format_and_missing_file(tmp_path: Path) -> None:
     code, out = _cli(tmp_path, "ingest", "allocations", "--format", "nope", str(DATA / "cgnat.log"))
     assert code == 2

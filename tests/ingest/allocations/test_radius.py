@@ -54,9 +54,9 @@ def test_report_counts_every_problem_with_line_numbers() -> None:
     assert (report.closed_by_stop, report.closed_by_next, report.closed_by_timeout) == (2, 1, 4)
     assert report.open_at_end == 4  # subscribers 3, 4, 5 and 8: within the timeout at 11:52
     assert (report.malformed, report.clock_skew, report.overlaps) == (2, 1, 1)
-    assert report.examples["malformed"] == [
-        "line 100: not an 'Attribute = value' line",
+    assert report.examples["malformed"] == [  # in file order
         "line 95: accounting record without Framed-IP-Address",
+        "line 100: not an 'Attribute = value' line",
     ]
     assert report.examples["clock_skew"] == [
         "line 85: Event-Timestamp differs from the server's time by 60 s"

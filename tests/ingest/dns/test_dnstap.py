@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import socket
 import struct
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -29,6 +28,7 @@ from mamori.ingest.dns.fstrm import (
     read_frames,
 )
 from mamori.sim.dnstap import client_query, dns_query, write_frame_stream
+from tests.conftest import until
 from tests.unbound_harness import DOMAIN, running_unbound
 
 TS = pa.timestamp("ms", tz="UTC")
@@ -161,7 +161,11 @@ def test_listener_handshake(consent_gov: Governance, tmp_path: Path) -> None:
                 s.sendall(struct.pack(">I", len(m)) + m)
             s.sendall(control_frame(STOP))
             assert _read_control(s) == ControlFrame(FINISH)
-        _until(lambda: (listener.flush() or True) and listener.totals.queries == 2)
+        until(
+            lambda: (listener.flush() or True) and listener.totals.queries == 2,
+            limit_s=20.0,
+            step_s=0.1,
+        )
     finally:
         listener.close()
     assert listener.totals.stored == 1
@@ -182,7 +186,11 @@ def test_a_quiet_connection_is_stored_at_the_next_flush(
             m = _msg("127.0.0.2", "quiet.example")
             s.sendall(struct.pack(">I", len(m)) + m)
             # the connection stays open, nothing more is sent
-            _until(lambda: (listener.flush() or True) and listener.totals.stored == 1)
+            until(
+                lambda: (listener.flush() or True) and listener.totals.stored == 1,
+                limit_s=20.0,
+                step_s=0.1,
+            )
             assert _stored(consent_gov) == [("127.0.0.2", "quiet.example", 1)]
     finally:
         listener.close()
@@ -203,15 +211,6 @@ def _read_control(s: socket.socket) -> ControlFrame:
     frame = next(read_frames(s.makefile("rb")))
     assert isinstance(frame, ControlFrame)
     return frame
-
-
-def _until(cond: object, limit_s: float = 20.0) -> None:
-    end = time.monotonic() + limit_s
-    while time.monotonic() < end:
-        if cond():  # type: ignore[operator]
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"condition not met within {limit_s} s")
 
 
 def test_unbound_dnstap_reaches_the_store_for_consenting_clients_only(
@@ -237,7 +236,7 @@ def test_unbound_dnstap_reaches_the_store_for_consenting_clients_only(
                 listener.flush()
                 return listener.totals.stored > 0
 
-            _until(arrived, limit_s=30)
+            until(arrived, limit_s=30, step_s=0.1)
     finally:
         listener.close()
     stored = _stored(consent_gov)

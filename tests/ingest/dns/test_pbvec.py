@@ -254,18 +254,21 @@ def frames_(draw: st.DrawFn) -> bytes:
     return frame
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(st.lists(frames_(), max_size=20))
 def test_random_messages(frames: list[bytes]) -> None:
     _compare(frames)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(st.lists(st.binary(max_size=60), max_size=20))
 def test_random_bytes(frames: list[bytes]) -> None:
     _compare(frames)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(st.lists(st.tuples(st.sampled_from([0, 1]), DNS_WIRE), max_size=20))
 def test_random_questions(items: list[tuple[int, bytes]]) -> None:
@@ -299,6 +302,7 @@ def test_usual_messages_skip_the_scalar_decoder(
     assert len(calls) == by_scalar
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(st.lists(IPV6, min_size=1, max_size=30))
 def test_random_ipv6_clients(addrs: list[bytes]) -> None:

@@ -65,8 +65,10 @@ def test_damaged_and_foreign_lines() -> None:
     )
     table, stats = parse_unbound_log(data)
     assert table.column("qname").to_pylist() == ["ok.example", "ok2.example"]
-    assert stats.malformed == 1 and stats.other == 2
+    # a line that is not UTF-8 is malformed, as in every line format
+    assert stats.malformed == 2 and stats.other == 1
     assert stats.examples[0].startswith("line 3:")
+    assert stats.examples[1] == "line 4: not UTF-8 text"
 
 
 def test_replies_are_not_counted_twice() -> None:

@@ -104,6 +104,7 @@ def test_random_bytes_never_raise(blobs: list[bytes], prefix: bytes) -> None:
     assert r.counters["errors.internal"] == 0
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.randoms(use_true_random=False))
 def test_mutated_real_packets_never_raise(rng: random.Random) -> None:
@@ -117,6 +118,7 @@ def test_mutated_real_packets_never_raise(rng: random.Random) -> None:
     r.flows.validate(full=True)
 
 
+@pytest.mark.slow
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.randoms(use_true_random=False))
 def test_valid_packets_among_garbage_all_decode(rng: random.Random) -> None:

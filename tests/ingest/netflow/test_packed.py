@@ -72,7 +72,7 @@ def test_router_captures(name: str, size: int) -> None:
 
 
 @pytest.mark.parametrize("name", BINS)
-@pytest.mark.parametrize("size", [7, 4096])
+@pytest.mark.parametrize("size", [pytest.param(7, marks=pytest.mark.slow), 4096])
 def test_softflowd_streams(name: str, size: int) -> None:
     dgs = bin_datagrams(name) * 3
     total = assert_same([dgs[i : i + size] for i in range(0, len(dgs), size)])
@@ -199,6 +199,7 @@ REAL = [dg.payload for name in PCAPS for dg in pcap_datagrams(name)]
 STREAMS = [bin_datagrams(name)[:120] for name in BINS]
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.randoms(use_true_random=False))
 def test_mutated_batches(rng: random.Random) -> None:

@@ -115,6 +115,18 @@ def test_wrong_kind_of_file_is_a_clear_error(text: str, fmt: str, message: str) 
         parse_report_text(text, fmt)
 
 
+def test_a_row_the_csv_reader_cannot_read_is_bad_and_the_rest_kept() -> None:
+    text = (
+        "timestamp,ip\n"
+        "2026-11-02T00:00:00Z,10.0.0.1\n"
+        "2026-11-02T00:00:01Z,10.0.0.2\r,x\n"  # a carriage return inside the line
+        "2026-11-02T00:00:02Z,10.0.0.3\n"
+    )
+    p = parse_report_text(text, "csv")
+    assert p.table.column("line").to_pylist() == [2, 4]
+    assert [b.line for b in p.bad] == [3] and "unreadable CSV" in p.bad[0].reason
+
+
 def test_simulator_reports() -> None:
     text = (
         "timestamp,ip,port,issue\n"

@@ -3,7 +3,8 @@
 Formats: FreeRADIUS ``detail`` files (:mod:`.radius`), Kea DHCPv4 memfile leases (:mod:`.kea`),
 Juniper CGNAT port-block syslog (:mod:`.cgnat`) and plain CSV (:mod:`.csv`). Sessions are built
 in :mod:`.common`. CGNAT port blocks also arrive as IPFIX NAT events at the flow collector
-(:mod:`.ipfix_nat`, stored by :mod:`mamori.ingest.collector`, not loaded from a file).
+(:mod:`.nat_events` reads them as rows, :mod:`.ipfix_nat` pairs them; stored by
+:mod:`mamori.ingest.collector`, not loaded from a file).
 
 How rows look: a RADIUS session or DHCP lease is (address, subscriber). A CGNAT port block is
 two-stage: (public address, port block, ``inside_addr``) with no subscriber — the holder of the
@@ -15,16 +16,18 @@ block directly (one stage).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import pyarrow as pa
 
-from mamori.governance import Governance
 from mamori.ingest.allocations.cgnat import parse_juniper_pba
 from mamori.ingest.allocations.common import IngestReport, Issues, SubscriberMap, build_sessions
 from mamori.ingest.allocations.csv import parse_allocations_csv
 from mamori.ingest.allocations.kea import KeaKey, parse_kea_leases
 from mamori.ingest.allocations.radius import parse_radius_detail
+
+if TYPE_CHECKING:  # the flow decoder imports this package (NAT events): keep the store out of it
+    from mamori.governance import Governance
 
 __all__ = [
     "FORMATS",

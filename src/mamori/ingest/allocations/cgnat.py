@@ -32,7 +32,7 @@ from mamori.ingest.allocations.common import (
     IngestReport,
     Issues,
     port_block_events,
-    read_lines,
+    read_text,
 )
 
 __all__ = ["parse_juniper_pba"]
@@ -63,13 +63,14 @@ def _hex(values: pa.Array) -> np.ndarray:
 
 def parse_juniper_pba(path: Path, issues: Issues, *, timeout_s: float, skew_s: float) -> pa.Table:
     report: IngestReport = issues.report
-    lines = read_lines(path)
-    report.lines += len(lines)
+    text = read_text(path, issues)
+    lines = text.text
     if not len(lines):
         return EVENT_SCHEMA.empty_table()
-    numbers = np.arange(1, len(lines) + 1, dtype=np.int64)
-    ours = pc.match_substring(lines, _MARK).to_numpy(zero_copy_only=False)
-    report.skipped += int((~ours & pc.not_equal(lines, "").to_numpy(zero_copy_only=False)).sum())
+    numbers = text.numbers
+    ours = pc.match_substring(lines, _MARK).to_numpy(zero_copy_only=False) & ~text.bad
+    other = ~ours & ~text.bad & pc.not_equal(lines, "").to_numpy(zero_copy_only=False)
+    report.skipped += int(other.sum())
     sub = pc.filter(lines, pa.array(ours))
     parts = pc.extract_regex(sub, _LINE)
     ok = pc.is_valid(parts).to_numpy(zero_copy_only=False)

@@ -36,7 +36,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 from pydantic import BaseModel, Field
+
+from mamori.ingest.textlines import MAX_LINE, Lines, check_text, split_lines
 
 __all__ = [
     "EVENT_SCHEMA",
@@ -46,7 +49,8 @@ __all__ = [
     "build_sessions",
     "iso_times_ms",
     "port_block_events",
-    "read_lines",
+    "read_csv_text",
+    "read_text",
 ]
 
 log = logging.getLogger(__name__)
@@ -101,6 +105,14 @@ class IngestReport(BaseModel):
         return self.malformed + self.unmapped + self.overlaps + self.clock_skew
 
 
+_LINE_NO = re.compile(r"line (\d+)")
+
+
+def _line_of(example: str) -> int:
+    m = _LINE_NO.match(example)
+    return int(m.group(1)) if m else 1 << 62
+
+
 class Issues:
     """Counts problems into a report and keeps (and logs) the first few of each kind."""
 
@@ -115,6 +127,7 @@ class Issues:
         for text in examples[: max(0, EXAMPLES - len(kept))]:
             kept.append(text)
             log.warning("%s %s: %s", self.report.file, kind, text)
+        kept.sort(key=_line_of)  # problems are found check by check: show them in file order
 
     def malformed_rows(
         self, checks: list[tuple[np.ndarray, str]], line_numbers: np.ndarray
@@ -136,13 +149,82 @@ class Issues:
         )
 
 
-def read_lines(path: Path) -> pa.StringArray:
-    """The file's lines (without line ends) as one Arrow array; bytes that are not UTF-8 are
-    replaced, so a corrupt line is reported as malformed rather than stopping the load."""
-    text = path.read_bytes().decode("utf-8", errors="replace")
-    if text.endswith("\n"):
-        text = text[:-1]
-    return pa.array(text.split("\n") if text else [], pa.string())
+def read_text(path: Path, issues: Issues) -> Lines:
+    """The file's lines (:mod:`mamori.ingest.textlines`); lines that are not text or are too
+    long are reported as malformed with their numbers, and the parser leaves them out. Raises
+    :class:`~mamori.ingest.textlines.NotText` when no line is text at all."""
+    data = path.read_bytes()
+    lines = split_lines(data)
+    check_text(lines, data, str(path))
+    issues.report.lines += len(lines)
+    for numbers, why in lines.reasons:
+        issues.lines("malformed", numbers, why)
+    return lines
+
+
+def read_csv_text(path: Path, issues: Issues) -> tuple[pa.Table, np.ndarray]:
+    """A CSV file with a header line: every column as text, and each row's line number. Bad
+    lines (see :func:`read_text`), and rows with the wrong number of fields, are reported as
+    malformed with their line numbers and skipped; blank lines are ignored. Records never span
+    lines in these formats (a quoted line break ends the row too)."""
+    lines = read_text(path, issues)
+    good, numbers = lines.good()
+    # a carriage return inside a line ends a row for the CSV reader, and a quote left open runs
+    # a row on over the lines after it: either would take other lines with it
+    cr = _np_mask(pc.match_substring(good, "\r"))
+    if cr.any():
+        issues.lines("malformed", numbers[cr], "a carriage return inside the line")
+    quote = _np_mask(pc.equal(pc.bit_wise_and(pc.count_substring(good, '"'), 1), 1)) & ~cr
+    if quote.any():
+        issues.lines("malformed", numbers[quote], "a quote left open")
+    nonblank = _np_mask(pc.not_equal(pc.utf8_trim_whitespace(good), "")) & ~cr & ~quote
+    good, numbers = pc.filter(good, pa.array(nonblank)), numbers[nonblank]
+    if not len(good):
+        return pa.table({}), np.zeros(0, dtype=np.int64)
+    try:
+        header = next(csv.reader([good[0].as_py()]), [])
+    except csv.Error as exc:
+        raise ValueError(f"{path}: line {numbers[0]}, the header, is not CSV: {exc}") from None
+    names = [c.strip() for c in header]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"{path}: the header names {', '.join(map(repr, twice))} twice")
+    bad_rows: list[int] = []
+
+    def invalid(row: pacsv.InvalidRow) -> str:
+        bad_rows.append(row.number or 0)
+        return "skip"
+
+    good = good.cast(pa.large_string())  # joined, the lines may pass 2 GiB
+    whole = pc.binary_join(
+        pa.LargeListArray.from_arrays(pa.array([0, len(good)], pa.int64()), good),
+        pa.scalar("\n", pa.large_string()),
+    )
+    try:
+        table = pacsv.read_csv(
+            pa.BufferReader(whole[0].as_buffer()),
+            read_options=pacsv.ReadOptions(
+                use_threads=False, column_names=names, skip_rows=1, block_size=4 * MAX_LINE
+            ),
+            parse_options=pacsv.ParseOptions(invalid_row_handler=invalid),
+            convert_options=pacsv.ConvertOptions(
+                column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=False
+            ),
+        )
+    except pa.ArrowInvalid as exc:  # every line is checked before: a reader limit, not a row
+        raise ValueError(f"{path}: cannot read as CSV: {exc}") from None
+    rows = numbers[1:]
+    if bad_rows:
+        bad = numbers[np.asarray(bad_rows, dtype=np.int64) - 1]
+        issues.lines("malformed", bad, "wrong number of fields")
+        rows = rows[~np.isin(rows, bad)]
+    if len(rows) != table.num_rows:  # a line the checks above let through spanned rows
+        raise ValueError(f"{path}: cannot read as CSV: its rows do not follow its lines")
+    return table, rows
+
+
+def _np_mask(arr: pa.Array) -> np.ndarray:
+    return np.asarray(pc.fill_null(arr, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
 _ISO = r"^\d{4}-\d\d-\d\d([T ]\d\d:\d\d(:\d\d(\.\d{1,9})?)?)?(Z|[+-]\d\d:?\d\d)?$"

@@ -14,13 +14,26 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 
-from mamori.ingest.allocations.common import TS, IngestReport, Issues, iso_times_ms
+from mamori.ingest.allocations.common import TS, IngestReport, Issues, iso_times_ms, read_csv_text
 
 __all__ = ["parse_allocations_csv"]
 
 _ADDR = r"^(\d+\.\d+\.\d+\.\d+|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*)$"
+
+
+_EMPTY = pa.table(
+    {
+        "start": pa.array([], TS),
+        "end": pa.array([], TS),
+        "addr": pa.array([], pa.string()),
+        "port_start": pa.array([], pa.uint16()),
+        "port_end": pa.array([], pa.uint16()),
+        "subscriber_id": pa.array([], pa.string()),
+        "session_id": pa.array([], pa.string()),
+        "inside_addr": pa.array([], pa.string()),
+    }
+)
 
 
 def _port(col: pa.Array) -> tuple[pa.Array, np.ndarray]:
@@ -35,36 +48,18 @@ def _port(col: pa.Array) -> tuple[pa.Array, np.ndarray]:
 def parse_allocations_csv(path: Path, issues: Issues) -> pa.Table:
     """Allocation rows (not events: each row is already a session)."""
     report: IngestReport = issues.report
-    bad_lines: list[int] = []
-
-    def invalid(row: pacsv.InvalidRow) -> str:
-        bad_lines.append(row.number or 0)
-        return "skip"
-
-    with path.open("rb") as fh:
-        names = [c.strip() for c in fh.readline().decode("utf-8", errors="replace").split(",")]
+    table, numbers = read_csv_text(path, issues)
+    names = table.column_names
+    if not names:  # nothing but blank or bad lines: nothing to read
+        return _EMPTY
     need = {"start", "addr"}
     if not need <= set(names) or not {"subscriber_id", "inside_addr"} & set(names):
         raise ValueError(
             f"{path}: a CSV of allocations needs a header with start, addr and subscriber_id "
             f"(or inside_addr); it has {', '.join(names)}"
         )
-    table = pacsv.read_csv(
-        path,
-        read_options=pacsv.ReadOptions(use_threads=False, column_names=names, skip_rows=1),
-        parse_options=pacsv.ParseOptions(invalid_row_handler=invalid),
-        convert_options=pacsv.ConvertOptions(
-            column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=False
-        ),
-    )
-    if bad_lines:
-        issues.lines("malformed", np.array(bad_lines), "wrong number of fields")
     n = table.num_rows
-    report.lines += n + len(bad_lines) + 1
-    report.records += n + len(bad_lines)
-    numbers = np.arange(2, n + len(bad_lines) + 2, dtype=np.int64)
-    if bad_lines:
-        numbers = numbers[~np.isin(numbers, np.array(bad_lines))]
+    report.records += len(numbers) + int(report.malformed)  # the bad lines were records too
 
     def col(name: str) -> pa.Array:
         if name in table.column_names:

@@ -1,7 +1,7 @@
 """CGNAT port-block allocations from IPFIX NAT events (RFC 8158) received by the collector.
 
-The collector's decoder hands over NAT event records (:data:`mamori.ingest.netflow.batch.NAT_EVENTS`,
-from templates with natEvent, IE 230). Port block allocation (natEvent 16) and de-allocation (17)
+The collector's decoder hands over NAT event records (:data:`.nat_events.NAT_EVENTS`, from
+templates with natEvent, IE 230). Port block allocation (natEvent 16) and de-allocation (17)
 records carry the inside address (sourceIPv4Address 8 or sourceIPv6Address 27), the public address
 (postNATSourceIPv4Address 225) and the block (portRangeStart 361 and portRangeEnd 362, or
 portRangeStart with portRangeNumPorts 364), timed by observationTimeMilliseconds 323. They become

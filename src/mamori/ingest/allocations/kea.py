@@ -21,7 +21,6 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 
 from mamori.ingest.allocations.common import (
     EVENT_SCHEMA,
@@ -30,6 +29,7 @@ from mamori.ingest.allocations.common import (
     STOP,
     IngestReport,
     Issues,
+    read_csv_text,
 )
 
 __all__ = ["KEA_COLUMNS", "KeaKey", "parse_kea_leases"]
@@ -51,38 +51,6 @@ KeaKey = Literal["hwaddr", "client_id", "hostname"]
 DECLINED, RECLAIMED = 1, 2
 
 
-def _read_csv(path: Path, issues: Issues) -> tuple[pa.Table, np.ndarray]:
-    """All columns as text, with each row's line number; rows with a wrong number of fields are
-    counted as malformed (with their line numbers) and skipped."""
-    bad_lines: list[int] = []
-
-    def invalid(row: pacsv.InvalidRow) -> str:
-        bad_lines.append(row.number or 0)
-        return "skip"
-
-    with path.open("rb") as fh:
-        head = fh.readline().decode("utf-8", errors="replace").strip()
-    names = head.split(",")
-    table = pacsv.read_csv(
-        path,
-        read_options=pacsv.ReadOptions(use_threads=False),
-        parse_options=pacsv.ParseOptions(invalid_row_handler=invalid),
-        convert_options=pacsv.ConvertOptions(
-            column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=False
-        ),
-    )
-    if bad_lines:
-        issues.lines("malformed", np.array(bad_lines), "wrong number of fields")
-    # Line numbers of the rows kept: every line but the header and the skipped ones (a lease
-    # file has no quoted line breaks).
-    total = table.num_rows + len(bad_lines)
-    numbers = np.arange(2, total + 2, dtype=np.int64)
-    if bad_lines:
-        numbers = numbers[~np.isin(numbers, np.array(bad_lines))]
-    issues.report.lines += total + 1
-    return table, numbers
-
-
 def _int(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
     ok = pc.fill_null(pc.match_substring_regex(col, r"^\d{1,15}$"), False)
     vals = pc.cast(pc.if_else(ok, col, "0"), pa.int64()).to_numpy()
@@ -91,7 +59,7 @@ def _int(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
 
 def parse_kea_leases(path: Path, issues: Issues, *, key: KeaKey = "hwaddr") -> pa.Table:
     report: IngestReport = issues.report
-    table, numbers = _read_csv(path, issues)
+    table, numbers = read_csv_text(path, issues)
     missing = [
         c for c in ("address", "valid_lifetime", "expire", key) if c not in table.column_names
     ]
@@ -100,7 +68,7 @@ def parse_kea_leases(path: Path, issues: Issues, *, key: KeaKey = "hwaddr") -> p
             f"{path}: not a Kea lease file (header lacks {', '.join(missing)}); expected "
             + ",".join(KEA_COLUMNS)
         )
-    report.records += table.num_rows + int(report.malformed)  # rows with a wrong field count
+    report.records += table.num_rows + int(report.malformed)  # the bad lines were records too
     life, life_ok = _int(table.column("valid_lifetime"))
     expire, exp_ok = _int(table.column("expire"))
     state, _ = (

@@ -30,7 +30,7 @@ from mamori.ingest.allocations.common import (
     STOP,
     IngestReport,
     Issues,
-    read_lines,
+    read_text,
 )
 
 __all__ = ["parse_radius_detail"]
@@ -78,23 +78,26 @@ def _ws(values: pa.Array) -> pa.Array:
 def parse_radius_detail(path: Path, issues: Issues, *, timeout_s: float, skew_s: float) -> pa.Table:
     """Events (see :mod:`.common`) from a detail file."""
     report: IngestReport = issues.report
-    lines = read_lines(path)
-    report.lines += len(lines)
+    text = read_text(path, issues)
+    lines = text.text
     n_lines = len(lines)
     if not n_lines:
         return EVENT_SCHEMA.empty_table()
-    numbers = np.arange(1, n_lines + 1, dtype=np.int64)
+    numbers = text.numbers
     blank = pc.equal(pc.utf8_trim_whitespace(lines), "").to_numpy(zero_copy_only=False)
     indented = pc.match_substring_regex(lines, r"^[ \t]").to_numpy(zero_copy_only=False)
+    # a bad line (already reported) still shows where records start, so the records after it
+    # keep their attributes; a bad header starts a record that has no usable time of its own
     header = ~blank & ~indented
     rec_of_line = np.cumsum(header) - 1  # -1: before the first header
-    attr = indented & ~blank
+    attr = indented & ~blank & ~text.bad
     orphan = attr & (rec_of_line < 0)
     if orphan.any():
         issues.lines("malformed", numbers[orphan], "attribute line before any record header")
     attr &= rec_of_line >= 0
     n_rec = int(header.sum())
-    report.records += n_rec
+    rec_bad = text.bad[header]  # records whose header line is bad: left out with it
+    report.records += n_rec - int(rec_bad.sum())
     header_lines = numbers[header]
 
     parts = pc.extract_regex(
@@ -118,7 +121,9 @@ def parse_radius_detail(path: Path, issues: Issues, *, timeout_s: float, skew_s:
     status = cols["Acct-Status-Type"]
     known = pc.is_in(status, value_set=pa.array(list(_KINDS))).to_numpy(zero_copy_only=False)
     restart = pc.is_in(status, value_set=pa.array(_RESTARTS)).to_numpy(zero_copy_only=False)
-    report.skipped += int((~known & ~restart).sum())
+    known &= ~rec_bad
+    restart &= ~rec_bad
+    report.skipped += int((~known & ~restart & ~rec_bad).sum())
 
     # times
     header_text = _ws(pc.filter(lines, pa.array(header)))

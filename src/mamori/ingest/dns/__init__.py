@@ -117,7 +117,7 @@ def ingest_unbound_log(
     gov: Governance, path: Path, actor: str, *, resolver: str | None = None
 ) -> DnsIngestReport:
     """Load one Unbound log file (``log-queries``/``log-replies`` lines)."""
-    table, stats = parse_unbound_log(path.read_bytes(), resolver=resolver)
+    table, stats = parse_unbound_log(path.read_bytes(), resolver=resolver, name=str(path))
     report = DnsIngestReport(source=str(path))
     report.queries, report.malformed, report.other = stats.queries, stats.malformed, stats.other
     report.examples = stats.examples

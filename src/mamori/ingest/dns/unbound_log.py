@@ -4,7 +4,8 @@
     [1793610000] unbound[2101:0] reply: 10.16.0.5 www1.search.example.com. A IN NOERROR 0.000 0 45
 
 Time stamps must be epoch seconds (Unbound's default; ``log-time-ascii: no``). Lines are parsed
-with one Arrow regular expression over the whole file. When a file has query lines, reply lines
+with one Arrow regular expression over the whole file; a line that is not text or is too long is
+malformed, as in every line format (:mod:`mamori.ingest.textlines`). When a file has query lines, reply lines
 are skipped (each query would otherwise be counted twice); a replies-only log is read from its
 replies, which also give the response code.
 """
@@ -19,6 +20,7 @@ import dns.rdatatype
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mamori.ingest.textlines import check_text, split_lines
 from mamori.schemas import DNS_QUERIES
 
 __all__ = ["LogStats", "parse_unbound_log"]
@@ -56,25 +58,32 @@ def _lookup(values: pa.Array, convert: object) -> pa.Array:
     return pc.take(pa.array(mapped, pa.int64()), idx)
 
 
-def parse_unbound_log(data: bytes, *, resolver: str | None = None) -> tuple[pa.Table, LogStats]:
-    """Rows of ``dns_queries`` from the bytes of an Unbound log file."""
+def parse_unbound_log(
+    data: bytes, *, resolver: str | None = None, name: str = "unbound log"
+) -> tuple[pa.Table, LogStats]:
+    """Rows of ``dns_queries`` from the bytes of an Unbound log file (``name`` for messages).
+    Raises :class:`~mamori.ingest.textlines.NotText` when no line is text."""
     stats = LogStats()
-    text = data.decode("utf-8", errors="replace")
-    lines = pa.array(text.splitlines(), pa.string())
+    text = split_lines(data)
+    check_text(text, data, name)
+    lines = text.text
     stats.lines = len(lines)
+    not_text = pa.array(text.bad)
     parts = pc.extract_regex(lines, _LINE)
-    ok = pc.is_valid(parts)
+    ok = pc.and_(pc.is_valid(parts), pc.invert(not_text))
     # lines from Unbound that are not query lines are expected; a line that looks like a query
-    # line but does not parse is malformed
+    # line but does not parse is malformed, and so is a line that is not text or too long
     looks = pc.match_substring_regex(
         lines, r"\] (?:info|query|reply): [0-9a-fA-F]*[.:][0-9a-fA-F.:]*(?:@\d+)? "
     )
-    bad = pc.and_(looks, pc.invert(ok))
+    bad = pc.or_(pc.and_(looks, pc.invert(ok)), not_text)
     stats.malformed = pc.sum(bad).as_py() or 0
     if stats.malformed:
+        why = dict(text.first_bad(_MAX_LOGGED))
         for i in pc.indices_nonzero(bad).to_pylist()[:_MAX_LOGGED]:
-            stats.examples.append(f"line {i + 1}: {lines[i].as_py()[:120]!r}")
-            log.warning("unbound log line %d does not parse: %.120s", i + 1, lines[i].as_py())
+            shown = why.get(i + 1) or f"{lines[i].as_py()[:120]!r}"
+            stats.examples.append(f"line {i + 1}: {shown}")
+            log.warning("unbound log line %d does not parse: %s", i + 1, shown)
     stats.other = len(lines) - (pc.sum(ok).as_py() or 0) - stats.malformed
     rows = pc.filter(parts, ok)
     rcode_text = pc.struct_field(rows, "rcode")

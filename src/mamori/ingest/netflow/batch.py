@@ -26,6 +26,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mamori.ingest.allocations.nat_events import NAT_EVENTS, NAT_FIELDS, nat_event_rows
 from mamori.ingest.netflow import fields as ie
 from mamori.ingest.netflow.templates import (
     FieldSpec,
@@ -52,26 +53,6 @@ Bools = npt.NDArray[np.bool_]
 _SCHEMA: Final = FLOWS.arrow
 _TS: Final = pa.timestamp("ms", tz="UTC")
 _MASK32: Final = np.uint64(0xFFFFFFFF)
-
-NAT_EVENTS: Final = pa.schema(
-    [
-        pa.field("exporter", pa.string(), nullable=False),
-        pa.field("domain", pa.uint32()),
-        pa.field("ts", pa.int64(), nullable=False),  # ms; the export time where the record has none
-        pa.field("event", pa.uint16(), nullable=False),  # natEvent
-        pa.field("inside", pa.string()),  # sourceIPv4/IPv6Address; null: not in the template
-        pa.field("outside", pa.string()),  # postNATSourceIPv4/IPv6Address
-        pa.field("port_start", pa.int64()),  # portRangeStart .. NumPorts; null: not there
-        pa.field("port_end", pa.int64()),
-        pa.field("port_step", pa.int64()),
-        pa.field("port_count", pa.int64()),
-        pa.field("pool_id", pa.uint32()),
-        pa.field("instance_id", pa.uint32()),
-    ]
-)
-"""NAT event records (RFC 8158) as the decoder hands them over, one row per record, unchecked:
-:mod:`mamori.ingest.allocations.ipfix_nat` validates them and turns port blocks into
-allocations."""
 
 
 @dataclass(frozen=True)
@@ -579,54 +560,19 @@ class Batch:
                 t.template_id,
             )
             return
-
-        def col(fid: int) -> pa.Array:
-            if fid not in offs:
-                return pa.nulls(n, pa.int64())
-            values = _uint(rec[f"f{fid}"])
-            return pa.array(np.minimum(values, np.uint64(_I64_MAX)).astype(np.int64))
-
-        export = np.repeat(cols["export_ms"], counts)
-        ts: I64 | None = None
-        if ie.OBSERVATION_TIME_MILLISECONDS in offs:
-            ts = _uint(rec[f"f{ie.OBSERVATION_TIME_MILLISECONDS}"]).astype(np.int64)
-        elif ie.OBSERVATION_TIME_SECONDS in offs:
-            ts = _uint(rec[f"f{ie.OBSERVATION_TIME_SECONDS}"]).astype(np.int64) * 1000
-        bad = (
-            np.ones(n, dtype=np.bool_)
-            if ts is None
-            else ~((ts > 631_152_000_000) & (ts < 4_102_444_800_000))
-        )
-        fallback = int(bad.sum())
-        if fallback:
-            self.counters["nat.time_from_export"] += fallback
-            ts = export if ts is None else np.where(bad, export, ts)
-        assert ts is not None
-        inside = _address(rec, offs, ie.SOURCE_IPV4_ADDRESS, ie.SOURCE_IPV6_ADDRESS)
-        outside = _address(
-            rec, offs, ie.POST_NAT_SOURCE_IPV4_ADDRESS, ie.POST_NAT_SOURCE_IPV6_ADDRESS
-        )
-        domain = np.repeat(cols["domain"], counts)
         self._nat.append(
-            pa.table(
-                [
-                    self._exporter_column(cols, n),
-                    pa.array(domain.astype(np.uint32), pa.uint32(), mask=domain < 0),
-                    pa.array(ts, pa.int64()),
-                    pa.array(np.minimum(_uint(rec[f"f{ie.NAT_EVENT}"]), 0xFFFF), pa.uint16()),
-                    inside if inside is not None else pa.nulls(n, pa.string()),
-                    outside if outside is not None else pa.nulls(n, pa.string()),
-                    col(ie.PORT_RANGE_START),
-                    col(ie.PORT_RANGE_END),
-                    col(ie.PORT_RANGE_STEP_SIZE),
-                    col(ie.PORT_RANGE_NUM_PORTS),
-                    col(ie.NAT_POOL_ID).cast(pa.uint32(), safe=False),
-                    col(ie.NAT_INSTANCE_ID).cast(pa.uint32(), safe=False),
-                ],
-                schema=NAT_EVENTS,
+            nat_event_rows(
+                {fid: _uint(rec[f"f{fid}"]) for fid in NAT_FIELDS if fid in offs},
+                exporter=self._exporter_column(cols, n),
+                domain=np.repeat(cols["domain"], counts),
+                export_ms=np.repeat(cols["export_ms"], counts),
+                inside=_address(rec, offs, ie.SOURCE_IPV4_ADDRESS, ie.SOURCE_IPV6_ADDRESS),
+                outside=_address(
+                    rec, offs, ie.POST_NAT_SOURCE_IPV4_ADDRESS, ie.POST_NAT_SOURCE_IPV6_ADDRESS
+                ),
+                counters=self.counters,
             )
         )
-        self.counters["nat.records"] += n
 
     def _sampling(
         self,
@@ -670,7 +616,6 @@ class Batch:
 
 
 _VERSION_NAMES: Final = {5: "v5", 9: "v9", 10: "ipfix"}
-_I64_MAX: Final = int(np.iinfo(np.int64).max)
 
 
 def _walk(

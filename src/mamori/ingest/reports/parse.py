@@ -19,10 +19,13 @@ Formats:
 
 Every record is checked (address, time, port) with Arrow compute over whole columns; a bad record
 is counted and reported with its line number and reason, and the good records around it are kept.
+JSON nesting past ``input_limits.max_json_depth`` is cut before parsing (:mod:`mamori.bounds`):
+the record that held it is refused, the others are kept.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -37,6 +40,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mamori.bounds import TOO_DEEP, deep_line, deep_message, load_json
+from mamori.config import InputLimitsConfig
+from mamori.ingest.textlines import Lines, NotText, decode_text, file_hint, split_lines
 from mamori.schemas import TS
 
 __all__ = [
@@ -181,11 +187,11 @@ def _validate(
         for i in (~good).nonzero()[0].tolist():
             why = []
             if not ok_ip[i]:
-                why.append(f"not an IP address: {ips[i]!r}")
+                why.append(f"not an IP address: {_shown(ips[i])}")
             if not ok_ts[i]:
-                why.append(f"cannot read time {tss[i]!r}")
+                why.append(f"cannot read time {_shown(tss[i])}")
             if not ok_port[i]:
-                why.append(f"bad port {ports[i]!r}")
+                why.append(f"bad port {_shown(ports[i])}")
             bad.append(BadRecord(lines[i], "; ".join(why)))
     mask = pa.array(good)
     label = pc.utf8_slice_codeunits(
@@ -199,6 +205,12 @@ def _validate(
         names=REPORT_SCHEMA.names,
     )
     return table.filter(mask).cast(REPORT_SCHEMA)
+
+
+def _shown(value: Any) -> str:
+    """A value for a message: a huge one (a 10 MB field) is cut."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}…"
 
 
 def _parse_times(text: pa.Array) -> pa.Array:
@@ -228,12 +240,15 @@ def _rows_from_csv(
     reader = csv.reader(io.StringIO(text))
     header: list[str] | None = None
     header_line = 0
-    for row in reader:
-        if not row or (row[0].startswith("#") and header is None):
-            continue
-        header = [h.strip() for h in row]
-        header_line = reader.line_num
-        break
+    try:
+        for row in reader:
+            if not row or (row[0].startswith("#") and header is None):
+                continue
+            header = [h.strip() for h in row]
+            header_line = reader.line_num
+            break
+    except csv.Error as exc:
+        raise ValueError(f"line {reader.line_num}, the header, is not CSV: {exc}") from None
     if header is None:
         return None, 0
     if fmt is ReportFormat.SHADOWSERVER:
@@ -268,21 +283,27 @@ def _rows_from_csv(
     records = 0
     # the line a row *starts* on (quoted fields may span lines)
     start = header_line + 1
-    try:
-        for row in reader:
-            line = start
+    while True:
+        line = start
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:  # the reader starts afresh on the next line
             start = reader.line_num + 1
-            if len(row) != width:
-                if not row or (len(row) == 1 and not row[0].strip()):
-                    continue
-                records += 1
-                bad.append(BadRecord(line, f"{len(row)} fields, the header has {width}"))
+            records += 1
+            bad.append(BadRecord(line, f"unreadable CSV: {exc}"))
+            continue
+        start = reader.line_num + 1
+        if len(row) != width:
+            if not row or (len(row) == 1 and not row[0].strip()):
                 continue
             records += 1
-            lines.append(line)
-            rows.append(row)
-    except csv.Error as exc:
-        bad.append(BadRecord(start, f"unreadable CSV, rest of file skipped: {exc}"))
+            bad.append(BadRecord(line, f"{len(row)} fields, the header has {width}"))
+            continue
+        records += 1
+        lines.append(line)
+        rows.append(row)
 
     def column(name: str | None) -> list[Any]:
         if name is None:
@@ -304,38 +325,78 @@ def _rows_from_csv(
     return table, records
 
 
-def _json_objects(text: str, bad: list[BadRecord]) -> list[tuple[int, Any]]:
-    """(line, object) pairs from a JSON array, a single object, or JSON lines."""
+def _json_objects(src: _Source, bad: list[BadRecord], max_depth: int) -> list[tuple[int, Any]]:
+    """(line, object) pairs from a JSON array, a single object, or JSON lines. Nesting past
+    ``max_depth`` is cut (:func:`_too_deep` finds the records that held it). In a document
+    that was not clean UTF-8, the records holding the damaged text are bad."""
+    text = src.text
     stripped = text.lstrip()
+    whole: list[tuple[int, Any]] | None = None
     if stripped.startswith("["):
         try:
-            data = json.loads(text)
+            data, _ = load_json(text, max_depth)
         except json.JSONDecodeError as exc:
             bad.append(BadRecord(exc.lineno, f"not valid JSON: {exc.msg}"))
             return []
         # Records of a pretty-printed array have no line of their own: number them from 1.
-        return [(i + 1, o) for i, o in enumerate(data)]
-    try:
-        return [(1, json.loads(text))]
-    except json.JSONDecodeError:
-        pass
+        items = data if isinstance(data, list) else [data]
+        whole = [(i + 1, o) for i, o in enumerate(items)]
+    else:
+        with contextlib.suppress(json.JSONDecodeError):
+            whole = [(1, load_json(text, max_depth)[0])]
+    if whole is not None:
+        if src.clean:
+            return whole
+        kept = []
+        for no, o in whole:
+            # a record cut for its nesting is refused for that (_too_deep), not for its text
+            if deep_line(o) is None and _mangled(o):
+                bad.append(BadRecord(no, "not UTF-8 text"))
+            else:
+                kept.append((no, o))
+        return kept
+    # JSON lines: each line is a record, and the rules of every line format apply
+    lines = src.lines()
+    bad.extend(BadRecord(no, why) for no, why in lines.first_bad(lines.n_bad))
     out: list[tuple[int, Any]] = []
-    for no, line in enumerate(text.splitlines(), 1):
+    good, numbers = lines.good()
+    for no, line in zip(numbers.tolist(), good.to_pylist(), strict=True):
         if not line.strip():
             continue
         try:
-            out.append((no, json.loads(line)))
+            obj, cut = load_json(line, max_depth)
         except json.JSONDecodeError as exc:
             bad.append(BadRecord(no, f"not valid JSON: {exc.msg}"))
+            continue
+        # the marker holds the line within this one-line text: make it the file's line
+        out.append((no, {TOO_DEEP: no} if cut else obj))
     return out
 
 
-def _rows_from_json(text: str, bad: list[BadRecord]) -> tuple[pa.Table, int]:
+def _mangled(entry: Any) -> bool:
+    try:
+        return "\ufffd" in json.dumps(entry, ensure_ascii=False)
+    except (ValueError, TypeError, RecursionError):
+        return True
+
+
+def _too_deep(o: Any, line: int, max_depth: int, bad: list[BadRecord]) -> bool:
+    """Refuse (as a bad record) a record whose nesting was cut."""
+    at = deep_line(o)
+    if at is None:
+        return False
+    bad.append(BadRecord(line, deep_message(at, max_depth)))
+    return True
+
+
+def _rows_from_json(src: _Source, bad: list[BadRecord], max_depth: int) -> tuple[pa.Table, int]:
     before = len(bad)
-    objs = _json_objects(text, bad)
+    objs = _json_objects(src, bad, max_depth)
     unreadable = len(bad) - before
     cols: dict[str, list[Any]] = {k: [] for k in ("line", "ip", "ts", "port", "proto", "label")}
     for line, o in objs:
+        if _too_deep(o, line, max_depth, bad):
+            continue
         if not isinstance(o, dict):
             bad.append(BadRecord(line, "not a JSON object"))
             continue
@@ -361,14 +422,16 @@ def _rows_from_json(text: str, bad: list[BadRecord]) -> tuple[pa.Table, int]:
     return table, len(objs) + unreadable
 
 
-def _rows_from_xarf(text: str, bad: list[BadRecord]) -> tuple[pa.Table, int]:
+def _rows_from_xarf(src: _Source, bad: list[BadRecord], max_depth: int) -> tuple[pa.Table, int]:
     import xarf
 
     before = len(bad)
-    objs = _json_objects(text, bad)
+    objs = _json_objects(src, bad, max_depth)
     unreadable = len(bad) - before
     cols: dict[str, list[Any]] = {k: [] for k in ("line", "ip", "ts", "port", "proto", "label")}
     for line, o in objs:
+        if _too_deep(o, line, max_depth, bad):
+            continue
         if not isinstance(o, dict):
             bad.append(BadRecord(line, "not a JSON object"))
             continue
@@ -405,16 +468,67 @@ def _rows_from_xarf(text: str, bad: list[BadRecord]) -> tuple[pa.Table, int]:
     return table, len(objs) + unreadable
 
 
-def parse_report_text(text: str, fmt: ReportFormat | str, *, path: str = "-") -> ReportParse:
+@dataclass
+class _Source:
+    """A report's bytes, its text (decoded once) and, when a format reads it line by line, its
+    lines (:mod:`mamori.ingest.textlines`)."""
+
+    raw: bytes
+    text: str
+    clean: bool
+    _lines: Lines | None = None
+
+    @classmethod
+    def of(cls, raw: bytes) -> _Source:
+        text, clean = decode_text(raw)
+        return cls(raw, text, clean)
+
+    def lines(self) -> Lines:
+        if self._lines is None:
+            self._lines = split_lines(self.raw)
+        return self._lines
+
+
+def _csv_text(src: _Source, bad: list[BadRecord]) -> tuple[str, int]:
+    """The text for the CSV reader, with each bad line (reported here) left blank so the line
+    numbers of the others do not move; and how many there were."""
+    lines = src.lines()
+    if not lines.n_bad:
+        return src.text, 0
+    bad.extend(BadRecord(no, why) for no, why in lines.first_bad(lines.n_bad))
+    kept = pc.if_else(pa.array(lines.bad), "", lines.text).cast(pa.large_string())
+    joined = pc.binary_join(
+        pa.LargeListArray.from_arrays(pa.array([0, len(kept)], pa.int64()), kept),
+        pa.scalar("\n", pa.large_string()),
+    )
+    return str(joined[0].as_py()), lines.n_bad
+
+
+def parse_report_text(
+    text: str,
+    fmt: ReportFormat | str,
+    *,
+    path: str = "-",
+    limits: InputLimitsConfig | None = None,
+) -> ReportParse:
     """Parse a report held in memory (see :func:`parse_report`)."""
-    fmt = ReportFormat(fmt)
+    src = _Source(text.encode("utf-8", errors="surrogatepass"), text, True)
+    return _parse(src, ReportFormat(fmt), path, limits)
+
+
+def _parse(
+    src: _Source, fmt: ReportFormat, path: str, limits: InputLimitsConfig | None
+) -> ReportParse:
+    depth = (limits or InputLimitsConfig()).max_json_depth
     bad: list[BadRecord] = []
     if fmt in (ReportFormat.CSV, ReportFormat.SHADOWSERVER):
+        text, n_bad = _csv_text(src, bad)
         table, records = _rows_from_csv(text, fmt, bad)
+        records += n_bad
     elif fmt is ReportFormat.JSON:
-        table, records = _rows_from_json(text, bad)
+        table, records = _rows_from_json(src, bad, depth)
     else:
-        table, records = _rows_from_xarf(text, bad)
+        table, records = _rows_from_xarf(src, bad, depth)
     if table is None:
         table = REPORT_SCHEMA.empty_table()
     bad.sort(key=lambda b: b.line)
@@ -425,9 +539,15 @@ def parse_report_text(text: str, fmt: ReportFormat | str, *, path: str = "-") ->
     return ReportParse(path, fmt, table, bad, records)
 
 
-def parse_report(path: Path, fmt: ReportFormat | str) -> ReportParse:
+def parse_report(
+    path: Path, fmt: ReportFormat | str, *, limits: InputLimitsConfig | None = None
+) -> ReportParse:
     """Read a report file. Raises ``ValueError`` when the file as a whole is not of ``fmt``
-    (a missing header column); bad records inside are counted in :attr:`ReportParse.bad`."""
+    (a missing header column), :class:`~mamori.ingest.textlines.NotText` when it is not text
+    (binary, UTF-16); bad records inside are counted in :attr:`ReportParse.bad`. A line that
+    is not UTF-8 text or is too long is a bad record, as in every line format."""
     raw = path.read_bytes()
-    text = raw.decode("utf-8-sig", errors="replace")
-    return parse_report_text(text, fmt, path=str(path))
+    hint = file_hint(raw) if raw else ""
+    if hint:
+        raise NotText(f"{path}: {hint}")
+    return _parse(_Source.of(raw), ReportFormat(fmt), str(path), limits)

@@ -20,18 +20,19 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from mamori.ingest.reputation.common import (
     Rows,
+    mangled,
     norm_domain,
     norm_ip,
     norm_port,
     parse_time,
     split_ip_port,
+    text_lines,
 )
 
 __all__ = [
@@ -91,54 +92,54 @@ def _csv_records(
     key = columns[0]
     numbers: list[int] = [0]
 
-    with path.open(encoding="utf-8", errors="replace", newline="") as fh:
-
-        def data_lines() -> Iterator[str]:
-            nonlocal header
-            for no, raw in enumerate(fh, 1):
-                line = raw.strip()
-                if not line:
-                    continue
-                if line.startswith("#"):
-                    body = line.lstrip("#").strip()
-                    if body.lstrip('"').startswith(key):
-                        with contextlib.suppress(csv.Error, StopIteration):
-                            header = [
-                                f.strip() for f in next(csv.reader([body], skipinitialspace=True))
-                            ]
-                    continue
-                numbers[0] = no
-                yield line
-
-        reader = csv.reader(data_lines(), skipinitialspace=True)
-        while True:
-            try:
-                fields = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as exc:
-                rows.bad(numbers[0], f"unreadable CSV: {exc}")
+    def data_lines() -> Iterator[str]:
+        nonlocal header
+        for no, raw in text_lines(path, rows):
+            line = raw.strip()
+            if not line:
                 continue
-            no = numbers[0]
-            if fields and fields[0].strip() == key:
-                header = [f.strip() for f in fields]
+            if line.startswith("#"):
+                body = line.lstrip("#").strip()
+                if body.lstrip('"').startswith(key):
+                    with contextlib.suppress(csv.Error, StopIteration):
+                        header = [
+                            f.strip() for f in next(csv.reader([body], skipinitialspace=True))
+                        ]
                 continue
-            if len(fields) != len(header):
-                rows.bad(no, f"{len(fields)} fields, expected {len(header)}")
-                continue
-            yield no, dict(zip(header, fields, strict=True))
+            numbers[0] = no
+            yield line
 
-
-def _json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
+    reader = csv.reader(data_lines(), skipinitialspace=True)
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            rows.bad(numbers[0], f"unreadable CSV: {exc}")
+            continue
+        no = numbers[0]
+        if fields and fields[0].strip() == key:
+            header = [f.strip() for f in fields]
+            continue
+        if len(fields) != len(header):
+            rows.bad(no, f"{len(fields)} fields, expected {len(header)}")
+            continue
+        yield no, dict(zip(header, fields, strict=True))
 
 
 def parse_feodo(path: Path, rows: Rows, fmt: str = "csv") -> None:
     if fmt == "json":
-        data = _json(path)
+        data, clean = rows.read_json(path)
         if not isinstance(data, list):
             raise ValueError("Feodo Tracker JSON is a list of objects")
         for no, e in enumerate(data, 1):
+            if (deep := rows.too_deep(e)) is not None:
+                rows.bad(no, f"entry {no}: {deep}")
+                continue
+            if not clean and mangled(e):
+                rows.bad(no, f"entry {no}: not UTF-8 text")
+                continue
             try:
                 if not isinstance(e, dict):
                     raise ValueError("entry is not an object")
@@ -224,7 +225,7 @@ def _tf_one(rows: Rows, e: dict[str, Any]) -> None:
 
 def parse_threatfox(path: Path, rows: Rows, fmt: str = "csv") -> None:
     if fmt == "json":
-        data = _json(path)
+        data, clean = rows.read_json(path)
         if isinstance(data, dict) and "data" in data:  # the API's answer
             entries = data["data"] if isinstance(data["data"], list) else []
         elif isinstance(data, dict):  # the export: id → [entry]
@@ -234,6 +235,12 @@ def parse_threatfox(path: Path, rows: Rows, fmt: str = "csv") -> None:
         else:
             raise ValueError("ThreatFox JSON is an object of id → entries, or an API answer")
         for no, e in enumerate(entries, 1):
+            if (deep := rows.too_deep(e)) is not None:
+                rows.bad(no, f"entry {no}: {deep}")
+                continue
+            if not clean and mangled(e):
+                rows.bad(no, f"entry {no}: not UTF-8 text")
+                continue
             try:
                 if not isinstance(e, dict):
                     raise ValueError("entry is not an object")

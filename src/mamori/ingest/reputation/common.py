@@ -11,15 +11,21 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import json
 import re
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
+from mamori.bounds import deep_line, deep_message, load_json
+from mamori.config import InputLimitsConfig
+from mamori.ingest.textlines import NotText, check_text, decode_text, file_hint, split_lines
 from mamori.schemas import FQDN_LEN, REPUTATION
 
 __all__ = [
@@ -27,7 +33,10 @@ __all__ = [
     "LineError",
     "LoadReport",
     "Rows",
+    "mangled",
     "parse_time",
+    "read_json",
+    "text_lines",
 ]
 
 CATEGORIES = ("c2", "first-stage", "malware-site", "phishing")
@@ -152,6 +161,7 @@ class Rows:
         confidence: float | None,
         default_category: str,
         default_confidence: float,
+        limits: InputLimitsConfig | None = None,
     ) -> None:
         if category is not None and category not in CATEGORIES:
             raise ValueError(f"unknown category {category!r}; known: {', '.join(CATEGORIES)}")
@@ -161,6 +171,8 @@ class Rows:
         self.confidence = confidence
         self.default_category = default_category
         self.default_confidence = default_confidence
+        self.limits = limits or InputLimitsConfig()
+        self._cut = False  # the last JSON read had nesting cut (see read_json)
         self.cols: dict[str, list[Any]] = {
             c: []
             for c in (
@@ -192,6 +204,21 @@ class Rows:
 
     def skip(self) -> None:
         self.n_skipped += 1
+
+    def read_json(self, path: Path) -> tuple[Any, bool]:
+        """The file's JSON (:func:`read_json`'s text rules) with nesting past
+        ``limits.max_json_depth`` cut before parsing (:mod:`mamori.bounds`), and whether it was
+        clean UTF-8. :meth:`too_deep` then finds the entries that held deep nesting, and
+        :func:`mangled` (when not clean) those that held damaged text."""
+        data, clean, cut = read_json(path, self.limits.max_json_depth)
+        self._cut = bool(cut)
+        return data, clean
+
+    def too_deep(self, value: Any) -> str | None:
+        """Why ``value`` (an entry of the last :meth:`read_json`) must be refused for its
+        nesting, or ``None``."""
+        line = deep_line(value) if self._cut else None
+        return None if line is None else deep_message(line, self.limits.max_json_depth)
 
     def add(
         self,
@@ -277,3 +304,37 @@ class Rows:
             dict(Counter(self.cols["category"])),
             dict(Counter(self.cols["indicator_type"])),
         )
+
+
+def text_lines(path: Path, rows: Rows) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each line that is text (:mod:`mamori.ingest.textlines`); the
+    others are reported bad with their numbers. Raises ``NotText`` when no line is text."""
+    data = path.read_bytes()
+    lines = split_lines(data)
+    check_text(lines, data, str(path))
+    for no, why in lines.first_bad(lines.n_bad):
+        rows.bad(no, why)
+    good, numbers = lines.good()
+    yield from zip(numbers.tolist(), good.to_pylist(), strict=True)
+
+
+def read_json(path: Path, max_depth: int) -> tuple[Any, bool, list[int]]:
+    """A JSON document (a leading byte-order mark is accepted), whether it was clean UTF-8, and
+    the lines where nesting past ``max_depth`` was cut (:func:`mamori.bounds.load_json`). When
+    it was not clean, the entries holding the damaged text are bad (:func:`mangled`), the others
+    are kept. Raises ``NotText`` for a file that is not text at all."""
+    data = path.read_bytes()
+    hint = file_hint(data)
+    if hint:
+        raise NotText(f"{path}: {hint}")
+    text, clean = decode_text(data)
+    parsed, cut = load_json(text, max_depth)
+    return parsed, clean, cut
+
+
+def mangled(entry: Any) -> bool:
+    """Whether a JSON entry of a document that was not clean UTF-8 holds the replaced text."""
+    try:
+        return "\ufffd" in json.dumps(entry, ensure_ascii=False)
+    except (ValueError, TypeError, RecursionError):
+        return True

@@ -19,13 +19,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mamori.addresses import in_networks
-from mamori.config import ReputationConfig
+from mamori.config import InputLimitsConfig, ReputationConfig
 from mamori.governance import Governance, Grant, Sandbox
 from mamori.ingest.reputation.abusech import parse_feodo, parse_threatfox, parse_urlhaus
 from mamori.ingest.reputation.common import LoadReport, Rows
 from mamori.ingest.reputation.misp import parse_misp
 from mamori.ingest.reputation.plain import parse_plain
 from mamori.ingest.reputation.stix import parse_stix
+from mamori.ingest.textlines import NotText, decode_text
 
 __all__ = [
     "FORMATS",
@@ -59,7 +60,7 @@ class FeedError(ValueError):
 
 def _head(path: Path, size: int = 8192) -> str:
     with path.open("rb") as fh:
-        return fh.read(size).decode("utf-8", errors="replace")
+        return decode_text(fh.read(size))[0]
 
 
 def _is_json(path: Path) -> bool:
@@ -98,11 +99,14 @@ def parse_feed(
     confidence: float | None = None,
     expires_days: float | None = None,
     loaded: datetime | None = None,
+    limits: InputLimitsConfig | None = None,
 ) -> tuple[pa.Table, LoadReport]:
     """Parse ``path`` into a ``reputation`` table (not stored) and a report of what was bad.
 
     Raises :class:`FeedError` when the file as a whole is unusable (unknown format, broken
-    JSON); single bad lines are counted in the report instead."""
+    JSON), :class:`~mamori.ingest.textlines.NotText` when it is not text at all (binary,
+    UTF-16); single bad lines are counted in the report instead — so is an entry past
+    ``limits`` (nested too deep, a STIX pattern too large)."""
     path = Path(path)
     if not path.is_file():
         raise FeedError(f"{path}: no such file")
@@ -117,12 +121,15 @@ def parse_feed(
             confidence=confidence,
             default_category=default_cat,
             default_confidence=default_conf,
+            limits=limits,
         )
     except ValueError as exc:
         raise FeedError(str(exc)) from None
     variant = "json" if fmt in ("feodo", "threatfox") and _is_json(path) else "csv"
     try:
         parser(path, rows, variant)
+    except NotText:
+        raise
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise FeedError(f"{path}: not valid JSON for {fmt}: {exc}") from None
     except (ValueError, TypeError, KeyError) as exc:
@@ -141,7 +148,7 @@ def parse_feed(
         rows_loaded=table.num_rows,
         rows_bad=rows.n_bad,
         rows_skipped=rows.n_skipped,
-        errors=rows.errors,
+        errors=sorted(rows.errors, key=lambda e: e.line),
         by_category=by_cat,
         by_type=by_type,
         loaded_at=at,
@@ -181,6 +188,7 @@ def load_feed(
         category=category,
         confidence=confidence,
         expires_days=expires_days,
+        limits=gov.config.input_limits,
     )
     if table.num_rows:
         gov.write_registry("reputation", table, actor, source=report.source)

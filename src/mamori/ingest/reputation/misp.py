@@ -14,13 +14,13 @@ not detection material, and are skipped. The category comes from the attribute's
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 from mamori.ingest.reputation.common import (
     Rows,
+    mangled,
     norm_domain,
     norm_ip,
     parse_time,
@@ -62,12 +62,16 @@ def _family(tags: list[str]) -> str | None:
     return None
 
 
-def _events(data: Any) -> list[dict[str, Any]]:
+def _events(data: Any, rows: Rows) -> list[dict[str, Any]]:
     if isinstance(data, dict) and "response" in data:
         data = data["response"]
     items = data if isinstance(data, list) else [data]
     out = []
-    for it in items:
+    for no, it in enumerate(items, 1):
+        deep = rows.too_deep(it) if len(items) > 1 else None
+        if deep is not None:  # one event of several: refuse it, keep the others
+            rows.bad(no, f"event {no}: {deep}")
+            continue
         if isinstance(it, dict) and isinstance(it.get("Event"), dict):
             out.append(it["Event"])
         elif isinstance(it, dict) and "Attribute" in it:
@@ -78,9 +82,15 @@ def _events(data: Any) -> list[dict[str, Any]]:
 
 
 def parse_misp(path: Path, rows: Rows, fmt: str = "misp") -> None:
-    events = _events(json.loads(path.read_text(encoding="utf-8")))
+    data, clean = rows.read_json(path)
+    events = _events(data, rows)
     no = 0
-    for ev in events:
+    for e_no, ev in enumerate(events, 1):
+        head = {k: v for k, v in ev.items() if k not in ("Attribute", "Object")}
+        deep = rows.too_deep(head)
+        if deep is not None:  # its tags and info decide every attribute: refuse the event
+            rows.bad(no + 1, f"event {e_no}: {deep}")
+            continue
         etags = _tags(ev)
         ecat = _category([*etags, str(ev.get("info", ""))], "")
         efam = _family(etags)
@@ -100,6 +110,13 @@ def parse_misp(path: Path, rows: Rows, fmt: str = "misp") -> None:
                             ports[id(obj)] = int(str(a.get("value")))
         for a, obj in attrs:
             no += 1
+            deep = rows.too_deep(a)
+            if deep is not None:
+                rows.bad(no, f"attribute {no}: {deep}")
+                continue
+            if not clean and mangled(a):
+                rows.bad(no, f"attribute {no}: not UTF-8 text")
+                continue
             try:
                 if not isinstance(a, dict):
                     raise ValueError("attribute is not an object")

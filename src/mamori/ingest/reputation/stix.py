@@ -8,12 +8,13 @@ in order: an ``indicates`` relationship to an Infrastructure (``command-and-cont
 ``botnet`` → c2; ``hosting-malware`` → malware-site; ``phishing``) or to a Malware (its name
 becomes the family), then the indicator's ``indicator_types``, ``labels`` and ``name``. Each
 object is parsed on its own, so one broken object is reported (with its position in the bundle)
-and the others are kept.
+and the others are kept — so is an object nested deeper than ``input_limits.max_json_depth``
+(cut before parsing) or with a pattern past the pattern bounds (checked before the pattern
+grammar, which recurses once per operator, sees it).
 """
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,8 @@ import stix2
 from stix2.exceptions import STIXError
 from stix2patterns.pattern import Pattern
 
-from mamori.ingest.reputation.common import Rows, norm_domain, norm_ip, parse_time
+from mamori.bounds import check_pattern
+from mamori.ingest.reputation.common import Rows, mangled, norm_domain, norm_ip, parse_time
 
 __all__ = ["parse_stix"]
 
@@ -100,7 +102,7 @@ def _pattern_entries(pattern: str) -> list[tuple[str, dict[str, Any]]]:
 
 
 def parse_stix(path: Path, rows: Rows, fmt: str = "stix") -> None:
-    data = json.loads(path.read_text(encoding="utf-8"))
+    data, clean = rows.read_json(path)
     if isinstance(data, dict) and data.get("type") == "bundle":
         objects = data.get("objects") or []
     elif isinstance(data, list):
@@ -112,9 +114,18 @@ def parse_stix(path: Path, rows: Rows, fmt: str = "stix") -> None:
     parsed: dict[str, Any] = {}
     position: dict[str, int] = {}
     for no, raw in enumerate(objects, 1):
+        deep = rows.too_deep(raw)
+        if deep is not None:
+            rows.bad(no, f"object {no}: {deep}")
+            continue
+        if not clean and mangled(raw):
+            rows.bad(no, f"object {no}: not UTF-8 text")
+            continue
         try:
             if not isinstance(raw, dict):
                 raise ValueError("object is not a JSON object")
+            if isinstance(raw.get("pattern"), str):  # before stix2 parses it
+                check_pattern(raw["pattern"], rows.limits)
             obj = stix2.parse(raw, allow_custom=True, version="2.1")
         except (STIXError, ValueError, TypeError, KeyError) as exc:
             rows.bad(no, f"object {no}: {type(exc).__name__}: {str(exc)[:200]}")

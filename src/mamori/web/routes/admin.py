@@ -10,8 +10,8 @@ from starlette.datastructures import FormData
 
 from mamori.governance import Governance
 from mamori.governance.roles import ROLES
-from mamori.web.app import render
 from mamori.web.auth import AccountError, Accounts, Need, Viewer, csrf_form
+from mamori.web.render import render
 
 router = APIRouter()
 Users = Annotated[Viewer, Depends(Need("users"))]

@@ -11,8 +11,8 @@ from fastapi.responses import Response
 from mamori.governance import AccessRefused, Governance
 from mamori.governance.roles import ACTION_MEASURES, ALERT_MEASURES, FINDING_MEASURES
 from mamori.web import charts, data
-from mamori.web.app import render
 from mamori.web.auth import Need, Viewer
+from mamori.web.render import render
 
 router = APIRouter()
 Findings = Annotated[Viewer, Depends(Need("findings"))]

@@ -15,8 +15,8 @@ from fastapi.responses import Response
 
 from mamori.governance import Governance, retention_status
 from mamori.governance.audit import AuditEntry
-from mamori.web.app import render
 from mamori.web.auth import Need, Viewer
+from mamori.web.render import render
 
 router = APIRouter()
 Audit = Annotated[Viewer, Depends(Need("audit"))]

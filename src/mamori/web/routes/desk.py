@@ -1,4 +1,5 @@
-"""Abuse-desk pages: actions awaiting approval, in force or over; alerts and their delivery."""
+"""Abuse-desk pages: actions awaiting approval, in force or over (decided through the action
+contract, :mod:`mamori.act.base`); alerts and their delivery."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from starlette.datastructures import FormData
 from mamori.governance import AccessRefused, Governance
 from mamori.governance.roles import VIEWS
 from mamori.web import data
-from mamori.web.app import render
 from mamori.web.auth import Need, Viewer, csrf_form
+from mamori.web.render import render
 
 router = APIRouter()
 Actions = Annotated[Viewer, Depends(Need("actions"))]
@@ -20,8 +21,9 @@ Decide = Annotated[Viewer, Depends(Need("actions.decide"))]
 Alerts = Annotated[Viewer, Depends(Need("alerts"))]
 Form = Annotated[FormData, Depends(csrf_form)]
 GROUPS = (
-    ("pending", "Pending approval"),
-    ("active", "Active"),
+    ("proposed", "Proposed: awaiting approval"),
+    ("approved", "Approved: awaiting its back end"),
+    ("applied", "Applied: in force"),
     ("expired", "Expired"),
     ("ended", "Ended"),
     ("rejected", "Rejected"),

@@ -1,8 +1,8 @@
-"""The demo mailbox: alert e-mails as the subscribers received them.
+"""The mailbox page: alert e-mails as the subscribers received them.
 
-In the demo, Mamori's mailer sends over SMTP to a real local server (``mamori.sim.mailsink``) that
-keeps each message as a file; ``web.mailbox_dir`` points here so the abuse desk can see exactly
-what went out. Production leaves it unset: the ISP's relay delivers the mail and the page says so.
+``web.mailbox_dir`` names a local Maildir or folder of ``.eml`` files (in the demo, the one the
+simulated subscribers' SMTP server delivers to), so the abuse desk can see exactly what went out.
+Production leaves it unset: the ISP's relay delivers the mail and the page says so.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from mamori.governance import Governance
-from mamori.sim.mailsink import read_mailbox
-from mamori.web.app import render
 from mamori.web.auth import Need, Viewer
+from mamori.web.maildir import read_mailbox
+from mamori.web.render import render
 
 router = APIRouter()
 Mailbox = Annotated[Viewer, Depends(Need("mailbox"))]

@@ -20,8 +20,8 @@ from mamori.report.transparency import (
     to_csv,
 )
 from mamori.schemas import DATASETS, DataKind
-from mamori.web.app import render
 from mamori.web.auth import Accounts, Need, Viewer, csrf_form, safe_next
+from mamori.web.render import render
 
 router = APIRouter()
 PublicPage = Annotated[Viewer, Depends(Need("public"))]

@@ -16,8 +16,8 @@ from starlette.datastructures import FormData
 
 from mamori.governance import ConsentError, Governance
 from mamori.governance.tokens import TokenError, verify_consent_token
-from mamori.web.app import render
 from mamori.web.auth import Need, Viewer, csrf_form
+from mamori.web.render import render
 
 router = APIRouter()
 ConsentPage = Annotated[Viewer, Depends(Need("consent"))]
