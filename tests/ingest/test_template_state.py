@@ -86,14 +86,21 @@ def test_an_exporter_with_nothing_left_loses_its_file(tmp_path: Path) -> None:
 
 
 def test_the_single_file_of_earlier_versions_is_migrated(tmp_path: Path) -> None:
-    old = registry()
-    put(old, "192.0.2.1", 256)
-    put(old, "192.0.2.2", 300)
-    legacy = tmp_path / "templates.json"
-    legacy.write_text(json.dumps(old.state()))
+    def saved(exporter: str, tid: int) -> dict[str, object]:
+        fields = [[8, 4, 0, 0], [9, 4, 0, 0], [10, 4, 0, 0]]
+        return {"exporter": exporter, "domain": 0, "seen": 100.0, "version": 9, "id": tid} | {
+            "options": False,
+            "fields": fields,
+        }
+
+    legacy = tmp_path / "templates.json"  # as earlier versions wrote it (format 1)
+    legacy.write_text(
+        json.dumps({"format": 1, "templates": [saved("192.0.2.1", 256), saved("192.0.2.2", 300)]})
+    )
     reg, state = registry(), TemplateState(tmp_path / "templates", legacy=legacy)
     state.attach(reg)
     assert len(reg) == 2
+    assert reg.entry(("192.0.2.2", 9, 0, 300)) == (template(300), 100.0)
     assert state.save(reg, 0.0, refresh_every_s=450) == 2
     assert not legacy.exists()
     assert sorted(p.name for p in (tmp_path / "templates").iterdir()) == [
@@ -108,3 +115,17 @@ def test_an_unreadable_file_is_counted_and_ignored(tmp_path: Path) -> None:
     state.attach(reg)
     assert reg.entry(("192.0.2.1", 9, 0, 256)) is None
     assert state.counters["errors.template_state_unreadable"] == 1
+
+
+def test_saved_templates_read_back_equal() -> None:
+    plain = Template(9, 256, tuple(field_spec(i, 4) for i in (8, 12, 7)))
+    options = Template(
+        10,
+        300,
+        (field_spec(149, 4, scope=True), field_spec(305, 4), field_spec(1, 65535, 29305)),
+        options=True,
+    )
+    for t in (plain, options):
+        saved = json.loads(json.dumps(t.to_json()))
+        assert Template.from_json(saved) == t
+    assert "enterprise" not in plain.to_json() and options.to_json()["scopes"] == 1

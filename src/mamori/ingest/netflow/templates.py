@@ -10,7 +10,10 @@ and :meth:`TemplateRegistry.restore` takes it back, so a collector restart keeps
 
 from __future__ import annotations
 
+import base64
 import itertools
+import operator
+import struct
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -39,7 +42,11 @@ __all__ = [
 MAX_TEMPLATES_PER_EXPORTER: Final = 4096
 MAX_TEMPLATES: Final = 262_144  # over all exporters (spoofed sources cannot grow it further)
 PENDING_MAX_BYTES: Final = 64 * 1024 * 1024  # data held for missing templates, all exporters
-STATE_FORMAT: Final = 1
+STATE_FORMAT: Final = 2  # 1: fields as lists (still read)
+
+
+_PACKED: Final = struct.Struct("!HH")  # a field as saved: id, length
+_ENTERPRISE: Final = struct.Struct("!I")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +57,14 @@ class FieldSpec:
     length: int
     enterprise: int = 0
     scope: bool = False
+    # Derived once per (shared) field, so that per-template work runs in C (map, join, sum):
+    # the smallest length a record gives it, and its saved form.
+    size: int = field(init=False, repr=False, compare=False, hash=False)
+    packed: bytes = field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "size", 1 if self.variable else self.length)
+        object.__setattr__(self, "packed", _PACKED.pack(self.id, self.length))
 
     @property
     def variable(self) -> bool:
@@ -65,7 +80,8 @@ class _Shared(dict[tuple[int, ...], FieldSpec]):
     templates of 358 fields took a GiB without). Bounded: past it, new ones are not shared."""
 
     def __missing__(self, key: tuple[int, ...]) -> FieldSpec:
-        spec = FieldSpec(*key)  # type: ignore[arg-type]
+        extra = len(key) > 2  # (id, length) of a v9 field, or (id, length, enterprise, scope)
+        spec = FieldSpec(key[0], key[1], key[2] if extra else 0, bool(extra and key[3]))
         if len(self) < _FIELD_SPECS_MAX:
             self[key] = spec
         return spec
@@ -101,7 +117,7 @@ class Template:
 
     @cached_property
     def variable(self) -> bool:
-        return any(f.variable for f in self.fields)
+        return ie.VARIABLE_LENGTH in map(_LENGTH, self.fields)
 
     @cached_property
     def nat(self) -> bool:
@@ -116,7 +132,7 @@ class Template:
     @cached_property
     def record_length(self) -> int:
         """Length of one record; for variable-length templates, the minimum (1 byte per field)."""
-        return sum(1 if f.variable else f.length for f in self.fields)
+        return sum(map(_SIZE, self.fields))
 
     @cached_property
     def offsets(self) -> dict[int, tuple[int, int]]:
@@ -153,23 +169,59 @@ class Template:
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        """``packed``: base64 of (id, length) ``!HH`` per field; ``enterprise``: base64 of
+        ``!I`` per field, only where one has an enterprise number; ``scopes``: how many leading
+        fields are scope fields (options templates). A flood's thousands of templates of
+        hundreds of fields are saved and read back without a Python object per field."""
+        fields = self.fields
+        out: dict[str, Any] = {
             "version": self.version,
             "id": self.template_id,
             "options": self.options,
-            "fields": [[f.id, f.length, f.enterprise, int(f.scope)] for f in self.fields],
+            "packed": base64.b64encode(b"".join(map(_PACKED_OF, fields))).decode(),
         }
+        if any(map(_ENTERPRISE_OF, fields)):
+            raw = b"".join(_ENTERPRISE.pack(f.enterprise) for f in fields)
+            out["enterprise"] = base64.b64encode(raw).decode()
+        scopes = sum(map(_SCOPE_OF, fields))
+        if scopes:
+            out["scopes"] = scopes
+        return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Template:
+        fields: tuple[FieldSpec, ...]
+        if "packed" not in data:  # saved by an earlier version
+            fields = tuple(
+                field_spec(int(i), int(n), int(e), bool(s)) for i, n, e, s in data["fields"]
+            )
+        else:
+            pairs = list(_PACKED.iter_unpack(base64.b64decode(data["packed"], validate=True)))
+            scopes = int(data.get("scopes", 0))
+            if "enterprise" in data or scopes:
+                raw = base64.b64decode(data.get("enterprise", ""), validate=True)
+                ents = [e for (e,) in _ENTERPRISE.iter_unpack(raw)] or [0] * len(pairs)
+                if len(ents) != len(pairs):
+                    raise ValueError("saved template: enterprise numbers do not match fields")
+                fields = tuple(
+                    field_spec(i, n, e, k < scopes)
+                    for k, ((i, n), e) in enumerate(zip(pairs, ents, strict=True))
+                )
+            else:
+                fields = tuple(map(V9_FIELDS.__getitem__, pairs))
         return cls(
             version=int(data["version"]),
             template_id=int(data["id"]),
             options=bool(data["options"]),
-            fields=tuple(
-                field_spec(int(i), int(n), int(e), bool(s)) for i, n, e, s in data["fields"]
-            ),
+            fields=fields,
         )
+
+
+_LENGTH: Final = operator.attrgetter("length")
+_SIZE: Final = operator.attrgetter("size")
+_PACKED_OF: Final = operator.attrgetter("packed")
+_ENTERPRISE_OF: Final = operator.attrgetter("enterprise")
+_SCOPE_OF: Final = operator.attrgetter("scope")
 
 
 def _readable(f: FieldSpec) -> bool:
@@ -238,8 +290,6 @@ class TemplateRegistry:
         self._refreshed: set[str] = set()  # exporters whose templates were only re-announced
         self._unloaded: set[str] = set()
         self._loader: Callable[[str], Mapping[str, Any] | None] | None = None
-        self.loaded = 0  # exporters whose deferred state was loaded
-        self.evicted = 0
 
     def __len__(self) -> int:
         return len(self._templates)
@@ -263,7 +313,6 @@ class TemplateRegistry:
                 self.restore(state, Counter())
                 if not had:  # what was just read needs no writing back
                     self._changed.discard(exporter)
-                self.loaded += 1
 
     def load_all(self) -> None:
         for exporter in list(self._unloaded):
@@ -289,14 +338,16 @@ class TemplateRegistry:
 
     def touch(self, key: TemplateKey, now: float) -> None:
         """Mark a registered template seen at ``now`` (a refresh already counted)."""
-        self._templates[key] = (self._templates[key][0], now)
+        entry = self._templates.get(key)
+        if entry is None:  # evicted meanwhile
+            return
+        self._templates[key] = (entry[0], now)
         self._templates.move_to_end(key)
         self._by_exporter[key[0]].move_to_end(key)
         self._refreshed.add(key[0])
 
-    def put(self, key: TemplateKey, template: Template, now: float, counters: Counter[str]) -> bool:
-        """Add or refresh a template (evicting the least recently announced past a bound).
-        Returns True (kept for callers that once handled a refusal)."""
+    def put(self, key: TemplateKey, template: Template, now: float, counters: Counter[str]) -> None:
+        """Add or refresh a template (evicting the least recently announced past a bound)."""
         exporter = key[0]
         self._ensure(exporter)
         old = self._templates.get(key)
@@ -320,11 +371,9 @@ class TemplateRegistry:
             self._changed.add(exporter)
         self._templates[key] = (template, now)
         self._templates.move_to_end(key)
-        return True
 
     def _evict(self, key: TemplateKey, counters: Counter[str]) -> None:
         self._drop(key)
-        self.evicted += 1
         counters["templates.evicted"] += 1
 
     def withdraw(self, key: TemplateKey, counters: Counter[str]) -> None:
@@ -449,7 +498,7 @@ class TemplateRegistry:
         }
 
     def restore(self, state: Mapping[str, Any], counters: Counter[str]) -> None:
-        if state.get("format") != STATE_FORMAT:
+        if state.get("format") not in (1, STATE_FORMAT):
             raise ValueError(f"unknown template state format {state.get('format')!r}")
         # Oldest first, so that announcement order stays time order.
         items = sorted(state.get("templates", []), key=lambda item: float(item["seen"]))
