@@ -153,6 +153,12 @@ class NftBackend:
         self.nft = config.network.nft
         self.command = tuple(command or self.nft.command)
 
+    def handles(self, action: Action) -> bool:
+        """Whether this back end puts ``action`` in force (today: the standing reflection
+        filters); other nftables actions, such as a single C&C block proposed in the console, are
+        recorded only and carried out by the operator."""
+        return table_for(self.nft, action.target) is not None
+
     def render(self, actions: Sequence[Action]) -> list[NftRuleset]:
         out = []
         plan: ReflectionPlan | None = None

@@ -417,6 +417,9 @@ def decide_action(
         # the zone is built from the lists at the time: `mamori act rpz` applies zones
         raise ActionDecisionError("RPZ zones are put in force by `mamori act rpz`, not here")
     backend = default_backends(gov.config).get(action.kind)
+    handles = getattr(backend, "handles", None)
+    if handles is not None and not handles(action):
+        backend = None  # a target its kind's back end does not carry out: recorded only
     detail = {"decision": decision}
     try:
         if step is act.ActionState.APPROVED:

@@ -30,6 +30,7 @@ JA: dict[str, str] = {
     "Audit": "監査",
     "Retention": "保存期間",
     "Users": "アカウント",
+    "Metrics": "メトリクス",
     "Account": "アカウント設定",
     "Sign out": "サインアウト",
     "Staff sign in": "職員サインイン",
