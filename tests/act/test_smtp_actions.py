@@ -94,9 +94,10 @@ def test_a_refusal_lasts_the_attack_so_far_plus_the_margin(config: MamoriConfig)
 
 
 def _action(aid: str, target: str, kind: str, seconds: float) -> Action:
+    now = datetime.now(UTC)  # not the module's NOW: the expiry is checked against the clock
     return Action(action_id=aid, kind=ActionKind(kind), target=target, measure="M12",
-                  legal_basis="justified-act", justification="t", created=NOW,
-                  expires=NOW + timedelta(seconds=seconds))  # fmt: skip
+                  legal_basis="justified-act", justification="t", created=now,
+                  expires=now + timedelta(seconds=seconds))  # fmt: skip
 
 
 def test_back_ends_write_what_is_in_force_and_nothing_past_its_expiry(tmp_path: Path) -> None:
@@ -115,7 +116,7 @@ def test_back_ends_write_what_is_in_force_and_nothing_past_its_expiry(tmp_path: 
     assert "2001:db8::7" not in pf.path.read_text()
     pf.withdraw([b])  # twice is harmless
     # an entry past its expiry is never written again, even before the sweep withdraws it
-    assert "203.0.113.9" not in pf.text(pf._entries.load(), NOW + timedelta(hours=1))
+    assert "203.0.113.9" not in pf.text(pf._entries.load(), a.expires + timedelta(seconds=1))
 
     nft = NftSubmissionSet(cfg)
     script = nft.render([a, b])
