@@ -247,3 +247,60 @@ def test_proposed_by_one_approved_by_another_operator_applies_and_ends(
         ("web:operator1", "applied"),
         ("web:operator1", "ended"),
     ]
+
+
+def test_finding_pictures_contacts_and_intervals_without_addresses(
+    store: tuple[str, Governance],
+) -> None:
+    from mamori.schemas import FINDINGS
+
+    url, gov = store
+    start = T0 + timedelta(days=1)
+    flows = [
+        {
+            "time_start": start + timedelta(seconds=60 * i + (5 if h else 0)),
+            "time_end": start + timedelta(seconds=60 * i + 1),
+            "src_addr": f"10.0.7.{h + 1}",
+            "dst_addr": "203.0.113.77",
+            "src_port": 40000 + i,
+            "dst_port": 8080,
+            "protocol": 6,
+            "packets": 3,
+            "bytes": 180,
+            "sampling_rate": 1,
+        }
+        for i in range(30)
+        for h in range(2 if i % 2 else 1)
+    ]
+    gov.write("M1", "flows", table(flows), "test")
+    gov.write(
+        "M2",
+        "findings",
+        _t(
+            [
+                {
+                    "detected": start + timedelta(minutes=31),
+                    "finding_id": "f-beacon-1",
+                    "kind": "c2",
+                    "method": "beacon",
+                    "ip": "203.0.113.77",
+                    "port": 8080,
+                    "protocol": "tcp",
+                    "score": 0.8,
+                    "first_seen": start,
+                    "last_seen": start + timedelta(minutes=30),
+                    "measure": "M2",
+                }
+            ],
+            FINDINGS.arrow,
+        ),
+        "test",
+    )
+    with _as(url, ACCOUNTS[Role.ANALYST]) as c:
+        page = c.get("/findings/f-beacon-1").text
+    pictures = page.split("<h2>Contacts</h2>")[1].split("<h2>")[0]
+    assert pictures.count("<svg") == 2
+    assert "host 1" in pictures and "host 2" in pictures and "host 3" not in pictures
+    assert "(45 flows)" in pictures
+    assert "10.0.7." not in page  # inside hosts are numbered, never named
+    assert "Seconds between" in pictures  # the histogram of intervals

@@ -91,6 +91,20 @@ async def finding(request: Request, finding_id: str, viewer: Findings) -> Respon
     acts = acts.filter(pc.fill_null(pc.equal(acts.column("finding_id"), finding_id), False))
     review = Reviews(gov).latest().get(finding_id)
     m = gov.catalogue.get(f["measure"])
+    zone = gov.config.web.time_zone
+    seen = data.contacts(gov, f, viewer.actor)
+    pictures = []
+    if seen is not None:
+        pictures = [
+            charts.dots(
+                seen.hosts,
+                title=f"Contacts with the endpoint, per inside host ({seen.flows} flows)",
+                since=seen.since,
+                until=seen.until,
+                zone=zone,
+            ),
+            charts.histogram(seen.intervals_s, title="Seconds between a host's contacts"),
+        ]
     return render(
         request,
         "finding.html",
@@ -107,6 +121,7 @@ async def finding(request: Request, finding_id: str, viewer: Findings) -> Respon
             "expiry_hours": EXPIRY_HOURS,
             "verdicts": VERDICTS,
             "message": request.query_params.get("msg"),
+            "pictures": pictures,
         },
     )
 
