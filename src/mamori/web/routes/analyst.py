@@ -23,6 +23,7 @@ from mamori.governance.roles import (
     FINDING_MEASURES,
     VIEWS,
 )
+from mamori.ingest.reputation.allowlist import add_to_allowlist
 from mamori.web import charts, data
 from mamori.web.auth import Need, Viewer, csrf_form
 from mamori.web.evidence import summarise
@@ -139,6 +140,9 @@ async def review(request: Request, finding_id: str, viewer: Review, form: Form) 
             status=409,
         )
     Reviews(gov).record(finding_id, f["measure"], verdict, viewer.actor)
+    if verdict == "false-positive" and f.get("ip"):
+        # a false positive is never matched, blocked or redirected again
+        add_to_allowlist(gov, str(f["ip"]), viewer.actor, finding_id=finding_id)
     return RedirectResponse(f"/findings/{finding_id}?msg={verdict}", status_code=303)
 
 
