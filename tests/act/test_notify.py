@@ -185,9 +185,11 @@ def test_reassigned_address_goes_to_who_held_it_then(
     assert _to(smtp_server) == ["s1@mail.example.jp", "s2@mail.example.jp", "s4@mail.example.jp"]
     by_to = {str(m["To"]): m for m in smtp_server.messages}
     body1 = by_to["s1@mail.example.jp"].get_content()
-    assert "10.16.0.5" in body1 and "00:30" in body1 and "00:36" in body1 and "01:30" not in body1
+    assert (
+        "10.16.0.5" in body1 and "09:30" in body1 and "09:36" in body1 and "10:30" not in body1
+    )  # JST
     assert "2 件" in body1 or "2件" in body1
-    assert "01:30" in by_to["s2@mail.example.jp"].get_content()
+    assert "10:30" in by_to["s2@mail.example.jp"].get_content()
     # nothing new: a second run queues and sends nothing
     [q2] = queue_alerts(gov, actor=ACTOR, measures=["M5"], now=_t(4))
     assert q2.findings == 0 and q2.queued == 0
@@ -436,8 +438,11 @@ def test_own_detections_use_their_match_records(gov: Governance, smtp_server: Sm
     send_queued(gov, actor=ACTOR, now=_t(3))
     assert _to(smtp_server) == ["s1@mail.example.jp", "s2@mail.example.jp"]
     by_to = {str(m["To"]): m.get_content() for m in smtp_server.messages}
-    assert "00:12" in by_to["s1@mail.example.jp"] and "（emotet）" in by_to["s1@mail.example.jp"]
-    assert "01:42" in by_to["s2@mail.example.jp"]
+    assert (
+        "09:12（日本時間）" in by_to["s1@mail.example.jp"]
+        and "（emotet）" in by_to["s1@mail.example.jp"]
+    )
+    assert "10:42" in by_to["s2@mail.example.jp"]
     grace = gov.config.retention.matches_after_alert_days
     purge(gov, actor=ACTOR, now=_t(3) + timedelta(days=grace, hours=1))
     left = gov.open("M5", "matches", ["ts", "notification_id"], ACTOR).arrow()

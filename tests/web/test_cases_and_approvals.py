@@ -10,13 +10,14 @@ from contextlib import contextmanager
 from datetime import timedelta
 
 import httpx
+import pyarrow as pa
 import pytest
 
 from mamori.act import cases as cases_mod
 from mamori.act.casebook import CaseBook
 from mamori.governance import Governance
 from mamori.governance.roles import Role
-from mamori.schemas import MATCHES
+from mamori.schemas import FINDINGS, MATCHES
 from mamori.web.app import create_app
 from mamori.web.auth import Accounts
 from tests.conftest import make_config, table
@@ -247,3 +248,113 @@ def test_proposed_by_one_approved_by_another_operator_applies_and_ends(
         ("web:operator1", "applied"),
         ("web:operator1", "ended"),
     ]
+
+
+def test_finding_pictures_contacts_and_intervals_without_addresses(
+    store: tuple[str, Governance],
+) -> None:
+    url, gov = store
+    start = T0 + timedelta(days=1)
+    flows = [
+        {
+            "time_start": start + timedelta(seconds=60 * i + (5 if h else 0)),
+            "time_end": start + timedelta(seconds=60 * i + 1),
+            "src_addr": f"10.0.7.{h + 1}",
+            "dst_addr": "203.0.113.77",
+            "src_port": 40000 + i,
+            "dst_port": 8080,
+            "protocol": 6,
+            "packets": 3,
+            "bytes": 180,
+            "sampling_rate": 1,
+        }
+        for i in range(30)
+        for h in range(2 if i % 2 else 1)
+    ]
+    gov.write("M1", "flows", table(flows), "test")
+    gov.write(
+        "M2",
+        "findings",
+        _t(
+            [
+                {
+                    "detected": start + timedelta(minutes=31),
+                    "finding_id": "f-beacon-1",
+                    "kind": "c2",
+                    "method": "beacon",
+                    "ip": "203.0.113.77",
+                    "port": 8080,
+                    "protocol": "tcp",
+                    "score": 0.8,
+                    "first_seen": start,
+                    "last_seen": start + timedelta(minutes=30),
+                    "measure": "M2",
+                }
+            ],
+            FINDINGS.arrow,
+        ),
+        "test",
+    )
+    with _as(url, ACCOUNTS[Role.ANALYST]) as c:
+        page = c.get("/findings/f-beacon-1").text
+    pictures = page.split("<h2>Contacts</h2>")[1].split("<h2>")[0]
+    assert pictures.count("<svg") == 2
+    assert "host 1" in pictures and "host 2" in pictures and "host 3" not in pictures
+    assert "(45 flows)" in pictures
+    assert "10.0.7." not in page  # inside hosts are numbered, never named
+    assert "Seconds between" in pictures  # the histogram of intervals
+
+
+def test_false_positive_labels_the_finding_and_allowlists_its_address(
+    store: tuple[str, Governance],
+) -> None:
+    from datetime import UTC, datetime
+
+    from mamori.ingest.reputation import current_reputation
+
+    url, gov = store
+    gov.write_registry(
+        "reputation",
+        pa.table(
+            {
+                "loaded": pa.array([datetime.now(UTC)] * 2, pa.timestamp("ms", "UTC")),
+                "indicator_type": ["ip", "ip"],
+                "ip": ["198.51.100.7", "203.0.113.99"],
+                "category": ["c2", "c2"],
+                "source": ["feed", "feed"],
+            }
+        ),
+        "test",
+        source="feed",
+    )
+    listed = set(current_reputation(gov, "M4", "test").column("ip").to_pylist())
+    assert "198.51.100.7" in listed
+    gov.write(
+        "M2",
+        "findings",
+        _t(
+            [
+                {
+                    "detected": T0,
+                    "finding_id": "f-fp-1",
+                    "kind": "c2",
+                    "method": "correlation",
+                    "ip": "198.51.100.7",
+                    "port": 443,
+                    "protocol": "tcp",
+                    "score": 0.6,
+                    "measure": "M2",
+                }
+            ],
+            FINDINGS.arrow,
+        ),
+        "test",
+    )
+    with _as(url, ACCOUNTS[Role.ANALYST]) as c:
+        csrf = csrf_of(c.get("/findings/f-fp-1").text)
+        r = c.post("/findings/f-fp-1/review", data={"csrf": csrf, "verdict": "false-positive"})
+        assert r.status_code == 303
+        assert "誤検知" in c.get("/findings/f-fp-1", params={"lang": "ja"}).text
+    listed = set(current_reputation(gov, "M4", "test").column("ip").to_pylist())
+    assert "198.51.100.7" not in listed and "203.0.113.99" in listed
+    assert any(e.event == "allowlist" for e in gov.audit.entries())

@@ -32,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import jinja2
 import numpy as np
@@ -459,8 +460,18 @@ _ENV = jinja2.Environment(
 )
 
 
-def _fmt(t: datetime) -> str:
-    return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
+def _fmt(t: datetime, zone: str) -> str:
+    """A time as the subscriber reads it: in the ISP's time zone (``web.time_zone``)."""
+    if t.tzinfo is None:  # stored times are UTC
+        t = t.replace(tzinfo=UTC)
+    return t.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M")
+
+
+def _zone_name(zone: str, lang: str) -> str:
+    """The zone named as a subscriber knows it (日本時間 / JST), else its IANA name."""
+    if zone == "Asia/Tokyo":
+        return "日本時間" if lang == "ja" else "JST, Japan time"
+    return zone
 
 
 def render_alert(
@@ -487,8 +498,9 @@ def render_alert(
         label=label,
         ref=notification["case_id"],
         address=observed["address"],
-        first=_fmt(observed["first"]),
-        last=_fmt(observed["last"]),
+        first=_fmt(observed["first"], config.web.time_zone),
+        last=_fmt(observed["last"], config.web.time_zone),
+        zone=_zone_name(config.web.time_zone, lang),
         events=observed["events"],
         basis=notification["legal_basis"],
         measure=notification["measure"],

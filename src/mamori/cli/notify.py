@@ -130,3 +130,39 @@ def notify_status(
         cases_ = ", ".join(f"{k} {n}" for k, n in sorted(v["cases"].items())) or "-"
         t.add_row(m, fmt_, cases_)
     out.print(t)
+
+
+@notify_app.command("notice")
+def notify_notice(
+    everyone: Annotated[
+        bool, typer.Option("--all", help="every subscriber in the directory not told yet")
+    ] = False,
+    subscriber: Annotated[
+        list[str] | None, typer.Option("--subscriber", help="only this subscriber (repeatable)")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="count who would get it; send nothing")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Tell existing subscribers about the consent-based measures in their terms and how to
+    opt out, in Japanese and English (seeds/002). Rate-limited by alerts.rate_limit_per_hour:
+    run it again (e.g. hourly) until nobody is waiting; who was told is remembered, so nobody
+    gets it twice. Audited (event `notice`)."""
+    from mamori.act.notice import send_notice
+
+    if not everyone and not subscriber:
+        err.print("give --all or --subscriber ID")
+        raise typer.Exit(2)
+    gov = STATE.gov()
+    s = send_notice(
+        gov, actor_name(), subscribers=None if everyone else list(subscriber or []), dry_run=dry_run
+    )
+    if as_json:
+        out.print_json(json.dumps(s.__dict__))
+        return
+    out.print(
+        f"subscribers {s.subscribers:,}, told before {s.already:,}, sent now {s.sent:,}, "
+        f"failed {s.failed:,}, waiting for the next run {s.waiting:,}"
+        + (" (dry run)" if s.dry_run else "")
+    )

@@ -159,6 +159,31 @@ class ConsentRegistry:
         )
         return (str(found["email"]), found["language"]) if found else None
 
+    def contacts(self, *, actor: str) -> list[tuple[str, str, str | None]]:
+        """Every subscriber's (id, contact address, language) from the latest directory entry,
+        for telling subscribers about the consent-based measures and how to opt out (the terms'
+        notice). Audited once, with the count."""
+        rows = (
+            self._engine.sql(
+                "SELECT subscriber_id, email, language FROM (SELECT *, row_number() OVER "
+                "(PARTITION BY subscriber_id ORDER BY updated DESC) AS n FROM directory) "
+                "WHERE n = 1 AND email IS NOT NULL ORDER BY subscriber_id",
+                directory=self._engine.scan(
+                    SUBSCRIBERS, ["updated", "subscriber_id", "email", "language"]
+                ),
+            )
+            .to_arrow_table()
+            .to_pylist()
+        )
+        self._audit.append(
+            actor=actor,
+            event="consent-contact",
+            dataset="subscribers",
+            columns=["subscriber_id", "email", "language"],
+            detail={"purpose": "notice", "rows": len(rows)},
+        )
+        return [(r["subscriber_id"], r["email"], r["language"]) for r in rows]
+
     def blocked_sql(self, measure: Measure, source: str) -> str:
         """SQL over ``source`` (this measure's consent rows) giving (subscriber_id, s, e): periods the subscriber is out.
 

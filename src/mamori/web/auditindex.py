@@ -73,6 +73,7 @@ READ_ONLY_EVENTS = frozenset(
         "share-export",
         "share-publish",
         "model-trained",
+        "notice",
     }
 )
 

@@ -179,3 +179,65 @@ def timeseries(
             )
     out.append("</svg>")
     return _safe("".join(out))
+
+
+def dots(
+    rows: Sequence[tuple[str, Sequence[datetime]]],
+    *,
+    title: str,
+    since: datetime,
+    until: datetime,
+    zone: str = "UTC",
+    width: int = 900,
+) -> Markup:
+    """One row of marks per label on a true time axis (who made contact, and when)."""
+    if not rows:
+        return _safe(f'<p class="empty">{escape(title)}: no data</p>')
+    left, right, row_h, top_pad = 80, 10, 16, 24
+    height = top_pad + row_h * len(rows) + 30
+    span = max((until - since).total_seconds(), 1.0)
+    plot_w = width - left - right
+    tz = ZoneInfo(zone)
+    out = [
+        f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="{escape(title)}" xmlns="http://www.w3.org/2000/svg">',
+        f'<text x="{left}" y="14" class="title">{escape(title)}</text>',
+    ]
+    for i, (label, times) in enumerate(rows):
+        y = top_pad + i * row_h + row_h / 2
+        out.append(
+            f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" class="axis">'
+            f"{escape(label)}</text>"
+        )
+        for t in times:
+            x = left + plot_w * (t - since).total_seconds() / span
+            out.append(f'<rect x="{x:.1f}" y="{y - 5:.1f}" width="2" height="10" class="bar"/>')
+    base = top_pad + row_h * len(rows) + 4
+    for frac in (0.0, 0.5, 1.0):
+        t = since + (until - since) * frac
+        out.append(
+            f'<text x="{left + plot_w * frac:.1f}" y="{base + 14}" '
+            f'text-anchor="{"start" if frac == 0 else "end" if frac == 1 else "middle"}" '
+            f'class="axis">{escape(t.astimezone(tz).strftime("%m-%d %H:%M %Z"))}</text>'
+        )
+    out.append("</svg>")
+    return _safe("".join(out))
+
+
+def histogram(
+    values: Sequence[float], *, title: str, bins: int = 30, unit: str = "s", width: int = 600
+) -> Markup:
+    """How often each size of value occurs (e.g. seconds between contacts: a beacon is a spike)."""
+    if not values:
+        return _safe(f'<p class="empty">{escape(title)}: no data</p>')
+    lo, hi = min(values), max(values)
+    if hi <= lo:
+        hi = lo + 1
+    step = (hi - lo) / bins
+    counts = [0] * bins
+    for v in values:
+        counts[min(int((v - lo) / step), bins - 1)] += 1
+    points = [
+        (f"{lo + i * step:.0f}–{lo + (i + 1) * step:.0f} {unit}", c) for i, c in enumerate(counts)
+    ]
+    return bars(points, title=title, width=width, height=200)

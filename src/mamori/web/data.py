@@ -8,6 +8,7 @@ Arrow tables with compute kernels, never by pasting user input into SQL.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -673,3 +674,72 @@ def trends(gov: Governance, actor: str) -> dict[str, list[tuple[datetime, int]]]
 
 def _utc(t: datetime) -> datetime:
     return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+@dataclass
+class Contacts:
+    """Who contacted a finding's endpoint and when: hosts numbered, never named."""
+
+    hosts: list[tuple[str, list[datetime]]]  # "host 1" … with contact times, most active first
+    intervals_s: list[float]  # seconds between one host's successive contacts
+    since: datetime
+    until: datetime
+    flows: int
+    grant_seq: int
+
+
+def contacts(
+    gov: Governance, finding: Mapping[str, Any], actor: str, *, top: int = 20
+) -> Contacts | None:
+    """The flows to a finding's endpoint in its time span, read under the finding's measure
+    (it must read flows; M2 does): per inside host, when it made contact. Hosts are numbered by
+    activity; their addresses stay in the sandbox."""
+    measure = str(finding.get("measure") or "")
+    ip = finding.get("ip")
+    if (
+        not ip
+        or measure not in gov.catalogue
+        or not gov.catalogue[measure].may_read("flows")
+        or not gov.config.measure_enabled(measure)
+    ):
+        return None
+    addr = str(ipaddress.ip_address(str(ip)))  # parsed: safe to name in the query
+    lo = finding.get("first_seen") or finding.get("detected")
+    hi = finding.get("last_seen") or finding.get("detected")
+    if not isinstance(lo, datetime) or not isinstance(hi, datetime):
+        return None
+    lo, hi = lo - timedelta(minutes=5), hi + timedelta(minutes=5)
+    try:
+        grant = gov.open(
+            measure,
+            "flows",
+            ["time_start", "src_addr", "dst_addr", "dst_port"],
+            actor,
+            start=lo,
+            end=hi,
+        )
+    except AccessRefused:
+        return None
+    try:
+        port = finding.get("port")
+        cond = f"dst_addr = '{addr}'" + (f" AND dst_port = {int(port)}" if port is not None else "")
+        t = grant.sql(
+            f"SELECT time_start, dense_rank() OVER (ORDER BY n DESC, src_addr) AS host FROM "
+            f"(SELECT time_start, src_addr, count(*) OVER (PARTITION BY src_addr) AS n "
+            f"FROM {grant.name} WHERE {cond}) ORDER BY host, time_start"
+        ).to_arrow_table()
+    finally:
+        grant.sandbox.close()
+    per: dict[int, list[datetime]] = {}
+    for when, host in zip(
+        t.column("time_start").to_pylist(), t.column("host").to_pylist(), strict=True
+    ):
+        per.setdefault(int(host), []).append(_utc(when))
+    intervals = [
+        (b - a).total_seconds()
+        for times in per.values()
+        for a, b in itertools.pairwise(times)
+        if b > a
+    ]
+    hosts = [(f"host {h}", times) for h, times in sorted(per.items())[:top]]
+    return Contacts(hosts, intervals, lo, hi, t.num_rows, grant.audit_seq)

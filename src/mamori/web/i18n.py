@@ -196,6 +196,8 @@ JA: dict[str, str] = {
     "Findings per day": "1日あたりの検知数",
     "Alerts sent per day": "1日あたりの注意喚起送信数",
     "Opt-outs per day": "1日あたりの停止数",
+    "Contacts": "通信の状況",
+    "Inside hosts are numbered by how often they made contact; their addresses are not shown.": "内部の機器は通信の多い順に番号で示し、アドレスは表示しません。",
     # errors
     "Page not found": "ページが見つかりません",
     "Not for your role": "このロールでは利用できません",

@@ -22,6 +22,7 @@ from mamori.addresses import in_networks
 from mamori.config import InputLimitsConfig, ReputationConfig
 from mamori.governance import Governance, Grant, Sandbox
 from mamori.ingest.reputation.abusech import parse_feodo, parse_threatfox, parse_urlhaus
+from mamori.ingest.reputation.allowlist import people_allowlist
 from mamori.ingest.reputation.common import LoadReport, Rows
 from mamori.ingest.reputation.misp import parse_misp
 from mamori.ingest.reputation.plain import parse_plain
@@ -226,6 +227,9 @@ def current_reputation_grant(
     )
     grant = dataclasses.replace(grant, name=current)
     allow = gov.config.reputation
+    added = people_allowlist(gov)  # what analysts marked as false positives
+    if added:
+        allow = allow.model_copy(update={"allow_prefixes": (*allow.allow_prefixes, *added)})
     if allow.allow_prefixes or allow.allow_domains:
         cond = _allowed(grant, allow)
         kept = f"{current}_allowed"

@@ -23,6 +23,7 @@ from mamori.governance.roles import (
     FINDING_MEASURES,
     VIEWS,
 )
+from mamori.ingest.reputation.allowlist import add_to_allowlist
 from mamori.web import charts, data
 from mamori.web.auth import Need, Viewer, csrf_form
 from mamori.web.evidence import summarise
@@ -91,6 +92,20 @@ async def finding(request: Request, finding_id: str, viewer: Findings) -> Respon
     acts = acts.filter(pc.fill_null(pc.equal(acts.column("finding_id"), finding_id), False))
     review = Reviews(gov).latest().get(finding_id)
     m = gov.catalogue.get(f["measure"])
+    zone = gov.config.web.time_zone
+    seen = data.contacts(gov, f, viewer.actor)
+    pictures = []
+    if seen is not None:
+        pictures = [
+            charts.dots(
+                seen.hosts,
+                title=f"Contacts with the endpoint, per inside host ({seen.flows} flows)",
+                since=seen.since,
+                until=seen.until,
+                zone=zone,
+            ),
+            charts.histogram(seen.intervals_s, title="Seconds between a host's contacts"),
+        ]
     return render(
         request,
         "finding.html",
@@ -107,6 +122,7 @@ async def finding(request: Request, finding_id: str, viewer: Findings) -> Respon
             "expiry_hours": EXPIRY_HOURS,
             "verdicts": VERDICTS,
             "message": request.query_params.get("msg"),
+            "pictures": pictures,
         },
     )
 
@@ -124,6 +140,9 @@ async def review(request: Request, finding_id: str, viewer: Review, form: Form) 
             status=409,
         )
     Reviews(gov).record(finding_id, f["measure"], verdict, viewer.actor)
+    if verdict == "false-positive" and f.get("ip"):
+        # a false positive is never matched, blocked or redirected again
+        add_to_allowlist(gov, str(f["ip"]), viewer.actor, finding_id=finding_id)
     return RedirectResponse(f"/findings/{finding_id}?msg={verdict}", status_code=303)
 
 

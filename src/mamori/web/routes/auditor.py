@@ -144,17 +144,30 @@ async def overview(request: Request, viewer: Audit) -> Response:
     )
 
 
+_MASKED: dict[str, str] = {}  # value → masked, kept across requests (the log only grows)
+
+
+def _mask_once(v: str) -> str:
+    hit = _MASKED.get(v)
+    if hit is None:
+        if len(_MASKED) > 1_000_000:
+            _MASKED.clear()
+        hit = _MASKED[v] = mask_addresses(v)
+    return hit
+
+
 def _masked(column: pa.ChunkedArray) -> pa.Array:
     """``column`` with addresses masked, computed once per distinct value."""
     values = pc.unique(column.combine_chunks())
-    masked = pa.array([None if v is None else mask_addresses(v) for v in values.to_pylist()])
+    masked = pa.array(
+        [None if v is None else _mask_once(v) for v in values.to_pylist()], pa.string()
+    )
     return pc.take(masked, pc.index_in(column, value_set=values))
 
 
 def _shown(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in rows:
         r["detail"] = summarise(r["detail"])
-        r["case_id"] = mask_addresses(r["case_id"] or "")
     return rows
 
 
@@ -165,7 +178,8 @@ async def log(request: Request, viewer: Audit) -> Response:
     are not searchable (they could be probed for an address)."""
     gov: Governance = request.app.state.gov
     t = audit_index(gov).table()
-    t = t.set_column(t.schema.get_field_index("actor"), "actor", _masked(t.column("actor")))
+    for name in ("actor", "case_id"):
+        t = t.set_column(t.schema.get_field_index(name), name, _masked(t.column(name)))
     params = dict(request.query_params)
     if "event" in params and "f.event" not in params:  # the overview's links
         params["f.event"] = params.pop("event")
