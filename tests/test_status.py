@@ -41,6 +41,7 @@ def _config(tmp_path: Path, extra: str = "") -> Path:
 def _status(config: Path, *args: str) -> tuple[int, dict[str, Any]]:
     r = runner.invoke(app, ["--config", str(config), "status", "--json", *args])
     assert r.exit_code in (0, 1), r.output
+    assert r.stdout, r.output
     return r.exit_code, json.loads(r.stdout)
 
 

@@ -86,6 +86,7 @@ class AuditIndex:
 
     def _reset(self) -> None:
         self._offset = 0
+        self._head = b""
         self._pending: dict[str, list[Any]] = {f: [] for f in FIELDS}
         self._chunks: list[pa.Table] = []
         self._table: pa.Table | None = None
@@ -97,18 +98,26 @@ class AuditIndex:
             size = self.path.stat().st_size
         except FileNotFoundError:
             return
-        if size < self._offset:
-            self._reset()
-        if size == self._offset:
-            return
         with self.path.open("rb") as fh:
+            # The log is append-only; one that shrank or whose start changed was rewritten
+            # (tampered with, or restored): read it again from the start.
+            head = fh.read(256)
+            if size < self._offset or (self._offset and head != self._head):
+                self._reset()
+            self._head = head
+            if size == self._offset:
+                return
             fh.seek(self._offset)
             chunk = fh.read(size - self._offset)
         end = chunk.rfind(b"\n") + 1  # a writer may be mid-line
         for line in chunk[:end].splitlines():
             if not line.strip():
                 continue
-            obj = json.loads(line)
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                # a damaged line: `audit verify` reports it; the index skips it
+                continue
             for f in FIELDS:
                 v = obj.get(f)
                 self._pending[f].append(datetime.fromisoformat(v) if f == "ts" else v)
