@@ -231,7 +231,11 @@ def main() -> int:
                 assert csrf
                 r = c.post(
                     "/login",
-                    data={"name": role.value.replace("-", ""), "password": PASSWORD, "csrf": csrf.group(1)},
+                    data={
+                        "name": role.value.replace("-", ""),
+                        "password": PASSWORD,
+                        "csrf": csrf.group(1),
+                    },
                 )
                 assert r.status_code == 303, r.text
                 clients[role] = c

@@ -8,9 +8,12 @@ from mamori.governance import catalogue
 from mamori.governance.roles import (
     ACTION_MEASURES,
     ALERT_MEASURES,
+    CASE_MEASURES,
     FINDING_MEASURES,
+    NETWORK_KINDS,
     VIEWS,
     Role,
+    may_decide,
     measures_for,
     views_for,
 )
@@ -22,6 +25,7 @@ from mamori.governance.roles import (
         (FINDING_MEASURES, "findings"),
         (ACTION_MEASURES, "actions"),
         (ALERT_MEASURES, "notifications"),
+        (CASE_MEASURES, "cases"),
     ],
 )
 def test_view_measures_may_read_their_dataset(measures: tuple[str, ...], dataset: str) -> None:
@@ -36,7 +40,12 @@ def test_view_measures_may_read_their_dataset(measures: tuple[str, ...], dataset
     [
         (Role.ANALYST, {"findings", "actions", "traffic"}, {"audit", "users"}),
         (Role.ABUSE_DESK, {"alerts", "actions.decide"}, {"audit", "traffic", "users"}),
-        (Role.OPERATOR, {"traffic", "actions"}, {"actions.decide", "findings", "alerts"}),
+        # operators decide on network actions (may_decide), and see no findings or alerts
+        (
+            Role.OPERATOR,
+            {"traffic", "actions", "actions.decide", "approvals"},
+            {"findings", "alerts", "cases", "findings.review"},
+        ),
         (Role.AUDITOR, {"audit", "retention"}, {"findings", "actions", "alerts", "traffic"}),
         (Role.ADMIN, {"users"}, {"findings", "audit", "alerts", "traffic"}),
     ],
@@ -65,3 +74,12 @@ def test_public_views_have_no_roles() -> None:
     for v in VIEWS.values():
         assert v.public == (not v.roles)
         assert not v.public or not v.measures
+
+
+@pytest.mark.parametrize("kind", ["rpz", "alert", "smtp-auth-refusal", *sorted(NETWORK_KINDS)])
+def test_network_actions_are_the_operators(kind: str) -> None:
+    network = kind in NETWORK_KINDS
+    assert may_decide(Role.OPERATOR, kind) is network
+    assert may_decide(Role.ANALYST, kind) is not network
+    assert may_decide(Role.ABUSE_DESK, kind) is not network
+    assert not may_decide(Role.AUDITOR, kind) and not may_decide(None, kind)
