@@ -184,15 +184,23 @@ class GovernedStream:
     def commit(self) -> tuple[list[Path], int]:
         files, rows = self._writer.commit()
         if files:
-            self._gov.audit.append(
-                actor=self.actor,
-                event="write",
-                measure=self.measure,
-                legal_basis=self.basis,
-                dataset=self.schema.name,
-                columns=self.schema.column_names,
-                detail={**self.detail, "rows_stored": rows, "files": len(files)},
-            )
+            try:
+                self._gov.audit.append(
+                    actor=self.actor,
+                    event="write",
+                    measure=self.measure,
+                    legal_basis=self.basis,
+                    dataset=self.schema.name,
+                    columns=self.schema.column_names,
+                    detail={**self.detail, "rows_stored": rows, "files": len(files)},
+                )
+            except OSError:
+                # No stored row without its audit entry: the files go again (a full disk is
+                # the usual cause); their rows count as not stored.
+                for f in files:
+                    f.unlink(missing_ok=True)
+                self._writer.rows = rows
+                raise
         return files, rows
 
     def abort(self) -> None:

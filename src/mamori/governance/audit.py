@@ -25,6 +25,7 @@ counts and reasons, never communications data.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -224,19 +225,37 @@ class AuditLog:
                 "prev_hash": prev,
             }
             body["hash"] = _digest(body)
-            with self.path.open("ab") as fh:
-                fh.write(_canonical(body) + b"\n")
-                fh.flush()
-                os.fsync(fh.fileno())
             head = (
                 self.signer.sign(body["seq"], body["hash"], body["ts"])
                 if self.signer
                 else SignedHead(body["seq"], body["hash"])
             )
-            tmp = self.head_path.with_suffix(".tmp")
-            tmp.write_text(head.to_json() + "\n")
-            os.replace(tmp, self.head_path)
+            self._write_entry(_canonical(body) + b"\n", head)
         return AuditEntry.from_json(body)
+
+    def _write_entry(self, line: bytes, head: SignedHead) -> None:
+        """Append one entry and move HEAD to it, both or neither: a write cut short (a full disk)
+        would otherwise leave half a line that the next entry is glued to, or a HEAD behind the
+        log, and the chain would read as tampered with."""
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        tmp = self.head_path.with_suffix(".tmp")
+        try:
+            size = os.fstat(fd).st_size
+            try:
+                view = memoryview(line)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+                tmp.write_text(head.to_json() + "\n")
+                os.replace(tmp, self.head_path)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, size)
+                    os.fsync(fd)
+                tmp.unlink(missing_ok=True)
+                raise
+        finally:
+            os.close(fd)
 
     def head_before(self, when: datetime) -> tuple[int, str]:
         """(seq, hash) of the last entry written before ``when`` ((0, GENESIS) if none)."""

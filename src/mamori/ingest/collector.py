@@ -33,6 +33,7 @@ at once; what a killed collector was writing is removed at the next start.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -82,6 +83,15 @@ BATCH_WAIT_S = 0.02  # longest a received datagram waits for its batch to fill
 # small registry file per flush would pile up thousands a day. Until then they stay in the saved
 # open-block state, so a kill -9 loses none.
 NAT_STORE_EVERY_S = 60.0
+DISK_FULL_LOG_EVERY_S = 60.0  # while the store stays full, one reminder a minute, not one a flush
+_DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """A write refused for want of space (or quota): the one store error a collector rides out."""
+    return isinstance(exc, OSError) and exc.errno in _DISK_FULL_ERRNOS
+
+
 _LISTEN_RE = re.compile(r"^udp://(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:/\[\]]+)):(?P<port>\d{1,5})$")
 
 
@@ -197,6 +207,10 @@ class Collector:
         self._last_flush = time.monotonic()
         self._last_nat_store = time.monotonic()
         self._latest_received = 0.0  # receive time of the newest datagram decoded
+        # A full store: since when (monotonic; 0 = not full), records dropped meanwhile, last log
+        self._full_since = 0.0
+        self._full_dropped = 0
+        self._full_logged = 0.0
         self._state_dir = gov.state_dir(_state_name(group))
         self.templates = TemplateState(self._state_dir / "templates", legacy=self.templates_path)
         # called after each flush with its duration and the files it made visible (metrics)
@@ -313,17 +327,74 @@ class Collector:
 
     def _write_held(self) -> None:
         if self._held:
-            self._stream.write(pa.concat_tables(self._held))
+            try:
+                self._stream.write(pa.concat_tables(self._held))
+            except OSError as exc:
+                if not is_disk_full(exc):
+                    raise
+                self._disk_full(exc)
+                return
             self._held, self._held_rows = [], 0
             if self._stream.pending_rows >= self.settings.max_file_rows:
                 self.flush()
+
+    def _disk_full(self, exc: OSError) -> None:
+        """The store ran out of space: drop what is not yet visible (the temporary files go, so
+        nothing half-written is left and the space they took returns), count it, say so, and
+        keep receiving. Every flush tries again; writing resumes by itself once space returns.
+        Records already visible stay whole: a file becomes visible only after its fsync."""
+        lost = self._held_rows + self._stream.pending_rows
+        self._held, self._held_rows = [], 0
+        self._stream.abort()
+        counters = self.stats.counters
+        counters["store.errors.disk_full"] += 1
+        counters["records.dropped_disk_full"] += lost
+        now = time.monotonic()
+        self._full_dropped += lost
+        if not self._full_since:
+            self._full_since = self._full_logged = now
+            log.error(
+                "collector: the store is out of space (%s): %d record(s) not stored; receiving "
+                "goes on, every flush tries again, and writing resumes when space returns. "
+                "Free space under %s or run `mamori purge`.",
+                exc.strerror or exc,
+                lost,
+                self.gov.config.store,
+            )
+        elif now - self._full_logged >= DISK_FULL_LOG_EVERY_S:
+            self._full_logged = now
+            log.error(
+                "collector: the store is still out of space after %.0f s; %d record(s) dropped "
+                "so far",
+                now - self._full_since,
+                self._full_dropped,
+            )
+
+    def _disk_recovered(self) -> None:
+        if self._full_since:
+            log.warning(
+                "collector: space is back; writing resumed after %.0f s without it "
+                "(%d record(s) dropped meanwhile)",
+                time.monotonic() - self._full_since,
+                self._full_dropped,
+            )
+            self._full_since, self._full_dropped = 0.0, 0
 
     def flush(self, *, final: bool = False) -> int:
         """Make everything decoded so far visible in the store; returns the records written.
         Closed CGNAT port blocks are stored every ``NAT_STORE_EVERY_S`` and when ``final``."""
         self._last_flush = time.monotonic()
         self._write_held()
-        files, rows = self._stream.commit()
+        try:
+            files, rows = self._stream.commit()
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            self._disk_full(exc)
+            files, rows = [], 0
+        else:
+            if files:
+                self._disk_recovered()
         if self._stream.closed_early:
             self.stats.counters["store.files_closed_early"] = self._stream.closed_early
         if files:
@@ -333,7 +404,14 @@ class Collector:
         if final or self._last_flush - self._last_nat_store >= NAT_STORE_EVERY_S:
             self._last_nat_store = self._last_flush
             self._store_port_blocks()
-        self._save_state(final=final)
+        try:
+            self._save_state(final=final)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            # templates and counters are saved again at the next flush; nothing is lost by
+            # waiting, and the collector must not stop over it
+            self.stats.counters["state.errors.disk_full"] += 1
         if self.on_flush is not None:
             self.on_flush(time.monotonic() - self._last_flush, files)
         return rows

@@ -8,6 +8,7 @@ a stream's by :func:`remove_stale_streams`).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import re
@@ -240,7 +241,11 @@ class StreamWriter:
                 final = partition_path(self.root, self.schema.name, hour) / _part_name()
                 final.parent.mkdir(parents=True, exist_ok=True)
                 tmp = final.with_name(f".{final.name}.w{self._lock.token}.tmp")
-                writer = pq.ParquetWriter(tmp, self.schema.arrow, **self._options)
+                try:
+                    writer = pq.ParquetWriter(tmp, self.schema.arrow, **self._options)
+                except OSError:
+                    tmp.unlink(missing_ok=True)  # created, but no writer holds it to remove it
+                    raise
                 entry = self._open[hour] = (tmp, writer)
             else:
                 self._open.move_to_end(hour)
@@ -255,33 +260,46 @@ class StreamWriter:
 
     def commit(self) -> tuple[list[Path], int]:
         """Close, fsync and rename every file written since the last commit; returns (files,
-        rows)."""
-        for _, writer in self._open.values():
-            writer.close()
+        rows). All or nothing: if any step fails (a full disk), the files this commit had
+        already made visible are removed again, the temporary ones too, and the error is raised
+        with :attr:`rows` still counting what was not stored."""
         pending = [*self._closed, *(tmp for tmp, _ in self._open.values())]
+        files: list[Path] = []
+        try:
+            for _, writer in self._open.values():
+                writer.close()
+            for tmp in pending:
+                final = tmp.with_name(_STREAM_TMP_RE.sub(r"\1", tmp.name))
+                with tmp.open("rb+") as fh:
+                    os.fsync(fh.fileno())
+                os.replace(tmp, final)
+                files.append(final)
+                _fsync_dir(final.parent)
+        except OSError:
+            for f in files:
+                f.unlink(missing_ok=True)
+            self._discard()
+            raise
         self._closed = []
         self._open.clear()
-        files: list[Path] = []
-        for tmp in pending:
-            final = tmp.with_name(_STREAM_TMP_RE.sub(r"\1", tmp.name))
-            with tmp.open("rb+") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, final)
-            _fsync_dir(final.parent)
-            files.append(final)
         rows, self.rows = self.rows, 0
         self._release()
         return files, rows
 
     def abort(self) -> None:
+        self._discard()
+        self.rows = 0
+
+    def _discard(self) -> None:
+        """Close and remove every temporary file; closing may fail again on a full disk."""
         for tmp, writer in self._open.values():
-            writer.close()
+            with contextlib.suppress(OSError):
+                writer.close()
             tmp.unlink(missing_ok=True)
         for tmp in self._closed:
             tmp.unlink(missing_ok=True)
         self._open.clear()
         self._closed = []
-        self.rows = 0
         self._release()
 
     def _release(self) -> None:
