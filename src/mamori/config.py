@@ -185,6 +185,14 @@ class CollectorConfig(_Model):
     """The flow collector (``mamori collect``); command-line flags override these."""
 
     listen: tuple[str, ...] = Field(default=(), description="udp://HOST:PORT listeners")
+    decoders: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="decoding processes sharing the listeners' ports (SO_REUSEPORT): the "
+        "kernel gives each exporter to one of them; use more than one when one core cannot "
+        "keep up (see bench/README.md)",
+    )
     flush_interval_s: float = Field(
         default=5.0,
         gt=0,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,7 +12,15 @@ import typer
 from rich.table import Table
 
 from mamori.cli.common import STATE, err, fail, out
-from mamori.ingest.collector import Collector, Stats, iter_stat_lines, load_stats, parse_listen
+from mamori.config import CollectorConfig
+from mamori.ingest.collector import (
+    Collector,
+    Listen,
+    Stats,
+    iter_stat_lines,
+    load_stats,
+    parse_listen,
+)
 from mamori.logs import configured
 
 log = logging.getLogger("mamori.ingest.collector")
@@ -141,13 +150,29 @@ def collect(
             "(approved and announced at once only for [network.bgp] auto_approve types)",
         ),
     ] = False,
+    decoders: Annotated[
+        int | None,
+        typer.Option(
+            "--decoders",
+            min=1,
+            max=64,
+            help="decoding processes sharing the ports (SO_REUSEPORT): each exporter is "
+            "decoded by one of them, so this helps with several exporters, not with one; "
+            "with --metrics HOST:PORT process K serves on PORT+K [default: "
+            "collector.decoders, 1]",
+        ),
+    ] = None,
+    shard: Annotated[
+        int | None,
+        typer.Option("--shard", hidden=True, help="internal: run as decoding process K"),
+    ] = None,
 ) -> None:
     """Receive or replay flow exports and store them (measure M1). Stops on SIGTERM/SIGINT after
     writing everything received."""
     if ctx.invoked_subcommand:
         return
     base = STATE.config().collector
-    if group is not None:
+    if group is not None and shard is None:  # a decoding process gets its listeners resolved
         groups = base.listen_groups()
         if group not in groups:
             fail(
@@ -175,7 +200,16 @@ def collect(
             "sampling_overrides": {**base.sampling_overrides, **_parse_overrides(sampling or [])},
         }
     )
-    collector = Collector(STATE.gov(), settings, group=group or "default")
+    n_decoders = decoders if decoders is not None else base.decoders
+    if shard is None and n_decoders > 1:
+        if pcap or detect_ddos:
+            fail(
+                "--decoders above 1 decodes live listeners only, and --detect-ddos needs every "
+                "record of a target in one process: run --pcap or --detect-ddos with one decoder",
+                code=2,
+            )
+        raise typer.Exit(_run_decoders(listens, settings, group or "default", n_decoders, metrics))
+    collector = Collector(STATE.gov(), settings, group=group or "default", shard=shard)
     if detect_ddos:
         from mamori.detect.ddos import Attack, DdosParams, DdosStream
         from mamori.detect.registry import DetectorConfigError, params_for
@@ -219,7 +253,7 @@ def collect(
     if not listens:
         return
     try:
-        collector.start(listens)
+        collector.start(listens, reuse_port=shard is not None)
     except OSError as exc:
         fail(str(exc))
     collector.install_signal_handlers()
@@ -247,11 +281,17 @@ def collect(
             err.print(_status_line(stats), highlight=False)
 
     try:
-        collector.run(status=status, status_every_s=1.0 if tty and not as_log else 10.0)
+        collector.run(
+            # a decoding process leaves the status line to its supervisor (the sum of all)
+            status=status if shard is None or as_log else None,
+            status_every_s=1.0 if tty and not as_log else 10.0,
+        )
     finally:
         if server is not None:
             server.shutdown()
             server.server_close()
+    if shard is not None and not as_log:
+        return
     if as_log:
         log.info(
             "collector: stopped; %s",
@@ -260,6 +300,88 @@ def collect(
         )
     else:
         err.print("\nstopped; " + _status_line(collector.stats), highlight=False)
+
+
+def _run_decoders(
+    listens: list[Listen],
+    settings: CollectorConfig,
+    group: str,
+    n: int,
+    metrics: str | None,
+) -> int:
+    """Supervise ``n`` decoding processes on the same ports (mamori.ingest.shards)."""
+    from mamori.ingest.shards import Supervisor, child_env, reserve_ports
+
+    try:
+        held = reserve_ports([(li.host, li.port) for li in listens])
+    except OSError as exc:
+        fail(str(exc))
+    urls = [str(Listen(li.host, port)) for li, (_, port) in zip(listens, held, strict=True)]
+    address = metrics or STATE.config().collector.metrics_for(group)
+    metrics_host, metrics_port = None, 0
+    if address:
+        metrics_host, _, port_text = address.rpartition(":")
+        if not port_text.isdigit() or not metrics_host:
+            fail(f"--metrics {address!r}: expected HOST:PORT", code=2)
+        metrics_port = int(port_text)
+    commands = []
+    for k in range(n):
+        cmd = [sys.executable, "-m", "mamori.cli", "collect", "--shard", str(k), "--group", group]
+        for url in urls:
+            cmd += ["--listen", url]
+        cmd += ["--flush-interval", str(settings.flush_interval_s)]
+        for exporter, rate in settings.sampling_overrides.items():
+            cmd += ["--sampling", f"{exporter}={rate}"]
+        if metrics_host is not None:
+            cmd += ["--metrics", f"{metrics_host}:{metrics_port + k}"]
+        commands.append(cmd)
+    config = STATE.config()
+    env = child_env(
+        MAMORI_STORE=str(config.store),
+        MAMORI_CONFIG=str(STATE.config_file) if STATE.config_file else None,
+        MAMORI_LOG_FORMAT=STATE.log_format,
+        MAMORI_LOG_LEVEL=STATE.log_level,
+    )
+    supervisor = Supervisor(commands, env)
+    try:
+        supervisor.start()
+    except RuntimeError as exc:
+        fail(str(exc))
+    finally:
+        for sock, _ in held:  # the decoding processes hold the ports now
+            sock.close()
+    supervisor.install_signal_handlers()
+    err.print(
+        f"listening on {', '.join(urls)} with {n} decoding processes — SIGTERM or Ctrl-C to stop",
+        highlight=False,
+    )
+    as_log = configured()
+
+    def status() -> None:
+        stats = load_stats(STATE.gov(), group)
+        if stats is None:
+            return
+        line = _status_line(_stats_of(stats))
+        if as_log:
+            log.info("collector: %s", line, extra={"event": "collector.status"})
+        else:
+            err.print(line, highlight=False)
+
+    code = supervisor.run(status, 10.0, settings.stop_timeout_s + 30.0)
+    stats = load_stats(STATE.gov(), group)
+    if stats is not None and not as_log:
+        err.print("stopped; " + _status_line(_stats_of(stats)), highlight=False)
+    return code
+
+
+def _stats_of(data: dict[str, Any]) -> Stats:
+    from collections import Counter
+
+    return Stats(
+        counters=Counter(data["counters"]),
+        rows_written=data["rows_written"],
+        files_written=data["files_written"],
+    )
 
 
 @collect_app.command("stats")

@@ -69,6 +69,9 @@ class RootGroup(TyperGroup):
 class State:
     store: Path | None = None
     config_file: Path | None = None
+    # as given on the command line: what child processes (collect --decoders) are started with
+    log_format: str | None = None
+    log_level: str | None = None
     _config: MamoriConfig | None = None
     _gov: Governance | None = field(default=None, repr=False)
 
@@ -137,6 +140,8 @@ def global_options(
 ) -> None:
     """The root callback: --store, --config and logging, for whichever command runs."""
     STATE.reset(store, config)
+    STATE.log_format = log_format.value if log_format is not None else None
+    STATE.log_level = log_level
     ctx.call_on_close(STATE.close)
     if log_format is not None or log_level is not None:
         level = (log_level or "info").upper()

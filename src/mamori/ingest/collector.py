@@ -182,7 +182,11 @@ class Collector:
     """
 
     def __init__(
-        self, gov: Governance, settings: CollectorSettings | None = None, group: str = "default"
+        self,
+        gov: Governance,
+        settings: CollectorSettings | None = None,
+        group: str = "default",
+        shard: int | None = None,
     ) -> None:
         self.gov = gov
         self.settings = settings or CollectorSettings()
@@ -211,8 +215,15 @@ class Collector:
         self._full_since = 0.0
         self._full_dropped = 0
         self._full_logged = 0.0
-        self._state_dir = gov.state_dir(_state_name(group))
-        self.templates = TemplateState(self._state_dir / "templates", legacy=self.templates_path)
+        # One of several decoding processes on one port (``collect --decoders``): the kernel
+        # gives each exporter to one of them, which keeps its counters and NAT blocks apart;
+        # templates stay in the group's directory, so that an exporter the kernel hands to
+        # another shard after a restart still finds its own.
+        self.shard = shard
+        group_dir = self._group_dir = gov.state_dir(_state_name(group))
+        self._state_dir = group_dir if shard is None else group_dir / f"shard-{shard}"
+        self._state_dir.mkdir(parents=True, exist_ok=True)
+        self.templates = TemplateState(group_dir / "templates", legacy=group_dir / "templates.json")
         # called after each flush with its duration and the files it made visible (metrics)
         self.on_flush: Callable[[float, list[Path]], None] | None = None
         # called with each decoded batch, before it is stored (streaming detection, M13 — each
@@ -225,7 +236,7 @@ class Collector:
     @property
     def templates_path(self) -> Path:
         """The single template file of earlier versions (read once, then removed)."""
-        return self._state_dir / "templates.json"
+        return self._group_dir / "templates.json"
 
     @property
     def stats_path(self) -> Path:
@@ -236,8 +247,19 @@ class Collector:
         return self._state_dir / "nat_blocks.arrow"
 
     def _restore(self) -> None:
+        # Counters of another layout (one process, or other shards) would be summed with ours.
+        stale = (
+            self._group_dir.glob("shard-*/stats.json")
+            if self.shard is None
+            else [self._group_dir / "stats.json"]
+        )
+        for path in stale:
+            path.unlink(missing_ok=True)
+        nat_path = self.nat_blocks_path
+        if self.shard == 0 and not nat_path.exists():
+            nat_path = self._group_dir / "nat_blocks.arrow"  # left by a run of one process
         try:
-            self.nat.load(self.nat_blocks_path)
+            self.nat.load(nat_path)
         except FileNotFoundError:
             pass
         except (OSError, ValueError, KeyError, pa.ArrowException) as exc:
@@ -462,11 +484,15 @@ class Collector:
 
     # ----------------------------------------------------------------- sockets
 
-    def start(self, listens: Iterable[Listen]) -> None:
-        """Bind every listener (errors name the address) and start the receiver process."""
+    def start(self, listens: Iterable[Listen], *, reuse_port: bool = False) -> None:
+        """Bind every listener (errors name the address) and start the receiver process.
+        ``reuse_port``: share each port with the other decoding processes (SO_REUSEPORT: the
+        kernel spreads exporters over the sockets, each exporter always to the same one)."""
         for listen in listens:
             family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
             sock = socket.socket(family, socket.SOCK_DGRAM)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             _set_rcvbuf(sock, self.settings.rcvbuf_bytes)
             self.stats.counters["socket.rcvbuf_bytes"] = (
                 sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2
@@ -630,7 +656,7 @@ def _set_rcvbuf(sock: socket.socket, size: int) -> None:
 
 def _atomic_write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, sort_keys=True, default=str))
     os.replace(tmp, path)
 
@@ -642,12 +668,39 @@ def _state_name(group: str) -> str:
 
 
 def load_stats(gov: Governance, group: str = "default") -> dict[str, Any] | None:
-    path = gov.state_dir(_state_name(group)) / "stats.json"
-    try:
-        data: dict[str, Any] = json.loads(path.read_text())
-    except FileNotFoundError:
+    """The group's counters as of each process's last flush; with several decoding processes
+    (``collect --decoders``), their sum."""
+    group_dir = gov.state_dir(_state_name(group))
+    parts = []
+    for path in [group_dir / "stats.json", *sorted(group_dir.glob("shard-*/stats.json"))]:
+        try:
+            parts.append(json.loads(path.read_text()))
+        except FileNotFoundError:
+            continue
+    if not parts:
         return None
-    return data
+    return parts[0] if len(parts) == 1 else merge_stats(parts)
+
+
+def merge_stats(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several processes' counters as one: counts add up (each process counts only the
+    exporters the kernel gave it), ``started`` is the earliest and ``updated`` the latest."""
+    counters: Counter[str] = Counter()
+    by_exporter: dict[str, Counter[str]] = {}
+    for part in parts:
+        counters.update(part.get("counters", {}))
+        for exporter, c in part.get("by_exporter", {}).items():
+            by_exporter.setdefault(exporter, Counter()).update(c)
+    return {
+        "started": min(p["started"] for p in parts),
+        "updated": max(p["updated"] for p in parts),
+        "rows_written": sum(p["rows_written"] for p in parts),
+        "files_written": sum(p["files_written"] for p in parts),
+        "flushes": sum(p["flushes"] for p in parts),
+        "counters": dict(sorted(counters.items())),
+        "by_exporter": {k: dict(sorted(v.items())) for k, v in sorted(by_exporter.items())},
+        "processes": len(parts),
+    }
 
 
 def iter_stat_lines(stats: dict[str, Any]) -> Iterator[tuple[str, str]]:
