@@ -1,7 +1,8 @@
 /* udpblast: send a stream of UDP datagrams to 127.0.0.1:PORT at a paced rate.
  *
- *   udpblast FILE PORT PACKETS_PER_SECOND REPEAT
+ *   udpblast FILE PORT PACKETS_PER_SECOND REPEAT [SOURCE_ADDRESS]
  *
+ * SOURCE_ADDRESS (a loopback address such as 127.0.0.2) makes the stream another exporter.
  * FILE holds repeated [2-byte big-endian length][payload] frames (the softflowd fixtures' format).
  * The whole file is sent REPEAT times. Pacing is checked every 16 datagrams against a monotonic
  * clock; sendmmsg() sends those 16 in one call, so the sender is never the bottleneck.
@@ -25,8 +26,8 @@ static double now(void) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 5) {
-        fprintf(stderr, "usage: %s FILE PORT PPS REPEAT\n", argv[0]);
+    if (argc != 5 && argc != 6) {
+        fprintf(stderr, "usage: %s FILE PORT PPS REPEAT [SOURCE_ADDRESS]\n", argv[0]);
         return 2;
     }
     FILE *f = fopen(argv[1], "rb");
@@ -53,6 +54,14 @@ int main(int argc, char **argv) {
     int s = socket(AF_INET, SOCK_DGRAM, 0);
     int sndbuf = 8 << 20;
     setsockopt(s, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
+    if (argc == 6) {
+        struct sockaddr_in src = {.sin_family = AF_INET};
+        if (inet_pton(AF_INET, argv[5], &src.sin_addr) != 1 ||
+            bind(s, (struct sockaddr *)&src, sizeof src) != 0) {
+            perror(argv[5]);
+            return 1;
+        }
+    }
     struct sockaddr_in dst = {.sin_family = AF_INET, .sin_port = htons(port)};
     inet_pton(AF_INET, "127.0.0.1", &dst.sin_addr);
     struct mmsghdr msgs[16];
