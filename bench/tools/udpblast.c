@@ -78,6 +78,14 @@ int main(int argc, char **argv) {
                 msgs[j].msg_hdr.msg_iovlen = 1;
             }
             double due = start + sent / pps;
+            /* sleep while well ahead, spin the last 100 us: at low rates the sender's core
+               stays free for whatever else the machine runs */
+            double ahead = due - now();
+            if (ahead > 0.0002) {
+                if (ahead > 0.5) ahead = 0.5;
+                struct timespec ts = {0, (long)((ahead - 0.0001) * 1e9)};
+                nanosleep(&ts, NULL);
+            }
             while (now() < due) {}
             size_t done = 0;
             while (done < k) {
