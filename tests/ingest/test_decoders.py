@@ -158,3 +158,21 @@ def test_decoders_refuse_what_one_process_must_see(tmp_path: Path) -> None:
     )
     assert out.returncode == 2
     assert "--detect-ddos needs every record of a target in one process" in out.stderr
+
+
+def test_one_decoder_dying_stops_the_set_with_an_error(tmp_path: Path) -> None:
+    """systemd restarts a unit whose process exits non-zero: a half-running set would not be."""
+    with decoders(tmp_path / "s", 2) as (proc, _):
+        kids = subprocess.run(
+            ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True, check=True
+        ).stdout.split()
+        assert len(kids) == 2
+        os.kill(int(kids[1]), signal.SIGKILL)
+        assert proc.wait(60) == 1
+        assert proc.stderr is not None
+        log = proc.stderr.read().decode()
+        assert re.search(
+            r"decoding process \d ended \(exit status -9\); the others were stopped", log
+        )
+        with pytest.raises(ProcessLookupError):  # the other one was stopped and reaped
+            os.kill(int(kids[0]), 0)

@@ -56,8 +56,9 @@ class Shard:
     index: int
     command: list[str]
     proc: subprocess.Popen[str] | None = None
-    ready: threading.Event = field(default_factory=threading.Event)
-    first_line: str = ""
+    ready: threading.Event = field(default_factory=threading.Event)  # listening, or ended
+    listening: bool = False
+    last_line: str = ""  # before it listened: why it did not
 
 
 class Supervisor:
@@ -75,15 +76,16 @@ class Supervisor:
     def _forward(self, shard: Shard) -> None:
         assert shard.proc is not None and shard.proc.stderr is not None
         for line in shard.proc.stderr:
-            if not shard.ready.is_set():
-                shard.first_line = line
+            if not shard.listening:
                 if line.startswith(READY):
+                    shard.listening = True
                     shard.ready.set()
                     continue
+                shard.last_line = line
             with self._lock:
                 self.log.write(f"[decoder {shard.index}] {line}")
                 self.log.flush()
-        shard.ready.set()  # ended before it listened: start() reads first_line
+        shard.ready.set()  # ended before it listened: start() reads last_line
 
     def start(self, timeout_s: float = 60.0) -> None:
         """Start every process and wait until each listens; raises RuntimeError (after stopping
@@ -102,11 +104,10 @@ class Supervisor:
         for shard in self.shards:
             shard.ready.wait(max(0.0, deadline - time.monotonic()))
             assert shard.proc is not None
-            if not shard.first_line.startswith(READY):
-                time.sleep(0.2)  # let its last lines arrive
+            if not shard.listening:
                 self.stop()
                 self.wait(10.0)
-                why = shard.first_line.strip() or f"exit status {shard.proc.poll()}"
+                why = shard.last_line.strip() or f"exit status {shard.proc.poll()}"
                 raise RuntimeError(f"decoding process {shard.index} did not start: {why}")
 
     def install_signal_handlers(self) -> None:
