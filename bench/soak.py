@@ -4,15 +4,16 @@ changes, exporter restarts and a garbage stream mixed in (issue 15 item 9).
 Three senders, each from its own loopback address so that every record can be accounted for by
 exporter:
 
-- 127.0.0.1, the main stream: softflowd's real NetFlow v9 and IPFIX exports
-  (../shared/data/flow-fixtures), sent by ``bench/tools/udpblast`` on the other core in segments of
-  ``--segment-s`` seconds, v9 and IPFIX in turn. Each segment is a new socket whose sequence
-  numbers start again: to the collector, an exporter restart.
+- 127.0.0.1, the main stream: NetFlow v9 and IPFIX dated now (bench/live_stream.py: the
+  collector runs with its clock checks on, as an operator's does), sent by
+  ``bench/tools/udpblast`` on the other core in segments of ``--segment-s`` seconds, v9 and IPFIX
+  in turn. Each segment is a new socket whose sequence numbers start again: to the collector, an
+  exporter restart.
 - 127.0.0.3, template changes: a NetFlow v9 exporter (source id 99) that redefines template 300
   with another layout every few seconds and sends data in whichever layout is current, at a low
   rate, from Python.
 - 127.0.0.2, garbage: random datagrams with NetFlow v5/v9/IPFIX and sFlow headers, and real
-  datagrams truncated or with flipped bytes, ``--garbage-pps`` per second.
+  datagrams of the main stream truncated or with flipped bytes, ``--garbage-pps`` per second.
 
 It reports the records lost per exporter (sent − stored; garbage excluded), the collector's
 resident memory (receiver child included) and open files sampled every ``--sample-s`` seconds,
@@ -21,8 +22,8 @@ and the counters the collector kept of the garbage.
     .venv/bin/python bench/soak.py --minutes 30 --calibrate
     .venv/bin/python bench/soak.py --minutes 30 --rate 2400000
 
-``--calibrate`` first finds the highest lossless rate on this machine now (as bench/collector.py
-does, shorter), then soaks at ``--fraction`` (0.8) of it.
+``--calibrate`` first finds the highest rate this machine stores whole now (bursts of
+``--calibrate-s`` seconds, v9 and IPFIX), then soaks at ``--fraction`` (0.8) of it.
 """
 
 from __future__ import annotations
@@ -45,16 +46,27 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from collector import (
-    FIXTURES,
     Mamori,
     build_sender,
     free_port,
-    load_datagrams,
     run_receiver,
 )
+from live_stream import LiveStream, build
 
-FIXTURE_FILES = {9: "softflowd_v9_packets.bin", 10: "softflowd_v10_packets.bin"}
-FIXTURE_RECORDS = 40_568
+
+def _datagrams(stream: LiveStream) -> list[bytes]:
+    out, pos, frames = [], 0, bytes(stream.frames)
+    while pos + 2 <= len(frames):
+        n = int.from_bytes(frames[pos : pos + 2], "big")
+        out.append(frames[pos + 2 : pos + 2 + n])
+        pos += 2 + n
+    return out
+
+
+def write_frames(stream: LiveStream, path: Path) -> Path:
+    stream.restamp()
+    path.write_bytes(stream.frames)
+    return path
 
 
 # ----------------------------------------------------------------- the template-changing exporter
@@ -203,27 +215,31 @@ def rss_and_fds(pid: int) -> tuple[float, int]:
     return rss_kib / 1024, fds
 
 
-def calibrate(sender: Path, tmp: Path, rates: list[float], records: int) -> float:
-    """The highest lossless rate of the sweep, v9 then IPFIX; the lower of the two."""
+def calibrate(
+    sender: Path, tmp: Path, streams: dict[int, LiveStream], rates: list[float], seconds: float
+) -> float:
+    """The highest rate of the sweep at which a burst of ``seconds`` is stored whole, v9 then
+    IPFIX; the lower of the two. The burst must outlast the buffers (socket and receiver queue
+    hold a second or more at these rates), or the sweep measures them instead of the collector."""
     best = []
-    for version in (9, 10):
-        reps = max(1, records // FIXTURE_RECORDS)
-        total = reps * FIXTURE_RECORDS
-        per_packet = total / (len(load_datagrams(version)) * reps)
+    for version, stream in streams.items():
         ok_rate = 0.0
         for rate in rates:
+            reps = max(1, round(rate * seconds / stream.records))
+            frames = write_frames(stream, tmp / f"calibrate-v{version}.bin")
             ok, stored, achieved, _ = run_receiver(
-                Mamori(tmp),
+                Mamori(tmp, replay=False),
                 sender,
-                FIXTURES / FIXTURE_FILES[version],
+                frames,
                 reps,
-                per_packet,
+                stream.records / stream.datagrams,
                 rate,
-                total,
+                reps * stream.records,
             )
             print(
-                f"  calibrate v{version}: offered {rate:,.0f} achieved {achieved:,.0f} rec/s: "
-                f"stored {stored:,}/{total:,} {'lossless' if ok else 'LOSS'}",
+                f"  calibrate v{version}: offered {rate:,.0f} achieved {achieved:,.0f} rec/s "
+                f"for {seconds:g} s: stored {stored:,}/{reps * stream.records:,} "
+                f"{'lossless' if ok else 'LOSS'}",
                 flush=True,
             )
             if not ok:
@@ -247,28 +263,37 @@ def main() -> None:
     ap.add_argument("--template-pps", type=float, default=500.0)
     ap.add_argument("--template-every-s", type=float, default=7.0)
     ap.add_argument("--sample-s", type=float, default=10.0)
+    ap.add_argument(
+        "--calibrate-s", type=float, default=8.0, help="length of each calibration burst"
+    )
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         sender = build_sender(tmp)
+        streams = {9: build(9), 10: build(10)}
         lossless = None
         if args.calibrate:
             lossless = calibrate(
-                sender, tmp, [float(r) for r in args.calibrate_rates.split(",")], 2_000_000
+                sender,
+                tmp,
+                streams,
+                [float(r) for r in args.calibrate_rates.split(",")],
+                args.calibrate_s,
             )
             print(f"lossless rate here and now: {lossless:,.0f} records/s", flush=True)
         rate = args.rate or (lossless or 0) * args.fraction
         if not rate:
             sys.exit("give --rate or --calibrate")
 
-        mamori = Mamori(tmp)
+        mamori = Mamori(tmp, replay=False)  # the clock checks on, as an operator runs it
         port = free_port()
         proc = mamori.start(port)
         stop = threading.Event()
         changer = TemplateChanger(port, args.template_pps, args.template_every_s, stop)
-        garbage = Garbage(port, args.garbage_pps, load_datagrams(9) + load_datagrams(10), stop)
+        real = [_datagrams(streams[9])[:200], _datagrams(streams[10])[:200]]
+        garbage = Garbage(port, args.garbage_pps, real[0] + real[1], stop)
         changer.start()
         garbage.start()
         samples: list[tuple[float, float, int]] = []
@@ -285,16 +310,18 @@ def main() -> None:
         try:
             version = 9
             while time.monotonic() < end:
-                per_packet = FIXTURE_RECORDS / len(load_datagrams(version))
+                stream = streams[version]
+                per_packet = stream.records / stream.datagrams
                 seconds = min(args.segment_s, max(1.0, end - time.monotonic()))
-                reps = max(1, round(rate * seconds / FIXTURE_RECORDS))
+                reps = max(1, round(rate * seconds / stream.records))
+                frames = write_frames(stream, tmp / f"segment-v{version}.bin")
                 blast = subprocess.Popen(
                     [
                         "taskset",
                         "-c",
                         "1",
                         str(sender),
-                        str(FIXTURES / FIXTURE_FILES[version]),
+                        str(frames),
                         str(port),
                         str(rate / per_packet),
                         str(reps),
@@ -313,7 +340,7 @@ def main() -> None:
                         )
                         next_sample = now + args.sample_s
                     time.sleep(0.2)
-                sent_main += reps * FIXTURE_RECORDS
+                sent_main += reps * stream.records
                 segments[version] += 1
                 version = 10 if version == 9 else 9
         finally:
@@ -374,7 +401,7 @@ def main() -> None:
     main_loss = result["main"]["lost"] / max(1, sent_main)
     print(f"\nsoak over {took / 60:.1f} min at {rate:,.0f} records/s offered:")
     print(
-        f"  main stream (v9 + IPFIX, {segments[9] + segments[10]} exporter restarts): "
+        f"  main stream (v9 + IPFIX, {segments[9] + segments[10]} segments, each an exporter restart): "
         f"{sent_main:,} sent, {got_main:,} stored, loss {main_loss:.4%}"
     )
     print(
