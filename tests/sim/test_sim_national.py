@@ -33,7 +33,9 @@ def test_national_preset_is_national() -> None:
     ("rate", "period_s", "packets"),
     [(1000, 60.0, 2), (1000, 300.0, 10), (10_000, 30.0, 4), (100, 900.0, 1)],
 )
-def test_periodic_thinning_keeps_the_expected_flows(rate: int, period_s: float, packets: int) -> None:
+def test_periodic_thinning_keeps_the_expected_flows(
+    rate: int, period_s: float, packets: int
+) -> None:
     """Sampled flows of a periodic stream: Poisson with mean flows × P(a flow keeps a packet)."""
     cfg = with_sampling(scenario_config("national", subscribers=300, hours=48.0), rate)
     world = build_world(cfg, 0)
