@@ -9,6 +9,7 @@ from mamori.schemas import DATASETS, DataKind
 
 EXPECTED = {
     "flows",
+    "flow_days",
     "dns_queries",
     "allocations",
     "subscribers",

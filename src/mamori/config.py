@@ -85,6 +85,9 @@ class RetentionConfig(_Model):
     """Days each dataset is kept; ``mamori purge`` deletes partitions past it."""
 
     flows: int = Field(default=90, gt=0, le=3650)
+    # Per-day aggregates of flows (M2, windows of days to weeks): communications data, so kept
+    # no longer than the flows they summarise by default.
+    flow_days: int = Field(default=90, gt=0, le=3650)
     dns_queries: int = Field(default=30, gt=0, le=3650)
     allocations: int = Field(default=180, gt=0, le=3650)
     subscribers: int = Field(default=3650, gt=0, le=36500)

@@ -142,6 +142,33 @@ FLOWS = DatasetSchema(
     ),
 )
 
+FLOW_DAYS = DatasetSchema(
+    name="flow_days",
+    time_column="day",
+    doc="Per-day aggregates of the flows between an internal host and an outside endpoint "
+    "(measure M2): what C&C discovery over windows of days to weeks reads instead of every "
+    "record. Header-derived fields only; one row per day, host, endpoint, direction and kind.",
+    subscriber_endpoints=(("host", None),),
+    columns=(
+        _ts("day", C, "UTC day the records started in (midnight)"),
+        _str("host", C, "internal address (in the address plan)", ADDR_LEN, nullable=False),
+        _str("ext", C, "outside endpoint address", ADDR_LEN, nullable=False),
+        Column("eport", pa.uint16(), C, "outside endpoint port"),
+        Column("proto", pa.uint8(), C, "IP protocol number (6 or 17)"),
+        Column("outbound", pa.bool_(), C, "the internal host sent these records"),
+        Column("est", pa.bool_(), C, "exchange, not probe: TCP ACK without RST; UDP"),
+        Column("server_side", pa.bool_(), C, "the internal host answered on a service port"),
+        Column("records", pa.uint32(), N, "sampled flow records aggregated"),
+        Column("packets", pa.uint64(), N, "sampled packets (unscaled)"),
+        Column("bytes", pa.uint64(), N, "sampled bytes (unscaled)"),
+        Column("est_records", pa.float64(), N, "records scaled up by their sampling rates"),
+        Column("rate_min", pa.uint32(), N, "lowest 1-in-N sampling rate; null = unknown"),
+        Column("rate_max", pa.uint32(), N, "highest 1-in-N sampling rate; null = unknown"),
+        _ts("first_seen", C, "first record's start"),
+        _ts("last_seen", C, "last record's end"),
+    ),
+)
+
 DNS_QUERIES = DatasetSchema(
     name="dns_queries",
     time_column="ts",
@@ -471,6 +498,7 @@ DATASETS: Mapping[str, DatasetSchema] = {
     d.name: d
     for d in (
         FLOWS,
+        FLOW_DAYS,
         DNS_QUERIES,
         ALLOCATIONS,
         SUBSCRIBERS,

@@ -20,7 +20,7 @@ eval_app = typer.Typer(
 def simulate_cmd(
     out_dir: Annotated[Path, typer.Option("--out", help="directory to write into (created)")],
     scenario: Annotated[
-        str, typer.Option("--scenario", help="tiny | small | demo | large (see --list)")
+        str, typer.Option("--scenario", help="tiny | small | demo | large | national (see --list)")
     ] = "demo",
     seed: Annotated[int, typer.Option("--seed", help="same seed, same bytes")] = 0,
     subscribers: Annotated[
@@ -31,6 +31,15 @@ def simulate_cmd(
     ] = None,
     hours: Annotated[
         float | None, typer.Option("--hours", help="override the simulated span")
+    ] = None,
+    sampling: Annotated[
+        int | None,
+        typer.Option(
+            "--sampling",
+            help="every router samples 1-in-N packets (national: 1000 or 10000)",
+            min=1,
+            max=10_000,
+        ),
     ] = None,
 ) -> None:
     """Write a simulated ISP: routers' NetFlow v9 / IPFIX / sFlow exports (a pcap), allocation
@@ -45,7 +54,9 @@ def simulate_cmd(
             code=2,
         )
     try:
-        summary = simulate(scenario, out_dir, seed=seed, subscribers=subscribers, hours=hours)
+        summary = simulate(
+            scenario, out_dir, seed=seed, subscribers=subscribers, hours=hours, sampling=sampling
+        )
     except ValueError as exc:
         fail(str(exc), code=2)
     t = Table(title=f"simulated ISP '{scenario}' (seed {seed}) in {out_dir}")

@@ -35,7 +35,8 @@ from mamori.detect.c2_learned import (
     load_model,
     train_model,
 )
-from mamori.detect.flowview import FlowView, open_oriented, rate_value
+from mamori.detect.flowdays import FlowDaysParams, open_window
+from mamori.detect.flowview import FlowView, rate_value
 from mamori.detect.seeds import Seeds, open_seeds
 from mamori.governance import Governance
 
@@ -59,6 +60,8 @@ class C2Params(DetectorParams):
     learned_min_hosts: int = Field(default=1, ge=1)
     #: memory of the run's sandbox (spills to the store past it); None: the governance default
     memory_limit_mb: int | None = Field(default=3072, ge=64)
+    #: windows of days to weeks: older days read as per-day aggregates
+    days: FlowDaysParams = Field(default_factory=FlowDaysParams)
 
 
 @dataclass
@@ -107,7 +110,7 @@ def run_c2(
         raise ValueError(f"unknown method(s) {unknown}; known: {', '.join(METHODS)}")
     p = params or C2Params()
     box = gov.sandbox(p.memory_limit_mb, label="M2-c2")
-    view = open_oriented(gov, actor, since=since, until=until, sandbox=box)
+    view = open_window(gov, actor, since=since, until=until, sandbox=box, params=p.days)
     seeds = open_seeds(gov, actor, box, until=until)
     summary: dict[str, Any] = {
         "window": [since.isoformat() if since else None, until.isoformat() if until else None],
@@ -115,6 +118,7 @@ def run_c2(
         "seeds": seeds.count,
         "methods": list(methods),
         "records_unknown_rate": view.unknown_rate,
+        "aggregated_days": view.aggregated_days,
     }
     # endpoint key → method → (score, first, last, evidence)
     found: dict[tuple[str, int, int], dict[str, tuple[float, float, float, dict[str, Any]]]] = {}
@@ -149,7 +153,8 @@ def _run(
     p: C2Params,
     write: bool,
 ) -> C2Run:
-    pairs_table = materialise_pairs(view, p.beacon)
+    # periodicity is judged on records with their own times, never on per-day aggregates
+    pairs_table = materialise_pairs(view.timing(), p.beacon)
     periodic: dict[tuple[str, int, int], float] = {}
     if "correlation" in methods:
         pairs = view.sql(

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -76,6 +76,15 @@ class FlowView:
     tables: list[str]
     #: records in the window whose sampling rate the exporter did not give (nor an override)
     unknown_rate: int = 0
+    #: over a window of days, older days come as per-day aggregates (:mod:`.flowdays`) whose
+    #: times are not the records' times; this table holds only the raw records (None: all are)
+    raw_name: str | None = None
+    #: days of the window read as per-day aggregates
+    aggregated_days: int = 0
+
+    def timing(self) -> FlowView:
+        """The rows whose times are the records' own (what periodicity may be judged on)."""
+        return self if self.raw_name is None else replace(self, name=self.raw_name)
 
     def close(self) -> None:
         """Drop the materialised tables (memory)."""

@@ -26,6 +26,12 @@ names a real network (addresses are 10/8, 100.64/10 and the documentation ranges
 ``summary.json``                      what was written, with counts per router
 ====================================  ========================================================
 
+Scenarios: ``tiny``, ``small``, ``demo``, ``large`` (every flow generated, then sampled by each
+router) and ``national`` (100,000 subscribers over 7 days, botnets of thousands of bots, C&C sets
+rotating over days, 1/1,000 or 1/10,000 sampling: the routers' sampled records are generated
+directly, see :mod:`mamori.sim.national`). With ``randomise`` (always on for ``national``) each
+seed draws its own world (:mod:`mamori.sim.randomise`).
+
 ``replay(pcap, host, port, rate)`` sends a pcap's export packets over UDP (to 127.0.0.1);
 ``score(kind, findings, truth)`` rates a detector's JSON findings against the truth.
 """

@@ -33,7 +33,6 @@ KEA_HEADER = (
 )
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-INTERIM_S = 3600.0
 TERMINATE = ("User-Request", "Idle-Timeout", "Lost-Carrier", "Port-Error")
 
 
@@ -70,6 +69,7 @@ def write_radius_detail(world: World, path: Path) -> int:
     s = world.sessions
     t1 = world.t1
     rng = np.random.default_rng([world.seed, 3])
+    interim = world.cfg.radius_interim_s
     rows: list[tuple[float, int, str]] = []
     sel = np.flatnonzero(np.isin(world.contract[s.sub], (PPPOE, STATIC)))
     for i in sel.tolist():
@@ -112,11 +112,11 @@ def write_radius_detail(world: World, path: Path) -> int:
             )
 
         rows.append((start, 0, rec(start, "Start", "")))
-        k0 = max(1, int(np.ceil((world.t0 - start) / INTERIM_S)))
-        ts = start + k0 * INTERIM_S
+        k0 = max(1, int(np.ceil((world.t0 - start) / interim)))
+        ts = start + k0 * interim
         while ts < min(stop, t1):
             rows.append((ts, 1, rec(ts, "Interim-Update", usage(ts))))
-            ts += INTERIM_S
+            ts += interim
         if stop < t1:
             cause = TERMINATE[i % len(TERMINATE)]
             rows.append(

@@ -221,6 +221,15 @@ class C2Score(BaseModel):
     precision_at_k: float
     missed_unknown: list[str]
     spurious: list[str]
+    #: the evidence ceiling: unknown C&C that at least ``observable_min_hosts`` distinct
+    #: internal hosts reached in the *sampled* exports (a C&C nobody sampled is not a miss of
+    #: the detector), how many of them were found, and that recall
+    observable_min_hosts: int = 1
+    observable_total: int = 0
+    observable_found: int = 0
+    recall_observable: float = 0.0
+    #: per unknown C&C: distinct sampled internal hosts (None: the truth predates the ceiling)
+    sampled_hosts: dict[str, int | None] = {}
 
 
 class LeadTime(BaseModel):
@@ -245,10 +254,14 @@ def listing_times(truth: Mapping[str, Any]) -> dict[str, float | None]:
     ``listed_at`` of late-listed ones, ``None`` for never-listed ones."""
     feeds = truth.get("feeds", {})
     out: dict[str, float | None] = {k: float("-inf") for k in _cc(truth)}
+    # the feeds' late and missing entries include loaders and first-stage servers: only C&C
+    # servers count here
     for e in feeds.get("delayed", []):
-        out[f"{e['ip']}:{e['port']}"] = _ts(e.get("listed_at"))
+        if (key := f"{e['ip']}:{e['port']}") in out:
+            out[key] = _ts(e.get("listed_at"))
     for e in feeds.get("unlisted", []):
-        out[f"{e['ip']}:{e['port']}"] = None
+        if (key := f"{e['ip']}:{e['port']}") in out:
+            out[key] = None
     return out
 
 
@@ -262,8 +275,11 @@ def score_c2(
     *,
     as_of: Any = None,
     k: int = 10,
+    observable_min_hosts: int = 1,
 ) -> C2Score:
-    """Precision, recall on C&C unknown at ``as_of`` (default: the window's end), precision@k.
+    """Precision, recall on C&C unknown at ``as_of`` (default: the window's end), precision@k,
+    and recall on the unknown C&C that were observable (``sampled_hosts`` in the truth ≥
+    ``observable_min_hosts``).
 
     Findings are ranked by ``score`` for precision@k. A finding whose port is null matches any
     port of its address.
@@ -302,6 +318,12 @@ def score_c2(
     n = len(seen)
     top = hits[:k]
     unk_found = [u for u in unknown if u in found]
+    hosts_of: dict[str, int | None] = {
+        u: (None if cc[u].get("sampled_hosts") is None else int(cc[u]["sampled_hosts"]))
+        for u in unknown
+    }
+    observable = [u for u in unknown if (hosts_of[u] or 0) >= observable_min_hosts]
+    obs_found = [u for u in observable if u in found]
     return C2Score(
         findings=n,
         true_positives=tp,
@@ -315,6 +337,11 @@ def score_c2(
         precision_at_k=round(sum(top) / len(top), 6) if top else 0.0,
         missed_unknown=[u for u in unknown if u not in found],
         spurious=sorted(spurious),
+        observable_min_hosts=observable_min_hosts,
+        observable_total=len(observable),
+        observable_found=len(obs_found),
+        recall_observable=round(len(obs_found) / len(observable), 6) if observable else 0.0,
+        sampled_hosts=hosts_of,
     )
 
 

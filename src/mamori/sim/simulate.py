@@ -4,7 +4,10 @@
 
 * ``window``: the simulated period; ``endpoints``: every hostile server (ip, port, proto,
   family, role = cc / loader / infection / phishing, from, until, domain, contacts,
-  first_contact, last_contact); ``benign_traps``: periodic benign services (NTP, update checks,
+  first_contact, last_contact, and the evidence ceiling: ``sampled_hosts`` (distinct internal
+  addresses in the routers' sampled exports with the endpoint), ``sampled_subscribers``,
+  ``sampled_records``); ``world_parameters``: what a randomised world drew from its seed;
+  ``benign_traps``: periodic benign services (NTP, update checks,
   messaging, IoT camera cloud) with how many subscribers use each;
 * ``infected``: subscriber, family, infected_at and every address (ip, CGNAT port block, inside
   ip, from, until) it held in the window; ``vulnerable``: subscriber, ip, port, observed_at;
@@ -29,11 +32,13 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from mamori.sim import alloc_logs, sources
-from mamori.sim._net import F64, I64, iso, ntoa
+from mamori.sim._net import F64, I64, ip, iso, ntoa
 from mamori.sim.config import ScenarioConfig, scenario_config
 from mamori.sim.exporters import assign_routers, encode_flow_packets, encode_sflow, sample
 from mamori.sim.flows import LABEL_NAMES, FlowTable
+from mamori.sim.national import generate_sampled
 from mamori.sim.pcap import COLLECTOR, write_udp_frames
+from mamori.sim.randomise import randomise
 from mamori.sim.traffic import Traffic, generate
 from mamori.sim.world import CONTRACT_NAMES, EXTERNAL_NETS, MAIL_SERVER, POOLS, RESOLVERS, World
 from mamori.sim.world import build_world as _build_world
@@ -148,12 +153,24 @@ def _spool(path: Path, packets: list[tuple[float, bytes]]) -> tuple[F64, I64]:
 
 
 def _export(
-    world: World, flows: FlowTable, seed: int, pcap: Path
-) -> tuple[int, list[RouterSummary]]:
+    world: World,
+    flows: FlowTable,
+    seed: int,
+    pcap: Path,
+    presampled: bool = False,
+    watch: set[tuple[int, int]] | None = None,
+) -> tuple[int, list[RouterSummary], dict[tuple[int, int], tuple[set[int], set[int], int]]]:
     """Sample and encode per router, spool each router's packets to disk, merge them by time.
 
-    Only one router's packets are in memory at a time; the merge streams.
+    Only one router's packets are in memory at a time; the merge streams. ``presampled``: the
+    flows already are the sampled records (the sampled generator), each router only encodes.
+    Returns, for each (ip, port) of ``watch``, what the exports show of it: the distinct
+    internal addresses and subscribers in its sampled records, and the records — the evidence
+    ceiling of an endpoint (nobody can find what nobody sampled).
     """
+    seen_of: dict[tuple[int, int], tuple[set[int], set[int], int]] = {}
+    keys = np.array(sorted(watch or ()), np.int64).reshape(-1, 2)
+    key_code = keys[:, 0] * 65536 + keys[:, 1]
     cfg = world.cfg
     router, in_if, out_if = assign_routers(flows, cfg.routers, world.region)
     routes = [(r.exporter_ip, 50000 + r.source_id, COLLECTOR, r.port) for r in cfg.routers]
@@ -165,7 +182,11 @@ def _export(
         sel = np.flatnonzero(router == ri)
         rng = np.random.default_rng([seed, 10, ri])
         seen = flows.take(sel)
-        sampled, kept_mask = sample(seen, r.sampling, rng)
+        if presampled:
+            sampled, kept_mask = seen, np.ones(len(seen), bool)
+        else:
+            sampled, kept_mask = sample(seen, r.sampling, rng)
+        _ceiling(sampled, key_code, seen_of)
         ii, oi = in_if[sel][kept_mask], out_if[sel][kept_mask]
         samples = 0
         if r.protocol == "sflow5":
@@ -219,7 +240,30 @@ def _export(
             h.close()
         for sp in spools:
             sp.unlink()
-    return n, summaries
+    return n, summaries, seen_of
+
+
+def _ceiling(
+    sampled: FlowTable,
+    key_code: I64,
+    seen_of: dict[tuple[int, int], tuple[set[int], set[int], int]],
+) -> None:
+    """Add the sampled records of the watched endpoints (either direction) to ``seen_of``."""
+    if key_code.size == 0 or len(sampled) == 0:
+        return
+    out = sampled.inbound == 0
+    ext = np.where(out, sampled.dst, sampled.src).astype(np.int64)
+    eport = np.where(out, sampled.dport, sampled.sport).astype(np.int64)
+    host = np.where(out, sampled.src, sampled.dst).astype(np.int64)
+    code = ext * 65536 + eport
+    hit = np.flatnonzero(np.isin(code, key_code))
+    for c in np.unique(code[hit]).tolist():
+        rows = hit[code[hit] == c]
+        k = (c // 65536, c % 65536)
+        hosts, subs, n = seen_of.get(k, (set(), set(), 0))
+        hosts.update(host[rows].tolist())
+        subs.update(sampled.sub[rows].tolist())
+        seen_of[k] = (hosts, subs, n + int(rows.size))
 
 
 def _label_counts(flows: FlowTable, weights: bool = False) -> dict[str, int]:
@@ -262,8 +306,13 @@ def simulate(
     out = Path(out)
     for d in ("world", "alloc", "flows", "dns", "mail", "feeds", "reports"):
         (out / d).mkdir(parents=True, exist_ok=True)
+    drawn: dict[str, Any] = {}
+    if cfg.randomise:
+        cfg, drawn = randomise(cfg, seed)
     world = _build_world(cfg, seed)
-    traffic = generate(world, seed)
+    traffic = generate_sampled(world, seed) if cfg.generator == "sampled" else generate(world, seed)
+    if drawn:
+        traffic.truth.setdefault("world_parameters", {})["scenario"] = drawn
     files: dict[str, str] = {}
     counts: dict[str, int] = {
         "subscribers": world.n,
@@ -289,9 +338,20 @@ def simulate(
         world, f("cgnat_syslog", "alloc/cgnat.log")
     )
 
-    counts["export_packets"], routers = _export(
-        world, traffic.flows, seed, f("pcap", "flows/exports.pcap")
+    watch = {(ip(e["ip"]), int(e["port"])) for e in traffic.endpoints}
+    counts["export_packets"], routers, seen_of = _export(
+        world,
+        traffic.flows,
+        seed,
+        f("pcap", "flows/exports.pcap"),
+        presampled=cfg.generator == "sampled",
+        watch=watch,
     )
+    for e in traffic.endpoints:
+        hosts, subs, n = seen_of.get((ip(e["ip"]), int(e["port"])), (set(), set(), 0))
+        e["sampled_hosts"] = len(hosts)
+        e["sampled_subscribers"] = len(subs - {-1})
+        e["sampled_records"] = n
     counts["flow_records"] = sum(r.records for r in routers)
     counts["sflow_samples"] = sum(r.samples for r in routers)
 

@@ -17,6 +17,7 @@ external          192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24 (documentation r
 
 from __future__ import annotations
 
+import ipaddress
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -285,7 +286,11 @@ def build_world(cfg: ScenarioConfig, seed: int) -> World:
     sessions.key = _key(sessions.sub, sessions.start, t0)
 
     # the Internet: the 762 documentation addresses, shuffled, dealt out to roles
-    ext = np.concatenate([pool_addresses(b, 254) for b in EXTERNAL_NETS])
+    blocks = [pool_addresses(b, 254) for b in EXTERNAL_NETS]
+    for net in cfg.external_nets:
+        block = ipaddress.ip_network(net)
+        blocks.append(pool_addresses(str(block.network_address), block.num_addresses // 256 * 254))
+    ext = np.concatenate(blocks)
     ext = ext[rng.permutation(ext.size)]
     services: dict[str, list[Service]] = {}
     pos = 0
