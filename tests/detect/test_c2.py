@@ -68,6 +68,7 @@ def test_cli_json_lines(tmp_path: Path) -> None:
             f"prefixes = [{', '.join(repr(str(n)) for n in p.prefixes)}]\n"
             for p in PLAN
         ).replace("'", '"')
+        + "[detect.c2]\nreport_documentation = true\n"
     )
     runner = CliRunner()
     res = runner.invoke(
