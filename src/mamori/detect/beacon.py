@@ -147,8 +147,8 @@ def beacon_endpoints_sql(
     not being scanned (most attempts on it, across all hosts, unanswered: a brute-forcing bot
     repeating itself against a victim is regular too).
 
-    A pair counts as beaconing when its score reaches ``p.threshold``, or when its sizes are that
-    regular and it makes at least ``rat_min_per_hour`` connections an hour (a RAT's bursts).
+    A pair counts as beaconing when its score reaches ``p.threshold``, or when it makes at least
+    ``rat_min_per_hour`` connections an hour (a RAT's bursts; its score still says how regular).
     Per endpoint: ``per_hour`` (the busiest pair's connections an hour, scaled by the sampling
     rate, over a span of at least ten minutes so a short burst does not look endless),
     ``suspects`` (beaconing hosts that also reach a seed, when ``seeds`` names the seed table),
@@ -171,8 +171,7 @@ def beacon_endpoints_sql(
     sus AS ({suspects}),
     beat AS (
         SELECT bp.*, sus.host IS NOT NULL AS suspect FROM bp LEFT JOIN sus USING (host)
-        WHERE bp.score >= {p.threshold}
-           OR (bp.ds_score >= {p.threshold} AND bp.per_hour >= {rat_min_per_hour})
+        WHERE bp.score >= {p.threshold} OR bp.per_hour >= {rat_min_per_hour}
     ),
     hot AS (
         SELECT ext, eport, proto, count(*) AS beaconing_hosts, max(score) AS max_score,

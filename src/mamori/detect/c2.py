@@ -75,15 +75,24 @@ class Corroboration(DetectorParams):
     rhythm, intensity (a RAT calls home hundreds of times an hour) and rarity, and lose weight
     when the endpoint behaves like a service (many ports served, mostly downloads)."""
 
-    #: the most a beacon scores with no suspect among its beaconing hosts
-    alone: float = Field(default=0.5, gt=0, le=1)
+    #: the most a beacon scores with no suspect among its beaconing hosts (below 0.5: a rhythm
+    #: alone is never more likely C&C than not)
+    alone: float = Field(default=0.45, gt=0, le=1)
     #: weight of intensity (connections per hour of the busiest pair) against rhythm
     intensity_weight: float = Field(default=0.5, ge=0, le=1)
     #: connections per hour (sampled records scaled by the rate) at which intensity is full
     intensity_full_per_hour: float = Field(default=240.0, gt=0)
-    #: a pair this intense with regular sizes is evidence even when its timing is irregular
-    #: (a RAT's bursts): one host, one endpoint, hundreds of connections an hour
+    #: a pair this intense is evidence even when its timing is irregular (a RAT's bursts): one
+    #: host, one endpoint, hundreds of connections an hour
     rat_min_per_hour: float = Field(default=100.0, gt=0)
+    #: infrastructure protocols whose traffic is periodic by nature (a remote resolver, time
+    #: servers, DHCP, NetBIOS, SSDP, mDNS, LLMNR): "PORT/PROTO"; C&C over DNS is the resolver
+    #: measures' to find, not the flows'
+    service_ports: tuple[str, ...] = (
+        "53/udp", "53/tcp", "123/udp", "67/udp", "68/udp", "137/udp", "138/udp", "1900/udp",
+        "5353/udp", "5355/udp",
+    )  # fmt: skip
+    service_port_penalty: float = Field(default=0.3, gt=0, le=1)
     #: weight of rarity (hosts using the endpoint against the most a beacon may have)
     rarity_weight: float = Field(default=0.5, ge=0, le=1)
     #: an endpoint serving more distinct ports than this to our hosts looks like a service
@@ -148,6 +157,8 @@ def beacon_score(r: dict[str, Any], cp: Corroboration) -> tuple[float, dict[str,
         scale *= cp.ports_penalty
     if float(r["in_out"]) > cp.max_in_out:
         scale *= cp.in_out_penalty
+    if f"{int(r['eport'])}/{_PROTO.get(int(r['proto']), r['proto'])}" in cp.service_ports:
+        scale *= cp.service_port_penalty
     seed = int(r["suspects"]) / max(1, int(r["beaconing_hosts"]))
     lift = cp.alone + (1 - cp.alone) * seed
     score = round(evidence * scale * lift, 4)
