@@ -18,6 +18,7 @@ flow record holds. No payload column is read.
 from __future__ import annotations
 
 import csv
+import gzip
 import ipaddress
 import json
 import socket
@@ -27,6 +28,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import numpy.typing as npt
@@ -123,7 +125,7 @@ def _zeek_rows(path: Path) -> Iterator[dict[str, str] | None]:
     """Zeek's rows as text, from its tab-separated form (``#fields`` header) or its JSON lines;
     None for a line that cannot be read."""
     names: list[str] = []
-    with path.open(encoding="utf-8", errors="replace") as fh:
+    with _open(path) as fh:
         for line in fh:
             line = line.rstrip("\n")
             if line.startswith("{"):
@@ -178,7 +180,7 @@ def read_argus(path: Path, *, active_timeout_s: float = 60.0, shift_s: float = 0
     """Argus ``binetflow`` (CSV) into per-direction records. Argus counts packets for both
     directions together: they are shared out in proportion to the bytes."""
     out = FlowLog()
-    with path.open(encoding="utf-8", errors="replace", newline="") as fh:
+    with _open(path) as fh:
         for row in csv.DictReader(fh):
             proto = _PROTO.get((row.get("Proto") or "").strip())
             try:
@@ -217,10 +219,17 @@ def read_argus(path: Path, *, active_timeout_s: float = 60.0, shift_s: float = 0
 
 def read_flow_log(path: Path, *, active_timeout_s: float = 60.0, shift_s: float = 0.0) -> FlowLog:
     """Either format, told apart by the first line (Zeek's ``#separator`` or Argus's header)."""
-    with path.open(encoding="utf-8", errors="replace") as fh:
+    with _open(path) as fh:
         first = fh.readline()
     reader = read_zeek_conn if first.startswith(("#", "{")) else read_argus
     return reader(path, active_timeout_s=active_timeout_s, shift_s=shift_s)
+
+
+def _open(path: Path) -> TextIO:
+    """The log as text, gunzipped where its name ends in ``.gz``."""
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8", errors="replace", newline="")
+    return path.open(encoding="utf-8", errors="replace", newline="")
 
 
 def _num(v: str | None) -> float:
