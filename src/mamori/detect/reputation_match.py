@@ -82,11 +82,12 @@ class InfectedParams(DetectorParams):
         description="…for an entry that names a port: a listed port is more specific, so more "
         "subscribers are needed",
     )
-    ordinary_min_bytes: float = Field(
-        default=2000.0,
+    ordinary_min_packet_bytes: float = Field(
+        default=600.0,
         ge=0,
-        description="web-like sizes: the median bytes of the flow records from the listed "
-        "endpoint (pages, images) at least this; a C&C's answers are small",
+        description="web-like sizes: the median bytes per packet of the flow records from the "
+        "listed endpoint (pages and images fill their packets) at least this; a C&C's answers "
+        "are small. Per packet, so that it holds on sampled records too",
     )
     ordinary_max_regularity: float = Field(
         default=0.2,
@@ -201,14 +202,14 @@ fm_raw AS (
     SELECT f.time_start AS ts, f.src_addr AS ip, f.src_port AS port, f.protocol,
            f.dst_addr AS peer, f.dst_port AS peer_port, 'to' AS via,
            coalesce(f.sampling_rate, 1) AS weight, r.ip AS rip, r.port AS rport,
-           r.confidence, r.malware, r.source, f.bytes
+           r.confidence, r.malware, r.source, f.bytes, f.packets
     FROM fl f JOIN rep_ip r
       ON f.dst_addr = r.ip AND (r.port IS NULL OR f.dst_port = r.port)
     WHERE f.time_start >= r.vf AND f.time_start < r.vu
     UNION ALL
     SELECT f.time_start, f.dst_addr, f.dst_port, f.protocol, f.src_addr, f.src_port, 'from',
            coalesce(f.sampling_rate, 1), r.ip, r.port, r.confidence, r.malware, r.source,
-           f.bytes
+           f.bytes, f.packets
     FROM fl f JOIN rep_ip r
       ON f.src_addr = r.ip AND (r.port IS NULL OR f.src_port = r.port)
     WHERE f.time_start >= r.vf AND f.time_start < r.vu
@@ -219,7 +220,7 @@ fm AS (
            arg_max(rip || coalesce(':' || rport::VARCHAR, ''), (rport IS NOT NULL)::INT)
                AS indicator,
            max(confidence) AS confidence, list(DISTINCT malware) AS malware,
-           list(DISTINCT source) AS sources, max(bytes) AS bytes
+           list(DISTINCT source) AS sources, max(bytes) AS bytes, max(packets) AS packets
     FROM fm_raw GROUP BY ts, ip, port, protocol, peer, peer_port, via, weight
 ),
 dq AS (
@@ -235,7 +236,8 @@ dm AS (
     SELECT q.ts, q.client_addr AS ip, q.client_port AS port, NULL::UTINYINT AS protocol,
            'dns' AS via, 1::BIGINT AS weight, arg_max(r.domain, length(r.domain)) AS indicator,
            max(r.confidence) AS confidence, list(DISTINCT r.malware) AS malware,
-           list(DISTINCT r.source) AS sources, NULL::DOUBLE AS bytes
+           list(DISTINCT r.source) AS sources, NULL::DOUBLE AS bytes,
+           NULL::DOUBLE AS packets
     FROM dn q JOIN rep_dom r ON q.name = r.domain
     WHERE q.ts >= r.vf AND q.ts < r.vu
     GROUP BY q.ts, q.client_addr, q.client_port, q.qname
@@ -283,7 +285,7 @@ def _ordinary_sql(p: InfectedParams | None) -> str:
     return f"""
 mf AS (SELECT * FROM m WHERE via IN ('to', 'from')),
 od AS (
-    SELECT indicator, ip, port, ts, via, bytes,
+    SELECT indicator, ip, port, ts, via, bytes, packets,
            epoch(ts) - epoch(lag(ts) OVER (PARTITION BY indicator, ip, via ORDER BY ts)) AS dt
     FROM mf
 ),
@@ -298,8 +300,8 @@ ordinary AS (
     HAVING count(DISTINCT od.ip) >= CASE WHEN any_value(od.indicator) LIKE '%:%'
                                          THEN {p.ordinary_min_addresses_port}
                                          ELSE {p.ordinary_min_addresses} END
-       AND coalesce(median(od.bytes) FILTER (WHERE od.via = 'from'), 0)
-           >= {p.ordinary_min_bytes}
+       AND coalesce(median(od.bytes / greatest(od.packets, 1)) FILTER (WHERE od.via = 'from'), 0)
+           >= {p.ordinary_min_packet_bytes}
        AND avg(CASE WHEN hour(od.ts + INTERVAL {off} SECOND) BETWEEN 1 AND 5 THEN 1.0
                     ELSE 0.0 END) <= {p.ordinary_max_night_share}
        AND coalesce((SELECT median(spread) FROM orh WHERE orh.indicator = od.indicator),
@@ -390,7 +392,7 @@ def _match(
         MEASURE,
         "flows",
         ["time_start", "src_addr", "dst_addr", "src_port", "dst_port", "protocol", "sampling_rate",
-         "bytes"],
+         "bytes", "packets"],
         actor,
         start=since,
         end=until,
