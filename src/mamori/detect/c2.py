@@ -73,7 +73,8 @@ class Corroboration(DetectorParams):
     lifts a beacon towards 1 is corroboration — the beaconing hosts are suspects (they also
     reach a listed C&C or first-stage server). Within the uncorroborated range, beacons rank by
     rhythm, intensity (a RAT calls home hundreds of times an hour) and rarity, and lose weight
-    when the endpoint behaves like a service (many ports served, mostly downloads)."""
+    when the endpoint behaves like a service (many ports served). An endpoint that serves
+    content (answers many times larger than what it is sent) or never answers is filtered out."""
 
     #: the most a beacon scores with no suspect among its beaconing hosts (below 0.5: a rhythm
     #: alone is never more likely C&C than not)
@@ -98,9 +99,15 @@ class Corroboration(DetectorParams):
     #: an endpoint serving more distinct ports than this to our hosts looks like a service
     max_ports_served: int = Field(default=3, ge=1)
     ports_penalty: float = Field(default=0.5, gt=0, le=1)
-    #: an endpoint sending this many times the bytes it receives is a download, not a beacon
-    max_in_out: float = Field(default=20.0, gt=0)
-    in_out_penalty: float = Field(default=0.5, gt=0, le=1)
+    #: an endpoint sending more than this many times the bytes it receives serves content (a
+    #: download, a page and its parts), not a check-in: never a beacon finding
+    max_in_out: float = Field(default=10.0, gt=0)
+    #: … and one sending back less than this share is no server at all (a flood's victim, a
+    #: scan's silent target): never a beacon finding either
+    min_in_out: float = Field(default=0.01, ge=0)
+    #: suspects among the beaconing hosts lift the score fully from this many on (one bot's
+    #: periodic use of a benign service is not a botnet converging on it)
+    suspects_for_full_lift: int = Field(default=2, ge=1)
 
 
 class C2Params(DetectorParams):
@@ -155,12 +162,11 @@ def beacon_score(r: dict[str, Any], cp: Corroboration) -> tuple[float, dict[str,
     scale = 1 - cp.rarity_weight + cp.rarity_weight * rarity
     if int(r["ports_served"]) > cp.max_ports_served:
         scale *= cp.ports_penalty
-    if float(r["in_out"]) > cp.max_in_out:
-        scale *= cp.in_out_penalty
     if f"{int(r['eport'])}/{_PROTO.get(int(r['proto']), r['proto'])}" in cp.service_ports:
         scale *= cp.service_port_penalty
-    seed = int(r["suspects"]) / max(1, int(r["beaconing_hosts"]))
-    lift = cp.alone + (1 - cp.alone) * seed
+    suspects = int(r["suspects"])
+    seed = suspects / max(1, int(r["beaconing_hosts"]))
+    lift = cp.alone + (1 - cp.alone) * seed * min(1.0, suspects / cp.suspects_for_full_lift)
     score = round(evidence * scale * lift, 4)
     parts = {
         "rhythm": round(rhythm, 4),
@@ -285,7 +291,8 @@ def _run(
             seeds=seeds.name if seeds.count else None,
             rat_min_per_hour=cp.rat_min_per_hour,
         )
-        rows = view.sql(sql).to_arrow_table().to_pylist()
+        rows = [r for r in view.sql(sql).to_arrow_table().to_pylist()
+                if cp.min_in_out <= float(r["in_out"]) <= cp.max_in_out]  # fmt: skip
         for r in rows:
             score, parts = beacon_score(r, cp)
             ev = {
