@@ -25,6 +25,7 @@ TEST_INTERNET = {"c2": {"report_documentation": True}}
 def config(tmp_path: Path) -> MamoriConfig:
     return make_config(tmp_path / "store", detect=TEST_INTERNET)
 
+
 T0 = datetime(2026, 11, 1, 10, 0, tzinfo=UTC)
 SPAN_S = 6 * 3600
 

@@ -260,8 +260,11 @@ def _ordinary_world(gov: Governance, *, visitors: int, site_bytes: int, rhythm: 
     for k, a in enumerate(subs):
         for j in range(6):
             # irregular gaps (20 s to 15 min), or every five minutes
-            at = start + timedelta(seconds=sum(
-                300 if rhythm else (37 * (i + 1) ** 2 + 11 * k) % 900 + 20 for i in range(j)))
+            at = start + timedelta(
+                seconds=sum(
+                    300 if rhythm else (37 * (i + 1) ** 2 + 11 * k) % 900 + 20 for i in range(j)
+                )
+            )
             sport = 42000 + 10 * k + j
             rows.append(flow(a, SITE, at, sport=sport, dport=port or 443))
             answer = flow(SITE, a, at, sport=port or 443, dport=sport)

@@ -53,8 +53,9 @@ def share_export(
     min_score: Annotated[
         float, typer.Option("--min-score", min=0.0, max=1.0, help="leave out weaker endpoints")
     ] = 0.0,
-    include_candidates: Annotated[bool, typer.Option("--include-candidates",
-                                                     help=_CANDIDATES_HELP)] = False,  # fmt: skip
+    include_candidates: Annotated[
+        bool, typer.Option("--include-candidates", help=_CANDIDATES_HELP)
+    ] = False,
 ) -> None:
     """Export the C&C list (IP, port, protocol, first/last seen, confidence, method) as a STIX 2.1
     bundle, a MISP event or CSV: endpoints an analyst confirmed or a feed has listed since we
@@ -80,8 +81,9 @@ def share_export(
 def share_publish(
     tlp: Annotated[str, typer.Option("--tlp", help=_TLP_HELP)] = "amber+strict",
     min_score: Annotated[float, typer.Option("--min-score", min=0.0, max=1.0)] = 0.0,
-    include_candidates: Annotated[bool, typer.Option("--include-candidates",
-                                                     help=_CANDIDATES_HELP)] = False,  # fmt: skip
+    include_candidates: Annotated[
+        bool, typer.Option("--include-candidates", help=_CANDIDATES_HELP)
+    ] = False,
 ) -> None:
     """Put the reviewed C&C list (confirmed or corroborated endpoints) into the TAXII collection
     "c2" that peers poll (same checks as export). Endpoints that did not change are not added

@@ -281,7 +281,7 @@ def _ordinary_sql(p: InfectedParams | None) -> str:
     bytes and ``m``; empty when ``p`` is None."""
     if p is None:
         return "ordinary AS (SELECT NULL::VARCHAR AS indicator, 0::BIGINT AS n WHERE false),"
-    off = int(round(p.local_utc_offset_hours * 3600))
+    off = round(p.local_utc_offset_hours * 3600)
     return f"""
 mf AS (SELECT * FROM m WHERE via IN ('to', 'from')),
 od AS (
@@ -391,8 +391,17 @@ def _match(
     flows = gov.open(
         MEASURE,
         "flows",
-        ["time_start", "src_addr", "dst_addr", "src_port", "dst_port", "protocol", "sampling_rate",
-         "bytes", "packets"],
+        [
+            "time_start",
+            "src_addr",
+            "dst_addr",
+            "src_port",
+            "dst_port",
+            "protocol",
+            "sampling_rate",
+            "bytes",
+            "packets",
+        ],
         actor,
         start=since,
         end=until,
