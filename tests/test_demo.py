@@ -59,8 +59,8 @@ def test_every_stage_ran_and_the_collector_lost_nothing(demo_out: Path) -> None:
     assert stats["rows_written"] == exported > 0
     assert (demo_out / "share" / "c2-list.stix.json").stat().st_size > 0
     # nothing leaves unreviewed: only confirmed or corroborated C&C (nobody has reviewed yet)
-    shared = re.search(r"(\d+) confirmed or corroborated endpoints exported.*?(\d+) candidates "
-                       r"await review", text)  # fmt: skip
+    shared = re.search(r"(\d+) confirmed or corroborated\s+endpoints\s+exported.*?(\d+)\s+"
+                       r"candidates\s+await\s+review", text, re.S)  # fmt: skip
     assert shared, text
     bundle = json.loads((demo_out / "share" / "c2-list.stix.json").read_text())
     indicators = [o for o in bundle.get("objects", []) if o["type"] == "indicator"]
