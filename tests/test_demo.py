@@ -58,6 +58,13 @@ def test_every_stage_ran_and_the_collector_lost_nothing(demo_out: Path) -> None:
     stats = json.loads((demo_out / "store" / "_state" / "collector" / "stats.json").read_text())
     assert stats["rows_written"] == exported > 0
     assert (demo_out / "share" / "c2-list.stix.json").stat().st_size > 0
+    # nothing leaves unreviewed: only confirmed or corroborated C&C (nobody has reviewed yet)
+    shared = re.search(r"(\d+) confirmed or corroborated\s+endpoints\s+exported.*?(\d+)\s+"
+                       r"candidates\s+await\s+review", text, re.S)  # fmt: skip
+    assert shared, text
+    bundle = json.loads((demo_out / "share" / "c2-list.stix.json").read_text())
+    indicators = [o for o in bundle.get("objects", []) if o["type"] == "indicator"]
+    assert len(indicators) == int(shared.group(1))
     assert list((demo_out / "store" / "_state" / "rpz").glob("*.rpz*")) or list(
         (demo_out / "store" / "_state" / "rpz").iterdir()
     )

@@ -114,6 +114,12 @@ def demo_config(
         update={
             "store": out_dir / "store",
             "address_plan": pools,
+            # the simulated Internet is the documentation ranges, which C&C discovery otherwise
+            # never reports
+            "detect": {
+                **base.detect,
+                "c2": {**base.detect.get("c2", {}), "report_documentation": True},
+            },
             "smtp": base.smtp.model_copy(update={"host": smtp_host, "port": smtp_port}),
             "web": base.web.model_copy(update={"mailbox_dir": out_dir / "mailboxes"}),
             # the maps a Postfix and a Dovecot would read; the demo runs neither (no postmap),
@@ -167,6 +173,9 @@ def _write_toml(config: MamoriConfig, path: Path) -> None:
             if config.mail.dovecot_deny_file
             else []
         ),
+        "",
+        "[detect.c2]  # the simulated Internet is the documentation ranges",
+        f"report_documentation = {json.dumps(bool(config.detect.get('c2', {}).get('report_documentation')))}",
         "",
     ]
     path.write_text("\n".join(lines), encoding="utf-8")
@@ -286,7 +295,7 @@ def _pipeline(
     from mamori.ingest.subscribers import load_subscribers
     from mamori.report.transparency import build_report
     from mamori.runs import stage_run
-    from mamori.share import export, publish
+    from mamori.share import export, publish, reviewed_list
     from mamori.sim.evaluate import score, score_c2
     from mamori.web.auth import Accounts
 
@@ -379,11 +388,15 @@ def _pipeline(
     with st.stage("share the C&C list (M3)") as note:
         share_dir = out_dir / "share"
         share_dir.mkdir(exist_ok=True)
+        # only what an analyst confirmed or a feed corroborated leaves; the rest waits in the
+        # console for review
         data, n = export(gov, "stix", ACTOR)
         (share_dir / "c2-list.stix.json").write_bytes(data)
         pub = publish(gov, ACTOR)
+        waiting = reviewed_list(gov, ACTOR).held_back.get("candidate", 0)
         note(
-            f"{n:,} endpoints exported (STIX 2.1, TLP:AMBER+STRICT); TAXII collection +{pub.objects_added:,} objects"
+            f"{n:,} confirmed or corroborated endpoints exported (STIX 2.1, TLP:AMBER+STRICT); "
+            f"TAXII collection +{pub.objects_added:,} objects; {waiting:,} candidates await review"
         )
 
     with (

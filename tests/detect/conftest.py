@@ -6,11 +6,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
+from mamori.config import MamoriConfig
 from mamori.governance import Governance
+from tests.conftest import make_config
+
+#: this world's Internet is the documentation ranges, which C&C discovery never reports
+#: elsewhere (as the simulator's)
+TEST_INTERNET = {"c2": {"report_documentation": True}}
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> MamoriConfig:
+    return make_config(tmp_path / "store", detect=TEST_INTERNET)
+
 
 T0 = datetime(2026, 11, 1, 10, 0, tzinfo=UTC)
 SPAN_S = 6 * 3600

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from mamori.cli import app
-from mamori.detect.c2 import detect_c2, run_c2
+from mamori.detect.c2 import C2Params, detect_c2, never_reported, run_c2
 from mamori.governance import Governance
 from tests.detect.conftest import BEACON_EP, HOSTS, KNOWN_CC, OWN_SERVER, UNKNOWN_CC, load_world
 
@@ -68,6 +70,7 @@ def test_cli_json_lines(tmp_path: Path) -> None:
             f"prefixes = [{', '.join(repr(str(n)) for n in p.prefixes)}]\n"
             for p in PLAN
         ).replace("'", '"')
+        + "[detect.c2]\nreport_documentation = true\n"
     )
     runner = CliRunner()
     res = runner.invoke(
@@ -84,3 +87,84 @@ def test_cli_json_lines(tmp_path: Path) -> None:
                               "--method", "learned"])  # fmt: skip
     assert res.exit_code == 0, res.output
     assert "no model" in res.stdout
+
+
+def _strict(line: str) -> Any:
+    def refuse(const: str) -> None:
+        raise ValueError(f"not JSON: {const}")
+
+    return json.loads(line, parse_constant=refuse)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--json"],
+        [],  # the table: the summary still goes to stderr, as JSON
+        ["--json", "--since", "2026-11-01T10:00:00Z", "--until", "2026-11-01T16:00:00Z"],
+        ["--json", "--train", "--since", "2026-11-01T10:00:00Z"],
+        ["--json", "--since", "2030-01-01T00:00:00Z"],  # an empty window
+    ],
+)
+def test_cli_summary_is_strict_json(tmp_path: Path, extra: list[str]) -> None:
+    from mamori.config import load_config
+    from tests.conftest import PLAN
+
+    store = tmp_path / "store"
+    cfg = load_config(overrides={"store": store}).model_copy(update={"address_plan": PLAN})
+    with Governance(cfg) as gov:
+        load_world(gov)
+    res = CliRunner().invoke(app, ["--store", str(store), "detect", "c2", *extra])
+    assert res.exit_code in (0, 1), res.output
+    lines = [x for x in res.stderr.splitlines() if x.startswith("{")]
+    if res.exit_code == 0:
+        summary = _strict(lines[-1])
+        assert set(summary) >= {"window", "findings", "methods", "special_dropped"}
+
+
+def test_summary_json_has_no_nan() -> None:
+    from datetime import UTC, datetime
+
+    from mamori.cli.detect import summary_json
+
+    text = summary_json({"rate": float("nan"), "at": datetime(2026, 1, 1, tzinfo=UTC),
+                         "n": np.int64(3), "x": [float("inf"), 1.5]})  # fmt: skip
+    assert _strict(text) == {"rate": None, "at": "2026-01-01T00:00:00+00:00", "n": 3,
+                             "x": [None, 1.5]}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("ip", "documentation_allowed", "never"),
+    [
+        ("239.255.255.250", False, True),  # SSDP multicast (was reported on a home capture)
+        ("224.0.0.252", True, True),  # LLMNR
+        ("255.255.255.255", False, True),  # limited broadcast
+        ("169.254.10.1", False, True),  # link-local
+        ("240.1.2.3", False, True),  # reserved
+        ("0.1.2.3", False, True),
+        ("10.1.2.3", False, True),
+        ("100.64.1.1", False, True),  # shared (CGNAT) space
+        ("ff02::fb", False, True),
+        ("fe80::1", False, True),
+        ("203.0.113.200", False, True),  # documentation
+        ("2001:db8::1", False, True),
+        ("203.0.113.200", True, False),  # … unless a test world uses it as its Internet
+        ("23.253.126.58", False, False),
+        ("2a00:1450:4001::1", False, False),
+        ("not-an-ip", False, False),
+    ],
+)
+def test_never_reported(ip: str, documentation_allowed: bool, never: bool) -> None:
+    assert never_reported(ip, C2Params(report_documentation=documentation_allowed)) is never
+
+
+def test_documentation_ranges_dropped_by_default(tmp_path: Path) -> None:
+    """Without ``report_documentation`` this world's C&C (in 203.0.113.0/24) are dropped and
+    counted, never reported."""
+    from tests.conftest import make_config
+
+    with Governance(make_config(tmp_path / "store")) as gov:
+        load_world(gov)
+        run = run_c2(gov, actor="test", methods=("correlation", "beacon"), write=False)
+    assert run.findings.num_rows == 0
+    assert run.summary["special_dropped"] >= 2

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -223,13 +224,96 @@ def test_popular_listing_is_held_back(gov: Governance) -> None:
         update={"popular_min_addresses": 3, "popular_share": 0.5}
     )
     report = match_reputation(gov, actor="test", settings=settings)
-    assert report.held_back == [{"indicator": f"{cdn}:443", "addresses": 6, "active": 6}]
+    assert report.held_back == [
+        {"indicator": f"{cdn}:443", "addresses": 6, "active": 6, "why": "popular"}
+    ]
     assert [(f["ip"], f["evidence"]["indicators"]) for f in report.findings] == [
         (subs[0], [f"{CC_PORT}:443"])
     ]
     # with the guard off (the default minimum of 20 addresses), all six are findings
     report = match_reputation(gov, actor="test", write=False)
     assert report.held_back == [] and len(report.findings) == 6
+
+
+SITE = "203.0.113.90"  # a benign web site a feed lists by mistake, as a bare address
+
+
+def _ordinary_world(gov: Governance, *, visitors: int, site_bytes: int, rhythm: bool,
+                    hour_utc: int = 2, port: int | None = None) -> list[str]:  # fmt: skip
+    """``visitors`` subscribers fetch pages from the listed ``SITE`` (answers of
+    ``site_bytes``), irregularly unless ``rhythm``; six bots beacon to a listed C&C. 02:00 UTC
+    is 11:00 in Tokyo (the default local time)."""
+    subs = [f"10.0.2.{i}" for i in range(1, visitors + 1)]
+    bots = [f"10.0.3.{i}" for i in range(1, 7)]
+    gov.write_registry(
+        "allocations",
+        table([{"start": T0 - 24 * HOUR, "end": None, "addr": a, "subscriber_id": f"S{a}"}
+               for a in subs + bots]),
+        "test",
+        source="csv",
+    )  # fmt: skip
+    gov.write_registry(
+        "reputation", table([_rep(SITE, port=port), _rep(CC_PORT, port=443)]), "test", source="t"
+    )
+    start = (T0 + timedelta(days=1)).replace(hour=hour_utc)
+    rows: list[dict[str, object]] = []
+    for k, a in enumerate(subs):
+        for j in range(6):
+            # irregular gaps (20 s to 15 min), or every five minutes
+            at = start + timedelta(
+                seconds=sum(
+                    300 if rhythm else (37 * (i + 1) ** 2 + 11 * k) % 900 + 20 for i in range(j)
+                )
+            )
+            sport = 42000 + 10 * k + j
+            rows.append(flow(a, SITE, at, sport=sport, dport=port or 443))
+            answer = flow(SITE, a, at, sport=port or 443, dport=sport)
+            rows.append({**answer, "bytes": site_bytes, "packets": max(1, site_bytes // 1400)})
+    for k, b in enumerate(bots):
+        for j in range(6):
+            at = start + timedelta(seconds=60 * j + k)
+            rows.append(flow(b, CC_PORT, at, sport=43000 + 10 * k + j))
+            answer = flow(CC_PORT, b, at, sport=443, dport=43000 + 10 * k + j)
+            rows.append({**answer, "bytes": 180})
+    gov.write("M1", "flows", table(rows), "collector")
+    return subs
+
+
+@pytest.mark.parametrize(
+    ("case", "kw", "held"),
+    [
+        ("a web site many visit: held", {"visitors": 8, "site_bytes": 24_000, "rhythm": False},
+         True),
+        ("too few visitors to tell", {"visitors": 3, "site_bytes": 24_000, "rhythm": False},
+         False),
+        ("small answers: a C&C's", {"visitors": 8, "site_bytes": 300, "rhythm": False}, False),
+        ("a beacon rhythm", {"visitors": 8, "site_bytes": 24_000, "rhythm": True}, False),
+        ("at 03:00 local time", {"visitors": 8, "site_bytes": 24_000, "rhythm": False,
+                                 "hour_utc": 18}, False),
+        ("an address and port needs more visitors",
+         {"visitors": 8, "site_bytes": 24_000, "rhythm": False, "port": 443}, False),
+        ("…and holds with them",
+         {"visitors": 12, "site_bytes": 24_000, "rhythm": False, "port": 443}, True),
+    ],
+)  # fmt: skip
+def test_ordinary_traffic_entry_is_held_for_review(gov: Governance, case: str,
+                                                   kw: dict[str, Any], held: bool) -> None:  # fmt: skip
+    """An entry many subscribers reach the way people browse is held for review (the popularity
+    hold-back alone, at 10 % of the subscribers, misses a site 1 % of them visit); the bots of a
+    real C&C are found either way."""
+    subs = _ordinary_world(gov, **kw)
+    report = match_reputation(gov, actor="test", write=False)
+    indicator = SITE if kw.get("port") is None else f"{SITE}:{kw['port']}"
+    found = {f["ip"] for f in report.findings}
+    assert {f"10.0.3.{i}" for i in range(1, 7)} <= found, case
+    if held:
+        assert [(h["indicator"], h["why"]) for h in report.held_back] == [
+            (indicator, "ordinary traffic")
+        ], case
+        assert not found & set(subs), case
+    else:
+        assert report.held_back == [], case
+        assert set(subs) <= found, case
 
 
 @pytest.mark.parametrize(

@@ -328,8 +328,8 @@ def test_figures_add_up_against_the_audit_log(gov: Governance, tmp_path: Path) -
         subscribers_affected=7,
     )
     act.apply(gov, act.approve(gov, act.propose(gov, [rule], "t"), "t"), "t")
-    export(gov, "stix", "test")
-    published = publish(gov, "test")
+    export(gov, "stix", "test", include_candidates=True)
+    published = publish(gov, "test", include_candidates=True)
     assert published.objects_added > 0
     gov.consent.set("sub-0001", "M7", False, actor="subscriber:sub-0001", channel="web")
     gov.consent.set("sub-0002", "M8", False, actor="desk", channel="phone")

@@ -73,7 +73,7 @@ def test_in_pools(ip: str | None, inside: bool) -> None:
 def test_guard_refuses_and_audits(gov: Governance) -> None:
     write_findings(gov, [finding("203.0.113.5"), finding("10.0.1.2", 40000)])
     with pytest.raises(ExportRefused, match="1 of 2 address"):
-        export(gov, "stix", "test")
+        export(gov, "stix", "test", include_candidates=True)
     refused = [e for e in gov.audit.entries() if e.event == "refused"]
     assert len(refused) == 1
     detail = json.loads(refused[0].detail or "{}")
@@ -151,7 +151,7 @@ def test_no_subscriber_pool_address_can_be_exported(
         write_findings(g, [finding(ip, port, score=s, n=i) for i, (ip, port, s) in enumerate(rows)])
         any_inside = any(in_pools(pa.array([ip]), POOLS)[0] for ip, _, _ in rows)
         try:
-            data, n = export(g, fmt, "test")  # type: ignore[arg-type]
+            data, n = export(g, fmt, "test", include_candidates=True)  # type: ignore[arg-type]
         except ExportRefused:
             assert any_inside
             return

@@ -9,6 +9,7 @@ import pytest
 from stix2validator import ValidationOptions, validate_string
 from typer.testing import CliRunner
 
+from mamori.act.reviews import Reviews
 from mamori.cli import app
 from mamori.config import load_config
 from mamori.governance import Governance
@@ -41,7 +42,11 @@ def test_export_formats_and_refusal(tmp_path: Path) -> None:
     a = _store(tmp_path, "isp-a")
     with _gov(a) as g:
         write_findings(g, [finding("203.0.113.5"), finding("198.18.0.1", 53, protocol="udp")])
+    # unreviewed candidates stay home unless the operator says so (audited)
     r = runner.invoke(app, [*a, "share", "export", "--format", "csv"])
+    assert r.exit_code == 0, r.output
+    assert "203.0.113.5" not in r.stdout and "exported 0 C&C endpoint(s)" in r.output
+    r = runner.invoke(app, [*a, "share", "export", "--format", "csv", "--include-candidates"])
     assert r.exit_code == 0, r.output
     assert "203.0.113.5" in r.stdout and "198.18.0.1" in r.stdout
     out = tmp_path / "list.json"
@@ -59,16 +64,18 @@ def test_export_formats_and_refusal(tmp_path: Path) -> None:
             "green",
             "--min-score",
             "0.5",
+            "--include-candidates",
         ],
     )
     assert r.exit_code == 0, r.output
     assert validate_string(out.read_text(), ValidationOptions(version="2.1")).is_valid
     assert json.loads(out.read_text())["objects"][0]["name"] == "TLP:GREEN"
-    r = runner.invoke(app, [*a, "share", "export", "-f", "misp", "--tlp", "purple"])
+    r = runner.invoke(app, [*a, "share", "export", "-f", "misp", "--tlp", "purple",
+                            "--include-candidates"])  # fmt: skip
     assert r.exit_code == 2 and "unknown TLP level" in r.output
     with _gov(a) as g:
         write_findings(g, [finding("10.0.3.4", 8080)])
-    r = runner.invoke(app, [*a, "share", "export", "-f", "csv"])
+    r = runner.invoke(app, [*a, "share", "export", "-f", "csv", "--include-candidates"])
     assert r.exit_code == 1
     assert "export refused" in r.output and "10.0.3.4" not in r.stdout
 
@@ -101,6 +108,10 @@ def test_peers_publish_and_poll(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     key = r.stdout.strip().splitlines()[-1]
     assert key.startswith("mamori_")
+    with _gov(a) as g:  # an analyst confirms both in the console
+        reviews = Reviews(g)
+        for ip, port in (("203.0.113.5", 443), ("203.0.113.6", 80)):
+            reviews.record(f"f-{ip}-{port}-0", "M2", "confirmed", "analyst")
     r = runner.invoke(app, [*a, "share", "publish"])
     assert r.exit_code == 0 and "2 endpoint(s)" in r.output
     listing = runner.invoke(app, [*a, "share", "peers", "list"])

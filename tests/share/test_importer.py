@@ -43,7 +43,7 @@ def test_round_trip_over_taxii(gov: Governance, gov_b: Governance) -> None:
     """Export from store A, serve it over TAXII, poll it from store B with taxii2-client: B's
     reputation equals A's list; a second poll brings nothing new; a new finding comes alone."""
     write_findings(gov, ENDPOINTS)
-    assert publish(gov, "test").endpoints == 5
+    assert publish(gov, "test", include_candidates=True).endpoints == 5
     trust_a = TrustStore.of(gov)
     trust_a.set_group("isac", read=["c2"], write=["submissions"])
     key = trust_a.add_peer("isp-b", "isac")
@@ -62,7 +62,7 @@ def test_round_trip_over_taxii(gov: Governance, gov_b: Governance) -> None:
         assert (again.objects_received, again.loaded) == (0, 0)
 
         write_findings(gov, [finding("192.0.2.200", 25, score=0.5) | {"ip": "203.0.113.200"}])
-        publish(gov, "test")
+        publish(gov, "test", include_candidates=True)
         third = poll_peer(gov_b, "isp-a", "test")
         assert third.loaded == 1
         assert third.objects_received == 3  # indicator, infrastructure, relationship
@@ -73,7 +73,7 @@ def test_round_trip_over_taxii(gov: Governance, gov_b: Governance) -> None:
 
 def test_poll_with_revoked_key_fails_and_loads_nothing(gov: Governance, gov_b: Governance) -> None:
     write_findings(gov, ENDPOINTS[:1])
-    publish(gov, "test")
+    publish(gov, "test", include_candidates=True)
     trust_a = TrustStore.of(gov)
     trust_a.set_group("isac", read=["c2"], write=[])
     key = trust_a.add_peer("isp-b", "isac")
@@ -88,7 +88,7 @@ def test_poll_with_revoked_key_fails_and_loads_nothing(gov: Governance, gov_b: G
 @pytest.mark.parametrize("fmt", ["stix", "misp", "csv"])
 def test_file_round_trip(gov: Governance, gov_b: Governance, tmp_path: Path, fmt: str) -> None:
     write_findings(gov, ENDPOINTS)
-    data, n = export(gov, fmt, "test")  # type: ignore[arg-type]
+    data, n = export(gov, fmt, "test", include_candidates=True)  # type: ignore[arg-type]
     path = tmp_path / f"list.{fmt}"
     path.write_bytes(data)
     result = import_file(gov_b, path, fmt, "test", source="isp-a")  # type: ignore[arg-type]

@@ -63,7 +63,7 @@ def test_reads_back(case: str) -> None:
 
 def test_export_and_response_wrapper(gov: Governance) -> None:
     write_findings(gov, [finding("203.0.113.5"), finding("203.0.113.6", 80)])
-    data, n = export(gov, "misp", "test", tlp="red")
+    data, n = export(gov, "misp", "test", tlp="red", include_candidates=True)
     doc = json.loads(data)
     assert n == 2 and {"name": "tlp:red"} in doc["Event"]["Tag"]
     report = ParseReport()

@@ -68,7 +68,7 @@ def test_bundles_validate(case: str, tlp: str) -> None:
 
 def test_default_marking_is_amber_strict(gov: Governance) -> None:
     write_findings(gov, [finding("203.0.113.5")])
-    data, n = export(gov, "stix", "test")
+    data, n = export(gov, "stix", "test", include_candidates=True)
     b = json.loads(data)
     _validate(b)
     assert n == 1

@@ -30,7 +30,7 @@ def server(gov: Governance, taxii_app: FastAPI) -> Iterator[tuple[str, dict[str,
     """Store A with 5 published endpoints (17 objects), groups and three peers; yields the base
     URL and each peer's key."""
     write_findings(gov, [finding(f"203.0.113.{i}", 443 + i) for i in range(1, 6)])
-    publish(gov, "test")
+    publish(gov, "test", include_candidates=True)
     trust = TrustStore.of(gov)
     trust.set_group("isac", read=["c2", "submissions"], write=["submissions"])
     trust.set_group("readers", read=["c2"], write=[])

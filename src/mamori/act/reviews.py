@@ -1,5 +1,6 @@
 """People's verdicts on findings: a finding is a candidate until an analyst confirms it, rejects
-it, or marks it a false positive.
+it, or marks it a false positive — or, for a C&C finding, until a feed lists the endpoint later
+(*corroborated*, recorded by :meth:`Reviews.corroborate`, never an analyst's choice).
 
 Verdicts are appended to ``<store>/_state/reviews/reviews.jsonl`` (finding id, measure, verdict,
 who, when — never the address the finding is about) and audited as ``review`` events under the
@@ -20,9 +21,16 @@ import pyarrow.compute as pc
 
 from mamori.governance import Governance
 
-__all__ = ["VERDICTS", "Review", "Reviews"]
+__all__ = ["CORROBORATED", "SHAREABLE", "STATES", "VERDICTS", "Review", "Reviews"]
 
+#: what an analyst may decide
 VERDICTS = ("confirmed", "rejected", "false-positive")
+#: a feed listed the endpoint after we found it
+CORROBORATED = "corroborated"
+#: every review state a finding can have besides ``candidate``
+STATES = (*VERDICTS, CORROBORATED)
+#: the states whose C&C endpoints may leave the ISP without an explicit, audited flag
+SHAREABLE = ("confirmed", CORROBORATED)
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,15 @@ class Reviews:
     def record(self, finding_id: str, measure: str, verdict: str, actor: str) -> Review:
         if verdict not in VERDICTS:
             raise ValueError(f"verdict {verdict!r}: one of {', '.join(VERDICTS)}")
+        return self._append(finding_id, measure, verdict, actor, {})
+
+    def corroborate(self, finding_id: str, measure: str, actor: str, source: str) -> Review:
+        """A feed (``source``) now lists what the finding names: audited as a ``review`` whose
+        decision is ``corroborated``."""
+        return self._append(finding_id, measure, CORROBORATED, actor, {"source": source})
+
+    def _append(self, finding_id: str, measure: str, verdict: str, actor: str,
+                extra: dict[str, str]) -> Review:  # fmt: skip
         r = Review(datetime.now(UTC), finding_id, measure, verdict, actor)
         line = json.dumps({**r.__dict__, "ts": r.ts.isoformat()}, sort_keys=True) + "\n"
         with self._lock.open("a") as lh:
@@ -57,7 +74,7 @@ class Reviews:
             event="review",
             measure=measure,
             dataset="findings",
-            detail={"finding": finding_id, "decision": verdict},
+            detail={"finding": finding_id, "decision": verdict, **extra},
         )
         return r
 

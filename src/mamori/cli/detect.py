@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -23,6 +24,29 @@ from mamori.cli.common import (
 
 if TYPE_CHECKING:
     from mamori.detect.base import Detector
+
+
+def _plain(v: Any) -> Any:
+    """``v`` with every value JSON can hold: NaN and infinities (an empty window's rates) become
+    null, times ISO 8601 text, anything else its text."""
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if v is None or isinstance(v, (str, int, bool)):
+        return v
+    if hasattr(v, "isoformat"):
+        return v.isoformat()
+    if hasattr(v, "item"):  # a NumPy scalar
+        return _plain(v.item())
+    return str(v)
+
+
+def summary_json(summary: dict[str, Any]) -> str:
+    """A run's summary as one line of strict JSON (no NaN), for stderr or a log."""
+    return json.dumps(_plain(summary), sort_keys=True, allow_nan=False)
 
 
 def _build(name: str, **options: Any) -> Detector:
@@ -173,7 +197,7 @@ def detect_c2_cmd(
                 r[k] = r[k].isoformat() if r[k] else None
             typer.echo(json.dumps(r, sort_keys=True))
         # plain text: a rich console would wrap the line and read [..] as markup
-        typer.echo(json.dumps(run.summary, default=str, sort_keys=True), err=True)
+        typer.echo(summary_json(run.summary), err=True)
         return
     t = Table(title=f"C&C findings ({len(rows)}; {run.summary.get('seeds', 0)} seeds)")
     for col in ("ip", "port", "proto", "method", "score", "hosts", "first seen", "last seen"):
@@ -196,9 +220,10 @@ def detect_c2_cmd(
             r["last_seen"].isoformat() if r["last_seen"] else "",
         )
     out.print(t)
-    for key in ("learned", "known_endpoints_seen", "inside_plan_dropped"):
+    for key in ("learned", "known_endpoints_seen", "inside_plan_dropped", "special_dropped"):
         if key in run.summary:
             out.print(f"{key}: {run.summary[key]}", highlight=False)
+    typer.echo(summary_json(run.summary), err=True)
 
 
 def _print_run(title: str, run: Any, as_json: bool, columns: dict[str, str]) -> None:
@@ -211,7 +236,7 @@ def _print_run(title: str, run: Any, as_json: bool, columns: dict[str, str]) -> 
             for k in ("detected", "first_seen", "last_seen"):
                 r[k] = r[k].isoformat() if r[k] else None
             typer.echo(json.dumps(r, sort_keys=True))
-        typer.echo(json.dumps(run.summary, default=str, sort_keys=True), err=True)
+        typer.echo(summary_json(run.summary), err=True)
         return
     t = Table(title=f"{title} ({len(rows)})")
     for col in ("ip", "port", "method", *columns, "score", "first seen", "last seen"):
@@ -229,7 +254,7 @@ def _print_run(title: str, run: Any, as_json: bool, columns: dict[str, str]) -> 
         )
     out.print(t)
     # plain text: a rich console would wrap the line and read [..] as markup
-    typer.echo(json.dumps(run.summary, default=str, sort_keys=True))
+    typer.echo(summary_json(run.summary))
 
 
 @detect_app.command("spoofing")

@@ -74,7 +74,9 @@ def report_transparency(
         "affected",
         "opt-outs",
         "shared",
+        "shared conf/corr/cand",
         "partners",
+        "findings conf/corr/rej",
     )
     for col in cols:
         t.add_column(col, justify="left" if col == "measure" else "right")
@@ -87,7 +89,9 @@ def report_transparency(
             str(m.block_subscribers),
             str(m.opt_outs),
             str(m.cc_entries_shared),
+            f"{m.cc_shared_confirmed}/{m.cc_shared_corroborated}/{m.cc_shared_candidates}",
             str(m.share_partners),
+            f"{m.findings_confirmed}/{m.findings_corroborated}/{m.findings_rejected}",
         )
     console = Console(file=out_file.open("w", encoding="utf-8")) if out_file else out
     console.print(t)

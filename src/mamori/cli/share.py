@@ -37,6 +37,10 @@ class ShareFormat(StrEnum):
 
 
 _TLP_HELP = "TLP 2.0 marking: clear, green, amber, amber+strict or red"
+_CANDIDATES_HELP = (
+    "also share candidates nobody has reviewed yet (recorded in the audit log); rejected "
+    "endpoints never leave"
+)
 
 
 @share_app.command("export")
@@ -49,14 +53,19 @@ def share_export(
     min_score: Annotated[
         float, typer.Option("--min-score", min=0.0, max=1.0, help="leave out weaker endpoints")
     ] = 0.0,
+    include_candidates: Annotated[
+        bool, typer.Option("--include-candidates", help=_CANDIDATES_HELP)
+    ] = False,
 ) -> None:
     """Export the C&C list (IP, port, protocol, first/last seen, confidence, method) as a STIX 2.1
-    bundle, a MISP event or CSV. Only aggregated endpoints leave: the export is refused (and the
-    refusal audited) if any address lies in this ISP's own subscriber pools."""
+    bundle, a MISP event or CSV: endpoints an analyst confirmed or a feed has listed since we
+    found them, never rejected ones. Only aggregated endpoints leave: the export is refused (and
+    the refusal audited) if any address lies in this ISP's own subscriber pools."""
     from mamori.share import ExportRefused, export
 
     try:
-        data, n = export(STATE.gov(), fmt.value, actor_name(), tlp=tlp, min_score=min_score)
+        data, n = export(STATE.gov(), fmt.value, actor_name(), tlp=tlp, min_score=min_score,
+                         include_candidates=include_candidates)  # fmt: skip
     except ExportRefused as exc:
         fail(str(exc))
     except ValueError as exc:
@@ -72,13 +81,18 @@ def share_export(
 def share_publish(
     tlp: Annotated[str, typer.Option("--tlp", help=_TLP_HELP)] = "amber+strict",
     min_score: Annotated[float, typer.Option("--min-score", min=0.0, max=1.0)] = 0.0,
+    include_candidates: Annotated[
+        bool, typer.Option("--include-candidates", help=_CANDIDATES_HELP)
+    ] = False,
 ) -> None:
-    """Put the current C&C list into the TAXII collection "c2" that peers poll (same checks as
-    export). Endpoints that did not change are not added again."""
+    """Put the reviewed C&C list (confirmed or corroborated endpoints) into the TAXII collection
+    "c2" that peers poll (same checks as export). Endpoints that did not change are not added
+    again."""
     from mamori.share import ExportRefused, publish
 
     try:
-        r = publish(STATE.gov(), actor_name(), tlp=tlp, min_score=min_score)
+        r = publish(STATE.gov(), actor_name(), tlp=tlp, min_score=min_score,
+                    include_candidates=include_candidates)  # fmt: skip
     except ExportRefused as exc:
         fail(str(exc))
     except ValueError as exc:

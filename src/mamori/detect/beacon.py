@@ -134,24 +134,51 @@ def beacon_endpoints_sql(
     max_share: float,
     max_hosts_min: int,
     max_probe_share: float = 0.5,
+    *,
+    seeds: str | None = None,
+    rat_min_per_hour: float = 100.0,
 ) -> str:
-    """Endpoints some host beacons to, with how many hosts use them at all.
+    """Endpoints some host beacons to, with how many hosts use them at all and what corroborates
+    or weakens the beacon.
 
     A periodic service many subscribers use (NTP, update checks, messaging, camera clouds)
     beacons too; what sets a C&C apart is that few hosts use it. An endpoint is kept when at
     most ``max(max_hosts_min, max_share × population)`` hosts exchange with it, on a port that is
     not being scanned (most attempts on it, across all hosts, unanswered: a brute-forcing bot
     repeating itself against a victim is regular too).
+
+    A pair counts as beaconing when its score reaches ``p.threshold``, or when it makes at least
+    ``rat_min_per_hour`` connections an hour (a RAT's bursts; its score still says how regular).
+    Per endpoint: ``per_hour`` (the busiest pair's connections an hour, scaled by the sampling
+    rate, over a span of at least ten minutes so a short burst does not look endless),
+    ``suspects`` (beaconing hosts that also reach a seed, when ``seeds`` names the seed table),
+    ``ports_served`` (distinct ports of the endpoint our hosts exchange with) and ``in_out``
+    (bytes it sends over bytes it receives).
     """
+    suspects = (
+        f"""SELECT DISTINCT o.host FROM {view} o JOIN {seeds} s
+            ON o.ext = s.ip AND (s.port IS NULL OR s.port = o.eport)
+            WHERE o.est AND NOT o.server_side"""
+        if seeds
+        else f"SELECT host FROM {view} WHERE false"
+    )
     return f"""
-    WITH bp AS (SELECT * FROM {pairs}),
+    WITH bp AS (
+        SELECT *, n / greatest(last - first, 600.0) * 3600.0 AS per_hour FROM {pairs}
+    ),
     o AS (SELECT * FROM {view} WHERE NOT server_side),
     pop AS (SELECT count(DISTINCT host) AS n_pop FROM o),
+    sus AS ({suspects}),
+    beat AS (
+        SELECT bp.*, sus.host IS NOT NULL AS suspect FROM bp LEFT JOIN sus USING (host)
+        WHERE bp.score >= {p.threshold} OR bp.per_hour >= {rat_min_per_hour}
+    ),
     hot AS (
         SELECT ext, eport, proto, count(*) AS beaconing_hosts, max(score) AS max_score,
                avg(score) AS mean_score, median(period_s) AS period_s, sum(n) AS sampled_flows,
-               min(first) AS first, max(last) AS last
-        FROM bp WHERE score >= {p.threshold} GROUP BY ALL
+               min(first) AS first, max(last) AS last, max(per_hour) AS per_hour,
+               count(*) FILTER (WHERE suspect) AS suspects
+        FROM beat GROUP BY ALL
     ),
     pp AS (
         SELECT eport, proto, avg(CASE WHEN est THEN 0.0 ELSE 1.0 END) AS probe_share
@@ -159,13 +186,22 @@ def beacon_endpoints_sql(
     ),
     ep AS (
         SELECT o.ext, o.eport, o.proto, count(DISTINCT o.host) AS hosts,
-               max(o.rate) AS rate_max, min(o.rate) AS rate_min
+               max(o.rate) AS rate_max, min(o.rate) AS rate_min,
+               sum(CASE WHEN o.outbound THEN 0 ELSE o.bytes END) AS bytes_in,
+               sum(CASE WHEN o.outbound THEN o.bytes ELSE 0 END) AS bytes_out
         FROM o SEMI JOIN hot USING (ext, eport, proto)
         WHERE o.est
         GROUP BY ALL
+    ),
+    srv AS (
+        SELECT ext, count(DISTINCT (eport, proto)) AS ports_served
+        FROM o WHERE est AND ext IN (SELECT ext FROM hot) GROUP BY ALL
     )
-    SELECT hot.*, ep.hosts, ep.rate_min, ep.rate_max, pop.n_pop
-    FROM hot JOIN ep USING (ext, eport, proto) CROSS JOIN pop
+    SELECT hot.* REPLACE (hot.per_hour * coalesce(ep.rate_min, 1) AS per_hour),
+           ep.hosts, ep.rate_min, ep.rate_max, pop.n_pop, srv.ports_served,
+           ep.bytes_in / greatest(ep.bytes_out, 1) AS in_out,
+           greatest({max_hosts_min}, {max_share} * pop.n_pop) AS max_hosts
+    FROM hot JOIN ep USING (ext, eport, proto) JOIN srv USING (ext) CROSS JOIN pop
     LEFT JOIN pp USING (eport, proto)
     WHERE ep.hosts <= greatest({max_hosts_min}, {max_share} * pop.n_pop)
       AND coalesce(pp.probe_share, 0) < {max_probe_share}

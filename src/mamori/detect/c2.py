@@ -7,6 +7,10 @@ score, and per-method evidence. Findings name endpoints only — never an intern
 
 * an endpoint inside the ISP's own address plan is never reported (our own servers are handled by
   other measures, and reporting them would point at a subscriber);
+* nor an address no C&C can be served from across the Internet: multicast (SSDP's
+  239.255.255.250), broadcast, link-local, loopback, private, shared (CGNAT), reserved and
+  documentation ranges (``never_report``; the documentation ranges only while
+  ``report_documentation`` is false: test worlds such as the simulator's use them as the Internet);
 * an endpoint already listed in reputation (C&C or first-stage) is *known*: it is left out, or with
   ``include_known`` kept and marked ``"known": true`` in its evidence.
 """
@@ -46,6 +50,67 @@ METHODS = ("correlation", "learned", "beacon")
 _PROTO = {6: "tcp", 17: "udp"}
 
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+#: IANA special-purpose blocks that are not globally reachable (documentation apart)
+NEVER_REPORT: tuple[IPNetwork, ...] = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+        "172.16.0.0/12", "192.0.0.0/24", "192.168.0.0/16", "198.18.0.0/15", "224.0.0.0/4",
+        "240.0.0.0/4", "::/128", "::1/128", "::ffff:0:0/96", "64:ff9b:1::/48", "100::/64",
+        "fc00::/7", "fe80::/10", "ff00::/8",
+    )
+)  # fmt: skip
+DOCUMENTATION: tuple[IPNetwork, ...] = tuple(
+    ipaddress.ip_network(n)
+    for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")
+)
+
+
+class Corroboration(DetectorParams):
+    """How beacon evidence is weighed: a regular rhythm is what benign services (IoT clouds,
+    push keep-alives, NTP, VPN) do best, so rhythm alone never scores above ``alone``; what
+    lifts a beacon towards 1 is corroboration — the beaconing hosts are suspects (they also
+    reach a listed C&C or first-stage server). Within the uncorroborated range, beacons rank by
+    rhythm, intensity (a RAT calls home hundreds of times an hour) and rarity, and lose weight
+    when the endpoint behaves like a service (many ports served). An endpoint that serves
+    content (answers many times larger than what it is sent) or never answers is filtered out."""
+
+    #: the most a beacon scores with no suspect among its beaconing hosts (below 0.5: a rhythm
+    #: alone is never more likely C&C than not)
+    alone: float = Field(default=0.45, gt=0, le=1)
+    #: weight of intensity (connections per hour of the busiest pair) against rhythm
+    intensity_weight: float = Field(default=0.5, ge=0, le=1)
+    #: connections per hour (sampled records scaled by the rate) at which intensity is full
+    intensity_full_per_hour: float = Field(default=240.0, gt=0)
+    #: a pair this intense is evidence even when its timing is irregular (a RAT's bursts): one
+    #: host, one endpoint, hundreds of connections an hour
+    rat_min_per_hour: float = Field(default=100.0, gt=0)
+    #: infrastructure protocols whose traffic is periodic by nature (a remote resolver, time
+    #: servers, DHCP, NetBIOS, SSDP, mDNS, LLMNR): "PORT/PROTO"; C&C over DNS is the resolver
+    #: measures' to find, not the flows'
+    service_ports: tuple[str, ...] = (
+        "53/udp", "53/tcp", "123/udp", "67/udp", "68/udp", "137/udp", "138/udp", "1900/udp",
+        "5353/udp", "5355/udp",
+    )  # fmt: skip
+    service_port_penalty: float = Field(default=0.3, gt=0, le=1)
+    #: weight of rarity (hosts using the endpoint against the most a beacon may have)
+    rarity_weight: float = Field(default=0.5, ge=0, le=1)
+    #: an endpoint serving more distinct ports than this to our hosts looks like a service
+    max_ports_served: int = Field(default=3, ge=1)
+    ports_penalty: float = Field(default=0.5, gt=0, le=1)
+    #: an endpoint sending more than this many times the bytes it receives serves content (a
+    #: download, a page and its parts), not a check-in: never a beacon finding
+    max_in_out: float = Field(default=10.0, gt=0)
+    #: … and one sending back less than this share is no server at all (a flood's victim, a
+    #: scan's silent target): never a beacon finding either
+    min_in_out: float = Field(default=0.01, ge=0)
+    #: suspects among the beaconing hosts lift the score fully from this many on (one bot's
+    #: periodic use of a benign service is not a botnet converging on it)
+    suspects_for_full_lift: int = Field(default=2, ge=1)
+
+
 class C2Params(DetectorParams):
     """``[detect.c2]``: C&C discovery (M2)."""
 
@@ -62,6 +127,14 @@ class C2Params(DetectorParams):
     memory_limit_mb: int | None = Field(default=3072, ge=64)
     #: windows of days to weeks: older days read as per-day aggregates
     days: FlowDaysParams = Field(default_factory=FlowDaysParams)
+    #: prefixes never reported: no C&C is served from them across the Internet (IANA
+    #: special-purpose registry: unspecified, private, shared/CGNAT, loopback, link-local,
+    #: IETF protocol assignments, multicast, reserved and limited broadcast; IPv6 alike)
+    never_report: tuple[IPNetwork, ...] = NEVER_REPORT
+    #: the documentation ranges (RFC 5737, RFC 3849) are never reported either, unless this is
+    #: true: only for a test world that uses them as its Internet (the simulator's)
+    report_documentation: bool = False
+    corroboration: Corroboration = Field(default_factory=Corroboration)
 
 
 @dataclass
@@ -76,6 +149,42 @@ class C2Run:
 
 def _finding_id(ip: str, port: int, proto: str) -> str:
     return "c2-" + hashlib.sha256(f"c2|{ip}|{port}|{proto}".encode()).hexdigest()[:24]
+
+
+def beacon_score(r: dict[str, Any], cp: Corroboration) -> tuple[float, dict[str, float]]:
+    """A beaconing endpoint's score and its parts (see :class:`Corroboration`).
+
+    ``rhythm`` (the best pair's beacon score) and ``intensity`` make the evidence; ``rarity``
+    (1 for one host, towards 0 at the most hosts a beacon may have) and the service penalties
+    scale it; the share of beaconing hosts that are suspects lifts it from ``alone`` to 1."""
+    rhythm = float(r["max_score"])
+    intensity = min(1.0, float(r["per_hour"]) / cp.intensity_full_per_hour)
+    evidence = (1 - cp.intensity_weight) * rhythm + cp.intensity_weight * intensity
+    limit = max(float(r["max_hosts"]), 1.0)
+    rarity = 1.0 - min(1.0, (int(r["hosts"]) - 1) / limit)
+    scale = 1 - cp.rarity_weight + cp.rarity_weight * rarity
+    if int(r["ports_served"]) > cp.max_ports_served:
+        scale *= cp.ports_penalty
+    if f"{int(r['eport'])}/{_PROTO.get(int(r['proto']), r['proto'])}" in cp.service_ports:
+        scale *= cp.service_port_penalty
+    suspects = int(r["suspects"])
+    seed = suspects / max(1, int(r["beaconing_hosts"]))
+    lift = cp.alone + (1 - cp.alone) * seed * min(1.0, suspects / cp.suspects_for_full_lift)
+    score = round(evidence * scale * lift, 4)
+    parts = {
+        "rhythm": round(rhythm, 4),
+        "intensity": round(intensity, 4),
+        "rarity": round(rarity, 4),
+        "service_scale": round(scale, 4),
+        "suspect_share": round(seed, 4),
+    }
+    return score, parts
+
+
+def never_reported(ip: str, p: C2Params) -> bool:
+    """Whether ``ip`` is an address no C&C is served from (see :class:`C2Params`)."""
+    nets = p.never_report if p.report_documentation else p.never_report + DOCUMENTATION
+    return _inside(ip, nets)
 
 
 def _inside(ip: str, nets: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
@@ -108,7 +217,8 @@ def run_c2(
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; known: {', '.join(METHODS)}")
-    p = params or C2Params()
+    # without explicit parameters, the configuration's [detect.c2]
+    p = params or C2Params.model_validate(gov.config.detect.get("c2", {}))
     box = gov.sandbox(p.memory_limit_mb, label="M2-c2")
     view = open_window(gov, actor, since=since, until=until, sandbox=box, params=p.days)
     seeds = open_seeds(gov, actor, box, until=until)
@@ -175,6 +285,7 @@ def _run(
         summary["correlation"] = corr.num_rows
 
     if "beacon" in methods:
+        cp = p.corroboration
         sql = beacon_endpoints_sql(
             view.name,
             pairs_table,
@@ -182,21 +293,30 @@ def _run(
             p.beacon_max_share,
             p.beacon_min_hosts,
             p.correlation.max_port_probe_share,
+            seeds=seeds.name if seeds.count else None,
+            rat_min_per_hour=cp.rat_min_per_hour,
         )
-        rows = view.sql(sql).to_arrow_table().to_pylist()
+        rows = [r for r in view.sql(sql).to_arrow_table().to_pylist()
+                if cp.min_in_out <= float(r["in_out"]) <= cp.max_in_out]  # fmt: skip
         for r in rows:
+            score, parts = beacon_score(r, cp)
             ev = {
                 "method": "beacon",
                 "beaconing_hosts": int(r["beaconing_hosts"]),
+                "suspect_hosts": int(r["suspects"]),
                 "endpoint_hosts": int(r["hosts"]),
                 "population_hosts": int(r["n_pop"]),
                 "period_s": round(float(r["period_s"]), 1) if r["period_s"] else None,
                 "max_pair_score": round(float(r["max_score"]), 4),
+                "connections_per_hour": round(float(r["per_hour"]), 1),
+                "ports_served": int(r["ports_served"]),
+                "in_out": round(float(r["in_out"]), 2),
                 "sampled_flows": int(r["sampled_flows"]),
                 "sampling_rates": [rate_value(r["rate_min"]), rate_value(r["rate_max"])],
+                "score_parts": parts,
             }
-            add((r["ext"], int(r["eport"]), int(r["proto"])), "beacon",
-                round(float(r["max_score"]), 4), r["first"], r["last"], ev)  # fmt: skip
+            add((r["ext"], int(r["eport"]), int(r["proto"])), "beacon", score, r["first"],
+                r["last"], ev)  # fmt: skip
         summary["beacon"] = len(rows)
 
     model: LearnedModel | None = None
@@ -242,10 +362,13 @@ def _run(
     detected = until or datetime.now(UTC)
     rows_out: list[dict[str, Any]] = []
     rows_known: list[dict[str, Any]] = []
-    dropped_inside = 0
+    dropped_inside = dropped_special = 0
     for (ip, port, proto), by_method in found.items():
         if _inside(ip, own):
             dropped_inside += 1
+            continue
+        if never_reported(ip, p):
+            dropped_special += 1
             continue
         is_known = (ip, None) in known_keys or (ip, port) in known_keys
         names = [m for m in METHODS if m in by_method]
@@ -281,6 +404,7 @@ def _run(
             "findings": findings.num_rows,
             "known_endpoints_seen": len(rows_known),
             "inside_plan_dropped": dropped_inside,
+            "special_dropped": dropped_special,
         }
     )
     if write and findings.num_rows:

@@ -69,6 +69,43 @@ class InfectedParams(DetectorParams):
     popular_min_addresses: int = Field(
         default=20, ge=1, description="…and by at least this many addresses"
     )
+    ordinary_min_addresses: int = Field(
+        default=5,
+        ge=1,
+        description="a bare-address entry (no port) that at least this many subscriber "
+        "addresses reach with ordinary traffic (web-like sizes, browsing hours, no beacon "
+        "rhythm) is held for review, not alerted on: a popular benign site listed by mistake",
+    )
+    ordinary_min_addresses_port: int = Field(
+        default=10,
+        ge=1,
+        description="…for an entry that names a port: a listed port is more specific, so more "
+        "subscribers are needed",
+    )
+    ordinary_min_packet_bytes: float = Field(
+        default=600.0,
+        ge=0,
+        description="web-like sizes: the median bytes per packet of the flow records from the "
+        "listed endpoint (pages and images fill their packets) at least this; a C&C's answers "
+        "are small. Per packet, so that it holds on sampled records too",
+    )
+    ordinary_max_regularity: float = Field(
+        default=0.2,
+        ge=0,
+        description="no beacon rhythm: the median, over subscribers with at least four "
+        "contacts, of the spread of their intervals (MAD / median) above this (a beacon's is "
+        "near 0); subscribers seen too few times (sampling) show no rhythm",
+    )
+    ordinary_max_night_share: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="browsing hours: at most this share of the contacts between 01:00 and "
+        "06:00 local time (bots call home around the clock)",
+    )
+    local_utc_offset_hours: float = Field(
+        default=9.0, ge=-12, le=14, description="the subscribers' local time (browsing hours)"
+    )
     memory_limit_mb: int | None = Field(
         default=None,
         ge=64,
@@ -87,8 +124,10 @@ class MatchReport(BaseModel):
     flow_matches: int
     dns_matches: int
     matches_stored: int
-    #: listed endpoints held back as probable wrong listings: indicator, subscriber addresses
-    #: that contacted it, active subscriber addresses in the window
+    #: listed endpoints held for review as probable wrong listings, not alerted on: indicator,
+    #: subscriber addresses that contacted it, active subscriber addresses in the window, and
+    #: why ("popular": a large share of the subscribers; "ordinary traffic": many of them, the
+    #: way people browse)
     held_back: list[dict[str, Any]]
     findings: list[dict[str, Any]]
     seconds: float
@@ -140,6 +179,7 @@ def _sql(
     popular_share: float,
     popular_min: int,
     active: int,
+    ordinary: InfectedParams | None = None,
 ) -> str:
     cats = ", ".join("'" + c.replace("'", "''") + "'" for c in categories)
     keep = pool_cond.replace("{ip}", "ip") if pool_cond else "TRUE"
@@ -162,13 +202,14 @@ fm_raw AS (
     SELECT f.time_start AS ts, f.src_addr AS ip, f.src_port AS port, f.protocol,
            f.dst_addr AS peer, f.dst_port AS peer_port, 'to' AS via,
            coalesce(f.sampling_rate, 1) AS weight, r.ip AS rip, r.port AS rport,
-           r.confidence, r.malware, r.source
+           r.confidence, r.malware, r.source, f.bytes, f.packets
     FROM fl f JOIN rep_ip r
       ON f.dst_addr = r.ip AND (r.port IS NULL OR f.dst_port = r.port)
     WHERE f.time_start >= r.vf AND f.time_start < r.vu
     UNION ALL
     SELECT f.time_start, f.dst_addr, f.dst_port, f.protocol, f.src_addr, f.src_port, 'from',
-           coalesce(f.sampling_rate, 1), r.ip, r.port, r.confidence, r.malware, r.source
+           coalesce(f.sampling_rate, 1), r.ip, r.port, r.confidence, r.malware, r.source,
+           f.bytes, f.packets
     FROM fl f JOIN rep_ip r
       ON f.src_addr = r.ip AND (r.port IS NULL OR f.src_port = r.port)
     WHERE f.time_start >= r.vf AND f.time_start < r.vu
@@ -179,7 +220,7 @@ fm AS (
            arg_max(rip || coalesce(':' || rport::VARCHAR, ''), (rport IS NOT NULL)::INT)
                AS indicator,
            max(confidence) AS confidence, list(DISTINCT malware) AS malware,
-           list(DISTINCT source) AS sources
+           list(DISTINCT source) AS sources, max(bytes) AS bytes, max(packets) AS packets
     FROM fm_raw GROUP BY ts, ip, port, protocol, peer, peer_port, via, weight
 ),
 dq AS (
@@ -195,7 +236,8 @@ dm AS (
     SELECT q.ts, q.client_addr AS ip, q.client_port AS port, NULL::UTINYINT AS protocol,
            'dns' AS via, 1::BIGINT AS weight, arg_max(r.domain, length(r.domain)) AS indicator,
            max(r.confidence) AS confidence, list(DISTINCT r.malware) AS malware,
-           list(DISTINCT r.source) AS sources
+           list(DISTINCT r.source) AS sources, NULL::DOUBLE AS bytes,
+           NULL::DOUBLE AS packets
     FROM dn q JOIN rep_dom r ON q.name = r.domain
     WHERE q.ts >= r.vf AND q.ts < r.vu
     GROUP BY q.ts, q.client_addr, q.client_port, q.qname
@@ -204,9 +246,14 @@ dm AS (
 mu AS MATERIALIZED (SELECT * FROM fm UNION ALL BY NAME SELECT * FROM dm),
 m AS MATERIALIZED (SELECT * FROM mu WHERE {keep}),
 pop AS (SELECT indicator, count(DISTINCT ip) AS n FROM m GROUP BY indicator),
+{_ordinary_sql(ordinary)}
 held AS (
-    SELECT indicator, n AS addresses, {active}::BIGINT AS active FROM pop
+    SELECT indicator, n AS addresses, {active}::BIGINT AS active, 'popular' AS why FROM pop
     WHERE n >= {popular_min} AND n > {popular_share * active}
+    UNION ALL
+    SELECT indicator, n, {active}::BIGINT, 'ordinary traffic' FROM ordinary
+    WHERE indicator NOT IN (SELECT indicator FROM pop
+                            WHERE n >= {popular_min} AND n > {popular_share * active})
 ),
 k AS (
     SELECT *, CASE WHEN {cgnat} THEN coalesce({block}, -1) ELSE -1 END AS key_port
@@ -224,8 +271,42 @@ SELECT 'match' AS row_kind, ts, ip, port, protocol, via, weight, indicator, conf
        NULL::BIGINT AS addresses, NULL::BIGINT AS active
 FROM s
 UNION ALL BY NAME
-SELECT 'held' AS row_kind, indicator, addresses, active FROM held
+SELECT 'held' AS row_kind, indicator, addresses, active, why FROM held
 """
+
+
+def _ordinary_sql(p: InfectedParams | None) -> str:
+    """CTE ``ordinary``: flow-matched entries many subscriber addresses reach the way people
+    browse — large answers, no rhythm, daytime — with ``n`` addresses. Needs ``fm_raw``'s
+    bytes and ``m``; empty when ``p`` is None."""
+    if p is None:
+        return "ordinary AS (SELECT NULL::VARCHAR AS indicator, 0::BIGINT AS n WHERE false),"
+    off = round(p.local_utc_offset_hours * 3600)
+    return f"""
+mf AS (SELECT * FROM m WHERE via IN ('to', 'from')),
+od AS (
+    SELECT indicator, ip, port, ts, via, bytes, packets,
+           epoch(ts) - epoch(lag(ts) OVER (PARTITION BY indicator, ip, via ORDER BY ts)) AS dt
+    FROM mf
+),
+orh AS (
+    SELECT indicator, ip, mad(dt) / nullif(median(dt), 0) AS spread
+    FROM od WHERE via = 'to' GROUP BY ALL HAVING count(dt) >= 3
+),
+ordinary AS (
+    SELECT od.indicator, count(DISTINCT od.ip) AS n
+    FROM od
+    GROUP BY od.indicator
+    HAVING count(DISTINCT od.ip) >= CASE WHEN any_value(od.indicator) LIKE '%:%'
+                                         THEN {p.ordinary_min_addresses_port}
+                                         ELSE {p.ordinary_min_addresses} END
+       AND coalesce(median(od.bytes / greatest(od.packets, 1)) FILTER (WHERE od.via = 'from'), 0)
+           >= {p.ordinary_min_packet_bytes}
+       AND avg(CASE WHEN hour(od.ts + INTERVAL {off} SECOND) BETWEEN 1 AND 5 THEN 1.0
+                    ELSE 0.0 END) <= {p.ordinary_max_night_share}
+       AND coalesce((SELECT median(spread) FROM orh WHERE orh.indicator = od.indicator),
+                    1e9) > {p.ordinary_max_regularity}
+),"""
 
 
 def _split(joined: list[str | None]) -> list[str]:
@@ -310,7 +391,17 @@ def _match(
     flows = gov.open(
         MEASURE,
         "flows",
-        ["time_start", "src_addr", "dst_addr", "src_port", "dst_port", "protocol", "sampling_rate"],
+        [
+            "time_start",
+            "src_addr",
+            "dst_addr",
+            "src_port",
+            "dst_port",
+            "protocol",
+            "sampling_rate",
+            "bytes",
+            "packets",
+        ],
         actor,
         start=since,
         end=until,
@@ -363,6 +454,7 @@ def _match(
             port_block=opts.cgnat_port_block,
             popular_share=opts.popular_share,
             popular_min=opts.popular_min_addresses,
+            ordinary=opts,
         ),
     ).to_arrow_table()
     return g, (int(counts[0]), int(counts[1]))
@@ -393,9 +485,10 @@ def match_reputation(
         box.close()
     is_held = pc.equal(g.column("row_kind"), "held")
     held = [
-        {"indicator": r["indicator"], "addresses": r["addresses"], "active": r["active"]}
-        for r in g.filter(is_held).select(["indicator", "addresses", "active"]).to_pylist()
-    ]
+        {"indicator": r["indicator"], "addresses": r["addresses"], "active": r["active"],
+         "why": r["why"]}
+        for r in g.filter(is_held).select(["indicator", "addresses", "active", "why"]).to_pylist()
+    ]  # fmt: skip
     g = g.filter(pc.invert(is_held))
     _, rows = _findings(g, detected)
     n_dns = int(pc.sum(pc.equal(g.column("via"), "dns")).as_py() or 0) if g.num_rows else 0

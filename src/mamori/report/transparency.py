@@ -2,8 +2,9 @@
 
 Per measure and month: alerts sent and to how many subscribers, blocks applied (start, end,
 subscribers affected), opt-outs and opt-ins, C&C entries shared and with how many partners,
-findings per kind (spoofed sources per interface, reflection, DDoS …); and per dataset the data
-held (oldest record against its limit) and deleted by retention.
+findings per kind (spoofed sources per interface, reflection, DDoS …), findings confirmed,
+corroborated (a feed listed them later) and rejected, C&C shared split by review state; and per
+dataset the data held (oldest record against its limit) and deleted by retention.
 
 Sources, all through governance:
 
@@ -89,7 +90,14 @@ class MeasureLine(BaseModel):
     opt_outs: int = 0
     opt_ins: int = 0
     cc_entries_shared: int = 0
+    #: C&C endpoints shared, by review state: an analyst confirmed it, a feed listed it after
+    #: we found it, or (only with the audited ``--include-candidates``) nobody reviewed it
+    cc_shared_confirmed: int = 0
+    cc_shared_corroborated: int = 0
+    cc_shared_candidates: int = 0
     share_partners: int = 0
+    findings_confirmed: int = 0
+    findings_corroborated: int = 0
     findings_rejected: int = 0
     refusals: int = 0
 
@@ -337,12 +345,14 @@ def build_report(
                 lines[e.measure].opt_ins += 1
         elif e.event == "refused" and e.measure in lines:
             lines[e.measure].refusals += 1
-        elif (
-            e.event == "review"
-            and e.measure in lines
-            and detail.get("decision") in ("rejected", "false-positive")
-        ):
-            lines[e.measure].findings_rejected += 1
+        elif e.event == "review" and e.measure in lines:
+            decision = detail.get("decision")
+            if decision in ("rejected", "false-positive"):
+                lines[e.measure].findings_rejected += 1
+            elif decision == "confirmed":
+                lines[e.measure].findings_confirmed += 1
+            elif decision == "corroborated":
+                lines[e.measure].findings_corroborated += 1
         elif e.event == "purge" and e.dataset:
             d = deleted[e.dataset]
             d[0] += int(detail.get("rows") or 0)
@@ -354,6 +364,12 @@ def build_report(
         ):
             n = _first(detail, _ENTRY_KEYS)
             lines["M3"].cc_entries_shared += int(n) if isinstance(n, int | float) else 0
+            by_state = detail.get("shared")
+            if isinstance(by_state, dict):
+                m3 = lines["M3"]
+                m3.cc_shared_confirmed += _count(by_state.get("confirmed"))
+                m3.cc_shared_corroborated += _count(by_state.get("corroborated"))
+                m3.cc_shared_candidates += _count(by_state.get("candidate"))
             who = _first(detail, _PARTNER_KEYS)
             if who is not None:
                 partners["M3"].add(str(who))
@@ -388,6 +404,10 @@ def build_report(
         audit_head=audit_head,
         warnings_shown=_warnings_shown(gov, lo, hi),
     )
+
+
+def _count(v: object) -> int:
+    return int(v) if isinstance(v, int | float) and not isinstance(v, bool) else 0
 
 
 def _audit_head(gov: Governance, end: datetime, notes: list[str]) -> AuditHead:

@@ -5,16 +5,25 @@ as a C&C server, with the first and last time it was seen, a confidence and the 
 :func:`guard` is the last check before anything leaves: it refuses — and audits the refusal — when
 a row names an address in the ISP's own subscriber pools, when an address cannot be read (so cannot
 be checked), or when a column other than :data:`ALLOWED_FIELDS` would be included.
+
+Review before anything leaves: a finding is a *candidate* until an analyst confirms it in the
+console or a feed lists its endpoint later (*corroborated*: :func:`reviewed_list` records it, as a
+``review`` audit event, when it first sees the listing). Only confirmed and corroborated
+endpoints are shared; candidates only with ``include_candidates`` (an explicit flag, written into
+the share event's audit detail with how many endpoints of each state left), and rejected or
+false-positive ones never.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mamori.act.reviews import CORROBORATED, SHAREABLE, Reviews
 from mamori.addresses import in_networks
 from mamori.config import IPNetwork
 from mamori.governance import Governance
@@ -23,11 +32,16 @@ __all__ = [
     "ALLOWED_FIELDS",
     "LIST_SCHEMA",
     "ExportRefused",
+    "ReviewedList",
     "ShareError",
     "c2_list",
     "guard",
     "in_pools",
+    "reviewed_list",
 ]
+
+#: reputation categories that corroborate a C&C finding (as seeds: mamori.detect.seeds)
+CORROBORATING = ("c2", "first-stage")
 
 # What may leave the ISP, and nothing else: the endpoint, when it was seen, how sure we are, how.
 ALLOWED_FIELDS = ("ip", "port", "protocol", "first_seen", "last_seen", "confidence", "method")
@@ -92,17 +106,88 @@ def guard(gov: Governance, table: pa.Table, actor: str, *, what: str) -> None:
         raise ExportRefused(reason, entry.seq)
 
 
-def c2_list(gov: Governance, actor: str, *, min_score: float = 0.0) -> pa.Table:
-    """The C&C list: findings of kind ``c2`` aggregated per (ip, port, protocol).
+@dataclass(frozen=True)
+class ReviewedList:
+    """The list to share (columns of :data:`LIST_SCHEMA`), each endpoint's review state, and
+    how many endpoints of each state there were before the review filter."""
 
-    Confidence is the highest score, rounded to two decimals so that it survives formats that
-    carry it as a percentage (STIX). Missing first/last-seen times fall back to detection time.
-    """
+    table: pa.Table
+    states: list[str]
+    held_back: dict[str, int]
+    include_candidates: bool
+
+    def counts(self) -> dict[str, int]:
+        """Endpoints in the list per review state (the audit detail of a share event)."""
+        return {k: self.states.count(k) for k in ("confirmed", CORROBORATED, "candidate")}
+
+
+def c2_list(gov: Governance, actor: str, *, min_score: float = 0.0) -> pa.Table:
+    """Every C&C endpoint found, whatever its review state (the console's view; what may be
+    shared is :func:`reviewed_list`)."""
+    return _aggregate(_findings(gov, actor), min_score)
+
+
+def reviewed_list(
+    gov: Governance, actor: str, *, min_score: float = 0.0, include_candidates: bool = False
+) -> ReviewedList:
+    """The C&C list that may leave: confirmed and corroborated endpoints (and candidates, with
+    ``include_candidates``); never rejected ones. Records corroboration first."""
+    t = _findings(gov, actor)
+    _corroborate(gov, actor, t)
+    ids = t.column("finding_id")
+    state = Reviews(gov).column(ids)
+    t = t.append_column("state", state)
+    full = _aggregate(t, min_score, with_state=True)
+    states = full.column("state").to_pylist()
+    allowed = set(SHAREABLE) | ({"candidate"} if include_candidates else set())
+    keep = pa.array([s in allowed for s in states], pa.bool_())
+    held: dict[str, int] = {}
+    for s_ in states:
+        if s_ not in allowed:
+            held[s_] = held.get(s_, 0) + 1
+    kept = full.filter(keep)
+    return ReviewedList(
+        table=kept.drop_columns(["state"]).cast(LIST_SCHEMA),
+        states=kept.column("state").to_pylist(),
+        held_back=held,
+        include_candidates=include_candidates,
+    )
+
+
+def _corroborate(gov: Governance, actor: str, t: pa.Table) -> None:
+    """Record, for each candidate finding whose endpoint a feed now lists (the address with any
+    port, or with the finding's port), that it is corroborated."""
+    if t.num_rows == 0:
+        return
+    reviews = Reviews(gov)
+    latest = reviews.latest()
+    todo = [
+        r for r in t.select(["finding_id", "measure", "ip", "port"]).to_pylist()
+        if r["finding_id"] not in latest
+    ]  # fmt: skip
+    if not todo:
+        return
+    rep = gov.open("M3", "reputation", ["ip", "port", "category", "source"], actor).arrow()
+    rep = rep.filter(pc.is_in(rep["category"], pa.array(CORROBORATING)))
+    listed: dict[tuple[str, int | None], str] = {}
+    for r in rep.select(["ip", "port", "source"]).to_pylist():
+        if r["ip"]:
+            listed.setdefault((r["ip"], r["port"]), str(r["source"] or "feed"))
+    done: set[str] = set()
+    for r in todo:
+        src = listed.get((r["ip"], None)) or listed.get((r["ip"], r["port"]))
+        if src is not None and r["finding_id"] not in done:
+            done.add(r["finding_id"])
+            reviews.corroborate(r["finding_id"], r["measure"] or "M2", actor, src)
+
+
+def _findings(gov: Governance, actor: str) -> pa.Table:
     grant = gov.open(
         "M3",
         "findings",
         [
             "detected",
+            "finding_id",
             "kind",
             "method",
             "ip",
@@ -111,44 +196,56 @@ def c2_list(gov: Governance, actor: str, *, min_score: float = 0.0) -> pa.Table:
             "score",
             "first_seen",
             "last_seen",
+            "measure",
         ],
         actor,
     )
     t = grant.arrow()
-    t = t.filter(pc.and_(pc.equal(t["kind"], "c2"), pc.is_valid(t["ip"])))
+    return t.filter(pc.and_(pc.equal(t["kind"], "c2"), pc.is_valid(t["ip"])))
+
+
+_RANK = {"rejected": 4, "false-positive": 4, "confirmed": 3, CORROBORATED: 2, "candidate": 1}
+
+
+def _aggregate(t: pa.Table, min_score: float, *, with_state: bool = False) -> pa.Table:
+    """Findings aggregated per (ip, port, protocol). Confidence is the highest score, rounded
+    to two decimals so that it survives formats that carry it as a percentage (STIX); missing
+    first/last-seen times fall back to detection time. An endpoint's state is its strongest
+    finding's: a rejection wins (an analyst said no), then confirmed, corroborated, candidate.
+    """
     first = pc.coalesce(t["first_seen"], t["last_seen"], t["detected"])
     last = pc.coalesce(t["last_seen"], t["first_seen"], t["detected"])
-    t = pa.table(
-        {
-            "ip": t["ip"],
-            "port": t["port"],
-            "protocol": t["protocol"],
-            "first_seen": first,
-            "last_seen": last,
-            "score": t["score"],
-            "method": t["method"],
-        }
-    )
-    g = t.group_by(["ip", "port", "protocol"], use_threads=False).aggregate(
-        [
-            ("first_seen", "min"),
-            ("last_seen", "max"),
-            ("score", "max"),
-            ("method", "min"),
-        ]
-    )
+    cols = {
+        "ip": t["ip"],
+        "port": t["port"],
+        "protocol": t["protocol"],
+        "first_seen": first,
+        "last_seen": last,
+        "score": t["score"],
+        "method": t["method"],
+    }
+    aggs = [("first_seen", "min"), ("last_seen", "max"), ("score", "max"), ("method", "min")]
+    if with_state:
+        ranks = [_RANK.get(s, 1) for s in t.column("state").to_pylist()]
+        cols["rank"] = pa.array(ranks, pa.int8())
+        aggs.append(("rank", "max"))
+    g = pa.table(cols).group_by(["ip", "port", "protocol"], use_threads=False).aggregate(aggs)
     if min_score > 0:  # on the endpoint's best score, so its first/last seen stay whole
         g = g.filter(pc.fill_null(pc.greater_equal(g["score_max"], min_score), False))
     conf = pc.divide(pc.round(pc.multiply(g["score_max"].cast(pa.float64()), 100.0)), 100.0)
-    out = pa.table(
-        {
-            "ip": g["ip"],
-            "port": g["port"],
-            "protocol": g["protocol"],
-            "first_seen": g["first_seen_min"],
-            "last_seen": g["last_seen_max"],
-            "confidence": conf.cast(pa.float32()),
-            "method": g["method_min"],
-        }
-    ).cast(LIST_SCHEMA)
-    return out.sort_by([("ip", "ascending"), ("port", "ascending"), ("protocol", "ascending")])
+    out = {
+        "ip": g["ip"],
+        "port": g["port"],
+        "protocol": g["protocol"],
+        "first_seen": g["first_seen_min"],
+        "last_seen": g["last_seen_max"],
+        "confidence": conf.cast(pa.float32()),
+        "method": g["method_min"],
+    }
+    schema = LIST_SCHEMA
+    if with_state:
+        names = {v: k for k, v in _RANK.items() if k != "false-positive"}
+        out["state"] = pa.array([names[int(x)] for x in g["rank_max"].to_pylist()], pa.string())
+        schema = LIST_SCHEMA.append(pa.field("state", pa.string()))
+    table = pa.table(out).cast(schema)
+    return table.sort_by([("ip", "ascending"), ("port", "ascending"), ("protocol", "ascending")])

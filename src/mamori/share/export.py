@@ -6,7 +6,7 @@ import json
 from typing import Literal
 
 from mamori.governance import Governance
-from mamori.share.c2list import c2_list, guard
+from mamori.share.c2list import guard, reviewed_list
 from mamori.share.csvio import list_to_csv
 from mamori.share.misp import list_to_event
 from mamori.share.stix import bundle, list_to_objects
@@ -23,13 +23,17 @@ def export(
     *,
     tlp: str = "amber+strict",
     min_score: float = 0.0,
+    include_candidates: bool = False,
 ) -> tuple[bytes, int]:
-    """The C&C list in ``fmt`` and the number of endpoints in it.
+    """The C&C list in ``fmt`` and the number of endpoints in it: confirmed and corroborated
+    endpoints, and candidates only with ``include_candidates`` (audited in the event's detail).
 
     Raises :class:`~mamori.share.c2list.ExportRefused` (audited) if anything but aggregated
     endpoint data outside the ISP's subscriber pools would leave.
     """
-    table = c2_list(gov, actor, min_score=min_score)
+    reviewed = reviewed_list(gov, actor, min_score=min_score,
+                             include_candidates=include_candidates)  # fmt: skip
+    table = reviewed.table
     guard(gov, table, actor, what=f"export-{fmt}")
     isp = gov.config.isp_name
     if fmt == "stix":
@@ -46,6 +50,14 @@ def export(
         measure="M3",
         dataset="findings",
         columns=table.column_names,
-        detail={"format": fmt, "endpoints": table.num_rows, "bytes": len(data), "tlp": tlp},
+        detail={
+            "format": fmt,
+            "endpoints": table.num_rows,
+            "bytes": len(data),
+            "tlp": tlp,
+            "include_candidates": include_candidates,
+            "shared": reviewed.counts(),
+            "held_back": reviewed.held_back,
+        },
     )
     return data, table.num_rows

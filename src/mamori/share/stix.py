@@ -79,6 +79,11 @@ def _uids(key: str) -> tuple[str, str, str]:
     return _as_v4(h[:32]), _as_v4(h[32:64]), _as_v4(h[64:96])
 
 
+def indicator_id(ip: str, port: int | None, protocol: str | None) -> str:
+    """The STIX id of the indicator :func:`list_to_objects` makes for an endpoint."""
+    return f"indicator--{_uids(f'{ip}|{port}|{protocol}')[0]}"
+
+
 def _ts(t: datetime) -> str:
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
 

@@ -67,10 +67,10 @@ from stix2validator import ValidationOptions, validate_instance  # type: ignore[
 from mamori.bounds import check_pattern, deep_line, deep_message, load_json
 from mamori.config import InputLimitsConfig
 from mamori.governance import Governance
-from mamori.share.c2list import c2_list, guard
+from mamori.share.c2list import guard, reviewed_list
 from mamori.share.objectguard import subscriber_address
 from mamori.share.quota import Limited, PeerQuota, RefusalSummary, source_prefix
-from mamori.share.stix import list_to_objects
+from mamori.share.stix import indicator_id, list_to_objects
 from mamori.share.trust import COLLECTIONS, Peer, TrustStore
 
 __all__ = [
@@ -202,13 +202,28 @@ class PublishResult:
 
 
 def publish(
-    gov: Governance, actor: str, *, tlp: str = "amber+strict", min_score: float = 0.0
+    gov: Governance,
+    actor: str,
+    *,
+    tlp: str = "amber+strict",
+    min_score: float = 0.0,
+    include_candidates: bool = False,
 ) -> PublishResult:
-    """Put the current C&C list into the ``c2`` collection (after the export guard)."""
-    table = c2_list(gov, actor, min_score=min_score)
+    """Put the reviewed C&C list into the ``c2`` collection (after the export guard): confirmed
+    and corroborated endpoints, candidates only with ``include_candidates`` (audited)."""
+    reviewed = reviewed_list(gov, actor, min_score=min_score,
+                             include_candidates=include_candidates)  # fmt: skip
+    table = reviewed.table
     guard(gov, table, actor, what="taxii-publish")
     objects = list_to_objects(table, gov.config.isp_name, tlp)
     added = CollectionStore.of(gov).add("c2", objects)
+    # which endpoints got a new indicator version, by review state (the transparency report)
+    new_ids = {a["id"] for a in added}
+    shared = {k: 0 for k in ("confirmed", "corroborated", "candidate")}
+    for r, state in zip(table.select(["ip", "port", "protocol"]).to_pylist(), reviewed.states,
+                        strict=True):  # fmt: skip
+        if indicator_id(r["ip"], r["port"], r["protocol"]) in new_ids:
+            shared[state] = shared.get(state, 0) + 1
     gov.audit.append(
         actor=actor,
         event="share-publish",
@@ -220,6 +235,9 @@ def publish(
             "endpoints": table.num_rows,
             "objects_added": len(added),
             "tlp": tlp,
+            "include_candidates": include_candidates,
+            "shared": shared,
+            "held_back": reviewed.held_back,
         },
     )
     return PublishResult(table.num_rows, len(added), "c2")
