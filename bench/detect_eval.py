@@ -63,7 +63,11 @@ def config_for(sim: Path, store: Path) -> MamoriConfig:
         for p in plan["pools"]
         if p["kind"] in _KINDS
     )
-    return load_config(overrides={"store": store}).model_copy(update={"address_plan": pools})
+    # The simulator's Internet is the documentation ranges, which a real run never reports.
+    config = load_config(
+        overrides={"store": store, "detect": {"c2": {"report_documentation": True}}}
+    )
+    return config.model_copy(update={"address_plan": pools})
 
 
 def build(scenario: str, rate: int, seed: int, work: Path, **over: Any) -> tuple[Path, Path]:
