@@ -191,7 +191,7 @@ def test_operator_approves_applies_and_ends(page: Page, web_gov: Governance) -> 
     sign_in(page, Role.OPERATOR)
     page.goto("/approvals")
     card = page.locator(f"#q-{action.action_id}")
-    expect(card.locator("pre.preview")).to_contain_text("nft add element inet mamori")
+    expect(card.locator("pre.preview")).to_contain_text("announce route 203.0.113.50/32")
     shot(page, "operator-1-queue")
     card.get_by_role("button", name="承認").click()
     expect(page.locator("p.ok")).to_contain_text(f"approve {action.action_id}")

@@ -22,6 +22,7 @@ from mamori.act import base as act
 from mamori.act import cases as cases_mod
 from mamori.act.backends import default_backends
 from mamori.act.casebook import CaseBook, DeskCase
+from mamori.act.rpz import WARN_PREFIX
 from mamori.act.reviews import Reviews
 from mamori.governance import AccessRefused, Governance
 from mamori.governance.roles import NETWORK_KINDS, Role, may_decide
@@ -417,10 +418,7 @@ def decide_action(
     if step is act.ActionState.APPLIED and action.kind is act.ActionKind.RPZ:
         # the zone is built from the lists at the time: `mamori act rpz` applies zones
         raise ActionDecisionError("RPZ zones are put in force by `mamori act rpz`, not here")
-    backend = default_backends(gov.config).get(action.kind)
-    handles = getattr(backend, "handles", None)
-    if handles is not None and not handles(action):
-        backend = None  # a target its kind's back end does not carry out: recorded only
+    backend = _backend_for(gov, action)
     detail = {"decision": decision}
     try:
         if step is act.ActionState.APPROVED:
@@ -433,6 +431,40 @@ def decide_action(
             [done] = act.end(gov, [action], actor, backend=backend, detail=detail)
     except act.InvalidTransition as exc:
         raise ActionDecisionError(str(exc)) from None
+    return done
+
+
+def _backend_for(gov: Governance, action: act.Action) -> act.Backend[object] | None:
+    if action.kind is act.ActionKind.RPZ and action.target.startswith(WARN_PREFIX):
+        return None  # a warning lives in the warning zone: the next zone build leaves it out
+    backend = default_backends(gov.config).get(action.kind)
+    handles = getattr(backend, "handles", None)
+    if handles is not None and not handles(action):
+        return None  # a target its kind's back end does not carry out: recorded only
+    return backend
+
+
+def end_for_false_positive(
+    gov: Governance, measures: Sequence[str], finding_id: str, actor: str
+) -> list[act.Action]:
+    """Take back every open action proposed from a finding found to be a false positive:
+    proposed and approved ones are rejected, applied ones ended (withdrawn by their back end
+    first; an RPZ zone is rebuilt without the name by the next `mamori act rpz`). Returns the
+    new versions."""
+    readable = [m for m in measures if gov.config.measure_enabled(m)]
+    now = datetime.now(UTC)
+    detail = {"reason": "false positive", "finding": finding_id}
+    done: list[act.Action] = []
+    for a in act.current(gov, actor, readable).values():
+        if a.finding_id != finding_id or a.state not in act.OPEN:
+            continue
+        if a.due(now):
+            done += act.expire(gov, [a], actor, backend=_backend_for(gov, a), now=now)
+        elif a.state is act.ActionState.APPLIED:
+            backend = None if a.kind is act.ActionKind.RPZ else _backend_for(gov, a)
+            done += act.end(gov, [a], actor, backend=backend, now=now, detail=detail)
+        else:
+            done += act.reject(gov, [a], actor, now=now, detail=detail)
     return done
 
 

@@ -4,6 +4,7 @@ one can propose from it), search, and the traffic overview (M14)."""
 from __future__ import annotations
 
 import ipaddress
+from urllib.parse import urlencode
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
@@ -140,10 +141,15 @@ async def review(request: Request, finding_id: str, viewer: Review, form: Form) 
             status=409,
         )
     Reviews(gov).record(finding_id, f["measure"], verdict, viewer.actor)
-    if verdict == "false-positive" and f.get("ip"):
-        # a false positive is never matched, blocked or redirected again
-        add_to_allowlist(gov, str(f["ip"]), viewer.actor, finding_id=finding_id)
-    return RedirectResponse(f"/findings/{finding_id}?msg={verdict}", status_code=303)
+    msg = verdict
+    if verdict == "false-positive":
+        # a false positive is never matched, blocked or redirected again, and what was proposed
+        # or put in force because of it is taken back now, not at its expiry
+        if f.get("ip"):
+            add_to_allowlist(gov, str(f["ip"]), viewer.actor, finding_id=finding_id)
+        ended = data.end_for_false_positive(gov, ACTION_MEASURES, finding_id, viewer.actor)
+        msg += f" ({len(ended)} action(s) taken back)"
+    return RedirectResponse(f"/findings/{finding_id}?{urlencode({'msg': msg})}", status_code=303)
 
 
 @router.post("/findings/{finding_id}/propose")
