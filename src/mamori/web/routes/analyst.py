@@ -4,9 +4,9 @@ one can propose from it), search, and the traffic overview (M14)."""
 from __future__ import annotations
 
 import ipaddress
-from urllib.parse import urlencode
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 import pyarrow as pa
