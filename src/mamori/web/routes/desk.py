@@ -62,7 +62,8 @@ def _decisions(row: dict[str, Any], viewer: Viewer, proposer: str | None) -> lis
     if status == "proposed":
         return ["reject"] if proposer == viewer.actor else ["approve", "reject"]
     if status == "approved":
-        return [] if row["kind"] == "rpz" else ["apply"]
+        # approved but not in force yet: it may still be taken back
+        return ["reject"] if row["kind"] == "rpz" else ["apply", "reject"]
     if status == "applied":
         return ["end"]
     return []
