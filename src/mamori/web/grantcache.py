@@ -9,12 +9,15 @@ purge, a registry load — see :data:`mamori.web.auditindex.READ_ONLY_EVENTS`). 
 change feed: once it shows any such entry, the rows are read again through governance. Until then
 a page that uses them still writes its own ``access`` entry — same actor, measure, basis, dataset
 and columns, ``"cached": true`` in the detail — so the log holds every page view's access as
-before.
+before. Whatever the log shows, rows are never kept longer than ``[web] kept_read_max_s``: a purge
+deletes before it writes its entry, and one that died in between would otherwise leave deleted
+rows on screen. Nothing is written to disk; a restart forgets everything.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -34,6 +37,7 @@ class Kept:
     legal_basis: str
     columns: tuple[str, ...]
     version: int
+    at: float  # time.monotonic() of the governance read
 
 
 _KEPT: dict[tuple[str, str, str, tuple[str, ...] | None], Kept] = {}
@@ -49,7 +53,8 @@ def read(
     version = audit_index(gov).changes()
     with _LOCK:
         kept = _KEPT.get(key)
-    if kept is not None and kept.version == version:
+    max_age = gov.config.web.kept_read_max_s
+    if kept is not None and kept.version == version and time.monotonic() - kept.at < max_age:
         gov.audit.append(
             actor=actor,
             event="access",
@@ -67,7 +72,9 @@ def read(
         grant.sandbox.close()
     if "measure" in t.column_names:
         t = t.filter(pc.equal(t.column("measure"), measure))
-    kept = Kept(t, grant.consent_filtered, grant.legal_basis, grant.columns, version)
+    kept = Kept(
+        t, grant.consent_filtered, grant.legal_basis, grant.columns, version, time.monotonic()
+    )
     with _LOCK:
         _KEPT[key] = kept
     return kept
