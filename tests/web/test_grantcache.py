@@ -111,3 +111,32 @@ def test_nothing_is_kept_longer_than_configured(tmp_path_factory: pytest.TempPat
         ] == [None, None]
     finally:
         g.close()
+
+
+def test_a_write_to_another_dataset_keeps_the_read(gov: Governance) -> None:
+    import pyarrow as pa
+
+    first = grantcache.read(gov, "M5", "notifications", None, "web:desk")
+    flow = {
+        "time_start": T0,
+        "time_end": T0,
+        "src_addr": "192.0.2.1",
+        "dst_addr": "192.0.2.2",
+        "src_port": 1,
+        "dst_port": 2,
+        "protocol": 17,
+        "packets": 1,
+        "bytes": 60,
+        "exporter": "192.0.2.254",
+    }
+    gov.write("M1", "flows", pa.Table.from_pylist([flow]), "collector")  # the collector, always
+    assert grantcache.read(gov, "M5", "notifications", None, "web:desk") is first
+    gov.write_registry(  # an allocation load changes whom consent covers: every read again
+        "allocations",
+        pa.Table.from_pylist(
+            [{"start": T0, "end": None, "addr": "10.9.9.9", "subscriber_id": "sub-0009"}]
+        ),
+        "test",
+        source="test",
+    )
+    assert grantcache.read(gov, "M5", "notifications", None, "web:desk") is not first

@@ -3,9 +3,10 @@ sorted and filtered without reading it all again for every click.
 
 A page reads a dataset under each of its view's measures (:func:`gov.open <mamori.governance.
 Governance.open>`: the catalogue checked, consent applied, the access audited). The rows a grant
-returned are kept here, in this process, with the version of the store they were read at: the
-number of audit entries so far that may change what a read returns (a write, a consent change, a
-purge, a registry load — see :data:`mamori.web.auditindex.READ_ONLY_EVENTS`). The audit log is the
+returned are kept here, in this process, with the version of the dataset they were read at: the
+number of audit entries so far that may change what a read of it returns (a write or purge of that
+dataset; a consent change or registry load, which may change any read — see
+:data:`mamori.web.auditindex.READ_ONLY_EVENTS` and ``AFFECT_EVERY_READ``). The audit log is the
 change feed: once it shows any such entry, the rows are read again through governance. Until then
 a page that uses them still writes its own ``access`` entry — same actor, measure, basis, dataset
 and columns, ``"cached": true`` in the detail — so the log holds every page view's access as
@@ -50,7 +51,7 @@ def read(
     """The rows of ``dataset`` ``measure`` may read (only its own rows where the dataset names a
     measure), through governance or kept from an earlier read at the same version."""
     key = (str(gov.audit.path), measure, dataset, tuple(columns) if columns else None)
-    version = audit_index(gov).changes()
+    version = audit_index(gov).changes(dataset)
     with _LOCK:
         kept = _KEPT.get(key)
     max_age = gov.config.web.kept_read_max_s
