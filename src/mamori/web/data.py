@@ -851,8 +851,14 @@ def attacks(
     a = a.filter(pc.is_in(a.column("kind"), value_set=pa.array(sorted(NETWORK_KINDS))))
     refused = loaded.refused + a_loaded.refused
     if until is None:
-        latest = pc.max(pc.coalesce(f.column("last_seen"), f.column("detected"))).as_py()
-        until = (latest + span / 8) if latest is not None else datetime.now(UTC)
+        # up to the latest attack or rule step (not into the future), with a margin
+        times = [
+            pc.max(pc.coalesce(f.column("last_seen"), f.column("detected"))).as_py(),
+            pc.max(pc.coalesce(a.column("end"), a.column("start"), a.column("created"))).as_py(),
+        ]
+        latest = max((_utc(t) for t in times if t is not None), default=None)
+        now = datetime.now(UTC)
+        until = min(latest + span / 8, now) if latest is not None else now
         if since is not None and until <= since:
             until = since + span
     if since is None:

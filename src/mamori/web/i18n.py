@@ -40,6 +40,7 @@ JA: dict[str, str] = {
     "Trends": "推移",
     # attacks and mitigations (M10, M13)
     "Attacks and mitigations": "攻撃と対処",
+    "Attacks found": "検知された攻撃",
     "DDoS, reflection and spoofing findings and the network rules that answered them (M10, M13), with the packets per step sent to each attacked prefix (flow headers read under M13, scaled by sampling). Red: an attack from its start to its detection; green: a rule in force; amber: a rule waiting for approval.": "DDoS・反射攻撃・送信元詐称の検知結果と、それに対処したネットワークのルール（M10・M13）、攻撃を受けたプレフィックスごとの時間刻みのパケット数（M13 のもとで読んだフローのヘッダ情報、サンプリング率で補正）。赤：攻撃の開始から検知まで、緑：実施中のルール、黄：承認待ちのルール。",
     "step": "刻み",
     "flow records": "件のフロー",
