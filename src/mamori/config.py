@@ -353,6 +353,15 @@ class WebConfig(_Model):
     time_zone: str = Field(
         default="Asia/Tokyo", description="the ISP's time zone: every time the console shows"
     )
+    kept_read_max_s: int = Field(
+        default=900,
+        ge=0,
+        le=86400,
+        description="the longest the console keeps rows it read through governance (seconds; 0: "
+        "read again for every page). It reads again sooner whenever the audit log shows a write, "
+        "consent change or purge; this bounds what the log cannot show (a purge that deleted and "
+        "died before writing its entry)",
+    )
     secure_cookies: bool | None = Field(
         default=None,
         description="send the session cookie over HTTPS only; default: yes unless the console "

@@ -349,7 +349,7 @@ ACTIONS = DatasetSchema(
     name="actions",
     time_column="created",
     doc="Actions (blocks, filters, refusals, suspensions, alerts), one row per step of their life "
-    "cycle (mamori.act.base): proposed -> approved -> applied -> ended | expired, or rejected.",
+    "cycle (mamori.act.base): proposed -> approved -> applied -> ended | expired, or rejected (before it is applied).",
     columns=(
         _ts("created", N, "time the action was proposed (the same in every version)"),
         _str("action_id", N, "identifier", ID_LEN, nullable=False),

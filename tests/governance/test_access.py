@@ -254,3 +254,20 @@ def test_combine_runs_over_its_inputs(gov: Governance) -> None:
         t=pa.table({"a": [1, 2]}),
     )
     assert rel.to_arrow_table().to_pylist() == [{"b": 2, "s": "ok"}, {"b": 4, "s": "ok"}]
+
+
+def test_own_rows_narrows_to_the_measures_records(gov: Governance) -> None:
+    rows = [
+        {"detected": T0, "finding_id": f"f-{m}", "kind": "c2", "measure": m, "ip": "192.0.2.1"}
+        for m in ("M2", "M13")
+    ]
+    for m, r in zip(("M2", "M13"), rows, strict=True):
+        gov.write(m, "findings", table([r]), "test")
+    every = gov.open("M13", "findings", ["finding_id", "measure"], "test").arrow()
+    assert sorted(every.column("finding_id").to_pylist()) == ["f-M13", "f-M2"]
+    own = gov.open("M13", "findings", ["finding_id"], "test", own_rows=True).arrow()
+    assert own.column("finding_id").to_pylist() == ["f-M13"]  # without reading the column
+    entry = [e for e in gov.audit.entries() if e.event == "access"][-1]
+    assert json.loads(entry.detail or "{}")["own_rows"] is True
+    # a dataset that names no measure is read whole
+    assert gov.open("M1", "flows", ["time_start"], "test", own_rows=True).arrow().num_rows == 0

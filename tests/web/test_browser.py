@@ -1,6 +1,7 @@
 """Each role's day in a real browser (Debian's Chromium driven by Playwright), in Japanese as the
 staff's browsers ask: every role sees its own pages only; the analyst confirms one finding,
-rejects another and proposes a block; the operator approves, applies and ends it; the desk
+rejects another and proposes a block; the operator approves, applies and ends a block of an
+attacked address, and sees the attack and the rule on one time axis; the desk
 works a case to closure through the subscriber's opt-out and phone call; the auditor filters the
 log and reconciles the transparency report. Screenshots of each step are saved under
 test-artifacts/web/."""
@@ -9,9 +10,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
@@ -21,7 +23,7 @@ from mamori.config import MamoriConfig
 from mamori.governance import Governance
 from mamori.governance.roles import Role, views_for
 from mamori.governance.tokens import consent_token
-from mamori.schemas import MATCHES
+from mamori.schemas import FINDINGS, MATCHES
 from mamori.web.i18n import JA
 from mamori.web.render import VIEW_LABELS, VIEW_PATHS
 from tests.conftest import table
@@ -29,6 +31,7 @@ from tests.web.conftest import ACCOUNTS, PASSWORD, T0, _t, artifacts_dir
 from tests.web.test_pages import addresses_in
 
 CHROMIUM = Path("/usr/bin/chromium")
+VICTIM = "198.51.100.10"
 pytestmark = [
     pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed"),
     pytest.mark.slow,  # drives a browser
@@ -98,6 +101,38 @@ def a_case(web_gov: Governance) -> None:
         "test",
         basis="consent",
     )
+    # an attack an hour ago on VICTIM: its finding, and the packets that reached it
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    flows = [
+        {
+            "time_start": now - timedelta(minutes=m),
+            "time_end": now - timedelta(minutes=m) + timedelta(seconds=30),
+            "src_addr": "192.0.2.77",
+            "dst_addr": VICTIM,
+            "src_port": 123,
+            "dst_port": 80,
+            "protocol": 17,
+            "packets": 500 if 60 <= m < 75 else 2,
+            "bytes": 1000,
+            "exporter": "192.0.2.1",
+            "sampling_rate": 1000,
+        }
+        for m in range(1, 180)
+    ]
+    web_gov.write("M1", "flows", pa.Table.from_pylist(flows), "test")
+    ddos = {
+        "detected": now - timedelta(minutes=73),
+        "finding_id": "ddos-web-1",
+        "kind": "ddos",
+        "method": "udp-flood",
+        "ip": VICTIM,
+        "score": 0.9,
+        "first_seen": now - timedelta(minutes=75),
+        "last_seen": now - timedelta(minutes=73),
+        "measure": "M13",
+        "evidence": "{}",
+    }
+    web_gov.write("M13", "findings", _t([ddos], FINDINGS.arrow), "test")
 
 
 @pytest.fixture(scope="module")
@@ -180,18 +215,12 @@ def test_analyst_confirms_rejects_and_proposes(page: Page) -> None:
 def test_operator_approves_applies_and_ends(page: Page, web_gov: Governance) -> None:
     from mamori.web.proposals import propose_from_finding
 
-    finding = {
-        "finding_id": "f-c2-1",
-        "kind": "c2",
-        "ip": "203.0.113.50",
-        "port": 443,
-        "protocol": "tcp",
-    }
+    finding = {"finding_id": "ddos-web-1", "kind": "ddos", "ip": VICTIM}
     action = propose_from_finding(web_gov, finding, "block", 24, "web:analyst1")
     sign_in(page, Role.OPERATOR)
     page.goto("/approvals")
     card = page.locator(f"#q-{action.action_id}")
-    expect(card.locator("pre.preview")).to_contain_text("nft add element inet mamori")
+    expect(card.locator("pre.preview")).to_contain_text(f"announce route {VICTIM}/32")
     shot(page, "operator-1-queue")
     card.get_by_role("button", name="承認").click()
     expect(page.locator("p.ok")).to_contain_text(f"approve {action.action_id}")
@@ -204,6 +233,15 @@ def test_operator_approves_applies_and_ends(page: Page, web_gov: Governance) -> 
     expect(page.locator("h1")).to_contain_text("終了")
     expect(page.locator("ol.timeline")).to_contain_text("web:operator1")
     shot(page, "operator-2-ended")
+    # the attack and the rule that answered it, on one time axis
+    page.goto("/attacks?range=6h")
+    chart = page.locator(f'div.chartbox[data-prefix="{VICTIM}/32"]')
+    expect(chart.locator("rect.band.attack")).to_have_count(1)
+    expect(chart.locator("rect.band.rule title")).to_contain_text(f"rtbh {VICTIM}/32 (ended)")
+    expect(page.locator(f'#rules tr[data-action="{action.action_id}"]')).to_have_attribute(
+        "data-status", "ended"
+    )
+    shot(page, "operator-3-attacks")
 
 
 def test_desk_works_a_case_through_opt_out_and_phone_call(

@@ -207,13 +207,29 @@ def test_analyst_confirms_one_finding_and_rejects_another(store: tuple[str, Gove
         assert r.status_code == 403
 
 
+NETWORK_PROPOSALS = [
+    # what, the command the preview shows and the BGP back end announces (dry run), then withdraws
+    ("block", f"route {C2_IP}/32 next-hop 192.0.2.1 community [ 65535:666 no-export ]"),
+    (
+        "filter",
+        f"flow route {{ match {{ destination {C2_IP}/32; protocol tcp; "
+        "destination-port [ =443 ]; } then { discard; } }",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("what", "command"), NETWORK_PROPOSALS, ids=[w for w, _ in NETWORK_PROPOSALS]
+)
 def test_proposed_by_one_approved_by_another_operator_applies_and_ends(
-    store: tuple[str, Governance],
+    store: tuple[str, Governance], what: str, command: str
 ) -> None:
     url, gov = store
+    dry_run = gov.config.store / "_state" / "bgp" / "dry-run.log"
+    before = dry_run.read_text() if dry_run.exists() else ""
     with _as(url, ACCOUNTS[Role.ANALYST]) as a:
         csrf = csrf_of(a.get("/findings/f-c2-1").text)
-        r = a.post("/findings/f-c2-1/propose", data={"csrf": csrf, "what": "block", "hours": "24"})
+        r = a.post("/findings/f-c2-1/propose", data={"csrf": csrf, "what": what, "hours": "24"})
         assert r.status_code == 303
         action_id = r.headers["location"].split("+")[-1]
         queue = a.get("/approvals").text
@@ -229,7 +245,7 @@ def test_proposed_by_one_approved_by_another_operator_applies_and_ends(
     with _as(url, ACCOUNTS[Role.OPERATOR]) as op:
         queue = op.get("/approvals").text
         card = queue.split(f'id="q-{action_id}"')[1].split("</section>")[0]
-        assert f"nft add element inet mamori blocked_ipv4 {{ {C2_IP} }}" in card
+        assert f"announce {command}" in card
         assert "web:analyst1" in card and ">Approve</button>" in card
         csrf = csrf_of(queue)
         for step in ("approve", "apply", "end"):
@@ -237,6 +253,10 @@ def test_proposed_by_one_approved_by_another_operator_applies_and_ends(
             assert r.status_code == 303, (step, r.text[:300])
         detail = op.get(f"/actions/{action_id}").text
         assert ">ended<" in detail
+    # what the back end was told: announced when applied, withdrawn when ended
+    sent = dry_run.read_text()[len(before) :]
+    assert f"announce {command}" in sent and f"withdraw {command}" in sent
+    assert sent.index(f"announce {command}") < sent.index(f"withdraw {command}")
     writes = [
         (e.actor, json.loads(e.detail or "{}")["step"])
         for e in gov.audit.entries()
@@ -248,6 +268,43 @@ def test_proposed_by_one_approved_by_another_operator_applies_and_ends(
         ("web:operator1", "applied"),
         ("web:operator1", "ended"),
     ]
+
+
+def test_warn_goes_into_the_warning_zone_while_it_holds(store: tuple[str, Governance]) -> None:
+    from mamori.act import base as act
+    from mamori.act.rpz import generate_rpz, rpz_ip_owner
+
+    url, gov = store
+    trigger = rpz_ip_owner(C2_IP)
+    zone_file = None
+
+    def zone() -> str:
+        nonlocal zone_file
+        [m8] = [z for z in generate_rpz(gov, "test").zones if z.measure == "M8"]
+        zone_file = m8.path
+        return m8.path.read_text()
+
+    assert trigger not in zone()
+    with _as(url, ACCOUNTS[Role.ANALYST]) as a:
+        csrf = csrf_of(a.get("/findings/f-c2-1").text)
+        r = a.post("/findings/f-c2-1/propose", data={"csrf": csrf, "what": "warn", "hours": "24"})
+        assert r.status_code == 303, r.text[:300]
+        action_id = r.headers["location"].split("+")[-1]
+    assert trigger not in zone()  # proposed only: nothing changes before a second person agrees
+    with _as(url, ACCOUNTS[Role.ABUSE_DESK]) as desk:
+        queue = desk.get("/approvals").text
+        card = queue.split(f'id="q-{action_id}"')[1].split("</section>")[0]
+        assert trigger in card  # the record the zone will hold
+        csrf = csrf_of(queue)
+        r = desk.post(f"/actions/{action_id}/approve", data={"csrf": csrf, "back": "/approvals"})
+        assert r.status_code == 303
+    assert f"{trigger} CNAME" in zone()
+    assert act.current(gov, "test", ["M8"])[action_id].state is act.ActionState.APPLIED
+    with _as(url, ACCOUNTS[Role.ABUSE_DESK]) as desk:
+        csrf = csrf_of(desk.get(f"/actions/{action_id}").text)
+        r = desk.post(f"/actions/{action_id}/end", data={"csrf": csrf})
+        assert r.status_code == 303
+    assert trigger not in zone()
 
 
 def test_finding_pictures_contacts_and_intervals_without_addresses(
@@ -350,11 +407,30 @@ def test_false_positive_labels_the_finding_and_allowlists_its_address(
         ),
         "test",
     )
+    # what was done about it so far: a block still proposed, one approved, a filter in force
+    from mamori.act import base as act
+    from mamori.web.proposals import propose_from_finding
+
+    finding = {"finding_id": "f-fp-1", "kind": "c2", "ip": "198.51.100.7", "port": 443}
+    finding["protocol"] = "tcp"
+    proposed = propose_from_finding(gov, finding, "block", 24, "web:analyst2")
+    approved = propose_from_finding(gov, finding, "block", 72, "web:analyst2")
+    [approved] = act.approve(gov, [approved], "web:operator1")
+    applied = propose_from_finding(gov, finding, "filter", 24, "web:analyst2")
+    [applied] = act.apply(gov, act.approve(gov, [applied], "web:operator1"), "web:operator1")
     with _as(url, ACCOUNTS[Role.ANALYST]) as c:
         csrf = csrf_of(c.get("/findings/f-fp-1").text)
         r = c.post("/findings/f-fp-1/review", data={"csrf": csrf, "verdict": "false-positive"})
         assert r.status_code == 303
+        assert "3 action(s) taken back" in c.get(r.headers["location"]).text
         assert "誤検知" in c.get("/findings/f-fp-1", params={"lang": "ja"}).text
     listed = set(current_reputation(gov, "M4", "test").column("ip").to_pylist())
     assert "198.51.100.7" not in listed and "203.0.113.99" in listed
     assert any(e.event == "allowlist" for e in gov.audit.entries())
+    now = act.current(gov, "test", ["M13"])
+    assert {a: now[a].state.value for a in (proposed.action_id, approved.action_id)} == {
+        proposed.action_id: "rejected",
+        approved.action_id: "rejected",
+    }
+    assert now[applied.action_id].state is act.ActionState.ENDED
+    assert now[applied.action_id].end is not None

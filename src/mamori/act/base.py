@@ -94,7 +94,8 @@ _S = ActionState
 TRANSITIONS: Mapping[ActionState, frozenset[ActionState]] = MappingProxyType(
     {
         _S.PROPOSED: frozenset({_S.APPROVED, _S.REJECTED, _S.EXPIRED}),
-        _S.APPROVED: frozenset({_S.APPLIED, _S.EXPIRED}),
+        # an approval taken back before it is applied (a false positive): rejected, never applied
+        _S.APPROVED: frozenset({_S.APPLIED, _S.REJECTED, _S.EXPIRED}),
         _S.APPLIED: frozenset({_S.ENDED, _S.EXPIRED}),
         _S.REJECTED: frozenset(),
         _S.ENDED: frozenset(),
@@ -380,7 +381,8 @@ def reject(
     now: datetime | None = None,
     detail: Mapping[str, Any] | None = None,
 ) -> list[Action]:
-    """proposed → rejected."""
+    """proposed | approved → rejected (an approved action not yet applied may still be taken
+    back, e.g. when its finding turns out to be a false positive)."""
     at = _now(now)
     return _step(gov, actions, ActionState.REJECTED, actor, at, {"end": at}, detail)
 

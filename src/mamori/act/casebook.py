@@ -10,6 +10,12 @@ who and when. It never holds the subscriber id, an address, or the cause.
 Each entry is appended to ``<store>/_state/cases/book.jsonl`` and audited (``case`` event with the
 case id; the detail names the step and the status, never the note's text). Statuses are the
 desk's: ``open`` → ``acknowledged`` → ``resolved`` (a resolved case can be reopened).
+
+Retention (:meth:`CaseBook.prune`, run by ``mamori purge``): once governance no longer returns a
+case's rows (its subscriber opted out, or the rows were purged), the book keeps only the minimum —
+number, measure, dates, status — and drops the desk's notes and assignee, whose free text may say
+more than that; such a case is dropped whole once its last entry is older than
+``retention.cases`` days.
 """
 
 from __future__ import annotations
@@ -19,12 +25,14 @@ import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from mamori.governance import Governance
+import pyarrow.compute as pc
 
-__all__ = ["STATUSES", "CaseBook", "CaseEntry", "DeskCase"]
+from mamori.governance import AccessRefused, Governance
+
+__all__ = ["STATUSES", "BookPrune", "CaseBook", "CaseEntry", "DeskCase"]
 
 STATUSES = ("open", "acknowledged", "resolved")
 NOTE_LEN = 2000
@@ -58,6 +66,14 @@ class DeskCase:
     @property
     def notes(self) -> list[CaseEntry]:
         return [e for e in self.entries if e.step == "note"]
+
+
+@dataclass(frozen=True)
+class BookPrune:
+    """What a prune removed (or would remove, in a dry run)."""
+
+    notes: int  # notes and assignments of cases governance no longer returns
+    cases: int  # such cases dropped whole, past retention
 
 
 class CaseBook:
@@ -185,3 +201,83 @@ class CaseBook:
 
     def get(self, case_id: str) -> DeskCase | None:
         return self.cases().get(case_id)
+
+    # ------------------------------------------------------------------ retention
+
+    def _live(self, measures: set[str], actor: str) -> set[str] | None:
+        """Case ids governance returns now under the book's measures (consent applied); None
+        when one could not be read (then nothing is pruned: a refusal is not an opt-out)."""
+        live: set[str] = set()
+        for m in sorted(measures):
+            if not self._gov.config.measure_enabled(m):
+                continue
+            try:
+                grant = self._gov.open(m, "cases", ["case_id", "measure"], actor)
+            except AccessRefused:
+                return None
+            try:
+                t = grant.arrow()
+            finally:
+                grant.sandbox.close()
+            t = t.filter(pc.equal(t.column("measure"), m))
+            live.update(t.column("case_id").to_pylist())
+        return live
+
+    def prune(self, actor: str, *, now: datetime | None = None, dry_run: bool = False) -> BookPrune:
+        """Apply retention to the book (see the module's docstring); audited as a ``purge``."""
+        now = now or datetime.now(UTC)
+        cutoff = now - timedelta(days=self._gov.config.retention.cases)
+        book = self.cases()
+        live = self._live({c.measure for c in book.values()}, actor)
+        if live is None:
+            return BookPrune(0, 0)
+        keep: list[CaseEntry] = []
+        notes = dropped = 0
+        for c in book.values():
+            if c.case_id in live:
+                keep += c.entries
+                continue
+            if c.updated < cutoff:
+                dropped += 1
+                continue
+            for e in c.entries:
+                if e.step in ("note", "assign"):
+                    notes += 1
+                else:
+                    keep.append(e)
+        if (notes or dropped) and not dry_run:
+            self._rewrite(keep)
+        self._gov.audit.append(
+            actor=actor,
+            event="purge" if not dry_run else "purge-dry-run",
+            detail={
+                "store": "case book",
+                "notes": notes,
+                "cases": dropped,
+                "cutoff": cutoff.isoformat(),
+            },
+        )
+        return BookPrune(notes, dropped)
+
+    def _rewrite(self, entries: list[CaseEntry]) -> None:
+        text = b"".join(
+            json.dumps(
+                {
+                    k: (v.isoformat() if isinstance(v, datetime) else v)
+                    for k, v in e.__dict__.items()
+                    if v is not None
+                },
+                ensure_ascii=False,
+                sort_keys=True,
+            ).encode()
+            + b"\n"
+            for e in sorted(entries, key=lambda e: e.ts)
+        )
+        with self._lock.open("a") as lh:
+            fcntl.flock(lh, fcntl.LOCK_EX)
+            tmp = self.path.with_suffix(".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(text)
+            os.replace(tmp, self.path)
+        self._cache = None

@@ -5,7 +5,8 @@ it, or marks it a false positive — or, for a C&C finding, until a feed lists t
 Verdicts are appended to ``<store>/_state/reviews/reviews.jsonl`` (finding id, measure, verdict,
 who, when — never the address the finding is about) and audited as ``review`` events under the
 finding's measure, which is where the transparency report counts findings rejected. The latest
-verdict on a finding is its review state.
+verdict on a finding is its review state. ``mamori purge`` drops verdicts older than
+``retention.findings`` days (:meth:`Reviews.prune`): by then their findings are gone too.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import fcntl
 import json
 import os
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -110,3 +111,33 @@ class Reviews:
         values = pa.array([r.verdict for r in latest.values()], pa.string())
         idx = pc.index_in(finding_ids, value_set=keys)
         return pc.fill_null(pc.take(values, idx), "candidate")
+
+    def prune(self, actor: str, *, now: datetime | None = None, dry_run: bool = False) -> int:
+        """Drop verdicts older than ``retention.findings`` days; returns how many (audited)."""
+        now = now or datetime.now(UTC)
+        cutoff = now - timedelta(days=self._gov.config.retention.findings)
+        with self._lock.open("a") as lh:
+            fcntl.flock(lh, fcntl.LOCK_EX)
+            try:
+                lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
+            except FileNotFoundError:
+                lines = []
+            kept = [
+                ln
+                for ln in lines
+                if ln.strip() and datetime.fromisoformat(json.loads(ln)["ts"]) >= cutoff
+            ]
+            gone = sum(1 for ln in lines if ln.strip()) - len(kept)
+            if gone and not dry_run:
+                tmp = self.path.with_suffix(".tmp")
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                    fh.writelines(kept)
+                os.replace(tmp, self.path)
+                self._cache = None
+        self._gov.audit.append(
+            actor=actor,
+            event="purge" if not dry_run else "purge-dry-run",
+            detail={"store": "reviews", "verdicts": gone, "cutoff": cutoff.isoformat()},
+        )
+        return gone

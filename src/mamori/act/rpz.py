@@ -36,6 +36,7 @@ from mamori.ingest.reputation import current_reputation
 __all__ = [
     "C2_CATEGORIES",
     "WARNING_CATEGORIES",
+    "WARN_PREFIX",
     "RpzBackend",
     "RpzResult",
     "ZoneBuild",
@@ -59,6 +60,11 @@ C2_CATEGORIES = ("c2",)
 # first-stage servers hand out malware: a browser reaching one is shown the warning page, and a
 # loader fetching from one gets HTML instead of its payload.
 WARNING_CATEGORIES = ("malware-site", "phishing", "first-stage")
+WARN_PREFIX = "warn-ip:"
+"""Target of a ``warn`` action (kind ``rpz``, M8, proposed from a finding in the console): one
+address whose rpz-ip trigger the warning zone carries while the action is approved or in force.
+The zone build puts approved ones in force; an ended, rejected or expired one is left out of the
+next build."""
 
 C2Action = Literal["nxdomain", "nodata", "drop", "cname-warning"]
 
@@ -459,6 +465,10 @@ def generate_rpz(
         )
         # C&C addresses (M7): names that resolve to them are caught by rpz-ip triggers
         ips = policy_ips(rep, C2_CATEGORIES, at=now) if measure == "M7" else None
+        warns = _warn_actions(gov, actor, now) if measure == "M8" and record_action else []
+        if warns:  # endpoints a person decided to warn about (M8, proposed from a finding)
+            owners = sorted({rpz_ip_owner(a.target.removeprefix(WARN_PREFIX)) for a in warns})
+            ips = pa.array(owners, pa.string())
         path = out / _zone_file(zone)
         backend = RpzBackend(
             cfg,
@@ -482,6 +492,9 @@ def generate_rpz(
         )
         if record_action:
             _apply_zone(gov, actor, backend, proposal, now, len(names), rejected, len(ips or []))
+            pending = [a for a in warns if a.state is ActionState.APPROVED]
+            # in force now: the zone just written carries them (no back end of their own)
+            act.apply(gov, pending, actor, now=now, detail={"zone": proposal.action_id})
         else:
             backend.apply([proposal])
         serial = action_serial(proposal)
@@ -499,6 +512,19 @@ def generate_rpz(
         )
         builds.append(build)
     return RpzResult(zones=tuple(builds))
+
+
+def _warn_actions(gov: Governance, actor: str, now: datetime) -> list[Action]:
+    """The warnings the zone must carry: ``warn`` actions approved or in force, not past expiry."""
+    keep = (ActionState.APPROVED, ActionState.APPLIED)
+    return [
+        a
+        for a in act.current(gov, actor, ["M8"]).values()
+        if a.kind is ActionKind.RPZ
+        and a.target.startswith(WARN_PREFIX)
+        and a.state in keep
+        and not a.due(now)
+    ]
 
 
 def _subscribers_protected(gov: Governance, measure: str, actor: str) -> int | None:

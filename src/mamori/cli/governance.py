@@ -333,7 +333,9 @@ def purge_cmd(
 ) -> None:
     """Enforce retention now: delete hour partitions older than each dataset's retention, match
     records whose alert was sent more than the grace period ago, and partitions of observed
-    events dated in the future (retention.future_tolerance_hours). Audited."""
+    events dated in the future (retention.future_tolerance_hours); in the abuse desk's case book,
+    strip notes and assignees of cases governance no longer returns (opt-out, purged) and drop
+    those past retention.cases; drop analysts' verdicts past retention.findings. Audited."""
     gov = STATE.gov()
     when = parse_time(now)
     if status:
@@ -351,6 +353,12 @@ def purge_cmd(
         out.print(t)
         return
     report = purge(gov, actor=actor_name(), now=when, dry_run=dry_run)
+    # the console's files outside the datasets: the desk's case book and the analysts' verdicts
+    from mamori.act.casebook import CaseBook
+    from mamori.act.reviews import Reviews
+
+    book = CaseBook(gov).prune(actor_name(), now=when, dry_run=dry_run)
+    verdicts = Reviews(gov).prune(actor_name(), now=when, dry_run=dry_run)
     run_count(partitions_deleted=report.partitions_deleted, rows_deleted=report.rows_deleted)
     verb = "would delete" if dry_run else "deleted"
     for d in report.datasets:
@@ -368,6 +376,12 @@ def purge_cmd(
             f"matches: {verb} {report.matches_after_alert} record(s) whose alert was sent",
             highlight=False,
         )
+    out.print(
+        f"case book: {verb} {book.notes} note(s) and assignment(s) of cases no longer readable, "
+        f"{book.cases} such case(s) past retention; reviews: {verb} {verdicts} verdict(s) past "
+        "retention",
+        highlight=False,
+    )
     out.print(
         f"{verb} {report.partitions_deleted} partition(s), {report.rows_deleted} row(s) in all",
         highlight=False,

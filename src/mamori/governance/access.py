@@ -494,8 +494,13 @@ class Governance:
         end: datetime | None = None,
         sandbox: Sandbox | None = None,
         stream: bool = False,
+        own_rows: bool = False,
     ) -> Grant:
         """Read ``columns`` of ``dataset`` for ``measure`` (``None``: every column it may read).
+
+        With ``own_rows``, only the rows the dataset records as ``measure``'s (its ``measure``
+        column), filtered as the files are read: a narrowing, never a widening, for a reader that
+        wants no other measure's records (the console's tables).
 
         The rows are copied into ``sandbox`` (one made by :meth:`sandbox`, holding the other
         inputs the caller will combine them with), else into a new sandbox of their own. With
@@ -512,6 +517,7 @@ class Governance:
             mode="read",
         )
         filtered = chosen is LegalBasis.CONSENT and schema.names_subscribers
+        equals = {"measure": m.id} if own_rows and "measure" in schema.column_names else None
         if filtered:
             need = list(
                 dict.fromkeys(
@@ -525,10 +531,10 @@ class Governance:
                 )
             )
             rel, detail, withheld = self._consent_filter(
-                m, schema, self._engine.scan(schema, need, start, end), cols
+                m, schema, self._engine.scan(schema, need, start, end, equals), cols
             )
         else:
-            rel, detail, withheld = self._engine.scan(schema, cols, start, end), {}, None
+            rel, detail, withheld = self._engine.scan(schema, cols, start, end, equals), {}, None
         if start or end:
             detail["window"] = [
                 start.isoformat() if start else None,
@@ -536,6 +542,8 @@ class Governance:
             ]
         if justification:
             detail["justification"] = justification.strip()
+        if equals:
+            detail["own_rows"] = True
         box = sandbox if sandbox is not None else self.sandbox(label=f"{measure}-{dataset}")
         if box.closed or box not in self._sandboxes:
             raise GovernanceError("that sandbox is closed or was not made by this governance")

@@ -129,6 +129,13 @@ VIEWS: dict[str, View] = {
             "search findings, actions and alerts by endpoint or case",
         ),
         _v("traffic", {_A, _O}, ("M14",), "traffic aggregates: volume, top ports, exporters"),
+        _v(
+            "attacks",
+            {_A, _O},
+            ("M10", "M13"),
+            "attacks (DDoS, reflection, spoofing) and the network rules that answered them, with "
+            "the traffic to each attacked prefix, on one time axis",
+        ),
         _v("audit", {_U}, (), "audit-log verification, accesses by measure, refusals"),
         _v("retention", {_U}, (), "oldest data held per dataset against its limit"),
         _v("users", {_M}, (), "console accounts"),

@@ -7,7 +7,7 @@ implementation (scale-out) fits the same interface with DataFrames as relations.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,6 +32,7 @@ class Engine(Protocol):
         columns: Sequence[str] | None = None,
         start: datetime | None = None,
         end: datetime | None = None,
+        equals: Mapping[str, str] | None = None,
     ) -> Any: ...
 
     def sql(self, query: str, params: Sequence[Any] | None = None, **inputs: Any) -> Any: ...
@@ -75,7 +76,11 @@ class DuckDBEngine:
         columns: Sequence[str] | None = None,
         start: datetime | None = None,
         end: datetime | None = None,
+        equals: Mapping[str, str] | None = None,
     ) -> Relation:
+        """The rows of ``schema`` from ``start`` to ``end`` and, with ``equals``, only those
+        whose columns hold these values (a filter the Parquet reader pushes down: files whose
+        statistics rule the value out are not read)."""
         cols = list(columns) if columns is not None else list(schema.column_names)
         for c in cols:
             schema.column(c)  # raises KeyError naming the column
@@ -90,6 +95,10 @@ class DuckDBEngine:
             conds.append(f"{ts} >= TIMESTAMPTZ '{start.isoformat()}'")
         if end is not None:
             conds.append(f"{ts} < TIMESTAMPTZ '{end.isoformat()}'")
+        for col, value in (equals or {}).items():
+            schema.column(col)  # raises KeyError naming the column
+            literal = value.replace("'", "''")
+            conds.append(f"{_quote(col)} = '{literal}'")
         if conds:
             rel = rel.filter(" AND ".join(conds))
         have = set(rel.columns)

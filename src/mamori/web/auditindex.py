@@ -78,6 +78,10 @@ READ_ONLY_EVENTS = frozenset(
 )
 
 
+AFFECT_EVERY_READ = frozenset({"allocations", "subscribers", "consent"})
+"""Datasets governance reads to apply consent to any other: a change to one may change any read."""
+
+
 class AuditIndex:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -91,6 +95,8 @@ class AuditIndex:
         self._chunks: list[pa.Table] = []
         self._table: pa.Table | None = None
         self._changes = 0
+        self._everywhere = 0  # changes that may alter any read (consent, the registry)
+        self._per_dataset: dict[str, int] = {}
 
     def _read_new(self) -> None:
         """Parse what was appended since the last look (whole lines only); the lock is held."""
@@ -123,14 +129,23 @@ class AuditIndex:
                 self._pending[f].append(datetime.fromisoformat(v) if f == "ts" else v)
             if obj.get("event") not in READ_ONLY_EVENTS:
                 self._changes += 1
+                ds = obj.get("dataset")
+                if not ds or ds in AFFECT_EVERY_READ:
+                    self._everywhere += 1
+                else:
+                    self._per_dataset[ds] = self._per_dataset.get(ds, 0) + 1
         self._offset += end
 
-    def changes(self) -> int:
+    def changes(self, dataset: str | None = None) -> int:
         """How many entries so far may have changed what a read returns (a version number of
-        the store as governance serves it)."""
+        the store as governance serves it); with ``dataset``, what a read of that dataset
+        returns: its own writes and purges, and every change that names no dataset or one that
+        consent filtering reads (:data:`AFFECT_EVERY_READ`)."""
         with self._lock:
             self._read_new()
-            return self._changes
+            if dataset is None:
+                return self._changes
+            return self._everywhere + self._per_dataset.get(dataset, 0)
 
     def table(self) -> pa.Table:
         """Every entry so far (oldest first). New entries are added as a chunk of their own,

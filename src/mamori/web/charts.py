@@ -110,12 +110,14 @@ def timeseries(
     unit: str = "",
     zone: str = "UTC",
     marks: Sequence[tuple[datetime, str, str]] = (),
+    bands: Sequence[tuple[datetime, datetime, str, str]] = (),
     width: int = 900,
     height: int = 240,
 ) -> Markup:
     """Bars on a true time axis from ``since`` to ``until``: a bar sits where its time is (a
     missing hour is a gap, not the next bar), ticks fall on whole hours or days in ``zone``.
-    ``marks``: (time, label, class) drawn as vertical lines (attacks, actions)."""
+    ``marks``: (time, label, class) drawn as vertical lines (attacks, actions); ``bands``: (from,
+    to, label, class) shaded behind the bars (an attack's span, a rule in force)."""
     if until <= since:
         until = since + step
     left, right, bottom, top_pad = 70, 10, 44, 24
@@ -159,6 +161,17 @@ def timeseries(
         f'<text x="{width - right}" y="{height - 4}" text-anchor="end" class="axis">'
         f"{escape(local0.tzname() or zone)}</text>"
     )
+    for i, (b0, b1, label, cls) in enumerate(bands):
+        b0, b1 = max(b0, since), min(b1, until)
+        if b1 <= b0:
+            continue
+        # stacked in thin lanes at the top, so overlapping rules stay apart
+        lane = top_pad + (i % 4) * 6
+        out.append(
+            f'<rect x="{x(b0):.1f}" y="{lane}" width="{max(x(b1) - x(b0), 1.5):.1f}" '
+            f'height="{height - bottom - lane}" class="band {escape(cls)}">'
+            f"<title>{escape(label)}</title></rect>"
+        )
     bar_w = max(plot_w * step.total_seconds() / span - 1, 1)
     for when, v in points:
         if when < since or when >= until:

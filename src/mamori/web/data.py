@@ -23,6 +23,8 @@ from mamori.act import cases as cases_mod
 from mamori.act.backends import default_backends
 from mamori.act.casebook import CaseBook, DeskCase
 from mamori.act.reviews import Reviews
+from mamori.act.rpz import WARN_PREFIX
+from mamori.addresses import in_networks
 from mamori.governance import AccessRefused, Governance
 from mamori.governance.roles import NETWORK_KINDS, Role, may_decide
 from mamori.schemas import ACTIONS, CASES, FINDINGS, NOTIFICATIONS
@@ -417,10 +419,7 @@ def decide_action(
     if step is act.ActionState.APPLIED and action.kind is act.ActionKind.RPZ:
         # the zone is built from the lists at the time: `mamori act rpz` applies zones
         raise ActionDecisionError("RPZ zones are put in force by `mamori act rpz`, not here")
-    backend = default_backends(gov.config).get(action.kind)
-    handles = getattr(backend, "handles", None)
-    if handles is not None and not handles(action):
-        backend = None  # a target its kind's back end does not carry out: recorded only
+    backend = _backend_for(gov, action)
     detail = {"decision": decision}
     try:
         if step is act.ActionState.APPROVED:
@@ -433,6 +432,40 @@ def decide_action(
             [done] = act.end(gov, [action], actor, backend=backend, detail=detail)
     except act.InvalidTransition as exc:
         raise ActionDecisionError(str(exc)) from None
+    return done
+
+
+def _backend_for(gov: Governance, action: act.Action) -> act.Backend[object] | None:
+    if action.kind is act.ActionKind.RPZ and action.target.startswith(WARN_PREFIX):
+        return None  # a warning lives in the warning zone: the next zone build leaves it out
+    backend = default_backends(gov.config).get(action.kind)
+    handles = getattr(backend, "handles", None)
+    if handles is not None and not handles(action):
+        return None  # a target its kind's back end does not carry out: recorded only
+    return backend
+
+
+def end_for_false_positive(
+    gov: Governance, measures: Sequence[str], finding_id: str, actor: str
+) -> list[act.Action]:
+    """Take back every open action proposed from a finding found to be a false positive:
+    proposed and approved ones are rejected, applied ones ended (withdrawn by their back end
+    first; an RPZ zone is rebuilt without the name by the next `mamori act rpz`). Returns the
+    new versions."""
+    readable = [m for m in measures if gov.config.measure_enabled(m)]
+    now = datetime.now(UTC)
+    detail = {"reason": "false positive", "finding": finding_id}
+    done: list[act.Action] = []
+    for a in act.current(gov, actor, readable).values():
+        if a.finding_id != finding_id or a.state not in act.OPEN:
+            continue
+        if a.due(now):
+            done += act.expire(gov, [a], actor, backend=_backend_for(gov, a), now=now)
+        elif a.state is act.ActionState.APPLIED:
+            backend = None if a.kind is act.ActionKind.RPZ else _backend_for(gov, a)
+            done += act.end(gov, [a], actor, backend=backend, now=now, detail=detail)
+        else:
+            done += act.reject(gov, [a], actor, now=now, detail=detail)
     return done
 
 
@@ -743,3 +776,146 @@ def contacts(
     ]
     hosts = [(f"host {h}", times) for h, times in sorted(per.items())[:top]]
     return Contacts(hosts, intervals, lo, hi, t.num_rows, grant.audit_seq)
+
+
+# ------------------------------------------------------------------ attacks (M13, M10)
+
+ATTACK_KINDS = ("ddos", "reflection", "spoofing")
+ATTACK_MEASURES = ("M10", "M13")
+ATTACK_RANGES = {
+    "1h": timedelta(hours=1),
+    "6h": timedelta(hours=6),
+    "24h": timedelta(hours=24),
+    "72h": timedelta(hours=72),
+    "7d": timedelta(days=7),
+}
+
+
+@dataclass
+class Attacks:
+    """Attacks found, the network rules that answered them, and the traffic to each attacked
+    prefix, on one time axis."""
+
+    since: datetime
+    until: datetime
+    step: timedelta
+    findings: list[dict[str, Any]]  # the attack findings in the range, newest first
+    rules: list[dict[str, Any]]  # network actions (nftables, FlowSpec, RTBH) in the range
+    series: list[tuple[str, list[tuple[datetime, int]]]]  # per prefix: packets per step
+    flows: int
+    refused: list[str]
+    grant_seq: int | None
+
+
+def _prefix_of(ip: Any) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    try:
+        return ipaddress.ip_network(str(ip), strict=False)
+    except ValueError:
+        return None
+
+
+def _prefilter(nets: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> str:
+    """A cheap SQL condition that keeps at least every address in ``nets`` (the exact test is
+    done after, on the aggregated rows); every piece comes from a parsed network."""
+    conds = []
+    for n in nets:
+        if n.prefixlen == n.max_prefixlen:
+            conds.append(f"dst_addr = '{n.network_address}'")
+        elif n.version == 4 and n.prefixlen >= 8:
+            octets = str(n.network_address).split(".")[: n.prefixlen // 8]
+            conds.append(f"starts_with(dst_addr, '{'.'.join(octets)}.')")
+        else:
+            return "TRUE"
+    return " OR ".join(conds) or "FALSE"
+
+
+def attacks(
+    gov: Governance,
+    actor: str,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    span: timedelta = timedelta(hours=24),
+    buckets: int = 120,
+    prefixes: int = 6,
+) -> Attacks:
+    """DDoS, reflection and spoofing findings and the network rules of M10 and M13, read through
+    governance under those measures (the console's kept reads), and the packets per time step to
+    each attacked prefix (flow headers read under M13 in the range only; aggregated here, nothing
+    per flow leaves). Without ``since``/``until``: the ``span`` up to the latest attack."""
+    loaded = findings_table(gov, ATTACK_MEASURES, actor)
+    f = loaded.table
+    f = f.filter(pc.is_in(f.column("kind"), value_set=pa.array(ATTACK_KINDS)))
+    a_loaded = actions_table(gov, ATTACK_MEASURES, actor)
+    a = a_loaded.table
+    a = a.filter(pc.is_in(a.column("kind"), value_set=pa.array(sorted(NETWORK_KINDS))))
+    refused = loaded.refused + a_loaded.refused
+    if until is None:
+        # up to the latest attack or rule step (not into the future), with a margin
+        times = [
+            pc.max(pc.coalesce(f.column("last_seen"), f.column("detected"))).as_py(),
+            pc.max(pc.coalesce(a.column("end"), a.column("start"), a.column("created"))).as_py(),
+        ]
+        latest = max((_utc(t) for t in times if t is not None), default=None)
+        now = datetime.now(UTC)
+        until = min(latest + span / 8, now) if latest is not None else now
+        if since is not None and until <= since:
+            until = since + span
+    if since is None:
+        since = until - span
+    step = max(timedelta(minutes=1), (until - since) / buckets)
+    step = timedelta(seconds=round(step.total_seconds() / 60) * 60)
+    lo = pa.scalar(since, pa.timestamp("ms", "UTC"))
+    hi = pa.scalar(until, pa.timestamp("ms", "UTC"))
+    start = pc.coalesce(f.column("first_seen"), f.column("detected"))
+    end = pc.coalesce(f.column("last_seen"), f.column("detected"))
+    f = f.filter(pc.and_(pc.less_equal(start, hi), pc.greater_equal(end, lo)))
+    f_rows = f.sort_by([("detected", "descending")]).to_pylist()
+    # a rule shows if it was in force (or waiting) at some time in the range
+    r_start = pc.coalesce(a.column("start"), a.column("created"))
+    r_end = pc.coalesce(a.column("end"), a.column("expires"))
+    a = a.filter(pc.and_(pc.less_equal(r_start, hi), pc.greater_equal(r_end, lo)))
+    rules = a.sort_by([("created", "descending")]).to_pylist()
+    # the attacked prefixes, most attacked first (a spoofing finding names an exporter: no prefix)
+    count: dict[ipaddress.IPv4Network | ipaddress.IPv6Network, int] = {}
+    for r in f_rows:
+        net = _prefix_of(r.get("ip")) if r["kind"] != "spoofing" else None
+        if net is not None:
+            count[net] = count.get(net, 0) + 1
+    nets = sorted(count, key=lambda n: (-count[n], str(n)))[:prefixes]
+    series: list[tuple[str, list[tuple[datetime, int]]]] = []
+    flows, seq = 0, None
+    if nets and gov.config.measure_enabled("M13"):
+        cols = ["time_start", "dst_addr", "packets", "sampling_rate"]
+        try:
+            grant = gov.open("M13", "flows", cols, actor, start=since, end=until)
+        except AccessRefused as exc:
+            refused.append(exc.reason)
+        else:
+            try:
+                secs = int(step.total_seconds())
+                lo_s, hi_s = since.astimezone(UTC).isoformat(), until.astimezone(UTC).isoformat()
+                agg = grant.sql(
+                    f"SELECT time_bucket(INTERVAL '{secs} seconds', time_start, "
+                    f"TIMESTAMPTZ '{lo_s}') AS b, dst_addr, "
+                    "sum(packets * coalesce(sampling_rate, 1))::BIGINT AS p, count(*) AS n "
+                    f"FROM {grant.name} WHERE time_start >= TIMESTAMPTZ '{lo_s}' "
+                    f"AND time_start < TIMESTAMPTZ '{hi_s}' AND ({_prefilter(nets)}) "
+                    "GROUP BY b, dst_addr"
+                ).to_arrow_table()
+            finally:
+                grant.sandbox.close()
+            seq = grant.audit_seq
+            flows = int(pc.sum(agg.column("n")).as_py() or 0)
+            addrs = agg.column("dst_addr").combine_chunks()
+            for net in nets:
+                mine = agg.filter(pa.array(in_networks(addrs, [net])))
+                per = mine.group_by("b", use_threads=False).aggregate([("p", "sum")])
+                pts = sorted(
+                    (_utc(b), int(p or 0))
+                    for b, p in zip(
+                        per.column("b").to_pylist(), per.column("p_sum").to_pylist(), strict=True
+                    )
+                )
+                series.append((str(net), pts))
+    return Attacks(since, until, step, f_rows, rules, series, flows, refused, seq)

@@ -3,18 +3,22 @@ sorted and filtered without reading it all again for every click.
 
 A page reads a dataset under each of its view's measures (:func:`gov.open <mamori.governance.
 Governance.open>`: the catalogue checked, consent applied, the access audited). The rows a grant
-returned are kept here, in this process, with the version of the store they were read at: the
-number of audit entries so far that may change what a read returns (a write, a consent change, a
-purge, a registry load — see :data:`mamori.web.auditindex.READ_ONLY_EVENTS`). The audit log is the
+returned are kept here, in this process, with the version of the dataset they were read at: the
+number of audit entries so far that may change what a read of it returns (a write or purge of that
+dataset; a consent change or registry load, which may change any read — see
+:data:`mamori.web.auditindex.READ_ONLY_EVENTS` and ``AFFECT_EVERY_READ``). The audit log is the
 change feed: once it shows any such entry, the rows are read again through governance. Until then
 a page that uses them still writes its own ``access`` entry — same actor, measure, basis, dataset
 and columns, ``"cached": true`` in the detail — so the log holds every page view's access as
-before.
+before. Whatever the log shows, rows are never kept longer than ``[web] kept_read_max_s``: a purge
+deletes before it writes its entry, and one that died in between would otherwise leave deleted
+rows on screen. Nothing is written to disk; a restart forgets everything.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -34,6 +38,7 @@ class Kept:
     legal_basis: str
     columns: tuple[str, ...]
     version: int
+    at: float  # time.monotonic() of the governance read
 
 
 _KEPT: dict[tuple[str, str, str, tuple[str, ...] | None], Kept] = {}
@@ -46,10 +51,11 @@ def read(
     """The rows of ``dataset`` ``measure`` may read (only its own rows where the dataset names a
     measure), through governance or kept from an earlier read at the same version."""
     key = (str(gov.audit.path), measure, dataset, tuple(columns) if columns else None)
-    version = audit_index(gov).changes()
+    version = audit_index(gov).changes(dataset)
     with _LOCK:
         kept = _KEPT.get(key)
-    if kept is not None and kept.version == version:
+    max_age = gov.config.web.kept_read_max_s
+    if kept is not None and kept.version == version and time.monotonic() - kept.at < max_age:
         gov.audit.append(
             actor=actor,
             event="access",
@@ -60,14 +66,18 @@ def read(
             detail={"cached": True, "rows": kept.table.num_rows},
         )
         return kept
-    grant = gov.open(measure, dataset, columns, actor)  # raises AccessRefused (audited)
+    # only this measure's rows, filtered as the files are read (a table of 100,000 findings of
+    # one measure costs the other measures' reads next to nothing)
+    grant = gov.open(measure, dataset, columns, actor, own_rows=True)  # AccessRefused: audited
     try:
         t = grant.arrow()
     finally:
         grant.sandbox.close()
     if "measure" in t.column_names:
         t = t.filter(pc.equal(t.column("measure"), measure))
-    kept = Kept(t, grant.consent_filtered, grant.legal_basis, grant.columns, version)
+    kept = Kept(
+        t, grant.consent_filtered, grant.legal_basis, grant.columns, version, time.monotonic()
+    )
     with _LOCK:
         _KEPT[key] = kept
     return kept

@@ -67,6 +67,7 @@ VIEW_PATHS = {
     "mailbox": "/mailbox",
     "search": "/search",
     "traffic": "/traffic",
+    "attacks": "/attacks",
     "trends": "/trends",
     "audit": "/auditor",
     "retention": "/auditor/retention",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 import pyarrow as pa
@@ -140,10 +141,15 @@ async def review(request: Request, finding_id: str, viewer: Review, form: Form) 
             status=409,
         )
     Reviews(gov).record(finding_id, f["measure"], verdict, viewer.actor)
-    if verdict == "false-positive" and f.get("ip"):
-        # a false positive is never matched, blocked or redirected again
-        add_to_allowlist(gov, str(f["ip"]), viewer.actor, finding_id=finding_id)
-    return RedirectResponse(f"/findings/{finding_id}?msg={verdict}", status_code=303)
+    msg = verdict
+    if verdict == "false-positive":
+        # a false positive is never matched, blocked or redirected again, and what was proposed
+        # or put in force because of it is taken back now, not at its expiry
+        if f.get("ip"):
+            add_to_allowlist(gov, str(f["ip"]), viewer.actor, finding_id=finding_id)
+        ended = data.end_for_false_positive(gov, ACTION_MEASURES, finding_id, viewer.actor)
+        msg += f" ({len(ended)} action(s) taken back)"
+    return RedirectResponse(f"/findings/{finding_id}?{urlencode({'msg': msg})}", status_code=303)
 
 
 @router.post("/findings/{finding_id}/propose")
@@ -312,6 +318,121 @@ async def traffic(request: Request, viewer: Traffic) -> Response:
             "ranges": [*data.RANGES, "all"],
             "protocols": PROTOCOLS,
             "params": dict(params),
+        },
+    )
+
+
+Attacks = Annotated[Viewer, Depends(Need("attacks"))]
+
+
+def _when_param(text: str, tz: ZoneInfo, errors: list[str], key: str) -> datetime | None:
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        errors.append(f"{key}: not a date and time (YYYY-MM-DD HH:MM)")
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=tz)
+
+
+Net = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _net(text: Any) -> Net | None:
+    try:
+        return ipaddress.ip_network(str(text), strict=False)
+    except ValueError:
+        return None
+
+
+def _rule_net(target: str) -> Net | None:
+    """The destination a rule's target names: a prefix (RTBH), ``dst=`` (FlowSpec)."""
+    for part in target.split(";"):
+        if part.startswith("dst="):
+            return _net(part[4:])
+    return _net(target)
+
+
+def _overlap(a: Net, b: Net) -> bool:
+    return a.version == b.version and (a.subnet_of(b) or b.subnet_of(a))  # type: ignore[arg-type]
+
+
+@router.get("/attacks")
+async def attacks(request: Request, viewer: Attacks) -> Response:
+    """Attacks and mitigations on one true time axis (issue 16 §7): per attacked prefix, the
+    packets sent to it, the attacks' spans and the rules' time in force."""
+    gov = _gov(request)
+    zone = gov.config.web.time_zone
+    tz = ZoneInfo(zone)
+    params = request.query_params
+    errors: list[str] = []
+    rng = params.get("range", "24h")
+    span = data.ATTACK_RANGES.get(rng, timedelta(hours=24))
+    since = _when_param(params.get("since", ""), tz, errors, "since")
+    until = _when_param(params.get("until", ""), tz, errors, "until")
+    if since is not None and until is None:
+        until = since + span
+    t = data.attacks(gov, viewer.actor, since=since, until=until, span=span)
+    now = datetime.now(UTC)
+    # per chart, what concerns its prefix: the attacks on it and the rules whose destination
+    # overlaps it (a rule without one, such as the standing reflection filter, shows everywhere)
+    drawn: list[tuple[Net | None, tuple[datetime, datetime, str, str] | None, Any]] = []
+    for f in t.findings:
+        begin = f.get("first_seen") or f["detected"]
+        what = f"{f['kind']} {f.get('method') or ''} on {f.get('ip')}"
+        drawn.append(
+            (
+                _net(f.get("ip")),
+                (begin, f["detected"], f"attack: {what}", "attack"),
+                (f["detected"], f"detected: {what}", "attack"),
+            )
+        )
+    rules_of: dict[str, list[dict[str, Any]]] = {}
+    for r in t.rules:
+        rules_of.setdefault(str(r.get("finding_id")), []).append(r)
+        label = f"{r['kind']} {r['target']} ({r['status']})"
+        if r.get("start") is not None:
+            band = (r["start"], r.get("end") or min(r["expires"], now), label, "rule")
+        elif r["status"] in ("proposed", "approved"):
+            band = (r["created"], min(r["expires"], now), label, "waiting")
+        else:
+            continue
+        drawn.append((_rule_net(str(r["target"])), band, (band[0], label, "action")))
+    charts_out = []
+    for prefix, points in t.series:
+        net = ipaddress.ip_network(prefix)
+        mine = [(b, m) for n, b, m in drawn if n is None or _overlap(n, net)]
+        charts_out.append(
+            (
+                prefix,
+                charts.timeseries(
+                    points,
+                    title=f"Packets to {prefix} per {int(t.step.total_seconds() // 60)} min",
+                    since=t.since,
+                    until=t.until,
+                    step=t.step,
+                    unit="pkt",
+                    zone=zone,
+                    marks=[m for _, m in mine],
+                    bands=[b for b, _ in mine if b is not None],
+                ),
+            )
+        )
+    return render(
+        request,
+        "attacks.html",
+        {
+            "viewer": viewer,
+            "t": t,
+            "charts": charts_out,
+            "rules_of": rules_of,
+            "errors": errors,
+            "range": rng if since is None else "custom",
+            "ranges": list(data.ATTACK_RANGES),
+            "params": dict(params),
+            "may_findings": VIEWS["findings"].allows(viewer.role),
         },
     )
 

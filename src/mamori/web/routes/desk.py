@@ -62,7 +62,8 @@ def _decisions(row: dict[str, Any], viewer: Viewer, proposer: str | None) -> lis
     if status == "proposed":
         return ["reject"] if proposer == viewer.actor else ["approve", "reject"]
     if status == "approved":
-        return [] if row["kind"] == "rpz" else ["apply"]
+        # approved but not in force yet: it may still be taken back
+        return ["reject"] if row["kind"] == "rpz" else ["apply", "reject"]
     if status == "applied":
         return ["end"]
     return []
@@ -100,7 +101,7 @@ async def approvals(request: Request, viewer: Approvals) -> Response:
     rows = []
     for r in t.sort_by([("created", "ascending")]).to_pylist():
         r["proposer"] = props.get(r["action_id"])
-        r["preview"] = preview(r)
+        r["preview"] = preview(r, gov.config)
         r["decisions"] = _decisions(r, viewer, r["proposer"])
         r["network"] = r["kind"] in NETWORK_KINDS
         rows.append(r)
@@ -134,7 +135,7 @@ async def action(request: Request, action_id: str, viewer: Actions) -> Response:
         {
             "viewer": viewer,
             "a": row,
-            "preview": preview(row),
+            "preview": preview(row, gov.config),
             "proposer": props.get(action_id),
             "decisions": _decisions(row, viewer, props.get(action_id)),
             "history": history,
