@@ -487,7 +487,8 @@ class Governance:
 
     def _reg_on(self, eng: Any, stem: str, value: Any) -> str:
         name = self._fresh(stem)
-        eng.register(name, value)
+        # everything but the rows being filtered is registry-sized: computed once (Spark)
+        eng.register(name, value, materialise=stem != "data")
         return name
 
     # ---------------------------------------------------------------- the door

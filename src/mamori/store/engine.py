@@ -120,8 +120,9 @@ class DuckDBEngine:
             raise ValueError("query returned no relation (not a SELECT?)")
         return rel
 
-    def register(self, name: str, value: Relation | pa.Table) -> None:
-        """Make a relation or Arrow table visible to :meth:`sql` as ``name``."""
+    def register(self, name: str, value: Relation | pa.Table, *, materialise: bool = False) -> None:
+        """Make a relation or Arrow table visible to :meth:`sql` as ``name`` (``materialise``
+        is for engines that recompute a lazy relation per query; DuckDB's planner shares it)."""
         self.con.register(name, value)
 
     def fetch(self, rel: Relation) -> list[tuple[Any, ...]]:

@@ -209,10 +209,16 @@ class SparkEngine:
             df = df.filter(ts < F.lit(end.astimezone(UTC)))
         return df.select(*[_bq(c) for c in cols])
 
-    def register(self, name: str, value: Any) -> None:
-        """Make a DataFrame or Arrow table visible to :meth:`sql` as ``name``."""
+    def register(self, name: str, value: Any, *, materialise: bool = False) -> None:
+        """Make a DataFrame or Arrow table visible to :meth:`sql` as ``name``.
+
+        ``materialise``: compute it now and keep the result on the executors (registry-sized
+        intermediates the consent filter reads several times); otherwise every query naming it
+        would recompute its whole lineage."""
         if isinstance(value, pa.Table):
             value = self.from_arrow(value)
+        if materialise:
+            value = value.localCheckpoint(eager=True)
         value.createOrReplaceTempView(name)
 
     def from_arrow(self, table: pa.Table) -> Any:
