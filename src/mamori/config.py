@@ -257,6 +257,12 @@ class CollectorConfig(_Model):
         description="exporter address → 1-in-N rate used where the exporter reports none or 0",
     )
     template_timeout_s: float = Field(default=1800.0, gt=0)
+    reuse_port: bool = Field(
+        default=False,
+        description="bind listeners with SO_REUSEPORT, so several collector processes (groups) "
+        "share one port; the kernel keeps each exporter (source address and port) on one of "
+        "them while their number does not change (docs/scale-out.md)",
+    )
     metrics: str | None = Field(
         default=None,
         description="HOST:PORT to serve the collector's Prometheus metrics on, e.g. "
