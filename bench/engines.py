@@ -29,10 +29,9 @@ import numpy as np
 import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).parent))
-from detect_speed import T0, generate  # noqa: E402
-
-from mamori.config import AddressPool, load_config  # noqa: E402
-from mamori.governance import Governance  # noqa: E402
+from detect_speed import T0, generate
+from mamori.config import AddressPool, load_config
+from mamori.governance import Governance
 
 COMMANDS = {
     "detect c2": ["detect", "c2", "--json", "--method", "correlation", "--method", "beacon"],

@@ -48,12 +48,12 @@ __all__ = [
     "MailConfig",
     "MamoriConfig",
     "ReputationConfig",
-    "SparkConfig",
     "RetentionConfig",
     "ScheduleConfig",
     "ScheduledJob",
     "ShareConfig",
     "SmtpConfig",
+    "SparkConfig",
     "WebConfig",
     "load_config",
 ]

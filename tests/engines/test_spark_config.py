@@ -74,7 +74,10 @@ def test_config_check_shows_what_will_run_and_masks_secrets(tmp_path: Path) -> N
     ("duck", "spark"),
     [
         ("x >= TIMESTAMPTZ '9999-12-31 00:00:00+00'", "x >= TIMESTAMP '9999-12-31 00:00:00+00'"),
-        ("SELECT addr, NULL::USMALLINT, NULL::USMALLINT", "SELECT addr, CAST(NULL AS INT), CAST(NULL AS INT)"),
+        (
+            "SELECT addr, NULL::USMALLINT, NULL::USMALLINT",
+            "SELECT addr, CAST(NULL AS INT), CAST(NULL AS INT)",
+        ),
         ('SELECT "end" FROM t', 'SELECT "end" FROM t'),  # both read "…" as a name (ANSI)
     ],
 )

@@ -32,7 +32,7 @@ READS = [
     ("M7", "allocations", None, None),
     ("M5", "subscribers", None, None),
 ]
-DETECTORS = ["c2", "infected", "ddos", "reflection", "spoofing"]
+DETECTORS = ["c2", "infected", "ddos", "reflection"]
 UNTIL = datetime(2026, 12, 1, tzinfo=UTC)
 
 
@@ -71,7 +71,9 @@ def spark_reads(small_store: tuple[Path, Path], spark_session: Any) -> Any:
     return _reads(small_store[1])
 
 
-def test_governed_reads_give_the_same_rows(small_store: tuple[Path, Path], spark_reads: Any) -> None:
+def test_governed_reads_give_the_same_rows(
+    small_store: tuple[Path, Path], spark_reads: Any
+) -> None:
     duck, _ = _reads(small_store[0])
     spark, _ = spark_reads
     for (measure, ds, _, _), (d_rows, d_held), (s_rows, s_held) in zip(
@@ -114,7 +116,9 @@ def test_every_flow_detector_gives_the_same_findings(
 ) -> None:
     duck = _findings(small_store[0])
     spark = _findings(small_store[1])
-    assert duck["c2"] and duck["infected"] and duck["reflection"], {k: len(v) for k, v in duck.items()}
+    assert duck["c2"] and duck["infected"] and duck["reflection"], {
+        k: len(v) for k, v in duck.items()
+    }
     for name in DETECTORS:
         assert len(spark[name]) == len(duck[name]), name
         for s, d in zip(spark[name], duck[name], strict=True):
@@ -128,7 +132,9 @@ def test_every_flow_detector_gives_the_same_findings(
             assert s == {**d, "score": s["score"]}, name
 
 
-def test_transparency_report_is_the_same(small_store: tuple[Path, Path], spark_session: Any) -> None:
+def test_transparency_report_is_the_same(
+    small_store: tuple[Path, Path], spark_session: Any
+) -> None:
     reports = []
     for cfg_file in small_store:
         with Governance(load_config(cfg_file)) as gov:

@@ -327,14 +327,16 @@ class Governance:
         """All allocations as (addr, port_start, port_end, start, end, subscriber_id), CGNAT rows
         that name an inside address resolved to whoever held that address meanwhile (one row per
         overlap, clipped to it)."""
-        alloc = self._reg_on(eng, 
+        alloc = self._reg_on(
+            eng,
             "alloc_raw",
             eng.scan(
                 ALLOCATIONS,
                 ["addr", "port_start", "port_end", "start", "end", "subscriber_id", "inside_addr"],
             ),
         )
-        return alloc, self._reg_on(eng, 
+        return alloc, self._reg_on(
+            eng,
             "alloc",
             eng.sql(
                 'SELECT addr, port_start, port_end, start, "end", subscriber_id '
@@ -388,7 +390,8 @@ class Governance:
                 return eng.sql(f"SELECT {sel} FROM {d} AS d WHERE {cond}"), detail, None
             # A CGNAT row naming an inside address goes with the subscribers who held that
             # address while the port block was allocated: withheld if any of them is out.
-            inside = self._reg_on(eng, 
+            inside = self._reg_on(
+                eng,
                 "inside",
                 eng.scan(ALLOCATIONS, ["addr", "start", "end", "subscriber_id"]).filter(
                     "subscriber_id IS NOT NULL"
@@ -434,8 +437,11 @@ class Governance:
                 r[0] for r in eng.fetch(eng.sql(f"SELECT DISTINCT addr FROM ({addr_union})"))
             ]
             in_pool = _in_pools(distinct, self.config.pools())
-            pool = self._reg_on(eng, "pool_addrs", pa.table({"addr": pa.array(in_pool, pa.string())}))
-            covered = self._reg_on(eng, 
+            pool = self._reg_on(
+                eng, "pool_addrs", pa.table({"addr": pa.array(in_pool, pa.string())})
+            )
+            covered = self._reg_on(
+                eng,
                 "covered",
                 eng.sql(
                     f'SELECT addr, start AS s, coalesce("end", {_FOREVER}) AS e, '

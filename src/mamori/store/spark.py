@@ -227,10 +227,7 @@ class SparkEngine:
             return self.spark.createDataFrame([], ddl)
         # unsigned and other types Spark cannot take from Arrow: cast to what it reads them as
         signed = pa.schema(
-            [
-                pa.field(f.name, _arrow_for_spark(f.type), f.nullable)
-                for f in table.schema  # fmt: skip
-            ]
+            [pa.field(f.name, _arrow_for_spark(f.type), f.nullable) for f in table.schema]
         )
         return self.spark.createDataFrame(table.cast(signed))
 
