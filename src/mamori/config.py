@@ -53,6 +53,7 @@ __all__ = [
     "ScheduledJob",
     "ShareConfig",
     "SmtpConfig",
+    "SparkConfig",
     "WebConfig",
     "load_config",
 ]
@@ -114,6 +115,58 @@ class RetentionConfig(_Model):
         if not isinstance(value, int):
             raise KeyError(f"no retention configured for dataset {dataset!r}")
         return value
+
+
+_SECRET_KEY = re.compile(r"(secret|password|token|credential|access\.key)", re.IGNORECASE)
+_SPARK_MASTER = re.compile(r"^(local(\[(\*|\d+)(,\d+)?\])?|spark://\S+|k8s://\S+|yarn)$")
+_STORE_URL = re.compile(r"^(s3a|gs|abfss|hdfs|file)://\S+$")
+
+
+class SparkConfig(_Model):
+    """``[spark]``: the Spark engine (``engine = "spark"``), for stores one machine cannot scan."""
+
+    master: str = Field(
+        default="local[*]",
+        description='where Spark runs: "local[*]" (this machine\'s cores), "local[N]", '
+        '"spark://host:7077" (a standalone cluster), "k8s://https://api:6443" or "yarn"',
+    )
+    store_url: str | None = Field(
+        default=None,
+        description="where Spark reads the datasets from, when not the store directory: an "
+        "object-store or HDFS URL (s3a://bucket/prefix) holding the same date=/hour= layout. "
+        "The audit log, state and writes stay in `store`",
+    )
+    conf: dict[str, str] = Field(
+        default_factory=dict,
+        description="extra Spark settings (spark.executor.memory, spark.hadoop.fs.s3a.endpoint, "
+        "…); the time zone, ANSI mode and identifier quoting are the engine's and cannot be set",
+    )
+
+    @field_validator("master")
+    @classmethod
+    def _master(cls, value: str) -> str:
+        if not _SPARK_MASTER.match(value):
+            raise ValueError(
+                f"spark.master {value!r}: expected local[*], local[N], spark://…, k8s://… or yarn"
+            )
+        return value
+
+    @field_validator("store_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not _STORE_URL.match(value):
+            raise ValueError(
+                f"spark.store_url {value!r}: expected s3a://, gs://, abfss://, hdfs:// or file://"
+            )
+        return value
+
+    @field_validator("conf")
+    @classmethod
+    def _conf(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = [k for k in value if not k.startswith("spark.")]
+        if bad:
+            raise ValueError(f"spark.conf keys must start with 'spark.': {bad}")
+        return {k: str(v) for k, v in value.items()}
 
 
 class GovernanceConfig(_Model):
@@ -215,6 +268,12 @@ class CollectorConfig(_Model):
         description="exporter address → 1-in-N rate used where the exporter reports none or 0",
     )
     template_timeout_s: float = Field(default=1800.0, gt=0)
+    reuse_port: bool = Field(
+        default=False,
+        description="bind listeners with SO_REUSEPORT, so several collector processes (groups) "
+        "share one port; the kernel keeps each exporter (source address and port) on one of "
+        "them while their number does not change (docs/scale-out.md)",
+    )
     metrics: str | None = Field(
         default=None,
         description="HOST:PORT to serve the collector's Prometheus metrics on, e.g. "
@@ -781,7 +840,12 @@ class MamoriConfig(BaseSettings):
     )
 
     store: Path = Field(default=Path("mamori-data"), description="store directory")
-    engine: Literal["duckdb", "spark"] = "duckdb"
+    engine: Literal["duckdb", "spark"] = Field(
+        default="duckdb",
+        description='what scans the store for governed reads: "duckdb" (embedded, one machine) or '
+        '"spark" (Apache Spark, [spark]); grants are DuckDB sandboxes either way',
+    )
+    spark: SparkConfig = SparkConfig()
     isp_name: str = "Example ISP"
     address_plan: tuple[AddressPool, ...] = ()
     retention: RetentionConfig = RetentionConfig()
@@ -817,18 +881,6 @@ class MamoriConfig(BaseSettings):
                 "[reputation_match] is now [detect.infected] (the same keys); rename the section"
             )
         return data
-
-    @field_validator("engine")
-    @classmethod
-    def _engine_built(cls, value: str) -> str:
-        # A setting that validates but does nothing would let an operator believe the store is
-        # read by Spark. Refused until the Spark engine exists.
-        if value != "duckdb":
-            raise ValueError(
-                f"engine {value!r} is not available yet (only 'duckdb' is built; the Spark engine "
-                "is planned)"
-            )
-        return value
 
     @field_validator("measures")
     @classmethod
@@ -891,7 +943,28 @@ class MamoriConfig(BaseSettings):
 
     def public_dict(self) -> dict[str, Any]:
         """The configuration as plain data, secrets masked, for printing."""
-        return self.model_dump(mode="json")
+        data = self.model_dump(mode="json")
+        conf = data["spark"]["conf"]
+        for k in conf:
+            if _SECRET_KEY.search(k):
+                conf[k] = "***"
+        return data
+
+    def engine_plan(self) -> dict[str, str]:
+        """What will scan the store, in words (``mamori config check``)."""
+        if self.engine == "duckdb":
+            return {
+                "reads": f"DuckDB in this process, over {self.store}",
+                "grants": "DuckDB sandboxes (one per detector run)",
+                "writes": f"Parquet files in {self.store}",
+            }
+        where = self.spark.store_url or str(self.store)
+        return {
+            "reads": f"Apache Spark, master {self.spark.master}, over {where} "
+            "(hour partitions pruned by the window; consent filter on Spark)",
+            "grants": "granted rows copied from Spark into DuckDB sandboxes (one per detector run)",
+            "writes": f"Parquet files in {self.store} (findings, consent, registry; DuckDB)",
+        }
 
     @classmethod
     def settings_customise_sources(

@@ -246,7 +246,8 @@ def test_c2_summary_is_valid_json(tmp_path: Path) -> None:
     assert "records_unknown_rate" in summary
 
 
-def test_spark_engine_is_refused_until_built(tmp_path: Path) -> None:
-    r = _cli(tmp_path, 'engine = "spark"\n', "config", "check")
-    assert r.exit_code == 2
-    assert "engine" in r.output and "not available" in r.output
+def test_spark_engine_is_shown_by_config_check(tmp_path: Path) -> None:
+    # no longer refused: config check says what will scan the store (tests/engines has the rest)
+    r = _cli(tmp_path, 'engine = "spark"\n[spark]\nmaster = "local[2]"\n', "config", "check")
+    assert r.exit_code == 0, r.output
+    assert "Apache Spark, master local[2]" in r.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -48,6 +49,9 @@ def config_check(
                 f"retention.{ds} = {days}: longer than any measure allows (at most {limit} days)"
             )
     data = cfg.public_dict()
+    data["engine_plan"] = cfg.engine_plan()
+    if cfg.engine == "spark":
+        problems += _spark_missing()
     from mamori.detect.registry import DetectorConfigError, all_params
 
     try:
@@ -65,6 +69,19 @@ def config_check(
         f"configuration valid ({len(cfg.address_plan)} address pools, "
         f"{sum(cfg.measures.values())} of 14 measures on)"
     )
+
+
+def _spark_missing() -> list[str]:
+    """What ``engine = "spark"`` needs on this machine and lacks (the session is not started)."""
+    import importlib.util
+    import shutil
+
+    missing = []
+    if importlib.util.find_spec("pyspark") is None:
+        missing.append('engine = "spark": pyspark is not installed (make venv installs it)')
+    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+        missing.append('engine = "spark": no java on PATH (make apt installs default-jre-headless)')
+    return missing
 
 
 def _print_tree(data: Any, prefix: str = "") -> None:

@@ -214,6 +214,17 @@ class Governance:
         self.config = config
         self.catalogue = measures or catalogue()
         self._engine = DuckDBEngine(config.store)
+        # What governed reads scan and filter: the same DuckDB engine, or Spark (``engine =
+        # "spark"``) for stores one machine cannot scan. Writes, consent changes and retention
+        # stay on DuckDB over the local store; grants are DuckDB sandboxes either way.
+        self._reader: Any = self._engine
+        if config.engine == "spark":
+            from mamori.store.spark import SparkEngine, session
+
+            self._reader = SparkEngine(
+                config.spark.store_url or config.store,
+                session(config.spark.master, config.spark.conf),
+            )
         self.audit = AuditLog.for_config(config)
         self.consent = ConsentRegistry(self._engine, self.audit, self.catalogue)
         self._names = itertools.count(1)
@@ -320,20 +331,22 @@ class Governance:
     def _fresh(self, stem: str) -> str:
         return f"{stem}_{next(self._names)}"
 
-    def _resolved_allocations(self) -> tuple[str, str]:
+    def _resolved_allocations(self, eng: Any) -> tuple[str, str]:
         """All allocations as (addr, port_start, port_end, start, end, subscriber_id), CGNAT rows
         that name an inside address resolved to whoever held that address meanwhile (one row per
         overlap, clipped to it)."""
-        alloc = self._reg(
+        alloc = self._reg_on(
+            eng,
             "alloc_raw",
-            self._engine.scan(
+            eng.scan(
                 ALLOCATIONS,
                 ["addr", "port_start", "port_end", "start", "end", "subscriber_id", "inside_addr"],
             ),
         )
-        return alloc, self._reg(
+        return alloc, self._reg_on(
+            eng,
             "alloc",
-            self._engine.sql(
+            eng.sql(
                 'SELECT addr, port_start, port_end, start, "end", subscriber_id '
                 f"FROM {alloc} WHERE subscriber_id IS NOT NULL "
                 "UNION ALL "
@@ -348,25 +361,31 @@ class Governance:
         )
 
     def _consent_filter(
-        self, measure: Measure, schema: DatasetSchema, data: Relation, out_cols: Sequence[str]
-    ) -> tuple[Relation, dict[str, Any], Relation | None]:
+        self,
+        measure: Measure,
+        schema: DatasetSchema,
+        data: Any,
+        out_cols: Sequence[str],
+        eng: Any = None,
+    ) -> tuple[Any, dict[str, Any], Any]:
         """``data`` without the rows of subscribers who are out of ``measure``; for allocations
         also the rows withheld (periods only, no identity)."""
-        eng = self._engine
+        # the engine holding ``data``: the store's reader, or DuckDB for rows being written
+        eng = eng if eng is not None else self._engine
         # measure.id matched the catalogue's ^M\d+$ pattern: safe to inline.
         consent_rows = eng.scan(CONSENT, ["subscriber_id", "changed", "measure", "state"]).filter(
             f"measure = '{measure.id}'"
         )
-        cr = self._reg("consent", consent_rows)
-        bs = self._reg("blocked_subs", eng.sql(self.consent.blocked_sql(measure, cr)))
+        cr = self._reg_on(eng, "consent", consent_rows)
+        bs = self._reg_on(eng, "blocked_subs", eng.sql(self.consent.blocked_sql(measure, cr)))
         default_out = measure.consent_default is False
         detail: dict[str, Any] = {
             "consent_mode": measure.consent,
             "subscribers_out": int(
-                eng.sql(f"SELECT count(DISTINCT subscriber_id) FROM {bs}").fetchall()[0][0]
+                eng.fetch(eng.sql(f"SELECT count(DISTINCT subscriber_id) FROM {bs}"))[0][0]
             ),
         }
-        d = self._reg("data", data)
+        d = self._reg_on(eng, "data", data)
         sel = ", ".join(f"d.{_q(c)}" for c in out_cols)
 
         if schema.subscriber_column is not None:
@@ -379,7 +398,8 @@ class Governance:
                 return eng.sql(f"SELECT {sel} FROM {d} AS d WHERE {cond}"), detail, None
             # A CGNAT row naming an inside address goes with the subscribers who held that
             # address while the port block was allocated: withheld if any of them is out.
-            inside = self._reg(
+            inside = self._reg_on(
+                eng,
                 "inside",
                 eng.scan(ALLOCATIONS, ["addr", "start", "end", "subscriber_id"]).filter(
                     "subscriber_id IS NOT NULL"
@@ -401,7 +421,7 @@ class Governance:
             )
             return eng.sql(f"SELECT {sel} FROM {d} AS d WHERE {keep}"), detail, withheld
 
-        raw, alloc = self._resolved_allocations()
+        raw, alloc = self._resolved_allocations(eng)
         blocked_parts = [
             f"SELECT a.addr, a.port_start, a.port_end, greatest(a.start, b.s) AS s, "
             f'least(coalesce(a."end", {_FOREVER}), b.e) AS e '
@@ -422,11 +442,14 @@ class Governance:
                 f"SELECT {_q(a)} AS addr FROM {d}" for a, _ in schema.subscriber_endpoints
             )
             distinct = [
-                r[0] for r in eng.sql(f"SELECT DISTINCT addr FROM ({addr_union})").fetchall()
+                r[0] for r in eng.fetch(eng.sql(f"SELECT DISTINCT addr FROM ({addr_union})"))
             ]
             in_pool = _in_pools(distinct, self.config.pools())
-            pool = self._reg("pool_addrs", pa.table({"addr": pa.array(in_pool, pa.string())}))
-            covered = self._reg(
+            pool = self._reg_on(
+                eng, "pool_addrs", pa.table({"addr": pa.array(in_pool, pa.string())})
+            )
+            covered = self._reg_on(
+                eng,
                 "covered",
                 eng.sql(
                     f'SELECT addr, start AS s, coalesce("end", {_FOREVER}) AS e, '
@@ -455,7 +478,7 @@ class Governance:
                 f'AND i.start < coalesce(c."end", {_FOREVER}))'
             )
             detail["pool_addresses_seen"] = len(in_pool)
-        blocked = self._reg("blocked", eng.sql(" UNION ALL ".join(blocked_parts)))
+        blocked = self._reg_on(eng, "blocked", eng.sql(" UNION ALL ".join(blocked_parts)))
         ts = f"d.{_q(schema.time_column)}"
         conds: list[str] = []
         for addr_col, port_col in schema.subscriber_endpoints:
@@ -474,8 +497,12 @@ class Governance:
         return eng.sql(f"SELECT {sel} FROM {d} AS d WHERE {where}"), detail, None
 
     def _reg(self, stem: str, value: Relation | pa.Table) -> str:
+        return self._reg_on(self._engine, stem, value)
+
+    def _reg_on(self, eng: Any, stem: str, value: Any) -> str:
         name = self._fresh(stem)
-        self._engine.con.register(name, value)
+        # everything but the rows being filtered is registry-sized: computed once (Spark)
+        eng.register(name, value, materialise=stem != "data")
         return name
 
     # ---------------------------------------------------------------- the door
@@ -531,10 +558,14 @@ class Governance:
                 )
             )
             rel, detail, withheld = self._consent_filter(
-                m, schema, self._engine.scan(schema, need, start, end, equals), cols
+                m,
+                schema,
+                self._reader.scan(schema, need, start, end, equals),
+                cols,
+                self._reader,
             )
         else:
-            rel, detail, withheld = self._engine.scan(schema, cols, start, end, equals), {}, None
+            rel, detail, withheld = self._reader.scan(schema, cols, start, end, equals), {}, None
         if start or end:
             detail["window"] = [
                 start.isoformat() if start else None,
@@ -550,15 +581,27 @@ class Governance:
         name = self._fresh(f"{measure}_{dataset}".lower())
         # Rows that need no consent filter are a plain scan of the store's files: the sandbox
         # reads them itself (before its holder's first query locks it), which saves a copy.
-        direct = None if filtered or not self._engine.files(schema, start, end) else rel.sql_query()
+        spark = self._reader is not self._engine
+        direct = (
+            None
+            if spark or filtered or not self._engine.files(schema, start, end)
+            else rel.sql_query()
+        )
         with self._bounded(box.memory_limit_mb):
-            if stream and direct is not None:
-                # its own cursor: a stream dies when its connection runs another statement
-                box._stream(name, self._engine.stream(direct))
+            if spark:
+                # Spark computed the granted rows; they reach the sandbox as Arrow, in the
+                # dataset's own types (Spark has no unsigned integers)
+                box._load(name, self._reader.arrow(rel, schema))
+                if withheld is not None:
+                    box._load(name + "_withheld", self._reader.arrow(withheld, schema))
             else:
-                box._load(name, rel, files_query=direct)
-            if withheld is not None:
-                box._load(name + "_withheld", withheld)
+                if stream and direct is not None:
+                    # its own cursor: a stream dies when its connection runs another statement
+                    box._stream(name, self._engine.stream(direct))
+                else:
+                    box._load(name, rel, files_query=direct)
+                if withheld is not None:
+                    box._load(name + "_withheld", withheld)
         box.grants.append((measure, dataset))
         entry = self.audit.append(
             actor=actor,

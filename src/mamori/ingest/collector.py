@@ -491,7 +491,8 @@ class Collector:
         for listen in listens:
             family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
             sock = socket.socket(family, socket.SOCK_DGRAM)
-            if reuse_port:
+            if reuse_port or self.settings.reuse_port:
+                # several processes on one port: the kernel spreads exporters across them
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             _set_rcvbuf(sock, self.settings.rcvbuf_bytes)
             self.stats.counters["socket.rcvbuf_bytes"] = (

@@ -2,7 +2,8 @@
 
 Only governance talks to an engine. An engine scans a dataset (optionally a time window) into a
 relation, runs SQL over relations and Arrow tables, and writes and lists partitions. A Spark
-implementation (scale-out) fits the same interface with DataFrames as relations.
+implementation (scale-out, :mod:`mamori.store.spark`) fits the same interface with DataFrames as
+relations.
 """
 
 from __future__ import annotations
@@ -127,6 +128,14 @@ class DuckDBEngine:
         if rel is None:
             raise ValueError("query returned no relation (not a SELECT?)")
         return rel
+
+    def register(self, name: str, value: Relation | pa.Table, *, materialise: bool = False) -> None:
+        """Make a relation or Arrow table visible to :meth:`sql` as ``name`` (``materialise``
+        is for engines that recompute a lazy relation per query; DuckDB's planner shares it)."""
+        self.con.register(name, value)
+
+    def fetch(self, rel: Relation) -> list[tuple[Any, ...]]:
+        return rel.fetchall()
 
     def stream(self, query: str) -> pa.RecordBatchReader:
         """``query``'s rows as an Arrow stream on a cursor of its own (a streaming result ends
