@@ -1,7 +1,8 @@
 """DDoS detection (M13), streaming: on the batches the collector decodes, not a later batch job.
 
-What is measured, per destination inside the ISP (a victim) and per inside source that floods
-others (a subscriber's device attacking): packets, bits and flows per second, corrected for
+What is measured, per destination inside the ISP (a victim), per inside source that floods
+others (a subscriber's device attacking), and per outside destination flooded from inside (a
+botnet of subscribers' devices, each below any per-source threshold; spoofed sources): packets, bits and flows per second, corrected for
 sampling (× 1-in-N; a record of unknown rate adds nothing), against the thresholds of
 ``[detect.ddos]`` (FastNetMon's defaults: 20,000 pps, 1,000 Mbit/s, 3,500 flows/s). Per prefix
 (/24, /64) too, so an attack spread thinly over a whole prefix (carpet bombing) is found when no
@@ -52,6 +53,10 @@ STREAM_COLUMNS = ("time_start", "time_end", "src_addr", "dst_addr", "src_port", 
                   "tcp_flags", "packets", "bytes", "sampling_rate")  # fmt: skip
 TYPES = ("syn", "amplification", "udp", "icmp", "other")
 _V6_BASE = np.uint64(1 << 40)  # ids of IPv6 keys (and prefix keys) start above every IPv4
+# key tags: an inside source flooding others, an outside address flooded from inside (an address
+# may be both, or a victim inbound too: each is its own key)
+_SOURCE_TAG = 1 << 62
+_REMOTE_TAG = 1 << 61
 
 
 class DdosParams(DetectorParams):
@@ -113,8 +118,10 @@ class Attack:
     """An attack found: who (an address or a prefix), which way, what kind, since when."""
 
     target: str
-    scope: str  # host | prefix
-    direction: str  # inbound (a victim) | outbound (an inside source flooding others)
+    # host: one inside address (inbound: the victim; outbound: the source flooding others);
+    # prefix: an inside prefix (carpet bombing); remote: an outside address flooded from inside
+    scope: str
+    direction: str  # inbound (a victim inside) | outbound (the flood leaves the network)
     kind: str
     start: float  # epoch s: first second over a threshold
     detected: float  # epoch s: when the deciding batch was processed
@@ -310,6 +317,7 @@ class DdosEngine:
             ("host", "inbound"): base,
             ("host", "outbound"): base * params.outbound_factor,
             ("prefix", "inbound"): base * params.prefix_factor,
+            ("remote", "outbound"): base * params.outbound_factor,
         }
 
     # ------------------------------------------------------------------ per batch
@@ -387,6 +395,10 @@ class DdosEngine:
         groups.append(("host", "outbound", rows_out, self._ids(src, ok_s, src_t)[rows_out]))
         v4_in = rows_in[ok_d[rows_in]]
         groups.append(("prefix", "inbound", v4_in, self._prefix_ids(dst, ok_d, v4_in)))
+        # an outside address flooded from inside: many subscribers' devices (a botnet), or
+        # sources no customer holds (spoofed), each below any per-source threshold
+        rows_remote = np.flatnonzero(~d_in & known)
+        groups.append(("remote", "outbound", rows_remote, self._ids(dst, ok_d, dst_t)[rows_remote]))
         for scope, direction, rows, keys in groups:
             if not len(rows):
                 continue
@@ -419,7 +431,7 @@ class DdosEngine:
         # direction and scope share the key space (prefix ids are distinct; an inside address is
         # inbound or outbound per record): tag outbound keys so a host can be both
         if direction == "outbound":
-            keys = keys | np.uint64(1 << 62)
+            keys = keys | np.uint64(_REMOTE_TAG if scope == "remote" else _SOURCE_TAG)
         thr = self.thr[(scope, direction)]
         # the span a record's packets are spread over: with c sampled packets seen over d
         # seconds the flow most likely lasted d·(c+1)/(c−1) (the range of c uniform points);
@@ -513,7 +525,7 @@ class DdosEngine:
         top_level = level[idx[np.argmax(level[idx, 0])]]
         return [
             Attack(
-                target=self.keys.name(key & ((1 << 62) - 1)),
+                target=self.keys.name(key & ~(_REMOTE_TAG | _SOURCE_TAG)),
                 scope=scope,
                 direction=direction,
                 kind=kind_name,
