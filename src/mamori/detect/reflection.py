@@ -8,7 +8,9 @@ own hosts.
   flows give the attack's real size; records of unknown rate are counted as records and sources
   but add nothing to the rate.
 * **Open reflectors** — an inside host answering many outside hosts from a reflection port (53,
-  123, 1900, 11211 by default): a device that can be abused against others. Its owner is to be
+  123, 1900, 11211 by default), or answering a few at a high rate with many times the bytes of
+  the queries it received (abused now: the queries' spoofed sources are the victims): a device
+  that can be abused against others. Its owner is to be
   told (an alert, like M9's), and the ISP's own resolvers (``[network] resolvers``) are never
   reported.
 
@@ -55,6 +57,26 @@ class ReflectionParams(DetectorParams):
     )
     reflector_min_pps: float = Field(
         default=0.0, ge=0, description="and the rate of its answers, corrected for sampling"
+    )
+    reflector_abuse_pps: float = Field(
+        default=100.0,
+        gt=0,
+        description="or: answers at this rate (corrected for sampling) that carry at least "
+        "reflector_min_amplification times the bytes of the queries it received — a reflector "
+        "abused against a few victims (the queries' spoofed sources) answers few hosts",
+    )
+    reflector_min_amplification: float = Field(
+        default=10.0,
+        gt=1,
+        description="answer bytes per query byte for the abuse test (DNS ANY/DNSSEC 28-54x, "
+        "NTP monlist up to 556x; an authoritative server's ordinary answers are a few times "
+        "its queries)",
+    )
+    reflector_min_sampled: int = Field(
+        default=10,
+        ge=1,
+        description="sampled answer packets the abuse test needs: one sampled packet at "
+        "1/1,000 stands for a thousand, and says nothing of a rate or of the queries behind it",
     )
     min_span_s: float = Field(
         default=10.0,
@@ -119,18 +141,34 @@ class ReflectionDetector:
                 ORDER BY pps DESC NULLS LAST, host
                 """
             ).to_arrow_table()
+            ports_sql = _ports_sql(p.reflector_ports)
             reflectors = view.sql(
                 f"""
-                SELECT host, hport, count(DISTINCT ext) AS clients, count(*) AS records,
-                       sum(packets * rate) / {span} AS pps,
-                       8 * sum(bytes * rate) / {span} AS bps,
-                       count(*) FILTER (WHERE rate IS NULL) AS unknown_rate,
-                       min(ts) AS first, max(te) AS last
-                FROM {view.name}
-                WHERE outbound AND proto = 17 AND hport IN ({_ports_sql(p.reflector_ports)})
-                GROUP BY host, hport
-                HAVING count(DISTINCT ext) >= {p.reflector_min_clients}
-                   AND coalesce(sum(packets * rate) / {span}, 0) >= {p.reflector_min_pps}
+                WITH answers AS (
+                    SELECT host, hport, count(DISTINCT ext) AS clients, count(*) AS records,
+                           sum(packets * rate) / {span} AS pps,
+                           8 * sum(bytes * rate) / {span} AS bps,
+                           sum(bytes * rate) AS est_bytes, sum(packets) AS sampled,
+                           count(*) FILTER (WHERE rate IS NULL) AS unknown_rate,
+                           min(ts) AS first, max(te) AS last
+                    FROM {view.name}
+                    WHERE outbound AND proto = 17 AND hport IN ({ports_sql})
+                    GROUP BY host, hport
+                ), queries AS (
+                    SELECT host, hport, sum(bytes * rate) AS est_bytes
+                    FROM {view.name}
+                    WHERE NOT outbound AND proto = 17 AND hport IN ({ports_sql})
+                    GROUP BY host, hport
+                )
+                SELECT a.*, coalesce(q.est_bytes, 0) AS query_bytes,
+                       a.est_bytes / greatest(coalesce(q.est_bytes, 0), 1) AS amplification
+                FROM answers a LEFT JOIN queries q USING (host, hport)
+                WHERE coalesce(a.pps, 0) >= {p.reflector_min_pps}
+                  AND (a.clients >= {p.reflector_min_clients}
+                       OR (coalesce(a.pps, 0) >= {p.reflector_abuse_pps}
+                           AND a.sampled >= {p.reflector_min_sampled}
+                           AND a.est_bytes >= {p.reflector_min_amplification}
+                                              * greatest(coalesce(q.est_bytes, 0), 1)))
                 ORDER BY clients DESC, host, hport
                 """
             ).to_arrow_table()
@@ -198,6 +236,7 @@ class ReflectionDetector:
         ev = {
             "clients": r["clients"],
             "records": r["records"],
+            "amplification": round(float(r["amplification"] or 0.0), 1),
             "est_pps": round(r["pps"] or 0.0, 1),
             "est_bps": round(r["bps"] or 0.0),
             "records_unknown_rate": r["unknown_rate"],
