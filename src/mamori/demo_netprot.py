@@ -54,6 +54,9 @@ def network_config(base: MamoriConfig, sim_dir: Path, store: Path) -> MamoriConf
     customer = tuple(p.name for p in pools if p.name != "infra")
     # subscribers behind CGNAT reach the ISP's own services from their inside addresses
     inside = tuple(p["prefix"] for p in plan["pools"] if p["kind"] == "cgnat-inside")
+    # the border routers' access-facing interfaces; a data-centre router's also carry the
+    # ISP's own servers (mail relay), so they are not customer edges
+    border = {r.name for r in scenario_config(summary["scenario"]).routers if r.role == "border"}
     ifaces = tuple(
         CustomerInterface(
             exporter=r["exporter_ip"],
@@ -63,6 +66,7 @@ def network_config(base: MamoriConfig, sim_dir: Path, store: Path) -> MamoriConf
             prefixes=inside,
         )
         for r in summary["routers"]
+        if r["name"] in border
         for i in _CUSTOMER_IFINDEX
     )
     network = base.network.model_copy(

@@ -92,7 +92,7 @@ class DdosParams(DetectorParams):
         description="span a record with one sampled packet is spread over (its own span is 0)",
     )
     windows_s: tuple[int, ...] = Field(
-        default=(1, 2, 5, 10),
+        default=(1, 2, 5, 10, 30, 60),
         description="trailing windows a rate is averaged over before it is held against a "
         "threshold; the shortest that gives certain evidence decides",
     )

@@ -61,9 +61,10 @@ class ReflectionParams(DetectorParams):
     reflector_abuse_pps: float = Field(
         default=100.0,
         gt=0,
-        description="or: answers at this rate (corrected for sampling) that carry at least "
-        "reflector_min_amplification times the bytes of the queries it received — a reflector "
-        "abused against a few victims (the queries' spoofed sources) answers few hosts",
+        description="or: answers to one outside host at this rate (corrected for sampling) "
+        "carrying at least reflector_min_amplification times the bytes of that host's queries "
+        "— a reflector abused against a few victims (the queries' spoofed sources) answers few "
+        "hosts",
     )
     reflector_min_amplification: float = Field(
         default=10.0,
@@ -142,33 +143,45 @@ class ReflectionDetector:
                 """
             ).to_arrow_table()
             ports_sql = _ports_sql(p.reflector_ports)
+            # the abuse test is per answered host: an abused reflector floods its victims (the
+            # queries' spoofed source) while it may answer others at an ordinary pace all day
+            abused = (
+                f"pair_pps >= {p.reflector_abuse_pps} AND sampled >= {p.reflector_min_sampled} "
+                f"AND est_bytes >= {p.reflector_min_amplification} * greatest(query_bytes, 1)"
+            )
+            span_h = f"greatest(max(last) - min(first), {p.min_span_s})"
             reflectors = view.sql(
                 f"""
                 WITH answers AS (
-                    SELECT host, hport, count(DISTINCT ext) AS clients, count(*) AS records,
-                           sum(packets * rate) / {span} AS pps,
-                           8 * sum(bytes * rate) / {span} AS bps,
-                           sum(bytes * rate) AS est_bytes, sum(packets) AS sampled,
+                    SELECT host, hport, ext, count(*) AS records, sum(packets) AS sampled,
+                           sum(packets * rate) AS est_packets, sum(bytes * rate) AS est_bytes,
                            count(*) FILTER (WHERE rate IS NULL) AS unknown_rate,
                            min(ts) AS first, max(te) AS last
                     FROM {view.name}
                     WHERE outbound AND proto = 17 AND hport IN ({ports_sql})
-                    GROUP BY host, hport
+                    GROUP BY host, hport, ext
                 ), queries AS (
-                    SELECT host, hport, sum(bytes * rate) AS est_bytes
+                    SELECT host, hport, ext, sum(bytes * rate) AS query_bytes
                     FROM {view.name}
                     WHERE NOT outbound AND proto = 17 AND hport IN ({ports_sql})
-                    GROUP BY host, hport
+                    GROUP BY host, hport, ext
+                ), pairs AS (
+                    SELECT a.*, coalesce(q.query_bytes, 0) AS query_bytes,
+                           a.est_packets / greatest(a.last - a.first, {p.min_span_s}) AS pair_pps
+                    FROM answers a LEFT JOIN queries q USING (host, hport, ext)
                 )
-                SELECT a.*, coalesce(q.est_bytes, 0) AS query_bytes,
-                       a.est_bytes / greatest(coalesce(q.est_bytes, 0), 1) AS amplification
-                FROM answers a LEFT JOIN queries q USING (host, hport)
-                WHERE coalesce(a.pps, 0) >= {p.reflector_min_pps}
-                  AND (a.clients >= {p.reflector_min_clients}
-                       OR (coalesce(a.pps, 0) >= {p.reflector_abuse_pps}
-                           AND a.sampled >= {p.reflector_min_sampled}
-                           AND a.est_bytes >= {p.reflector_min_amplification}
-                                              * greatest(coalesce(q.est_bytes, 0), 1)))
+                SELECT host, hport, count(*) AS clients, CAST(sum(records) AS BIGINT) AS records,
+                       sum(est_packets) / {span_h} AS pps, 8 * sum(est_bytes) / {span_h} AS bps,
+                       CAST(sum(unknown_rate) AS BIGINT) AS unknown_rate, min(first) AS first,
+                       max(last) AS last,
+                       count(*) FILTER (WHERE {abused}) AS abused_by,
+                       max(est_bytes / greatest(query_bytes, 1)) FILTER (WHERE {abused})
+                           AS amplification
+                FROM pairs
+                GROUP BY host, hport
+                HAVING coalesce(sum(est_packets) / {span_h}, 0) >= {p.reflector_min_pps}
+                   AND (count(*) >= {p.reflector_min_clients}
+                        OR count(*) FILTER (WHERE {abused}) > 0)
                 ORDER BY clients DESC, host, hport
                 """
             ).to_arrow_table()
@@ -236,6 +249,7 @@ class ReflectionDetector:
         ev = {
             "clients": r["clients"],
             "records": r["records"],
+            "abused_against": r["abused_by"],
             "amplification": round(float(r["amplification"] or 0.0), 1),
             "est_pps": round(r["pps"] or 0.0, 1),
             "est_bps": round(r["bps"] or 0.0),

@@ -13,7 +13,7 @@ kind           a finding matches when
                interval an infected subscriber held
 ``ddos``       ``ip`` is a DDoS or reflection victim; with ``min_pps``, victims attacked below it
                (``victim_pps`` in the truth) need not be found, and a finding on one, or on an
-               attacking bot's address, is not a false alarm
+               attacking bot's or abused reflector's address, is not a false alarm
 ``reflection`` ``ip`` is an open resolver / reflector inside the ISP
 ``spoofing``   the finding's ``evidence.input_if`` is the customer-facing interface a spoofing
                subscriber's packets entered on (every border router has one per region)
@@ -209,8 +209,11 @@ def _score_ddos(
             rates[v] = (rates.get(v) or 0.0) + r if r is not None else rates.get(v)
     keys = sorted(v for v, r in rates.items() if min_pps is None or r is None or r >= min_pps)
     # addresses an attack may also be reported on without being a false alarm: victims below
-    # the threshold, and the attacking bots' own addresses (a subscriber's device flooding)
+    # the threshold, the attacking bots' own addresses and the abused reflectors' (a
+    # subscriber's device flooding others)
     optional = set(rates) - set(keys)
+    for r in truth.get("reflection", {}).get("reflectors", []):
+        optional |= {r["ip"], *r.get("addresses", [])}
     bots = {int(b) for b in truth.get("ddos", {}).get("bots", [])}
     for inf in truth.get("infected", []):
         if int(inf["subscriber"]) in bots:
