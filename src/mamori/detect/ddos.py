@@ -692,13 +692,19 @@ class DdosDetector:
             for a, b in itertools.pairwise(bounds):
                 attacks += engine.feed(flows.slice(a, b - a), now=float(second[a]) + 1.0)
         table = attack_findings(attacks)
+        senders = 0
         if self.write and table.num_rows:
+            from mamori.detect.ddos_sources import attack_sources
+
             gov.write(self.measure, "findings", table, actor, justification="DDoS detection")
+            # the subscribers' devices behind outbound attacks, for `mamori notify` (M13)
+            senders = attack_sources(gov, table, actor).num_rows
         summary = {
             "window": window.as_json(),
             "records": engine.records,
             "records_unknown_rate": engine.unknown_rate,
             "attacks": len(attacks),
+            "attack_sources": senders,
             "engine_seconds": round(engine.seconds, 3),
         }
         return DetectorRun(findings=table, summary=summary)

@@ -94,6 +94,33 @@ def _table(rows: list[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=dataset("findings").arrow)
 
 
+_SERVICE = {53: "dns", 123: "ntp", 161: "snmp", 389: "cldap", 1900: "ssdp", 11211: "memcached"}
+
+
+def _for_owners(rows: list[dict[str, Any]]) -> pa.Table:
+    """Open-reflector findings as M9 ``vulnerable`` findings (label ``open-reflector:dns``…),
+    which ``mamori notify`` attributes and alerts like a NOTICE report."""
+    out = []
+    for r in rows:
+        if r["method"] != "open-reflector":
+            continue
+        ev = json.loads(r["evidence"])
+        service = _SERVICE.get(int(r["port"]), str(r["port"]))
+        ev["label"] = f"open-reflector:{service}"
+        ev["reflection_finding"] = r["finding_id"]
+        out.append(
+            {
+                **r,
+                "finding_id": "vulnerable-" + r["finding_id"],
+                "kind": "vulnerable",
+                "method": "open-reflector",
+                "measure": "M9",
+                "evidence": json.dumps(ev, sort_keys=True),
+            }
+        )
+    return _table(out)
+
+
 def _ports_sql(ports: Sequence[int]) -> str:
     return ", ".join(str(int(p)) for p in sorted(set(ports))) or "NULL"
 
@@ -203,6 +230,11 @@ class ReflectionDetector:
             gov.write(
                 self.measure, "findings", table, actor, justification="reflection and amplification"
             )
+            owners = _for_owners(rows)
+            if owners.num_rows:
+                # the owner of an open reflector is alerted like a vulnerable device's (M9)
+                gov.write("M9", "findings", owners, actor,
+                          justification="open reflectors: their owners are alerted")  # fmt: skip
         summary = {
             "window": window.as_json(),
             "victims": victims.num_rows,
@@ -254,6 +286,6 @@ class ReflectionDetector:
             "est_pps": round(r["pps"] or 0.0, 1),
             "est_bps": round(r["bps"] or 0.0),
             "records_unknown_rate": r["unknown_rate"],
-            "alert": "M13: ask the owner to close the service to the Internet (justified act)",
+            "alert": "M9: the owner is asked to close the service to the Internet",
         }
         return self._finding("open-reflector", r, int(r["hport"]), ev, now, window)

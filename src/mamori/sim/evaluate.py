@@ -231,13 +231,18 @@ def _simple(
 
 
 def score_files(
-    kind: str, findings: Path, truth: Path, include_distribution: bool = False
+    kind: str,
+    findings: Path,
+    truth: Path,
+    include_distribution: bool = False,
+    min_pps: float | None = None,
 ) -> Score:
     return score(
         kind,
         load_findings(findings),
         json.loads(truth.read_text(encoding="utf-8")),
         include_distribution=include_distribution,
+        min_pps=min_pps,
     )
 
 
