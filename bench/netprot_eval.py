@@ -31,7 +31,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         result = evaluate_network(args.scenario, args.seeds, work, sampling=args.sampling)
-    print(f"scenario {result.scenario}, 1/{result.sampling}, threshold {result.threshold_pps:g} pps")
+    print(
+        f"scenario {result.scenario}, 1/{result.sampling}, threshold {result.threshold_pps:g} pps"
+    )
     for s in result.seeds:
         cells = "  ".join(
             f"{k} P {s.scores[k]['precision']:.3f} R {s.scores[k]['recall']:.3f} "

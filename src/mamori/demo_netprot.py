@@ -27,7 +27,8 @@ from pydantic import BaseModel
 from mamori.config import AddressPool, MamoriConfig, load_config
 from mamori.config_network import CustomerInterface
 from mamori.detect.base import Window
-from mamori.detect.registry import build
+from mamori.detect.ddos import DdosParams
+from mamori.detect.registry import build, params_for
 from mamori.governance import Governance
 from mamori.sim import scenario_config, score, simulate
 
@@ -102,7 +103,7 @@ def detect_network(
     """The DDoS, reflection and spoofing detectors over everything stored, as configured."""
     out: dict[str, list[dict[str, Any]]] = {}
     for kind in KINDS:
-        det = build(kind, dict(gov.config.detect))
+        det: Any = build(kind, dict(gov.config.detect))
         det.write = write
         rows = det.run(gov, Window(), actor=actor).findings.to_pylist()
         out[kind] = [finding_json(r) for r in rows]
@@ -110,7 +111,10 @@ def detect_network(
 
 
 def threshold_pps(config: MamoriConfig) -> float:
-    return float(build("ddos", dict(config.detect)).params.threshold_pps)
+    """``[detect.ddos] threshold_pps``: attacks at or above it are the ones to find."""
+    params = params_for(dict(config.detect), "ddos")
+    assert isinstance(params, DdosParams)
+    return float(params.threshold_pps)
 
 
 class NetSeed(BaseModel):
@@ -171,8 +175,6 @@ def evaluate_network(
         with Governance(network_config(base, sim, store)) as gov:
             records = collect_pcap(gov, sim / "flows" / "exports.pcap")
             found = detect_network(gov)
-        scores = {
-            kind: score(kind, found[kind], truth, min_pps=thr).model_dump() for kind in KINDS
-        }
+        scores = {kind: score(kind, found[kind], truth, min_pps=thr).model_dump() for kind in KINDS}
         results.append(NetSeed(seed=seed, records=records, scores=scores))
     return NetEval(scenario=scenario, sampling=sampling, threshold_pps=thr, seeds=results)

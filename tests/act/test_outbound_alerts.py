@@ -50,7 +50,7 @@ def _rec(src: str, dst: str, sport: int, dport: int, at_s: float, packets: int, 
     }
 
 
-def _flows(gov: Governance) -> None:
+def _flows(g: Governance) -> None:
     rows = []
     for s in range(120):
         # 15 sampled packets a second at 1/100 = 1,500 pps from each of two subscribers
@@ -65,7 +65,7 @@ def _flows(gov: Governance) -> None:
     ms = pa.timestamp("ms", tz="UTC")
     for c in ("time_start", "time_end"):
         t = t.set_column(t.schema.get_field_index(c), c, t.column(c).cast(ms))
-    gov.write("M1", "flows", t, "collector")
+    g.write("M1", "flows", t, "collector")
 
 
 def test_attack_senders_are_asked_to_stop_and_reflector_owner_alerted(
@@ -75,9 +75,7 @@ def test_attack_senders_are_asked_to_stop_and_reflector_owner_alerted(
     _flows(gov)
     run = DdosDetector(DdosParams(threshold_pps=2000)).run(gov, Window(), actor=ACTOR)
     attacks = run.findings.to_pylist()
-    assert [(a["ip"], json.loads(a["evidence"])["scope"]) for a in attacks] == [
-        (VICTIM, "remote")
-    ]
+    assert [(a["ip"], json.loads(a["evidence"])["scope"]) for a in attacks] == [(VICTIM, "remote")]
     assert run.summary["attack_sources"] == 2
     ReflectionDetector().run(gov, Window(), actor=ACTOR)
 

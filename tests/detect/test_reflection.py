@@ -80,8 +80,16 @@ def test_victim_and_open_reflector(rgov: Governance) -> None:
     assert json.loads(r["evidence"])["clients"] == 25
     assert r["kind"] == "reflection" and r["measure"] == "M13" and r["protocol"] == "udp"
     assert run.summary["resolvers_skipped"] == 1  # the ISP's resolver answered 40, not reported
-    stored = rgov.open("M13", "findings", None, "t").arrow()
-    assert stored.num_rows == 2
+    stored = rgov.open("M13", "findings", None, "t").arrow().to_pylist()
+    assert sorted((f["kind"], f["measure"]) for f in stored) == [
+        ("reflection", "M13"),
+        ("reflection", "M13"),
+        ("vulnerable", "M9"),
+    ]
+    # the open reflector's owner is alerted like a vulnerable device's (M9)
+    [owner] = [f for f in stored if f["kind"] == "vulnerable"]
+    assert owner["ip"] == REFLECTOR and owner["port"] == 53
+    assert json.loads(owner["evidence"])["label"] == "open-reflector:dns"
 
 
 def test_thresholds_are_parameters(rgov: Governance) -> None:

@@ -174,8 +174,11 @@ def score(
             ev = f.get("evidence") or {}
             if isinstance(ev, str):
                 ev = json.loads(ev)
-            k = f"if{ev.get('input_if')}"
-            (matched.add(k) if k in keys else spurious.append(f"{f.get('ip')}:{k}"))
+            iface = f"if{ev.get('input_if')}"
+            if iface in keys:
+                matched.add(iface)
+            else:
+                spurious.append(f"{f.get('ip')}:{iface}")
         return _score(kind, len(fl), keys, matched, spurious, traps)
     if kind == "reflection":
         entries = truth.get("reflection", {}).get("reflectors", [])
