@@ -30,6 +30,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from mamori.config import AddressPool, MamoriConfig
+from mamori.demo_netprot import detect_network, network_config, threshold_pps
 from mamori.governance import Governance
 
 # Nothing outside the simulator and the demo imports the simulator (an import-linter contract):
@@ -252,7 +253,7 @@ def run_demo(
     _prepare_out(out_dir)
     sim_dir = out_dir / "sim"
     result = DemoResult(out_dir=out_dir, config=base)
-    st = _Stages(console, total=14, result=result)
+    st = _Stages(console, total=15, result=result)
     with st.progress:
         with st.stage("simulate the ISP") as note:
             summary = simulate(scenario, sim_dir, seed=seed)
@@ -264,6 +265,8 @@ def run_demo(
             )
         result.sink = MailSink(out_dir / "mailboxes").start()
         config = demo_config(base, out_dir, sim_dir, result.sink.host, result.sink.port)
+        # the ISP's resolvers and customer-facing interfaces (reflection, BCP 38)
+        config = network_config(config, sim_dir, config.store)
         result.config = config
         gov = Governance(config)
         try:
@@ -334,6 +337,9 @@ def _pipeline(
             f"{sum(stored.values()):,} of {exported:,} exported flow records stored; "
             f"{errors:,} decode errors"
         )
+
+    with st.stage("network protection: DDoS, reflection, spoofing (M10, M13)") as note:
+        net = _network_stage(gov, out_dir, note)
 
     with st.stage("feeds and resolver logs") as note:
         loaded = []
@@ -435,16 +441,23 @@ def _pipeline(
             }
         )
         sm = score("smtp", smtp_found, truth)
+        thr = threshold_pps(gov.config)
+        nets = {k: score(k, net[k], truth, min_pps=thr) for k in ("ddos", "reflection", "spoofing")}
         result.scores = {
             "c2": c2.model_dump(),
             "infected": inf.model_dump(),
             "smtp": sm.model_dump(),
+            **{k: v.model_dump() for k, v in nets.items()},
         }
         note(
             f"C&C: precision {c2.precision:.2f}, recall on unknown C&C {c2.recall_unknown:.2f}; "
             f"infected (M4 matching): precision {inf.precision:.2f}, recall {inf.recall:.2f} "
             f"({on_wrong:,} of {len(spurious):,} false positives rest only on entries the feeds "
-            f"list by mistake); SMTP AUTH: precision {sm.precision:.2f}, recall {sm.recall:.2f}"
+            f"list by mistake); SMTP AUTH: precision {sm.precision:.2f}, recall {sm.recall:.2f}; "
+            + "; ".join(
+                f"{k}: precision {v.precision:.2f}, recall {v.recall:.2f}" for k, v in nets.items()
+            )
+            + f" (DDoS: attacks of {thr:,.0f} pps and more)"
         )
 
     with st.stage("console accounts and audit") as note:
@@ -461,6 +474,39 @@ def _pipeline(
         result.audit_ok = verification.ok
         note(f"{len(result.logins)} accounts (logins.txt); audit log: {verification}")
     _write_toml(gov.config, out_dir / "mamori.toml")
+
+
+def _network_stage(
+    gov: Governance, out_dir: Path, note: Callable[[str], None]
+) -> dict[str, list[dict[str, Any]]]:
+    """The standing reflection filters and the ingress filters rendered (not applied: the demo
+    never touches this machine's firewall), then DDoS, reflection and spoofing detection over the
+    collected flows; the senders of outbound attacks and the open reflectors' owners are alerted
+    by the alert stage."""
+    from mamori.act.antispoof import nft_antispoof
+    from mamori.act.nft import render_reflection
+    from mamori.act.reflection import reflection_plan
+
+    filters = out_dir / "filters"
+    filters.mkdir(exist_ok=True)
+    plan = reflection_plan(gov.config)
+    (filters / "reflection.nft").write_text(
+        render_reflection(plan, gov.config.network.nft, "demo").text, encoding="utf-8"
+    )
+    (filters / "antispoof.nft").write_text(nft_antispoof(gov.config, "demo"), encoding="utf-8")
+    found = detect_network(gov, write=True, actor=ACTOR)
+    kinds = Counter(
+        (f["method"], f["evidence"].get("direction", "")) for f in found["ddos"] if f["evidence"]
+    )
+    note(
+        f"filters/: reflection filter over {plan.prefixes:,} dynamic prefixes, ingress filters "
+        f"for {len(gov.config.network.customer_interfaces)} interfaces; "
+        f"{len(found['ddos'])} DDoS attacks ("
+        + ", ".join(f"{n} {k} {d}".strip() for (k, d), n in sorted(kinds.items()))
+        + f"), {len(found['reflection'])} reflection findings, "
+        f"{len(found['spoofing'])} interfaces receiving spoofed sources"
+    )
+    return found
 
 
 def _smtp_stage(

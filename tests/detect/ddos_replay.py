@@ -29,6 +29,7 @@ class Flood:
     outbound: bool = False
     packet_bytes: int = 512
     spread_prefix: int | None = None  # carpet bombing: targets spread over a /24 of target
+    botnet: bool = False  # target is outside; the sources are inside (10.0.200.0/22), each small
 
 
 def export(
@@ -56,6 +57,8 @@ def export(
                     base = f.target.rsplit(".", 1)[0]
                     target = f"{base}.{i % 256}"
                 src, dst = (target, other) if f.outbound else (other, target)
+                if f.botnet:
+                    src, dst = f"10.0.{200 + ((i >> 8) & 3)}.{i & 255}", target
                 rows["time_start"].append(datetime.fromtimestamp(EPOCH + first, UTC))
                 rows["time_end"].append(datetime.fromtimestamp(EPOCH + max(last, first), UTC))
                 rows["src_addr"].append(src)

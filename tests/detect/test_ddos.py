@@ -115,6 +115,21 @@ def test_an_inside_source_flooding_others() -> None:
     assert (a.target, a.direction) == ("10.0.5.9", "outbound")
 
 
+@pytest.mark.parametrize(("sampling", "timeout"), [(1, 1.0), (1000, 60.0)])
+def test_an_outside_address_flooded_by_many_inside_sources(sampling: int, timeout: float) -> None:
+    """200 subscribers' devices × 150 pps: no source crosses 20,000 pps, the outside victim
+    (30,000 pps) does; at 1/1,000 with a 60 s active timeout too."""
+    flood = Flood("198.51.100.7", 30_000, duration=120, sources=200, botnet=True)
+    found = run([flood], sampling=sampling, timeout=timeout)
+    assert [(a.target, a.scope, a.direction) for a in found] == [
+        ("198.51.100.7", "remote", "outbound")
+    ]
+    assert found[0].detected - EPOCH <= timeout + 10
+    # below the threshold it stays quiet
+    quiet = Flood("198.51.100.8", 10_000, duration=120, sources=200, botnet=True)
+    assert run([quiet], sampling=sampling, timeout=timeout) == []
+
+
 def test_unknown_sampling_rate_adds_nothing() -> None:
     engine_attacks = run([Flood(VICTIM, 50_000, duration=30)], sampling=1000, timeout=1.0,
                          rate_known=False)  # fmt: skip

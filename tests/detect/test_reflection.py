@@ -80,8 +80,16 @@ def test_victim_and_open_reflector(rgov: Governance) -> None:
     assert json.loads(r["evidence"])["clients"] == 25
     assert r["kind"] == "reflection" and r["measure"] == "M13" and r["protocol"] == "udp"
     assert run.summary["resolvers_skipped"] == 1  # the ISP's resolver answered 40, not reported
-    stored = rgov.open("M13", "findings", None, "t").arrow()
-    assert stored.num_rows == 2
+    stored = rgov.open("M13", "findings", None, "t").arrow().to_pylist()
+    assert sorted((f["kind"], f["measure"]) for f in stored) == [
+        ("reflection", "M13"),
+        ("reflection", "M13"),
+        ("vulnerable", "M9"),
+    ]
+    # the open reflector's owner is alerted like a vulnerable device's (M9)
+    [owner] = [f for f in stored if f["kind"] == "vulnerable"]
+    assert owner["ip"] == REFLECTOR and owner["port"] == 53
+    assert json.loads(owner["evidence"])["label"] == "open-reflector:dns"
 
 
 def test_thresholds_are_parameters(rgov: Governance) -> None:
@@ -124,3 +132,40 @@ def test_cli(rgov: Governance, tmp_path: Path) -> None:
     )  # fmt: skip
     assert r.exit_code == 0, r.output
     assert VICTIM in r.stdout and REFLECTOR not in r.stdout  # 25 clients < 26
+
+
+VICTIM_OUT = "203.0.113.200"  # the spoofed source of the queries: the reflector's victim
+
+
+@pytest.mark.parametrize(
+    ("case", "answers", "answer_bytes", "queries", "query_bytes", "found"),
+    [
+        # abused: 60 sampled answers of 1,400 B in 60 s at 1/1,000 (1,000/s), queries of 64 B
+        ("abused", 30, 1400, 20, 64, True),
+        # an authoritative server answering one busy resolver: answers twice its queries
+        ("ordinary server", 30, 200, 30, 100, False),
+        # one sampled answer says nothing of a rate (and its query was not sampled)
+        ("one sample", 1, 1400, 0, 64, False),
+        # amplified but slow: 10 sampled answers over an hour at 1/10 (0.03/s)
+        ("slow", 5, 1400, 1, 64, False),
+    ],
+)
+def test_abused_reflector_answering_few_hosts(
+    tmp_path: Path, case: str, answers: int, answer_bytes: int, queries: int, query_bytes: int,
+    found: bool,
+) -> None:  # fmt: skip
+    host = "192.0.2.77"
+    rate, span = (10, 3600.0) if case == "slow" else (1000, 60.0)
+    rows = [rec(host, VICTIM_OUT, 53, 4444, at_s=span * i / max(answers, 1), packets=2,
+                nbytes=answer_bytes, rate=rate) for i in range(answers)]  # fmt: skip
+    rows += [rec(VICTIM_OUT, host, 4444, 53, at_s=span * i / max(queries, 1), nbytes=query_bytes,
+                 rate=rate) for i in range(queries)]  # fmt: skip
+    with Governance(make_config(tmp_path / "store")) as gov:
+        gov.write("M1", "flows", table(rows), "collector")
+        run = ReflectionDetector().run(gov, Window(), actor="t")
+    got = [f for f in run.findings.to_pylist() if f["method"] == "open-reflector"]
+    assert bool(got) == found, case
+    if found:
+        ev = json.loads(got[0]["evidence"])
+        assert ev["clients"] == 1 and ev["abused_against"] == 1
+        assert ev["amplification"] == pytest.approx(60 * 1400 / (20 * 64), rel=0.01)

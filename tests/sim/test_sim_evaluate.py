@@ -67,3 +67,35 @@ def test_other_kinds_score(small: SimSummary, kind: str) -> None:
 def test_unknown_kind_is_refused(small: SimSummary) -> None:
     with pytest.raises(ValueError, match="unknown kind"):
         score("nope", [], _truth(small))
+
+
+def test_ddos_above_threshold_only(small: SimSummary) -> None:
+    """With ``min_pps``, victims attacked below it need not be found and are no false alarm;
+    an address no attack touched is one."""
+    t = _truth(small)
+    rates = {**t["ddos"]["victim_pps"], **t["reflection"]["victim_pps"]}
+    assert rates and all(r > 0 for r in rates.values())
+    lo, hi = min(rates.values()), max(rates.values())
+    strongest = max(rates, key=lambda v: rates[v])
+    s = score("ddos", [{"ip": strongest}], t, min_pps=hi)
+    assert (s.precision, s.recall) == (1.0, 1.0)
+    s = score("ddos", [{"ip": strongest}], t, min_pps=lo / 2)
+    assert s.recall == pytest.approx(1 / len(rates))
+    s = score("ddos", [{"ip": v} for v in rates] + [{"ip": "192.0.2.250"}], t, min_pps=hi)
+    assert s.false_positives == 1 and s.spurious == ["192.0.2.250"]
+
+
+def test_spoofing_and_reflection_addresses(small: SimSummary) -> None:
+    t = _truth(small)
+    ifs = {s["input_if"] for s in t["ddos"]["spoofing"]}
+    assert ifs and all(100 <= i < 104 for i in ifs)
+    found = [{"ip": "127.0.1.1", "evidence": {"input_if": i}} for i in ifs]
+    assert score("spoofing", found, t).f1 == 1.0
+    wrong = next(i for i in range(100, 104) if i not in ifs)
+    s = score("spoofing", [*found, {"ip": "127.0.1.1", "evidence": {"input_if": wrong}}], t)
+    assert s.false_positives == 1 and s.recall == 1.0
+    # a reflector is found at any address it held while the attack lasted
+    r = t["reflection"]["reflectors"][0]
+    assert r["ip"] in r["addresses"]
+    s = score("reflection", [{"ip": r["addresses"][-1]}], t)
+    assert s.true_positives == 1 and s.false_positives == 0

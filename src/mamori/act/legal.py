@@ -14,6 +14,8 @@
 
   With no threshold configured the test never holds and the measure rests on consent alone.
 * **emergency** (緊急避難) — M6: a taken-down C&C server's victim log, a present danger.
+* **self-defence** (正当防衛) — M13: a subscriber's device is sending an attack (mass traffic) now;
+  its owner is asked to stop (MISSION M13).
 
 A :class:`LegalDecision` is stored with every alert (``notifications.decision``).
 """
@@ -103,6 +105,16 @@ def decide(cfg: AlertsConfig, inputs: RiskInputs) -> LegalDecision:
             False,
             {"devices": inputs.devices},
             "M6: victims in a taken-down C&C server's log (present danger; emergency)",
+        )
+    if inputs.measure == "M13":
+        return LegalDecision(
+            "M13",
+            "self-defence",
+            False,
+            {"devices": inputs.devices},
+            "M13: the subscriber's device sent an attack through the network (flows over the "
+            "DDoS thresholds); asking them to stop defends the network and its other users "
+            "(self-defence)",
         )
     holds, figures, why = risk_test(cfg, inputs)
     return LegalDecision(

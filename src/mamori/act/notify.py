@@ -1,4 +1,5 @@
-"""Alerts to subscribers (M5 infected devices, M6 takedown victims, M9 vulnerable devices).
+"""Alerts to subscribers (M5 infected devices, M6 takedown victims, M9 vulnerable devices, M13
+devices that sent an attack: asked to stop, under self-defence).
 
 Two steps, both through governance:
 
@@ -62,8 +63,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-ALERT_MEASURES = ("M5", "M6", "M9")
-KIND = {"M5": "infected", "M6": "takedown", "M9": "vulnerable"}
+ALERT_MEASURES = ("M5", "M6", "M9", "M13")
+KIND = {"M5": "infected", "M6": "takedown", "M9": "vulnerable", "M13": "attack-source"}
+#: measures whose alerts do not rest on consent: the basis of :func:`legal.decide` for everyone
+_NO_CONSENT = ("M6", "M13")
 _WRITE_CHUNK = 20  # alerts sent between two state writes (bounds re-sends after a crash)
 
 
@@ -263,7 +266,7 @@ def _queue_measure(
         return summary
     upto = pc.max(new.column("detected")).as_py()
 
-    first_basis = "emergency" if measure == "M6" else "consent"
+    first_basis = decision.basis if measure in _NO_CONSENT else "consent"
     events = _events(gov, measure, new, actor, first_basis, None)
     summary.events = events.num_rows
     queries = pa.table(
@@ -531,6 +534,8 @@ def _bases(gov: Governance, measure: str) -> list[tuple[str, str | None]]:
     act (their subscribers may have opted out), only where a risk test is configured."""
     if measure == "M6":
         return [("emergency", None)]
+    if measure == "M13":
+        return [("self-defence", _M13_READ)]
     cfg = gov.config.alerts
     configured = (
         cfg.m5_infected_devices_threshold is not None
@@ -543,6 +548,9 @@ def _bases(gov: Governance, measure: str) -> list[tuple[str, str | None]]:
             ("justified-act", "delivering alerts decided under justified act (decision stored)")
         )
     return out
+
+
+_M13_READ = "delivering alerts to subscribers whose devices sent an attack (decision stored)"
 
 
 def send_queued(

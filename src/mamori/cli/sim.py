@@ -74,6 +74,7 @@ EVAL_KINDS = {
     "infected": "infected subscriber addresses (ip, port, time)",
     "ddos": "DDoS victims",
     "reflection": "reflectors / open resolvers",
+    "spoofing": "customer-facing interfaces spoofed packets entered on (BCP 38)",
     "smtp": "SMTP AUTH brute-force sources and compromised accounts",
 }
 
@@ -99,10 +100,18 @@ def _make_eval(kind: str) -> Any:
             ),
         ],
         as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+        min_pps: Annotated[
+            float | None,
+            typer.Option(
+                "--min-pps",
+                help="ddos only: the detection threshold; victims attacked below it (the "
+                "truth's victim_pps) need not be found and are no false alarm",
+            ),
+        ] = None,
     ) -> None:
         from mamori.demo import score_files
 
-        result = score_files(kind, findings, truth)
+        result = score_files(kind, findings, truth, min_pps=min_pps)
         c2_extra: dict[str, Any] = {}
         if kind == "c2":
             from mamori.demo import load_findings, score_c2

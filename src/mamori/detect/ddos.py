@@ -1,7 +1,8 @@
 """DDoS detection (M13), streaming: on the batches the collector decodes, not a later batch job.
 
-What is measured, per destination inside the ISP (a victim) and per inside source that floods
-others (a subscriber's device attacking): packets, bits and flows per second, corrected for
+What is measured, per destination inside the ISP (a victim), per inside source that floods
+others (a subscriber's device attacking), and per outside destination flooded from inside (a
+botnet of subscribers' devices, each below any per-source threshold; spoofed sources): packets, bits and flows per second, corrected for
 sampling (× 1-in-N; a record of unknown rate adds nothing), against the thresholds of
 ``[detect.ddos]`` (FastNetMon's defaults: 20,000 pps, 1,000 Mbit/s, 3,500 flows/s). Per prefix
 (/24, /64) too, so an attack spread thinly over a whole prefix (carpet bombing) is found when no
@@ -52,6 +53,10 @@ STREAM_COLUMNS = ("time_start", "time_end", "src_addr", "dst_addr", "src_port", 
                   "tcp_flags", "packets", "bytes", "sampling_rate")  # fmt: skip
 TYPES = ("syn", "amplification", "udp", "icmp", "other")
 _V6_BASE = np.uint64(1 << 40)  # ids of IPv6 keys (and prefix keys) start above every IPv4
+# key tags: an inside source flooding others, an outside address flooded from inside (an address
+# may be both, or a victim inbound too: each is its own key)
+_SOURCE_TAG = 1 << 62
+_REMOTE_TAG = 1 << 61
 
 
 class DdosParams(DetectorParams):
@@ -87,7 +92,7 @@ class DdosParams(DetectorParams):
         description="span a record with one sampled packet is spread over (its own span is 0)",
     )
     windows_s: tuple[int, ...] = Field(
-        default=(1, 2, 5, 10),
+        default=(1, 2, 5, 10, 30, 60),
         description="trailing windows a rate is averaged over before it is held against a "
         "threshold; the shortest that gives certain evidence decides",
     )
@@ -113,8 +118,10 @@ class Attack:
     """An attack found: who (an address or a prefix), which way, what kind, since when."""
 
     target: str
-    scope: str  # host | prefix
-    direction: str  # inbound (a victim) | outbound (an inside source flooding others)
+    # host: one inside address (inbound: the victim; outbound: the source flooding others);
+    # prefix: an inside prefix (carpet bombing); remote: an outside address flooded from inside
+    scope: str
+    direction: str  # inbound (a victim inside) | outbound (the flood leaves the network)
     kind: str
     start: float  # epoch s: first second over a threshold
     detected: float  # epoch s: when the deciding batch was processed
@@ -257,32 +264,78 @@ class _Totals:
             self.gen_started = now
 
 
-class _Series:
-    """One key's spread rates, second by second: a dense block of rows (pps, bps, flows, then
-    pps per attack type) from ``origin``, kept to the last ``horizon`` seconds."""
+class _Ring:
+    """Candidates' spread rates, second by second, for the last ``horizon`` seconds of the flows'
+    own time: one row of a (keys, seconds, columns) array per key, indexed by second modulo the
+    horizon, so a batch's candidates are updated and tested together. A cell holds the second it
+    was last written for; a cell left from an older second reads as zero."""
 
-    __slots__ = ("origin", "rows")
+    def __init__(self, horizon: int, width: int) -> None:
+        self.h, self.w = horizon, width
+        self.slot: dict[int, int] = {}
+        self.free: list[int] = []
+        self.vals = np.zeros((0, horizon, width), np.float32)
+        self.sec = np.zeros((0, horizon), np.int64)
+        self.last = np.zeros(0, np.int64)  # per slot: the newest second written
+        self.base = -(1 << 62)  # the newest second of any key
 
-    def __init__(self, origin: int, width: int) -> None:
-        self.origin = origin
-        self.rows = np.zeros((0, width))
+    def __len__(self) -> int:
+        return len(self.slot)
 
-    def add(self, lo: int, rates: npt.NDArray[np.float64], horizon: int) -> None:
-        hi = lo + len(rates)
-        if len(self.rows) == 0:
-            self.origin, self.rows = lo, rates.copy()
-        else:
-            new_lo = min(self.origin, lo)
-            new_hi = max(self.origin + len(self.rows), hi)
-            if (new_lo, new_hi) != (self.origin, self.origin + len(self.rows)):
-                grown = np.zeros((new_hi - new_lo, self.rows.shape[1]))
-                grown[self.origin - new_lo : self.origin - new_lo + len(self.rows)] = self.rows
-                self.origin, self.rows = new_lo, grown
-            self.rows[lo - self.origin : hi - self.origin] += rates
-        cut = len(self.rows) - horizon
-        if cut > 0:
-            self.origin += cut
-            self.rows = self.rows[cut:]
+    def slots(self, keys: Sequence[int]) -> npt.NDArray[np.int64]:
+        out = np.empty(len(keys), np.int64)
+        for i, k in enumerate(keys):
+            j = self.slot.get(k)
+            if j is None:
+                if not self.free:
+                    self._grow()
+                j = self.slot[k] = self.free.pop()
+                self.sec[j] = -1
+                self.last[j] = -(1 << 62)
+            out[i] = j
+        return out
+
+    def _grow(self) -> None:
+        n = len(self.vals)
+        m = max(64, 2 * n)
+        vals = np.zeros((m, self.h, self.w), np.float32)
+        sec = np.full((m, self.h), -1, np.int64)
+        vals[:n], sec[:n] = self.vals, self.sec
+        self.vals, self.sec = vals, sec
+        self.last = np.concatenate([self.last, np.full(m - n, -(1 << 62), np.int64)])
+        self.free.extend(range(m - 1, n - 1, -1))
+
+    def add(self, slots: npt.NDArray[np.int64], lo: int,
+            block: npt.NDArray[np.float64]) -> None:  # fmt: skip
+        """Add ``block`` (keys × seconds from ``lo`` × columns) to the keys' rows."""
+        secs = lo + np.arange(block.shape[1])
+        self.base = max(self.base, int(secs[-1]))
+        keep = secs > self.base - self.h
+        secs, block = secs[keep], block[:, keep]
+        if not len(secs):
+            return
+        pos = secs % self.h
+        rows, cols = slots[:, None], pos[None, :]
+        cur = self.vals[rows, cols].astype(np.float64)
+        cur[self.sec[rows, cols] != secs[None, :]] = 0.0
+        self.vals[rows, cols] = cur + block
+        self.sec[rows, cols] = secs[None, :]
+        self.last[slots] = np.maximum(self.last[slots], secs[-1])
+
+    def window(self, slots: npt.NDArray[np.int64]) -> tuple[int, npt.NDArray[np.float64]]:
+        """(first second, keys × the last ``horizon`` seconds × columns), oldest first."""
+        first = self.base - self.h + 1
+        secs = first + np.arange(self.h)
+        pos = secs % self.h
+        rows, cols = slots[:, None], pos[None, :]
+        out = self.vals[rows, cols].astype(np.float64)
+        out[self.sec[rows, cols] != secs[None, :]] = 0.0
+        return first, out
+
+    def drop_older(self, second: int) -> None:
+        old = [k for k, j in self.slot.items() if self.last[j] < second]
+        for k in old:
+            self.free.append(self.slot.pop(k))
 
 
 class DdosEngine:
@@ -296,8 +349,9 @@ class DdosEngine:
         self.inside6 = [n for n in inside if n.version == 6]
         self.keys = _Keys()
         self.totals = _Totals(params.horizon_s)
-        # candidates' spread rates, per key, second by second
-        self.bins: dict[int, _Series] = {}
+        # candidates' spread rates, per key, second by second (pps, bps, flows, sampled
+        # packets, then pps per attack type)
+        self.bins = _Ring(params.horizon_s + 2, 4 + len(TYPES))
         self.active: dict[int, float] = {}  # key -> last second over threshold
         self.records = 0
         self.unknown_rate = 0
@@ -310,6 +364,7 @@ class DdosEngine:
             ("host", "inbound"): base,
             ("host", "outbound"): base * params.outbound_factor,
             ("prefix", "inbound"): base * params.prefix_factor,
+            ("remote", "outbound"): base * params.outbound_factor,
         }
 
     # ------------------------------------------------------------------ per batch
@@ -387,6 +442,10 @@ class DdosEngine:
         groups.append(("host", "outbound", rows_out, self._ids(src, ok_s, src_t)[rows_out]))
         v4_in = rows_in[ok_d[rows_in]]
         groups.append(("prefix", "inbound", v4_in, self._prefix_ids(dst, ok_d, v4_in)))
+        # an outside address flooded from inside: many subscribers' devices (a botnet), or
+        # sources no customer holds (spoofed), each below any per-source threshold
+        rows_remote = np.flatnonzero(~d_in & known)
+        groups.append(("remote", "outbound", rows_remote, self._ids(dst, ok_d, dst_t)[rows_remote]))
         for scope, direction, rows, keys in groups:
             if not len(rows):
                 continue
@@ -404,8 +463,7 @@ class DdosEngine:
         """Forget keys quiet for two horizons of the flows' own time (memory stays bounded by
         what is current; a replay of old flows is not purged by the wall clock)."""
         old = latest - 2 * self.p.horizon_s
-        for key in [k for k, v in self.bins.items() if v.origin + len(v.rows) < old]:
-            del self.bins[key]
+        self.bins.drop_older(int(old))
         for key in [k for k, last in self.active.items() if last < old]:
             del self.active[key]
         self._purged = latest
@@ -419,7 +477,7 @@ class DdosEngine:
         # direction and scope share the key space (prefix ids are distinct; an inside address is
         # inbound or outbound per record): tag outbound keys so a host can be both
         if direction == "outbound":
-            keys = keys | np.uint64(1 << 62)
+            keys = keys | np.uint64(_REMOTE_TAG if scope == "remote" else _SOURCE_TAG)
         thr = self.thr[(scope, direction)]
         # the span a record's packets are spread over: with c sampled packets seen over d
         # seconds the flow most likely lasted d·(c+1)/(c−1) (the range of c uniform points);
@@ -443,8 +501,8 @@ class DdosEngine:
         # of the per-second rates of the records seen for it in the horizon
         total = before + batch
         cand = (total[:, 0] >= thr[0]) | (total[:, 1] >= thr[1]) | (total[:, 2] >= thr[2])
-        if self.bins:
-            cand |= np.isin(u, np.fromiter(self.bins, np.uint64, len(self.bins)))
+        if len(self.bins):
+            cand |= np.isin(u, np.fromiter(self.bins.slot, np.uint64, len(self.bins)))
         if not cand.any():
             return []
         pick = np.flatnonzero(cand[inv])
@@ -457,43 +515,47 @@ class DdosEngine:
         per_p = pp_all[pick]
         per_b = pb_all[pick]
         per_n = sampled[r] / span_all[pick]
-        order = np.argsort(k, kind="stable")
-        k, s, e, kd = k[order], s[order], e[order], kind[r][order]
-        per_p, per_b, per_n = per_p[order], per_b[order], per_n[order]
-        cuts = [0, *(np.flatnonzero(np.diff(k)) + 1).tolist(), len(k)]
+        # every candidate's records spread at once: difference arrays over one block of
+        # (keys × seconds × columns), summed by bincount, then a running sum over the seconds
+        uk, ki = np.unique(k, return_inverse=True)
+        lo = max(int(s.min()), max(self.bins.base, int(e.max())) - self.p.horizon_s - 1)
+        gone = e < lo  # wholly older than the horizon: adds nothing
+        s = np.maximum(s, lo)
+        e = np.maximum(e, s)
+        hi = int(e.max())
+        span = hi - lo + 2
+        kd = kind[r]
+        vals = np.column_stack([per_p, per_b, np.ones(len(r)), per_n]
+                               + [np.where(kd == t, per_p, 0.0) for t in range(len(TYPES))])  # fmt: skip
+        vals[gone] = 0.0
+        cells = len(uk) * span
+        start = ki * span + (s - lo)
+        stop = ki * span + (e - lo + 1)
+        diff = np.column_stack([np.bincount(start, vals[:, c], cells)
+                                - np.bincount(stop, vals[:, c], cells)
+                                for c in range(vals.shape[1])])  # fmt: skip
+        block = np.cumsum(diff.reshape(len(uk), span, -1), axis=1)[:, :-1]
+        slots = self.bins.slots(uk.tolist())
+        self.bins.add(slots, lo, block)
+        first, rows_all = self.bins.window(slots)
+        peak = rows_all[:, :, :3].max(axis=1)
+        may = np.flatnonzero((peak >= thr).any(axis=1))  # no window's mean exceeds the top second
         out: list[Attack] = []
-        for a, b in itertools.pairwise(cuts):
-            out += self._spread(int(k[a]), scope, direction, s[a:b], e[a:b], per_p[a:b],
-                                per_b[a:b], per_n[a:b], kd[a:b], thr, now)  # fmt: skip
+        if not len(may):
+            return out
+        level = self._level(rows_all[may])
+        hits: npt.NDArray[np.bool_] = np.any(level >= thr, axis=2)
+        for i in np.flatnonzero(hits.any(axis=1)):
+            out += self._attack(int(uk[may[i]]), scope, direction, first, rows_all[may[i]],
+                                level[i], hits[i], thr, now)  # fmt: skip
         return out
 
-    def _spread(self, key: int, scope: str, direction: str, s: npt.NDArray[np.int64],
-                e: npt.NDArray[np.int64], per_p: npt.NDArray[np.float64],
-                per_b: npt.NDArray[np.float64], per_n: npt.NDArray[np.float64],
-                kind: npt.NDArray[np.int64], thr: npt.NDArray[np.float64],
+    def _attack(self, key: int, scope: str, direction: str, origin: int,
+                rows: npt.NDArray[np.float64], level: npt.NDArray[np.float64],
+                hit: npt.NDArray[np.bool_], thr: npt.NDArray[np.float64],
                 now: float) -> list[Attack]:  # fmt: skip
-        lo, hi = int(s.min()), int(e.max())
-        # difference arrays: each record adds its per-second rates from its first to last second
-        # (columns: pps, bps, flows, sampled packets, then pps per attack type)
-        vals = np.column_stack([per_p, per_b, np.ones(len(s)), per_n]
-                               + [np.where(kind == t, per_p, 0.0) for t in range(len(TYPES))])  # fmt: skip
-        diff = np.zeros((hi - lo + 2, vals.shape[1]))
-        np.add.at(diff, s - lo, vals)
-        np.add.at(diff, e - lo + 1, -vals)
-        series = self.bins.get(key)
-        if series is None:
-            series = self.bins[key] = _Series(lo, vals.shape[1])
-        series.add(lo, np.cumsum(diff[:-1], axis=0), self.p.horizon_s)
-        rows = series.rows
-        peak = rows[:, :3].max(axis=0)
-        if (peak < thr).all():
-            return []  # no window's mean can exceed the highest second
-        level = self._level(rows)
-        hit = (level[:, 0] >= thr[0]) | (level[:, 1] >= thr[1]) | (level[:, 2] >= thr[2])
-        if not hit.any():
-            return []
         idx = np.flatnonzero(hit)
-        last_over = series.origin + int(idx[-1])
+        last_over = origin + int(idx[-1])
         known = self.active.get(key)
         self.active[key] = max(last_over, known or last_over)
         if known is not None and last_over - known <= self.p.horizon_s:
@@ -513,11 +575,11 @@ class DdosEngine:
         top_level = level[idx[np.argmax(level[idx, 0])]]
         return [
             Attack(
-                target=self.keys.name(key & ((1 << 62) - 1)),
+                target=self.keys.name(key & ~(_REMOTE_TAG | _SOURCE_TAG)),
                 scope=scope,
                 direction=direction,
                 kind=kind_name,
-                start=float(series.origin + first),
+                start=float(origin + first),
                 detected=now,
                 pps=float(top_level[0]),
                 bps=float(top_level[1]),
@@ -528,22 +590,22 @@ class DdosEngine:
         ]
 
     def _level(self, rows: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        """Per second, the best evidence of (pps, bps, flows): over each trailing window of
-        ``windows_s``, the mean rate less ``confidence_z`` standard errors of a count of sampled
-        packets (Poisson) — one second decides a flood seen unsampled; a thinly sampled one needs
-        the seconds that make it certain."""
-        n = len(rows)
-        best = np.zeros((n, 3))
-        cs = np.cumsum(np.vstack([np.zeros((1, 4)), rows[:, :4]]), axis=0)
+        """Per key and second, the best evidence of (pps, bps, flows): over each trailing window
+        of ``windows_s``, the mean rate less ``confidence_z`` standard errors of a count of
+        sampled packets (Poisson) — one second decides a flood seen unsampled; a thinly sampled
+        one needs the seconds that make it certain. ``rows``: keys × seconds × columns."""
+        k, n = rows.shape[:2]
+        best = np.zeros((k, n, 3))
+        cs = np.concatenate([np.zeros((k, 1, 4)), np.cumsum(rows[:, :, :4], axis=1)], axis=1)
         for w in self.p.windows_s:
             w = min(w, n)
-            total = cs[w:] - cs[:-w]  # windows ending at seconds w-1 .. n-1
-            count = total[:, 3]
+            total = cs[:, w:] - cs[:, :-w]  # windows ending at seconds w-1 .. n-1
+            count = total[:, :, 3]
             factor = np.clip(1 - self.p.confidence_z / np.sqrt(np.maximum(count, 1e-9)), 0, 1)
-            mean = total[:, :3] / w
-            mean[:, 0] *= factor
-            mean[:, 1] *= factor
-            best[w - 1 :] = np.maximum(best[w - 1 :], mean)
+            mean = total[:, :, :3] / w
+            mean[:, :, 0] *= factor
+            mean[:, :, 1] *= factor
+            best[:, w - 1 :] = np.maximum(best[:, w - 1 :], mean)
         return best
 
     def _host_attacked(self, prefix_key: int) -> bool:
@@ -680,13 +742,19 @@ class DdosDetector:
             for a, b in itertools.pairwise(bounds):
                 attacks += engine.feed(flows.slice(a, b - a), now=float(second[a]) + 1.0)
         table = attack_findings(attacks)
+        senders = 0
         if self.write and table.num_rows:
+            from mamori.detect.ddos_sources import attack_sources
+
             gov.write(self.measure, "findings", table, actor, justification="DDoS detection")
+            # the subscribers' devices behind outbound attacks, for `mamori notify` (M13)
+            senders = attack_sources(gov, table, actor).num_rows
         summary = {
             "window": window.as_json(),
             "records": engine.records,
             "records_unknown_rate": engine.unknown_rate,
             "attacks": len(attacks),
+            "attack_sources": senders,
             "engine_seconds": round(engine.seconds, 3),
         }
         return DetectorRun(findings=table, summary=summary)

@@ -8,7 +8,9 @@ own hosts.
   flows give the attack's real size; records of unknown rate are counted as records and sources
   but add nothing to the rate.
 * **Open reflectors** — an inside host answering many outside hosts from a reflection port (53,
-  123, 1900, 11211 by default): a device that can be abused against others. Its owner is to be
+  123, 1900, 11211 by default), or answering a few at a high rate with many times the bytes of
+  the queries it received (abused now: the queries' spoofed sources are the victims): a device
+  that can be abused against others. Its owner is to be
   told (an alert, like M9's), and the ISP's own resolvers (``[network] resolvers``) are never
   reported.
 
@@ -56,6 +58,27 @@ class ReflectionParams(DetectorParams):
     reflector_min_pps: float = Field(
         default=0.0, ge=0, description="and the rate of its answers, corrected for sampling"
     )
+    reflector_abuse_pps: float = Field(
+        default=100.0,
+        gt=0,
+        description="or: answers to one outside host at this rate (corrected for sampling) "
+        "carrying at least reflector_min_amplification times the bytes of that host's queries "
+        "— a reflector abused against a few victims (the queries' spoofed sources) answers few "
+        "hosts",
+    )
+    reflector_min_amplification: float = Field(
+        default=10.0,
+        gt=1,
+        description="answer bytes per query byte for the abuse test (DNS ANY/DNSSEC 28-54x, "
+        "NTP monlist up to 556x; an authoritative server's ordinary answers are a few times "
+        "its queries)",
+    )
+    reflector_min_sampled: int = Field(
+        default=10,
+        ge=1,
+        description="sampled answer packets the abuse test needs: one sampled packet at "
+        "1/1,000 stands for a thousand, and says nothing of a rate or of the queries behind it",
+    )
     min_span_s: float = Field(
         default=10.0,
         gt=0,
@@ -69,6 +92,33 @@ def _table(rows: list[dict[str, Any]]) -> pa.Table:
     from mamori.schemas import dataset
 
     return pa.Table.from_pylist(rows, schema=dataset("findings").arrow)
+
+
+_SERVICE = {53: "dns", 123: "ntp", 161: "snmp", 389: "cldap", 1900: "ssdp", 11211: "memcached"}
+
+
+def _for_owners(rows: list[dict[str, Any]]) -> pa.Table:
+    """Open-reflector findings as M9 ``vulnerable`` findings (label ``open-reflector:dns``…),
+    which ``mamori notify`` attributes and alerts like a NOTICE report."""
+    out = []
+    for r in rows:
+        if r["method"] != "open-reflector":
+            continue
+        ev = json.loads(r["evidence"])
+        service = _SERVICE.get(int(r["port"]), str(r["port"]))
+        ev["label"] = f"open-reflector:{service}"
+        ev["reflection_finding"] = r["finding_id"]
+        out.append(
+            {
+                **r,
+                "finding_id": "vulnerable-" + r["finding_id"],
+                "kind": "vulnerable",
+                "method": "open-reflector",
+                "measure": "M9",
+                "evidence": json.dumps(ev, sort_keys=True),
+            }
+        )
+    return _table(out)
 
 
 def _ports_sql(ports: Sequence[int]) -> str:
@@ -119,18 +169,46 @@ class ReflectionDetector:
                 ORDER BY pps DESC NULLS LAST, host
                 """
             ).to_arrow_table()
+            ports_sql = _ports_sql(p.reflector_ports)
+            # the abuse test is per answered host: an abused reflector floods its victims (the
+            # queries' spoofed source) while it may answer others at an ordinary pace all day
+            abused = (
+                f"pair_pps >= {p.reflector_abuse_pps} AND sampled >= {p.reflector_min_sampled} "
+                f"AND est_bytes >= {p.reflector_min_amplification} * greatest(query_bytes, 1)"
+            )
+            span_h = f"greatest(max(last) - min(first), {p.min_span_s})"
             reflectors = view.sql(
                 f"""
-                SELECT host, hport, count(DISTINCT ext) AS clients, count(*) AS records,
-                       sum(packets * rate) / {span} AS pps,
-                       8 * sum(bytes * rate) / {span} AS bps,
-                       count(*) FILTER (WHERE rate IS NULL) AS unknown_rate,
-                       min(ts) AS first, max(te) AS last
-                FROM {view.name}
-                WHERE outbound AND proto = 17 AND hport IN ({_ports_sql(p.reflector_ports)})
+                WITH answers AS (
+                    SELECT host, hport, ext, count(*) AS records, sum(packets) AS sampled,
+                           sum(packets * rate) AS est_packets, sum(bytes * rate) AS est_bytes,
+                           count(*) FILTER (WHERE rate IS NULL) AS unknown_rate,
+                           min(ts) AS first, max(te) AS last
+                    FROM {view.name}
+                    WHERE outbound AND proto = 17 AND hport IN ({ports_sql})
+                    GROUP BY host, hport, ext
+                ), queries AS (
+                    SELECT host, hport, ext, sum(bytes * rate) AS query_bytes
+                    FROM {view.name}
+                    WHERE NOT outbound AND proto = 17 AND hport IN ({ports_sql})
+                    GROUP BY host, hport, ext
+                ), pairs AS (
+                    SELECT a.*, coalesce(q.query_bytes, 0) AS query_bytes,
+                           a.est_packets / greatest(a.last - a.first, {p.min_span_s}) AS pair_pps
+                    FROM answers a LEFT JOIN queries q USING (host, hport, ext)
+                )
+                SELECT host, hport, count(*) AS clients, CAST(sum(records) AS BIGINT) AS records,
+                       sum(est_packets) / {span_h} AS pps, 8 * sum(est_bytes) / {span_h} AS bps,
+                       CAST(sum(unknown_rate) AS BIGINT) AS unknown_rate, min(first) AS first,
+                       max(last) AS last,
+                       count(*) FILTER (WHERE {abused}) AS abused_by,
+                       max(est_bytes / greatest(query_bytes, 1)) FILTER (WHERE {abused})
+                           AS amplification
+                FROM pairs
                 GROUP BY host, hport
-                HAVING count(DISTINCT ext) >= {p.reflector_min_clients}
-                   AND coalesce(sum(packets * rate) / {span}, 0) >= {p.reflector_min_pps}
+                HAVING coalesce(sum(est_packets) / {span_h}, 0) >= {p.reflector_min_pps}
+                   AND (count(*) >= {p.reflector_min_clients}
+                        OR count(*) FILTER (WHERE {abused}) > 0)
                 ORDER BY clients DESC, host, hport
                 """
             ).to_arrow_table()
@@ -152,6 +230,11 @@ class ReflectionDetector:
             gov.write(
                 self.measure, "findings", table, actor, justification="reflection and amplification"
             )
+            owners = _for_owners(rows)
+            if owners.num_rows:
+                # the owner of an open reflector is alerted like a vulnerable device's (M9)
+                gov.write("M9", "findings", owners, actor,
+                          justification="open reflectors: their owners are alerted")  # fmt: skip
         summary = {
             "window": window.as_json(),
             "victims": victims.num_rows,
@@ -198,9 +281,11 @@ class ReflectionDetector:
         ev = {
             "clients": r["clients"],
             "records": r["records"],
+            "abused_against": r["abused_by"],
+            "amplification": round(float(r["amplification"] or 0.0), 1),
             "est_pps": round(r["pps"] or 0.0, 1),
             "est_bps": round(r["bps"] or 0.0),
             "records_unknown_rate": r["unknown_rate"],
-            "alert": "M13: ask the owner to close the service to the Internet (justified act)",
+            "alert": "M9: the owner is asked to close the service to the Internet",
         }
         return self._finding("open-reflector", r, int(r["hport"]), ev, now, window)

@@ -65,7 +65,7 @@ def _v(
 FINDING_MEASURES = ("M2", "M4", "M10", "M11", "M12", "M13")
 ACTION_MEASURES = ("M5", "M6", "M7", "M8", "M9", "M10", "M11", "M12", "M13")
 ALERT_MEASURES = ("M5", "M6", "M9", "M13")
-CASE_MEASURES = ("M5", "M6", "M9")
+CASE_MEASURES = ("M5", "M6", "M9", "M13")
 # Actions on the network itself: operators approve, apply and end them.
 NETWORK_KINDS = frozenset({"nftables", "flowspec", "rtbh"})
 

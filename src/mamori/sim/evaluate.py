@@ -11,8 +11,12 @@ kind           a finding matches when
                only endpoints the traffic contacted (``contacts`` > 0 in the truth)
 ``infected``   ``ip`` (+ ``port`` behind CGNAT) and ``time``/``first_seen`` fall in an address
                interval an infected subscriber held
-``ddos``       ``ip`` is a DDoS or reflection victim
+``ddos``       ``ip`` is a DDoS or reflection victim; with ``min_pps``, victims attacked below it
+               (``victim_pps`` in the truth) need not be found, and a finding on one, or on an
+               attacking bot's or abused reflector's address, is not a false alarm
 ``reflection`` ``ip`` is an open resolver / reflector inside the ISP
+``spoofing``   the finding's ``evidence.input_if`` is the customer-facing interface a spoofing
+               subscriber's packets entered on (every border router has one per region)
 ``smtp``       ``auth_id`` is a compromised account, or ``ip`` a brute-force source
 =============  ==========================================================================
 """
@@ -27,7 +31,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-KINDS = ("c2", "infected", "ddos", "reflection", "smtp")
+KINDS = ("c2", "infected", "ddos", "reflection", "spoofing", "smtp")
 
 
 class Score(BaseModel):
@@ -106,8 +110,10 @@ def score(
     findings: Iterable[Mapping[str, Any]],
     truth: Mapping[str, Any],
     include_distribution: bool = False,
+    min_pps: float | None = None,
 ) -> Score:
-    """Precision/recall of ``findings`` of one ``kind`` against ``truth`` (a parsed truth.json)."""
+    """Precision/recall of ``findings`` of one ``kind`` against ``truth`` (a parsed truth.json);
+    ``min_pps``: for ``ddos``, the detection threshold (attacks below it are optional)."""
     fl = list(findings)
     traps = _traps(truth)
     if kind == "c2":
@@ -158,12 +164,30 @@ def score(
                 matched.add(hit)
         return _score(kind, len(fl), keys, matched, spurious, traps)
     if kind == "ddos":
-        victims = set(truth.get("ddos", {}).get("victims", []))
-        victims |= set(truth.get("reflection", {}).get("victims", []))
-        return _simple(kind, fl, sorted(victims), "ip", traps)
+        return _score_ddos(fl, truth, traps, min_pps)
+    if kind == "spoofing":
+        lines = truth.get("ddos", {}).get("spoofing", [])
+        keys = sorted({f"if{int(s['input_if'])}" for s in lines if "input_if" in s})
+        matched = set()
+        spurious = []
+        for f in fl:
+            ev = f.get("evidence") or {}
+            if isinstance(ev, str):
+                ev = json.loads(ev)
+            iface = f"if{ev.get('input_if')}"
+            if iface in keys:
+                matched.add(iface)
+            else:
+                spurious.append(f"{f.get('ip')}:{iface}")
+        return _score(kind, len(fl), keys, matched, spurious, traps)
     if kind == "reflection":
-        refl = sorted({r["ip"] for r in truth.get("reflection", {}).get("reflectors", [])})
-        return _simple(kind, fl, refl, "ip", traps)
+        entries = truth.get("reflection", {}).get("reflectors", [])
+        # a reflector on a dynamic address may be found at any address it held meanwhile
+        held = {a: r["ip"] for r in entries for a in [r["ip"], *r.get("addresses", [])]}
+        refl = sorted({r["ip"] for r in entries})
+        matched = {held[str(f["ip"])] for f in fl if str(f["ip"]) in held}
+        spurious = [str(f["ip"]) for f in fl if str(f["ip"]) not in held]
+        return _score(kind, len(fl), refl, matched, spurious, traps)
     if kind == "smtp":
         smtp = truth.get("smtp", {})
         keys = [c["auth_id"] for c in smtp.get("compromised_accounts", [])]
@@ -177,6 +201,30 @@ def score(
     raise ValueError(f"unknown kind {kind!r}; known: {', '.join(KINDS)}")
 
 
+def _score_ddos(
+    fl: list[Mapping[str, Any]], truth: Mapping[str, Any], traps: set[str], min_pps: float | None
+) -> Score:
+    rates: dict[str, float | None] = {}
+    for part in ("ddos", "reflection"):
+        t = truth.get(part, {})
+        for v in t.get("victims", []):
+            r = t.get("victim_pps", {}).get(v)
+            rates[v] = (rates.get(v) or 0.0) + r if r is not None else rates.get(v)
+    keys = sorted(v for v, r in rates.items() if min_pps is None or r is None or r >= min_pps)
+    # addresses an attack may also be reported on without being a false alarm: victims below
+    # the threshold, the attacking bots' own addresses and the abused reflectors' (a
+    # subscriber's device flooding others)
+    optional = set(rates) - set(keys)
+    for r in truth.get("reflection", {}).get("reflectors", []):
+        optional |= {r["ip"], *r.get("addresses", [])}
+    bots = {int(b) for b in truth.get("ddos", {}).get("bots", [])}
+    for inf in truth.get("infected", []):
+        if int(inf["subscriber"]) in bots:
+            optional |= {a["ip"] for a in inf["addresses"]}
+    fl = [f for f in fl if str(f["ip"]) not in optional]
+    return _simple("ddos", fl, keys, "ip", traps)
+
+
 def _simple(
     kind: str, fl: list[Mapping[str, Any]], keys: list[str], field: str, traps: set[str]
 ) -> Score:
@@ -186,13 +234,18 @@ def _simple(
 
 
 def score_files(
-    kind: str, findings: Path, truth: Path, include_distribution: bool = False
+    kind: str,
+    findings: Path,
+    truth: Path,
+    include_distribution: bool = False,
+    min_pps: float | None = None,
 ) -> Score:
     return score(
         kind,
         load_findings(findings),
         json.loads(truth.read_text(encoding="utf-8")),
         include_distribution=include_distribution,
+        min_pps=min_pps,
     )
 
 

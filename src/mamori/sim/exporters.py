@@ -47,6 +47,10 @@ MAX_PAYLOAD = 1400
 BOOT_OFFSET_S = 3 * 86400.0
 
 
+#: a border router's customer-facing ifIndex for access region r is this + r (one per region)
+CUSTOMER_IFINDEX_BASE = 100
+
+
 def assign_routers(
     flows: FlowTable, routers: tuple[RouterSpec, ...], region: npt.NDArray[np.int8]
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint32], npt.NDArray[np.uint32]]:
@@ -59,7 +63,7 @@ def assign_routers(
     pick_d = np.asarray(dc)[(h % np.uint64(len(dc))).astype(np.int64)]
     router = np.where(flows.path == 1, pick_d, pick_b).astype(np.int64)
     reg = np.where(flows.sub >= 0, region[np.maximum(flows.sub, 0)], 0).astype(np.uint32)
-    inner = np.uint32(100) + reg
+    inner = np.uint32(CUSTOMER_IFINDEX_BASE) + reg
     outer = np.where(
         flows.path == 1, np.uint32(200), (np.uint32(1) + (ext % np.uint64(2)).astype(np.uint32))
     )

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import json
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from mamori.sim import alloc_logs, sources
 from mamori.sim._net import F64, I64, ip, iso, ntoa
 from mamori.sim.config import ScenarioConfig, scenario_config
 from mamori.sim.exporters import assign_routers, encode_flow_packets, encode_sflow, sample
-from mamori.sim.flows import LABEL_NAMES, FlowTable
+from mamori.sim.flows import LABEL_NAMES, LABELS, FlowTable
 from mamori.sim.national import generate_sampled
 from mamori.sim.pcap import COLLECTOR, write_udp_frames
 from mamori.sim.randomise import randomise
@@ -135,6 +136,28 @@ def _address_plan(world: World) -> dict[str, Any]:
         "mail_submission": ntoa(MAIL_SERVER),
         "cgnat_block_size": world.cfg.cgnat_block_size,
     }
+
+
+def _victim_rates(truth: dict[str, Any], flows: FlowTable) -> None:
+    """Each DDoS and reflection victim's ``victim_pps``: the attack packets it was sent (before
+    sampling; bots offline send none) over the attack's span, as generated."""
+    labels = [LABELS[x] for x in ("ddos", "spoofed", "reflection-response")]
+    attack = np.isin(flows.label, labels)
+    for part in ("ddos", "reflection"):
+        t = truth.get(part)
+        if not t or not t.get("victims"):
+            continue
+        span = max(_epoch(t["until"]) - _epoch(t["from"]), 1.0)
+        t["victim_pps"] = {
+            v: round(float(flows.pkts[attack & (flows.dst == int(IPv4Address(v)))].sum()) / span, 1)
+            for v in t["victims"]
+        }
+
+
+def _epoch(iso_text: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso_text.replace("Z", "+00:00")).timestamp()
 
 
 def _spool(path: Path, packets: list[tuple[float, bytes]]) -> tuple[F64, I64]:
@@ -278,6 +301,7 @@ def _truth(
     world: World, traffic: Traffic, routers: list[RouterSummary], feeds_truth: dict[str, Any]
 ) -> dict[str, Any]:
     t = dict(traffic.truth)
+    _victim_rates(t, traffic.flows)
     return {
         "scenario": world.cfg.name,
         "seed": world.seed,

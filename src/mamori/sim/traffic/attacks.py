@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from mamori.sim._net import iso, ntoa
+from mamori.sim.exporters import CUSTOMER_IFINDEX_BASE
 from mamori.sim.flows import FlowTable
 from mamori.sim.traffic.core import SYN, Gen
 from mamori.sim.world import STATIC
@@ -76,6 +77,8 @@ def ddos(g: Gen, attackers: list[int]) -> None:
                 {
                     "subscriber": b,
                     "region": int(w.region[b]),
+                    # the customer-facing interface its packets enter on (every border router)
+                    "input_if": CUSTOMER_IFINDEX_BASE + int(w.region[b]),
                     "source_range": "198.18.0.0/15",
                     "from": iso(a0),
                     "until": iso(a1),
@@ -163,6 +166,19 @@ def reflection(g: Gen) -> None:
                     "proto": "udp",
                     "kind": "dns-open-resolver" if port == 53 else "ntp-monlist",
                     "static": bool(w.contract[s] == STATIC),
+                    # answers/s it sends while the attack lasts (before sampling)
+                    "answer_pps": c.queries_per_s * amp_pkts,
+                    # every address it held while the attack lasted (dynamic ones change)
+                    "addresses": sorted(
+                        {
+                            ntoa(int(w.sessions.ip[i]))
+                            for i in np.flatnonzero(
+                                (w.sessions.sub == s)
+                                & (w.sessions.start < a1)
+                                & (w.sessions.stop > a0)
+                            ).tolist()
+                        }
+                    ),
                 }
             )
     g.truth["reflection"] = {

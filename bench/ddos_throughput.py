@@ -1,0 +1,98 @@
+"""DDoS engine throughput, one core, at several revisions side by side (issue 16).
+
+    PYTHONPATH=src python bench/ddos_throughput.py [--revs 049753b HEAD] [--repeat 3]
+
+Each revision's ``src/mamori/detect/ddos.py`` is loaded from git (``git show REV:…``) and fed the
+same synthetic batches as ``bench/ddos.py``'s ``throughput()`` (10 × 100,000 records, half inbound
+to a /14, 1/1,000 sampling); the revisions are interleaved, so machine load hits them alike.
+Prints records/s (CPU time of this process) per run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import ipaddress
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pyarrow as pa
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load(rev: str, tmp: Path) -> ModuleType:
+    src = subprocess.run(["git", "show", f"{rev}:src/mamori/detect/ddos.py"], cwd=ROOT,
+                         check=True, capture_output=True, text=True).stdout  # fmt: skip
+    path = tmp / f"ddos_{rev.replace('/', '_')}.py"
+    path.write_text(src)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def batches(now: float) -> list[pa.Table]:
+    rng = np.random.default_rng(1)
+    n = 100_000
+
+    def text(ints: np.ndarray) -> pa.Array:
+        o = [(ints >> s) & 255 for s in (24, 16, 8, 0)]
+        return pa.array([f"{a}.{b}.{c}.{d}" for a, b, c, d in zip(*[x.tolist() for x in o],
+                                                                  strict=True)])  # fmt: skip
+
+    out = []
+    us = pa.timestamp("us", tz="UTC")
+    for i in range(10):
+        ins = (10 << 24) + rng.integers(0, 2**18, n)
+        outs = rng.integers(1 << 30, 3 << 30, n)
+        inbound = rng.random(n) < 0.5
+        ts = now + i + rng.uniform(-60, 0, n)
+        te = np.minimum(ts + rng.uniform(0, 60, n), now + i)
+        out.append(pa.table({
+            "time_start": pa.array((ts * 1e6).astype(np.int64)).cast(us),
+            "time_end": pa.array((te * 1e6).astype(np.int64)).cast(us),
+            "src_addr": text(np.where(inbound, outs, ins)),
+            "dst_addr": text(np.where(inbound, ins, outs)),
+            "src_port": pa.array(rng.integers(1, 65535, n).astype(np.uint16)),
+            "protocol": pa.array(rng.choice([6, 17], n).astype(np.uint8)),
+            "tcp_flags": pa.array(rng.integers(0, 64, n).astype(np.uint8)),
+            "packets": pa.array(rng.choice([1, 1, 1, 2, 3], n).astype(np.uint64)),
+            "bytes": pa.array(rng.integers(60, 3000, n).astype(np.uint64)),
+            "sampling_rate": pa.array(np.full(n, 1000, np.uint32)),
+        }))  # fmt: skip
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--revs", nargs="+", default=["049753b", "HEAD"])
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    now = time.time()
+    data = batches(now)
+    with tempfile.TemporaryDirectory() as tmp:
+        mods = {rev: load(rev, Path(tmp)) for rev in args.revs}
+        res: dict[str, list[float]] = {rev: [] for rev in mods}
+        for _ in range(args.repeat):
+            for rev, m in mods.items():
+                engine = m.DdosEngine(m.DdosParams(), [ipaddress.ip_network("10.0.0.0/14")])
+                t0 = time.process_time()
+                for i, b in enumerate(data):
+                    engine.feed(b, now=now + i)
+                res[rev].append(10 * 100_000 / (time.process_time() - t0))
+    for rev, runs in res.items():
+        print(
+            f"{rev}: best {max(runs):,.0f} records/s; runs " + ", ".join(f"{x:,.0f}" for x in runs)
+        )
+
+
+if __name__ == "__main__":
+    main()
