@@ -24,9 +24,11 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import IO
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT.parent / "shared" / "data" / "flow-fixtures"
@@ -135,6 +137,12 @@ def cpu_seconds(pid: int, roles: tuple[str, ...]) -> dict[str, float]:
     return out
 
 
+def _drain(stream: IO[bytes], path: Path) -> None:
+    with path.open("ab") as out:
+        for line in stream:
+            out.write(line)
+
+
 class Mamori:
     name = "mamori"
 
@@ -180,6 +188,10 @@ class Mamori:
         proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env)
         assert proc.stderr is not None
         proc.stderr.readline()  # "listening on …"
+        # Read the rest as it comes: a pipe nobody reads fills (64 KiB of warnings in a long
+        # run) and then blocks the collector's next log line, and with it the collector.
+        self.log = self.store.parent / "mamori-stderr.log"
+        threading.Thread(target=_drain, args=(proc.stderr, self.log), daemon=True).start()
         return proc
 
     def stored(self) -> int:

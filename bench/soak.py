@@ -353,6 +353,8 @@ def main() -> None:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=120)
         took = time.monotonic() - start
+        log = mamori.store.parent / "mamori-stderr.log"
+        lines = log.read_text(errors="replace").splitlines() if log.exists() else []
         stats = json.loads((mamori.store / "_state/collector/stats.json").read_text())
         by = stats["by_exporter"]
         got_main = int(by.get("127.0.0.1", {}).get("records", 0))
@@ -419,6 +421,7 @@ def main() -> None:
     )
     print(f"  open files: {result['open_files_min']}–{result['open_files_max']}")
     print(f"  drops: kernel {result['kernel_drops']:,}, receiver {result['receiver_drops']:,}")
+    print(f"  collector log: {len(lines)} line(s) after 'listening'; last: {lines[-1:] or '—'}")
     print("  counted and refused, by kind:")
     for k, v in sorted(result["refused_counters"].items()):
         print(f"    {k}: {v:,}")
