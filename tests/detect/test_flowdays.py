@@ -77,7 +77,8 @@ def test_c2_over_days_finds_the_unknown_cc(
     gov: Governance, min_window_days: float, aggregated: int
 ) -> None:
     _load_days(gov)
-    p = C2Params(days=FlowDaysParams(min_window_days=min_window_days))
+    # the test world's Internet is the documentation ranges (tests/detect/conftest.py)
+    p = C2Params(days=FlowDaysParams(min_window_days=min_window_days), report_documentation=True)
     run = run_c2(gov, actor="test", since=SINCE, until=UNTIL, methods=("correlation",),
                  params=p, write=False)  # fmt: skip
     assert run.summary["aggregated_days"] == aggregated
