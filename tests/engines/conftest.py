@@ -54,7 +54,11 @@ def build_store(out: Path, scenario: str = "small", seed: int = 3) -> Path:
             ingest_dnstap_file(gov, files[key], actor)
         for key, fmt in (("feodo", "feodo"), ("urlhaus", "urlhaus"), ("threatfox", "threatfox")):
             load_feed(gov, files[key], fmt, actor=actor, source=key)
-    return write_config(cfg, out / "duckdb.toml")
+    return write_config(cfg, out / "duckdb.toml", detect=SIM_INTERNET)
+
+
+#: the simulator's Internet is the documentation ranges, which C&C discovery otherwise never reports
+SIM_INTERNET = {"c2": {"report_documentation": True}}
 
 
 def write_config(cfg: MamoriConfig, path: Path, **extra: Any) -> Path:
@@ -92,6 +96,7 @@ def small_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         out / "spark.toml",
         engine="spark",
         spark={"master": MASTER, "conf": {"spark.sql.shuffle.partitions": "4"}},
+        detect=SIM_INTERNET,
     )
     return duck, spark
 
