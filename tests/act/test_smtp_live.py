@@ -158,6 +158,7 @@ spike_min_recipients = 60
                     guard.wait(30)
                 except subprocess.TimeoutExpired:
                     guard.kill()
+                    guard.wait(30)  # reaped: a killed child left unwaited is a ResourceWarning
                 reader.join(5)
                 if guard.stdout is not None:
                     guard.stdout.close()
