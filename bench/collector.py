@@ -38,7 +38,11 @@ SENDER_CORE = 1
 
 def load_datagrams(version: int) -> list[bytes]:
     name = {9: "softflowd_v9_packets.bin", 10: "softflowd_v10_packets.bin"}[version]
-    data = (FIXTURES / name).read_bytes()
+    return split_frames((FIXTURES / name).read_bytes())
+
+
+def split_frames(data: bytes) -> list[bytes]:
+    """The datagrams of a frames file: repeated [2-byte big-endian length][datagram]."""
     out, pos = [], 0
     while pos + 2 <= len(data):
         (n,) = struct.unpack_from("!H", data, pos)

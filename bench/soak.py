@@ -47,20 +47,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from collector import (
     Mamori,
+    _tree,
     build_sender,
     free_port,
     run_receiver,
+    split_frames,
 )
 from live_stream import LiveStream, build
-
-
-def _datagrams(stream: LiveStream) -> list[bytes]:
-    out, pos, frames = [], 0, bytes(stream.frames)
-    while pos + 2 <= len(frames):
-        n = int.from_bytes(frames[pos : pos + 2], "big")
-        out.append(frames[pos + 2 : pos + 2 + n])
-        pos += 2 + n
-    return out
 
 
 def write_frames(stream: LiveStream, path: Path) -> Path:
@@ -197,14 +190,9 @@ class Garbage(threading.Thread):
 # ----------------------------------------------------------------- sampling the collector
 
 
-def _proc_tree(pid: int) -> list[int]:
-    kids = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
-    return [pid, *map(int, kids)]
-
-
 def rss_and_fds(pid: int) -> tuple[float, int]:
     rss_kib, fds = 0, 0
-    for p in _proc_tree(pid):
+    for p, _ in _tree(pid):  # the collector, its receiver, and any decoding processes
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
@@ -292,7 +280,10 @@ def main() -> None:
         proc = mamori.start(port)
         stop = threading.Event()
         changer = TemplateChanger(port, args.template_pps, args.template_every_s, stop)
-        real = [_datagrams(streams[9])[:200], _datagrams(streams[10])[:200]]
+        real = [
+            split_frames(bytes(streams[9].frames))[:200],
+            split_frames(bytes(streams[10].frames))[:200],
+        ]
         garbage = Garbage(port, args.garbage_pps, real[0] + real[1], stop)
         changer.start()
         garbage.start()
