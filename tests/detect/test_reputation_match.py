@@ -17,7 +17,7 @@ import pytest
 from mamori.config import GovernanceConfig, ReputationConfig
 from mamori.detect.reputation_match import InfectedParams, match_reputation
 from mamori.governance import Governance
-from tests.conftest import HOUR, T0, flow, make_config, table, xyz_allocations
+from tests.conftest import HOUR, PLAN, T0, flow, make_config, table, xyz_allocations
 
 pytestmark = pytest.mark.slow  # a store per test
 
@@ -388,3 +388,138 @@ def test_allowlisted_entry_gives_no_finding(tmp_path: Path) -> None:
         assert {r["indicator"] for r in _matches(gov)} == {f"{CC_PORT}:443"}
     finally:
         gov.close()
+
+
+CLOUD = "203.0.113.95"  # an IoT cloud a feed lists by mistake: its devices keep a rhythm too
+
+
+def _service_world(gov: Governance, *, devices: int, hours: float, others: int = 0,
+                   arrive_h: float = 0.0, listed_h: float | None = None,
+                   name_every: int = 0, name_lag_s: float = 0.5,
+                   name_hours: float = 1.0) -> list[str]:  # fmt: skip
+    """``devices`` subscribers keep an MQTT session to the listed ``CLOUD`` (a contact every
+    two minutes) from ``arrive_h`` hours into a window of ``hours``; ``others`` more subscribers
+    only browse elsewhere (they make the base larger). Three bots beacon to a listed C&C all
+    along. With ``name_every``, each device asks the resolver for the cloud's listed name
+    before every ``name_every``-th contact of the first ``name_hours`` (then it caches the
+    answer), ``name_lag_s`` seconds ahead of it."""
+    subs = [f"10.0.4.{i}" for i in range(1, devices + 1)]
+    bots = [f"10.0.5.{i}" for i in range(1, 4)]
+    rest = [f"10.0.{10 + i // 250}.{i % 250 + 1}" for i in range(others)]
+    gov.write_registry(
+        "allocations",
+        table([{"start": T0 - 24 * HOUR, "end": None, "addr": a, "subscriber_id": f"S{a}"}
+               for a in subs + bots + rest]),
+        "test",
+        source="csv",
+    )  # fmt: skip
+    first = None if listed_h is None else T0 + listed_h * HOUR
+    gov.write_registry(
+        "reputation",
+        table([_rep(CLOUD, port=8883, first_seen=first), _rep("", domain="cam.cloud.example"),
+               _rep(CC_PORT, port=443)]),
+        "test",
+        source="t",
+    )  # fmt: skip
+    rows: list[dict[str, object]] = []
+    queries: list[dict[str, object]] = []
+    n = int(hours * 30)
+    for k, a in enumerate(subs):
+        for j in range(int(arrive_h * 30), n):
+            at = T0 + timedelta(seconds=120 * j + 7 * k)
+            rows.append(flow(a, CLOUD, at, sport=20000 + j, dport=8883))
+            if name_every and j % name_every == 0 and j < name_hours * 30:
+                queries.append({"ts": at - timedelta(seconds=name_lag_s), "client_addr": a,
+                                "client_port": 5353, "qname": "cam.cloud.example", "qtype": 1})  # fmt: skip
+    for k, b in enumerate(bots):
+        for j in range(n // 2):
+            rows.append(flow(b, CC_PORT, T0 + timedelta(seconds=240 * j + k), sport=30000 + j))
+    rows += [flow(a, "203.0.113.200", T0 + HOUR, sport=45000) for a in rest]
+    gov.write("M1", "flows", table(rows), "collector")
+    if queries:
+        gov.write("M7", "dns_queries", table(queries), "resolver")
+    return subs
+
+
+@pytest.mark.parametrize(
+    ("case", "kw", "held"),
+    [
+        ("a stable population all along: held", {"devices": 8, "hours": 6}, True),
+        ("…even when the feed lists it halfway", {"devices": 8, "hours": 6, "listed_h": 3},
+         True),
+        ("a few devices: a C&C's size", {"devices": 3, "hours": 6}, False),
+        ("a population that arrives midway (a new C&C)", {"devices": 8, "hours": 6,
+                                                          "arrive_h": 2.5}, False),
+        ("a small share of a large base", {"devices": 8, "hours": 6, "others": 1000}, False),
+        ("a window too short to tell", {"devices": 8, "hours": 1.5}, False),
+    ],
+)  # fmt: skip
+def test_established_service_is_held_for_review(gov: Governance, case: str,
+                                                kw: dict[str, Any], held: bool) -> None:  # fmt: skip
+    """An entry a large, stable share of the subscribers has reached throughout the window is a
+    service listed by mistake: held for review, not alerted on. The bots of the real C&C are
+    found either way."""
+    subs = _service_world(gov, **kw)
+    report = match_reputation(gov, actor="test", write=False)
+    found = {f["ip"] for f in report.findings}
+    assert {f"10.0.5.{i}" for i in range(1, 4)} <= found, case
+    if held:
+        assert [(h["indicator"], h["why"], h["addresses"]) for h in report.held_back] == [
+            (f"{CLOUD}:8883", "established service", len(subs))
+        ], case
+        assert not found & set(subs), case
+    else:
+        assert report.held_back == [], case
+        assert set(subs) <= found, case
+
+
+@pytest.mark.parametrize(
+    ("case", "kw", "linked"),
+    [
+        ("the name is asked before each contact", {"name_every": 5}, True),
+        ("asked long before the contacts", {"name_every": 5, "name_lag_s": 30}, False),
+    ],
+)
+def test_a_held_address_holds_the_name_it_answers_for(gov: Governance, case: str,
+                                                     kw: dict[str, Any], linked: bool) -> None:  # fmt: skip
+    """A listed name that subscribers ask for just before connecting to a held listed address
+    resolves to it: one endpoint, held together; a name asked for at other times is not tied."""
+    subs = _service_world(gov, devices=3, hours=6, **kw)
+    settings = InfectedParams(service_min_addresses=3)
+    report = match_reputation(gov, actor="test", write=False, settings=settings)
+    held = {h["indicator"]: h["why"] for h in report.held_back}
+    assert held.get(f"{CLOUD}:8883") == "established service", case
+    if linked:
+        assert held.get("cam.cloud.example") == f"same endpoint as {CLOUD}:8883", case
+        assert not {f["ip"] for f in report.findings} & set(subs), case
+    else:
+        assert "cam.cloud.example" not in held, case
+        assert set(subs) <= {f["ip"] for f in report.findings}, case
+
+
+def test_cli_tells_and_audits_what_it_holds(tmp_path: Path) -> None:
+    """``detect infected`` tells the operator which entries it held and why (stderr, so that
+    ``--json`` stays one finding per line), and a run that stores audits them."""
+    from typer.testing import CliRunner
+
+    from mamori.cli import app
+    from mamori.config import load_config
+
+    cfg_file = tmp_path / "mamori.toml"
+    cfg_file.write_text(
+        f'store = "{tmp_path / "store"}"\n\n'
+        + "".join(f'[[address_plan]]\nname = "{p.name}"\nkind = "{p.kind}"\n'
+                  f"prefixes = {json.dumps([str(x) for x in p.prefixes])}\n\n" for p in PLAN)
+    )  # fmt: skip
+    with Governance(load_config(cfg_file)) as gov:
+        subs = _service_world(gov, devices=8, hours=6)
+    result = CliRunner().invoke(app, ["--config", str(cfg_file), "detect", "infected", "--json"])
+    assert result.exit_code == 0, result.output
+    found = {json.loads(line)["ip"] for line in result.stdout.splitlines()}
+    assert found == {f"10.0.5.{i}" for i in range(1, 4)} and not found & set(subs)
+    assert f"held for review, not alerted on: {CLOUD}:8883 (established service" in (result.stderr)
+    with Governance(load_config(cfg_file)) as gov:
+        held = [e for e in gov.audit.entries() if e.event == "held-for-review"]
+    assert [(e.measure, json.loads(e.detail or "{}")["held"][0]["indicator"]) for e in held] == [
+        ("M4", f"{CLOUD}:8883")
+    ]

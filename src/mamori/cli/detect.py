@@ -14,6 +14,7 @@ from mamori.cli.common import (
     STATE,
     Pending,
     actor_name,
+    err,
     fail,
     out,
     parse_time,
@@ -97,7 +98,16 @@ def detect_infected(
         findings=len(report.findings),
         flow_matches=report.flow_matches,
         dns_matches=report.dns_matches,
+        held_back=len(report.held_back),
     )
+    for h in report.held_back:
+        # on stderr, so that --json stays one finding per line
+        err.print(
+            f"held for review, not alerted on: {h['indicator']} ({h['why']}; "
+            f"{h['addresses'] if h['addresses'] is not None else '?'} of {h['active']:,} "
+            "subscriber addresses)",
+            highlight=False,
+        )
     if as_json:
         for f in report.findings:
             print(json.dumps(f, sort_keys=True))

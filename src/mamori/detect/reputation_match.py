@@ -69,6 +69,59 @@ class InfectedParams(DetectorParams):
     popular_min_addresses: int = Field(
         default=20, ge=1, description="…and by at least this many addresses"
     )
+    service_share: float = Field(
+        default=0.01,
+        gt=0,
+        le=1.0,
+        description="an entry that a stable population reached throughout the window (in every "
+        "one of service_slices parts of it, listed then or not) is an established service "
+        "listed by mistake, held for review, when that population is more than this share of "
+        "the active subscriber addresses: a C&C's population is small next to the subscriber "
+        "base, and C&C rotate",
+    )
+    service_min_addresses: int = Field(
+        default=5,
+        ge=1,
+        description="…and at least this many addresses (a stable population, not a few devices)",
+    )
+    service_slices: int = Field(
+        default=3,
+        ge=2,
+        le=1000,
+        description="parts the window is cut into for service_share; an address belongs to the "
+        "stable population when it reached the entry in every part. Run over the longest "
+        "window retention allows (days): 'throughout' then means the observation history. "
+        "At low sampling rates few addresses are seen in every part, and the rule holds nothing",
+    )
+    service_min_history_hours: float = Field(
+        default=2.0,
+        ge=0,
+        description="the established-service rule applies only to windows at least this long: "
+        "over minutes every beacon looks steady, and no C&C has had time to arrive or rotate",
+    )
+    link_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        le=60,
+        description="a subscriber address that connects to a listed address within this many "
+        "seconds of asking the resolver for a listed name shows the name resolving to the "
+        "address: the two entries are one endpoint, and holding one for review holds the other",
+    )
+    link_min_pairs: int = Field(
+        default=3,
+        ge=1,
+        description="…seen at least this many times (a query and a connection once together "
+        "could be chance)",
+    )
+    link_min_share: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="…and after at least this share of the name's queries from the addresses "
+        "that reached the address: a name that resolves to an address is followed by a "
+        "connection to it nearly every time, a device that happens to talk to both only now "
+        "and then",
+    )
     ordinary_min_addresses: int = Field(
         default=5,
         ge=1,
@@ -180,6 +233,7 @@ def _sql(
     popular_min: int,
     active: int,
     ordinary: InfectedParams | None = None,
+    history: tuple[float, float] | None = None,
 ) -> str:
     cats = ", ".join("'" + c.replace("'", "''") + "'" for c in categories)
     keep = pool_cond.replace("{ip}", "ip") if pool_cond else "TRUE"
@@ -198,22 +252,22 @@ fl AS MATERIALIZED (
     SELECT * FROM {flows}
     WHERE dst_addr IN (SELECT ip FROM rep_ip) OR src_addr IN (SELECT ip FROM rep_ip)
 ),
-fm_raw AS (
+-- every contact with a listed address, valid then or not (the history ``service`` reads)
+fm_all AS MATERIALIZED (
     SELECT f.time_start AS ts, f.src_addr AS ip, f.src_port AS port, f.protocol,
            f.dst_addr AS peer, f.dst_port AS peer_port, 'to' AS via,
            coalesce(f.sampling_rate, 1) AS weight, r.ip AS rip, r.port AS rport,
-           r.confidence, r.malware, r.source, f.bytes, f.packets
+           r.confidence, r.malware, r.source, f.bytes, f.packets, r.vf, r.vu
     FROM fl f JOIN rep_ip r
       ON f.dst_addr = r.ip AND (r.port IS NULL OR f.dst_port = r.port)
-    WHERE f.time_start >= r.vf AND f.time_start < r.vu
     UNION ALL
     SELECT f.time_start, f.dst_addr, f.dst_port, f.protocol, f.src_addr, f.src_port, 'from',
            coalesce(f.sampling_rate, 1), r.ip, r.port, r.confidence, r.malware, r.source,
-           f.bytes, f.packets
+           f.bytes, f.packets, r.vf, r.vu
     FROM fl f JOIN rep_ip r
       ON f.src_addr = r.ip AND (r.port IS NULL OR f.src_port = r.port)
-    WHERE f.time_start >= r.vf AND f.time_start < r.vu
 ),
+fm_raw AS (SELECT * FROM fm_all WHERE ts >= vf AND ts < vu),
 -- one row per matched flow: the most specific entry (address and port over address alone)
 fm AS (
     SELECT ts, ip, port, protocol, via, weight,
@@ -232,28 +286,48 @@ dn AS (
            array_to_string(parts[i:], '.') AS name
     FROM (SELECT *, unnest(generate_series(1, len(parts) - 1)) AS i FROM dq)
 ),
-dm AS (
-    SELECT q.ts, q.client_addr AS ip, q.client_port AS port, NULL::UTINYINT AS protocol,
-           'dns' AS via, 1::BIGINT AS weight, arg_max(r.domain, length(r.domain)) AS indicator,
-           max(r.confidence) AS confidence, list(DISTINCT r.malware) AS malware,
-           list(DISTINCT r.source) AS sources, NULL::DOUBLE AS bytes,
-           NULL::DOUBLE AS packets
+dj AS MATERIALIZED (
+    SELECT q.ts, q.client_addr, q.client_port, q.qname, r.domain, r.vf, r.vu, r.confidence,
+           r.malware, r.source
     FROM dn q JOIN rep_dom r ON q.name = r.domain
-    WHERE q.ts >= r.vf AND q.ts < r.vu
-    GROUP BY q.ts, q.client_addr, q.client_port, q.qname
+),
+dm AS (
+    SELECT ts, client_addr AS ip, client_port AS port, NULL::UTINYINT AS protocol,
+           'dns' AS via, 1::BIGINT AS weight, arg_max(domain, length(domain)) AS indicator,
+           max(confidence) AS confidence, list(DISTINCT malware) AS malware,
+           list(DISTINCT source) AS sources, NULL::DOUBLE AS bytes,
+           NULL::DOUBLE AS packets
+    FROM dj WHERE ts >= vf AND ts < vu
+    GROUP BY ts, client_addr, client_port, qname
 ),
 -- MATERIALIZED: the subscriber-pool test runs on matches only, not pushed down to every flow
 mu AS MATERIALIZED (SELECT * FROM fm UNION ALL BY NAME SELECT * FROM dm),
 m AS MATERIALIZED (SELECT * FROM mu WHERE {keep}),
 pop AS (SELECT indicator, count(DISTINCT ip) AS n FROM m GROUP BY indicator),
 {_ordinary_sql(ordinary)}
-held AS (
-    SELECT indicator, n AS addresses, {active}::BIGINT AS active, 'popular' AS why FROM pop
+{_service_sql(ordinary, history, keep, active)}
+-- one reason per held entry, the strongest first
+held_all AS (
+    SELECT indicator, n, 1 AS pri, 'popular' AS why FROM pop
     WHERE n >= {popular_min} AND n > {popular_share * active}
+    UNION ALL SELECT indicator, n, 2, 'established service' FROM service
+    UNION ALL SELECT indicator, n, 3, 'ordinary traffic' FROM ordinary
+),
+held0 AS (SELECT indicator, arg_min(n, pri) AS n, arg_min(why, pri) AS why
+          FROM held_all GROUP BY indicator),
+{_link_sql(ordinary)}
+-- a listed name and the listed address it resolves to are one endpoint: held together
+held AS (
+    SELECT indicator, n AS addresses, {active}::BIGINT AS active, why FROM held0
     UNION ALL
-    SELECT indicator, n, {active}::BIGINT, 'ordinary traffic' FROM ordinary
-    WHERE indicator NOT IN (SELECT indicator FROM pop
-                            WHERE n >= {popular_min} AND n > {popular_share * active})
+    SELECT x.other, any_value(p.n), {active}::BIGINT,
+           'same endpoint as ' || min(x.indicator)
+    FROM (SELECT name AS indicator, addr AS other FROM link
+          UNION ALL SELECT addr, name FROM link) x
+    JOIN held0 h ON h.indicator = x.indicator
+    LEFT JOIN pop p ON p.indicator = x.other
+    WHERE x.other NOT IN (SELECT indicator FROM held0)
+    GROUP BY x.other
 ),
 k AS (
     SELECT *, CASE WHEN {cgnat} THEN coalesce({block}, -1) ELSE -1 END AS key_port
@@ -273,6 +347,67 @@ FROM s
 UNION ALL BY NAME
 SELECT 'held' AS row_kind, indicator, addresses, active, why FROM held
 """
+
+
+def _link_sql(p: InfectedParams | None) -> str:
+    """CTE ``link``: (listed name, listed address) pairs where subscriber addresses connected
+    to the address within ``link_seconds`` of asking for the name — the name resolves to it.
+    Needs ``dj`` and ``fm_all``; empty when ``p`` is None."""
+    if p is None:
+        return "link AS (SELECT NULL::VARCHAR AS name, NULL::VARCHAR AS addr WHERE false),"
+    return f"""
+lq AS (SELECT DISTINCT domain AS name, client_addr AS ip, ts FROM dj),
+lc AS (SELECT DISTINCT rip || coalesce(':' || rport::VARCHAR, '') AS addr, ip, ts FROM fm_all),
+-- queries followed by a connection to a listed address, once per query and address
+lp AS (
+    SELECT q.name, c.addr, count(DISTINCT q.ts) AS n
+    FROM lq q JOIN lc c
+      ON c.ip = q.ip AND c.ts >= q.ts
+     AND c.ts <= q.ts + INTERVAL {int(p.link_seconds * 1000)} MILLISECOND
+    GROUP BY ALL HAVING count(DISTINCT q.ts) >= {p.link_min_pairs}
+),
+-- the name's queries from the addresses that reached the address at all
+lt AS (
+    SELECT p.name, p.addr, any_value(p.n) AS n, count(*) AS q
+    FROM lp p JOIN lq ON lq.name = p.name
+    WHERE lq.ip IN (SELECT ip FROM lc WHERE lc.addr = p.addr)
+    GROUP BY p.name, p.addr
+),
+link AS (SELECT name, addr FROM lt WHERE n >= {p.link_min_share} * q),"""
+
+
+def _service_sql(
+    p: InfectedParams | None, history: tuple[float, float] | None, keep: str, active: int
+) -> str:
+    """CTE ``service``: entries a stable population of subscriber addresses reached in every
+    part of the history ``(start, end)`` (epoch seconds), listed then or not, with ``n`` that
+    population. A population that has always used an endpoint, and is a large share of the
+    subscribers, is a service's; a C&C's is small, and arrives and leaves with the C&C. Needs
+    ``fm_all`` and ``dj``; empty when ``p`` or ``history`` is None."""
+    if (
+        p is None
+        or history is None
+        or history[1] - history[0] < max(p.service_min_history_hours * 3600, 1e-3)
+    ):
+        return "service AS (SELECT NULL::VARCHAR AS indicator, 0::BIGINT AS n WHERE false),"
+    t0, t1 = history
+    k = p.service_slices
+    need = max(p.service_min_addresses, p.service_share * active)
+    return f"""
+hc AS (
+    SELECT rip || coalesce(':' || rport::VARCHAR, '') AS indicator, ip, ts FROM fm_all
+    UNION ALL SELECT domain, client_addr, ts FROM dj
+),
+hs AS (
+    SELECT indicator, ip,
+           count(DISTINCT least({k - 1}, greatest(0, floor((epoch(ts) - {t0})
+                                                          / {t1 - t0} * {k}))::INTEGER)) AS parts
+    FROM hc WHERE {keep} GROUP BY indicator, ip
+),
+service AS (
+    SELECT indicator, count(*) AS n FROM hs WHERE parts = {k}
+    GROUP BY indicator HAVING count(*) >= {need}
+),"""
 
 
 def _ordinary_sql(p: InfectedParams | None) -> str:
@@ -441,6 +576,15 @@ def _match(
             f"SELECT count(*) FROM x WHERE {keep_x}",
         ).fetchall()[0][0]
     )
+    # the history the established-service rule cuts into parts: the window asked for, or, when
+    # open, the span of the data read
+    seen = box.sql(
+        f"SELECT epoch(min(t)), epoch(max(t)) FROM (SELECT time_start AS t FROM {vflows} "
+        f"UNION ALL SELECT ts FROM {vdns})"
+    ).fetchall()[0]
+    t0 = since.timestamp() if since else seen[0]
+    t1 = until.timestamp() if until else seen[1]
+    history = (float(t0), float(t1)) if t0 is not None and t1 is not None else None
     g = box.sql(
         _sql(
             vrep,
@@ -455,6 +599,7 @@ def _match(
             popular_share=opts.popular_share,
             popular_min=opts.popular_min_addresses,
             ordinary=opts,
+            history=history,
         ),
     ).to_arrow_table()
     return g, (int(counts[0]), int(counts[1]))
@@ -490,6 +635,16 @@ def match_reputation(
         for r in g.filter(is_held).select(["indicator", "addresses", "active", "why"]).to_pylist()
     ]  # fmt: skip
     g = g.filter(pc.invert(is_held))
+    if held and write:
+        # held entries wait for a person, in the open: the audit names each entry (a feed's
+        # indicator, never a subscriber) and why it was not alerted on
+        gov.audit.append(
+            actor=actor,
+            event="held-for-review",
+            measure=MEASURE,
+            dataset="reputation",
+            detail={"detector": "infected", "held": held},
+        )
     _, rows = _findings(g, detected)
     n_dns = int(pc.sum(pc.equal(g.column("via"), "dns")).as_py() or 0) if g.num_rows else 0
     stored = 0
