@@ -12,7 +12,7 @@ import pytest
 
 from mamori.act import cases as cases_mod
 from mamori.act.casebook import BookPrune, CaseBook
-from mamori.act.reviews import Reviews
+from mamori.detect.reviews import Reviews
 from mamori.governance import Governance
 from tests.conftest import make_config
 

@@ -87,6 +87,20 @@ def test_cli_json_lines(tmp_path: Path) -> None:
                               "--method", "learned"])  # fmt: skip
     assert res.exit_code == 0, res.output
     assert "no model" in res.stdout
+    # `mamori review` rejects one: the next run leaves it out and says so on stderr
+    fid = next(x["finding_id"] for x in lines if (x["ip"], x["port"]) == UNKNOWN_CC)
+    base = ["--config", str(conf), "--store", str(store)]
+    for args, code in ((["review", fid, "--verdict", "rejected"], 0),
+                       (["review", "c2-000000000000000000000000", "--verdict", "rejected"], 1),
+                       (["review", "nonsense", "--verdict", "confirmed"], 1)):  # fmt: skip
+        res = runner.invoke(app, [*base, *args])
+        assert res.exit_code == code, res.output
+    res = runner.invoke(app, [*base, "detect", "c2", "--json", "--method", "correlation",
+                              "--method", "beacon"])  # fmt: skip
+    again = [json.loads(x) for x in res.stdout.splitlines() if x.startswith("{")]
+    assert {x["finding_id"] for x in again} == {x["finding_id"] for x in lines} - {fid}
+    summary = _strict([x for x in res.stderr.splitlines() if x.startswith("{")][-1])
+    assert (summary["rejected_suppressed"], summary["rejected_suppressed_ids"]) == (1, [fid])
 
 
 def _strict(line: str) -> Any:
@@ -168,3 +182,38 @@ def test_documentation_ranges_dropped_by_default(tmp_path: Path) -> None:
         run = run_c2(gov, actor="test", methods=("correlation", "beacon"), write=False)
     assert run.findings.num_rows == 0
     assert run.summary["special_dropped"] >= 2
+
+
+@pytest.mark.parametrize(
+    ("verdict", "honour", "suppressed"),
+    [
+        ("rejected", True, True),
+        ("false-positive", True, True),
+        ("confirmed", True, False),
+        ("rejected", False, False),
+    ],
+)
+def test_rejected_endpoints_are_left_out_of_later_runs(
+    gov: Governance, verdict: str, honour: bool, suppressed: bool
+) -> None:
+    """An analyst's rejection is an allowlist entry for C&C discovery: the endpoint is left out
+    of the next run, counted and named (by finding id) in the summary, and audited."""
+    from mamori.detect.reviews import Reviews
+
+    load_world(gov)
+    first = run_c2(gov, actor="test", methods=("correlation", "beacon"), write=False)
+    fid = next(r["finding_id"] for r in first.findings.to_pylist()
+               if (r["ip"], r["port"]) == UNKNOWN_CC)  # fmt: skip
+    Reviews(gov).record(fid, "M2", verdict, "analyst")
+    params = C2Params.model_validate({**gov.config.detect.get("c2", {}),
+                                      "honour_rejections": honour})  # fmt: skip
+    again = run_c2(gov, actor="test", methods=("correlation", "beacon"), params=params)
+    ids = set(again.findings.column("finding_id").to_pylist())
+    assert (fid not in ids) is suppressed
+    assert ids | {fid} == set(first.findings.column("finding_id").to_pylist())
+    assert again.summary["rejected_suppressed"] == int(suppressed)
+    assert again.summary["rejected_suppressed_ids"] == ([fid] if suppressed else [])
+    audited = [json.loads(e.detail or "{}") for e in gov.audit.entries()
+               if e.event == "suppressed"]  # fmt: skip
+    assert audited == ([{"finding_ids": [fid], "findings": 1, "reason": "rejected by people"}]
+                       if suppressed else [])  # fmt: skip

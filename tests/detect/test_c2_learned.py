@@ -60,3 +60,28 @@ def test_training_refused_without_enough_positives(gov: Governance) -> None:
     load_reputation(gov, [KNOWN_CC[0] + ("c2",)])
     with pytest.raises(TrainingError, match="at least 3"):
         train_model(gov, _features(gov), actor="test", window=(None, None))
+
+
+def test_verdicts_are_training_labels(gov: Governance) -> None:
+    """``detect c2 --train`` learns from people: an endpoint they rejected is a negative even
+    though a feed lists it, one they confirmed a positive though none does."""
+    from mamori.detect.c2 import _finding_id, run_c2
+    from mamori.detect.reviews import Reviews
+
+    load_world(gov)
+    reviews = Reviews(gov)
+    reviews.record(_finding_id(*KNOWN_CC[0], "tcp"), "M2", "rejected", "analyst")
+    reviews.record(_finding_id(*UNKNOWN_CC, "tcp"), "M2", "confirmed", "analyst")
+    base = train_model(gov, _features(gov), actor="test", window=(None, None))
+    run = run_c2(gov, actor="test", methods=("correlation",), train=True, write=False)
+    assert run.model is not None
+    m, b = run.model.meta["metrics"], base.meta["metrics"]
+    assert (m["positives_confirmed"], m["negatives_rejected"]) == (1, 1)
+    assert (b["positives_confirmed"], b["negatives_rejected"]) == (0, 0)
+    # one listed C&C out, one unlisted in: the same number of positives, not the same ones
+    assert m["positives"] == b["positives"] == len(KNOWN_CC)
+    f = _features(gov)
+    key = {(r["ip"], r["port"]): i for i, r in enumerate(f.to_pylist())}
+    p_new, p_base = run.model.predict(f), base.predict(f)
+    assert p_new[key[UNKNOWN_CC]] > p_base[key[UNKNOWN_CC]]
+    assert p_new[key[KNOWN_CC[0]]] < p_base[key[KNOWN_CC[0]]]

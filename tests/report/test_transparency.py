@@ -290,7 +290,7 @@ def test_rpz_zones_record_the_subscribers_they_protect(gov: Governance, tmp_path
 
 def test_figures_add_up_against_the_audit_log(gov: Governance, tmp_path: Path) -> None:
     """Each figure of the report rebuilt from the audit log alone."""
-    from mamori.act.reviews import Reviews
+    from mamori.detect.reviews import Reviews
     from mamori.schemas import FINDINGS
     from mamori.share import export, publish
 

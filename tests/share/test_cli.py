@@ -9,7 +9,7 @@ import pytest
 from stix2validator import ValidationOptions, validate_string
 from typer.testing import CliRunner
 
-from mamori.act.reviews import Reviews
+from mamori.detect.reviews import Reviews
 from mamori.cli import app
 from mamori.config import load_config
 from mamori.governance import Governance

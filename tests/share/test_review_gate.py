@@ -12,7 +12,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from mamori.act.reviews import Reviews
+from mamori.detect.reviews import Reviews
 from mamori.governance import Governance
 from mamori.report.transparency import build_report
 from mamori.share import export, publish, reviewed_list

@@ -54,6 +54,7 @@ app.command("serve")(web.serve)
 app.command("attribute")(attribute.attribute_cmd)
 app.command("demo")(demo.demo)
 app.command("status")(status.status_cmd)
+app.command("review")(detect.review_cmd)
 app.command("install-units")(units.install_units_cmd)
 for _group, _name in (
     (governance.config_app, "config"),

@@ -451,3 +451,45 @@ def detect_smtp(
 PENDING: list[Pending] = []
 
 register_pending(PENDING)
+
+
+class ReviewVerdict(StrEnum):
+    confirmed = "confirmed"
+    rejected = "rejected"
+
+
+#: a finding id's prefix names the measure its detector serves
+_FINDING_MEASURE = {"c2-": "M2", "inf-": "M4"}
+
+
+# `mamori review`: a single command, registered on the root app in cli/__init__.py.
+def review_cmd(
+    finding_id: Annotated[
+        str, typer.Argument(help="the finding's id, as `detect c2 --json` prints it")
+    ],
+    verdict: Annotated[
+        ReviewVerdict,
+        typer.Option(
+            "--verdict",
+            help="confirmed: it is what it claims (a C&C may then be shared, and trains the "
+            "model as a positive); rejected: it is not (a rejected C&C endpoint is left out of "
+            "later `detect c2` runs and trains the model as a negative)",
+        ),
+    ],
+) -> None:
+    """Record an analyst's verdict on a finding, as the console's review does (audited as
+    `review`). False positives, which also take back the actions taken on a finding, are marked
+    in the console."""
+    import pyarrow.compute as pc
+
+    from mamori.detect.reviews import Reviews
+
+    measure = next((m for p, m in _FINDING_MEASURE.items() if finding_id.startswith(p)), None)
+    if measure is None:
+        fail(f"{finding_id!r} is not a C&C (c2-…) or infected-host (inf-…) finding id")
+    gov = STATE.gov()
+    t = gov.open(measure, "findings", ["finding_id"], actor_name()).arrow()
+    if not pc.any(pc.equal(t.column("finding_id"), finding_id)).as_py():
+        fail(f"no finding {finding_id} under {measure}")
+    Reviews(gov).record(finding_id, measure, verdict.value, actor_name())
+    out.print(f"{finding_id}: {verdict.value}", highlight=False)

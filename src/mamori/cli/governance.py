@@ -372,7 +372,7 @@ def purge_cmd(
     report = purge(gov, actor=actor_name(), now=when, dry_run=dry_run)
     # the console's files outside the datasets: the desk's case book and the analysts' verdicts
     from mamori.act.casebook import CaseBook
-    from mamori.act.reviews import Reviews
+    from mamori.detect.reviews import Reviews
 
     book = CaseBook(gov).prune(actor_name(), now=when, dry_run=dry_run)
     verdicts = Reviews(gov).prune(actor_name(), now=when, dry_run=dry_run)

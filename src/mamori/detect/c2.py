@@ -41,6 +41,7 @@ from mamori.detect.c2_learned import (
 )
 from mamori.detect.flowdays import FlowDaysParams, open_window
 from mamori.detect.flowview import FlowView, rate_value
+from mamori.detect.reviews import CORROBORATED, Reviews
 from mamori.detect.seeds import Seeds, open_seeds
 from mamori.governance import Governance
 
@@ -135,6 +136,16 @@ class C2Params(DetectorParams):
     #: true: only for a test world that uses them as its Internet (the simulator's)
     report_documentation: bool = False
     corroboration: Corroboration = Field(default_factory=Corroboration)
+    #: endpoints whose finding an analyst rejected (or marked a false positive) are left out of
+    #: later runs — counted, named by finding id in the summary and audited — for as long as
+    #: the verdict is kept (``retention.findings``); false: report them again
+    honour_rejections: bool = True
+
+
+#: verdicts that make an endpoint a negative example (left out of later runs, and a negative
+#: in training); and those that make it a positive one
+REJECTED = ("rejected", "false-positive")
+ACCEPTED = ("confirmed", CORROBORATED)
 
 
 @dataclass
@@ -149,6 +160,23 @@ class C2Run:
 
 def _finding_id(ip: str, port: int, proto: str) -> str:
     return "c2-" + hashlib.sha256(f"c2|{ip}|{port}|{proto}".encode()).hexdigest()[:24]
+
+
+def c2_verdicts(gov: Governance) -> dict[str, str]:
+    """People's latest verdict on each C&C finding, by finding id (one id per endpoint, so a
+    verdict on an earlier run's finding names the same endpoint in every later run)."""
+    return {fid: r.verdict for fid, r in Reviews(gov).latest().items() if fid.startswith("c2-")}
+
+
+def _verdict_labels(feats: pa.Table, verdicts: dict[str, str]) -> list[bool | None]:
+    """Per endpoint row of ``feats``: True where people confirmed it (or a feed corroborated
+    it), False where they rejected it, None where nobody reviewed it."""
+    out: list[bool | None] = []
+    for ip, port, proto in zip(feats.column("ip").to_pylist(), feats.column("port").to_pylist(),
+                               feats.column("proto").to_pylist(), strict=True):  # fmt: skip
+        v = verdicts.get(_finding_id(ip, int(port), _PROTO.get(int(proto), str(proto))))
+        out.append(True if v in ACCEPTED else False if v in REJECTED else None)
+    return out
 
 
 def beacon_score(r: dict[str, Any], cp: Corroboration) -> tuple[float, dict[str, float]]:
@@ -323,7 +351,10 @@ def _run(
     if train or ("learned" in methods and (model := load_model(gov)) is not None):
         feats = endpoint_features(view, seeds, p.beacon, pairs_table)
         if train:
-            model = train_model(gov, feats, actor=actor, window=(since, until))
+            # people's verdicts are labels: a rejected endpoint is a negative even when a feed
+            # lists it, a confirmed one a positive even when none does
+            reviewed = _verdict_labels(feats, c2_verdicts(gov))
+            model = train_model(gov, feats, actor=actor, window=(since, until), reviewed=reviewed)
             summary["trained"] = model.meta
     if "learned" in methods:
         if model is None:
@@ -397,6 +428,12 @@ def _run(
         (rows_known if is_known else rows_out).append(row)
     if include_known:
         rows_out += rows_known
+    suppressed: list[str] = []
+    if p.honour_rejections:
+        # an endpoint people rejected is not reported again: the analysts' allowlist
+        rejected = {fid for fid, v in c2_verdicts(gov).items() if v in REJECTED}
+        suppressed = sorted(r["finding_id"] for r in rows_out if r["finding_id"] in rejected)
+        rows_out = [r for r in rows_out if r["finding_id"] not in rejected]
     rows_out.sort(key=lambda r: (-r["score"], r["ip"], r["port"]))
     findings = _table(rows_out)
     summary.update(
@@ -405,8 +442,19 @@ def _run(
             "known_endpoints_seen": len(rows_known),
             "inside_plan_dropped": dropped_inside,
             "special_dropped": dropped_special,
+            "rejected_suppressed": len(suppressed),
+            "rejected_suppressed_ids": suppressed[:100],
         }
     )
+    if write and suppressed:
+        gov.audit.append(
+            actor=actor,
+            event="suppressed",
+            measure="M2",
+            dataset="findings",
+            detail={"reason": "rejected by people", "findings": len(suppressed),
+                    "finding_ids": suppressed[:100]},
+        )  # fmt: skip
     if write and findings.num_rows:
         gov.write(
             "M2",

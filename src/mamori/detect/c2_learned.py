@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -227,9 +228,17 @@ def train_model(
     *,
     actor: str,
     window: tuple[datetime | None, datetime | None],
+    reviewed: Sequence[bool | None] | None = None,
 ) -> LearnedModel:
-    """Fit, evaluate (out of fold), store and audit a new model version."""
+    """Fit, evaluate (out of fold), store and audit a new model version.
+
+    ``reviewed``: per row of ``features``, people's verdict (True: confirmed or corroborated,
+    False: rejected, None: not reviewed); it overrides the listing label, and reviewed rows are
+    always kept in training."""
     y = np.asarray(features.column("label").to_numpy(zero_copy_only=False), dtype=bool)
+    rev = np.asarray([-1 if v is None else int(v) for v in reviewed or []], dtype=np.int8)
+    if rev.size:
+        y = np.where(rev == 1, True, np.where(rev == 0, False, y))
     n_pos = int(y.sum())
     if n_pos < 3 or (len(y) - n_pos) < 3:
         raise TrainingError(
@@ -241,14 +250,19 @@ def train_model(
     if len(neg) > MAX_NEGATIVES:
         # Negatives are unlabelled endpoints, nearly all benign and alike: a seeded sample of
         # them trains as well and keeps training time flat as the window grows.
-        keep = np.sort(np.concatenate([np.nonzero(y)[0], np.random.default_rng(0).choice(
-            neg, MAX_NEGATIVES, replace=False)]))  # fmt: skip
+        # the rows people rejected are the hard negatives: always kept
+        hard = np.nonzero(rev == 0)[0] if rev.size else np.zeros(0, np.int64)
+        neg = np.setdiff1d(neg, hard)
+        keep = np.unique(np.concatenate([np.nonzero(y)[0], hard, np.random.default_rng(0).choice(
+            neg, min(len(neg), MAX_NEGATIVES), replace=False)]))  # fmt: skip
         x, y = x[keep], y[keep]
     oof = _out_of_fold(x, y)
     metrics = {
         "endpoints": features.num_rows,
         "trained_on": len(y),
         "positives": n_pos,
+        "positives_confirmed": int((rev == 1).sum()) if rev.size else 0,
+        "negatives_rejected": int((rev == 0).sum()) if rev.size else 0,
         "roc_auc_oof": round(float(roc_auc_score(y, oof)), 4),
         "average_precision_oof": round(float(average_precision_score(y, oof)), 4),
         "positives_above_0_5_oof": int((oof[y] >= 0.5).sum()),

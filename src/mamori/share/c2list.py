@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mamori.act.reviews import CORROBORATED, SHAREABLE, Reviews
+from mamori.detect.reviews import CORROBORATED, SHAREABLE, Reviews
 from mamori.addresses import in_networks
 from mamori.config import IPNetwork
 from mamori.governance import Governance

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.datastructures import FormData
 
-from mamori.act.reviews import VERDICTS, Reviews
+from mamori.detect.reviews import VERDICTS, Reviews
 from mamori.governance import AccessRefused, Governance
 from mamori.governance.roles import (
     ACTION_MEASURES,

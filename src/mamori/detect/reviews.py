@@ -7,6 +7,9 @@ who, when — never the address the finding is about) and audited as ``review`` 
 finding's measure, which is where the transparency report counts findings rejected. The latest
 verdict on a finding is its review state. ``mamori purge`` drops verdicts older than
 ``retention.findings`` days (:meth:`Reviews.prune`): by then their findings are gone too.
+
+Verdicts live with the detectors because they are labels: ``detect c2`` leaves out the endpoints
+people rejected, and ``detect c2 --train`` learns from what they confirmed and rejected.
 """
 
 from __future__ import annotations
