@@ -9,9 +9,9 @@ import pytest
 from stix2validator import ValidationOptions, validate_string
 from typer.testing import CliRunner
 
-from mamori.detect.reviews import Reviews
 from mamori.cli import app
 from mamori.config import load_config
+from mamori.detect.reviews import Reviews
 from mamori.governance import Governance
 from tests.share.conftest import c2_url, finding, serving, write_findings
 

@@ -23,9 +23,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mamori.detect.reviews import CORROBORATED, SHAREABLE, Reviews
 from mamori.addresses import in_networks
 from mamori.config import IPNetwork
+from mamori.detect.reviews import CORROBORATED, SHAREABLE, Reviews
 from mamori.governance import Governance
 
 __all__ = [

@@ -22,9 +22,9 @@ from mamori.act import base as act
 from mamori.act import cases as cases_mod
 from mamori.act.backends import default_backends
 from mamori.act.casebook import CaseBook, DeskCase
-from mamori.detect.reviews import Reviews
 from mamori.act.rpz import WARN_PREFIX
 from mamori.addresses import in_networks
+from mamori.detect.reviews import Reviews
 from mamori.governance import AccessRefused, Governance
 from mamori.governance.roles import NETWORK_KINDS, Role, may_decide
 from mamori.schemas import ACTIONS, CASES, FINDINGS, NOTIFICATIONS
