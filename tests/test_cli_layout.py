@@ -36,6 +36,7 @@ def test_tree_has_every_group_in_order() -> None:
         "attribute",
         "demo",
         "status",
+        "review",
         "install-units",
         "config",
         "consent",
