@@ -79,6 +79,7 @@ class ActionKind(StrEnum):
     SMTP_AUTH_REFUSAL = "smtp-auth-refusal"
     ACCOUNT_SUSPENSION = "account-suspension"
     ALERT = "alert"
+    SHARE = "share"  # a C&C finding on the shared list (mamori.act.share_action)
 
 
 class ActionState(StrEnum):

@@ -74,6 +74,7 @@ READ_ONLY_EVENTS = frozenset(
         "share-publish",
         "model-trained",
         "notice",
+        "action-flag",
     }
 )
 
