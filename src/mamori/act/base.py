@@ -294,6 +294,14 @@ def _record(
         }
         if justification:
             info["justification"] = justification
+        affected = {
+            a.action_id: a.subscribers_affected
+            for a in group
+            if a.subscribers_affected is not None and a.kind is not ActionKind.ALERT
+        }
+        if affected:
+            # so the transparency report's "subscribers affected" can be rebuilt from the log
+            info["subscribers_affected"] = affected
         gov.write(
             measure,
             ACTIONS.name,
