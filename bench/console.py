@@ -6,9 +6,12 @@ Builds a store (not timed) with ``--rows`` findings, alerts (two versions each: 
 sent), actions, cases, delivered mails and audit entries, starts the console on loopback, signs
 in as the role of each table, and times over HTTP each request of a realistic day's use: the
 first page, a page deep in the table, a sort by another column, a column filter, free text, a
-prefix filter and a time range. Each request runs ``--repeat`` times after one warm-up (the
-mailbox and the audit log are indexed once per process: that first request is shown
-separately), and the median is reported against ``--limit-ms``. Exit 1 if any is over.
+prefix filter and a time range. The console is served as ``mamori serve`` serves it: reading its
+tables ahead of page views (:mod:`mamori.web.warm`); the bench reports how long that first pass
+took, then the first view of each request (no earlier request of it) and the median of
+``--repeat`` more, both against ``--limit-ms``. Then it writes one finding (the detector's next
+batch), waits for the console to notice, and times the findings page's first view again.
+Exit 1 if any is over.
 """
 
 from __future__ import annotations
@@ -223,7 +226,9 @@ def main() -> int:
         gov = build(Path(tmp) / "store", args.rows)
         print(f"store built: {args.rows:,} rows per table in {time.perf_counter() - t0:.1f} s")
         over = 0
-        with running(create_app(gov)) as url:
+        t0 = time.perf_counter()
+        app = create_app(gov, warm=True)
+        with running(app) as url:
             clients: dict[Role, httpx.Client] = {}
             for role in (Role.ANALYST, Role.ABUSE_DESK, Role.AUDITOR):
                 c = httpx.Client(base_url=url, timeout=120, follow_redirects=False)
@@ -239,6 +244,11 @@ def main() -> int:
                 )
                 assert r.status_code == 303, r.text
                 clients[role] = c
+            warmer = app.state.warmer
+            warmer.done.wait()
+            print(
+                f"reads made ahead at start: {time.perf_counter() - t0:.1f} s (in the background)"
+            )
             print(f"{'table':<10} {'request':<52} {'first':>8} {'median':>8}  rows")
             for table, role, path, params in REQUESTS:
                 c = clients[role]
@@ -253,13 +263,38 @@ def main() -> int:
                     times.append((time.perf_counter() - t) * 1000)
                 m = re.search(r'data-matched="(\d+)" data-total="(\d+)"', r.text)
                 med = statistics.median(times)
-                flag = "" if med <= args.limit_ms else "  OVER"
+                flag = "" if max(med, first) <= args.limit_ms else "  OVER"
                 over += bool(flag)
                 shown = "&".join(f"{k}={v}" for k, v in params.items())
                 print(
                     f"{table:<10} {path + ('?' + shown if shown else ''):<52} {first:8.0f} "
                     f"{med:8.0f}  {m.group(1) if m else '?'}/{m.group(2) if m else '?'}{flag}"
                 )
+            # the detector's next batch: one more finding, then the console notices
+            cols = {
+                "detected": _times(1),
+                "finding_id": pa.array(["f-new"]),
+                "kind": pa.array(["c2"]),
+                "measure": pa.array(["M2"]),
+            }
+            gov.write("M2", "findings", _fill(FINDINGS.arrow, cols, 1), "bench")
+            t = time.perf_counter()
+            seen = warmer.passes
+            while warmer.passes < seen + 2:
+                time.sleep(0.05)
+            print(f"a finding written: read again ahead in {time.perf_counter() - t:.1f} s")
+            c = clients[Role.ANALYST]
+            t = time.perf_counter()
+            r = c.get("/findings")
+            first = (time.perf_counter() - t) * 1000
+            flag = "" if first <= args.limit_ms else "  OVER"
+            over += bool(flag)
+            m = re.search(r'data-matched="(\d+)" data-total="(\d+)"', r.text)
+            print(
+                f"{'findings':<10} {'/findings (after the write)':<52} {first:8.0f} "
+                f"{'':>8}  {m.group(1) if m else '?'}/{m.group(2) if m else '?'}{flag}"
+            )
+            warmer.stop()
         gov.close()
     print(f"limit {args.limit_ms:.0f} ms per page: {'all within' if not over else f'{over} over'}")
     return 1 if over else 0

@@ -421,6 +421,13 @@ class WebConfig(_Model):
         "consent change or purge; this bounds what the log cannot show (a purge that deleted and "
         "died before writing its entry)",
     )
+    warm_interval_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=3600,
+        description="how often the served console looks at the audit log for changes and reads "
+        "the changed tables again through governance ahead of the next page view (seconds)",
+    )
     secure_cookies: bool | None = Field(
         default=None,
         description="send the session cookie over HTTPS only; default: yes unless the console "

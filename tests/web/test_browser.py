@@ -8,6 +8,9 @@ test-artifacts/web/."""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -23,7 +26,8 @@ from mamori.config import MamoriConfig
 from mamori.governance import Governance
 from mamori.governance.roles import Role, views_for
 from mamori.governance.tokens import consent_token
-from mamori.schemas import FINDINGS, MATCHES
+from mamori.schemas import FINDINGS, MATCHES, NOTIFICATIONS
+from mamori.web.auth import Accounts
 from mamori.web.i18n import JA
 from mamori.web.render import VIEW_LABELS, VIEW_PATHS
 from tests.conftest import table
@@ -32,6 +36,7 @@ from tests.web.test_pages import addresses_in
 
 CHROMIUM = Path("/usr/bin/chromium")
 VICTIM = "198.51.100.10"
+SHARED_C2 = "203.0.113.61"
 pytestmark = [
     pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed"),
     pytest.mark.slow,  # drives a browser
@@ -133,6 +138,22 @@ def a_case(web_gov: Governance) -> None:
         "evidence": "{}",
     }
     web_gov.write("M13", "findings", _t([ddos], FINDINGS.arrow), "test")
+    # a C&C endpoint nobody has reviewed, to share with the ISAC; and a second analyst, who
+    # approves what the first proposes
+    c2 = {
+        "detected": now - timedelta(hours=2),
+        "finding_id": "f-c2-share",
+        "kind": "c2",
+        "method": "correlation",
+        "ip": SHARED_C2,
+        "port": 8443,
+        "protocol": "tcp",
+        "score": 0.9,
+        "measure": "M2",
+        "evidence": "{}",
+    }
+    web_gov.write("M2", "findings", _t([c2], FINDINGS.arrow), "test")
+    Accounts(web_gov).add("analyst2", Role.ANALYST, PASSWORD)
 
 
 @pytest.fixture(scope="module")
@@ -210,6 +231,32 @@ def test_analyst_confirms_rejects_and_proposes(page: Page) -> None:
     page.locator("#propose-block button[type=submit]").click()
     expect(page.locator("p.ok")).to_contain_text("proposed")
     shot(page, "analyst-3-proposed")
+    # and proposes sharing the C&C endpoint with the ISAC: a second analyst approves it
+    page.goto("/findings/f-c2-share")
+    page.locator("#propose-share button[type=submit]").click()
+    expect(page.locator("p.ok")).to_contain_text("proposed")
+    shot(page, "analyst-4-share-proposed")
+
+
+def test_second_analyst_approves_the_share(page: Page, web_gov: Governance) -> None:
+    from mamori.act import base as act
+    from mamori.share.export import export
+
+    [share] = [
+        a for a in act.current(web_gov, "test", ["M3"]).values() if a.kind is act.ActionKind.SHARE
+    ]
+    assert SHARED_C2 not in export(web_gov, "csv", "test")[0].decode()  # proposed only
+    sign_in(page, "analyst2")
+    page.goto("/approvals")
+    card = page.locator(f"#q-{share.action_id}")
+    expect(card.locator("pre.preview")).to_contain_text(f"C&C endpoint {SHARED_C2}:8443/tcp")
+    shot(page, "analyst2-1-share-queue")
+    card.get_by_role("button", name="承認").click()
+    expect(page.locator("p.ok")).to_contain_text(f"approve {share.action_id}")
+    page.goto(f"/actions/{share.action_id}")
+    expect(page.locator("h1")).to_contain_text("実施中")
+    shot(page, "analyst2-2-share-applied")
+    assert SHARED_C2 in export(web_gov, "csv", "test")[0].decode()
 
 
 def test_operator_approves_applies_and_ends(page: Page, web_gov: Governance) -> None:
@@ -292,30 +339,169 @@ def test_desk_works_a_case_through_opt_out_and_phone_call(
     ctx.close()
 
 
-def test_auditor_filters_the_log_and_reconciles_the_report(page: Page, web_gov: Governance) -> None:
-    from datetime import UTC, datetime
+def _alerts_sent(gov: Governance, now: datetime, n: int) -> None:
+    """``n`` alerts of M5 queued and sent this month, as the notifier records them: the
+    notification's versions and its ``alert`` action (queued: approved; sent: applied, ended)."""
+    from mamori.act import alert_actions
 
+    rows = [
+        {
+            "created": now,
+            "notification_id": f"n-now-{i}",
+            "subscriber_id": f"sub-00{20 + i}",
+            "measure": "M5",
+            "legal_basis": "consent",
+            "case_id": f"case-now-{i}",
+            "state": "queued",
+        }
+        for i in range(n)
+    ]
+    queued = _t(rows, NOTIFICATIONS.arrow)
+    gov.write("M5", "notifications", queued, "notify", basis="consent")
+    actions = alert_actions.decided(
+        gov, "M5", queued, basis="consent", justification=None, reason="test", actor="notify",
+        now=now,
+    )  # fmt: skip
+    at = now + timedelta(minutes=1)
+    sent = [{**r, "state": "sent", "updated": at, "sent": at} for r in rows]
+    gov.write("M5", "notifications", _t(sent, NOTIFICATIONS.arrow), "notify", basis="consent")
+    alert_actions.sent(gov, sent, {a.action_id: a for a in actions}, actor="notify", now=at)
+
+
+# the report's figures the audit log holds, and how each is rebuilt from the log's CSV export
+FIGURES = (
+    "alerts_sent",
+    "blocks",
+    "block_subscribers",
+    "opt_outs",
+    "cc_entries_shared",
+    "cc_shared_confirmed",
+    "cc_shared_corroborated",
+    "findings_rejected",
+    "refusals",
+)
+
+
+def rebuild(rows: list[dict[str, str]]) -> dict[str, dict[str, int]]:
+    """Each figure per measure, from audit entries alone (as exported: addresses masked)."""
+    out: dict[str, dict[str, int]] = {}
+    blocks: dict[str, dict[str, int]] = {}
+    for r in rows:
+        m, ev = r["measure"], r["event"]
+        d = json.loads(r["detail"] or "{}")
+        line = out.setdefault(m, dict.fromkeys(FIGURES, 0))
+        if ev == "write" and r["dataset"] == "actions" and d.get("step") == "applied":
+            if d["kinds"] == ["alert"]:
+                line["alerts_sent"] += len(d["action_ids"])
+            elif "share" not in d["kinds"]:
+                for i in d["action_ids"]:
+                    blocks.setdefault(m, {})[i] = int(d.get("subscribers_affected", {}).get(i, 0))
+        elif ev == "consent" and d.get("state") == "out":
+            line["opt_outs"] += 1
+        elif ev == "refused":
+            line["refusals"] += 1
+        elif ev == "review" and d.get("decision") in ("rejected", "false-positive"):
+            line["findings_rejected"] += 1
+        elif m == "M3" and ev in ("share-export", "share-publish"):
+            line["cc_entries_shared"] += int(d.get("objects_added", d.get("endpoints", 0)))
+            line["cc_shared_confirmed"] += int(d.get("shared", {}).get("confirmed", 0))
+            line["cc_shared_corroborated"] += int(d.get("shared", {}).get("corroborated", 0))
+    for m, ids in blocks.items():
+        out[m]["blocks"] = len(ids)
+        out[m]["block_subscribers"] = sum(ids.values())
+    return out
+
+
+def test_auditor_filters_the_log_and_reconciles_the_report(page: Page, web_gov: Governance) -> None:
+    from mamori.act import base as act
+    from mamori.governance import LegalBasis
+    from mamori.share.export import export
+    from mamori.web.warning import WarningCounts
+
+    # the rest of the month the report covers: alerts sent, a block that reached 7
+    # subscribers, the C&C list exported to the ISAC, an opt-out, warning pages shown
+    now = datetime.now(UTC)
+    _alerts_sent(web_gov, now, 2)
+    rule = act.Action(
+        action_id="nft-month",
+        kind=act.ActionKind.NFTABLES,
+        target="203.0.113.9/32",
+        measure="M13",
+        legal_basis=LegalBasis.SELF_DEFENCE,
+        created=now,
+        expires=now + timedelta(days=1),
+        subscribers_affected=7,
+    )
+    act.apply(web_gov, act.approve(web_gov, act.propose(web_gov, [rule], "t"), "t"), "t")
+    export(web_gov, "stix", "cli:isac")
     web_gov.consent.set("sub-0003", "M8", False, actor="subscriber:sub-0003", channel="web")
+    counts = WarningCounts(web_gov.state_dir("warning"))
+    for _ in range(3):
+        counts.add("phishing", "shown")
+    period = f"{now:%Y-%m}"
+
     sign_in(page, Role.AUDITOR)
+    page.goto(f"/transparency?period={period}")
+    reported: dict[str, dict[str, int]] = {}
+    for tr in page.locator("#measures tr[data-measure]").all():
+        m = tr.get_attribute("data-measure") or ""
+        reported[m] = {k: int(tr.locator(f'td[data-figure="{k}"]').inner_text()) for k in FIGURES}
+    head = page.locator("#audit-head")
+    head_seq, head_hash = (
+        int(head.get_attribute("data-seq") or "-1"),
+        head.get_attribute("data-hash"),
+    )
+    shown = int(page.locator('#warnings tr[data-category="phishing"] td[data-shown]').inner_text())
+    # blocks applied in an earlier month and still in force count in this one too: the log of
+    # this month shows only what was applied in it
+    lo = datetime.fromisoformat(f"{period}-01T00:00:00+00:00")
+    carried: dict[str, list[int]] = {}
+    for tr in page.locator("#blocks tr[data-measure]").all():
+        if datetime.fromisoformat(tr.get_attribute("data-start") or "") < lo:
+            carried.setdefault(tr.get_attribute("data-measure") or "", []).append(
+                int(tr.get_attribute("data-subscribers") or "0")
+            )
+    shot(page, "auditor-2-transparency")
+
+    # the log, filtered as the auditor works it: consent changes, then the whole month
     page.goto("/auditor/log")
     page.select_option("form.filters select[name='f.event']", "consent")
     page.locator("form.filters button[type=submit]").click()
     expect(page.locator("#log tr.ev-consent").first).to_be_visible()
     matched = int(page.locator("nav.pager .count").first.get_attribute("data-matched") or "-1")
-    rows = page.locator("#log tr.ev-consent").all_inner_texts()
-    outs = sum(1 for r in rows if "state=out" in r)
-    assert matched == len(rows) and outs >= 1
+    consent_rows = page.locator("#log tr.ev-consent").all_inner_texts()
+    assert matched == len(consent_rows) and sum("state=out" in r for r in consent_rows) >= 2
     assert addresses_in(page.content()) == []
     shot(page, "auditor-1-log-filtered")
-    now = datetime.now(UTC)
-    page.goto(f"/transparency?period={now:%Y-%m}")
-    table_rows = page.locator("#measures tbody tr").all_inner_texts()
-    reported = 0
-    for r in table_rows:
-        cells = r.split("\t")
-        reported += int(cells[6])  # opt-outs / 停止
-    assert reported == outs
-    shot(page, "auditor-2-transparency")
+    page.goto("/auditor/log")
+    page.fill("form.filters input[name=since]", f"{period}-01")
+    page.locator("form.filters button[type=submit]").click()
+    with page.expect_download() as dl:
+        page.locator("a.csv").first.click()
+    text = Path(dl.value.path()).read_text(encoding="utf-8")
+    assert addresses_in(text) == []
+    rows = list(csv.DictReader(io.StringIO(text)))
+    # the report pins the log at its head: the export holds that entry with that hash, and the
+    # figures are the entries up to it
+    [at_head] = [r for r in rows if int(r["seq"]) == head_seq]
+    assert at_head["hash"] == head_hash
+    rebuilt = rebuild([r for r in rows if int(r["seq"]) <= head_seq])
+    for m, figures in reported.items():
+        want = dict(rebuilt.get(m, dict.fromkeys(FIGURES, 0)))
+        want["blocks"] += len(carried.get(m, []))
+        want["block_subscribers"] += sum(carried.get(m, []))
+        assert figures == want, m
+    assert carried == {"M13": [3]}  # the fixture's rule, in force since November
+    # what this story did is in it (not zeros on both sides)
+    assert reported["M5"]["alerts_sent"] == 2
+    assert rebuilt["M13"]["blocks"] == 2 and rebuilt["M13"]["block_subscribers"] == 7
+    assert reported["M3"]["cc_shared_confirmed"] >= 1
+    assert sum(f["findings_rejected"] for f in reported.values()) >= 1
+    assert sum(f["opt_outs"] for f in reported.values()) >= 2
+    assert sum(f["refusals"] for f in reported.values()) >= 1
+    # M8 keeps no time of a visit, so warning pages are not in the log: the page's own counts
+    assert shown == 3
+    shot(page, "auditor-3-log-month")
 
 
 def test_usable_at_phone_width(browser: Browser, base_url: str, web_config: MamoriConfig) -> None:

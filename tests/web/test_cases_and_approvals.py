@@ -15,7 +15,7 @@ import pytest
 
 from mamori.act import cases as cases_mod
 from mamori.act.casebook import CaseBook
-from mamori.governance import Governance
+from mamori.governance import Governance, LegalBasis
 from mamori.governance.roles import Role
 from mamori.schemas import FINDINGS, MATCHES
 from mamori.web.app import create_app
@@ -418,19 +418,144 @@ def test_false_positive_labels_the_finding_and_allowlists_its_address(
     [approved] = act.approve(gov, [approved], "web:operator1")
     applied = propose_from_finding(gov, finding, "filter", 24, "web:analyst2")
     [applied] = act.apply(gov, act.approve(gov, [applied], "web:operator1"), "web:operator1")
+    # and one the analyst may end (not a network action)
+    [shared] = act.propose(
+        gov,
+        [
+            act.Action(
+                action_id="share-fp-1",
+                kind=act.ActionKind.SHARE,
+                target="198.51.100.7:443/tcp",
+                measure="M3",
+                legal_basis=LegalBasis.NOT_INFRINGEMENT,
+                created=datetime.now(UTC),
+                expires=datetime.now(UTC) + timedelta(hours=24),
+                finding_id="f-fp-1",
+            )
+        ],
+        "web:analyst2",
+    )
     with _as(url, ACCOUNTS[Role.ANALYST]) as c:
         csrf = csrf_of(c.get("/findings/f-fp-1").text)
         r = c.post("/findings/f-fp-1/review", data={"csrf": csrf, "verdict": "false-positive"})
         assert r.status_code == 303
-        assert "3 action(s) taken back" in c.get(r.headers["location"]).text
+        said = c.get(r.headers["location"]).text
+        # the analyst takes back the share; network actions are the operators' to end
+        assert "1 action(s) taken back; 3 left for an operator to end" in said
         assert "誤検知" in c.get("/findings/f-fp-1", params={"lang": "ja"}).text
     listed = set(current_reputation(gov, "M4", "test").column("ip").to_pylist())
     assert "198.51.100.7" not in listed and "203.0.113.99" in listed
     assert any(e.event == "allowlist" for e in gov.audit.entries())
+    network = (proposed.action_id, approved.action_id, applied.action_id)
+    now = act.current(gov, "test", ["M3", "M13"])
+    assert now[shared.action_id].state is act.ActionState.REJECTED
+    assert [now[a].state.value for a in network] == ["proposed", "approved", "applied"]
+    [flag] = [e for e in gov.audit.entries() if e.event == "action-flag"]
+    assert flag.actor == "web:analyst1" and flag.measure == "M13"
+    assert sorted(json.loads(flag.detail or "{}")["action_ids"]) == sorted(network)
+    with _as(url, ACCOUNTS[Role.OPERATOR]) as op:
+        queue = op.get("/approvals").text
+        for a in network:  # each flagged where the operator decides on it
+            card = queue.split(f'id="q-{a}"')[1].split("</section>")[0]
+            assert f'data-flag="{a}"' in card and "false positive: finding f-fp-1" in card
+        csrf = csrf_of(queue)
+        for a, step in zip(network, ("reject", "reject", "end"), strict=True):
+            r = op.post(f"/actions/{a}/{step}", data={"csrf": csrf, "back": "/approvals"})
+            assert r.status_code == 303, (a, step, r.text[:300])
+        assert 'data-flag="' not in op.get("/approvals").text
     now = act.current(gov, "test", ["M13"])
-    assert {a: now[a].state.value for a in (proposed.action_id, approved.action_id)} == {
-        proposed.action_id: "rejected",
-        approved.action_id: "rejected",
-    }
-    assert now[applied.action_id].state is act.ActionState.ENDED
+    assert [now[a].state.value for a in network] == ["rejected", "rejected", "ended"]
     assert now[applied.action_id].end is not None
+
+
+def test_share_proposed_approved_exported_then_withdrawn(store: tuple[str, Governance]) -> None:
+    """A C&C finding proposed for sharing by one analyst, approved by another: confirmed, in the
+    next export; ended: out of the list and a withdrawal entry in the next export."""
+    from mamori.act import base as act
+    from mamori.share.csvio import csv_to_list
+    from mamori.share.export import export
+    from mamori.share.stix import ParseReport
+
+    url, gov = store
+    ip = "198.51.100.44"
+    gov.write(
+        "M2",
+        "findings",
+        _t(
+            [
+                {
+                    "detected": T0,
+                    "finding_id": "f-share-1",
+                    "kind": "c2",
+                    "method": "correlation",
+                    "ip": ip,
+                    "port": 8443,
+                    "protocol": "tcp",
+                    "score": 0.7,
+                    "measure": "M2",
+                }
+            ],
+            FINDINGS.arrow,
+        ),
+        "test",
+    )
+
+    def listed(fmt: str = "csv") -> str:
+        return export(gov, fmt, "test")[0].decode()  # type: ignore[arg-type]
+
+    assert ip not in listed()  # a candidate does not leave
+    with _as(url, ACCOUNTS[Role.ANALYST]) as a:
+        page = a.get("/findings/f-share-1").text
+        assert 'id="propose-share"' in page
+        assert 'id="propose-share"' not in a.get("/findings/f-inf-1").text  # not a C&C finding
+        csrf = csrf_of(page)
+        r = a.post("/findings/f-inf-1/propose", data={"csrf": csrf, "what": "share", "hours": "24"})
+        assert r.status_code == 409 and "only C&amp;C findings" in r.text
+        r = a.post(
+            "/findings/f-share-1/propose", data={"csrf": csrf, "what": "share", "hours": "24"}
+        )
+        assert r.status_code == 303, r.text[:300]
+        action_id = r.headers["location"].split("+")[-1]
+        r = a.post(f"/actions/{action_id}/approve", data={"csrf": csrf})
+        assert r.status_code == 403  # nobody approves their own proposal
+    assert ip not in listed()  # proposed only
+    with _as(url, "analyst2") as other:
+        queue = other.get("/approvals").text
+        card = queue.split(f'id="q-{action_id}"')[1].split("</section>")[0]
+        assert f"{ip}:8443/tcp" in card and "shared list" in card
+        r = other.post(
+            f"/actions/{action_id}/approve", data={"csrf": csrf_of(queue), "back": "/approvals"}
+        )
+        assert r.status_code == 303, r.text[:300]
+    assert act.current(gov, "test", ["M3"])[action_id].state is act.ActionState.APPLIED
+    shared = listed()
+    assert ip in shared and "withdrawn" not in shared.splitlines()[0]
+    reviews = [
+        (e.actor, json.loads(e.detail or "{}"))
+        for e in gov.audit.entries()
+        if e.event == "review" and "f-share-1" in (e.detail or "")
+    ]
+    assert reviews == [
+        (
+            "web:analyst2",
+            {"finding": "f-share-1", "decision": "confirmed", "share_action": action_id},
+        )
+    ]
+    with _as(url, ACCOUNTS[Role.ABUSE_DESK]) as desk:
+        csrf = csrf_of(desk.get(f"/actions/{action_id}").text)
+        assert desk.post(f"/actions/{action_id}/end", data={"csrf": csrf}).status_code == 303
+    csv_text = listed()
+    header, *rows = csv_text.splitlines()
+    assert header.endswith('"withdrawn"')
+    [row] = [r for r in rows if ip in r]
+    assert row.endswith("true")
+    report = ParseReport()
+    assert ip not in csv_to_list(csv_text.encode(), report).column("ip").to_pylist()
+    stix = json.loads(listed("stix"))
+    revoked = [o for o in stix["objects"] if o.get("revoked")]
+    assert len(revoked) == 1 and ip in revoked[0]["pattern"]
+    misp = json.loads(listed("misp"))
+    gone = [a for a in misp["Event"]["Attribute"] if a.get("deleted")]
+    assert [a["value"] for a in gone] == [f"{ip}|8443"] and not gone[0]["to_ids"]
+    last = [e for e in gov.audit.entries() if e.event == "share-export"][-1]
+    assert json.loads(last.detail or "{}")["withdrawn"] == 1

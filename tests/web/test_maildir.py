@@ -7,6 +7,8 @@ import os
 from email.message import EmailMessage
 from pathlib import Path
 
+import pytest
+
 from mamori.web.maildir import read_mailbox
 
 
@@ -52,3 +54,49 @@ def test_eml_folder_prefers_the_delivery_headers(tmp_path: Path) -> None:
     assert mails[1].recipients == ("s1@home.example.jp", "s2@home.example.jp")
     assert mails[1].sender == "bounce@isp.example.net"
     assert mails[1].body == "本文\n"
+
+
+def test_index_kept_with_the_maildir_parses_only_new_messages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mamori.web import maildir
+
+    box = mailbox.Maildir(tmp_path / "Maildir", create=True)
+    keys = [box.add(_message(f"m{i}", f"s{i}@home.example.jp")) for i in range(3)]
+    assert [m.subject for m in read_mailbox(tmp_path / "Maildir")] == ["m0", "m1", "m2"]
+    assert (tmp_path / "Maildir" / maildir.INDEX_NAME).is_file()
+    # a restart: nothing in memory; the index answers, no message is parsed again
+    parsed: list[Path] = []
+    real = maildir._read
+
+    def counting(path: Path) -> maildir.Mail:
+        parsed.append(path)
+        return real(path)
+
+    monkeypatch.setattr(maildir, "_read", counting)
+    maildir._LISTED.clear()
+    listed = read_mailbox(tmp_path / "Maildir")
+    assert len(listed) == 3 and parsed == []
+    assert listed[1].body == "hello\n" and len(parsed) == 1  # a body is read when shown
+    # a delivery and a deletion: only the new message is parsed
+    parsed.clear()
+    box.add(_message("m3", "s3@home.example.jp"))
+    box.remove(keys[0])
+    listed = read_mailbox(tmp_path / "Maildir")
+    assert len(parsed) == 1 and parsed[0].parent.name == "new"  # the new message only
+    assert sorted(listed.table.column("subject").to_pylist()) == ["m1", "m2", "m3"]
+    maildir._LISTED.clear()
+    parsed.clear()
+    table = read_mailbox(tmp_path / "Maildir").table
+    assert sorted(table.column("subject").to_pylist()) == ["m1", "m2", "m3"] and parsed == []
+
+
+def test_mailbox_whose_index_cannot_be_written_is_indexed_in_memory(tmp_path: Path) -> None:
+    from mamori.web import maildir
+
+    (tmp_path / "box").mkdir()
+    (tmp_path / "box" / "1.eml").write_bytes(_message("one", "x@home.example.jp").as_bytes())
+    # something else holds the index's name (as a folder the console may not write would)
+    (tmp_path / "box" / maildir.INDEX_NAME).mkdir()
+    assert [m.subject for m in read_mailbox(tmp_path / "box")] == ["one"]
+    assert (tmp_path / "box" / maildir.INDEX_NAME).is_dir()

@@ -79,6 +79,7 @@ class ActionKind(StrEnum):
     SMTP_AUTH_REFUSAL = "smtp-auth-refusal"
     ACCOUNT_SUSPENSION = "account-suspension"
     ALERT = "alert"
+    SHARE = "share"  # a C&C finding on the shared list (mamori.act.share_action)
 
 
 class ActionState(StrEnum):
@@ -293,6 +294,14 @@ def _record(
         }
         if justification:
             info["justification"] = justification
+        affected = {
+            a.action_id: a.subscribers_affected
+            for a in group
+            if a.subscribers_affected is not None and a.kind is not ActionKind.ALERT
+        }
+        if affected:
+            # so the transparency report's "subscribers affected" can be rebuilt from the log
+            info["subscribers_affected"] = affected
         gov.write(
             measure,
             ACTIONS.name,

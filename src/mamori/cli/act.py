@@ -253,10 +253,16 @@ def act_expire() -> None:
     """Record every action past its expiry as expired (every action ends): what is still in force
     is withdrawn by its kind's back end first (an RPZ zone not rebuilt in time is emptied)."""
     from mamori.act.backends import default_backends
-    from mamori.act.base import expire_due
+    from mamori.act.base import ActionKind, expire_due
+    from mamori.act.share_action import ShareBackend
 
     gov = STATE.gov()
-    done = expire_due(gov, actor_name(), backends=default_backends(gov.config))
+    # a share that expires is withdrawn from the next export (its back end needs the store)
+    backends = {
+        **default_backends(gov.config),
+        ActionKind.SHARE: ShareBackend(gov, actor_name()),
+    }
+    done = expire_due(gov, actor_name(), backends=backends)
     for a in done:
         out.print(f"{a.measure} {a.kind} {a.action_id}: expired at {a.expires}", highlight=False)
     out.print(f"{len(done):,} actions expired", highlight=False)

@@ -352,7 +352,8 @@ def purge_cmd(
     records whose alert was sent more than the grace period ago, and partitions of observed
     events dated in the future (retention.future_tolerance_hours); in the abuse desk's case book,
     strip notes and assignees of cases governance no longer returns (opt-out, purged) and drop
-    those past retention.cases; drop analysts' verdicts past retention.findings. Audited."""
+    those past retention.cases; drop analysts' verdicts past retention.findings, and strip who
+    and which finding from allowlist entries past it (the address stays allowlisted). Audited."""
     gov = STATE.gov()
     when = parse_time(now)
     if status:
@@ -376,6 +377,9 @@ def purge_cmd(
 
     book = CaseBook(gov).prune(actor_name(), now=when, dry_run=dry_run)
     verdicts = Reviews(gov).prune(actor_name(), now=when, dry_run=dry_run)
+    from mamori.ingest.reputation.allowlist import prune_allowlist
+
+    stripped = prune_allowlist(gov, actor_name(), now=when, dry_run=dry_run)
     run_count(partitions_deleted=report.partitions_deleted, rows_deleted=report.rows_deleted)
     verb = "would delete" if dry_run else "deleted"
     for d in report.datasets:
@@ -396,7 +400,8 @@ def purge_cmd(
     out.print(
         f"case book: {verb} {book.notes} note(s) and assignment(s) of cases no longer readable, "
         f"{book.cases} such case(s) past retention; reviews: {verb} {verdicts} verdict(s) past "
-        "retention",
+        f"retention; allowlist: {stripped} entr(ies) past retention "
+        f"{'would keep' if dry_run else 'keep'} their address only",
         highlight=False,
     )
     out.print(

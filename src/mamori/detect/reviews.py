@@ -25,14 +25,25 @@ import pyarrow.compute as pc
 
 from mamori.governance import Governance
 
-__all__ = ["CORROBORATED", "SHAREABLE", "STATES", "VERDICTS", "Review", "Reviews"]
+__all__ = [
+    "CORROBORATED",
+    "SHAREABLE",
+    "STATES",
+    "VERDICTS",
+    "WITHDRAWN",
+    "Review",
+    "Reviews",
+]
 
 #: what an analyst may decide
 VERDICTS = ("confirmed", "rejected", "false-positive")
 #: a feed listed the endpoint after we found it
 CORROBORATED = "corroborated"
+#: a share action about the finding ended or expired: its endpoint no longer leaves, and the
+#: next export carries a withdrawal entry for it (:mod:`mamori.act.share_action`)
+WITHDRAWN = "withdrawn"
 #: every review state a finding can have besides ``candidate``
-STATES = (*VERDICTS, CORROBORATED)
+STATES = (*VERDICTS, CORROBORATED, WITHDRAWN)
 #: the states whose C&C endpoints may leave the ISP without an explicit, audited flag
 SHAREABLE = ("confirmed", CORROBORATED)
 
@@ -63,6 +74,14 @@ class Reviews:
         """A feed (``source``) now lists what the finding names: audited as a ``review`` whose
         decision is ``corroborated``."""
         return self._append(finding_id, measure, CORROBORATED, actor, {"source": source})
+
+    def share(
+        self, finding_id: str, measure: str, actor: str, action_id: str, *, withdrawn: bool
+    ) -> Review:
+        """A share action about the finding was applied (the finding is ``confirmed``: approved
+        by a second person) or ended (``withdrawn``); audited naming the action."""
+        verdict = WITHDRAWN if withdrawn else "confirmed"
+        return self._append(finding_id, measure, verdict, actor, {"share_action": action_id})
 
     def _append(self, finding_id: str, measure: str, verdict: str, actor: str,
                 extra: dict[str, str]) -> Review:  # fmt: skip

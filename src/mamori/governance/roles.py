@@ -63,7 +63,7 @@ def _v(
 # Findings and actions are read under the measure that made them, never under another one's
 # purpose; M5 reads the infected-host findings it alerts on. Alerts (M5, M6, M9) are actions too.
 FINDING_MEASURES = ("M2", "M4", "M10", "M11", "M12", "M13")
-ACTION_MEASURES = ("M5", "M6", "M7", "M8", "M9", "M10", "M11", "M12", "M13")
+ACTION_MEASURES = ("M3", "M5", "M6", "M7", "M8", "M9", "M10", "M11", "M12", "M13")
 ALERT_MEASURES = ("M5", "M6", "M9", "M13")
 CASE_MEASURES = ("M5", "M6", "M9", "M13")
 # Actions on the network itself: operators approve, apply and end them.

@@ -272,7 +272,16 @@ def build_report(
     acts = _open(gov, "M14", "actions", None, actor, notes)
     if acts is not None:
         current = act.latest_table(acts)
-        current = current.filter(pc.not_equal(current.column("kind"), ActionKind.ALERT.value))
+        # alerts are counted above, and sharing a C&C endpoint blocks nothing (it is counted
+        # with the C&C entries shared)
+        current = current.filter(
+            pc.invert(
+                pc.is_in(
+                    current.column("kind"),
+                    value_set=pa.array([ActionKind.ALERT.value, ActionKind.SHARE.value]),
+                )
+            )
+        )
         for r in sorted(current.to_pylist(), key=lambda r: (r["start"] or lo, r["action_id"])):
             # over: when it ended; in force: when it expires
             start, end = r["start"], r["end"] or r.get("expires")

@@ -17,7 +17,7 @@ false-positive ones never.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 
 from mamori.addresses import in_networks
 from mamori.config import IPNetwork
-from mamori.detect.reviews import CORROBORATED, SHAREABLE, Reviews
+from mamori.detect.reviews import CORROBORATED, SHAREABLE, WITHDRAWN, Reviews
 from mamori.governance import Governance
 
 __all__ = [
@@ -115,6 +115,8 @@ class ReviewedList:
     states: list[str]
     held_back: dict[str, int]
     include_candidates: bool
+    # endpoints whose share was ended or expired: listed as withdrawals, never as C&C
+    withdrawn: pa.Table = field(default_factory=LIST_SCHEMA.empty_table)
 
     def counts(self) -> dict[str, int]:
         """Endpoints in the list per review state (the audit detail of a share event)."""
@@ -146,11 +148,13 @@ def reviewed_list(
         if s_ not in allowed:
             held[s_] = held.get(s_, 0) + 1
     kept = full.filter(keep)
+    gone = full.filter(pc.equal(full.column("state"), WITHDRAWN))
     return ReviewedList(
         table=kept.drop_columns(["state"]).cast(LIST_SCHEMA),
         states=kept.column("state").to_pylist(),
         held_back=held,
         include_candidates=include_candidates,
+        withdrawn=gone.drop_columns(["state"]).cast(LIST_SCHEMA),
     )
 
 
@@ -204,7 +208,15 @@ def _findings(gov: Governance, actor: str) -> pa.Table:
     return t.filter(pc.and_(pc.equal(t["kind"], "c2"), pc.is_valid(t["ip"])))
 
 
-_RANK = {"rejected": 4, "false-positive": 4, "confirmed": 3, CORROBORATED: 2, "candidate": 1}
+# a withdrawn share outranks a confirmation (someone ended it), a rejection outranks both
+_RANK = {
+    "rejected": 5,
+    "false-positive": 5,
+    WITHDRAWN: 4,
+    "confirmed": 3,
+    CORROBORATED: 2,
+    "candidate": 1,
+}
 
 
 def _aggregate(t: pa.Table, min_score: float, *, with_state: bool = False) -> pa.Table:

@@ -21,8 +21,16 @@ from mamori.share.stix import ParseReport
 __all__ = ["csv_to_list", "list_to_csv"]
 
 
-def list_to_csv(table: pa.Table) -> bytes:
+def list_to_csv(table: pa.Table, *, withdrawn: pa.Table | None = None) -> bytes:
+    """The list as CSV; with ``withdrawn`` rows, a ``withdrawn`` column marks them (a reader
+    drops what it took of those endpoints)."""
     t = table.select(list(ALLOWED_FIELDS))
+    if withdrawn is not None and withdrawn.num_rows:
+        w = withdrawn.select(list(ALLOWED_FIELDS)).cast(t.schema)
+        t = pa.concat_tables([t, w]).append_column(
+            "withdrawn",
+            pa.array([False] * t.num_rows + [True] * w.num_rows, pa.bool_()),
+        )
     for name in ("first_seen", "last_seen"):
         # %S of a millisecond timestamp prints the fraction too: "…:05.123Z"
         col = pc.strftime(t[name], format="%Y-%m-%dT%H:%M:%SZ", locale="C")
@@ -75,6 +83,18 @@ def csv_to_list(source: Path | bytes, report: ParseReport) -> pa.Table:
         report.skip(f"line {row.number}" if row.number is not None else "a line", row.text[:80])
     if "ip" not in t.column_names or t.num_rows == 0:
         return LIST_SCHEMA.empty_table()
+    if b"withdrawn" in data.split(b"\n", 1)[0]:
+        # withdrawals are not C&C endpoints: leave them out of what is imported
+        flags = pacsv.read_csv(
+            io.BytesIO(data),
+            read_options=pacsv.ReadOptions(use_threads=False),
+            parse_options=pacsv.ParseOptions(invalid_row_handler=lambda _row: "skip"),
+            convert_options=pacsv.ConvertOptions(
+                column_types={"withdrawn": pa.string()}, include_columns=["withdrawn"]
+            ),
+        ).column("withdrawn")
+        if len(flags) == t.num_rows:
+            t = t.filter(pc.invert(pc.fill_null(pc.equal(pc.utf8_lower(flags), "true"), False)))
     ok = np.ones(t.num_rows, dtype=bool)
     for name, pattern in _CHECKS.items():
         col = t[name].combine_chunks()

@@ -30,6 +30,7 @@ from starlette.types import ASGIApp
 from mamori.governance import Governance
 from mamori.governance.roles import VIEWS, View
 from mamori.governance.tokens import secret_key
+from mamori.web import grantcache
 from mamori.web.auth import (
     Accounts,
     CsrfFailed,
@@ -44,6 +45,7 @@ from mamori.web.routes import admin, analyst, auditor, desk, mailbox, metrics, p
 from mamori.web.selfservice import CodeBook
 from mamori.web.sessions import SessionRegistry
 from mamori.web.throttle import Window
+from mamori.web.warm import Warmer
 
 __all__ = [
     "SESSION_COOKIE",
@@ -80,9 +82,12 @@ def create_app(
     extra_routers: Sequence[APIRouter] = (),
     mounts: Mapping[str, ASGIApp] | None = None,
     secure_cookies: bool | None = None,
+    warm: bool = False,
 ) -> FastAPI:
     """The console over ``gov``'s store. ``secure_cookies``: send the session only over HTTPS;
-    by default ``web.secure_cookies``, else on unless ``web.base_url`` is on loopback."""
+    by default ``web.secure_cookies``, else on unless ``web.base_url`` is on loopback. ``warm``:
+    read the tables through governance in the background ahead of page views
+    (:mod:`mamori.web.warm`; ``app.state.warmer``)."""
     web = gov.config.web
     if secure_cookies is None:
         secure_cookies = (
@@ -105,6 +110,15 @@ def create_app(
         same_site="lax",
         https_only=secure_cookies,
     )
+
+    @app.middleware("http")
+    async def _one_at_a_time(request: Request, call_next: Any) -> Response:
+        # governance serves one caller at a time; the warmer's thread is the other caller
+        with grantcache.GOVERNANCE:
+            response: Response = await call_next(request)
+        return response
+
+    app.state.warmer = Warmer(gov, web.warm_interval_s).start() if warm else None
 
     @app.middleware("http")
     async def _headers(request: Request, call_next: Any) -> Response:
@@ -186,7 +200,9 @@ def create_app(
     return app
 
 
-def create_full_app(gov: Governance, *, secure_cookies: bool | None = None) -> FastAPI:
+def create_full_app(
+    gov: Governance, *, secure_cookies: bool | None = None, warm: bool = False
+) -> FastAPI:
     """The console with the other stages' web parts: the warning page (M8) at ``/warning`` and
     the TAXII 2.1 server (M3) under ``/taxii2/``.
 
@@ -201,6 +217,7 @@ def create_full_app(gov: Governance, *, secure_cookies: bool | None = None) -> F
         extra_routers=[warning_router(gov)],
         mounts={"/taxii2": create_taxii_app(_Governance(gov.config))},
         secure_cookies=secure_cookies,
+        warm=warm,
     )
 
 
@@ -208,7 +225,7 @@ def serve(gov: Governance, host: str, port: int, **uvicorn_options: Any) -> None
     """Serve the full console until stopped (what ``mamori serve`` runs)."""
     import uvicorn
 
-    uvicorn.run(create_full_app(gov), host=host, port=port, **uvicorn_options)
+    uvicorn.run(create_full_app(gov, warm=True), host=host, port=port, **uvicorn_options)
 
 
 def console_routes(app: FastAPI) -> list[tuple[str, str, View | None]]:

@@ -32,6 +32,7 @@ FIELDS = (
     "columns",
     "case_id",
     "detail",
+    "hash",
 )
 SCHEMA = pa.schema(
     [
@@ -45,6 +46,7 @@ SCHEMA = pa.schema(
         ("columns", pa.string()),
         ("case_id", pa.string()),
         ("detail", pa.string()),
+        ("hash", pa.string()),  # the entry's place in the hash chain (verify: `audit verify`)
     ]
 )
 
@@ -74,6 +76,7 @@ READ_ONLY_EVENTS = frozenset(
         "share-publish",
         "model-trained",
         "notice",
+        "action-flag",
     }
 )
 

@@ -23,6 +23,7 @@ from mamori.act import cases as cases_mod
 from mamori.act.backends import default_backends
 from mamori.act.casebook import CaseBook, DeskCase
 from mamori.act.rpz import WARN_PREFIX
+from mamori.act.share_action import ShareBackend
 from mamori.addresses import in_networks
 from mamori.detect.reviews import Reviews
 from mamori.governance import AccessRefused, Governance
@@ -419,11 +420,15 @@ def decide_action(
     if step is act.ActionState.APPLIED and action.kind is act.ActionKind.RPZ:
         # the zone is built from the lists at the time: `mamori act rpz` applies zones
         raise ActionDecisionError("RPZ zones are put in force by `mamori act rpz`, not here")
-    backend = _backend_for(gov, action)
+    backend = _backend_for(gov, action, actor)
     detail = {"decision": decision}
     try:
         if step is act.ActionState.APPROVED:
             [done] = act.approve(gov, [action], actor, detail=detail)
+            if done.kind is act.ActionKind.SHARE:
+                # the second person's approval is the confirmation: in force at once (the
+                # finding is confirmed for the next publish or export)
+                [done] = act.apply(gov, [done], actor, backend=backend, detail=detail)
         elif step is act.ActionState.REJECTED:
             [done] = act.reject(gov, [action], actor, detail=detail)
         elif step is act.ActionState.APPLIED:
@@ -435,7 +440,9 @@ def decide_action(
     return done
 
 
-def _backend_for(gov: Governance, action: act.Action) -> act.Backend[object] | None:
+def _backend_for(gov: Governance, action: act.Action, actor: str) -> act.Backend[object] | None:
+    if action.kind is act.ActionKind.SHARE:
+        return ShareBackend(gov, actor)
     if action.kind is act.ActionKind.RPZ and action.target.startswith(WARN_PREFIX):
         return None  # a warning lives in the warning zone: the next zone build leaves it out
     backend = default_backends(gov.config).get(action.kind)
@@ -445,28 +452,82 @@ def _backend_for(gov: Governance, action: act.Action) -> act.Backend[object] | N
     return backend
 
 
+@dataclass
+class FalsePositiveOutcome:
+    """What a false-positive verdict did to the finding's open actions."""
+
+    taken_back: list[act.Action]  # rejected, ended or expired by the person who said so
+    flagged: list[act.Action]  # left open for the role that decides them (audited flag)
+
+
+#: the audit event that leaves an open action to the role that may end it
+FLAG_EVENT = "action-flag"
+
+
 def end_for_false_positive(
-    gov: Governance, measures: Sequence[str], finding_id: str, actor: str
-) -> list[act.Action]:
-    """Take back every open action proposed from a finding found to be a false positive:
-    proposed and approved ones are rejected, applied ones ended (withdrawn by their back end
-    first; an RPZ zone is rebuilt without the name by the next `mamori act rpz`). Returns the
-    new versions."""
+    gov: Governance,
+    measures: Sequence[str],
+    finding_id: str,
+    actor: str,
+    role: Role | None = None,
+) -> FalsePositiveOutcome:
+    """Take back every open action proposed from a finding found to be a false positive that
+    ``role`` may decide (:func:`may_decide`; without ``role``, all): proposed and approved ones are
+    rejected, applied ones ended (withdrawn by their back end first; an RPZ zone is rebuilt without
+    the name by the next `mamori act rpz`). The others — network actions an analyst may not end —
+    stay as they are and are flagged for the role that decides them (an ``action-flag`` audit
+    entry, shown in that role's approvals)."""
     readable = [m for m in measures if gov.config.measure_enabled(m)]
     now = datetime.now(UTC)
     detail = {"reason": "false positive", "finding": finding_id}
     done: list[act.Action] = []
+    flagged: list[act.Action] = []
     for a in act.current(gov, actor, readable).values():
         if a.finding_id != finding_id or a.state not in act.OPEN:
             continue
-        if a.due(now):
-            done += act.expire(gov, [a], actor, backend=_backend_for(gov, a), now=now)
+        if role is not None and not may_decide(role, a.kind.value):
+            flagged.append(a)
+        elif a.due(now):
+            done += act.expire(gov, [a], actor, backend=_backend_for(gov, a, actor), now=now)
         elif a.state is act.ActionState.APPLIED:
-            backend = None if a.kind is act.ActionKind.RPZ else _backend_for(gov, a)
+            backend = None if a.kind is act.ActionKind.RPZ else _backend_for(gov, a, actor)
             done += act.end(gov, [a], actor, backend=backend, now=now, detail=detail)
         else:
             done += act.reject(gov, [a], actor, now=now, detail=detail)
-    return done
+    for measure in sorted({a.measure for a in flagged}):
+        mine = [a for a in flagged if a.measure == measure]
+        gov.audit.append(
+            actor=actor,
+            event=FLAG_EVENT,
+            measure=measure,
+            dataset="actions",
+            detail={
+                **detail,
+                "action_ids": [a.action_id for a in mine],
+                "for": sorted({"operator" if a.kind.value in NETWORK_KINDS else "analyst"
+                               for a in mine}),
+            },
+        )  # fmt: skip
+    return FalsePositiveOutcome(done, flagged)
+
+
+def flagged_actions(gov: Governance) -> dict[str, str]:
+    """Action id → why it was flagged for its deciders (the latest flag)."""
+    from mamori.web.auditindex import audit_index
+
+    t = audit_index(gov).table()
+    t = t.filter(pc.equal(t.column("event"), FLAG_EVENT))
+    out: dict[str, str] = {}
+    for actor, detail in zip(
+        t.column("actor").to_pylist(), t.column("detail").to_pylist(), strict=True
+    ):
+        try:
+            d = json.loads(detail or "{}")
+        except ValueError:
+            continue
+        for i in d.get("action_ids", []):
+            out[str(i)] = f"{d.get('reason', 'flagged')}: finding {d.get('finding')} ({actor})"
+    return out
 
 
 DECISIONS = {

@@ -13,6 +13,11 @@ and columns, ``"cached": true`` in the detail — so the log holds every page vi
 before. Whatever the log shows, rows are never kept longer than ``[web] kept_read_max_s``: a purge
 deletes before it writes its entry, and one that died in between would otherwise leave deleted
 rows on screen. Nothing is written to disk; a restart forgets everything.
+
+:mod:`mamori.web.warm` makes these reads ahead of the first page view (at start, and again when
+the log shows a change), so nobody waits for a read of 100,000 rows. Governance is not made for
+two threads at once (one DuckDB connection, one audit chain): whoever uses it from the console
+holds :data:`GOVERNANCE` (the console's requests hold it in a middleware).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import pyarrow.compute as pc
 from mamori.governance import Governance
 from mamori.web.auditindex import audit_index
 
-__all__ = ["Kept", "read"]
+__all__ = ["GOVERNANCE", "Kept", "is_fresh", "keep", "read"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,34 @@ class Kept:
 
 _KEPT: dict[tuple[str, str, str, tuple[str, ...] | None], Kept] = {}
 _LOCK = threading.Lock()
+GOVERNANCE = threading.RLock()
+#: who reads ahead of the pages (:mod:`mamori.web.warm`)
+WARM_ACTOR = "web:warm"
+
+
+def _key(
+    gov: Governance, measure: str, dataset: str, columns: Sequence[str] | None
+) -> tuple[str, str, str, tuple[str, ...] | None]:
+    return (str(gov.audit.path), measure, dataset, tuple(columns) if columns else None)
+
+
+def is_fresh(
+    gov: Governance,
+    measure: str,
+    dataset: str,
+    columns: Sequence[str] | None,
+    *,
+    margin_s: float = 0.0,
+) -> bool:
+    """Whether a kept read is there, at the dataset's version, and not within ``margin_s`` of
+    ``kept_read_max_s``."""
+    with _LOCK:
+        kept = _KEPT.get(_key(gov, measure, dataset, columns))
+    return (
+        kept is not None
+        and kept.version == audit_index(gov).changes(dataset)
+        and time.monotonic() - kept.at < gov.config.web.kept_read_max_s - margin_s
+    )
 
 
 def read(
@@ -50,12 +83,15 @@ def read(
 ) -> Kept:
     """The rows of ``dataset`` ``measure`` may read (only its own rows where the dataset names a
     measure), through governance or kept from an earlier read at the same version."""
-    key = (str(gov.audit.path), measure, dataset, tuple(columns) if columns else None)
+    key = _key(gov, measure, dataset, columns)
     version = audit_index(gov).changes(dataset)
     with _LOCK:
         kept = _KEPT.get(key)
     max_age = gov.config.web.kept_read_max_s
     if kept is not None and kept.version == version and time.monotonic() - kept.at < max_age:
+        if actor == WARM_ACTOR:
+            # the warmer deriving the pages' tables from its own read (audited when it was made)
+            return kept
         gov.audit.append(
             actor=actor,
             event="access",
@@ -66,6 +102,20 @@ def read(
             detail={"cached": True, "rows": kept.table.num_rows},
         )
         return kept
+    return keep(gov, measure, dataset, columns, actor, version)
+
+
+def keep(
+    gov: Governance,
+    measure: str,
+    dataset: str,
+    columns: Sequence[str] | None,
+    actor: str,
+    version: int | None = None,
+) -> Kept:
+    """Read through governance (audited as ``actor``'s access) and keep the rows."""
+    if version is None:
+        version = audit_index(gov).changes(dataset)
     # only this measure's rows, filtered as the files are read (a table of 100,000 findings of
     # one measure costs the other measures' reads next to nothing)
     grant = gov.open(measure, dataset, columns, actor, own_rows=True)  # AccessRefused: audited
@@ -79,5 +129,5 @@ def read(
         t, grant.consent_filtered, grant.legal_basis, grant.columns, version, time.monotonic()
     )
     with _LOCK:
-        _KEPT[key] = kept
+        _KEPT[_key(gov, measure, dataset, columns)] = kept
     return kept

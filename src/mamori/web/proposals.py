@@ -61,7 +61,17 @@ PROPOSALS: Mapping[str, Proposal] = {
         "show the warning page to subscribers whose names resolve to the endpoint (an rpz-ip "
         "trigger in the warning zone; subscribers who opted out of M8 are not redirected)",
     ),
+    "share": Proposal(
+        "share",
+        ActionKind.SHARE,
+        "M3",
+        LegalBasis.NOT_INFRINGEMENT,
+        "put the C&C endpoint on the list shared with the ISAC and trusted ISPs (the next "
+        "`mamori share publish`/`export`); when it ends or expires, the next export withdraws it",
+    ),
 }
+#: findings whose endpoint may be proposed for sharing (the shared list is of C&C endpoints)
+SHARE_KINDS = ("c2",)
 EXPIRY_HOURS = (24, 72, 168, 720)
 
 
@@ -84,6 +94,17 @@ def _target(kind: ActionKind, finding: Mapping[str, Any], pools: Sequence[IPNetw
             {"destination": prefix, "protocol": proto, "destination_ports": (int(port),)}
         )
         return rule.target()
+    if kind is ActionKind.SHARE:
+        if finding.get("kind") not in SHARE_KINDS:
+            raise ProposalError("only C&C findings are shared")
+        if any(addr in net for net in pools):
+            # the shared list is of C&C servers outside; a subscriber's address never leaves
+            raise ProposalError(f"{addr} is in this ISP's subscriber pools: it is not shared")
+        port, proto = finding.get("port"), finding.get("protocol")
+        where = str(addr) if addr.version == 4 else f"[{addr}]"
+        return (
+            where + (f":{int(port)}" if port is not None else "") + (f"/{proto}" if proto else "")
+        )
     if kind is ActionKind.RPZ:
         if any(addr in net for net in pools):
             # the warning page is about a site; a subscriber's own address is not one
@@ -174,6 +195,12 @@ def preview(row: Mapping[str, Any], config: MamoriConfig) -> str:
         return (
             f"zone {target}: the listed names of {row.get('measure')} answered by policy "
             f"(serial {str(row.get('action_id', '')).rsplit('-', 1)[-1]})"
+        )
+    if kind == ActionKind.SHARE:
+        return (
+            f"C&C endpoint {target} on the shared list (finding {row.get('finding_id')}): "
+            f"confirmed on approval, in the next `mamori share publish`/`export`\n"
+            f"{until}, then a withdrawal entry in the next export"
         )
     if kind == ActionKind.ALERT:
         return f"an alert e-mail ({target}) to the subscriber"

@@ -159,5 +159,18 @@ AUDIT_TABLE = TableSpec(
     sort="seq",
     time="ts",
     per_page=100,
-    csv_columns=("seq", "ts", "actor", "event", "measure", "legal_basis", "dataset", "case_id"),
+    # the detail (addresses masked, as everywhere on these pages) and each entry's hash, so the
+    # transparency report can be rebuilt from the export, its audit head included
+    csv_columns=(
+        "seq",
+        "ts",
+        "actor",
+        "event",
+        "measure",
+        "legal_basis",
+        "dataset",
+        "case_id",
+        "detail",
+        "hash",
+    ),
 )

@@ -29,7 +29,13 @@ from mamori.web import charts, data
 from mamori.web.auth import Need, Viewer, csrf_form
 from mamori.web.evidence import summarise
 from mamori.web.i18n import language, translator
-from mamori.web.proposals import EXPIRY_HOURS, PROPOSALS, ProposalError, propose_from_finding
+from mamori.web.proposals import (
+    EXPIRY_HOURS,
+    PROPOSALS,
+    SHARE_KINDS,
+    ProposalError,
+    propose_from_finding,
+)
 from mamori.web.render import render, table_response
 from mamori.web.specs import ACTIONS_TABLE, ALERTS_TABLE, CASES_TABLE, FINDINGS_TABLE
 from mamori.web.tables import TableQuery, page
@@ -119,7 +125,10 @@ async def finding(request: Request, finding_id: str, viewer: Findings) -> Respon
             "actions": acts.sort_by([("created", "descending")]).to_pylist(),
             "may_review": VIEWS["findings.review"].allows(viewer.role),
             "may_propose": VIEWS["actions.propose"].allows(viewer.role),
-            "proposals": PROPOSALS,
+            # sharing is for C&C endpoints only
+            "proposals": {
+                k: p for k, p in PROPOSALS.items() if k != "share" or f.get("kind") in SHARE_KINDS
+            },
             "expiry_hours": EXPIRY_HOURS,
             "verdicts": VERDICTS,
             "message": request.query_params.get("msg"),
@@ -147,8 +156,14 @@ async def review(request: Request, finding_id: str, viewer: Review, form: Form) 
         # or put in force because of it is taken back now, not at its expiry
         if f.get("ip"):
             add_to_allowlist(gov, str(f["ip"]), viewer.actor, finding_id=finding_id)
-        ended = data.end_for_false_positive(gov, ACTION_MEASURES, finding_id, viewer.actor)
-        msg += f" ({len(ended)} action(s) taken back)"
+        out = data.end_for_false_positive(
+            gov, ACTION_MEASURES, finding_id, viewer.actor, viewer.role
+        )
+        msg += f" ({len(out.taken_back)} action(s) taken back"
+        if out.flagged:
+            # network actions are the operators' to end: left in place, flagged for them
+            msg += f"; {len(out.flagged)} left for an operator to end"
+        msg += ")"
     return RedirectResponse(f"/findings/{finding_id}?{urlencode({'msg': msg})}", status_code=303)
 
 

@@ -96,10 +96,18 @@ async def approvals(request: Request, viewer: Approvals) -> Response:
     each would change."""
     gov = _gov(request)
     t = data.actions_table(gov, viewer.view.measures, viewer.actor).table
-    t = t.filter(pc.is_in(t.column("status"), value_set=pa.array(["proposed", "approved"])))
+    flags = data.flagged_actions(gov)
+    waiting = pc.is_in(t.column("status"), value_set=pa.array(["proposed", "approved"]))
+    # and what is in force although its finding was found false: flagged for its deciders
+    flagged = pc.and_(
+        pc.equal(t.column("status"), "applied"),
+        pc.is_in(t.column("action_id"), value_set=pa.array(list(flags), pa.string())),
+    )
+    t = t.filter(pc.or_(waiting, flagged))
     props = proposers(gov)
     rows = []
     for r in t.sort_by([("created", "ascending")]).to_pylist():
+        r["flag"] = flags.get(r["action_id"])
         r["proposer"] = props.get(r["action_id"])
         r["preview"] = preview(r, gov.config)
         r["decisions"] = _decisions(r, viewer, r["proposer"])
@@ -313,7 +321,7 @@ async def case(request: Request, case_id: str, viewer: Cases) -> Response:
     mails = []
     directory = gov.config.web.mailbox_dir
     if not row["withheld"] and directory is not None and directory.is_dir():
-        mails = [m for m in read_mailbox(directory) if m.case_id == case_id]
+        mails = read_mailbox(directory).for_case(case_id)
     return render(
         request,
         "case.html",

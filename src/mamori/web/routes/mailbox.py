@@ -8,16 +8,18 @@ Production leaves it unset: the ISP's relay delivers the mail and the page says 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from mamori.governance import Governance
 from mamori.governance.roles import VIEWS
 from mamori.web.auth import Need, Viewer
-from mamori.web.maildir import Mail, read_mailbox
+from mamori.web.maildir import INDEX_SCHEMA, MailList, read_mailbox
 from mamori.web.render import table_response
 from mamori.web.specs import MAIL_TABLE
 
@@ -25,38 +27,39 @@ router = APIRouter()
 Mailbox = Annotated[Viewer, Depends(Need("mailbox"))]
 
 
-_TABLES: dict[int, tuple[list[Mail], pa.Table]] = {}
+_TABLES: dict[int, tuple[MailList, pa.Table]] = {}
 
 
-def mail_table(mails: list[Mail]) -> pa.Table:
+def mail_table(mails: MailList) -> pa.Table:
     """The messages as a table (kept while :func:`read_mailbox` returns the same list)."""
     hit = _TABLES.get(id(mails))
     if hit is not None and hit[0] is mails:
         return hit[1]
-    table = _mail_table(mails)
+    t = mails.table
+    table = pa.table(
+        {
+            "i": pa.array(range(t.num_rows), pa.int64()),
+            "received": t.column("received"),
+            "sender": t.column("sender"),
+            "recipients": pc.replace_substring(t.column("recipients"), "\n", ", "),
+            "subject": t.column("subject"),
+            "case_id": t.column("case_id"),
+        }
+    )
     _TABLES.clear()
     _TABLES[id(mails)] = (mails, table)
     return table
-
-
-def _mail_table(mails: list[Mail]) -> pa.Table:
-    return pa.table(
-        {
-            "i": pa.array(range(len(mails)), pa.int64()),
-            "received": pa.array([m.received for m in mails], pa.timestamp("us", "UTC")),
-            "sender": pa.array([m.sender for m in mails], pa.string()),
-            "recipients": pa.array([", ".join(m.recipients) for m in mails], pa.string()),
-            "subject": pa.array([m.subject for m in mails], pa.string()),
-            "case_id": pa.array([m.case_id for m in mails], pa.string()),
-        }
-    )
 
 
 @router.get("/mailbox")
 async def mailbox(request: Request, viewer: Mailbox) -> Response:
     gov: Governance = request.app.state.gov
     directory = gov.config.web.mailbox_dir
-    mails = read_mailbox(directory) if directory is not None and directory.is_dir() else []
+    mails = (
+        read_mailbox(directory)
+        if directory is not None and directory.is_dir()
+        else MailList(Path("."), INDEX_SCHEMA.empty_table())
+    )
     gov.audit.append(
         actor=viewer.actor,
         event="access",
