@@ -559,3 +559,16 @@ def test_share_proposed_approved_exported_then_withdrawn(store: tuple[str, Gover
     assert [a["value"] for a in gone] == [f"{ip}|8443"] and not gone[0]["to_ids"]
     last = [e for e in gov.audit.entries() if e.event == "share-export"][-1]
     assert json.loads(last.detail or "{}")["withdrawn"] == 1
+    # the TAXII collection gets one revoked version of the indicator, however often published
+    from mamori.share.taxii import CollectionStore, publish
+
+    publish(gov, "test")
+    publish(gov, "test")
+    pubs = [json.loads(e.detail or "{}") for e in gov.audit.entries() if e.event == "share-publish"]
+    assert [p["withdrawn"] for p in pubs[-2:]] == [1, 0]
+    latest = [
+        e["object"]
+        for e in CollectionStore.of(gov).entries("c2").items
+        if ip in e["object"].get("pattern", "")
+    ]
+    assert [o.get("revoked") for o in latest] == [True]

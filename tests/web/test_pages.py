@@ -225,7 +225,10 @@ def test_public_transparency_page_and_downloads(base_url: str) -> None:
         page = c.get("/transparency", params={"period": PERIOD}).text
         assert "Transparency report — 2026-11" in page
         row = page.split('id="measures"')[1].split("M5 ")[1].split("</tr>")[0]
-        assert re.findall(r"<td>(\d+)</td>", row)[:2] == ["3", "2"]  # alerts, subscribers
+        assert re.findall(r'<td data-figure="\w+">(\d+)</td>', row)[:2] == [
+            "3",
+            "2",
+        ]  # alerts, subscribers
         j = c.get("/transparency.json", params={"period": PERIOD})
         assert j.headers["content-type"].startswith("application/json")
         assert j.json()["measures"][4]["alert_subscribers"] == 2

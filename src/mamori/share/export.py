@@ -12,7 +12,7 @@ from mamori.governance import Governance
 from mamori.share.c2list import guard, reviewed_list
 from mamori.share.csvio import list_to_csv
 from mamori.share.misp import list_to_event
-from mamori.share.stix import bundle, list_to_objects
+from mamori.share.stix import bundle, list_to_objects, revoked_objects
 
 __all__ = ["ExportFormat", "export"]
 
@@ -45,7 +45,7 @@ def export(
     now = datetime.now(UTC)
     if fmt == "stix":
         objects = list_to_objects(table, isp, tlp)
-        data = json.dumps(bundle(objects + _revoked(gone, isp, tlp, now)),
+        data = json.dumps(bundle(objects + revoked_objects(gone, isp, tlp)),
                           separators=(",", ":")).encode()  # fmt: skip
     elif fmt == "misp":
         event = list_to_event(table, isp, tlp, now=now)
@@ -73,17 +73,6 @@ def export(
         },
     )
     return data, table.num_rows
-
-
-def _revoked(gone: pa.Table, isp: str, tlp: str, now: datetime) -> list[dict[str, Any]]:
-    """The indicators of withdrawn endpoints, revoked (same ids as when they were shared, so a
-    consumer drops what it took)."""
-    out = []
-    stamp = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    for o in list_to_objects(gone, isp, tlp):
-        if o["type"] == "indicator":
-            out.append({**o, "modified": stamp, "revoked": True})
-    return out
 
 
 def _deleted(gone: pa.Table, isp: str, tlp: str, now: datetime) -> list[dict[str, Any]]:

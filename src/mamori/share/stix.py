@@ -24,7 +24,7 @@ import re
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -203,6 +203,21 @@ def list_to_objects(
             }
         )
     return objects
+
+
+def revoked_objects(
+    table: pa.Table, isp_name: str, tlp: str = "amber+strict"
+) -> list[dict[str, Any]]:
+    """The indicators of withdrawn endpoints ``table``, revoked: the same ids as when they were
+    shared, one second past the shared version (the same version every time, so a collection
+    holds one revocation per endpoint however often it is published)."""
+    out = []
+    for o in list_to_objects(table, isp_name, tlp):
+        if o["type"] == "indicator":
+            later = datetime.fromisoformat(o["modified"]) + timedelta(seconds=1)
+            stamp = later.astimezone(UTC).isoformat(timespec="milliseconds")
+            out.append({**o, "modified": stamp.replace("+00:00", "Z"), "revoked": True})
+    return out
 
 
 def bundle(objects: Iterable[Mapping[str, Any]]) -> dict[str, Any]:

@@ -70,7 +70,7 @@ from mamori.governance import Governance
 from mamori.share.c2list import guard, reviewed_list
 from mamori.share.objectguard import subscriber_address
 from mamori.share.quota import Limited, PeerQuota, RefusalSummary, source_prefix
-from mamori.share.stix import indicator_id, list_to_objects
+from mamori.share.stix import indicator_id, list_to_objects, revoked_objects
 from mamori.share.trust import COLLECTIONS, Peer, TrustStore
 
 __all__ = [
@@ -216,7 +216,12 @@ def publish(
     table = reviewed.table
     guard(gov, table, actor, what="taxii-publish")
     objects = list_to_objects(table, gov.config.isp_name, tlp)
-    added = CollectionStore.of(gov).add("c2", objects)
+    store = CollectionStore.of(gov)
+    added = store.add("c2", objects)
+    # endpoints whose share was ended or expired: a revoked version of their indicator, once
+    gone = reviewed.withdrawn
+    guard(gov, gone, actor, what="taxii-publish-withdrawals")
+    revoked = store.add("c2", revoked_objects(gone, gov.config.isp_name, tlp))
     # which endpoints got a new indicator version, by review state (the transparency report)
     new_ids = {a["id"] for a in added}
     shared = {k: 0 for k in ("confirmed", "corroborated", "candidate")}
@@ -238,6 +243,7 @@ def publish(
             "include_candidates": include_candidates,
             "shared": shared,
             "held_back": reviewed.held_back,
+            "withdrawn": len(revoked),
         },
     )
     return PublishResult(table.num_rows, len(added), "c2")

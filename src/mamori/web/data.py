@@ -79,6 +79,10 @@ def _read(
         measure = gov.catalogue[m]
         if not gov.config.measure_enabled(m) or not measure.may_read(dataset):
             continue
+        if actor == grantcache.WARM_ACTOR and not grantcache.is_fresh(gov, m, dataset, columns):
+            # the warmer derives the pages' tables from what it read; a read it was refused is
+            # not asked for again (each refusal is an audit entry and a transparency figure)
+            continue
         try:
             kept = grantcache.read(gov, m, dataset, columns, actor)
         except AccessRefused as exc:
