@@ -41,6 +41,7 @@ from pydantic import BaseModel, Field
 
 from mamori.act import base as act
 from mamori.act.base import ActionKind
+from mamori.act.warning_tally import TALLY_EVENT, WarningCounts, tallied
 from mamori.governance import AccessRefused, Governance, retention_status
 
 __all__ = [
@@ -337,9 +338,11 @@ def build_report(
     # --- the audit log: consent changes, purges, sharing
     deleted: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
     partners: dict[str, set[str]] = defaultdict(set)
+    # the warning page's counts not yet in the log go in first, so that every figure of the
+    # report, warnings shown included, is rebuilt from the log
+    WarningCounts(gov.state_dir("warning")).seal(gov.audit, actor=actor)
+    warnings: dict[str, int] = defaultdict(int)
     for e in gov.audit.entries():
-        if not _in(_parse_ts(e.ts), lo, hi):
-            continue
         detail: dict[str, Any] = {}
         if e.detail:
             try:
@@ -347,6 +350,15 @@ def build_report(
                 detail = parsed if isinstance(parsed, dict) else {}
             except ValueError:
                 detail = {}
+        if e.event == TALLY_EVENT:
+            # by the day of the views, whenever the tally was sealed (a month's last day is
+            # sealed on the next day's first view, or by the report)
+            for by_category in tallied(detail, lo, hi).values():
+                for category, events in by_category.items():
+                    warnings[category] += events["shown"]
+            continue
+        if not _in(_parse_ts(e.ts), lo, hi):
+            continue
         if e.event == "consent" and e.measure in lines:
             if detail.get("state") == "out":
                 lines[e.measure].opt_outs += 1
@@ -411,7 +423,7 @@ def build_report(
         findings=findings,
         notes=notes,
         audit_head=audit_head,
-        warnings_shown=_warnings_shown(gov, lo, hi),
+        warnings_shown=dict(sorted(warnings.items())),
     )
 
 
@@ -473,26 +485,6 @@ def _event_times(gov: Governance, measure: str, actor: str) -> dict[str, datetim
         )
         if when is not None
     }
-
-
-def _warnings_shown(gov: Governance, lo: datetime, hi: datetime) -> dict[str, int]:
-    """Warning pages shown in the period, per category, from the page's own daily counts (M8
-    keeps nothing else: no address, no site, no time of a visit)."""
-    path = gov.state_dir("warning") / "counts.json"
-    try:
-        days: dict[str, dict[str, dict[str, int]]] = json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, ValueError):
-        return {}
-    out: dict[str, int] = defaultdict(int)
-    for day, cats in days.items():
-        try:
-            d = datetime.fromisoformat(day).replace(tzinfo=UTC)
-        except ValueError:
-            continue
-        if lo <= d < hi:
-            for cat, events in cats.items():
-                out[cat] += int(events.get("shown", 0))
-    return dict(sorted(out.items()))
 
 
 def to_csv(report: TransparencyReport) -> str:

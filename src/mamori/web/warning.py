@@ -7,7 +7,8 @@ says which list the site is on, why the ISP can show it (the subscriber's M8 set
 they switched it off), how to change that setting at any time, and offers to continue.
 
 What is recorded is what M8 allows and no more: a count per day, category and event (shown,
-continued) in the store's state directory. No address, no site name, no time of a visit.
+continued) in the store's state directory, sealed into the audit log day by day
+(``act/warning_tally.py``). No address, no site name, no time of a visit.
 
 Two ways to serve it: ``warning_router(gov)`` for the console (``/warning?site=…``), and
 ``create_warning_app(config)``, a standalone app answering every path on every host name — the
@@ -16,8 +17,6 @@ one the RPZ warning host points at.
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import threading
 import time
@@ -31,6 +30,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from mamori.act.rpz import WARNING_CATEGORIES, policy_names
+from mamori.act.warning_tally import WarningCounts
 from mamori.config import MamoriConfig
 from mamori.governance import Governance
 from mamori.ingest.reputation import current_reputation
@@ -96,33 +96,6 @@ class SiteLookup:
                 if hit:
                     return hit
         return None
-
-
-class WarningCounts:
-    """Per-day counts of pages shown and continues, by category — the only record M8 keeps."""
-
-    def __init__(self, directory: Path) -> None:
-        self.path = directory / "counts.json"
-        self._lock = threading.Lock()
-
-    def add(self, category: str | None, event: str) -> None:
-        day = datetime.now(UTC).strftime("%Y-%m-%d")
-        with self._lock:
-            data = self.read()
-            bucket = data.setdefault(day, {}).setdefault(category or "unknown", {})
-            bucket[event] = int(bucket.get(event, 0)) + 1
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(data, sort_keys=True), encoding="utf-8")
-            os.replace(tmp, self.path)
-
-    def read(self) -> dict[str, dict[str, dict[str, int]]]:
-        try:
-            data: dict[str, dict[str, dict[str, int]]] = json.loads(
-                self.path.read_text(encoding="utf-8")
-            )
-        except FileNotFoundError:
-            return {}
-        return data
 
 
 def _language(request: Request, lang: str | None) -> str:
@@ -210,7 +183,7 @@ def warning_router(gov: Governance, *, lookup: SiteLookup | None = None) -> APIR
     """``GET /warning?site=HOST&path=/x&lang=ja|en`` and ``POST /warning/continue``."""
     config = gov.config
     sites = lookup or SiteLookup(gov)
-    counts = WarningCounts(gov.state_dir("warning"))
+    counts = WarningCounts(gov.state_dir("warning"), gov.audit)
     router = APIRouter()
 
     @router.get("/warning", response_class=HTMLResponse)
@@ -245,7 +218,7 @@ def create_warning_app(config: MamoriConfig, gov: Governance | None = None) -> F
     site named in the ``Host`` header."""
     g = gov or Governance(config)
     sites = SiteLookup(g)
-    counts = WarningCounts(g.state_dir("warning"))
+    counts = WarningCounts(g.state_dir("warning"), g.audit)
     app = FastAPI(title="Mamori warning page", docs_url=None, redoc_url=None, openapi_url=None)
     app.include_router(warning_router(g, lookup=sites))
 
