@@ -30,11 +30,11 @@ def report(work: Path) -> None:
         view = open_oriented(gov, "feasibility")
         seeds = open_seeds(gov, "feasibility", view.sandbox)
         v, s = view.name, seeds.name
-        view.sql(f"""CREATE OR REPLACE TEMP TABLE sus AS
+        view.sandbox.execute(f"""CREATE OR REPLACE TEMP TABLE sus AS
             SELECT DISTINCT s.seed_id, o.host FROM {v} o JOIN {s} s
             ON o.ext = s.ip AND (s.port IS NULL OR o.eport = s.port)""")
         # suspect hosts: the most of any one seed's suspects (correlation works per seed)
-        view.sql(f"""CREATE OR REPLACE TEMP TABLE ep AS
+        view.sandbox.execute(f"""CREATE OR REPLACE TEMP TABLE ep AS
             WITH o AS (SELECT * FROM {v} WHERE est AND NOT server_side),
             a AS (SELECT ext, eport, proto, count(DISTINCT host) AS hosts, count(*) AS recs,
                          sum(packets) AS pkts FROM o GROUP BY ALL),

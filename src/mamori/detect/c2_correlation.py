@@ -114,13 +114,24 @@ def candidates_sql(view: str, seeds: str, p: CorrelationParams) -> str:
         FROM o SEMI JOIN cand USING (ext, eport, proto)
         WHERE o.est GROUP BY ALL
     ),
+    -- a seed's suspects by fan-out: the expected count below depends on a suspect only through
+    -- its fan-out, so it sums over the seed's distinct fan-outs, not over every suspect once per
+    -- candidate peer (a seed with thousands of suspects times thousands of peers is billions)
+    fh AS (
+        SELECT sh.seed_id, f.fan_out, count(*) AS w
+        FROM sh JOIN fan f ON f.host = sh.host GROUP BY ALL
+    ),
+    -- the purity test needs no expectation: peers that fail it are not worth one
+    pure AS (
+        SELECT c.seed_id, c.ext, c.eport, c.proto, ep.n_c
+        FROM cand c JOIN ep USING (ext, eport, proto)
+        WHERE c.k >= {p.min_purity} * ep.n_c
+    ),
     ex AS (
         SELECT c.seed_id, c.ext, c.eport, c.proto,
-               sum(1.0 - exp(-f.fan_out * ep.n_c / edges.n_edges)) AS expected
-        FROM cand c
-        JOIN ep USING (ext, eport, proto)
-        JOIN sh ON sh.seed_id = c.seed_id
-        JOIN fan f ON f.host = sh.host
+               sum(fh.w * (1.0 - exp(-fh.fan_out * c.n_c / edges.n_edges))) AS expected
+        FROM pure c
+        JOIN fh ON fh.seed_id = c.seed_id
         CROSS JOIN edges
         GROUP BY ALL
     )
