@@ -43,6 +43,39 @@ def test_parse_v4_matches_ipaddress() -> None:
     assert ok.tolist() == [True] + [False] * len(bad) and int(v[0]) == (10 << 24) + 1
 
 
+def _with_integers(batch: pa.Table, *, drop_every: int = 0) -> pa.Table:
+    """The batch as the collector hands it over: the decoder's integers beside the text (null
+    where IPv6, or every ``drop_every``-th row, as for sFlow rows, left to the text)."""
+    for name in ("src_addr", "dst_addr"):
+        ints = []
+        for i, t in enumerate(batch.column(name).to_pylist()):
+            a = ipaddress.ip_address(t)
+            ints.append(int(a) if a.version == 4 and not (drop_every and i % drop_every == 0)
+                        else None)  # fmt: skip
+        batch = batch.append_column(name + "_v4", pa.array(ints, pa.uint32()))
+    return batch
+
+
+WITH_INTEGERS = {
+    "inbound amplification": [Flood(VICTIM, 40_000, duration=60, proto=17, sport=53)],
+    "outbound and carpet": [Flood("10.0.7.7", 30_000, duration=40, outbound=True),
+                            Flood("10.0.9.0", 60_000, duration=40, spread_prefix=24)],
+    "botnet": [Flood("198.51.100.1", 30_000, duration=40, botnet=True, sources=400)],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("floods", WITH_INTEGERS.values(), ids=WITH_INTEGERS.keys())
+@pytest.mark.parametrize("drop_every", [0, 3])
+def test_the_collectors_integers_give_the_same_attacks_as_text(floods: list[Flood],
+                                                               drop_every: int) -> None:  # fmt: skip
+    batches = export(floods, sampling=100, active_timeout=5.0)
+    by_text, by_int = DdosEngine(DdosParams(), INSIDE), DdosEngine(DdosParams(), INSIDE)
+    a = [x for now, b in batches for x in by_text.feed(b, now=now)]
+    b = [x for now, t in batches for x in by_int.feed(_with_integers(t, drop_every=drop_every),
+                                                      now=now)]  # fmt: skip
+    assert a and [x.as_json() for x in a] == [x.as_json() for x in b]
+
+
 @pytest.mark.parametrize(
     ("pps", "sampling", "timeout", "found_by"),
     [

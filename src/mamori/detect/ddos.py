@@ -779,7 +779,12 @@ class DdosStream:
         self.attacks: list[Attack] = []
 
     def __call__(self, flows: pa.Table) -> None:
-        found = self.engine.feed(flows.select(list(self.columns)))
+        # the authorised columns, and the collector's integer form of the addresses among them
+        names = [
+            *self.columns,
+            *(f"{c}_v4" for c in self.columns if f"{c}_v4" in flows.column_names),
+        ]
+        found = self.engine.feed(flows.select(names))
         if not found:
             return
         self.attacks += found
