@@ -216,3 +216,55 @@ def test_stream_refused_when_the_measure_is_off(tmp_path: Path) -> None:
     cfg = make_config(tmp_path / "s", measures={"M13": False})
     with Governance(cfg) as gov, pytest.raises(AccessRefused):
         DdosStream(gov, "collector")
+
+
+# per-prefix baselines: learnt for 240 s of flow time (10 s samples, 60 s warm-up) by one
+# stream, which is then restarted; the new one is fed the test traffic
+LEARN = {"baseline_interval_s": 10, "baseline_warmup_s": 60, "baseline_alpha": 0.2}
+HEAVY = Flood("10.0.5.5", 30_000, duration=240, sources=20)  # above 20,000 pps, every day
+QUIET = Flood("10.0.6.6", 400, duration=240, sources=20)
+BASELINES = {
+    "a heavy prefix's usual traffic is not an attack": (
+        {}, [HEAVY], [Flood("10.0.5.5", 30_000, start=300, duration=60, sources=20)], [],
+    ),
+    "without baselines it is": (
+        {"baseline": False}, [HEAVY],
+        [Flood("10.0.5.5", 30_000, start=300, duration=60, sources=20)], ["10.0.5.5"],
+    ),
+    "a heavy prefix still alarms at 3 times its usual rate": (
+        {}, [HEAVY], [Flood("10.0.5.5", 30_000, start=300, duration=60, sources=20),
+                      Flood("10.0.5.9", 150_000, start=300, duration=60, sources=20)],
+        ["10.0.5.9"],
+    ),
+    "a quiet prefix alarms earlier, above the floor": (
+        {"baseline_floor": 0.25}, [QUIET],
+        [Flood("10.0.6.7", 10_000, start=300, duration=60, sources=20)], ["10.0.6.7"],
+    ),
+    "not below the floor": (
+        {"baseline_floor": 0.25}, [QUIET],
+        [Flood("10.0.6.7", 3_000, start=300, duration=60, sources=20)], [],
+    ),
+    "with the default floor, not below the absolute thresholds": (
+        {}, [QUIET], [Flood("10.0.6.7", 10_000, start=300, duration=60, sources=20)], [],
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("params", "learn", "test", "hosts"), BASELINES.values(),
+                         ids=BASELINES.keys())  # fmt: skip
+def test_per_prefix_baselines_survive_a_restart(
+    gov: Governance, params: dict[str, object], learn: list[Flood], test: list[Flood],
+    hosts: list[str],
+) -> None:  # fmt: skip
+    p = DdosParams(**{**LEARN, **params})
+    first = DdosStream(gov, "collector", p, write=False)
+    for _, batch in export(learn, sampling=10, active_timeout=1.0):
+        first(batch)
+    again = DdosStream(gov, "collector", p, write=False)  # a restart
+    if p.baseline:
+        assert again.engine.baseline is not None and first.engine.baseline is not None
+        assert again.engine.baseline.keys.tolist() == first.engine.baseline.keys.tolist()
+        assert len(again.engine.baseline.keys)
+    for _, batch in export(test, sampling=10, active_timeout=1.0, seed=1):
+        again(batch)
+    assert sorted(a.target for a in again.attacks if a.scope == "host") == hosts

@@ -31,6 +31,7 @@ import hashlib
 import ipaddress
 import itertools
 import json
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -118,6 +119,42 @@ class DdosParams(DetectorParams):
         description="size of the running totals that pick candidates: 2**bits cells of 24 "
         "bytes, for inside and for outside addresses (48 MiB at 20); fewer cells, more "
         "needless candidates, never a missed attack",
+    )
+    baseline: bool = Field(
+        default=True,
+        description="hold inbound traffic against each destination prefix's usual rate as well "
+        "as the absolute thresholds above",
+    )
+    baseline_prefix_v4: int = Field(
+        default=24,
+        ge=8,
+        le=32,
+        description="prefix length the usual rate is learnt per (an address is held against "
+        "its prefix's usual rate; 32: each address its own)",
+    )
+    baseline_interval_s: int = Field(
+        default=60, ge=1, description="seconds of flow time per sample of a prefix's rate"
+    )
+    baseline_alpha: float = Field(
+        default=0.05,
+        gt=0,
+        le=1,
+        description="weight of each new sample in the moving average (0.05: about the last 20)",
+    )
+    baseline_warmup_s: int = Field(
+        default=3600,
+        ge=0,
+        description="a prefix's usual rate is used once it has been learnt this long",
+    )
+    baseline_multiplier: float = Field(
+        default=3.0, gt=1, description="a learnt prefix alarms above this many times its usual rate"
+    )
+    baseline_floor: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="a learnt prefix's thresholds never go below this share of the absolute "
+        "ones (1: a quiet prefix alarms where FastNetMon would; 0.25: at a quarter of it)",
     )
     memory_limit_mb: int | None = Field(default=None, ge=64)
 
@@ -292,6 +329,97 @@ class _Totals:
         return got[:, :3] + got[:, 3:]
 
 
+class _Baseline:
+    """Each inside destination prefix's usual rate (pps, bps, flows): per ``interval`` of flow
+    time, the estimated packets, bits and records that arrived for it, divided by the
+    interval, folded into an exponentially weighted moving average. A sample is capped at the
+    prefix's own threshold, so an attack does not teach it that attacks are usual; a prefix
+    not seen in an interval samples zero. Only rates per prefix are kept, never an address."""
+
+    def __init__(self, plen: int, interval: float, alpha: float) -> None:
+        self.plen, self.interval, self.alpha = plen, interval, alpha
+        self.mask = np.uint64(((1 << 32) - 1) ^ ((1 << (32 - plen)) - 1))
+        self.keys = np.zeros(0, np.uint64)  # sorted prefix networks
+        self.rate = np.zeros((0, 3))
+        self.since = np.zeros(0)  # flow time the prefix was first sampled
+        self.started: float | None = None  # the current interval's start (flow time)
+        self.pending: list[tuple[npt.NDArray[np.uint64], npt.NDArray[np.float64]]] = []
+        self.dirty = False
+
+    def observe(self, v4: npt.NDArray[np.uint64], vals: npt.NDArray[np.float64]) -> None:
+        """Inbound records' destination addresses and (est. packets, bits, 1)."""
+        if len(v4):
+            u, inv = _unique_inverse(v4 & self.mask)
+            self.pending.append((u, np.column_stack(
+                [np.bincount(inv, vals[:, c], len(u)) for c in range(3)])))  # fmt: skip
+
+    def advance(self, now: float, cap: Callable[[npt.NDArray[np.uint64]], npt.NDArray[np.float64]],
+                ) -> None:  # fmt: skip
+        """Close the intervals that ended by flow time ``now``; ``cap`` gives each prefix's
+        threshold (a sample's ceiling)."""
+        if self.started is None:
+            self.started = now
+            return
+        gone = int((now - self.started) // self.interval)
+        if gone <= 0:
+            return
+        if self.pending:
+            keys = np.concatenate([k for k, _ in self.pending])
+            vals = np.concatenate([v for _, v in self.pending])
+            u, inv = _unique_inverse(keys)
+            sums = [np.bincount(inv, vals[:, c], len(u)) / self.interval for c in range(3)]
+            sample = np.column_stack(sums)
+        else:
+            u, sample = np.zeros(0, np.uint64), np.zeros((0, 3))
+        self.pending = []
+        end = self.started + self.interval
+        # the interval that had the records, then (gone - 1) empty ones: zeros
+        allk = np.union1d(self.keys, u)
+        old = np.searchsorted(allk, self.keys)
+        new = np.searchsorted(allk, u)
+        rate = np.full((len(allk), 3), np.nan)
+        rate[old] = self.rate
+        since = np.full(len(allk), end)
+        since[old] = self.since
+        got = np.zeros((len(allk), 3))
+        got[new] = np.minimum(sample, cap(u))
+        fresh = np.isnan(rate[:, 0])
+        rate[fresh] = got[fresh]
+        rate[~fresh] += self.alpha * (got[~fresh] - rate[~fresh])
+        rate *= (1 - self.alpha) ** (gone - 1)
+        keep = (rate > 1e-3).any(axis=1)  # a prefix long silent is forgotten
+        self.keys, self.rate, self.since = allk[keep], rate[keep], since[keep]
+        self.started += gone * self.interval
+        self.dirty = True
+
+    def lookup(self, nets: npt.NDArray[np.uint64],
+               ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:  # fmt: skip
+        """Usual rate and first-sampled time of each prefix network (NaN where unknown)."""
+        rate = np.full((len(nets), 3), np.nan)
+        since = np.full(len(nets), np.nan)
+        if len(self.keys):
+            at = np.minimum(np.searchsorted(self.keys, nets), len(self.keys) - 1)
+            hit = self.keys[at] == nets
+            rate[hit], since[hit] = self.rate[at[hit]], self.since[at[hit]]
+        return rate, since
+
+    def state(self) -> dict[str, Any]:
+        return {"plen": self.plen, "interval": self.interval, "keys": self.keys,
+                "rate": self.rate, "since": self.since}  # fmt: skip
+
+    def restore(self, state: dict[str, Any]) -> bool:
+        """Load :meth:`state`; False (nothing loaded) if it was learnt per another prefix
+        length or interval."""
+        if int(state["plen"]) != self.plen or float(state["interval"]) != self.interval:
+            return False
+        self.keys = np.asarray(state["keys"], np.uint64)
+        self.rate = np.asarray(state["rate"], np.float64).reshape(-1, 3)
+        self.since = np.asarray(state["since"], np.float64)
+        # the time the engine was down is not silence: the next batch starts a new interval
+        self.started = None
+        return True
+
+
 @dataclass
 class _Cols:
     """A batch's columns the groups share, as NumPy arrays."""
@@ -417,6 +545,11 @@ class DdosEngine:
                 merged.append([lo, hi])
         self._ranges4 = (np.array([m[0] for m in merged], np.uint64),
                          np.array([m[1] for m in merged], np.uint64))  # fmt: skip
+        self.baseline = (
+            _Baseline(params.baseline_prefix_v4, params.baseline_interval_s, params.baseline_alpha)
+            if params.baseline
+            else None
+        )
         self._reflection = np.zeros(1 << 16, bool)
         self._reflection[list(params.reflection_ports)] = True
         self.keys = _Keys()
@@ -544,16 +677,22 @@ class DdosEngine:
         # sources no customer holds (spoofed), each below any per-source threshold
         rows_remote = np.flatnonzero(remote)
         v4_in = rows_in[ok_d[rows_in]]
+        if self.baseline is not None:
+            self.baseline.observe(dst[v4_in], np.column_stack(
+                [est_p[v4_in], est_b[v4_in], np.ones(len(v4_in))]))  # fmt: skip
         groups = [
             ("host", "inbound", rows_in, self._ids(dst, ok_d, dst_t, rows_in)),
             ("host", "outbound", rows_out, self._ids(src, ok_s, src_t, rows_out)),
             ("prefix", "inbound", v4_in, self.keys.prefixes(dst[v4_in], self.p.prefix_v4)),
             ("remote", "outbound", rows_remote, self._ids(dst, ok_d, dst_t, rows_remote)),
         ]
+        self.latest = max(self.latest, float(te.max()))  # first: a prefix's warm-up is by it
         for scope, direction, rows, keys in groups:
             if len(rows):
                 found += self._group(scope, direction, rows, keys, cols, now)
-        self.latest = max(self.latest, float(te.max()))
+        if self.baseline is not None:
+            prefix_thr = self.thr[("prefix", "inbound")]
+            self.baseline.advance(self.latest, lambda nets: self._learnt(nets, prefix_thr))
         if self.latest - self._purged >= self.p.horizon_s / 2:
             self._purge(self.latest)
         self.seconds += time.perf_counter() - t0
@@ -635,8 +774,37 @@ class DdosEngine:
 
     def _thresholds(self, scope: str, direction: str,
                     keys: npt.NDArray[np.uint64]) -> npt.NDArray[np.float64]:  # fmt: skip
-        """Per key, the (pps, bps, flows) it is held against."""
-        return np.broadcast_to(self.thr[(scope, direction)], (len(keys), 3))
+        """Per key, the (pps, bps, flows) it is held against: the absolute thresholds, or for
+        an inside destination whose prefix has a learnt usual rate, the multiple of it."""
+        base = self.thr[(scope, direction)]
+        if self.baseline is None or direction != "inbound":
+            return np.broadcast_to(base, (len(keys), 3))
+        if scope == "host":
+            v4 = keys < _V6_BASE
+            nets = np.where(v4, keys, 0) & self.baseline.mask
+        elif self.p.baseline_prefix_v4 <= self.p.prefix_v4:  # a carpet prefix in one learnt one
+            v4 = np.ones(len(keys), bool)
+            nets = keys & np.uint64(0xFFFFFFFF) & self.baseline.mask
+        else:
+            return np.broadcast_to(base, (len(keys), 3))
+        out = self._learnt(nets, base)
+        out[~v4] = base
+        return out
+
+    def _learnt(self, nets: npt.NDArray[np.uint64],
+                base: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:  # fmt: skip
+        """Thresholds of inside prefix networks: ``base`` until a prefix has been learnt for
+        the warm-up, then ``baseline_multiplier`` × its usual rate, never below
+        ``baseline_floor`` × ``base``."""
+        out = np.tile(base, (len(nets), 1))
+        if self.baseline is None or not len(self.baseline.keys):
+            return out
+        rate, since = self.baseline.lookup(nets)
+        warm = since + self.p.baseline_warmup_s <= self.latest  # NaN: never learnt
+        if warm.any():
+            out[warm] = np.maximum(self.p.baseline_floor * base,
+                                   self.p.baseline_multiplier * rate[warm])  # fmt: skip
+        return out
 
     def _attack(self, key: int, scope: str, direction: str, origin: int,
                 rows: npt.NDArray[np.float32], level: npt.NDArray[np.float64],
@@ -777,6 +945,11 @@ class DdosStream:
         )
         self.engine = DdosEngine(params or DdosParams(), internal_nets(gov)[0])
         self.attacks: list[Attack] = []
+        # the prefixes' usual rates outlive a restart (rates per prefix: operational state)
+        self.baseline_path = gov.state_dir("ddos") / "baseline.npz"
+        if self.engine.baseline is not None and self.baseline_path.exists():
+            with np.load(self.baseline_path) as state:
+                self.engine.baseline.restore(dict(state))
 
     def __call__(self, flows: pa.Table) -> None:
         # the authorised columns, and the collector's integer form of the addresses among them
@@ -785,6 +958,12 @@ class DdosStream:
             *(f"{c}_v4" for c in self.columns if f"{c}_v4" in flows.column_names),
         ]
         found = self.engine.feed(flows.select(names))
+        base = self.engine.baseline
+        if base is not None and base.dirty:
+            tmp = self.baseline_path.with_suffix(".tmp.npz")
+            np.savez(tmp, **base.state())
+            os.replace(tmp, self.baseline_path)
+            base.dirty = False
         if not found:
             return
         self.attacks += found
