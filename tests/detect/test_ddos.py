@@ -13,7 +13,14 @@ import pyarrow as pa
 import pytest
 
 from mamori.detect.base import Window
-from mamori.detect.ddos import Attack, DdosEngine, DdosParams, DdosStream, parse_v4
+from mamori.detect.ddos import (
+    Attack,
+    DdosEngine,
+    DdosParams,
+    DdosStream,
+    attack_findings,
+    parse_v4,
+)
 from mamori.detect.registry import build
 from mamori.governance import AccessRefused, Governance
 from tests.detect.ddos_replay import EPOCH, Flood, export
@@ -174,8 +181,12 @@ def test_each_attack_is_reported_once() -> None:
     assert len([a for a in attacks if a.target == VICTIM]) == 1
 
 
-def _store(gov: Governance, floods: list[Flood]) -> None:
-    t = pa.concat_tables([b for _, b in export(floods, sampling=100, active_timeout=10.0)])
+def _store(gov: Governance, floods: list[Flood], tables: list[pa.Table] | None = None) -> None:
+    if tables is None:
+        tables = [b for _, b in export(floods, sampling=100, active_timeout=10.0)]
+    if not tables:
+        return
+    t = pa.concat_tables(tables)
     ms = pa.timestamp("ms", tz="UTC")  # the store keeps milliseconds
     for c in ("time_start", "time_end"):
         i = t.schema.get_field_index(c)
@@ -268,3 +279,34 @@ def test_per_prefix_baselines_survive_a_restart(
     for _, batch in export(test, sampling=10, active_timeout=1.0, seed=1):
         again(batch)
     assert sorted(a.target for a in again.attacks if a.scope == "host") == hosts
+
+
+def test_stream_finds_the_senders_of_an_outbound_attack_as_detect_ddos_does(
+    gov: Governance,
+) -> None:
+    """A botnet of 400 inside devices floods an outside address: the stream, once the
+    collector has flushed, writes the same attack-source findings as the stored-flow detector."""
+    from mamori.detect.ddos_sources import attack_sources
+
+    batches = export([Flood("203.0.113.50", 40_000, duration=60, botnet=True, sources=40)],
+                     sampling=100, active_timeout=5.0)  # fmt: skip
+    stream = DdosStream(gov, "collector")
+    stored = []
+    for now, batch in batches:
+        stream(batch)
+        stored.append(batch)
+        if now - batches[0][0] == 20:  # a flush mid-attack: its flows are not all there yet
+            _store(gov, [], tables=stored)
+            stored = []
+            stream.flushed()
+    _store(gov, [], tables=stored)
+    assert [a.scope for a in stream.outbound] == ["remote"]
+    stream.flushed(final=True)
+    found = gov.open("M13", "findings", None, "t").arrow().to_pylist()
+    streamed = sorted(f["ip"] for f in found if f["kind"] == "attack-source")
+    [attack] = [f for f in found if f["kind"] == "ddos"]
+    assert json.loads(attack["evidence"])["scope"] == "remote"
+    # what detect ddos derives from the same stored flows and finding
+    again = attack_sources(gov, attack_findings(stream.attacks), "t", write=False)
+    assert streamed and streamed == sorted(again.column("ip").to_pylist())
+    assert len(streamed) == stream.senders and not stream.outbound

@@ -887,16 +887,20 @@ def _table(rows: list[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=dataset("findings").arrow)
 
 
+def _finding_id(a: Attack) -> str:
+    key = f"{a.target}|{a.direction}|{a.kind}|{int(a.start)}"
+    return "ddos-" + hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
 def attack_findings(attacks: Sequence[Attack]) -> pa.Table:
     """Attacks as findings (kind ``ddos``; the method is the attack type, ``carpet`` for a
     prefix)."""
     rows = []
     for a in attacks:
-        key = f"{a.target}|{a.direction}|{a.kind}|{int(a.start)}"
         rows.append(
             {
                 "detected": datetime.fromtimestamp(a.detected, UTC),
-                "finding_id": "ddos-" + hashlib.sha256(key.encode()).hexdigest()[:16],
+                "finding_id": _finding_id(a),
                 "kind": "ddos",
                 "method": a.kind,
                 "ip": a.target,
@@ -924,9 +928,13 @@ def attack_findings(attacks: Sequence[Attack]) -> pa.Table:
 
 
 class DdosStream:
-    """The engine on a live stream: ``collector.observers.append(DdosStream(gov, actor))``.
-    Governance authorises M13 to look at the stream's columns (one audit entry); each attack is
-    stored as a finding the moment its batch is processed, then handed to ``on_attack``."""
+    """The engine on a live stream: ``collector.observers.append(stream)`` and
+    ``collector.after_flush.append(stream.flushed)``. Governance authorises M13 to look at the
+    stream's columns (one audit entry); each attack is stored as a finding the moment its
+    batch is processed, then handed to ``on_attack``. The senders of an outbound attack
+    (``attack-source`` findings, :mod:`mamori.detect.ddos_sources`) are read from the stored
+    flows, as ``detect ddos`` reads them, once the collector has stored the flows up to
+    ``margin_s`` after the attack was found (or at its last flush)."""
 
     def __init__(
         self,
@@ -936,15 +944,21 @@ class DdosStream:
         *,
         write: bool = True,
         on_attack: Callable[[Attack], None] | None = None,
+        on_senders: Callable[[Attack, int], None] | None = None,
     ) -> None:
+        from mamori.detect.ddos_sources import SourceParams
         from mamori.detect.flowview import internal_nets
 
         self.gov, self.actor, self.write, self.on_attack = gov, actor, write, on_attack
+        self.on_senders = on_senders
         self.columns = gov.open_stream_read(
             "M13", "flows", STREAM_COLUMNS, actor, justification="DDoS detection (stream)"
         )
         self.engine = DdosEngine(params or DdosParams(), internal_nets(gov)[0])
         self.attacks: list[Attack] = []
+        self.sources = SourceParams()
+        self.outbound: list[Attack] = []  # outbound attacks whose senders are not read yet
+        self.senders = 0
         # the prefixes' usual rates outlive a restart (rates per prefix: operational state)
         self.baseline_path = gov.state_dir("ddos") / "baseline.npz"
         if self.engine.baseline is not None and self.baseline_path.exists():
@@ -953,10 +967,8 @@ class DdosStream:
 
     def __call__(self, flows: pa.Table) -> None:
         # the authorised columns, and the collector's integer form of the addresses among them
-        names = [
-            *self.columns,
-            *(f"{c}_v4" for c in self.columns if f"{c}_v4" in flows.column_names),
-        ]
+        names = [*self.columns]
+        names += [f"{c}_v4" for c in self.columns if f"{c}_v4" in flows.column_names]
         found = self.engine.feed(flows.select(names))
         base = self.engine.baseline
         if base is not None and base.dirty:
@@ -967,12 +979,33 @@ class DdosStream:
         if not found:
             return
         self.attacks += found
+        self.outbound += [a for a in found if a.direction == "outbound"]
         if self.write:
             self.gov.write("M13", "findings", attack_findings(found), self.actor,
                            justification="DDoS detection (stream)")  # fmt: skip
         for a in found:
             if self.on_attack is not None:
                 self.on_attack(a)
+
+    def flushed(self, final: bool = False) -> None:
+        """The collector made what it decoded visible in the store: read the senders of the
+        outbound attacks whose flows are all there (flow time ``margin_s`` past the attack's
+        detection; every one at the last flush)."""
+        if not self.outbound or not self.write:
+            return
+        from mamori.detect.ddos_sources import attack_sources
+
+        margin = self.sources.margin_s
+        ready = [a for a in self.outbound if final or self.engine.latest >= a.detected + margin]
+        if not ready:
+            return
+        self.outbound = [a for a in self.outbound if a not in ready]
+        table = attack_sources(self.gov, attack_findings(ready), self.actor, self.sources)
+        self.senders += table.num_rows
+        if self.on_senders is not None:
+            for a in ready:
+                self.on_senders(a, sum(1 for f in table.column("evidence").to_pylist()
+                                       if json.loads(f)["attack"] == _finding_id(a)))  # fmt: skip
 
 
 class DdosDetector:

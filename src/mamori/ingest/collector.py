@@ -228,6 +228,9 @@ class Collector:
         self.templates = TemplateState(group_dir / "templates", legacy=group_dir / "templates.json")
         # called after each flush with its duration and the files it made visible (metrics)
         self.on_flush: Callable[[float, list[Path]], None] | None = None
+        # called after each flush (final: the last): what was decoded is in the store now
+        # (collect --detect-ddos reads the senders of outbound attacks from it)
+        self.after_flush: list[Callable[[bool], None]] = []
         # called with each decoded batch, before it is stored (streaming detection, M13 — each
         # observer is authorised by governance when it is made: Governance.open_stream_read)
         self.observers: list[StreamObserver] = []
@@ -438,6 +441,11 @@ class Collector:
             self.stats.counters["state.errors.disk_full"] += 1
         if self.on_flush is not None:
             self.on_flush(time.monotonic() - self._last_flush, files)
+        for after in self.after_flush:
+            try:
+                after(final)
+            except Exception:  # a reader of the store must not stop collection
+                log.exception("after-flush hook failed")
         return rows
 
     def _store_port_blocks(self) -> None:

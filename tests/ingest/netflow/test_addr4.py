@@ -4,10 +4,12 @@ the flows carry: what ``collect --detect-ddos`` hands the DDoS engine instead of
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
+from mamori.governance import Governance
 from mamori.ingest.netflow import fields as ie
 from mamori.ingest.netflow.decoder import Datagram, FlowDecoder
 from tests.ingest.netflow.packets import (
@@ -20,6 +22,11 @@ from tests.ingest.netflow.packets import (
     v5_record,
 )
 
+PCAPS = Path(__file__).parents[2] / "data/netflow"
+REPLAYS = {
+    "IPv6": ("111-IPFIXv10-NFv9-IPv6-IPv4-mix_sources__traffic-01.pcap", {6}),
+    "IPv4": ("101-NFv9-CISCO-cust_primitives__traffic-00.pcap", {4}),
+}
 DUAL = [
     (ie.SOURCE_IPV4_ADDRESS, 4),
     (ie.DESTINATION_IPV4_ADDRESS, 4),
@@ -81,3 +88,41 @@ def test_collector_hands_an_observer_the_integers_of_its_authorised_addresses() 
     # an observer not authorised for an address gets no form of it
     assert _observed(flows, addr4, ("packets",)).column_names == ["packets"]
     assert _observed(flows, None, ("src_addr",)).column_names == ["src_addr"]
+
+
+@pytest.mark.parametrize(("pcap", "expected"), REPLAYS.values(), ids=REPLAYS.keys())
+def test_collector_observer_sees_integers_and_is_told_of_each_flush(
+    gov: Governance, pcap: str, expected: set[int]
+) -> None:
+    """A real replay of a capture: the observer's integers are its text addresses (none for
+    IPv6); the after-flush hooks run once the records are in the store."""
+    from mamori.ingest.collector import Collector, replaying
+
+    seen: list[pa.Table] = []
+    flushes: list[tuple[bool, int]] = []
+
+    class Observer:
+        columns = ("src_addr", "dst_addr")
+
+        def __call__(self, flows: pa.Table) -> None:
+            seen.append(flows)
+
+    collector = Collector(gov, replaying(gov.config.collector))
+    collector.observers.append(Observer())
+
+    def stored(final: bool) -> None:
+        flushes.append((final, gov.open("M13", "flows", ["src_addr"], "t").arrow().num_rows))
+
+    collector.after_flush.append(stored)
+    collector.replay_pcap(PCAPS / pcap)
+    flows = pa.concat_tables(seen)
+    assert flows.column_names == ["src_addr", "dst_addr", "src_addr_v4", "dst_addr_v4"]
+    families = set()
+    for name in ("src_addr", "dst_addr"):
+        for t, i in zip(flows.column(name).to_pylist(), flows.column(name + "_v4").to_pylist(),
+                        strict=True):  # fmt: skip
+            a = ipaddress.ip_address(t)
+            families.add(a.version)
+            assert i == (int(a) if a.version == 4 else None)
+    assert families == expected
+    assert flushes[-1] == (True, flows.num_rows)
