@@ -15,10 +15,14 @@ thins the flood — nothing. Spread, the record says exactly how many packets pe
 victim received during those 60 s, so the first record that arrives decides.
 
 Cost: an address can only cross a threshold in one second once the packets counted for it in
-the last ``horizon_s`` of arrivals reach that threshold. Running totals per address (sorted
-NumPy arrays, merged once a second) pick these candidates; only their records are spread into
-bins. Normal traffic — many addresses, each far below the thresholds — costs a parse, a sort and a
-lookup per record.
+the last ``horizon_s`` of arrivals reach that threshold. Running totals per address (a hashed
+table, an upper bound: :class:`_Totals`) pick these candidates; only their records are spread
+into bins. Normal traffic — many addresses, each far below the thresholds — costs a scatter-add
+and a gather per record and key family; the collector hands the addresses over as integers.
+
+Thresholds: the absolute ones of ``[detect.ddos]``, or for an inside destination whose prefix
+has been learnt (:class:`_Baseline`), a multiple of the prefix's usual rate, never below a share
+of the absolute ones.
 
 The attack type is the dominant one among the attack's packets: ``syn`` (TCP SYN without ACK),
 ``amplification`` (UDP from a reflection port), ``udp``, ``icmp``, else ``mixed``; ``carpet``
