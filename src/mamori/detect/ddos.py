@@ -763,16 +763,17 @@ class DdosEngine:
         block = np.cumsum(diff.reshape(len(uk), span, -1), axis=1)[:, :-1]
         slots = self.bins.slots(uk.tolist())
         self.bins.add(slots, lo, block)
-        first, rows_all = self.bins.window(slots)
-        peak = rows_all[:, :, :3].max(axis=1)
-        may = np.flatnonzero((peak >= thr_k).any(axis=1))  # no window's mean beats the top second
+        # no window's mean beats the top second: only keys whose top second does are read whole
+        peak = self.bins.vals[slots, :, :3].max(axis=1)
+        may = np.flatnonzero((peak >= thr_k).any(axis=1))
         out: list[Attack] = []
         if not len(may):
             return out
-        level = self._level(rows_all[may].astype(np.float64))
+        first, rows_all = self.bins.window(slots[may])
+        level = self._level(rows_all.astype(np.float64))
         hits: npt.NDArray[np.bool_] = np.any(level >= thr_k[may][:, None, :], axis=2)
         for i in np.flatnonzero(hits.any(axis=1)):
-            out += self._attack(int(uk[may[i]]), scope, direction, first, rows_all[may[i]],
+            out += self._attack(int(uk[may[i]]), scope, direction, first, rows_all[i],
                                 level[i], hits[i], thr_k[may[i]], now)  # fmt: skip
         return out
 
