@@ -1,7 +1,7 @@
 """DDoS engine throughput, one core, at several revisions side by side (issue 16).
 
     PYTHONPATH=$PWD/src python bench/ddos_throughput.py [--revs 049753b HEAD .] [--repeat 3]
-        [--batches 10] [--text] [--per-second 20 --seconds 30]
+        [--batches 10] [--text]
 
 Each revision's ``src/mamori/detect/ddos.py`` is loaded from git (``git show REV:…``; ``.`` is
 the working tree) and fed the same synthetic batches as ``bench/ddos.py``'s ``throughput()``
@@ -9,9 +9,8 @@ the working tree) and fed the same synthetic batches as ``bench/ddos.py``'s ``th
 sampling); the revisions are interleaved, so machine load hits them alike. The batches carry the
 addresses as the collector hands them to ``collect --detect-ddos``: text plus the decoder's
 integers (``src_addr_v4``, ``dst_addr_v4``); ``--text`` leaves the integers out (``detect ddos``
-over stored flows, and revisions before the integers were passed). ``--per-second 20`` packs 20
-batches into each second of flow time (2M records/s), as a busier collector would. Prints
-records/s (CPU time of this process) per run, and the candidate keys held at the end.
+over stored flows, and revisions before the integers were passed). Prints records/s (CPU time
+of this process) per run, and the candidate keys held at the end.
 """
 
 from __future__ import annotations
@@ -28,7 +27,6 @@ from types import ModuleType
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,36 +83,15 @@ def batches(now: float, count: int = 10, *, numeric: bool = True) -> list[pa.Tab
     return out
 
 
-def dense(data: list[pa.Table], per_second: int, seconds: int) -> list[pa.Table]:
-    """``per_second`` batches per second of flow time: batch i of second s is ``data``'s
-    batch i (cycled), its times moved to second s. More records per second than ``data`` has
-    fill the running totals (and the hashed cells) as a busier network would."""
-    out = []
-    for k in range(per_second * seconds):
-        b = data[k % len(data)]
-        shift = pa.scalar(int((k // per_second - k % len(data)) * 1e6), pa.duration("us"))
-        for c in ("time_start", "time_end"):
-            i = b.schema.get_field_index(c)
-            b = b.set_column(i, c, pc.add(b.column(c), shift))
-        out.append(b)
-    return out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--revs", nargs="+", default=["049753b", "HEAD"])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--batches", type=int, default=10, help="seconds of traffic (100,000 each)")
     ap.add_argument("--text", action="store_true", help="addresses as text only")
-    ap.add_argument("--per-second", type=int, default=1,
-                    help="batches per second of flow time (20: 2M records/s); the --batches "
-                    "generated are cycled, their times shifted, for --seconds")  # fmt: skip
-    ap.add_argument("--seconds", type=int, default=0, help="with --per-second: flow seconds")
     args = ap.parse_args()
     now = time.time()
     data = batches(now, args.batches, numeric=not args.text)
-    if args.per_second > 1:
-        data = dense(data, args.per_second, args.seconds or len(data))
     with tempfile.TemporaryDirectory() as tmp:
         mods = {rev: load(rev, Path(tmp)) for rev in args.revs}
         res: dict[str, list[float]] = {rev: [] for rev in mods}
@@ -124,7 +101,7 @@ def main() -> None:
                 engine = m.DdosEngine(m.DdosParams(), [ipaddress.ip_network("10.0.0.0/14")])
                 t0 = time.process_time()
                 for i, b in enumerate(data):
-                    engine.feed(b, now=now + i // args.per_second)
+                    engine.feed(b, now=now + i)
                 res[rev].append(len(data) * 100_000 / (time.process_time() - t0))
                 held[rev] = len(engine.bins)
     for rev, runs in res.items():
