@@ -751,16 +751,17 @@ class DdosEngine:
         rate = np.where(live[:, None], vals[pick], 0.0)
         per_p = rate[:, 0]
         kd = c.kind[r]
-        diff = np.empty((cells, 4 + len(TYPES)))
-        for col, w in enumerate((per_p, rate[:, 1], rate[:, 2],
-                                 np.where(live, c.sampled[r] / nb, 0.0))):  # fmt: skip
-            diff[:, col] = np.bincount(start, w, cells) - np.bincount(stop, w, cells)
-        # packets per attack type: one bincount over (cell, type) pairs
-        typed = np.bincount(start * len(TYPES) + kd, per_p, cells * len(TYPES)) - np.bincount(
-            stop * len(TYPES) + kd, per_p, cells * len(TYPES)
-        )
-        diff[:, 4:] = typed.reshape(cells, len(TYPES))
-        block = np.cumsum(diff.reshape(len(uk), span, -1), axis=1)[:, :-1]
+        # one bincount over (cell, measure) pairs: + at a record's first second, − after its
+        # last; the measures are pps, bps, flows, sampled packets, then pps per attack type
+        width = 4 + len(TYPES)
+        w = np.zeros((len(r), width))
+        w[:, 0], w[:, 1], w[:, 2] = per_p, rate[:, 1], rate[:, 2]
+        w[:, 3] = np.where(live, c.sampled[r] / nb, 0.0)
+        w[np.arange(len(r)), 4 + kd] = per_p
+        measure = np.arange(width)
+        at = np.concatenate([start * width, stop * width])[:, None] + measure
+        diff = np.bincount(at.ravel(), np.concatenate([w, -w]).ravel(), cells * width)
+        block = np.cumsum(diff.reshape(len(uk), span, width), axis=1)[:, :-1]
         slots = self.bins.slots(uk.tolist())
         self.bins.add(slots, lo, block)
         # no window's mean beats the top second: only keys whose top second does are read whole
