@@ -760,7 +760,9 @@ class DdosEngine:
         w[np.arange(len(r)), 4 + kd] = per_p
         measure = np.arange(width)
         at = np.concatenate([start * width, stop * width])[:, None] + measure
-        diff = np.bincount(at.ravel(), np.concatenate([w, -w]).ravel(), cells * width)
+        diff: npt.NDArray[np.float64] = np.bincount(
+            at.ravel(), np.concatenate([w, -w]).ravel(), cells * width
+        )
         block = np.cumsum(diff.reshape(len(uk), span, width), axis=1)[:, :-1]
         slots = self.bins.slots(uk.tolist())
         self.bins.add(slots, lo, block)
