@@ -760,8 +760,8 @@ class DdosEngine:
         w[np.arange(len(r)), 4 + kd] = per_p
         measure = np.arange(width)
         at = np.concatenate([start * width, stop * width])[:, None] + measure
-        diff: npt.NDArray[np.float64] = np.bincount(
-            at.ravel(), np.concatenate([w, -w]).ravel(), cells * width
+        diff = np.asarray(
+            np.bincount(at.ravel(), np.concatenate([w, -w]).ravel(), cells * width), np.float64
         )
         block = np.cumsum(diff.reshape(len(uk), span, width), axis=1)[:, :-1]
         slots = self.bins.slots(uk.tolist())
