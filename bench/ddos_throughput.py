@@ -1,11 +1,16 @@
 """DDoS engine throughput, one core, at several revisions side by side (issue 16).
 
-    PYTHONPATH=src python bench/ddos_throughput.py [--revs 049753b HEAD] [--repeat 3]
+    PYTHONPATH=$PWD/src python bench/ddos_throughput.py [--revs 049753b HEAD .] [--repeat 3]
+        [--batches 10] [--text]
 
-Each revision's ``src/mamori/detect/ddos.py`` is loaded from git (``git show REV:…``) and fed the
-same synthetic batches as ``bench/ddos.py``'s ``throughput()`` (10 × 100,000 records, half inbound
-to a /14, 1/1,000 sampling); the revisions are interleaved, so machine load hits them alike.
-Prints records/s (CPU time of this process) per run.
+Each revision's ``src/mamori/detect/ddos.py`` is loaded from git (``git show REV:…``; ``.`` is
+the working tree) and fed the same synthetic batches as ``bench/ddos.py``'s ``throughput()``
+(``--batches`` × 100,000 records, one batch per second, half inbound to a /14, 1/1,000
+sampling); the revisions are interleaved, so machine load hits them alike. The batches carry the
+addresses as the collector hands them to ``collect --detect-ddos``: text plus the decoder's
+integers (``src_addr_v4``, ``dst_addr_v4``); ``--text`` leaves the integers out (``detect ddos``
+over stored flows, and revisions before the integers were passed). Prints records/s (CPU time
+of this process) per run, and the candidate keys held at the end.
 """
 
 from __future__ import annotations
@@ -27,9 +32,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def load(rev: str, tmp: Path) -> ModuleType:
-    src = subprocess.run(["git", "show", f"{rev}:src/mamori/detect/ddos.py"], cwd=ROOT,
-                         check=True, capture_output=True, text=True).stdout  # fmt: skip
-    path = tmp / f"ddos_{rev.replace('/', '_')}.py"
+    if rev == ".":
+        src = (ROOT / "src/mamori/detect/ddos.py").read_text()
+    else:
+        src = subprocess.run(["git", "show", f"{rev}:src/mamori/detect/ddos.py"], cwd=ROOT,
+                             check=True, capture_output=True, text=True).stdout  # fmt: skip
+    path = tmp / f"ddos_{rev.replace('/', '_').replace('.', 'worktree')}.py"
     path.write_text(src)
     spec = importlib.util.spec_from_file_location(path.stem, path)
     assert spec and spec.loader
@@ -39,7 +47,7 @@ def load(rev: str, tmp: Path) -> ModuleType:
     return mod
 
 
-def batches(now: float) -> list[pa.Table]:
+def batches(now: float, count: int = 10, *, numeric: bool = True) -> list[pa.Table]:
     rng = np.random.default_rng(1)
     n = 100_000
 
@@ -50,23 +58,27 @@ def batches(now: float) -> list[pa.Table]:
 
     out = []
     us = pa.timestamp("us", tz="UTC")
-    for i in range(10):
+    for i in range(count):
         ins = (10 << 24) + rng.integers(0, 2**18, n)
         outs = rng.integers(1 << 30, 3 << 30, n)
         inbound = rng.random(n) < 0.5
         ts = now + i + rng.uniform(-60, 0, n)
         te = np.minimum(ts + rng.uniform(0, 60, n), now + i)
+        src, dst = np.where(inbound, outs, ins), np.where(inbound, ins, outs)
+        numbers = {"src_addr_v4": pa.array(src.astype(np.uint32)),
+                   "dst_addr_v4": pa.array(dst.astype(np.uint32))} if numeric else {}  # fmt: skip
         out.append(pa.table({
             "time_start": pa.array((ts * 1e6).astype(np.int64)).cast(us),
             "time_end": pa.array((te * 1e6).astype(np.int64)).cast(us),
-            "src_addr": text(np.where(inbound, outs, ins)),
-            "dst_addr": text(np.where(inbound, ins, outs)),
+            "src_addr": text(src),
+            "dst_addr": text(dst),
             "src_port": pa.array(rng.integers(1, 65535, n).astype(np.uint16)),
             "protocol": pa.array(rng.choice([6, 17], n).astype(np.uint8)),
             "tcp_flags": pa.array(rng.integers(0, 64, n).astype(np.uint8)),
             "packets": pa.array(rng.choice([1, 1, 1, 2, 3], n).astype(np.uint64)),
             "bytes": pa.array(rng.integers(60, 3000, n).astype(np.uint64)),
             "sampling_rate": pa.array(np.full(n, 1000, np.uint32)),
+            **numbers,
         }))  # fmt: skip
     return out
 
@@ -75,22 +87,28 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--revs", nargs="+", default=["049753b", "HEAD"])
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--batches", type=int, default=10, help="seconds of traffic (100,000 each)")
+    ap.add_argument("--text", action="store_true", help="addresses as text only")
     args = ap.parse_args()
     now = time.time()
-    data = batches(now)
+    data = batches(now, args.batches, numeric=not args.text)
     with tempfile.TemporaryDirectory() as tmp:
         mods = {rev: load(rev, Path(tmp)) for rev in args.revs}
         res: dict[str, list[float]] = {rev: [] for rev in mods}
+        held: dict[str, int] = {}
         for _ in range(args.repeat):
             for rev, m in mods.items():
                 engine = m.DdosEngine(m.DdosParams(), [ipaddress.ip_network("10.0.0.0/14")])
                 t0 = time.process_time()
                 for i, b in enumerate(data):
                     engine.feed(b, now=now + i)
-                res[rev].append(10 * 100_000 / (time.process_time() - t0))
+                res[rev].append(len(data) * 100_000 / (time.process_time() - t0))
+                held[rev] = len(engine.bins)
     for rev, runs in res.items():
         print(
-            f"{rev}: best {max(runs):,.0f} records/s; runs " + ", ".join(f"{x:,.0f}" for x in runs)
+            f"{rev}: best {max(runs):,.0f} records/s; runs "
+            + ", ".join(f"{x:,.0f}" for x in runs)
+            + f"; {held[rev]:,} candidate keys held at the end"
         )
 
 

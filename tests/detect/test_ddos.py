@@ -13,7 +13,14 @@ import pyarrow as pa
 import pytest
 
 from mamori.detect.base import Window
-from mamori.detect.ddos import Attack, DdosEngine, DdosParams, DdosStream, parse_v4
+from mamori.detect.ddos import (
+    Attack,
+    DdosEngine,
+    DdosParams,
+    DdosStream,
+    attack_findings,
+    parse_v4,
+)
 from mamori.detect.registry import build
 from mamori.governance import AccessRefused, Governance
 from tests.detect.ddos_replay import EPOCH, Flood, export
@@ -41,6 +48,39 @@ def test_parse_v4_matches_ipaddress() -> None:
     bad = ["256.1.1.1", "1.2.3", "1..2.3", "1.2.3.4.5", "2001:db8::1", "1.2.3.4.", "", None]
     v, ok = parse_v4(pa.array(["10.0.0.1", *bad]))
     assert ok.tolist() == [True] + [False] * len(bad) and int(v[0]) == (10 << 24) + 1
+
+
+def _with_integers(batch: pa.Table, *, drop_every: int = 0) -> pa.Table:
+    """The batch as the collector hands it over: the decoder's integers beside the text (null
+    where IPv6, or every ``drop_every``-th row, as for sFlow rows, left to the text)."""
+    for name in ("src_addr", "dst_addr"):
+        ints = []
+        for i, t in enumerate(batch.column(name).to_pylist()):
+            a = ipaddress.ip_address(t)
+            ints.append(int(a) if a.version == 4 and not (drop_every and i % drop_every == 0)
+                        else None)  # fmt: skip
+        batch = batch.append_column(name + "_v4", pa.array(ints, pa.uint32()))
+    return batch
+
+
+WITH_INTEGERS = {
+    "inbound amplification": [Flood(VICTIM, 40_000, duration=60, proto=17, sport=53)],
+    "outbound and carpet": [Flood("10.0.7.7", 30_000, duration=40, outbound=True),
+                            Flood("10.0.9.0", 60_000, duration=40, spread_prefix=24)],
+    "botnet": [Flood("198.51.100.1", 30_000, duration=40, botnet=True, sources=400)],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("floods", WITH_INTEGERS.values(), ids=WITH_INTEGERS.keys())
+@pytest.mark.parametrize("drop_every", [0, 3])
+def test_the_collectors_integers_give_the_same_attacks_as_text(floods: list[Flood],
+                                                               drop_every: int) -> None:  # fmt: skip
+    batches = export(floods, sampling=100, active_timeout=5.0)
+    by_text, by_int = DdosEngine(DdosParams(), INSIDE), DdosEngine(DdosParams(), INSIDE)
+    a = [x for now, b in batches for x in by_text.feed(b, now=now)]
+    b = [x for now, t in batches for x in by_int.feed(_with_integers(t, drop_every=drop_every),
+                                                      now=now)]  # fmt: skip
+    assert a and [x.as_json() for x in a] == [x.as_json() for x in b]
 
 
 @pytest.mark.parametrize(
@@ -141,8 +181,12 @@ def test_each_attack_is_reported_once() -> None:
     assert len([a for a in attacks if a.target == VICTIM]) == 1
 
 
-def _store(gov: Governance, floods: list[Flood]) -> None:
-    t = pa.concat_tables([b for _, b in export(floods, sampling=100, active_timeout=10.0)])
+def _store(gov: Governance, floods: list[Flood], tables: list[pa.Table] | None = None) -> None:
+    if tables is None:
+        tables = [b for _, b in export(floods, sampling=100, active_timeout=10.0)]
+    if not tables:
+        return
+    t = pa.concat_tables(tables)
     ms = pa.timestamp("ms", tz="UTC")  # the store keeps milliseconds
     for c in ("time_start", "time_end"):
         i = t.schema.get_field_index(c)
@@ -183,3 +227,86 @@ def test_stream_refused_when_the_measure_is_off(tmp_path: Path) -> None:
     cfg = make_config(tmp_path / "s", measures={"M13": False})
     with Governance(cfg) as gov, pytest.raises(AccessRefused):
         DdosStream(gov, "collector")
+
+
+# per-prefix baselines: learnt for 240 s of flow time (10 s samples, 60 s warm-up) by one
+# stream, which is then restarted; the new one is fed the test traffic
+LEARN = {"baseline_interval_s": 10, "baseline_warmup_s": 60, "baseline_alpha": 0.2}
+HEAVY = Flood("10.0.5.5", 30_000, duration=240, sources=20)  # above 20,000 pps, every day
+QUIET = Flood("10.0.6.6", 400, duration=240, sources=20)
+BASELINES = {
+    "a heavy prefix's usual traffic is not an attack": (
+        {}, [HEAVY], [Flood("10.0.5.5", 30_000, start=300, duration=60, sources=20)], [],
+    ),
+    "without baselines it is": (
+        {"baseline": False}, [HEAVY],
+        [Flood("10.0.5.5", 30_000, start=300, duration=60, sources=20)], ["10.0.5.5"],
+    ),
+    "a heavy prefix still alarms at 3 times its usual rate": (
+        {}, [HEAVY], [Flood("10.0.5.5", 30_000, start=300, duration=60, sources=20),
+                      Flood("10.0.5.9", 150_000, start=300, duration=60, sources=20)],
+        ["10.0.5.9"],
+    ),
+    "a quiet prefix alarms earlier, above the floor": (
+        {"baseline_floor": 0.25}, [QUIET],
+        [Flood("10.0.6.7", 10_000, start=300, duration=60, sources=20)], ["10.0.6.7"],
+    ),
+    "not below the floor": (
+        {"baseline_floor": 0.25}, [QUIET],
+        [Flood("10.0.6.7", 3_000, start=300, duration=60, sources=20)], [],
+    ),
+    "with the default floor, not below the absolute thresholds": (
+        {}, [QUIET], [Flood("10.0.6.7", 10_000, start=300, duration=60, sources=20)], [],
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("params", "learn", "test", "hosts"), BASELINES.values(),
+                         ids=BASELINES.keys())  # fmt: skip
+def test_per_prefix_baselines_survive_a_restart(
+    gov: Governance, params: dict[str, object], learn: list[Flood], test: list[Flood],
+    hosts: list[str],
+) -> None:  # fmt: skip
+    p = DdosParams(**{**LEARN, **params})
+    first = DdosStream(gov, "collector", p, write=False)
+    for _, batch in export(learn, sampling=10, active_timeout=1.0):
+        first(batch)
+    again = DdosStream(gov, "collector", p, write=False)  # a restart
+    if p.baseline:
+        assert again.engine.baseline is not None and first.engine.baseline is not None
+        assert again.engine.baseline.keys.tolist() == first.engine.baseline.keys.tolist()
+        assert len(again.engine.baseline.keys)
+    for _, batch in export(test, sampling=10, active_timeout=1.0, seed=1):
+        again(batch)
+    assert sorted(a.target for a in again.attacks if a.scope == "host") == hosts
+
+
+def test_stream_finds_the_senders_of_an_outbound_attack_as_detect_ddos_does(
+    gov: Governance,
+) -> None:
+    """A botnet of 400 inside devices floods an outside address: the stream, once the
+    collector has flushed, writes the same attack-source findings as the stored-flow detector."""
+    from mamori.detect.ddos_sources import attack_sources
+
+    batches = export([Flood("203.0.113.50", 40_000, duration=60, botnet=True, sources=40)],
+                     sampling=100, active_timeout=5.0)  # fmt: skip
+    stream = DdosStream(gov, "collector")
+    stored = []
+    for now, batch in batches:
+        stream(batch)
+        stored.append(batch)
+        if now - batches[0][0] == 20:  # a flush mid-attack: its flows are not all there yet
+            _store(gov, [], tables=stored)
+            stored = []
+            stream.flushed()
+    _store(gov, [], tables=stored)
+    assert [a.scope for a in stream.outbound] == ["remote"]
+    stream.flushed(final=True)
+    found = gov.open("M13", "findings", None, "t").arrow().to_pylist()
+    streamed = sorted(f["ip"] for f in found if f["kind"] == "attack-source")
+    [attack] = [f for f in found if f["kind"] == "ddos"]
+    assert json.loads(attack["evidence"])["scope"] == "remote"
+    # what detect ddos derives from the same stored flows and finding
+    again = attack_sources(gov, attack_findings(stream.attacks), "t", write=False)
+    assert streamed and streamed == sorted(again.column("ip").to_pylist())
+    assert len(streamed) == stream.senders and not stream.outbound

@@ -139,7 +139,9 @@ def collect(
         typer.Option(
             "--detect-ddos",
             help="also detect DDoS (M13) on each decoded batch as it arrives ([detect.ddos]); "
-            "attacks are printed and stored as findings at once",
+            "attacks are printed and stored as findings at once; the subscribers' devices "
+            "sending an outbound attack are stored as attack-source findings once their flows "
+            "are (for `mamori notify`); each prefix's usual rate is kept in <store>/_state/ddos",
         ),
     ] = False,
     mitigate: Annotated[
@@ -246,7 +248,16 @@ def collect(
                         highlight=False,
                     )
 
-        collector.observers.append(DdosStream(STATE.gov(), "collector", params, on_attack=show))
+        def senders(a: Attack, n: int) -> None:
+            err.print(
+                f"  {n} sender(s) inside of the outbound attack on {a.target}: attack-source "
+                "findings (M13) for `mamori notify`",
+                highlight=False,
+            )
+
+        stream = DdosStream(STATE.gov(), "collector", params, on_attack=show, on_senders=senders)
+        collector.observers.append(stream)
+        collector.after_flush.append(stream.flushed)
     for path in pcap or []:
         stats = collector.replay_pcap(path)
         err.print(f"{path}: {_status_line(stats)}", highlight=False)

@@ -15,10 +15,14 @@ thins the flood — nothing. Spread, the record says exactly how many packets pe
 victim received during those 60 s, so the first record that arrives decides.
 
 Cost: an address can only cross a threshold in one second once the packets counted for it in
-the last ``horizon_s`` of arrivals reach that threshold. Running totals per address (sorted
-NumPy arrays, merged once a second) pick these candidates; only their records are spread into
-bins. Normal traffic — many addresses, each far below the thresholds — costs a parse, a sort and a
-lookup per record.
+the last ``horizon_s`` of arrivals reach that threshold. Running totals per address (a hashed
+table, an upper bound: :class:`_Totals`) pick these candidates; only their records are spread
+into bins. Normal traffic — many addresses, each far below the thresholds — costs a scatter-add
+and a gather per record and key family; the collector hands the addresses over as integers.
+
+Thresholds: the absolute ones of ``[detect.ddos]``, or for an inside destination whose prefix
+has been learnt (:class:`_Baseline`), a multiple of the prefix's usual rate, never below a share
+of the absolute ones.
 
 The attack type is the dominant one among the attack's packets: ``syn`` (TCP SYN without ACK),
 ``amplification`` (UDP from a reflection port), ``udp``, ``icmp``, else ``mixed``; ``carpet``
@@ -31,6 +35,7 @@ import hashlib
 import ipaddress
 import itertools
 import json
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -57,6 +62,7 @@ _V6_BASE = np.uint64(1 << 40)  # ids of IPv6 keys (and prefix keys) start above 
 # may be both, or a victim inbound too: each is its own key)
 _SOURCE_TAG = 1 << 62
 _REMOTE_TAG = 1 << 61
+_PREFIX_TAG = 1 << 59  # an IPv4 prefix: tag | length << 32 | network
 
 
 class DdosParams(DetectorParams):
@@ -109,6 +115,50 @@ class DdosParams(DetectorParams):
     reflection_ports: tuple[int, ...] = Field(
         default=(19, 53, 123, 161, 389, 1900, 3283, 3702, 5683, 11211),
         description="UDP source ports of amplification",
+    )
+    candidate_bits: int = Field(
+        default=20,
+        ge=10,
+        le=26,
+        description="size of the running totals that pick candidates: 2**bits cells of 24 "
+        "bytes, for inside and for outside addresses (48 MiB at 20); fewer cells, more "
+        "needless candidates, never a missed attack",
+    )
+    baseline: bool = Field(
+        default=True,
+        description="hold inbound traffic against each destination prefix's usual rate as well "
+        "as the absolute thresholds above",
+    )
+    baseline_prefix_v4: int = Field(
+        default=24,
+        ge=8,
+        le=32,
+        description="prefix length the usual rate is learnt per (an address is held against "
+        "its prefix's usual rate; 32: each address its own)",
+    )
+    baseline_interval_s: int = Field(
+        default=60, ge=1, description="seconds of flow time per sample of a prefix's rate"
+    )
+    baseline_alpha: float = Field(
+        default=0.05,
+        gt=0,
+        le=1,
+        description="weight of each new sample in the moving average (0.05: about the last 20)",
+    )
+    baseline_warmup_s: int = Field(
+        default=3600,
+        ge=0,
+        description="a prefix's usual rate is used once it has been learnt this long",
+    )
+    baseline_multiplier: float = Field(
+        default=3.0, gt=1, description="a learnt prefix alarms above this many times its usual rate"
+    )
+    baseline_floor: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="a learnt prefix's thresholds never go below this share of the absolute "
+        "ones (1: a quiet prefix alarms where FastNetMon would; 0.25: at a quarter of it)",
     )
     memory_limit_mb: int | None = Field(default=None, ge=64)
 
@@ -196,8 +246,9 @@ def _parse_v4_bytes(text: pa.Array) -> tuple[npt.NDArray[np.uint64], npt.NDArray
 
 
 class _Keys:
-    """Integer ids for addresses and prefixes: IPv4 addresses are their own value; IPv6 addresses
-    and every prefix get ids above 2**40 from a table (few)."""
+    """Integer ids for addresses and prefixes: an IPv4 address is its own value; an IPv4 prefix
+    is ``_PREFIX_TAG | length << 32 | network`` (computed, no table); IPv6 addresses get ids
+    above 2**40 from a table (few)."""
 
     def __init__(self) -> None:
         self.ids: dict[str, int] = {}
@@ -213,74 +264,208 @@ class _Keys:
             out.append(i)
         return np.asarray(out, dtype=np.uint64)
 
+    @staticmethod
+    def prefixes(v4: npt.NDArray[np.uint64], plen: int) -> npt.NDArray[np.uint64]:
+        mask = np.uint64(((1 << 32) - 1) ^ ((1 << (32 - plen)) - 1))
+        return (v4 & mask) | np.uint64(_PREFIX_TAG | plen << 32)
+
     def name(self, key: int) -> str:
+        if key & _PREFIX_TAG:
+            plen = (key >> 32) & 0xFF
+            return f"{ipaddress.IPv4Address(key & 0xFFFFFFFF)}/{plen}"
         if key < int(_V6_BASE):
             return str(ipaddress.IPv4Address(key))
         return self.names[key]
 
 
+def _unique_inverse(
+    keys: npt.NDArray[np.uint64],
+) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.int64]]:
+    """``np.unique(keys, return_inverse=True)`` at a third of its cost (one argsort)."""
+    if not len(keys):
+        return keys, np.zeros(0, np.int64)
+    order = np.argsort(keys)
+    sk = keys[order]
+    new = np.empty(len(sk), bool)
+    new[0] = True
+    np.not_equal(sk[1:], sk[:-1], out=new[1:])
+    group = np.cumsum(new) - 1
+    inv = np.empty(len(keys), np.int64)
+    inv[order] = group
+    return sk[new], inv
+
+
+_HASH = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: the top bits of key × 2**64/φ
+
+
 class _Totals:
-    """Running packet/bit/flow totals per key over the last ``horizon_s`` of arrivals: two
-    generations of sorted arrays (the older one dropped every half horizon), with the batches of
-    the current second folded in once a second."""
+    """An upper bound of each key's packet/bit/flow totals over the last ``horizon_s`` of
+    arrivals: a hashed table of ``2**bits`` cells (a key's bound is its cell, the sum of every
+    key hashed there, never below its own total), in two generations, the older cleared every
+    half horizon. A batch costs one scatter-add and one gather, whatever the number of keys:
+    no sort, no merge. A cell holds both generations' three measures side by side, so a key is
+    one memory access. The totals only pick candidates; a collision makes a needless
+    candidate, never a missed one (with millions of keys a cell holds a few small ones; a
+    needless candidate costs its records' spreading, then its seconds say no)."""
 
-    def __init__(self, horizon_s: float) -> None:
+    def __init__(self, horizon_s: float, bits: int) -> None:
         self.half = horizon_s / 2
-        empty = (np.zeros(0, np.uint64), np.zeros((0, 3)))
-        self.gens: list[tuple[npt.NDArray[np.uint64], npt.NDArray[np.float64]]] = [empty, empty]
-        self.pending: list[tuple[npt.NDArray[np.uint64], npt.NDArray[np.float64]]] = []
+        self.shift = np.uint64(64 - bits)
+        # cell × (generation a: pps, bps, flows; generation b: the same)
+        self.table = np.zeros((1 << bits, 6), np.float32)
+        self.cur = 0  # 0 or 3: the current generation's columns
         self.gen_started = 0.0
-        self.folded = 0.0
 
-    @staticmethod
-    def _merge(
-        parts: Sequence[tuple[npt.NDArray[np.uint64], npt.NDArray[np.float64]]],
-    ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.float64]]:
-        keys = np.concatenate([p[0] for p in parts])
-        vals = np.concatenate([p[1] for p in parts])
-        u, inv = np.unique(keys, return_inverse=True)
-        out = np.column_stack([np.bincount(inv, vals[:, c], len(u)) for c in range(3)])
-        return u.astype(np.uint64), out.reshape(len(u), 3).astype(np.float64)
-
-    def lookup(self, keys: npt.NDArray[np.uint64]) -> npt.NDArray[np.float64]:
-        out = np.zeros((len(keys), 3))
-        for k, v in [*self.gens, *self.pending]:
-            if not len(k):
-                continue
-            pos = np.searchsorted(k, keys)
-            pos = np.minimum(pos, len(k) - 1)
-            hit = k[pos] == keys
-            out[hit] += v[pos[hit]]
-        return out
-
-    def add(self, keys: npt.NDArray[np.uint64], vals: npt.NDArray[np.float64], now: float) -> None:
-        self.pending.append((keys, vals))
-        if now - self.folded >= 1.0 or len(self.pending) > 64:
-            self.gens[1] = self._merge([self.gens[1], *self.pending])
-            self.pending = []
-            self.folded = now
+    def add(self, keys: npt.NDArray[np.uint64], vals: npt.NDArray[np.float32],
+            now: float) -> npt.NDArray[np.float32]:  # fmt: skip
+        """Add ``vals`` (records × 3) under ``keys`` (one per record, repeats allowed); return
+        each record's key's bound, this batch included."""
         if now - self.gen_started >= self.half:
-            self.gens = [self.gens[1], (np.zeros(0, np.uint64), np.zeros((0, 3)))]
+            self.cur = 3 - self.cur
+            self.table[:, self.cur : self.cur + 3] = 0.0
             self.gen_started = now
+        cell = ((keys * _HASH) >> self.shift).astype(np.intp)
+        flat = self.table.reshape(-1)
+        at = cell * 6 + self.cur
+        for c in range(3):
+            np.add.at(flat, at + c, vals[:, c])
+        got = self.table[cell]
+        return got[:, :3] + got[:, 3:]
+
+
+class _Baseline:
+    """Each inside destination prefix's usual rate (pps, bps, flows): per ``interval`` of flow
+    time, the estimated packets, bits and records that arrived for it, divided by the
+    interval, folded into an exponentially weighted moving average. A sample is capped at the
+    prefix's own threshold, so an attack does not teach it that attacks are usual; a prefix
+    not seen in an interval samples zero. Only rates per prefix are kept, never an address."""
+
+    def __init__(self, plen: int, interval: float, alpha: float) -> None:
+        self.plen, self.interval, self.alpha = plen, interval, alpha
+        self.mask = np.uint64(((1 << 32) - 1) ^ ((1 << (32 - plen)) - 1))
+        self.keys = np.zeros(0, np.uint64)  # sorted prefix networks
+        self.rate = np.zeros((0, 3))
+        self.since = np.zeros(0)  # flow time the prefix was first sampled
+        self.started: float | None = None  # the current interval's start (flow time)
+        self.pending: list[tuple[npt.NDArray[np.uint64], npt.NDArray[np.float64]]] = []
+        self.dirty = False
+
+    def observe(self, v4: npt.NDArray[np.uint64], vals: npt.NDArray[np.float64]) -> None:
+        """Inbound records' destination addresses and (est. packets, bits, 1)."""
+        if len(v4):
+            u, inv = _unique_inverse(v4 & self.mask)
+            self.pending.append((u, np.column_stack(
+                [np.bincount(inv, vals[:, c], len(u)) for c in range(3)])))  # fmt: skip
+
+    def advance(self, now: float, cap: Callable[[npt.NDArray[np.uint64]], npt.NDArray[np.float64]],
+                ) -> None:  # fmt: skip
+        """Close the intervals that ended by flow time ``now``; ``cap`` gives each prefix's
+        threshold (a sample's ceiling)."""
+        if self.started is None:
+            self.started = now
+            return
+        gone = int((now - self.started) // self.interval)
+        if gone <= 0:
+            return
+        if self.pending:
+            keys = np.concatenate([k for k, _ in self.pending])
+            vals = np.concatenate([v for _, v in self.pending])
+            u, inv = _unique_inverse(keys)
+            sums = [np.bincount(inv, vals[:, c], len(u)) / self.interval for c in range(3)]
+            sample = np.column_stack(sums)
+        else:
+            u, sample = np.zeros(0, np.uint64), np.zeros((0, 3))
+        self.pending = []
+        end = self.started + self.interval
+        # the interval that had the records, then (gone - 1) empty ones: zeros
+        allk = np.union1d(self.keys, u)
+        old = np.searchsorted(allk, self.keys)
+        new = np.searchsorted(allk, u)
+        rate = np.full((len(allk), 3), np.nan)
+        rate[old] = self.rate
+        since = np.full(len(allk), end)
+        since[old] = self.since
+        got = np.zeros((len(allk), 3))
+        got[new] = np.minimum(sample, cap(u))
+        fresh = np.isnan(rate[:, 0])
+        rate[fresh] = got[fresh]
+        rate[~fresh] += self.alpha * (got[~fresh] - rate[~fresh])
+        rate *= (1 - self.alpha) ** (gone - 1)
+        keep = (rate > 1e-3).any(axis=1)  # a prefix long silent is forgotten
+        self.keys, self.rate, self.since = allk[keep], rate[keep], since[keep]
+        self.started += gone * self.interval
+        self.dirty = True
+
+    def lookup(self, nets: npt.NDArray[np.uint64],
+               ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:  # fmt: skip
+        """Usual rate and first-sampled time of each prefix network (NaN where unknown)."""
+        rate = np.full((len(nets), 3), np.nan)
+        since = np.full(len(nets), np.nan)
+        if len(self.keys):
+            at = np.minimum(np.searchsorted(self.keys, nets), len(self.keys) - 1)
+            hit = self.keys[at] == nets
+            rate[hit], since[hit] = self.rate[at[hit]], self.since[at[hit]]
+        return rate, since
+
+    def state(self) -> dict[str, Any]:
+        return {"plen": self.plen, "interval": self.interval, "keys": self.keys,
+                "rate": self.rate, "since": self.since}  # fmt: skip
+
+    def restore(self, state: dict[str, Any]) -> bool:
+        """Load :meth:`state`; False (nothing loaded) if it was learnt per another prefix
+        length or interval."""
+        if int(state["plen"]) != self.plen or float(state["interval"]) != self.interval:
+            return False
+        self.keys = np.asarray(state["keys"], np.uint64)
+        self.rate = np.asarray(state["rate"], np.float64).reshape(-1, 3)
+        self.since = np.asarray(state["since"], np.float64)
+        # the time the engine was down is not silence: the next batch starts a new interval
+        self.started = None
+        return True
+
+
+@dataclass
+class _Cols:
+    """A batch's columns the groups share, as NumPy arrays."""
+
+    ts: npt.NDArray[np.float64]
+    te: npt.NDArray[np.float64]
+    sampled: npt.NDArray[np.float64]
+    nb: npt.NDArray[np.float64]  # seconds a record is spread over
+    per_s: npt.NDArray[np.float32]  # records × (pps, bps, flows) while it lasts
+    kind: npt.NDArray[np.int8]
+
+
+def _numpy(col: pa.ChunkedArray | pa.Array, dtype: type[Any]) -> npt.NDArray[Any]:
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if arr.null_count:
+        arr = pc.fill_null(arr, 0)
+    return np.asarray(arr.to_numpy(zero_copy_only=False), dtype)
 
 
 class _Ring:
     """Candidates' spread rates, second by second, for the last ``horizon`` seconds of the flows'
     own time: one row of a (keys, seconds, columns) array per key, indexed by second modulo the
-    horizon, so a batch's candidates are updated and tested together. A cell holds the second it
-    was last written for; a cell left from an older second reads as zero."""
+    horizon, so a batch's candidates are updated and tested together. Every cell belongs to a
+    second of the current horizon: when the newest second advances, the cells of the seconds
+    that leave it are cleared for every key at once."""
 
     def __init__(self, horizon: int, width: int) -> None:
         self.h, self.w = horizon, width
         self.slot: dict[int, int] = {}
         self.free: list[int] = []
         self.vals = np.zeros((0, horizon, width), np.float32)
-        self.sec = np.zeros((0, horizon), np.int64)
         self.last = np.zeros(0, np.int64)  # per slot: the newest second written
         self.base = -(1 << 62)  # the newest second of any key
+        self._sorted: npt.NDArray[np.uint64] | None = None
 
     def __len__(self) -> int:
         return len(self.slot)
+
+    def sorted_keys(self) -> npt.NDArray[np.uint64]:
+        if self._sorted is None:
+            self._sorted = np.sort(np.fromiter(self.slot, np.uint64, len(self.slot)))
+        return self._sorted
 
     def slots(self, keys: Sequence[int]) -> npt.NDArray[np.int64]:
         out = np.empty(len(keys), np.int64)
@@ -290,7 +475,8 @@ class _Ring:
                 if not self.free:
                     self._grow()
                 j = self.slot[k] = self.free.pop()
-                self.sec[j] = -1
+                self._sorted = None
+                self.vals[j] = 0.0
                 self.last[j] = -(1 << 62)
             out[i] = j
         return out
@@ -299,43 +485,50 @@ class _Ring:
         n = len(self.vals)
         m = max(64, 2 * n)
         vals = np.zeros((m, self.h, self.w), np.float32)
-        sec = np.full((m, self.h), -1, np.int64)
-        vals[:n], sec[:n] = self.vals, self.sec
-        self.vals, self.sec = vals, sec
+        vals[:n] = self.vals
+        self.vals = vals
         self.last = np.concatenate([self.last, np.full(m - n, -(1 << 62), np.int64)])
         self.free.extend(range(m - 1, n - 1, -1))
+
+    def _advance(self, newest: int) -> None:
+        if newest <= self.base:
+            return
+        gone = newest - self.base
+        if gone >= self.h:
+            self.vals[:] = 0.0
+        else:
+            self.vals[:, (self.base + 1 + np.arange(gone)) % self.h] = 0.0
+        self.base = newest
 
     def add(self, slots: npt.NDArray[np.int64], lo: int,
             block: npt.NDArray[np.float64]) -> None:  # fmt: skip
         """Add ``block`` (keys × seconds from ``lo`` × columns) to the keys' rows."""
         secs = lo + np.arange(block.shape[1])
-        self.base = max(self.base, int(secs[-1]))
+        self._advance(int(secs[-1]))
         keep = secs > self.base - self.h
         secs, block = secs[keep], block[:, keep]
         if not len(secs):
             return
-        pos = secs % self.h
-        rows, cols = slots[:, None], pos[None, :]
-        cur = self.vals[rows, cols].astype(np.float64)
-        cur[self.sec[rows, cols] != secs[None, :]] = 0.0
-        self.vals[rows, cols] = cur + block
-        self.sec[rows, cols] = secs[None, :]
+        # the seconds are one run, split in two where it wraps round the ring
+        p0 = int(secs[0]) % self.h
+        first = min(len(secs), self.h - p0)
+        self.vals[slots, p0 : p0 + first] += block[:, :first]
+        if first < len(secs):
+            self.vals[slots, : len(secs) - first] += block[:, first:]
         self.last[slots] = np.maximum(self.last[slots], secs[-1])
 
-    def window(self, slots: npt.NDArray[np.int64]) -> tuple[int, npt.NDArray[np.float64]]:
+    def window(self, slots: npt.NDArray[np.int64]) -> tuple[int, npt.NDArray[np.float32]]:
         """(first second, keys × the last ``horizon`` seconds × columns), oldest first."""
         first = self.base - self.h + 1
-        secs = first + np.arange(self.h)
-        pos = secs % self.h
-        rows, cols = slots[:, None], pos[None, :]
-        out = self.vals[rows, cols].astype(np.float64)
-        out[self.sec[rows, cols] != secs[None, :]] = 0.0
-        return first, out
+        pos = (first + np.arange(self.h)) % self.h
+        return first, self.vals[slots][:, pos]
 
     def drop_older(self, second: int) -> None:
         old = [k for k, j in self.slot.items() if self.last[j] < second]
         for k in old:
             self.free.append(self.slot.pop(k))
+        if old:
+            self._sorted = None
 
 
 class DdosEngine:
@@ -347,8 +540,28 @@ class DdosEngine:
         self.inside4 = [(int(n.network_address), int(n.broadcast_address))
                         for n in inside if n.version == 4]  # fmt: skip
         self.inside6 = [n for n in inside if n.version == 6]
+        spans = sorted(self.inside4)
+        merged: list[list[int]] = []
+        for lo, hi in spans:  # overlapping or adjacent ranges as one, for one search per address
+            if merged and lo <= merged[-1][1] + 1:
+                merged[-1][1] = max(merged[-1][1], hi)
+            else:
+                merged.append([lo, hi])
+        self._ranges4 = (np.array([m[0] for m in merged], np.uint64),
+                         np.array([m[1] for m in merged], np.uint64))  # fmt: skip
+        self.baseline = (
+            _Baseline(params.baseline_prefix_v4, params.baseline_interval_s, params.baseline_alpha)
+            if params.baseline
+            else None
+        )
+        self._reflection = np.zeros(1 << 16, bool)
+        self._reflection[list(params.reflection_ports)] = True
         self.keys = _Keys()
-        self.totals = _Totals(params.horizon_s)
+        # an outside address, an inside one and a prefix are apart: a heavy prefix (thousands
+        # of addresses' traffic) never shares a cell with an address
+        self.totals = {"host": _Totals(params.horizon_s, params.candidate_bits),
+                       "remote": _Totals(params.horizon_s, params.candidate_bits),
+                       "prefix": _Totals(params.horizon_s, 16)}  # fmt: skip
         # candidates' spread rates, per key, second by second (pps, bps, flows, sampled
         # packets, then pps per attack type)
         self.bins = _Ring(params.horizon_s + 2, 4 + len(TYPES))
@@ -371,9 +584,12 @@ class DdosEngine:
 
     def _inside(self, v4: npt.NDArray[np.uint64], ok4: npt.NDArray[np.bool_],
                 text: pa.Array) -> npt.NDArray[np.bool_]:  # fmt: skip
-        hit = np.zeros(len(v4), bool)
-        for lo, hi in self.inside4:
-            hit |= ok4 & (v4 >= lo) & (v4 <= hi)
+        lo, hi = self._ranges4
+        if len(lo):
+            at = np.searchsorted(lo, v4, side="right") - 1
+            hit = ok4 & (at >= 0) & (v4 <= hi[np.maximum(at, 0)])
+        else:
+            hit = np.zeros(len(v4), bool)
         if self.inside6 and (~ok4).any():
             for i in np.flatnonzero(~ok4):
                 try:
@@ -384,21 +600,33 @@ class DdosEngine:
         return hit
 
     def _ids(self, v4: npt.NDArray[np.uint64], ok4: npt.NDArray[np.bool_],
-             text: pa.Array) -> npt.NDArray[np.uint64]:  # fmt: skip
-        ids = v4.copy()
-        rest = np.flatnonzero(~ok4)
+             text: pa.Array, rows: npt.NDArray[np.int64]) -> npt.NDArray[np.uint64]:  # fmt: skip
+        ids = v4[rows]
+        rest = np.flatnonzero(~ok4[rows])
         if len(rest):
-            ids[rest] = self.keys.of(str(text[i]) for i in rest)
+            ids[rest] = self.keys.of(str(text[int(i)]) for i in rows[rest])
         return ids
 
-    def _prefix_ids(self, v4: npt.NDArray[np.uint64], ok4: npt.NDArray[np.bool_],
-                    rows: npt.NDArray[np.int64]) -> npt.NDArray[np.uint64]:  # fmt: skip
-        plen = self.p.prefix_v4
-        mask = np.uint64(((1 << 32) - 1) ^ ((1 << (32 - plen)) - 1))
-        nets = v4[rows] & mask
-        u, inv = np.unique(nets, return_inverse=True)
-        names = [f"{ipaddress.IPv4Address(int(x))}/{plen}" for x in u]
-        return self.keys.of(names)[inv]
+    @staticmethod
+    def _addresses(flows: pa.Table, name: str,
+                   ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.bool_], pa.Array]:  # fmt: skip
+        """An address column as IPv4 integers and which rows are IPv4. The collector hands the
+        decoder's integers over (``<name>_v4``, null where the row is IPv6 or came without
+        them); only rows without them are parsed from text."""
+        text = flows.column(name).combine_chunks()
+        num = name + "_v4"
+        if num not in flows.column_names:
+            v4, ok = parse_v4(text)
+            return v4, ok, text
+        col = flows.column(num).combine_chunks()
+        v4 = np.asarray(pc.fill_null(col, 0).to_numpy(zero_copy_only=False), np.uint64)
+        if not col.null_count:
+            return v4, np.ones(len(v4), bool), text
+        ok = np.asarray(pc.is_valid(col).to_numpy(zero_copy_only=False), bool)
+        rest = np.flatnonzero(~ok)
+        p, pok = parse_v4(text.take(pa.array(rest)))
+        v4[rest], ok[rest] = p, pok
+        return v4, ok, text
 
     def feed(self, flows: pa.Table, now: float | None = None) -> list[Attack]:
         t0 = time.perf_counter()
@@ -408,52 +636,67 @@ class DdosEngine:
         if n == 0:
             return []
         rate_col = flows.column("sampling_rate")
-        rate = pc.fill_null(rate_col, 0).to_numpy(zero_copy_only=False).astype(np.float64)
+        rate = _numpy(rate_col, np.float64)
         self.unknown_rate += int(rate_col.null_count)
-        src_t = flows.column("src_addr").combine_chunks()
-        dst_t = flows.column("dst_addr").combine_chunks()
-        src, ok_s = parse_v4(src_t)
-        dst, ok_d = parse_v4(dst_t)
+        src, ok_s, src_t = self._addresses(flows, "src_addr")
+        dst, ok_d, dst_t = self._addresses(flows, "dst_addr")
         s_in = self._inside(src, ok_s, src_t)
         d_in = self._inside(dst, ok_d, dst_t)
-        inbound = d_in & ~s_in
-        outbound = s_in & ~d_in
         known = rate > 0
+        inbound = d_in & ~s_in & known
+        outbound = s_in & ~d_in & known
+        remote = ~d_in & known
         ts = _epoch(flows.column("time_start"))
         te = np.maximum(_epoch(flows.column("time_end")), ts)
-        packets = flows.column("packets").to_numpy(zero_copy_only=False).astype(np.float64)
-        nbytes = flows.column("bytes").to_numpy(zero_copy_only=False).astype(np.float64)
+        packets = _numpy(flows.column("packets"), np.float64)
         est_p = packets * rate
-        est_b = nbytes * rate * 8
-        proto = pc.fill_null(flows.column("protocol"), 0).to_numpy(zero_copy_only=False)
-        flags = pc.fill_null(flows.column("tcp_flags"), 0).to_numpy(zero_copy_only=False)
-        sport = pc.fill_null(flows.column("src_port"), 0).to_numpy(zero_copy_only=False)
-        kind = np.full(n, 4, np.int64)  # other
+        est_b = _numpy(flows.column("bytes"), np.float64) * (rate * 8)
+        proto = _numpy(flows.column("protocol"), np.uint8)
+        flags = _numpy(flows.column("tcp_flags"), np.uint8)
+        kind = np.full(n, 4, np.int8)  # other
         kind[proto == 1] = 3
-        kind[proto == 17] = 2
-        kind[(proto == 17) & np.isin(sport, self.p.reflection_ports)] = 1
-        kind[(proto == 6) & ((flags & 0x02) > 0) & ((flags & 0x10) == 0)] = 0
+        udp = proto == 17
+        kind[udp] = 2
+        sport = _numpy(flows.column("src_port"), np.uint16)
+        kind[udp & self._reflection[sport]] = 1
+        kind[(proto == 6) & ((flags & 0x12) == 0x02)] = 0  # SYN without ACK
+        # the span a record's packets are spread over: with c sampled packets seen over d
+        # seconds the flow most likely lasted d·(c+1)/(c−1) (the range of c uniform points);
+        # one sampled packet says nothing of the span, so it gets sparse_spread_s
+        d = te - ts
+        span_s = np.where(packets >= 2, d * (packets + 1) / np.maximum(packets - 1, 1),
+                          self.p.sparse_spread_s)  # fmt: skip
+        np.clip(span_s, self.p.min_duration_s, self.p.horizon_s, out=span_s)
+        nb = np.maximum(np.ceil(span_s - 0.05), 1)  # float noise
+        per_s = np.empty((n, 3), np.float32)  # each record's pps, bps, flows while it lasts
+        per_s[:, 0] = est_p / nb
+        per_s[:, 1] = est_b / nb
+        per_s[:, 2] = 1.0
+        cols = _Cols(ts, te, packets, nb, per_s, kind)
 
         found: list[Attack] = []
-        groups: list[tuple[str, str, npt.NDArray[np.int64], npt.NDArray[np.uint64]]] = []
-        rows_in = np.flatnonzero(inbound & known)
-        rows_out = np.flatnonzero(outbound & known)
-        groups.append(("host", "inbound", rows_in, self._ids(dst, ok_d, dst_t)[rows_in]))
-        groups.append(("host", "outbound", rows_out, self._ids(src, ok_s, src_t)[rows_out]))
-        v4_in = rows_in[ok_d[rows_in]]
-        groups.append(("prefix", "inbound", v4_in, self._prefix_ids(dst, ok_d, v4_in)))
+        rows_in = np.flatnonzero(inbound)
+        rows_out = np.flatnonzero(outbound)
         # an outside address flooded from inside: many subscribers' devices (a botnet), or
         # sources no customer holds (spoofed), each below any per-source threshold
-        rows_remote = np.flatnonzero(~d_in & known)
-        groups.append(("remote", "outbound", rows_remote, self._ids(dst, ok_d, dst_t)[rows_remote]))
+        rows_remote = np.flatnonzero(remote)
+        v4_in = rows_in[ok_d[rows_in]]
+        if self.baseline is not None:
+            self.baseline.observe(dst[v4_in], np.column_stack(
+                [est_p[v4_in], est_b[v4_in], np.ones(len(v4_in))]))  # fmt: skip
+        groups = [
+            ("host", "inbound", rows_in, self._ids(dst, ok_d, dst_t, rows_in)),
+            ("host", "outbound", rows_out, self._ids(src, ok_s, src_t, rows_out)),
+            ("prefix", "inbound", v4_in, self.keys.prefixes(dst[v4_in], self.p.prefix_v4)),
+            ("remote", "outbound", rows_remote, self._ids(dst, ok_d, dst_t, rows_remote)),
+        ]
+        self.latest = max(self.latest, float(te.max()))  # first: a prefix's warm-up is by it
         for scope, direction, rows, keys in groups:
-            if not len(rows):
-                continue
-            found += self._group(
-                scope, direction, rows, keys, ts, te, packets, est_p, est_b, kind, now
-            )
-        if len(ts):
-            self.latest = max(self.latest, float(te.max()))
+            if len(rows):
+                found += self._group(scope, direction, rows, keys, cols, now)
+        if self.baseline is not None:
+            prefix_thr = self.thr[("prefix", "inbound")]
+            self.baseline.advance(self.latest, lambda nets: self._learnt(nets, prefix_thr))
         if self.latest - self._purged >= self.p.horizon_s / 2:
             self._purge(self.latest)
         self.seconds += time.perf_counter() - t0
@@ -469,89 +712,110 @@ class DdosEngine:
         self._purged = latest
 
     def _group(self, scope: str, direction: str, rows: npt.NDArray[np.int64],
-               keys: npt.NDArray[np.uint64], ts: npt.NDArray[np.float64],
-               te: npt.NDArray[np.float64], sampled: npt.NDArray[np.float64],
-               est_p: npt.NDArray[np.float64],
-               est_b: npt.NDArray[np.float64], kind: npt.NDArray[np.int64],
-               now: float) -> list[Attack]:  # fmt: skip
+               keys: npt.NDArray[np.uint64], c: _Cols, now: float) -> list[Attack]:  # fmt: skip
         # direction and scope share the key space (prefix ids are distinct; an inside address is
         # inbound or outbound per record): tag outbound keys so a host can be both
         if direction == "outbound":
             keys = keys | np.uint64(_REMOTE_TAG if scope == "remote" else _SOURCE_TAG)
-        thr = self.thr[(scope, direction)]
-        # the span a record's packets are spread over: with c sampled packets seen over d
-        # seconds the flow most likely lasted d·(c+1)/(c−1) (the range of c uniform points);
-        # one sampled packet says nothing of the span, so it gets sparse_spread_s
-        c = np.maximum(sampled[rows], 1.0)
-        d = np.maximum(te[rows] - ts[rows], 0.0)
-        span_s = np.where(c >= 2, d * (c + 1) / np.maximum(c - 1, 1), self.p.sparse_spread_s)
-        span_s = np.clip(span_s, self.p.min_duration_s, self.p.horizon_s)
-        nb_all = np.maximum(np.ceil(span_s - 0.05), 1).astype(np.int64)  # float noise
-        span_all = nb_all.astype(np.float64)
-        pp_all = est_p[rows] / span_all
-        pb_all = est_b[rows] / span_all
-        u, inv = np.unique(keys, return_inverse=True)
-        batch = np.zeros((len(u), 3))
-        batch[:, 0] = np.bincount(inv, pp_all, len(u))
-        batch[:, 1] = np.bincount(inv, pb_all, len(u))
-        batch[:, 2] = np.bincount(inv, None, len(u))
-        before = self.totals.lookup(u)
-        self.totals.add(u, batch, now)
+        vals = c.per_s[rows]
         # can any one second of this key reach a threshold? No second holds more than the sum
         # of the per-second rates of the records seen for it in the horizon
-        total = before + batch
-        cand = (total[:, 0] >= thr[0]) | (total[:, 1] >= thr[1]) | (total[:, 2] >= thr[2])
-        if len(self.bins):
-            cand |= np.isin(u, np.fromiter(self.bins.slot, np.uint64, len(self.bins)))
+        total = self.totals[scope].add(keys, vals, now)
+        thr_r = self._thresholds(scope, direction, keys)
+        cand = np.any(total >= thr_r * 0.999, axis=1)  # float32 sums round
+        ring = self.bins.sorted_keys()
+        if len(ring):
+            at = np.minimum(np.searchsorted(ring, keys), len(ring) - 1)
+            cand |= ring[at] == keys
         if not cand.any():
             return []
-        pick = np.flatnonzero(cand[inv])
+        pick = np.flatnonzero(cand)
         r = rows[pick]
-        k = keys[pick]
-        nb = nb_all[pick]
-        mid = (ts[r] + te[r]) / 2
+        nb = c.nb[r].astype(np.int64)
+        mid = (c.ts[r] + c.te[r]) / 2
         s = np.round(mid - nb / 2).astype(np.int64)
         e = s + nb - 1
-        per_p = pp_all[pick]
-        per_b = pb_all[pick]
-        per_n = sampled[r] / span_all[pick]
         # every candidate's records spread at once: difference arrays over one block of
         # (keys × seconds × columns), summed by bincount, then a running sum over the seconds
-        uk, ki = np.unique(k, return_inverse=True)
+        uk, ki = _unique_inverse(keys[pick])
+        thr_k = self._thresholds(scope, direction, uk)
         lo = max(int(s.min()), max(self.bins.base, int(e.max())) - self.p.horizon_s - 1)
-        gone = e < lo  # wholly older than the horizon: adds nothing
+        live = e >= lo  # wholly older than the horizon: adds nothing
         s = np.maximum(s, lo)
         e = np.maximum(e, s)
         hi = int(e.max())
         span = hi - lo + 2
-        kd = kind[r]
-        vals = np.column_stack([per_p, per_b, np.ones(len(r)), per_n]
-                               + [np.where(kd == t, per_p, 0.0) for t in range(len(TYPES))])  # fmt: skip
-        vals[gone] = 0.0
         cells = len(uk) * span
         start = ki * span + (s - lo)
         stop = ki * span + (e - lo + 1)
-        diff = np.column_stack([np.bincount(start, vals[:, c], cells)
-                                - np.bincount(stop, vals[:, c], cells)
-                                for c in range(vals.shape[1])])  # fmt: skip
-        block = np.cumsum(diff.reshape(len(uk), span, -1), axis=1)[:, :-1]
+        rate = np.where(live[:, None], vals[pick], 0.0)
+        per_p = rate[:, 0]
+        kd = c.kind[r]
+        # one bincount over (cell, measure) pairs: + at a record's first second, − after its
+        # last; the measures are pps, bps, flows, sampled packets, then pps per attack type
+        width = 4 + len(TYPES)
+        w = np.zeros((len(r), width))
+        w[:, 0], w[:, 1], w[:, 2] = per_p, rate[:, 1], rate[:, 2]
+        w[:, 3] = np.where(live, c.sampled[r] / nb, 0.0)
+        w[np.arange(len(r)), 4 + kd] = per_p
+        measure = np.arange(width)
+        at = np.concatenate([start * width, stop * width])[:, None] + measure
+        diff = np.asarray(
+            np.bincount(at.ravel(), np.concatenate([w, -w]).ravel(), cells * width), np.float64
+        )
+        block = np.cumsum(diff.reshape(len(uk), span, width), axis=1)[:, :-1]
         slots = self.bins.slots(uk.tolist())
         self.bins.add(slots, lo, block)
-        first, rows_all = self.bins.window(slots)
-        peak = rows_all[:, :, :3].max(axis=1)
-        may = np.flatnonzero((peak >= thr).any(axis=1))  # no window's mean exceeds the top second
+        # no window's mean beats the top second: only keys whose top second does are read whole
+        peak = self.bins.vals[slots, :, :3].max(axis=1)
+        may = np.flatnonzero((peak >= thr_k).any(axis=1))
         out: list[Attack] = []
         if not len(may):
             return out
-        level = self._level(rows_all[may])
-        hits: npt.NDArray[np.bool_] = np.any(level >= thr, axis=2)
+        first, rows_all = self.bins.window(slots[may])
+        level = self._level(rows_all.astype(np.float64))
+        hits: npt.NDArray[np.bool_] = np.any(level >= thr_k[may][:, None, :], axis=2)
         for i in np.flatnonzero(hits.any(axis=1)):
-            out += self._attack(int(uk[may[i]]), scope, direction, first, rows_all[may[i]],
-                                level[i], hits[i], thr, now)  # fmt: skip
+            out += self._attack(int(uk[may[i]]), scope, direction, first, rows_all[i],
+                                level[i], hits[i], thr_k[may[i]], now)  # fmt: skip
+        return out
+
+    def _thresholds(self, scope: str, direction: str,
+                    keys: npt.NDArray[np.uint64]) -> npt.NDArray[np.float64]:  # fmt: skip
+        """Per key, the (pps, bps, flows) it is held against: the absolute thresholds, or for
+        an inside destination whose prefix has a learnt usual rate, the multiple of it."""
+        base = self.thr[(scope, direction)]
+        if self.baseline is None or direction != "inbound":
+            return np.broadcast_to(base, (len(keys), 3))
+        if scope == "host":
+            v4 = keys < _V6_BASE
+            nets = np.where(v4, keys, 0) & self.baseline.mask
+        elif self.p.baseline_prefix_v4 <= self.p.prefix_v4:  # a carpet prefix in one learnt one
+            v4 = np.ones(len(keys), bool)
+            nets = keys & np.uint64(0xFFFFFFFF) & self.baseline.mask
+        else:
+            return np.broadcast_to(base, (len(keys), 3))
+        out = self._learnt(nets, base)
+        out[~v4] = base
+        return out
+
+    def _learnt(self, nets: npt.NDArray[np.uint64],
+                base: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:  # fmt: skip
+        """Thresholds of inside prefix networks: ``base`` until a prefix has been learnt for
+        the warm-up, then ``baseline_multiplier`` × its usual rate, never below
+        ``baseline_floor`` × ``base``."""
+        out = np.tile(base, (len(nets), 1))
+        if self.baseline is None or not len(self.baseline.keys):
+            return out
+        rate, since = self.baseline.lookup(nets)
+        warm = since + self.p.baseline_warmup_s <= self.latest  # NaN: never learnt
+        if warm.any():
+            out[warm] = np.maximum(self.p.baseline_floor * base,
+                                   self.p.baseline_multiplier * rate[warm])  # fmt: skip
         return out
 
     def _attack(self, key: int, scope: str, direction: str, origin: int,
-                rows: npt.NDArray[np.float64], level: npt.NDArray[np.float64],
+                rows: npt.NDArray[np.float32], level: npt.NDArray[np.float64],
                 hit: npt.NDArray[np.bool_], thr: npt.NDArray[np.float64],
                 now: float) -> list[Attack]:  # fmt: skip
         idx = np.flatnonzero(hit)
@@ -616,8 +880,13 @@ class DdosEngine:
 
 def _epoch(col: pa.ChunkedArray | pa.Array) -> npt.NDArray[np.float64]:
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-    us = pc.cast(arr, pa.timestamp("us", tz="UTC")).cast(pa.int64())
-    return np.asarray(pc.fill_null(us, 0).to_numpy(zero_copy_only=False), np.float64) / 1e6
+    if not pa.types.is_timestamp(arr.type):
+        arr = pc.cast(arr, pa.timestamp("us", tz="UTC"))
+    per_s = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}[arr.type.unit]
+    ticks = arr.cast(pa.int64())
+    if ticks.null_count:
+        ticks = pc.fill_null(ticks, 0)
+    return np.asarray(ticks.to_numpy(zero_copy_only=False), np.float64) / per_s
 
 
 def _table(rows: list[dict[str, Any]]) -> pa.Table:
@@ -626,16 +895,20 @@ def _table(rows: list[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=dataset("findings").arrow)
 
 
+def _finding_id(a: Attack) -> str:
+    key = f"{a.target}|{a.direction}|{a.kind}|{int(a.start)}"
+    return "ddos-" + hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
 def attack_findings(attacks: Sequence[Attack]) -> pa.Table:
     """Attacks as findings (kind ``ddos``; the method is the attack type, ``carpet`` for a
     prefix)."""
     rows = []
     for a in attacks:
-        key = f"{a.target}|{a.direction}|{a.kind}|{int(a.start)}"
         rows.append(
             {
                 "detected": datetime.fromtimestamp(a.detected, UTC),
-                "finding_id": "ddos-" + hashlib.sha256(key.encode()).hexdigest()[:16],
+                "finding_id": _finding_id(a),
                 "kind": "ddos",
                 "method": a.kind,
                 "ip": a.target,
@@ -663,9 +936,13 @@ def attack_findings(attacks: Sequence[Attack]) -> pa.Table:
 
 
 class DdosStream:
-    """The engine on a live stream: ``collector.observers.append(DdosStream(gov, actor))``.
-    Governance authorises M13 to look at the stream's columns (one audit entry); each attack is
-    stored as a finding the moment its batch is processed, then handed to ``on_attack``."""
+    """The engine on a live stream: ``collector.observers.append(stream)`` and
+    ``collector.after_flush.append(stream.flushed)``. Governance authorises M13 to look at the
+    stream's columns (one audit entry); each attack is stored as a finding the moment its
+    batch is processed, then handed to ``on_attack``. The senders of an outbound attack
+    (``attack-source`` findings, :mod:`mamori.detect.ddos_sources`) are read from the stored
+    flows, as ``detect ddos`` reads them, once the collector has stored the flows up to
+    ``margin_s`` after the attack was found (or at its last flush)."""
 
     def __init__(
         self,
@@ -675,27 +952,68 @@ class DdosStream:
         *,
         write: bool = True,
         on_attack: Callable[[Attack], None] | None = None,
+        on_senders: Callable[[Attack, int], None] | None = None,
     ) -> None:
+        from mamori.detect.ddos_sources import SourceParams
         from mamori.detect.flowview import internal_nets
 
         self.gov, self.actor, self.write, self.on_attack = gov, actor, write, on_attack
+        self.on_senders = on_senders
         self.columns = gov.open_stream_read(
             "M13", "flows", STREAM_COLUMNS, actor, justification="DDoS detection (stream)"
         )
         self.engine = DdosEngine(params or DdosParams(), internal_nets(gov)[0])
         self.attacks: list[Attack] = []
+        self.sources = SourceParams()
+        self.outbound: list[Attack] = []  # outbound attacks whose senders are not read yet
+        self.senders = 0
+        # the prefixes' usual rates outlive a restart (rates per prefix: operational state)
+        self.baseline_path = gov.state_dir("ddos") / "baseline.npz"
+        if self.engine.baseline is not None and self.baseline_path.exists():
+            with np.load(self.baseline_path) as state:
+                self.engine.baseline.restore(dict(state))
 
     def __call__(self, flows: pa.Table) -> None:
-        found = self.engine.feed(flows.select(list(self.columns)))
+        # the authorised columns, and the collector's integer form of the addresses among them
+        names = [*self.columns]
+        names += [f"{c}_v4" for c in self.columns if f"{c}_v4" in flows.column_names]
+        found = self.engine.feed(flows.select(names))
+        base = self.engine.baseline
+        if base is not None and base.dirty:
+            tmp = self.baseline_path.with_suffix(".tmp.npz")
+            np.savez(tmp, **base.state())
+            os.replace(tmp, self.baseline_path)
+            base.dirty = False
         if not found:
             return
         self.attacks += found
+        self.outbound += [a for a in found if a.direction == "outbound"]
         if self.write:
             self.gov.write("M13", "findings", attack_findings(found), self.actor,
                            justification="DDoS detection (stream)")  # fmt: skip
         for a in found:
             if self.on_attack is not None:
                 self.on_attack(a)
+
+    def flushed(self, final: bool = False) -> None:
+        """The collector made what it decoded visible in the store: read the senders of the
+        outbound attacks whose flows are all there (flow time ``margin_s`` past the attack's
+        detection; every one at the last flush)."""
+        if not self.outbound or not self.write:
+            return
+        from mamori.detect.ddos_sources import attack_sources
+
+        margin = self.sources.margin_s
+        ready = [a for a in self.outbound if final or self.engine.latest >= a.detected + margin]
+        if not ready:
+            return
+        self.outbound = [a for a in self.outbound if a not in ready]
+        table = attack_sources(self.gov, attack_findings(ready), self.actor, self.sources)
+        self.senders += table.num_rows
+        if self.on_senders is not None:
+            for a in ready:
+                self.on_senders(a, sum(1 for f in table.column("evidence").to_pylist()
+                                       if json.loads(f)["attack"] == _finding_id(a)))  # fmt: skip
 
 
 class DdosDetector:

@@ -121,7 +121,9 @@ CollectorSettings = CollectorConfig
 
 class StreamObserver(Protocol):
     """Streaming detection on the decoded batches: ``columns`` are those governance authorised
-    it to see (:meth:`Governance.open_stream_read`); the collector hands it nothing else."""
+    it to see (:meth:`Governance.open_stream_read`); the collector hands it nothing else, but
+    an authorised address column also as the decoder's integers (``src_addr_v4``,
+    ``dst_addr_v4``: the same addresses, null where IPv6)."""
 
     columns: tuple[str, ...]
 
@@ -226,6 +228,9 @@ class Collector:
         self.templates = TemplateState(group_dir / "templates", legacy=group_dir / "templates.json")
         # called after each flush with its duration and the files it made visible (metrics)
         self.on_flush: Callable[[float, list[Path]], None] | None = None
+        # called after each flush (final: the last): what was decoded is in the store now
+        # (collect --detect-ddos reads the senders of outbound attacks from it)
+        self.after_flush: list[Callable[[bool], None]] = []
         # called with each decoded batch, before it is stored (streaming detection, M13 — each
         # observer is authorised by governance when it is made: Governance.open_stream_read)
         self.observers: list[StreamObserver] = []
@@ -325,7 +330,7 @@ class Collector:
         if flows.num_rows:
             for observe in self.observers:
                 # only the columns governance authorised it for (Governance.open_stream_read)
-                observe(flows.select(list(observe.columns)))
+                observe(_observed(flows, result.addr4, observe.columns))
             counts = flows.column("exporter").value_counts()
             for item in counts.to_pylist():
                 key = str(item["values"])
@@ -436,6 +441,11 @@ class Collector:
             self.stats.counters["state.errors.disk_full"] += 1
         if self.on_flush is not None:
             self.on_flush(time.monotonic() - self._last_flush, files)
+        for after in self.after_flush:
+            try:
+                after(final)
+            except Exception:  # a reader of the store must not stop collection
+                log.exception("after-flush hook failed")
         return rows
 
     def _store_port_blocks(self) -> None:
@@ -643,6 +653,19 @@ def decoder_for(settings: CollectorSettings) -> FlowDecoder:
         max_templates_per_exporter=settings.templates_per_exporter,
         max_templates=settings.templates_total,
     )
+
+
+def _observed(flows: pa.Table, addr4: pa.Table | None, columns: tuple[str, ...]) -> pa.Table:
+    """What a stream observer sees: the columns it was authorised for, and for an authorised
+    address column the same addresses as the decoder's integers (``src_addr_v4``: null where
+    IPv6), so it need not parse the text back (the sampling rule keeps every row in order)."""
+    view = flows.select(list(columns))
+    if addr4 is None or addr4.num_rows != flows.num_rows:
+        return view
+    for name in ("src_addr", "dst_addr"):
+        if name in columns:
+            view = view.append_column(name + "_v4", addr4.column(name + "_v4"))
+    return view
 
 
 def _set_rcvbuf(sock: socket.socket, size: int) -> None:

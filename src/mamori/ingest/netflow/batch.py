@@ -51,6 +51,11 @@ I64 = npt.NDArray[np.int64]
 Bools = npt.NDArray[np.bool_]
 
 _SCHEMA: Final = FLOWS.arrow
+# The addresses as the decoder read them, before they became text (null: IPv6), row for row
+# with the flows: what the collector hands a stream observer (``collect --detect-ddos``) so it
+# need not parse the text back. Never stored.
+ADDR4: Final = pa.schema([("src_addr_v4", pa.uint32()), ("dst_addr_v4", pa.uint32())])
+_WITH_ADDR4: Final = pa.schema([*_SCHEMA, *ADDR4])
 _TS: Final = pa.timestamp("ms", tz="UTC")
 _MASK32: Final = np.uint64(0xFFFFFFFF)
 
@@ -152,6 +157,7 @@ class Batch:
         self._snapshots: list[SamplingState] = []
         self._snapshot_index: dict[int, int] = {}
         self._packed: dict[Template, Template] = {}
+        self._addr4: pa.Table = ADDR4.empty_table()
         self._nat: list[pa.Table] = []
 
     # ----------------------------------------------------------------------------- collection
@@ -367,6 +373,8 @@ class Batch:
         return pa.concat_tables(nat)
 
     def finish(self) -> pa.Table:
+        """The flows decoded (exactly :data:`FLOWS`); :meth:`finish_addr4` has their IPv4
+        addresses as integers."""
         batches = []
         for group in self._groups.values():
             rb = self._decode(group)
@@ -374,8 +382,16 @@ class Batch:
                 batches.append(rb)
         self._groups.clear()
         if not batches:
+            self._addr4 = ADDR4.empty_table()
             return _SCHEMA.empty_table()
-        return pa.Table.from_batches(batches, schema=_SCHEMA)
+        table = pa.Table.from_batches(batches, schema=_WITH_ADDR4)
+        self._addr4 = table.select(ADDR4.names)
+        return table.select(_SCHEMA.names)
+
+    def finish_addr4(self) -> pa.Table:
+        """Row for row with what :meth:`finish` returned: the addresses as integers
+        (:data:`ADDR4`)."""
+        return self._addr4
 
     def _decode(self, g: _Group) -> pa.RecordBatch | None:
         t = g.template
@@ -445,8 +461,8 @@ class Batch:
                 if n == 0:
                     return None
 
-        src = _address(rec, offs, ie.SOURCE_IPV4_ADDRESS, ie.SOURCE_IPV6_ADDRESS)
-        dst = _address(rec, offs, ie.DESTINATION_IPV4_ADDRESS, ie.DESTINATION_IPV6_ADDRESS)
+        src, src4 = _address(rec, offs, ie.SOURCE_IPV4_ADDRESS, ie.SOURCE_IPV6_ADDRESS)
+        dst, dst4 = _address(rec, offs, ie.DESTINATION_IPV4_ADDRESS, ie.DESTINATION_IPV6_ADDRESS)
         assert src is not None and dst is not None
         protocol = col(ie.PROTOCOL_IDENTIFIER)
         sport = first(ie.SOURCE_TRANSPORT_PORT, ie.UDP_SOURCE_PORT, ie.TCP_SOURCE_PORT)
@@ -486,8 +502,10 @@ class Batch:
             _arrow(col(ie.EGRESS_INTERFACE), pa.uint32(), n),
             pa.array(rate.astype(np.uint32), pa.uint32(), mask=rate == 0),
             pa.array(domain.astype(np.uint32), pa.uint32(), mask=domain < 0),
+            src4,
+            dst4,
         ]
-        return pa.RecordBatch.from_arrays(arrays, schema=_SCHEMA)
+        return pa.RecordBatch.from_arrays(arrays, schema=_WITH_ADDR4)
 
     def _sane_times(
         self,
@@ -566,10 +584,10 @@ class Batch:
                 exporter=self._exporter_column(cols, n),
                 domain=np.repeat(cols["domain"], counts),
                 export_ms=np.repeat(cols["export_ms"], counts),
-                inside=_address(rec, offs, ie.SOURCE_IPV4_ADDRESS, ie.SOURCE_IPV6_ADDRESS),
+                inside=_address(rec, offs, ie.SOURCE_IPV4_ADDRESS, ie.SOURCE_IPV6_ADDRESS)[0],
                 outside=_address(
                     rec, offs, ie.POST_NAT_SOURCE_IPV4_ADDRESS, ie.POST_NAT_SOURCE_IPV6_ADDRESS
-                ),
+                )[0],
                 counters=self.counters,
             )
         )
@@ -692,20 +710,24 @@ def _has(offs: Mapping[int, tuple[int, int]], v4: int, v6: int) -> bool:
 
 def _address(
     rec: npt.NDArray[Any], offs: Mapping[int, tuple[int, int]], v4: int, v6: int
-) -> pa.Array | None:
+) -> tuple[pa.Array | None, pa.Array]:
+    """The address column as text, and its IPv4 values as integers (null where IPv6)."""
     has4, has6 = v4 in offs, v6 in offs
+    n = len(rec)
     if has4 and has6:
         a4 = _native(rec[f"f{v4}"])
         raw6 = np.ascontiguousarray(rec[f"f{v6}"])
         nonzero6 = raw6.view(np.uint8).reshape(len(raw6), 16).any(axis=1)
         # Prefer the family whose field comes first in the template; the other where it is 0.
         use6 = (a4 == 0) & nonzero6 if offs[v4][0] < offs[v6][0] else nonzero6 | (a4 == 0)
-        return pc.if_else(pa.array(use6), _ipv6_text(raw6), _ipv4_text(a4))
+        text = pc.if_else(pa.array(use6), _ipv6_text(raw6), _ipv4_text(a4))
+        return text, pa.array(a4.astype(np.uint32, copy=False), pa.uint32(), mask=use6)
     if has4:
-        return _ipv4_text(_native(rec[f"f{v4}"]))
+        a4 = _native(rec[f"f{v4}"])
+        return _ipv4_text(a4), pa.array(a4.astype(np.uint32, copy=False), pa.uint32())
     if has6:
-        return _ipv6_text(rec[f"f{v6}"])
-    return None
+        return _ipv6_text(rec[f"f{v6}"]), pa.nulls(n, pa.uint32())
+    return None, pa.nulls(n, pa.uint32())
 
 
 _TIME_FIELDS: Final = (

@@ -70,7 +70,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from mamori.ingest.netflow.batch import NAT_EVENTS, Batch, TimeBounds
+from mamori.ingest.netflow.batch import ADDR4, NAT_EVENTS, Batch, TimeBounds
 from mamori.ingest.netflow.ipfix import parse_ipfix
 from mamori.ingest.netflow.templates import (
     MAX_TEMPLATES,
@@ -134,6 +134,9 @@ class DecodeResult:
     counters: collections.Counter[str] = field(default_factory=collections.Counter)
     # IPFIX NAT event records (RFC 8158), exactly batch.NAT_EVENTS: not flows
     nat: pa.Table = field(default_factory=NAT_EVENTS.empty_table)
+    # row for row with flows: the IPv4 addresses as the decoder read them (batch.ADDR4; null
+    # where IPv6 or sFlow), for a stream observer; never stored. None: not known
+    addr4: pa.Table | None = None
 
 
 class FlowDecoder:
@@ -260,8 +263,10 @@ class FlowDecoder:
         counters: collections.Counter[str],
     ) -> DecodeResult:
         nat = NAT_EVENTS.empty_table()
+        addr4: pa.Table | None = None
         try:
             flows = batch.finish()
+            addr4 = batch.finish_addr4()
             nat = batch.finish_nat()
         except Exception:
             counters["errors.internal"] += 1
@@ -271,10 +276,16 @@ class FlowDecoder:
             from mamori.schemas import FLOWS
 
             flows = FLOWS.arrow.empty_table()
+            addr4 = None
         if sflow:
-            flows = pa.concat_tables([flows, self._sflow(sflow, counters)])
+            extra = self._sflow(sflow, counters)
+            flows = pa.concat_tables([flows, extra])
+            if addr4 is not None:
+                addr4 = pa.concat_tables([addr4, pa.table(
+                    {n: pa.nulls(extra.num_rows, pa.uint32()) for n in ADDR4.names},
+                    schema=ADDR4)])  # fmt: skip
         counters["records.out"] += flows.num_rows
-        return DecodeResult(flows, counters, nat)
+        return DecodeResult(flows, counters, nat, addr4)
 
     def _sflow(self, datagrams: list[tuple[str, bytes, float]], counters: Counter[str]) -> pa.Table:
         """Decode sFlow v5 datagrams; counters are prefixed ``sflow.``."""
