@@ -310,3 +310,25 @@ def test_stream_finds_the_senders_of_an_outbound_attack_as_detect_ddos_does(
     again = attack_sources(gov, attack_findings(stream.attacks), "t", write=False)
     assert streamed and streamed == sorted(again.column("ip").to_pylist())
     assert len(streamed) == stream.senders and not stream.outbound
+
+
+@pytest.mark.parametrize(("cap", "dropped"), [(10_000, False), (100, True)])
+def test_candidates_are_capped_and_the_heaviest_followed(cap: int, dropped: bool) -> None:
+    """A flood spread over 300 addresses makes each a candidate at once; past max_candidates the
+    ring does not grow (memory stays bounded), the rest are counted, and the heaviest target is
+    still followed and found."""
+    spread = [Flood(f"10.0.{10 + i // 200}.{i % 200 + 1}", 25_000, duration=30, sources=5)
+              for i in range(300)]  # fmt: skip
+    heavy = Flood(VICTIM, 400_000, duration=30, sources=5)
+    engine = DdosEngine(DdosParams(max_candidates=cap), INSIDE)
+    found: list[Attack] = []
+    most = 0
+    for now, batch in export([*spread, heavy], sampling=100, active_timeout=1.0):
+        found += engine.feed(batch, now=now)
+        most = max(most, len(engine.bins))
+    assert VICTIM in {a.target for a in found}
+    assert most <= cap
+    assert (engine.candidates_dropped > 0) is dropped
+    hosts = {a.target for a in found if a.scope == "host"}
+    # uncapped, every flood is an attack; capped, only what was followed can be
+    assert len(hosts) <= cap if dropped else len(hosts) == 301

@@ -35,6 +35,7 @@ import hashlib
 import ipaddress
 import itertools
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -50,6 +51,8 @@ from pydantic import Field
 
 from mamori.detect.base import DetectorParams, DetectorRun, Window
 from mamori.governance import Governance
+
+log = logging.getLogger(__name__)
 
 __all__ = ["STREAM_COLUMNS", "Attack", "DdosDetector", "DdosEngine", "DdosParams", "parse_v4"]
 
@@ -123,6 +126,14 @@ class DdosParams(DetectorParams):
         description="size of the running totals that pick candidates: 2**bits cells of 24 "
         "bytes, for inside and for outside addresses (48 MiB at 20); fewer cells, more "
         "needless candidates, never a missed attack",
+    )
+    max_candidates: int = Field(
+        default=10_000,
+        ge=100,
+        description="most keys followed second by second at once (each holds the horizon's "
+        "rates: about 6.5 KiB); when traffic makes more keys candidates than this (a flood "
+        "spread over a whole range), the ones closest to a threshold are followed and the rest "
+        "counted as candidates_dropped and logged, so memory stays bounded",
     )
     baseline: bool = Field(
         default=True,
@@ -568,6 +579,8 @@ class DdosEngine:
         self.active: dict[int, float] = {}  # key -> last second over threshold
         self.records = 0
         self.unknown_rate = 0
+        self.candidates_dropped = 0  # candidate keys not followed: the ring was full
+        self._dropped_logged = 0.0
         self._purged = 0.0
         self.latest = 0.0  # the last second the flows have reached
         self.seconds = 0.0
@@ -724,9 +737,11 @@ class DdosEngine:
         thr_r = self._thresholds(scope, direction, keys)
         cand = np.any(total >= thr_r * 0.999, axis=1)  # float32 sums round
         ring = self.bins.sorted_keys()
+        followed = np.zeros(len(keys), bool)
         if len(ring):
             at = np.minimum(np.searchsorted(ring, keys), len(ring) - 1)
-            cand |= ring[at] == keys
+            followed = ring[at] == keys
+        cand = self._within_cap(keys, cand & ~followed, total / thr_r) | followed
         if not cand.any():
             return []
         pick = np.flatnonzero(cand)
@@ -778,6 +793,38 @@ class DdosEngine:
         for i in np.flatnonzero(hits.any(axis=1)):
             out += self._attack(int(uk[may[i]]), scope, direction, first, rows_all[i],
                                 level[i], hits[i], thr_k[may[i]], now)  # fmt: skip
+        return out
+
+    def _within_cap(self, keys: npt.NDArray[np.uint64], new: npt.NDArray[np.bool_],
+                    ratio: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.bool_]:  # fmt: skip
+        """The new candidates the ring has room for: all of them normally; past
+        ``max_candidates`` keys, those whose upper bound is nearest a threshold (the
+        others are counted and logged, never followed: memory stays bounded whatever the
+        traffic)."""
+        if not new.any():
+            return new
+        uk, ki = _unique_inverse(keys[new])
+        room = self.p.max_candidates - len(self.bins)
+        if len(uk) <= room:
+            return new
+        best = np.zeros(len(uk))
+        np.maximum.at(best, ki, ratio[new].max(axis=1))
+        keep_k = np.zeros(len(uk), bool)
+        if room > 0:
+            keep_k[np.argsort(-best, kind="stable")[:room]] = True
+        self.candidates_dropped += int((~keep_k).sum())
+        if time.monotonic() - self._dropped_logged >= 60.0:
+            self._dropped_logged = time.monotonic()
+            log.warning(
+                "ddos: %d keys are candidates at once, more than max_candidates = %d; the "
+                "nearest to a threshold are followed, %d not followed so far (raise "
+                "[detect.ddos] max_candidates if memory allows)",
+                len(self.bins) + len(uk),
+                self.p.max_candidates,
+                self.candidates_dropped,
+            )
+        out = new.copy()
+        out[np.flatnonzero(new)] = keep_k[ki]
         return out
 
     def _thresholds(self, scope: str, direction: str,
@@ -1071,6 +1118,7 @@ class DdosDetector:
             "window": window.as_json(),
             "records": engine.records,
             "records_unknown_rate": engine.unknown_rate,
+            "candidates_dropped": engine.candidates_dropped,
             "attacks": len(attacks),
             "attack_sources": senders,
             "engine_seconds": round(engine.seconds, 3),
