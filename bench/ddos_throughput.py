@@ -1,7 +1,7 @@
 """DDoS engine throughput, one core, at several revisions side by side (issue 16).
 
     PYTHONPATH=$PWD/src python bench/ddos_throughput.py [--revs 049753b HEAD .] [--repeat 3]
-        [--batches 10] [--text]
+        [--batches 10] [--text] [--param prefix_factor=20]
 
 Each revision's ``src/mamori/detect/ddos.py`` is loaded from git (``git show REV:…``; ``.`` is
 the working tree) and fed the same synthetic batches as ``bench/ddos.py``'s ``throughput()``
@@ -89,7 +89,17 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--batches", type=int, default=10, help="seconds of traffic (100,000 each)")
     ap.add_argument("--text", action="store_true", help="addresses as text only")
+    ap.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a [detect.ddos] setting for every revision's engine, e.g. prefix_factor=20: the "
+        "synthetic /24s carry ~78,000 pps each, over the default carpet threshold, so every "
+        "prefix is a candidate; an operator of such a dense network sets it higher",
+    )
     args = ap.parse_args()
+    params = {k: float(v) for k, v in (p.split("=", 1) for p in args.param)}
     now = time.time()
     data = batches(now, args.batches, numeric=not args.text)
     with tempfile.TemporaryDirectory() as tmp:
@@ -98,7 +108,7 @@ def main() -> None:
         held: dict[str, int] = {}
         for _ in range(args.repeat):
             for rev, m in mods.items():
-                engine = m.DdosEngine(m.DdosParams(), [ipaddress.ip_network("10.0.0.0/14")])
+                engine = m.DdosEngine(m.DdosParams(**params), [ipaddress.ip_network("10.0.0.0/14")])
                 t0 = time.process_time()
                 for i, b in enumerate(data):
                     engine.feed(b, now=now + i)
