@@ -74,18 +74,25 @@ def beacon_sql(view: str, p: BeaconParams) -> str:
         FROM {view} o SEMI JOIN pc USING (host, ext, eport, proto)
         WHERE o.outbound
     ),
-    d AS (
-        SELECT *, ts - lag(ts) OVER (PARTITION BY host, ext, eport, proto ORDER BY ts) AS dt
+    d0 AS (
+        SELECT *, ts - lag(ts) OVER (PARTITION BY host, ext, eport, proto ORDER BY ts) AS dt0
         FROM ev
+    ),
+    d1 AS (SELECT *, CASE WHEN dt0 >= {p.merge_s} THEN dt0 END AS dt FROM d0),
+    -- the median absolute deviation, spelled so that Spark runs it too (it has no mad())
+    d AS (
+        SELECT *, median(dt) OVER (PARTITION BY host, ext, eport, proto) AS dt_med,
+               median(bytes) OVER (PARTITION BY host, ext, eport, proto) AS bytes_med
+        FROM d1
     ),
     a AS (
         SELECT host, ext, eport, proto,
                count(*) AS n, min(ts) AS first, max(ts) AS last,
-               quantile_cont(CASE WHEN dt >= {p.merge_s} THEN dt END, [0.25, 0.5, 0.75]) AS tq,
-               mad(CASE WHEN dt >= {p.merge_s} THEN dt END) AS tmad,
-               count(CASE WHEN dt >= {p.merge_s} THEN dt END) AS nd,
+               quantile_cont(dt, [0.25, 0.5, 0.75]) AS tq,
+               median(abs(dt - dt_med)) AS tmad,
+               count(dt) AS nd,
                quantile_cont(bytes, [0.25, 0.5, 0.75]) AS bq,
-               mad(bytes) AS bmad,
+               median(abs(bytes - bytes_med)) AS bmad,
                mode(bytes) AS bmode
         FROM d GROUP BY ALL
     ),
@@ -194,10 +201,12 @@ def beacon_endpoints_sql(
         GROUP BY ALL
     ),
     srv AS (
-        SELECT ext, count(DISTINCT (eport, proto)) AS ports_served
+        SELECT ext, count(DISTINCT eport * 256 + proto) AS ports_served
         FROM o WHERE est AND ext IN (SELECT ext FROM hot) GROUP BY ALL
     )
-    SELECT hot.* REPLACE (hot.per_hour * coalesce(ep.rate_min, 1) AS per_hour),
+    SELECT hot.ext, hot.eport, hot.proto, hot.beaconing_hosts, hot.max_score, hot.mean_score,
+           hot.period_s, hot.sampled_flows, hot.first, hot.last, hot.suspects,
+           hot.per_hour * coalesce(ep.rate_min, 1) AS per_hour,
            ep.hosts, ep.rate_min, ep.rate_max, pop.n_pop, srv.ports_served,
            ep.bytes_in / greatest(ep.bytes_out, 1) AS in_out,
            greatest({max_hosts_min}, {max_share} * pop.n_pop) AS max_hosts
