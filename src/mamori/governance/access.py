@@ -710,7 +710,9 @@ class Governance:
             for key, g in grants.items():
                 names[key] = self._fresh(key)
                 rows = g.table()
-                box._load(names[key], rows.to_arrow_table() if g.sandbox.engine == "spark" else rows)
+                box._load(
+                    names[key], rows.to_arrow_table() if g.sandbox.engine == "spark" else rows
+                )
                 box.grants.append((g.measure, g.dataset))
         for key, value in inputs.items():
             if not isinstance(value, Grant):

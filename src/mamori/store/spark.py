@@ -370,12 +370,14 @@ class SparkSandboxEngine:
     def lock(self) -> None:
         self.locked = True
 
-    def keep(self, name: str, df: Any) -> None:
-        """``df`` computed once and readable as ``name`` (the holder's name for it)."""
+    def keep(self, name: str, df: Any, *, lazy: bool = False) -> None:
+        """``df`` computed once (``lazy``: each time it is read, a view) and readable as
+        ``name`` (the holder's name for it)."""
         if name in self._views:
             raise ValueError(f"table {name} already exists in the sandbox")
-        self._job()
-        df = df.localCheckpoint(eager=True)
+        if not lazy:
+            self._job()
+            df = df.localCheckpoint(eager=True)
         view = self._prefix + re.sub(r"\W", "_", name)
         df.createOrReplaceTempView(view)
         self._views[name] = view
@@ -416,8 +418,9 @@ class SparkSandboxEngine:
 
     def execute(self, statement: str) -> None:
         c = self._checked(statement)
-        if c.kind == "create" and c.target is not None:
-            self.keep(c.target, self.spark.sql(to_spark(c.tree, self._views)))
+        if c.kind in {"create", "view"} and c.target is not None:
+            df = self.spark.sql(to_spark(c.tree, self._views))
+            self.keep(c.target, df, lazy=c.kind == "view")
         elif c.kind == "drop" and c.target is not None:
             if c.target in self._views:
                 self._drop(c.target)

@@ -7,8 +7,8 @@ own intermediates, other grants) is visible to every query. So a holder's query 
 Spark as text it wrote. :func:`check` parses it (DuckDB's dialect, the one the detectors use) and
 accepts it only when every node of the tree is on an allowlist:
 
-- the statement is one query (``SELECT``/``WITH``/``UNION``…), or ``CREATE TABLE name AS
-  <query>`` / ``DROP TABLE name`` of the sandbox's own tables (carried out by the sandbox itself,
+- the statement is one query (``SELECT``/``WITH``/``UNION``…), or ``CREATE TABLE|VIEW name AS
+  <query>`` / ``DROP TABLE|VIEW name`` of the sandbox's own tables (carried out by the sandbox itself,
   never as Spark DDL);
 - every table it reads is one of the sandbox's own names or a CTE of the query (no schema or
   catalogue part, no table function, no file);
@@ -68,7 +68,7 @@ _FUNCS = frozenset(
         "abs", "exp", "ln", "log", "log2", "log10", "sqrt", "pow", "round", "floor", "ceil",
         "sign", "greatest", "least", "coalesce", "nullif", "ifnull", "splitpart", "contains",
         "arraycontains", "lower", "upper", "length", "substring", "concat", "strposition",
-        "startswith", "endswith", "trim", "replace", "regexplike", "timetounix",
+        "startswith", "endswith", "trim", "replace", "regexplike", "regexpfullmatch", "timetounix",
         "timestamptrunc", "datetrunc", "hash", "hex", "epoch", "epoch_ms", "isnan",
         "isinf", "list_contains", "array_contains", "left", "right", "lpad", "rpad", "array",
         "struct", "tuple",
@@ -85,7 +85,8 @@ def _func_name(node: Any) -> str:
 @dataclass(frozen=True)
 class Checked:
     """An accepted statement: ``kind`` is ``query``, ``create`` (``target`` is the new table's
-    name) or ``drop`` (``target`` the dropped one, ``if_exists``)."""
+    name), ``view`` (the same, computed when read) or ``drop`` (``target`` the dropped one,
+    ``if_exists``)."""
 
     kind: str
     tree: Any
@@ -134,7 +135,7 @@ def check(query: str, names: frozenset[str]) -> Checked:
         body = tree.expression
         target = tree.this
         if (
-            str(tree.args.get("kind", "")).upper() != "TABLE"
+            str(tree.args.get("kind", "")).upper() not in {"TABLE", "VIEW"}
             or not isinstance(body, exp.Query)
             or not isinstance(target, exp.Table)
             or tree.args.get("properties")
@@ -143,7 +144,8 @@ def check(query: str, names: frozenset[str]) -> Checked:
             raise Refused("is a statement other than CREATE TABLE name AS query")
         name = _table_name(target)
         _check_query(body, names)
-        return Checked("create", body, target=name)
+        view = str(tree.args.get("kind", "")).upper() == "VIEW"
+        return Checked("view" if view else "create", body, target=name)
     if isinstance(tree, exp.Drop):
         tables = tree.args.get("tables") or []
         target = tables[0] if len(tables) == 1 else None
@@ -158,13 +160,15 @@ def check(query: str, names: frozenset[str]) -> Checked:
     raise Refused("is a statement the sandbox does not run", tree.key)
 
 
-# DuckDB's unsigned integer types: Spark has none; the next signed type holds every value
+# DuckDB's unsigned integer types: Spark has none; the next signed type holds every value, but
+# UBIGINT's: the detectors use it for IPv4 arithmetic (shifts), which Spark's DECIMAL cannot do,
+# so it is BIGINT (a TRY_CAST of a value past 2⁶³ gives NULL rather than a wrong number)
 _UNSIGNED = {
     "UTINYINT": "SMALLINT",
     "USMALLINT": "INT",
     "UINT": "BIGINT",
     "UINTEGER": "BIGINT",
-    "UBIGINT": "DECIMAL(20, 0)",
+    "UBIGINT": "BIGINT",
 }
 
 
@@ -186,6 +190,17 @@ def _spark_node(node: exp.Expression) -> exp.Expression:
         return exp.Anonymous(this="percentile", expressions=node.expressions)
     if isinstance(node, exp.Median):
         return exp.Anonymous(this="percentile", expressions=[node.this, exp.Literal.number(0.5)])
+    if isinstance(node, exp.CTE) and node.args.get("materialized") is not None:
+        # a hint to DuckDB's planner that Spark does not take (set in place: a replaced node's
+        # children would not be transformed; ``to_spark`` works on a copy)
+        node.set("materialized", None)
+        return node
+    if isinstance(node, exp.RegexpFullMatch):
+        # Spark's RLIKE matches anywhere: anchor the pattern to the whole text
+        pattern = exp.Concat(
+            expressions=[exp.Literal.string("^(?:"), node.expression, exp.Literal.string(")$")]
+        )
+        return exp.RegexpLike(this=node.this, expression=pattern)
     if isinstance(node, exp.DataType) and node.this.name in _UNSIGNED:
         return exp.DataType.build(_UNSIGNED[node.this.name], dialect="spark")
     return node
