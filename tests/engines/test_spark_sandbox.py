@@ -13,10 +13,10 @@ import pytest
 
 from mamori.config import SparkConfig
 from mamori.governance import AccessRefused, Governance, Grant
-from tests.conftest import make_config
+from tests.conftest import HOUR, T0, make_config
 from tests.engines.conftest import MASTER
 from tests.governance.test_access import _load_world
-from tests.governance.test_sandbox import HOUR, T0, X_ADDR, _refusals, _x_rows
+from tests.governance.test_sandbox import X_ADDR, _refusals, _x_rows
 
 pytestmark = pytest.mark.slow  # starts Spark
 
@@ -108,7 +108,7 @@ def test_other_views_of_the_session_are_out_of_reach(sgov: Governance, grant: Gr
     )
     assert other.sandbox.engine == "spark"
     assert _x_rows(other.arrow().to_pylist())  # unfiltered (justified act) …
-    spark = sgov._reader.spark  # type: ignore[attr-defined]
+    spark = sgov._reader.spark
     views = [t.name for t in spark.catalog.listTables()]
     assert views  # … and every view of the session (governance's own too) is refused by name
     for view in [other.name, *views]:

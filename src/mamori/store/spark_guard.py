@@ -66,6 +66,7 @@ _FUNCS = frozenset(
         "percentrank", "cumedist",
         # scalar
         "abs", "exp", "ln", "log", "log2", "log10", "sqrt", "pow", "round", "floor", "ceil",
+        "cos", "sin", "tan", "acos", "asin", "atan", "atan2", "pi", "degrees", "radians",
         "sign", "greatest", "least", "coalesce", "nullif", "ifnull", "splitpart", "contains",
         "arraycontains", "lower", "upper", "length", "substring", "concat", "strposition",
         "startswith", "endswith", "trim", "replace", "regexplike", "regexpfullmatch", "timetounix",
