@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from mamori.detect.beacon import BeaconParams, beacon_pairs
+from mamori.detect.beacon import BeaconParams, beacon_pairs, beacon_sql
 from mamori.detect.c2 import run_c2
 from mamori.detect.flowview import open_oriented
 from mamori.governance import Governance
@@ -82,3 +82,33 @@ def test_beacon_method_reports_rare_beacon_not_popular_periodic(gov: Governance)
     assert BEACON_EP in found
     assert NTP not in found  # periodic, but half the hosts use it
     assert all(BEACON_HOST not in r["evidence"] for r in run.findings.to_pylist())
+
+
+# (times, sizes): the neutral spelling (Spark's) of the interval and size statistics against
+# DuckDB's mad()/mode(); sizes have one most frequent value (mode's tie-break is the one place
+# the two may differ, see beacon._NEUTRAL_INTERVALS)
+NEUTRAL_CASES = [
+    ([60.0 * k for k in range(40)], [300] * 40),
+    ([300.0 * k + float(RNG.normal(0, 3)) for k in range(30)], [500, 501, 502] * 9 + [501] * 3),
+    (
+        list(np.cumsum(RNG.exponential(300, 40))),
+        [int(x) for x in RNG.integers(300, 9000, 37)] + [7, 7, 7],
+    ),
+    ([10.0 * k + (0.4 if k % 3 else 0.0) for k in range(25)], [64] * 20 + [1500] * 5),
+]
+
+
+@pytest.mark.parametrize(("times", "sizes"), NEUTRAL_CASES)
+def test_neutral_statistics_equal_duckdbs_own(
+    gov: Governance, times: list[float], sizes: list[int]
+) -> None:
+    gov.write("M1", "flows", _series(times, sizes), "collector")
+    view = open_oriented(gov, "test")
+    p = BeaconParams()
+    duck = view.sql(beacon_sql(view.name, p, "duckdb")).to_arrow_table()
+    neutral = view.sql(beacon_sql(view.name, p, "spark")).to_arrow_table()
+    assert duck.num_rows == 1
+    assert neutral.column_names == duck.column_names
+    for name in duck.column_names:
+        d, n = duck.column(name)[0].as_py(), neutral.column(name)[0].as_py()
+        assert n == pytest.approx(d, abs=1e-9), name

@@ -1,6 +1,7 @@
 """Spark (``local[2]``) and DuckDB give the same answers on the same store (scenario ``small``):
-governed reads (rows, withheld periods, audit entries), every flow detector's findings, the
-transparency report, and ``mamori --config spark.toml detect c2 --json``."""
+governed reads (rows, withheld periods, audit entries), every flow detector's findings (C&C
+discovery and DDoS with their own queries run on Spark), the transparency report, and
+``mamori --config spark.toml detect c2 --json``."""
 
 from __future__ import annotations
 
@@ -33,6 +34,8 @@ READS = [
     ("M5", "subscribers", None, None),
 ]
 DETECTORS = ["c2", "infected", "ddos", "reflection"]
+#: detectors whose own queries run on Spark with engine = "spark" (the others' in DuckDB)
+ON_SPARK = ["c2", "ddos"]
 UNTIL = datetime(2026, 12, 1, tzinfo=UTC)
 
 
@@ -104,25 +107,35 @@ def _plain(finding: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in finding.items() if k != "evidence"}
 
 
-def _findings(cfg_file: Path) -> dict[str, list[dict[str, Any]]]:
+def _findings(cfg_file: Path) -> tuple[dict[str, list[dict[str, Any]]], dict[str, int]]:
+    """Each detector's findings, and how many Spark jobs its sandbox queries ran."""
+    from mamori.store.spark import SparkSandboxEngine
+
     cfg = load_config(cfg_file)
     out: dict[str, list[dict[str, Any]]] = {}
+    jobs: dict[str, int] = {}
     with Governance(cfg) as gov:
         for name in DETECTORS:
+            before = SparkSandboxEngine.total_jobs
             run = build(name, cfg.detect, write=False).run(gov, Window(None, UNTIL), actor="p")
+            jobs[name] = SparkSandboxEngine.total_jobs - before
             rows = run.findings.drop_columns(["detected"]).to_pylist()
             out[name] = sorted(rows, key=lambda r: (r["ip"], r["port"] or 0, r["kind"]))
-    return out
+    return out, jobs
 
 
 def test_every_flow_detector_gives_the_same_findings(
     small_store: tuple[Path, Path], spark_session: Any
 ) -> None:
-    duck = _findings(small_store[0])
-    spark = _findings(small_store[1])
+    duck, duck_jobs = _findings(small_store[0])
+    spark, spark_jobs = _findings(small_store[1])
     assert duck["c2"] and duck["infected"] and duck["reflection"], {
         k: len(v) for k, v in duck.items()
     }
+    # the detectors whose SQL is engine-neutral ran it on Spark, not in a DuckDB sandbox
+    assert not any(duck_jobs.values()), duck_jobs
+    for name in ON_SPARK:
+        assert spark_jobs[name] > 0, (name, spark_jobs)
     for name in DETECTORS:
         assert len(spark[name]) == len(duck[name]), name
         for s, d in zip(spark[name], duck[name], strict=True):

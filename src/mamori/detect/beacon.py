@@ -52,8 +52,71 @@ class BeaconParams(DetectorParams):
     min_hosts_scored: int = 10
 
 
-def beacon_sql(view: str, p: BeaconParams) -> str:
-    """Per (host, ext, eport, proto): n, first, last, median interval, scores."""
+_DUCKDB_INTERVALS = """
+    d AS (
+        SELECT *, ts - lag(ts) OVER (PARTITION BY host, ext, eport, proto ORDER BY ts) AS dt
+        FROM ev
+    ),
+    a AS (
+        SELECT host, ext, eport, proto,
+               count(*) AS n, min(ts) AS first, max(ts) AS last,
+               quantile_cont(CASE WHEN dt >= {merge_s} THEN dt END, [0.25, 0.5, 0.75]) AS tq,
+               mad(CASE WHEN dt >= {merge_s} THEN dt END) AS tmad,
+               count(CASE WHEN dt >= {merge_s} THEN dt END) AS nd,
+               quantile_cont(bytes, [0.25, 0.5, 0.75]) AS bq,
+               mad(bytes) AS bmad,
+               mode(bytes) AS bmode
+        FROM d GROUP BY ALL
+    ),"""
+
+# Spark has no mad() and its mode() breaks ties differently: the same figures in SQL both
+# engines run (tested against DuckDB's own in tests/detect/test_beacon.py)
+_NEUTRAL_INTERVALS = """
+    d0 AS (
+        SELECT *, ts - lag(ts) OVER (PARTITION BY host, ext, eport, proto ORDER BY ts) AS dt0
+        FROM ev
+    ),
+    d1 AS (SELECT *, CASE WHEN dt0 >= {merge_s} THEN dt0 END AS dt FROM d0),
+    -- the median absolute deviation, spelled so that Spark runs it too (it has no mad())
+    d AS (
+        SELECT *, median(dt) OVER (PARTITION BY host, ext, eport, proto) AS dt_med,
+               median(bytes) OVER (PARTITION BY host, ext, eport, proto) AS bytes_med
+        FROM d1
+    ),
+    -- the most frequent size, the smallest of equally frequent ones: mode() breaks ties by
+    -- the order rows arrive in, which differs between plans and engines
+    bm AS (
+        SELECT host, ext, eport, proto, bytes AS bmode FROM (
+            SELECT host, ext, eport, proto, bytes,
+                   row_number() OVER (PARTITION BY host, ext, eport, proto
+                                      ORDER BY count(*) DESC, bytes) AS r
+            FROM ev GROUP BY host, ext, eport, proto, bytes
+        ) WHERE r = 1
+    ),
+    a0 AS (
+        SELECT host, ext, eport, proto,
+               count(*) AS n, min(ts) AS first, max(ts) AS last,
+               quantile_cont(dt, [0.25, 0.5, 0.75]) AS tq,
+               median(abs(dt - dt_med)) AS tmad,
+               count(dt) AS nd,
+               quantile_cont(bytes, [0.25, 0.5, 0.75]) AS bq,
+               median(abs(bytes - bytes_med)) AS bmad
+        FROM d GROUP BY ALL
+    ),
+    a AS (SELECT a0.*, bm.bmode FROM a0 JOIN bm USING (host, ext, eport, proto)),"""
+
+
+def _intervals_sql(engine: str, p: BeaconParams) -> str:
+    """CTEs ``d`` … ``a``: per pair, the intervals' and sizes' quartiles, median absolute
+    deviations and most frequent size. DuckDB keeps its own functions (its results stay as they
+    were); another engine gets the neutral spelling."""
+    sql = _DUCKDB_INTERVALS if engine == "duckdb" else _NEUTRAL_INTERVALS
+    return sql.replace("{merge_s}", str(p.merge_s))
+
+
+def beacon_sql(view: str, p: BeaconParams, engine: str = "duckdb") -> str:
+    """Per (host, ext, eport, proto): n, first, last, median interval, scores. ``engine``: the
+    sandbox's (:attr:`Sandbox.engine`), for the one step written twice."""
     return f"""
     WITH pop AS (SELECT count(DISTINCT host) AS n_pop FROM {view}),
     rare AS (
@@ -74,21 +137,7 @@ def beacon_sql(view: str, p: BeaconParams) -> str:
         FROM {view} o SEMI JOIN pc USING (host, ext, eport, proto)
         WHERE o.outbound
     ),
-    d AS (
-        SELECT *, ts - lag(ts) OVER (PARTITION BY host, ext, eport, proto ORDER BY ts) AS dt
-        FROM ev
-    ),
-    a AS (
-        SELECT host, ext, eport, proto,
-               count(*) AS n, min(ts) AS first, max(ts) AS last,
-               quantile_cont(CASE WHEN dt >= {p.merge_s} THEN dt END, [0.25, 0.5, 0.75]) AS tq,
-               mad(CASE WHEN dt >= {p.merge_s} THEN dt END) AS tmad,
-               count(CASE WHEN dt >= {p.merge_s} THEN dt END) AS nd,
-               quantile_cont(bytes, [0.25, 0.5, 0.75]) AS bq,
-               mad(bytes) AS bmad,
-               mode(bytes) AS bmode
-        FROM d GROUP BY ALL
-    ),
+{_intervals_sql(engine, p)}
     s AS (
         SELECT *,
             CASE WHEN tq[3] - tq[1] <= 0 THEN 1.0
@@ -115,14 +164,15 @@ def beacon_sql(view: str, p: BeaconParams) -> str:
 def beacon_pairs(view: FlowView, params: BeaconParams | None = None) -> pa.Table:
     """Scored host → endpoint pairs (internal to the detectors: it holds host addresses)."""
     p = params or BeaconParams()
-    out: pa.Table = view.sql(beacon_sql(view.name, p)).to_arrow_table()
+    out: pa.Table = view.sql(beacon_sql(view.name, p, view.sandbox.engine)).to_arrow_table()
     return out
 
 
 def materialise_pairs(view: FlowView, params: BeaconParams | None = None) -> str:
     """Score the pairs once into a table of the run (dropped with the view); its name."""
     name = view.name + "_beacon"
-    view.sql(beacon_sql(view.name, params or BeaconParams())).create(name)
+    sql = beacon_sql(view.name, params or BeaconParams(), view.sandbox.engine)
+    view.sql(sql).create(name)
     view.tables.insert(0, name)
     return name
 
@@ -194,10 +244,12 @@ def beacon_endpoints_sql(
         GROUP BY ALL
     ),
     srv AS (
-        SELECT ext, count(DISTINCT (eport, proto)) AS ports_served
+        SELECT ext, count(DISTINCT eport * 256 + proto) AS ports_served
         FROM o WHERE est AND ext IN (SELECT ext FROM hot) GROUP BY ALL
     )
-    SELECT hot.* REPLACE (hot.per_hour * coalesce(ep.rate_min, 1) AS per_hour),
+    SELECT hot.ext, hot.eport, hot.proto, hot.beaconing_hosts, hot.max_score, hot.mean_score,
+           hot.period_s, hot.sampled_flows, hot.first, hot.last, hot.suspects,
+           hot.per_hour * coalesce(ep.rate_min, 1) AS per_hour,
            ep.hosts, ep.rate_min, ep.rate_max, pop.n_pop, srv.ports_served,
            ep.bytes_in / greatest(ep.bytes_out, 1) AS in_out,
            greatest({max_hosts_min}, {max_share} * pop.n_pop) AS max_hosts

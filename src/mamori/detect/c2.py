@@ -247,7 +247,7 @@ def run_c2(
         raise ValueError(f"unknown method(s) {unknown}; known: {', '.join(METHODS)}")
     # without explicit parameters, the configuration's [detect.c2]
     p = params or C2Params.model_validate(gov.config.detect.get("c2", {}))
-    box = gov.sandbox(p.memory_limit_mb, label="M2-c2")
+    box = gov.sandbox(p.memory_limit_mb, label="M2-c2", neutral=True)
     view = open_window(gov, actor, since=since, until=until, sandbox=box, params=p.days)
     seeds = open_seeds(gov, actor, box, until=until)
     summary: dict[str, Any] = {

@@ -1079,7 +1079,9 @@ class DdosDetector:
     def run(self, gov: Governance, window: Window, *, actor: str) -> DetectorRun:
         from mamori.detect.flowview import internal_nets
 
-        box = gov.sandbox(self.params.memory_limit_mb, label="M13-ddos")
+        # neutral SQL: with engine = "spark" the window is sorted on Spark; the streaming
+        # engine then replays it here, second by second, as the collector would have
+        box = gov.sandbox(self.params.memory_limit_mb, label="M13-ddos", neutral=True)
         try:
             grant = gov.open(
                 self.measure,

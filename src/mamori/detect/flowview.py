@@ -110,8 +110,8 @@ def internal_nets(gov: Governance) -> tuple[tuple[Net, ...], str]:
     return tuple(ipaddress.ip_network(p) for p in _PRIVATE), "private-ranges"
 
 
-def _v4_int_sql(col: str) -> str:
-    parts = [f"TRY_CAST(split_part({col}, '.', {i}) AS UBIGINT)" for i in range(1, 5)]
+def _v4_int_sql(col: str, kind: str = "UBIGINT") -> str:
+    parts = [f"TRY_CAST(split_part({col}, '.', {i}) AS {kind})" for i in range(1, 5)]
     return f"(({parts[0]} << 24) | ({parts[1]} << 16) | ({parts[2]} << 8) | {parts[3]})"
 
 
@@ -128,8 +128,15 @@ def v4_range_sql(col: str, nets: Sequence[Net]) -> str:
     return f"(NOT contains({col}, ':') AND list_transform([{num}], __n -> {ranges})[1])"
 
 
-def _internal_sql(col: str, nets: Sequence[Net], v6_inside: str | None) -> str:
-    cond = f"coalesce({v4_range_sql(col, nets)}, FALSE)"
+def _neutral_internal_sql(col: str, num: str, nets: Sequence[Net], v6_inside: str | None) -> str:
+    """:func:`_internal_sql` in SQL both engines run (no lambda): ``num`` is ``col`` as a
+    number (:func:`_v4_int_sql`, signed: a negative octet makes it negative, outside every
+    range)."""
+    v4 = [n for n in nets if n.version == 4]
+    ranges = " OR ".join(
+        f"({num} BETWEEN {int(n.network_address)} AND {int(n.broadcast_address)})" for n in v4
+    )
+    cond = f"coalesce(NOT contains({col}, ':') AND ({ranges}), FALSE)" if v4 else "FALSE"
     if v6_inside is not None:
         cond += f" OR list_contains({v6_inside}, {col})"
     return f"({cond})"
@@ -190,9 +197,10 @@ def open_oriented(
     # Inside or outside is decided once per distinct address (tens of thousands), not per record.
     addr_name = f"{raw}_addr"
     box.execute(
-        f"CREATE TABLE {addr_name} AS SELECT a, {_internal_sql('a', nets, v6_name)} AS inside "
-        f"FROM (SELECT DISTINCT a FROM (SELECT src_addr AS a FROM {raw} WHERE {where} UNION "
-        f"SELECT dst_addr FROM {raw} WHERE {where}))",
+        f"CREATE TABLE {addr_name} AS SELECT a, {_neutral_internal_sql('a', 'n', nets, v6_name)}"
+        f" AS inside FROM (SELECT a, {_v4_int_sql('a', 'BIGINT')} AS n FROM (SELECT DISTINCT a "
+        f"FROM (SELECT src_addr AS a FROM {raw} WHERE {where} UNION "
+        f"SELECT dst_addr FROM {raw} WHERE {where})))",
     )
     name = f"{raw}_oriented"
     view_sql = f"""

@@ -588,7 +588,12 @@ class Governance:
             else rel.sql_query()
         )
         with self._bounded(box.memory_limit_mb):
-            if spark:
+            if box.engine == "spark":
+                # the granted rows stay in Spark: the sandbox keeps them as private views
+                box._load(name, rel)
+                if withheld is not None:
+                    box._load(name + "_withheld", withheld)
+            elif spark:
                 # Spark computed the granted rows; they reach the sandbox as Arrow, in the
                 # dataset's own types (Spark has no unsigned integers)
                 box._load(name, self._reader.arrow(rel, schema))
@@ -625,8 +630,15 @@ class Governance:
             name + "_withheld" if withheld is not None else None,
         )
 
-    def sandbox(self, memory_limit_mb: int | None = None, *, label: str = "sandbox") -> Sandbox:
+    def sandbox(
+        self, memory_limit_mb: int | None = None, *, label: str = "sandbox", neutral: bool = False
+    ) -> Sandbox:
         """A new, empty sandbox to open several grants into and query them together.
+
+        ``neutral``: the holder's SQL is engine-neutral (DuckDB's dialect, only what the Spark
+        sandbox's allowlist accepts), so with ``engine = "spark"`` the sandbox is on Spark and
+        the detector's aggregations run there; otherwise (and always on DuckDB) it is a DuckDB
+        database of its own.
 
         ``memory_limit_mb`` (default ``[governance] sandbox_memory_limit_mb``) bounds its memory;
         past it, work spills to a directory in the store that is removed when it closes. The
@@ -634,15 +646,20 @@ class Governance:
         holder."""
         n = next(self._names)
         limit = memory_limit_mb or self.config.governance.sandbox_memory_limit_mb
-        spill = self.state_dir("spill") / f"sandbox-{n}" if limit else None
+        on_spark = neutral and self._reader is not self._engine
+        # Spark spills to its own local directories
+        spill = self.state_dir("spill") / f"sandbox-{n}" if limit and not on_spark else None
         if spill is not None:
             spill.mkdir(parents=True, exist_ok=True)
+        if on_spark:
+            from mamori.store.spark import SparkSandboxEngine
         box = Sandbox(
             f"{label}#{n}",
             memory_limit_mb=limit,
             spill_dir=spill,
             threads=None,
             refuse=lambda reason, message, query: self._refuse_query(box, reason, message, query),
+            engine=SparkSandboxEngine(self._reader.spark) if on_spark else None,
         )
         self._sandboxes.add(box)
         return box
@@ -692,7 +709,10 @@ class Governance:
             box = self.sandbox(label="combine")
             for key, g in grants.items():
                 names[key] = self._fresh(key)
-                box._load(names[key], g.table())
+                rows = g.table()
+                box._load(
+                    names[key], rows.to_arrow_table() if g.sandbox.engine == "spark" else rows
+                )
                 box.grants.append((g.measure, g.dataset))
         for key, value in inputs.items():
             if not isinstance(value, Grant):

@@ -9,6 +9,12 @@ string literals fail however the query is written (comments, ``chr()``, catalogu
 query that fails that way is a refusal: it is written to the audit log and raised as
 :class:`~mamori.governance.access.AccessRefused`.
 
+With ``engine = "spark"``, a sandbox made for engine-neutral SQL (``Governance.sandbox(...,
+neutral=True)``) lives on Spark instead (:class:`~mamori.store.spark.SparkSandboxEngine`): the
+granted rows stay in Spark as private views, and each query the holder writes (in DuckDB's
+dialect) is checked against an allowlist before it is translated and run, so the same refusals
+hold there; :attr:`Sandbox.engine` says which engine a sandbox is on.
+
 Memory limits come from configuration: governance sets the limit and a spill directory in the
 store when it makes the sandbox (the holder cannot change them), and empties the spill directory
 when the sandbox closes.
@@ -50,14 +56,18 @@ class Sandbox:
         spill_dir: Path | None,
         threads: int | None,
         refuse: Refuse,
+        engine: Any = None,
     ) -> None:
         self.label = label
         self.memory_limit_mb = memory_limit_mb
         self._spill = spill_dir
         self._refuse = refuse
-        self._engine = SandboxEngine(
+        # ``engine``: a Spark sandbox engine governance made; else an in-memory DuckDB database
+        self._engine = engine or SandboxEngine(
             memory_limit_mb=memory_limit_mb, spill_dir=spill_dir, threads=threads
         )
+        #: "duckdb" or "spark": where the holder's queries run
+        self.engine: str = "spark" if engine is not None else "duckdb"
         self.names: list[str] = []
         # (measure, dataset) of every grant loaded: what a refusal here is audited under
         self.grants: list[tuple[str, str]] = []
@@ -109,6 +119,11 @@ class Sandbox:
             if reason is None:
                 raise
             raise self._refuse(reason, str(exc).splitlines()[0][:300], query) from None
+
+    @property
+    def spark_jobs(self) -> int:
+        """Queries and results this sandbox ran on Spark (0 on DuckDB)."""
+        return int(getattr(self._engine, "jobs", 0))
 
     def sql(self, query: str) -> Relation:
         """Run a query over the granted inputs (and tables made from them)."""

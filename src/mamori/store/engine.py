@@ -19,7 +19,14 @@ import pyarrow as pa
 from mamori.schemas import DatasetSchema
 from mamori.store import parquet
 
-__all__ = ["DuckDBEngine", "Engine", "Relation", "SandboxEngine", "is_refusal"]
+__all__ = [
+    "DuckDBEngine",
+    "Engine",
+    "Relation",
+    "SandboxEngine",
+    "SandboxRefused",
+    "is_refusal",
+]
 
 Relation = duckdb.DuckDBPyRelation
 
@@ -152,9 +159,20 @@ class DuckDBEngine:
         return list(parquet.partitions(self.root, dataset))
 
 
+class SandboxRefused(Exception):
+    """A query a sandbox refused before running it (the Spark sandbox's allowlist); ``reason``
+    says why, in the words of :func:`is_refusal`."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        self.reason = reason
+        super().__init__(f"{reason}{': ' + detail if detail else ''}")
+
+
 def is_refusal(exc: BaseException) -> str | None:
     """Why a sandbox query failed, when the failure is the sandbox doing its job (a file, an
     extension, a setting or a name outside it); ``None`` for an ordinary query error."""
+    if isinstance(exc, SandboxRefused):
+        return exc.reason
     if isinstance(exc, duckdb.PermissionException):
         return "reaches outside the grant (file, network or extension access is disabled)"
     if isinstance(exc, duckdb.CatalogException):

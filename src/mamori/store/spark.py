@@ -5,8 +5,10 @@ It reads the same Parquet layout as :class:`~mamori.store.engine.DuckDBEngine`
 store URL (``s3a://bucket/prefix``): partitions outside a time window are pruned by Spark from the
 ``date``/``hour`` directory names (``PartitionFilters`` in the plan), and only the named columns
 are read. Governance runs its own fixed SQL on it (the consent filter, the allocation resolution);
-what a grant's holder may run stays in the grant's DuckDB sandbox, because Spark SQL has no
-equivalent of DuckDB's locked, file-less database (``reflect()`` alone calls any Java method).
+what a grant's holder runs goes through :class:`SparkSandboxEngine`, which checks each query
+against an allowlist (:mod:`mamori.store.spark_guard`) before Spark sees it, because Spark SQL
+has no equivalent of DuckDB's locked, file-less database (``reflect()`` alone calls any Java
+method).
 
 Dialect: governance's SQL is written once, in the subset both engines accept; Spark runs it with
 ANSI mode and double-quoted identifiers, and :func:`spark_sql` rewrites the two spellings only
@@ -19,6 +21,7 @@ so results are cast back to the dataset's Arrow types; ``PYSPARK_PYTHON`` is thi
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import sys
@@ -30,8 +33,17 @@ from typing import Any
 import pyarrow as pa
 
 from mamori.schemas import DatasetSchema
+from mamori.store.spark_guard import check, to_spark
 
-__all__ = ["SparkEngine", "arrow_to_spark_ddl", "session", "spark_sql", "spark_type"]
+__all__ = [
+    "SparkEngine",
+    "SparkRelation",
+    "SparkSandboxEngine",
+    "arrow_to_spark_ddl",
+    "session",
+    "spark_sql",
+    "spark_type",
+]
 
 # the settings every Mamori session needs; the operator's [spark] conf is applied over them,
 # except these, which the engine's correctness rests on
@@ -42,6 +54,8 @@ _REQUIRED = {
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
     # partition values are compared as the text of their directory names ('05' stays '05')
     "spark.sql.sources.partitionColumnTypeInference.enabled": "false",
+    # no `parquet.`/path`` in SQL: sandbox queries are checked too, this is the second lock
+    "spark.sql.runSQLOnFiles": "false",
 }
 _DEFAULTS = {
     "spark.ui.enabled": "false",
@@ -276,3 +290,146 @@ def _arrow_for_spark(t: pa.DataType) -> pa.DataType:
         pa.large_string(): pa.string(),
     }
     return mapped.get(t, t)
+
+
+def _arrow_back(t: pa.DataType) -> pa.DataType:
+    """The Arrow type DuckDB gives for a result column Spark gives as ``t``: whole decimals
+    (Spark's sum of integers, unsigned 64-bit) are integers, others doubles; times are UTC."""
+    if pa.types.is_decimal(t):
+        return pa.int64() if t.scale == 0 and t.precision <= 20 else pa.float64()
+    if pa.types.is_timestamp(t):
+        return pa.timestamp("us", tz="UTC")
+    return t
+
+
+class SparkRelation:
+    """A query's result in a Spark sandbox: the subset of DuckDB's relation its holders use."""
+
+    def __init__(self, engine: SparkSandboxEngine, df: Any) -> None:
+        self._engine = engine
+        self.df = df
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.df.columns)
+
+    def to_arrow_table(self) -> pa.Table:
+        self._engine._job()
+        table: pa.Table = self.df.toArrow()
+        fields = [pa.field(f.name, _arrow_back(f.type)) for f in table.schema]
+        return table.cast(pa.schema(fields))
+
+    arrow = to_arrow_table
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        t = self.to_arrow_table()
+        cols = [c.to_pylist() for c in t.columns]
+        return list(zip(*cols, strict=True)) if cols else []
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        rows = self.fetchall()
+        return rows[0] if rows else None
+
+    def create(self, name: str) -> None:
+        """Keep the result as the sandbox's table ``name`` (computed now, held by Spark)."""
+        self._engine.keep(name, self.df)
+
+
+class SparkSandboxEngine:
+    """A grant's sandbox on Spark: the same methods as DuckDB's ``SandboxEngine``.
+
+    What it holds are private temporary views (``mamori_sbx<N>_<name>``) over DataFrames that
+    governance filled with granted rows only; the holder never gets the session. Each query is
+    checked (:func:`~mamori.store.spark_guard.check`), its names mapped to this sandbox's views
+    and only then given to Spark; ``CREATE TABLE … AS`` and ``DROP TABLE`` are carried out here
+    (the result is computed and kept by Spark under a private name), never sent as DDL. ``jobs``
+    counts the queries and results it ran on Spark.
+    """
+
+    _ids = itertools.count(1)
+    name = "spark"
+    #: Spark jobs run by every Spark sandbox of the process (what tests check ran on Spark)
+    total_jobs = 0
+
+    def __init__(self, spark: Any) -> None:
+        self.spark = spark
+        self._prefix = f"mamori_sbx{next(self._ids)}_"
+        self._views: dict[str, str] = {}
+        self._kept: dict[str, Any] = {}
+        self.locked = False
+        self.jobs = 0
+
+    def _job(self) -> None:
+        self.jobs += 1
+        SparkSandboxEngine.total_jobs += 1
+
+    @property
+    def names(self) -> frozenset[str]:
+        return frozenset(self._views)
+
+    def lock(self) -> None:
+        self.locked = True
+
+    def keep(self, name: str, df: Any, *, lazy: bool = False) -> None:
+        """``df`` computed once (``lazy``: each time it is read, a view) and readable as
+        ``name`` (the holder's name for it)."""
+        if name in self._views:
+            raise ValueError(f"table {name} already exists in the sandbox")
+        if not lazy:
+            self._job()
+            df = df.localCheckpoint(eager=True)
+        view = self._prefix + re.sub(r"\W", "_", name)
+        df.createOrReplaceTempView(view)
+        self._views[name] = view
+        self._kept[name] = df
+
+    def _drop(self, name: str) -> None:
+        view = self._views.pop(name)
+        self._kept.pop(name, None)
+        self.spark.catalog.dropTempView(view)
+
+    def load_query(self, name: str, query: str) -> None:
+        raise RuntimeError("a Spark sandbox is filled with DataFrames, not file queries")
+
+    def load(self, name: str, data: Any) -> None:
+        """Granted rows (a DataFrame of governance's, or Arrow) as table ``name``."""
+        if isinstance(data, pa.Table):
+            data = SparkEngine("", self.spark).from_arrow(data)
+        self.keep(name, data)
+
+    register_stream = load
+
+    def register(self, name: str, table: pa.Table) -> None:
+        """Arrow data the caller holds (lookup keys) as ``name``."""
+        self.lock()
+        if name in self._views:
+            self._drop(name)
+        self.load(name, table)
+
+    def _checked(self, query: str) -> Any:
+        self.lock()
+        return check(query, self.names)
+
+    def sql(self, query: str) -> SparkRelation:
+        c = self._checked(query)
+        if c.kind != "query":
+            raise ValueError("query returned no relation (not a SELECT?)")
+        return SparkRelation(self, self.spark.sql(to_spark(c.tree, self._views)))
+
+    def execute(self, statement: str) -> None:
+        c = self._checked(statement)
+        if c.kind in {"create", "view"} and c.target is not None:
+            df = self.spark.sql(to_spark(c.tree, self._views))
+            self.keep(c.target, df, lazy=c.kind == "view")
+        elif c.kind == "drop" and c.target is not None:
+            if c.target in self._views:
+                self._drop(c.target)
+        else:
+            self.spark.sql(to_spark(c.tree, self._views)).collect()
+
+    def table(self, name: str) -> SparkRelation:
+        return self.sql(f'SELECT * FROM "{name}"')
+
+    def close(self) -> None:
+        for name in list(self._views):
+            self._drop(name)
