@@ -414,9 +414,9 @@ def rebuild(rows: list[dict[str, str]]) -> dict[str, dict[str, int]]:
 
 def test_auditor_filters_the_log_and_reconciles_the_report(page: Page, web_gov: Governance) -> None:
     from mamori.act import base as act
+    from mamori.act.warning_tally import WarningCounts
     from mamori.governance import LegalBasis
     from mamori.share.export import export
-    from mamori.act.warning_tally import WarningCounts
 
     # the rest of the month the report covers: alerts sent, a block that reached 7
     # subscribers, the C&C list exported to the ISAC, an opt-out, warning pages shown
