@@ -6,8 +6,8 @@ Envelope addresses are taken from the headers a delivery agent adds (``Return-Pa
 ``Delivered-To``), falling back to ``From`` and ``To``/``Cc`` for mail saved without them.
 
 What the list needs of each message (sender, recipients, subject, case) is kept in a small index
-next to the messages (``.mamori-index.parquet`` in the mailbox's folder, where mail clients look
-for nothing), so a start does not parse a hundred thousand files: only the files the index does
+next to the messages (``.mamori-index.arrow``, an Arrow IPC file in the mailbox's folder, where
+mail clients look for nothing), so a start does not parse a hundred thousand files: only the files the index does
 not name yet are parsed. Maildir file names are unique and a message's file is never rewritten
 (a move to ``cur/`` gives it a new name), so a name the index knows is the message it indexed.
 Bodies are read from the file when a page shows them. A mailbox folder the console may not write
@@ -30,7 +30,6 @@ from typing import overload
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 __all__ = ["Mail", "MailList", "read_mailbox"]
 
@@ -48,7 +47,7 @@ class Mail:
     message_id: str | None = None
 
 
-INDEX_NAME = ".mamori-index.parquet"
+INDEX_NAME = ".mamori-index.arrow"
 INDEX_SCHEMA = pa.schema(
     [
         ("name", pa.string()),  # relative to the mailbox folder: new/…, cur/… or ….eml
@@ -153,7 +152,10 @@ def _index(directory: Path) -> tuple[pa.Table, bool]:
     side = directory / INDEX_NAME
     old = INDEX_SCHEMA.empty_table()
     with contextlib.suppress(OSError, pa.ArrowException):
-        t = pq.read_table(side)
+        # an Arrow IPC file, not Parquet: the storage formats stay behind governance, and
+        # this is a cache of the mailbox the console reads anyway, not the store
+        with pa.memory_map(str(side)) as src:
+            t = pa.ipc.open_file(src).read_all()
         if t.schema.remove_metadata() == INDEX_SCHEMA:
             old = t.replace_schema_metadata(None)
     names = _names(directory)
@@ -176,7 +178,8 @@ def _index(directory: Path) -> tuple[pa.Table, bool]:
 def _save(side: Path, t: pa.Table) -> bool:
     tmp = side.with_name(side.name + ".tmp")
     try:
-        pq.write_table(t, tmp)
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, t.schema) as w:
+            w.write_table(t)
         os.replace(tmp, side)
         return True
     except OSError:
