@@ -85,9 +85,10 @@ def test_beacon_method_reports_rare_beacon_not_popular_periodic(gov: Governance)
 
 
 # (times, sizes): the neutral spelling (Spark's) of the interval and size statistics against
-# DuckDB's mad()/mode(); sizes have one most frequent value (mode's tie-break is the one place
-# the two may differ, see beacon._NEUTRAL_INTERVALS)
+# DuckDB's mad(); the most frequent size is taken alike on both (the largest of equally
+# frequent ones), so sizes that never repeat give both the same score
 NEUTRAL_CASES = [
+    ([60.0 * k for k in range(30)], [3000 - 7 * k for k in range(30)]),
     ([60.0 * k for k in range(40)], [300] * 40),
     ([300.0 * k + float(RNG.normal(0, 3)) for k in range(30)], [500, 501, 502] * 9 + [501] * 3),
     (
@@ -112,3 +113,22 @@ def test_neutral_statistics_equal_duckdbs_own(
     for name in duck.column_names:
         d, n = duck.column(name)[0].as_py(), neutral.column(name)[0].as_py()
         assert n == pytest.approx(d, abs=1e-9), name
+
+
+def test_most_frequent_size_does_not_depend_on_row_order(gov: Governance) -> None:
+    """Sizes that never repeat, the largest arriving last: the most frequent size is the largest
+    (no small fixed message is evidenced), whatever the order rows arrive in. DuckDB's mode()
+    took whichever came first, so the score changed with the query plan; here it would have
+    taken the smallest."""
+    times = [60.0 * k for k in range(30)]
+    sizes = [1000 + 7 * k for k in range(30)]
+    gov.write("M1", "flows", _series(times, sizes), "collector")
+    view = open_oriented(gov, "test")
+    got = view.sql(beacon_sql(view.name, BeaconParams(), "duckdb")).to_arrow_table()
+    # the size statistics by hand: quartiles interpolated (quantile_cont), the median absolute
+    # deviation, and the largest size as the most frequent one
+    q1, q2, q3 = np.percentile(sizes, [25, 50, 75])
+    skew = 1.0 - min(1.0, abs((q1 + q3 - 2 * q2) / (q3 - q1)))
+    mad = float(np.median(np.abs(np.array(sizes) - q2)))
+    want = (skew + max(0.0, 1.0 - mad / 32.0) + (1.0 - max(sizes) / 65535.0)) / 3.0
+    assert got.column("ds_score")[0].as_py() == pytest.approx(want, abs=1e-9)

@@ -52,25 +52,40 @@ class BeaconParams(DetectorParams):
     min_hosts_scored: int = 10
 
 
+# the most frequent size, the largest of equally frequent ones, on both engines: mode() breaks
+# ties by the order rows arrive in, which differs between plans and engines (a pair whose sizes
+# never repeat got a different score from one run to the next). The largest, because the score
+# rewards small sizes: where no size repeats, there is no evidence of a small fixed message
+# (silence rather than a false claim)
+_MOST_FREQUENT_SIZE = """    bm AS (
+        SELECT host, ext, eport, proto, bytes AS bmode FROM (
+            SELECT host, ext, eport, proto, bytes,
+                   row_number() OVER (PARTITION BY host, ext, eport, proto
+                                      ORDER BY count(*) DESC, bytes DESC) AS r
+            FROM ev GROUP BY host, ext, eport, proto, bytes
+        ) WHERE r = 1
+    ),"""
+
 _DUCKDB_INTERVALS = """
     d AS (
         SELECT *, ts - lag(ts) OVER (PARTITION BY host, ext, eport, proto ORDER BY ts) AS dt
         FROM ev
     ),
-    a AS (
+{most_frequent_size}
+    a0 AS (
         SELECT host, ext, eport, proto,
                count(*) AS n, min(ts) AS first, max(ts) AS last,
                quantile_cont(CASE WHEN dt >= {merge_s} THEN dt END, [0.25, 0.5, 0.75]) AS tq,
                mad(CASE WHEN dt >= {merge_s} THEN dt END) AS tmad,
                count(CASE WHEN dt >= {merge_s} THEN dt END) AS nd,
                quantile_cont(bytes, [0.25, 0.5, 0.75]) AS bq,
-               mad(bytes) AS bmad,
-               mode(bytes) AS bmode
+               mad(bytes) AS bmad
         FROM d GROUP BY ALL
-    ),"""
+    ),
+    a AS (SELECT a0.*, bm.bmode FROM a0 JOIN bm USING (host, ext, eport, proto)),"""
 
-# Spark has no mad() and its mode() breaks ties differently: the same figures in SQL both
-# engines run (tested against DuckDB's own in tests/detect/test_beacon.py)
+# Spark has no mad(): the same figures in SQL both engines run (tested against DuckDB's own in
+# tests/detect/test_beacon.py)
 _NEUTRAL_INTERVALS = """
     d0 AS (
         SELECT *, ts - lag(ts) OVER (PARTITION BY host, ext, eport, proto ORDER BY ts) AS dt0
@@ -83,16 +98,7 @@ _NEUTRAL_INTERVALS = """
                median(bytes) OVER (PARTITION BY host, ext, eport, proto) AS bytes_med
         FROM d1
     ),
-    -- the most frequent size, the smallest of equally frequent ones: mode() breaks ties by
-    -- the order rows arrive in, which differs between plans and engines
-    bm AS (
-        SELECT host, ext, eport, proto, bytes AS bmode FROM (
-            SELECT host, ext, eport, proto, bytes,
-                   row_number() OVER (PARTITION BY host, ext, eport, proto
-                                      ORDER BY count(*) DESC, bytes) AS r
-            FROM ev GROUP BY host, ext, eport, proto, bytes
-        ) WHERE r = 1
-    ),
+{most_frequent_size}
     a0 AS (
         SELECT host, ext, eport, proto,
                count(*) AS n, min(ts) AS first, max(ts) AS last,
@@ -108,10 +114,13 @@ _NEUTRAL_INTERVALS = """
 
 def _intervals_sql(engine: str, p: BeaconParams) -> str:
     """CTEs ``d`` … ``a``: per pair, the intervals' and sizes' quartiles, median absolute
-    deviations and most frequent size. DuckDB keeps its own functions (its results stay as they
-    were); another engine gets the neutral spelling."""
+    deviations and most frequent size. DuckDB keeps its own mad() and quartiles (the neutral
+    spelling's window medians cost it minutes at 10M records); another engine gets the neutral
+    spelling. Both take the most frequent size the same way."""
     sql = _DUCKDB_INTERVALS if engine == "duckdb" else _NEUTRAL_INTERVALS
-    return sql.replace("{merge_s}", str(p.merge_s))
+    return sql.replace("{merge_s}", str(p.merge_s)).replace(
+        "{most_frequent_size}", _MOST_FREQUENT_SIZE
+    )
 
 
 def beacon_sql(view: str, p: BeaconParams, engine: str = "duckdb") -> str:
