@@ -76,6 +76,20 @@ class BookPrune:
     cases: int  # such cases dropped whole, past retention
 
 
+def _lines(entries: list[CaseEntry]) -> bytes:
+    """The entries as JSON lines, as the book stores them (unset fields left out)."""
+    return b"".join(
+        json.dumps(
+            {k: (v.isoformat() if isinstance(v, datetime) else v)
+             for k, v in e.__dict__.items() if v is not None},
+            ensure_ascii=False,
+            sort_keys=True,
+        ).encode()
+        + b"\n"
+        for e in entries
+    )  # fmt: skip
+
+
 class CaseBook:
     def __init__(self, gov: Governance) -> None:
         self._gov = gov
@@ -87,19 +101,7 @@ class CaseBook:
     # ------------------------------------------------------------------ writing
 
     def _append(self, entries: list[CaseEntry]) -> None:
-        lines = b"".join(
-            json.dumps(
-                {
-                    k: (v.isoformat() if isinstance(v, datetime) else v)
-                    for k, v in e.__dict__.items()
-                    if v is not None
-                },
-                ensure_ascii=False,
-                sort_keys=True,
-            ).encode()
-            + b"\n"
-            for e in entries
-        )
+        lines = _lines(entries)
         with self._lock.open("a") as lh:
             fcntl.flock(lh, fcntl.LOCK_EX)
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -260,19 +262,7 @@ class CaseBook:
         return BookPrune(notes, dropped)
 
     def _rewrite(self, entries: list[CaseEntry]) -> None:
-        text = b"".join(
-            json.dumps(
-                {
-                    k: (v.isoformat() if isinstance(v, datetime) else v)
-                    for k, v in e.__dict__.items()
-                    if v is not None
-                },
-                ensure_ascii=False,
-                sort_keys=True,
-            ).encode()
-            + b"\n"
-            for e in sorted(entries, key=lambda e: e.ts)
-        )
+        text = _lines(sorted(entries, key=lambda e: e.ts))
         with self._lock.open("a") as lh:
             fcntl.flock(lh, fcntl.LOCK_EX)
             tmp = self.path.with_suffix(".tmp")
