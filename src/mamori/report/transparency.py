@@ -343,6 +343,11 @@ def build_report(
     WarningCounts(gov.state_dir("warning")).seal(gov.audit, actor=actor)
     warnings: dict[str, int] = defaultdict(int)
     for e in gov.audit.entries():
+        # tallies count by the day of the views, whenever they were sealed (a month's last day
+        # is sealed on the next day's first view, or by the report); the rest by their time
+        tally = e.event == TALLY_EVENT
+        if not tally and not _in(_parse_ts(e.ts), lo, hi):
+            continue
         detail: dict[str, Any] = {}
         if e.detail:
             try:
@@ -350,14 +355,10 @@ def build_report(
                 detail = parsed if isinstance(parsed, dict) else {}
             except ValueError:
                 detail = {}
-        if e.event == TALLY_EVENT:
-            # by the day of the views, whenever the tally was sealed (a month's last day is
-            # sealed on the next day's first view, or by the report)
+        if tally:
             for by_category in tallied(detail, lo, hi).values():
                 for category, events in by_category.items():
                     warnings[category] += events["shown"]
-            continue
-        if not _in(_parse_ts(e.ts), lo, hi):
             continue
         if e.event == "consent" and e.measure in lines:
             if detail.get("state") == "out":
