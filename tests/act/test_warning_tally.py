@@ -14,7 +14,11 @@ from mamori.report.transparency import build_report
 
 
 def _tallies(gov: Governance) -> list[dict[str, dict[str, dict[str, int]]]]:
-    return [json.loads(e.detail)["counts"] for e in gov.audit.entries() if e.event == TALLY_EVENT]
+    return [
+        json.loads(e.detail or "{}")["counts"]
+        for e in gov.audit.entries()
+        if e.event == TALLY_EVENT
+    ]
 
 
 def _today() -> str:
@@ -90,3 +94,17 @@ def test_the_report_counts_warnings_shown_from_the_log(gov: Governance) -> None:
     counts.path.write_text("{}", encoding="utf-8")
     again = build_report(gov, f"{now:%Y-%m}", actor="auditor:t", now=now)
     assert again.warnings_shown == {"phishing": 3}
+
+
+@pytest.mark.parametrize("text", ["", "{not json", "[1, 2]", "\x00\x01"])
+def test_a_damaged_counts_file_does_not_stop_the_page_or_the_seal(
+    gov: Governance, text: str
+) -> None:
+    counts = WarningCounts(gov.state_dir("warning"), gov.audit)
+    counts.path.parent.mkdir(parents=True, exist_ok=True)
+    counts.path.write_text(text, encoding="utf-8")
+    counts.add("phishing", "shown")  # counting goes on from what can be read
+    assert counts.read() == {_today(): {"phishing": {"shown": 1}}}
+    counts.seal(gov.audit, actor="t")
+    assert _tallies(gov) == [{_today(): {"phishing": {"shown": 1}}}]
+    assert gov.audit.verify().ok

@@ -100,3 +100,28 @@ def test_mailbox_whose_index_cannot_be_written_is_indexed_in_memory(tmp_path: Pa
     (tmp_path / "box" / maildir.INDEX_NAME).mkdir()
     assert [m.subject for m in read_mailbox(tmp_path / "box")] == ["one"]
     assert (tmp_path / "box" / maildir.INDEX_NAME).is_dir()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda b: b[: len(b) // 2],  # cut short
+        lambda b: b"\x00" * len(b),  # overwritten
+        lambda b: b"",  # emptied
+        lambda b: b"ARROW1" + os.urandom(4096),  # the magic, then garbage
+    ],
+    ids=["truncated", "zeroed", "empty", "garbage"],
+)
+def test_a_damaged_index_is_rebuilt_from_the_messages(tmp_path: Path, damage: object) -> None:
+    from mamori.web import maildir
+
+    box = mailbox.Maildir(tmp_path / "Maildir", create=True)
+    for i in range(3):
+        box.add(_message(f"m{i}", f"s{i}@home.example.jp"))
+    read_mailbox(tmp_path / "Maildir")
+    side = tmp_path / "Maildir" / maildir.INDEX_NAME
+    side.write_bytes(damage(side.read_bytes()))  # type: ignore[operator]
+    maildir._LISTED.clear()
+    assert [m.subject for m in read_mailbox(tmp_path / "Maildir")] == ["m0", "m1", "m2"]
+    maildir._LISTED.clear()  # and the rebuilt index is whole again
+    assert read_mailbox(tmp_path / "Maildir").table.num_rows == 3
